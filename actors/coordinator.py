@@ -1,0 +1,223 @@
+"""CoordinatorActor: one tick of the control loop.
+
+``run_once()`` reads as the seed loop: collect → featurise → predict → decide →
+arbitrate (pool) → log (durably, before acting) → apply → record. State that must
+survive a restart (policy cooldowns, pending lead-time checks, last actions, tick
+count) is checkpointed to ``<data_dir>/coordinator.json`` at the end of each tick.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+
+from actors import names
+from app.core.actions import ActionResult, Decision, ResultStatus, ScalingAction, Verdict
+from app.core.features import F, compute_features
+from app.core.outcomes import LeadTimeTracker
+from app.core.policy import PolicyInput, PolicyState, preemptive_buffer
+from app.core.predictor import Prediction, TrendExhaustionPredictor
+from app.core.sample import Tier
+from app.settings import Mode, Settings
+from app.store import jsonfile
+from app.store.decision_log import DecisionLog
+
+CHECKPOINT = "coordinator.json"
+STATUS = "status.json"
+
+
+def _decision_record(d: Decision) -> dict[str, Any]:
+    return {
+        "kind": "decision",
+        "ts_s": d.now_s,
+        "container": d.container,
+        "tier": d.tier.value,
+        "p_fail": d.p_fail,
+        "threshold": d.threshold,
+        "time_to_limit_s": d.time_to_limit_s,
+        "forecast": d.forecast,
+        "old_limit": d.limit,
+        "new_limit": d.action.new_limit if d.action else None,
+        "action_id": d.action.action_id if d.action else None,
+        "reason": d.reason,
+    }
+
+
+def _action_record(a: ScalingAction, r: ActionResult, verdict_reason: str) -> dict[str, Any]:
+    return {
+        "kind": "action",
+        "ts_s": a.now_s,
+        "action_id": a.action_id,
+        "container": a.container,
+        "tier": a.tier.value,
+        "p_fail": a.p_fail,
+        "threshold": a.threshold,
+        "time_to_limit_s": a.time_to_limit_s,
+        "old_limit": r.old_limit,
+        "requested_limit": a.new_limit,
+        "new_limit": r.new_limit,
+        "result": r.status.value,
+        "reason": f"{a.reason}; {verdict_reason}; {r.reason}",
+    }
+
+
+class Coordinator:
+    def __init__(self, settings: Settings, run_id: str) -> None:
+        self.s = settings
+        self.run_id = run_id
+        self.data_dir = Path(settings.data_dir)
+        self.log = DecisionLog(self.data_dir, run_id, settings.mode.value)
+        p = settings.predictor
+        self.predictor = TrendExhaustionPredictor(
+            horizon_s=p.horizon_s,
+            min_samples=p.min_samples,
+            sigma_floor_fraction=p.sigma_floor_fraction,
+            cpu_busy_fraction=p.cpu_busy_fraction,
+        )
+        self.tracker = LeadTimeTracker(expire_after_s=4 * p.horizon_s)
+        self.policy_state = PolicyState()
+        self.last_action: dict[str, dict[str, Any]] = {}
+        self.tick = 0
+        self._restore()
+
+    # -- persistence -------------------------------------------------------------
+    def _restore(self) -> None:
+        saved = jsonfile.read(self.data_dir / CHECKPOINT)
+        if not saved or saved.get("run_id") != self.run_id:
+            return
+        self.policy_state = PolicyState(dict(saved["policy_last_action_s"]))
+        self.tracker.load(saved["pending"])
+        self.last_action = saved["last_action"]
+        self.tick = saved["tick"]
+
+    def _checkpoint(self) -> None:
+        jsonfile.write_atomic(
+            self.data_dir / CHECKPOINT,
+            {
+                "run_id": self.run_id,
+                "tick": self.tick,
+                "policy_last_action_s": self.policy_state.last_action_s,
+                "pending": self.tracker.to_list(),
+                "last_action": self.last_action,
+            },
+        )
+
+    # -- the tick ------------------------------------------------------------------
+    def run_once(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        monitor = ray.get_actor(names.MONITOR, namespace=self.s.ray.namespace)
+        pool = ray.get_actor(names.POOL, namespace=self.s.ray.namespace)
+
+        batch = ray.get(monitor.collect.remote())  # collect
+        now_s, containers, window = batch["now_s"], batch["names"], batch["window"]
+        records: list[dict[str, Any]] = [
+            {"kind": "event", "ts_s": e.ts_s, "container": e.container,
+             "event": e.kind.value, "reason": e.detail}
+            for e in batch["events"]
+        ]
+        feats = compute_features(window, recent_steps=self.s.predictor.recent_steps)
+        pred = self.predictor.predict(feats)  # predict
+        usage = {n: float(feats[i, F["memory_usage_last_bytes"]]) for i, n in enumerate(containers)}
+        ooms: dict[str, float] = {}
+        for e in batch["events"]:
+            ooms[e.container] = ooms.get(e.container, 0) + 1
+        records += [{"kind": "outcome", "ts_s": now_s, **o.to_dict()}
+                    for o in self.tracker.observe(now_s, usage, ooms)]
+        pool.observe.remote(self._limits(containers, pred))
+
+        decisions: list[Decision] = []
+        results: list[ActionResult] = []
+        if self.s.mode is not Mode.OFF:
+            thresholds = np.array(
+                [self.s.thresholds.per_app.get(n, self.s.thresholds.p_fail) for n in containers]
+            )
+            decisions, self.policy_state = preemptive_buffer(  # decide
+                PolicyInput(now_s, containers, pred, thresholds), self.s.policy, self.policy_state
+            )
+            asks = [d.action for d in decisions if d.action is not None]
+            commit = self.s.mode is Mode.AUTO
+            verdicts = ray.get(pool.request.remote(asks, commit)) if asks else []  # arbitrate
+            records += [_decision_record(d) for d in decisions
+                        if d.action is not None or d.p_fail >= d.threshold]
+            self.log.append(records)  # durable before acting
+            records = []
+            granted = [a for a, v in zip(asks, verdicts, strict=True)
+                       if v.verdict is Verdict.GRANTED]
+            applied = {}
+            if commit and granted:
+                applied = {r.action_id: r for r in ray.get(monitor.apply.remote(granted))}
+            for a, v in zip(asks, verdicts, strict=True):
+                r = applied.get(a.action_id) or ActionResult(
+                    a.action_id, a.container, a.tier,
+                    ResultStatus.DRY_RUN if v.verdict is Verdict.GRANTED else ResultStatus.DENIED,
+                    a.old_limit, a.old_limit,
+                    "recommend mode: nothing touched" if v.verdict is Verdict.GRANTED
+                    else "not applied",
+                )
+                results.append(r)
+                if r.status is ResultStatus.APPLIED:
+                    self.tracker.track(a)
+                    pool.confirm.remote(a.container, a.tier.value, r.new_limit)
+                records.append(_action_record(a, r, v.reason))
+                self.last_action[a.container] = {
+                    "ts_s": a.now_s, "tier": a.tier.value, "old_limit": r.old_limit,
+                    "new_limit": r.new_limit, "requested_limit": a.new_limit,
+                    "result": r.status.value,
+                }
+        self.log.append(records)  # record
+        self.tick += 1
+        self._checkpoint()
+        tick_s = time.perf_counter() - t0
+        self._write_status(now_s, containers, feats, pred, batch, tick_s)
+        return {
+            "tick": self.tick,
+            "now_s": now_s,
+            "containers": len(containers),
+            "decisions": sum(1 for d in decisions if d.action is not None),
+            "actions": [r.status.value for r in results],
+            "errors": batch["errors"],
+            "tick_s": tick_s,
+        }
+
+    @staticmethod
+    def _limits(containers: list[str], pred: Prediction) -> dict[str, dict[str, float]]:
+        return {
+            n: {t.value: float(pred.tiers[t].limit[i]) for t in pred.tiers}
+            for i, n in enumerate(containers)
+        }
+
+    def _write_status(self, now_s, containers, feats, pred: Prediction, batch, tick_s) -> None:
+        rows = []
+        for i, n in enumerate(containers):
+            mem, cpu = pred.tiers[Tier.MEMORY], pred.tiers[Tier.CPU]
+            rows.append({
+                "name": n,
+                "memory_usage_bytes": float(feats[i, F["memory_usage_last_bytes"]]),
+                "memory_limit_bytes": float(mem.limit[i]),
+                "cpu_usage_cores": float(feats[i, F["cpu_usage_cores_last"]]),
+                "cpu_quota_cores": float(cpu.limit[i]),
+                "p_fail_memory": float(mem.p_fail[i]),
+                "p_fail_cpu": float(cpu.p_fail[i]),
+                "memory_time_to_limit_s": float(mem.time_to_limit_s[i]),
+                "samples": int(feats[i, F["n_samples"]]) if math.isfinite(
+                    feats[i, F["n_samples"]]) else 0,
+                "last_action": self.last_action.get(n),
+            })
+        jsonfile.write_atomic(self.data_dir / STATUS, {
+            "ts_s": now_s, "run_id": self.run_id, "mode": self.s.mode.value, "tick": self.tick,
+            "tick_s": tick_s, "model": pred.model, "horizon_s": pred.horizon_s,
+            "errors": batch["errors"], "dropped": batch["dropped"], "containers": rows,
+        })
+
+    def ping(self) -> int:
+        return self.tick
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+class CoordinatorActor(Coordinator):
+    """:class:`Coordinator` as a named, restartable Ray actor."""

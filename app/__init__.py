@@ -1,0 +1,1 @@
+"""prescale: predict container failures and add resources before they happen."""

@@ -1,0 +1,89 @@
+"""What the engine proposes and what happened to it: decisions, actions, verdicts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+from app.core.sample import Tier
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingAction:
+    """Change one container's limit of one tier from ``old_limit`` to ``new_limit``.
+
+    Limits are bytes for memory and cores for CPU. ``action_id`` is unique and
+    deterministic (container, tier and the tick's ``now_s``), so a retried action
+    is recognised and never applied twice.
+    """
+
+    action_id: str
+    now_s: float
+    container: str
+    tier: Tier
+    old_limit: float
+    new_limit: float
+    p_fail: float
+    threshold: float
+    time_to_limit_s: float
+    forecast: float
+    reason: str
+
+    @property
+    def delta(self) -> float:
+        return self.new_limit - self.old_limit
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def action_id_for(container: str, tier: Tier, now_s: float) -> str:
+    """``"leaker/memory@1700000000123"``: container, tier and the tick time in ms."""
+    return f"{container}/{tier.value}@{round(now_s * 1000)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The engine's view of one container and tier in one tick, with or without action."""
+
+    now_s: float
+    container: str
+    tier: Tier
+    p_fail: float
+    threshold: float
+    time_to_limit_s: float
+    forecast: float
+    limit: float
+    action: ScalingAction | None
+    reason: str
+
+
+class Verdict(StrEnum):
+    GRANTED = "granted"
+    DENIED = "denied"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolVerdict:
+    action_id: str
+    verdict: Verdict
+    reason: str
+
+
+class ResultStatus(StrEnum):
+    APPLIED = "applied"  # the limit was written and read back
+    DRY_RUN = "dry_run"  # recommend mode: decided and logged, nothing touched
+    DENIED = "denied"  # the pool refused it
+    FAILED = "failed"  # the actuator tried and the kernel refused or the cgroup is gone
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    action_id: str
+    container: str
+    tier: Tier
+    status: ResultStatus
+    old_limit: float
+    new_limit: float  # what the limit really is afterwards
+    reason: str

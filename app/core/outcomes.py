@@ -1,0 +1,93 @@
+"""Lead-time tracking: when would the old limit have been crossed?
+
+After a scale-up of memory from ``old_limit`` at ``t_action``, the container keeps
+running under the new limit. The first later sample whose usage reaches
+``old_limit`` is the moment it would have failed without the action; the lead
+time is that moment minus ``t_action``. A pending action that sees no crossing
+within ``expire_after_s`` is closed as ``not_crossed`` (a possible false positive,
+judged properly by the outcome tracker of the decision-core issue). An OOM kill
+while pending closes it as ``failed``.
+
+Worked example: action at t = 100 s raising 128 MiB → 200 MiB; samples at 101..118 s
+stay below 128 MiB, the sample at 119 s reads 129 MiB → outcome ``crossed``,
+lead time 19 s.
+
+CPU actions have no such crossing (usage cannot exceed a quota), so only memory
+actions are tracked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from app.core.actions import ScalingAction
+from app.core.sample import Tier
+
+
+@dataclass(frozen=True)
+class Pending:
+    action_id: str
+    container: str
+    t_action_s: float
+    old_limit_bytes: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action_id: str
+    container: str
+    kind: str  # crossed | failed | not_crossed | gone
+    t_action_s: float
+    t_outcome_s: float
+    lead_time_s: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class LeadTimeTracker:
+    def __init__(self, expire_after_s: float) -> None:
+        self.expire_after_s = expire_after_s
+        self.pending: list[Pending] = []
+
+    def track(self, action: ScalingAction) -> None:
+        if action.tier is Tier.MEMORY:
+            self.pending.append(
+                Pending(action.action_id, action.container, action.now_s, action.old_limit)
+            )
+
+    def observe(
+        self,
+        now_s: float,
+        usage_bytes: dict[str, float],
+        oom_kills_delta: dict[str, float],
+    ) -> list[Outcome]:
+        """Close the pending actions this tick's readings settle; keep the rest."""
+        out: list[Outcome] = []
+        keep: list[Pending] = []
+        for p in self.pending:
+            usage = usage_bytes.get(p.container)
+            if oom_kills_delta.get(p.container, 0) > 0:
+                out.append(Outcome(p.action_id, p.container, "failed", p.t_action_s, now_s, None))
+            elif usage is not None and usage >= p.old_limit_bytes:
+                out.append(
+                    Outcome(p.action_id, p.container, "crossed", p.t_action_s, now_s,
+                            now_s - p.t_action_s)
+                )
+            elif usage is None:
+                out.append(Outcome(p.action_id, p.container, "gone", p.t_action_s, now_s, None))
+            elif now_s - p.t_action_s > self.expire_after_s:
+                out.append(
+                    Outcome(p.action_id, p.container, "not_crossed", p.t_action_s, now_s, None)
+                )
+            else:
+                keep.append(p)
+        self.pending = keep
+        return out
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [asdict(p) for p in self.pending]
+
+    def load(self, items: list[dict[str, Any]]) -> None:
+        self.pending = [Pending(**d) for d in items]

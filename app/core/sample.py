@@ -1,0 +1,94 @@
+"""Sample and Event: what a container looked like at a time, and what happened to it.
+
+A :class:`Sample` holds raw readings, mostly cumulative counters as the kernel
+exposes them (``*_total``); rates are derived later by :mod:`app.core.features`
+from consecutive samples. A reading the source cannot provide is ``nan``; an
+unlimited limit is ``inf``.
+
+The monitor's ring buffer stores samples as rows of ``len(METRICS)`` floats in the
+order of :data:`METRICS`, so a window of N containers × W steps is one
+``float64`` array of shape ``[N, W, len(METRICS)]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import astuple, dataclass, fields
+from enum import StrEnum
+
+INF = math.inf
+NAN = math.nan
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One reading of one container. Units are in the field names."""
+
+    container: str
+    ts_s: float
+    memory_usage_bytes: float = NAN
+    memory_working_set_bytes: float = NAN
+    memory_limit_bytes: float = INF
+    memory_failcnt_total: float = NAN
+    oom_kills_total: float = NAN
+    cpu_usage_s_total: float = NAN
+    cpu_quota_cores: float = INF
+    cpu_periods_total: float = NAN
+    cpu_throttled_periods_total: float = NAN
+    cpu_throttled_s_total: float = NAN
+    io_read_bytes_total: float = NAN
+    io_write_bytes_total: float = NAN
+
+    def row(self) -> tuple[float, ...]:
+        """The numeric fields in :data:`METRICS` order (without ``container``)."""
+        return astuple(self)[1:]
+
+
+#: Column order of a window's last axis (every numeric field of :class:`Sample`).
+METRICS: tuple[str, ...] = tuple(f.name for f in fields(Sample))[1:]
+#: Column index of each metric in a window.
+M: dict[str, int] = {name: i for i, name in enumerate(METRICS)}
+
+
+class EventKind(StrEnum):
+    OOM_KILL = "oom_kill"
+    EXIT_NONZERO = "exit_nonzero"
+    TIMEOUT = "timeout"
+    DISK_FULL = "disk_full"
+    RESTART = "restart"
+    SUCCESS = "success"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened to a container at ``ts_s``."""
+
+    container: str
+    ts_s: float
+    kind: EventKind
+    detail: str = ""
+
+
+class Tier(StrEnum):
+    """A resource that can run out, and the kind of failure it causes."""
+
+    MEMORY = "memory"  # OOM kill
+    CPU = "cpu"  # starvation: CFS throttling
+
+
+def events_between(prev: Sample | None, cur: Sample) -> list[Event]:
+    """Failure events implied by counter deltas between two samples of one container.
+
+    Worked example: ``prev.oom_kills_total = 1``, ``cur.oom_kills_total = 3`` →
+    two ``oom_kill`` events at ``cur.ts_s``. A counter that goes down (the cgroup
+    was recreated) or is ``nan`` implies nothing.
+    """
+    if prev is None:
+        return []
+    delta = cur.oom_kills_total - prev.oom_kills_total
+    if not delta > 0:  # also false for nan
+        return []
+    return [
+        Event(cur.container, cur.ts_s, EventKind.OOM_KILL, "kernel memory.oom_control oom_kill")
+        for _ in range(int(delta))
+    ]

@@ -1,0 +1,254 @@
+"""The one settings root: TOML file + ``PRESCALE_*`` environment variables.
+
+Precedence (highest first): explicit overrides passed to :func:`load_settings`,
+environment variables (``PRESCALE_POLICY__MARGIN_FRACTION=0.3``; nested groups are
+separated by ``__``), the TOML file (``configs/local.toml`` by default), then the
+defaults below. Sizes in bytes accept units: ``"128MiB"``, ``"2GB"``.
+
+Settings are passed in, never read from a global.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+#: The file read when no ``--config`` is given.
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "local.toml"
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class Mode(StrEnum):
+    """As in the Kubernetes VPA."""
+
+    OFF = "off"  # observe only: sample and predict, decide nothing
+    RECOMMEND = "recommend"  # decide and log, touch nothing
+    AUTO = "auto"  # decide, log and apply
+
+
+class CgroupVersion(StrEnum):
+    AUTO = "auto"
+    V1 = "v1"
+    V2 = "v2"
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LoopSettings(_Group):
+    interval_s: PositiveSeconds = Field(
+        1.0, le=3600, description="Seconds between two ticks of the control loop."
+    )
+    window_steps: int = Field(
+        60, ge=3, le=100_000, description="Samples kept per container in the monitor's ring buffer."
+    )
+
+
+class CgroupSettings(_Group):
+    version: CgroupVersion = Field(
+        CgroupVersion.AUTO, description="cgroup version of the watched containers (auto: detect)."
+    )
+    roots: list[Path] = Field(
+        default_factory=list,
+        description=(
+            "Absolute cgroup directories prescale may read and act on, e.g. "
+            "/sys/fs/cgroup/memory/prescale and /sys/fs/cgroup/cpu/prescale on v1. "
+            "Anything outside them is refused."
+        ),
+    )
+    discover: bool = Field(
+        True, description="Watch every direct child directory of the roots as a container."
+    )
+    watch: list[str] = Field(
+        default_factory=list,
+        description="Container names (child directory names under the roots) to watch explicitly.",
+    )
+
+    @model_validator(mode="after")
+    def _absolute_roots(self) -> Self:
+        for root in self.roots:
+            if not root.is_absolute():
+                raise ValueError(f"cgroup.roots: {str(root)!r} is not an absolute path")
+        return self
+
+
+class PredictorSettings(_Group):
+    horizon_s: PositiveSeconds = Field(
+        30.0, le=86_400, description="Predict failures this many seconds ahead."
+    )
+    min_samples: int = Field(
+        5, ge=2, le=10_000, description="Samples a container needs before it is predicted."
+    )
+    recent_steps: int = Field(
+        10, ge=2, le=10_000, description="Steps in the 'recent' part of the window (recent slope)."
+    )
+    sigma_floor_fraction: Fraction = Field(
+        0.02,
+        description="Floor of the forecast's standard deviation, as a fraction of the limit.",
+    )
+    cpu_busy_fraction: Fraction = Field(
+        0.9, description="CPU usage at this fraction of the quota counts as starved."
+    )
+
+
+class ThresholdSettings(_Group):
+    p_fail: Fraction = Field(
+        0.5, description="Act when the failure probability within the horizon reaches this."
+    )
+    per_app: dict[str, Fraction] = Field(
+        default_factory=dict, description="Per-container overrides of p_fail, by container name."
+    )
+
+
+class PolicySettings(_Group):
+    kind: str = Field("preemptive_buffer", pattern="^preemptive_buffer$", description="Policy.")
+    margin_fraction: Annotated[float, Field(ge=0, le=10)] = Field(
+        0.25, description="New limit = forecast usage at the horizon × (1 + margin)."
+    )
+    cooldown_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
+        10.0, description="Seconds between two actions on the same container and tier."
+    )
+    memory_min_bytes: ByteSize = Field(ByteSize(32 * 2**20), description="Lowest memory limit.")
+    memory_max_bytes: ByteSize = Field(ByteSize(2 * 2**30), description="Highest memory limit.")
+    cpu_min_cores: Annotated[float, Field(gt=0, le=1024)] = Field(0.1, description="Lowest quota.")
+    cpu_max_cores: Annotated[float, Field(gt=0, le=1024)] = Field(1.0, description="Highest quota.")
+    cpu_step_fraction: Annotated[float, Field(gt=0, le=10)] = Field(
+        0.5, description="A throttled container's quota grows by this fraction per action."
+    )
+
+    @model_validator(mode="after")
+    def _ordered_bounds(self) -> Self:
+        if self.memory_min_bytes > self.memory_max_bytes:
+            raise ValueError("policy.memory_min_bytes is above policy.memory_max_bytes")
+        if self.cpu_min_cores > self.cpu_max_cores:
+            raise ValueError("policy.cpu_min_cores is above policy.cpu_max_cores")
+        return self
+
+
+class PoolSettings(_Group):
+    reserve_memory_bytes: ByteSize = Field(
+        ByteSize(2 * 2**30), description="Host memory never granted to containers."
+    )
+    reserve_cpu_cores: Annotated[float, Field(ge=0, le=1024)] = Field(
+        0.5, description="Host CPU never granted to containers."
+    )
+    capacity_memory_bytes: ByteSize | None = Field(
+        None, description="Override the host's memory total (default: read from the host)."
+    )
+    capacity_cpu_cores: Annotated[float, Field(gt=0, le=4096)] | None = Field(
+        None, description="Override the host's CPU count (default: read from the host)."
+    )
+
+
+class RaySettings(_Group):
+    address: str | None = Field(
+        None, description="Ray cluster address; empty starts an embedded single-node Ray."
+    )
+    namespace: str = Field("prescale", min_length=1, description="Ray namespace of the actors.")
+    num_cpus: Annotated[int, Field(ge=1, le=4096)] | None = Field(
+        None, description="CPUs of the embedded Ray (default: all)."
+    )
+
+
+class DemoSettings(_Group):
+    duration_s: PositiveSeconds = Field(60.0, le=3600, description="Length of `prescale demo`.")
+    leak_rate_bytes_per_s: ByteSize = Field(
+        ByteSize(4 * 2**20), description="How fast the demo's leaker grows."
+    )
+    leak_cap_bytes: ByteSize = Field(
+        ByteSize(400 * 2**20), description="The leaker stops growing here."
+    )
+    leaker_limit_bytes: ByteSize = Field(ByteSize(128 * 2**20), description="Leaker's first limit.")
+    steady_bytes: ByteSize = Field(ByteSize(48 * 2**20), description="Steady service's memory.")
+    steady_limit_bytes: ByteSize = Field(ByteSize(128 * 2**20), description="Its limit.")
+    hog_limit_bytes: ByteSize = Field(ByteSize(64 * 2**20), description="CPU hog's memory limit.")
+    cpu_quota_cores: Annotated[float, Field(gt=0, le=64)] = Field(
+        0.25, description="First CPU quota of each demo container."
+    )
+
+
+class Settings(BaseSettings):
+    """Root of prescale's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PRESCALE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    mode: Mode = Field(Mode.RECOMMEND, description="off | recommend | auto.")
+    data_dir: Path = Field(
+        Path(".prescale"), description="Decision log, status and checkpoints live here."
+    )
+    loop: LoopSettings = LoopSettings()
+    cgroup: CgroupSettings = CgroupSettings()
+    predictor: PredictorSettings = PredictorSettings()
+    thresholds: ThresholdSettings = ThresholdSettings()
+    policy: PolicySettings = PolicySettings()
+    pool: PoolSettings = PoolSettings()
+    ray: RaySettings = RaySettings()
+    demo: DemoSettings = DemoSettings()
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file and field."""
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(root)"
+        lines.append(f"  {field}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file at ``path`` (default :data:`DEFAULT_CONFIG_PATH`) plus env.
+
+    Raises :class:`ConfigError` naming the file and field on any problem.
+    """
+    toml_path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    if not toml_path.is_file():
+        raise ConfigError(f"config file not found: {toml_path}")
+    try:
+        with toml_path.open("rb") as fh:
+            tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {toml_path} is not valid TOML: {exc}") from exc
+
+    class _FromFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (
+                init_settings,
+                env_settings,
+                TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
+            )
+
+    try:
+        loaded = _FromFile(**overrides)
+        # Re-validate as the plain root so the result pickles without the local class.
+        return Settings.model_validate(loaded.model_dump())
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, f"{toml_path} + PRESCALE_* env")) from exc
