@@ -66,7 +66,7 @@ def _fmt_cores(v: float | None) -> str:
 @config_app.command("show")
 def config_show(
     config: ConfigOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of TOML-like text.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON, not TOML-like text.")] = False,
 ) -> None:
     """Print the effective settings (file + PRESCALE_* environment + defaults)."""
     s = _settings(config)
@@ -177,7 +177,8 @@ def events(
     s = _settings(config)
     allowed = {"decision", "action", "outcome", "event"}
     if kind and not set(kind) <= allowed:
-        err.print(f"error: --kind must be among {sorted(allowed)}, got {sorted(set(kind) - allowed)}")
+        bad = sorted(set(kind) - allowed)
+        err.print(f"error: --kind must be among {sorted(allowed)}, got {bad}")
         raise typer.Exit(2)
     recs = list(read_log(Path(s.data_dir), run_id=run, kinds=set(kind) if kind else None,
                          container=container))[-last:]

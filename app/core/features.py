@@ -1,0 +1,282 @@
+"""Features: a window of samples → one row of numbers per container.
+
+Input is a window ``float64[N, W, len(METRICS)]`` (see :mod:`app.core.sample`):
+N containers, W steps, columns in :data:`~app.core.sample.METRICS` order. A row
+whose ``ts_s`` is not finite is *absent* (the ring buffer pads the start of a
+young container's window with all-``nan`` rows); a reading that is ``nan`` in an
+otherwise present row is *missing* and is skipped by every feature that needs it.
+Everything is computed for all N containers at once with masked numpy sums; the
+same code runs online (monitor) and offline (training).
+
+Notation, per container: ``t_i`` = ``ts_s`` of present row i; a metric's *valid
+rows* are the present rows where that metric is not ``nan``; a *step* of a metric
+pairs each valid row with the previous valid row of the same metric (skipping
+absent rows and missing readings); ``Δx`` is the change of x over a step. Counter
+resets (the cgroup was recreated, a ``Δ`` of a ``*_total`` counter < 0) never give
+negative rates or counts: for rates and deltas such a step's ``Δ`` counts as 0, for
+the throttled fraction the step is dropped. Rates need ``Δt > 0``.
+``recent`` means the last ``recent_steps`` rows of the window array (absent rows
+among them are ignored).
+
+Features (:data:`FEATURES`, column order; units in the names):
+
+``n_samples``
+    number of present rows (finite ``ts_s``).
+``memory_usage_last_bytes``
+    ``memory_usage_bytes`` of the last valid row (``nan`` if none).
+``memory_limit_bytes``
+    ``memory_limit_bytes`` of the last valid row; ``inf`` = unlimited, ``nan`` = unknown.
+``memory_headroom_bytes``
+    ``memory_limit_bytes − memory_usage_last_bytes`` (``inf`` if unlimited).
+``memory_slope_bytes_per_s``
+    ordinary least-squares slope ``b = Σ(t−t̄)(u−ū) / Σ(t−t̄)²`` of
+    ``memory_usage_bytes`` (u) against ``ts_s`` over all valid rows; ``nan`` if fewer
+    than 2 valid rows (or all at the same time).
+``memory_recent_slope_bytes_per_s``
+    the same slope over the valid rows among the last ``recent_steps`` rows.
+``memory_resid_std_bytes``
+    population standard deviation of the full-window fit's residuals
+    ``r = (u−ū) − b(t−t̄)``: ``sqrt(Σr²/n)``; 0 for exactly linear data, ``nan``
+    when the slope is ``nan``.
+``memory_slope_std_bytes_per_s``
+    standard error of ``b``: ``sqrt(Σr²/(n−2) / Σ(t−t̄)²)``; 0 when n = 2, ``nan``
+    when the slope is ``nan``.
+``memory_time_to_limit_s``
+    ``headroom / b`` if ``b > 0`` and ``headroom > 0``; 0 if ``headroom ≤ 0``;
+    ``inf`` otherwise (``b ≤ 0``, or unlimited). ``nan`` if the headroom is unknown,
+    or it is finite and positive but ``b`` is ``nan`` (no trend known yet).
+``cpu_usage_cores_last``
+    ``max(Δcpu_usage_s_total, 0) / Δts_s`` over the last step.
+``cpu_usage_cores_mean``
+    ``Σ max(Δcpu, 0) / Σ Δt`` over all steps; without resets that is
+    ``(cpu_last − cpu_first) / (t_last − t_first)``.
+``cpu_slope_cores_per_s``
+    least-squares slope of the per-step rates ``ρ_i = max(Δcpu, 0)/Δt`` placed at
+    the step's end time ``t_i`` (needs ≥ 2 steps, i.e. 3 valid rows, else ``nan``).
+``cpu_rate_std_cores``
+    population standard deviation of the per-step rates ``ρ_i`` (``nan`` if no step).
+``cpu_quota_cores``
+    ``cpu_quota_cores`` of the last valid row; ``inf`` = unlimited, ``nan`` = unknown.
+``cpu_throttled_fraction``
+    ``ΣΔcpu_throttled_periods_total / ΣΔcpu_periods_total`` over the recent steps
+    (rows valid for both counters), dropping steps with ``Δperiods ≤ 0`` or
+    ``Δthrottled < 0``; clipped to [0, 1]; 0 when there is no such step. Without
+    resets that is ``(thr_last − thr_first) / (per_last − per_first)``.
+``oom_kills_delta``
+    ``Σ max(Δoom_kills_total, 0)`` over the window (= last − first valid value
+    without resets); 0 if fewer than 2 valid rows.
+``memory_failcnt_delta``
+    the same for ``memory_failcnt_total``.
+
+Worked example (one container, ``recent_steps = 2``): rows at ``ts_s`` 100, 110,
+120, 130 with ``memory_usage_bytes`` 100, 120, 150, 170 and ``memory_limit_bytes``
+200; ``cpu_usage_s_total`` 0, 5, 15, 30. Then t̄ = 115, ū = 135,
+``Σ(t−t̄)² = 225+25+25+225 = 500``, ``Σ(t−t̄)(u−ū) = 525+75+75+525 = 1200`` →
+slope b = 2.4 B/s; residuals 1, −3, 3, −1 → resid std ``sqrt(20/4) = 2.236``,
+slope std ``sqrt(20/2/500) = 0.1414``; recent slope ``(170−150)/10 = 2``;
+headroom 30 B → time to limit ``30/2.4 = 12.5 s``. CPU rates 0.5, 1.0, 1.5 cores
+at t = 110, 120, 130 → last 1.5, mean ``30/30 = 1.0``, slope 0.05 cores/s, rate std
+``sqrt(0.5/3) = 0.408``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.core.sample import METRICS, M
+
+#: Feature names in column order of :func:`compute_features`'s result.
+FEATURES: tuple[str, ...] = (
+    "n_samples",
+    "memory_usage_last_bytes",
+    "memory_limit_bytes",
+    "memory_headroom_bytes",
+    "memory_slope_bytes_per_s",
+    "memory_recent_slope_bytes_per_s",
+    "memory_resid_std_bytes",
+    "memory_slope_std_bytes_per_s",
+    "memory_time_to_limit_s",
+    "cpu_usage_cores_last",
+    "cpu_usage_cores_mean",
+    "cpu_slope_cores_per_s",
+    "cpu_rate_std_cores",
+    "cpu_quota_cores",
+    "cpu_throttled_fraction",
+    "oom_kills_delta",
+    "memory_failcnt_delta",
+)
+#: Column index of each feature.
+F: dict[str, int] = {name: i for i, name in enumerate(FEATURES)}
+
+_CHUNK = 1024  # containers per vectorised pass
+
+
+def compute_features(window: np.ndarray, *, recent_steps: int) -> np.ndarray:
+    """Features of every container of ``window``: ``float64[N, len(FEATURES)]``.
+
+    ``window`` is ``[N, W, len(METRICS)]``; ``recent_steps`` (≥ 2) is how many of
+    the last rows the recent slope and the throttled fraction look at. Formulas and
+    a worked example are in the module docstring. Never emits numpy warnings;
+    quantities that cannot be computed are ``nan`` (see each feature).
+    """
+    window = np.asarray(window, dtype=np.float64)
+    if window.ndim != 3:
+        raise ValueError(
+            f"window must be 3-D [containers, steps, metrics], got shape {window.shape}"
+        )
+    if window.shape[2] != len(METRICS):
+        raise ValueError(
+            f"window's last axis must have len(METRICS) = {len(METRICS)} columns, "
+            f"got {window.shape[2]}"
+        )
+    if isinstance(recent_steps, bool) or not isinstance(recent_steps, (int, np.integer)):
+        raise ValueError(f"recent_steps must be an int ≥ 2, got {recent_steps!r}")
+    if recent_steps < 2:
+        raise ValueError(f"recent_steps must be ≥ 2 (a slope needs 2 points), got {recent_steps}")
+
+    n_containers = window.shape[0]
+    out = np.full((n_containers, len(FEATURES)), np.nan)
+    with np.errstate(all="ignore"):
+        # Chunks of containers keep the [chunk, W] temporaries in cache (≈2× faster
+        # at N = 100k than one pass); every chunk is still one vectorised pass.
+        for start in range(0, n_containers, _CHUNK):
+            stop = start + _CHUNK
+            _fill(out[start:stop], window[start:stop], recent_steps)
+    return out
+
+
+def _fill(out: np.ndarray, window: np.ndarray, recent_steps: int) -> None:
+    ts = window[:, :, M["ts_s"]]
+    present = np.isfinite(ts)
+    recent = slice(max(window.shape[1] - recent_steps, 0), None)
+
+    def col(name: str) -> np.ndarray:
+        return window[:, :, M[name]]
+
+    out[:, F["n_samples"]] = present.sum(axis=1)
+
+    # memory
+    usage = col("memory_usage_bytes")
+    mem_ok = present & np.isfinite(usage)
+    u_last = _last(usage, mem_ok)
+    limit = col("memory_limit_bytes")
+    l_last = _last(limit, present & ~np.isnan(limit))
+    headroom = l_last - u_last
+    slope, resid_std, slope_se = _ols(ts, usage, mem_ok)
+    recent_slope, _, _ = _ols(ts[:, recent], usage[:, recent], mem_ok[:, recent])
+    ttl = np.where(headroom <= 0, 0.0, np.where(slope > 0, headroom / slope, np.inf))
+    unknown = np.isnan(headroom) | (np.isnan(slope) & np.isfinite(headroom) & (headroom > 0))
+    ttl[unknown] = np.nan
+
+    out[:, F["memory_usage_last_bytes"]] = u_last
+    out[:, F["memory_limit_bytes"]] = l_last
+    out[:, F["memory_headroom_bytes"]] = headroom
+    out[:, F["memory_slope_bytes_per_s"]] = slope
+    out[:, F["memory_recent_slope_bytes_per_s"]] = recent_slope
+    out[:, F["memory_resid_std_bytes"]] = resid_std
+    out[:, F["memory_slope_std_bytes_per_s"]] = slope_se
+    out[:, F["memory_time_to_limit_s"]] = ttl
+
+    # cpu usage rates
+    cpu = col("cpu_usage_s_total")
+    cpu_ok = present & np.isfinite(cpu)
+    prev, step = _steps(cpu_ok)
+    dcpu = np.maximum(_delta(cpu, prev), 0.0)
+    dt = _delta(ts, prev)
+    step &= dt > 0
+    rate = np.where(step, dcpu / dt, np.nan)
+    n_steps = step.sum(axis=1)
+    sum_dt = np.where(step, dt, 0.0).sum(axis=1)
+    mean_rate = np.where(step, dcpu, 0.0).sum(axis=1) / sum_dt
+    rate_slope, _, _ = _ols(ts, rate, step)
+    rate_mean = np.where(step, rate, 0.0).sum(axis=1) / n_steps
+    rate_dev = np.where(step, rate - rate_mean[:, None], 0.0)
+    rate_std = np.sqrt((rate_dev * rate_dev).sum(axis=1) / n_steps)
+
+    out[:, F["cpu_usage_cores_last"]] = _last(rate, step)
+    out[:, F["cpu_usage_cores_mean"]] = np.where(n_steps > 0, mean_rate, np.nan)
+    out[:, F["cpu_slope_cores_per_s"]] = rate_slope
+    out[:, F["cpu_rate_std_cores"]] = np.where(n_steps > 0, rate_std, np.nan)
+    quota = col("cpu_quota_cores")
+    out[:, F["cpu_quota_cores"]] = _last(quota, present & ~np.isnan(quota))
+
+    # cpu throttling, over the recent rows
+    periods = col("cpu_periods_total")[:, recent]
+    throttled = col("cpu_throttled_periods_total")[:, recent]
+    thr_ok = present[:, recent] & np.isfinite(periods) & np.isfinite(throttled)
+    prev, step = _steps(thr_ok)
+    dper = _delta(periods, prev)
+    dthr = _delta(throttled, prev)
+    step &= (dper > 0) & (dthr >= 0)
+    sum_per = np.where(step, dper, 0.0).sum(axis=1)
+    sum_thr = np.where(step, dthr, 0.0).sum(axis=1)
+    fraction = np.where(sum_per > 0, np.clip(sum_thr / sum_per, 0.0, 1.0), 0.0)
+    out[:, F["cpu_throttled_fraction"]] = fraction
+
+    # failure counters
+    for feature, metric in (
+        ("oom_kills_delta", "oom_kills_total"),
+        ("memory_failcnt_delta", "memory_failcnt_total"),
+    ):
+        values = col(metric)
+        prev, step = _steps(present & np.isfinite(values))
+        d = np.maximum(_delta(values, prev), 0.0)
+        out[:, F[feature]] = np.where(step, d, 0.0).sum(axis=1)
+
+
+def _last(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``values`` at the last True of ``mask`` in each row ([N, W] → [N]); nan if none."""
+    width = mask.shape[1]
+    if width == 0:
+        return np.full(mask.shape[0], np.nan)
+    idx = width - 1 - np.argmax(mask[:, ::-1], axis=1)
+    picked = np.take_along_axis(values, idx[:, None], axis=1)[:, 0]
+    return np.where(mask.any(axis=1), picked, np.nan)
+
+
+def _steps(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pair each valid position with the previous valid one.
+
+    Returns ``(prev, step)``: ``prev[n, j]`` is the index of the last True of
+    ``mask[n, :j]`` (clamped to 0 when there is none) and ``step[n, j]`` is True
+    where ``mask[n, j]`` and such a previous position exists.
+    """
+    width = mask.shape[1]
+    idx = np.where(mask, np.arange(width), -1)
+    upto = np.maximum.accumulate(idx, axis=1) if width else idx
+    prev = np.full_like(upto, -1)
+    prev[:, 1:] = upto[:, :-1]
+    step = mask & (prev >= 0)
+    return np.maximum(prev, 0), step
+
+
+def _delta(values: np.ndarray, prev: np.ndarray) -> np.ndarray:
+    """``values[n, j] − values[n, prev[n, j]]``."""
+    return values - np.take_along_axis(values, prev, axis=1)
+
+
+def _ols(
+    t: np.ndarray, y: np.ndarray, mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row least-squares fit of ``y`` on ``t`` over ``mask``.
+
+    Returns ``(slope, resid_std, slope_se)`` ([N] each): the slope, the population
+    std of the residuals and the slope's standard error (0 when n = 2); all ``nan``
+    where fewer than 2 points or no spread in ``t``. Centred two-pass sums keep
+    precision with epoch-second timestamps.
+    """
+    n = mask.sum(axis=1)
+    t_mean = np.where(mask, t, 0.0).sum(axis=1) / n
+    y_mean = np.where(mask, y, 0.0).sum(axis=1) / n
+    dt = np.where(mask, t - t_mean[:, None], 0.0)
+    dy = np.where(mask, y - y_mean[:, None], 0.0)
+    stt = (dt * dt).sum(axis=1)
+    sty = (dt * dy).sum(axis=1)
+    ok = (n >= 2) & (stt > 0)
+    slope = np.where(ok, sty / stt, np.nan)
+    resid = dy - np.where(ok, slope, 0.0)[:, None] * dt
+    ssr = (resid * resid).sum(axis=1)
+    resid_std = np.where(ok, np.sqrt(ssr / n), np.nan)
+    slope_se = np.where(n > 2, np.sqrt(ssr / (n - 2) / stt), 0.0)
+    slope_se = np.where(ok, slope_se, np.nan)
+    return slope, resid_std, slope_se
