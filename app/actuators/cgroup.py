@@ -1,0 +1,288 @@
+"""cgroup actuator: set a container's memory limit and CPU quota, v1 or v2.
+
+An I/O edge. Every call first checks, writing nothing on failure:
+
+1. each of the container's directories lies strictly beneath ``cgroup.roots``
+   (:class:`~app.telemetry.cgroup.OutsideRootsError`);
+2. the value is positive and finite (:class:`ValueError`);
+3. the directory to write exists (:class:`~app.telemetry.cgroup.CgroupNotFoundError`).
+
+After that nothing is raised: a write the kernel refuses (``EBUSY`` when a v1 memory
+limit is below what the cgroup uses and cannot be reclaimed, ``EINVAL`` for an
+out-of-range value) comes back as ``ok=False`` with the errno in ``error``. ``new``
+is always what the file says after the write, read back — the kernel rounds memory
+limits down to a whole page.
+
+Files written
+-------------
+* v1 memory: ``memory.limit_in_bytes``. The kernel requires
+  ``memory.memsw.limit_in_bytes`` ≥ ``memory.limit_in_bytes``; when a memsw limit is
+  set, the swap allowance (memsw − memory) is kept: raising writes memsw first, then
+  memory; lowering writes memory first, then memsw. Example: memory 64 MiB, memsw
+  64 MiB, new limit 96 MiB → memsw := 96 MiB, then memory := 96 MiB.
+* v1 cpu: ``cpu.cfs_quota_us`` = round(cores × ``cpu.cfs_period_us``), at least 1000
+  (the kernel's minimum); the period is kept. Example: 0.2 cores, period 100000 → 20000.
+* v2: ``memory.max`` (bytes) and ``cpu.max`` ``"<quota> <period>"`` (period kept).
+
+Writing the value already set writes nothing and returns ``ok=True`` with
+``old == new``.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import numbers
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from app.core.sample import Tier
+from app.settings import CgroupSettings
+from app.telemetry.cgroup import (
+    UNIFIED,
+    V1_UNLIMITED_THRESHOLD,
+    CgroupContainer,
+    CgroupError,
+    CgroupNotFoundError,
+    OutsideRootsError,
+    cfs_quota_cores,
+    check_under_roots,
+    parse_cpu_max_fields,
+    parse_int,
+    parse_v1_limit,
+    parse_v2_max,
+)
+
+_T = TypeVar("_T")
+
+#: The kernel's smallest CFS quota (1 ms), v1 and v2.
+MIN_QUOTA_US = 1000
+
+
+@dataclass(frozen=True)
+class ActuationResult:
+    """What one write did. ``new`` is read back from the file after the write."""
+
+    container: str
+    tier: Tier
+    requested: float
+    old: float
+    new: float
+    ok: bool
+    error: str = ""
+
+
+class _WriteError(Exception):
+    pass
+
+
+def _errno_text(exc: OSError, path: Path, text: str) -> str:
+    code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    reason = exc.strerror or os.strerror(exc.errno or 0)
+    return f"{code} ({reason}) writing {text!r} to {path}"
+
+
+def _read(path: Path) -> str:
+    try:
+        with open(path, encoding="ascii") as fh:
+            return fh.read()
+    except OSError as exc:
+        code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+        raise _WriteError(f"{code} ({exc.strerror}) reading {path}") from None
+
+
+def _write(path: Path, text: str) -> None:
+    # No O_CREAT: a cgroup file that is not there is an error, never created.
+    # O_NOFOLLOW: never write through a symlinked file out of the cgroup.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+        try:
+            os.write(fd, text.encode("ascii"))
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise _WriteError(_errno_text(exc, path, text)) from None
+
+
+def _parse(path: Path, parser: Callable[[str], _T], text: str) -> _T:
+    try:
+        return parser(text)
+    except ValueError as exc:
+        raise _WriteError(f"malformed {path}: {exc}") from None
+
+
+def _positive_finite(value: float, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{what} must be positive and finite, got {value!r}")
+    return float(value)
+
+
+class CgroupActuator:
+    """Sets memory limits and CPU quotas of containers beneath ``settings.roots``."""
+
+    def __init__(self, settings: CgroupSettings) -> None:
+        self.settings = settings
+
+    # -- checks
+
+    def _target_dir(self, container: CgroupContainer, key: str) -> Path:
+        """Checks every directory of the container, then returns the one to write."""
+        resolved = {k: check_under_roots(p, self.settings.roots) for k, p in container.dirs.items()}
+        if key not in resolved:
+            have = ", ".join(sorted(resolved)) or "none"
+            raise CgroupNotFoundError(
+                f"container {container.name!r} has no {key} cgroup directory (has: {have})"
+            )
+        return resolved[key]
+
+    @staticmethod
+    def _must_exist(container: CgroupContainer, path: Path) -> None:
+        if not path.is_dir():
+            raise CgroupNotFoundError(f"cgroup {path} of {container.name!r} does not exist")
+
+    # -- memory
+
+    def set_memory_limit(self, container: CgroupContainer, limit_bytes: int) -> ActuationResult:
+        """Sets the memory limit to ``limit_bytes`` (v1 ``memory.limit_in_bytes``, v2
+        ``memory.max``). See the module docstring for the order of v1 memsw writes."""
+        key = UNIFIED if container.version == "v2" else "memory"
+        directory = self._target_dir(container, key)
+        requested = _positive_finite(limit_bytes, "memory limit_bytes")
+        limit = int(requested)
+        if limit < 1:
+            raise ValueError(f"memory limit_bytes must be at least 1, got {limit_bytes!r}")
+        self._must_exist(container, directory)
+
+        def result(old: float, new: float, ok: bool, error: str = "") -> ActuationResult:
+            return ActuationResult(container.name, Tier.MEMORY, requested, old, new, ok, error)
+
+        if container.version == "v2":
+            path = directory / "memory.max"
+            parser = parse_v2_max
+        else:
+            path = directory / "memory.limit_in_bytes"
+            parser = parse_v1_limit
+        try:
+            old_text = _read(path)
+            old = _parse(path, parser, old_text)
+        except _WriteError as exc:
+            return result(math.nan, math.nan, False, str(exc))
+        if old == limit:
+            return result(old, old, True)
+
+        error = ""
+        try:
+            if container.version == "v2":
+                _write(path, str(limit))
+            else:
+                error = self._write_v1_memory(directory, parse_int(old_text), limit)
+        except _WriteError as exc:
+            return result(old, self._read_back(path, parser), False, str(exc))
+        return result(old, self._read_back(path, parser), True, error)
+
+    @staticmethod
+    def _write_v1_memory(directory: Path, old_limit: int, limit: int) -> str:
+        """Writes a v1 memory limit, moving a set memsw limit along. Returns a warning."""
+        mem = directory / "memory.limit_in_bytes"
+        memsw = directory / "memory.memsw.limit_in_bytes"
+        try:
+            memsw_old = parse_int(_read(memsw))
+        except (_WriteError, ValueError):
+            memsw_old = None  # no swap accounting: nothing to keep in step
+        if memsw_old is None or memsw_old >= V1_UNLIMITED_THRESHOLD:
+            _write(mem, str(limit))
+            return ""
+        memsw_new = limit + max(0, memsw_old - old_limit)
+        if memsw_new > memsw_old:  # raising: memsw first, so memsw ≥ memory holds
+            _write(memsw, str(memsw_new))
+            try:
+                _write(mem, str(limit))
+            except _WriteError:
+                try:
+                    _write(memsw, str(memsw_old))
+                except _WriteError:
+                    pass
+                raise
+            return ""
+        _write(mem, str(limit))  # lowering: memory first
+        if memsw_new != memsw_old:
+            try:
+                _write(memsw, str(memsw_new))
+            except _WriteError as exc:
+                return f"memory limit set; memsw limit left at {memsw_old}: {exc}"
+        return ""
+
+    # -- cpu
+
+    def set_cpu_quota(self, container: CgroupContainer, cores: float) -> ActuationResult:
+        """Sets the CFS quota to ``cores`` CPUs, keeping the period.
+
+        Example: 0.2 cores with period 100000 µs → quota 20000 µs (v1
+        ``cpu.cfs_quota_us``; v2 ``cpu.max`` ``"20000 100000"``).
+        """
+        key = UNIFIED if container.version == "v2" else "cpu"
+        directory = self._target_dir(container, key)
+        requested = _positive_finite(cores, "cpu cores")
+        self._must_exist(container, directory)
+
+        def result(old: float, new: float, ok: bool, error: str = "") -> ActuationResult:
+            return ActuationResult(container.name, Tier.CPU, requested, old, new, ok, error)
+
+        if container.version == "v2":
+            path = directory / "cpu.max"
+
+            def read_cores() -> tuple[int | None, int, float]:
+                quota, period = _parse(path, parse_cpu_max_fields, _read(path))
+                return quota, period, math.inf if quota is None else quota / period
+        else:
+            path = directory / "cpu.cfs_quota_us"
+            period_path = directory / "cpu.cfs_period_us"
+
+            def read_cores() -> tuple[int | None, int, float]:
+                quota = _parse(path, parse_int, _read(path))
+                period = _parse(period_path, parse_int, _read(period_path))
+                return quota, period, cfs_quota_cores(quota, period)
+
+        try:
+            old_quota, period, old = read_cores()
+        except (_WriteError, ValueError) as exc:
+            return result(math.nan, math.nan, False, str(exc))
+        quota = max(MIN_QUOTA_US, round(requested * period))
+        if old_quota == quota:
+            return result(old, old, True)
+        text = f"{quota} {period}" if container.version == "v2" else str(quota)
+        try:
+            _write(path, text)
+        except _WriteError as exc:
+            return result(old, self._read_back_cores(read_cores), False, str(exc))
+        return result(old, self._read_back_cores(read_cores), True)
+
+    # -- read back
+
+    @staticmethod
+    def _read_back(path: Path, parser: Callable[[str], float]) -> float:
+        try:
+            return _parse(path, parser, _read(path))
+        except _WriteError:
+            return math.nan
+
+    @staticmethod
+    def _read_back_cores(read_cores: Callable[[], tuple[int | None, int, float]]) -> float:
+        try:
+            return read_cores()[2]
+        except (_WriteError, ValueError):
+            return math.nan
+
+
+__all__ = [
+    "ActuationResult",
+    "CgroupActuator",
+    "CgroupError",
+    "CgroupNotFoundError",
+    "OutsideRootsError",
+]
