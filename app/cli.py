@@ -204,7 +204,7 @@ def events(
                 ".1f"),
             fmt(r.get("old_limit")) if "old_limit" in r else "-",
             fmt(r.get("new_limit")) if r.get("new_limit") is not None else "-",
-            r.get("result") or r.get("event") or (r.get("kind") == "outcome" and r.get("kind")),
+            r.get("result") or r.get("event") or r.get("outcome") or "-",
             r.get("reason", ""),
         )
     out.print(table)

@@ -191,8 +191,8 @@ def summarise(tree: DemoTree, s: Settings, run_id: str, ticks: int, wall_s: floa
             "actions": actions,
             "scale_ups": sum(1 for a in actions if a["result"] == "applied"),
             "lead_times_s": [round(o["lead_time_s"], 2) for o in outcomes
-                             if o.get("kind") == "outcome" and o.get("lead_time_s") is not None],
-            "outcomes": [o["kind"] for o in outcomes],
+                             if o.get("lead_time_s") is not None],
+            "outcomes": [o["outcome"] for o in outcomes],
             "decisions": sum(1 for r in log
                              if r.get("kind") == "decision" and r.get("container") == name),
             "final_limit_bytes": _read_int(mem / "memory.limit_in_bytes"),

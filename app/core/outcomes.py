@@ -37,7 +37,7 @@ class Pending:
 class Outcome:
     action_id: str
     container: str
-    kind: str  # crossed | failed | not_crossed | gone
+    outcome: str  # crossed | failed | not_crossed | gone
     t_action_s: float
     t_outcome_s: float
     lead_time_s: float | None

@@ -21,6 +21,8 @@ from typing import Any
 from app.core.actions import PoolVerdict, ScalingAction, Verdict
 from app.core.sample import Tier
 
+_EPS = 1e-9  # relative tolerance: 1.5 − 1.41 must still fit an ask of 0.09
+
 
 @dataclass(frozen=True)
 class Capacity:
@@ -82,7 +84,7 @@ class Pool:
                 out[ask.action_id] = PoolVerdict(
                     ask.action_id, Verdict.DENIED, f"invalid new limit {ask.new_limit!r}"
                 )
-            elif need > free:
+            elif need > free + _EPS * max(self.grantable(tier), 1.0):
                 out[ask.action_id] = PoolVerdict(
                     ask.action_id,
                     Verdict.DENIED,

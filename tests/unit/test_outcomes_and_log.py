@@ -20,7 +20,7 @@ def test_lead_time_worked_example():
     for t in range(101, 119):
         assert tr.observe(float(t), {"x": 120 * MiB}, {}) == []
     [o] = tr.observe(119.0, {"x": 129 * MiB}, {})
-    assert (o.kind, o.lead_time_s) == ("crossed", 19.0)
+    assert (o.outcome, o.lead_time_s) == ("crossed", 19.0)
     assert tr.pending == []
 
 
@@ -29,13 +29,13 @@ def test_failed_expired_gone_and_round_trip():
     tr.track(action(0.0, 100.0))
     saved = tr.to_list()
     [o] = tr.observe(1.0, {"x": 50.0}, {"x": 1})
-    assert o.kind == "failed"
+    assert o.outcome == "failed"
     tr.load(saved)
     [o] = tr.observe(11.0, {"x": 50.0}, {})
-    assert o.kind == "not_crossed"
+    assert o.outcome == "not_crossed"
     tr.load(saved)
     [o] = tr.observe(1.0, {}, {})
-    assert o.kind == "gone"
+    assert o.outcome == "gone"
 
 
 def test_events_from_oom_counter():

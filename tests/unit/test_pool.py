@@ -59,3 +59,11 @@ def test_bad_capacity_and_bad_ask():
         Pool(Capacity(0, 1), Capacity(0, 0))
     [v] = pool().request([ask("b", GiB, math.nan)])
     assert v.verdict is Verdict.DENIED
+
+
+def test_float_rounding_does_not_deny_an_exact_fit():
+    p = Pool(Capacity(1, 2.0), Capacity(0, 0.5))
+    for name, cores in (("a", 0.25), ("b", 0.25), ("c", 0.91)):
+        p.observe(name, Tier.CPU, cores)
+    [v] = p.request([ask("c", 0.91, 1.0, tier=Tier.CPU)])
+    assert v.verdict is Verdict.GRANTED
