@@ -84,6 +84,14 @@ def config_show(
                 print(f"{k} = {json.dumps(v)}")
 
 
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print the configuration reference (Markdown), as in the README."""
+    from app.settings import reference_markdown
+
+    print(reference_markdown(), end="")
+
+
 @app.command()
 def up(config: ConfigOpt = None, mode: ModeOpt = None) -> None:
     """Run the control loop locally (embedded Ray) until Ctrl-C."""

@@ -10,6 +10,7 @@ Settings are passed in, never read from a global.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from enum import StrEnum
 from pathlib import Path
@@ -114,7 +115,11 @@ class ThresholdSettings(_Group):
 
 
 class PolicySettings(_Group):
-    kind: str = Field("preemptive_buffer", pattern="^preemptive_buffer$", description="Policy.")
+    kind: str = Field(
+        "preemptive_buffer",
+        pattern="^preemptive_buffer$",
+        description="Scaling policy (the spine ships preemptive_buffer).",
+    )
     margin_fraction: Annotated[float, Field(ge=0, le=10)] = Field(
         0.25, description="New limit = forecast usage at the horizon × (1 + margin)."
     )
@@ -190,9 +195,13 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    mode: Mode = Field(Mode.RECOMMEND, description="off | recommend | auto.")
+    mode: Mode = Field(
+        Mode.RECOMMEND,
+        description="off: observe only; recommend: decide and log, touch nothing; auto: apply.",
+    )
     data_dir: Path = Field(
-        Path(".prescale"), description="Decision log, status and checkpoints live here."
+        Path(".prescale"),
+        description="Decision log, status and checkpoints (relative paths: to the working dir).",
     )
     loop: LoopSettings = LoopSettings()
     cgroup: CgroupSettings = CgroupSettings()
@@ -202,6 +211,24 @@ class Settings(BaseSettings):
     pool: PoolSettings = PoolSettings()
     ray: RaySettings = RaySettings()
     demo: DemoSettings = DemoSettings()
+
+
+def reference_markdown() -> str:
+    """The configuration reference as a Markdown table, generated from the fields above."""
+    rows = ["| key | default | description |", "| --- | --- | --- |"]
+    defaults = Settings.model_construct().model_dump(mode="json")
+
+    def walk(model: type[BaseModel], prefix: str, values: dict[str, Any]) -> None:
+        for name, info in model.model_fields.items():
+            ann = info.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, f"{prefix}{name}.", values[name])
+                continue
+            desc = (info.description or "").replace("|", "\\|")
+            rows.append(f"| `{prefix}{name}` | `{json.dumps(values[name])}` | {desc} |")
+
+    walk(Settings, "", defaults)
+    return "\n".join(rows) + "\n"
 
 
 class ConfigError(Exception):

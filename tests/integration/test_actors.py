@@ -1,0 +1,110 @@
+"""The Ray actors for real: one Ray instance for the module, real cgroups, real workloads."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from app.core.actions import ResultStatus, ScalingAction, Verdict
+from app.core.sample import METRICS, Tier
+from app.settings import Mode, load_settings
+from tests.cgroup_support import v1_unavailable_reason
+
+REASON = v1_unavailable_reason()
+pytestmark = [pytest.mark.cgroup, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
+MiB = 2**20
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    import ray
+
+    from actors import runtime
+    from app import demo
+
+    data_dir = tmp_path_factory.mktemp("data")
+    tree = demo.create_tree(f"test-{uuid.uuid4().hex[:8]}")
+    try:
+        base = load_settings()
+        s = base.model_copy(update={
+            "mode": Mode.AUTO,
+            "data_dir": data_dir,
+            "cgroup": base.cgroup.model_copy(update={"roots": list(tree.parents.values())}),
+            # the leaker must not get scaled up by the loop in these tests
+            "thresholds": base.thresholds.model_copy(update={"p_fail": 1.0}),
+        })
+        s = type(base).model_validate(s.model_dump())
+        demo.start_workloads(tree, s)
+        ray.init(num_cpus=1, include_dashboard=False, namespace=s.ray.namespace,
+                 object_store_memory=150 * MiB, log_to_driver=False)
+        handles = runtime.start_actors(s, run_id="itest")
+        yield s, handles, tree
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        demo.remove_tree(tree)
+
+
+def test_monitor_returns_one_window_for_all_containers(env):
+    import ray
+
+    s, h, _ = env
+    for _ in range(3):
+        batch = ray.get(h.monitor.collect.remote())
+        time.sleep(0.2)
+    assert batch["names"] == ["cpuhog", "leaker", "steady"]
+    assert batch["window"].shape == (3, s.loop.window_steps, len(METRICS))
+    assert batch["errors"] == {}
+
+
+def test_pool_refuses_a_grant_beyond_capacity(env):
+    import ray
+
+    _, h, _ = env
+    snap = ray.get(h.pool.snapshot.remote())
+    huge = snap["capacity"]["memory_bytes"] * 2
+    ask = ScalingAction("steady/memory@1", 1.0, "steady", Tier.MEMORY, 128 * MiB, huge,
+                        0.99, 0.5, 5.0, huge, "test")
+    [v] = ray.get(h.pool.request.remote([ask], True))
+    assert v.verdict is Verdict.DENIED
+    assert "needs" in v.reason and "free" in v.reason
+    assert ray.get(h.pool.snapshot.remote())["grants"] == snap["grants"]
+
+
+def test_apply_is_idempotent_by_action_id(env):
+    import ray
+
+    _, h, tree = env
+    ask = ScalingAction("cpuhog/memory@42", 42.0, "cpuhog", Tier.MEMORY, 64 * MiB, 96 * MiB,
+                        0.9, 0.5, 5.0, 80 * MiB, "test")
+    [r1] = ray.get(h.monitor.apply.remote([ask]))
+    assert r1.status is ResultStatus.APPLIED and r1.new_limit == 96 * MiB
+    limit_file = Path(tree.child("memory", "cpuhog"), "memory.limit_in_bytes")
+    limit_file.write_text(str(80 * MiB))  # someone else changes it afterwards
+    [r2] = ray.get(h.monitor.apply.remote([ask]))  # a retried call: not applied again
+    assert r2 == r1
+    assert int(limit_file.read_text()) == 80 * MiB
+
+
+def test_coordinator_restarts_from_its_checkpoint(env):
+    import ray
+    from ray.exceptions import RayActorError
+
+    s, h, _ = env
+    ticks = [ray.get(h.coordinator.run_once.remote())["tick"] for _ in range(3)]
+    assert ticks == sorted(ticks) and ticks[-1] >= 3
+    status = Path(s.data_dir, "status.json")
+    assert status.exists()
+    ray.kill(h.coordinator, no_restart=False)  # crash; Ray restarts it
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            after = ray.get(h.coordinator.run_once.remote())["tick"]
+            break
+        except RayActorError:
+            assert time.monotonic() < deadline, "coordinator did not come back"
+            time.sleep(0.5)
+    assert after == ticks[-1] + 1  # resumed the tick count, not 1
