@@ -7,6 +7,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def test_readme_config_reference_is_generated_from_settings():
     text = README.read_text()
-    start = text.index("<!-- config-reference:start -->\n") + len("<!-- config-reference:start -->\n")
+    marker = "<!-- config-reference:start -->\n"
+    start = text.index(marker) + len(marker)
     end = text.index("<!-- config-reference:end -->")
     assert text[start:end] == reference_markdown(), "run `prescale config reference` into README"
