@@ -23,7 +23,7 @@ import ray
 from app.actuators.cgroup import CgroupActuator
 from app.core.actions import ActionResult, ResultStatus, ScalingAction
 from app.core.ring import RingBuffer
-from app.core.sample import Event, Sample, Tier, events_between
+from app.core.sample import Event, Sample, Tier
 from app.settings import Settings
 from app.telemetry.cgroup import CgroupError, CgroupSource
 
@@ -47,10 +47,11 @@ class Monitor:
 
     def collect(self) -> dict[str, Any]:
         """Sample every container once; return the window ``[N, W, M]`` and what happened."""
-        samples, errors = self.source.sample_all()
-        events: list[Event] = []
+        batch = self.source.poll()
+        errors = batch.errors
+        events: list[Event] = list(batch.events)
         seen = set()
-        for s in samples:
+        for s in batch.samples:
             prev = self.last.get(s.container)
             if prev is not None and s.ts_s <= prev.ts_s:
                 self._drop("timestamp_not_increasing")
@@ -58,7 +59,6 @@ class Monitor:
             if not (s.memory_usage_bytes >= 0 or math.isnan(s.memory_usage_bytes)):
                 self._drop("negative_memory")
                 continue
-            events.extend(events_between(prev, s))
             self.ring.push(s)
             self.last[s.container] = s
             seen.add(s.container)

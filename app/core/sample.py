@@ -13,7 +13,7 @@ order of :data:`METRICS`, so a window of N containers × W steps is one
 from __future__ import annotations
 
 import math
-from dataclasses import astuple, dataclass, fields
+from dataclasses import astuple, dataclass, field, fields
 from enum import StrEnum
 
 INF = math.inf
@@ -38,20 +38,27 @@ class Sample:
     cpu_throttled_s_total: float = NAN
     io_read_bytes_total: float = NAN
     io_write_bytes_total: float = NAN
+    net_rx_bytes_total: float = NAN
+    net_tx_bytes_total: float = NAN
+    block_calls_total: float = NAN
+    block_failures_total: float = NAN
+    block_latency_s: float = NAN  # mean latency of key code blocks over the last interval
+    app: str = ""  # the application (or app type) the container belongs to
 
     def row(self) -> tuple[float, ...]:
-        """The numeric fields in :data:`METRICS` order (without ``container``)."""
-        return astuple(self)[1:]
+        """The numeric fields in :data:`METRICS` order (without ``container``/``app``)."""
+        return astuple(self)[1:-1]
 
 
 #: Column order of a window's last axis (every numeric field of :class:`Sample`).
-METRICS: tuple[str, ...] = tuple(f.name for f in fields(Sample))[1:]
+METRICS: tuple[str, ...] = tuple(f.name for f in fields(Sample))[1:-1]
 #: Column index of each metric in a window.
 M: dict[str, int] = {name: i for i, name in enumerate(METRICS)}
 
 
 class EventKind(StrEnum):
-    OOM_KILL = "oom_kill"
+    OOM_KILL = "oom_kill"  # the kernel's OOM killer (seen in a cgroup counter or by Ray)
+    KILLED = "killed"  # ended by a signal (e.g. SIGKILL) whose sender is not known
     EXIT_NONZERO = "exit_nonzero"
     TIMEOUT = "timeout"
     DISK_FULL = "disk_full"
@@ -67,6 +74,7 @@ class Event:
     ts_s: float
     kind: EventKind
     detail: str = ""
+    app: str = ""
 
 
 class Tier(StrEnum):
@@ -89,6 +97,17 @@ def events_between(prev: Sample | None, cur: Sample) -> list[Event]:
     if not delta > 0:  # also false for nan
         return []
     return [
-        Event(cur.container, cur.ts_s, EventKind.OOM_KILL, "kernel memory.oom_control oom_kill")
+        Event(cur.container, cur.ts_s, EventKind.OOM_KILL, "kernel memory.oom_control oom_kill",
+              cur.app)
         for _ in range(int(delta))
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceBatch:
+    """What one poll of a source returns: samples, failure events, and per-container
+    errors (a container that could not be read this time, with the reason)."""
+
+    samples: list[Sample] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from app.core.sample import Sample
+from app.core.sample import Sample, SourceBatch, events_between
 from app.settings import CgroupSettings, CgroupVersion
 
 #: cgroup v1 reports "no limit" as a huge page-aligned number
@@ -445,9 +445,23 @@ class CgroupSource:
         samples, errors = source.sample_all()   # errors: {"leaker": "cgroup ... no longer exists"}
     """
 
+    kind = "cgroup"
+
     def __init__(self, settings: CgroupSettings, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.clock = clock
+        self._last: dict[str, Sample] = {}
+
+    def poll(self) -> SourceBatch:
+        """:meth:`sample_all` plus the OOM-kill events implied by the kernel's counters
+        since the previous poll (see :func:`app.core.sample.events_between`)."""
+        samples, errors = self.sample_all()
+        events = [e for s in samples for e in events_between(self._last.get(s.container), s)]
+        self._last = {s.container: s for s in samples}
+        return SourceBatch(samples, events, errors)
+
+    def close(self) -> None:
+        self._last = {}
 
     def containers(self) -> list[CgroupContainer]:
         """Re-discovers the containers (a directory listing per root; cheap)."""
@@ -550,7 +564,7 @@ class CgroupSource:
                     io_read_bytes_total=float(ops.get("Read", 0)),
                     io_write_bytes_total=float(ops.get("Write", 0)),
                 )
-        return Sample(container=name, ts_s=ts, **values)
+        return Sample(container=name, ts_s=ts, app=name, **values)
 
     # -- v2
 
@@ -565,6 +579,7 @@ class CgroupSource:
         return Sample(
             container=name,
             ts_s=ts,
+            app=name,
             memory_usage_bytes=usage,
             memory_working_set_bytes=(
                 math.nan if inactive is None else working_set_bytes(usage, inactive)

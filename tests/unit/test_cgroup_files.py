@@ -282,6 +282,17 @@ def test_detect_cgroup(tmp_path: Path) -> None:
     assert detect_cgroup(tmp_path / "d") == (None, frozenset())
 
 
+def assert_same_sample(got: Sample, want: Sample) -> None:
+    """Field by field, with nan equal to nan."""
+    import dataclasses
+
+    for f in dataclasses.fields(Sample):
+        a, b = getattr(got, f.name), getattr(want, f.name)
+        if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+            continue
+        assert a == b, f"{f.name}: {a!r} != {b!r}"
+
+
 # ---------------------------------------------------------------- v2 sample
 
 
@@ -291,7 +302,8 @@ def test_v2_sample_exact_values(tmp_path: Path) -> None:
     source = CgroupSource(settings_for(root), clock=lambda: 1234.5)
     [container] = source.containers()
     assert container == CgroupContainer("web", "v2", {"unified": (root / "web").resolve()})
-    assert source.sample(container) == Sample(
+    assert_same_sample(source.sample(container), Sample(
+        app="web",
         container="web",
         ts_s=1234.5,
         memory_usage_bytes=62914560.0,
@@ -306,7 +318,7 @@ def test_v2_sample_exact_values(tmp_path: Path) -> None:
         cpu_throttled_s_total=1.5,
         io_read_bytes_total=1459200.0 + 90430464.0,
         io_write_bytes_total=314773504.0 + 299008000.0,
-    )
+    ))
 
 
 def test_v2_unlimited_and_missing_optional_files(tmp_path: Path) -> None:
@@ -363,7 +375,8 @@ def test_v1_sample_exact_values(v1_roots: dict[str, Path]) -> None:
     assert container.name == "leaker"
     assert container.version == "v1"
     assert container.dirs == {c: (r / "leaker").resolve() for c, r in v1_roots.items()}
-    assert source.sample(container) == Sample(
+    assert_same_sample(source.sample(container), Sample(
+        app="leaker",
         container="leaker",
         ts_s=99.0,
         memory_usage_bytes=62914560.0,
@@ -378,7 +391,7 @@ def test_v1_sample_exact_values(v1_roots: dict[str, Path]) -> None:
         cpu_throttled_s_total=2.5,
         io_read_bytes_total=12288.0,
         io_write_bytes_total=1048576.0,
-    )
+    ))
 
 
 def test_v1_unlimited_old_kernel_and_missing_controllers(tmp_path: Path) -> None:
@@ -684,3 +697,19 @@ def test_actuator_does_not_write_through_a_symlinked_file(v2_box, tmp_path: Path
     assert not r.ok
     assert "ELOOP" in r.error
     assert target.read_text() == "134217728\n"
+
+
+def test_poll_reports_oom_kill_events_from_the_counter(tmp_path: Path) -> None:
+    root = tmp_path / "prescale"
+    web = make_v2(root / "web")
+    clock = iter([1.0, 2.0, 3.0])
+    source = CgroupSource(settings_for(root), clock=lambda: next(clock))
+    first = source.poll()
+    assert [s.container for s in first.samples] == ["web"] and first.events == []
+    events_text = (web / "memory.events").read_text().replace("oom_kill 2", "oom_kill 4")
+    (web / "memory.events").write_text(events_text)
+    second = source.poll()
+    assert [(e.container, e.kind.value, e.ts_s, e.app) for e in second.events] == [
+        ("web", "oom_kill", 2.0, "web")
+    ] * 2
+    assert source.poll().events == []
