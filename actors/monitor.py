@@ -1,10 +1,13 @@
 """MonitorActor: samples this node's containers into a ring buffer and applies actions.
 
-A thin shell: the source (:mod:`app.telemetry.cgroup`) reads the kernel, the ring
-buffer (:mod:`app.core.ring`) keeps the last ``window_steps`` samples, the actuator
+A thin shell: the sources (:mod:`app.telemetry`, built from the settings by
+:func:`app.telemetry.factory.build_sources`) read the containers, the validator
+(:mod:`app.core.validation`) counts and drops bad samples, the ring buffer
+(:mod:`app.core.ring`) keeps the last ``window_steps`` samples, the cgroup actuator
 (:mod:`app.actuators.cgroup`) writes limits. ``collect()`` returns the window of all
 containers as one array, so the coordinator makes one call per tick, not one per
-container.
+container. A source that fails as a whole is reported as ``errors["_source:<kind>"]``
+and the others go on.
 
 Restart: the ring buffer is not checkpointed (it refills within one window); applied
 action ids are remembered so a retried call does not apply an action twice, and
@@ -13,7 +16,6 @@ cgroup writes set absolute values, so even a replay after a restart is harmless.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import OrderedDict
 from typing import Any
@@ -24,8 +26,11 @@ from app.actuators.cgroup import CgroupActuator
 from app.core.actions import ActionResult, ResultStatus, ScalingAction
 from app.core.ring import RingBuffer
 from app.core.sample import Event, Sample, Tier
+from app.core.validation import Validator
 from app.settings import Settings
+from app.telemetry.base import Source
 from app.telemetry.cgroup import CgroupError, CgroupSource
+from app.telemetry.factory import build_sources
 
 _REMEMBERED_ACTIONS = 10_000
 
@@ -33,38 +38,37 @@ _REMEMBERED_ACTIONS = 10_000
 class Monitor:
     """The monitor's logic without Ray (the actor below is this class, remote)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sources: list[Source] | None = None) -> None:
         self.settings = settings
-        self.source = CgroupSource(settings.cgroup)
+        self.sources = build_sources(settings) if sources is None else sources
+        self.cgroups = next((s for s in self.sources if isinstance(s, CgroupSource)), None)
         self.actuator = CgroupActuator(settings.cgroup)
         self.ring = RingBuffer(settings.loop.window_steps)
-        self.last: dict[str, Sample] = {}
+        self.validator = Validator()
         self.applied: OrderedDict[str, ActionResult] = OrderedDict()
-        self.dropped: dict[str, int] = {}
-
-    def _drop(self, reason: str) -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
     def collect(self) -> dict[str, Any]:
         """Sample every container once; return the window ``[N, W, M]`` and what happened."""
-        batch = self.source.poll()
-        errors = batch.errors
-        events: list[Event] = list(batch.events)
+        samples: list[Sample] = []
+        events: list[Event] = []
+        errors: dict[str, str] = {}
+        for source in self.sources:
+            try:
+                batch = source.poll()
+            except Exception as exc:  # noqa: BLE001 - one broken source must not stop the rest
+                errors[f"_source:{source.kind}"] = f"{type(exc).__name__}: {exc}"
+                continue
+            samples += batch.samples
+            events += batch.events
+            errors.update(batch.errors)
         seen = set()
-        for s in batch.samples:
-            prev = self.last.get(s.container)
-            if prev is not None and s.ts_s <= prev.ts_s:
-                self._drop("timestamp_not_increasing")
-                continue
-            if not (s.memory_usage_bytes >= 0 or math.isnan(s.memory_usage_bytes)):
-                self._drop("negative_memory")
-                continue
+        for s in self.validator.filter(samples, now_s=time.time()):
             self.ring.push(s)
-            self.last[s.container] = s
             seen.add(s.container)
-        for gone in set(self.ring.names()) - seen - set(errors):
+        present = {s.container for s in samples} | set(errors)
+        for gone in set(self.ring.names()) - present:
             self.ring.forget(gone)
-            self.last.pop(gone, None)
+            self.validator.forget(gone)
         names, window = self.ring.window(sorted(seen))
         return {
             "now_s": time.time(),
@@ -72,13 +76,13 @@ class Monitor:
             "window": window,
             "errors": errors,
             "events": events,
-            "dropped": dict(self.dropped),
+            "dropped": dict(self.validator.dropped),
         }
 
     def apply(self, actions: list[ScalingAction]) -> list[ActionResult]:
         """Apply each action once (by ``action_id``); report what the kernel really set."""
         results = []
-        by_name = {c.name: c for c in self.source.containers()}
+        by_name = {c.name: c for c in self.cgroups.containers()} if self.cgroups else {}
         for a in actions:
             if a.action_id in self.applied:
                 results.append(self.applied[a.action_id])
@@ -93,7 +97,8 @@ class Monitor:
         container = by_name.get(a.container)
         if container is None:
             return ActionResult(a.action_id, a.container, a.tier, ResultStatus.FAILED,
-                                a.old_limit, a.old_limit, "container no longer exists")
+                                a.old_limit, a.old_limit,
+                                "no cgroup of that name under the roots (gone, or not a cgroup)")
         try:
             if a.tier is Tier.MEMORY:
                 r = self.actuator.set_memory_limit(container, int(a.new_limit))

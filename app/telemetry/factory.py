@@ -1,0 +1,15 @@
+"""Build the telemetry sources a monitor polls from the settings."""
+
+from __future__ import annotations
+
+from app.settings import Settings
+from app.telemetry.base import Source
+from app.telemetry.cgroup import CgroupSource
+
+
+def build_sources(settings: Settings) -> list[Source]:
+    """The cgroup source when roots are configured (the others come with their settings)."""
+    sources: list[Source] = []
+    if settings.cgroup.roots or settings.cgroup.watch:
+        sources.append(CgroupSource(settings.cgroup))
+    return sources

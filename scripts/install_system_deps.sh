@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Install the system packages prescale's tests need; safe to run again (idempotent).
+#
+#   sudo scripts/install_system_deps.sh      # or as root, e.g. from `make test`
+#
+# Today that is only the Prometheus server (Debian/Ubuntu package `prometheus`), used by
+# tests/integration/test_prometheus_real.py. Nothing is installed when `prometheus` is
+# already on PATH. The packaged service is never left running: while apt-get runs, a
+# temporary /usr/sbin/policy-rc.d forbids invoke-rc.d from starting services (any
+# existing policy-rc.d is put back afterwards), and if systemd is the init system the
+# unit is stopped and disabled after the install. The tests start their own server.
+set -euo pipefail
+
+log() { printf 'install_system_deps: %s\n' "$*" >&2; }
+
+if command -v prometheus >/dev/null 2>&1; then
+    log "prometheus already installed: $(command -v prometheus)"
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    log "prometheus is missing and installing it needs root; re-run as root (sudo $0)"
+    exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+    log "prometheus is missing and apt-get is not available; install Prometheus >= 2.x" \
+        "yourself and put the 'prometheus' binary on PATH"
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+POLICY=/usr/sbin/policy-rc.d
+BACKUP=""
+
+restore_policy() {
+    rm -f "$POLICY"
+    if [ -n "$BACKUP" ] && [ -e "$BACKUP" ]; then
+        mv -f "$BACKUP" "$POLICY"
+    fi
+}
+
+if [ -e "$POLICY" ]; then
+    BACKUP="$(mktemp /usr/sbin/policy-rc.d.prescale-backup.XXXXXX)"
+    cp -p "$POLICY" "$BACKUP"
+fi
+trap restore_policy EXIT
+# exit status 101 = "action forbidden": invoke-rc.d will not start any service.
+printf '#!/bin/sh\nexit 101\n' >"$POLICY"
+chmod 755 "$POLICY"
+
+log "apt-get update"
+apt-get update -q
+log "apt-get install prometheus"
+apt-get install -y -q --no-install-recommends prometheus
+
+# Under systemd, deb-systemd-invoke honours policy-rc.d too; stop and disable the unit
+# anyway in case it was started, so that nothing stays running.
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+fi
+
+command -v prometheus >/dev/null 2>&1 || { log "prometheus is still not on PATH"; exit 1; }
+log "installed $(prometheus --version 2>&1 | head -n 1)"

@@ -1,0 +1,64 @@
+"""The monitor's logic (no Ray): several sources, bad samples dropped, a broken source."""
+
+import math
+import time
+
+from actors.monitor import Monitor
+from app.core.sample import METRICS, M, Event, EventKind, Sample, SourceBatch
+from app.settings import Settings
+
+
+class ListSource:
+    """A source that plays back prepared batches (test input, not a stand-in)."""
+
+    kind = "list"
+
+    def __init__(self, batches):
+        self.batches = list(batches)
+
+    def poll(self):
+        return self.batches.pop(0) if self.batches else SourceBatch()
+
+    def close(self):
+        pass
+
+
+class BrokenSource:
+    kind = "broken"
+
+    def poll(self):
+        raise RuntimeError("endpoint down")
+
+    def close(self):
+        pass
+
+
+def test_monitor_drops_bad_samples_and_survives_a_broken_source():
+    now = time.time()
+    good = [Sample("a", now - 2, memory_usage_bytes=10.0), Sample("b", now - 2,
+                                                                  memory_usage_bytes=5.0)]
+    bad = [
+        Sample("a", now - 1, memory_usage_bytes=11.0),
+        Sample("a", now - 1, memory_usage_bytes=12.0),  # duplicate in the batch
+        Sample("b", now - 3, memory_usage_bytes=6.0),  # goes back in time
+        Sample("c", now - 1, memory_usage_bytes=math.nan),  # no data
+        Sample("d", now - 1, memory_usage_bytes=-5.0),  # negative
+    ]
+    ev = Event("a", now - 1, EventKind.OOM_KILL, "x")
+    m = Monitor(Settings(), sources=[ListSource([SourceBatch(good), SourceBatch(bad, [ev])]),
+                                     BrokenSource()])
+    first = m.collect()
+    assert first["names"] == ["a", "b"]
+    second = m.collect()
+    assert second["names"] == ["a"]
+    assert second["window"].shape == (1, Settings().loop.window_steps, len(METRICS))
+    assert list(second["window"][0, -2:, M["memory_usage_bytes"]]) == [10.0, 11.0]
+    assert second["dropped"] == {"duplicate_in_batch": 1, "timestamp_not_increasing": 1,
+                                 "no_data": 1, "negative:memory_usage_bytes": 1}
+    assert second["events"] == [ev]
+    assert second["errors"] == {"_source:broken": "RuntimeError: endpoint down"}
+    # "b" had a (bad) sample this tick: its history is kept, not forgotten
+    assert m.ring.names() == ["a", "b"]
+    third = m.collect()
+    assert third["names"] == []
+    assert m.ring.names() == []  # nobody reported anything: forgotten
