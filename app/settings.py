@@ -158,6 +158,60 @@ class PoolSettings(_Group):
     )
 
 
+class HistorySettings(_Group):
+    enabled: bool = Field(True, description="Store samples, events and decisions (Parquet).")
+    uri: str | None = Field(
+        None,
+        description=(
+            "Where the history lives: a directory or a pyarrow filesystem URI "
+            "(file://, s3://, gs://, hdfs://); empty = <data_dir>/history."
+        ),
+    )
+    flush_interval_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        5.0, description="Samples are buffered at most this long (lost on a hard crash)."
+    )
+    retention_days: Annotated[float, Field(gt=0, le=36_500)] = Field(
+        30.0, description="Day partitions older than this are deleted."
+    )
+    compact_min_files: Annotated[int, Field(ge=2, le=100_000)] = Field(
+        8, description="A partition with at least this many files is compacted into one."
+    )
+
+
+class ProcessTargetSettings(_Group):
+    name: str = Field(..., min_length=1, description="Container name of this process tree.")
+    pid: Annotated[int, Field(gt=0)] | None = Field(None, description="Root process id.")
+    match: str | None = Field(
+        None, description="Regex on the command line (followed across restarts)."
+    )
+    app: str = Field("", description="Application the process belongs to.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Self:
+        if (self.pid is None) == (self.match is None):
+            raise ValueError(f"sources.processes[{self.name}]: give exactly one of pid or match")
+        return self
+
+
+class SourceSettings(_Group):
+    processes: list[ProcessTargetSettings] = Field(
+        default_factory=list, description="Process trees to watch as containers (psutil)."
+    )
+    prometheus_url: str | None = Field(
+        None, description="Prometheus base URL to read cAdvisor metrics from (empty: off)."
+    )
+    prometheus_selector: str = Field(
+        "", description="Label matchers added to every Prometheus query, e.g. namespace=\"web\"."
+    )
+    ray_workers: bool = Field(False, description="Watch the Ray actors on this node.")
+    timings_spool: Path | None = Field(
+        None, description="Spool file that applications' timed() blocks report to (empty: off)."
+    )
+    block_timeouts_s: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="Per key-code-block timeout: a slower call is a timeout."
+    )
+
+
 class RaySettings(_Group):
     address: str | None = Field(
         None, description="Ray cluster address; empty starts an embedded single-node Ray."
@@ -209,6 +263,8 @@ class Settings(BaseSettings):
     thresholds: ThresholdSettings = ThresholdSettings()
     policy: PolicySettings = PolicySettings()
     pool: PoolSettings = PoolSettings()
+    history: HistorySettings = HistorySettings()
+    sources: SourceSettings = SourceSettings()
     ray: RaySettings = RaySettings()
     demo: DemoSettings = DemoSettings()
 

@@ -10,4 +10,4 @@ def test_readme_config_reference_is_generated_from_settings():
     marker = "<!-- config-reference:start -->\n"
     start = text.index(marker) + len(marker)
     end = text.index("<!-- config-reference:end -->")
-    assert text[start:end] == reference_markdown(), "run `prescale config reference` into README"
+    assert text[start:end] == reference_markdown(), "run `python -m scripts.update_readme_reference`"

@@ -1,0 +1,21 @@
+"""Regenerate the configuration reference in README.md from app/settings.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.settings import reference_markdown
+
+START, END = "<!-- config-reference:start -->\n", "<!-- config-reference:end -->"
+
+
+def main() -> None:
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    text = readme.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(head + START + reference_markdown() + END + tail)
+
+
+if __name__ == "__main__":
+    main()
