@@ -163,6 +163,8 @@ class Coordinator:
                 if r.status is ResultStatus.APPLIED:
                     self.tracker.track(a)
                     pool.confirm.remote(a.container, a.tier.value, r.new_limit)
+                elif r.status is ResultStatus.DRY_RUN:
+                    self.tracker.track(a, applied=False)
                 records.append(_action_record(a, r, v.reason))
                 self.last_action[a.container] = {
                     "ts_s": a.now_s, "tier": a.tier.value, "old_limit": r.old_limit,

@@ -12,6 +12,11 @@ Worked example: action at t = 100 s raising 128 MiB → 200 MiB; samples at 101.
 stay below 128 MiB, the sample at 119 s reads 129 MiB → outcome ``crossed``,
 lead time 19 s.
 
+A recommendation that was not applied (recommend mode) is tracked too: its old
+limit is still the real one, so the container is OOM-killed when usage reaches it;
+that outcome is ``failed`` with the lead time from the recommendation to the kill,
+the time an operator following it would have had.
+
 CPU actions have no such crossing (usage cannot exceed a quota), so only memory
 actions are tracked.
 """
@@ -31,6 +36,7 @@ class Pending:
     container: str
     t_action_s: float
     old_limit_bytes: float
+    applied: bool = True
 
 
 @dataclass(frozen=True)
@@ -51,10 +57,11 @@ class LeadTimeTracker:
         self.expire_after_s = expire_after_s
         self.pending: list[Pending] = []
 
-    def track(self, action: ScalingAction) -> None:
+    def track(self, action: ScalingAction, applied: bool = True) -> None:
         if action.tier is Tier.MEMORY:
             self.pending.append(
-                Pending(action.action_id, action.container, action.now_s, action.old_limit)
+                Pending(action.action_id, action.container, action.now_s, action.old_limit,
+                        applied)
             )
 
     def observe(
@@ -69,7 +76,8 @@ class LeadTimeTracker:
         for p in self.pending:
             usage = usage_bytes.get(p.container)
             if oom_kills_delta.get(p.container, 0) > 0:
-                out.append(Outcome(p.action_id, p.container, "failed", p.t_action_s, now_s, None))
+                lead = None if p.applied else now_s - p.t_action_s
+                out.append(Outcome(p.action_id, p.container, "failed", p.t_action_s, now_s, lead))
             elif usage is not None and usage >= p.old_limit_bytes:
                 out.append(
                     Outcome(p.action_id, p.container, "crossed", p.t_action_s, now_s,

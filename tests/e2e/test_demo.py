@@ -85,3 +85,5 @@ def test_recommend_mode_logs_decisions_and_changes_nothing(tmp_path):
         assert c[name]["final_limit_bytes"] == limit * 2**20, name
         assert c[name]["final_cpu_quota_cores"] == 0.25, name
     assert leaker["oom_kills"] >= 1  # nothing was applied, so the kernel killed it
+    # the first recommendation came before the kill (lead time = recommendation → kill)
+    assert leaker["lead_times_s"] and leaker["lead_times_s"][0] > 0

@@ -24,6 +24,14 @@ def test_lead_time_worked_example():
     assert tr.pending == []
 
 
+def test_a_recommendation_not_applied_gets_the_lead_time_to_the_kill():
+    tr = LeadTimeTracker(expire_after_s=100)
+    tr.track(action(100.0, 128 * MiB), applied=False)
+    assert tr.observe(110.0, {"x": 120 * MiB}, {}) == []
+    [o] = tr.observe(117.0, {"x": 1 * MiB}, {"x": 1})
+    assert (o.outcome, o.lead_time_s) == ("failed", 17.0)
+
+
 def test_failed_expired_gone_and_round_trip():
     tr = LeadTimeTracker(expire_after_s=10)
     tr.track(action(0.0, 100.0))
