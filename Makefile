@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(BIN)/prescale demo --mode auto --duration 60
 
 test: $(STAMP)
+	./scripts/install_system_deps.sh
 	$(BIN)/ruff check app actors tuning scripts tests
 	$(BIN)/lint-imports
 	$(BIN)/pytest -v --durations=15

@@ -5,6 +5,7 @@ from __future__ import annotations
 from app.settings import Settings
 from app.telemetry.base import Source
 from app.telemetry.cgroup import CgroupSource
+from app.telemetry.prometheus import PrometheusSource
 
 
 def build_sources(settings: Settings) -> list[Source]:
@@ -12,4 +13,7 @@ def build_sources(settings: Settings) -> list[Source]:
     sources: list[Source] = []
     if settings.cgroup.roots or settings.cgroup.watch:
         sources.append(CgroupSource(settings.cgroup))
+    if settings.sources.prometheus_url:
+        sources.append(PrometheusSource(settings.sources.prometheus_url,
+                                        selector=settings.sources.prometheus_selector))
     return sources
