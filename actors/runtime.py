@@ -49,7 +49,10 @@ def init_ray(settings: Settings, *, quiet: bool = False) -> None:
     if settings.ray.address:
         ray.init(address=settings.ray.address, **kwargs)
     else:
-        ray.init(num_cpus=settings.ray.num_cpus, include_dashboard=False, **kwargs)
+        # the Ray workers source reads the state API, which is served by the dashboard
+        dashboard = settings.sources.ray_workers
+        ray.init(num_cpus=settings.ray.num_cpus, include_dashboard=dashboard,
+                 dashboard_host="127.0.0.1", **kwargs)
 
 
 def start_actors(settings: Settings, run_id: str) -> Handles:

@@ -13,6 +13,10 @@ def build_sources(settings: Settings) -> list[Source]:
     sources: list[Source] = []
     if settings.cgroup.roots or settings.cgroup.watch:
         sources.append(CgroupSource(settings.cgroup))
+    if settings.sources.ray_workers:
+        from app.telemetry.ray_workers import RayWorkersSource  # needs a connected Ray
+
+        sources.append(RayWorkersSource())
     if settings.sources.prometheus_url:
         sources.append(PrometheusSource(settings.sources.prometheus_url,
                                         selector=settings.sources.prometheus_selector))
