@@ -25,7 +25,7 @@ import ray
 from app.actuators.cgroup import CgroupActuator
 from app.core.actions import ActionResult, ResultStatus, ScalingAction
 from app.core.ring import RingBuffer
-from app.core.sample import Event, Sample, Tier
+from app.core.sample import Event, Sample, Tier, merge_sources
 from app.core.validation import Validator
 from app.settings import Settings
 from app.telemetry.base import Source
@@ -49,7 +49,7 @@ class Monitor:
 
     def collect(self) -> dict[str, Any]:
         """Sample every container once; return the window ``[N, W, M]`` and what happened."""
-        samples: list[Sample] = []
+        per_source: list[list[Sample]] = []
         events: list[Event] = []
         errors: dict[str, str] = {}
         for source in self.sources:
@@ -58,9 +58,10 @@ class Monitor:
             except Exception as exc:  # noqa: BLE001 - one broken source must not stop the rest
                 errors[f"_source:{source.kind}"] = f"{type(exc).__name__}: {exc}"
                 continue
-            samples += batch.samples
+            per_source.append(batch.samples)
             events += batch.events
             errors.update(batch.errors)
+        samples = merge_sources(per_source) if per_source else []
         seen = set()
         for s in self.validator.filter(samples, now_s=time.time()):
             self.ring.push(s)

@@ -111,3 +111,48 @@ class SourceBatch:
     samples: list[Sample] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+
+
+def merge_sources(per_source: list[list[Sample]]) -> list[Sample]:
+    """Merge the samples several sources gave for the same container in one poll.
+
+    A container can be seen by two sources (a cgroup, and the timings its application
+    reports). The first source's sample is kept and its ``nan`` readings are filled
+    from later sources; ``ts_s`` is the latest of them; ``app`` the first non-empty.
+    Duplicates *within* one source are left alone for the validator to count.
+
+    Worked example: cgroup gives ``web`` (ts 10, memory 5, block_latency nan) and the
+    timings source ``web`` (ts 11, memory nan, block_latency 0.2) → one sample
+    ``web`` (ts 11, memory 5, block_latency 0.2).
+    """
+    if len(per_source) == 1:
+        return list(per_source[0])
+    merged: dict[str, int] = {}
+    out: list[Sample] = []
+    for samples in per_source:
+        own: set[str] = set()
+        for s in samples:
+            i = merged.get(s.container)
+            if i is None or s.container in own:
+                if i is None:
+                    merged[s.container] = len(out)
+                out.append(s)
+            else:
+                out[i] = _fill(out[i], s)
+            own.add(s.container)
+    return out
+
+
+def _fill(a: Sample, b: Sample) -> Sample:
+    values = {}
+    for f in fields(Sample):
+        va, vb = getattr(a, f.name), getattr(b, f.name)
+        if f.name == "ts_s":
+            values[f.name] = max(va, vb)
+        elif f.name == "app":
+            values[f.name] = va or vb
+        elif isinstance(va, float) and math.isnan(va):
+            values[f.name] = vb
+        else:
+            values[f.name] = va
+    return Sample(**values)

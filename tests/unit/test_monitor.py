@@ -4,7 +4,7 @@ import math
 import time
 
 from actors.monitor import Monitor
-from app.core.sample import METRICS, M, Event, EventKind, Sample, SourceBatch
+from app.core.sample import METRICS, Event, EventKind, M, Sample, SourceBatch
 from app.settings import Settings
 
 
@@ -62,3 +62,17 @@ def test_monitor_drops_bad_samples_and_survives_a_broken_source():
     third = m.collect()
     assert third["names"] == []
     assert m.ring.names() == []  # nobody reported anything: forgotten
+
+
+def test_merge_sources_worked_example():
+    from app.core.sample import merge_sources
+
+    cg = [Sample("web", 10.0, memory_usage_bytes=5.0, app="web")]
+    tm = [Sample("web", 11.0, block_latency_s=0.2), Sample("api", 11.0, block_latency_s=0.1)]
+    web, api = merge_sources([cg, tm])
+    assert (web.container, web.ts_s, web.memory_usage_bytes, web.block_latency_s, web.app) == (
+        "web", 11.0, 5.0, 0.2, "web")
+    assert (api.container, api.block_latency_s) == ("api", 0.1)
+    assert math.isnan(api.memory_usage_bytes)
+    # duplicates inside one source are kept for the validator to count
+    assert len(merge_sources([cg + cg, tm])) == 3

@@ -10,4 +10,5 @@ def test_readme_config_reference_is_generated_from_settings():
     marker = "<!-- config-reference:start -->\n"
     start = text.index(marker) + len(marker)
     end = text.index("<!-- config-reference:end -->")
-    assert text[start:end] == reference_markdown(), "run `python -m scripts.update_readme_reference`"
+    hint = "run `python -m scripts.update_readme_reference`"
+    assert text[start:end] == reference_markdown(), hint
