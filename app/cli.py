@@ -10,6 +10,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -33,8 +34,9 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
-out = Console()
-err = Console(stderr=True)
+# Tables keep their shape when piped (rich assumes 80 columns without a terminal).
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 ConfigOpt = Annotated[
     Path | None,
@@ -262,6 +264,159 @@ def demo(
     out.print(table)
     out.print(f"decision log: prescale events --run {summary['run_id']}"
               + (f" --config {config}" if config else ""))
+
+
+def _history_uri(s: Settings) -> str:
+    return s.history.uri or str(Path(s.data_dir).resolve() / "history")
+
+
+def _open_store(s: Settings):
+    from app.store.history import HistoryStore
+
+    try:
+        return HistoryStore(_history_uri(s), flush_interval_s=s.history.flush_interval_s)
+    except ValueError as exc:
+        err.print(f"error: history.uri: {exc}")
+        raise typer.Exit(2) from None
+
+
+def _time_opt(text: str | None, name: str) -> float | None:
+    from app.timeparse import parse_time_s
+
+    if text is None:
+        return None
+    try:
+        return parse_time_s(text, time.time())
+    except ValueError as exc:
+        err.print(f"error: {name}: {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def history(
+    app_name: Annotated[str | None, typer.Option("--app", help="Only this app.")] = None,
+    container: Annotated[str | None, typer.Option(help="Only this container.")] = None,
+    since: Annotated[str | None, typer.Option(help="From: 2h, 3d, ISO time, epoch s.")] = None,
+    until: Annotated[str | None, typer.Option(help="Until (exclusive), same forms.")] = None,
+    last: Annotated[int, typer.Option(min=1, help="At most this many rows (the newest).")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Stored samples and failure events from the history store."""
+    import pandas as pd
+
+    s = _settings(config)
+    store = _open_store(s)
+    since_s, until_s = _time_opt(since, "--since"), _time_opt(until, "--until")
+    if app_name is None and not as_json:
+        apps = store.apps()
+        err.print(f"apps in {_history_uri(s)}: {', '.join(a or '(unknown)' for a in apps) or '-'}")
+    filt = {"app": app_name, "container": container, "since_s": since_s, "until_s": until_s}
+    samples = store.read_samples(**filt).sort_values("ts_s").tail(last)
+    events = store.read_events(**filt).sort_values("ts_s").tail(last)
+    if as_json:
+        for kind, df in (("sample", samples), ("event", events)):
+            for rec in df.to_dict(orient="records"):
+                clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                         for k, v in rec.items()}
+                print(json.dumps({"type": kind, **clean}))
+        return
+    table = Table(title=f"samples ({len(samples)} newest shown)")
+    for col in ("time (UTC)", "app", "container", "memory", "limit", "cpu s total", "quota",
+                "latency s"):
+        table.add_column(col)
+    for r in samples.itertuples(index=False):
+        table.add_row(
+            pd.Timestamp(r.ts_s, unit="s").strftime("%Y-%m-%d %H:%M:%S"), r.app or "-",
+            r.container, _fmt_bytes(r.memory_usage_bytes), _fmt_bytes(r.memory_limit_bytes),
+            _fmt_cores(r.cpu_usage_s_total), _fmt_cores(r.cpu_quota_cores),
+            "-" if math.isnan(r.block_latency_s) else f"{r.block_latency_s:.3f}",
+        )
+    out.print(table)
+    etable = Table(title=f"events ({len(events)} newest shown)")
+    for col in ("time (UTC)", "app", "container", "kind", "detail"):
+        etable.add_column(col)
+    for r in events.itertuples(index=False):
+        etable.add_row(pd.Timestamp(r.ts_s, unit="s").strftime("%Y-%m-%d %H:%M:%S"),
+                       r.app or "-", r.container, r.kind, r.detail)
+    out.print(etable)
+
+
+TRACES = ("bitbrains", "google2011")
+
+
+@app.command()
+def replay(
+    trace: Annotated[str, typer.Option(help="bitbrains | google2011 | PATH (CSV/Parquet).")],
+    speed: Annotated[
+        float, typer.Option(min=0.001, help="Simulated seconds per wall second (inf = bulk).")
+    ] = math.inf,
+    mapping: Annotated[
+        list[str] | None, typer.Option("--map", help="PATH traces: sample_field=column.")
+    ] = None,
+    container_col: Annotated[str, typer.Option(help="PATH traces: container column.")] = "id",
+    ts_col: Annotated[str, typer.Option(help="PATH traces: timestamp column.")] = "timestamp",
+    app_name: Annotated[str | None, typer.Option("--app", help="PATH traces: app name.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Replay a trace into the history store, with a progress bar."""
+    from rich.progress import Progress
+
+    from app.telemetry import replay as rp
+
+    s = _settings(config)
+    try:
+        data = _load_trace(rp, trace, mapping, container_col, ts_col, app_name)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        err.print(f"error: --trace {trace}: {exc}")
+        raise typer.Exit(2) from None
+    store = _open_store(s)
+    n_rows = len(data.samples) + len(data.events)
+    err.print(f"{data.source}: {len(data.samples):,} samples, {len(data.events):,} events, "
+              f"{len(data.containers):,} containers; dropped {data.dropped or 'none'}")
+    t0 = time.monotonic()
+    with Progress(console=err, transient=False) as bar:
+        task = bar.add_task("replaying", total=n_rows)
+        if math.isinf(speed):
+            counts = rp.replay_into(data, store,
+                                    progress=lambda done, total: bar.update(task, completed=done))
+        else:
+            src = rp.ReplaySource(data, speed=speed)
+            counts = {"samples": 0, "events": 0}
+            while not src.done:
+                batch = src.poll()
+                counts["samples"] += store.append_samples(batch.samples)
+                counts["events"] += store.append_events(batch.events)
+                store.maybe_flush()
+                bar.update(task, completed=counts["samples"] + counts["events"])
+                time.sleep(min(s.loop.interval_s, 1.0))
+            store.flush()
+    store.close()
+    err.print(f"stored {counts['samples']:,} samples and {counts['events']:,} events in "
+              f"{time.monotonic() - t0:.1f} s into {_history_uri(s)}")
+
+
+def _load_trace(rp, trace, mapping, container_col, ts_col, app_name):
+    root = rp.find_trace_dir()
+    if trace == "bitbrains":
+        return rp.read_bitbrains(root / "bitbrains-rnd" / "rnd-2013-07-vms-001-050.csv.gz")
+    if trace == "google2011":
+        g = root / "google2011"
+        return rp.read_google2011(g / "task_usage_600-900s_even_jobs.csv",
+                                  g / "task_events_even_jobs.csv.gz")
+    path = Path(trace)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file (and not one of {', '.join(TRACES)})")
+    pairs = {}
+    for item in mapping or []:
+        field, sep, column = item.partition("=")
+        if not sep:
+            raise ValueError(f"--map {item!r}: use sample_field=column")
+        pairs[field] = column
+    if not pairs:
+        raise ValueError("a PATH trace needs --map sample_field=column (at least one)")
+    return rp.read_csv_mapping(path, pairs, container_col=container_col, ts_col=ts_col,
+                               app=app_name)
 
 
 def main() -> None:

@@ -1,0 +1,917 @@
+"""Durable history: samples, failure events and decision records as Parquet.
+
+Layout (one directory tree per table; ``table`` is ``samples``, ``events`` or
+``records``)::
+
+    <root>/<table>/app=<app>/day=<YYYY-MM-DD>/<file>.parquet
+
+- ``day`` is the UTC date of each row's ``ts_s``: ``ts_s = 1704067199.5`` →
+  ``day=2023-12-31``; ``ts_s = 1704067200.0`` → ``day=2024-01-01``.
+- ``app`` is percent-encoded (:func:`app_dir_name`), so no app name can leave the
+  root: ``"a/b"`` → ``app=a%2Fb``, ``".."`` → ``app=%2E.``. The empty app is stored as
+  ``app=_unknown``; a literal app ``"_unknown"`` as ``app=%5Funknown``. The real app
+  name is also a column of every file, so readers never depend on the directory name.
+  An app that cannot be represented (not a ``str``, not encodable as UTF-8, or whose
+  directory name would exceed 255 bytes) is refused with a ``ValueError`` naming it.
+- Files are ``part-<ns>-<id>.parquet`` (one per write) or ``compact-<ns>-<id>.parquet``
+  (written by :meth:`HistoryStore.compact`). Names beginning with ``.`` or ``_`` are
+  never data: pyarrow datasets, Ray Data and this module all skip them.
+
+Columns:
+
+- ``samples``: ``container``, ``app``, then every name of
+  :data:`app.core.sample.METRICS` (``ts_s`` first) as ``float64``; ``nan`` and
+  ``inf`` are stored as such.
+- ``events``: ``container``, ``app``, ``ts_s``, ``kind`` (an ``EventKind`` value),
+  ``detail``.
+- ``records``: ``kind``, ``ts_s``, ``container``, ``app`` and ``json``, the whole
+  record as JSON (``sort_keys``; ``nan``/``inf`` written as Python's ``NaN`` /
+  ``Infinity`` so they round-trip through :func:`json.loads`), so a record of any
+  shape fits.
+
+Guarantees:
+
+1. *No partial file is ever visible.* Every file is written under a hidden temporary
+   name (``.tmp-…``), fsynced (local filesystem), then renamed to its final name and
+   the directory fsynced. A crash during a write leaves at most a hidden temp file,
+   which every reader ignores and :meth:`HistoryStore.compact` deletes once it is
+   older than ``tmp_max_age_s``. On a non-local filesystem (S3, GCS, …) there is no
+   fsync and the rename is a copy + delete: a file still appears whole or not at all
+   (an object store publishes an object only when its upload completes), a crash
+   between the copy and the delete leaves a hidden temp object (ignored, later
+   cleaned), and durability is whatever the store promises once it acknowledged the
+   upload.
+2. *Durability.* :meth:`~HistoryStore.append_events` and
+   :meth:`~HistoryStore.append_records` write and fsync one file per partition
+   (app, day) before returning. Samples are buffered in memory and written by
+   :meth:`~HistoryStore.flush`, which :meth:`~HistoryStore.maybe_flush` calls once
+   ``flush_interval_s`` has passed since the last flush and :meth:`~HistoryStore.close`
+   calls at the end: with ``maybe_flush`` called every tick, a hard crash loses at
+   most the samples of one flush interval (plus one tick). Each partition's rows of
+   one call or flush appear atomically; a call whose rows span several partitions
+   may, after a crash, be visible in some of them only (each one whole).
+3. *Compaction never loses or duplicates rows, even if killed at any point.* The
+   compacted file carries, in its Parquet key-value metadata
+   (``prescale.replaces``), the names of the files it replaces; readers skip every
+   file named there by a compacted file that exists; the replaced files are deleted
+   only after the compacted file is in place; the next compaction deletes any
+   leftovers first. On a local filesystem one compaction runs at a time (an
+   ``flock`` on ``<root>/.compact.lock``); on other filesystems run one compactor.
+4. *Reading while another process writes or compacts works*: files appear
+   atomically, and a read that races with a deletion (compaction, retention)
+   re-lists the partition and tries again. Retention deletes an expired day's files
+   one by one, so a read racing with it may see that day partly.
+5. *Reads prune partitions*: only the directories of the requested app and of the
+   days overlapping ``[since_s, until_s)`` are listed and opened. Results are
+   pandas DataFrames with the columns above in that order, sorted by
+   ``(container, ts_s)``; a file written before a metric was added reads with
+   that column ``nan``.
+
+External readers (pyarrow datasets, ``ray.data.read_parquet``) can read a table
+directory with hive partitioning; to avoid seeing a compaction's rows twice
+(between the compacted file's rename and the deletion of the files it replaces, or
+after a killed compaction until the next one) pass them
+:meth:`HistoryStore.files` with :attr:`HistoryStore.filesystem`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import math
+import operator
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from app.core.sample import METRICS, Event, EventKind, Sample
+
+if TYPE_CHECKING:  # pandas is imported lazily: writers do not need it
+    import pandas
+
+TABLES: tuple[str, ...] = ("samples", "events", "records")
+DAY_S = 86_400.0
+UNKNOWN_APP_DIR = "_unknown"
+MAX_DIR_NAME_BYTES = 255
+REPLACES_KEY = b"prescale.replaces"
+TABLE_KEY = b"prescale.table"
+PART_PREFIX = "part-"
+COMPACT_PREFIX = "compact-"
+TMP_PREFIX = ".tmp-"
+LOCK_NAME = ".compact.lock"
+#: The earliest and latest ``ts_s`` a day partition can be named for (years 1–9999).
+MIN_TS_S = -62_135_596_800.0
+MAX_TS_S = 253_402_300_800.0  # exclusive: 10000-01-01
+_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+_READ_ATTEMPTS = 8
+#: Compaction buffers about this much (in memory) per row group it writes.
+ROW_GROUP_BYTES = 64 * 2**20
+
+SAMPLES_SCHEMA = pa.schema(
+    [("container", pa.string()), ("app", pa.string())] + [(m, pa.float64()) for m in METRICS]
+)
+EVENTS_SCHEMA = pa.schema(
+    [
+        ("container", pa.string()),
+        ("app", pa.string()),
+        ("ts_s", pa.float64()),
+        ("kind", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+RECORDS_SCHEMA = pa.schema(
+    [
+        ("kind", pa.string()),
+        ("ts_s", pa.float64()),
+        ("container", pa.string()),
+        ("app", pa.string()),
+        ("json", pa.string()),
+    ]
+)
+SCHEMAS: dict[str, pa.Schema] = {
+    "samples": SAMPLES_SCHEMA,
+    "events": EVENTS_SCHEMA,
+    "records": RECORDS_SCHEMA,
+}
+_SAMPLE_FIELDS = ("container", "app", *METRICS)
+_sample_values = operator.attrgetter(*_SAMPLE_FIELDS)
+_EVENT_KINDS = frozenset(k.value for k in EventKind)
+
+
+# ---------------------------------------------------------------------------
+# Pure helpers (no I/O)
+# ---------------------------------------------------------------------------
+
+
+def app_dir_name(app: Any) -> str:
+    """The partition directory name of ``app``; ``ValueError`` naming it if impossible.
+
+    Examples: ``""`` → ``app=_unknown``; ``"web"`` → ``app=web``; ``"a/b"`` →
+    ``app=a%2Fb``; ``".."`` → ``app=%2E.``; ``"_unknown"`` → ``app=%5Funknown``.
+    A leading ``.`` or ``_`` is always encoded, so the value never looks hidden.
+    """
+    if not isinstance(app, str):
+        raise ValueError(f"app {app!r}: must be a str, got {type(app).__name__}")
+    if app == "":
+        value = UNKNOWN_APP_DIR
+    else:
+        try:
+            value = quote(app, safe="")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"app {app!r}: cannot be encoded as UTF-8 ({exc.reason})") from None
+        if value[0] in "._":
+            value = f"%{ord(value[0]):02X}{value[1:]}"
+    name = f"app={value}"
+    if len(name.encode()) > MAX_DIR_NAME_BYTES:
+        raise ValueError(
+            f"app {app!r}: too long, its directory name {name[:40]}… would be "
+            f"{len(name.encode())} bytes (at most {MAX_DIR_NAME_BYTES})"
+        )
+    return name
+
+
+def app_from_dir_name(name: str) -> str | None:
+    """Inverse of :func:`app_dir_name`; ``None`` for a name that is not an app directory."""
+    if not name.startswith("app="):
+        return None
+    value = name[4:]
+    return "" if value == UNKNOWN_APP_DIR else unquote(value, errors="strict")
+
+
+def day_index(ts_s: float) -> int:
+    """Days since 1970-01-01 UTC of ``ts_s``: ``86399.5`` → 0, ``86400.0`` → 1, ``-0.5`` → -1."""
+    return math.floor(ts_s / DAY_S)
+
+
+def day_name(index: int) -> str:
+    """``YYYY-MM-DD`` of a day index: 0 → ``1970-01-01``; 19723 → ``2024-01-01``."""
+    return dt.date.fromordinal(_EPOCH_ORDINAL + index).isoformat()
+
+
+def day_start_s(name: str) -> float:
+    """``ts_s`` of the start (00:00 UTC) of day ``YYYY-MM-DD``: ``2024-01-01`` → 1704067200.0."""
+    return (dt.date.fromisoformat(name).toordinal() - _EPOCH_ORDINAL) * DAY_S
+
+
+def day_in_range(name: str, since_s: float | None, until_s: float | None) -> bool:
+    """Whether day ``name`` ([start, start + 1 day)) overlaps ``[since_s, until_s)``.
+
+    Example: day ``1970-01-02`` spans [86400, 172800): ``since_s=172800`` → False,
+    ``since_s=172799.9`` → True, ``until_s=86400`` → False, ``until_s=86400.1`` → True.
+    """
+    start = day_start_s(name)
+    if since_s is not None and start + DAY_S <= since_s:
+        return False
+    return not (until_s is not None and start >= until_s)
+
+
+def day_expired(name: str, cutoff_s: float) -> bool:
+    """A day is expired when all of it is older than ``cutoff_s`` (its end ≤ cutoff).
+
+    Example: now = 2024-01-10 12:00 UTC, max_age 7 days → cutoff 2024-01-03 12:00:
+    ``2024-01-02`` (ends 2024-01-03 00:00) is expired, ``2024-01-03`` is not.
+    """
+    return day_start_s(name) + DAY_S <= cutoff_s
+
+
+def is_data_file(name: str) -> bool:
+    """Visible Parquet data file: not hidden (``.``/``_`` prefix), ends in ``.parquet``."""
+    return not name.startswith((".", "_")) and name.endswith(".parquet")
+
+
+def live_files(names: Iterable[str], replaces: dict[str, list[str]]) -> list[str]:
+    """The data files a reader uses: every name not replaced by an existing compacted file.
+
+    ``replaces`` maps each compacted file that exists to the names it replaces.
+    Example: names ``[p1, p2, p3, c1]``, ``replaces = {c1: [p1, p2]}`` → ``[c1, p3]``.
+    A compacted file replaced by a newer one is skipped too (its rows are in the newer).
+    """
+    replaced = {r for c, rs in replaces.items() for r in rs}
+    return sorted(n for n in names if n not in replaced)
+
+
+def _check_ts(ts: np.ndarray, what: str, labels: Callable[[int], str]) -> None:
+    ok = np.isfinite(ts) & (ts >= MIN_TS_S) & (ts < MAX_TS_S)
+    if not ok.all():
+        i = int(np.argmin(ok))
+        raise ValueError(
+            f"{what}[{i}] ({labels(i)}): ts_s must be finite (a time in years 1–9999), "
+            f"got {float(ts[i])!r}"
+        )
+
+
+def _json_default(obj: Any) -> Any:
+    item = getattr(obj, "item", None)  # numpy scalars
+    if callable(item):
+        return item()
+    raise TypeError(f"value of type {type(obj).__name__} is not JSON serialisable")
+
+
+def record_row(i: int, rec: Any) -> tuple[str, float, str, str, str]:
+    """Validate one decision record; its ``(kind, ts_s, container, app, json)`` row."""
+    if not isinstance(rec, dict):
+        raise ValueError(f"records[{i}]: must be a dict, got {type(rec).__name__}")
+    kind = rec.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"records[{i}]: kind must be a non-empty str, got {kind!r}")
+    ts = rec.get("ts_s")
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        raise ValueError(f"records[{i}] (kind {kind!r}): ts_s must be a number, got {ts!r}")
+    ts = float(ts)
+    if not (math.isfinite(ts) and MIN_TS_S <= ts < MAX_TS_S):
+        raise ValueError(
+            f"records[{i}] (kind {kind!r}): ts_s must be finite (a time in years 1–9999), "
+            f"got {ts!r}"
+        )
+    container = rec.get("container")
+    if not isinstance(container, str):
+        raise ValueError(
+            f"records[{i}] (kind {kind!r}): container must be a str, got {container!r}"
+        )
+    app = rec.get("app", "")
+    if app is None:
+        app = ""
+    app_dir_name(app)
+    try:
+        text = json.dumps(rec, sort_keys=True, default=_json_default, allow_nan=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"records[{i}] (kind {kind!r}): not JSON serialisable: {exc}") from None
+    return kind, ts, container, app, text
+
+
+def split_by_partition(table: pa.Table) -> list[tuple[str, str, pa.Table]]:
+    """Rows of ``table`` (with ``app`` and ``ts_s`` columns) grouped by partition:
+    ``(app directory, day, rows)``, rows in their input order.
+
+    Example: apps ``[web, web, db]`` at ``ts_s`` ``[0, 86400, 5]`` →
+    ``(app=web, 1970-01-01, row 0)``, ``(app=web, 1970-01-02, row 1)``,
+    ``(app=db, 1970-01-01, row 2)`` (in some order).
+    """
+    if table.num_rows == 0:
+        return []
+    enc = table.column("app").combine_chunks().dictionary_encode()
+    names = enc.dictionary.to_pylist()
+    apps = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    days = np.floor(table.column("ts_s").to_numpy() / DAY_S).astype(np.int64)
+    first_day = int(days.min())
+    keys = apps * (int(days.max()) - first_day + 1) + (days - first_day)
+    if (keys == keys[0]).all():
+        return [(app_dir_name(names[apps[0]]), day_name(int(days[0])), table)]
+    order = np.argsort(keys, kind="stable")
+    bounds = np.flatnonzero(np.diff(keys[order])) + 1
+    return [
+        (app_dir_name(names[apps[c[0]]]), day_name(int(days[c[0]])), table.take(pa.array(c)))
+        for c in np.split(order, bounds)
+    ]
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns: missing ones null, extra ones dropped."""
+    bare = schema.remove_metadata()
+    if table.schema.remove_metadata().equals(bare):
+        return table.replace_schema_metadata(None)
+    cols = []
+    for f in schema:
+        if f.name in table.column_names:
+            cols.append(table.column(f.name).cast(f.type))
+        else:
+            cols.append(pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(cols, schema=bare)
+
+
+# ---------------------------------------------------------------------------
+# The store (I/O edge)
+# ---------------------------------------------------------------------------
+
+
+class HistoryStore:
+    """Append-only Parquet history, partitioned by app and UTC day (see module doc).
+
+    ``uri`` is a local directory path, or a pyarrow filesystem URI (``file:///…``,
+    ``s3://…``, ``mock://`` in tests); with ``filesystem`` given, ``uri`` is a path
+    inside it. ``clock`` (seconds) drives :meth:`maybe_flush` and the default ``now_s``
+    of :meth:`apply_retention`. Many processes may write and read one store at once;
+    one instance is not thread-safe (use one per thread, or a lock).
+    """
+
+    def __init__(
+        self,
+        uri: str | os.PathLike[str],
+        *,
+        flush_interval_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+        filesystem: pafs.FileSystem | None = None,
+    ) -> None:
+        if not (isinstance(flush_interval_s, int | float) and flush_interval_s >= 0
+                and math.isfinite(flush_interval_s)):
+            raise ValueError(
+                f"flush_interval_s must be a finite number >= 0, got {flush_interval_s!r}"
+            )
+        if filesystem is not None:
+            fs, root = filesystem, os.fspath(uri)
+        elif isinstance(uri, os.PathLike) or "://" not in str(uri):
+            fs, root = pafs.LocalFileSystem(), os.path.abspath(os.fspath(uri))
+        else:
+            try:
+                fs, root = pafs.FileSystem.from_uri(str(uri))
+            except (pa.ArrowInvalid, ValueError, OSError) as exc:
+                raise ValueError(f"history uri {uri!r}: {exc}") from None
+        self._fs: pafs.FileSystem = fs
+        self._local = isinstance(fs, pafs.LocalFileSystem)
+        self._root = root.rstrip("/") if root not in ("", "/") else root
+        self.flush_interval_s = float(flush_interval_s)
+        self._clock = clock
+        self._last_flush_s = clock()
+        self._buffer: list[pa.Table] = []
+        self._buffered = 0
+        self._dirs: set[str] = set()
+        info = fs.get_file_info(self._root) if self._root else None
+        if info is not None and info.type == pafs.FileType.File:
+            raise ValueError(f"history uri {uri!r}: {self._root} is a file, not a directory")
+        if self._root:
+            fs.create_dir(self._root, recursive=True)
+
+    # -- properties --------------------------------------------------------
+
+    @property
+    def filesystem(self) -> pafs.FileSystem:
+        return self._fs
+
+    @property
+    def root(self) -> str:
+        return self._root
+
+    @property
+    def buffered(self) -> int:
+        """Samples in the memory buffer, not yet written."""
+        return self._buffered
+
+    # -- writing -----------------------------------------------------------
+
+    def append_samples(self, samples: Iterable[Sample]) -> int:
+        """Buffer ``samples`` in memory (no I/O); returns how many were accepted.
+
+        The owner calls :meth:`maybe_flush` every tick (and :meth:`close` at the end):
+        that is what bounds the loss on a crash to one flush interval.
+
+        The whole batch is validated first: a sample that is not a :class:`Sample`, a
+        non-str container, a metric that is not a number, a ``ts_s`` that is not finite
+        or an app that cannot be stored raises ``ValueError`` naming it, and nothing
+        of the batch is buffered.
+        """
+        samples = list(samples)
+        if not samples:
+            return 0
+        for i, s in enumerate(samples):
+            if not isinstance(s, Sample):
+                raise ValueError(f"samples[{i}]: must be a Sample, got {type(s).__name__}")
+        rows = [_sample_values(s) for s in samples]
+        cols = list(zip(*rows, strict=True))
+        arrays = []
+        for f, col in zip(SAMPLES_SCHEMA, cols, strict=True):
+            if not all(_type_ok(t, f.type) for t in set(map(type, col))):
+                i = next(i for i, v in enumerate(col) if not _type_ok(type(v), f.type))
+                want = "a str" if f.type == pa.string() else "a number (nan when unknown)"
+                raise ValueError(
+                    f"samples[{i}] (container {rows[i][0]!r}): {f.name} must be {want}, "
+                    f"got {col[i]!r}"
+                )
+            if f.name == "app":
+                for a in set(col):
+                    app_dir_name(a)
+            try:
+                arrays.append(pa.array(col, type=f.type))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeError) as exc:
+                raise ValueError(f"samples: {f.name}: {exc}") from None
+        ts = arrays[2].to_numpy(zero_copy_only=False)
+        _check_ts(ts, "samples", lambda i: f"container {rows[i][0]!r}")
+        self._buffer.append(pa.Table.from_arrays(arrays, schema=SAMPLES_SCHEMA))
+        self._buffered += len(samples)
+        return len(samples)
+
+    def maybe_flush(self) -> int:
+        """:meth:`flush` if ``flush_interval_s`` has passed since the last flush, else 0.
+
+        Example: interval 5 s, last flush at t=100: at t=104.9 → 0 (nothing written);
+        at t=105.0 → every buffered row written.
+        """
+        if self._clock() - self._last_flush_s >= self.flush_interval_s:
+            return self.flush()
+        return 0
+
+    def flush(self) -> int:
+        """Write every buffered sample now (one file per partition); rows written.
+
+        If a write fails, the partitions already written leave the buffer and the rest
+        stay buffered for the next flush (no row is written twice).
+        """
+        if self._buffer:
+            parts = split_by_partition(pa.concat_tables(self._buffer))
+            for k, (app_dir, day, table) in enumerate(parts):
+                try:
+                    self._write_file("samples", app_dir, day, table)
+                except BaseException:
+                    self._buffer = [t for _, _, t in parts[k:]]
+                    self._buffered = sum(t.num_rows for t in self._buffer)
+                    raise
+        written, self._buffer, self._buffered = self._buffered, [], 0
+        self._last_flush_s = self._clock()
+        return written
+
+    def append_events(self, events: Iterable[Event]) -> int:
+        """Write ``events`` durably (fsynced) before returning; rows written.
+
+        An item that is not an :class:`Event`, or has a bad container, time, kind,
+        detail or app, raises ``ValueError`` naming it; nothing is written then.
+        """
+        events = list(events)
+        if not events:
+            return 0
+        rows = []
+        for i, e in enumerate(events):
+            if not isinstance(e, Event):
+                raise ValueError(f"events[{i}]: must be an Event, got {type(e).__name__}")
+            kind = e.kind.value if isinstance(e.kind, EventKind) else e.kind
+            if kind not in _EVENT_KINDS:
+                raise ValueError(
+                    f"events[{i}] (container {e.container!r}): kind must be one of "
+                    f"{sorted(_EVENT_KINDS)}, got {e.kind!r}"
+                )
+            for name in ("container", "detail", "app"):
+                if not isinstance(getattr(e, name), str):
+                    raise ValueError(
+                        f"events[{i}]: {name} must be a str, got {getattr(e, name)!r}"
+                    )
+            if isinstance(e.ts_s, bool) or not isinstance(e.ts_s, int | float):
+                raise ValueError(
+                    f"events[{i}] (container {e.container!r}): ts_s must be a number, "
+                    f"got {e.ts_s!r}"
+                )
+            app_dir_name(e.app)
+            rows.append((e.container, e.app, float(e.ts_s), kind, e.detail))
+        ts = np.array([r[2] for r in rows], dtype=np.float64)
+        _check_ts(ts, "events", lambda i: f"container {rows[i][0]!r}")
+        return self._write_rows("events", EVENTS_SCHEMA, rows)
+
+    def append_records(self, records: list[dict[str, Any]]) -> int:
+        """Write decision/action/outcome records durably before returning; rows written.
+
+        Each record needs ``kind`` (non-empty str), ``ts_s`` (finite number) and
+        ``container`` (str); ``app`` (str) is optional. A bad record raises
+        ``ValueError`` naming its index and field; nothing is written then.
+        """
+        rows = [record_row(i, r) for i, r in enumerate(records)]
+        if not rows:
+            return 0
+        return self._write_rows("records", RECORDS_SCHEMA, rows)
+
+    def _write_rows(self, table_name: str, schema: pa.Schema, rows: list[tuple]) -> int:
+        cols = list(zip(*rows, strict=True))
+        table = pa.Table.from_arrays(
+            [pa.array(c, type=f.type) for c, f in zip(cols, schema, strict=True)], schema=schema
+        )
+        for app_dir, day, part in split_by_partition(table):
+            self._write_file(table_name, app_dir, day, part)
+        return len(rows)
+
+    def close(self) -> None:
+        """Flush the buffered samples."""
+        self.flush()
+
+    def __enter__(self) -> HistoryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading -----------------------------------------------------------
+
+    def read_samples(
+        self,
+        *,
+        app: str | None = None,
+        container: str | None = None,
+        since_s: float | None = None,
+        until_s: float | None = None,
+    ) -> pandas.DataFrame:
+        """Samples with ``since_s <= ts_s < until_s`` (``None`` = unbounded), of ``app``
+        (``""`` = the unknown app; ``None`` = all) and ``container``; columns
+        ``container, app, *METRICS``; sorted by ``(container, ts_s)``. Buffered samples
+        not yet flushed are not included."""
+        return self._read("samples", app, container, since_s, until_s, None)
+
+    def read_events(
+        self,
+        *,
+        app: str | None = None,
+        container: str | None = None,
+        since_s: float | None = None,
+        until_s: float | None = None,
+    ) -> pandas.DataFrame:
+        """Events, filtered as :meth:`read_samples`; columns ``container, app, ts_s, kind,
+        detail``."""
+        return self._read("events", app, container, since_s, until_s, None)
+
+    def read_records(
+        self,
+        *,
+        app: str | None = None,
+        container: str | None = None,
+        since_s: float | None = None,
+        until_s: float | None = None,
+        kinds: set[str] | None = None,
+    ) -> pandas.DataFrame:
+        """Records, filtered as :meth:`read_samples` and by ``kinds``; columns ``kind,
+        ts_s, container, app, json`` (``json.loads`` of ``json`` is the record)."""
+        return self._read("records", app, container, since_s, until_s, kinds)
+
+    def read_record_dicts(self, **filters: Any) -> list[dict[str, Any]]:
+        """The records of :meth:`read_records` as dicts, in its order."""
+        return [json.loads(t) for t in self.read_records(**filters)["json"]]
+
+    def apps(self) -> list[str]:
+        """Every app with data in any table, sorted (``""`` is the unknown app)."""
+        found: set[str] = set()
+        for table in TABLES:
+            for info in self._list(self._join(table)):
+                if info.type == pafs.FileType.Directory:
+                    app = app_from_dir_name(info.base_name)
+                    if app is not None:
+                        found.add(app)
+        return sorted(found)
+
+    def files(
+        self,
+        table: str,
+        *,
+        app: str | None = None,
+        since_s: float | None = None,
+        until_s: float | None = None,
+    ) -> list[str]:
+        """Paths (in :attr:`filesystem`) of the live data files of ``table`` whose
+        partitions match the filters: hand these to Ray Data or pyarrow."""
+        self._check_filters(table, app, since_s, until_s)
+        for _ in range(_READ_ATTEMPTS):
+            try:
+                return self._files(table, app, since_s, until_s)
+            except FileNotFoundError:
+                continue
+        return self._files(table, app, since_s, until_s)
+
+    def _check_filters(
+        self, table: str, app: str | None, since_s: float | None, until_s: float | None
+    ) -> None:
+        if table not in SCHEMAS:
+            raise ValueError(f"table must be one of {list(TABLES)}, got {table!r}")
+        if app is not None:
+            app_dir_name(app)
+        for name, v in (("since_s", since_s), ("until_s", until_s)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)
+                                  or math.isnan(v)):
+                raise ValueError(f"{name} must be a number or None, got {v!r}")
+        if since_s is not None and until_s is not None and since_s > until_s:
+            raise ValueError(f"since_s ({since_s}) is after until_s ({until_s})")
+
+    def _partitions(
+        self, table: str, app: str | None, since_s: float | None, until_s: float | None
+    ) -> list[str]:
+        tdir = self._join(table)
+        if app is not None:
+            app_dirs = [self._join(table, app_dir_name(app))]
+        else:
+            app_dirs = [
+                i.path for i in self._list(tdir)
+                if i.type == pafs.FileType.Directory and i.base_name.startswith("app=")
+            ]
+        out = []
+        for adir in sorted(app_dirs):
+            for info in self._list(adir):
+                name = info.base_name
+                if info.type != pafs.FileType.Directory or not name.startswith("day="):
+                    continue
+                try:
+                    if day_in_range(name[4:], since_s, until_s):
+                        out.append(info.path)
+                except ValueError:  # not a day directory of ours
+                    continue
+        return sorted(out)
+
+    def _live(self, pdir: str) -> list[str]:
+        """Live data file paths of one partition (raises FileNotFoundError on a race)."""
+        names = [i.base_name for i in self._list(pdir)
+                 if i.type == pafs.FileType.File and is_data_file(i.base_name)]
+        replaces = {n: self._replaces(f"{pdir}/{n}") for n in names
+                    if n.startswith(COMPACT_PREFIX)}
+        return [f"{pdir}/{n}" for n in live_files(names, replaces)]
+
+    def _replaces(self, path: str) -> list[str]:
+        with self._fs.open_input_file(path) as fh:
+            meta = pq.read_metadata(fh).metadata or {}
+        return json.loads(meta.get(REPLACES_KEY, b"[]"))
+
+    def _files(
+        self, table: str, app: str | None, since_s: float | None, until_s: float | None
+    ) -> list[str]:
+        return [p for d in self._partitions(table, app, since_s, until_s) for p in self._live(d)]
+
+    def _read(
+        self,
+        table: str,
+        app: str | None,
+        container: str | None,
+        since_s: float | None,
+        until_s: float | None,
+        kinds: set[str] | None,
+    ) -> pandas.DataFrame:
+        self._check_filters(table, app, since_s, until_s)
+        if container is not None and not isinstance(container, str):
+            raise ValueError(f"container must be a str or None, got {container!r}")
+        if kinds is not None:
+            kinds = set(kinds)
+            if not all(isinstance(k, str) for k in kinds):
+                raise ValueError(f"kinds must be a set of str, got {kinds!r}")
+        schema = SCHEMAS[table]
+        expr = None
+        conds = []
+        if app is not None:
+            conds.append(pc.field("app") == app)
+        if container is not None:
+            conds.append(pc.field("container") == container)
+        if since_s is not None:
+            conds.append(pc.field("ts_s") >= float(since_s))
+        if until_s is not None:
+            conds.append(pc.field("ts_s") < float(until_s))
+        if kinds is not None:
+            conds.append(pc.field("kind").isin(sorted(kinds)))
+        for c in conds:
+            expr = c if expr is None else expr & c
+        last_exc: Exception | None = None
+        for _ in range(_READ_ATTEMPTS):
+            try:
+                paths = self._files(table, app, since_s, until_s)
+                if not paths:
+                    result = schema.empty_table()
+                else:
+                    dataset = ds.dataset(paths, schema=schema, format="parquet",
+                                         filesystem=self._fs)
+                    result = dataset.to_table(filter=expr)
+                break
+            except FileNotFoundError as exc:  # a file vanished (compaction, retention)
+                last_exc = exc
+                time.sleep(0.01)
+        else:
+            raise RuntimeError(
+                f"history {table}: files kept vanishing while reading "
+                f"({_READ_ATTEMPTS} attempts): {last_exc}"
+            )
+        df = result.to_pandas()
+        return df.sort_values(["container", "ts_s"], kind="stable", ignore_index=True)
+
+    # -- maintenance -------------------------------------------------------
+
+    def apply_retention(self, *, max_age_s: float, now_s: float | None = None) -> int:
+        """Delete whole day partitions whose day ended at or before ``now_s - max_age_s``
+        (see :func:`day_expired`) in every table; returns the files removed."""
+        if isinstance(max_age_s, bool) or not isinstance(max_age_s, int | float) or not (
+            math.isfinite(max_age_s) and max_age_s >= 0
+        ):
+            raise ValueError(f"max_age_s must be a finite number >= 0, got {max_age_s!r}")
+        now = self._clock() if now_s is None else now_s
+        if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
+            raise ValueError(f"now_s must be a finite number, got {now!r}")
+        cutoff = now - max_age_s
+        removed = 0
+        for table in TABLES:
+            for pdir in self._partitions(table, None, None, None):
+                if not day_expired(pdir.rsplit("/day=", 1)[1], cutoff):
+                    continue
+                try:
+                    files = self._fs.get_file_info(pafs.FileSelector(pdir, recursive=True))
+                    removed += sum(1 for i in files if i.type == pafs.FileType.File)
+                    self._fs.delete_dir(pdir)
+                except FileNotFoundError:
+                    pass
+                self._dirs.discard(pdir)
+        return removed
+
+    def compact(
+        self,
+        *,
+        min_files: int = 4,
+        small_file_bytes: int = 64 * 2**20,
+        tmp_max_age_s: float = 3600.0,
+    ) -> dict[str, int]:
+        """Merge the small files of each partition into one, crash-safely (module doc, 3).
+
+        Per partition: delete hidden temp files older than ``tmp_max_age_s`` (by mtime,
+        wall clock) and files left over from an interrupted compaction; then, if at
+        least ``min_files`` live files are smaller than ``small_file_bytes``, write one
+        ``compact-`` file holding all their rows (its metadata names them), and delete
+        them. Returns counts: ``partitions`` (compacted), ``files_merged``,
+        ``rows_merged``, ``leftovers_removed``, ``temp_files_removed``.
+        """
+        if isinstance(min_files, bool) or not isinstance(min_files, int) or min_files < 2:
+            raise ValueError(f"min_files must be an int >= 2, got {min_files!r}")
+        stats = dict(partitions=0, files_merged=0, rows_merged=0, leftovers_removed=0,
+                     temp_files_removed=0)
+        with self._compact_lock():
+            for table in TABLES:
+                for pdir in self._partitions(table, None, None, None):
+                    self._compact_partition(table, pdir, min_files, small_file_bytes,
+                                            tmp_max_age_s, stats)
+        return stats
+
+    def _compact_partition(
+        self, table: str, pdir: str, min_files: int, small_file_bytes: int,
+        tmp_max_age_s: float, stats: dict[str, int]
+    ) -> None:
+        infos = [i for i in self._list(pdir) if i.type == pafs.FileType.File]
+        now = time.time()
+        for i in infos:
+            if i.base_name.startswith(TMP_PREFIX) and (
+                i.mtime is None or now - i.mtime.timestamp() >= tmp_max_age_s
+            ):
+                self._delete(i.path)
+                stats["temp_files_removed"] += 1
+        data = {i.base_name: i for i in infos if is_data_file(i.base_name)}
+        replaces = {n: self._replaces(data[n].path) for n in data if n.startswith(COMPACT_PREFIX)}
+        live = set(live_files(data, replaces))
+        leftovers = sorted(set(data) - live)
+        for n in leftovers:
+            self._delete(data[n].path)
+        if leftovers:
+            self._fsync_dir(pdir)
+        stats["leftovers_removed"] += len(leftovers)
+        small = sorted(n for n in live if data[n].size < small_file_bytes)
+        if len(small) < min_files:
+            return
+        schema = SCHEMAS[table].with_metadata(
+            {REPLACES_KEY: json.dumps(small).encode(), TABLE_KEY: table.encode()}
+        )
+        rows = 0
+
+        def write(sink: Any) -> None:
+            nonlocal rows
+            pending: list[pa.Table] = []
+            pending_bytes = 0
+            with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+                for n in small:
+                    with self._fs.open_input_file(data[n].path) as fh:
+                        t = _conform(pq.ParquetFile(fh).read(), schema)
+                    rows += t.num_rows
+                    pending.append(t)
+                    pending_bytes += t.nbytes
+                    if pending_bytes >= ROW_GROUP_BYTES:  # bounded memory, sane row groups
+                        writer.write_table(pa.concat_tables(pending))
+                        pending, pending_bytes = [], 0
+                if pending:
+                    writer.write_table(pa.concat_tables(pending))
+
+        self._publish(pdir, COMPACT_PREFIX, write)
+        for n in small:
+            self._delete(data[n].path)
+        self._fsync_dir(pdir)
+        stats["partitions"] += 1
+        stats["files_merged"] += len(small)
+        stats["rows_merged"] += rows
+
+    @contextlib.contextmanager
+    def _compact_lock(self) -> Iterator[None]:
+        if not self._local:
+            yield
+            return
+        import fcntl
+
+        fd = os.open(os.path.join(self._root, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    # -- file primitives ---------------------------------------------------
+
+    def _join(self, *parts: str) -> str:
+        return "/".join(p for p in (self._root, *parts) if p)
+
+    def _list(self, path: str) -> list[pafs.FileInfo]:
+        return self._fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+
+    def _delete(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._fs.delete_file(path)
+
+    def _ensure_dir(self, path: str) -> None:
+        if not self._local:
+            if path not in self._dirs:
+                self._fs.create_dir(path, recursive=True)
+                self._dirs.add(path)
+            return
+        missing = []
+        p = path
+        while not os.path.isdir(p):
+            missing.append(p)
+            p = os.path.dirname(p)
+        if missing:
+            os.makedirs(path, exist_ok=True)
+            for d in reversed(missing):  # make each new directory entry durable in its parent
+                self._fsync_dir(os.path.dirname(d))
+
+    def _fsync_dir(self, path: str) -> None:
+        if not self._local:
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _write_file(self, table_name: str, app_dir: str, day: str, table: pa.Table) -> None:
+        pdir = self._join(table_name, app_dir, f"day={day}")
+        schema = SCHEMAS[table_name].with_metadata({TABLE_KEY: table_name.encode()})
+        table = table.replace_schema_metadata(schema.metadata)
+        self._publish(pdir, PART_PREFIX,
+                      lambda sink: pq.write_table(table, sink, compression="zstd"))
+
+    def _publish(self, pdir: str, prefix: str, write: Callable[[Any], None]) -> str:
+        """Write a file via ``write(sink)`` under a hidden temp name, fsync, rename."""
+        self._ensure_dir(pdir)
+        name = f"{prefix}{time.time_ns():016x}-{uuid.uuid4().hex[:12]}.parquet"
+        tmp, final = f"{pdir}/{TMP_PREFIX}{name}", f"{pdir}/{name}"
+        try:
+            if self._local:
+                with open(tmp, "wb") as fh:
+                    write(fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, final)
+                self._fsync_dir(pdir)
+            else:
+                with self._fs.open_output_stream(tmp) as out:
+                    write(out)
+                self._fs.move(tmp, final)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._delete(tmp)
+            raise
+        return final
+
+
+def _type_ok(t: type, typ: pa.DataType) -> bool:
+    if typ == pa.string():
+        return issubclass(t, str)
+    return t is not bool and issubclass(t, int | float | np.floating | np.integer)
