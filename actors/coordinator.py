@@ -26,16 +26,19 @@ from app.core.sample import Tier
 from app.settings import Mode, Settings
 from app.store import jsonfile
 from app.store.decision_log import DecisionLog
+from app.store.history import HistoryStore
 
 CHECKPOINT = "coordinator.json"
 STATUS = "status.json"
+MAINTENANCE_S = 600.0
 
 
-def _decision_record(d: Decision) -> dict[str, Any]:
+def _decision_record(d: Decision, app: str) -> dict[str, Any]:
     return {
         "kind": "decision",
         "ts_s": d.now_s,
         "container": d.container,
+        "app": app,
         "tier": d.tier.value,
         "p_fail": d.p_fail,
         "threshold": d.threshold,
@@ -48,12 +51,15 @@ def _decision_record(d: Decision) -> dict[str, Any]:
     }
 
 
-def _action_record(a: ScalingAction, r: ActionResult, verdict_reason: str) -> dict[str, Any]:
+def _action_record(
+    a: ScalingAction, r: ActionResult, verdict_reason: str, app: str
+) -> dict[str, Any]:
     return {
         "kind": "action",
         "ts_s": a.now_s,
         "action_id": a.action_id,
         "container": a.container,
+        "app": app,
         "tier": a.tier.value,
         "p_fail": a.p_fail,
         "threshold": a.threshold,
@@ -71,7 +77,10 @@ class Coordinator:
         self.s = settings
         self.run_id = run_id
         self.data_dir = Path(settings.data_dir)
-        self.log = DecisionLog(self.data_dir, run_id, settings.mode.value)
+        self.store = HistoryStore(settings.history_uri(),
+                                  flush_interval_s=settings.history.flush_interval_s)
+        self.log = DecisionLog(self.store, run_id, settings.mode.value)
+        self.last_maintenance_s = time.time()
         p = settings.predictor
         self.predictor = TrendExhaustionPredictor(
             horizon_s=p.horizon_s,
@@ -115,8 +124,9 @@ class Coordinator:
 
         batch = ray.get(monitor.collect.remote())  # collect
         now_s, containers, window = batch["now_s"], batch["names"], batch["window"]
+        apps = dict(zip(containers, batch["apps"], strict=True))
         records: list[dict[str, Any]] = [
-            {"kind": "event", "ts_s": e.ts_s, "container": e.container,
+            {"kind": "event", "ts_s": e.ts_s, "container": e.container, "app": e.app,
              "event": e.kind.value, "reason": e.detail}
             for e in batch["events"]
         ]
@@ -126,7 +136,8 @@ class Coordinator:
         ooms: dict[str, float] = {}
         for e in batch["events"]:
             ooms[e.container] = ooms.get(e.container, 0) + 1
-        records += [{"kind": "outcome", "ts_s": now_s, **o.to_dict()}
+        records += [{"kind": "outcome", "ts_s": now_s, "app": apps.get(o.container, ""),
+                     **o.to_dict()}
                     for o in self.tracker.observe(now_s, usage, ooms)]
         pool.observe.remote(self._limits(containers, pred))
 
@@ -142,7 +153,7 @@ class Coordinator:
             asks = [d.action for d in decisions if d.action is not None]
             commit = self.s.mode is Mode.AUTO
             verdicts = ray.get(pool.request.remote(asks, commit)) if asks else []  # arbitrate
-            records += [_decision_record(d) for d in decisions
+            records += [_decision_record(d, apps.get(d.container, "")) for d in decisions
                         if d.action is not None or d.p_fail >= d.threshold]
             self.log.append(records)  # durable before acting
             records = []
@@ -165,7 +176,7 @@ class Coordinator:
                     pool.confirm.remote(a.container, a.tier.value, r.new_limit)
                 elif r.status is ResultStatus.DRY_RUN:
                     self.tracker.track(a, applied=False)
-                records.append(_action_record(a, r, v.reason))
+                records.append(_action_record(a, r, v.reason, apps.get(a.container, "")))
                 self.last_action[a.container] = {
                     "ts_s": a.now_s, "tier": a.tier.value, "old_limit": r.old_limit,
                     "new_limit": r.new_limit, "requested_limit": a.new_limit,
@@ -174,6 +185,7 @@ class Coordinator:
         self.log.append(records)  # record
         self.tick += 1
         self._checkpoint()
+        self._maintain_history(now_s)
         tick_s = time.perf_counter() - t0
         self._write_status(now_s, containers, feats, pred, batch, tick_s)
         return {
@@ -185,6 +197,16 @@ class Coordinator:
             "errors": batch["errors"],
             "tick_s": tick_s,
         }
+
+    def _maintain_history(self, now_s: float) -> None:
+        """Compaction and retention of the history store, every MAINTENANCE_S. The
+        coordinator is the store's only compactor (one per store, as it requires)."""
+        if now_s - self.last_maintenance_s < MAINTENANCE_S:
+            return
+        self.last_maintenance_s = now_s
+        h = self.s.history
+        self.store.compact(min_files=h.compact_min_files)
+        self.store.apply_retention(max_age_s=h.retention_days * 86_400, now_s=now_s)
 
     @staticmethod
     def _limits(containers: list[str], pred: Prediction) -> dict[str, dict[str, float]]:

@@ -28,6 +28,7 @@ from app.core.ring import RingBuffer
 from app.core.sample import Event, Sample, Tier, merge_sources
 from app.core.validation import Validator
 from app.settings import Settings
+from app.store.history import HistoryStore
 from app.telemetry.base import Source
 from app.telemetry.cgroup import CgroupError, CgroupSource
 from app.telemetry.factory import build_sources
@@ -45,6 +46,9 @@ class Monitor:
         self.actuator = CgroupActuator(settings.cgroup)
         self.ring = RingBuffer(settings.loop.window_steps)
         self.validator = Validator()
+        self.store = (HistoryStore(settings.history_uri(),
+                                   flush_interval_s=settings.history.flush_interval_s)
+                      if settings.history.enabled else None)
         self.applied: OrderedDict[str, ActionResult] = OrderedDict()
 
     def collect(self) -> dict[str, Any]:
@@ -62,10 +66,18 @@ class Monitor:
             events += batch.events
             errors.update(batch.errors)
         samples = merge_sources(per_source) if per_source else []
-        seen = set()
-        for s in self.validator.filter(samples, now_s=time.time()):
+        seen: dict[str, str] = {}
+        kept = self.validator.filter(samples, now_s=time.time())
+        for s in kept:
             self.ring.push(s)
-            seen.add(s.container)
+            seen[s.container] = s.app
+        if self.store is not None:
+            try:
+                self.store.append_samples(kept)
+                self.store.append_events(events)
+                self.store.maybe_flush()
+            except (OSError, ValueError) as exc:
+                errors["_history"] = f"{type(exc).__name__}: {exc}"
         present = {s.container for s in samples} | set(errors)
         for gone in set(self.ring.names()) - present:
             self.ring.forget(gone)
@@ -74,6 +86,7 @@ class Monitor:
         return {
             "now_s": time.time(),
             "names": names,
+            "apps": [seen[n] for n in names],
             "window": window,
             "errors": errors,
             "events": events,
@@ -111,6 +124,12 @@ class Monitor:
         status = ResultStatus.APPLIED if r.ok else ResultStatus.FAILED
         reason = "limit written and read back" if r.ok else f"kernel refused: {r.error}"
         return ActionResult(a.action_id, a.container, a.tier, status, r.old, r.new, reason)
+
+
+    def close(self) -> None:
+        """Flush the history buffer (called on a clean shutdown)."""
+        if self.store is not None:
+            self.store.close()
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)

@@ -190,13 +190,13 @@ def events(
         bad = sorted(set(kind) - allowed)
         err.print(f"error: --kind must be among {sorted(allowed)}, got {bad}")
         raise typer.Exit(2)
-    recs = list(read_log(Path(s.data_dir), run_id=run, kinds=set(kind) if kind else None,
+    recs = list(read_log(_open_store(s), run_id=run, kinds=set(kind) if kind else None,
                          container=container))[-last:]
     if as_json:
         for r in recs:
             print(json.dumps(r))
         return
-    table = Table(title=f"decision log {Path(s.data_dir) / 'decisions.jsonl'}")
+    table = Table(title=f"decision log (records in {s.history_uri()})")
     for col in ("time", "kind", "container", "tier", "p_fail", "thr", "ttl s", "old", "new",
                 "result", "reason"):
         table.add_column(col, overflow="fold")
@@ -266,15 +266,11 @@ def demo(
               + (f" --config {config}" if config else ""))
 
 
-def _history_uri(s: Settings) -> str:
-    return s.history.uri or str(Path(s.data_dir).resolve() / "history")
-
-
 def _open_store(s: Settings):
     from app.store.history import HistoryStore
 
     try:
-        return HistoryStore(_history_uri(s), flush_interval_s=s.history.flush_interval_s)
+        return HistoryStore(s.history_uri(), flush_interval_s=s.history.flush_interval_s)
     except ValueError as exc:
         err.print(f"error: history.uri: {exc}")
         raise typer.Exit(2) from None
@@ -310,7 +306,7 @@ def history(
     since_s, until_s = _time_opt(since, "--since"), _time_opt(until, "--until")
     if app_name is None and not as_json:
         apps = store.apps()
-        err.print(f"apps in {_history_uri(s)}: {', '.join(a or '(unknown)' for a in apps) or '-'}")
+        err.print(f"apps in {s.history_uri()}: {', '.join(a or '(unknown)' for a in apps) or '-'}")
     filt = {"app": app_name, "container": container, "since_s": since_s, "until_s": until_s}
     samples = store.read_samples(**filt).sort_values("ts_s").tail(last)
     events = store.read_events(**filt).sort_values("ts_s").tail(last)
@@ -393,7 +389,7 @@ def replay(
             store.flush()
     store.close()
     err.print(f"stored {counts['samples']:,} samples and {counts['events']:,} events in "
-              f"{time.monotonic() - t0:.1f} s into {_history_uri(s)}")
+              f"{time.monotonic() - t0:.1f} s into {s.history_uri()}")
 
 
 def _load_trace(rp, trace, mapping, container_col, ts_col, app_name):

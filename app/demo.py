@@ -25,6 +25,7 @@ from typing import Any
 
 from app.settings import Mode, Settings
 from app.store.decision_log import read_log
+from app.store.history import HistoryStore
 from app.telemetry.own_cgroup import V1_MOUNT, own_cgroup_paths
 
 CONTROLLERS = ("memory", "cpu", "cpuacct", "blkio")
@@ -170,7 +171,7 @@ def _oom_kills(mem_dir: Path) -> int:
 
 
 def summarise(tree: DemoTree, s: Settings, run_id: str, ticks: int, wall_s: float) -> dict:
-    log = list(read_log(Path(s.data_dir), run_id=run_id))
+    log = list(read_log(HistoryStore(s.history_uri()), run_id=run_id))
     containers = []
     for name in WORKLOADS:
         mem = tree.child("memory", name)

@@ -268,6 +268,10 @@ class Settings(BaseSettings):
     ray: RaySettings = RaySettings()
     demo: DemoSettings = DemoSettings()
 
+    def history_uri(self) -> str:
+        """``history.uri``, or ``<data_dir>/history`` (absolute) when it is empty."""
+        return self.history.uri or str(Path(self.data_dir).resolve() / "history")
+
 
 def reference_markdown() -> str:
     """The configuration reference as a Markdown table, generated from the fields above."""

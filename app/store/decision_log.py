@@ -1,4 +1,8 @@
-"""Append-only decision log: one JSON object per line, fsynced before returning.
+"""The decision log: decisions, actions, outcomes and failure events of the loop.
+
+Records go to the history store's ``records`` table (:mod:`app.store.history`),
+which makes each :meth:`DecisionLog.append` durable (written and fsynced) before it
+returns: the coordinator appends the tick's decisions *before* it acts on them.
 
 Records (field ``kind``):
 
@@ -10,69 +14,45 @@ Records (field ``kind``):
   have been crossed, or failed / not_crossed);
 - ``event``: a failure seen on a container (e.g. a kernel OOM kill).
 
-Every record carries ``ts_s``, ``run_id`` and ``mode``. ``inf``/``nan`` are written
-as ``null``. A torn last line (crash mid-write) is skipped by the reader, which
-counts it; earlier lines are never rewritten.
+Every record carries ``ts_s``, ``container``, ``app``, ``run_id`` and ``mode``.
+``inf``/``nan`` survive the round trip.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-from app.store.jsonfile import dumps
+from app.store.history import HistoryStore
 
-FILE_NAME = "decisions.jsonl"
+KINDS = ("decision", "action", "outcome", "event")
 
 
 class DecisionLog:
-    def __init__(self, data_dir: Path, run_id: str = "", mode: str = "") -> None:
-        self.path = Path(data_dir) / FILE_NAME
+    def __init__(self, store: HistoryStore, run_id: str = "", mode: str = "") -> None:
+        self.store = store
         self.run_id = run_id
         self.mode = mode
 
     def append(self, records: list[dict[str, Any]]) -> None:
-        """Append records durably (one write + fsync for the whole batch)."""
-        if not records:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lines = "".join(
-            dumps({"run_id": self.run_id, "mode": self.mode, **r}) + "\n" for r in records
-        )
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, lines.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        """Append records durably (one fsynced file per app and day of the batch)."""
+        if records:
+            self.store.append_records(
+                [{"run_id": self.run_id, "mode": self.mode, **r} for r in records]
+            )
 
 
 def read_log(
-    path: Path,
+    store: HistoryStore,
     *,
     run_id: str | None = None,
     kinds: set[str] | None = None,
     container: str | None = None,
+    since_s: float | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Records of the log at ``path`` (a file or a data dir), filtered; torn lines skipped."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / FILE_NAME
-    if not path.exists():
-        return
-    with path.open() as fh:
-        for line in fh:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if run_id is not None and rec.get("run_id") != run_id:
-                continue
-            if kinds is not None and rec.get("kind") not in kinds:
-                continue
-            if container is not None and rec.get("container") != container:
-                continue
+    """Records of the log, filtered, oldest first."""
+    recs = store.read_record_dicts(kinds=kinds, container=container, since_s=since_s)
+    recs.sort(key=lambda r: (r["ts_s"], r.get("kind", "")))
+    for rec in recs:
+        if run_id is None or rec.get("run_id") == run_id:
             yield rec

@@ -1,9 +1,8 @@
-import json
-
 from app.core.actions import ScalingAction
 from app.core.outcomes import LeadTimeTracker
 from app.core.sample import Event, EventKind, Sample, Tier, events_between
 from app.store.decision_log import DecisionLog, read_log
+from app.store.history import HistoryStore
 from app.telemetry.own_cgroup import parse_proc_cgroup
 
 MiB = 2**20
@@ -55,18 +54,20 @@ def test_events_from_oom_counter():
     assert events_between(b, a) == []  # counter reset: no event
 
 
-def test_decision_log_appends_and_skips_torn_line(tmp_path):
-    log = DecisionLog(tmp_path, run_id="r1", mode="auto")
-    log.append([{"kind": "decision", "ts_s": 1.0, "container": "a", "p_fail": float("inf")}])
-    log.append([{"kind": "action", "ts_s": 2.0, "container": "b"}])
-    with open(tmp_path / "decisions.jsonl", "a") as fh:
-        fh.write('{"kind": "action", "ts_')  # a crash mid-write
-    recs = list(read_log(tmp_path))
+def test_decision_log_round_trip_in_the_history_store(tmp_path):
+    store = HistoryStore(tmp_path)
+    log = DecisionLog(store, run_id="r1", mode="auto")
+    log.append([{"kind": "decision", "ts_s": 2e9, "container": "a", "app": "web",
+                 "p_fail": float("inf")}])
+    log.append([{"kind": "action", "ts_s": 2e9 + 1, "container": "b", "new_limit": 5.0}])
+    log.append([])
+    # a second process (a fresh store object) reads what was made durable
+    recs = list(read_log(HistoryStore(tmp_path)))
     assert [r["kind"] for r in recs] == ["decision", "action"]
-    assert recs[0]["p_fail"] is None and recs[0]["run_id"] == "r1"
-    assert [r["container"] for r in read_log(tmp_path, kinds={"action"})] == ["b"]
-    assert list(read_log(tmp_path, run_id="other")) == []
-    json.loads((tmp_path / "decisions.jsonl").read_text().splitlines()[0])
+    assert recs[0]["p_fail"] == float("inf") and recs[0]["run_id"] == "r1"
+    assert recs[0]["mode"] == "auto" and recs[0]["app"] == "web"
+    assert [r["container"] for r in read_log(store, kinds={"action"})] == ["b"]
+    assert list(read_log(store, run_id="other")) == []
 
 
 def test_parse_proc_cgroup():
