@@ -12,7 +12,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,lstm]'
 	touch $(STAMP)
 
 setup: $(STAMP)

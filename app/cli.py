@@ -33,6 +33,9 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+bench_app = typer.Typer(help="Benchmarks (ratios against a floor measured in the same run).",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 
 # Tables keep their shape when piped (rich assumes 80 columns without a terminal).
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -413,6 +416,22 @@ def _load_trace(rp, trace, mapping, container_col, ts_col, app_name):
         raise ValueError("a PATH trace needs --map sample_field=column (at least one)")
     return rp.read_csv_mapping(path, pairs, container_col=container_col, ts_col=ts_col,
                                app=app_name)
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    samples: Annotated[int, typer.Option(min=1)] = 200_000,
+    containers: Annotated[int, typer.Option(min=1)] = 100,
+    flush_every: Annotated[int, typer.Option(min=1, help="Ticks per store flush.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Samples/s through validation into the monitor buffer and into the history store,
+    each beside pyarrow's write_table of the same rows."""
+    from scripts import bench_ingest as b
+
+    args = ["--samples", str(samples), "--containers", str(containers),
+            "--flush-every", str(flush_every)] + (["--json"] if as_json else [])
+    raise typer.Exit(b.main(args))
 
 
 def main() -> None:

@@ -13,7 +13,8 @@ order of :data:`METRICS`, so a window of N containers × W steps is one
 from __future__ import annotations
 
 import math
-from dataclasses import astuple, dataclass, field, fields
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from enum import StrEnum
 
 INF = math.inf
@@ -47,11 +48,12 @@ class Sample:
 
     def row(self) -> tuple[float, ...]:
         """The numeric fields in :data:`METRICS` order (without ``container``/``app``)."""
-        return astuple(self)[1:-1]
+        return _ROW(self)
 
 
 #: Column order of a window's last axis (every numeric field of :class:`Sample`).
 METRICS: tuple[str, ...] = tuple(f.name for f in fields(Sample))[1:-1]
+_ROW = attrgetter(*METRICS)
 #: Column index of each metric in a window.
 M: dict[str, int] = {name: i for i, name in enumerate(METRICS)}
 

@@ -32,6 +32,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from app.core.sample import METRICS, Sample
 
 EPOCH_2000_S = 946_684_800.0
@@ -43,6 +45,43 @@ ABSURD: dict[str, float] = {
     "block_latency_s": 86_400.0,
 }
 _VALUE_FIELDS = tuple(m for m in METRICS if m != "ts_s")
+_TS = METRICS.index("ts_s")
+_VALUE_IDX = np.array([i for i, m in enumerate(METRICS) if m != "ts_s"])
+_CAP = np.array([ABSURD.get(m, np.inf) for m in METRICS])
+
+
+def check_rows(rows: np.ndarray, now_s: float, max_future_s: float = 300.0) -> list[str | None]:
+    """:func:`check` for many samples at once: ``rows`` is ``[n, len(METRICS)]``.
+
+    The same rules in the same order, vectorised (numpy), so a tick of 100k samples
+    is validated in milliseconds rather than seconds.
+    """
+    n = rows.shape[0]
+    reasons: list[str | None] = [None] * n
+    if n == 0:
+        return reasons
+    ts = rows[:, _TS]
+    with np.errstate(invalid="ignore"):
+        bad_ts = ~np.isfinite(ts) | (ts < EPOCH_2000_S) | (ts > now_s + max_future_s)
+        vals = rows[:, _VALUE_IDX]
+        negative = vals < 0
+        finite = np.isfinite(vals)
+        absurd = finite & (vals > _CAP[_VALUE_IDX])
+    no_data = ~finite.any(axis=1)
+    first_neg = np.argmax(negative, axis=1)
+    first_abs = np.argmax(absurd, axis=1)
+    any_neg, any_abs = negative.any(axis=1), absurd.any(axis=1)
+    # the scalar check() visits fields in order and stops at the first problem
+    for i in np.flatnonzero(bad_ts | any_neg | any_abs | no_data):
+        if bad_ts[i]:
+            reasons[i] = "bad_timestamp"
+        elif any_neg[i] and (not any_abs[i] or first_neg[i] <= first_abs[i]):
+            reasons[i] = f"negative:{_VALUE_FIELDS[first_neg[i]]}"
+        elif any_abs[i]:
+            reasons[i] = f"absurd:{_VALUE_FIELDS[first_abs[i]]}"
+        else:
+            reasons[i] = "no_data"
+    return reasons
 
 
 def check(sample: Sample, now_s: float, max_future_s: float = 300.0) -> str | None:
@@ -79,13 +118,17 @@ class Validator:
     ) -> list[Sample]:
         kept: list[Sample] = []
         seen: set[str] = set()
-        for s in samples:
+        samples = list(samples)
+        rows = np.array([s.row() for s in samples], dtype=np.float64).reshape(
+            len(samples), len(METRICS))
+        own = check_rows(rows, now_s, self.max_future_s)
+        for s, own_reason in zip(samples, own, strict=True):
             if known is not None and s.container not in known:
                 reason = "unknown_container"
             elif s.container in seen:
                 reason = "duplicate_in_batch"
             else:
-                reason = check(s, now_s, self.max_future_s)
+                reason = own_reason
                 if reason is None and s.ts_s <= self.last_ts_s.get(s.container, -math.inf):
                     reason = "timestamp_not_increasing"
             seen.add(s.container)

@@ -38,3 +38,20 @@ def test_each_reason():
     v = Validator()
     assert v.filter([s("zz", 0)], NOW, known={"a"}) == []
     assert dict(v.dropped) == {"unknown_container": 1}
+
+
+def test_vectorised_check_agrees_with_the_scalar_rules():
+    import numpy as np
+
+    from app.core.sample import METRICS
+    from app.core.validation import check_rows
+
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(2000):
+        kw = {m: float(rng.choice([math.nan, -1.0, 5.0, 1e6, 2.0**51, math.inf]))
+              for m in METRICS if m != "ts_s"}
+        ts = float(rng.choice([NOW, math.nan, 1000.0, NOW + 1e5]))
+        samples.append(Sample(f"c{i}", ts, **kw))
+    rows = np.array([x.row() for x in samples])
+    assert check_rows(rows, NOW) == [check(x, NOW) for x in samples]
