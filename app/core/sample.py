@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from operator import attrgetter
 from enum import StrEnum
+from operator import attrgetter
 
 INF = math.inf
 NAN = math.nan
