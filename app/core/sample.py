@@ -44,6 +44,12 @@ class Sample:
     block_calls_total: float = NAN
     block_failures_total: float = NAN
     block_latency_s: float = NAN  # mean latency of key code blocks over the last interval
+    # PSI (cgroup v2 pressure stall information): cumulative seconds some / all tasks
+    # of the container were stalled waiting for the resource
+    cpu_pressure_some_s_total: float = NAN
+    memory_pressure_some_s_total: float = NAN
+    memory_pressure_full_s_total: float = NAN
+    io_pressure_some_s_total: float = NAN
     app: str = ""  # the application (or app type) the container belongs to
 
     def row(self) -> tuple[float, ...]:

@@ -436,6 +436,36 @@ def _num(value: float | int | None, scale: float = 1.0) -> float:
     return math.nan if value is None else float(value) * scale
 
 
+def parse_pressure(text: str) -> dict[str, float]:
+    """PSI file text → ``{"some": s, "full": s}``: the cumulative stall time in seconds.
+
+    Example: ``"some avg10=0.00 avg60=0.00 avg300=0.00 total=253981\nfull avg10=0.00
+    avg60=0.00 avg300=0.00 total=65862"`` → ``{"some": 0.253981, "full": 0.065862}``
+    (``total`` is in microseconds). Raises ``ValueError`` on a malformed line.
+    """
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        kind, _, rest = line.partition(" ")
+        pairs = [f.split("=", 1) for f in rest.split()]
+        fields = {p[0]: p[1] for p in pairs if len(p) == 2}
+        if kind not in ("some", "full") or "total" not in fields or len(fields) != len(pairs):
+            raise ValueError(f"not a PSI line: {line!r}")
+        out[kind] = int(fields["total"]) * 1e-6
+    return out
+
+
+def _pressure(d: Path) -> dict[str, float]:
+    """PSI readings of a v2 cgroup, where the kernel exposes them (else nan)."""
+    values: dict[str, float] = {}
+    for resource, wanted in (("cpu", ("some",)), ("memory", ("some", "full")), ("io", ("some",))):
+        psi = _parsed(d, f"{resource}.pressure", parse_pressure) or {}
+        for kind in wanted:
+            values[f"{resource}_pressure_{kind}_s_total"] = _num(psi.get(kind))
+    return values
+
+
 class CgroupSource:
     """Reads :class:`Sample` s of the containers under ``settings.roots``.
 
@@ -594,4 +624,5 @@ class CgroupSource:
             cpu_throttled_s_total=_num(cstat.get("throttled_usec"), 1e-6),
             io_read_bytes_total=_num(None if io is None else io.get("rbytes", 0)),
             io_write_bytes_total=_num(None if io is None else io.get("wbytes", 0)),
+            **_pressure(d),
         )

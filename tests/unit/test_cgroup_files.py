@@ -713,3 +713,35 @@ def test_poll_reports_oom_kill_events_from_the_counter(tmp_path: Path) -> None:
         ("web", "oom_kill", 2.0, "web")
     ] * 2
     assert source.poll().events == []
+
+
+def test_v2_psi_pressure_totals(tmp_path: Path) -> None:
+    from app.telemetry.cgroup import parse_pressure
+
+    root = tmp_path / "prescale"
+    web = make_v2(root / "web")
+    (web / "cpu.pressure").write_text(
+        "some avg10=1.00 avg60=0.50 avg300=0.10 total=2500000\n"
+        "full avg10=0.00 avg60=0.00 avg300=0.00 total=100\n")
+    (web / "memory.pressure").write_text(
+        "some avg10=0.00 avg60=0.00 avg300=0.00 total=253981\n"
+        "full avg10=0.00 avg60=0.00 avg300=0.00 total=65862\n")
+    # io.pressure absent: the kernel does not expose it here -> nan
+    s = CgroupSource(settings_for(root), clock=lambda: 1.0).sample(
+        CgroupSource(settings_for(root)).containers()[0])
+    assert s.cpu_pressure_some_s_total == 2.5
+    assert s.memory_pressure_some_s_total == 0.253981
+    assert s.memory_pressure_full_s_total == 0.065862
+    assert math.isnan(s.io_pressure_some_s_total)
+    with pytest.raises(ValueError, match="not a PSI line"):
+        parse_pressure("weird 1 2 3\n")
+
+
+def test_psi_parser_reads_this_kernels_own_files() -> None:
+    from app.telemetry.cgroup import parse_pressure
+
+    real = Path("/sys/fs/cgroup/unified/memory.pressure")
+    if not real.exists():
+        pytest.skip("this kernel exposes no PSI files in /sys/fs/cgroup/unified")
+    got = parse_pressure(real.read_text())
+    assert set(got) == {"some", "full"} and got["some"] >= got["full"] >= 0

@@ -344,4 +344,6 @@ def test_lstm_channels_worked_example():
     win[0, 1, M["memory_limit_bytes"]] = 200.0  # fractions 0.25, 0.30 → (0.05)/10 s
     ch = window_channels(win)
     assert ch[0, 1, c["memory_usage_fraction_rate"]] == pytest.approx(0.005)
-    assert ch.shape == (1, 2, len(CHANNELS)) == (1, 2, 22)
+    counters = sum(1 for m in METRICS if m.endswith("_total"))
+    # present, age, 5 levels, usage fraction and its rate, one rate per counter, throttled
+    assert ch.shape == (1, 2, len(CHANNELS)) == (1, 2, 2 + 5 + 2 + counters + 1)
