@@ -9,13 +9,19 @@ from typing import Any
 from app.core.sample import Tier
 
 
+class ActionKind(StrEnum):
+    RESIZE = "resize"  # vertical: change a limit (bytes / cores); up or down
+    SCALE_OUT = "scale_out"  # horizontal: change the replica count (old/new_limit = replicas)
+
+
 @dataclass(frozen=True, slots=True)
 class ScalingAction:
     """Change one container's limit of one tier from ``old_limit`` to ``new_limit``.
 
-    Limits are bytes for memory and cores for CPU. ``action_id`` is unique and
-    deterministic (container, tier and the tick's ``now_s``), so a retried action
-    is recognised and never applied twice.
+    Limits are bytes for memory and cores for CPU (replicas for ``SCALE_OUT``).
+    ``action_id`` is unique and deterministic (container, tier and the tick's
+    ``now_s``), so a retried action is recognised and never applied twice.
+    ``preemptive`` marks a scale-up made on a prediction (served first by the pool).
     """
 
     action_id: str
@@ -29,6 +35,9 @@ class ScalingAction:
     time_to_limit_s: float
     forecast: float
     reason: str
+    kind: ActionKind = ActionKind.RESIZE
+    app: str = ""
+    preemptive: bool = True
 
     @property
     def delta(self) -> float:
@@ -61,6 +70,7 @@ class Decision:
 
 class Verdict(StrEnum):
     GRANTED = "granted"
+    DEFERRED = "deferred"  # not now (contention); may be granted in a later tick
     DENIED = "denied"
 
 
@@ -75,6 +85,7 @@ class ResultStatus(StrEnum):
     APPLIED = "applied"  # the limit was written and read back
     DRY_RUN = "dry_run"  # recommend mode: decided and logged, nothing touched
     DENIED = "denied"  # the pool refused it
+    DEFERRED = "deferred"  # the coordinator put it off (contention)
     FAILED = "failed"  # the actuator tried and the kernel refused or the cgroup is gone
 
 
