@@ -27,6 +27,7 @@ from app.settings import Mode, Settings
 from app.store import jsonfile
 from app.store.decision_log import DecisionLog
 from app.store.history import HistoryStore
+from app.store.registry import ModelCache, ModelRegistry
 
 CHECKPOINT = "coordinator.json"
 STATUS = "status.json"
@@ -89,9 +90,12 @@ class Coordinator:
             cpu_busy_fraction=p.cpu_busy_fraction,
         )
         self.tracker = LeadTimeTracker(expire_after_s=4 * p.horizon_s)
+        self.registry = ModelRegistry(settings.registry_dir()) if settings.models.enabled else None
+        self.models = ModelCache()
         self.policy_state = PolicyState()
         self.last_action: dict[str, dict[str, Any]] = {}
         self.tick = 0
+        self.model_of: dict[str, str] = {}
         self._restore()
 
     # -- persistence -------------------------------------------------------------
@@ -132,6 +136,7 @@ class Coordinator:
         ]
         feats = compute_features(window, recent_steps=self.s.predictor.recent_steps)
         pred = self.predictor.predict(feats)  # predict
+        records += self._apply_models(now_s, containers, batch["apps"], feats, window, pred)
         usage = {n: float(feats[i, F["memory_usage_last_bytes"]]) for i, n in enumerate(containers)}
         ooms: dict[str, float] = {}
         for e in batch["events"]:
@@ -198,6 +203,36 @@ class Coordinator:
             "tick_s": tick_s,
         }
 
+    def _apply_models(self, now_s, containers, apps, feats, window, pred) -> list[dict]:
+        """Replace the heuristic's p_fail with each app's registered model, where one exists
+        (the app's own, else the global one). New versions are picked up without a restart;
+        a corrupt one is refused and the previous version keeps serving."""
+        if self.registry is None or not containers:
+            return []
+        records = [{"kind": "event", "ts_s": now_s, "container": "_models", "app": "",
+                    "event": "model_error", "reason": msg}
+                   for msg in self.models.refresh(self.registry)]
+        tier = Tier(self.s.models.tier)
+        p_fail = pred.tiers[tier].p_fail
+        by_app: dict[str, list[int]] = {}
+        for i, app in enumerate(apps):
+            by_app.setdefault(app, []).append(i)
+        self.model_of: dict[str, str] = {}
+        for app, idx in by_app.items():
+            found = self.models.get(app, tier.value)
+            if found is None:
+                continue
+            version, model = found
+            rows = np.array(idx)
+            if model.input == "window":
+                x = window[rows]
+            else:
+                x = feats[rows][:, [F[name] for name in version.features]]
+            p_fail[rows] = model.predict_proba(x)
+            label = f"{version.app}/{version.version_id} ({version.kind})"
+            self.model_of.update({containers[i]: label for i in idx})
+        return records
+
     def _maintain_history(self, now_s: float) -> None:
         """Compaction and retention of the history store, every MAINTENANCE_S. The
         coordinator is the store's only compactor (one per store, as it requires)."""
@@ -228,6 +263,7 @@ class Coordinator:
                 "p_fail_memory": float(mem.p_fail[i]),
                 "p_fail_cpu": float(cpu.p_fail[i]),
                 "memory_time_to_limit_s": float(mem.time_to_limit_s[i]),
+                "model": self.model_of.get(n, pred.model),
                 "samples": int(feats[i, F["n_samples"]]) if math.isfinite(
                     feats[i, F["n_samples"]]) else 0,
                 "last_action": self.last_action.get(n),

@@ -33,6 +33,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+models_app = typer.Typer(help="The model registry: list (default), promote, rollback.")
+app.add_typer(models_app, name="models")
 bench_app = typer.Typer(help="Benchmarks (ratios against a floor measured in the same run).",
                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -416,6 +418,86 @@ def _load_trace(rp, trace, mapping, container_col, ts_col, app_name):
         raise ValueError("a PATH trace needs --map sample_field=column (at least one)")
     return rp.read_csv_mapping(path, pairs, container_col=container_col, ts_col=ts_col,
                                app=app_name)
+
+
+def _registry(s: Settings):
+    from app.store.registry import CorruptModelError, ModelRegistry
+
+    try:
+        return ModelRegistry(s.registry_dir())
+    except (CorruptModelError, ValueError, OSError) as exc:
+        err.print(f"error: model registry {s.registry_dir()}: {exc}")
+        raise typer.Exit(2) from None
+
+
+@models_app.callback(invoke_without_command=True)
+def models_list(
+    ctx: typer.Context,
+    app_name: Annotated[str | None, typer.Option("--app", help="Only this app.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """List model versions with their evaluation metrics (newest first)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from dataclasses import asdict
+
+    s = _settings(config)
+    versions = _registry(s).list(app=app_name)
+    if as_json:
+        for v in versions:
+            print(json.dumps(asdict(v), default=str))
+        return
+    table = Table(title=f"models in {s.registry_dir()}")
+    for col in ("app", "tier", "version", "kind", "status", "created", "PR-AUC",
+                "recall@fpr", "precision", "recall", "Brier", "base rate", "lead p50 s", "rows"):
+        table.add_column(col)
+    def fmt(m: dict, key: str) -> str:
+        val = m.get(key)
+        return "-" if val is None else f"{val:.3f}" if isinstance(val, float) else str(val)
+
+    for v in versions:
+        def f(key: str, m: dict = v.metrics) -> str:
+            return fmt(m, key)
+
+        table.add_row(v.app, v.tier, v.version_id, v.kind, v.status,
+                      datetime.fromtimestamp(v.created_s).strftime("%Y-%m-%d %H:%M"),
+                      f("pr_auc"), f("recall_at_fpr"), f("precision"), f("recall"), f("brier"),
+                      f("base_rate"), f("lead_time_median_s"), str(v.training.get("rows", "-")))
+    out.print(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    app_name: Annotated[str, typer.Argument(metavar="APP")],
+    version_id: Annotated[str, typer.Argument(metavar="VERSION")],
+    tier: Annotated[str, typer.Option()] = "memory",
+    config: ConfigOpt = None,
+) -> None:
+    """Make VERSION the current model of APP (the running coordinator picks it up)."""
+    s = _settings(config)
+    try:
+        v = _registry(s).promote(app_name, tier, version_id)
+    except (KeyError, ValueError) as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+    err.print(f"{v.app}/{v.tier}: {v.version_id} is current")
+
+
+@models_app.command("rollback")
+def models_rollback(
+    app_name: Annotated[str, typer.Argument(metavar="APP")],
+    tier: Annotated[str, typer.Option()] = "memory",
+    config: ConfigOpt = None,
+) -> None:
+    """Retire APP's current model and bring back the one before it."""
+    s = _settings(config)
+    try:
+        v = _registry(s).rollback(app_name, tier)
+    except (KeyError, ValueError) as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+    err.print(f"{v.app}/{v.tier}: rolled back to {v.version_id}")
 
 
 @bench_app.command("ingest")

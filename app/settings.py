@@ -212,6 +212,16 @@ class SourceSettings(_Group):
     )
 
 
+class ModelSettings(_Group):
+    enabled: bool = Field(
+        True, description="Use registered per-app models where they exist (else the heuristic)."
+    )
+    registry_dir: Path | None = Field(
+        None, description="Model registry directory; empty = <data_dir>/models."
+    )
+    tier: str = Field("memory", pattern="^(memory|cpu)$", description="Tier the models predict.")
+
+
 class RaySettings(_Group):
     address: str | None = Field(
         None, description="Ray cluster address; empty starts an embedded single-node Ray."
@@ -265,8 +275,13 @@ class Settings(BaseSettings):
     pool: PoolSettings = PoolSettings()
     history: HistorySettings = HistorySettings()
     sources: SourceSettings = SourceSettings()
+    models: ModelSettings = ModelSettings()
     ray: RaySettings = RaySettings()
     demo: DemoSettings = DemoSettings()
+
+    def registry_dir(self) -> Path:
+        """``models.registry_dir``, or ``<data_dir>/models`` (absolute) when it is empty."""
+        return Path(self.models.registry_dir or Path(self.data_dir).resolve() / "models")
 
     def history_uri(self) -> str:
         """``history.uri``, or ``<data_dir>/history`` (absolute) when it is empty."""

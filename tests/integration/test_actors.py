@@ -108,3 +108,52 @@ def test_coordinator_restarts_from_its_checkpoint(env):
             assert time.monotonic() < deadline, "coordinator did not come back"
             time.sleep(0.5)
     assert after == ticks[-1] + 1  # resumed the tick count, not 1
+
+
+def test_coordinator_hot_reloads_models_and_refuses_a_corrupt_one(env):
+    """A registered model for an app replaces the heuristic without a restart; a corrupt
+    newer version is refused, logged, and the previous version keeps serving."""
+    import json
+
+    import numpy as np
+    import ray
+
+    from app.core.features import FEATURES
+    from app.models import make_model
+    from app.store.registry import ModelRegistry
+
+    s, h, _ = env
+    registry = ModelRegistry(s.registry_dir())
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, len(FEATURES)))
+    y = (x[:, 0] > 0).astype(int)
+    training = {"since_s": 0.0, "until_s": 1.0, "rows": 200, "positives": int(y.sum()),
+                "data_hash": "test"}
+
+    def register(seed):
+        model = make_model("hist_gradient_boosting").fit(x, y, seed=seed)
+        return registry.register(model, app="steady", tier="memory", features=list(FEATURES),
+                                 metrics={"pr_auc": 0.9}, training=training, promote=True)
+
+    v1 = register(1)
+    ray.get(h.coordinator.run_once.remote())
+    status = json.loads(Path(s.data_dir, "status.json").read_text())
+    by_name = {c["name"]: c for c in status["containers"]}
+    assert by_name["steady"]["model"] == f"steady/{v1.version_id} (hist_gradient_boosting)"
+    assert by_name["leaker"]["model"] == "trend-exhaustion/v1"
+
+    v2 = register(2)
+    model_file = Path(s.registry_dir(), v2.path)
+    data = bytearray(model_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte
+    model_file.write_bytes(bytes(data))
+    ray.get(h.coordinator.run_once.remote())
+    status = json.loads(Path(s.data_dir, "status.json").read_text())
+    by_name = {c["name"]: c for c in status["containers"]}
+    assert by_name["steady"]["model"] == f"steady/{v1.version_id} (hist_gradient_boosting)"
+    from app.store.decision_log import read_log
+    from app.store.history import HistoryStore
+
+    errors = [r for r in read_log(HistoryStore(s.history_uri()), kinds={"event"})
+              if r.get("event") == "model_error"]
+    assert errors and v2.version_id in errors[-1]["reason"]
