@@ -112,6 +112,32 @@ class ThresholdSettings(_Group):
     per_app: dict[str, Fraction] = Field(
         default_factory=dict, description="Per-container overrides of p_fail, by container name."
     )
+    min_p_fail: Fraction = Field(0.05, description="Lowest threshold learning may reach.")
+    max_p_fail: Fraction = Field(0.95, description="Highest threshold learning may reach.")
+    sensitivity: Annotated[float, Field(ge=0, le=0.5)] = Field(
+        0.02, description="Threshold step per judged outcome of the costlier kind (0: fixed)."
+    )
+    cost_false_positive: Annotated[float, Field(gt=0, le=1000)] = Field(
+        1.0, description="Relative cost of an unneeded scale-up."
+    )
+    cost_miss: Annotated[float, Field(gt=0, le=1000)] = Field(
+        4.0, description="Relative cost of a failure nobody scaled up for."
+    )
+    window: int = Field(
+        50, ge=1, le=100_000, description="Judged outcomes per app and tier kept for the rates."
+    )
+    outcome_horizon_s: PositiveSeconds | None = Field(
+        None, description="H for judging outcomes (default: predictor.horizon_s)."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if not self.min_p_fail <= self.p_fail <= self.max_p_fail:
+            raise ValueError(
+                "thresholds: need min_p_fail <= p_fail <= max_p_fail, got "
+                f"{self.min_p_fail} / {self.p_fail} / {self.max_p_fail}"
+            )
+        return self
 
 
 class PolicySettings(_Group):
@@ -155,6 +181,30 @@ class PoolSettings(_Group):
     )
     capacity_cpu_cores: Annotated[float, Field(gt=0, le=4096)] | None = Field(
         None, description="Override the host's CPU count (default: read from the host)."
+    )
+    warm_memory_bytes: ByteSize = Field(
+        ByteSize(0), description="Memory held back for pre-emptive scale-ups only."
+    )
+    warm_cpu_cores: Annotated[float, Field(ge=0, le=1024)] = Field(
+        0.0, description="CPU held back for pre-emptive scale-ups only."
+    )
+
+
+class ContentionSettings(_Group):
+    risk_band: Annotated[float, Field(gt=0, le=10)] = Field(
+        0.1, description="Width of a risk band (risk = p_fail × app weight); DRF decides within."
+    )
+    defer_factor: Annotated[float, Field(gt=0, le=100)] = Field(
+        2.0, description="Deferred (not denied) if need ≤ factor × (free + others' reservations)."
+    )
+    app_weights: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="Risk weight per app (default 1)."
+    )
+    tenants: dict[str, str] = Field(
+        default_factory=dict, description="Container (or app) → tenant (owner)."
+    )
+    tenant_weights: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="DRF weight per tenant (default 1)."
     )
 
 
@@ -273,6 +323,7 @@ class Settings(BaseSettings):
     thresholds: ThresholdSettings = ThresholdSettings()
     policy: PolicySettings = PolicySettings()
     pool: PoolSettings = PoolSettings()
+    contention: ContentionSettings = ContentionSettings()
     history: HistorySettings = HistorySettings()
     sources: SourceSettings = SourceSettings()
     models: ModelSettings = ModelSettings()

@@ -1,27 +1,59 @@
-"""Resource pool of one host: capacity minus a reserve, and the limits granted.
+"""Resource pool: capacity per node, allocations per container, a warm reserve and
+reservations that expire. Never overcommits.
 
-The pool knows, per container, the memory limit (bytes) and CPU quota (cores) it
-has granted. An ask changes one container's grant of one tier from ``old_limit``
-to ``new_limit``; it is granted only if the sum of all grants of that tier stays
-within ``capacity − reserve``. Asks are served in order of ``p_fail`` (highest
-first), so pre-emptive scale-ups of the containers most at risk come first.
-Unlimited limits (``inf``) are not grants of the pool and count as 0.
+Per node and tier (memory in bytes, CPU in cores) the pool holds::
 
-Worked example: capacity 8 GiB, reserve 2 GiB → grantable 6 GiB. Grants: a = 4 GiB,
-b = 1 GiB (free 1 GiB). Ask: b 1 GiB → 2.5 GiB (Δ +1.5 GiB) → denied, "needs
-1.5 GiB, 1 GiB free". Ask: b 1 GiB → 1.5 GiB (Δ +0.5 GiB) → granted, free 0.5 GiB.
+    capacity ─ system reserve (never granted)   = grantable
+    grantable ─ warm reserve                     = what non-pre-emptive asks may use
+    grants (per container) + live reservations  ≤ grantable          (hard invariant)
+
+- A **grant** is the limit of one container (per replica; a container with ``r``
+  replicas allocates ``r × limit``). Unlimited limits (``inf``) are not grants of the
+  pool and count as 0. A container lives on one node (``placement``).
+- The **warm reserve** is capacity held back for pre-emptive scale-ups: a
+  pre-emptive ask may use all of ``grantable``; any other ask only
+  ``grantable − warm``.
+- A **reservation** holds ``amount`` of a tier on a node for a container until
+  ``until_s`` (for example the new bundle of a placement group that is being moved).
+  It counts as allocated until :meth:`Pool.expire` releases it (the pool reads no
+  clock) or the container's next granted scale-up of that tier consumes it (the
+  reservation's amount is available to that ask).
+- An ask changes one container's limit of one tier (``ActionKind.RESIZE``) or its
+  replica count (``ActionKind.SCALE_OUT``: every tier grows by Δreplicas × the
+  per-replica limit). Decreases are always granted. An increase is granted only if it
+  fits; :meth:`Pool.request` serves decreases first, then pre-emptive asks, each
+  group by ``p_fail`` (highest first).
+
+Worked example (one node): capacity 8 GiB, reserve 2 GiB → grantable 6 GiB. Grants:
+a = 4 GiB, b = 1 GiB (free 1 GiB). Ask: b 1 GiB → 2.5 GiB (Δ +1.5 GiB) → denied,
+"needs 1.5 GiB, 1 GiB free". Ask: b 1 GiB → 1.5 GiB (Δ +0.5 GiB) → granted, free
+0.5 GiB.
+
+Worked example (warm reserve): as above with a warm reserve of 1 GiB and grants
+a = 4 GiB, b = 0.5 GiB (free 1.5 GiB). A non-pre-emptive ask of +1 GiB for b is
+denied (only 0.5 GiB free outside the warm reserve); a pre-emptive one is granted
+(1.5 GiB free, 0.5 GiB left).
+
+Worked example (reservation): same pool without warm reserve, a = 4 GiB, b = 1 GiB
+(free 1 GiB). ``reserve("c", memory, 0.75 GiB, until_s=130)`` → free 0.25 GiB. An ask
+of +0.5 GiB by b is now denied (0.25 GiB free); c's first ask, a limit of 0.5 GiB,
+is granted (c's own 0.75 GiB reservation is available to it) and consumes the
+reservation → free 6 − (4 + 1 + 0.5) = 0.5 GiB. Had c never asked, ``expire(130)``
+would have released the reservation (free back to 1 GiB).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from app.core.actions import PoolVerdict, ScalingAction, Verdict
+from app.core.actions import ActionKind, PoolVerdict, ScalingAction, Verdict
 from app.core.sample import Tier
 
 _EPS = 1e-9  # relative tolerance: 1.5 − 1.41 must still fit an ask of 0.09
+DEFAULT_NODE = "local"  # the node of a pool built from one Capacity
 
 
 @dataclass(frozen=True)
@@ -32,6 +64,46 @@ class Capacity:
     def of(self, tier: Tier) -> float:
         return self.memory_bytes if tier is Tier.MEMORY else self.cpu_cores
 
+    def to_dict(self) -> dict[str, float]:
+        return {"memory_bytes": self.memory_bytes, "cpu_cores": self.cpu_cores}
+
+
+ZERO = Capacity(0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """``amount`` of ``tier`` held on ``node`` for ``container`` until ``until_s``."""
+
+    container: str
+    tier: Tier
+    node: str
+    amount: float
+    until_s: float
+    preemptive: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tier"] = self.tier.value
+        return d
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Whether an ask fits, and the numbers: the node, the allocation change per tier
+    (``needs``; replicas × per-replica change) and the room each tier had before it."""
+
+    ok: bool
+    node: str
+    needs: dict[Tier, float]
+    room: dict[Tier, float]
+    short_tier: Tier | None = None  # the first tier that does not fit
+    error: str = ""  # an invalid ask (nothing to do with room)
+
+    @property
+    def increase(self) -> bool:
+        return any(v > 0 for v in self.needs.values())
+
 
 def _fmt(tier: Tier, value: float) -> str:
     if tier is Tier.MEMORY:
@@ -39,83 +111,375 @@ def _fmt(tier: Tier, value: float) -> str:
     return f"{value:.2f} cores"
 
 
+def _per_node(
+    value: Capacity | Mapping[str, Capacity] | None, nodes: Mapping[str, Capacity], what: str
+) -> dict[str, Capacity]:
+    if value is None:
+        return {n: ZERO for n in nodes}
+    if isinstance(value, Capacity):
+        return {n: value for n in nodes}
+    got = dict(value)
+    if set(got) != set(nodes):
+        raise ValueError(
+            f"pool: {what} must name the same nodes as capacity "
+            f"(capacity: {sorted(nodes)}, {what}: {sorted(got)})"
+        )
+    return got
+
+
 class Pool:
-    def __init__(self, capacity: Capacity, reserve: Capacity) -> None:
-        for tier in Tier:
-            if reserve.of(tier) < 0 or capacity.of(tier) <= 0:
-                raise ValueError(f"pool: capacity must be > 0 and reserve >= 0 ({tier.value})")
-        self.capacity = capacity
-        self.reserve = reserve
+    """See the module docstring. ``Pool(Capacity(...), Capacity(...))`` is one node
+    named :data:`DEFAULT_NODE`; ``Pool({"n1": Capacity(...), ...}, reserve, warm)``
+    several (``reserve``/``warm``: one Capacity for every node, or one per node)."""
+
+    def __init__(
+        self,
+        capacity: Capacity | Mapping[str, Capacity],
+        reserve: Capacity | Mapping[str, Capacity] | None = None,
+        warm: Capacity | Mapping[str, Capacity] | None = None,
+    ) -> None:
+        nodes = {DEFAULT_NODE: capacity} if isinstance(capacity, Capacity) else dict(capacity)
+        if not nodes:
+            raise ValueError("pool: capacity names no node")
+        reserves = _per_node(reserve, nodes, "reserve")
+        warms = _per_node(warm, nodes, "warm")
+        for node in nodes:
+            for tier in Tier:
+                cap, res, w = nodes[node].of(tier), reserves[node].of(tier), warms[node].of(tier)
+                if not (math.isfinite(cap) and cap > 0) or not (math.isfinite(res) and res >= 0):
+                    raise ValueError(
+                        f"pool: capacity must be > 0 and reserve >= 0 ({tier.value}"
+                        f"{'' if len(nodes) == 1 else ' on node ' + node}: "
+                        f"capacity {cap!r}, reserve {res!r})"
+                    )
+                if not (math.isfinite(w) and w >= 0):
+                    raise ValueError(f"pool: warm reserve must be >= 0 ({tier.value}: {w!r})")
+        self.nodes: dict[str, Capacity] = nodes
+        self.reserves: dict[str, Capacity] = reserves
+        self.warm: dict[str, Capacity] = warms
         self.grants: dict[Tier, dict[str, float]] = {t: {} for t in Tier}
+        self.placement: dict[str, str] = {}  # container → node (multi-node pools)
+        self.replicas: dict[str, int] = {}  # container → replicas, when not 1
+        self.reservations: dict[tuple[str, Tier], Reservation] = {}
 
-    def grantable(self, tier: Tier) -> float:
-        return max(self.capacity.of(tier) - self.reserve.of(tier), 0.0)
+    # -- totals (compatible with the single-node pool) -------------------------------
+    @property
+    def capacity(self) -> Capacity:
+        return Capacity(sum(c.memory_bytes for c in self.nodes.values()),
+                        sum(c.cpu_cores for c in self.nodes.values()))
 
-    def granted(self, tier: Tier) -> float:
-        return sum(v for v in self.grants[tier].values() if math.isfinite(v))
+    @property
+    def reserve_capacity(self) -> Capacity:
+        """The system reserve (never granted), summed over nodes."""
+        return Capacity(sum(c.memory_bytes for c in self.reserves.values()),
+                        sum(c.cpu_cores for c in self.reserves.values()))
 
-    def free(self, tier: Tier) -> float:
-        return self.grantable(tier) - self.granted(tier)
+    # -- per node --------------------------------------------------------------------
+    def _nodes(self, node: str | None) -> list[str]:
+        if node is None:
+            return list(self.nodes)
+        if node not in self.nodes:
+            raise ValueError(f"pool: unknown node {node!r} (nodes: {sorted(self.nodes)})")
+        return [node]
 
-    def observe(self, container: str, tier: Tier, limit: float) -> None:
-        """Record a limit the container already has (seen in a sample), without asking."""
+    def node_of(self, container: str) -> str | None:
+        """The node a container is on; ``None`` if not placed in a multi-node pool."""
+        if container in self.placement:
+            return self.placement[container]
+        return next(iter(self.nodes)) if len(self.nodes) == 1 else None
+
+    def allocation(self, container: str, tier: Tier) -> float:
+        """What the container holds of ``tier``: replicas × limit (0 if unlimited/unknown)."""
+        v = self.grants[tier].get(container)
+        if v is None or not math.isfinite(v):
+            return 0.0
+        return v * self.replicas.get(container, 1)
+
+    def grantable(self, tier: Tier, node: str | None = None) -> float:
+        return sum(max(self.nodes[n].of(tier) - self.reserves[n].of(tier), 0.0)
+                   for n in self._nodes(node))
+
+    def granted(self, tier: Tier, node: str | None = None) -> float:
+        names = set(self._nodes(node))
+        return sum(self.allocation(c, tier) for c in self.grants[tier]
+                   if self.node_of(c) in names or (node is None))
+
+    def reserved(self, tier: Tier, node: str | None = None,
+                 exclude: tuple[str, Tier] | None = None) -> float:
+        names = set(self._nodes(node))
+        return sum(r.amount for k, r in self.reservations.items()
+                   if r.tier is tier and r.node in names and k != exclude)
+
+    def warm_reserve(self, tier: Tier, node: str | None = None) -> float:
+        return sum(self.warm[n].of(tier) for n in self._nodes(node))
+
+    def free(self, tier: Tier, node: str | None = None, *, preemptive: bool = True) -> float:
+        """grantable − granted − reserved (− warm for a non-pre-emptive ask); summed over
+        nodes when ``node`` is None. Negative when observed limits exceed capacity."""
+        return sum(self._room(n, tier, preemptive) for n in self._nodes(node))
+
+    def _room(self, node: str, tier: Tier, preemptive: bool,
+              exclude: tuple[str, Tier] | None = None) -> float:
+        room = self.grantable(tier, node) - self.granted(tier, node)
+        room -= self.reserved(tier, node, exclude)
+        if not preemptive:
+            room -= self.warm[node].of(tier)
+        return room
+
+    def _tol(self, tier: Tier, node: str) -> float:
+        return _EPS * max(self.grantable(tier, node), 1.0)
+
+    # -- observing reality -----------------------------------------------------------
+    def observe(self, container: str, tier: Tier, limit: float, node: str | None = None,
+                replicas: int | None = None) -> None:
+        """Record a limit the container already has (seen in a sample), without asking.
+
+        May exceed capacity (limits set outside prescale); then no increase is granted
+        on that node until enough is released."""
+        where = node if node is not None else self.node_of(container)
+        if where is None:
+            raise ValueError(
+                f"pool: container {container!r} is not placed; name its node "
+                f"(nodes: {sorted(self.nodes)})")
+        self._nodes(where)
         self.grants[tier][container] = float(limit)
+        if len(self.nodes) > 1 or node is not None:
+            self.placement[container] = where
+        if replicas is not None:
+            self._set_replicas(container, replicas)
+
+    def _set_replicas(self, container: str, replicas: int) -> None:
+        if replicas == 1:
+            self.replicas.pop(container, None)
+        else:
+            self.replicas[container] = int(replicas)
 
     def forget(self, container: str) -> None:
+        """The container is gone: drop its grants, placement and reservations."""
         for tier in Tier:
-            self.grants[tier].pop(container, None)
+            self.release(container, tier)
+        self.placement.pop(container, None)
+        self.replicas.pop(container, None)
+
+    def release(self, container: str, tier: Tier) -> None:
+        """Drop the container's grant and reservation of one tier."""
+        self.grants[tier].pop(container, None)
+        self.reservations.pop((container, tier), None)
+
+    # -- reservations ----------------------------------------------------------------
+    def reserve(self, container: str, tier: Tier, amount: float, until_s: float, *,
+                node: str | None = None, preemptive: bool = False) -> PoolVerdict:
+        """Hold ``amount`` of ``tier`` for ``container`` until ``until_s`` (replacing its
+        previous reservation of that tier). Denied, changing nothing, if it does not fit
+        (a non-pre-emptive reservation may not use the warm reserve)."""
+        if not (isinstance(amount, int | float) and math.isfinite(amount) and amount > 0):
+            raise ValueError(f"pool: reservation amount must be a finite number > 0, "
+                             f"got {amount!r}")
+        if not (isinstance(until_s, int | float) and math.isfinite(until_s)):
+            raise ValueError(f"pool: reservation until_s must be a finite time, got {until_s!r}")
+        where = node or self.node_of(container) or self._roomiest(tier, preemptive)
+        self._nodes(where)
+        key = (container, tier)
+        aid = f"reserve:{container}/{tier.value}"
+        room = self._room(where, tier, preemptive, exclude=key)
+        if amount > room + self._tol(tier, where):
+            return PoolVerdict(aid, Verdict.DENIED,
+                               f"pool: reservation needs {_fmt(tier, amount)}, "
+                               f"{_fmt(tier, max(room, 0.0))} free{self._on(where)}")
+        self.reservations[key] = Reservation(container, tier, where, float(amount),
+                                             float(until_s), preemptive)
+        return PoolVerdict(aid, Verdict.GRANTED,
+                           f"pool: reserved {_fmt(tier, amount)} until {until_s:g}"
+                           f"{self._on(where)}, {_fmt(tier, room - amount)} left")
+
+    def expire(self, now_s: float) -> list[Reservation]:
+        """Release the reservations whose ``until_s <= now_s``; returns them."""
+        gone = [r for r in self.reservations.values() if r.until_s <= now_s]
+        for r in gone:
+            del self.reservations[(r.container, r.tier)]
+        return gone
+
+    # -- asks ------------------------------------------------------------------------
+    def _on(self, node: str) -> str:
+        return "" if len(self.nodes) == 1 else f" on node {node}"
+
+    def _roomiest(self, tier: Tier, preemptive: bool) -> str:
+        return max(sorted(self.nodes), key=lambda n: self._room(n, tier, preemptive))
+
+    def fit(self, ask: ScalingAction) -> Fit:
+        """Would ``ask`` fit now? Changes nothing.
+
+        RESIZE: need = replicas × (new − current) of the ask's tier; a container the
+        pool does not know (or unlimited) holds 0, so its need is its whole new
+        allocation. SCALE_OUT (limits are replica counts): every tier with a known
+        per-replica limit needs Δreplicas × that limit. A container's own reservation
+        of a tier is available to it."""
+        c = ask.container
+        node = self.node_of(c)
+        if node is None:
+            res = [r.node for r in self.reservations.values() if r.container == c]
+            node = res[0] if res else self._roomiest(ask.tier, ask.preemptive)
+        new = ask.new_limit
+        needs: dict[Tier, float] = {}
+        if not (isinstance(new, int | float) and math.isfinite(new) and new >= 0) or (
+            ask.kind is ActionKind.RESIZE and new <= 0
+        ):
+            return Fit(False, node, {}, {}, None, f"invalid new limit {new!r}")
+        if ask.kind is ActionKind.SCALE_OUT:
+            if new != int(new):
+                return Fit(False, node, {}, {}, None, f"invalid replica count {new!r}")
+            known = c in self.grants[ask.tier] or c in self.replicas
+            cur = self.replicas.get(c, 1) if known else ask.old_limit
+            cur = cur if isinstance(cur, int | float) and math.isfinite(cur) else 1
+            per = self.grants[ask.tier].get(c)
+            if per is None or not math.isfinite(per):
+                return Fit(False, node, {}, {}, None,
+                           f"scale_out of {c}: per-replica {ask.tier.value} limit unknown")
+            for tier in Tier:
+                p = self.grants[tier].get(c)
+                if p is not None and math.isfinite(p):
+                    needs[tier] = (new - cur) * p
+        else:
+            cur = self.grants[ask.tier].get(c, 0.0)
+            cur = cur if math.isfinite(cur) else 0.0
+            needs[ask.tier] = (new - cur) * self.replicas.get(c, 1)
+        room: dict[Tier, float] = {}
+        for tier, need in needs.items():
+            if need <= 0:
+                continue
+            room[tier] = self._room(node, tier, ask.preemptive, exclude=(c, tier))
+            if need > room[tier] + self._tol(tier, node):
+                return Fit(False, node, needs, room, tier)
+        return Fit(True, node, needs, room)
+
+    def grant_one(self, ask: ScalingAction) -> PoolVerdict:
+        """Check one ask and, if it fits, record it (a granted increase consumes the
+        container's reservations of the tiers it grows). The verdict names the numbers."""
+        f = self.fit(ask)
+        aid = ask.action_id
+        if f.error:
+            return PoolVerdict(aid, Verdict.DENIED, f.error)
+        if not f.ok:
+            t = f.short_tier
+            assert t is not None
+            warm = self.warm[f.node].of(t)
+            note = (f" ({_fmt(t, warm)} warm reserve held for pre-emptive asks)"
+                    if warm > 0 and not ask.preemptive else "")
+            return PoolVerdict(
+                aid, Verdict.DENIED,
+                f"pool: needs {_fmt(t, f.needs[t])}, {_fmt(t, max(f.room[t], 0.0))} free "
+                f"of {_fmt(t, self.grantable(t, f.node))} grantable{self._on(f.node)}{note}")
+        c = ask.container
+        if ask.kind is ActionKind.SCALE_OUT:
+            self._set_replicas(c, int(ask.new_limit))
+        else:
+            self.grants[ask.tier][c] = float(ask.new_limit)
+        if len(self.nodes) > 1:
+            self.placement[c] = f.node
+        for tier, need in f.needs.items():
+            mine = self.reservations.get((c, tier))
+            if need > 0 and mine is not None and mine.node == f.node:
+                del self.reservations[(c, tier)]  # consumed by the scale-up it was held for
+        if not f.increase:
+            t = ask.tier
+            freed = -f.needs.get(t, 0.0)
+            return PoolVerdict(aid, Verdict.GRANTED,
+                               f"pool: released {_fmt(t, freed)}{self._on(f.node)}"
+                               if freed > 0 else "pool: no change")
+        parts = [f"{_fmt(t, n)}, {_fmt(t, f.room[t] - n)} left"
+                 for t, n in f.needs.items() if n > 0]
+        return PoolVerdict(aid, Verdict.GRANTED,
+                           f"pool: granted {'; '.join(parts)}{self._on(f.node)}")
+
+    @staticmethod
+    def order(asks: list[ScalingAction]) -> list[ScalingAction]:
+        """Serving order: decreases, then pre-emptive asks, then the rest; each by
+        ``p_fail`` (highest first), then action id."""
+        def key(a: ScalingAction) -> tuple[int, float, str]:
+            p = a.p_fail if math.isfinite(a.p_fail) else 0.0
+            down = a.new_limit <= a.old_limit if math.isfinite(a.new_limit) else False
+            return (0 if down else 1 if a.preemptive else 2, -p, a.action_id)
+        return sorted(asks, key=key)
 
     def request(self, asks: list[ScalingAction], commit: bool = True) -> list[PoolVerdict]:
-        """Grant or deny each ask (highest p_fail first). Denials name the shortfall.
+        """Grant or deny each ask in :meth:`order`. Denials name the shortfall.
 
         With ``commit=False`` (recommend mode) the verdicts are computed on a copy and
-        the pool is left as it was.
+        the pool is left as it was. Verdicts come back in the order of ``asks``.
         """
-        work = {t: dict(g) for t, g in self.grants.items()}
-        out: dict[str, PoolVerdict] = {}
-        for ask in sorted(asks, key=lambda a: (-a.p_fail, a.action_id)):
-            tier = ask.tier
-            current = work[tier].get(ask.container, ask.old_limit)
-            current = current if math.isfinite(current) else 0.0
-            need = ask.new_limit - current
-            used = sum(v for v in work[tier].values() if math.isfinite(v))
-            free = self.grantable(tier) - used
-            if not math.isfinite(ask.new_limit) or ask.new_limit <= 0:
-                out[ask.action_id] = PoolVerdict(
-                    ask.action_id, Verdict.DENIED, f"invalid new limit {ask.new_limit!r}"
-                )
-            elif need > free + _EPS * max(self.grantable(tier), 1.0):
-                out[ask.action_id] = PoolVerdict(
-                    ask.action_id,
-                    Verdict.DENIED,
-                    f"pool: needs {_fmt(tier, need)}, {_fmt(tier, max(free, 0))} free "
-                    f"of {_fmt(tier, self.grantable(tier))} grantable",
-                )
-            else:
-                work[tier][ask.container] = ask.new_limit
-                out[ask.action_id] = PoolVerdict(
-                    ask.action_id,
-                    Verdict.GRANTED,
-                    f"pool: granted {_fmt(tier, need)}, {_fmt(tier, free - need)} left",
-                )
+        work = self.copy()
+        out = {a.action_id: work.grant_one(a) for a in self.order(asks)}
         if commit:
-            self.grants = work
+            self.assign(work)
         return [out[a.action_id] for a in asks]
+
+    # -- state -----------------------------------------------------------------------
+    def copy(self) -> Pool:
+        new = Pool.__new__(Pool)
+        new.nodes = dict(self.nodes)
+        new.reserves = dict(self.reserves)
+        new.warm = dict(self.warm)
+        new.assign(self)
+        return new
+
+    def assign(self, other: Pool) -> None:
+        """Take ``other``'s allocations (grants, placement, replicas, reservations)."""
+        self.grants = {t: dict(other.grants[t]) for t in Tier}
+        self.placement = dict(other.placement)
+        self.replicas = dict(other.replicas)
+        self.reservations = dict(other.reservations)
+
+    def check_invariant(self) -> list[str]:
+        """Nodes/tiers where pool-made allocations exceed grantable (empty: none)."""
+        bad = []
+        for node in self.nodes:
+            for tier in Tier:
+                used = self.granted(tier, node) + self.reserved(tier, node)
+                if used > self.grantable(tier, node) + self._tol(tier, node):
+                    bad.append(f"{node}/{tier.value}: {used!r} > {self.grantable(tier, node)!r}")
+        return bad
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "capacity": {"memory_bytes": self.capacity.memory_bytes,
-                         "cpu_cores": self.capacity.cpu_cores},
-            "reserve": {"memory_bytes": self.reserve.memory_bytes,
-                        "cpu_cores": self.reserve.cpu_cores},
+            "capacity": self.capacity.to_dict(),
+            "reserve": self.reserve_capacity.to_dict(),
+            "nodes": {n: {"capacity": self.nodes[n].to_dict(),
+                          "reserve": self.reserves[n].to_dict(),
+                          "warm": self.warm[n].to_dict()} for n in self.nodes},
             "grants": {t.value: {k: (v if math.isfinite(v) else None) for k, v in g.items()}
                        for t, g in self.grants.items()},
+            "placement": dict(self.placement),
+            "replicas": dict(self.replicas),
+            "reservations": [r.to_dict() for r in self.reservations.values()],
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Pool:
-        pool = cls(Capacity(**data["capacity"]), Capacity(**data["reserve"]))
-        for t in Tier:
-            for k, v in data.get("grants", {}).get(t.value, {}).items():
-                pool.grants[t][k] = math.inf if v is None else float(v)
+        """Inverse of :meth:`to_dict`; also reads the spine's single-node format
+        (``capacity``/``reserve``/``grants`` only). A malformed dict raises
+        ``ValueError`` naming the field."""
+        try:
+            if "nodes" in data:
+                nodes = data["nodes"]
+                pool = cls({n: Capacity(**v["capacity"]) for n, v in nodes.items()},
+                           {n: Capacity(**v["reserve"]) for n, v in nodes.items()},
+                           {n: Capacity(**v.get("warm", ZERO.to_dict()))
+                            for n, v in nodes.items()})
+            else:
+                pool = cls(Capacity(**data["capacity"]), Capacity(**data["reserve"]))
+            for t in Tier:
+                for k, v in data.get("grants", {}).get(t.value, {}).items():
+                    pool.grants[t][k] = math.inf if v is None else float(v)
+            for c, n in data.get("placement", {}).items():
+                pool._nodes(n)
+                pool.placement[c] = n
+            for c, r in data.get("replicas", {}).items():
+                pool._set_replicas(c, int(r))
+            for r in data.get("reservations", []):
+                res = Reservation(r["container"], Tier(r["tier"]), r["node"], float(r["amount"]),
+                                  float(r["until_s"]), bool(r.get("preemptive", False)))
+                pool._nodes(res.node)
+                pool.reservations[(res.container, res.tier)] = res
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"pool: malformed checkpoint ({type(exc).__name__}: {exc})") from exc
         return pool

@@ -1,0 +1,291 @@
+"""Outcome tracking: was each scale-up needed, and which failures were missed?
+
+Definitions, per container and tier, with the horizon ``H`` (``horizon_s``):
+
+- a scale-up at ``t`` is **needed** if, within ``(t, t + H]``, usage reaches
+  ``reach_fraction × old limit`` (it would have failed without the action; memory:
+  ``1.0``, CPU: ``0.9`` of the old quota, the predictor's starvation level) or a
+  failure of that tier follows;
+- it is a **false positive** if neither happens: it is judged at the first
+  observation after ``t + H``;
+- a failure at ``t`` with no scale-up of that container and tier in ``[t − H, t]``
+  is a **miss**. A miss *blames the threshold* unless the predictor had flagged it
+  (a decision with ``p_fail ≥ threshold`` in ``[t − H, t]``): then the threshold was
+  right and the pool, a cooldown or a bound stopped the scale-up.
+
+Scale-ups that were only recommended (recommend mode) are judged the same way: the
+judgement is about the prediction. SCALE_OUT actions (limits are replica counts) are
+judged by failures only.
+
+Worked example (H = 60 s, memory): scale-up of ``web-1`` 128 → 192 MiB at t = 100.
+Usage 120 MiB at 110 s, 129 MiB at 130 s → *needed* at 130 s (reached the old limit
+after 30 s). A second scale-up at 200 s sees usage stay at 100 MiB → *false
+positive*, judged at the first observation after 260 s. An OOM kill of ``web-2`` at
+300 s, whose last scale-up was at 200 s (> 60 s before) → *miss*; if ``web-2``'s
+p_fail had been 0.7 ≥ threshold 0.5 at 290 s, the miss does not blame the threshold.
+
+The tracker is pure: the caller feeds it actions, decisions, usage and failures with
+their own timestamps, in time order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+from app.core.actions import ActionKind, ScalingAction
+from app.core.sample import EventKind, Tier
+
+
+class OutcomeKind(StrEnum):
+    NEEDED = "needed"
+    FALSE_POSITIVE = "false_positive"
+    MISS = "miss"
+
+
+def failure_tier(kind: EventKind | str) -> Tier | None:
+    """The tier a failure event is attributed to: an OOM kill is memory, a timeout is
+    CPU starvation (disk when a disk tier exists); others are not attributable."""
+    k = EventKind(kind)
+    if k is EventKind.OOM_KILL:
+        return Tier.MEMORY
+    if k is EventKind.TIMEOUT:
+        return Tier.CPU
+    if k is EventKind.DISK_FULL:
+        return getattr(Tier, "DISK", None)
+    return None
+
+
+@dataclass(frozen=True)
+class OutcomeConfig:
+    horizon_s: float = 60.0  # H: the window in which a scale-up must prove needed
+    memory_reach_fraction: float = 1.0  # usage ≥ this × old limit: needed
+    cpu_reach_fraction: float = 0.9  # usage ≥ this × old quota: needed (starvation level)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.horizon_s, int | float) and math.isfinite(self.horizon_s)
+                and self.horizon_s > 0):
+            raise ValueError(f"outcomes.horizon_s must be a finite number > 0, "
+                             f"got {self.horizon_s!r}")
+        for name in ("memory_reach_fraction", "cpu_reach_fraction"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and 0 < v <= 1):
+                raise ValueError(f"outcomes.{name} must be in (0, 1], got {v!r}")
+
+    def reach(self, tier: Tier) -> float:
+        return self.cpu_reach_fraction if tier is Tier.CPU else self.memory_reach_fraction
+
+
+@dataclass(frozen=True)
+class Judgement:
+    kind: OutcomeKind
+    container: str
+    app: str  # the app it learns under (the container's name when it has no app)
+    owner: str
+    tier: Tier
+    t_s: float  # the scale-up's time (needed / false positive) or the failure's (miss)
+    judged_s: float
+    action_id: str | None  # None for a miss
+    p_fail: float  # at the scale-up; for a miss the highest seen in [t − H, t] (nan: none)
+    threshold: float  # in effect at the scale-up / at that decision (nan: unknown)
+    blames_threshold: bool  # a miss the predictor had flagged does not
+    applied: bool  # the scale-up was applied (False: recommend mode); True for a miss
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["kind"] = self.kind.value
+        d["tier"] = self.tier.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Judgement:
+        return cls(**{**d, "kind": OutcomeKind(d["kind"]), "tier": Tier(d["tier"])})
+
+
+@dataclass(frozen=True)
+class _Up:
+    action_id: str
+    container: str
+    app: str
+    owner: str
+    tier: Tier
+    t_s: float
+    old_limit: float
+    p_fail: float
+    threshold: float
+    applied: bool
+    by_usage: bool  # RESIZE: judged by usage too; SCALE_OUT: by failures only
+
+
+@dataclass(frozen=True)
+class _Seen:
+    t_s: float
+    p_fail: float
+    threshold: float
+
+
+Key = tuple[str, Tier]
+
+
+class OutcomeTracker:
+    """See the module docstring. State is JSON-serialisable (:meth:`to_dict`)."""
+
+    def __init__(self, config: OutcomeConfig | None = None) -> None:
+        self.config = config or OutcomeConfig()
+        self.pending: list[_Up] = []
+        self.ups: dict[Key, list[float]] = {}  # scale-up times within H, per container/tier
+        self.seen: dict[Key, list[_Seen]] = {}  # decisions within H, per container/tier
+        self.owners: dict[str, str] = {}  # container → owner, as last told
+
+    # -- inputs ----------------------------------------------------------------------
+    def scale_up(self, action: ScalingAction, *, owner: str = "", applied: bool = True) -> bool:
+        """Start judging a scale-up (ignored, returning False, if it is not an increase)."""
+        if not (action.new_limit > action.old_limit):
+            return False
+        if owner:
+            self.owners[action.container] = owner
+        up = _Up(action.action_id, action.container, action.app or action.container,
+                 owner or self.owners.get(action.container, ""), action.tier,
+                 float(action.now_s), float(action.old_limit), float(action.p_fail),
+                 float(action.threshold), applied, action.kind is ActionKind.RESIZE)
+        self.pending.append(up)
+        self.ups.setdefault((action.container, action.tier), []).append(up.t_s)
+        return True
+
+    def decision(self, container: str, tier: Tier, now_s: float, p_fail: float,
+                 threshold: float) -> None:
+        """Remember what the predictor said (lets a miss know whether it was flagged)."""
+        seen = self.seen.setdefault((container, tier), [])
+        seen.append(_Seen(float(now_s), float(p_fail), float(threshold)))
+        cut = now_s - self.config.horizon_s
+        while seen and seen[0].t_s < cut:
+            seen.pop(0)
+
+    def failure(self, container: str, tier: Tier, t_s: float, *, app: str = "",
+                owner: str = "", detail: str = "") -> list[Judgement]:
+        """A failure of ``container``'s ``tier`` at ``t_s``: closes its pending scale-ups
+        of the last H as needed, or is itself a miss."""
+        h = self.config.horizon_s
+        if owner:
+            self.owners[container] = owner
+        owner = owner or self.owners.get(container, "")
+        what = f"failure ({detail})" if detail else "failure"
+        out: list[Judgement] = []
+        keep: list[_Up] = []
+        for up in self.pending:
+            if up.container == container and up.tier is tier and up.t_s <= t_s <= up.t_s + h:
+                out.append(self._judge(up, OutcomeKind.NEEDED, t_s,
+                                       f"{what} {t_s - up.t_s:g} s after the scale-up"))
+            else:
+                keep.append(up)
+        self.pending = keep
+        times = [t for t in self.ups.get((container, tier), []) if t_s - h <= t <= t_s]
+        if times:
+            return out
+        seen = [s for s in self.seen.get((container, tier), []) if t_s - h <= s.t_s <= t_s]
+        best = max(seen, key=lambda s: s.p_fail if math.isfinite(s.p_fail) else -1.0,
+                   default=None)
+        flagged = [s for s in seen if s.p_fail >= s.threshold]
+        p = best.p_fail if best else math.nan
+        thr = (flagged[-1] if flagged else best).threshold if best else math.nan
+        if flagged:
+            why = (f"{what} with no scale-up in the {h:g} s before it; p_fail "
+                   f"{flagged[-1].p_fail:.2f} ≥ threshold {flagged[-1].threshold:.2f} at "
+                   f"t={flagged[-1].t_s:g} (flagged, but not scaled: pool, cooldown or bound)")
+        elif best:
+            why = (f"{what} with no scale-up in the {h:g} s before it; highest p_fail "
+                   f"{p:.2f} < threshold {thr:.2f}")
+        else:
+            why = f"{what} with no scale-up in the {h:g} s before it"
+        out.append(Judgement(OutcomeKind.MISS, container, app or container, owner, tier, t_s,
+                             t_s, None, p, thr, not flagged, True, why))
+        return out
+
+    def observe(self, now_s: float, usage: Mapping[Key, float]) -> list[Judgement]:
+        """This tick's usage per ``(container, tier)`` (bytes / cores): closes the pending
+        scale-ups whose old limit it reaches (needed) or whose H has passed (false
+        positive)."""
+        h = self.config.horizon_s
+        out: list[Judgement] = []
+        keep: list[_Up] = []
+        for up in self.pending:
+            u = usage.get((up.container, up.tier))
+            level = self.config.reach(up.tier) * up.old_limit
+            if up.by_usage and u is not None and now_s >= up.t_s and u >= level:
+                out.append(self._judge(up, OutcomeKind.NEEDED, now_s,
+                                       f"usage {u:.6g} reached {self.config.reach(up.tier):g} × "
+                                       f"the old limit {up.old_limit:.6g} "
+                                       f"{now_s - up.t_s:g} s after the scale-up"))
+            elif now_s - up.t_s > h:
+                out.append(self._judge(up, OutcomeKind.FALSE_POSITIVE, now_s,
+                                       f"no usage at {self.config.reach(up.tier):g} × the old "
+                                       f"limit {up.old_limit:.6g} and no failure within "
+                                       f"{h:g} s of the scale-up"))
+            else:
+                keep.append(up)
+        self.pending = keep
+        self._prune(now_s)
+        return out
+
+    def forget(self, container: str) -> None:
+        """The container is gone: stop judging it (no judgement)."""
+        self.pending = [u for u in self.pending if u.container != container]
+        for d in (self.ups, self.seen):
+            for k in [k for k in d if k[0] == container]:
+                del d[k]
+        self.owners.pop(container, None)
+
+    # -- internals -------------------------------------------------------------------
+    def _judge(self, up: _Up, kind: OutcomeKind, now_s: float, why: str) -> Judgement:
+        label = "needed" if kind is OutcomeKind.NEEDED else "false positive"
+        reason = (f"{label}: scale-up {up.action_id} (p_fail {up.p_fail:.2f} ≥ threshold "
+                  f"{up.threshold:.2f}"
+                  + ("" if up.applied else ", recommended only") + f"): {why}")
+        return Judgement(kind, up.container, up.app, up.owner, up.tier, up.t_s, now_s,
+                         up.action_id, up.p_fail, up.threshold, False, up.applied, reason)
+
+    def _prune(self, now_s: float) -> None:
+        cut = now_s - self.config.horizon_s
+        for k in list(self.ups):
+            self.ups[k] = [t for t in self.ups[k] if t >= cut]
+            if not self.ups[k]:
+                del self.ups[k]
+        for k in list(self.seen):
+            self.seen[k] = [s for s in self.seen[k] if s.t_s >= cut]
+            if not self.seen[k]:
+                del self.seen[k]
+
+    # -- state -----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pending": [{**asdict(u), "tier": u.tier.value} for u in self.pending],
+            "ups": [[c, t.value, v] for (c, t), v in self.ups.items()],
+            "seen": [[c, t.value, [[s.t_s, s.p_fail, s.threshold] for s in v]]
+                     for (c, t), v in self.seen.items()],
+            "owners": dict(self.owners),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], config: OutcomeConfig | None = None
+                  ) -> OutcomeTracker:
+        """Inverse of :meth:`to_dict` (``None`` from JSON is read back as nan)."""
+        def num(x: Any) -> float:
+            return math.nan if x is None else float(x)
+        tr = cls(config)
+        try:
+            for u in data.get("pending", []):
+                up = _Up(**{**u, "tier": Tier(u["tier"])})
+                tr.pending.append(replace(up, p_fail=num(up.p_fail),
+                                          threshold=num(up.threshold)))
+            for c, t, v in data.get("ups", []):
+                tr.ups[(c, Tier(t))] = [float(x) for x in v]
+            for c, t, v in data.get("seen", []):
+                tr.seen[(c, Tier(t))] = [_Seen(float(a), num(b), num(d)) for a, b, d in v]
+            tr.owners = dict(data.get("owners", {}))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"outcome tracker: malformed state ({exc})") from exc
+        return tr
