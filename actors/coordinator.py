@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +20,19 @@ import ray
 from actors import names
 from app.core.actions import ActionResult, Decision, ResultStatus, ScalingAction, Verdict
 from app.core.features import F, compute_features
+from app.core.outcome_tracker import OutcomeConfig, OutcomeTracker, failure_tier
 from app.core.outcomes import LeadTimeTracker
 from app.core.policy import PolicyInput, PolicyState, preemptive_buffer
 from app.core.predictor import Prediction, TrendExhaustionPredictor
 from app.core.sample import Tier
+from app.core.thresholds import ThresholdConfig
 from app.settings import Mode, Settings
 from app.store import jsonfile
 from app.store.decision_log import DecisionLog
 from app.store.history import HistoryStore
 from app.store.registry import ModelCache, ModelRegistry
+from app.store.thresholds_store import FILE as THRESHOLDS_FILE
+from app.store.thresholds_store import ThresholdStore
 
 CHECKPOINT = "coordinator.json"
 STATUS = "status.json"
@@ -90,6 +95,13 @@ class Coordinator:
             cpu_busy_fraction=p.cpu_busy_fraction,
         )
         self.tracker = LeadTimeTracker(expire_after_s=4 * p.horizon_s)
+        t = settings.thresholds
+        self.thresholds = ThresholdStore(self.data_dir / THRESHOLDS_FILE, ThresholdConfig(
+            default_p_fail=t.p_fail, default_min=t.min_p_fail, default_max=t.max_p_fail,
+            default_sensitivity=t.sensitivity, cost_false_positive=t.cost_false_positive,
+            cost_miss=t.cost_miss, window=t.window))
+        self.outcomes = OutcomeTracker(OutcomeConfig(
+            horizon_s=t.outcome_horizon_s or p.horizon_s, cpu_reach_fraction=p.cpu_busy_fraction))
         self.registry = ModelRegistry(settings.registry_dir()) if settings.models.enabled else None
         self.models = ModelCache()
         self.policy_state = PolicyState()
@@ -107,6 +119,8 @@ class Coordinator:
         self.tracker.load(saved["pending"])
         self.last_action = saved["last_action"]
         self.tick = saved["tick"]
+        if saved.get("outcomes"):
+            self.outcomes = OutcomeTracker.from_dict(saved["outcomes"], self.outcomes.config)
 
     def _checkpoint(self) -> None:
         jsonfile.write_atomic(
@@ -117,6 +131,7 @@ class Coordinator:
                 "policy_last_action_s": self.policy_state.last_action_s,
                 "pending": self.tracker.to_list(),
                 "last_action": self.last_action,
+                "outcomes": self.outcomes.to_dict(),
             },
         )
 
@@ -129,64 +144,32 @@ class Coordinator:
         batch = ray.get(monitor.collect.remote())  # collect
         now_s, containers, window = batch["now_s"], batch["names"], batch["window"]
         apps = dict(zip(containers, batch["apps"], strict=True))
-        records: list[dict[str, Any]] = [
-            {"kind": "event", "ts_s": e.ts_s, "container": e.container, "app": e.app,
-             "event": e.kind.value, "reason": e.detail}
-            for e in batch["events"]
-        ]
+        records = self._event_records(batch["events"])
         feats = compute_features(window, recent_steps=self.s.predictor.recent_steps)
         pred = self.predictor.predict(feats)  # predict
         records += self._apply_models(now_s, containers, batch["apps"], feats, window, pred)
-        usage = {n: float(feats[i, F["memory_usage_last_bytes"]]) for i, n in enumerate(containers)}
-        ooms: dict[str, float] = {}
-        for e in batch["events"]:
-            ooms[e.container] = ooms.get(e.container, 0) + 1
-        records += [{"kind": "outcome", "ts_s": now_s, "app": apps.get(o.container, ""),
-                     **o.to_dict()}
-                    for o in self.tracker.observe(now_s, usage, ooms)]
-        pool.observe.remote(self._limits(containers, pred))
+        thresholds = self._thresholds(containers, apps)
+        records += self._judge(now_s, containers, apps, feats, pred, thresholds, batch["events"])
+        pool.observe.remote(self._limits(containers, pred), now_s)
 
         decisions: list[Decision] = []
         results: list[ActionResult] = []
         if self.s.mode is not Mode.OFF:
-            thresholds = np.array(
-                [self.s.thresholds.per_app.get(n, self.s.thresholds.p_fail) for n in containers]
-            )
             decisions, self.policy_state = preemptive_buffer(  # decide
-                PolicyInput(now_s, containers, pred, thresholds), self.s.policy, self.policy_state
+                PolicyInput(now_s, containers, pred, thresholds[Tier.MEMORY],
+                            apps=batch["apps"], tier_thresholds=thresholds),
+                self.s.policy, self.policy_state,
             )
-            asks = [d.action for d in decisions if d.action is not None]
+            asks = [replace(d.action, app=apps.get(d.container, ""))
+                    for d in decisions if d.action is not None]
             commit = self.s.mode is Mode.AUTO
-            verdicts = ray.get(pool.request.remote(asks, commit)) if asks else []  # arbitrate
+            arb = ray.get(pool.arbitrate.remote(asks, [], now_s, commit)) if asks else None
             records += [_decision_record(d, apps.get(d.container, "")) for d in decisions
                         if d.action is not None or d.p_fail >= d.threshold]
             self.log.append(records)  # durable before acting
             records = []
-            granted = [a for a, v in zip(asks, verdicts, strict=True)
-                       if v.verdict is Verdict.GRANTED]
-            applied = {}
-            if commit and granted:
-                applied = {r.action_id: r for r in ray.get(monitor.apply.remote(granted))}
-            for a, v in zip(asks, verdicts, strict=True):
-                r = applied.get(a.action_id) or ActionResult(
-                    a.action_id, a.container, a.tier,
-                    ResultStatus.DRY_RUN if v.verdict is Verdict.GRANTED else ResultStatus.DENIED,
-                    a.old_limit, a.old_limit,
-                    "recommend mode: nothing touched" if v.verdict is Verdict.GRANTED
-                    else "not applied",
-                )
-                results.append(r)
-                if r.status is ResultStatus.APPLIED:
-                    self.tracker.track(a)
-                    pool.confirm.remote(a.container, a.tier.value, r.new_limit)
-                elif r.status is ResultStatus.DRY_RUN:
-                    self.tracker.track(a, applied=False)
-                records.append(_action_record(a, r, v.reason, apps.get(a.container, "")))
-                self.last_action[a.container] = {
-                    "ts_s": a.now_s, "tier": a.tier.value, "old_limit": r.old_limit,
-                    "new_limit": r.new_limit, "requested_limit": a.new_limit,
-                    "result": r.status.value,
-                }
+            if arb is not None:
+                results, records = self._act(asks, arb, commit, monitor, pool, apps)  # apply
         self.log.append(records)  # record
         self.tick += 1
         self._checkpoint()
@@ -202,6 +185,112 @@ class Coordinator:
             "errors": batch["errors"],
             "tick_s": tick_s,
         }
+
+    @staticmethod
+    def _event_records(events) -> list[dict[str, Any]]:
+        return [{"kind": "event", "ts_s": e.ts_s, "container": e.container, "app": e.app,
+                 "event": e.kind.value, "reason": e.detail} for e in events]
+
+    def _tenant(self, container: str, app: str) -> str:
+        t = self.s.contention.tenants
+        return t.get(container) or t.get(app) or ""
+
+    def _thresholds(self, containers: list[str], apps: dict[str, str]) -> dict[Tier, np.ndarray]:
+        """Per tier, the p_fail threshold of each container: a fixed per-container override
+        (``thresholds.per_app``), else the (learned) threshold of its app, owner, default."""
+        book = self.thresholds.book()
+        fixed = self.s.thresholds.per_app
+        return {
+            tier: np.array([
+                fixed[n] if n in fixed else book.value(
+                    tier, app=apps.get(n) or n, owner=self._tenant(n, apps.get(n, "")) or None)
+                for n in containers
+            ], dtype=float)
+            for tier in (Tier.MEMORY, Tier.CPU)
+        }
+
+    def _judge(self, now_s, containers, apps, feats, pred, thresholds, events) -> list[dict]:
+        """Outcome tracking: judge past scale-ups (needed / false positive) and failures
+        (miss), and let each judgement move its app's threshold (app/core/thresholds.py).
+        Also the lead-time outcomes of past actions."""
+        usage = {n: float(feats[i, F["memory_usage_last_bytes"]]) for i, n in enumerate(containers)}
+        ooms: dict[str, float] = {}
+        judgements = []
+        for e in events:
+            if e.kind.value == "oom_kill":
+                ooms[e.container] = ooms.get(e.container, 0) + 1
+            tier = failure_tier(e.kind)
+            if tier is not None:
+                judgements += self.outcomes.failure(
+                    e.container, tier, e.ts_s, app=e.app or e.container,
+                    owner=self._tenant(e.container, e.app), detail=e.detail)
+        reach = {}
+        for i, n in enumerate(containers):
+            reach[(n, Tier.MEMORY)] = usage[n]
+            reach[(n, Tier.CPU)] = float(feats[i, F["cpu_usage_cores_last"]])
+            for tier in (Tier.MEMORY, Tier.CPU):
+                self.outcomes.decision(n, tier, now_s, float(pred.tiers[tier].p_fail[i]),
+                                       float(thresholds[tier][i]))
+        judgements += self.outcomes.observe(now_s, reach)
+        records = [{"kind": "judgement", "ts_s": now_s, "container": j.container,
+                    "app": apps.get(j.container, ""), **j.to_dict()} for j in judgements]
+        records += [{"kind": "threshold", "ts_s": now_s, "container": a.app, "app": a.app,
+                     **a.to_dict()} for a in self.thresholds.learn(judgements)]
+        records += [{"kind": "outcome", "ts_s": now_s, "app": apps.get(o.container, ""),
+                     **o.to_dict()} for o in self.tracker.observe(now_s, usage, ooms)]
+        return records
+
+    def _act(self, asks, arb, commit, monitor, pool, apps):
+        """Apply what the pool granted (reclaims from idle containers first), in auto mode;
+        turn every verdict into a result and a logged action with its explanation."""
+        verdicts = {v.action_id: v for v in arb.verdicts}
+        applied: dict[str, ActionResult] = {}
+        records: list[dict[str, Any]] = []
+        dropped: set[str] = set()
+        if commit and arb.reclaims:
+            for a, r in zip(arb.reclaims, ray.get(monitor.apply.remote(arb.reclaims)),
+                            strict=True):
+                records.append(_action_record(a, r, arb.explanations.get(a.action_id, ""),
+                                              apps.get(a.container, "")))
+                if r.status is ResultStatus.APPLIED:
+                    pool.confirm.remote(a.container, a.tier.value, r.new_limit)
+                else:
+                    dropped.update(arb.reclaim_dependent)
+        granted = [a for a in asks if verdicts[a.action_id].verdict is Verdict.GRANTED
+                   and a.action_id not in dropped]
+        if commit and granted:
+            applied = {r.action_id: r for r in ray.get(monitor.apply.remote(granted))}
+        results = []
+        for a in asks:
+            v = verdicts[a.action_id]
+            why = arb.explanations.get(a.action_id, v.reason)
+            r = applied.get(a.action_id)
+            if r is None:
+                if a.action_id in dropped:
+                    status, note = ResultStatus.DEFERRED, "its reclaim failed"
+                elif v.verdict is Verdict.GRANTED:
+                    status, note = ResultStatus.DRY_RUN, "recommend mode: nothing touched"
+                elif v.verdict is Verdict.DEFERRED:
+                    status, note = ResultStatus.DEFERRED, "not applied"
+                else:
+                    status, note = ResultStatus.DENIED, "not applied"
+                r = ActionResult(a.action_id, a.container, a.tier, status, a.old_limit,
+                                 a.old_limit, note)
+            results.append(r)
+            if r.status in (ResultStatus.APPLIED, ResultStatus.DRY_RUN):
+                was_applied = r.status is ResultStatus.APPLIED
+                self.tracker.track(a, applied=was_applied)
+                self.outcomes.scale_up(a, owner=self._tenant(a.container, a.app),
+                                       applied=was_applied)
+                if was_applied:
+                    pool.confirm.remote(a.container, a.tier.value, r.new_limit)
+            records.append(_action_record(a, r, why, apps.get(a.container, "")))
+            self.last_action[a.container] = {
+                "ts_s": a.now_s, "tier": a.tier.value, "old_limit": r.old_limit,
+                "new_limit": r.new_limit, "requested_limit": a.new_limit,
+                "result": r.status.value,
+            }
+        return results, records
 
     def _apply_models(self, now_s, containers, apps, feats, window, pred) -> list[dict]:
         """Replace the heuristic's p_fail with each app's registered model, where one exists

@@ -1,7 +1,11 @@
 """PoolManagerActor: the host's capacity minus a reserve, and the limits granted.
 
-Thin shell over :class:`app.core.pool.Pool`; the grants are checkpointed to
-``<data_dir>/pool.json`` after every change, so a restarted actor resumes them.
+Thin shell over :class:`app.core.pool.Pool` and :func:`app.core.contention.arbitrate`:
+each tick the coordinator sends all asks at once; when they exceed what is free the
+pool first reclaims from idle containers, then grants by risk with dominant-resource
+fairness across tenants, and defers or denies the rest with a reason. The pool
+(grants, placement, reservations) is checkpointed to ``<data_dir>/pool.json`` after
+every change, so a restarted actor resumes it.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from typing import Any
 import psutil
 import ray
 
-from app.core.actions import PoolVerdict, ScalingAction
+from app.core.actions import ScalingAction
+from app.core.contention import ArbitrationResult, ContentionConfig, ReclaimCandidate, arbitrate
 from app.core.pool import Capacity, Pool
 from app.core.sample import Tier
 from app.settings import Settings
@@ -32,30 +37,54 @@ def host_capacity(settings: Settings) -> Capacity:
 
 class PoolManager:
     def __init__(self, settings: Settings) -> None:
+        self.s = settings
         self.path = Path(settings.data_dir) / CHECKPOINT
-        reserve = Capacity(float(settings.pool.reserve_memory_bytes),
-                           settings.pool.reserve_cpu_cores)
-        capacity = host_capacity(settings)
+        p = settings.pool
+        self.pool = Pool(
+            host_capacity(settings),
+            Capacity(float(p.reserve_memory_bytes), p.reserve_cpu_cores),
+            warm=Capacity(float(p.warm_memory_bytes), p.warm_cpu_cores),
+        )
         saved = jsonfile.read(self.path)
-        self.pool = Pool(capacity, reserve)
         if saved:
-            restored = Pool.from_dict(saved)
-            self.pool.grants = restored.grants
+            self.pool.assign(Pool.from_dict(saved))
+        c = settings.contention
+        self.contention = ContentionConfig(risk_band=c.risk_band, defer_factor=c.defer_factor)
 
     def _save(self) -> None:
         jsonfile.write_atomic(self.path, self.pool.to_dict())
 
-    def observe(self, limits: dict[str, dict[str, float]]) -> None:
+    def observe(self, limits: dict[str, dict[str, float]], now_s: float | None = None) -> None:
         """``{container: {"memory": bytes, "cpu": cores}}`` as seen in the samples."""
         for name, by_tier in limits.items():
             for tier, value in by_tier.items():
                 self.pool.observe(name, Tier(tier), value)
-        for tier in Tier:
-            for gone in set(self.pool.grants[tier]) - set(limits):
-                self.pool.grants[tier].pop(gone)
+        known = {c for t in Tier for c in self.pool.grants.get(t, {})}
+        for gone in known - set(limits):
+            self.pool.forget(gone)
+        if now_s is not None:
+            self.pool.expire(now_s)
         self._save()
 
-    def request(self, asks: list[ScalingAction], commit: bool) -> list[PoolVerdict]:
+    def arbitrate(
+        self,
+        asks: list[ScalingAction],
+        idle: list[ReclaimCandidate],
+        now_s: float,
+        commit: bool,
+    ) -> ArbitrationResult:
+        """Grant, defer or deny every ask of a tick (see app.core.contention)."""
+        c = self.s.contention
+        result = arbitrate(
+            asks, self.pool, idle=idle, tenants=c.tenants, weights=c.app_weights,
+            tenant_weights=c.tenant_weights, now_s=now_s, config=self.contention, commit=commit,
+        )
+        if commit:
+            self._save()
+        return result
+
+    def request(self, asks: list[ScalingAction], commit: bool):
+        """Plain capacity check without contention handling (kept for callers and tests)."""
         verdicts = self.pool.request(asks, commit=commit)
         if commit:
             self._save()

@@ -183,14 +183,15 @@ def events(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     run: Annotated[str | None, typer.Option(help="Only this run id.")] = None,
     kind: Annotated[
-        list[str] | None, typer.Option(help="decision | action | outcome | event (repeat).")
+        list[str] | None,
+        typer.Option(help="decision|action|outcome|judgement|threshold|event (repeat)."),
     ] = None,
     container: Annotated[str | None, typer.Option(help="Only this container.")] = None,
     last: Annotated[int, typer.Option(min=1, help="At most this many (the newest).")] = 50,
 ) -> None:
     """Print the decision log: decisions, actions, outcomes, failure events."""
     s = _settings(config)
-    allowed = {"decision", "action", "outcome", "event"}
+    allowed = {"decision", "action", "outcome", "judgement", "threshold", "event"}
     if kind and not set(kind) <= allowed:
         bad = sorted(set(kind) - allowed)
         err.print(f"error: --kind must be among {sorted(allowed)}, got {bad}")

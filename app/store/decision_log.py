@@ -12,7 +12,11 @@ Records (field ``kind``):
   (applied / dry_run / denied / failed), old and new limit as really set, reason;
 - ``outcome``: how a past action turned out (lead time until the old limit would
   have been crossed, or failed / not_crossed);
-- ``event``: a failure seen on a container (e.g. a kernel OOM kill).
+- ``judgement``: a past scale-up judged *needed* or *false positive*, or a failure
+  with no scale-up before it judged a *miss* (app/core/outcome_tracker.py);
+- ``threshold``: a threshold that a judgement moved (old, new, why);
+- ``event``: a failure seen on a container (e.g. a kernel OOM kill), or a model that
+  was refused.
 
 Every record carries ``ts_s``, ``container``, ``app``, ``run_id`` and ``mode``.
 ``inf``/``nan`` survive the round trip.
@@ -25,7 +29,7 @@ from typing import Any
 
 from app.store.history import HistoryStore
 
-KINDS = ("decision", "action", "outcome", "event")
+KINDS = ("decision", "action", "outcome", "judgement", "threshold", "event")
 
 
 class DecisionLog:

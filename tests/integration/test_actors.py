@@ -34,7 +34,8 @@ def env(tmp_path_factory):
             "data_dir": data_dir,
             "cgroup": base.cgroup.model_copy(update={"roots": list(tree.parents.values())}),
             # the leaker must not get scaled up by the loop in these tests
-            "thresholds": base.thresholds.model_copy(update={"p_fail": 1.0}),
+            "thresholds": base.thresholds.model_copy(
+                update={"p_fail": 1.0, "max_p_fail": 1.0, "sensitivity": 0.0}),
         })
         s = type(base).model_validate(s.model_dump())
         demo.start_workloads(tree, s)
