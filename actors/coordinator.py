@@ -18,6 +18,7 @@ import numpy as np
 import ray
 
 from actors import names
+from actors.metrics import CoordinatorMetrics
 from app.core.actions import ActionResult, Decision, ResultStatus, ScalingAction, Verdict
 from app.core.features import F, compute_features
 from app.core.outcome_tracker import OutcomeConfig, OutcomeTracker, failure_tier
@@ -58,12 +59,15 @@ def _decision_record(d: Decision, app: str) -> dict[str, Any]:
 
 
 def _action_record(
-    a: ScalingAction, r: ActionResult, verdict_reason: str, app: str
+    a: ScalingAction, r: ActionResult, verdict_reason: str, app: str,
+    verdict: Verdict | None = None,
 ) -> dict[str, Any]:
     return {
         "kind": "action",
         "ts_s": a.now_s,
         "action_id": a.action_id,
+        "action_kind": a.kind.value,
+        "verdict": verdict.value if verdict is not None else None,
         "container": a.container,
         "app": app,
         "tier": a.tier.value,
@@ -108,6 +112,8 @@ class Coordinator:
         self.last_action: dict[str, dict[str, Any]] = {}
         self.tick = 0
         self.model_of: dict[str, str] = {}
+        self.judgements: list[dict[str, Any]] = []  # this tick's, for the metrics
+        self.metrics = CoordinatorMetrics(max_containers=1000, window_s=3600.0)
         self._restore()
 
     # -- persistence -------------------------------------------------------------
@@ -121,6 +127,8 @@ class Coordinator:
         self.tick = saved["tick"]
         if saved.get("outcomes"):
             self.outcomes = OutcomeTracker.from_dict(saved["outcomes"], self.outcomes.config)
+        if saved.get("metrics"):
+            self.metrics.book.restore(saved["metrics"])
 
     def _checkpoint(self) -> None:
         jsonfile.write_atomic(
@@ -132,6 +140,7 @@ class Coordinator:
                 "pending": self.tracker.to_list(),
                 "last_action": self.last_action,
                 "outcomes": self.outcomes.to_dict(),
+                "metrics": self.metrics.book.state(),
             },
         )
 
@@ -152,6 +161,7 @@ class Coordinator:
         records += self._judge(now_s, containers, apps, feats, pred, thresholds, batch["events"])
         pool.observe.remote(self._limits(containers, pred), now_s)
 
+        tick_records: list[dict[str, Any]] = []  # everything logged this tick (metrics)
         decisions: list[Decision] = []
         results: list[ActionResult] = []
         if self.s.mode is not Mode.OFF:
@@ -166,17 +176,19 @@ class Coordinator:
             arb = ray.get(pool.arbitrate.remote(asks, [], now_s, commit)) if asks else None
             records += [_decision_record(d, apps.get(d.container, "")) for d in decisions
                         if d.action is not None or d.p_fail >= d.threshold]
+            tick_records += records
             self.log.append(records)  # durable before acting
             records = []
             if arb is not None:
                 results, records = self._act(asks, arb, commit, monitor, pool, apps)  # apply
+        tick_records += records
         self.log.append(records)  # record
         self.tick += 1
         self._checkpoint()
         self._maintain_history(now_s)
         tick_s = time.perf_counter() - t0
-        self._write_status(now_s, containers, feats, pred, batch, tick_s)
-        return {
+        rows = self._write_status(now_s, containers, feats, pred, batch, tick_s)
+        summary = {
             "tick": self.tick,
             "now_s": now_s,
             "containers": len(containers),
@@ -185,6 +197,17 @@ class Coordinator:
             "errors": batch["errors"],
             "tick_s": tick_s,
         }
+        try:  # metrics never stop the loop
+            self.metrics.record_tick(
+                {**summary, "dropped": batch["dropped"],
+                 "thresholds": {apps.get(n) or n: {t.value: float(v[i])
+                                                   for t, v in thresholds.items()}
+                                for i, n in enumerate(containers)}},
+                rows, self.judgements, tick_records)
+        except ValueError as exc:
+            self.log.append([{"kind": "event", "ts_s": now_s, "container": "_metrics",
+                              "app": "", "event": "metrics_error", "reason": str(exc)}])
+        return summary
 
     @staticmethod
     def _event_records(events) -> list[dict[str, Any]]:
@@ -232,10 +255,13 @@ class Coordinator:
                 self.outcomes.decision(n, tier, now_s, float(pred.tiers[tier].p_fail[i]),
                                        float(thresholds[tier][i]))
         judgements += self.outcomes.observe(now_s, reach)
-        records = [{"kind": "judgement", "ts_s": now_s, "container": j.container,
-                    "app": apps.get(j.container, ""), **j.to_dict()} for j in judgements]
-        records += [{"kind": "threshold", "ts_s": now_s, "container": a.app, "app": a.app,
-                     **a.to_dict()} for a in self.thresholds.learn(judgements)]
+        self.judgements = [j.to_dict() for j in judgements]
+        records = [{**j.to_dict(), "kind": "judgement", "judgement": j.kind.value,
+                    "ts_s": now_s, "container": j.container, "app": apps.get(j.container, "")}
+                   for j in judgements]
+        records += [{**a.to_dict(), "kind": "threshold", "adjustment": a.kind,
+                     "ts_s": now_s, "container": a.app, "app": a.app}
+                    for a in self.thresholds.learn(judgements)]
         records += [{"kind": "outcome", "ts_s": now_s, "app": apps.get(o.container, ""),
                      **o.to_dict()} for o in self.tracker.observe(now_s, usage, ooms)]
         return records
@@ -251,7 +277,7 @@ class Coordinator:
             for a, r in zip(arb.reclaims, ray.get(monitor.apply.remote(arb.reclaims)),
                             strict=True):
                 records.append(_action_record(a, r, arb.explanations.get(a.action_id, ""),
-                                              apps.get(a.container, "")))
+                                              apps.get(a.container, ""), Verdict.GRANTED))
                 if r.status is ResultStatus.APPLIED:
                     pool.confirm.remote(a.container, a.tier.value, r.new_limit)
                 else:
@@ -284,7 +310,7 @@ class Coordinator:
                                        applied=was_applied)
                 if was_applied:
                     pool.confirm.remote(a.container, a.tier.value, r.new_limit)
-            records.append(_action_record(a, r, why, apps.get(a.container, "")))
+            records.append(_action_record(a, r, why, apps.get(a.container, ""), v.verdict))
             self.last_action[a.container] = {
                 "ts_s": a.now_s, "tier": a.tier.value, "old_limit": r.old_limit,
                 "new_limit": r.new_limit, "requested_limit": a.new_limit,
@@ -339,7 +365,8 @@ class Coordinator:
             for i, n in enumerate(containers)
         }
 
-    def _write_status(self, now_s, containers, feats, pred: Prediction, batch, tick_s) -> None:
+    def _write_status(self, now_s, containers, feats, pred: Prediction, batch, tick_s
+                      ) -> list[dict[str, Any]]:
         rows = []
         for i, n in enumerate(containers):
             mem, cpu = pred.tiers[Tier.MEMORY], pred.tiers[Tier.CPU]
@@ -362,6 +389,7 @@ class Coordinator:
             "tick_s": tick_s, "model": pred.model, "horizon_s": pred.horizon_s,
             "errors": batch["errors"], "dropped": batch["dropped"], "containers": rows,
         })
+        return rows
 
     def ping(self) -> int:
         return self.tick

@@ -51,6 +51,8 @@ def init_ray(settings: Settings, *, quiet: bool = False) -> None:
     else:
         # the Ray workers source reads the state API, which is served by the dashboard
         dashboard = settings.sources.ray_workers
+        if settings.ray.metrics_export_port is not None:
+            kwargs["_metrics_export_port"] = settings.ray.metrics_export_port
         ray.init(num_cpus=settings.ray.num_cpus, include_dashboard=dashboard,
                  dashboard_host="127.0.0.1", **kwargs)
 

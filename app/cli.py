@@ -139,10 +139,22 @@ def up(config: ConfigOpt = None, mode: ModeOpt = None) -> None:
 def status(
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    watch: Annotated[bool, typer.Option(
+        "--watch", "-w", help="Redraw the table every --interval seconds until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option(
+        "--interval", min=0.1, max=3600.0, help="Seconds between redraws (with --watch).")] = 1.0,
 ) -> None:
     """The watched containers as of the last tick: usage, limit, p_fail, last action."""
+    from app import status_view
+
     s = _settings(config)
     path = Path(s.data_dir) / "status.json"
+    stale_s = status_view.stale_after(s.loop.interval_s)
+    if watch:
+        if as_json:
+            err.print("error: --watch and --json cannot be combined")
+            raise typer.Exit(2)
+        raise typer.Exit(status_view.watch(path, interval, console=out, stale_after_s=stale_s))
     try:
         snap = jsonfile.read(path)
     except ValueError as exc:
@@ -154,27 +166,11 @@ def status(
     if as_json:
         print(json.dumps(snap, indent=2))
         return
-    age = time.time() - snap["ts_s"]
-    table = Table(title=f"prescale status — run {snap['run_id']}, mode {snap['mode']}, "
-                        f"tick {snap['tick']}, {age:.0f} s ago, model {snap['model']}")
-    for col in ("container", "memory", "limit", "cpu", "quota", "p_fail mem", "p_fail cpu",
-                "time to limit", "last action"):
-        table.add_column(col)
-    for c in snap["containers"]:
-        la = c.get("last_action")
-        last = "-" if not la else (
-            f"{la['tier']} {la['result']} → "
-            + (_fmt_bytes(la['new_limit']) if la['tier'] == 'memory'
-               else _fmt_cores(la['new_limit']))
-        )
-        ttl = c.get("memory_time_to_limit_s")
-        table.add_row(
-            c["name"], _fmt_bytes(c["memory_usage_bytes"]), _fmt_bytes(c["memory_limit_bytes"]),
-            _fmt_cores(c["cpu_usage_cores"]), _fmt_cores(c["cpu_quota_cores"]),
-            f"{c['p_fail_memory']:.2f}", f"{c['p_fail_cpu']:.2f}",
-            "-" if ttl is None else f"{ttl:.0f} s", last,
-        )
-    out.print(table)
+    try:
+        out.print(status_view.build_table(snap, time.time(), stale_s))
+    except ValueError as exc:
+        err.print(f"error: {path}: {exc}")
+        raise typer.Exit(1) from None
 
 
 @app.command()

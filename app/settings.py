@@ -280,6 +280,11 @@ class RaySettings(_Group):
     num_cpus: Annotated[int, Field(ge=1, le=4096)] | None = Field(
         None, description="CPUs of the embedded Ray (default: all)."
     )
+    metrics_export_port: Annotated[int, Field(ge=1024, le=65535)] | None = Field(
+        None, description="Port of the embedded Ray's metrics endpoint, which Prometheus "
+        "scrapes (configs/prometheus/prometheus.yml); empty: a random port. On a cluster, "
+        "`ray start --metrics-export-port` sets it per node."
+    )
 
 
 class DemoSettings(_Group):

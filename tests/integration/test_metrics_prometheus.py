@@ -1,0 +1,374 @@
+"""prescale's metrics end to end: a real Ray actor records them with
+actors/metrics.py (ray.util.metrics), Ray's metrics agent exports them on the metrics
+export port, a real Prometheus server scrapes that port every second, and PromQL
+returns exactly the values the ticks imply; every query of the Grafana dashboard
+returns data.
+
+Skipped without a ``prometheus`` binary (a failure when CI=true); see tests/prom_support.py.
+Ray reports metrics to its agent every ``RAY_metrics_report_interval_ms`` (10 s by
+default, floored at 1 s); the test sets 500 ms before ``ray.init``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+
+from actors import metrics as m
+from app.core.outcome_tracker import Judgement, OutcomeKind
+from app.core.sample import Tier
+from tests.prom_support import PromServer, free_port, prometheus_binary, running_prometheus
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+MiB = 2**20
+T0 = 1_700_000_000.0
+DASHBOARD = Path(__file__).resolve().parents[2] / "configs" / "grafana" / "prescale.json"
+NAN, INF = math.nan, math.inf
+
+
+def _exporter_class():
+    """The actor, defined here so that Ray ships it by value (the coordinator's
+    shape: it owns the metric objects and is called once per tick)."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Exporter:
+        def __init__(self) -> None:
+            from actors.metrics import CoordinatorMetrics, ServeMetrics
+
+            self.metrics = CoordinatorMetrics(max_containers=3, window_s=600.0)
+            self.serve = ServeMetrics(["/v1/predict", "/healthz", "/v1/models"])
+
+        def tick(self, summary, rows, outcomes, records) -> int:
+            return len(self.metrics.record_tick(summary, rows, outcomes, records).gauges)
+
+        def request(self, route: str, code: int, duration_s: float) -> None:
+            self.serve.observe(route, code, duration_s)
+
+        def asgi_request(self, path: str, code: int | None) -> str:
+            """One request through MetricsMiddleware around a real ASGI app that answers
+            ``code`` (``None``: raises before answering)."""
+            import asyncio
+
+            from actors.metrics import MetricsMiddleware
+
+            async def app(scope, receive, send):
+                if code is None:
+                    raise RuntimeError("boom")
+                await send({"type": "http.response.start", "status": code, "headers": []})
+                await send({"type": "http.response.body", "body": b"{}"})
+
+            sent = []
+
+            async def send(message):
+                sent.append(message["type"])
+
+            async def receive():
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            scope = {"type": "http", "path": "/api" + path, "root_path": "/api",
+                     "method": "GET"}
+            try:
+                asyncio.run(MetricsMiddleware(app, self.serve)(scope, receive, send))
+            except RuntimeError as exc:
+                return str(exc)
+            return ",".join(sent)
+
+    return Exporter
+
+
+@pytest.fixture(scope="module")
+def metrics_port():
+    prometheus_binary()  # skip (or fail in CI) before paying for Ray
+    import ray
+
+    saved = os.environ.get("RAY_metrics_report_interval_ms")
+    os.environ["RAY_metrics_report_interval_ms"] = "500"
+    port = free_port()
+    try:
+        ray.init(num_cpus=1, include_dashboard=False, _metrics_export_port=port,
+                 object_store_memory=150 * MiB, namespace="prescale-metrics-test",
+                 log_to_driver=False)
+        yield port
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        if saved is None:
+            os.environ.pop("RAY_metrics_report_interval_ms", None)
+        else:
+            os.environ["RAY_metrics_report_interval_ms"] = saved
+
+
+# --------------------------------------------------------------------------- the ticks
+
+
+def row(name, usage_mib, limit_mib, p_mem, p_cpu, ttl, cpu=(0.05, 0.25)):
+    """A status row as ``Coordinator._write_status`` builds it (before JSON)."""
+    return {"name": name, "memory_usage_bytes": usage_mib * MiB,
+            "memory_limit_bytes": limit_mib * MiB, "cpu_usage_cores": cpu[0],
+            "cpu_quota_cores": cpu[1], "p_fail_memory": p_mem, "p_fail_cpu": p_cpu,
+            "memory_time_to_limit_s": ttl, "model": "trend-exhaustion/v1", "samples": 60,
+            "last_action": None}
+
+
+ROWS = [
+    row("a-leaker", 100, 128, 0.93, 0.0, 12.5),
+    row("b-steady", 48, 128, 0.001, 0.0, INF),
+    row("c-hog", 3, INF, NAN, 0.61, INF, cpu=(0.249, 0.25)),
+    row("d-extra", 60, 64, 0.7, 0.1, 30.0),
+    row("e-extra", 20, 256, 0.2, 0.4, INF),
+]
+THRESHOLDS = {"": {"memory": 0.5, "cpu": 0.5}, "web": {"memory": 0.4, "cpu": 0.5}}
+
+
+def action(ts, container, tier, result, verdict=None, kind=None, app="web"):
+    """An action record as ``_action_record`` builds it (``verdict`` and ``action_kind``
+    are the fields the coordinator is asked to add; without them they are implied)."""
+    rec = {"kind": "action", "ts_s": ts, "action_id": f"{container}/{tier}@{ts * 1000:.0f}",
+           "container": container, "app": app, "tier": tier, "p_fail": 0.9,
+           "threshold": 0.4, "time_to_limit_s": 12.0, "old_limit": 128 * MiB,
+           "requested_limit": 160 * MiB, "new_limit": 160 * MiB, "result": result,
+           "reason": "test"}
+    if verdict:
+        rec["verdict"] = verdict
+    if kind:
+        rec["action_kind"] = kind
+    return rec
+
+
+def judged(ts, container, kind, tier="memory"):
+    """A judgement of the outcome tracker (app/core/outcome_tracker.py), as a dict."""
+    return Judgement(OutcomeKind(kind), container, "web", "", Tier(tier), ts - 20, ts,
+                     None if kind == "miss" else f"{container}/{tier}@x", 0.9, 0.4,
+                     kind == "miss", True, "test").to_dict()
+
+
+def event(ts, container, what):
+    return {"kind": "event", "ts_s": ts, "container": container, "app": "web",
+            "event": what, "reason": "test"}
+
+
+def summary(tick, tick_s, dropped):
+    return {"tick": tick, "now_s": T0 + tick, "containers": len(ROWS), "decisions": 0,
+            "actions": [], "errors": {}, "tick_s": tick_s, "dropped": dropped,
+            "thresholds": THRESHOLDS}
+
+
+SCRIPT = [  # (summary, outcomes, records) of three ticks
+    (summary(1, 0.02, {"no_data": 2}), [], [
+        {"kind": "decision", "ts_s": T0 + 1, "container": "a-leaker", "app": "web",
+         "tier": "memory", "p_fail": 0.93, "threshold": 0.4},
+        action(T0 + 1, "a-leaker", "memory", "applied", verdict="granted"),
+        action(T0 + 1, "c-hog", "cpu", "applied", app=""),
+    ]),
+    (summary(2, 0.3, {"no_data": 3, "negative:memory_usage_bytes": 1}),
+     [judged(T0 + 2, "a-leaker", "needed")], [
+        action(T0 + 2, "b-steady", "memory", "denied", verdict="denied"),
+        {"kind": "event", "ts_s": T0 + 2, "container": "_models", "app": "",
+         "event": "model_error", "reason": "web/v4: checksum mismatch"},
+    ]),
+    (summary(3, 0.04, {"no_data": 3, "negative:memory_usage_bytes": 1, "weird": 2}),
+     [judged(T0 + 3, "a-leaker", "needed"), judged(T0 + 3, "e-extra", "needed"),
+      judged(T0 + 3, "d-extra", "false_positive"), judged(T0 + 3, "b-steady", "miss"),
+      judged(T0 + 3, "d-extra", "miss"), judged(T0 + 3, "c-hog", "needed", "cpu"),
+      judged(T0 + 3, "c-hog", "false_positive", "cpu")], [
+        action(T0 + 3, "a-leaker", "memory", "dry_run", verdict="granted", kind="scale_out"),
+        event(T0 + 3, "e-extra", "oom_kill"),
+        event(T0 + 3, "b-steady", "oom_kill"),
+        event(T0 + 3, "d-extra", "oom_kill"),
+    ]),
+]
+REQUESTS = [("/v1/predict", 200, 0.004), ("/v1/predict", 200, 0.012), ("/healthz", 200, 0.001),
+            ("/wp-login.php", 404, 0.002), ("/v1/predict", 500, 0.3)]
+IDLE_TICK_S = 0.01
+
+EXPECTED = {
+    "max by (container, tier) (ray_prescale_p_fail)": {
+        ("a-leaker", "memory"): 0.93, ("a-leaker", "cpu"): 0.0,
+        ("b-steady", "memory"): 0.001, ("b-steady", "cpu"): 0.0, ("c-hog", "cpu"): 0.61,
+        ("_other", "memory"): 0.7, ("_other", "cpu"): 0.4},  # worst of d-extra, e-extra
+    "min by (container) (ray_prescale_memory_headroom_bytes)": {
+        ("a-leaker",): 28 * MiB, ("b-steady",): 80 * MiB, ("_other",): 4 * MiB},
+    "min by (container) (ray_prescale_memory_time_to_limit_seconds)": {
+        ("a-leaker",): 12.5, ("_other",): 30.0},
+    "max(ray_prescale_watched_containers)": {(): 5},
+    "max by (app, tier) (ray_prescale_p_fail_threshold)": {
+        ("_default", "memory"): 0.5, ("_default", "cpu"): 0.5, ("web", "memory"): 0.4,
+        ("web", "cpu"): 0.5},
+    "sum by (kind, tier, verdict, result) (ray_prescale_actions_total)": {
+        ("resize", "memory", "granted", "applied"): 1, ("resize", "cpu", "granted", "applied"): 1,
+        ("resize", "memory", "denied", "denied"): 1,
+        ("scale_out", "memory", "granted", "dry_run"): 1},
+    "sum by (event) (ray_prescale_container_events_total)": {("oom_kill",): 3},
+    # memory: needed 3, false positive 1, miss 2; cpu: needed 1, false positive 1
+    "max by (tier) (ray_prescale_prediction_precision)": {("memory",): 0.75, ("cpu",): 0.5},
+    "max by (tier) (ray_prescale_prediction_recall)": {("memory",): 0.6, ("cpu",): 1.0},
+    "sum by (tier, outcome) (ray_prescale_prediction_outcomes_total)": {
+        ("memory", "needed"): 3, ("memory", "false_positive"): 1, ("memory", "miss"): 2,
+        ("cpu", "needed"): 1, ("cpu", "false_positive"): 1},
+    "sum by (reason) (ray_prescale_dropped_samples_total)": {
+        ("no_data",): 3, ("negative:memory_usage_bytes",): 1, ("_other",): 2},
+    "sum(ray_prescale_model_reload_errors_total)": {(): 1},
+    # REQUESTS, then three through MetricsMiddleware: /v1/models 200, an unknown path 404
+    # and /v1/models raising (500)
+    "sum by (route, code) (ray_prescale_serve_requests_total)": {
+        ("/v1/predict", "200"): 2, ("/healthz", "200"): 1, ("_other", "404"): 2,
+        ("/v1/predict", "500"): 1, ("/v1/models", "200"): 1, ("/v1/models", "500"): 1},
+    "sum by (route, code) (ray_prescale_serve_request_duration_seconds_count)": {
+        ("/v1/predict", "200"): 2, ("/healthz", "200"): 1, ("_other", "404"): 2,
+        ("/v1/predict", "500"): 1, ("/v1/models", "200"): 1, ("/v1/models", "500"): 1},
+    # latency buckets of REQUESTS (0.004 s, 0.012 s, 0.001 s; 0.3 s for the 500)
+    'sum by (route, code) (ray_prescale_serve_request_duration_seconds_bucket'
+    '{le="0.005", route=~"/v1/predict|/healthz"})': {
+        ("/v1/predict", "200"): 1, ("/v1/predict", "500"): 0, ("/healthz", "200"): 1},
+    'sum by (route, code) (ray_prescale_serve_request_duration_seconds_bucket'
+    '{le="0.5", route=~"/v1/predict|/healthz"})': {
+        ("/v1/predict", "200"): 2, ("/v1/predict", "500"): 1, ("/healthz", "200"): 1},
+    # scripted ticks 0.02 s, 0.3 s, 0.04 s; every idle tick 0.01 s (in the 0.01 bucket).
+    # (_sum is not checked: Ray 2.60's agent rebuilds it from bucket midpoints.)
+    "sum(ray_prescale_tick_duration_seconds_count) "
+    '- sum(ray_prescale_tick_duration_seconds_bucket{le="0.01"})': {(): 3},
+    'sum(ray_prescale_tick_duration_seconds_bucket{le="0.05"}) '
+    '- sum(ray_prescale_tick_duration_seconds_bucket{le="0.01"})': {(): 2},
+    'sum(ray_prescale_tick_duration_seconds_bucket{le="+Inf"}) '
+    '- sum(ray_prescale_tick_duration_seconds_bucket{le="0.25"})': {(): 1},
+}
+
+
+def vector(prom: PromServer, promql: str) -> dict[tuple[str, ...], float]:
+    """An instant query's result keyed by the values of its ``by (...)`` labels."""
+    found = re.search(r"\bby \(([^)]*)\)", promql)
+    keys = [k.strip() for k in found.group(1).split(",")] if found else []
+    return {tuple(r["metric"].get(k, "") for k in keys): float(r["value"][1])
+            for r in prom.query(promql)}
+
+
+def mismatches(prom: PromServer, expected: dict) -> dict:
+    out = {}
+    for promql, want in expected.items():
+        got = vector(prom, promql)
+        close = got.keys() == want.keys() and all(
+            math.isclose(got[k], want[k], rel_tol=1e-9, abs_tol=1e-9) for k in want)
+        if not close:
+            out[promql] = {"got": got, "want": want}
+    return out
+
+
+def show(diff: dict) -> str:
+    return "\n".join(f"{q}\n  got  {d['got']}\n  want {d['want']}" for q, d in diff.items())
+
+
+class Idler:
+    """Keeps ticking in the background (no records: only the gauges and the tick
+    histogram change), as the coordinator does between events; Ray drops gauges that
+    are not set again within two report intervals."""
+
+    def __init__(self, exporter, first_tick: int) -> None:
+        self.exporter, self.tick, self.rows = exporter, first_tick, list(ROWS)
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import ray
+
+        last = SCRIPT[-1][0]["dropped"]
+        while not self.stop.is_set():
+            try:
+                ray.get(self.exporter.tick.remote(summary(self.tick, IDLE_TICK_S, last),
+                                                  self.rows, [], []))
+            except BaseException as exc:  # noqa: BLE001 - reported by the test
+                self.errors.append(exc)
+                return
+            self.tick += 1
+            self.stop.wait(0.3)
+
+    def __enter__(self) -> Idler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    dash = json.loads(DASHBOARD.read_text())
+    panels = [p for top in dash["panels"] for p in [top, *top.get("panels", [])]]
+    return [(p["title"], t["expr"]) for p in panels for t in p.get("targets", [])]
+
+
+def as_prometheus_sees_it(expr: str) -> str:
+    """Grafana's variables replaced as Grafana would for a 5-minute range."""
+    return (expr.replace("$__rate_interval", "10s").replace("$__range", "5m")
+            .replace("$container", ".*"))
+
+
+def test_prometheus_scrapes_prescale_metrics_and_the_dashboard_queries_return_data(
+        metrics_port):
+    import ray
+
+    exporter = _exporter_class().remote()
+    for s, outcomes, records in SCRIPT:
+        assert ray.get(exporter.tick.remote(s, ROWS, outcomes, records)) > 0
+    for route, code, duration_s in REQUESTS:
+        ray.get(exporter.request.remote(route, code, duration_s))
+    assert ray.get(exporter.asgi_request.remote("/v1/models", 200)) == (
+        "http.response.start,http.response.body")
+    assert ray.get(exporter.asgi_request.remote("/no/such/path", 404)) != "boom"
+    assert ray.get(exporter.asgi_request.remote("/v1/models", None)) == "boom"
+
+    target = f"127.0.0.1:{metrics_port}"
+    with running_prometheus([target], interval_s=1.0) as prom, \
+            Idler(exporter, first_tick=len(SCRIPT) + 1) as idler:
+        prom.wait_for(lambda: prom.query('up{job="fake"} == 1'), timeout_s=30,
+                      what=f"Prometheus scraping Ray's metrics port {target}")
+        try:
+            prom.wait_for(lambda: not mismatches(prom, EXPECTED), timeout_s=40,
+                          what="every prescale metric with its expected value")
+        except AssertionError:
+            pytest.fail("PromQL results differ:\n" + show(mismatches(prom, EXPECTED)))
+        # the names Prometheus knows are exactly the ones actors/metrics.py declares
+        names = requests.get(f"{prom.url}/api/v1/label/__name__/values", timeout=5).json()
+        ours = {n for n in names["data"] if n.startswith("ray_prescale_")}
+        assert ours == set(m.EXPORTED_NAMES)
+
+        # every query of the Grafana dashboard returns data (rates need two scrapes)
+        def empty_queries() -> list[str]:
+            return [f"{title}: {expr}" for title, expr in dashboard_queries()
+                    if not prom.query(as_prometheus_sees_it(expr))]
+
+        try:
+            prom.wait_for(lambda: not empty_queries(), timeout_s=20,
+                          what="data for every dashboard query")
+        except AssertionError:
+            pytest.fail("dashboard queries without data:\n" + "\n".join(empty_queries()))
+        p99 = prom.query(as_prometheus_sees_it(
+            "histogram_quantile(0.99, sum by (le) "
+            "(rate(ray_prescale_tick_duration_seconds_bucket[$__rate_interval])))"))
+        assert float(p99[0]["value"][1]) <= 0.01  # only idle ticks (0.01 s) in the last 10 s
+
+        # a container that is no longer watched loses its series; its slot is reused
+        idler.rows = [r for r in ROWS if r["name"] != "c-hog"]
+        after = {
+            "max by (container, tier) (ray_prescale_p_fail)": {
+                ("a-leaker", "memory"): 0.93, ("a-leaker", "cpu"): 0.0,
+                ("b-steady", "memory"): 0.001, ("b-steady", "cpu"): 0.0,
+                ("d-extra", "memory"): 0.7, ("d-extra", "cpu"): 0.1,
+                ("_other", "memory"): 0.2, ("_other", "cpu"): 0.4},
+            "max(ray_prescale_watched_containers)": {(): 4},
+        }
+        try:
+            prom.wait_for(lambda: not mismatches(prom, after), timeout_s=20,
+                          what="c-hog's series gone and d-extra labelled")
+        except AssertionError:
+            pytest.fail("after c-hog left:\n" + show(mismatches(prom, after)))
+        assert idler.errors == []
