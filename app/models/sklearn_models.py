@@ -44,6 +44,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
 
 from app.models.base import CalibratedModel
 
@@ -55,6 +56,25 @@ def cap_infinities(x: np.ndarray, cap: float = INF_CAP) -> np.ndarray:
     """``±inf`` → ``±cap``; ``nan`` stays (``[1, inf, -inf, nan]`` → ``[1, 1e30, -1e30, nan]``)."""
     x = np.asarray(x, dtype=np.float64)
     return np.where(np.isinf(x), np.copysign(cap, x), x)
+
+
+class EmptyColumnsToZero(BaseEstimator, TransformerMixin):
+    """Set the columns that were entirely ``nan`` in training to 0 (in fit and after).
+
+    HistGradientBoosting handles ``nan`` natively, but its binning fails on a column
+    with no value at all (e.g. ``cpu_slope_cores_per_s`` from 2-sample windows). Other
+    ``nan`` are left for the boosting. Example: training ``[[1, nan], [2, nan]]`` →
+    column 1 is empty → ``[[5, nan]]`` becomes ``[[5, 0]]``; ``[[nan, 3]]`` stays.
+    """
+
+    def fit(self, x: np.ndarray, y: Any = None) -> EmptyColumnsToZero:
+        self.empty_ = np.all(np.isnan(np.asarray(x, dtype=float)), axis=0)
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        x = np.array(x, dtype=float, copy=True)
+        x[:, self.empty_] = 0.0
+        return x
 
 
 def _positive_int(params: dict[str, Any], name: str, *, allow_none: bool = False) -> None:
@@ -183,4 +203,5 @@ class HistGradientBoostingModel(CalibratedModel):
             random_state=seed,
         )
         cap = FunctionTransformer(cap_infinities, kw_args={"cap": float(p["inf_cap"])})
-        return Pipeline([("cap_inf", cap), ("boosting", hgb)])
+        return Pipeline([("cap_inf", cap), ("empty_to_zero", EmptyColumnsToZero()),
+                         ("boosting", hgb)])
