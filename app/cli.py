@@ -136,6 +136,23 @@ def up(config: ConfigOpt = None, mode: ModeOpt = None) -> None:
 
 
 @app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+) -> None:
+    """Run the prediction API (Ray Serve: /v1/predict, /v1/recommend, ...) until Ctrl-C."""
+    from app.serve_app import run_serve
+
+    s = _settings(config)
+    try:
+        run_serve(s, host=host, port=port, blocking=True)
+    except RuntimeError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
 def status(
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -495,6 +512,99 @@ def models_rollback(
         err.print(f"error: {exc}")
         raise typer.Exit(2) from None
     err.print(f"{v.app}/{v.tier}: rolled back to {v.version_id}")
+
+
+def _print_training(out_dict: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(out_dict, allow_nan=False))
+        return
+    test = out_dict.get("test", {})
+    err.print(f"registered {out_dict.get('version_id')} as {out_dict.get('status')}: "
+              f"{out_dict.get('reason')}")
+    err.print("test split: " + ", ".join(
+        f"{k} {v:.3f}" for k, v in test.items() if isinstance(v, float)))
+
+
+@app.command()
+def train(
+    app_name: Annotated[str | None, typer.Option("--app", help="App (empty: a global model).")]
+    = None,
+    kind: Annotated[str, typer.Option(help="random_forest | hist_gradient_boosting | "
+                                           "heuristic | lstm")] = "hist_gradient_boosting",
+    stride: Annotated[int, typer.Option(min=1, help="A window every N samples.")] = 1,
+    tier: Annotated[str | None, typer.Option(help="memory|cpu|disk|any (default: models.tier)")]
+    = None,
+    split: Annotated[str, typer.Option(help="time (default) | group (by app: traces with "
+                                            "one snapshot per task)")] = "time",
+    split_seed: Annotated[int, typer.Option(help="Seed of a group split.")] = 0,
+    window_steps: Annotated[int | None, typer.Option(min=1, help="Default: loop.window_steps.")]
+    = None,
+    since: Annotated[str | None, typer.Option(help="Training data from (2h, 3d, ISO).")] = None,
+    until: Annotated[str | None, typer.Option(help="Training data until.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Train one model on the history store and register it (promoted if it beats the
+    current one on the validation split)."""
+    from tuning.train import train_and_register
+
+    s = _settings(config)
+    try:
+        result = train_and_register(
+            s.history_uri(), str(s.registry_dir()), app=app_name, kind=kind,
+            tier=tier or s.models.tier, horizon_s=s.predictor.horizon_s,
+            window_steps=window_steps or s.loop.window_steps,
+            recent_steps=s.predictor.recent_steps, split=split, split_seed=split_seed,
+            stride=stride, since_s=_time_opt(since, "--since"),
+            until_s=_time_opt(until, "--until"))
+    except ValueError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+    _print_training(result, as_json)
+
+
+@app.command()
+def tune(
+    app_name: Annotated[str | None, typer.Option("--app", help="App (empty: a global model).")]
+    = None,
+    trials: Annotated[int, typer.Option(min=1, max=1000)] = 8,
+    kinds: Annotated[str, typer.Option(help="Comma-separated model kinds to search.")]
+    = "random_forest,hist_gradient_boosting,heuristic",
+    stride: Annotated[int, typer.Option(min=1)] = 1,
+    tier: Annotated[str | None, typer.Option(help="memory|cpu|disk|any (default: models.tier)")]
+    = None,
+    split: Annotated[str, typer.Option(help="time (default) | group (by app: traces with "
+                                            "one snapshot per task)")] = "time",
+    split_seed: Annotated[int, typer.Option(help="Seed of a group split.")] = 0,
+    window_steps: Annotated[int | None, typer.Option(min=1, help="Default: loop.window_steps.")]
+    = None,
+    since: Annotated[str | None, typer.Option()] = None,
+    until: Annotated[str | None, typer.Option()] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Ray Tune search over model kinds and hyperparameters (ASHA early stopping); the best
+    model is registered and promoted only if it beats the current one."""
+    from tuning.train import tune_and_register
+
+    s = _settings(config)
+    try:
+        result = tune_and_register(
+            s.history_uri(), str(s.registry_dir()), app=app_name, tier=tier or s.models.tier,
+            trials=trials, storage_path=str(Path(s.data_dir).resolve() / "tune"),
+            kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
+            split=split, split_seed=split_seed, horizon_s=s.predictor.horizon_s,
+            window_steps=window_steps or s.loop.window_steps,
+            recent_steps=s.predictor.recent_steps, stride=stride,
+            since_s=_time_opt(since, "--since"), until_s=_time_opt(until, "--until"),
+            num_cpus=s.ray.num_cpus, progress=not as_json)
+    except ValueError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+    except RuntimeError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(1) from None
+    _print_training(result, as_json)
 
 
 @bench_app.command("ingest")

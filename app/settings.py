@@ -16,7 +16,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -272,6 +280,24 @@ class ModelSettings(_Group):
     tier: str = Field("memory", pattern="^(memory|cpu)$", description="Tier the models predict.")
 
 
+class ApiSettings(_Group):
+    token: SecretStr | None = Field(
+        None, description="Bearer token the prediction API requires (all but /healthz)."
+    )
+    max_body_bytes: ByteSize = Field(
+        ByteSize(8 * 2**20), description="Largest request body; larger ones get 413."
+    )
+    max_containers: int = Field(
+        10_000, ge=1, le=1_000_000, description="Most containers per prediction request."
+    )
+    max_samples: int = Field(
+        200_000, ge=1, le=100_000_000, description="Most samples per request."
+    )
+    model_poll_interval_s: Annotated[float, Field(ge=0, le=3600)] = Field(
+        5.0, description="Serve replicas re-read the model registry at most this often."
+    )
+
+
 class RaySettings(_Group):
     address: str | None = Field(
         None, description="Ray cluster address; empty starts an embedded single-node Ray."
@@ -332,6 +358,7 @@ class Settings(BaseSettings):
     history: HistorySettings = HistorySettings()
     sources: SourceSettings = SourceSettings()
     models: ModelSettings = ModelSettings()
+    api: ApiSettings = ApiSettings()
     ray: RaySettings = RaySettings()
     demo: DemoSettings = DemoSettings()
 

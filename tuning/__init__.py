@@ -1,5 +1,14 @@
-"""Ray Tune search spaces, trainables and the retraining job (issue "Failure models").
+"""Training, Ray Tune search and the retraining schedule of the failure models.
 
-Nothing lives here yet: the spine ships only the training-free trend predictor
-(app/core/predictor.py).
+- :mod:`tuning.train` — the offline pipeline: history store → labelled feature
+  matrix with time (or group) splits → a model → evaluation → the model registry,
+  promoted only if it beats the current model (``train_and_register``), and the
+  Ray Tune search over kinds and hyperparameters that ends the same way
+  (``tune_and_register``).
+- :mod:`tuning.space` — the search space (random forest, gradient boosting, the
+  heuristic as the fixed baseline, the LSTM on request).
+- :mod:`tuning.trainable` — the Tune function trainable (growing fits, so ASHA can
+  stop poor trials early) and the progress bar.
+- :mod:`tuning.schedule` — when to retrain: weekly, or when the live precision or
+  recall drifts below its floor (pure).
 """

@@ -1,0 +1,418 @@
+"""Request and response schemas of the prediction API (``/v1``), and its deploy config.
+
+Numbers in JSON
+    JSON has no ``nan`` or ``inf``. In requests a metric may be a number, ``null``
+    (not available: ``nan``) or the string ``"inf"`` (unlimited, for the two limits).
+    An omitted ``memory_limit_bytes`` / ``cpu_quota_cores`` means *unlimited* (as in
+    :class:`app.core.sample.Sample`); every other omitted metric is ``nan``. In
+    responses a value that is not finite is written as the string ``"inf"``
+    (``time_to_limit_s``: never; ``limit``: unlimited) or ``null`` (unknown).
+    Worked example: a sample ``{"ts_s": 1.7e9, "memory_usage_bytes": 100}`` has
+    ``memory_limit_bytes = inf`` and ``cpu_usage_s_total = nan``; ``{"ts_s": 1.7e9,
+    "memory_limit_bytes": null}`` has an *unknown* limit (``nan``).
+
+A request for prediction gives either ``containers`` (one window per container, as
+``samples`` — one object per reading — or as ``series`` — one list per metric, the same
+numbers in ~3× fewer bytes and ~5× cheaper to validate) or ``features`` (precomputed
+rows in the column order of :data:`app.core.features.FEATURES`), never both. Field
+errors are 422 with pydantic's ``detail`` list (each with its ``loc``) and a
+``message`` naming each field: ``"body.containers[0].samples[3].ts_s: Input should be
+a valid number, unable to parse string as a number"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import operator
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from app.core.features import FEATURES
+from app.core.sample import METRICS, Sample
+
+API_VERSION = "v1"
+N_FEATURES = len(FEATURES)
+MAX_NAME_CHARS = 256
+#: Metrics whose omission means "unlimited" (Sample's default), not "not available".
+LIMIT_METRICS = ("memory_limit_bytes", "cpu_quota_cores")
+_VALUE_METRICS = tuple(m for m in METRICS if m != "ts_s")
+_SAMPLE_DEFAULTS: dict[str, float] = {
+    f.name: f.default for f in dataclasses.fields(Sample) if f.name in _VALUE_METRICS
+}
+
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
+AppName = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
+#: A response number: finite, "inf" (never / unlimited) or null (unknown).
+OutNumber = float | Literal["inf", "-inf"] | None
+
+
+def out_number(x: float) -> float | str | None:
+    """A float as the API writes it: ``1.5`` → ``1.5``; ``inf`` → ``"inf"``;
+    ``-inf`` → ``"-inf"``; ``nan`` → ``None``."""
+    x = float(x)
+    if math.isfinite(x):
+        return x
+    if math.isnan(x):
+        return None
+    return "inf" if x > 0 else "-inf"
+
+
+def _metric_fields() -> dict[str, Any]:
+    """Every metric of :class:`Sample` but ``ts_s``: a number, ``null`` (→ ``nan``) or
+    ``"inf"``. The real defaults are Sample's (``nan``; ``inf`` for the limits); the
+    JSON schema shows them as ``null`` / ``"inf"`` (JSON has no ``nan``)."""
+    fields: dict[str, Any] = {}
+    for m in _VALUE_METRICS:
+        unlimited = m in LIMIT_METRICS
+        desc = "null = not available" + ("; omitted or \"inf\" = unlimited" if unlimited else "")
+        fields[m] = (float | None, Field(
+            _SAMPLE_DEFAULTS[m], description=desc,
+            json_schema_extra={"default": "inf" if unlimited else None},
+        ))
+    return fields
+
+
+class _SampleBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def row(self) -> list[float]:
+        """The sample as a row in :data:`METRICS` order (``null`` → ``nan``)."""
+        d = self.__dict__
+        return [math.nan if d[m] is None else float(d[m]) for m in METRICS]
+
+
+#: One sample of a prediction window: ``ts_s`` (finite, seconds) and any metric of
+#: :class:`app.core.sample.Sample` (each ≥ 0, null or "inf"; checked per window).
+WindowSample = create_model(
+    "WindowSample",
+    __base__=_SampleBase,
+    ts_s=(float, Field(..., allow_inf_nan=False, description="Unix time of the reading (s).")),
+    **_metric_fields(),
+)
+
+#: A sample sent for storage: the container and app it belongs to, ``ts_s`` and any
+#: metric. Values are not range-checked here: the validator of
+#: :mod:`app.core.validation` counts and drops bad ones (``negative:<field>`` ...).
+IngestSample = create_model(
+    "IngestSample",
+    __base__=_SampleBase,
+    container=(Name, Field(..., description="Container the sample belongs to.")),
+    app=(AppName, Field("", description="Application of the container (\"\" = unknown).")),
+    ts_s=(float, Field(..., description="Unix time of the reading (s).")),
+    **_metric_fields(),
+)
+
+SeriesName = Literal[METRICS]  # type: ignore[valid-type]
+_M_INDEX = {m: i for i, m in enumerate(METRICS)}
+_ROW_OF = operator.itemgetter(*METRICS)
+_DEFAULT_ROW = np.array([math.nan] + [_SAMPLE_DEFAULTS[m] for m in _VALUE_METRICS])
+
+
+def window_rows(
+    samples: list[Any] | None, series: Mapping[str, list[float | None]] | None
+) -> np.ndarray:
+    """``[W, len(METRICS)]`` float rows of one container, sorted by ``ts_s``, from either
+    form; ``ValueError`` naming the first bad field (``ts_s`` not finite, a metric < 0).
+
+    Worked example: series ``{"ts_s": [2, 1], "memory_usage_bytes": [5, null]}`` →
+    rows ``[1, nan, inf(limit), …]`` then ``[2, 5, inf, …]``; ``memory_usage_bytes:
+    [-1]`` → ``ValueError("series.memory_usage_bytes[0] must be ≥ 0, got -1.0")``.
+    """
+    if series is not None:
+        n = len(series["ts_s"])
+        rows = np.repeat(_DEFAULT_ROW[None, :], n, axis=0)
+        for m, values in series.items():
+            if len(values) != n:
+                raise ValueError(f"series.{m} has {len(values)} values but series.ts_s has {n}")
+            rows[:, _M_INDEX[m]] = np.array(values, dtype=np.float64)  # None → nan
+        where = "series.{m}[{i}]"
+    else:
+        values = _ROW_OF
+        rows = np.array([values(s.__dict__) for s in samples or []], dtype=np.float64)
+        rows = rows.reshape(len(samples or []), len(METRICS))  # None → nan
+        where = "samples[{i}].{m}"
+    ts = rows[:, 0]
+    bad_ts = ~np.isfinite(ts)
+    if bad_ts.any():
+        i = int(np.argmax(bad_ts))
+        raise ValueError(f"{where.format(m='ts_s', i=i)} must be a finite time, got {ts[i]}")
+    with np.errstate(invalid="ignore"):
+        negative = rows < 0
+    if negative.any():
+        i, j = (int(k) for k in np.argwhere(negative)[0])
+        raise ValueError(f"{where.format(m=METRICS[j], i=i)} must be ≥ 0, got {rows[i, j]}")
+    order = np.argsort(ts, kind="stable")
+    return rows[order]
+
+
+class ContainerWindow(BaseModel):
+    """The recent samples of one container, as ``samples`` (one object per reading) or
+    ``series`` (one list per metric, all as long as ``ts_s``; ~10× cheaper to parse);
+    any order (sorted by ``ts_s`` here)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Name
+    app: AppName = ""
+    samples: Annotated[list[WindowSample], Field(min_length=1)] | None = None  # type: ignore
+    series: dict[SeriesName, Annotated[list[float | None], Field(min_length=1)]] | None = Field(
+        None,
+        description="Columns: metric name → values (ts_s required; same length each).",
+        json_schema_extra={"example": {"ts_s": [1767225600.0, 1767225601.0],
+                                       "memory_usage_bytes": [41943040, 46137344],
+                                       "memory_limit_bytes": [134217728, 134217728]}},
+    )
+    _rows: np.ndarray = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _window(self) -> ContainerWindow:
+        if (self.samples is None) == (self.series is None):
+            raise ValueError("give exactly one of 'samples' or 'series'")
+        if self.series is not None and "ts_s" not in self.series:
+            raise ValueError("series.ts_s is required")
+        self._rows = window_rows(self.samples, self.series)
+        return self
+
+    def rows(self) -> np.ndarray:
+        """``[W, len(METRICS)]``, sorted by ``ts_s`` (see :func:`window_rows`)."""
+        return self._rows
+
+
+FeatureRow = Annotated[list[float | None], Field(min_length=N_FEATURES, max_length=N_FEATURES)]
+
+
+class PredictRequest(BaseModel):
+    """Either ``containers`` (windows) or ``features`` (+ optional ``names``/``apps``)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"containers": [{"name": "web-1", "app": "shop", "samples": [
+                    {"ts_s": 1767225600.0, "memory_usage_bytes": 41943040,
+                     "memory_limit_bytes": 134217728},
+                    {"ts_s": 1767225601.0, "memory_usage_bytes": 46137344,
+                     "memory_limit_bytes": 134217728}]}]},
+                {"features": [[0.0] * N_FEATURES], "names": ["web-1"], "apps": ["shop"]},
+            ]
+        },
+    )
+    containers: Annotated[list[ContainerWindow], Field(min_length=1)] | None = Field(
+        None, description="Windows of samples, one per container (names unique)."
+    )
+    features: Annotated[list[FeatureRow], Field(min_length=1)] | None = Field(
+        None,
+        description=f"Precomputed feature rows, {N_FEATURES} values each, in the order of "
+        f"app.core.features.FEATURES: {', '.join(FEATURES)}.",
+    )
+    names: list[Name] | None = Field(
+        None, description="Container names of the feature rows (default row-<i>)."
+    )
+    apps: list[AppName] | None = Field(
+        None, description="Applications of the feature rows (selects the registered model)."
+    )
+    now_s: float | None = Field(
+        None,
+        allow_inf_nan=False,
+        description="Time of the decision (recommend); default: the latest sample's ts_s, "
+        "else the server's clock.",
+    )
+
+    @field_validator("containers")
+    @classmethod
+    def _unique_names(cls, v: list[ContainerWindow] | None) -> list[ContainerWindow] | None:
+        if v is not None:
+            first: dict[str, int] = {}
+            for i, c in enumerate(v):
+                if c.name in first:
+                    raise ValueError(
+                        f"containers[{i}].name {c.name!r} repeats containers[{first[c.name]}]"
+                        ".name (names must be unique)"
+                    )
+                first[c.name] = i
+        return v
+
+    @field_validator("names")
+    @classmethod
+    def _unique_row_names(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            dup = sorted({n for n in v if v.count(n) > 1})[:5]
+            raise ValueError(f"names must be unique, repeated: {dup}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_input(self) -> PredictRequest:
+        if (self.containers is None) == (self.features is None):
+            raise ValueError(
+                "give exactly one of 'containers' (windows of samples) or 'features' "
+                "(precomputed rows)"
+            )
+        if self.features is None:
+            for what in ("names", "apps"):
+                if getattr(self, what) is not None:
+                    raise ValueError(f"'{what}' goes with 'features'; with 'containers' "
+                                     "each container has its own name and app")
+        else:
+            n = len(self.features)
+            for what in ("names", "apps"):
+                got = getattr(self, what)
+                if got is not None and len(got) != n:
+                    raise ValueError(
+                        f"'{what}' has {len(got)} entries but 'features' has {n} rows"
+                    )
+        return self
+
+    def n_containers(self) -> int:
+        return len(self.containers) if self.containers is not None else len(self.features or [])
+
+
+class TimingIn(BaseModel):
+    """One call of a timed key code block (the record :mod:`app.client` writes)."""
+
+    model_config = ConfigDict(extra="ignore")  # the client's spool also has "v", "pid", ...
+    container: Name
+    block: Name
+    duration_s: float = Field(..., description="Seconds the block took (finite, ≥ 0).")
+    ok: bool = Field(..., description="False when the block raised.")
+    timeout: bool = False
+    ts_s: float | None = Field(None, description="Unix time at the end (default: now).")
+    app: AppName = ""
+    error: str = Field("", max_length=MAX_NAME_CHARS)
+
+
+class SamplesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    samples: list[IngestSample] = Field(default_factory=list)  # type: ignore[valid-type]
+    timings: list[TimingIn] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _something(self) -> SamplesRequest:
+        if not self.samples and not self.timings:
+            raise ValueError("give at least one of 'samples' or 'timings'")
+        return self
+
+
+# ---------------------------------------------------------------- responses
+
+
+class TierOut(BaseModel):
+    p_fail: float = Field(..., description="Probability of failure within the horizon.")
+    time_to_limit_s: OutNumber = Field(..., description="\"inf\" = never, null = unknown.")
+    forecast: OutNumber = Field(..., description="Usage expected at the horizon (bytes/cores).")
+    limit: OutNumber = Field(..., description="Current limit; \"inf\" = unlimited.")
+    model: str = Field(..., description="What produced p_fail: a registered model or the "
+                       "heuristic trend-exhaustion/v1.")
+    model_version: str | None = Field(None, description="Registry version id, if a model.")
+
+
+class ContainerPrediction(BaseModel):
+    name: str
+    app: str
+    n_samples: int
+    tiers: dict[str, TierOut]
+
+
+class PredictResponse(BaseModel):
+    api_version: str = API_VERSION
+    horizon_s: float
+    model_revision: int | None = Field(None, description="Model registry revision in use.")
+    predictions: list[ContainerPrediction]
+
+
+class ActionOut(BaseModel):
+    action_id: str
+    kind: str
+    tier: str
+    old_limit: OutNumber
+    new_limit: OutNumber
+    preemptive: bool
+
+
+class DecisionOut(BaseModel):
+    tier: str
+    p_fail: float
+    threshold: float
+    action: ActionOut | None = Field(None, description="null: the policy would do nothing.")
+    reason: str
+
+
+class ContainerRecommendation(ContainerPrediction):
+    decisions: list[DecisionOut]
+
+
+class RecommendResponse(BaseModel):
+    api_version: str = API_VERSION
+    horizon_s: float
+    model_revision: int | None
+    now_s: float
+    policy: str
+    recommendations: list[ContainerRecommendation]
+
+
+class SamplesResponse(BaseModel):
+    api_version: str = API_VERSION
+    accepted: dict[str, int] = Field(..., description="samples, timings, events stored.")
+    dropped: dict[str, int] = Field(..., description="Dropped items by reason.")
+
+
+class ModelsResponse(BaseModel):
+    api_version: str = API_VERSION
+    revision: int
+    versions: list[dict[str, Any]]
+    serving: dict[str, str] = Field(..., description="\"app/tier\" → version id in service.")
+    failures: dict[str, str] = Field(..., description="\"app/tier\" → why a version was refused.")
+
+
+class HealthResponse(BaseModel):
+    status: str
+    api_version: str = API_VERSION
+    pid: int
+    replica: str
+    model_revision: int | None
+    models_loaded: int
+    model_errors: list[str]
+    config_revision: int | None
+    auth: bool
+
+
+# ---------------------------------------------------------------- deploy config
+
+
+class ServeUserConfig(BaseModel):
+    """The deployment's ``user_config`` (``reconfigure``): every key optional; what is
+    not given comes from the settings the application was built with.
+
+    Changing it with ``serve deploy`` reconfigures the running replicas in place (no
+    restart); a new ``revision`` makes them re-read the model registry at once.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    registry_dir: str | None = Field(None, description="Model registry directory.")
+    history_uri: str | None = Field(None, description="History store for /v1/samples.")
+    revision: int | None = Field(None, description="Bump to force a model reload now.")
+    model_poll_interval_s: float = Field(
+        5.0, ge=0, le=3600, description="Re-read the registry index at most this often (s)."
+    )
+    api_token: str | None = Field(
+        None, description="Bearer token required on every route but /healthz (else "
+        "$PRESCALE_API_TOKEN; empty: no auth)."
+    )
+    max_body_bytes: int = Field(8 * 2**20, ge=1024, description="Largest request body.")
+    max_containers: int = Field(10_000, ge=1, description="Most containers per request.")
+    max_samples: int = Field(
+        200_000, ge=1,
+        description="Most samples per request (for windows: containers × the longest window).",
+    )
+    max_batch_size: int = Field(32, ge=1, le=1024, description="Requests per inference batch.")
+    batch_wait_timeout_s: float = Field(0.005, ge=0, le=1, description="Batch fill wait (s).")
