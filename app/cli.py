@@ -607,6 +607,55 @@ def tune(
     _print_training(result, as_json)
 
 
+@app.command()
+def retrain(
+    app_name: Annotated[str | None, typer.Option("--app", help="Only this app.")] = None,
+    kind: Annotated[str, typer.Option()] = "hist_gradient_boosting",
+    force: Annotated[bool, typer.Option("--force", help="Retrain even if not due.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Retrain each app's model when due: weekly (models.retrain_interval_s) or when the
+    live precision/recall of the judged outcomes drifts below the floors. Run it from
+    cron or a Ray job; it does nothing when nothing is due."""
+    from tuning.schedule import RetrainPolicy, live_rates
+    from tuning.train import train_and_register
+
+    s = _settings(config)
+    m = s.models
+    policy = RetrainPolicy(interval_s=m.retrain_interval_s, min_precision=m.min_live_precision,
+                           min_recall=m.min_live_recall, window_n=m.live_window_n)
+    store, registry = _open_store(s), _registry(s)
+    apps = [app_name] if app_name is not None else [a for a in store.apps() if a]
+    judged = list(read_log(store, kinds={"judgement"}))
+    now_s = time.time()
+    report = []
+    for a in apps:
+        mine = [j for j in judged if j.get("app") == a and j.get("tier", m.tier) == m.tier]
+        alarmed = [j["judgement"] != "miss" for j in mine]
+        failed = [j["judgement"] != "false_positive" for j in mine]
+        precision, recall, n = live_rates(alarmed, failed, m.live_window_n)
+        current = registry.current(a, m.tier)
+        due, why = policy.due(now_s, current.created_s if current else None, precision,
+                              recall, n)
+        entry = {"app": a, "due": due or force, "why": why if not force else "forced"}
+        if due or force:
+            try:
+                entry["result"] = train_and_register(
+                    store, registry, app=a, kind=kind, tier=m.tier,
+                    horizon_s=s.predictor.horizon_s, window_steps=s.loop.window_steps,
+                    recent_steps=s.predictor.recent_steps)
+            except ValueError as exc:
+                entry["error"] = str(exc)
+        report.append(entry)
+        if not as_json:
+            err.print(f"{a}: {entry['why']}" + (
+                f" → {entry['result']['version_id']} {entry['result']['status']}"
+                if "result" in entry else f" → {entry['error']}" if "error" in entry else ""))
+    if as_json:
+        print(json.dumps(report, default=str))
+
+
 @bench_app.command("ingest")
 def bench_ingest(
     samples: Annotated[int, typer.Option(min=1)] = 200_000,

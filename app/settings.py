@@ -278,6 +278,16 @@ class ModelSettings(_Group):
         None, description="Model registry directory; empty = <data_dir>/models."
     )
     tier: str = Field("memory", pattern="^(memory|cpu)$", description="Tier the models predict.")
+    retrain_interval_s: Annotated[float, Field(gt=0)] = Field(
+        7 * 86_400.0, description="`prescale retrain` retrains a model at least this often."
+    )
+    min_live_precision: Fraction = Field(
+        0.5, description="Retrain early when live precision (judged outcomes) drops below."
+    )
+    min_live_recall: Fraction = Field(
+        0.5, description="Retrain early when live recall (judged outcomes) drops below."
+    )
+    live_window_n: int = Field(50, ge=1, le=100_000, description="Outcomes the live rates cover.")
 
 
 class ApiSettings(_Group):
