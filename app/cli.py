@@ -35,6 +35,9 @@ config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True
 app.add_typer(config_app, name="config")
 models_app = typer.Typer(help="The model registry: list (default), promote, rollback.")
 app.add_typer(models_app, name="models")
+threshold_app = typer.Typer(help="Failure-probability thresholds per owner and app.",
+                            no_args_is_help=True)
+app.add_typer(threshold_app, name="threshold")
 bench_app = typer.Typer(help="Benchmarks (ratios against a floor measured in the same run).",
                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -654,6 +657,77 @@ def retrain(
                 if "result" in entry else f" → {entry['error']}" if "error" in entry else ""))
     if as_json:
         print(json.dumps(report, default=str))
+
+
+def _threshold_args(s: Settings):
+    from app.core.thresholds import ThresholdConfig
+    from app.store.thresholds_store import FILE
+
+    t = s.thresholds
+    cfg = ThresholdConfig(
+        default_p_fail=t.p_fail, default_min=t.min_p_fail, default_max=t.max_p_fail,
+        default_sensitivity=t.sensitivity, cost_false_positive=t.cost_false_positive,
+        cost_miss=t.cost_miss, window=t.window)
+    return Path(s.data_dir).resolve() / FILE, cfg
+
+
+@threshold_app.command("list")
+def threshold_list(config: ConfigOpt = None) -> None:
+    """Every stored threshold, the default, and each known app's thresholds in effect."""
+    from app.store.thresholds_store import list_thresholds
+
+    path, cfg = _threshold_args(_settings(config))
+    try:
+        print(json.dumps(list_thresholds(path, cfg), indent=2, default=str))
+    except ValueError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+
+
+@threshold_app.command("get")
+def threshold_get(
+    app_name: Annotated[str | None, typer.Option("--app")] = None,
+    owner: Annotated[str | None, typer.Option()] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """The thresholds in effect for an app or owner (and where each value came from)."""
+    from app.store.thresholds_store import get_thresholds
+
+    path, cfg = _threshold_args(_settings(config))
+    try:
+        print(json.dumps(get_thresholds(path, app=app_name, owner=owner, config=cfg), indent=2,
+                         default=str))
+    except ValueError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+
+
+@threshold_app.command("set")
+def threshold_set(
+    tier: Annotated[str, typer.Option(help="memory | cpu")],
+    app_name: Annotated[str | None, typer.Option("--app")] = None,
+    owner: Annotated[str | None, typer.Option()] = None,
+    value: Annotated[float | None, typer.Option(help="p_fail threshold in [0, 1].")] = None,
+    min_value: Annotated[float | None, typer.Option("--min", help="Lowest learned value.")]
+    = None,
+    max_value: Annotated[float | None, typer.Option("--max", help="Highest learned value.")]
+    = None,
+    sensitivity: Annotated[float | None, typer.Option(help="Step per outcome (0: fixed).")]
+    = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Set a threshold, its bounds or sensitivity for an app, an owner or the default.
+    A running coordinator picks the change up at its next tick."""
+    from app.store.thresholds_store import set_threshold
+
+    path, cfg = _threshold_args(_settings(config))
+    try:
+        out_d = set_threshold(path, app=app_name, owner=owner, tier=tier, value=value,
+                              min=min_value, max=max_value, sensitivity=sensitivity, config=cfg)
+    except ValueError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+    print(json.dumps(out_d, indent=2, default=str))
 
 
 @bench_app.command("ingest")

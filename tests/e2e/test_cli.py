@@ -68,3 +68,19 @@ def test_status_and_events_on_an_empty_data_dir(tmp_path):
     assert p.returncode == 0 and p.stdout == ""
     p = run("events", "--kind", "bogus", env=env)
     assert p.returncode == 2 and "bogus" in p.stderr
+
+
+def test_threshold_set_get_list_and_bad_value_changes_nothing(tmp_path):
+    env = {"PRESCALE_DATA_DIR": str(tmp_path)}
+    p = run("threshold", "set", "--tier", "memory", "--app", "web", "--value", "0.6",
+            "--min", "0.3", env=env)
+    assert p.returncode == 0, p.stderr
+    before = (tmp_path / "thresholds.json").read_bytes()
+    p = run("threshold", "set", "--tier", "memory", "--app", "web", "--value", "1.7", env=env)
+    assert p.returncode == 2 and "1.7" in p.stderr
+    assert (tmp_path / "thresholds.json").read_bytes() == before
+    got = json.loads(run("threshold", "get", "--app", "web", env=env).stdout)
+    assert got["thresholds"]["memory"]["value"] == 0.6
+    assert got["thresholds"]["memory"]["min"] == 0.3
+    listed = json.loads(run("threshold", "list", env=env).stdout)
+    assert "web" in listed["apps"]
