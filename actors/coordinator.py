@@ -19,11 +19,19 @@ import ray
 
 from actors import names
 from actors.metrics import CoordinatorMetrics
-from app.core.actions import ActionResult, Decision, ResultStatus, ScalingAction, Verdict
+from app.core.actions import (
+    ActionKind,
+    ActionResult,
+    Decision,
+    ResultStatus,
+    ScalingAction,
+    Verdict,
+)
+from app.core.cost import SavingsLedger, accumulate_savings
 from app.core.features import F, compute_features
 from app.core.outcome_tracker import OutcomeConfig, OutcomeTracker, failure_tier
 from app.core.outcomes import LeadTimeTracker
-from app.core.policy import PolicyInput, PolicyState, preemptive_buffer
+from app.core.policy import PolicyConfig, PolicyInput, PolicyState, decide
 from app.core.predictor import Prediction, TrendExhaustionPredictor
 from app.core.sample import Tier
 from app.core.thresholds import ThresholdConfig
@@ -109,6 +117,8 @@ class Coordinator:
         self.registry = ModelRegistry(settings.registry_dir()) if settings.models.enabled else None
         self.models = ModelCache()
         self.policy_state = PolicyState()
+        self.policy_config = PolicyConfig.from_settings(settings.policy, settings.cost)
+        self.savings = SavingsLedger()
         self.last_action: dict[str, dict[str, Any]] = {}
         self.tick = 0
         self.model_of: dict[str, str] = {}
@@ -121,7 +131,9 @@ class Coordinator:
         saved = jsonfile.read(self.data_dir / CHECKPOINT)
         if not saved or saved.get("run_id") != self.run_id:
             return
-        self.policy_state = PolicyState(dict(saved["policy_last_action_s"]))
+        self.policy_state = PolicyState.from_dict(saved["policy_state"])
+        if saved.get("savings"):
+            self.savings = SavingsLedger.from_dict(saved["savings"])
         self.tracker.load(saved["pending"])
         self.last_action = saved["last_action"]
         self.tick = saved["tick"]
@@ -136,7 +148,8 @@ class Coordinator:
             {
                 "run_id": self.run_id,
                 "tick": self.tick,
-                "policy_last_action_s": self.policy_state.last_action_s,
+                "policy_state": self.policy_state.to_dict(),
+                "savings": self.savings.to_dict(),
                 "pending": self.tracker.to_list(),
                 "last_action": self.last_action,
                 "outcomes": self.outcomes.to_dict(),
@@ -165,10 +178,12 @@ class Coordinator:
         decisions: list[Decision] = []
         results: list[ActionResult] = []
         if self.s.mode is not Mode.OFF:
-            decisions, self.policy_state = preemptive_buffer(  # decide
+            usage_now = {Tier.MEMORY: feats[:, F["memory_usage_last_bytes"]],
+                         Tier.CPU: feats[:, F["cpu_usage_cores_last"]]}
+            decisions, self.policy_state = decide(  # decide
                 PolicyInput(now_s, containers, pred, thresholds[Tier.MEMORY],
-                            apps=batch["apps"], tier_thresholds=thresholds),
-                self.s.policy, self.policy_state,
+                            apps=batch["apps"], tier_thresholds=thresholds, usage=usage_now),
+                self.policy_config, self.policy_state,
             )
             asks = [replace(d.action, app=apps.get(d.container, ""))
                     for d in decisions if d.action is not None]
@@ -183,6 +198,9 @@ class Coordinator:
                 results, records = self._act(asks, arb, commit, monitor, pool, apps)  # apply
         tick_records += records
         self.log.append(records)  # record
+        self.savings = accumulate_savings(
+            self.savings, now_s, [r for r in results if r.status is ResultStatus.APPLIED],
+            live=containers)
         self.tick += 1
         self._checkpoint()
         self._maintain_history(now_s)
@@ -305,9 +323,10 @@ class Coordinator:
             results.append(r)
             if r.status in (ResultStatus.APPLIED, ResultStatus.DRY_RUN):
                 was_applied = r.status is ResultStatus.APPLIED
-                self.tracker.track(a, applied=was_applied)
-                self.outcomes.scale_up(a, owner=self._tenant(a.container, a.app),
-                                       applied=was_applied)
+                if a.kind is ActionKind.RESIZE and a.new_limit > a.old_limit:
+                    self.tracker.track(a, applied=was_applied)
+                    self.outcomes.scale_up(a, owner=self._tenant(a.container, a.app),
+                                           applied=was_applied)
                 if was_applied:
                     pool.confirm.remote(a.container, a.tier.value, r.new_limit)
             records.append(_action_record(a, r, why, apps.get(a.container, ""), v.verdict))
@@ -387,6 +406,7 @@ class Coordinator:
         jsonfile.write_atomic(self.data_dir / STATUS, {
             "ts_s": now_s, "run_id": self.run_id, "mode": self.s.mode.value, "tick": self.tick,
             "tick_s": tick_s, "model": pred.model, "horizon_s": pred.horizon_s,
+            "saved_resource_hours": self.savings.saved_hours(),
             "errors": batch["errors"], "dropped": batch["dropped"], "containers": rows,
         })
         return rows

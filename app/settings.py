@@ -14,7 +14,7 @@ import json
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -148,12 +148,56 @@ class ThresholdSettings(_Group):
         return self
 
 
+class BoundsOverride(_Group):
+    memory_min_bytes: ByteSize | None = Field(None, description="Lowest memory limit.")
+    memory_max_bytes: ByteSize | None = Field(None, description="Highest memory limit.")
+    cpu_min_cores: Annotated[float, Field(ge=0, le=1024)] | None = Field(
+        None, description="Lowest CPU quota.")
+    cpu_max_cores: Annotated[float, Field(gt=0, le=4096)] | None = Field(
+        None, description="Highest CPU quota.")
+    max_replicas: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
+        None, description="Most replicas of a replicated container.")
+
+
 class PolicySettings(_Group):
     kind: str = Field(
         "preemptive_buffer",
-        pattern="^preemptive_buffer$",
-        description="Scaling policy (the spine ships preemptive_buffer).",
+        pattern="^(preemptive_buffer|proportional|multi_tier)$",
+        description="Scale-up policy: preemptive_buffer, proportional or multi_tier.",
     )
+    buffer_memory_bytes: ByteSize = Field(
+        ByteSize(0), description="preemptive_buffer: at least this many bytes above the forecast.")
+    buffer_cpu_cores: Annotated[float, Field(ge=0, le=1024)] = Field(
+        0.0, description="preemptive_buffer: at least this many cores above the forecast.")
+    multi_tier_methods: dict[str, Literal["preemptive_buffer", "proportional"]] = Field(
+        default_factory=lambda: {"memory": "preemptive_buffer", "cpu": "proportional"},
+        description="multi_tier: sizing rule per tier.")
+    multi_tier_margins: dict[str, Annotated[float, Field(ge=0, le=10)]] = Field(
+        default_factory=dict, description="multi_tier: margin per tier (default margin_fraction).")
+    max_step_fraction: Annotated[float, Field(gt=0, le=100)] = Field(
+        1.0, description="One action changes a limit by at most this fraction of it.")
+    max_step_memory_bytes: ByteSize | None = Field(
+        None, description="...and by at most this many bytes (empty: no cap).")
+    max_step_cpu_cores: Annotated[float, Field(gt=0, le=1024)] | None = Field(
+        None, description="...and by at most this many cores (empty: no cap).")
+    tier_cooldown_s: dict[str, Annotated[float, Field(ge=0, le=86_400)]] = Field(
+        default_factory=dict, description="Per-tier cooldown overrides (default cooldown_s).")
+    hold_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
+        300.0, description="No action reverses the previous one's direction within this time.")
+    urgent_p_fail: Fraction | None = Field(
+        0.9, description="A scale-up at this p_fail or above is not held back by hold_s.")
+    dead_band_fraction: Fraction = Field(
+        0.02, description="Changes smaller than this fraction of the limit are not made.")
+    safety_margin_fraction: Annotated[float, Field(ge=0, le=10)] = Field(
+        0.1, description="Memory is never set below current usage × (1 + this).")
+    max_replicas: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        10, description="A replicated container that cannot grow scales out up to this many.")
+    scale_out_cooldown_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
+        60.0, description="Seconds between two scale-outs of the same container.")
+    app_bounds: dict[str, BoundsOverride] = Field(
+        default_factory=dict, description="Per-app min/max limits and max_replicas.")
+    container_bounds: dict[str, BoundsOverride] = Field(
+        default_factory=dict, description="Per-container overrides (win over app_bounds).")
     margin_fraction: Annotated[float, Field(ge=0, le=10)] = Field(
         0.25, description="New limit = forecast usage at the horizon × (1 + margin)."
     )
@@ -175,6 +219,21 @@ class PolicySettings(_Group):
         if self.cpu_min_cores > self.cpu_max_cores:
             raise ValueError("policy.cpu_min_cores is above policy.cpu_max_cores")
         return self
+
+
+class CostSettings(_Group):
+    enabled: bool = Field(True, description="Scale idle containers down (cost saving).")
+    idle_usage_fraction: Fraction = Field(
+        0.5, description="A tier is low while usage < this fraction of its limit.")
+    idle_after_s: Annotated[float, Field(ge=0, le=2_592_000)] = Field(
+        3600.0, description="Low (and low p_fail) for this long = idle.")
+    idle_p_fail_max: Fraction = Field(0.05, description="Idle only while p_fail is at most this.")
+    peak_margin_fraction: Annotated[float, Field(ge=0, le=10)] = Field(
+        0.2, description="Never below the observed peak × (1 + this).")
+    step_down_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.1, description="One scale-down lowers a limit by at most this fraction.")
+    step_interval_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
+        600.0, description="Seconds between two scale-downs of the same container and tier.")
 
 
 class PoolSettings(_Group):
@@ -363,6 +422,7 @@ class Settings(BaseSettings):
     predictor: PredictorSettings = PredictorSettings()
     thresholds: ThresholdSettings = ThresholdSettings()
     policy: PolicySettings = PolicySettings()
+    cost: CostSettings = CostSettings()
     pool: PoolSettings = PoolSettings()
     contention: ContentionSettings = ContentionSettings()
     history: HistorySettings = HistorySettings()

@@ -1,130 +1,407 @@
-"""Pre-emptive buffer policy: raise a limit so the forecast usage fits with a margin.
+"""Scaling policies: proportional, pre-emptive buffer, multi-tier, and idle scale-down.
 
-A pure function of one tick's snapshot (:class:`PolicyInput`), its settings and its
-own state (:class:`PolicyState`, the time of each container's last action per
-tier, for the cooldown). It reads no clock and touches nothing.
+Each policy is a pure function ``(inp: PolicyInput, cfg, state) -> (decisions, state)``
+of one tick's snapshot (:class:`PolicyInput`, which carries ``now_s``), its config
+(:class:`PolicyConfig`; the spine's :class:`~app.settings.PolicySettings` is accepted
+too) and its state (:class:`PolicyState`). It reads no clock and touches nothing. It
+returns one :class:`Decision` per container and tier, with an action or the reason
+there is none. Every proposed action passes the guards of :mod:`app.core.guards`
+(bounds, max step, cooldown, hysteresis, memory safety floor, escalation to a
+scale-out); :func:`decide` runs the configured scale-up policy and the idle
+scale-down of :mod:`app.core.cost` together, at most one action per container and
+tier per tick.
 
-Rules, per container and tier (memory in bytes, CPU in cores):
+A container is acted on, per tier, when its limit is finite and
+``p_fail >= threshold``. The policies differ in the target limit they ask for
+(memory in bytes, CPU in cores; m = ``margin_fraction``):
 
-1. Act only when ``p_fail >= threshold`` and the limit is finite.
-2. Target: ``new = max(forecast, limit) × (1 + margin_fraction)``; for CPU at least
-   ``limit × (1 + cpu_step_fraction)`` (a throttled container's demand above its
-   quota cannot be seen, so it grows by a step).
-3. Clamp to ``[min, max]`` of the tier; memory is rounded up to a 4 KiB page,
-   CPU to 0.01 core.
-4. No action if the clamped target is not above the current limit (at the max
-   bound) or if the last action on this container and tier was less than
-   ``cooldown_s`` ago.
+**preemptive_buffer** — a fixed buffer above the forecast::
 
-Worked example (memory): limit 128 MiB, forecast at the horizon 160 MiB,
-p_fail 0.98 ≥ 0.5, margin 0.25 → new = 160 × 1.25 = 200 MiB (within [32 MiB, 2 GiB]).
-Worked example (CPU): quota 0.25 cores, throttled, forecast 0.25, margin 0.25,
-step 0.5 → new = max(0.25 × 1.25, 0.25 × 1.5) = 0.375 → 0.38 cores.
+    base = max(forecast, limit)          (the limit if the forecast is unknown)
+    new  = base + max(m × base, buffer_abs[tier])
+    CPU:  new = max(new, limit × (1 + cpu_step_fraction))
 
-The policy never lowers a limit; scaling idle containers down is a separate
-policy (issue "The decision core").
+A throttled container's demand above its quota cannot be seen, so CPU grows at least
+by a step. Worked example (memory): limit 128 MiB, forecast 160 MiB, p_fail 0.98 ≥ 0.5,
+m = 0.25, no absolute buffer → 160 × 1.25 = 200 MiB. With ``buffer_abs`` 64 MiB:
+160 + max(40, 64) = 224 MiB. CPU: quota 0.25, forecast 0.25, m = 0.25, step 0.5 →
+max(0.3125, 0.375) = 0.375 → 0.38 cores.
+
+**proportional** — grow in proportion to the predicted increase in load, so the
+headroom *ratio* limit / usage is the same at the horizon as now::
+
+    new = limit × max(forecast / usage, 1) × (1 + m)
+    CPU:  new = max(new, limit × (1 + cpu_step_fraction))
+
+Worked example (memory): limit 200 MiB, usage 100 MiB, forecast 150 MiB, m = 0.1 →
+200 × 1.5 × 1.1 = 330 MiB (the buffer rule would give max(150, 200) × 1.1 =
+220 MiB: a container that keeps half its limit free keeps doing so). Where usage is
+unknown or ≤ 0, or the forecast unknown, that container falls back to the buffer rule
+and its reason says so. It needs ``PolicyInput.usage``.
+
+**multi_tier** — every tier (memory, CPU, and disk or network when the prediction
+has them) is sized independently: its own p_fail against its own threshold
+(``PolicyInput.tier_thresholds``, default the container's), its own forecast (the
+predicted bottleneck), and its own rule (``multi_tier_methods``; default memory:
+buffer, CPU: proportional, others: buffer) and margin (``multi_tier_margins``).
+Decisions are ordered by time to limit, shortest first (unknown last), so the
+guards, the pool and the coordinator see the most urgent tier of the tick first;
+when several tiers of one container act, each reason names its rank ("bottleneck
+1 of 2" …). Worked example: memory p 0.9, time to limit 12 s, CPU p 0.7, 40 s,
+both above 0.5 → memory first (buffer), then CPU (proportional).
+
+**scale_down_idle** — :mod:`app.core.cost`: idle tiers step down towards their
+observed peak × (1 + margin), never memory below usage × (1 + safety margin).
+
+:func:`target_limit` is the buffer rule, rounded and clamped to the bounds, for one
+value (kept from the spine).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-import numpy as np
-
-from app.core.actions import Decision, ScalingAction, action_id_for
-from app.core.predictor import Prediction
+from app.core.actions import ActionKind, Decision, ScalingAction, action_id_for
+from app.core.cost import CostConfig, propose_scale_downs
+from app.core.guards import Bounds, GuardConfig, guard
+from app.core.policy_types import (
+    PAGE_BYTES,
+    PolicyInput,
+    PolicyState,
+    fmt,
+    round_up,
+)
 from app.core.sample import Tier
 from app.settings import PolicySettings
 
-PAGE_BYTES = 4096
+__all__ = [
+    "KINDS",
+    "PAGE_BYTES",
+    "PolicyConfig",
+    "PolicyInput",
+    "PolicyState",
+    "decide",
+    "multi_tier",
+    "preemptive_buffer",
+    "proportional",
+    "scale_down_idle",
+    "target_limit",
+]
+
+KINDS = ("preemptive_buffer", "proportional", "multi_tier")
+_METHODS = ("preemptive_buffer", "proportional")
 
 
 @dataclass(frozen=True)
-class PolicyInput:
-    now_s: float
-    containers: list[str]
-    prediction: Prediction
-    thresholds: np.ndarray  # [N] p_fail threshold per container
+class PolicyConfig:
+    """Everything the policies need; :meth:`from_settings` builds it from settings."""
+
+    kind: str = "preemptive_buffer"
+    margin_fraction: float = 0.25
+    buffer_abs: Mapping[str, float] = field(default_factory=dict)
+    cpu_step_fraction: float = 0.5
+    multi_tier_methods: Mapping[str, str] = field(
+        default_factory=lambda: {"memory": "preemptive_buffer", "cpu": "proportional"})
+    multi_tier_margins: Mapping[str, float] = field(default_factory=dict)
+    guards: GuardConfig = field(default_factory=GuardConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"PolicyConfig.kind must be one of {KINDS}, got {self.kind!r}")
+        for name in ("margin_fraction", "cpu_step_fraction"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"PolicyConfig.{name} must be a finite number >= 0, got {v!r}")
+        for name in ("buffer_abs", "multi_tier_margins"):
+            for tier, v in getattr(self, name).items():
+                if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                    raise ValueError(f"PolicyConfig.{name}[{tier}] must be a finite number >= 0, "
+                                     f"got {v!r}")
+        for tier, m in self.multi_tier_methods.items():
+            if m not in _METHODS:
+                raise ValueError(f"PolicyConfig.multi_tier_methods[{tier}] must be one of "
+                                 f"{_METHODS}, got {m!r}")
+
+    @classmethod
+    def from_settings(cls, policy: Any, cost: Any = None) -> PolicyConfig:
+        """From ``settings.policy`` (and ``settings.cost``). Fields the settings do not
+        have (yet) take the defaults of :class:`PolicyConfig`, :class:`GuardConfig`
+        and :class:`CostConfig`."""
+        g, c = GuardConfig(), CostConfig()
+
+        def get(obj: Any, name: str, default: Any) -> Any:
+            v = getattr(obj, name, None) if obj is not None else None
+            return default if v is None else v
+
+        def bounds(entries: Mapping[str, Any]) -> dict[str, Bounds]:
+            return {name: _bounds_from(e) for name, e in (entries or {}).items()}
+
+        guards = GuardConfig(
+            min_limit={"memory": float(policy.memory_min_bytes), "cpu": policy.cpu_min_cores},
+            max_limit={"memory": float(policy.memory_max_bytes), "cpu": policy.cpu_max_cores},
+            app_bounds=bounds(get(policy, "app_bounds", {})),
+            container_bounds=bounds(get(policy, "container_bounds", {})),
+            max_step_fraction=get(policy, "max_step_fraction", g.max_step_fraction),
+            max_step_abs=_tier_map(
+                memory=get(policy, "max_step_memory_bytes", None),
+                cpu=get(policy, "max_step_cpu_cores", None)),
+            cooldown_s=policy.cooldown_s,
+            tier_cooldown_s={k: float(v) for k, v in get(policy, "tier_cooldown_s", {}).items()},
+            hold_s=get(policy, "hold_s", g.hold_s),
+            urgent_p_fail=getattr(policy, "urgent_p_fail", g.urgent_p_fail),
+            dead_band_fraction=get(policy, "dead_band_fraction", g.dead_band_fraction),
+            safety_margin_fraction=get(policy, "safety_margin_fraction",
+                                       g.safety_margin_fraction),
+            max_replicas=get(policy, "max_replicas", g.max_replicas),
+            scale_out_cooldown_s=get(policy, "scale_out_cooldown_s", g.scale_out_cooldown_s),
+        )
+        costs = CostConfig(**{
+            name: get(cost, name, getattr(c, name))
+            for name in CostConfig.__dataclass_fields__
+        })
+        return cls(
+            kind=policy.kind,
+            margin_fraction=policy.margin_fraction,
+            buffer_abs=_tier_map(memory=float(get(policy, "buffer_memory_bytes", 0)),
+                                 cpu=get(policy, "buffer_cpu_cores", 0.0)),
+            cpu_step_fraction=policy.cpu_step_fraction,
+            multi_tier_methods=dict(get(policy, "multi_tier_methods",
+                                        cls().multi_tier_methods)),
+            multi_tier_margins=dict(get(policy, "multi_tier_margins", {})),
+            guards=guards,
+            cost=costs,
+        )
 
 
-@dataclass(frozen=True)
-class PolicyState:
-    """Last action time per ``"container/tier"``; JSON-serialisable via ``last_action_s``."""
-
-    last_action_s: dict[str, float] = field(default_factory=dict)
+def _tier_map(**values: Any) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items() if v is not None}
 
 
-def _bounds(tier: Tier, cfg: PolicySettings) -> tuple[float, float]:
-    if tier is Tier.MEMORY:
-        return float(cfg.memory_min_bytes), float(cfg.memory_max_bytes)
-    return cfg.cpu_min_cores, cfg.cpu_max_cores
+def _bounds_from(entry: Any) -> Bounds:
+    """A settings entry (model or dict) with memory_min_bytes, memory_max_bytes,
+    cpu_min_cores, cpu_max_cores, max_replicas (each optional) → :class:`Bounds`."""
+    def val(name: str) -> Any:
+        return entry.get(name) if isinstance(entry, Mapping) else getattr(entry, name, None)
+
+    return Bounds(
+        min_limit=_tier_map(memory=val("memory_min_bytes"), cpu=val("cpu_min_cores")),
+        max_limit=_tier_map(memory=val("memory_max_bytes"), cpu=val("cpu_max_cores")),
+        max_replicas=val("max_replicas"),
+    )
 
 
-def _round(tier: Tier, value: float) -> float:
-    if tier is Tier.MEMORY:
-        return float(math.ceil(value / PAGE_BYTES) * PAGE_BYTES)
-    return math.ceil(value * 100 - 1e-9) / 100
+def _config(cfg: PolicyConfig | PolicySettings) -> PolicyConfig:
+    if isinstance(cfg, PolicyConfig):
+        return cfg
+    if isinstance(cfg, PolicySettings):
+        return PolicyConfig.from_settings(cfg)
+    raise ValueError(f"policy config must be a PolicyConfig or PolicySettings, got {type(cfg)}")
 
 
-def target_limit(tier: Tier, limit: float, forecast: float, cfg: PolicySettings) -> float:
-    """Rules 2–3 of the module docstring: the limit the policy would set (unclamped for
-    the current limit; clamped to the tier's bounds)."""
+# -- sizing rules -----------------------------------------------------------------------
+
+
+def _buffer_target(tier: str, limit: float, forecast: float, margin: float,
+                   cfg: PolicyConfig) -> tuple[float, str]:
     base = max(forecast if math.isfinite(forecast) else limit, limit)
-    new = base * (1 + cfg.margin_fraction)
-    if tier is Tier.CPU:
-        new = max(new, limit * (1 + cfg.cpu_step_fraction))
-    lo, hi = _bounds(tier, cfg)
-    return min(max(_round(tier, new), lo), hi)
+    buffer = max(margin * base, cfg.buffer_abs.get(tier, 0.0))
+    new = base + buffer
+    why = f"buffer {fmt(tier, buffer)} above {fmt(tier, base)}"
+    if tier == Tier.CPU and limit * (1 + cfg.cpu_step_fraction) > new:
+        new = limit * (1 + cfg.cpu_step_fraction)
+        why = f"CPU step {cfg.cpu_step_fraction:.0%} (demand above the quota is not visible)"
+    return new, why
 
 
-def preemptive_buffer(
-    inp: PolicyInput, cfg: PolicySettings, state: PolicyState
-) -> tuple[list[Decision], PolicyState]:
-    """Decide every container and tier of one tick. Returns decisions and the new state."""
+def _proportional_target(tier: str, limit: float, forecast: float, usage: float, margin: float,
+                         cfg: PolicyConfig) -> tuple[float, str]:
+    if not (math.isfinite(usage) and usage > 0 and math.isfinite(forecast)):
+        new, why = _buffer_target(tier, limit, forecast, margin, cfg)
+        return new, f"usage or forecast unknown: fell back to the buffer rule, {why}"
+    ratio = max(forecast / usage, 1.0)
+    new = limit * ratio * (1 + margin)
+    why = (f"load × {ratio:.2f} (usage {fmt(tier, usage)} → {fmt(tier, forecast)}), "
+           f"margin {margin:.0%}")
+    if tier == Tier.CPU and limit * (1 + cfg.cpu_step_fraction) > new:
+        new = limit * (1 + cfg.cpu_step_fraction)
+        why += f"; CPU step {cfg.cpu_step_fraction:.0%}"
+    return new, why
+
+
+def target_limit(tier: Tier, limit: float, forecast: float,
+                 cfg: PolicySettings | PolicyConfig) -> float:
+    """The buffer rule for one value, rounded up and clamped to the tier's global
+    bounds (kept from the spine). Worked example: CPU quota 0.25, forecast 0.25,
+    margin 0.25, step 0.5 → 0.38 cores."""
+    c = _config(cfg)
+    new, _ = _buffer_target(tier, limit, forecast, c.margin_fraction, c)
+    lo = c.guards.min_limit.get(tier, 0.0)
+    hi = c.guards.max_limit.get(tier, math.inf)
+    return min(max(round_up(tier, new), lo), hi)
+
+
+Sizer = Callable[[PolicyInput, int, Tier, float, float], tuple[float, str]]
+
+
+def _propose(inp: PolicyInput, size: Sizer, *, per_tier_threshold: bool) -> list[Decision]:
+    """One unguarded decision per tier and container; ``size(inp, i, tier, limit,
+    forecast)`` gives the target and how it was sized."""
     decisions: list[Decision] = []
-    last = dict(state.last_action_s)
     for tier, tp in inp.prediction.tiers.items():
         for i, name in enumerate(inp.containers):
             p = float(tp.p_fail[i])
-            thr = float(inp.thresholds[i])
+            thr = inp.threshold_of(tier, i) if per_tier_threshold else float(inp.thresholds[i])
             limit = float(tp.limit[i])
             forecast = float(tp.forecast[i])
             ttl = float(tp.time_to_limit_s[i])
-            key = f"{name}/{tier.value}"
             action = None
             if not math.isfinite(limit):
                 reason = "no limit set: nothing to protect"
-            elif p < thr:
+            elif not p >= thr:
                 reason = f"p_fail {p:.2f} < threshold {thr:.2f}"
-            elif key in last and inp.now_s - last[key] < cfg.cooldown_s:
-                left = cfg.cooldown_s - (inp.now_s - last[key])
-                reason = f"p_fail {p:.2f} >= {thr:.2f} but in cooldown ({left:.1f} s left)"
             else:
-                new = target_limit(tier, limit, forecast, cfg)
-                if new <= limit:
-                    reason = f"p_fail {p:.2f} >= {thr:.2f} but limit is at the policy maximum"
-                else:
-                    reason = (
-                        f"p_fail {p:.2f} >= {thr:.2f}: forecast {forecast:.4g} at horizon "
-                        f"{inp.prediction.horizon_s:g} s vs limit {limit:.4g}; "
-                        f"buffer {cfg.margin_fraction:.0%}"
-                    )
+                new, how = size(inp, i, tier, limit, forecast)
+                reason = (f"p_fail {p:.2f} >= {thr:.2f}: forecast {fmt(tier, forecast)} at "
+                          f"horizon {inp.prediction.horizon_s:g} s vs limit {fmt(tier, limit)}; "
+                          f"{how}")
+                if new > limit:
                     action = ScalingAction(
                         action_id=action_id_for(name, tier, inp.now_s),
-                        now_s=inp.now_s,
-                        container=name,
-                        tier=tier,
-                        old_limit=limit,
-                        new_limit=new,
-                        p_fail=p,
-                        threshold=thr,
-                        time_to_limit_s=ttl,
-                        forecast=forecast,
-                        reason=reason,
+                        now_s=inp.now_s, container=name, tier=tier, old_limit=limit,
+                        new_limit=new, p_fail=p, threshold=thr, time_to_limit_s=ttl,
+                        forecast=forecast, reason=reason, kind=ActionKind.RESIZE,
+                        app=inp.app_of(i), preemptive=True,
                     )
-                    last[key] = inp.now_s
+                else:
+                    reason += ": no growth asked"
             decisions.append(
-                Decision(inp.now_s, name, tier, p, thr, ttl, forecast, limit, action, reason)
-            )
-    return decisions, PolicyState(last)
+                Decision(inp.now_s, name, tier, p, thr, ttl, forecast, limit, action, reason))
+    return decisions
+
+
+def _raw_buffer(inp: PolicyInput, cfg: PolicyConfig) -> list[Decision]:
+    return _propose(
+        inp, lambda _i, i, tier, lim, f: _buffer_target(tier, lim, f, cfg.margin_fraction, cfg),
+        per_tier_threshold=False)
+
+
+def _raw_proportional(inp: PolicyInput, cfg: PolicyConfig) -> list[Decision]:
+    if not inp.usage:
+        raise ValueError("the proportional policy needs PolicyInput.usage "
+                         "(current usage per tier, bytes / cores)")
+    return _propose(
+        inp, lambda _i, i, tier, lim, f: _proportional_target(
+            tier, lim, f, inp.usage_of(tier, i), cfg.margin_fraction, cfg),
+        per_tier_threshold=False)
+
+
+def _raw_multi_tier(inp: PolicyInput, cfg: PolicyConfig) -> list[Decision]:
+    def size(_inp: PolicyInput, i: int, tier: Tier, lim: float, f: float) -> tuple[float, str]:
+        method = cfg.multi_tier_methods.get(tier, "preemptive_buffer")
+        margin = cfg.multi_tier_margins.get(tier, cfg.margin_fraction)
+        if method == "proportional":
+            new, how = _proportional_target(tier, lim, f, inp.usage_of(tier, i), margin, cfg)
+        else:
+            new, how = _buffer_target(tier, lim, f, margin, cfg)
+        return new, f"{tier} tier ({method}): {how}"
+
+    decisions = _propose(inp, size, per_tier_threshold=True)
+    order = sorted(range(len(decisions)), key=lambda k: _urgency(decisions[k]))
+    decisions = [decisions[k] for k in order]
+    acting: dict[str, list[Decision]] = {}
+    for d in decisions:
+        if d.action is not None:
+            acting.setdefault(d.container, []).append(d)
+    ranked: dict[tuple[str, str], str] = {}
+    for name, ds in acting.items():
+        if len(ds) > 1:
+            first = ds[0]
+            for r, d in enumerate(ds, 1):
+                ranked[(name, d.tier)] = (
+                    f"bottleneck {r} of {len(ds)} by time to limit "
+                    f"({first.tier} {_ttl(first.time_to_limit_s)} first)")
+    out = []
+    for d in decisions:
+        note = ranked.get((d.container, d.tier))
+        if note is not None and d.action is not None:
+            reason = f"{d.reason}; {note}"
+            d = Decision(d.now_s, d.container, d.tier, d.p_fail, d.threshold, d.time_to_limit_s,
+                         d.forecast, d.limit, _with_reason(d.action, reason), reason)
+        out.append(d)
+    return out
+
+
+def _urgency(d: Decision) -> tuple[int, float]:
+    ttl = d.time_to_limit_s
+    return (1, 0.0) if math.isnan(ttl) else (0, ttl)
+
+
+def _ttl(ttl: float) -> str:
+    return "unknown" if math.isnan(ttl) else f"{ttl:.0f} s"
+
+
+def _with_reason(a: ScalingAction, reason: str) -> ScalingAction:
+    return replace(a, reason=reason)
+
+
+_RAW: dict[str, Callable[[PolicyInput, PolicyConfig], list[Decision]]] = {
+    "preemptive_buffer": _raw_buffer,
+    "proportional": _raw_proportional,
+    "multi_tier": _raw_multi_tier,
+}
+
+
+# -- the policies -------------------------------------------------------------------------
+
+
+def preemptive_buffer(
+    inp: PolicyInput, cfg: PolicyConfig | PolicySettings, state: PolicyState
+) -> tuple[list[Decision], PolicyState]:
+    """The buffer rule (module docstring), guarded."""
+    c = _config(cfg)
+    return guard(inp, _raw_buffer(inp, c), c.guards, state)
+
+
+def proportional(
+    inp: PolicyInput, cfg: PolicyConfig | PolicySettings, state: PolicyState
+) -> tuple[list[Decision], PolicyState]:
+    """The proportional rule (module docstring), guarded. Needs ``inp.usage``."""
+    c = _config(cfg)
+    return guard(inp, _raw_proportional(inp, c), c.guards, state)
+
+
+def multi_tier(
+    inp: PolicyInput, cfg: PolicyConfig | PolicySettings, state: PolicyState
+) -> tuple[list[Decision], PolicyState]:
+    """Every tier sized by its own rule, most urgent first (module docstring), guarded."""
+    c = _config(cfg)
+    return guard(inp, _raw_multi_tier(inp, c), c.guards, state)
+
+
+def scale_down_idle(
+    inp: PolicyInput, cfg: PolicyConfig | PolicySettings, state: PolicyState
+) -> tuple[list[Decision], PolicyState]:
+    """Idle scale-down (:mod:`app.core.cost`), guarded. Needs ``inp.usage``."""
+    c = _config(cfg)
+    raw, state = propose_scale_downs(inp, c.cost, state)
+    return guard(inp, raw, c.guards, state)
+
+
+def decide(
+    inp: PolicyInput, cfg: PolicyConfig | PolicySettings, state: PolicyState
+) -> tuple[list[Decision], PolicyState]:
+    """One tick of the engine: the scale-up policy ``cfg.kind``, then (if
+    ``cfg.cost.enabled``) the idle scale-down for every container and tier that the
+    scale-up policy leaves alone, then the guards over all of it. One decision per
+    container and tier, in the scale-up policy's order."""
+    c = _config(cfg)
+    raw = _RAW[c.kind](inp, c)
+    if c.cost.enabled:
+        downs, state = propose_scale_downs(inp, c.cost, state)
+        by_key = {(d.container, d.tier): d for d in downs if d.action is not None}
+        raw = [by_key.get((d.container, d.tier), d) if d.action is None else d for d in raw]
+    return guard(inp, raw, c.guards, state)

@@ -1,0 +1,249 @@
+"""Cost: scale idle containers down, gradually and safely, and count what it saves.
+
+**Idle.** Per container and tier (independently: a CPU-idle cache may still need its
+memory), a *low* tick is one where the limit L is finite, usage u is known,
+u < ``idle_usage_fraction`` × L and p_fail ≤ ``idle_p_fail_max``. A run of
+consecutive low ticks starts at ``low_since_s`` (kept in :class:`PolicyState`, with
+the run's highest usage ``low_peak``); any other tick ends it. The tier is *idle*
+once the run has lasted ``idle_after_s``.
+
+**Step down.** An idle tier whose last action was at least ``step_interval_s`` ago
+gets the target::
+
+    P = max(run peak, input peak_usage (when known), u)
+    T = ⌈max(P × (1 + peak_margin_fraction), L × (1 − step_down_fraction))⌉
+
+and a scale-down is proposed if T < L. The guards (:mod:`app.core.guards`) then
+apply as to any action; for memory they never go below ⌈u × (1 + safety margin)⌉
+(the hard invariant).
+
+Worked example: L = 1 GiB, u = 100 MiB, input peak 300 MiB, run peak 120 MiB,
+peak margin 0.2, step 0.1, low for 3600 s ≥ idle_after 3600 s, p_fail 0.01 ≤ 0.05 →
+P = 300 MiB, T = max(360 MiB, 921.6 MiB) = 921.6 MiB (page-rounded) → one step of
+10 %; repeated every ``step_interval_s`` while the tier stays idle, the limit
+converges to 360 MiB — or stops earlier when u reaches ``idle_usage_fraction`` of it.
+
+**Savings.** :class:`SavingsLedger` is a pure accumulator over ticks: per
+container and tier it holds the reduction R (how far below its pre-scale-down value
+the limit is now: a decrease adds old − new; an increase takes new − old back, down
+to 0), and per tier the integral Σ R × Δt, reported in bytes·h and core·h
+(:meth:`SavingsLedger.saved_hours`). Worked example in :func:`accumulate_savings`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.core.actions import ActionKind, Decision, ScalingAction, action_id_for
+from app.core.policy_types import PolicyInput, PolicyState, fmt, key_of, round_up
+from app.core.sample import Tier
+
+
+@dataclass(frozen=True)
+class CostConfig:
+    """Scale-down of idle containers (module docstring)."""
+
+    enabled: bool = True
+    idle_usage_fraction: float = 0.5
+    idle_after_s: float = 3600.0
+    idle_p_fail_max: float = 0.05
+    peak_margin_fraction: float = 0.2
+    step_down_fraction: float = 0.1
+    step_interval_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        for name, lo, hi in (
+            ("idle_usage_fraction", 0.0, 1.0),
+            ("idle_p_fail_max", 0.0, 1.0),
+            ("step_down_fraction", 0.0, 1.0),
+            ("peak_margin_fraction", 0.0, 10.0),
+            ("idle_after_s", 0.0, math.inf),
+            ("step_interval_s", 0.0, math.inf),
+        ):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and lo <= v <= hi and not math.isinf(v)):
+                raise ValueError(f"CostConfig.{name} must be a finite number in [{lo}, {hi}], "
+                                 f"got {v!r}")
+        if self.step_down_fraction == 0:
+            raise ValueError("CostConfig.step_down_fraction must be > 0")
+
+
+def propose_scale_downs(
+    inp: PolicyInput, cfg: CostConfig, state: PolicyState
+) -> tuple[list[Decision], PolicyState]:
+    """One decision per container and tier of ``inp.prediction``: a scale-down of the
+    idle ones (unguarded: pass the result through :func:`app.core.guards.guard`), and
+    the state with the low-usage runs updated. Runs of containers not in the snapshot
+    are dropped.
+    """
+    now = inp.now_s
+    low_since: dict[str, float] = {}
+    low_peak: dict[str, float] = {}
+    decisions: list[Decision] = []
+    for tier, tp in inp.prediction.tiers.items():
+        for i, name in enumerate(inp.containers):
+            key = key_of(name, tier)
+            p = float(tp.p_fail[i])
+            limit = float(tp.limit[i])
+            usage = inp.usage_of(tier, i)
+            action = None
+            if not (math.isfinite(limit) and limit > 0):
+                reason = "cost: no limit set: nothing to scale down"
+            elif not math.isfinite(usage):
+                reason = "cost: usage unknown"
+            elif not p <= cfg.idle_p_fail_max:
+                reason = f"cost: not idle: p_fail {p:.2f} > {cfg.idle_p_fail_max:.2f}"
+            elif usage >= cfg.idle_usage_fraction * limit:
+                reason = (f"cost: not idle: usage {fmt(tier, usage)} is {usage / limit:.0%} of "
+                          f"the limit (>= {cfg.idle_usage_fraction:.0%})")
+            else:
+                since = state.low_since_s.get(key, now)
+                run_peak = max(state.low_peak.get(key, usage), usage)
+                low_since[key], low_peak[key] = since, run_peak
+                action, reason = _step_down(inp, cfg, state, i, tier, limit, usage, p,
+                                            now - since, run_peak)
+            decisions.append(Decision(
+                now, name, tier, p, inp.threshold_of(tier, i), float(tp.time_to_limit_s[i]),
+                float(tp.forecast[i]), limit, action, reason,
+            ))
+    new_state = PolicyState(
+        last_action_s=dict(state.last_action_s),
+        last_direction=dict(state.last_direction),
+        low_since_s=low_since,
+        low_peak=low_peak,
+    )
+    return decisions, new_state
+
+
+def _step_down(
+    inp: PolicyInput, cfg: CostConfig, state: PolicyState, i: int, tier: Tier,
+    limit: float, usage: float, p: float, idle_for_s: float, run_peak: float,
+) -> tuple[ScalingAction | None, str]:
+    name, now = inp.containers[i], inp.now_s
+    key = key_of(name, tier)
+    low = (f"usage {fmt(tier, usage)} < {cfg.idle_usage_fraction:.0%} of limit "
+           f"{fmt(tier, limit)}, p_fail {p:.2f} <= {cfg.idle_p_fail_max:.2f}")
+    if idle_for_s < cfg.idle_after_s:
+        return None, f"cost: low for {idle_for_s:.0f} s of {cfg.idle_after_s:g} s ({low})"
+    last = state.last_action_s.get(key)
+    if last is not None and now - last < cfg.step_interval_s:
+        wait = cfg.step_interval_s - (now - last)
+        return None, f"cost: idle ({low}); next step down in {wait:.0f} s"
+    peak_in = inp.peak_of(tier, i)
+    peak = max(run_peak, usage, peak_in if math.isfinite(peak_in) else 0.0)
+    keep = peak * (1 + cfg.peak_margin_fraction)
+    target = round_up(tier, max(keep, limit * (1 - cfg.step_down_fraction)))
+    if target >= limit:
+        return None, (f"cost: idle ({low}) but the limit is at peak {fmt(tier, peak)} × "
+                      f"{1 + cfg.peak_margin_fraction:.2f}")
+    reason = (f"cost: idle for {idle_for_s:.0f} s ({low}): step down to {fmt(tier, target)} "
+              f"(at most {cfg.step_down_fraction:.0%}; never below peak {fmt(tier, peak)} × "
+              f"{1 + cfg.peak_margin_fraction:.2f})")
+    tp = inp.prediction.tiers[tier]
+    action = ScalingAction(
+        action_id=action_id_for(name, tier, now),
+        now_s=now,
+        container=name,
+        tier=tier,
+        old_limit=limit,
+        new_limit=target,
+        p_fail=p,
+        threshold=inp.threshold_of(tier, i),
+        time_to_limit_s=float(tp.time_to_limit_s[i]),
+        forecast=float(tp.forecast[i]),
+        reason=reason,
+        kind=ActionKind.RESIZE,
+        app=inp.app_of(i),
+        preemptive=False,
+    )
+    return action, reason
+
+
+# -- resource-hours saved -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SavingsLedger:
+    """Accumulated savings (module docstring). ``reduction``: ``"container/tier"`` →
+    current limit reduction (bytes / cores); ``saved_s``: tier → Σ reduction × seconds
+    (byte·s / core·s); ``last_s``: the time integrated up to (None before the first
+    tick)."""
+
+    last_s: float | None = None
+    reduction: Mapping[str, float] = field(default_factory=dict)
+    saved_s: Mapping[str, float] = field(default_factory=dict)
+
+    def saved_hours(self) -> dict[str, float]:
+        """Per tier: bytes·h for memory, core·h for CPU."""
+        return {tier: v / 3600.0 for tier, v in self.saved_s.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"last_s": self.last_s, "reduction": dict(self.reduction),
+                "saved_s": dict(self.saved_s)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SavingsLedger:
+        try:
+            last = data.get("last_s")
+            return cls(
+                last_s=None if last is None else float(last),
+                reduction={str(k): float(v) for k, v in data.get("reduction", {}).items()},
+                saved_s={str(k): float(v) for k, v in data.get("saved_s", {}).items()},
+            )
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"SavingsLedger: malformed checkpoint: {exc}") from exc
+
+
+def accumulate_savings(
+    ledger: SavingsLedger,
+    now_s: float,
+    changes: Iterable[Any] = (),
+    live: Iterable[str] | None = None,
+) -> SavingsLedger:
+    """Integrate the current reductions from ``ledger.last_s`` to ``now_s``, then apply
+    the limit ``changes`` made at ``now_s``.
+
+    ``changes``: objects with ``container``, ``tier``, ``old_limit``, ``new_limit``
+    (an applied :class:`~app.core.actions.ActionResult` — the real limits — or a
+    :class:`ScalingAction` for what recommend mode would have saved); those with a
+    ``kind`` other than ``RESIZE`` and non-finite limits are skipped. ``live``: when
+    given, reductions of containers not in it are dropped *before* integrating (a
+    container that is gone saves nothing).
+
+    Worked example (memory): t = 0, 1 GiB → 768 MiB (R = 256 MiB); t = 1800 s: +256 MiB
+    × 0.5 h = 128 MiB·h, then 768 → 512 MiB (R = 512 MiB); t = 3600 s: +512 MiB × 0.5 h
+    = 256 MiB·h → 384 MiB·h in all. A scale-up 512 → 640 MiB at 3600 s leaves
+    R = 384 MiB.
+
+    Raises :class:`ValueError` if ``now_s`` is not finite or earlier than ``last_s``.
+    """
+    if not math.isfinite(now_s):
+        raise ValueError(f"accumulate_savings: now_s must be finite, got {now_s!r}")
+    if ledger.last_s is not None and now_s < ledger.last_s:
+        raise ValueError(f"accumulate_savings: now_s {now_s} is before the last tick "
+                         f"{ledger.last_s}")
+    reduction = dict(ledger.reduction)
+    if live is not None:
+        alive = set(live)
+        reduction = {k: v for k, v in reduction.items() if k.rsplit("/", 1)[0] in alive}
+    saved = dict(ledger.saved_s)
+    dt = 0.0 if ledger.last_s is None else now_s - ledger.last_s
+    for key, r in reduction.items():
+        tier = key.rsplit("/", 1)[1]
+        saved[tier] = saved.get(tier, 0.0) + r * dt
+    for ch in changes:
+        if getattr(ch, "kind", ActionKind.RESIZE) is not ActionKind.RESIZE:
+            continue
+        old, new = float(ch.old_limit), float(ch.new_limit)
+        if not (math.isfinite(old) and math.isfinite(new)) or old == new:
+            continue
+        tier = str(getattr(ch.tier, "value", ch.tier))
+        key = key_of(ch.container, tier)
+        r = reduction.get(key, 0.0) + (old - new)
+        reduction[key] = max(r, 0.0)
+        saved.setdefault(tier, 0.0)
+    reduction = {k: v for k, v in reduction.items() if v > 0}
+    return SavingsLedger(last_s=float(now_s), reduction=reduction, saved_s=saved)

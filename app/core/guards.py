@@ -1,0 +1,369 @@
+"""Guards: the rules every proposed action of every policy passes through.
+
+:func:`guard` takes the decisions a policy proposes (each :class:`Decision` whose
+``action`` is the policy's *unguarded* wish) and returns them with every action
+kept, changed, turned into a scale-out, or blocked; each guard that changes or blocks
+an action appends why to the reason (``"…; max step: +1024.0 MiB"`` /
+``"…; blocked: in cooldown (5.0 s left)"``). It is pure: a function of the snapshot,
+the config and the state, returning decisions and the new state. Decisions are
+processed in order, so a policy lists its most urgent first.
+
+Per action on container c, tier t (key ``"c/t"``), with old limit L, the policy's
+target T, direction d = sign(T − L), in this order:
+
+1. **Cooldown**: blocked if the last action on ``c/t`` was less than
+   ``cooldown_s`` (or ``tier_cooldown_s[t]``) ago.
+2. **Hysteresis (hold)**: blocked if the last action on ``c/t`` went the other way
+   and was less than ``hold_s`` ago. Exception: a scale-up whose p_fail is at least
+   ``urgent_p_fail`` (None: no exception) — a hold meant against flapping never
+   stops a scale-up that prevents an imminent failure; the reason says so.
+3. **Bounds** [lo, hi] of the tier: the most specific of container, app and global
+   wins, field by field (``container_bounds`` > ``app_bounds`` > ``min/max_limit``).
+   lo > hi (conflicting overrides) blocks.
+4. **Sizing**, with the step S = min(``max_step_fraction`` × L, ``max_step_abs[t]``)
+   and, for memory, the safety floor F = ⌈usage × (1 + ``safety_margin_fraction``)⌉
+   (page-rounded):
+
+   - up (d = +1): if L ≥ hi the container cannot grow → step 6.
+     N = min(⌈T⌉, hi, L + S), then N = max(N, min(F, hi)) (the floor wins over the
+     step), then N = max(N, lo) (bounds win over the step);
+   - down (d = −1): memory with unknown usage is never lowered (blocked).
+     N = max(⌈T⌉, L − S, lo, F); blocked if N > hi (lowering it to the max would
+     undercut the floor or the policy's own target, e.g. cost's peak + margin:
+     a limit above its max is left to the operator), N ≤ 0, or N ≥ L.
+
+   So every proposed limit is within [lo, hi]; a memory decrease is never below F,
+   an increase never below min(F, hi); |N − L| ≤ S unless N is lo, or F (memory).
+5. **Dead band**: blocked if |N − L| < ``dead_band_fraction`` × L.
+6. **Escalation vertical → horizontal**: an increase that cannot happen — L ≥ hi,
+   or N − L exceeds the room the input reports (``headroom_on_node`` for the
+   container, ``pool_free`` for the tier, whichever is smaller) — becomes, for a
+   container with ``replicated`` set, a ``SCALE_OUT`` to replicas + 1 (key
+   ``"c/replicas"``; its own ``scale_out_cooldown_s``; bounded by ``max_replicas``;
+   at most one per container per tick). Not replicated: at the max it is blocked;
+   when it does not fit, it is kept and the reason says the pool decides.
+
+A passed resize records ``last_action_s[c/t] = now`` and ``last_direction[c/t] = d``.
+
+Worked example (memory, step fraction 0.5, safety margin 0.1, bounds [32 MiB,
+2 GiB]): L = 512 MiB, T = 1200 MiB, usage 500 MiB → ⌈T⌉ = 1200 MiB, L + S = 768 MiB
+→ N = 768 MiB (max step); F = 550 MiB < 768 → N = 768 MiB, reason
+"…; max step: +256.0 MiB (50% of the limit)". At L = 1024 MiB and the same usage, a
+target of 300 MiB gives S = 512 MiB and N = max(300, 1024 − 512, 32, 550) = 550 MiB
+("…; safety floor: usage 500.0 MiB × 1.10"); at L = 512 MiB it is blocked (550 ≥ 512:
+"cannot lower").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from app.core.actions import ActionKind, Decision, ScalingAction
+from app.core.policy_types import (
+    PolicyInput,
+    PolicyState,
+    fmt,
+    key_of,
+    replicas_key,
+    round_up,
+)
+from app.core.sample import Tier
+
+MiB = 2**20
+GiB = 2**30
+
+
+def _check_tier_map(name: str, m: Mapping[str, float], *, positive: bool = False) -> None:
+    for tier, v in m.items():
+        ok = isinstance(v, (int, float)) and not math.isnan(v) and (v > 0 if positive else v >= 0)
+        if not ok:
+            raise ValueError(f"{name}[{tier}] must be a number {'>' if positive else '>='} 0, "
+                             f"got {v!r}")
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A per-app or per-container override: tier → lowest / highest limit, and the
+    highest replica count. Absent fields fall back to the next less specific level."""
+
+    min_limit: Mapping[str, float] = field(default_factory=dict)
+    max_limit: Mapping[str, float] = field(default_factory=dict)
+    max_replicas: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_tier_map("Bounds.min_limit", self.min_limit)
+        _check_tier_map("Bounds.max_limit", self.max_limit, positive=True)
+        for tier, lo in self.min_limit.items():
+            hi = self.max_limit.get(tier)
+            if hi is not None and lo > hi:
+                raise ValueError(f"Bounds: min_limit[{tier}] {lo} is above max_limit[{tier}] {hi}")
+        if self.max_replicas is not None and self.max_replicas < 1:
+            raise ValueError(f"Bounds.max_replicas must be >= 1, got {self.max_replicas}")
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """Guard settings (see the module docstring for what each does).
+
+    Tier mappings are keyed by tier name (``"memory"``, ``"cpu"``, …); a tier with
+    no entry has no bound (lo 0, hi inf), no absolute step cap and the default
+    cooldown.
+    """
+
+    min_limit: Mapping[str, float] = field(
+        default_factory=lambda: {"memory": 32 * MiB, "cpu": 0.1})
+    max_limit: Mapping[str, float] = field(
+        default_factory=lambda: {"memory": 2 * GiB, "cpu": 1.0})
+    app_bounds: Mapping[str, Bounds] = field(default_factory=dict)
+    container_bounds: Mapping[str, Bounds] = field(default_factory=dict)
+    max_step_fraction: float = 1.0
+    max_step_abs: Mapping[str, float] = field(default_factory=dict)
+    cooldown_s: float = 10.0
+    tier_cooldown_s: Mapping[str, float] = field(default_factory=dict)
+    hold_s: float = 300.0
+    urgent_p_fail: float | None = 0.9
+    dead_band_fraction: float = 0.02
+    safety_margin_fraction: float = 0.1
+    max_replicas: int = 10
+    scale_out_cooldown_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        Bounds(self.min_limit, self.max_limit)  # same checks
+        for name, b in (*self.app_bounds.items(), *self.container_bounds.items()):
+            if not isinstance(b, Bounds):
+                raise ValueError(f"GuardConfig bounds for {name!r} must be a Bounds, got {b!r}")
+        for fname in ("max_step_fraction",):
+            v = getattr(self, fname)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"GuardConfig.{fname} must be a finite number > 0, got {v!r}")
+        _check_tier_map("GuardConfig.max_step_abs", self.max_step_abs, positive=True)
+        _check_tier_map("GuardConfig.tier_cooldown_s", self.tier_cooldown_s)
+        for fname in ("cooldown_s", "hold_s", "dead_band_fraction", "safety_margin_fraction",
+                      "scale_out_cooldown_s"):
+            v = getattr(self, fname)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"GuardConfig.{fname} must be a finite number >= 0, got {v!r}")
+        if self.urgent_p_fail is not None and not (0 <= self.urgent_p_fail <= 1):
+            raise ValueError(f"GuardConfig.urgent_p_fail must be in [0, 1] or None, "
+                             f"got {self.urgent_p_fail!r}")
+        if self.max_replicas < 1:
+            raise ValueError(f"GuardConfig.max_replicas must be >= 1, got {self.max_replicas}")
+
+    # -- effective values -----------------------------------------------------------
+    def bounds_for(self, container: str, app: str, tier: str) -> tuple[float, float]:
+        """[lo, hi] of ``tier`` for a container: container > app > global, per field."""
+        levels = [self.container_bounds.get(container), self.app_bounds.get(app)]
+        lo = self.min_limit.get(tier, 0.0)
+        hi = self.max_limit.get(tier, math.inf)
+        for b in reversed([x for x in levels if x is not None]):  # app, then container
+            lo = b.min_limit.get(tier, lo)
+            hi = b.max_limit.get(tier, hi)
+        return float(lo), float(hi)
+
+    def max_replicas_for(self, container: str, app: str) -> int:
+        for b in (self.container_bounds.get(container), self.app_bounds.get(app)):
+            if b is not None and b.max_replicas is not None:
+                return b.max_replicas
+        return self.max_replicas
+
+    def cooldown_for(self, tier: str) -> float:
+        return float(self.tier_cooldown_s.get(tier, self.cooldown_s))
+
+    def step_for(self, tier: str, limit: float) -> float:
+        """S = min(max_step_fraction × limit, max_step_abs[tier])."""
+        return min(self.max_step_fraction * limit, self.max_step_abs.get(tier, math.inf))
+
+    def floor_for(self, tier: str, usage: float) -> float:
+        """Memory safety floor ⌈usage × (1 + safety_margin)⌉ (nan: usage unknown);
+        0 for other tiers (no floor)."""
+        if tier != Tier.MEMORY:
+            return 0.0
+        if not math.isfinite(usage):
+            return math.nan
+        return round_up(tier, max(usage, 0.0) * (1 + self.safety_margin_fraction))
+
+
+def scale_out_action_id(container: str, now_s: float) -> str:
+    """``"web-1/replicas@1700000000123"`` (distinct from any resize of the same tick)."""
+    return f"{container}/replicas@{round(now_s * 1000)}"
+
+
+class _Blocked(Exception):
+    """An action is blocked; the message is the reason."""
+
+
+@dataclass
+class _Tick:
+    inp: PolicyInput
+    cfg: GuardConfig
+    last: dict[str, float]
+    direction: dict[str, int]
+    scaled_out: set[str]
+
+
+def guard(
+    inp: PolicyInput, decisions: Sequence[Decision], cfg: GuardConfig, state: PolicyState
+) -> tuple[list[Decision], PolicyState]:
+    """Apply every guard to every proposed action (module docstring), in order.
+
+    Decisions without an action pass unchanged. A decision for a container that is
+    not in ``inp.containers`` raises :class:`ValueError`.
+    """
+    index = {name: i for i, name in enumerate(inp.containers)}
+    t = _Tick(inp, cfg, dict(state.last_action_s), dict(state.last_direction), set())
+    out: list[Decision] = []
+    for d in decisions:
+        if d.action is None:
+            out.append(d)
+            continue
+        if d.container not in index:
+            raise ValueError(
+                f"decision for {d.container!r}, which is not in PolicyInput.containers")
+        i = index[d.container]
+        try:
+            if d.action.kind is ActionKind.SCALE_OUT:
+                action = _scale_out(t, i, d.action, d.action.reason, "scale-out proposed")
+            else:
+                action = _resize(t, i, d.action)
+        except _Blocked as why:
+            out.append(replace(d, action=None, reason=f"{d.reason}; blocked: {why}"))
+            continue
+        out.append(replace(d, action=action, reason=action.reason))
+    new_state = replace(state, last_action_s=t.last, last_direction=t.direction)
+    return out, new_state
+
+
+def _resize(t: _Tick, i: int, a: ScalingAction) -> ScalingAction:
+    cfg, inp, now = t.cfg, t.inp, t.inp.now_s
+    tier, c = a.tier, a.container
+    key = key_of(c, tier)
+    old, target = float(a.old_limit), float(a.new_limit)
+    if not (math.isfinite(old) and math.isfinite(target)):
+        raise _Blocked(f"limit {old!r} or target {target!r} is not finite")
+    d = 1 if target > old else -1 if target < old else 0
+    if d == 0:
+        raise _Blocked("target equals the current limit")
+    notes: list[str] = []
+
+    # 1. cooldown
+    if key in t.last and now - t.last[key] < cfg.cooldown_for(tier):
+        left = cfg.cooldown_for(tier) - (now - t.last[key])
+        raise _Blocked(f"in cooldown ({left:.1f} s left)")
+    # 2. hysteresis hold
+    if t.direction.get(key) == -d and key in t.last and now - t.last[key] < cfg.hold_s:
+        age = now - t.last[key]
+        prev = "down" if d > 0 else "up"
+        urgent = cfg.urgent_p_fail is not None and d > 0 and a.p_fail >= cfg.urgent_p_fail
+        if not urgent:
+            raise _Blocked(f"would reverse the last action ({prev} {age:.0f} s ago) within the "
+                           f"hold of {cfg.hold_s:g} s")
+        notes.append(f"hold overridden: p_fail {a.p_fail:.2f} >= urgent {cfg.urgent_p_fail:.2f} "
+                     f"(last action {prev} {age:.0f} s ago)")
+    # 3. bounds
+    lo, hi = cfg.bounds_for(c, inp.app_of(i), tier)
+    if lo > hi:
+        raise _Blocked(f"conflicting bounds: min {fmt(tier, lo)} > max {fmt(tier, hi)}")
+    step = cfg.step_for(tier, old)
+    usage = inp.usage_of(tier, i)
+    floor = cfg.floor_for(tier, usage)
+    margin = 1 + cfg.safety_margin_fraction
+
+    # 4. sizing
+    if d > 0:
+        if old >= hi:
+            return _escalate(t, i, a, f"at the maximum limit {fmt(tier, hi)}", notes)
+        new = min(round_up(tier, min(target, hi)), hi)
+        if target > hi:
+            notes.append(f"clamped to max {fmt(tier, hi)}")
+        if new - old > step:
+            new = old + step
+            notes.append(f"max step: +{fmt(tier, step)} ({_step_desc(cfg, tier)})")
+        if not math.isnan(floor) and new < min(floor, hi):
+            new = min(floor, hi)
+            notes.append(f"safety floor: usage {fmt(tier, usage)} × {margin:.2f}")
+        if new < lo:
+            new = lo
+            notes.append(f"raised to min {fmt(tier, lo)}")
+        if new <= old:  # e.g. 0.05 → 0.0500000001 cores rounds back to 0.05
+            raise _Blocked(f"increase to {fmt(tier, target)} is below one rounding unit")
+    else:
+        if math.isnan(floor):
+            raise _Blocked("memory usage unknown: memory is never lowered blind")
+        new = round_up(tier, target)
+        if old - new > step:
+            new = round_up(tier, old - step)
+            notes.append(f"max step: -{fmt(tier, old - new)} ({_step_desc(cfg, tier)})")
+        if new < lo:
+            new = lo
+            notes.append(f"raised to min {fmt(tier, lo)}")
+        if new < floor:
+            new = floor
+            notes.append(f"safety floor: usage {fmt(tier, usage)} × {margin:.2f}")
+        if new > hi:
+            what = "safety floor" if new == floor else "target"
+            raise _Blocked(f"{what} {fmt(tier, new)} is above the max {fmt(tier, hi)}: "
+                           f"a limit outside its bounds is left to the operator")
+        if new <= 0:
+            raise _Blocked("a limit of 0 or less is never set")
+        if new >= old:
+            raise _Blocked(f"cannot lower: {fmt(tier, new)} (floor/min/usage + margin) "
+                           f">= limit {fmt(tier, old)}")
+    # 5. dead band
+    band = cfg.dead_band_fraction * old
+    if abs(new - old) < band:
+        raise _Blocked(f"change {fmt(tier, abs(new - old))} below the dead band "
+                       f"{fmt(tier, band)} ({cfg.dead_band_fraction:.0%})")
+    # 6. room on node / in pool
+    if d > 0:
+        room, where = inp.room_of(tier, i)
+        if new - old > room:
+            why = f"needs +{fmt(tier, new - old)}, {where} has {fmt(tier, max(room, 0))} free"
+            if inp.is_replicated(i):
+                return _escalate(t, i, a, why, notes)
+            notes.append(f"{why}; not replicated: left to the pool")
+
+    t.last[key] = now
+    t.direction[key] = d
+    reason = "; ".join([a.reason, *notes])
+    return replace(a, new_limit=float(new), reason=reason)
+
+
+def _step_desc(cfg: GuardConfig, tier: str) -> str:
+    cap = cfg.max_step_abs.get(tier)
+    frac = f"{cfg.max_step_fraction:.0%} of the limit"
+    return frac if cap is None else f"{frac}, at most {fmt(tier, cap)}"
+
+
+def _escalate(t: _Tick, i: int, a: ScalingAction, why: str, notes: list[str]) -> ScalingAction:
+    """The container cannot grow (``why``): scale out if it is replicated, else block."""
+    if not t.inp.is_replicated(i):
+        raise _Blocked(f"{why}; not replicated: cannot scale out")
+    return _scale_out(t, i, a, "; ".join([a.reason, *notes, f"{why}: scale out"]), why)
+
+
+def _scale_out(t: _Tick, i: int, a: ScalingAction, reason: str, why: str) -> ScalingAction:
+    cfg, inp, now, c = t.cfg, t.inp, t.inp.now_s, a.container
+    if not inp.is_replicated(i):
+        raise _Blocked("scale-out proposed for a container that is not replicated")
+    if c in t.scaled_out:
+        raise _Blocked("a scale-out of this container is already proposed this tick")
+    rkey = replicas_key(c)
+    n = inp.replicas_of(i)
+    cap = cfg.max_replicas_for(c, inp.app_of(i))
+    if n >= cap:
+        raise _Blocked(f"{why}; at max_replicas {cap}")
+    if rkey in t.last and now - t.last[rkey] < cfg.scale_out_cooldown_s:
+        left = cfg.scale_out_cooldown_s - (now - t.last[rkey])
+        raise _Blocked(f"scale-out in cooldown ({left:.1f} s left)")
+    t.last[rkey] = now
+    t.scaled_out.add(c)
+    return replace(
+        a,
+        action_id=scale_out_action_id(c, now),
+        kind=ActionKind.SCALE_OUT,
+        old_limit=n,
+        new_limit=n + 1,
+        reason=f"{reason}: replicas {n:g} → {n + 1:g}",
+    )

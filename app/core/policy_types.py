@@ -1,0 +1,246 @@
+"""The snapshot every policy decides on, the state it carries between ticks, and units.
+
+:class:`PolicyInput` is one tick's typed snapshot (it carries its own ``now_s``);
+:class:`PolicyState` is everything a policy and its guards remember between ticks
+(JSON-serialisable with :meth:`PolicyState.to_dict` / :meth:`PolicyState.from_dict`,
+so the coordinator can checkpoint it). Both are validated on construction: a bad
+snapshot raises :class:`ValueError` naming the field and changes nothing.
+
+Per-tier mappings are keyed by :class:`~app.core.sample.Tier` (a ``StrEnum``, so
+``"memory"`` and ``Tier.MEMORY`` are the same key); every array in them has one
+entry per container, in the order of ``containers``.
+
+Units: memory in bytes, CPU in cores; other tiers (disk, network), when a predictor
+provides them, in whatever unit their limit is expressed in. Memory limits are
+rounded up to a 4 KiB page, CPU quotas up to 0.01 core, other tiers not at all
+(:func:`round_up`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from app.core.predictor import Prediction
+from app.core.sample import Tier
+
+PAGE_BYTES = 4096
+CPU_UNIT_CORES = 0.01
+
+
+def round_up(tier: str, value: float) -> float:
+    """Round a limit up to the tier's unit: 4 KiB for memory, 0.01 core for CPU.
+
+    Worked example: memory 1001 B → 4096 B; CPU 0.375 cores → 0.38; CPU 0.38 → 0.38
+    (a value already on the grid, up to float noise of 1e-9, is kept).
+    """
+    if not math.isfinite(value) or abs(value) > 1e300:  # beyond any grid: keep as is
+        return float(value)
+    if tier == Tier.MEMORY:
+        return float(math.ceil(value / PAGE_BYTES - 1e-9) * PAGE_BYTES)
+    if tier == Tier.CPU:
+        return math.ceil(value * 100 - 1e-9) / 100
+    return float(value)
+
+
+def fmt(tier: str, value: float) -> str:
+    """A limit for humans: ``"128.0 MiB"``, ``"0.38 cores"``, ``"3"`` (other tiers)."""
+    if tier == Tier.MEMORY:
+        return f"{value / 2**20:.1f} MiB"
+    if tier == Tier.CPU:
+        return f"{value:.2f} cores"
+    return f"{value:.4g}"
+
+
+def key_of(container: str, tier: str) -> str:
+    """State key of one container and tier: ``"web-1/memory"``."""
+    return f"{container}/{tier}"
+
+
+def replicas_key(container: str) -> str:
+    """State key of a container's horizontal scaling: ``"web-1/replicas"``."""
+    return f"{container}/replicas"
+
+
+def _vector(name: str, value: Any, n: int, dtype: type = np.float64) -> np.ndarray:
+    arr = np.asarray(value, dtype=dtype)
+    if arr.shape != (n,):
+        raise ValueError(
+            f"PolicyInput.{name} has shape {arr.shape}, expected ({n},) (one per container)"
+        )
+    return arr
+
+
+def _tier_vectors(name: str, value: Mapping[Any, Any] | None, n: int) -> dict[Tier, np.ndarray]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"PolicyInput.{name} must be a mapping tier → array, got {type(value)}")
+    return {k: _vector(f"{name}[{k}]", v, n) for k, v in value.items()}
+
+
+@dataclass(frozen=True)
+class PolicyInput:
+    """One tick's snapshot for N containers (``containers`` order everywhere).
+
+    Required (what the spine already fills):
+
+    - ``now_s``: the tick's time (seconds, the snapshot's clock; finite);
+    - ``containers``: N distinct names;
+    - ``prediction``: per-tier p_fail, time to limit, forecast at the horizon, limit;
+    - ``thresholds``: ``[N]`` p_fail at which a container is acted on.
+
+    Optional (default: not known; each policy or guard says what it does without it):
+
+    - ``apps``: ``[N]`` application of each container (per-app bounds); ``""`` = none;
+    - ``usage``: tier → ``[N]`` current usage (bytes / cores; ``nan`` = unknown).
+      Needed by *proportional*, by the memory safety floor and by cost; without it
+      memory is never lowered;
+    - ``peak_usage``: tier → ``[N]`` observed peak usage over a long window (e.g. 24 h
+      from the history store); cost never goes below it × (1 + margin);
+    - ``tier_thresholds``: tier → ``[N]`` per-tier threshold (*multi-tier*; default
+      ``thresholds``);
+    - ``replicated``: ``[N]`` bool, the container is one replica of a horizontally
+      scalable service (escalation vertical → horizontal allowed);
+    - ``replicas``: ``[N]`` its current replica count (default 1);
+    - ``headroom_on_node``: tier → ``[N]`` how much more of the tier the container's
+      node can still give it (bytes / cores; ``nan`` or absent = unknown, not checked);
+    - ``pool_free``: tier → free capacity of the pool (bytes / cores).
+    """
+
+    now_s: float
+    containers: Sequence[str]
+    prediction: Prediction
+    thresholds: np.ndarray
+    apps: Sequence[str] | None = None
+    usage: Mapping[Tier, np.ndarray] | None = None
+    peak_usage: Mapping[Tier, np.ndarray] | None = None
+    tier_thresholds: Mapping[Tier, np.ndarray] | None = None
+    replicated: np.ndarray | None = None
+    replicas: np.ndarray | None = None
+    headroom_on_node: Mapping[Tier, np.ndarray] | None = None
+    pool_free: Mapping[Tier, float] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.now_s, (int, float, np.floating)) or not math.isfinite(self.now_s):
+            raise ValueError(f"PolicyInput.now_s must be a finite number, got {self.now_s!r}")
+        names = list(self.containers)
+        n = len(names)
+        if len(set(names)) != n:
+            dup = sorted({c for c in names if names.count(c) > 1})
+            raise ValueError(f"PolicyInput.containers has duplicate names: {dup}")
+        set_ = object.__setattr__
+        set_(self, "containers", names)
+        thr = _vector("thresholds", self.thresholds, n)
+        if np.any(np.isnan(thr)):
+            raise ValueError("PolicyInput.thresholds contains nan")
+        set_(self, "thresholds", thr)
+        for tier, tp in self.prediction.tiers.items():
+            for part in ("p_fail", "time_to_limit_s", "forecast", "limit"):
+                _vector(f"prediction.tiers[{tier}].{part}", getattr(tp, part), n)
+        if self.apps is not None:
+            apps = [str(a) for a in self.apps]
+            if len(apps) != n:
+                raise ValueError(f"PolicyInput.apps has {len(apps)} entries, expected {n}")
+            set_(self, "apps", apps)
+        for name in ("usage", "peak_usage", "tier_thresholds", "headroom_on_node"):
+            set_(self, name, _tier_vectors(name, getattr(self, name), n))
+        if self.replicated is not None:
+            set_(self, "replicated", _vector("replicated", self.replicated, n, bool))
+        if self.replicas is not None:
+            reps = _vector("replicas", self.replicas, n)
+            if np.any(reps < 0):
+                raise ValueError("PolicyInput.replicas has a negative count")
+            set_(self, "replicas", reps)
+        if self.pool_free is not None:
+            free = {}
+            for k, v in dict(self.pool_free).items():
+                if not isinstance(v, (int, float, np.floating, np.integer)):
+                    raise ValueError(f"PolicyInput.pool_free[{k}] must be a number, got {v!r}")
+                free[k] = float(v)
+            set_(self, "pool_free", free)
+
+    # -- lookups used by policies and guards --------------------------------------
+    def app_of(self, i: int) -> str:
+        return self.apps[i] if self.apps is not None else ""
+
+    def usage_of(self, tier: str, i: int) -> float:
+        arr = self.usage.get(tier) if self.usage else None
+        return float(arr[i]) if arr is not None else math.nan
+
+    def peak_of(self, tier: str, i: int) -> float:
+        arr = self.peak_usage.get(tier) if self.peak_usage else None
+        return float(arr[i]) if arr is not None else math.nan
+
+    def threshold_of(self, tier: str, i: int) -> float:
+        arr = self.tier_thresholds.get(tier) if self.tier_thresholds else None
+        return float(arr[i]) if arr is not None else float(self.thresholds[i])
+
+    def is_replicated(self, i: int) -> bool:
+        return bool(self.replicated[i]) if self.replicated is not None else False
+
+    def replicas_of(self, i: int) -> float:
+        if self.replicas is None or not math.isfinite(self.replicas[i]):
+            return 1.0
+        return float(self.replicas[i])
+
+    def room_of(self, tier: str, i: int) -> tuple[float, str]:
+        """How much more of ``tier`` container i can get (``inf`` = unknown), and where
+        the tightest limit is (``"node"`` or ``"pool"``)."""
+        room, where = math.inf, ""
+        arr = self.headroom_on_node.get(tier) if self.headroom_on_node else None
+        if arr is not None and not math.isnan(arr[i]):
+            room, where = float(arr[i]), "node"
+        free = self.pool_free.get(tier, math.nan) if self.pool_free else math.nan
+        if not math.isnan(free) and free < room:
+            room, where = free, "pool"
+        return room, where
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """What policies and guards remember between ticks, keyed ``"container/tier"``
+    (``"container/replicas"`` for scale-outs):
+
+    - ``last_action_s``: time of the last action (cooldown, hysteresis, cost cadence);
+    - ``last_direction``: +1 (up) or −1 (down) of that action (hysteresis);
+    - ``low_since_s``: cost: start of the current run of low usage and low p_fail;
+    - ``low_peak``: cost: highest usage seen during that run.
+
+    The first positional field stays ``last_action_s`` (the spine's checkpoint).
+    """
+
+    last_action_s: dict[str, float] = field(default_factory=dict)
+    last_direction: dict[str, int] = field(default_factory=dict)
+    low_since_s: dict[str, float] = field(default_factory=dict)
+    low_peak: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, dict[str, float]]:
+        return {
+            "last_action_s": dict(self.last_action_s),
+            "last_direction": dict(self.last_direction),
+            "low_since_s": dict(self.low_since_s),
+            "low_peak": dict(self.low_peak),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PolicyState:
+        """Inverse of :meth:`to_dict`; missing parts (an older checkpoint) are empty.
+        Raises :class:`ValueError` naming the part that is malformed."""
+        out: dict[str, dict[str, Any]] = {}
+        for part in ("last_action_s", "last_direction", "low_since_s", "low_peak"):
+            raw = data.get(part, {})
+            if not isinstance(raw, Mapping):
+                raise ValueError(f"PolicyState.{part} must be a mapping, got {type(raw).__name__}")
+            conv = int if part == "last_direction" else float
+            try:
+                out[part] = {str(k): conv(v) for k, v in raw.items()}
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"PolicyState.{part} has a non-numeric value: {exc}") from exc
+        if any(v not in (-1, 1) for v in out["last_direction"].values()):
+            raise ValueError("PolicyState.last_direction values must be +1 or -1")
+        return cls(**out)
