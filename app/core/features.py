@@ -67,6 +67,32 @@ Features (:data:`FEATURES`, column order; units in the names):
     without resets); 0 if fewer than 2 valid rows.
 ``memory_failcnt_delta``
     the same for ``memory_failcnt_total``.
+``memory_usage_{mean,std,min,max}_bytes``
+    mean, population standard deviation, minimum and maximum of ``memory_usage_bytes``
+    over its valid rows (``nan`` if none).
+``cpu_memory_correlation``
+    Pearson correlation of the per-step CPU rate ρ_i with the memory usage of the same
+    row, over rows where both exist: ``cov(ρ, u) / (σ_ρ σ_u)``; ``nan`` with fewer than
+    3 such rows or a constant series.
+``block_latency_last_s``
+    the last valid ``block_latency_s`` (mean latency of the key code blocks reported by
+    the application in that interval).
+``block_latency_change_s``
+    mean ``block_latency_s`` over the recent rows minus its mean over the earlier rows
+    (``nan`` if either part has none): a slowdown is positive.
+``memory_latency_correlation``
+    Pearson correlation of ``memory_usage_bytes`` with ``block_latency_s`` over rows with
+    both (``nan`` with fewer than 3 or a constant series).
+``memory_pressure_full_fraction``
+    ``Σ Δmemory_pressure_full_s_total / Σ Δt`` over the window: the share of time all
+    tasks were stalled on memory (cgroup v2 PSI; ``nan`` where the kernel has no PSI).
+
+Worked example of the added features (one container, rows at t = 0, 10, 20, 30):
+memory usage 100, 120, 150, 170 → mean 135, std ``sqrt((35²+15²+15²+35²)/4) = 26.93``,
+min 100, max 170; CPU rates 0.5, 1.0, 1.5 at t = 10, 20, 30 against usage 120, 150, 170
+→ correlation 0.9934; latencies 0.1, 0.1, 0.2, 0.4 with ``recent_steps = 2`` → last 0.4,
+change ``(0.2+0.4)/2 − (0.1+0.1)/2 = 0.2``; memory–latency correlation 0.9097; PSI
+full totals 0, 1, 3, 6 s → ``6/30 = 0.2``.
 
 Worked example (one container, ``recent_steps = 2``): rows at ``ts_s`` 100, 110,
 120, 130 with ``memory_usage_bytes`` 100, 120, 150, 170 and ``memory_limit_bytes``
@@ -104,6 +130,15 @@ FEATURES: tuple[str, ...] = (
     "cpu_throttled_fraction",
     "oom_kills_delta",
     "memory_failcnt_delta",
+    "memory_usage_mean_bytes",
+    "memory_usage_std_bytes",
+    "memory_usage_min_bytes",
+    "memory_usage_max_bytes",
+    "cpu_memory_correlation",
+    "block_latency_last_s",
+    "block_latency_change_s",
+    "memory_latency_correlation",
+    "memory_pressure_full_fraction",
 )
 #: Column index of each feature.
 F: dict[str, int] = {name: i for i, name in enumerate(FEATURES)}
@@ -199,6 +234,7 @@ def _fill(out: np.ndarray, window: np.ndarray, recent_steps: int) -> None:
     out[:, F["cpu_rate_std_cores"]] = np.where(n_steps > 0, rate_std, np.nan)
     quota = col("cpu_quota_cores")
     out[:, F["cpu_quota_cores"]] = _last(quota, present & ~np.isnan(quota))
+    _fill_extra(out, window, present, recent, rate, step)
 
     # cpu throttling, over the recent rows
     periods = col("cpu_periods_total")[:, recent]
@@ -222,6 +258,63 @@ def _fill(out: np.ndarray, window: np.ndarray, recent_steps: int) -> None:
         prev, step = _steps(present & np.isfinite(values))
         d = np.maximum(_delta(values, prev), 0.0)
         out[:, F[feature]] = np.where(step, d, 0.0).sum(axis=1)
+
+
+def _masked_mean(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    n = mask.sum(axis=1)
+    return np.where(mask, x, 0.0).sum(axis=1) / np.where(n > 0, n, np.nan)
+
+
+def _corr(x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Row-wise Pearson correlation of x and y over ``mask`` (nan: < 3 points or flat)."""
+    mask = mask & np.isfinite(x) & np.isfinite(y)
+    n = mask.sum(axis=1)
+    mx, my = _masked_mean(x, mask), _masked_mean(y, mask)
+    dx = np.where(mask, x - mx[:, None], 0.0)
+    dy = np.where(mask, y - my[:, None], 0.0)
+    cov = (dx * dy).sum(axis=1)
+    den = np.sqrt((dx * dx).sum(axis=1) * (dy * dy).sum(axis=1))
+    return np.where((n >= 3) & (den > 0), cov / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _fill_extra(out: np.ndarray, window: np.ndarray, present: np.ndarray, recent: slice,
+                rate: np.ndarray, step: np.ndarray) -> None:
+    ts = window[:, :, M["ts_s"]]
+    usage = window[:, :, M["memory_usage_bytes"]]
+    ok = present & np.isfinite(usage)
+    mean = _masked_mean(usage, ok)
+    dev = np.where(ok, usage - mean[:, None], 0.0)
+    any_ok = ok.any(axis=1)
+    out[:, F["memory_usage_mean_bytes"]] = mean
+    out[:, F["memory_usage_std_bytes"]] = np.sqrt(
+        (dev * dev).sum(axis=1) / np.where(any_ok, ok.sum(axis=1), np.nan))
+    if usage.shape[1]:
+        out[:, F["memory_usage_min_bytes"]] = np.where(
+            any_ok, np.where(ok, usage, np.inf).min(axis=1), np.nan)
+        out[:, F["memory_usage_max_bytes"]] = np.where(
+            any_ok, np.where(ok, usage, -np.inf).max(axis=1), np.nan)
+    out[:, F["cpu_memory_correlation"]] = _corr(rate, usage, step & ok)
+
+    lat = window[:, :, M["block_latency_s"]]
+    lat_ok = present & np.isfinite(lat)
+    out[:, F["block_latency_last_s"]] = _last(lat, lat_ok)
+    earlier = np.zeros_like(lat_ok)
+    earlier[:, : recent.start] = lat_ok[:, : recent.start]
+    later = np.zeros_like(lat_ok)
+    later[:, recent] = lat_ok[:, recent]
+    out[:, F["block_latency_change_s"]] = _masked_mean(lat, later) - _masked_mean(lat, earlier)
+    out[:, F["memory_latency_correlation"]] = _corr(usage, lat, ok & lat_ok)
+
+    psi = window[:, :, M["memory_pressure_full_s_total"]]
+    psi_ok = present & np.isfinite(psi)
+    prev, pstep = _steps(psi_ok)
+    dpsi = np.maximum(_delta(psi, prev), 0.0)
+    dt = _delta(ts, prev)
+    pstep &= dt > 0
+    total_dt = np.where(pstep, dt, 0.0).sum(axis=1)
+    out[:, F["memory_pressure_full_fraction"]] = np.where(
+        total_dt > 0, np.where(pstep, dpsi, 0.0).sum(axis=1) / np.where(total_dt > 0, total_dt, 1),
+        np.nan)
 
 
 def _last(values: np.ndarray, mask: np.ndarray) -> np.ndarray:

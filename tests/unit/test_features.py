@@ -52,7 +52,7 @@ def basic(**overrides) -> list[Sample]:
 
 
 def test_feature_list_and_index():
-    assert len(FEATURES) == len(set(FEATURES)) == 17
+    assert len(FEATURES) == len(set(FEATURES)) == 26
     assert [F[name] for name in FEATURES] == list(range(len(FEATURES)))
     assert FEATURES[0] == "n_samples"
 
@@ -79,8 +79,18 @@ def test_every_feature_hand_computed():
         "cpu_throttled_fraction": 0.3,  # last 2 rows: (40 - 10) / (300 - 200)
         "oom_kills_delta": 1,
         "memory_failcnt_delta": 3,
+        "memory_usage_mean_bytes": 135,
+        "memory_usage_std_bytes": math.sqrt((35**2 + 15**2 + 15**2 + 35**2) / 4),
+        "memory_usage_min_bytes": 100,
+        "memory_usage_max_bytes": 170,
+        # rates 0.5, 1.0, 1.5 against usage 120, 150, 170
+        "cpu_memory_correlation": 0.9933992677987827,
     }
-    assert set(expected) == set(FEATURES)
+    no_reading = {"block_latency_last_s", "block_latency_change_s",
+                  "memory_latency_correlation", "memory_pressure_full_fraction"}
+    assert set(expected) | no_reading == set(FEATURES)
+    for name in no_reading:  # no latency or PSI in this window
+        assert math.isnan(f[name]), name
     for name, value in expected.items():
         assert f[name] == pytest.approx(value, rel=1e-12, abs=1e-12), name
 
@@ -97,7 +107,9 @@ def test_recent_steps_changes_recent_features_only():
     assert f9["cpu_throttled_fraction"] == pytest.approx(40 / 300)
     for name in FEATURES:
         if name not in ("memory_recent_slope_bytes_per_s", "cpu_throttled_fraction"):
-            assert f3[name] == f2[name] == f9[name], name
+            same = f3[name] == f2[name] == f9[name] or all(
+                math.isnan(f[name]) for f in (f2, f3, f9))
+            assert same, name
 
 
 def test_epoch_timestamps_keep_precision():
@@ -311,9 +323,10 @@ def test_bad_recent_steps(recent_steps):
 
 
 def test_empty_inputs():
-    assert compute_features(np.zeros((0, 5, len(METRICS))), recent_steps=2).shape == (0, 17)
+    empty = compute_features(np.zeros((0, 5, len(METRICS))), recent_steps=2)
+    assert empty.shape == (0, len(FEATURES))
     f = compute_features(np.zeros((3, 0, len(METRICS))), recent_steps=2)
-    assert f.shape == (3, 17)
+    assert f.shape == (3, len(FEATURES))
     assert (f[:, F["n_samples"]] == 0).all()
 
 
@@ -380,3 +393,28 @@ def test_slopes_agree_with_polyfit():
         )
         checked += 1
     assert checked > 10
+
+
+def test_added_features_worked_example():
+    """The worked example of the added features in the module docstring."""
+    from app.core.features import F
+
+    rows = [Sample("a", t, memory_usage_bytes=u, cpu_usage_s_total=c, block_latency_s=lat,
+                   memory_pressure_full_s_total=psi).row()
+            for t, u, c, lat, psi in [(0, 100, 0, 0.1, 0), (10, 120, 5, 0.1, 1),
+                                      (20, 150, 15, 0.2, 3), (30, 170, 30, 0.4, 6)]]
+    f = compute_features(np.array([rows]), recent_steps=2)[0]
+    assert f[F["memory_usage_mean_bytes"]] == 135.0
+    assert f[F["memory_usage_std_bytes"]] == pytest.approx(725 ** 0.5)
+    assert (f[F["memory_usage_min_bytes"]], f[F["memory_usage_max_bytes"]]) == (100.0, 170.0)
+    assert f[F["cpu_memory_correlation"]] == pytest.approx(0.99339927, abs=1e-8)
+    assert f[F["block_latency_last_s"]] == 0.4
+    assert f[F["block_latency_change_s"]] == pytest.approx(0.2)
+    assert f[F["memory_latency_correlation"]] == pytest.approx(0.90971765, abs=1e-8)
+    assert f[F["memory_pressure_full_fraction"]] == pytest.approx(0.2)
+    # without latency or PSI readings (the cgroup v1 case) those features are nan
+    bare = [Sample("b", t, memory_usage_bytes=100.0).row() for t in (0, 10, 20)]
+    g = compute_features(np.array([bare]), recent_steps=2)[0]
+    assert np.isnan(g[F["block_latency_last_s"]])
+    assert np.isnan(g[F["memory_pressure_full_fraction"]])
+    assert np.isnan(g[F["cpu_memory_correlation"]]) and g[F["memory_usage_std_bytes"]] == 0.0

@@ -231,7 +231,7 @@ def test_heuristic_needs_no_training_and_is_the_predictor():
 
     ref = TrendExhaustionPredictor(H, 2, 0.02, 0.9).predict(TEST[1]).tiers[Tier.MEMORY].p_fail
     np.testing.assert_array_equal(p, ref)
-    with pytest.raises(ValueError, match="expects 17"):
+    with pytest.raises(ValueError, match=f"expects {len(FEATURES)}"):
         model.predict_proba(np.zeros((2, 5)))
     with pytest.raises(ValueError, match="tier"):
         HeuristicModel(tier="disk")

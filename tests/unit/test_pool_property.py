@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -105,8 +106,9 @@ def test_never_overcommit_and_round_trip(sequence):
     assert q.to_dict() == d
     for node in NODES:
         for t in Tier:
-            assert q.free(t, node) == p.free(t, node)
-            assert q.free(t, node, preemptive=False) == p.free(t, node, preemptive=False)
+            assert q.free(t, node) == pytest.approx(p.free(t, node), rel=1e-12, abs=1e-9)
+            assert q.free(t, node, preemptive=False) == pytest.approx(
+                p.free(t, node, preemptive=False), rel=1e-12, abs=1e-9)
 
 
 @settings(max_examples=200, deadline=None)
