@@ -108,10 +108,8 @@ class Coordinator:
         )
         self.tracker = LeadTimeTracker(expire_after_s=4 * p.horizon_s)
         t = settings.thresholds
-        self.thresholds = ThresholdStore(self.data_dir / THRESHOLDS_FILE, ThresholdConfig(
-            default_p_fail=t.p_fail, default_min=t.min_p_fail, default_max=t.max_p_fail,
-            default_sensitivity=t.sensitivity, cost_false_positive=t.cost_false_positive,
-            cost_miss=t.cost_miss, window=t.window))
+        self.thresholds = ThresholdStore(self.data_dir / THRESHOLDS_FILE,
+                                         ThresholdConfig.from_settings(t))
         self.outcomes = OutcomeTracker(OutcomeConfig(
             horizon_s=t.outcome_horizon_s or p.horizon_s, cpu_reach_fraction=p.cpu_busy_fraction))
         self.registry = ModelRegistry(settings.registry_dir()) if settings.models.enabled else None

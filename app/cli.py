@@ -663,12 +663,7 @@ def _threshold_args(s: Settings):
     from app.core.thresholds import ThresholdConfig
     from app.store.thresholds_store import FILE
 
-    t = s.thresholds
-    cfg = ThresholdConfig(
-        default_p_fail=t.p_fail, default_min=t.min_p_fail, default_max=t.max_p_fail,
-        default_sensitivity=t.sensitivity, cost_false_positive=t.cost_false_positive,
-        cost_miss=t.cost_miss, window=t.window)
-    return Path(s.data_dir).resolve() / FILE, cfg
+    return Path(s.data_dir).resolve() / FILE, ThresholdConfig.from_settings(s.thresholds)
 
 
 @threshold_app.command("list")

@@ -93,6 +93,13 @@ class ThresholdConfig:
     cost_miss: float = 4.0
     window: int = 50  # judged outcomes kept per app and tier for the reported rates
 
+    @classmethod
+    def from_settings(cls, t: Any) -> ThresholdConfig:
+        """From the ``thresholds`` settings group (app.settings.ThresholdSettings)."""
+        return cls(default_p_fail=t.p_fail, default_min=t.min_p_fail, default_max=t.max_p_fail,
+                   default_sensitivity=t.sensitivity, cost_false_positive=t.cost_false_positive,
+                   cost_miss=t.cost_miss, window=t.window)
+
     def __post_init__(self) -> None:
         _fraction("default_p_fail", self.default_p_fail)
         _fraction("default_min", self.default_min)
