@@ -549,17 +549,24 @@ def train(
 ) -> None:
     """Train one model on the history store and register it (promoted if it beats the
     current one on the validation split)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     from tuning.train import train_and_register
 
     s = _settings(config)
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                   console=err, disable=as_json)
     try:
-        result = train_and_register(
-            s.history_uri(), str(s.registry_dir()), app=app_name, kind=kind,
-            tier=tier or s.models.tier, horizon_s=s.predictor.horizon_s,
-            window_steps=window_steps or s.loop.window_steps,
-            recent_steps=s.predictor.recent_steps, split=split, split_seed=split_seed,
-            stride=stride, since_s=_time_opt(since, "--since"),
-            until_s=_time_opt(until, "--until"))
+        with bar:
+            bar.add_task(f"training {kind} for {app_name or 'all apps (_global)'}: "
+                         "dataset → fit → evaluate → register", total=None)
+            result = train_and_register(
+                s.history_uri(), str(s.registry_dir()), app=app_name, kind=kind,
+                tier=tier or s.models.tier, horizon_s=s.predictor.horizon_s,
+                window_steps=window_steps or s.loop.window_steps,
+                recent_steps=s.predictor.recent_steps, split=split, split_seed=split_seed,
+                stride=stride, since_s=_time_opt(since, "--since"),
+                until_s=_time_opt(until, "--until"))
     except ValueError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(2) from None
