@@ -69,6 +69,11 @@ def start_actors(settings: Settings, run_id: str) -> Handles:
 
 
 def stop_actors(handles: Handles) -> None:
+    """Flush the monitor's history buffer, then stop the actors."""
+    try:
+        ray.get(handles.monitor.close.remote(), timeout=10)
+    except Exception as exc:  # noqa: BLE001 - a dead monitor has nothing left to flush
+        log.warning("monitor did not flush its history buffer: %s", exc)
     for h in (handles.coordinator, handles.pool, handles.monitor):
         try:
             ray.kill(h, no_restart=True)
