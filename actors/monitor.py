@@ -23,7 +23,7 @@ from typing import Any
 import ray
 
 from app.actuators.cgroup import CgroupActuator
-from app.core.actions import ActionResult, ResultStatus, ScalingAction
+from app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction
 from app.core.ring import RingBuffer
 from app.core.sample import Event, Sample, Tier, merge_sources
 from app.core.validation import Validator
@@ -108,6 +108,10 @@ class Monitor:
         return results
 
     def _apply_one(self, a: ScalingAction, by_name: dict) -> ActionResult:
+        if a.kind is not ActionKind.RESIZE:
+            return ActionResult(a.action_id, a.container, a.tier, ResultStatus.FAILED,
+                                a.old_limit, a.old_limit,
+                                f"a cgroup cannot {a.kind.value}: refused, nothing changed")
         container = by_name.get(a.container)
         if container is None:
             return ActionResult(a.action_id, a.container, a.tier, ResultStatus.FAILED,

@@ -76,3 +76,14 @@ def test_merge_sources_worked_example():
     assert math.isnan(api.memory_usage_bytes)
     # duplicates inside one source are kept for the validator to count
     assert len(merge_sources([cg + cg, tm])) == 3
+
+
+def test_monitor_refuses_to_apply_a_scale_out_to_a_cgroup():
+    from app.core.actions import ActionKind, ResultStatus, ScalingAction
+    from app.core.sample import Tier
+
+    m = Monitor(Settings(), sources=[])
+    a = ScalingAction("web/replicas@1", 1.0, "web", Tier.CPU, 1, 2, 0.9, 0.5, 10.0, 2.0, "",
+                      kind=ActionKind.SCALE_OUT)
+    [r] = m.apply([a])
+    assert r.status is ResultStatus.FAILED and "cannot scale_out" in r.reason
