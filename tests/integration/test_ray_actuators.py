@@ -330,6 +330,36 @@ class Load:
         self._thread.join(timeout=30)
 
 
+def _predicted_overload_action() -> ScalingAction:
+    """What the real engine (features → trend predictor → policy → guards) decides for a
+    replicated Serve deployment whose CPU use climbs toward its quota at the max bound."""
+    import numpy as np
+
+    from app.core.features import compute_features
+    from app.core.policy import PolicyConfig, PolicyInput, PolicyState, decide
+    from app.core.predictor import TrendExhaustionPredictor
+    from app.core.sample import Sample
+    from app.settings import Settings
+
+    s = Settings()
+    rows, cpu_s = [], 0.0
+    for i in range(21):
+        cpu_s += 0.5 + 0.45 * i / 20  # cores used in that second
+        rows.append(Sample("echo/Echo", _NOW_S - 20 + i, memory_usage_bytes=50e6,
+                           memory_limit_bytes=1e9, cpu_usage_s_total=cpu_s,
+                           cpu_quota_cores=s.policy.cpu_max_cores).row())
+    p = s.predictor
+    pred = TrendExhaustionPredictor(
+        horizon_s=p.horizon_s, min_samples=p.min_samples,
+        sigma_floor_fraction=p.sigma_floor_fraction, cpu_busy_fraction=p.cpu_busy_fraction,
+    ).predict(compute_features(np.array([rows]), recent_steps=p.recent_steps))
+    inp = PolicyInput(_NOW_S, ["echo/Echo"], pred, np.array([s.thresholds.p_fail]),
+                      apps=["echo"], replicated=np.array([True]), replicas=np.array([1.0]))
+    decisions, _ = decide(inp, PolicyConfig.from_settings(s.policy, s.cost), PolicyState())
+    [action] = [d.action for d in decisions if d.action is not None]
+    return action
+
+
 def test_serve_deployment_is_scaled_out_ahead_of_a_predicted_overload(ray_node, serve_url):
     from ray import serve
 
@@ -354,15 +384,12 @@ def test_serve_deployment_is_scaled_out_ahead_of_a_predicted_overload(ray_node, 
     replica0 = first.json()["replica"]
     assert actuator.read("echo", "Echo").replica_ids == (replica0,)
 
-    # The coordinator predicted an overload of echo/Echo and asks for a second replica
-    # before it happens: p_fail 0.93 ≥ 0.5 within the horizon.
-    overload = ScalingAction(
-        action_id=action_id_for("echo/Echo", Tier.CPU, _NOW_S), now_s=_NOW_S,
-        container="echo/Echo", tier=Tier.CPU, old_limit=1, new_limit=2, p_fail=0.93,
-        threshold=0.5, time_to_limit_s=45.0, forecast=1.6,
-        reason="predicted overload: CPU demand 1.6 replicas' worth within 45 s",
-        kind=ActionKind.SCALE_OUT, app="echo",
-    )
+    # The engine predicts an overload of echo/Echo from its CPU trend (0.5 → 0.95 of its
+    # 1-core quota in 20 s) and, the replica being at its max, escalates to a scale-out.
+    overload = _predicted_overload_action()
+    assert (overload.kind, overload.container, overload.old_limit, overload.new_limit) == (
+        ActionKind.SCALE_OUT, "echo/Echo", 1, 2)
+    assert overload.p_fail >= 0.5 and "scale out: replicas 1 → 2" in overload.reason
     scaler = RetryingActuator(actuator, RetryPolicy(max_attempts=2, max_total_s=60))
     with Load(url) as load:
         t0 = time.monotonic()
