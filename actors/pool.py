@@ -83,13 +83,6 @@ class PoolManager:
             self._save()
         return result
 
-    def request(self, asks: list[ScalingAction], commit: bool):
-        """Plain capacity check without contention handling (kept for callers and tests)."""
-        verdicts = self.pool.request(asks, commit=commit)
-        if commit:
-            self._save()
-        return verdicts
-
     def confirm(self, container: str, tier: str, limit: float) -> None:
         """Record the limit the actuator really set (it may differ from the grant)."""
         self.pool.observe(container, Tier(tier), limit)

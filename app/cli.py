@@ -24,6 +24,7 @@ from rich.table import Table
 
 from app.settings import ConfigError, Mode, Settings, load_settings
 from app.store import jsonfile
+from app.store.decision_log import KINDS as LOG_KINDS
 from app.store.decision_log import read_log
 
 app = typer.Typer(
@@ -207,7 +208,7 @@ def events(
 ) -> None:
     """Print the decision log: decisions, actions, outcomes, failure events."""
     s = _settings(config)
-    allowed = {"decision", "action", "outcome", "judgement", "threshold", "event"}
+    allowed = set(LOG_KINDS)
     if kind and not set(kind) <= allowed:
         bad = sorted(set(kind) - allowed)
         err.print(f"error: --kind must be among {sorted(allowed)}, got {bad}")

@@ -432,14 +432,9 @@ def field_path(loc: Sequence[Any]) -> str:
 
 def token_of(user_config: ServeUserConfig, settings: Settings,
              environ: Mapping[str, str]) -> str | None:
-    """The configured API token: ``user_config.api_token``, else ``settings.api.token``
-    (when the settings have an ``api`` group), else ``$PRESCALE_API_TOKEN``; empty →
-    None (no auth)."""
-    for value in (
-        user_config.api_token,
-        getattr(getattr(settings, "api", None), "token", None),
-        environ.get(TOKEN_ENV),
-    ):
+    """The configured API token: ``user_config.api_token``, else ``settings.api.token``,
+    else ``$PRESCALE_API_TOKEN``; empty → None (no auth)."""
+    for value in (user_config.api_token, settings.api.token, environ.get(TOKEN_ENV)):
         if value is not None:
             value = value.get_secret_value() if hasattr(value, "get_secret_value") else value
             return str(value) or None
@@ -623,22 +618,18 @@ class PredictionService:
                 self._store = None
 
 
-#: Keys of ``settings.api`` (when the settings have that group) that seed user_config.
+#: Keys of ``settings.api`` that seed user_config.
 _API_SETTINGS_KEYS = ("max_body_bytes", "max_containers", "max_samples", "model_poll_interval_s")
 
 
 def default_user_config(settings: Settings, **overrides: Any) -> ServeUserConfig:
     """The user_config of an app built from ``settings``: absolute registry and history
     locations (resolved here, in the process that builds the app), the limits of
-    ``settings.api`` if the settings have that group, else the defaults of
-    :class:`ServeUserConfig`; then ``overrides``. The token is never copied here (it
+    ``settings.api``; then ``overrides``. The token is never copied here (it
     would show in Serve's config): replicas read it themselves (:func:`token_of`)."""
     base: dict[str, Any] = {"registry_dir": str(settings.registry_dir()),
                             "history_uri": settings.history_uri()}
-    api = getattr(settings, "api", None)
-    for key in _API_SETTINGS_KEYS:
-        if getattr(api, key, None) is not None:
-            base[key] = getattr(api, key)
+    base.update({key: getattr(settings.api, key) for key in _API_SETTINGS_KEYS})
     return ServeUserConfig.model_validate({**base, **overrides})
 
 

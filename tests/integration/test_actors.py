@@ -78,7 +78,7 @@ def test_pool_refuses_a_grant_beyond_capacity(env):
     huge = snap["capacity"]["memory_bytes"] * 2
     ask = ScalingAction("steady/memory@1", 1.0, "steady", Tier.MEMORY, 128 * MiB, huge,
                         0.99, 0.5, 5.0, huge, "test")
-    [v] = ray.get(h.pool.request.remote([ask], True))
+    [v] = ray.get(h.pool.arbitrate.remote([ask], [], 1.0, True)).verdicts
     assert v.verdict is Verdict.DENIED
     assert "needs" in v.reason and "free" in v.reason
     assert ray.get(h.pool.snapshot.remote())["grants"] == snap["grants"]
