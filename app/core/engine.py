@@ -1,0 +1,296 @@
+"""The engine: one tick's decision path as pure code, shared by the live coordinator,
+the evaluator (``prescale evaluate``) and the tick benchmark (``prescale bench tick``).
+
+:meth:`Engine.plan` takes a :class:`Snapshot` (the window of every container, the
+events since the last tick, the tick's own ``now_s``) and the threshold book, and runs
+
+    window → features → heuristic predictor → each app's model (where one is given)
+    → thresholds (per-container override, else app, owner, default)
+    → outcome judgements (needed / false positive / miss) → policy + guards
+
+returning a :class:`Plan`: the features, the prediction, the thresholds used, the
+judgements (for the caller to learn from: ``ThresholdBook.learn`` or the durable
+``ThresholdStore.learn``), the lead-time outcomes and the decisions with their asks.
+
+The caller then arbitrates the asks (:func:`app.core.contention.arbitrate` over a
+:class:`~app.core.pool.Pool`), applies the granted ones, and hands the results back to
+:meth:`Engine.settle`, which records the scale-ups for outcome tracking and integrates
+the resource-hours saved. The engine reads no clock and touches no file: everything it
+remembers between ticks is in :class:`EngineState`, which is JSON-serialisable.
+
+Worked example (see ``tests/unit/test_engine.py``): one container whose memory grows
+8 MiB per 5 s step towards a 256 MiB limit, threshold 0.3, horizon 60 s: at 176 MiB
+the trend reaches the limit in 50 s < H, p_fail ≈ 1.0 ≥ 0.3, so ``plan`` proposes a
+pre-emptive memory RESIZE above the forecast; ``settle`` with that action APPLIED
+makes the outcome tracker judge it *needed* once usage passes the old 256 MiB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import numpy as np
+
+from app.core.actions import ActionKind, ActionResult, Decision, ResultStatus, ScalingAction
+from app.core.cost import SavingsLedger, accumulate_savings
+from app.core.features import F, compute_features
+from app.core.outcome_tracker import (
+    Judgement,
+    OutcomeConfig,
+    OutcomeTracker,
+    failure_tier,
+)
+from app.core.outcomes import LeadTimeTracker, Outcome
+from app.core.policy import PolicyConfig, PolicyInput, PolicyState, decide
+from app.core.predictor import Prediction, TrendExhaustionPredictor
+from app.core.sample import Event, EventKind, Tier
+from app.core.thresholds import ThresholdBook
+
+TIERS = (Tier.MEMORY, Tier.CPU)
+
+
+class FailureModelLike(Protocol):
+    input: str  # "features" or "window"
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class AppModel:
+    """A learned model serving one app: ``label`` for the log, the model, and the
+    feature names it was trained on (ignored when ``model.input == "window"``)."""
+
+    label: str
+    model: FailureModelLike
+    features: tuple[str, ...] = ()
+
+
+#: app → its model (its own, else a global one), or None for the heuristic alone
+ModelLookup = Callable[[str], AppModel | None]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    predictor: TrendExhaustionPredictor
+    policy: PolicyConfig
+    outcome: OutcomeConfig
+    recent_steps: int = 6
+    #: fixed per-container thresholds (``thresholds.per_app``); win over the book
+    fixed_thresholds: Mapping[str, float] = field(default_factory=dict)
+    #: container or app → tenant (owner)
+    tenants: Mapping[str, str] = field(default_factory=dict)
+    #: the tier the learned models predict
+    model_tier: Tier = Tier.MEMORY
+    #: lead-time outcomes expire after this long without a crossing
+    lead_time_expire_s: float = 240.0
+
+    @classmethod
+    def from_settings(cls, s: Any) -> EngineConfig:
+        """From a :class:`app.settings.Settings` (duck-typed, so the core stays free of it)."""
+        p, t = s.predictor, s.thresholds
+        return cls(
+            predictor=TrendExhaustionPredictor(
+                horizon_s=p.horizon_s, min_samples=p.min_samples,
+                sigma_floor_fraction=p.sigma_floor_fraction,
+                cpu_busy_fraction=p.cpu_busy_fraction),
+            policy=PolicyConfig.from_settings(s.policy, s.cost),
+            outcome=OutcomeConfig(horizon_s=t.outcome_horizon_s or p.horizon_s,
+                                  cpu_reach_fraction=p.cpu_busy_fraction),
+            recent_steps=p.recent_steps,
+            fixed_thresholds=dict(t.per_app),
+            tenants=dict(s.contention.tenants),
+            model_tier=Tier(s.models.tier),
+            lead_time_expire_s=4 * p.horizon_s,
+        )
+
+
+@dataclass
+class EngineState:
+    """Everything the engine remembers between ticks (checkpointed by its host)."""
+
+    policy: PolicyState = field(default_factory=PolicyState)
+    outcomes: OutcomeTracker = field(default_factory=OutcomeTracker)
+    lead_times: LeadTimeTracker = field(default_factory=lambda: LeadTimeTracker(240.0))
+    savings: SavingsLedger = field(default_factory=SavingsLedger)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"policy_state": self.policy.to_dict(), "outcomes": self.outcomes.to_dict(),
+                "pending": self.lead_times.to_list(), "savings": self.savings.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], config: EngineConfig) -> EngineState:
+        st = cls.fresh(config)
+        if d.get("policy_state"):
+            st.policy = PolicyState.from_dict(d["policy_state"])
+        if d.get("outcomes"):
+            st.outcomes = OutcomeTracker.from_dict(d["outcomes"], config.outcome)
+        if d.get("pending"):
+            st.lead_times.load(d["pending"])
+        if d.get("savings"):
+            st.savings = SavingsLedger.from_dict(d["savings"])
+        return st
+
+    @classmethod
+    def fresh(cls, config: EngineConfig) -> EngineState:
+        return cls(outcomes=OutcomeTracker(config.outcome),
+                   lead_times=LeadTimeTracker(config.lead_time_expire_s))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One tick's input: ``window`` is ``[N, W, M]`` in the order of ``names``."""
+
+    now_s: float
+    names: Sequence[str]
+    apps: Sequence[str]
+    window: np.ndarray
+    events: Sequence[Event] = ()
+
+    def __post_init__(self) -> None:
+        n = len(self.names)
+        if len(self.apps) != n:
+            raise ValueError(f"Snapshot.apps has {len(self.apps)} entries for {n} names")
+        if self.window.ndim != 3 or self.window.shape[0] != n:
+            raise ValueError(f"Snapshot.window has shape {self.window.shape}, "
+                             f"expected ({n}, W, M)")
+
+
+@dataclass
+class Plan:
+    now_s: float
+    names: list[str]
+    apps: list[str]
+    features: np.ndarray
+    prediction: Prediction
+    thresholds: dict[Tier, np.ndarray]
+    judgements: list[Judgement]
+    lead_outcomes: list[Outcome]
+    decisions: list[Decision]
+    asks: list[ScalingAction]
+    model_of: dict[str, str]
+
+    def usage(self, tier: Tier) -> np.ndarray:
+        col = "memory_usage_last_bytes" if tier is Tier.MEMORY else "cpu_usage_cores_last"
+        return self.features[:, F[col]]
+
+
+class Engine:
+    """Pure decision path; ``state`` is replaced (not mutated in place) by ``decide``."""
+
+    def __init__(self, config: EngineConfig, state: EngineState | None = None) -> None:
+        self.config = config
+        self.state = state or EngineState.fresh(config)
+
+    def owner(self, container: str, app: str) -> str:
+        t = self.config.tenants
+        return t.get(container) or t.get(app) or ""
+
+    def thresholds(self, book: ThresholdBook, names: Sequence[str],
+                   apps: Sequence[str]) -> dict[Tier, np.ndarray]:
+        """Per tier, each container's threshold: its fixed override, else the book's value
+        for its app and owner (app → owner → default)."""
+        fixed = self.config.fixed_thresholds
+        return {
+            tier: np.array([
+                fixed[n] if n in fixed else book.value(
+                    tier, app=a or n, owner=self.owner(n, a) or None)
+                for n, a in zip(names, apps, strict=True)], dtype=float)
+            for tier in TIERS
+        }
+
+    def predict(self, snap: Snapshot, models: ModelLookup | None = None
+                ) -> tuple[np.ndarray, Prediction, dict[str, str]]:
+        """Features, the heuristic's prediction, then each app's model over its rows."""
+        feats = compute_features(snap.window, recent_steps=self.config.recent_steps)
+        pred = self.config.predictor.predict(feats)
+        model_of: dict[str, str] = {}
+        if models is None or not len(snap.names):
+            return feats, pred, model_of
+        p_fail = pred.tiers[self.config.model_tier].p_fail
+        by_app: dict[str, list[int]] = {}
+        for i, app in enumerate(snap.apps):
+            by_app.setdefault(app, []).append(i)
+        for app, idx in by_app.items():
+            m = models(app)
+            if m is None:
+                continue
+            rows = np.array(idx)
+            x = (snap.window[rows] if m.model.input == "window"
+                 else feats[rows][:, [F[name] for name in m.features]])
+            p_fail[rows] = m.model.predict_proba(x)
+            model_of.update({snap.names[i]: m.label for i in idx})
+        return feats, pred, model_of
+
+    def plan(self, snap: Snapshot, book: ThresholdBook, *, models: ModelLookup | None = None,
+             decide_actions: bool = True) -> Plan:
+        """One tick up to the asks (see the module docstring). ``decide_actions=False``
+        (mode ``off``) observes, predicts and judges but proposes nothing."""
+        names, apps = list(snap.names), list(snap.apps)
+        feats, pred, model_of = self.predict(snap, models)
+        thr = self.thresholds(book, names, apps)
+        judgements, lead = self._judge(snap, feats, pred, thr)
+        decisions: list[Decision] = []
+        asks: list[ScalingAction] = []
+        if decide_actions and names:
+            usage = {Tier.MEMORY: feats[:, F["memory_usage_last_bytes"]],
+                     Tier.CPU: feats[:, F["cpu_usage_cores_last"]]}
+            decisions, self.state.policy = decide(
+                PolicyInput(snap.now_s, names, pred, thr[Tier.MEMORY], apps=apps,
+                            tier_thresholds=thr, usage=usage),
+                self.config.policy, self.state.policy)
+            app_of = dict(zip(names, apps, strict=True))
+            asks = [replace(d.action, app=app_of.get(d.container, ""))
+                    for d in decisions if d.action is not None]
+        return Plan(snap.now_s, names, apps, feats, pred, thr, judgements, lead, decisions,
+                    asks, model_of)
+
+    def _judge(self, snap: Snapshot, feats: np.ndarray, pred: Prediction,
+               thr: dict[Tier, np.ndarray]) -> tuple[list[Judgement], list[Outcome]]:
+        """Judge past scale-ups (needed / false positive) and failures (miss); close the
+        lead-time checks this tick's readings settle."""
+        st = self.state
+        ooms: dict[str, float] = {}
+        judgements: list[Judgement] = []
+        for e in snap.events:
+            if e.kind is EventKind.OOM_KILL:
+                ooms[e.container] = ooms.get(e.container, 0) + 1
+            tier = failure_tier(e.kind)
+            if tier is not None:
+                judgements += st.outcomes.failure(
+                    e.container, tier, e.ts_s, app=e.app or e.container,
+                    owner=self.owner(e.container, e.app), detail=e.detail)
+        mem = feats[:, F["memory_usage_last_bytes"]]
+        cpu = feats[:, F["cpu_usage_cores_last"]]
+        reach = {}
+        usage_bytes = {}
+        for i, n in enumerate(snap.names):
+            reach[(n, Tier.MEMORY)] = usage_bytes[n] = float(mem[i])
+            reach[(n, Tier.CPU)] = float(cpu[i])
+            for tier in TIERS:
+                st.outcomes.decision(n, tier, snap.now_s, float(pred.tiers[tier].p_fail[i]),
+                                     float(thr[tier][i]))
+        judgements += st.outcomes.observe(snap.now_s, reach)
+        lead = st.lead_times.observe(snap.now_s, usage_bytes, ooms)
+        return judgements, lead
+
+    def settle(self, now_s: float, results: Sequence[tuple[ScalingAction, ActionResult]],
+               live: Sequence[str]) -> None:
+        """After acting: track applied (or recommended) scale-ups for outcome judgement and
+        lead time, and integrate the resource-hours saved by applied scale-downs."""
+        st = self.state
+        for a, r in results:
+            if r.status not in (ResultStatus.APPLIED, ResultStatus.DRY_RUN):
+                continue
+            applied = r.status is ResultStatus.APPLIED
+            if a.kind is ActionKind.RESIZE and a.new_limit > a.old_limit:
+                st.lead_times.track(a, applied=applied)
+                st.outcomes.scale_up(a, owner=self.owner(a.container, a.app), applied=applied)
+        st.savings = accumulate_savings(
+            st.savings, now_s, [r for _, r in results if r.status is ResultStatus.APPLIED],
+            live=live)
+
+
+__all__ = ["AppModel", "Engine", "EngineConfig", "EngineState", "ModelLookup", "Plan",
+           "Snapshot", "TIERS"]
