@@ -749,6 +749,24 @@ def bench_ingest(
     raise typer.Exit(b.main(args))
 
 
+@bench_app.command("tick")
+def bench_tick(
+    containers: Annotated[str, typer.Option(
+        help="Comma-separated fleet sizes.")] = "1000,10000,100000",
+    repeats: Annotated[str, typer.Option(help="Timed ticks per size (at most 3 from 50k).")] = "5",
+    seed: Annotated[str, typer.Option()] = "0",
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Milliseconds per engine tick (features, prediction, decision) beside the floor
+    (read the window once + one batched predict_proba), as a ratio. See docs/BENCHMARKS.md."""
+    from scripts import bench_tick as b
+
+    args = ["--containers", containers, "--repeats", repeats, "--seed", seed]
+    args += (["--config", str(config)] if config else []) + (["--json"] if as_json else [])
+    raise typer.Exit(b.main(args))
+
+
 def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     app()
