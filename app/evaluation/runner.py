@@ -1,0 +1,302 @@
+"""The closed loop of ``prescale evaluate``: one scenario, one policy, a simulated clock.
+
+Every step k (time ``t0 + k·Δ``) the runner
+
+1. decides what the demand does against the limits in force (the scenario module's
+   formulas): OOM kills, restarts, throttling, latency breaches, a full disk;
+2. writes one :class:`~app.core.sample.Sample` per container — what a kernel would
+   report: memory usage capped at the limit, cumulative CPU seconds and throttled
+   periods, the OOM-kill counter, the key block's latency — into a
+   :class:`~app.core.ring.RingBuffer`, and the failure events;
+3. asks the policy for its scaling actions (prescale: the real
+   :class:`~app.core.engine.Engine` — features, predictor, thresholds (learning from
+   every judgement), outcome tracking, policy and guards — on a
+   :class:`~app.core.engine.Snapshot` of the ring buffer, in mode ``auto``; a baseline:
+   :mod:`app.evaluation.baselines`);
+4. arbitrates them over the scenario's :class:`~app.core.pool.Pool` with
+   :func:`~app.core.contention.arbitrate` (every policy), applies the granted ones
+   (they take effect from step k + 1) and settles them with the engine.
+
+Nothing here reads a clock or a file. The result is a :class:`RunRecord` of arrays
+``[N, T]`` (demand, limits, replicas, failures) and the list of applied actions, from
+which :mod:`app.evaluation.metrics` computes the figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction, Verdict
+from app.core.contention import ContentionConfig, arbitrate
+from app.core.engine import Engine, EngineConfig, Snapshot
+from app.core.pool import ZERO, Capacity, Pool
+from app.core.ring import RingBuffer
+from app.core.sample import Event, EventKind, Sample, Tier
+from app.core.thresholds import ThresholdBook, ThresholdConfig
+from app.evaluation.baselines import (
+    BASELINES,
+    HPA,
+    VPA,
+    Baseline,
+    Bounds,
+    FailureRateReactive,
+    Observation,
+    Static,
+)
+from app.evaluation.scenarios import Scenario
+
+PRESCALE_POLICIES = ("preemptive_buffer", "proportional", "multi_tier")
+POLICIES = (*BASELINES, *PRESCALE_POLICIES)
+CFS_PERIOD_S = 0.1
+
+
+@dataclass
+class AppliedAction:
+    step: int
+    ts_s: float
+    container: int
+    tier: str  # "memory" | "cpu" | "replicas"
+    old: float
+    new: float
+    preemptive: bool
+
+
+@dataclass
+class RunRecord:
+    scenario: str
+    policy: str
+    step_s: float
+    t0_s: float
+    names: list[str]
+    memory_demand_bytes: np.ndarray  # [N, T] per replica (nan while down)
+    memory_limit_bytes: np.ndarray
+    cpu_demand_cores: np.ndarray
+    cpu_quota_cores: np.ndarray
+    replicas: np.ndarray
+    down: np.ndarray  # bool: not running (restarting after an OOM kill)
+    oom_kill: np.ndarray  # bool
+    timeout: np.ndarray  # bool: latency above target this step
+    disk_full: np.ndarray  # bool
+    actions: list[AppliedAction] = field(default_factory=list)
+    asks: int = 0
+    denied: int = 0
+    deferred: int = 0
+    threshold_final: dict[str, float] = field(default_factory=dict)
+
+
+class PrescalePolicy:
+    """The real engine, as the live coordinator drives it (mode auto)."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self.engine = Engine(EngineConfig.from_settings(settings))
+        self.book = ThresholdBook(ThresholdConfig.from_settings(settings.thresholds))
+        self.name = settings.policy.kind
+
+    def decide(self, obs: Observation) -> list[ScalingAction]:
+        plan = self.engine.plan(Snapshot(obs.now_s, obs.names, obs.apps, obs.window,
+                                         obs.events), self.book, decide_actions=True)
+        for j in plan.judgements:
+            self.book.learn(j)
+        return plan.asks
+
+    def settle(self, obs: Observation, results: list[tuple[ScalingAction, ActionResult]]
+               ) -> None:
+        self.engine.settle(obs.now_s, results, obs.names)
+
+
+def prescale_settings(scenario: Scenario, kind: str, extra: dict[str, Any] | None = None
+                      ) -> Any:
+    """The :class:`~app.settings.Settings` prescale runs with in ``scenario``: the
+    scenario's overrides (tick = step, horizon, bounds, tenants), ``policy.kind``."""
+    from app.settings import Settings  # settings is not an I/O layer; imported lazily
+
+    over: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v)
+                            for k, v in scenario.settings.items()}
+    for k, v in (extra or {}).items():
+        if isinstance(v, dict):
+            over.setdefault(k, {}).update(v)
+        else:
+            over[k] = v
+    over.setdefault("policy", {})["kind"] = kind
+    return Settings(**over)
+
+
+def make_policy(name: str, scenario: Scenario, extra: dict[str, Any] | None = None
+                ) -> Baseline | PrescalePolicy:
+    bounds = Bounds(memory_max_bytes=scenario.memory_max_bytes,
+                    cpu_max_cores=scenario.cpu_max_cores)
+    if name in PRESCALE_POLICIES:
+        return PrescalePolicy(prescale_settings(scenario, name, extra))
+    makers: dict[str, Callable[[], Baseline]] = {
+        "static": Static, "reactive": lambda: FailureRateReactive(bounds),
+        "vpa": lambda: VPA(bounds), "hpa": lambda: HPA(bounds)}
+    if name not in makers:
+        raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
+    return makers[name]()
+
+
+def run(scenario: Scenario, policy_name: str, *, extra_settings: dict[str, Any] | None = None,
+        window_steps: int = 60) -> RunRecord:
+    """Run ``scenario`` under one policy (see the module docstring)."""
+    s = scenario
+    policy = make_policy(policy_name, s, extra_settings)
+    if isinstance(policy, PrescalePolicy):
+        window_steps = policy.settings.loop.window_steps
+    n, t, dt = s.n, s.steps, s.step_s
+    names, apps = list(s.names), list(s.apps)
+    mem_lim = s.memory_limit_bytes.astype(float).copy()
+    cpu_q = s.cpu_quota_cores.astype(float).copy()
+    reps = np.ones(n, dtype=int)
+    age = np.zeros(n, dtype=int)
+    down_left = np.zeros(n, dtype=int)
+    oom_total = np.zeros(n)
+    cpu_s_total = np.zeros(n)
+    periods_total = np.zeros(n)
+    throttled_total = np.zeros(n)
+    disk_was_full = np.zeros(n, dtype=bool)
+    idx = np.arange(n)
+    rec = RunRecord(
+        s.name, policy_name, dt, s.t0_s, names,
+        memory_demand_bytes=np.full((n, t), np.nan), memory_limit_bytes=np.zeros((n, t)),
+        cpu_demand_cores=np.full((n, t), np.nan), cpu_quota_cores=np.zeros((n, t)),
+        replicas=np.ones((n, t), dtype=int), down=np.zeros((n, t), dtype=bool),
+        oom_kill=np.zeros((n, t), dtype=bool), timeout=np.zeros((n, t), dtype=bool),
+        disk_full=np.zeros((n, t), dtype=bool))
+    ring = RingBuffer(window_steps)
+    pool = Pool(Capacity(s.pool_memory_bytes, s.pool_cpu_cores), reserve=ZERO)
+    tenants = {c: ten for c, ten in zip(names, s.tenants, strict=True) if ten}
+    has_latency = s.latency_base_s is not None
+    for k in range(t):
+        now = s.t0_s + k * dt
+        rec.memory_limit_bytes[:, k] = mem_lim
+        rec.cpu_quota_cores[:, k] = cpu_q
+        rec.replicas[:, k] = reps
+        events: list[Event] = []
+        # -- what the demand does against the limits in force --------------------
+        was_down = down_left > 0
+        down_left[was_down] -= 1
+        restarted = was_down & (down_left == 0)
+        age[restarted] = 0
+        up = ~was_down
+        rec.down[:, k] = was_down
+        growth = s.growth_bytes[idx, np.minimum(age, t - 1)]
+        mem = s.fixed_bytes[:, k] + growth + s.load_bytes[:, k] / reps
+        cpu = s.cpu_cores[:, k] / reps
+        killed = up & (mem >= mem_lim)
+        rec.memory_demand_bytes[up, k] = mem[up]
+        rec.cpu_demand_cores[up, k] = cpu[up]
+        rec.oom_kill[:, k] = killed
+        mem_read = np.where(killed, s.fixed_bytes[:, k], np.minimum(mem, mem_lim))
+        mem_read = np.where(up, mem_read, 0.0)
+        cpu_used = np.where(up, np.minimum(cpu, cpu_q), 0.0)
+        throttled = up & (cpu > cpu_q)
+        lat = np.full(n, np.nan)
+        if has_latency:
+            rho = np.where(up, cpu / cpu_q, 0.0)
+            lat = np.where(up, s.latency_base_s / (1 - np.minimum(rho, 0.99)), np.nan)
+            breach = up & (lat > s.latency_target_s)
+            rec.timeout[:, k] = breach
+        if s.disk_bytes is not None:
+            full = s.disk_bytes[:, k] >= s.disk_capacity_bytes
+            rec.disk_full[:, k] = full
+        for i in np.flatnonzero(killed):
+            oom_total[i] += 1
+            events.append(Event(names[i], now, EventKind.OOM_KILL,
+                                "simulated: demand reached the memory limit", apps[i]))
+            events.append(Event(names[i], now, EventKind.RESTART, "after oom_kill", apps[i]))
+        for i in np.flatnonzero(rec.timeout[:, k]):
+            events.append(Event(names[i], now, EventKind.TIMEOUT,
+                                f"latency {lat[i]:.3f} s > target", apps[i]))
+        if s.disk_bytes is not None:
+            for i in np.flatnonzero(rec.disk_full[:, k] & ~disk_was_full):
+                events.append(Event(names[i], now, EventKind.DISK_FULL, "simulated", apps[i]))
+            disk_was_full = rec.disk_full[:, k].copy()
+        down_left[killed] = s.restart_steps
+        age[killed] = 0
+        age[up & ~killed] += 1
+        # -- the samples a kernel would show ----------------------------------------
+        cpu_s_total += cpu_used * dt
+        periods_total += np.where(up, dt / CFS_PERIOD_S, 0.0)
+        throttled_total += np.where(throttled, dt / CFS_PERIOD_S, 0.0)
+        for i in range(n):
+            ring.push(Sample(
+                container=names[i], ts_s=now, memory_usage_bytes=float(mem_read[i]),
+                memory_working_set_bytes=float(mem_read[i]),
+                memory_limit_bytes=float(mem_lim[i]), oom_kills_total=float(oom_total[i]),
+                cpu_usage_s_total=float(cpu_s_total[i]), cpu_quota_cores=float(cpu_q[i]),
+                cpu_periods_total=float(periods_total[i]),
+                cpu_throttled_periods_total=float(throttled_total[i]),
+                block_latency_s=float(lat[i]), app=apps[i]))
+        _, window = ring.window(names)
+        obs = Observation(
+            now_s=now, step_s=dt, names=names, apps=apps, window=window, events=events,
+            memory_usage_bytes=mem_read, cpu_usage_cores=cpu_used,
+            memory_limit_bytes=mem_lim.copy(), cpu_quota_cores=cpu_q.copy(),
+            replicas=reps.copy(), up=up & ~killed, age_s=age * dt)
+        # -- decide, arbitrate, apply, settle -----------------------------------------
+        asks = policy.decide(obs)
+        if not asks:
+            continue
+        rec.asks += len(asks)
+        for i, c in enumerate(names):
+            pool.observe(c, Tier.MEMORY, float(mem_lim[i]), replicas=int(reps[i]))
+            pool.observe(c, Tier.CPU, float(cpu_q[i]), replicas=int(reps[i]))
+        arb = arbitrate(asks, pool, idle=[], tenants=tenants, weights={}, now_s=now,
+                        tenant_weights={}, config=ContentionConfig(), commit=True)
+        verdicts = {v.action_id: v for v in arb.verdicts}
+        pos = {c: i for i, c in enumerate(names)}
+        results = []
+        for a in asks:
+            v = verdicts[a.action_id]
+            i = pos[a.container]
+            if v.verdict is Verdict.GRANTED:
+                if a.kind is ActionKind.SCALE_OUT:
+                    old = float(reps[i])
+                    reps[i] = int(a.new_limit)
+                    tier = "replicas"
+                elif a.tier is Tier.MEMORY:
+                    old = float(mem_lim[i])
+                    mem_lim[i] = a.new_limit
+                    tier = "memory"
+                else:
+                    old = float(cpu_q[i])
+                    cpu_q[i] = a.new_limit
+                    tier = "cpu"
+                rec.actions.append(AppliedAction(k, now, i, tier, old, float(a.new_limit),
+                                                 a.preemptive))
+                results.append((a, ActionResult(a.action_id, a.container, a.tier,
+                                                ResultStatus.APPLIED, old, a.new_limit,
+                                                v.reason)))
+            else:
+                status = (ResultStatus.DEFERRED if v.verdict is Verdict.DEFERRED
+                          else ResultStatus.DENIED)
+                rec.denied += status is ResultStatus.DENIED
+                rec.deferred += status is ResultStatus.DEFERRED
+                results.append((a, ActionResult(a.action_id, a.container, a.tier, status,
+                                                a.old_limit, a.old_limit, v.reason)))
+        policy.settle(obs, results)
+    if isinstance(policy, PrescalePolicy):
+        rec.threshold_final = {
+            tier.value: float(np.mean(policy.engine.thresholds(policy.book, names, apps)[tier]))
+            for tier in (Tier.MEMORY, Tier.CPU)}
+    return rec
+
+
+def check_policies(names: list[str]) -> list[str]:
+    """The policy names, each validated; raises ValueError naming an unknown one."""
+    bad = [p for p in names if p not in POLICIES]
+    if bad:
+        raise ValueError(f"unknown policy {', '.join(map(repr, bad))}; known: "
+                         f"{', '.join(POLICIES)}")
+    if not names:
+        raise ValueError(f"no policy given; known: {', '.join(POLICIES)}")
+    return names
+
+
+__all__ = ["POLICIES", "PRESCALE_POLICIES", "AppliedAction", "PrescalePolicy", "RunRecord",
+           "check_policies", "make_policy", "prescale_settings", "run"]
