@@ -767,6 +767,25 @@ def bench_tick(
     raise typer.Exit(b.main(args))
 
 
+@app.command()
+def evaluate(
+    scenario: Annotated[str, typer.Option(help="A scenario, a comma-separated list, or all.")
+                        ] = "all",
+    policies: Annotated[str, typer.Option(help="Comma-separated policies.")] = (
+        "static,reactive,vpa,hpa,preemptive_buffer,proportional,multi_tier"),
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Report + PNG plots here.")
+                       ] = None,
+    trace: Annotated[Path | None, typer.Option(help="Evaluate on this trace file instead.")
+                     ] = None,
+) -> None:
+    """Run the real engine and the baselines over scenarios on a simulated clock, side by
+    side. See docs/BENCHMARKS.md."""
+    from app.evaluation.report import main as evaluate_main
+
+    raise typer.Exit(evaluate_main(scenario, policies, as_json, out_dir, trace,
+                                   echo=print, fail=lambda m: err.print(f"error: {m}")))
+
 def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     app()
