@@ -255,7 +255,8 @@ def burst_load(t: int, step_s: float, peak: float, offsets: Sequence[float],
                ) -> np.ndarray:
     """Load of bursts starting at j·every + offset_j·(every − length): a linear ramp from
     0 to ``peak`` over ``ramp_s``, held ``hold_s``, down over ``ramp_s``. Worked example:
-    Δ = 60 s, ramp 180 s, hold 120 s, start 0, peak 3 → 1, 2, 3, 3, 3, 2, 1, 0 …"""
+    Δ = 60 s, ramp 180 s, hold 120 s (length 480 s), start 0, peak 3 →
+    min(up (k+1)·60/180, down (480 − 60k)/180) × 3 = 1, 2, 3, 3, 3, 3, 2, 1, 0 …"""
     out = np.zeros(t)
     length = 2 * ramp_s + hold_s
     ts = np.arange(t) * step_s

@@ -1,0 +1,219 @@
+"""prescale evaluate: baselines' formulas, metrics, scenario ground truth, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from app.core.sample import Tier
+from app.evaluation import metrics, report, runner, scenarios
+from app.evaluation.baselines import (
+    Bounds,
+    DecayingHistogram,
+    FailureRateReactive,
+    confidence_multiplier,
+    hpa_desired,
+    oom_bump_bytes,
+)
+from app.evaluation.runner import AppliedAction, RunRecord
+
+MIB = 2.0**20
+
+
+# -- baselines ---------------------------------------------------------------------------
+
+
+def test_vpa_histogram_bucket_and_percentile() -> None:
+    h = DecayingHistogram(1e7, 1e12)
+    assert h.bucket(1e8) == 8
+    assert h.bucket_start(8) == pytest.approx(1e7 * (1.05**8 - 1) / 0.05)  # 95.49 MB
+    h.add(1e8, 1.0, 0.0)
+    assert h.percentile(0.9) == pytest.approx(1e7 * (1.05**9 - 1) / 0.05)  # 110.27 MB
+    assert h.percentile(0.9) == pytest.approx(110.27e6, rel=1e-3)
+
+
+def test_vpa_histogram_decay_half_life() -> None:
+    h = DecayingHistogram(1e7, 1e12, half_life_s=86_400.0)
+    h.add(100e6, 1.0, 0.0)
+    h.add(200e6, 1.0, 86_400.0)  # a day later: weighs 2
+    assert h.total == pytest.approx(3.0)
+    assert h.percentile(0.5) == pytest.approx(h.bucket_start(h.bucket(200e6) + 1))
+    assert h.percentile(0.3) == pytest.approx(h.bucket_start(h.bucket(100e6) + 1))
+    h.subtract(200e6, 1.0, 86_400.0)
+    assert h.total == pytest.approx(1.0)
+
+
+def test_vpa_oom_bump_and_confidence() -> None:
+    assert oom_bump_bytes(256 * MIB) == pytest.approx(356 * MIB)
+    assert oom_bump_bytes(1024 * MIB) == pytest.approx(1.2 * 1024 * MIB)
+    assert confidence_multiplier(1.0, 1.0, 0.5) == pytest.approx(3.0)
+    assert confidence_multiplier(1.0, 1.0, 1.0) == pytest.approx(2.0)
+    assert confidence_multiplier(0.001, -2.0, 1 / 288) == pytest.approx(0.603, abs=1e-3)
+    assert confidence_multiplier(1.0, 1.0, 0.0) == math.inf
+
+
+def test_hpa_replica_formula_and_tolerance() -> None:
+    assert hpa_desired(3, 0.9, 0.6) == 5
+    assert hpa_desired(3, 0.63, 0.6) == 3  # within the 0.1 tolerance
+    assert hpa_desired(4, 0.2, 0.6) == 2
+
+
+def test_failure_rate_reactive_share() -> None:
+    r = FailureRateReactive(Bounds(), window=10, share=0.5)
+    assert r.should_grow(deque([0] * 5 + [1] * 5))
+    assert not r.should_grow(deque([0] * 6 + [1] * 4))
+    assert Bounds().clamp(Tier.CPU, 1.0 * 1.5) == 1.5
+
+
+# -- metrics -----------------------------------------------------------------------------
+
+
+def _tiny_record() -> RunRecord:
+    n, t = 1, 4
+    rec = RunRecord(
+        "tiny", "x", 60.0, 0.0, ["c"],
+        memory_demand_bytes=np.array([[50.0, 60.0, 110.0, 80.0]]),
+        memory_limit_bytes=np.array([[100.0, 200.0, 200.0, 200.0]]),
+        cpu_demand_cores=np.full((n, t), 0.1), cpu_quota_cores=np.ones((n, t)),
+        replicas=np.ones((n, t), dtype=int), down=np.zeros((n, t), dtype=bool),
+        oom_kill=np.zeros((n, t), dtype=bool), timeout=np.zeros((n, t), dtype=bool),
+        disk_full=np.zeros((n, t), dtype=bool))
+    rec.actions.append(AppliedAction(0, 0.0, 0, "memory", 100.0, 200.0, True))
+    return rec
+
+
+def test_metrics_slack_lead_time_and_fp() -> None:
+    rec = _tiny_record()
+    f = metrics.figures(rec, horizon_s=180.0)
+    # alloc 100+200+200+200 = 700, used 50+60+110+80 = 300
+    assert f["slack_memory"] == pytest.approx(400 / 700, abs=1e-4)
+    assert f["median_lead_time_s"] == 120.0  # demand 110 ≥ old limit 100 at step 2
+    assert f["false_positive_rate"] == 0.0
+    assert f["memory_gib_hours"] == pytest.approx(round(700 * 60 / 3600 / 2**30, 3))
+    f2 = metrics.figures(rec, horizon_s=60.0)  # reached after H → not needed within H
+    assert f2["false_positive_rate"] == 1.0
+    assert metrics.slack(np.array([100.0, 200.0]), np.array([50.0, 60.0])) == pytest.approx(
+        190 / 300)
+
+
+def test_metrics_failure_minutes_and_episodes() -> None:
+    rec = _tiny_record()
+    rec.down[0, 1] = True
+    rec.oom_kill[0, 0] = True
+    rec.timeout[0] = [False, True, True, False]
+    f = metrics.figures(rec, 180.0)
+    assert f["oom_kills"] == 1 and f["timeouts"] == 1 and f["failures"] == 2
+    assert f["failure_minutes"] == 3.0  # 1 step down + 2 steps above the latency target
+    assert metrics._episodes(np.array([[0, 1, 1, 0, 1]], dtype=bool)) == 2
+
+
+# -- scenario ground truth ---------------------------------------------------------------
+
+
+def test_leak_first_kill_formula() -> None:
+    assert scenarios.first_kill_step(512 * MIB, 200 * MIB, 10.4 * MIB) == 30
+    assert scenarios.static_kill_steps(512 * MIB, 200 * MIB, 10.4 * MIB, 1, 100) == [30, 62, 94]
+
+
+def test_leak_under_static_fails_at_the_computed_steps() -> None:
+    s = scenarios.leak(n=3, hours=3.0)
+    rec = runner.run(s, "static")
+    for i in range(s.n):
+        g = float(s.growth_bytes[i, 1])
+        want = scenarios.static_kill_steps(float(s.memory_limit_bytes[i]),
+                                           float(s.fixed_bytes[i, 0]), g, s.restart_steps,
+                                           s.steps)
+        assert np.flatnonzero(rec.oom_kill[i]).tolist() == want
+
+
+def test_burst_load_shape() -> None:
+    assert scenarios.burst_load(10, 60.0, 3.0, [0.0], every_s=3600, ramp_s=180,
+                                hold_s=120).tolist()[:9] == [1, 2, 3, 3, 3, 3, 2, 1, 0]
+
+
+def test_from_samples_grid() -> None:
+    s = scenarios.from_samples(
+        "t", "t", np.array(["a", "a", "a", "b", "b"], dtype=object),
+        np.array([0.0, 300, 600, 150, 450]), np.array([1.0, 2, 3, 5, 6]),
+        np.full(5, 10.0), np.zeros(5), np.full(5, 1.0), max_containers=10, max_steps=10,
+        source="test")
+    assert s.step_s == 300.0
+    assert s.fixed_bytes.tolist() == [[1, 2, 3], [5, 5, 6]]
+
+
+def test_prescale_runs_the_engine_and_beats_static_on_a_leak() -> None:
+    s = scenarios.leak(n=2, hours=3.0)
+    f_static = metrics.figures(runner.run(s, "static"), s.horizon_s)
+    f_pb = metrics.figures(runner.run(s, "preemptive_buffer"), s.horizon_s)
+    assert f_static["failures"] > 0
+    assert f_pb["failures"] < f_static["failures"]
+    assert f_pb["scale_ups"] > 0 and f_pb["median_lead_time_s"] > 0
+
+
+def test_bad_names_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown policy 'nope'"):
+        runner.check_policies(["static", "nope"])
+    with pytest.raises(ValueError, match="unknown scenario 'nope'"):
+        report.scenario_names("nope")
+
+
+# -- the command -------------------------------------------------------------------------
+
+
+def test_cli_evaluate_leak_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.cli import app
+
+    short = scenarios.leak(n=3, hours=3.0)
+    monkeypatch.setitem(scenarios.SYNTHETIC, "leak", lambda: short)
+    res = CliRunner().invoke(app, ["evaluate", "--scenario", "leak", "--policies",
+                                   "static,vpa,preemptive_buffer", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    (sc,) = out["scenarios"]
+    assert sc["name"] == "leak" and set(sc["policies"]) == {"static", "vpa",
+                                                            "preemptive_buffer"}
+    truth = sum(len(scenarios.static_kill_steps(
+        float(short.memory_limit_bytes[i]), float(short.fixed_bytes[i, 0]),
+        float(short.growth_bytes[i, 1]), short.restart_steps, short.steps))
+        for i in range(short.n))
+    st = sc["policies"]["static"]
+    assert st["failures"] == st["oom_kills"] == truth
+    assert st["failure_minutes"] == truth * short.restart_steps * short.step_s / 60
+    assert st["actions"] == 0 and st["slack_memory"] > 0
+    for f in sc["policies"].values():
+        assert set(report.COLUMNS) <= set(f)
+        assert 0 <= f["slack_memory"] <= 1
+    assert out["wall_s"] >= 0
+
+
+def test_cli_evaluate_bad_input_exits_2(tmp_path) -> None:
+    from app.cli import app
+
+    r = CliRunner()
+    assert r.invoke(app, ["evaluate", "--scenario", "nope"]).exit_code == 2
+    assert r.invoke(app, ["evaluate", "--scenario", "leak", "--policies", "x"]).exit_code == 2
+    res = r.invoke(app, ["evaluate", "--trace", str(tmp_path / "missing.csv")])
+    assert res.exit_code == 2
+
+
+def test_generic_trace_file_and_report(tmp_path) -> None:
+    ts = np.arange(0, 40) * 60.0
+    rows = ["container,ts_s,memory_usage_bytes,memory_limit_bytes"]
+    for c in ("a", "b"):
+        for i, t in enumerate(ts):
+            rows.append(f"{c},{t + 1.7e9},{(100 + 5 * i) * MIB},{256 * MIB}")
+    p = tmp_path / "t.csv"
+    p.write_text("\n".join(rows))
+    from app.evaluation import traces
+
+    s = traces.from_file(p)
+    assert s.n == 2 and s.steps == 40 and s.memory_limit_bytes[0] == 256 * MIB
+    res = report.evaluate([s], ["static", "preemptive_buffer"], keep_records=True)
+    files = report.write_report(res, tmp_path / "out")
+    assert {f.name for f in files} == {"trace.png", "summary.png", "report.md"}
+    assert res["scenarios"][0]["policies"]["static"]["failures"] > 0
