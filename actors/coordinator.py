@@ -1,9 +1,27 @@
-"""CoordinatorActor: one tick of the control loop.
+"""CoordinatorActor: one tick of the control loop, over every node's monitor.
 
-``run_once()`` reads as the seed loop: collect → featurise → predict → decide →
-arbitrate (pool) → log (durably, before acting) → apply → record. State that must
-survive a restart (policy cooldowns, pending lead-time checks, last actions, tick
-count) is checkpointed to ``<data_dir>/coordinator.json`` at the end of each tick.
+``run_once()`` reads as the seed loop::
+
+    resume in-flight actions of a tick that was cut short
+    gather    every monitor's window, in parallel (a slow or dead monitor's containers
+              are "unknown" this tick; nobody waits more than loop.collect_timeout_s)
+    plan      the engine (app/core/engine.py): features → predict → thresholds →
+              judge → policy + guards → asks
+    arbitrate the pool manager: capacity per node, contention
+    log       decisions, durably, before acting (and the in-flight intent)
+    act       each granted action to the actuator of its container: the monitor of
+              its node (cgroups, simulated), or the workload actuators (placement
+              groups, Serve)
+    record    results, outcome tracking, savings, checkpoint, status, metrics
+
+What must survive a restart is checkpointed (``<data_dir>/coordinator.json``): the
+engine state (policy cooldowns, outcome tracker, lead-time checks, savings), the
+containers seen and their nodes, the tick count. The actions of a tick are written to
+``<data_dir>/inflight.json`` before any is applied; a coordinator that is killed
+mid-tick re-sends them on restart with the *same action ids* (every actuator is
+idempotent by id, so none is applied twice) and logs what they did, so no decision is
+lost. A tick that fails (the pool manager died under it) rolls the engine state back
+to the checkpoint, as a restart would.
 """
 
 from __future__ import annotations
@@ -16,9 +34,11 @@ from typing import Any
 
 import numpy as np
 import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from actors import names
 from actors.metrics import CoordinatorMetrics
+from actors.ready import wait_ready
 from app.core.actions import (
     ActionKind,
     ActionResult,
@@ -27,13 +47,10 @@ from app.core.actions import (
     ScalingAction,
     Verdict,
 )
-from app.core.cost import SavingsLedger, accumulate_savings
-from app.core.features import F, compute_features
-from app.core.outcome_tracker import OutcomeConfig, OutcomeTracker, failure_tier
-from app.core.outcomes import LeadTimeTracker
-from app.core.policy import PolicyConfig, PolicyInput, PolicyState, decide
-from app.core.predictor import Prediction, TrendExhaustionPredictor
-from app.core.sample import Tier
+from app.core.engine import AppModel, Engine, EngineConfig, EngineState, Plan, Snapshot
+from app.core.features import F
+from app.core.predictor import Prediction
+from app.core.sample import METRICS, Tier
 from app.core.thresholds import ThresholdConfig
 from app.settings import Mode, Settings
 from app.store import jsonfile
@@ -44,8 +61,11 @@ from app.store.thresholds_store import FILE as THRESHOLDS_FILE
 from app.store.thresholds_store import ThresholdStore
 
 CHECKPOINT = "coordinator.json"
+INFLIGHT = "inflight.json"
 STATUS = "status.json"
 MAINTENANCE_S = 600.0
+UNKNOWN_FORGET_S = 600.0  # an unknown container is dropped from the status after this
+WORKLOADS_ROUTE = "_workloads"
 
 
 def _decision_record(d: Decision, app: str) -> dict[str, Any]:
@@ -90,6 +110,55 @@ def _action_record(
     }
 
 
+def _action_from_dict(d: dict[str, Any]) -> ScalingAction:
+    """Back from JSON, where inf and nan were written as null (unlimited, no estimate)."""
+    fix = {k: (math.inf if k in ("old_limit", "time_to_limit_s") else math.nan)
+           for k, v in d.items() if v is None}
+    return ScalingAction(**{**d, **fix, "tier": Tier(d["tier"]), "kind": ActionKind(d["kind"])})
+
+
+def merge_shards(shards: list[dict[str, Any]], window_shape: tuple[int, int]
+                 ) -> tuple[Snapshot, dict[str, tuple[str, str]], dict[str, Any]]:
+    """One snapshot of the containers of every monitor that answered.
+
+    Returns the snapshot, ``route``: container → (node, the name its monitor knows it
+    by) and the merged errors / dropped counts / capacities. A name seen on two nodes
+    is qualified as ``name@<node[:8]>`` on both, so that each action reaches its node.
+    Worked example: node a has ``web`` and ``db``, node b has ``web`` → containers
+    ``db``, ``web@a…``, ``web@b…``.
+    """
+    count: dict[str, int] = {}
+    for sh in shards:
+        for n in sh["names"]:
+            count[n] = count.get(n, 0) + 1
+    names_, apps, windows, events, route = [], [], [], [], {}
+    replicas: dict[str, int] = {}
+    errors: dict[str, str] = {}
+    dropped: dict[str, int] = {}
+    nodes: dict[str, dict[str, float]] = {}
+    for sh in shards:
+        node = sh["node"]
+        nodes[node] = sh["capacity"]
+        for n, app in zip(sh["names"], sh["apps"], strict=True):
+            name = n if count[n] == 1 else f"{n}@{node[:8]}"
+            names_.append(name)
+            apps.append(app)
+            route[name] = (node, n)
+            if n in sh.get("replicas", {}):
+                replicas[name] = sh["replicas"][n]
+        if len(sh["names"]):
+            windows.append(sh["window"])
+        events += sh["events"]
+        errors.update(sh["errors"])
+        for k, v in sh["dropped"].items():
+            dropped[k] = dropped.get(k, 0) + v
+    now_s = max((sh["now_s"] for sh in shards), default=time.time())
+    window = (np.concatenate(windows) if windows
+              else np.empty((0, *window_shape), dtype=float))
+    snap = Snapshot(now_s, names_, apps, window, events, replicas)
+    return snap, route, {"errors": errors, "dropped": dropped, "nodes": nodes}
+
+
 class Coordinator:
     def __init__(self, settings: Settings, run_id: str) -> None:
         self.s = settings
@@ -99,44 +168,32 @@ class Coordinator:
                                   flush_interval_s=settings.history.flush_interval_s)
         self.log = DecisionLog(self.store, run_id, settings.mode.value)
         self.last_maintenance_s = time.time()
-        p = settings.predictor
-        self.predictor = TrendExhaustionPredictor(
-            horizon_s=p.horizon_s,
-            min_samples=p.min_samples,
-            sigma_floor_fraction=p.sigma_floor_fraction,
-            cpu_busy_fraction=p.cpu_busy_fraction,
-        )
-        self.tracker = LeadTimeTracker(expire_after_s=4 * p.horizon_s)
-        t = settings.thresholds
+        self.engine_config = EngineConfig.from_settings(settings)
+        self.engine = Engine(self.engine_config)
         self.thresholds = ThresholdStore(self.data_dir / THRESHOLDS_FILE,
-                                         ThresholdConfig.from_settings(t))
-        self.outcomes = OutcomeTracker(OutcomeConfig(
-            horizon_s=t.outcome_horizon_s or p.horizon_s, cpu_reach_fraction=p.cpu_busy_fraction))
+                                         ThresholdConfig.from_settings(settings.thresholds))
         self.registry = ModelRegistry(settings.registry_dir()) if settings.models.enabled else None
         self.models = ModelCache()
-        self.policy_state = PolicyState()
-        self.policy_config = PolicyConfig.from_settings(settings.policy, settings.cost)
-        self.savings = SavingsLedger()
         self.last_action: dict[str, dict[str, Any]] = {}
         self.tick = 0
-        self.model_of: dict[str, str] = {}
+        #: every container seen: node, app, last time seen, and whether it is unknown now
+        self.seen: dict[str, dict[str, Any]] = {}
         self.judgements: list[dict[str, Any]] = []  # this tick's, for the metrics
         self.metrics = CoordinatorMetrics(max_containers=1000, window_s=3600.0)
+        self._pending_collect: dict[str, Any] = {}  # monitor → its unanswered collect()
+        self._monitors: dict[str, Any] = {}
         self._restore()
 
     # -- persistence -------------------------------------------------------------
     def _restore(self) -> None:
+        self.engine = Engine(self.engine_config)
         saved = jsonfile.read(self.data_dir / CHECKPOINT)
         if not saved or saved.get("run_id") != self.run_id:
             return
-        self.policy_state = PolicyState.from_dict(saved["policy_state"])
-        if saved.get("savings"):
-            self.savings = SavingsLedger.from_dict(saved["savings"])
-        self.tracker.load(saved["pending"])
-        self.last_action = saved["last_action"]
+        self.engine.state = EngineState.from_dict(saved, self.engine_config)
+        self.last_action = saved.get("last_action", {})
         self.tick = saved["tick"]
-        if saved.get("outcomes"):
-            self.outcomes = OutcomeTracker.from_dict(saved["outcomes"], self.outcomes.config)
+        self.seen = saved.get("seen", {})
         if saved.get("metrics"):
             self.metrics.book.restore(saved["metrics"])
 
@@ -146,143 +203,313 @@ class Coordinator:
             {
                 "run_id": self.run_id,
                 "tick": self.tick,
-                "policy_state": self.policy_state.to_dict(),
-                "savings": self.savings.to_dict(),
-                "pending": self.tracker.to_list(),
+                **self.engine.state.to_dict(),
                 "last_action": self.last_action,
-                "outcomes": self.outcomes.to_dict(),
+                "seen": self.seen,
                 "metrics": self.metrics.book.state(),
             },
         )
 
     # -- the tick ------------------------------------------------------------------
     def run_once(self) -> dict[str, Any]:
+        try:
+            return self._run_once()
+        except Exception:
+            self._restore()  # as if restarted: the engine state of the last good tick
+            raise
+
+    def _run_once(self) -> dict[str, Any]:
         t0 = time.perf_counter()
-        monitor = ray.get_actor(names.MONITOR, namespace=self.s.ray.namespace)
         pool = ray.get_actor(names.POOL, namespace=self.s.ray.namespace)
-
-        batch = ray.get(monitor.collect.remote())  # collect
-        now_s, containers, window = batch["now_s"], batch["names"], batch["window"]
-        apps = dict(zip(containers, batch["apps"], strict=True))
-        records = self._event_records(batch["events"])
-        feats = compute_features(window, recent_steps=self.s.predictor.recent_steps)
-        pred = self.predictor.predict(feats)  # predict
-        records += self._apply_models(now_s, containers, batch["apps"], feats, window, pred)
-        thresholds = self._thresholds(containers, apps)
-        records += self._judge(now_s, containers, apps, feats, pred, thresholds, batch["events"])
-        pool.observe.remote(self._limits(containers, pred), now_s)
-
-        tick_records: list[dict[str, Any]] = []  # everything logged this tick (metrics)
-        decisions: list[Decision] = []
+        wait_ready(pool)  # a pool manager that Ray is restarting: wait for it
+        records = self._resume_inflight(pool)  # a tick cut short: finish it first
+        shards, unknown = self._gather()  # collect, all monitors in parallel
+        snap, route, merged = merge_shards(
+            shards, (self.s.loop.window_steps, len(METRICS)))
+        apps = dict(zip(snap.names, snap.apps, strict=True))
+        lost = self._mark_seen(snap, route, unknown, pool)
+        records += self._event_records(snap.events)
+        plan = self.engine.plan(  # featurise, predict, judge, decide
+            snap, self.thresholds.book(), models=self._model_lookup(records, snap.now_s),
+            decide_actions=self.s.mode is not Mode.OFF)
+        records += self._judgement_records(plan, apps)
+        pool.observe.remote(self._limits(plan.names, plan.prediction), snap.now_s,
+                            merged["nodes"], {n: r[0] for n, r in route.items()},
+                            dict(snap.replicas))
+        tick_records: list[dict[str, Any]] = []
         results: list[ActionResult] = []
-        if self.s.mode is not Mode.OFF:
-            usage_now = {Tier.MEMORY: feats[:, F["memory_usage_last_bytes"]],
-                         Tier.CPU: feats[:, F["cpu_usage_cores_last"]]}
-            decisions, self.policy_state = decide(  # decide
-                PolicyInput(now_s, containers, pred, thresholds[Tier.MEMORY],
-                            apps=batch["apps"], tier_thresholds=thresholds, usage=usage_now),
-                self.policy_config, self.policy_state,
-            )
-            asks = [replace(d.action, app=apps.get(d.container, ""))
-                    for d in decisions if d.action is not None]
+        if plan.asks:
             commit = self.s.mode is Mode.AUTO
-            arb = ray.get(pool.arbitrate.remote(asks, [], now_s, commit)) if asks else None
-            records += [_decision_record(d, apps.get(d.container, "")) for d in decisions
+            arb = ray.get(pool.arbitrate.remote(plan.asks, [], snap.now_s, commit))  # arbitrate
+            records += [_decision_record(d, apps.get(d.container, "")) for d in plan.decisions
                         if d.action is not None or d.p_fail >= d.threshold]
+            self._write_inflight(plan, arb, route, records, commit)  # the intent, durable
             tick_records += records
             self.log.append(records)  # durable before acting
-            records = []
-            if arb is not None:
-                results, records = self._act(asks, arb, commit, monitor, pool, apps)  # apply
+            self._mark_inflight_logged()
+            results, records = self._act(plan.asks, arb, commit, route, pool, apps)  # apply
+            self.engine.settle(snap.now_s, list(zip(plan.asks, results, strict=True)),
+                               live=plan.names)
+        else:
+            records += [_decision_record(d, apps.get(d.container, "")) for d in plan.decisions
+                        if d.p_fail >= d.threshold]
+            self.engine.settle(snap.now_s, [], live=plan.names)
         tick_records += records
         self.log.append(records)  # record
-        self.savings = accumulate_savings(
-            self.savings, now_s, [r for r in results if r.status is ResultStatus.APPLIED],
-            live=containers)
         self.tick += 1
         self._checkpoint()
-        self._maintain_history(now_s)
+        jsonfile.remove(self.data_dir / INFLIGHT)
+        self._maintain_history(snap.now_s)
         tick_s = time.perf_counter() - t0
-        rows = self._write_status(now_s, containers, feats, pred, batch, tick_s)
+        rows = self._write_status(plan, merged, tick_s, unknown)
         summary = {
             "tick": self.tick,
-            "now_s": now_s,
-            "containers": len(containers),
-            "decisions": sum(1 for d in decisions if d.action is not None),
+            "now_s": snap.now_s,
+            "containers": len(plan.names),
+            "monitors": len(shards),
+            "unknown": sorted(unknown),
+            "lost_containers": lost,
+            "decisions": len(plan.asks),
             "actions": [r.status.value for r in results],
-            "errors": batch["errors"],
+            "errors": merged["errors"],
             "tick_s": tick_s,
         }
         try:  # metrics never stop the loop
             self.metrics.record_tick(
-                {**summary, "dropped": batch["dropped"],
+                {**summary, "dropped": merged["dropped"],
                  "thresholds": {apps.get(n) or n: {t.value: float(v[i])
-                                                   for t, v in thresholds.items()}
-                                for i, n in enumerate(containers)}},
+                                                   for t, v in plan.thresholds.items()}
+                                for i, n in enumerate(plan.names)}},
                 rows, self.judgements, tick_records)
         except ValueError as exc:
-            self.log.append([{"kind": "event", "ts_s": now_s, "container": "_metrics",
+            self.log.append([{"kind": "event", "ts_s": snap.now_s, "container": "_metrics",
                               "app": "", "event": "metrics_error", "reason": str(exc)}])
         return summary
+
+    # -- gather --------------------------------------------------------------------
+    def monitors(self) -> dict[str, Any]:
+        """The live monitors of this namespace, by name (one per node)."""
+        ns = self.s.ray.namespace
+        found = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                       if a.get("namespace") == ns and names.is_monitor(a["name"]))
+        for n in found:
+            if n not in self._monitors:
+                try:
+                    self._monitors[n] = ray.get_actor(n, namespace=ns)
+                except ValueError:  # died between the listing and now
+                    continue
+        for gone in set(self._monitors) - set(found):
+            del self._monitors[gone]
+            self._pending_collect.pop(gone, None)
+        return dict(self._monitors)
+
+    def _gather(self) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        """Every monitor's window, collected in parallel. A monitor that has not answered
+        within ``loop.collect_timeout_s`` is not asked again until it answers (its call
+        stays pending); its node is reported in ``unknown`` with the reason."""
+        monitors = self.monitors()
+        refs = {}
+        for name, handle in monitors.items():
+            ref = self._pending_collect.get(name)
+            refs[name] = ref if ref is not None else handle.collect.remote()
+        ready, _ = (ray.wait(list(refs.values()), num_returns=len(refs),
+                             timeout=self.s.loop.collect_timeout_s)
+                    if refs else ([], []))
+        ready_set = set(ready)
+        shards, unknown = [], {}
+        for name, ref in refs.items():
+            node = names.node_of_monitor(name)
+            if ref not in ready_set:
+                self._pending_collect[name] = ref
+                unknown[node] = (f"monitor did not answer within "
+                                 f"{self.s.loop.collect_timeout_s:g} s")
+                continue
+            self._pending_collect.pop(name, None)
+            try:
+                shards.append(ray.get(ref))
+            except RayError as exc:  # died, unschedulable (its node is gone), crashed
+                unknown[node] = f"monitor failed: {type(exc).__name__}"
+        return shards, unknown
+
+    def _mark_seen(self, snap: Snapshot, route: dict[str, tuple[str, str]],
+                   unknown: dict[str, str], pool: Any) -> list[str]:
+        """Track every container's node. Containers of a node whose monitor is slow or
+        failed are *unknown* (kept, with their grants); those of a node whose monitor is
+        gone for good (the node left the cluster) are unknown too, and the pool drops the
+        node. Returns the containers that became unknown this tick."""
+        for n, app in zip(snap.names, snap.apps, strict=True):
+            self.seen[n] = {"node": route[n][0], "app": app, "last_s": snap.now_s,
+                            "unknown": None}
+        live_nodes = {names.node_of_monitor(m) for m in self._monitors}
+        newly, dead_nodes = [], set()
+        for n, info in list(self.seen.items()):
+            if info["last_s"] == snap.now_s:
+                continue
+            node = info["node"]
+            why = (unknown.get(node) or
+                   ("node left the cluster (its monitor is gone)" if node not in live_nodes
+                    else "not reported by its monitor"))
+            if node not in live_nodes:
+                dead_nodes.add(node)
+            if why == "not reported by its monitor":
+                del self.seen[n]  # its monitor answered without it: it is gone
+                continue
+            if info["unknown"] is None:
+                newly.append(n)
+            info["unknown"] = why
+            if snap.now_s - info["last_s"] > UNKNOWN_FORGET_S:
+                del self.seen[n]
+        if dead_nodes:
+            pool.drop_nodes.remote(sorted(dead_nodes))
+        return sorted(newly)
+
+    # -- models, judgements ----------------------------------------------------------
+    def _model_lookup(self, records: list[dict[str, Any]], now_s: float):
+        """The engine's model lookup: each app's registered model (its own, else the
+        global one), refreshed from the registry without a restart; a corrupt version
+        is refused, logged, and the previous one keeps serving."""
+        if self.registry is None:
+            return None
+        records += [{"kind": "event", "ts_s": now_s, "container": "_models", "app": "",
+                     "event": "model_error", "reason": msg}
+                    for msg in self.models.refresh(self.registry)]
+        tier = self.engine_config.model_tier.value
+
+        def lookup(app: str) -> AppModel | None:
+            found = self.models.get(app, tier)
+            if found is None:
+                return None
+            version, model = found
+            return AppModel(f"{version.app}/{version.version_id} ({version.kind})", model,
+                            tuple(version.features))
+
+        return lookup
+
+    def _judgement_records(self, plan: Plan, apps: dict[str, str]) -> list[dict[str, Any]]:
+        """Judgements move their app's threshold (durably); lead-time outcomes."""
+        self.judgements = [j.to_dict() for j in plan.judgements]
+        now_s = plan.now_s
+        records = [{**j.to_dict(), "kind": "judgement", "judgement": j.kind.value,
+                    "ts_s": now_s, "container": j.container, "app": apps.get(j.container, "")}
+                   for j in plan.judgements]
+        records += [{**a.to_dict(), "kind": "threshold", "adjustment": a.kind,
+                     "ts_s": now_s, "container": a.app, "app": a.app}
+                    for a in self.thresholds.learn(plan.judgements)]
+        records += [{"kind": "outcome", "ts_s": now_s, "app": apps.get(o.container, ""),
+                     **o.to_dict()} for o in plan.lead_outcomes]
+        return records
 
     @staticmethod
     def _event_records(events) -> list[dict[str, Any]]:
         return [{"kind": "event", "ts_s": e.ts_s, "container": e.container, "app": e.app,
                  "event": e.kind.value, "reason": e.detail} for e in events]
 
-    def _tenant(self, container: str, app: str) -> str:
-        t = self.s.contention.tenants
-        return t.get(container) or t.get(app) or ""
+    # -- acting ----------------------------------------------------------------------
+    def _workloads(self) -> tuple[Any, dict[str, str]]:
+        """The workload actuators and the containers they manage (none if not running)."""
+        try:
+            h = ray.get_actor(names.WORKLOADS, namespace=self.s.ray.namespace)
+            return h, ray.get(h.names.remote(), timeout=10)
+        except (ValueError, RayActorError, GetTimeoutError):
+            return None, {}
 
-    def _thresholds(self, containers: list[str], apps: dict[str, str]) -> dict[Tier, np.ndarray]:
-        """Per tier, the p_fail threshold of each container: a fixed per-container override
-        (``thresholds.per_app``), else the (learned) threshold of its app, owner, default."""
-        book = self.thresholds.book()
-        fixed = self.s.thresholds.per_app
-        return {
-            tier: np.array([
-                fixed[n] if n in fixed else book.value(
-                    tier, app=apps.get(n) or n, owner=self._tenant(n, apps.get(n, "")) or None)
-                for n in containers
-            ], dtype=float)
-            for tier in (Tier.MEMORY, Tier.CPU)
-        }
+    def _routes(self, actions: list[ScalingAction], route: dict[str, tuple[str, str]]
+                ) -> dict[str, str]:
+        """action id → where it goes: the workload actuators, or a node's monitor."""
+        _, managed = self._workloads()
+        out = {}
+        for a in actions:
+            if a.container in managed:
+                out[a.action_id] = WORKLOADS_ROUTE
+            else:
+                node = route.get(a.container, (self.seen.get(a.container, {}).get("node"),))[0]
+                out[a.action_id] = names.monitor(node) if node else ""
+        return out
 
-    def _judge(self, now_s, containers, apps, feats, pred, thresholds, events) -> list[dict]:
-        """Outcome tracking: judge past scale-ups (needed / false positive) and failures
-        (miss), and let each judgement move its app's threshold (app/core/thresholds.py).
-        Also the lead-time outcomes of past actions."""
-        usage = {n: float(feats[i, F["memory_usage_last_bytes"]]) for i, n in enumerate(containers)}
-        ooms: dict[str, float] = {}
-        judgements = []
-        for e in events:
-            if e.kind.value == "oom_kill":
-                ooms[e.container] = ooms.get(e.container, 0) + 1
-            tier = failure_tier(e.kind)
-            if tier is not None:
-                judgements += self.outcomes.failure(
-                    e.container, tier, e.ts_s, app=e.app or e.container,
-                    owner=self._tenant(e.container, e.app), detail=e.detail)
-        reach = {}
-        for i, n in enumerate(containers):
-            reach[(n, Tier.MEMORY)] = usage[n]
-            reach[(n, Tier.CPU)] = float(feats[i, F["cpu_usage_cores_last"]])
-            for tier in (Tier.MEMORY, Tier.CPU):
-                self.outcomes.decision(n, tier, now_s, float(pred.tiers[tier].p_fail[i]),
-                                       float(thresholds[tier][i]))
-        judgements += self.outcomes.observe(now_s, reach)
-        self.judgements = [j.to_dict() for j in judgements]
-        records = [{**j.to_dict(), "kind": "judgement", "judgement": j.kind.value,
-                    "ts_s": now_s, "container": j.container, "app": apps.get(j.container, "")}
-                   for j in judgements]
-        records += [{**a.to_dict(), "kind": "threshold", "adjustment": a.kind,
-                     "ts_s": now_s, "container": a.app, "app": a.app}
-                    for a in self.thresholds.learn(judgements)]
-        records += [{"kind": "outcome", "ts_s": now_s, "app": apps.get(o.container, ""),
-                     **o.to_dict()} for o in self.tracker.observe(now_s, usage, ooms)]
-        return records
+    def _dispatch(self, actions: list[ScalingAction], routes: dict[str, str],
+                  route: dict[str, tuple[str, str]]) -> dict[str, ActionResult]:
+        """Send each action to its actuator (one call per target, all in parallel); a
+        target that is gone or fails gives FAILED results, never a stuck tick."""
+        by_target: dict[str, list[ScalingAction]] = {}
+        for a in actions:
+            by_target.setdefault(routes.get(a.action_id, ""), []).append(a)
+        calls = {}
+        results: dict[str, ActionResult] = {}
+        for target, acts in by_target.items():
+            handle = None
+            if target == WORKLOADS_ROUTE:
+                handle = self._workloads()[0]
+            elif target:
+                handle = self._monitors.get(target)
+            if handle is None:
+                for a in acts:
+                    results[a.action_id] = ActionResult(
+                        a.action_id, a.container, a.tier, ResultStatus.FAILED, a.old_limit,
+                        a.old_limit, f"no actuator for {a.container!r} ({target or 'no route'})")
+                continue
+            # the monitor knows a container by its own name (not the qualified one)
+            local = [a if a.container not in route or route[a.container][1] == a.container
+                     else _renamed(a, route[a.container][1]) for a in acts]
+            calls[target] = (acts, handle.apply.remote(local))
+        for target, (acts, ref) in calls.items():
+            try:
+                got = ray.get(ref, timeout=300)
+            except RayError as exc:  # includes GetTimeoutError
+                got = [ActionResult(a.action_id, a.container, a.tier, ResultStatus.FAILED,
+                                    a.old_limit, a.old_limit,
+                                    f"actuator {target} failed: {type(exc).__name__}")
+                       for a in acts]
+            for a, r in zip(acts, got, strict=True):
+                results[a.action_id] = ActionResult(r.action_id, a.container, r.tier, r.status,
+                                                    r.old_limit, r.new_limit, r.reason)
+        return results
 
-    def _act(self, asks, arb, commit, monitor, pool, apps):
+    def _write_inflight(self, plan: Plan, arb, route, decision_records, commit: bool) -> None:
+        """The tick's intent, durable before anything is applied (and the engine state
+        with the cooldowns these actions start)."""
+        todo = list(arb.reclaims) + [a for a in plan.asks
+                                     if arb.verdict(a.action_id).verdict is Verdict.GRANTED]
+        self._checkpoint()
+        jsonfile.write_atomic(self.data_dir / INFLIGHT, {
+            "run_id": self.run_id, "now_s": plan.now_s, "commit": commit,
+            "actions": [a.to_dict() for a in todo] if commit else [],
+            "routes": self._routes(todo, route) if commit else {},
+            "apps": {n: a for n, a in zip(plan.names, plan.apps, strict=True)},
+            "decisions": decision_records, "logged": False,
+        })
+
+    def _mark_inflight_logged(self) -> None:
+        saved = jsonfile.read(self.data_dir / INFLIGHT)
+        if saved:
+            jsonfile.write_atomic(self.data_dir / INFLIGHT, {**saved, "logged": True})
+
+    def _resume_inflight(self, pool: Any) -> list[dict[str, Any]]:
+        """Finish a tick that was cut short (the coordinator was killed mid-tick): log its
+        decisions if they were not, re-send its actions with the same ids (an actuator
+        that applied one returns what it did then) and log the results."""
+        saved = jsonfile.read(self.data_dir / INFLIGHT)
+        if not saved or saved.get("run_id") != self.run_id:
+            return []
+        if not saved["logged"]:
+            self.log.append(saved["decisions"])
+        actions = [_action_from_dict(d) for d in saved["actions"]]
+        self.monitors()
+        results = self._dispatch(actions, saved["routes"], {})
+        records = []
+        for a in actions:
+            r = results[a.action_id]
+            records.append(_action_record(a, r, "resumed after a coordinator restart",
+                                          saved["apps"].get(a.container, ""), Verdict.GRANTED))
+            if r.status is ResultStatus.APPLIED:
+                pool.confirm.remote(a.container, a.tier.value, r.new_limit)
+        self.engine.settle(saved["now_s"], [(a, results[a.action_id]) for a in actions],
+                           live=list(saved["apps"]))
+        self.log.append(records)
+        self._checkpoint()
+        jsonfile.remove(self.data_dir / INFLIGHT)
+        return []
+
+    def _act(self, asks, arb, commit, route, pool, apps):
         """Apply what the pool granted (reclaims from idle containers first), in auto mode;
         turn every verdict into a result and a logged action with its explanation."""
         verdicts = {v.action_id: v for v in arb.verdicts}
@@ -290,8 +517,10 @@ class Coordinator:
         records: list[dict[str, Any]] = []
         dropped: set[str] = set()
         if commit and arb.reclaims:
-            for a, r in zip(arb.reclaims, ray.get(monitor.apply.remote(arb.reclaims)),
-                            strict=True):
+            got = self._dispatch(list(arb.reclaims), self._routes(list(arb.reclaims), route),
+                                 route)
+            for a in arb.reclaims:
+                r = got[a.action_id]
                 records.append(_action_record(a, r, arb.explanations.get(a.action_id, ""),
                                               apps.get(a.container, ""), Verdict.GRANTED))
                 if r.status is ResultStatus.APPLIED:
@@ -301,7 +530,7 @@ class Coordinator:
         granted = [a for a in asks if verdicts[a.action_id].verdict is Verdict.GRANTED
                    and a.action_id not in dropped]
         if commit and granted:
-            applied = {r.action_id: r for r in ray.get(monitor.apply.remote(granted))}
+            applied = self._dispatch(granted, self._routes(granted, route), route)
         results = []
         for a in asks:
             v = verdicts[a.action_id]
@@ -318,15 +547,9 @@ class Coordinator:
                     status, note = ResultStatus.DENIED, "not applied"
                 r = ActionResult(a.action_id, a.container, a.tier, status, a.old_limit,
                                  a.old_limit, note)
+            elif r.status is ResultStatus.APPLIED:
+                pool.confirm.remote(a.container, a.tier.value, r.new_limit)
             results.append(r)
-            if r.status in (ResultStatus.APPLIED, ResultStatus.DRY_RUN):
-                was_applied = r.status is ResultStatus.APPLIED
-                if a.kind is ActionKind.RESIZE and a.new_limit > a.old_limit:
-                    self.tracker.track(a, applied=was_applied)
-                    self.outcomes.scale_up(a, owner=self._tenant(a.container, a.app),
-                                           applied=was_applied)
-                if was_applied:
-                    pool.confirm.remote(a.container, a.tier.value, r.new_limit)
             records.append(_action_record(a, r, why, apps.get(a.container, ""), v.verdict))
             self.last_action[a.container] = {
                 "ts_s": a.now_s, "tier": a.tier.value, "old_limit": r.old_limit,
@@ -335,36 +558,7 @@ class Coordinator:
             }
         return results, records
 
-    def _apply_models(self, now_s, containers, apps, feats, window, pred) -> list[dict]:
-        """Replace the heuristic's p_fail with each app's registered model, where one exists
-        (the app's own, else the global one). New versions are picked up without a restart;
-        a corrupt one is refused and the previous version keeps serving."""
-        if self.registry is None or not containers:
-            return []
-        records = [{"kind": "event", "ts_s": now_s, "container": "_models", "app": "",
-                    "event": "model_error", "reason": msg}
-                   for msg in self.models.refresh(self.registry)]
-        tier = Tier(self.s.models.tier)
-        p_fail = pred.tiers[tier].p_fail
-        by_app: dict[str, list[int]] = {}
-        for i, app in enumerate(apps):
-            by_app.setdefault(app, []).append(i)
-        self.model_of: dict[str, str] = {}
-        for app, idx in by_app.items():
-            found = self.models.get(app, tier.value)
-            if found is None:
-                continue
-            version, model = found
-            rows = np.array(idx)
-            if model.input == "window":
-                x = window[rows]
-            else:
-                x = feats[rows][:, [F[name] for name in version.features]]
-            p_fail[rows] = model.predict_proba(x)
-            label = f"{version.app}/{version.version_id} ({version.kind})"
-            self.model_of.update({containers[i]: label for i in idx})
-        return records
-
+    # -- upkeep and status -------------------------------------------------------------
     def _maintain_history(self, now_s: float) -> None:
         """Compaction and retention of the history store, every MAINTENANCE_S. The
         coordinator is the store's only compactor (one per store, as it requires)."""
@@ -382,13 +576,18 @@ class Coordinator:
             for i, n in enumerate(containers)
         }
 
-    def _write_status(self, now_s, containers, feats, pred: Prediction, batch, tick_s
+    def _write_status(self, plan: Plan, merged, tick_s: float, unknown: dict[str, str]
                       ) -> list[dict[str, Any]]:
+        """``status.json``: every container's usage, limits, risk and last action; the
+        unknown ones (slow or lost monitor) with the reason. Returns the known rows."""
+        pred, feats = plan.prediction, plan.features
         rows = []
-        for i, n in enumerate(containers):
+        for i, n in enumerate(plan.names):
             mem, cpu = pred.tiers[Tier.MEMORY], pred.tiers[Tier.CPU]
             rows.append({
                 "name": n,
+                "node": self.seen.get(n, {}).get("node"),
+                "state": "ok",
                 "memory_usage_bytes": float(feats[i, F["memory_usage_last_bytes"]]),
                 "memory_limit_bytes": float(mem.limit[i]),
                 "cpu_usage_cores": float(feats[i, F["cpu_usage_cores_last"]]),
@@ -396,21 +595,32 @@ class Coordinator:
                 "p_fail_memory": float(mem.p_fail[i]),
                 "p_fail_cpu": float(cpu.p_fail[i]),
                 "memory_time_to_limit_s": float(mem.time_to_limit_s[i]),
-                "model": self.model_of.get(n, pred.model),
+                "model": plan.model_of.get(n, pred.model),
                 "samples": int(feats[i, F["n_samples"]]) if math.isfinite(
                     feats[i, F["n_samples"]]) else 0,
                 "last_action": self.last_action.get(n),
             })
+        unknown_rows = [{"name": n, "node": info["node"], "state": "unknown",
+                         "reason": info["unknown"], "last_seen_s": info["last_s"],
+                         "last_action": self.last_action.get(n)}
+                        for n, info in sorted(self.seen.items()) if info.get("unknown")]
         jsonfile.write_atomic(self.data_dir / STATUS, {
-            "ts_s": now_s, "run_id": self.run_id, "mode": self.s.mode.value, "tick": self.tick,
-            "tick_s": tick_s, "model": pred.model, "horizon_s": pred.horizon_s,
-            "saved_resource_hours": self.savings.saved_hours(),
-            "errors": batch["errors"], "dropped": batch["dropped"], "containers": rows,
+            "ts_s": plan.now_s, "run_id": self.run_id, "mode": self.s.mode.value,
+            "tick": self.tick, "tick_s": tick_s, "model": pred.model,
+            "horizon_s": pred.horizon_s,
+            "saved_resource_hours": self.engine.state.savings.saved_hours(),
+            "errors": merged["errors"], "dropped": merged["dropped"],
+            "nodes": merged["nodes"], "unknown_nodes": unknown,
+            "containers": rows + unknown_rows,
         })
         return rows
 
     def ping(self) -> int:
         return self.tick
+
+
+def _renamed(a: ScalingAction, container: str) -> ScalingAction:
+    return replace(a, container=container)
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)

@@ -1,5 +1,9 @@
 """MonitorActor: samples this node's containers into a ring buffer and applies actions.
 
+One per node (pinned to it, named ``prescale-monitor:<node id>``, :mod:`actors.names`);
+``collect()`` also reports the node id and the node's host capacity, which the pool
+manager uses as that node's capacity.
+
 A thin shell: the sources (:mod:`app.telemetry`, built from the settings by
 :func:`app.telemetry.factory.build_sources`) read the containers, the validator
 (:mod:`app.core.validation`) counts and drops bad samples, the ring buffer
@@ -32,6 +36,7 @@ from app.store.history import HistoryStore
 from app.telemetry.base import Source
 from app.telemetry.cgroup import CgroupError, CgroupSource
 from app.telemetry.factory import build_sources
+from app.telemetry.host import host_capacity
 
 _REMEMBERED_ACTIONS = 10_000
 
@@ -39,9 +44,12 @@ _REMEMBERED_ACTIONS = 10_000
 class Monitor:
     """The monitor's logic without Ray (the actor below is this class, remote)."""
 
-    def __init__(self, settings: Settings, sources: list[Source] | None = None) -> None:
+    def __init__(self, settings: Settings, sources: list[Source] | None = None,
+                 node_id: str = "local") -> None:
         self.settings = settings
-        self.sources = build_sources(settings) if sources is None else sources
+        self.node_id = node_id
+        self.capacity = host_capacity(settings).to_dict()
+        self.sources = build_sources(settings, node_id) if sources is None else sources
         self.cgroups = next((s for s in self.sources if isinstance(s, CgroupSource)), None)
         self.actuator = CgroupActuator(settings.cgroup)
         self.ring = RingBuffer(settings.loop.window_steps)
@@ -56,6 +64,7 @@ class Monitor:
         per_source: list[list[Sample]] = []
         events: list[Event] = []
         errors: dict[str, str] = {}
+        replicas: dict[str, int] = {}
         for source in self.sources:
             try:
                 batch = source.poll()
@@ -65,6 +74,7 @@ class Monitor:
             per_source.append(batch.samples)
             events += batch.events
             errors.update(batch.errors)
+            replicas.update(batch.replicas)
         samples = merge_sources(per_source) if per_source else []
         seen: dict[str, str] = {}
         kept = self.validator.filter(samples, now_s=time.time())
@@ -84,6 +94,9 @@ class Monitor:
             self.validator.forget(gone)
         names, window = self.ring.window(sorted(seen))
         return {
+            "node": self.node_id,
+            "capacity": self.capacity,
+            "replicas": {n: replicas[n] for n in names if n in replicas},
             "now_s": time.time(),
             "names": names,
             "apps": [seen[n] for n in names],
@@ -112,6 +125,10 @@ class Monitor:
             return ActionResult(a.action_id, a.container, a.tier, ResultStatus.FAILED,
                                 a.old_limit, a.old_limit,
                                 f"a cgroup cannot {a.kind.value}: refused, nothing changed")
+        owner = next((s for s in self.sources if getattr(s, "owns", None) is not None
+                      and s.owns(a.container)), None)
+        if owner is not None:
+            return owner.apply(a)
         container = by_name.get(a.container)
         if container is None:
             return ActionResult(a.action_id, a.container, a.tier, ResultStatus.FAILED,
@@ -129,6 +146,12 @@ class Monitor:
         reason = "limit written and read back" if r.ok else f"kernel refused: {r.error}"
         return ActionResult(a.action_id, a.container, a.tier, status, r.old, r.new, reason)
 
+    def executions(self) -> dict[str, int]:
+        """How many times each action id was really executed by a simulated source."""
+        out: dict[str, int] = {}
+        for s in self.sources:
+            out.update(getattr(s, "executions", {}))
+        return out
 
     def close(self) -> None:
         """Flush the history buffer (called on a clean shutdown)."""
@@ -139,3 +162,13 @@ class Monitor:
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class MonitorActor(Monitor):
     """One per node: :class:`Monitor` as a restartable Ray actor."""
+
+    def __init__(self, settings: Settings) -> None:
+        node = ray.get_runtime_context().get_node_id()
+        super().__init__(settings, node_id=node)
+        if settings.sources.ray_workers or settings.sources.serve_deployments:
+            # Ray workloads are bounded by what Ray schedules on this node, not the host
+            res = next((n["Resources"] for n in ray.nodes() if n["NodeID"] == node), {})
+            if res.get("CPU") and res.get("memory"):
+                self.capacity = {"memory_bytes": float(res["memory"]),
+                                 "cpu_cores": float(res["CPU"])}

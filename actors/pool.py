@@ -1,4 +1,9 @@
-"""PoolManagerActor: the host's capacity minus a reserve, and the limits granted.
+"""PoolManagerActor: each node's capacity minus a reserve, and the limits granted.
+
+Nodes are what the monitors report (``collect()`` gives each node's capacity: host
+totals for cgroups, the node's Ray resources when Ray workers are watched); before the
+first report the pool is this host alone (node ``local``). A node whose monitor is gone
+is dropped with its containers (:meth:`PoolManager.drop_nodes`).
 
 Thin shell over :class:`app.core.pool.Pool` and :func:`app.core.contention.arbitrate`:
 each tick the coordinator sends all asks at once; when they exceed what is free the
@@ -13,26 +18,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import psutil
 import ray
 
 from app.core.actions import ScalingAction
 from app.core.contention import ArbitrationResult, ContentionConfig, ReclaimCandidate, arbitrate
-from app.core.pool import Capacity, Pool
+from app.core.pool import DEFAULT_NODE, Capacity, Pool
 from app.core.sample import Tier
 from app.settings import Settings
 from app.store import jsonfile
+from app.telemetry.host import host_capacity
 
 CHECKPOINT = "pool.json"
-
-
-def host_capacity(settings: Settings) -> Capacity:
-    mem = settings.pool.capacity_memory_bytes
-    cpu = settings.pool.capacity_cpu_cores
-    return Capacity(
-        memory_bytes=float(mem if mem is not None else psutil.virtual_memory().total),
-        cpu_cores=float(cpu if cpu is not None else psutil.cpu_count()),
-    )
 
 
 class PoolManager:
@@ -40,28 +36,41 @@ class PoolManager:
         self.s = settings
         self.path = Path(settings.data_dir) / CHECKPOINT
         p = settings.pool
-        self.pool = Pool(
-            host_capacity(settings),
-            Capacity(float(p.reserve_memory_bytes), p.reserve_cpu_cores),
-            warm=Capacity(float(p.warm_memory_bytes), p.warm_cpu_cores),
-        )
+        self.reserve = Capacity(float(p.reserve_memory_bytes), p.reserve_cpu_cores)
+        self.warm = Capacity(float(p.warm_memory_bytes), p.warm_cpu_cores)
         saved = jsonfile.read(self.path)
-        if saved:
-            self.pool.assign(Pool.from_dict(saved))
+        self.pool = (Pool.from_dict(saved) if saved else
+                     Pool(host_capacity(settings), self.reserve, warm=self.warm))
         c = settings.contention
         self.contention = ContentionConfig(risk_band=c.risk_band, defer_factor=c.defer_factor)
 
     def _save(self) -> None:
         jsonfile.write_atomic(self.path, self.pool.to_dict())
 
-    def observe(self, limits: dict[str, dict[str, float]], now_s: float | None = None) -> None:
-        """``{container: {"memory": bytes, "cpu": cores}}`` as seen in the samples."""
+    def observe(self, limits: dict[str, dict[str, float]], now_s: float | None = None,
+                nodes: dict[str, dict[str, float]] | None = None,
+                node_of: dict[str, str] | None = None,
+                replicas: dict[str, int] | None = None) -> None:
+        """``limits``: ``{container: {"memory": bytes, "cpu": cores}}`` as seen in the
+        samples of the monitors that answered; ``nodes``: their ``{node: capacity}``;
+        ``node_of``: each container's node. A container of an answering node that is
+        not in ``limits`` is gone; those of silent nodes keep their grants."""
+        nodes = nodes or {}
+        node_of = node_of or {}
+        for node, cap in nodes.items():
+            self.pool.set_node(node, Capacity(**cap), self.reserve, self.warm)
+        if nodes and DEFAULT_NODE in self.pool.nodes and DEFAULT_NODE not in nodes:
+            self.pool.drop_node(DEFAULT_NODE)  # the real nodes replace the placeholder
+        replicas = replicas or {}
         for name, by_tier in limits.items():
             for tier, value in by_tier.items():
-                self.pool.observe(name, Tier(tier), value)
+                self.pool.observe(name, Tier(tier), value, node=node_of.get(name),
+                                  replicas=replicas.get(name))
+        answered = set(nodes) or set(self.pool.nodes)
         known = {c for t in Tier for c in self.pool.grants.get(t, {})}
         for gone in known - set(limits):
-            self.pool.forget(gone)
+            if self.pool.node_of(gone) in answered or self.pool.node_of(gone) is None:
+                self.pool.forget(gone)
         if now_s is not None:
             self.pool.expire(now_s)
         self._save()
@@ -82,6 +91,17 @@ class PoolManager:
         if commit:
             self._save()
         return result
+
+    def drop_nodes(self, nodes: list[str]) -> list[str]:
+        """The nodes are gone (their monitors died with them): drop them and their
+        containers (never the last node). Returns the containers dropped."""
+        gone: list[str] = []
+        for node in nodes:
+            if node in self.pool.nodes and len(self.pool.nodes) > 1:
+                gone += self.pool.drop_node(node)
+        if gone or nodes:
+            self._save()
+        return gone
 
     def confirm(self, container: str, tier: str, limit: float) -> None:
         """Record the limit the actuator really set (it may differ from the grant)."""

@@ -13,16 +13,18 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors import names
 from actors.coordinator import CoordinatorActor
 from actors.monitor import MonitorActor
 from actors.pool import PoolManagerActor
+from actors.ready import wait_ready
 from app.settings import Settings
 
 log = logging.getLogger("prescale")
@@ -30,9 +32,10 @@ log = logging.getLogger("prescale")
 
 @dataclass
 class Handles:
-    monitor: Any
+    monitor: Any  # the monitor of the driver's node
     pool: Any
     coordinator: Any
+    monitors: dict[str, Any] = field(default_factory=dict)  # node id → its monitor
 
 
 def init_ray(settings: Settings, *, quiet: bool = False) -> None:
@@ -57,24 +60,75 @@ def init_ray(settings: Settings, *, quiet: bool = False) -> None:
                  dashboard_host="127.0.0.1", **kwargs)
 
 
-def start_actors(settings: Settings, run_id: str) -> Handles:
+def _lifetime(settings: Settings) -> dict[str, Any]:
+    return {"lifetime": "detached"} if settings.ray.detached else {}
+
+
+def alive_nodes() -> list[str]:
+    """Node ids of the live Ray nodes that can run a monitor."""
+    return sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+
+
+def start_monitors(settings: Settings) -> dict[str, Any]:
+    """One monitor per live node, pinned to it (hard node affinity), named after it;
+    an existing one is reused (a restarted controller takes over its monitors)."""
     ns = settings.ray.namespace
-    monitor = MonitorActor.options(name=names.MONITOR, namespace=ns).remote(settings)
-    pool = PoolManagerActor.options(name=names.POOL, namespace=ns).remote(settings)
-    coordinator = CoordinatorActor.options(name=names.COORDINATOR, namespace=ns).remote(
-        settings, run_id
-    )
-    ray.get([coordinator.ping.remote(), pool.snapshot.remote()])
-    return Handles(monitor, pool, coordinator)
+    out = {}
+    for node in alive_nodes():
+        out[node] = MonitorActor.options(
+            name=names.monitor(node), namespace=ns, get_if_exists=True,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+            **_lifetime(settings)).remote(settings)
+    return out
 
 
-def stop_actors(handles: Handles) -> None:
-    """Flush the monitor's history buffer, then stop the actors."""
-    try:
-        ray.get(handles.monitor.close.remote(), timeout=10)
-    except Exception as exc:  # noqa: BLE001 - a dead monitor has nothing left to flush
-        log.warning("monitor did not flush its history buffer: %s", exc)
-    for h in (handles.coordinator, handles.pool, handles.monitor):
+def start_actors(settings: Settings, run_id: str) -> Handles:
+    """The monitors (one per node), the pool manager and the coordinator; existing
+    actors of the same names are reused (``get_if_exists``)."""
+    ns = settings.ray.namespace
+    monitors = start_monitors(settings)
+    here = ray.get_runtime_context().get_node_id()
+    # beside the driver (the head node for a Ray job), where their checkpoints are
+    near = NodeAffinitySchedulingStrategy(here, soft=True)
+    pool = PoolManagerActor.options(name=names.POOL, namespace=ns, get_if_exists=True,
+                                    scheduling_strategy=near,
+                                    **_lifetime(settings)).remote(settings)
+    coordinator = CoordinatorActor.options(
+        name=names.COORDINATOR, namespace=ns, get_if_exists=True, scheduling_strategy=near,
+        **_lifetime(settings),
+    ).remote(settings, run_id)
+    ray.get([coordinator.ping.remote(), pool.snapshot.remote()]
+            + [m.__ray_ready__.remote() for m in monitors.values()])
+    return Handles(monitors.get(here) or next(iter(monitors.values())), pool, coordinator,
+                   monitors)
+
+
+def named_monitors(settings: Settings) -> dict[str, Any]:
+    """Every monitor of the namespace, by node id (including ones this driver did not
+    start)."""
+    ns = settings.ray.namespace
+    out = {}
+    for a in ray.util.list_named_actors(all_namespaces=True):
+        if a.get("namespace") == ns and names.is_monitor(a["name"]):
+            try:
+                out[names.node_of_monitor(a["name"])] = ray.get_actor(a["name"], namespace=ns)
+            except ValueError:
+                continue
+    return out
+
+
+def stop_actors(handles: Handles, settings: Settings | None = None) -> None:
+    """Flush the monitors' history buffers, then stop the actors (every monitor of the
+    namespace when ``settings`` is given)."""
+    monitors = dict(handles.monitors or {"local": handles.monitor})
+    if settings is not None:
+        monitors.update(named_monitors(settings))
+    for node, m in monitors.items():
+        try:
+            ray.get(m.close.remote(), timeout=10)
+        except Exception as exc:  # noqa: BLE001 - a dead monitor has nothing left to flush
+            log.warning("monitor of node %s did not flush its history buffer: %s", node, exc)
+    for h in (handles.coordinator, handles.pool, *monitors.values()):
         try:
             ray.kill(h, no_restart=True)
         except Exception:  # noqa: BLE001 - already gone is fine
@@ -109,6 +163,7 @@ def run_loop(
         except (RayActorError, RayTaskError) as exc:
             log.warning("tick failed (%s); the coordinator restarts from its checkpoint",
                         type(exc).__name__)
+            wait_ready(handles.coordinator, timeout_s=max(30.0, interval))
         next_at += interval
         delay = next_at - time.monotonic()
         if delay < 0:  # a slow tick: skip the missed slots instead of bursting

@@ -64,6 +64,10 @@ class LoopSettings(_Group):
     window_steps: int = Field(
         60, ge=3, le=100_000, description="Samples kept per container in the monitor's ring buffer."
     )
+    collect_timeout_s: PositiveSeconds = Field(
+        2.0, le=600, description="How long a tick waits for each monitor's window; the "
+        "containers of a slower (or dead) monitor are 'unknown' this tick, the rest go on."
+    )
 
 
 class CgroupSettings(_Group):
@@ -321,6 +325,17 @@ class SourceSettings(_Group):
         "", description="Label matchers added to every Prometheus query, e.g. namespace=\"web\"."
     )
     ray_workers: bool = Field(False, description="Watch the Ray actors on this node.")
+    serve_deployments: bool = Field(
+        False, description="Watch the Ray Serve deployments on this node, one container "
+        "'<app>/<deployment>' each, sized per replica (app/telemetry/serve_deployments.py)."
+    )
+    simulated: Annotated[int, Field(ge=0, le=1_000_000)] = Field(
+        0, description="Simulated containers per monitor (tests, benchmarks; "
+        "app/telemetry/simulated.py): half leak memory, half are steady."
+    )
+    simulated_leak_bytes_per_s: ByteSize = Field(
+        ByteSize(2 * 2**20), description="How fast the simulated leaking containers grow."
+    )
     timings_spool: Path | None = Field(
         None, description="Spool file that applications' timed() blocks report to (empty: off)."
     )
@@ -379,6 +394,10 @@ class RaySettings(_Group):
         None, description="Port of the embedded Ray's metrics endpoint, which Prometheus "
         "scrapes (configs/prometheus/prometheus.yml); empty: a random port. On a cluster, "
         "`ray start --metrics-export-port` sets it per node."
+    )
+    detached: bool = Field(
+        False, description="Run the pool manager and coordinator as detached actors that "
+        "outlive the driver (cluster mode: `python -m actors.controller`)."
     )
 
 

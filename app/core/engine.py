@@ -147,6 +147,8 @@ class Snapshot:
     apps: Sequence[str]
     window: np.ndarray
     events: Sequence[Event] = ()
+    #: containers that scale horizontally → their replica count (others: not replicated)
+    replicas: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.names)
@@ -236,9 +238,13 @@ class Engine:
         if decide_actions and names:
             usage = {Tier.MEMORY: feats[:, F["memory_usage_last_bytes"]],
                      Tier.CPU: feats[:, F["cpu_usage_cores_last"]]}
+            reps = snap.replicas
             decisions, self.state.policy = decide(
                 PolicyInput(snap.now_s, names, pred, thr[Tier.MEMORY], apps=apps,
-                            tier_thresholds=thr, usage=usage),
+                            tier_thresholds=thr, usage=usage,
+                            replicated=np.array([n in reps for n in names]) if reps else None,
+                            replicas=np.array([reps.get(n, 1) for n in names], dtype=float)
+                            if reps else None),
                 self.config.policy, self.state.policy)
             app_of = dict(zip(names, apps, strict=True))
             asks = [replace(d.action, app=app_of.get(d.container, ""))

@@ -413,6 +413,37 @@ class Pool:
             self.assign(work)
         return [out[a.action_id] for a in asks]
 
+    # -- nodes come and go ------------------------------------------------------------
+    def set_node(self, node: str, capacity: Capacity, reserve: Capacity,
+                 warm: Capacity | None = None) -> None:
+        """Add a node, or update its capacity (a node's monitor reports its host totals).
+
+        Worked example: a pool of node "a" (8 GiB, reserve 2 GiB) gains "b" (4 GiB, reserve
+        1 GiB) → grantable memory 6 + 3 = 9 GiB; grants on "a" are untouched."""
+        for tier in Tier:
+            cap, res = capacity.of(tier), reserve.of(tier)
+            if not (math.isfinite(cap) and cap > 0) or not (math.isfinite(res) and res >= 0):
+                raise ValueError(f"pool: node {node!r}: capacity must be > 0 and reserve >= 0 "
+                                 f"({tier.value}: capacity {cap!r}, reserve {res!r})")
+        self.nodes[node] = capacity
+        self.reserves[node] = reserve
+        self.warm[node] = warm or ZERO
+
+    def drop_node(self, node: str) -> list[str]:
+        """The node is gone: forget it and its containers; returns those containers.
+        The last node cannot be dropped (a pool has at least one)."""
+        if node not in self.nodes:
+            return []
+        if len(self.nodes) == 1:
+            raise ValueError(f"pool: cannot drop {node!r}, the last node")
+        gone = sorted(c for c, n in self.placement.items() if n == node)
+        for c in gone:
+            self.forget(c)
+        for key in [k for k, r in self.reservations.items() if r.node == node]:
+            del self.reservations[key]
+        del self.nodes[node], self.reserves[node], self.warm[node]
+        return gone
+
     # -- state -----------------------------------------------------------------------
     def copy(self) -> Pool:
         new = Pool.__new__(Pool)

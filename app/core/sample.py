@@ -119,6 +119,8 @@ class SourceBatch:
     samples: list[Sample] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+    #: containers that scale horizontally, with their current replica count
+    replicas: dict[str, int] = field(default_factory=dict)
 
 
 def merge_sources(per_source: list[list[Sample]]) -> list[Sample]:

@@ -60,3 +60,16 @@ def read(path: Path, default: Any = None) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: corrupt JSON ({exc})") from exc
+
+
+def remove(path: Path) -> None:
+    """Delete the file if it exists (and fsync the directory, so the removal is durable)."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)

@@ -7,12 +7,14 @@ from app.telemetry.base import Source
 from app.telemetry.cgroup import CgroupSource
 from app.telemetry.process import ProcessTarget, ProcessTreeSource
 from app.telemetry.prometheus import PrometheusSource
+from app.telemetry.simulated import SimulatedSource
 from app.telemetry.timings import TimingsSource
 
 
-def build_sources(settings: Settings) -> list[Source]:
+def build_sources(settings: Settings, node: str = "local") -> list[Source]:
     """Every source the settings switch on: cgroups (when roots are configured), process
-    trees, application timings, Ray workers, Prometheus."""
+    trees, application timings, Ray workers, Prometheus, simulated containers (named
+    after ``node``, so that every node's monitor has its own)."""
     sources: list[Source] = []
     if settings.cgroup.roots or settings.cgroup.watch:
         sources.append(CgroupSource(settings.cgroup))
@@ -31,4 +33,12 @@ def build_sources(settings: Settings) -> list[Source]:
     if settings.sources.prometheus_url:
         sources.append(PrometheusSource(settings.sources.prometheus_url,
                                         selector=settings.sources.prometheus_selector))
+    if settings.sources.serve_deployments:
+        from app.telemetry.serve_deployments import ServeDeploymentSource
+
+        sources.append(ServeDeploymentSource(node_id=None if node == "local" else node))
+    if settings.sources.simulated:
+        sources.append(SimulatedSource(
+            settings.sources.simulated, prefix=f"sim-{node[:8]}",
+            leak_bytes_per_s=float(settings.sources.simulated_leak_bytes_per_s)))
     return sources

@@ -1,0 +1,91 @@
+"""WorkloadActuatorActor: the Ray workloads prescale manages, and their actuators.
+
+A thin shell that owns the placement-group actuator (managed actors,
+:mod:`app.actuators.ray_pg`) and the Serve actuator (:mod:`app.actuators.serve`), each
+behind :class:`~app.actuators.retry.RetryingActuator` (retries with backoff, then gives
+up loudly). The operator registers workloads with :meth:`manage_actor` /
+:meth:`manage_serve`; the coordinator asks :meth:`names` which containers are
+workloads and routes their actions to :meth:`apply` (everything else goes to the
+monitor of the container's node). Both actuators are idempotent by action id.
+
+Named :data:`actors.names.WORKLOADS`; ``max_restarts=0``: the managed actors and Serve
+applications it created are owned by it, so a restart could not take them over.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from app.actuators.ray_pg import Bundle, ManagedActor, PlacementGroupActuator
+from app.actuators.retry import RetryingActuator, RetryPolicy
+from app.actuators.serve import ServeActuator, ServeApp, serve_container
+from app.core.actions import ActionResult, ResultStatus, ScalingAction
+
+
+class WorkloadActuators:
+    def __init__(self, retry: RetryPolicy | None = None, *, ready_timeout_s: float = 60.0
+                 ) -> None:
+        self.pg = PlacementGroupActuator([], ready_timeout_s=min(ready_timeout_s, 30.0))
+        self.serve = ServeActuator([], ready_timeout_s=ready_timeout_s)
+        self.retry = retry or RetryPolicy()
+        self._pg = RetryingActuator(self.pg, self.retry)
+        self._serve = RetryingActuator(self.serve, self.retry)
+
+    def manage_actor(self, name: str, cls: type, bundle: Bundle, args: tuple = (),
+                     kwargs: dict[str, Any] | None = None) -> dict[str, float]:
+        """Start ``cls`` in its own placement group and manage it; returns its bundle."""
+        if name in self.pg.actors:
+            raise ValueError(f"a managed actor named {name!r} exists already")
+        managed = ManagedActor(name, cls, bundle, args=args, kwargs=kwargs).start()
+        self.pg.actors[name] = managed
+        return managed.bundle.to_ray()
+
+    def call(self, name: str, method: str, *args: Any) -> Any:
+        """Call a managed actor (through its call gate, so a resize never loses a call)."""
+        return self.pg.actors[name].call(method, *args)
+
+    def manage_serve(self, app: ServeApp) -> list[str]:
+        """Deploy a Serve application (external scaler on) and manage its listed
+        deployments; returns their container names."""
+        if app.name in self.serve.apps:
+            raise ValueError(f"a Serve application named {app.name!r} is managed already")
+        self.serve.apps[app.name] = app
+        self.serve.deploy(app.name)
+        return sorted(serve_container(app.name, d) for d in app.managed)
+
+    def names(self) -> dict[str, str]:
+        """Every managed container → the actuator kind that applies its actions."""
+        out = {n: self.pg.kind for n in self.pg.actors}
+        for app in self.serve.apps.values():
+            out.update({serve_container(app.name, d): self.serve.kind for d in app.managed})
+        return out
+
+    def apply(self, actions: list[ScalingAction]) -> list[ActionResult]:
+        kinds = self.names()
+        results = []
+        for a in actions:
+            kind = kinds.get(a.container)
+            if kind is None:
+                results.append(ActionResult(a.action_id, a.container, a.tier,
+                                            ResultStatus.FAILED, a.old_limit, a.old_limit,
+                                            "not a managed workload: nothing touched"))
+                continue
+            actuator = self._pg if kind == self.pg.kind else self._serve
+            try:
+                results.append(actuator.apply(a))
+            except (ValueError, TypeError) as exc:
+                results.append(ActionResult(a.action_id, a.container, a.tier,
+                                            ResultStatus.FAILED, a.old_limit, a.old_limit,
+                                            f"refused: {exc}"))
+        return results
+
+    def shutdown(self) -> None:
+        for m in self.pg.actors.values():
+            m.stop()
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class WorkloadActuatorActor(WorkloadActuators):
+    """:class:`WorkloadActuators` as the named actor :data:`actors.names.WORKLOADS`."""
