@@ -70,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     from actors import runtime
 
     stop = threading.Event()
+    runtime.init_ray(s, quiet=True)
+    # after ray.init, which installs its own SIGTERM handler (it would exit uncleanly)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    runtime.init_ray(s, quiet=True)
     t0 = time.monotonic()
     handles = runtime.start_actors(s, run_id)
     log.info("controller %s: %d monitor(s) on %s; pool and coordinator up in %.2f s",

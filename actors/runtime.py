@@ -56,7 +56,9 @@ def init_ray(settings: Settings, *, quiet: bool = False) -> None:
         dashboard = settings.sources.ray_workers
         if settings.ray.metrics_export_port is not None:
             kwargs["_metrics_export_port"] = settings.ray.metrics_export_port
-        ray.init(num_cpus=settings.ray.num_cpus, include_dashboard=dashboard,
+        # address="local": always a new embedded Ray, never a `ray start` cluster that
+        # happens to run on this host (ray.init() would silently join that one)
+        ray.init(address="local", num_cpus=settings.ray.num_cpus, include_dashboard=dashboard,
                  dashboard_host="127.0.0.1", **kwargs)
 
 
