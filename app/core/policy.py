@@ -61,8 +61,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
+
+import numpy as np
 
 from app.core.actions import ActionKind, Decision, ScalingAction, action_id_for
 from app.core.cost import CostConfig, propose_scale_downs
@@ -391,6 +393,52 @@ def scale_down_idle(
     return guard(inp, raw, c.guards, state)
 
 
+def _low_rows(inp: PolicyInput, cost: CostConfig) -> np.ndarray:
+    """``bool[N]``: the containers that are *low* (:mod:`app.core.cost`) in at least one
+    tier: limit finite and > 0, usage known, ``p_fail <= idle_p_fail_max`` and usage
+    below ``idle_usage_fraction`` × limit. The same test as ``propose_scale_downs``,
+    vectorised. Example: limit 1 GiB, usage 100 MiB, p_fail 0.01 → low; usage unknown,
+    or p_fail nan, or usage 600 MiB with the default fraction 0.5 → not low."""
+    n = len(inp.containers)
+    low = np.zeros(n, dtype=bool)
+    usage = inp.usage or {}
+    with np.errstate(invalid="ignore"):
+        for tier, tp in inp.prediction.tiers.items():
+            u = usage.get(tier)
+            if u is None:
+                continue
+            u = np.asarray(u, dtype=np.float64)
+            limit = np.asarray(tp.limit, dtype=np.float64)
+            p = np.asarray(tp.p_fail, dtype=np.float64)
+            low |= (np.isfinite(limit) & (limit > 0) & np.isfinite(u)
+                    & (p <= cost.idle_p_fail_max) & (u < cost.idle_usage_fraction * limit))
+    return low
+
+
+def _rows(inp: PolicyInput, idx: np.ndarray) -> PolicyInput:
+    """``inp`` restricted to the containers ``idx`` (in that order): every per-container
+    array (also inside mappings and the prediction) is indexed, the rest is kept."""
+    n = len(inp.containers)
+
+    def pick(v: Any) -> Any:
+        if isinstance(v, np.ndarray) and v.shape[:1] == (n,):
+            return v[idx]
+        if isinstance(v, Mapping):
+            return {k: pick(x) for k, x in v.items()}
+        return v
+
+    pred = inp.prediction
+    tiers = {t: replace(tp, **{f.name: np.asarray(getattr(tp, f.name))[idx]
+                               for f in fields(tp)})
+             for t, tp in pred.tiers.items()}
+    changes: dict[str, Any] = {
+        f.name: pick(getattr(inp, f.name)) for f in fields(inp)
+        if f.name not in ("now_s", "containers", "prediction", "apps")}
+    names = inp.containers
+    return replace(inp, containers=[names[i] for i in idx], prediction=replace(pred, tiers=tiers),
+                   apps=None if inp.apps is None else [inp.apps[i] for i in idx], **changes)
+
+
 def decide(
     inp: PolicyInput, cfg: PolicyConfig | PolicySettings, state: PolicyState
 ) -> tuple[list[Decision], PolicyState]:
@@ -401,7 +449,12 @@ def decide(
     c = _config(cfg)
     raw = _RAW[c.kind](inp, c)
     if c.cost.enabled:
-        downs, state = propose_scale_downs(inp, c.cost, state)
+        # Only the scale-down *actions* are used here, and only a container that is low
+        # in some tier can get one or start a low run: the others are left out of the
+        # cost pass (whose one-decision-per-container output is dropped below).
+        low = _low_rows(inp, c.cost)
+        downs, state = propose_scale_downs(
+            inp if low.all() else _rows(inp, np.flatnonzero(low)), c.cost, state)
         by_key = {(d.container, d.tier): d for d in downs if d.action is not None}
         raw = [by_key.get((d.container, d.tier), d) if d.action is None else d for d in raw]
     return guard(inp, raw, c.guards, state)

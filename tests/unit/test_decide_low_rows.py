@@ -1,0 +1,66 @@
+"""``decide`` runs the idle scale-down only over the containers that are low in some tier
+(``_low_rows``); its decisions and new state must be exactly those of running it over
+every container, as before the shortcut (``reference`` below, verbatim)."""
+
+import math
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+from test_policies_property import FAST, policy_configs, snapshots, states
+
+from app.core.cost import CostConfig, propose_scale_downs
+from app.core.guards import guard
+from app.core.policy import _RAW, PolicyInput, _low_rows, _rows, decide
+from app.core.predictor import Prediction, TierPrediction
+from app.core.sample import Tier
+
+MiB = 2**20
+
+
+def reference(inp, cfg, state):
+    raw = _RAW[cfg.kind](inp, cfg)
+    if cfg.cost.enabled:
+        downs, state = propose_scale_downs(inp, cfg.cost, state)
+        by_key = {(d.container, d.tier): d for d in downs if d.action is not None}
+        raw = [by_key.get((d.container, d.tier), d) if d.action is None else d for d in raw]
+    return guard(inp, raw, cfg.guards, state)
+
+
+@FAST
+@given(data=st.data())
+def test_decide_equals_the_full_cost_pass(data):
+    inp = data.draw(snapshots(n=data.draw(st.integers(1, 8))))
+    cfg = data.draw(policy_configs())
+    state = data.draw(states(inp))
+    got, got_state = decide(inp, cfg, state)
+    want, want_state = reference(inp, cfg, state)
+    assert repr(got) == repr(want)  # repr: nan == nan (float repr round-trips)
+    assert repr(got_state) == repr(want_state)
+
+
+def _inp(limit, usage, p):
+    n = len(limit)
+    tp = TierPrediction(np.array(p, float), np.full(n, math.inf), np.array(usage, float),
+                        np.array(limit, float))
+    pred = Prediction(30.0, "t", {Tier.MEMORY: tp})
+    return PolicyInput(1000.0, [f"c{i}" for i in range(n)], pred, np.full(n, 0.5),
+                       apps=["a"] * n, usage={Tier.MEMORY: np.array(usage, float)})
+
+
+def test_low_rows_worked_example():
+    # limit 1 GiB: usage 100 MiB at p 0.01 is low; usage unknown, p nan, usage 600 MiB
+    # (≥ 0.5 × limit), p 0.3 (> 0.05) and an unlimited container are not
+    inp = _inp([1024 * MiB] * 5 + [math.inf], [100 * MiB, math.nan, 100 * MiB, 600 * MiB,
+                                               100 * MiB, 100 * MiB],
+               [0.01, 0.01, math.nan, 0.01, 0.3, 0.01])
+    assert _low_rows(inp, CostConfig()).tolist() == [True, False, False, False, False, False]
+
+
+def test_rows_picks_every_per_container_field():
+    inp = _inp([1.0, 2.0, 3.0], [0.1, 0.2, 0.3], [0.0, 0.5, 1.0])
+    sub = _rows(inp, np.array([2, 0]))
+    assert sub.containers == ["c2", "c0"] and sub.apps == ["a", "a"]
+    assert sub.prediction.tiers[Tier.MEMORY].limit.tolist() == [3.0, 1.0]
+    assert sub.usage[Tier.MEMORY].tolist() == [0.3, 0.1]
+    assert sub.thresholds.tolist() == [0.5, 0.5] and sub.now_s == inp.now_s
