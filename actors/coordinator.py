@@ -141,6 +141,8 @@ def merge_shards(shards: list[dict[str, Any]], window_shape: tuple[int, int]
         nodes[node] = sh["capacity"]
         for n, app in zip(sh["names"], sh["apps"], strict=True):
             name = n if count[n] == 1 else f"{n}@{node[:8]}"
+            if name in route:  # two nodes whose ids share 8 characters: the full id
+                name = f"{n}@{node}"
             names_.append(name)
             apps.append(app)
             route[name] = (node, n)
@@ -224,6 +226,7 @@ class Coordinator:
         wait_ready(pool)  # a pool manager that Ray is restarting: wait for it
         records = self._resume_inflight(pool)  # a tick cut short: finish it first
         shards, unknown = self._gather()  # collect, all monitors in parallel
+        t_gather = time.perf_counter()
         snap, route, merged = merge_shards(
             shards, (self.s.loop.window_steps, len(METRICS)))
         apps = dict(zip(snap.names, snap.apps, strict=True))
@@ -233,6 +236,7 @@ class Coordinator:
             snap, self.thresholds.book(), models=self._model_lookup(records, snap.now_s),
             decide_actions=self.s.mode is not Mode.OFF)
         records += self._judgement_records(plan, apps)
+        t_plan = time.perf_counter()
         pool.observe.remote(self._limits(plan.names, plan.prediction), snap.now_s,
                             merged["nodes"], {n: r[0] for n, r in route.items()},
                             dict(snap.replicas))
@@ -273,6 +277,10 @@ class Coordinator:
             "actions": [r.status.value for r in results],
             "errors": merged["errors"],
             "tick_s": tick_s,
+            # where the tick's time went: gather (all monitors, in parallel), the engine
+            # (features, predict, judge, decide), the rest (arbitrate, log, act, record)
+            "stages_s": {"gather": t_gather - t0, "plan": t_plan - t_gather,
+                         "rest": t0 + tick_s - t_plan},
         }
         try:  # metrics never stop the loop
             self.metrics.record_tick(

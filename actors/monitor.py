@@ -163,8 +163,10 @@ class Monitor:
 class MonitorActor(Monitor):
     """One per node: :class:`Monitor` as a restartable Ray actor."""
 
-    def __init__(self, settings: Settings) -> None:
-        node = ray.get_runtime_context().get_node_id()
+    def __init__(self, settings: Settings, node_id: str | None = None) -> None:
+        # node_id: this node's (default); another id only for benchmarks that run several
+        # monitors (shards) on one node
+        node = node_id or ray.get_runtime_context().get_node_id()
         super().__init__(settings, node_id=node)
         if settings.sources.ray_workers or settings.sources.serve_deployments:
             # Ray workloads are bounded by what Ray schedules on this node, not the host
