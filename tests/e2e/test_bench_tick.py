@@ -37,7 +37,7 @@ def test_small_fleet_gives_well_formed_figures():
     for r in res["results"]:
         n = r["containers"]
         assert r["window_shape"] == [n, res["window_steps"], len(METRICS)]
-        assert r["ratio"] > 0 and r["ratio_heuristic"] > 0
+        assert r["ratio"] > 0 and r["ratio_heuristic"] > 0 and r["ratio_cpu"] > 0
         floor = r["floor"]
         assert floor["floor_ms"]["median"] == pytest.approx(
             floor["read_ms"]["median"] + floor["predict_ms"]["median"], abs=0.01)
