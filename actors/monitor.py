@@ -27,6 +27,7 @@ from typing import Any
 import ray
 
 from app.actuators.cgroup import CgroupActuator
+from app.actuators.retry import RetryingActuator, RetryPolicy
 from app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction
 from app.core.ring import RingBuffer
 from app.core.sample import Event, Sample, Tier, merge_sources
@@ -58,6 +59,10 @@ class Monitor:
                                    flush_interval_s=settings.history.flush_interval_s)
                       if settings.history.enabled else None)
         self.applied: OrderedDict[str, ActionResult] = OrderedDict()
+        # a write the kernel refused (e.g. EBUSY: usage above the new memory limit for a
+        # moment) is tried again shortly; then it fails loudly (logged, FAILED result)
+        self._retrying = RetryingActuator(_Adapter(), RetryPolicy(
+            max_attempts=3, base_delay_s=0.05, max_delay_s=0.2, max_total_s=1.0))
 
     def collect(self) -> dict[str, Any]:
         """Sample every container once; return the window ``[N, W, M]`` and what happened."""
@@ -114,7 +119,7 @@ class Monitor:
             if a.action_id in self.applied:
                 results.append(self.applied[a.action_id])
                 continue
-            results.append(self._apply_one(a, by_name))
+            results.append(self._retrying.apply(_One(a, by_name, self._apply_one)))
             self.applied[a.action_id] = results[-1]
             while len(self.applied) > _REMEMBERED_ACTIONS:
                 self.applied.popitem(last=False)
@@ -157,6 +162,25 @@ class Monitor:
         """Flush the history buffer (called on a clean shutdown)."""
         if self.store is not None:
             self.store.close()
+
+
+class _One:
+    """One action bound to how the monitor applies it (for :class:`RetryingActuator`)."""
+
+    __slots__ = ("action", "by_name", "fn")
+
+    def __init__(self, action: ScalingAction, by_name: dict, fn) -> None:
+        self.action, self.by_name, self.fn = action, by_name, fn
+
+    def __getattr__(self, name: str):  # the retry wrapper reads the action's fields
+        return getattr(self.action, name)
+
+
+class _Adapter:
+    kind = "cgroup"
+
+    def apply(self, one: _One) -> ActionResult:
+        return one.fn(one.action, one.by_name)
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)

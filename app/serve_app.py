@@ -946,7 +946,7 @@ def run_serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
             ray.init(address=settings.ray.address, namespace=settings.ray.namespace,
                      logging_level=logging.WARNING)
         else:
-            ray.init(num_cpus=settings.ray.num_cpus, include_dashboard=False,
+            ray.init(address="local", num_cpus=settings.ray.num_cpus, include_dashboard=False,
                      namespace=settings.ray.namespace, logging_level=logging.WARNING)
         started = True
     url = f"http://{host}:{port}"

@@ -121,7 +121,7 @@ def start_serve(settings: Any, replicas: int, batch_wait_s: float) -> tuple[str,
 
     from app.serve_app import app_from_settings
 
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 * MiB,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=150 * MiB,
              log_to_driver=False, namespace="bench-serve")
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -640,6 +640,7 @@ def _ray_session(
         yield False
         return
     kwargs: dict[str, Any] = {
+        "address": "local",  # a new local Ray, never one that happens to run on the host
         "num_cpus": num_cpus or os.cpu_count() or 1,
         "include_dashboard": False,
         "logging_level": "WARNING",

@@ -44,7 +44,7 @@ def env(tmp_path_factory):
 
         os.environ["RAY_metrics_report_interval_ms"] = "500"  # Ray's default is 10 s
         metrics_port = free_port()
-        ray.init(num_cpus=1, include_dashboard=False, namespace=s.ray.namespace,
+        ray.init(address="local", num_cpus=1, include_dashboard=False, namespace=s.ray.namespace,
                  object_store_memory=150 * MiB, log_to_driver=False,
                  _metrics_export_port=metrics_port)
         s = s.model_copy(update={"ray": s.ray.model_copy(

@@ -94,7 +94,7 @@ def metrics_port():
     os.environ["RAY_metrics_report_interval_ms"] = "500"
     port = free_port()
     try:
-        ray.init(num_cpus=1, include_dashboard=False, _metrics_export_port=port,
+        ray.init(address="local", num_cpus=1, include_dashboard=False, _metrics_export_port=port,
                  object_store_memory=150 * MiB, namespace="prescale-metrics-test",
                  log_to_driver=False)
         yield port

@@ -49,7 +49,7 @@ def _action(container: str, tier: Tier, old: float, new: float, *, now_s: float 
 def ray_node():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 * MiB,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=150 * MiB,
              namespace=f"test-ray-actuators-{uuid.uuid4().hex[:8]}", log_to_driver=False)
     try:
         yield ray

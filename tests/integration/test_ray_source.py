@@ -26,7 +26,7 @@ MiB = 2**20
 def ray_node():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
              object_store_memory=150 * MiB, namespace=f"test-ray-source-{uuid.uuid4().hex[:8]}",
              log_to_driver=False)
     try:

@@ -115,7 +115,7 @@ def api(tmp_path_factory):
     port = _free_port()
     settings = load_settings(None, data_dir=str(root / "main"),
                              sources={"block_timeouts_s": {"checkout": 0.5}})
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 * MiB,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=150 * MiB,
              namespace=f"test-serve-api-{uuid.uuid4().hex[:8]}", log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -427,7 +427,7 @@ def ray_local():
     if ray.is_initialized():
         yield
         return
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 * 2**20,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=150 * 2**20,
              namespace="prescale-test-tune", logging_level="WARNING", log_to_driver=False)
     yield
     ray.shutdown()
