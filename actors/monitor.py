@@ -26,6 +26,7 @@ from typing import Any
 
 import ray
 
+from actors import names as actor_names
 from app.actuators.cgroup import CgroupActuator
 from app.actuators.retry import RetryingActuator, RetryPolicy
 from app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction
@@ -38,6 +39,7 @@ from app.telemetry.base import Source
 from app.telemetry.cgroup import CgroupError, CgroupSource
 from app.telemetry.factory import build_sources
 from app.telemetry.host import host_capacity
+from app.telemetry.managed_actors import ManagedActorSource
 
 _REMEMBERED_ACTIONS = 10_000
 
@@ -164,6 +166,19 @@ class Monitor:
             self.store.close()
 
 
+def _workloads_lister(namespace: str):
+    """The managed actors the workload actuators actor runs (none while it is absent)."""
+
+    def lister() -> list[dict[str, Any]]:
+        try:
+            h = ray.get_actor(actor_names.WORKLOADS, namespace=namespace)
+        except ValueError:
+            return []
+        return ray.get(h.describe.remote(), timeout=10)
+
+    return lister
+
+
 class _One:
     """One action bound to how the monitor applies it (for :class:`RetryingActuator`)."""
 
@@ -192,7 +207,11 @@ class MonitorActor(Monitor):
         # monitors (shards) on one node
         node = node_id or ray.get_runtime_context().get_node_id()
         super().__init__(settings, node_id=node)
-        if settings.sources.ray_workers or settings.sources.serve_deployments:
+        if settings.sources.managed_actors:
+            self.sources.append(ManagedActorSource(
+                _workloads_lister(settings.ray.namespace), node_id=node))
+        if (settings.sources.ray_workers or settings.sources.serve_deployments
+                or settings.sources.managed_actors):
             # Ray workloads are bounded by what Ray schedules on this node, not the host
             res = next((n["Resources"] for n in ray.nodes() if n["NodeID"] == node), {})
             if res.get("CPU") and res.get("memory"):

@@ -32,6 +32,7 @@ class WorkloadActuators:
         self.retry = retry or RetryPolicy()
         self._pg = RetryingActuator(self.pg, self.retry)
         self._serve = RetryingActuator(self.serve, self.retry)
+        self._where: dict[tuple[str, int], tuple[int, str]] = {}
 
     def manage_actor(self, name: str, cls: type, bundle: Bundle, args: tuple = (),
                      kwargs: dict[str, Any] | None = None) -> dict[str, float]:
@@ -54,6 +55,21 @@ class WorkloadActuators:
         self.serve.apps[app.name] = app
         self.serve.deploy(app.name)
         return sorted(serve_container(app.name, d) for d in app.managed)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Each running managed actor: name, pid and node of its current generation, its
+        bundle (what :class:`app.telemetry.managed_actors.ManagedActorSource` reads)."""
+        out = []
+        for name, m in self.pg.actors.items():
+            if not m.running:
+                continue
+            key = (name, m.generation)
+            if key not in self._where:
+                self._where[key] = ray.get(m.handle.__ray_call__.remote(_where), timeout=30)
+            pid, node = self._where[key]
+            out.append({"name": name, "pid": pid, "node_id": node, "app": m.cls.__name__,
+                        "cpu_cores": m.bundle.cpu_cores, "memory_bytes": m.bundle.memory_bytes})
+        return out
 
     def names(self) -> dict[str, str]:
         """Every managed container → the actuator kind that applies its actions."""
@@ -84,6 +100,13 @@ class WorkloadActuators:
     def shutdown(self) -> None:
         for m in self.pg.actors.values():
             m.stop()
+
+
+def _where(_self: Any) -> tuple[int, str]:
+    """Runs inside a managed actor: its pid and node."""
+    import os
+
+    return os.getpid(), ray.get_runtime_context().get_node_id()
 
 
 @ray.remote(num_cpus=0, max_restarts=0)

@@ -329,6 +329,10 @@ class SourceSettings(_Group):
         False, description="Watch the Ray Serve deployments on this node, one container "
         "'<app>/<deployment>' each, sized per replica (app/telemetry/serve_deployments.py)."
     )
+    managed_actors: bool = Field(
+        False, description="Watch the Ray actors prescale manages in placement groups "
+        "(registered with the workload actuators), one container per managed actor."
+    )
     simulated: Annotated[int, Field(ge=0, le=1_000_000)] = Field(
         0, description="Simulated containers per monitor (tests, benchmarks; "
         "app/telemetry/simulated.py): half leak memory, half are steady."

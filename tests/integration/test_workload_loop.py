@@ -1,0 +1,226 @@
+"""The whole loop acts on Ray workloads: real Serve, a real managed actor, real load.
+
+1. Serve: the loop scales a deployment out.
+
+A CPU-bound deployment (one replica, ``num_cpus`` 0.1, which is also its app's CPU
+maximum) is put under load. The Serve deployments source (one container per deployment,
+sized per replica) feeds the monitor; the coordinator's engine predicts the CPU
+overload, the guards escalate the capped resize to a ``SCALE_OUT`` (the container is
+replicated), the coordinator routes it to the workload actuators actor
+(:mod:`actors.workloads`, Serve actuator behind retries), and Serve runs two replicas —
+while requests keep being answered.
+
+2. A managed actor (its own placement group) whose memory grows toward its bundle's
+``memory``: the managed-actors source reports it, the engine predicts the exhaustion,
+the coordinator routes the memory RESIZE to the workload actuators, and the
+placement-group actuator moves the actor to a bigger bundle with its state.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+from app.settings import Mode, Settings, load_settings
+
+pytestmark = pytest.mark.slow
+NS = "prescale-serve-loop"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+MiB = 2**20
+
+
+def _settings(data_dir) -> Settings:
+    d = load_settings().model_dump()
+    d.update(mode=Mode.AUTO, data_dir=data_dir)
+    d["loop"].update(interval_s=1.0, collect_timeout_s=5.0)
+    d["cgroup"]["roots"] = []
+    d["sources"].update(serve_deployments=True, managed_actors=True)
+    d["ray"].update(namespace=NS)
+    d["models"].update(enabled=False)
+    d["policy"]["app_bounds"] = {"serve:busy": {"cpu_min_cores": 0.05, "cpu_max_cores": 0.1,
+                                                "max_replicas": 2}}
+    return Settings.model_validate(d)
+
+
+class Load:
+    def __init__(self, url: str, threads: int = 3) -> None:
+        self.url = url
+        self.ok = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        with requests.Session() as s:
+            while not self._stop.is_set():
+                try:
+                    r = s.get(self.url, timeout=30)
+                    if r.status_code == 200:
+                        self.ok += 1
+                    else:
+                        self.errors.append(f"HTTP {r.status_code}")
+                except Exception as exc:  # noqa: BLE001 - recorded, asserted
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory):
+    import ray
+    from ray import serve
+
+    from actors import names, runtime
+    from actors.workloads import WorkloadActuatorActor
+
+    s = _settings(tmp_path_factory.mktemp("workloads"))
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=NS,
+             log_to_driver=False)
+    port = _free_port()
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        workloads = WorkloadActuatorActor.options(name=names.WORKLOADS, namespace=NS).remote()
+        handles = runtime.start_actors(s, run_id="workload-loop")
+        yield s, handles, workloads, port
+        runtime.stop_actors(handles, s)
+        ray.get(workloads.shutdown.remote())
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+
+
+def _log(s):
+    from app.store.decision_log import read_log
+    from app.store.history import HistoryStore
+
+    return list(read_log(HistoryStore(s.history_uri()), run_id="workload-loop"))
+
+
+def _run_until_applied(s, handles, container: str, timeout_s: float = 90.0):
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        summary = ray.get(handles.coordinator.run_once.remote())
+        applied = [r for r in _log(s) if r["kind"] == "action" and r["result"] == "applied"
+                   and r["container"] == container]
+        if applied:
+            return summary, applied
+        time.sleep(s.loop.interval_s)
+    return None, []
+
+
+def test_the_loop_scales_a_serve_deployment_out_ahead_of_its_cpu_overload(loop):
+    import ray
+    from ray import serve
+
+    from app.actuators.serve import ServeApp
+
+    s, handles, workloads, port = loop
+    @serve.deployment
+    class Busy:
+        def __call__(self, request) -> str:
+            t = time.thread_time()
+            while time.thread_time() - t < 0.03:  # 30 ms of CPU per request
+                pass
+            return "ok"
+
+    busy = Busy.options(num_replicas=1, ray_actor_options={"num_cpus": 0.1},
+                        max_ongoing_requests=4)
+    managed = ray.get(workloads.manage_serve.remote(ServeApp(
+        "busy", {"Busy": busy}, bind=lambda d: d["Busy"].bind(),
+        managed=frozenset({"Busy"}), route_prefix="/busy")))
+    assert managed == ["busy/Busy"]
+    url = f"http://127.0.0.1:{port}/busy"
+    assert requests.get(url, timeout=30).status_code == 200
+    with Load(url) as load:
+        scaled, applied = _run_until_applied(s, handles, "busy/Busy")
+        time.sleep(2)  # the load goes on over the two replicas
+    assert scaled is not None, "the loop never acted on the overloaded deployment"
+    [act] = applied
+    assert (act["container"], act["action_kind"], act["old_limit"], act["new_limit"]) == (
+        "busy/Busy", "scale_out", 1, 2), act
+    assert act["tier"] == "cpu" and act["p_fail"] >= act["threshold"]
+    assert "scale out" in act["reason"]
+    status = serve.status().applications["busy"].deployments["Busy"]
+    running = {str(getattr(k, "value", k)): v for k, v in status.replica_states.items()}
+    assert running == {"RUNNING": 2}
+    assert load.ok > 0 and load.errors == [], load.errors[:5]
+    print(f"\nserve loop: scaled out at tick {scaled['tick']} "
+          f"(p_fail {act['p_fail']:.2f} ≥ {act['threshold']:.2f}); {load.ok} requests OK")
+
+
+def test_the_loop_moves_a_growing_managed_actor_to_a_bigger_bundle_with_its_state(loop):
+    import ray
+
+    from app.actuators.ray_pg import Bundle
+
+    s, handles, workloads, _ = loop
+
+    class Leaky:
+        """Grows 8 MiB/s (touched pages) up to 400 MiB; its state is the chunk count."""
+
+        def __init__(self) -> None:
+            import threading
+
+            self.chunks: list[bytes] = []
+            self.calls = 0
+            self._lock = threading.Lock()
+            threading.Thread(target=self._grow, daemon=True).start()
+
+        def _grow(self) -> None:
+            while True:
+                with self._lock:
+                    if len(self.chunks) < 50:
+                        self.chunks.append(b"\x01" * (8 * 2**20))
+                time.sleep(1.0)
+
+        def ping(self) -> int:
+            self.calls += 1
+            return self.calls
+
+        def get_state(self) -> dict:
+            with self._lock:
+                return {"chunks": len(self.chunks), "calls": self.calls}
+
+        def set_state(self, state: dict) -> None:
+            with self._lock:
+                self.chunks = [b"\x01" * (8 * 2**20) for _ in range(state["chunks"])]
+                self.calls = state["calls"]
+
+    limit = 256 * MiB
+    ray.get(workloads.manage_actor.remote("leaky", Leaky, Bundle(0.1, limit)))
+    before = ray.get(workloads.call.remote("leaky", "ping"))
+    summary, applied = _run_until_applied(s, handles, "leaky")
+    assert summary is not None, "the loop never resized the growing managed actor"
+    [act] = applied
+    assert (act["action_kind"], act["tier"], act["old_limit"]) == ("resize", "memory", limit)
+    assert act["new_limit"] > limit and act["p_fail"] >= act["threshold"]
+    assert "moved" in act["reason"] and "old group removed" in act["reason"], act["reason"]
+    [d] = ray.get(workloads.describe.remote())[-1:]
+    assert d["name"] == "leaky" and d["memory_bytes"] == int(act["new_limit"])
+    after = ray.get(workloads.call.remote("leaky", "ping"))
+    assert after > before  # the state moved with it: the call counter went on
+    print(f"\nmanaged actor: memory bundle {limit / MiB:.0f} → {act['new_limit'] / MiB:.0f} "
+          f"MiB at tick {summary['tick']} (p_fail {act['p_fail']:.2f}); calls {before} → {after}")
