@@ -18,11 +18,12 @@ The caller then arbitrates the asks (:func:`app.core.contention.arbitrate` over 
 the resource-hours saved. The engine reads no clock and touches no file: everything it
 remembers between ticks is in :class:`EngineState`, which is JSON-serialisable.
 
-Worked example (see ``tests/unit/test_engine.py``): one container whose memory grows
-8 MiB per 5 s step towards a 256 MiB limit, threshold 0.3, horizon 60 s: at 176 MiB
-the trend reaches the limit in 50 s < H, p_fail ≈ 1.0 ≥ 0.3, so ``plan`` proposes a
-pre-emptive memory RESIZE above the forecast; ``settle`` with that action APPLIED
-makes the outcome tracker judge it *needed* once usage passes the old 256 MiB.
+Worked example (``tests/unit/test_engine.py``): one container whose memory grows
+8 MiB per 5 s step (1.6 MiB/s) towards a 256 MiB limit; threshold 0.3, horizon 60 s,
+margin 0.25. At 160 MiB the trend reaches 160 + 1.6·60 = 256 MiB at the horizon,
+p_fail ≥ 0.3, so ``plan`` proposes a pre-emptive memory RESIZE to max(forecast, limit)
+× 1.25 = 320 MiB, 60 s before the limit; ``settle`` with that action APPLIED makes the
+outcome tracker judge it *needed* once usage passes the old 256 MiB.
 """
 
 from __future__ import annotations

@@ -1,0 +1,120 @@
+"""The engine's tick, by the worked example of app/core/engine.py, and the coordinator's
+shard merge (pure)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from app.core.actions import ActionResult, ResultStatus
+from app.core.engine import Engine, EngineConfig, EngineState, Snapshot
+from app.core.outcome_tracker import OutcomeKind
+from app.core.ring import RingBuffer
+from app.core.sample import METRICS, Sample
+from app.core.thresholds import ThresholdBook, ThresholdConfig
+from app.settings import Settings
+
+MiB = 2**20
+
+
+def _settings() -> Settings:
+    d = Settings().model_dump()
+    d["predictor"].update(horizon_s=60.0, min_samples=5)
+    d["thresholds"].update(p_fail=0.3)
+    return Settings.model_validate(d)
+
+
+def test_worked_example_leak_is_scaled_before_the_limit_and_judged_needed():
+    s = _settings()
+    cfg = EngineConfig.from_settings(s)
+    eng = Engine(cfg)
+    book = ThresholdBook(ThresholdConfig.from_settings(s.thresholds))
+    ring = RingBuffer(30)
+    limit = 256 * MiB
+    first_ask = None
+    judged = []
+    for k in range(40):
+        t = 1000.0 + 5 * k
+        u = (96 + 8 * k) * MiB  # 1.6 MiB/s
+        ring.push(Sample("leaker", t, memory_usage_bytes=u, memory_working_set_bytes=u,
+                         memory_limit_bytes=limit, cpu_usage_s_total=0.01 * k,
+                         cpu_quota_cores=1.0, app="leak"))
+        names, w = ring.window(["leaker"])
+        plan = eng.plan(Snapshot(t, names, ["leak"], w), book)
+        judged += plan.judgements
+        results = []
+        for a in plan.asks:
+            if first_ask is None:
+                first_ask = (u, a)
+            limit = a.new_limit
+            results.append((a, ActionResult(a.action_id, a.container, a.tier,
+                                            ResultStatus.APPLIED, a.old_limit, a.new_limit,
+                                            "test")))
+        eng.settle(t, results, live=names)
+        if judged:
+            break
+    u, a = first_ask
+    # at 160 MiB the trend reaches 160 + 1.6·60 = 256 MiB at H: p_fail ≈ 0.5 ≥ 0.3 →
+    # new limit max(forecast, limit)·(1 + 0.25) = 320 MiB, 60 s before the limit
+    assert u == 160 * MiB
+    assert (a.old_limit, a.new_limit) == (256 * MiB, 320 * MiB)
+    assert 0.3 <= a.p_fail and a.preemptive and a.time_to_limit_s == pytest.approx(60.0)
+    # the usage then passed the old 256 MiB: the scale-up was needed
+    assert [j.kind for j in judged] == [OutcomeKind.NEEDED]
+
+
+def test_state_round_trips_through_json_and_decisions_are_the_same():
+    import json
+
+    s = _settings()
+    cfg = EngineConfig.from_settings(s)
+    book = ThresholdBook(ThresholdConfig.from_settings(s.thresholds))
+    a, ring = Engine(cfg), RingBuffer(30)
+    for k in range(12):
+        u = (96 + 8 * k) * MiB
+        ring.push(Sample("c", 1000.0 + 5 * k, memory_usage_bytes=u, memory_working_set_bytes=u,
+                         memory_limit_bytes=256 * MiB, cpu_usage_s_total=0.0,
+                         cpu_quota_cores=1.0, app="x"))
+    names, w = ring.window(["c"])
+    first = a.plan(Snapshot(1055.0, names, ["x"], w), book)
+    assert first.asks
+    restored = Engine(cfg, EngineState.from_dict(json.loads(json.dumps(
+        a.state.to_dict(), default=float)), cfg))
+    again = restored.plan(Snapshot(1056.0, names, ["x"], w), book)
+    assert again.asks == []  # the cooldown survived the round trip
+    assert "cooldown" in again.decisions[0].reason
+
+
+def test_snapshot_rejects_mismatched_shapes():
+    w = np.zeros((2, 5, len(METRICS)))
+    with pytest.raises(ValueError, match="apps has 1 entries for 2 names"):
+        Snapshot(0.0, ["a", "b"], ["x"], w)
+    with pytest.raises(ValueError, match="window has shape"):
+        Snapshot(0.0, ["a"], ["x"], w)
+
+
+def test_merge_shards_qualifies_a_name_seen_on_two_nodes():
+    from actors.coordinator import merge_shards
+
+    def shard(node, names):
+        n = len(names)
+        return {"node": node, "capacity": {"memory_bytes": 8.0, "cpu_cores": 2.0},
+                "names": names, "apps": ["app"] * n, "replicas": {},
+                "window": np.full((n, 4, len(METRICS)), math.nan), "events": [],
+                "errors": {}, "dropped": {"bad": 1}, "now_s": 10.0}
+
+    snap, route, merged = merge_shards(
+        [shard("aaaaaaaa1111", ["web", "db"]), shard("bbbbbbbb2222", ["web"])],
+        (4, len(METRICS)))
+    assert list(snap.names) == ["web@aaaaaaaa", "db", "web@bbbbbbbb"]
+    assert route["web@bbbbbbbb"] == ("bbbbbbbb2222", "web")
+    assert route["db"] == ("aaaaaaaa1111", "db")
+    assert snap.window.shape == (3, 4, len(METRICS))
+    assert merged["dropped"] == {"bad": 2} and set(merged["nodes"]) == {
+        "aaaaaaaa1111", "bbbbbbbb2222"}
+    # two node ids that share their first 8 characters: the full id
+    snap, route, _ = merge_shards([shard("aaaaaaaa1111", ["web"]),
+                                   shard("aaaaaaaa2222", ["web"])], (4, len(METRICS)))
+    assert list(snap.names) == ["web@aaaaaaaa", "web@aaaaaaaa2222"]
