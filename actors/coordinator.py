@@ -232,10 +232,13 @@ class Coordinator:
         apps = dict(zip(snap.names, snap.apps, strict=True))
         lost = self._mark_seen(snap, route, unknown, pool)
         records += self._event_records(snap.events)
-        plan = self.engine.plan(  # featurise, predict, judge, decide
-            snap, self.thresholds.book(), models=self._model_lookup(records, snap.now_s),
-            decide_actions=self.s.mode is not Mode.OFF)
-        records += self._judgement_records(plan, apps)
+        plan = self.engine.observe(  # featurise, predict, judge
+            snap, self.thresholds.book(), models=self._model_lookup(records, snap.now_s))
+        records += self._judgement_records(plan, apps)  # thresholds learn from them
+        if plan.judgements:  # learned once: a crash later in the tick must not re-judge
+            self._checkpoint()
+        if self.s.mode is not Mode.OFF:
+            self.engine.propose(plan, snap)  # decide
         t_plan = time.perf_counter()
         pool.observe.remote(self._limits(plan.names, plan.prediction), snap.now_s,
                             merged["nodes"], {n: r[0] for n, r in route.items()},

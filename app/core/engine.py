@@ -228,30 +228,45 @@ class Engine:
 
     def plan(self, snap: Snapshot, book: ThresholdBook, *, models: ModelLookup | None = None,
              decide_actions: bool = True) -> Plan:
-        """One tick up to the asks (see the module docstring). ``decide_actions=False``
-        (mode ``off``) observes, predicts and judges but proposes nothing."""
+        """One tick up to the asks (see the module docstring): :meth:`observe`, then
+        :meth:`propose`. ``decide_actions=False`` (mode ``off``) observes, predicts and
+        judges but proposes nothing."""
+        plan = self.observe(snap, book, models=models)
+        if decide_actions:
+            self.propose(plan, snap)
+        return plan
+
+    def observe(self, snap: Snapshot, book: ThresholdBook, *,
+                models: ModelLookup | None = None) -> Plan:
+        """Features, prediction, thresholds and the outcome judgements (which advance the
+        outcome tracker: a host that learns from them should checkpoint before acting)."""
         names, apps = list(snap.names), list(snap.apps)
         feats, pred, model_of = self.predict(snap, models)
         thr = self.thresholds(book, names, apps)
         judgements, lead = self._judge(snap, feats, pred, thr)
-        decisions: list[Decision] = []
-        asks: list[ScalingAction] = []
-        if decide_actions and names:
-            usage = {Tier.MEMORY: feats[:, F["memory_usage_last_bytes"]],
-                     Tier.CPU: feats[:, F["cpu_usage_cores_last"]]}
-            reps = snap.replicas
-            decisions, self.state.policy = decide(
-                PolicyInput(snap.now_s, names, pred, thr[Tier.MEMORY], apps=apps,
-                            tier_thresholds=thr, usage=usage,
-                            replicated=np.array([n in reps for n in names]) if reps else None,
-                            replicas=np.array([reps.get(n, 1) for n in names], dtype=float)
-                            if reps else None),
-                self.config.policy, self.state.policy)
-            app_of = dict(zip(names, apps, strict=True))
-            asks = [replace(d.action, app=app_of.get(d.container, ""))
-                    for d in decisions if d.action is not None]
-        return Plan(snap.now_s, names, apps, feats, pred, thr, judgements, lead, decisions,
-                    asks, model_of)
+        return Plan(snap.now_s, names, apps, feats, pred, thr, judgements, lead, [], [],
+                    model_of)
+
+    def propose(self, plan: Plan, snap: Snapshot) -> Plan:
+        """Policy and guards over an observed plan: fills ``decisions`` and ``asks`` (and
+        advances the policy state: cooldowns, hysteresis)."""
+        names, apps, feats, thr = plan.names, plan.apps, plan.features, plan.thresholds
+        if not names:
+            return plan
+        usage = {Tier.MEMORY: feats[:, F["memory_usage_last_bytes"]],
+                 Tier.CPU: feats[:, F["cpu_usage_cores_last"]]}
+        reps = snap.replicas
+        plan.decisions, self.state.policy = decide(
+            PolicyInput(snap.now_s, names, plan.prediction, thr[Tier.MEMORY], apps=apps,
+                        tier_thresholds=thr, usage=usage,
+                        replicated=np.array([n in reps for n in names]) if reps else None,
+                        replicas=np.array([reps.get(n, 1) for n in names], dtype=float)
+                        if reps else None),
+            self.config.policy, self.state.policy)
+        app_of = dict(zip(names, apps, strict=True))
+        plan.asks = [replace(d.action, app=app_of.get(d.container, ""))
+                     for d in plan.decisions if d.action is not None]
+        return plan
 
     def _judge(self, snap: Snapshot, feats: np.ndarray, pred: Prediction,
                thr: dict[Tier, np.ndarray]) -> tuple[list[Judgement], list[Outcome]]:
