@@ -772,7 +772,8 @@ def evaluate(
     scenario: Annotated[str, typer.Option(help="A scenario, a comma-separated list, or all.")
                         ] = "all",
     policies: Annotated[str, typer.Option(help="Comma-separated policies.")] = (
-        "static,reactive,vpa,hpa,preemptive_buffer,proportional,multi_tier"),
+        "static,reactive,vpa,vpa_evict,vpa_inplace,hpa,preemptive_buffer,proportional,"
+        "multi_tier"),
     as_json: Annotated[bool, typer.Option("--json")] = False,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Report + PNG plots here.")
                        ] = None,

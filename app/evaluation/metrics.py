@@ -1,12 +1,15 @@
 """Figures of one run (:class:`~app.evaluation.runner.RunRecord`), all from ground truth.
 
-With Δ the step, per container i and step k (``alloc`` = limit × replicas, ``used`` =
-min(demand, limit) × replicas, 0 while down):
+With Δ the step, per container i and step k (``alloc`` = limit × replicas, counting
+replicas still starting; ``used`` = min(demand, limit) × ready replicas, 0 while down):
 
 - **failures**: OOM kills + latency breaches (each run of consecutive steps above the
   target is one) + disk-full episodes;
 - **failure_minutes**: (steps down after an OOM kill + steps above the latency target
   + steps with the disk full) × Δ / 60;
+- **disruptions**: restarts the policy itself caused (evictions of the VPA's
+  ``Recreate`` mode), and **disruption_minutes**: the steps down after them × Δ / 60 —
+  not failures, but the container does not serve meanwhile;
 - **violations**: container-steps where the demand is at or above the limit
   (memory ≥ limit, CPU > quota: throttling) — a violation of CPU is not a failure
   unless it breaks a latency target;
@@ -80,18 +83,21 @@ def lead_times(rec: RunRecord, horizon_s: float) -> tuple[list[float], int, int]
 def figures(rec: RunRecord, horizon_s: float) -> dict[str, Any]:
     """The figures of one run (module docstring)."""
     reps = rec.replicas.astype(float)
+    ready = reps if rec.replicas_ready is None else rec.replicas_ready.astype(float)
     down = rec.down
+    evicted = (np.zeros_like(down) if rec.evicted is None else rec.evicted)
+    down_ev = (np.zeros_like(down) if rec.down_evicted is None else rec.down_evicted)
     mem_d = np.nan_to_num(rec.memory_demand_bytes, nan=0.0)
     cpu_d = np.nan_to_num(rec.cpu_demand_cores, nan=0.0)
     mem_alloc = rec.memory_limit_bytes * reps
     cpu_alloc = rec.cpu_quota_cores * reps
-    mem_used = np.where(down, 0.0, np.minimum(mem_d, rec.memory_limit_bytes)) * reps
-    cpu_used = np.where(down, 0.0, np.minimum(cpu_d, rec.cpu_quota_cores)) * reps
+    mem_used = np.where(down, 0.0, np.minimum(mem_d, rec.memory_limit_bytes)) * ready
+    cpu_used = np.where(down, 0.0, np.minimum(cpu_d, rec.cpu_quota_cores)) * ready
     dt = rec.step_s
     ooms = int(rec.oom_kill.sum())
     timeouts = _episodes(rec.timeout)
     disk = _episodes(rec.disk_full)
-    fail_steps = int(down.sum() + rec.timeout.sum() + rec.disk_full.sum())
+    fail_steps = int((down & ~down_ev).sum() + rec.timeout.sum() + rec.disk_full.sum())
     viol_mem = int(((rec.memory_demand_bytes >= rec.memory_limit_bytes) & ~down).sum())
     viol_cpu = int(((rec.cpu_demand_cores > rec.cpu_quota_cores * (1 + 1e-9)) & ~down).sum())
     leads, ups, fps = lead_times(rec, horizon_s)
@@ -101,6 +107,8 @@ def figures(rec: RunRecord, horizon_s: float) -> dict[str, Any]:
         "timeouts": timeouts,
         "disk_full": disk,
         "failure_minutes": round(fail_steps * dt / 60.0, 2),
+        "disruptions": int(evicted.sum()),
+        "disruption_minutes": round(float(down_ev.sum()) * dt / 60.0, 2),
         "violations": viol_mem + viol_cpu + int(rec.disk_full.sum()),
         "violations_memory": viol_mem,
         "violations_cpu": viol_cpu,

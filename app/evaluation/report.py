@@ -21,7 +21,7 @@ from app.evaluation import metrics, runner, traces
 from app.evaluation.scenarios import ALL, SYNTHETIC, Scenario
 
 MAX_PLOTTED = 3
-COLUMNS = ("failures", "failure_minutes", "violations", "slack_memory", "slack_cpu",
+COLUMNS = ("failures", "failure_minutes", "disruptions", "violations", "slack_memory", "slack_cpu",
            "memory_gib_hours", "cpu_core_hours", "actions", "median_lead_time_s",
            "false_positive_rate")
 
@@ -139,7 +139,8 @@ def write_report(result: dict[str, Any], out_dir: Path) -> list[Path]:
             for i in range(n_plot):
                 ax = axes[i][j]
                 reps = rec.replicas[i]
-                ax.plot(hours, rec.memory_demand_bytes[i] * reps / 2**20, lw=0.8,
+                serving = reps if rec.replicas_ready is None else rec.replicas_ready[i]
+                ax.plot(hours, rec.memory_demand_bytes[i] * serving / 2**20, lw=0.8,
                         label="memory demand")
                 ax.plot(hours, rec.memory_limit_bytes[i] * reps / 2**20, lw=0.8,
                         label="memory limit")
@@ -203,7 +204,8 @@ def strip_records(result: dict[str, Any]) -> dict[str, Any]:
 
 def text_table(result: dict[str, Any]) -> str:
     """Side-by-side plain-text table: one block per scenario, one row per policy."""
-    short = {"failures": "fail", "failure_minutes": "fail_min", "violations": "viol",
+    short = {"failures": "fail", "failure_minutes": "fail_min", "disruptions": "disrupt",
+             "violations": "viol",
              "slack_memory": "slack_mem", "slack_cpu": "slack_cpu",
              "memory_gib_hours": "mem_GiBh", "cpu_core_hours": "cpu_coreh",
              "actions": "actions", "median_lead_time_s": "lead_s",

@@ -17,6 +17,21 @@ Every step k (time ``t0 + k·Δ``) the runner
    :func:`~app.core.contention.arbitrate` (every policy), applies the granted ones
    (they take effect from step k + 1) and settles them with the engine.
 
+Two physical delays apply to every policy alike:
+
+- a replica added by a scale-out serves from step k + max(1, ⌈replica_startup_s / Δ⌉)
+  (the scenario's ``replica_startup_s``, default 30 s: scheduled, started, ready);
+  until then the ready replicas share the load, while the new one already holds its
+  request (allocated, not used). A scale-down removes starting replicas first.
+  Worked example: Δ = 15 s, 30 s start-up, 1 → 2 replicas granted at step 10 → the
+  load is split over 1 replica through step 11 and over 2 from step 12;
+- a baseline with ``restarts_on_update`` (the VPA in ``Recreate`` mode) evicts: a
+  container with an applied update is re-created, down for
+  max(1, ⌈replica_startup_s / Δ⌉) steps from k + 1, then restarts with age 0 — a
+  *disruption* (``RunRecord.evicted``; its down steps in ``down_evicted``, not in the
+  failure-minutes). A container evicted while it is down after an OOM kill stays down
+  at least as long, and those steps stay failure-minutes.
+
 Nothing here reads a clock or a file. The result is a :class:`RunRecord` of arrays
 ``[N, T]`` (demand, limits, replicas, failures) and the list of applied actions, from
 which :mod:`app.evaluation.metrics` computes the figures.
@@ -41,6 +56,7 @@ from app.evaluation.baselines import (
     BASELINES,
     HPA,
     VPA,
+    VPA_VARIANTS,
     Baseline,
     Bounds,
     FailureRateReactive,
@@ -81,6 +97,9 @@ class RunRecord:
     oom_kill: np.ndarray  # bool
     timeout: np.ndarray  # bool: latency above target this step
     disk_full: np.ndarray  # bool
+    replicas_ready: np.ndarray | None = None  # [N, T] serving (None: = replicas)
+    evicted: np.ndarray | None = None  # bool: re-created by the policy at this step
+    down_evicted: np.ndarray | None = None  # bool: down because of an eviction
     actions: list[AppliedAction] = field(default_factory=list)
     asks: int = 0
     denied: int = 0
@@ -134,7 +153,9 @@ def make_policy(name: str, scenario: Scenario, extra: dict[str, Any] | None = No
         return PrescalePolicy(prescale_settings(scenario, name, extra))
     makers: dict[str, Callable[[], Baseline]] = {
         "static": Static, "reactive": lambda: FailureRateReactive(bounds),
-        "vpa": lambda: VPA(bounds), "hpa": lambda: HPA(bounds)}
+        "hpa": lambda: HPA(bounds)}
+    for vname, cfg in VPA_VARIANTS.items():
+        makers[vname] = lambda cfg=cfg, vname=vname: VPA(bounds, cfg, name=vname)
     if name not in makers:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
     return makers[name]()
@@ -151,7 +172,12 @@ def run(scenario: Scenario, policy_name: str, *, extra_settings: dict[str, Any] 
     names, apps = list(s.names), list(s.apps)
     mem_lim = s.memory_limit_bytes.astype(float).copy()
     cpu_q = s.cpu_quota_cores.astype(float).copy()
-    reps = np.ones(n, dtype=int)
+    reps = np.ones(n, dtype=int)  # replicas in the spec (ready + starting)
+    ready = np.ones(n, dtype=int)  # replicas serving
+    starting: list[list[int]] = [[] for _ in range(n)]  # per container: ready-at steps
+    startup_steps = max(1, int(np.ceil(s.replica_startup_s / dt - 1e-9)))
+    evict_cause = np.zeros(n, dtype=bool)
+    restarts_on_update = bool(getattr(policy, "restarts_on_update", False))
     age = np.zeros(n, dtype=int)
     down_left = np.zeros(n, dtype=int)
     oom_total = np.zeros(n)
@@ -166,16 +192,35 @@ def run(scenario: Scenario, policy_name: str, *, extra_settings: dict[str, Any] 
         cpu_demand_cores=np.full((n, t), np.nan), cpu_quota_cores=np.zeros((n, t)),
         replicas=np.ones((n, t), dtype=int), down=np.zeros((n, t), dtype=bool),
         oom_kill=np.zeros((n, t), dtype=bool), timeout=np.zeros((n, t), dtype=bool),
-        disk_full=np.zeros((n, t), dtype=bool))
+        disk_full=np.zeros((n, t), dtype=bool), replicas_ready=np.ones((n, t), dtype=int),
+        evicted=np.zeros((n, t), dtype=bool), down_evicted=np.zeros((n, t), dtype=bool))
     ring = RingBuffer(window_steps)
     pool = Pool(Capacity(s.pool_memory_bytes, s.pool_cpu_cores), reserve=ZERO)
     tenants = {c: ten for c, ten in zip(names, s.tenants, strict=True) if ten}
     has_latency = s.latency_base_s is not None
+
+    def _scale(i: int, new: int, ready_at: int) -> None:
+        """Set container i's spec replicas to ``new``: added ones serve from step
+        ``ready_at``; removed ones are the starting ones first, then ready ones."""
+        if new > reps[i]:
+            starting[i].extend([ready_at] * (new - int(reps[i])))
+        else:
+            drop = int(reps[i]) - new
+            while drop and starting[i]:
+                starting[i].pop()
+                drop -= 1
+            ready[i] -= drop
+        reps[i] = new
     for k in range(t):
         now = s.t0_s + k * dt
         rec.memory_limit_bytes[:, k] = mem_lim
         rec.cpu_quota_cores[:, k] = cpu_q
+        for i in range(n):  # replicas whose start-up ends now begin to serve
+            if starting[i] and starting[i][0] <= k:
+                ready[i] += sum(1 for r in starting[i] if r <= k)
+                starting[i] = [r for r in starting[i] if r > k]
         rec.replicas[:, k] = reps
+        rec.replicas_ready[:, k] = ready
         events: list[Event] = []
         # -- what the demand does against the limits in force --------------------
         was_down = down_left > 0
@@ -184,9 +229,11 @@ def run(scenario: Scenario, policy_name: str, *, extra_settings: dict[str, Any] 
         age[restarted] = 0
         up = ~was_down
         rec.down[:, k] = was_down
+        rec.down_evicted[:, k] = was_down & evict_cause
+        evict_cause[restarted] = False
         growth = s.growth_bytes[idx, np.minimum(age, t - 1)]
-        mem = s.fixed_bytes[:, k] + growth + s.load_bytes[:, k] / reps
-        cpu = s.cpu_cores[:, k] / reps
+        mem = s.fixed_bytes[:, k] + growth + s.load_bytes[:, k] / ready
+        cpu = s.cpu_cores[:, k] / ready
         killed = up & (mem >= mem_lim)
         rec.memory_demand_bytes[up, k] = mem[up]
         rec.cpu_demand_cores[up, k] = cpu[up]
@@ -237,7 +284,8 @@ def run(scenario: Scenario, policy_name: str, *, extra_settings: dict[str, Any] 
             now_s=now, step_s=dt, names=names, apps=apps, window=window, events=events,
             memory_usage_bytes=mem_read, cpu_usage_cores=cpu_used,
             memory_limit_bytes=mem_lim.copy(), cpu_quota_cores=cpu_q.copy(),
-            replicas=reps.copy(), up=up & ~killed, age_s=age * dt)
+            replicas=reps.copy(), up=up & ~killed, age_s=age * dt,
+            replicas_ready=ready.copy())
         # -- decide, arbitrate, apply, settle -----------------------------------------
         asks = policy.decide(obs)
         if not asks:
@@ -257,7 +305,7 @@ def run(scenario: Scenario, policy_name: str, *, extra_settings: dict[str, Any] 
             if v.verdict is Verdict.GRANTED:
                 if a.kind is ActionKind.SCALE_OUT:
                     old = float(reps[i])
-                    reps[i] = int(a.new_limit)
+                    _scale(i, int(a.new_limit), k + startup_steps)
                     tier = "replicas"
                 elif a.tier is Tier.MEMORY:
                     old = float(mem_lim[i])
@@ -279,6 +327,16 @@ def run(scenario: Scenario, policy_name: str, *, extra_settings: dict[str, Any] 
                 rec.deferred += status is ResultStatus.DEFERRED
                 results.append((a, ActionResult(a.action_id, a.container, a.tier, status,
                                                 a.old_limit, a.old_limit, v.reason)))
+        if restarts_on_update:
+            for i in {pos[a.container] for a, r in results
+                      if r.status is ResultStatus.APPLIED}:
+                rec.evicted[i, k] = True
+                if down_left[i] == 0:  # a running container: down for the re-creation
+                    evict_cause[i] = True
+                # one already down after an OOM kill stays down (as a failure) at least
+                # until its new pod is up
+                down_left[i] = max(int(down_left[i]), startup_steps)
+                age[i] = 0
         policy.settle(obs, results)
     if isinstance(policy, PrescalePolicy):
         rec.threshold_final = {

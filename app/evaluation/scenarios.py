@@ -3,7 +3,9 @@
 A :class:`Scenario` is N containers over T steps of ``step_s`` seconds. Its *demand*
 does not depend on any limit; the limit the policy under test sets decides what fails
 (closed loop, :mod:`app.evaluation.runner`). Per container i, step k, with ``a`` the
-steps since the container's last (re)start and ``r`` its replica count::
+steps since the container's last (re)start and ``r`` its *ready* replica count (a
+replica added by a scale-out serves only ``replica_startup_s`` later, 30 s by default;
+until then the ready ones carry the load)::
 
     memory demand (per replica)  m = fixed[i, k] + growth[i, a] + load[i, k] / r
     CPU demand (per replica)     c = cpu[i, k] / r
@@ -24,6 +26,10 @@ Failures (decided in the runner against the limits in force at step k):
   (``latency_base_s`` finite), latency = base / (1 − min(ρ, 0.99)) with ρ = c / quota,
   and latency > target is a *timeout* failure (one per breach, minutes while it lasts);
 - disk ``d ≥ disk capacity`` → disk full (one failure per episode, minutes while full).
+
+An eviction (the VPA's ``Recreate`` mode) re-creates the container: it is down for
+max(1, ⌈replica_startup_s / Δ⌉) steps, then restarts with age 0 (a leak resets) — a
+*disruption*, counted apart from the failures.
 
 Scenario catalogue (:data:`SYNTHETIC`; parameters drawn with ``default_rng(seed)``):
 
@@ -87,6 +93,7 @@ class Scenario:
     latency_base_s: np.ndarray | None = None  # [N]; nan = no latency target
     latency_target_s: np.ndarray | None = None  # [N]
     restart_steps: int = 1
+    replica_startup_s: float = 30.0  # a new replica (or re-created pod) serves after this
     pool_memory_bytes: float = 256 * GIB
     pool_cpu_cores: float = 256.0
     horizon_s: float = 900.0  # prescale's horizon H here, and the H of the FP rate
@@ -106,8 +113,10 @@ class Scenario:
                                  f"expected ({n}, {t})")
         if len(self.apps) != n or len(self.tenants) != n:
             raise ValueError(f"scenario {self.name}: apps/tenants need {n} entries")
-        if not (self.step_s > 0 and t > 0 and self.restart_steps >= 0):
-            raise ValueError(f"scenario {self.name}: step_s > 0, T > 0, restart_steps >= 0")
+        if not (self.step_s > 0 and t > 0 and self.restart_steps >= 0
+                and self.replica_startup_s >= 0):
+            raise ValueError(f"scenario {self.name}: step_s > 0, T > 0, restart_steps >= 0, "
+                             "replica_startup_s >= 0")
 
     @property
     def n(self) -> int:

@@ -13,12 +13,17 @@ from typer.testing import CliRunner
 from app.core.sample import Tier
 from app.evaluation import metrics, report, runner, scenarios
 from app.evaluation.baselines import (
+    VPA,
+    VPA_VARIANTS,
     Bounds,
     DecayingHistogram,
     FailureRateReactive,
+    VPAConfig,
     confidence_multiplier,
     hpa_desired,
+    hpa_scale_up_limit,
     oom_bump_bytes,
+    vpa_update_allowed,
 )
 from app.evaluation.runner import AppliedAction, RunRecord
 
@@ -61,6 +66,115 @@ def test_hpa_replica_formula_and_tolerance() -> None:
     assert hpa_desired(3, 0.9, 0.6) == 5
     assert hpa_desired(3, 0.63, 0.6) == 3  # within the 0.1 tolerance
     assert hpa_desired(4, 0.2, 0.6) == 2
+
+
+def test_hpa_starting_pods_count_as_idle_on_scale_up() -> None:
+    # 2 in the spec, 1 ready at 100 % of a 50 % target: r = 2, r' = 2 × 1/2 = 1 → wait
+    assert hpa_desired(2, 1.0, 0.5, starting=1) == 2
+    assert hpa_desired(2, 1.0, 0.5) == 4  # the same usage with both ready
+    assert hpa_desired(2, 0.9, 0.3, starting=1) == 3  # r = 3, r' = 1.5 → ceil(3)
+    assert hpa_desired(3, 0.2, 0.6, starting=1) == 1  # scale-down: ceil(1/3 × 2 ready)
+
+
+def test_hpa_default_scale_up_policy() -> None:
+    assert [hpa_scale_up_limit(c) for c in (1, 3, 10)] == [5, 7, 20]
+
+
+def test_vpa_updater_rule_worked_examples() -> None:
+    cfg = VPAConfig()
+    h = 3600.0
+    assert not vpa_update_allowed(False, False, 11 * h, 0.5, cfg)  # young, in range
+    assert vpa_update_allowed(False, False, 13 * h, 0.5, cfg)  # 12 h and ≥ 10 %
+    assert not vpa_update_allowed(False, False, 13 * h, 0.05, cfg)
+    assert vpa_update_allowed(True, False, 60.0, 0.01, cfg)  # outside [lower, upper]
+    assert vpa_update_allowed(False, True, 60.0, 0.2, cfg)  # OOM soon after start
+    assert not vpa_update_allowed(False, True, 60.0, 0.0, cfg)  # ... but nothing changes
+
+
+def test_vpa_min_replicas_gate_by_mode() -> None:
+    b = Bounds()
+    assert not VPA(b).group_updatable(1) and VPA(b).group_updatable(2)  # defaults
+    assert VPA(b, VPA_VARIANTS["vpa_evict"]).group_updatable(1)
+    assert VPA(b, VPA_VARIANTS["vpa_inplace"]).group_updatable(1)
+    # InPlaceOrRecreate keeps the replica check unless the skip flag is set
+    assert not VPA(b, VPAConfig(update_mode="InPlaceOrRecreate")).group_updatable(1)
+    assert VPA(b).restarts_on_update and not VPA(b, VPA_VARIANTS["vpa_inplace"]
+                                                  ).restarts_on_update
+    with pytest.raises(ValueError, match="update_mode"):
+        VPAConfig(update_mode="Auto-ish")
+
+
+def _one_leak() -> scenarios.Scenario:
+    return scenarios.leak(n=1, hours=3.0)
+
+
+def test_vpa_default_never_updates_a_single_replica_leak() -> None:
+    """--min-replicas 2: the updater skips a 1-replica pod; an OOM kill restarts the
+    container inside the same pod, so the admission controller never runs either:
+    the limit stays the user's, and the kills are the static ground truth."""
+    s = _one_leak()
+    rec = runner.run(s, "vpa")
+    static = runner.run(s, "static")
+    assert rec.actions == []
+    assert (rec.memory_limit_bytes == s.memory_limit_bytes[0]).all()
+    assert rec.oom_kill.tolist() == static.oom_kill.tolist() and rec.oom_kill.sum() > 0
+
+
+def test_vpa_inplace_resizes_before_the_first_kill_without_restart() -> None:
+    s = _one_leak()
+    first_kill = int(np.flatnonzero(runner.run(s, "static").oom_kill[0])[0])
+    rec = runner.run(s, "vpa_inplace")
+    ups = [a.step for a in rec.actions if a.tier == "memory" and a.new > a.old]
+    assert ups and ups[0] < first_kill
+    assert rec.oom_kill.sum() == 0 and rec.evicted.sum() == 0
+    f = metrics.figures(rec, s.horizon_s)
+    assert f["disruptions"] == 0 and f["failures"] == 0
+
+
+def test_vpa_evict_restarts_the_leak_and_counts_a_disruption() -> None:
+    s = _one_leak()
+    rec = runner.run(s, "vpa_evict")
+    (steps,) = np.nonzero(rec.evicted[0])
+    assert len(steps) > 0 and rec.oom_kill.sum() == 0
+    k = int(steps[0])
+    down = max(1, math.ceil(s.replica_startup_s / s.step_s))  # 30 s / 60 s → 1 step
+    assert rec.down[0, k + 1] and rec.down_evicted[0, k + 1]
+    # back up with age 0: the leak starts again from its base, under the new limit
+    base = float(s.fixed_bytes[0, 0])
+    assert rec.memory_demand_bytes[0, k + 1 + down] == pytest.approx(base)
+    assert rec.memory_demand_bytes[0, k] > base
+    assert rec.memory_limit_bytes[0, k + 1] > rec.memory_limit_bytes[0, k]
+    f = metrics.figures(rec, s.horizon_s)
+    assert f["disruptions"] == len(steps) and f["failures"] == 0
+    assert f["failure_minutes"] == 0
+    assert f["disruption_minutes"] == len(steps) * down * s.step_s / 60
+
+
+def test_hpa_new_replica_serves_only_after_the_startup_delay() -> None:
+    """A burst at step 5 (usage 450 of 512 MiB, 88 % > 70 % × 1.1): the HPA reads it one
+    metrics resolution (15 s) later, at step 6, and asks for 2 replicas; the second
+    one is in the spec from step 7 but serves from step 6 + 30 s / 15 s = 8: through
+    step 7 the one ready replica carries the whole load."""
+    t, mib = 20, scenarios.MIB
+    load = np.zeros((1, t))
+    load[0, 5:] = 350 * mib
+    s = scenarios.Scenario(
+        name="step", description="", step_s=15.0, names=("c",), apps=("c",), tenants=("",),
+        memory_limit_bytes=np.array([512 * mib]), cpu_quota_cores=np.array([1.0]),
+        fixed_bytes=np.full((1, t), 100 * mib), growth_bytes=np.zeros((1, t)),
+        load_bytes=load, cpu_cores=np.full((1, t), 0.1))
+    rec = runner.run(s, "hpa")
+    (first,) = [a for a in rec.actions if a.tier == "replicas"][:1]
+    assert first.step == 6 and (first.old, first.new) == (1, 2)
+    assert rec.replicas[0, 7] == 2 and rec.replicas_ready[0, 7] == 1
+    assert rec.memory_demand_bytes[0, 7] == pytest.approx(450 * mib)
+    assert rec.replicas_ready[0, 8] == 2
+    assert rec.memory_demand_bytes[0, 8] == pytest.approx((100 + 175) * mib)
+    f = metrics.figures(rec, s.horizon_s)  # the starting replica is allocated, not used
+    assert rec.replicas[0].max() == 2  # the new pod's missing metric counts as 0 %
+    used = (100 * 5 + 450 * 3 + 2 * 275 * 12) * mib  # steps 0-4, 5-7 (1 ready), 8-19
+    alloc = 512 * mib * (7 + 2 * 13)  # 1 replica through step 6, 2 from step 7
+    assert f["slack_memory"] == pytest.approx((alloc - used) / alloc, abs=1e-4)
 
 
 def test_failure_rate_reactive_share() -> None:
