@@ -511,8 +511,7 @@ class Coordinator:
             r = results[a.action_id]
             records.append(_action_record(a, r, "resumed after a coordinator restart",
                                           saved["apps"].get(a.container, ""), Verdict.GRANTED))
-            if r.status is ResultStatus.APPLIED:
-                pool.confirm.remote(a.container, a.tier.value, r.new_limit)
+        pool.confirm_many.remote(_confirmed(actions, results))
         self.engine.settle(saved["now_s"], [(a, results[a.action_id]) for a in actions],
                            live=list(saved["apps"]))
         self.log.append(records)
@@ -534,10 +533,9 @@ class Coordinator:
                 r = got[a.action_id]
                 records.append(_action_record(a, r, arb.explanations.get(a.action_id, ""),
                                               apps.get(a.container, ""), Verdict.GRANTED))
-                if r.status is ResultStatus.APPLIED:
-                    pool.confirm.remote(a.container, a.tier.value, r.new_limit)
-                else:
+                if r.status is not ResultStatus.APPLIED:
                     dropped.update(arb.reclaim_dependent)
+            pool.confirm_many.remote(_confirmed(arb.reclaims, got))
         granted = [a for a in asks if verdicts[a.action_id].verdict is Verdict.GRANTED
                    and a.action_id not in dropped]
         if commit and granted:
@@ -558,8 +556,6 @@ class Coordinator:
                     status, note = ResultStatus.DENIED, "not applied"
                 r = ActionResult(a.action_id, a.container, a.tier, status, a.old_limit,
                                  a.old_limit, note)
-            elif r.status is ResultStatus.APPLIED:
-                pool.confirm.remote(a.container, a.tier.value, r.new_limit)
             results.append(r)
             records.append(_action_record(a, r, why, apps.get(a.container, ""), v.verdict))
             self.last_action[a.container] = {
@@ -567,6 +563,7 @@ class Coordinator:
                 "new_limit": r.new_limit, "requested_limit": a.new_limit,
                 "result": r.status.value,
             }
+        pool.confirm_many.remote(_confirmed(asks, applied))  # one write for the tick
         return results, records
 
     # -- upkeep and status -------------------------------------------------------------
@@ -628,6 +625,12 @@ class Coordinator:
 
     def ping(self) -> int:
         return self.tick
+
+
+def _confirmed(actions, results: dict[str, ActionResult]) -> list[tuple[str, str, float]]:
+    """(container, tier, limit really set) of the applied ones, for the pool manager."""
+    return [(a.container, a.tier.value, results[a.action_id].new_limit) for a in actions
+            if a.action_id in results and results[a.action_id].status is ResultStatus.APPLIED]
 
 
 def _renamed(a: ScalingAction, container: str) -> ScalingAction:

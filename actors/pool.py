@@ -105,8 +105,14 @@ class PoolManager:
 
     def confirm(self, container: str, tier: str, limit: float) -> None:
         """Record the limit the actuator really set (it may differ from the grant)."""
-        self.pool.observe(container, Tier(tier), limit)
-        self._save()
+        self.confirm_many([(container, tier, limit)])
+
+    def confirm_many(self, applied: list[tuple[str, str, float]]) -> None:
+        """:meth:`confirm` for every ``(container, tier, limit)`` of a tick: one write."""
+        for container, tier, limit in applied:
+            self.pool.observe(container, Tier(tier), limit)
+        if applied:
+            self._save()
 
     def snapshot(self) -> dict[str, Any]:
         d = self.pool.to_dict()

@@ -106,6 +106,14 @@ def remove_tree(tree: DemoTree) -> None:
         _remove_dir_tree(parent)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the demo dies, even by a signal or an
+    abort that skips the demo's clean-up (Linux PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -144,6 +152,7 @@ def start_workloads(tree: DemoTree, s: Settings) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=Path(__file__).resolve().parent.parent,
+            preexec_fn=_die_with_parent,
         )
     # wait until every workload has joined its memory cgroup
     deadline = time.monotonic() + 15
