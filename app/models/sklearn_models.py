@@ -40,6 +40,7 @@ trial made a fit 2–3× slower, not faster.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -56,6 +57,30 @@ def cap_infinities(x: np.ndarray, cap: float = INF_CAP) -> np.ndarray:
     """``±inf`` → ``±cap``; ``nan`` stays (``[1, inf, -inf, nan]`` → ``[1, 1e30, -1e30, nan]``)."""
     x = np.asarray(x, dtype=np.float64)
     return np.where(np.isinf(x), np.copysign(cap, x), x)
+
+
+_CONTROLLER: tuple[Any, int] | None = None  # (controller, len(sys.modules) when made)
+
+
+def _thread_controller() -> Any:
+    """A cached ``threadpoolctl.ThreadpoolController``, rebuilt when modules were imported.
+
+    ``threadpool_limits(...)`` builds a new controller on every call, which scans every
+    loaded shared library: 3.5–5 ms per call, paid on every ``predict_proba`` (the tick
+    benchmark's 20 per-app calls cost ~100 ms of CPU at 1k containers). ``limit()`` on a
+    cached controller costs ~0.03 ms. A controller only knows the libraries loaded when
+    it was made, so it is made after ``sklearn.ensemble`` (the boosting's OpenMP
+    runtime) and made again whenever ``sys.modules`` has grown since (an import may have
+    loaded another OpenMP or BLAS library, e.g. another ML package's): in a running
+    loop that is once, and the limits are those ``threadpool_limits`` would set.
+    """
+    global _CONTROLLER
+    if _CONTROLLER is None or _CONTROLLER[1] != len(sys.modules):
+        import sklearn.ensemble  # noqa: F401  (loads the OpenMP runtime the boosting uses)
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = (ThreadpoolController(), len(sys.modules))
+    return _CONTROLLER[0]
 
 
 class EmptyColumnsToZero(BaseEstimator, TransformerMixin):
@@ -178,12 +203,10 @@ class HistGradientBoostingModel(CalibratedModel):
 
     @contextlib.contextmanager
     def _threads(self) -> Iterator[None]:
-        from threadpoolctl import threadpool_limits
-
         if self.params["n_threads"] is None:
             yield
         else:
-            with threadpool_limits(limits=int(self.params["n_threads"])):
+            with _thread_controller().limit(limits=int(self.params["n_threads"])):
                 yield
 
     def _estimator(self, seed: int) -> Any:
