@@ -162,6 +162,13 @@ class Snapshot:
 
 @dataclass
 class Plan:
+    """One tick's result. ``decisions`` holds the decisions anything downstream reads
+    (``decide(..., sparse=True)``): every one with an action or that had one proposed
+    (blocked by a guard), every one with ``p_fail >= threshold`` and every one of a tier
+    low enough to be an idle candidate, in the policy's order. The rest of the
+    container-tiers (below the threshold, nothing to do) get no :class:`Decision`;
+    their p_fail and threshold are in ``prediction`` and ``thresholds``."""
+
     now_s: float
     names: list[str]
     apps: list[str]
@@ -195,13 +202,28 @@ class Engine:
         """Per tier, each container's threshold: its fixed override, else the book's value
         for its app and owner (app → owner → default)."""
         fixed = self.config.fixed_thresholds
-        return {
-            tier: np.array([
-                fixed[n] if n in fixed else book.value(
-                    tier, app=a or n, owner=self.owner(n, a) or None)
-                for n, a in zip(names, apps, strict=True)], dtype=float)
-            for tier in TIERS
-        }
+        tenants = self.config.tenants
+        # One book lookup per distinct (app, owner) and tier, broadcast to its rows.
+        keys: dict[tuple[str, str | None], int] = {}
+        codes = np.empty(len(names), dtype=np.intp)
+        pinned: list[tuple[int, float]] = []
+        for i, (n, a) in enumerate(zip(names, apps, strict=True)):
+            if n in fixed:
+                pinned.append((i, fixed[n]))
+            key = (a or n, (tenants.get(n) or tenants.get(a) or None) if tenants else None)
+            code = keys.get(key)
+            if code is None:
+                code = keys[key] = len(keys)
+            codes[i] = code
+        out: dict[Tier, np.ndarray] = {}
+        for tier in TIERS:
+            values = np.array([book.value(tier, app=app, owner=owner) for app, owner in keys],
+                              dtype=float)
+            col = values[codes] if len(codes) else np.zeros(0)
+            for i, v in pinned:
+                col[i] = v
+            out[tier] = col
+        return out
 
     def predict(self, snap: Snapshot, models: ModelLookup | None = None
                 ) -> tuple[np.ndarray, Prediction, dict[str, str]]:
@@ -215,15 +237,24 @@ class Engine:
         by_app: dict[str, list[int]] = {}
         for i, app in enumerate(snap.apps):
             by_app.setdefault(app, []).append(i)
+        # One predict_proba per distinct model (and input), over the rows of every app it
+        # serves, in row order: a global model serving 20 apps is one call, not 20. The
+        # models score each row on its own, so the probabilities are those of per-app calls.
+        by_model: dict[tuple[int, str, tuple[str, ...]], tuple[AppModel, list[int]]] = {}
         for app, idx in by_app.items():
             m = models(app)
             if m is None:
                 continue
-            rows = np.array(idx)
+            key = (id(m.model), m.model.input,
+                   () if m.model.input == "window" else tuple(m.features))
+            by_model.setdefault(key, (m, []))[1].extend(idx)
+            label, names = m.label, snap.names
+            model_of.update({names[i]: label for i in idx})
+        for m, idx in by_model.values():
+            rows = np.sort(np.asarray(idx, dtype=np.intp))
             x = (snap.window[rows] if m.model.input == "window"
                  else feats[rows][:, [F[name] for name in m.features]])
             p_fail[rows] = m.model.predict_proba(x)
-            model_of.update({snap.names[i]: m.label for i in idx})
         return feats, pred, model_of
 
     def plan(self, snap: Snapshot, book: ThresholdBook, *, models: ModelLookup | None = None,
@@ -262,10 +293,16 @@ class Engine:
                         replicated=np.array([n in reps for n in names]) if reps else None,
                         replicas=np.array([reps.get(n, 1) for n in names], dtype=float)
                         if reps else None),
-            self.config.policy, self.state.policy)
+            self.config.policy, self.state.policy, sparse=True)
         app_of = dict(zip(names, apps, strict=True))
-        plan.asks = [replace(d.action, app=app_of.get(d.container, ""))
-                     for d in plan.decisions if d.action is not None]
+        asks = []
+        for d in plan.decisions:
+            a = d.action
+            if a is not None:
+                app = app_of.get(d.container, "")
+                # the policy already names the app (PolicyInput.apps): no copy needed
+                asks.append(a if a.app == app else replace(a, app=app))
+        plan.asks = asks
         return plan
 
     def _judge(self, snap: Snapshot, feats: np.ndarray, pred: Prediction,

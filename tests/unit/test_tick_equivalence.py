@@ -1,0 +1,206 @@
+"""The tick's fast paths give exactly what the slow ones gave (``prescale bench tick``
+work): each test keeps the previous implementation as a reference and compares.
+
+- ``decide(..., sparse=True)`` is the full decision list filtered to what is read
+  (p_fail ≥ threshold, or a low tier), same order, same state;
+- ``Engine.thresholds`` (one book lookup per app and owner) equals one lookup per
+  container;
+- ``Engine.predict`` calls each distinct model once, with the same probabilities as
+  one call per app;
+- the boosting model's thread limit uses one cached ``ThreadpoolController``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+from test_policies_property import FAST, policy_configs, snapshots, states
+
+from app.core.engine import AppModel, Engine, EngineConfig, Snapshot
+from app.core.features import FEATURES, F
+from app.core.policy import _low_tiers, decide
+from app.core.sample import METRICS, M, Tier
+from app.core.thresholds import ThresholdBook
+from app.settings import Settings
+
+TIERS = (Tier.MEMORY, Tier.CPU)
+
+
+# -- decide(sparse=True) -------------------------------------------------------------------
+
+
+def _read(inp, cfg, d) -> bool:
+    """The sparse rule on a decision of the full list."""
+    i = inp.containers.index(d.container)
+    return d.p_fail >= d.threshold or bool(_low_tiers(inp, cfg.cost)[d.tier][i])
+
+
+@FAST
+@given(data=st.data())
+def test_sparse_decide_is_the_full_list_filtered(data):
+    inp = data.draw(snapshots(n=data.draw(st.integers(1, 8))))
+    cfg = data.draw(policy_configs())
+    state = data.draw(states(inp))
+    full, full_state = decide(inp, cfg, state)
+    got, got_state = decide(inp, cfg, state, sparse=True)
+    want = [d for d in full if _read(inp, cfg, d)]
+    assert repr(got) == repr(want)  # repr: nan == nan (float repr round-trips)
+    assert repr(got_state) == repr(full_state)
+    # everything the coordinator logs and the engine turns into asks is there
+    logged = [d for d in full if d.action is not None or d.p_fail >= d.threshold]
+    assert repr([d for d in got if d.action is not None or d.p_fail >= d.threshold]) == repr(
+        logged)
+
+
+# -- Engine.thresholds ---------------------------------------------------------------------
+
+
+def reference_thresholds(engine, book, names, apps):
+    """``Engine.thresholds`` before it grouped by (app, owner), verbatim."""
+    fixed = engine.config.fixed_thresholds
+    return {
+        tier: np.array([
+            fixed[n] if n in fixed else book.value(
+                tier, app=a or n, owner=engine.owner(n, a) or None)
+            for n, a in zip(names, apps, strict=True)], dtype=float)
+        for tier in TIERS
+    }
+
+
+APPS = ("", "web", "db", "batch")
+OWNERS = ("team-a", "team-b")
+
+
+@FAST
+@given(data=st.data())
+def test_thresholds_equal_one_lookup_per_container(data):
+    n = data.draw(st.integers(0, 12))
+    names = [f"c{i}" for i in range(n)]
+    apps = [data.draw(st.sampled_from(APPS)) for _ in names]
+    tenants = data.draw(st.dictionaries(st.sampled_from(["c0", "c3", *APPS[1:]]),
+                                        st.sampled_from(OWNERS), max_size=3))
+    fixed = data.draw(st.dictionaries(st.sampled_from(["c1", "c2", "zz"]),
+                                      st.sampled_from([0.1, 1, 0.75]), max_size=2))
+    base = EngineConfig.from_settings(Settings())
+    engine = Engine(EngineConfig(base.predictor, base.policy, base.outcome,
+                                 fixed_thresholds=fixed, tenants=tenants))
+    book = ThresholdBook()
+    for _ in range(data.draw(st.integers(0, 4))):
+        tier = data.draw(st.sampled_from(TIERS))
+        who = data.draw(st.sampled_from(["app", "owner", "default", "both"]))
+        app = data.draw(st.sampled_from(APPS[1:]))
+        owner = data.draw(st.sampled_from(OWNERS))
+        value = data.draw(st.sampled_from([0.2, 0.4, 0.6]))
+        if who == "app":
+            book.set(tier, app=app, value=value)
+        elif who == "owner":
+            book.set(tier, owner=owner, value=value)
+        elif who == "both":
+            book.set(tier, app=app, owner=owner)
+        else:
+            book.set(tier, value=value)
+    got = engine.thresholds(book, names, apps)
+    want = reference_thresholds(engine, book, names, apps)
+    assert list(got) == list(want)
+    for tier in TIERS:
+        assert got[tier].dtype == want[tier].dtype
+        assert got[tier].tobytes() == want[tier].tobytes()
+
+
+# -- Engine.predict: one call per model ------------------------------------------------------
+
+
+class _Counting:
+    """A per-row model (p depends on the row only) that counts its calls."""
+
+    input = "features"
+
+    def __init__(self, scale: float) -> None:
+        self.scale, self.calls = scale, 0
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return 1 / (1 + np.exp(-self.scale * np.nan_to_num(x[:, 0] / 2**20 - 100)))
+
+
+def _window(n: int, rng: np.random.Generator) -> np.ndarray:
+    w = np.full((n, 12, len(METRICS)), np.nan)
+    w[:, :, M["ts_s"]] = 1000.0 + 5 * np.arange(12)
+    w[:, :, M["memory_usage_bytes"]] = rng.uniform(50, 150, (n, 1)) * 2**20 + np.arange(12)
+    w[:, :, M["memory_limit_bytes"]] = 256 * 2**20
+    w[:, :, M["cpu_usage_s_total"]] = np.cumsum(rng.uniform(0, 5, (n, 12)), axis=1)
+    w[:, :, M["cpu_quota_cores"]] = 1.0
+    return w
+
+
+def test_predict_calls_each_model_once_with_the_per_app_probabilities():
+    rng = np.random.default_rng(0)
+    n = 40
+    names = [f"c{i}" for i in range(n)]
+    apps = [f"app{int(rng.integers(0, 6))}" for _ in names]
+    shared, own = _Counting(0.1), _Counting(0.3)
+    cols = ("memory_usage_last_bytes", "memory_slope_bytes_per_s")
+
+    def models(app: str) -> AppModel | None:
+        if app == "app0":
+            return None  # heuristic only
+        if app == "app1":
+            return AppModel("own", own, cols)
+        return AppModel(f"global for {app}", shared, cols)
+
+    snap = Snapshot(1055.0, names, apps, _window(n, rng))
+    engine = Engine(EngineConfig.from_settings(Settings()))
+    feats, pred, model_of = engine.predict(snap, models)
+    assert (shared.calls, own.calls) == (1, 1)
+    # reference: the heuristic, then one call per app over that app's rows
+    want = engine.config.predictor.predict(feats).tiers[engine.config.model_tier].p_fail.copy()
+    for app in dict.fromkeys(apps):
+        m = models(app)
+        if m is not None:
+            rows = np.array([i for i, a in enumerate(apps) if a == app])
+            want[rows] = m.model.predict_proba(feats[rows][:, [F[c] for c in m.features]])
+    assert pred.tiers[engine.config.model_tier].p_fail.tobytes() == want.tobytes()
+    assert model_of == {n_: models(a).label for n_, a in zip(names, apps, strict=True)
+                        if a != "app0"}
+    assert list(model_of) == [n_ for a in dict.fromkeys(apps) if a != "app0"
+                              for n_, b in zip(names, apps, strict=True) if b == a]
+
+
+def test_one_boosting_call_equals_per_app_calls_to_the_last_bit():
+    from app.models import make_model
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, len(FEATURES)))
+    x[rng.random(x.shape) < 0.05] = math.nan
+    y = (x[:, 1] + 0.5 * rng.normal(size=400) > 0).astype(np.int64)
+    model = make_model("hist_gradient_boosting", max_iter=15, n_threads=1).fit(x, y, seed=0)
+    groups = rng.integers(0, 7, 400)
+    whole = model.predict_proba(x)
+    parts = np.empty(400)
+    for g in range(7):
+        parts[groups == g] = model.predict_proba(x[groups == g])
+    assert whole.tobytes() == parts.tobytes()
+
+
+# -- the cached thread controller ------------------------------------------------------------
+
+
+def test_boosting_thread_limit_uses_one_cached_controller():
+    from threadpoolctl import threadpool_info
+
+    from app.models import make_model
+    from app.models import sklearn_models as sm
+
+    model = make_model("hist_gradient_boosting", max_iter=5, n_threads=1)
+    before = {i["filepath"]: i["num_threads"] for i in threadpool_info()}
+    with model._threads():
+        inside = [i for i in threadpool_info() if i["user_api"] == "openmp"]
+    assert inside and all(i["num_threads"] == 1 for i in inside)
+    assert {i["filepath"]: i["num_threads"] for i in threadpool_info()} == before
+    first = sm._thread_controller()
+    with model._threads():
+        pass
+    assert sm._thread_controller() is first
