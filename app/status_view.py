@@ -137,8 +137,9 @@ def build_table(snapshot: Mapping[str, Any], now_s: float,
         table.add_column(col, justify="right" if col in ("memory", "limit") else "left")
     for c in rows:
         cpu = f"{fmt_cores(c.get('cpu_usage_cores'))} / {fmt_cores(c.get('cpu_quota_cores'))}"
+        unknown = c.get("state") == "unknown"  # its monitor (node) did not answer
         table.add_row(
-            str(c["name"]),
+            f"{c['name']} (unknown: {c.get('reason') or '?'})" if unknown else str(c["name"]),
             fmt_bytes(c.get("memory_usage_bytes")),
             fmt_bytes(c.get("memory_limit_bytes")),
             *(fmt_p_fail(c.get(f"p_fail_{t}")) for t in tiers),

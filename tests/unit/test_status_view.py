@@ -219,3 +219,14 @@ def test_watch_refreshes_and_exits_cleanly_on_ctrl_c(tmp_path, tty):
     assert "Traceback" not in errs and "Traceback" not in out
     assert "STALE" not in out
     assert "Ctrl-C to exit" in out
+
+
+def test_unknown_container_of_a_lost_node_says_so():
+    snap = snapshot()
+    snap["containers"].append({"name": "web-7", "node": "n2", "state": "unknown",
+                               "reason": "node left the cluster (its monitor is gone)",
+                               "last_seen_s": 990.0, "last_action": None})
+    got = cells(sv.build_table(snap, now_s=1003.5))
+    assert got["container"][-1] == (
+        "web-7 (unknown: node left the cluster (its monitor is gone))")
+    assert got["memory"][-1] == "-" and got["p_fail cpu"][-1] == "-"
