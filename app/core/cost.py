@@ -84,8 +84,9 @@ def propose_scale_downs(
     low_peak: dict[str, float] = {}
     decisions: list[Decision] = []
     for tier, tp in inp.prediction.tiers.items():
+        tier_text = f"{tier}"  # key_of(name, tier), with the tier formatted once
         for i, name in enumerate(inp.containers):
-            key = key_of(name, tier)
+            key = f"{name}/{tier_text}"
             p = float(tp.p_fail[i])
             limit = float(tp.limit[i])
             usage = inp.usage_of(tier, i)
@@ -104,7 +105,7 @@ def propose_scale_downs(
                 run_peak = max(state.low_peak.get(key, usage), usage)
                 low_since[key], low_peak[key] = since, run_peak
                 action, reason = _step_down(inp, cfg, state, i, tier, limit, usage, p,
-                                            now - since, run_peak)
+                                            now - since, run_peak, key)
             decisions.append(Decision(
                 now, name, tier, p, inp.threshold_of(tier, i), float(tp.time_to_limit_s[i]),
                 float(tp.forecast[i]), limit, action, reason,
@@ -121,9 +122,10 @@ def propose_scale_downs(
 def _step_down(
     inp: PolicyInput, cfg: CostConfig, state: PolicyState, i: int, tier: Tier,
     limit: float, usage: float, p: float, idle_for_s: float, run_peak: float,
+    key: str | None = None,
 ) -> tuple[ScalingAction | None, str]:
     name, now = inp.containers[i], inp.now_s
-    key = key_of(name, tier)
+    key = key_of(name, tier) if key is None else key
     low = (f"usage {fmt(tier, usage)} < {cfg.idle_usage_fraction:.0%} of limit "
            f"{fmt(tier, limit)}, p_fail {p:.2f} <= {cfg.idle_p_fail_max:.2f}")
     if idle_for_s < cfg.idle_after_s:

@@ -65,7 +65,6 @@ from app.core.policy_types import (
     PolicyInput,
     PolicyState,
     fmt,
-    key_of,
     replicas_key,
     round_up,
 )
@@ -228,9 +227,9 @@ def guard(
             else:
                 action = _resize(t, i, d.action)
         except _Blocked as why:
-            out.append(replace(d, action=None, reason=f"{d.reason}; blocked: {why}"))
+            out.append(_decision_with(d, None, f"{d.reason}; blocked: {why}"))
             continue
-        out.append(replace(d, action=action, reason=action.reason))
+        out.append(_decision_with(d, action, action.reason))
     new_state = replace(state, last_action_s=t.last, last_direction=t.direction)
     return out, new_state
 
@@ -238,7 +237,7 @@ def guard(
 def _resize(t: _Tick, i: int, a: ScalingAction) -> ScalingAction:
     cfg, inp, now = t.cfg, t.inp, t.inp.now_s
     tier, c = a.tier, a.container
-    key = key_of(c, tier)
+    key = _key(c, tier)
     old, target = float(a.old_limit), float(a.new_limit)
     if not (math.isfinite(old) and math.isfinite(target)):
         raise _Blocked(f"limit {old!r} or target {target!r} is not finite")
@@ -327,7 +326,28 @@ def _resize(t: _Tick, i: int, a: ScalingAction) -> ScalingAction:
     t.last[key] = now
     t.direction[key] = d
     reason = "; ".join([a.reason, *notes])
-    return replace(a, new_limit=float(new), reason=reason)
+    return ScalingAction(a.action_id, a.now_s, a.container, a.tier, a.old_limit, float(new),
+                         a.p_fail, a.threshold, a.time_to_limit_s, a.forecast, reason, a.kind,
+                         a.app, a.preemptive)  # = replace(a, new_limit=…, reason=…), faster
+
+
+def _decision_with(d: Decision, action: ScalingAction | None, reason: str) -> Decision:
+    """``replace(d, action=action, reason=reason)``, without ``replace``'s overhead
+    (about 3 µs of 4 per call, once per proposed action)."""
+    return Decision(d.now_s, d.container, d.tier, d.p_fail, d.threshold, d.time_to_limit_s,
+                    d.forecast, d.limit, action, reason)
+
+
+_TIER_TEXT: dict[str, str] = {}
+
+
+def _key(container: str, tier: str) -> str:
+    """``key_of(container, tier)`` with the tier's text cached (formatting a StrEnum in
+    an f-string is several times slower than a str)."""
+    text = _TIER_TEXT.get(tier)
+    if text is None:
+        text = _TIER_TEXT[tier] = f"{tier}"
+    return f"{container}/{text}"
 
 
 def _step_desc(cfg: GuardConfig, tier: str) -> str:
