@@ -28,7 +28,9 @@ outcome tracker judge it *needed* once usage passes the old 256 MiB.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import gc
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -186,6 +188,27 @@ class Plan:
         return self.features[:, F[col]]
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for the block, then back as it was.
+
+    A tick allocates a few objects per container and tier (decisions, actions, the
+    outcome tracker's records) and frees them by reference counting; with the
+    collector on, the allocations trigger hundreds of young collections per tick that
+    re-walk the large dicts and lists being built. Measured at 100k containers (CPU of
+    ``plan``): 5.4–7.1 s with it on, 3.9–4.5 s with it off plus one young collection of
+    0.23–0.41 s when it is back on. It changes no result; it only moves when cycles
+    (the tick makes none) are collected."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 class Engine:
     """Pure decision path; ``state`` is replaced (not mutated in place) by ``decide``."""
 
@@ -271,6 +294,11 @@ class Engine:
                 models: ModelLookup | None = None) -> Plan:
         """Features, prediction, thresholds and the outcome judgements (which advance the
         outcome tracker: a host that learns from them should checkpoint before acting)."""
+        with _gc_paused():
+            return self._observe(snap, book, models)
+
+    def _observe(self, snap: Snapshot, book: ThresholdBook,
+                 models: ModelLookup | None) -> Plan:
         names, apps = list(snap.names), list(snap.apps)
         feats, pred, model_of = self.predict(snap, models)
         thr = self.thresholds(book, names, apps)
@@ -281,6 +309,10 @@ class Engine:
     def propose(self, plan: Plan, snap: Snapshot) -> Plan:
         """Policy and guards over an observed plan: fills ``decisions`` and ``asks`` (and
         advances the policy state: cooldowns, hysteresis)."""
+        with _gc_paused():
+            return self._propose(plan, snap)
+
+    def _propose(self, plan: Plan, snap: Snapshot) -> Plan:
         names, apps, feats, thr = plan.names, plan.apps, plan.features, plan.thresholds
         if not names:
             return plan
@@ -320,16 +352,16 @@ class Engine:
                 judgements += st.outcomes.failure(
                     e.container, tier, e.ts_s, app=e.app or e.container,
                     owner=self.owner(e.container, e.app), detail=e.detail)
-        mem = feats[:, F["memory_usage_last_bytes"]]
-        cpu = feats[:, F["cpu_usage_cores_last"]]
+        mem = feats[:, F["memory_usage_last_bytes"]].tolist()
+        cpu = feats[:, F["cpu_usage_cores_last"]].tolist()
         reach = {}
         usage_bytes = {}
-        for i, n in enumerate(snap.names):
-            reach[(n, Tier.MEMORY)] = usage_bytes[n] = float(mem[i])
-            reach[(n, Tier.CPU)] = float(cpu[i])
-            for tier in TIERS:
-                st.outcomes.decision(n, tier, snap.now_s, float(pred.tiers[tier].p_fail[i]),
-                                     float(thr[tier][i]))
+        memory, cpu_tier = Tier.MEMORY, Tier.CPU
+        for n, m, c in zip(snap.names, mem, cpu, strict=True):
+            reach[(n, memory)] = usage_bytes[n] = m
+            reach[(n, cpu_tier)] = c
+        st.outcomes.decisions(snap.names, snap.now_s,
+                              [(tier, pred.tiers[tier].p_fail, thr[tier]) for tier in TIERS])
         judgements += st.outcomes.observe(snap.now_s, reach)
         lead = st.lead_times.observe(snap.now_s, usage_bytes, ooms)
         return judgements, lead

@@ -204,3 +204,74 @@ def test_boosting_thread_limit_uses_one_cached_controller():
     with model._threads():
         pass
     assert sm._thread_controller() is first
+
+
+# -- outcome tracker, guards' copies, GC -----------------------------------------------------
+
+
+@FAST
+@given(data=st.data())
+def test_outcome_decisions_batch_equals_one_call_per_container_and_tier(data):
+    from app.core.outcome_tracker import OutcomeConfig, OutcomeTracker
+
+    n = data.draw(st.integers(0, 6))
+    names = [f"c{i}" for i in range(n)]
+    p = st.sampled_from([0.0, 0.3, 0.5, 1.0, math.nan])
+    one, batch = OutcomeTracker(OutcomeConfig(horizon_s=20.0)), OutcomeTracker(
+        OutcomeConfig(horizon_s=20.0))
+    now = 1000.0
+    for _ in range(data.draw(st.integers(1, 5))):
+        now += data.draw(st.sampled_from([0.0, 5.0, 15.0, 30.0]))
+        ticked = [c for c in names if data.draw(st.booleans())]
+        cols = {t: (np.array([data.draw(p) for _ in ticked], dtype=float),
+                    np.array([data.draw(p) for _ in ticked], dtype=float)) for t in TIERS}
+        for i, c in enumerate(ticked):
+            for t in TIERS:
+                one.decision(c, t, now, float(cols[t][0][i]), float(cols[t][1][i]))
+        batch.decisions(ticked, now, [(t, *cols[t]) for t in TIERS])
+        assert repr(batch.to_dict()) == repr(one.to_dict())
+
+
+def test_guard_copies_carry_every_field():
+    """guards builds Decision and ScalingAction positionally (faster than replace): a new
+    field on either must be added there too."""
+    from dataclasses import fields, replace
+
+    from app.core.actions import ActionKind, Decision, ScalingAction
+    from app.core.guards import _decision_with
+
+    assert [f.name for f in fields(Decision)] == [
+        "now_s", "container", "tier", "p_fail", "threshold", "time_to_limit_s", "forecast",
+        "limit", "action", "reason"]
+    assert [f.name for f in fields(ScalingAction)] == [
+        "action_id", "now_s", "container", "tier", "old_limit", "new_limit", "p_fail",
+        "threshold", "time_to_limit_s", "forecast", "reason", "kind", "app", "preemptive"]
+    a = ScalingAction("c/memory@1", 1.0, "c", Tier.MEMORY, 1.0, 2.0, 0.6, 0.5, 3.0, 4.0, "r",
+                      ActionKind.RESIZE, "web", False)
+    d = Decision(1.0, "c", Tier.MEMORY, 0.6, 0.5, 3.0, 4.0, 1.0, a, "r")
+    assert _decision_with(d, None, "x") == replace(d, action=None, reason="x")
+
+
+def test_engine_pauses_the_collector_only_inside_the_tick():
+    import gc
+
+    rng = np.random.default_rng(2)
+    snap = Snapshot(1055.0, ["a", "b"], ["x", "y"], _window(2, rng))
+    engine = Engine(EngineConfig.from_settings(Settings()))
+    seen = []
+    real = engine._propose
+
+    def spy(plan, s):
+        seen.append(gc.isenabled())
+        return real(plan, s)
+
+    engine._propose = spy
+    assert gc.isenabled()
+    engine.plan(snap, ThresholdBook())
+    assert seen == [False] and gc.isenabled()
+    gc.disable()
+    try:
+        engine.plan(snap, ThresholdBook())
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()
