@@ -327,12 +327,14 @@ def _last(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask.any(axis=1), picked, np.nan)
 
 
-def _steps(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _steps(mask: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
     """Pair each valid position with the previous valid one.
 
     Returns ``(prev, step)``: ``prev[n, j]`` is the index of the last True of
     ``mask[n, :j]`` (clamped to 0 when there is none) and ``step[n, j]`` is True
-    where ``mask[n, j]`` and such a previous position exists.
+    where ``mask[n, j]`` and such a previous position exists. ``prev`` is ``None``
+    when every step is from the row just before (no gaps: the usual case), which
+    :func:`_delta` then computes as a plain shifted difference.
     """
     width = mask.shape[1]
     idx = np.where(mask, np.arange(width), -1)
@@ -340,11 +342,20 @@ def _steps(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     prev = np.full_like(upto, -1)
     prev[:, 1:] = upto[:, :-1]
     step = mask & (prev >= 0)
+    if width > 1 and not (step[:, 1:] & (prev[:, 1:] != np.arange(width - 1))).any():
+        return None, step
     return np.maximum(prev, 0), step
 
 
-def _delta(values: np.ndarray, prev: np.ndarray) -> np.ndarray:
-    """``values[n, j] − values[n, prev[n, j]]``."""
+def _delta(values: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
+    """``values[n, j] − values[n, prev[n, j]]``; with ``prev`` None (no gaps,
+    :func:`_steps`), ``values[n, j] − values[n, j − 1]``. Only the entries at steps
+    are meaningful (every caller masks the others): the first column is 0 (or nan)."""
+    if prev is None:
+        out = np.empty_like(values)
+        out[:, 0] = values[:, 0] - values[:, 0]
+        np.subtract(values[:, 1:], values[:, :-1], out=out[:, 1:])
+        return out
     return values - np.take_along_axis(values, prev, axis=1)
 
 

@@ -34,7 +34,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -123,8 +123,11 @@ class _Up:
     by_usage: bool  # RESIZE: judged by usage too; SCALE_OUT: by failures only
 
 
-@dataclass(frozen=True)
-class _Seen:
+class _Seen(NamedTuple):
+    """One decision the tracker remembers (same fields, repr and equality as the frozen
+    dataclass it was; a tuple of floats is ~4× cheaper to make, and the garbage
+    collector stops tracking it — there are 2 × containers × H / interval of them)."""
+
     t_s: float
     p_fail: float
     threshold: float

@@ -275,3 +275,47 @@ def test_engine_pauses_the_collector_only_inside_the_tick():
         assert not gc.isenabled()  # left as the caller had it
     finally:
         gc.enable()
+
+
+# -- features: the shifted difference when a metric has no gaps ---------------------------------
+
+
+def _old_steps(mask):
+    width = mask.shape[1]
+    idx = np.where(mask, np.arange(width), -1)
+    upto = np.maximum.accumulate(idx, axis=1) if width else idx
+    prev = np.full_like(upto, -1)
+    prev[:, 1:] = upto[:, :-1]
+    step = mask & (prev >= 0)
+    return np.maximum(prev, 0), step
+
+
+def _old_delta(values, prev):
+    return values - np.take_along_axis(values, prev, axis=1)
+
+
+@FAST
+@given(data=st.data())
+def test_features_equal_the_gather_everywhere_version(data):
+    import app.core.features as fm
+
+    n, w = data.draw(st.integers(1, 6)), data.draw(st.integers(1, 14))
+    recent = data.draw(st.integers(2, 6))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    win = np.abs(rng.normal(size=(n, w, len(METRICS)))) * 100
+    win[:, :, M["ts_s"]] = 1000.0 + 5 * np.arange(w)
+    for name in ("cpu_usage_s_total", "cpu_periods_total", "cpu_throttled_periods_total",
+                 "oom_kills_total", "memory_pressure_full_s_total"):
+        win[:, :, M[name]] = np.cumsum(win[:, :, M[name]], axis=1)
+    holes = data.draw(st.sampled_from([0.0, 0.0, 0.1, 0.4]))
+    win[rng.random(win.shape) < holes] = np.nan  # missing readings and absent rows (gaps)
+    for i, k in enumerate(rng.integers(0, w + 1, n) * (rng.random(n) < 0.3)):
+        win[i, :k] = np.nan  # a young container: absent rows at the start
+    got = fm.compute_features(win, recent_steps=recent)
+    saved = fm._steps, fm._delta
+    fm._steps, fm._delta = _old_steps, _old_delta
+    try:
+        want = fm.compute_features(win, recent_steps=recent)
+    finally:
+        fm._steps, fm._delta = saved
+    assert got.tobytes() == want.tobytes()
