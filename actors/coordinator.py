@@ -184,6 +184,7 @@ class Coordinator:
         self.metrics = CoordinatorMetrics(max_containers=1000, window_s=3600.0)
         self._pending_collect: dict[str, Any] = {}  # monitor → its unanswered collect()
         self._monitors: dict[str, Any] = {}
+        self._metrics_s = 0.0
         self._restore()
 
     # -- persistence -------------------------------------------------------------
@@ -225,8 +226,9 @@ class Coordinator:
         pool = ray.get_actor(names.POOL, namespace=self.s.ray.namespace)
         wait_ready(pool)  # a pool manager that Ray is restarting: wait for it
         records = self._resume_inflight(pool)  # a tick cut short: finish it first
+        lap = _Laps(t0)
         shards, unknown = self._gather()  # collect, all monitors in parallel
-        t_gather = time.perf_counter()
+        lap("gather")
         snap, route, merged = merge_shards(
             shards, (self.s.loop.window_steps, len(METRICS)))
         apps = dict(zip(snap.names, snap.apps, strict=True))
@@ -239,7 +241,7 @@ class Coordinator:
             self._checkpoint()
         if self.s.mode is not Mode.OFF:
             self.engine.propose(plan, snap)  # decide
-        t_plan = time.perf_counter()
+        lap("plan")
         pool.observe.remote(self._limits(plan.names, plan.prediction), snap.now_s,
                             merged["nodes"], {n: r[0] for n, r in route.items()},
                             dict(snap.replicas))
@@ -248,13 +250,16 @@ class Coordinator:
         if plan.asks:
             commit = self.s.mode is Mode.AUTO
             arb = ray.get(pool.arbitrate.remote(plan.asks, [], snap.now_s, commit))  # arbitrate
+            lap("arbitrate")
             records += [_decision_record(d, apps.get(d.container, "")) for d in plan.decisions
                         if d.action is not None or d.p_fail >= d.threshold]
             self._write_inflight(plan, arb, route, records, commit)  # the intent, durable
             tick_records += records
             self.log.append(records)  # durable before acting
             self._mark_inflight_logged()
+            lap("log")
             results, records = self._act(plan.asks, arb, commit, route, pool, apps)  # apply
+            lap("act")
             self.engine.settle(snap.now_s, list(zip(plan.asks, results, strict=True)),
                                live=plan.names)
         else:
@@ -267,8 +272,10 @@ class Coordinator:
         self._checkpoint()
         jsonfile.remove(self.data_dir / INFLIGHT)
         self._maintain_history(snap.now_s)
+        lap("record")
+        rows = self._write_status(plan, merged, time.perf_counter() - t0, unknown)
+        lap("status")
         tick_s = time.perf_counter() - t0
-        rows = self._write_status(plan, merged, tick_s, unknown)
         summary = {
             "tick": self.tick,
             "now_s": snap.now_s,
@@ -280,11 +287,13 @@ class Coordinator:
             "actions": [r.status.value for r in results],
             "errors": merged["errors"],
             "tick_s": tick_s,
-            # where the tick's time went: gather (all monitors, in parallel), the engine
-            # (features, predict, judge, decide), the rest (arbitrate, log, act, record)
-            "stages_s": {"gather": t_gather - t0, "plan": t_plan - t_gather,
-                         "rest": t0 + tick_s - t_plan},
+            # where the tick's time went: gather (all monitors, in parallel), plan (the
+            # engine: features, predict, judge, decide), arbitrate, log (intent and
+            # decisions, fsynced), act, record (results, checkpoint), status; metrics_prev:
+            # the previous tick's metrics export, which runs after the summary is made
+            "stages_s": {**lap.stages, "metrics_prev": self._metrics_s},
         }
+        t_metrics = time.perf_counter()
         try:  # metrics never stop the loop
             self.metrics.record_tick(
                 {**summary, "dropped": merged["dropped"],
@@ -295,6 +304,7 @@ class Coordinator:
         except ValueError as exc:
             self.log.append([{"kind": "event", "ts_s": snap.now_s, "container": "_metrics",
                               "app": "", "event": "metrics_error", "reason": str(exc)}])
+        self._metrics_s = time.perf_counter() - t_metrics
         return summary
 
     # -- gather --------------------------------------------------------------------
@@ -625,6 +635,19 @@ class Coordinator:
 
     def ping(self) -> int:
         return self.tick
+
+
+class _Laps:
+    """Stage timer of a tick: ``lap("plan")`` records the time since the previous lap."""
+
+    def __init__(self, t0: float) -> None:
+        self.last = t0
+        self.stages: dict[str, float] = {}
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.stages[stage] = now - self.last
+        self.last = now
 
 
 def _confirmed(actions, results: dict[str, ActionResult]) -> list[tuple[str, str, float]]:

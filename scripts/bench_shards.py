@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+STAGES = ("gather", "plan", "arbitrate", "log", "act", "record", "status", "metrics_prev")
+
 
 def slope(xs: list[float], ys: list[float]) -> float:
     """Least-squares slope of ys on xs (see the module docstring's example)."""
@@ -89,8 +91,8 @@ def measure(k: int, n_per_shard: int, ticks: int, window_steps: int) -> dict:
             time.sleep(0.5)
     assert all(o["monitors"] == k for o in out), "a monitor did not answer"
     ms = [o["tick_s"] * 1000 for o in out]
-    stage = {st: statistics.median(o["stages_s"][st] * 1000 for o in out)
-             for st in ("gather", "plan", "rest")}
+    stage = {st: statistics.median(o["stages_s"].get(st, 0.0) * 1000 for o in out)
+             for st in STAGES}
     return {"shards": k, "containers": k * n_per_shard, "tick_ms_p50": statistics.median(ms),
             "tick_ms_p90": float(np.percentile(ms, 90)), "stages_ms_p50": stage,
             "actions": sum(len(o["actions"]) for o in out)}
@@ -138,22 +140,20 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(f"fixed total ({a.total} containers):")
-    print("| shards | containers/shard | tick p50 ms | p90 ms | gather | engine | rest "
-          "| ratio to 1 shard |")
-    print("|---|---|---|---|---|---|---|---|")
+    head = " | ".join(STAGES)
+    print(f"| shards | containers/shard | tick p50 ms | p90 ms | {head} | ratio to 1 shard |")
+    print("|---" * (len(STAGES) + 5) + "|")
     for r in fixed_total:
-        st = r["stages_ms_p50"]
+        st = " | ".join(f"{r['stages_ms_p50'][x]:.1f}" for x in STAGES)
         print(f"| {r['shards']} | {r['containers'] // r['shards']} | {r['tick_ms_p50']:.1f} | "
-              f"{r['tick_ms_p90']:.1f} | {st['gather']:.1f} | {st['plan']:.1f} | "
-              f"{st['rest']:.1f} | {r['ratio_to_one_shard']:.2f} |")
+              f"{r['tick_ms_p90']:.1f} | {st} | {r['ratio_to_one_shard']:.2f} |")
     print(f"\nfixed per shard ({a.per_shard} containers each):")
-    print("| shards | containers | tick p50 ms | p90 ms | gather | engine | rest |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"| shards | containers | tick p50 ms | p90 ms | {head} |")
+    print("|---" * (len(STAGES) + 4) + "|")
     for r in fixed_per:
-        st = r["stages_ms_p50"]
+        st = " | ".join(f"{r['stages_ms_p50'][x]:.1f}" for x in STAGES)
         print(f"| {r['shards']} | {r['containers']} | {r['tick_ms_p50']:.1f} | "
-              f"{r['tick_ms_p90']:.1f} | {st['gather']:.1f} | {st['plan']:.1f} | "
-              f"{st['rest']:.1f} |")
+              f"{r['tick_ms_p90']:.1f} | {st} |")
     print(f"\nper-shard cost (slope, fixed per shard): {result['per_shard_cost_ms']:.1f} ms; "
           f"sharding overhead (slope, fixed total): "
           f"{result['sharding_overhead_ms_per_shard']:.1f} ms per shard; "

@@ -95,7 +95,10 @@ class LeadTimeTracker:
         return out
 
     def to_list(self) -> list[dict[str, Any]]:
-        return [asdict(p) for p in self.pending]
+        # by hand: dataclasses.asdict deep-copies and costs ~15 µs per item per checkpoint
+        return [{"action_id": p.action_id, "container": p.container,
+                 "t_action_s": p.t_action_s, "old_limit_bytes": p.old_limit_bytes,
+                 "applied": p.applied} for p in self.pending]
 
     def load(self, items: list[dict[str, Any]]) -> None:
         self.pending = [Pending(**d) for d in items]
