@@ -7,7 +7,11 @@ work): each test keeps the previous implementation as a reference and compares.
   container;
 - ``Engine.predict`` calls each distinct model once, with the same probabilities as
   one call per app;
-- the boosting model's thread limit uses one cached ``ThreadpoolController``.
+- the boosting model's thread limit uses one cached ``ThreadpoolController``;
+- ``OutcomeTracker.decisions`` leaves the state per-container ``decision`` calls left;
+- the guards' positional copies carry every field of ``Decision`` and ``ScalingAction``;
+- the engine pauses the garbage collector only inside the tick;
+- the features' shifted difference (no gaps) equals the ``take_along_axis`` gather.
 """
 
 from __future__ import annotations
