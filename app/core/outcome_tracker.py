@@ -289,10 +289,15 @@ class OutcomeTracker:
     # -- state -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
-            "pending": [{**asdict(u), "tier": u.tier.value} for u in self.pending],
+            # by hand, not dataclasses.asdict (a deep copy: ~15 µs per item per checkpoint)
+            "pending": [{"action_id": u.action_id, "container": u.container, "app": u.app,
+                         "owner": u.owner, "tier": u.tier.value, "t_s": u.t_s,
+                         "old_limit": u.old_limit, "p_fail": u.p_fail,
+                         "threshold": u.threshold, "applied": u.applied,
+                         "by_usage": u.by_usage} for u in self.pending],
             "ups": [[c, t.value, v] for (c, t), v in self.ups.items()],
-            "seen": [[c, t.value, [[s.t_s, s.p_fail, s.threshold] for s in v]]
-                     for (c, t), v in self.seen.items()],
+            # each entry a (t_s, p_fail, threshold) tuple, a JSON array
+            "seen": [[c, t.value, list(v)] for (c, t), v in self.seen.items()],
             "owners": dict(self.owners),
         }
 

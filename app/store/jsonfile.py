@@ -21,6 +21,8 @@ _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE
 def _default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
+    if isinstance(obj, tuple):  # a NamedTuple (orjson writes only plain tuples as arrays)
+        return list(obj)
     raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
 
 
