@@ -45,13 +45,15 @@ would have released the reservation (free back to 1 GiB).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from app.core.actions import ActionKind, PoolVerdict, ScalingAction, Verdict
 from app.core.sample import Tier
 
+_ALL = "\x00all"  # key of the all-nodes total (no node has this name)
 _EPS = 1e-9  # relative tolerance: 1.5 − 1.41 must still fit an ask of 0.09
 DEFAULT_NODE = "local"  # the node of a pool built from one Capacity
 
@@ -161,6 +163,10 @@ class Pool:
         self.placement: dict[str, str] = {}  # container → node (multi-node pools)
         self.replicas: dict[str, int] = {}  # container → replicas, when not 1
         self.reservations: dict[tuple[str, Tier], Reservation] = {}
+        # granted totals per (tier, node) and (tier, _ALL): built on first use, then kept
+        # up to date by every change of one container (_changing), so that a tick's asks
+        # cost O(1) each, not O(containers); None = rebuild (nodes changed, assign)
+        self._totals: dict[tuple[Tier, str | None], float] | None = None
 
     # -- totals (compatible with the single-node pool) -------------------------------
     @property
@@ -200,9 +206,42 @@ class Pool:
                    for n in self._nodes(node))
 
     def granted(self, tier: Tier, node: str | None = None) -> float:
-        names = set(self._nodes(node))
-        return sum(self.allocation(c, tier) for c in self.grants[tier]
-                   if self.node_of(c) in names or (node is None))
+        """Σ allocation of the containers on ``node`` (of all containers when None)."""
+        self._nodes(node)
+        if self._totals is None:
+            self._totals = self._build_totals()
+        return self._totals.get((tier, _ALL if node is None else node), 0.0)
+
+    def _contrib(self, container: str) -> list[tuple[Tier, str | None, float]]:
+        n = self.node_of(container)
+        return [(t, n, self.allocation(container, t)) for t in Tier
+                if container in self.grants[t]]
+
+    def _build_totals(self) -> dict[tuple[Tier, str | None], float]:
+        tot: dict[tuple[Tier, str | None], float] = {}
+        for t in Tier:
+            for c in self.grants[t]:
+                a = self.allocation(c, t)
+                n = self.node_of(c)
+                tot[(t, n)] = tot.get((t, n), 0.0) + a
+                tot[(t, _ALL)] = tot.get((t, _ALL), 0.0) + a
+        return tot
+
+    @contextmanager
+    def _changing(self, container: str) -> Iterator[None]:
+        """Wrap one container's change of grants, placement or replicas: moves its
+        contribution in the totals from before to after."""
+        before = self._contrib(container) if self._totals is not None else None
+        yield
+        tot = self._totals
+        if tot is None or before is None:
+            return
+        for t, n, a in before:
+            tot[(t, n)] -= a
+            tot[(t, _ALL)] -= a
+        for t, n, a in self._contrib(container):
+            tot[(t, n)] = tot.get((t, n), 0.0) + a
+            tot[(t, _ALL)] = tot.get((t, _ALL), 0.0) + a
 
     def reserved(self, tier: Tier, node: str | None = None,
                  exclude: tuple[str, Tier] | None = None) -> float:
@@ -242,11 +281,12 @@ class Pool:
                 f"pool: container {container!r} is not placed; name its node "
                 f"(nodes: {sorted(self.nodes)})")
         self._nodes(where)
-        self.grants[tier][container] = float(limit)
-        if len(self.nodes) > 1 or node is not None:
-            self.placement[container] = where
-        if replicas is not None:
-            self._set_replicas(container, replicas)
+        with self._changing(container):
+            self.grants[tier][container] = float(limit)
+            if len(self.nodes) > 1 or node is not None:
+                self.placement[container] = where
+            if replicas is not None:
+                self._set_replicas(container, replicas)
 
     def _set_replicas(self, container: str, replicas: int) -> None:
         if replicas == 1:
@@ -256,14 +296,17 @@ class Pool:
 
     def forget(self, container: str) -> None:
         """The container is gone: drop its grants, placement and reservations."""
-        for tier in Tier:
-            self.release(container, tier)
-        self.placement.pop(container, None)
-        self.replicas.pop(container, None)
+        with self._changing(container):
+            for tier in Tier:
+                self.grants[tier].pop(container, None)
+                self.reservations.pop((container, tier), None)
+            self.placement.pop(container, None)
+            self.replicas.pop(container, None)
 
     def release(self, container: str, tier: Tier) -> None:
         """Drop the container's grant and reservation of one tier."""
-        self.grants[tier].pop(container, None)
+        with self._changing(container):
+            self.grants[tier].pop(container, None)
         self.reservations.pop((container, tier), None)
 
     # -- reservations ----------------------------------------------------------------
@@ -370,12 +413,13 @@ class Pool:
                 f"pool: needs {_fmt(t, f.needs[t])}, {_fmt(t, max(f.room[t], 0.0))} free "
                 f"of {_fmt(t, self.grantable(t, f.node))} grantable{self._on(f.node)}{note}")
         c = ask.container
-        if ask.kind is ActionKind.SCALE_OUT:
-            self._set_replicas(c, int(ask.new_limit))
-        else:
-            self.grants[ask.tier][c] = float(ask.new_limit)
-        if len(self.nodes) > 1:
-            self.placement[c] = f.node
+        with self._changing(c):
+            if ask.kind is ActionKind.SCALE_OUT:
+                self._set_replicas(c, int(ask.new_limit))
+            else:
+                self.grants[ask.tier][c] = float(ask.new_limit)
+            if len(self.nodes) > 1:
+                self.placement[c] = f.node
         for tier, need in f.needs.items():
             mine = self.reservations.get((c, tier))
             if need > 0 and mine is not None and mine.node == f.node:
@@ -425,6 +469,7 @@ class Pool:
             if not (math.isfinite(cap) and cap > 0) or not (math.isfinite(res) and res >= 0):
                 raise ValueError(f"pool: node {node!r}: capacity must be > 0 and reserve >= 0 "
                                  f"({tier.value}: capacity {cap!r}, reserve {res!r})")
+        self._totals = None  # an unplaced container's node may change with the node count
         self.nodes[node] = capacity
         self.reserves[node] = reserve
         self.warm[node] = warm or ZERO
@@ -442,6 +487,7 @@ class Pool:
         for key in [k for k, r in self.reservations.items() if r.node == node]:
             del self.reservations[key]
         del self.nodes[node], self.reserves[node], self.warm[node]
+        self._totals = None
         return gone
 
     # -- state -----------------------------------------------------------------------
@@ -451,10 +497,12 @@ class Pool:
         new.reserves = dict(self.reserves)
         new.warm = dict(self.warm)
         new.assign(self)
+        new._totals = dict(self._totals) if self._totals is not None else None
         return new
 
     def assign(self, other: Pool) -> None:
         """Take ``other``'s allocations (grants, placement, replicas, reservations)."""
+        self._totals = None
         self.grants = {t: dict(other.grants[t]) for t in Tier}
         self.placement = dict(other.placement)
         self.replicas = dict(other.replicas)

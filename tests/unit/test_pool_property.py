@@ -57,7 +57,20 @@ def pool_used(p: Pool, node: str, t: Tier) -> float:
     return used
 
 
+def assert_totals_match_the_raw_dicts(p: Pool) -> None:
+    """The pool's incrementally kept granted totals equal a fresh sum (to float noise)."""
+    for t in Tier:
+        for node in p.nodes:
+            fresh = sum(limit * p.replicas.get(c, 1) for c, limit in p.grants[t].items()
+                        if p.node_of(c) == node and math.isfinite(limit))
+            assert p.granted(t, node) == pytest.approx(fresh, rel=1e-12, abs=1e-6)
+        everything = sum(limit * p.replicas.get(c, 1) for c, limit in p.grants[t].items()
+                         if math.isfinite(limit))
+        assert p.granted(t) == pytest.approx(everything, rel=1e-12, abs=1e-6)
+
+
 def assert_no_overcommit(p: Pool) -> None:
+    assert_totals_match_the_raw_dicts(p)
     for node, cap in NODES.items():
         for t in Tier:
             limit = cap.of(t) - RESERVE[node].of(t)
