@@ -20,7 +20,8 @@ Two modes per N:
 - ``learned``: every app served by one calibrated ``hist_gradient_boosting`` model
   (``app.models``; 60 iterations, 1 thread) trained on a separate synthetic fleet of
   the same generator, passed as ``models=lambda app: AppModel(...)``. The engine calls
-  it once per app on that app's rows (20 calls).
+  it once per distinct model over all the rows it serves (1 call; it was one per app,
+  20 calls, before the engine grouped them).
 
 Stages, all measured inside the same ``plan`` call (the engine's own functions are
 wrapped with timers, nothing else changes):
