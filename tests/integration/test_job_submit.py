@@ -35,7 +35,10 @@ def head(tmp_path_factory):
     # test's ray.init() joins this cluster (and socket paths stay under 107 bytes)
     ray_tmp = tempfile.mkdtemp(prefix="rj", dir="/tmp")
     port, dash = free_port(), free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    # the job's `python` is looked up on the head's PATH: this interpreter's first (CI runs
+    # the venv's pytest without activating the venv)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     log = (tmp / "head.log").open("w")
     proc = subprocess.Popen(
         [RAY, "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}",
