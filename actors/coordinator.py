@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayError
+from ray.exceptions import RayError
 
 from actors import names
 from actors.metrics import CoordinatorMetrics
@@ -185,6 +185,7 @@ class Coordinator:
         self._pending_collect: dict[str, Any] = {}  # monitor → its unanswered collect()
         self._monitors: dict[str, Any] = {}
         self._metrics_s = 0.0
+        self._inflight: dict[str, Any] = {}
         self._restore()
 
     # -- persistence -------------------------------------------------------------
@@ -225,7 +226,7 @@ class Coordinator:
         t0 = time.perf_counter()
         pool = ray.get_actor(names.POOL, namespace=self.s.ray.namespace)
         wait_ready(pool)  # a pool manager that Ray is restarting: wait for it
-        records = self._resume_inflight(pool)  # a tick cut short: finish it first
+        self._resume_inflight(pool)  # a tick cut short: finish it first
         lap = _Laps(t0)
         shards, unknown = self._gather()  # collect, all monitors in parallel
         lap("gather")
@@ -233,7 +234,7 @@ class Coordinator:
             shards, (self.s.loop.window_steps, len(METRICS)))
         apps = dict(zip(snap.names, snap.apps, strict=True))
         lost = self._mark_seen(snap, route, unknown, pool)
-        records += self._event_records(snap.events)
+        records = self._event_records(snap.events)
         plan = self.engine.observe(  # featurise, predict, judge
             snap, self.thresholds.book(), models=self._model_lookup(records, snap.now_s))
         records += self._judgement_records(plan, apps)  # thresholds learn from them
@@ -247,25 +248,22 @@ class Coordinator:
                             dict(snap.replicas))
         tick_records: list[dict[str, Any]] = []
         results: list[ActionResult] = []
+        records += [_decision_record(d, apps.get(d.container, "")) for d in plan.decisions
+                    if d.action is not None or d.p_fail >= d.threshold]
         if plan.asks:
             commit = self.s.mode is Mode.AUTO
             arb = ray.get(pool.arbitrate.remote(plan.asks, [], snap.now_s, commit))  # arbitrate
             lap("arbitrate")
-            records += [_decision_record(d, apps.get(d.container, "")) for d in plan.decisions
-                        if d.action is not None or d.p_fail >= d.threshold]
-            self._write_inflight(plan, arb, route, records, commit)  # the intent, durable
+            routes = self._write_inflight(plan, arb, route, records, commit)  # durable intent
             tick_records += records
             self.log.append(records)  # durable before acting
             self._mark_inflight_logged()
             lap("log")
-            results, records = self._act(plan.asks, arb, commit, route, pool, apps)  # apply
+            results, records = self._act(plan.asks, arb, commit, routes, route, pool,
+                                         apps)  # apply
             lap("act")
-            self.engine.settle(snap.now_s, list(zip(plan.asks, results, strict=True)),
-                               live=plan.names)
-        else:
-            records += [_decision_record(d, apps.get(d.container, "")) for d in plan.decisions
-                        if d.p_fail >= d.threshold]
-            self.engine.settle(snap.now_s, [], live=plan.names)
+        self.engine.settle(snap.now_s, list(zip(plan.asks, results, strict=True)),
+                           live=plan.names)
         tick_records += records
         self.log.append(records)  # record
         self.tick += 1
@@ -426,18 +424,22 @@ class Coordinator:
                  "event": e.kind.value, "reason": e.detail} for e in events]
 
     # -- acting ----------------------------------------------------------------------
-    def _workloads(self) -> tuple[Any, dict[str, str]]:
-        """The workload actuators and the containers they manage (none if not running)."""
+    def _workloads(self) -> Any | None:
+        """The workload actuators actor, if it runs."""
         try:
-            h = ray.get_actor(names.WORKLOADS, namespace=self.s.ray.namespace)
-            return h, ray.get(h.names.remote(), timeout=10)
-        except (ValueError, RayActorError, GetTimeoutError):
-            return None, {}
+            return ray.get_actor(names.WORKLOADS, namespace=self.s.ray.namespace)
+        except ValueError:
+            return None
 
     def _routes(self, actions: list[ScalingAction], route: dict[str, tuple[str, str]]
                 ) -> dict[str, str]:
-        """action id → where it goes: the workload actuators, or a node's monitor."""
-        _, managed = self._workloads()
+        """action id → where it goes: the workload actuators (for the containers they
+        manage), or the monitor of the container's node. One ``names()`` call."""
+        h = self._workloads() if actions else None
+        try:
+            managed = ray.get(h.names.remote(), timeout=10) if h is not None else {}
+        except RayError:  # dead or stuck: its containers get no route, hence FAILED
+            managed = {}
         out = {}
         for a in actions:
             if a.container in managed:
@@ -459,7 +461,7 @@ class Coordinator:
         for target, acts in by_target.items():
             handle = None
             if target == WORKLOADS_ROUTE:
-                handle = self._workloads()[0]
+                handle = self._workloads()
             elif target:
                 handle = self._monitors.get(target)
             if handle is None:
@@ -485,37 +487,44 @@ class Coordinator:
                                                     r.old_limit, r.new_limit, r.reason)
         return results
 
-    def _write_inflight(self, plan: Plan, arb, route, decision_records, commit: bool) -> None:
+    def _write_inflight(self, plan: Plan, arb, route, decision_records, commit: bool
+                        ) -> dict[str, str]:
         """The tick's intent, durable before anything is applied (and the engine state
-        with the cooldowns these actions start)."""
+        with the cooldowns these actions start). Returns the actions' routes."""
         todo = list(arb.reclaims) + [a for a in plan.asks
                                      if arb.verdict(a.action_id).verdict is Verdict.GRANTED]
+        if not commit:
+            todo = []
+        routes = self._routes(todo, route)
         self._checkpoint()
-        jsonfile.write_atomic(self.data_dir / INFLIGHT, {
+        self._inflight = {
             "run_id": self.run_id, "now_s": plan.now_s, "commit": commit,
-            "actions": [a.to_dict() for a in todo] if commit else [],
-            "routes": self._routes(todo, route) if commit else {},
+            "actions": [a.to_dict() for a in todo], "routes": routes,
+            # qualified names (seen on two nodes) → the name their monitor knows
+            "local": {a.container: route[a.container][1] for a in todo
+                      if a.container in route and route[a.container][1] != a.container},
             "apps": {n: a for n, a in zip(plan.names, plan.apps, strict=True)},
             "decisions": decision_records, "logged": False,
-        })
+        }
+        jsonfile.write_atomic(self.data_dir / INFLIGHT, self._inflight)
+        return routes
 
     def _mark_inflight_logged(self) -> None:
-        saved = jsonfile.read(self.data_dir / INFLIGHT)
-        if saved:
-            jsonfile.write_atomic(self.data_dir / INFLIGHT, {**saved, "logged": True})
+        jsonfile.write_atomic(self.data_dir / INFLIGHT, {**self._inflight, "logged": True})
 
-    def _resume_inflight(self, pool: Any) -> list[dict[str, Any]]:
+    def _resume_inflight(self, pool: Any) -> None:
         """Finish a tick that was cut short (the coordinator was killed mid-tick): log its
         decisions if they were not, re-send its actions with the same ids (an actuator
         that applied one returns what it did then) and log the results."""
         saved = jsonfile.read(self.data_dir / INFLIGHT)
         if not saved or saved.get("run_id") != self.run_id:
-            return []
+            return
         if not saved["logged"]:
             self.log.append(saved["decisions"])
         actions = [_action_from_dict(d) for d in saved["actions"]]
         self.monitors()
-        results = self._dispatch(actions, saved["routes"], {})
+        results = self._dispatch(actions, saved["routes"],
+                                 {c: ("", local) for c, local in saved["local"].items()})
         records = []
         for a in actions:
             r = results[a.action_id]
@@ -527,9 +536,8 @@ class Coordinator:
         self.log.append(records)
         self._checkpoint()
         jsonfile.remove(self.data_dir / INFLIGHT)
-        return []
 
-    def _act(self, asks, arb, commit, route, pool, apps):
+    def _act(self, asks, arb, commit, routes, route, pool, apps):
         """Apply what the pool granted (reclaims from idle containers first), in auto mode;
         turn every verdict into a result and a logged action with its explanation."""
         verdicts = {v.action_id: v for v in arb.verdicts}
@@ -537,8 +545,7 @@ class Coordinator:
         records: list[dict[str, Any]] = []
         dropped: set[str] = set()
         if commit and arb.reclaims:
-            got = self._dispatch(list(arb.reclaims), self._routes(list(arb.reclaims), route),
-                                 route)
+            got = self._dispatch(list(arb.reclaims), routes, route)
             for a in arb.reclaims:
                 r = got[a.action_id]
                 records.append(_action_record(a, r, arb.explanations.get(a.action_id, ""),
@@ -549,7 +556,7 @@ class Coordinator:
         granted = [a for a in asks if verdicts[a.action_id].verdict is Verdict.GRANTED
                    and a.action_id not in dropped]
         if commit and granted:
-            applied = self._dispatch(granted, self._routes(granted, route), route)
+            applied = self._dispatch(granted, routes, route)
         results = []
         for a in asks:
             v = verdicts[a.action_id]

@@ -63,8 +63,8 @@ class Monitor:
         self.applied: OrderedDict[str, ActionResult] = OrderedDict()
         # a write the kernel refused (e.g. EBUSY: usage above the new memory limit for a
         # moment) is tried again shortly; then it fails loudly (logged, FAILED result)
-        self._retrying = RetryingActuator(_Adapter(), RetryPolicy(
-            max_attempts=3, base_delay_s=0.05, max_delay_s=0.2, max_total_s=1.0))
+        self._retry = RetryPolicy(max_attempts=3, base_delay_s=0.05, max_delay_s=0.2,
+                                  max_total_s=1.0)
 
     def collect(self) -> dict[str, Any]:
         """Sample every container once; return the window ``[N, W, M]`` and what happened."""
@@ -117,11 +117,12 @@ class Monitor:
         """Apply each action once (by ``action_id``); report what the kernel really set."""
         results = []
         by_name = {c.name: c for c in self.cgroups.containers()} if self.cgroups else {}
+        writes = RetryingActuator(_Writes(self._apply_one, by_name), self._retry)
         for a in actions:
             if a.action_id in self.applied:
                 results.append(self.applied[a.action_id])
                 continue
-            results.append(self._retrying.apply(_One(a, by_name, self._apply_one)))
+            results.append(writes.apply(a))
             self.applied[a.action_id] = results[-1]
             while len(self.applied) > _REMEMBERED_ACTIONS:
                 self.applied.popitem(last=False)
@@ -179,23 +180,17 @@ def _workloads_lister(namespace: str):
     return lister
 
 
-class _One:
-    """One action bound to how the monitor applies it (for :class:`RetryingActuator`)."""
+class _Writes:
+    """This call's cgroups (read once per ``apply``) bound to the monitor's write of one
+    action, as an actuator that :class:`RetryingActuator` can wrap."""
 
-    __slots__ = ("action", "by_name", "fn")
-
-    def __init__(self, action: ScalingAction, by_name: dict, fn) -> None:
-        self.action, self.by_name, self.fn = action, by_name, fn
-
-    def __getattr__(self, name: str):  # the retry wrapper reads the action's fields
-        return getattr(self.action, name)
-
-
-class _Adapter:
     kind = "cgroup"
 
-    def apply(self, one: _One) -> ActionResult:
-        return one.fn(one.action, one.by_name)
+    def __init__(self, apply_one, by_name: dict) -> None:
+        self.apply_one, self.by_name = apply_one, by_name
+
+    def apply(self, action: ScalingAction) -> ActionResult:
+        return self.apply_one(action, self.by_name)
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)

@@ -466,11 +466,7 @@ class PredictionService:
     def __init__(self, settings: Settings, config: ServeUserConfig | None = None,
                  *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
-        p = settings.predictor
-        self.predictor = TrendExhaustionPredictor(
-            horizon_s=p.horizon_s, min_samples=p.min_samples,
-            sigma_floor_fraction=p.sigma_floor_fraction, cpu_busy_fraction=p.cpu_busy_fraction,
-        )
+        self.predictor = TrendExhaustionPredictor.from_settings(settings.predictor)
         self.model_tier = Tier(settings.models.tier)
         self.clock = clock
         self._models_lock = threading.Lock()

@@ -33,15 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from actors import runtime
-    from app.settings import Mode, Settings, load_settings
+    from app.settings import Mode, load_settings
 
-    d = load_settings().model_dump()
-    d.update(mode=Mode.AUTO, data_dir=tempfile.mkdtemp(prefix="actor-cost-"))
-    d["cgroup"]["roots"] = []
-    d["sources"].update(simulated=n)
-    d["models"].update(enabled=False)
-    d["ray"].update(namespace="prescale-actor-cost")
-    s = Settings.model_validate(d)
+    s = load_settings(  # configs/local.toml, with these keys changed
+        None, mode=Mode.AUTO, data_dir=tempfile.mkdtemp(prefix="actor-cost-"),
+        cgroup={"roots": []}, sources={"simulated": n}, models={"enabled": False},
+        ray={"namespace": "prescale-actor-cost"})
     ray.init(address="local", num_cpus=2, include_dashboard=False,
              namespace=s.ray.namespace, log_to_driver=False)
     try:

@@ -48,18 +48,15 @@ def slope(xs: list[float], ys: list[float]) -> float:
 
 
 def _settings(n_per_shard: int, data_dir: Path, window_steps: int):
-    from app.settings import Mode, Settings, load_settings
+    from app.settings import Mode, load_settings
 
-    d = load_settings().model_dump()
-    d.update(mode=Mode.AUTO, data_dir=data_dir)
-    d["loop"].update(window_steps=window_steps, collect_timeout_s=30.0)
-    d["cgroup"]["roots"] = []
-    d["sources"].update(simulated=n_per_shard)
-    d["ray"].update(namespace="prescale-bench-shards")
-    d["models"].update(enabled=False)
-    # the simulated hosts are all this host: give the pool room for every shard's containers
-    d["pool"].update(capacity_memory_bytes=1 << 50, capacity_cpu_cores=4096)
-    return Settings.model_validate(d)
+    return load_settings(  # configs/local.toml, with these keys changed
+        None, mode=Mode.AUTO, data_dir=data_dir,
+        loop={"window_steps": window_steps, "collect_timeout_s": 30.0},
+        cgroup={"roots": []}, sources={"simulated": n_per_shard},
+        ray={"namespace": "prescale-bench-shards"}, models={"enabled": False},
+        # the simulated hosts are all this host: room in the pool for every shard's containers
+        pool={"capacity_memory_bytes": 1 << 50, "capacity_cpu_cores": 4096})
 
 
 def measure(k: int, n_per_shard: int, ticks: int, window_steps: int) -> dict:

@@ -94,10 +94,7 @@ class EngineConfig:
         """From a :class:`app.settings.Settings` (duck-typed, so the core stays free of it)."""
         p, t = s.predictor, s.thresholds
         return cls(
-            predictor=TrendExhaustionPredictor(
-                horizon_s=p.horizon_s, min_samples=p.min_samples,
-                sigma_floor_fraction=p.sigma_floor_fraction,
-                cpu_busy_fraction=p.cpu_busy_fraction),
+            predictor=TrendExhaustionPredictor.from_settings(p),
             policy=PolicyConfig.from_settings(s.policy, s.cost),
             outcome=OutcomeConfig(horizon_s=t.outcome_horizon_s or p.horizon_s,
                                   cpu_reach_fraction=p.cpu_busy_fraction),

@@ -57,6 +57,7 @@ Containers with ``n_samples < min_samples`` get p_fail = 0 on every tier.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.special import ndtr
@@ -115,6 +116,13 @@ class TrendExhaustionPredictor:
         self.min_samples = int(min_samples)
         self.sigma_floor_fraction = float(sigma_floor_fraction)
         self.cpu_busy_fraction = float(cpu_busy_fraction)
+
+    @classmethod
+    def from_settings(cls, p: Any) -> TrendExhaustionPredictor:
+        """From ``settings.predictor`` (duck-typed: the core does not import settings)."""
+        return cls(horizon_s=p.horizon_s, min_samples=p.min_samples,
+                   sigma_floor_fraction=p.sigma_floor_fraction,
+                   cpu_busy_fraction=p.cpu_busy_fraction)
 
     def __repr__(self) -> str:
         return (

@@ -31,7 +31,7 @@ from typing import Any
 import psutil
 
 from app.core.sample import Sample, SourceBatch
-from app.telemetry.process import CumulativeSum
+from app.telemetry.process import CumulativeSum, read_rss_cpu
 
 NAN = math.nan
 
@@ -59,12 +59,7 @@ class ManagedActorSource:
                 continue
             name, pid = a["name"], a.get("pid")
             try:
-                proc = self._procs.get(pid) or psutil.Process(pid)
-                self._procs[pid] = proc
-                with proc.oneshot():
-                    rss = float(proc.memory_info().rss)
-                    t = proc.cpu_times()
-                    cpu_s = float(t.user + t.system)
+                rss, cpu_s = read_rss_cpu(self._procs, pid)
             except (psutil.Error, TypeError, ValueError) as exc:
                 errors[name] = f"pid {pid}: {type(exc).__name__}: {exc}"
                 continue

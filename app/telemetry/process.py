@@ -223,6 +223,21 @@ class CumulativeSum:
         return self._total
 
 
+def read_rss_cpu(procs: dict[int, psutil.Process], pid: int) -> tuple[float, float]:
+    """(RSS bytes, user + system CPU seconds) of ``pid``, its ``psutil.Process`` kept in
+    ``procs`` between polls. Raises ``psutil.Error`` (and forgets the pid) when it cannot
+    be read, ``TypeError``/``ValueError`` when ``pid`` is not a pid."""
+    try:
+        proc = procs.get(pid) or psutil.Process(pid)
+        procs[pid] = proc
+        with proc.oneshot():
+            t = proc.cpu_times()
+            return float(proc.memory_info().rss), float(t.user + t.system)
+    except psutil.Error:
+        procs.pop(pid, None)
+        raise
+
+
 def parse_net_dev(text: str) -> dict[str, tuple[int, int]]:
     """``/proc/<pid>/net/dev`` → ``{interface: (rx_bytes, tx_bytes)}``.
 

@@ -33,7 +33,7 @@ from typing import Any
 import psutil
 
 from app.core.sample import Sample, SourceBatch
-from app.telemetry.process import CumulativeSum
+from app.telemetry.process import CumulativeSum, read_rss_cpu
 
 NAN = math.nan
 
@@ -61,13 +61,8 @@ class ServeDeploymentSource:
     def _read(self, pid: int) -> tuple[float, float]:
         """(rss bytes, cpu seconds) of one replica process; nan if unreadable."""
         try:
-            proc = self._procs.get(pid) or psutil.Process(pid)
-            self._procs[pid] = proc
-            with proc.oneshot():
-                t = proc.cpu_times()
-                return float(proc.memory_info().rss), float(t.user + t.system)
+            return read_rss_cpu(self._procs, pid)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
-            self._procs.pop(pid, None)
             return NAN, NAN
 
     def poll(self) -> SourceBatch:

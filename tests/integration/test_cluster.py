@@ -27,16 +27,11 @@ RUN = "ctest"
 
 
 def _settings(data_dir) -> Settings:
-    base = load_settings()
-    d = base.model_dump()
-    d.update(mode=Mode.AUTO, data_dir=data_dir)
-    d["loop"].update(interval_s=0.5, collect_timeout_s=1.0)
-    d["cgroup"]["roots"] = []
-    d["sources"].update(simulated=4, simulated_leak_bytes_per_s=4 * 2**20)
-    d["ray"].update(namespace=NS)
-    d["models"].update(enabled=False)
-    d["policy"].update(cooldown_s=5.0)
-    return Settings.model_validate(d)
+    return load_settings(  # configs/local.toml, with these keys changed
+        None, mode=Mode.AUTO, data_dir=data_dir,
+        loop={"interval_s": 0.5, "collect_timeout_s": 1.0}, cgroup={"roots": []},
+        sources={"simulated": 4, "simulated_leak_bytes_per_s": 4 * 2**20},
+        ray={"namespace": NS}, models={"enabled": False}, policy={"cooldown_s": 5.0})
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +155,7 @@ def test_killing_coordinator_and_pool_mid_tick_loses_no_decision_and_repeats_no_
     assert decided <= set(acted), decided - set(acted)
     assert set(executions) <= decided
     applied = {aid for aid, r in acted.items() if r["result"] == "applied"}
-    assert set(executions) == applied | (set(executions) - applied) and applied <= set(executions)
+    assert applied <= set(executions)  # every applied result was really executed
 
     # and no decision was taken twice: a restarted coordinator kept the cooldowns
     by_key: dict[tuple[str, str], list[float]] = {}

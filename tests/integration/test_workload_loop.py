@@ -41,16 +41,13 @@ MiB = 2**20
 
 
 def _settings(data_dir) -> Settings:
-    d = load_settings().model_dump()
-    d.update(mode=Mode.AUTO, data_dir=data_dir)
-    d["loop"].update(interval_s=1.0, collect_timeout_s=5.0)
-    d["cgroup"]["roots"] = []
-    d["sources"].update(serve_deployments=True, managed_actors=True)
-    d["ray"].update(namespace=NS)
-    d["models"].update(enabled=False)
-    d["policy"]["app_bounds"] = {"serve:busy": {"cpu_min_cores": 0.05, "cpu_max_cores": 0.1,
-                                                "max_replicas": 2}}
-    return Settings.model_validate(d)
+    return load_settings(  # configs/local.toml, with these keys changed
+        None, mode=Mode.AUTO, data_dir=data_dir,
+        loop={"interval_s": 1.0, "collect_timeout_s": 5.0}, cgroup={"roots": []},
+        sources={"serve_deployments": True, "managed_actors": True},
+        ray={"namespace": NS}, models={"enabled": False},
+        policy={"app_bounds": {"serve:busy": {"cpu_min_cores": 0.05, "cpu_max_cores": 0.1,
+                                              "max_replicas": 2}}})
 
 
 class Load:
