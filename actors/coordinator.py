@@ -106,7 +106,9 @@ def _action_record(
         "requested_limit": a.new_limit,
         "new_limit": r.new_limit,
         "result": r.status.value,
-        "reason": f"{a.reason}; {verdict_reason}; {r.reason}",
+        # a reclaim's verdict is its own reason: said once
+        "reason": "; ".join(x for x in (a.reason, verdict_reason, r.reason)
+                            if x and not (x is verdict_reason and x == a.reason)),
     }
 
 
@@ -248,21 +250,23 @@ class Coordinator:
                             dict(snap.replicas))
         tick_records: list[dict[str, Any]] = []
         results: list[ActionResult] = []
+        reclaimed: list[tuple[ScalingAction, ActionResult]] = []
         records += [_decision_record(d, apps.get(d.container, "")) for d in plan.decisions
                     if d.action is not None or d.p_fail >= d.threshold]
         if plan.asks:
             commit = self.s.mode is Mode.AUTO
-            arb = ray.get(pool.arbitrate.remote(plan.asks, [], snap.now_s, commit))  # arbitrate
+            arb = ray.get(pool.arbitrate.remote(  # arbitrate (reclaiming idle ones first)
+                plan.asks, plan.reclaim, snap.now_s, commit))
             lap("arbitrate")
             routes = self._write_inflight(plan, arb, route, records, commit)  # durable intent
             tick_records += records
             self.log.append(records)  # durable before acting
             self._mark_inflight_logged()
             lap("log")
-            results, records = self._act(plan.asks, arb, commit, routes, route, pool,
-                                         apps)  # apply
+            results, records, reclaimed = self._act(plan.asks, arb, commit, routes, route,
+                                                    pool, apps)  # apply
             lap("act")
-        self.engine.settle(snap.now_s, list(zip(plan.asks, results, strict=True)),
+        self.engine.settle(snap.now_s, reclaimed + list(zip(plan.asks, results, strict=True)),
                            live=plan.names)
         tick_records += records
         self.log.append(records)  # record
@@ -539,15 +543,18 @@ class Coordinator:
 
     def _act(self, asks, arb, commit, routes, route, pool, apps):
         """Apply what the pool granted (reclaims from idle containers first), in auto mode;
-        turn every verdict into a result and a logged action with its explanation."""
+        turn every verdict into a result and a logged action with its explanation.
+        Returns the asks' results (in order), the records, and the reclaims with theirs."""
         verdicts = {v.action_id: v for v in arb.verdicts}
         applied: dict[str, ActionResult] = {}
         records: list[dict[str, Any]] = []
         dropped: set[str] = set()
+        reclaimed: list[tuple[ScalingAction, ActionResult]] = []
         if commit and arb.reclaims:
             got = self._dispatch(list(arb.reclaims), routes, route)
             for a in arb.reclaims:
                 r = got[a.action_id]
+                reclaimed.append((a, r))
                 records.append(_action_record(a, r, arb.explanations.get(a.action_id, ""),
                                               apps.get(a.container, ""), Verdict.GRANTED))
                 if r.status is not ResultStatus.APPLIED:
@@ -581,7 +588,7 @@ class Coordinator:
                 "result": r.status.value,
             }
         pool.confirm_many.remote(_confirmed(asks, applied))  # one write for the tick
-        return results, records
+        return results, records, reclaimed
 
     # -- upkeep and status -------------------------------------------------------------
     def _maintain_history(self, now_s: float) -> None:

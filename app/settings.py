@@ -238,6 +238,12 @@ class CostSettings(_Group):
         0.1, description="One scale-down lowers a limit by at most this fraction.")
     step_interval_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
         600.0, description="Seconds between two scale-downs of the same container and tier.")
+    reclaim_after_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
+        300.0, description="Under contention, a tier low (and low p_fail) for this long may "
+        "be shrunk at once to its peak × (1 + peak margin) for others' scale-ups.")
+    reclaim_peak_s: Annotated[float, Field(ge=0, le=2_592_000)] = Field(
+        86_400.0, description="The peak a reclaim keeps is the highest usage in this long "
+        "(6 buckets; 0 = the feature window only).")
 
 
 class PoolSettings(_Group):

@@ -23,6 +23,24 @@ P = 300 MiB, T = max(360 MiB, 921.6 MiB) = 921.6 MiB (page-rounded) → one step
 10 %; repeated every ``step_interval_s`` while the tier stays idle, the limit
 converges to 360 MiB — or stops earlier when u reaches ``idle_usage_fraction`` of it.
 
+**Reclaim under contention.** When a tick's scale-ups need more than the pool has
+free, :func:`app.core.contention.arbitrate` shrinks idle containers first. The
+candidates come from :func:`reclaim_candidates`: every container and tier that is low
+(as above) and has been low for at least ``reclaim_after_s`` — much shorter than
+``idle_after_s``: this only happens when another container needs the room now. Each
+gets a floor it may be shrunk to *at once* (not in 10 % steps)::
+
+    P = max(run peak, long peak (when known), u)
+    floor = ⌈max(P × (1 + peak_margin_fraction), memory: u × (1 + safety margin), lo)⌉
+
+with ``lo`` the tier's lower bound (container > app > global) and the long peak the
+highest usage in the last ``reclaim_peak_s`` (the engine keeps it:
+:class:`app.core.peaks.PeakTracker`, and folds in the window's maximum). Worked
+example: limit 1600 MiB, u = 180 MiB, the long peak 614 MiB (an hourly burst), run peak 200 MiB,
+peak margin 0.2, safety margin 0.1, lo 32 MiB, low for 600 s ≥ 300 s →
+P = 614 MiB, floor = max(736.8, 198, 32) = 736.8 MiB (page-rounded): up to 863 MiB
+can go to a container that needs it, and the next burst still fits.
+
 **Savings.** :class:`SavingsLedger` is a pure accumulator over ticks: per
 container and tier it holds the reduction R (how far below its pre-scale-down value
 the limit is now: a decrease adds old − new; an increase takes new − old back, down
@@ -37,7 +55,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from app.core.actions import ActionKind, Decision, ScalingAction, action_id_for
+from app.core.contention import ReclaimCandidate
+from app.core.guards import GuardConfig
 from app.core.policy_types import PolicyInput, PolicyState, fmt, key_of, round_up
 from app.core.sample import Tier
 
@@ -53,6 +75,8 @@ class CostConfig:
     peak_margin_fraction: float = 0.2
     step_down_fraction: float = 0.1
     step_interval_s: float = 600.0
+    reclaim_after_s: float = 300.0
+    reclaim_peak_s: float = 86_400.0
 
     def __post_init__(self) -> None:
         for name, lo, hi in (
@@ -62,6 +86,8 @@ class CostConfig:
             ("peak_margin_fraction", 0.0, 10.0),
             ("idle_after_s", 0.0, math.inf),
             ("step_interval_s", 0.0, math.inf),
+            ("reclaim_after_s", 0.0, math.inf),
+            ("reclaim_peak_s", 0.0, math.inf),
         ):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and lo <= v <= hi and not math.isinf(v)):
@@ -162,6 +188,48 @@ def _step_down(
         preemptive=False,
     )
     return action, reason
+
+
+def reclaim_candidates(
+    inp: PolicyInput, cfg: CostConfig, guards: GuardConfig, state: PolicyState, *,
+    long_peak: Mapping[Tier, np.ndarray] | None = None,
+) -> list[ReclaimCandidate]:
+    """The containers and tiers that may be shrunk to serve others under contention
+    (module docstring, "Reclaim"): low now, low for at least ``cfg.reclaim_after_s``
+    according to ``state`` (the state :func:`propose_scale_downs` returned this tick),
+    and a floor below the limit. ``long_peak``: tier → ``[N]`` highest usage in the
+    last ``cfg.reclaim_peak_s`` (nan = unknown). Empty when ``cfg.enabled`` is false
+    (the low runs are only kept by the cost pass)."""
+    if not cfg.enabled:
+        return []
+    out: list[ReclaimCandidate] = []
+    now = inp.now_s
+    pos = {name: i for i, name in enumerate(inp.containers)}
+    for tier, tp in inp.prediction.tiers.items():
+        tier_text = f"{tier}"
+        peaks = (long_peak or {}).get(tier)
+        for key, since in state.low_since_s.items():
+            name, _, t = key.rpartition("/")
+            if t != tier_text or now - since < cfg.reclaim_after_s:
+                continue
+            i = pos.get(name)
+            if i is None:
+                continue
+            limit, usage, p = float(tp.limit[i]), inp.usage_of(tier, i), float(tp.p_fail[i])
+            if not (math.isfinite(limit) and limit > 0 and math.isfinite(usage)
+                    and p <= cfg.idle_p_fail_max and usage < cfg.idle_usage_fraction * limit):
+                continue  # not low this tick (the run is kept only while it is)
+            peak = max(state.low_peak.get(key, usage), usage)
+            if peaks is not None and math.isfinite(float(peaks[i])):
+                peak = max(peak, float(peaks[i]))
+            app = inp.app_of(i)
+            lo, _ = guards.bounds_for(name, app, tier_text)
+            safety = guards.floor_for(tier_text, usage)
+            floor = round_up(tier, max(peak * (1 + cfg.peak_margin_fraction),
+                                       safety if math.isfinite(safety) else math.inf, lo))
+            if floor < limit:
+                out.append(ReclaimCandidate(name, tier, limit, floor, app))
+    return out
 
 
 # -- resource-hours saved -------------------------------------------------------------

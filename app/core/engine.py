@@ -37,7 +37,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from app.core.actions import ActionKind, ActionResult, Decision, ResultStatus, ScalingAction
-from app.core.cost import SavingsLedger, accumulate_savings
+from app.core.contention import ReclaimCandidate
+from app.core.cost import SavingsLedger, accumulate_savings, reclaim_candidates
 from app.core.features import F, compute_features
 from app.core.outcome_tracker import (
     Judgement,
@@ -46,6 +47,7 @@ from app.core.outcome_tracker import (
     failure_tier,
 )
 from app.core.outcomes import LeadTimeTracker, Outcome
+from app.core.peaks import PeakTracker
 from app.core.policy import PolicyConfig, PolicyInput, PolicyState, decide
 from app.core.predictor import Prediction, TrendExhaustionPredictor
 from app.core.sample import Event, EventKind, Tier
@@ -106,6 +108,10 @@ class EngineConfig:
         )
 
 
+#: the long peak (``cost.reclaim_peak_s``) is kept in this many buckets
+PEAK_BUCKETS = 6
+
+
 @dataclass
 class EngineState:
     """Everything the engine remembers between ticks (checkpointed by its host)."""
@@ -114,10 +120,13 @@ class EngineState:
     outcomes: OutcomeTracker = field(default_factory=OutcomeTracker)
     lead_times: LeadTimeTracker = field(default_factory=lambda: LeadTimeTracker(240.0))
     savings: SavingsLedger = field(default_factory=SavingsLedger)
+    #: long-horizon usage peaks (what a reclaim under contention keeps); None = off
+    peaks: PeakTracker | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"policy_state": self.policy.to_dict(), "outcomes": self.outcomes.to_dict(),
-                "pending": self.lead_times.to_list(), "savings": self.savings.to_dict()}
+                "pending": self.lead_times.to_list(), "savings": self.savings.to_dict(),
+                "peaks": self.peaks.to_dict() if self.peaks is not None else None}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], config: EngineConfig) -> EngineState:
@@ -130,12 +139,18 @@ class EngineState:
             st.lead_times.load(d["pending"])
         if d.get("savings"):
             st.savings = SavingsLedger.from_dict(d["savings"])
+        if d.get("peaks") and st.peaks is not None:
+            saved = PeakTracker.from_dict(d["peaks"])
+            if (saved.bucket_s, saved.buckets) == (st.peaks.bucket_s, st.peaks.buckets):
+                st.peaks = saved  # a changed reclaim_peak_s starts afresh
         return st
 
     @classmethod
     def fresh(cls, config: EngineConfig) -> EngineState:
+        span = config.policy.cost.reclaim_peak_s
         return cls(outcomes=OutcomeTracker(config.outcome),
-                   lead_times=LeadTimeTracker(config.lead_time_expire_s))
+                   lead_times=LeadTimeTracker(config.lead_time_expire_s),
+                   peaks=PeakTracker(span / PEAK_BUCKETS, PEAK_BUCKETS) if span > 0 else None)
 
 
 @dataclass(frozen=True)
@@ -179,6 +194,9 @@ class Plan:
     decisions: list[Decision]
     asks: list[ScalingAction]
     model_of: dict[str, str]
+    #: idle containers the pool may shrink if this tick's increases contend
+    #: (:func:`app.core.cost.reclaim_candidates`; only computed when an ask increases)
+    reclaim: list[ReclaimCandidate] = field(default_factory=list)
 
     def usage(self, tier: Tier) -> np.ndarray:
         col = "memory_usage_last_bytes" if tier is Tier.MEMORY else "cpu_usage_cores_last"
@@ -300,6 +318,8 @@ class Engine:
         feats, pred, model_of = self.predict(snap, models)
         thr = self.thresholds(book, names, apps)
         judgements, lead = self._judge(snap, feats, pred, thr)
+        if self.state.peaks is not None:
+            self.state.peaks.observe(snap.now_s, names, self._peak_usage(feats))
         return Plan(snap.now_s, names, apps, feats, pred, thr, judgements, lead, [], [],
                     model_of)
 
@@ -332,7 +352,28 @@ class Engine:
                 # the policy already names the app (PolicyInput.apps): no copy needed
                 asks.append(a if a.app == app else replace(a, app=app))
         plan.asks = asks
+        if any(a.new_limit > a.old_limit or a.kind is ActionKind.SCALE_OUT for a in asks):
+            plan.reclaim = reclaim_candidates(
+                PolicyInput(snap.now_s, names, plan.prediction, thr[Tier.MEMORY], apps=apps,
+                            usage=usage),
+                self.config.policy.cost, self.config.policy.guards, self.state.policy,
+                long_peak=self._long_peak(plan))
         return plan
+
+    @staticmethod
+    def _peak_usage(feats: np.ndarray) -> dict[Tier, np.ndarray]:
+        """What one tick adds to the long peaks: the window's highest memory usage and
+        the last CPU rate."""
+        return {Tier.MEMORY: feats[:, F["memory_usage_max_bytes"]],
+                Tier.CPU: feats[:, F["cpu_usage_cores_last"]]}
+
+    def _long_peak(self, plan: Plan) -> dict[Tier, np.ndarray]:
+        """Per tier ``[N]`` (plan order): the long peak, else (tracking off, or another
+        container order) this window's."""
+        peaks = self.state.peaks
+        if peaks is not None and peaks.names == plan.names:
+            return {t: peaks.peak(t) for t in (Tier.MEMORY, Tier.CPU)}
+        return self._peak_usage(plan.features)
 
     def _judge(self, snap: Snapshot, feats: np.ndarray, pred: Prediction,
                thr: dict[Tier, np.ndarray]) -> tuple[list[Judgement], list[Outcome]]:

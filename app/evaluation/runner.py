@@ -14,8 +14,10 @@ Every step k (time ``t0 + k·Δ``) the runner
    :class:`~app.core.engine.Snapshot` of the ring buffer, in mode ``auto``; a baseline:
    :mod:`app.evaluation.baselines`);
 4. arbitrates them over the scenario's :class:`~app.core.pool.Pool` with
-   :func:`~app.core.contention.arbitrate` (every policy), applies the granted ones
-   (they take effect from step k + 1) and settles them with the engine.
+   :func:`~app.core.contention.arbitrate` (every policy; prescale also hands it the
+   idle containers it may shrink under contention, ``Plan.reclaim``, as the live
+   coordinator does), applies the reclaims and the granted asks (they take effect from
+   step k + 1) and settles them with the engine.
 
 Two physical delays apply to every policy alike:
 
@@ -46,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction, Verdict
-from app.core.contention import ContentionConfig, arbitrate
+from app.core.contention import ContentionConfig, ReclaimCandidate, arbitrate
 from app.core.engine import Engine, EngineConfig, Snapshot
 from app.core.pool import ZERO, Capacity, Pool
 from app.core.ring import RingBuffer
@@ -102,6 +104,7 @@ class RunRecord:
     down_evicted: np.ndarray | None = None  # bool: down because of an eviction
     actions: list[AppliedAction] = field(default_factory=list)
     asks: int = 0
+    reclaims: int = 0  # idle containers shrunk under contention (also in ``actions``)
     denied: int = 0
     deferred: int = 0
     threshold_final: dict[str, float] = field(default_factory=dict)
@@ -115,12 +118,14 @@ class PrescalePolicy:
         self.engine = Engine(EngineConfig.from_settings(settings))
         self.book = ThresholdBook(ThresholdConfig.from_settings(settings.thresholds))
         self.name = settings.policy.kind
+        self.reclaim: list[ReclaimCandidate] = []  # the last plan's idle candidates
 
     def decide(self, obs: Observation) -> list[ScalingAction]:
         plan = self.engine.plan(Snapshot(obs.now_s, obs.names, obs.apps, obs.window,
                                          obs.events), self.book, decide_actions=True)
         for j in plan.judgements:
             self.book.learn(j)
+        self.reclaim = plan.reclaim
         return plan.asks
 
     def settle(self, obs: Observation, results: list[tuple[ScalingAction, ActionResult]]
@@ -294,11 +299,23 @@ def run(scenario: Scenario, policy_name: str, *, extra_settings: dict[str, Any] 
         for i, c in enumerate(names):
             pool.observe(c, Tier.MEMORY, float(mem_lim[i]), replicas=int(reps[i]))
             pool.observe(c, Tier.CPU, float(cpu_q[i]), replicas=int(reps[i]))
-        arb = arbitrate(asks, pool, idle=[], tenants=tenants, weights={}, now_s=now,
-                        tenant_weights={}, config=ContentionConfig(), commit=True)
+        arb = arbitrate(asks, pool, idle=getattr(policy, "reclaim", []), tenants=tenants,
+                        weights={}, now_s=now, tenant_weights={}, config=ContentionConfig(),
+                        commit=True)
         verdicts = {v.action_id: v for v in arb.verdicts}
         pos = {c: i for i, c in enumerate(names)}
         results = []
+        for a in arb.reclaims:  # idle containers shrunk for this tick's increases
+            i = pos[a.container]
+            lim = mem_lim if a.tier is Tier.MEMORY else cpu_q
+            old = float(lim[i])
+            lim[i] = a.new_limit
+            rec.actions.append(AppliedAction(k, now, i, a.tier.value, old, float(a.new_limit),
+                                             False))
+            rec.reclaims += 1
+            results.append((a, ActionResult(a.action_id, a.container, a.tier,
+                                            ResultStatus.APPLIED, old, a.new_limit,
+                                            arb.explanations.get(a.action_id, ""))))
         for a in asks:
             v = verdicts[a.action_id]
             i = pos[a.container]

@@ -177,3 +177,59 @@ def test_a_limit_never_reaches_zero():
     d, s = scale_down_idle(snap(0.0, [0.5], [0.0], tier=Tier.CPU), cfg, PolicyState())
     assert d[0].action is None and "a limit of 0 or less is never set" in d[0].reason
     assert s.last_action_s == {}
+
+
+# -- reclaim candidates under contention ----------------------------------------------
+
+
+def test_reclaim_worked_example_keeps_the_long_peak_plus_margin():
+    # the module docstring: limit 1600 MiB, u 180 MiB, long peak 614 MiB (an hourly
+    # burst), run peak 200 MiB, low for 600 s ≥ reclaim_after_s 300 s
+    from app.core.cost import reclaim_candidates
+
+    cfg = CostConfig(peak_margin_fraction=0.2, reclaim_after_s=300)
+    state = PolicyState(low_since_s={"c0/memory": 0.0}, low_peak={"c0/memory": 200 * MiB})
+    inp = snap(600.0, [1600 * MiB], [180 * MiB])
+    [c] = reclaim_candidates(inp, cfg, GuardConfig(), state,
+                             long_peak={Tier.MEMORY: np.array([614 * MiB])})
+    assert (c.container, c.tier, c.limit) == ("c0", Tier.MEMORY, 1600 * MiB)
+    assert c.floor == math.ceil(614 * MiB * 1.2 / 4096) * 4096  # 736.8 MiB, page-rounded
+    # without the long peak the run peak decides: 200 MiB × 1.2 = 240 MiB
+    [c] = reclaim_candidates(inp, cfg, GuardConfig(), state)
+    assert c.floor == 240 * MiB
+
+
+def test_reclaim_needs_a_long_enough_low_run_a_low_tick_and_room_below_the_limit():
+    from app.core.cost import reclaim_candidates
+
+    cfg = CostConfig(reclaim_after_s=300)
+    state = PolicyState(low_since_s={"c0/memory": 0.0})
+    g = GuardConfig()
+    assert reclaim_candidates(snap(299.0, [GiB], [100 * MiB]), cfg, g, state) == []  # too soon
+    assert reclaim_candidates(snap(300.0, [GiB], [100 * MiB], p=[0.5]), cfg, g, state) == []
+    assert reclaim_candidates(snap(300.0, [GiB], [600 * MiB]), cfg, g, state) == []  # not low
+    # the peak × margin is not below the limit: nothing to give
+    assert reclaim_candidates(snap(300.0, [GiB], [100 * MiB]), cfg, g, state,
+                              long_peak={Tier.MEMORY: np.array([900.0 * MiB])}) == []
+    assert reclaim_candidates(snap(300.0, [GiB], [100 * MiB]),
+                              CostConfig(enabled=False), g, state) == []
+    # the lower bound wins over the peak: min 512 MiB for this container
+    from app.core.guards import Bounds
+
+    g2 = GuardConfig(container_bounds={"c0": Bounds({"memory": 512 * MiB}, {})})
+    [c] = reclaim_candidates(snap(300.0, [GiB], [100 * MiB]), cfg, g2, state)
+    assert c.floor == 512 * MiB
+
+
+@pytest.mark.parametrize("usage_mib,peak_mib,floor_mib", [(100, 10, 110), (300, 0, 330),
+                                                           (50, 400, 400)])
+def test_reclaim_floor_never_below_usage_plus_safety_margin(usage_mib, peak_mib, floor_mib):
+    from app.core.cost import reclaim_candidates
+
+    cfg = CostConfig(peak_margin_fraction=0.0, reclaim_after_s=0, idle_usage_fraction=0.5)
+    state = PolicyState(low_since_s={"c0/memory": 0.0})
+    g = GuardConfig(safety_margin_fraction=0.1, min_limit={"memory": 0.0})
+    [c] = reclaim_candidates(snap(10.0, [GiB], [usage_mib * MiB]), cfg, g, state,
+                             long_peak={Tier.MEMORY: np.array([peak_mib * MiB])})
+    assert c.floor >= usage_mib * MiB * 1.1 - 1  # (float rounding of the product)
+    assert c.floor == floor_mib * MiB  # max(usage × 1.1, peak × 1.0)

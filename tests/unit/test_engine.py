@@ -118,3 +118,37 @@ def test_merge_shards_qualifies_a_name_seen_on_two_nodes():
     snap, route, _ = merge_shards([shard("aaaaaaaa1111", ["web"]),
                                    shard("aaaaaaaa2222", ["web"])], (4, len(METRICS)))
     assert list(snap.names) == ["web@aaaaaaaa", "web@aaaaaaaa2222"]
+
+
+def test_a_tick_with_an_increase_offers_idle_containers_to_reclaim_above_their_long_peak():
+    """``idle`` bursts to 700 MiB at the start, then sits at 100 MiB of 1 GiB; the window
+    (30 samples) forgets the burst, the engine's long peak does not. When ``leaker`` asks
+    for more, the plan offers ``idle`` down to 700 × 1.2 = 840 MiB — not 120 MiB."""
+    s = _settings()
+    cfg = EngineConfig.from_settings(s)
+    eng = Engine(cfg)
+    book = ThresholdBook(ThresholdConfig.from_settings(s.thresholds))
+    ring = RingBuffer(30)
+    names = ["idle", "leaker"]
+    offered = None
+    for k in range(140):
+        t = 1000.0 + 5 * k
+        idle_u = (700 if k < 3 else 100) * MiB
+        leak_u = (100 + 8 * max(0, k - 80)) * MiB
+        for n, u, lim in (("idle", idle_u, 1024 * MiB), ("leaker", leak_u, 256 * MiB)):
+            ring.push(Sample(n, t, memory_usage_bytes=u, memory_working_set_bytes=u,
+                             memory_limit_bytes=lim, cpu_usage_s_total=0.01 * k,
+                             cpu_quota_cores=1.0, app=n))
+        _, w = ring.window(names)
+        plan = eng.plan(Snapshot(t, names, names, w), book)
+        if not any(a.new_limit > a.old_limit for a in plan.asks):
+            assert plan.reclaim == []  # no increase, no contention possible: none offered
+            continue
+        offered = (t, [(c.container, c.tier.value, c.limit, c.floor) for c in plan.reclaim])
+        break
+    assert offered is not None, "the leaker never asked for more"
+    t, cands = offered
+    assert t - 1015.0 >= cfg.policy.cost.reclaim_after_s  # low since the 4th sample
+    assert ("idle", "memory", 1024 * MiB, math.ceil(700 * MiB * 1.2 / 4096) * 4096) in cands
+    assert ("leaker", "memory") not in {c[:2] for c in cands}  # it is growing, not low
+    # (its CPU is low and offered; the pool never reclaims from a container asking)
