@@ -107,8 +107,8 @@ def _action_record(
         "new_limit": r.new_limit,
         "result": r.status.value,
         # a reclaim's verdict is its own reason: said once
-        "reason": "; ".join(x for x in (a.reason, verdict_reason, r.reason)
-                            if x and not (x is verdict_reason and x == a.reason)),
+        "reason": "; ".join(x for x in (a.reason, "" if verdict_reason == a.reason
+                                        else verdict_reason, r.reason) if x),
     }
 
 
@@ -495,8 +495,7 @@ class Coordinator:
                         ) -> dict[str, str]:
         """The tick's intent, durable before anything is applied (and the engine state
         with the cooldowns these actions start). Returns the actions' routes."""
-        todo = list(arb.reclaims) + [a for a in plan.asks
-                                     if arb.verdict(a.action_id).verdict is Verdict.GRANTED]
+        todo = list(arb.reclaims) + arb.granted(plan.asks)  # (partial grants cut)
         if not commit:
             todo = []
         routes = self._routes(todo, route)
@@ -560,8 +559,7 @@ class Coordinator:
                 if r.status is not ResultStatus.APPLIED:
                     dropped.update(arb.reclaim_dependent)
             pool.confirm_many.remote(_confirmed(arb.reclaims, got))
-        granted = [a for a in asks if verdicts[a.action_id].verdict is Verdict.GRANTED
-                   and a.action_id not in dropped]
+        granted = [a for a in arb.granted(asks) if a.action_id not in dropped]
         if commit and granted:
             applied = self._dispatch(granted, routes, route)
         results = []

@@ -42,7 +42,8 @@ class PoolManager:
         self.pool = (Pool.from_dict(saved) if saved else
                      Pool(host_capacity(settings), self.reserve, warm=self.warm))
         c = settings.contention
-        self.contention = ContentionConfig(risk_band=c.risk_band, defer_factor=c.defer_factor)
+        self.contention = ContentionConfig(risk_band=c.risk_band, defer_factor=c.defer_factor,
+                                           partial_grants=c.partial_grants)
 
     def _save(self) -> None:
         jsonfile.write_atomic(self.path, self.pool.to_dict())

@@ -283,6 +283,9 @@ class ContentionSettings(_Group):
     tenant_weights: dict[str, Annotated[float, Field(gt=0)]] = Field(
         default_factory=dict, description="DRF weight per tenant (default 1)."
     )
+    partial_grants: bool = Field(
+        True, description="Grant an increase in part (what is free) when that still covers "
+        "the container's forecast.")
 
 
 class HistorySettings(_Group):

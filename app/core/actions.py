@@ -79,6 +79,8 @@ class PoolVerdict:
     action_id: str
     verdict: Verdict
     reason: str
+    #: a GRANTED increase granted only in part: the limit granted (None: as asked)
+    granted_limit: float | None = None
 
 
 class ResultStatus(StrEnum):

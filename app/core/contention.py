@@ -22,7 +22,15 @@ owns each container and a risk weight per app. It decides, in this order:
    The pool checks each ask (:meth:`Pool.grant_one`), so nothing is ever granted
    beyond ``capacity − reserve`` (nor, for a non-pre-emptive ask, into the warm
    reserve).
-4. An ask that does not fit is **DEFERRED** when it may fit soon —
+4. A vertical increase that does not fit whole is **granted in part** when what is free
+   still covers the container's forecast: new limit N' = old + room / replicas
+   (rounded down to a page, or 0.01 core), granted if N' ≥ the ask's ``forecast``
+   (the usage predicted at the horizon) and N' > old — the failure is still
+   prevented, only the buffer above the forecast is cut (``partial_grants``; the
+   verdict carries ``granted_limit``). Worked example: old 512 MiB, asked 1024 MiB,
+   forecast 700 MiB, 511 MiB free → granted 1023 MiB; with 150 MiB free → 662 MiB <
+   700 MiB: not granted (below).
+5. An ask that does not fit is **DEFERRED** when it may fit soon —
    ``need ≤ defer_factor × (free + reservations held by others on its node)`` — and
    **DENIED** otherwise, or when its new allocation exceeds all the node could ever
    grant it (the coordinator may then escalate to a new replica elsewhere).
@@ -54,10 +62,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from app.core.actions import ActionKind, PoolVerdict, ScalingAction, Verdict, action_id_for
-from app.core.pool import Pool, _fmt
+from app.core.pool import Fit, Pool, _fmt
 from app.core.sample import Tier
 
 PAGE_BYTES = 4096
@@ -81,6 +89,7 @@ class ContentionConfig:
     defer_factor: float = 2.0  # deferred if need ≤ factor × (free + others' reservations)
     default_weight: float = 1.0  # weight of an app or tenant not in the weights
     unassigned_tenant: str = "(none)"  # tenant of a container not in ``tenants``
+    partial_grants: bool = True  # grant an increase in part when that covers the forecast
 
     def __post_init__(self) -> None:
         for name in ("risk_band", "defer_factor", "default_weight"):
@@ -102,6 +111,18 @@ class ArbitrationResult:
     def verdict(self, action_id: str) -> PoolVerdict:
         return next(v for v in self.verdicts if v.action_id == action_id)
 
+    def granted(self, asks: list[ScalingAction]) -> list[ScalingAction]:
+        """The granted asks, in order, each with the limit really granted (a partial
+        grant's ``granted_limit`` replaces the ask's ``new_limit``)."""
+        verdicts = {v.action_id: v for v in self.verdicts}
+        out = []
+        for a in asks:
+            v = verdicts[a.action_id]
+            if v.verdict is Verdict.GRANTED:
+                out.append(a if v.granted_limit is None
+                           else replace(a, new_limit=v.granted_limit))
+        return out
+
 
 def _weight(table: Mapping[str, float] | None, key: str, default: float, what: str) -> float:
     w = (table or {}).get(key, default)
@@ -115,6 +136,32 @@ def _round_up(tier: Tier, value: float) -> float:
     if tier is Tier.MEMORY:
         return float(math.ceil(value / PAGE_BYTES) * PAGE_BYTES)
     return math.ceil(value * 100 - 1e-9) / 100
+
+
+def _round_down(tier: Tier, value: float) -> float:
+    if tier is Tier.MEMORY:
+        return float(math.floor(value / PAGE_BYTES) * PAGE_BYTES)
+    return math.floor(value * 100 + 1e-9) / 100
+
+
+def _partial(ask: ScalingAction, f: Fit, work: Pool, t: Tier) -> ScalingAction | None:
+    """The ask cut to what is free on its node when that still covers its forecast
+    (module docstring, step 4); None otherwise. Only a single-tier RESIZE up."""
+    if ask.kind is not ActionKind.RESIZE or t is not ask.tier or set(
+            n for n, v in f.needs.items() if v > 0) != {t}:
+        return None
+    if not (math.isfinite(ask.forecast) and math.isfinite(ask.old_limit)):
+        return None
+    reps = work.replicas.get(ask.container, 1)
+    cur = work.grants[t].get(ask.container, ask.old_limit)
+    if not math.isfinite(cur):
+        return None
+    room = max(f.room[t], 0.0)
+    new = _round_down(t, cur + room / reps)
+    if not (new > cur and new >= ask.forecast and new < ask.new_limit):
+        return None
+    cut = replace(ask, new_limit=new)
+    return cut if work.fit(cut).ok else None
 
 
 def _risk(ask: ScalingAction, weights: Mapping[str, float], cfg: ContentionConfig
@@ -301,6 +348,21 @@ def arbitrate(
                 continue
             t = f.short_tier
             assert t is not None
+            part = _partial(ask, f, work, t) if cfg.partial_grants else None
+            if part is not None:
+                v = work.grant_one(part)
+                assert v.verdict is Verdict.GRANTED, v.reason  # sized to the room
+                gained = (part.new_limit - ask.old_limit) * work.replicas.get(ask.container, 1)
+                alloc.setdefault(tenant, {tt: 0.0 for tt in Tier})[t] += max(gained, 0.0)
+                if f.needs[t] > 0 and reclaimed.get((f.node, t), 0.0) > 0:
+                    dependent.append(ask.action_id)
+                reason = (f"granted in part #{pos}: {_fmt(t, part.new_limit)} of the "
+                          f"{_fmt(t, ask.new_limit)} asked ({_fmt(t, max(f.room[t], 0.0))} free "
+                          f"on node {f.node}; covers the forecast {_fmt(t, ask.forecast)}); "
+                          f"{why}")
+                out[ask.action_id] = PoolVerdict(ask.action_id, Verdict.GRANTED, reason,
+                                                 granted_limit=part.new_limit)
+                continue
             need, room = f.needs[t], max(f.room[t], 0.0)
             warm = 0.0 if ask.preemptive else work.warm[f.node].of(t)
             ceiling = work.grantable(t, f.node) - warm

@@ -202,6 +202,9 @@ def run(scenario: Scenario, policy_name: str, *, extra_settings: dict[str, Any] 
     ring = RingBuffer(window_steps)
     pool = Pool(Capacity(s.pool_memory_bytes, s.pool_cpu_cores), reserve=ZERO)
     tenants = {c: ten for c, ten in zip(names, s.tenants, strict=True) if ten}
+    contention = ContentionConfig(  # prescale's setting; the baselines' asks alike
+        partial_grants=bool(policy.settings.contention.partial_grants)
+        if isinstance(policy, PrescalePolicy) else True)
     has_latency = s.latency_base_s is not None
 
     def _scale(i: int, new: int, ready_at: int) -> None:
@@ -300,7 +303,7 @@ def run(scenario: Scenario, policy_name: str, *, extra_settings: dict[str, Any] 
             pool.observe(c, Tier.MEMORY, float(mem_lim[i]), replicas=int(reps[i]))
             pool.observe(c, Tier.CPU, float(cpu_q[i]), replicas=int(reps[i]))
         arb = arbitrate(asks, pool, idle=getattr(policy, "reclaim", []), tenants=tenants,
-                        weights={}, now_s=now, tenant_weights={}, config=ContentionConfig(),
+                        weights={}, now_s=now, tenant_weights={}, config=contention,
                         commit=True)
         verdicts = {v.action_id: v for v in arb.verdicts}
         pos = {c: i for i, c in enumerate(names)}
@@ -320,23 +323,23 @@ def run(scenario: Scenario, policy_name: str, *, extra_settings: dict[str, Any] 
             v = verdicts[a.action_id]
             i = pos[a.container]
             if v.verdict is Verdict.GRANTED:
+                new = a.new_limit if v.granted_limit is None else v.granted_limit  # partial
                 if a.kind is ActionKind.SCALE_OUT:
                     old = float(reps[i])
-                    _scale(i, int(a.new_limit), k + startup_steps)
+                    _scale(i, int(new), k + startup_steps)
                     tier = "replicas"
                 elif a.tier is Tier.MEMORY:
                     old = float(mem_lim[i])
-                    mem_lim[i] = a.new_limit
+                    mem_lim[i] = new
                     tier = "memory"
                 else:
                     old = float(cpu_q[i])
-                    cpu_q[i] = a.new_limit
+                    cpu_q[i] = new
                     tier = "cpu"
-                rec.actions.append(AppliedAction(k, now, i, tier, old, float(a.new_limit),
+                rec.actions.append(AppliedAction(k, now, i, tier, old, float(new),
                                                  a.preemptive))
                 results.append((a, ActionResult(a.action_id, a.container, a.tier,
-                                                ResultStatus.APPLIED, old, a.new_limit,
-                                                v.reason)))
+                                                ResultStatus.APPLIED, old, new, v.reason)))
             else:
                 status = (ResultStatus.DEFERRED if v.verdict is Verdict.DEFERRED
                           else ResultStatus.DENIED)

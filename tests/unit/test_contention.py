@@ -277,3 +277,61 @@ def test_bad_weights_raise_and_change_nothing_and_bad_asks_are_denied():
         now_s=100.0)
     assert r.verdicts[0].verdict is Verdict.DENIED
     assert r.verdicts[0].reason == "denied: invalid new limit nan"
+
+
+def _partial_pool(free_mib: float) -> Pool:
+    """grantable 4 GiB; ``x`` holds 512 MiB, ``big`` the rest but ``free_mib``."""
+    p = Pool(Capacity(4 * GiB, 4), Capacity(0, 0))
+    p.observe("x", Tier.MEMORY, 512 * MiB)
+    p.observe("big", Tier.MEMORY, 4 * GiB - 512 * MiB - free_mib * MiB)
+    return p
+
+
+def _forecast_ask(forecast_mib: float) -> ScalingAction:
+    return ScalingAction("x/memory@100000", 100.0, "x", Tier.MEMORY, 512 * MiB, 1024 * MiB,
+                         0.95, 0.5, 30.0, forecast_mib * MiB, "", preemptive=True)
+
+
+def test_partial_grant_worked_example_covers_the_forecast():
+    # the module docstring: old 512 MiB, asked 1024 MiB, forecast 700 MiB, 511 MiB free
+    p = _partial_pool(511)
+    a = _forecast_ask(700)
+    r = arbitrate([a], p, idle=[], tenants={}, weights={}, now_s=100.0)
+    [v] = r.verdicts
+    assert v.verdict is Verdict.GRANTED and v.granted_limit == 1023 * MiB
+    assert v.reason.startswith("granted in part #1: 1023.0 MiB of the 1024.0 MiB asked "
+                               "(511.0 MiB free on node local; covers the forecast 700.0 MiB)")
+    [g] = r.granted([a])
+    assert g.new_limit == 1023 * MiB and g.action_id == a.action_id
+    assert p.grants[Tier.MEMORY]["x"] == 1023 * MiB and p.free(Tier.MEMORY) == 0
+
+
+def test_no_partial_grant_below_the_forecast_or_when_switched_off():
+    from app.core.contention import ContentionConfig
+
+    p = _partial_pool(150)  # 512 + 150 = 662 MiB < forecast 700 MiB
+    r = arbitrate([_forecast_ask(700)], p, idle=[], tenants={}, weights={}, now_s=100.0)
+    [v] = r.verdicts
+    assert v.verdict is not Verdict.GRANTED and v.granted_limit is None
+    assert r.granted([_forecast_ask(700)]) == [] and p.grants[Tier.MEMORY]["x"] == 512 * MiB
+    p = _partial_pool(511)
+    r = arbitrate([_forecast_ask(700)], p, idle=[], tenants={}, weights={}, now_s=100.0,
+                  config=ContentionConfig(partial_grants=False))
+    assert r.verdicts[0].verdict is not Verdict.GRANTED
+
+
+def test_partial_grants_never_overcommit_whatever_the_order():
+    # three asks of 512 MiB more on 700 MiB free, forecasts just above their limits
+    p = Pool(Capacity(4 * GiB, 4), Capacity(0, 0))
+    asks = []
+    for c in ("a", "b", "c"):
+        p.observe(c, Tier.MEMORY, 512 * MiB)
+        asks.append(ScalingAction(f"{c}/memory@100000", 100.0, c, Tier.MEMORY, 512 * MiB,
+                                  1024 * MiB, 0.9, 0.5, 30.0, 600 * MiB, "", preemptive=True))
+    p.observe("big", Tier.MEMORY, 4 * GiB - 3 * 512 * MiB - 700 * MiB)
+    r = arbitrate(asks, p, idle=[], tenants={}, weights={}, now_s=100.0)
+    got = {g.container: g.new_limit for g in r.granted(asks)}
+    assert got["a"] == 1024 * MiB  # whole: 700 MiB free
+    assert got["b"] == 512 * MiB + 188 * MiB  # in part: the 188 MiB left cover 600 MiB
+    assert "c" not in got  # nothing left
+    assert p.free(Tier.MEMORY) >= 0 and sum(p.grants[Tier.MEMORY].values()) <= 4 * GiB

@@ -155,3 +155,30 @@ def test_property_helper_can_fail():
     p.observe("a", Tier.MEMORY, 7.5 * GiB, node="n1")
     assert pool_used(p, "n1", Tier.MEMORY) == 7.5 * GiB
     assert p.check_invariant() == ["n1/memory: 8053063680.0 > 7516192768"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops, st.lists(st.tuples(container, tier, fraction, fraction, st.booleans(),
+                               st.floats(0, 1, allow_nan=False)), min_size=1, max_size=8))
+def test_arbitration_with_partial_grants_never_overcommits(sequence, asks):
+    """Whatever came before, one tick's arbitration (partial grants on) leaves every node
+    within capacity − reserve, and a partial grant lies in [forecast, asked) above the
+    old limit."""
+    from app.core.contention import arbitrate
+
+    p = Pool(NODES, RESERVE, WARM)
+    for i, op in enumerate(sequence):
+        apply(p, op, i)
+    batch = []
+    for i, (c, t, frac, fc, pre, prob) in enumerate(asks):
+        old = p.grants[t].get(c, 0.0)
+        batch.append(ScalingAction(f"{c}/{t.value}@x{i}", 0.0, c, t, old, frac * scale(t),
+                                   prob, 0.5, 10.0, fc * scale(t), "", preemptive=pre))
+    batch = list({a.container: a for a in batch if a.new_limit > a.old_limit}.values())
+    r = arbitrate(batch, p, idle=[], tenants={}, weights={}, now_s=1.0)
+    assert_no_overcommit(p)
+    for a, v in zip(batch, r.verdicts, strict=True):
+        if v.granted_limit is not None:
+            assert v.verdict is Verdict.GRANTED
+            assert a.forecast <= v.granted_limit < a.new_limit and v.granted_limit > a.old_limit
+            assert p.grants[a.tier][a.container] == v.granted_limit
