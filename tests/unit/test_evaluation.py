@@ -353,3 +353,16 @@ def test_tenants_reclaiming_idle_capacity_spares_the_bystanders() -> None:
         if a.new < a.old and a.tier == "memory":
             used = with_r.memory_demand_bytes[a.container, a.step]
             assert not used >= a.new, (with_r.names[a.container], a)
+
+
+def test_eval_seeds_script_runs_variants_and_refuses_bad_ones() -> None:
+    from scripts import eval_seeds
+
+    assert eval_seeds._seeds("1-3") == [1, 2, 3] and eval_seeds._seeds("4,9") == [4, 9]
+    [on, off] = eval_seeds.run("tenants", [7], ["proportional", "proportional:no_reclaim"])
+    assert on["policy"] == "proportional" and len(on["failures"]) == 1
+    assert on["total"] < off["total"]  # seed 7: reclaiming spares the bystanders
+    with pytest.raises(SystemExit, match="bad policy 'static:no_reclaim'"):
+        eval_seeds.run("tenants", [7], ["static:no_reclaim"])
+    with pytest.raises(SystemExit, match="bad policy 'proportional:typo'"):
+        eval_seeds.run("tenants", [7], ["proportional:typo"])
