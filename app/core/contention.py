@@ -350,9 +350,10 @@ def arbitrate(
             assert t is not None
             part = _partial(ask, f, work, t) if cfg.partial_grants else None
             if part is not None:
+                before = work.allocation(ask.container, t)
                 v = work.grant_one(part)
                 assert v.verdict is Verdict.GRANTED, v.reason  # sized to the room
-                gained = (part.new_limit - ask.old_limit) * work.replicas.get(ask.container, 1)
+                gained = work.allocation(ask.container, t) - before
                 alloc.setdefault(tenant, {tt: 0.0 for tt in Tier})[t] += max(gained, 0.0)
                 if f.needs[t] > 0 and reclaimed.get((f.node, t), 0.0) > 0:
                     dependent.append(ask.action_id)
