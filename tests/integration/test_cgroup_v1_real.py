@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import secrets
-import select
 import shlex
 import signal
 import subprocess
@@ -30,6 +29,7 @@ from app.telemetry.cgroup import (
     CgroupSource,
     OutsideRootsError,
 )
+from tests.worker_protocol import ok
 
 pytestmark = pytest.mark.cgroup
 
@@ -192,29 +192,6 @@ def tree() -> Iterator[Tree]:
         t.cleanup()
 
 
-def command(proc: subprocess.Popen[bytes], line: str, timeout: float = 10.0) -> bool:
-    """Sends a command; True when the worker answered, False when it died first."""
-    assert proc.stdin is not None and proc.stdout is not None
-    try:
-        proc.stdin.write(line.encode() + b"\n")
-    except BrokenPipeError:
-        return False
-    answer = b""
-    deadline = time.monotonic() + timeout
-    while not answer.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"worker did not answer {line!r} within {timeout} s")
-        ready, _, _ = select.select([proc.stdout], [], [], left)
-        if ready:
-            chunk = os.read(proc.stdout.fileno(), 64)
-            if not chunk:
-                return False  # EOF: the worker died
-            answer += chunk
-    assert answer == b"ok\n", answer
-    return True
-
-
 def read(path: Path) -> str:
     return path.read_text()
 
@@ -255,12 +232,12 @@ def test_memory_usage_and_cpu_usage_of_a_real_process(tree: Tree) -> None:
     source = CgroupSource(tree.settings)
     [box] = source.containers()
     worker = tree.spawn("box")
-    assert command(worker, "alloc 30")
+    assert ok(worker, "alloc 30")
     s0 = source.sample(box)
     assert s0.memory_usage_bytes >= 30 * MiB
     assert s0.memory_working_set_bytes >= 30 * MiB  # anonymous memory is never "inactive_file"
     assert s0.memory_working_set_bytes <= s0.memory_usage_bytes
-    assert command(worker, "spin 0.3")
+    assert ok(worker, "spin 0.3")
     s1 = source.sample(box)
     assert s1.cpu_usage_s_total - s0.cpu_usage_s_total >= 0.29
     assert s1.ts_s >= s0.ts_s
@@ -283,7 +260,7 @@ def test_block_io_bytes(tree: Tree, tmp_path: Path) -> None:
     source = CgroupSource(tree.settings)
     [box] = source.containers()
     worker = tree.spawn("box")
-    assert command(worker, f"io 4 {tmp_path / 'io.bin'}")
+    assert ok(worker, f"io 4 {tmp_path / 'io.bin'}")
     s = source.sample(box)
     assert s.io_write_bytes_total >= 4 * MiB
     assert s.io_read_bytes_total >= 4 * MiB
@@ -297,7 +274,7 @@ def test_memory_limit_set_read_back_and_refused_below_usage(tree: Tree) -> None:
     limit_file = dirs["memory"] / "memory.limit_in_bytes"
     memsw_file = dirs["memory"] / "memory.memsw.limit_in_bytes"
     worker = tree.spawn("box")
-    assert command(worker, "alloc 30")
+    assert ok(worker, "alloc 30")
 
     r = act.set_memory_limit(box, 64 * MiB)
     assert (r.ok, r.old, r.new, r.error) == (True, math.inf, 64 * MiB, "")
@@ -330,7 +307,7 @@ def test_cpu_quota_throttles_a_busy_process(tree: Tree) -> None:
     act = CgroupActuator(tree.settings)
     [box] = source.containers()
     worker = tree.spawn("box")
-    assert command(worker, "burn 0.01")  # started and inside
+    assert ok(worker, "burn 0.01")  # started and inside
 
     r = act.set_cpu_quota(box, 0.2)
     assert (r.ok, r.old, r.new) == (True, math.inf, 0.2)
@@ -339,7 +316,7 @@ def test_cpu_quota_throttles_a_busy_process(tree: Tree) -> None:
 
     s0 = source.sample(box)
     assert s0.cpu_quota_cores == 0.2
-    assert command(worker, "burn 0.6")
+    assert ok(worker, "burn 0.6")
     s1 = source.sample(box)
     assert s1.cpu_throttled_periods_total - s0.cpu_throttled_periods_total >= 3
     assert s1.cpu_throttled_s_total > s0.cpu_throttled_s_total
@@ -356,11 +333,11 @@ def test_real_oom_kill_is_counted(tree: Tree) -> None:
     [box] = source.containers()
     assert act.set_memory_limit(box, 40 * MiB).ok
     worker = tree.spawn("oomer")
-    assert command(worker, "burn 0.01")  # started and inside
+    assert ok(worker, "burn 0.01")  # started and inside
     before = source.sample(box)
     assert before.oom_kills_total == 0
 
-    assert not command(worker, "alloc 100")  # killed before it can answer
+    assert not ok(worker, "alloc 100")  # killed before it can answer
     assert worker.wait(timeout=10) == -signal.SIGKILL
     after = source.sample(box)
     assert after.oom_kills_total == 1

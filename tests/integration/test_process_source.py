@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import secrets
-import select
 import shutil
 import signal
 import subprocess
@@ -38,6 +37,7 @@ from app.telemetry.process import (
     parse_zombie_exit_status,
 )
 from tests.cgroup_support import v1_unavailable_reason
+from tests.worker_protocol import command
 
 MiB = 2**20
 
@@ -124,30 +124,6 @@ def procs() -> Iterator[Procs]:
         yield p
     finally:
         p.cleanup()
-
-
-def command(proc: subprocess.Popen[bytes], line: str, timeout: float = 15.0) -> str | None:
-    """Sends a command; the answer after "ok", or None when the worker died first."""
-    assert proc.stdin is not None and proc.stdout is not None
-    try:
-        proc.stdin.write(line.encode() + b"\n")
-    except BrokenPipeError:
-        return None
-    answer = b""
-    deadline = time.monotonic() + timeout
-    while not answer.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"worker did not answer {line!r} within {timeout} s")
-        ready, _, _ = select.select([proc.stdout], [], [], left)
-        if ready:
-            chunk = os.read(proc.stdout.fileno(), 64)
-            if not chunk:
-                return None
-            answer += chunk
-    text = answer.decode().strip()
-    assert text.startswith("ok"), text
-    return text[2:].strip()
 
 
 def one(batch: SourceBatch, name: str) -> Sample:
