@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ from app.core.actions import (
 from app.core.engine import AppModel, Engine, EngineConfig, EngineState, Plan, Snapshot
 from app.core.features import F
 from app.core.predictor import Prediction
-from app.core.sample import METRICS, Tier
+from app.core.sample import METRICS, M, Tier
 from app.core.thresholds import ThresholdConfig
 from app.settings import Mode, Settings
 from app.store import jsonfile
@@ -128,39 +129,90 @@ def merge_shards(shards: list[dict[str, Any]], window_shape: tuple[int, int]
     is qualified as ``name@<node[:8]>`` on both, so that each action reaches its node.
     Worked example: node a has ``web`` and ``db``, node b has ``web`` → containers
     ``db``, ``web@a…``, ``web@b…``.
+
+    Except a horizontally scaled container (every node reports it with a replica
+    count: a Serve deployment whose replicas span nodes): it stays *one* container,
+    whose replicas are the sum and whose window is that of its most loaded node (the
+    highest last memory usage ÷ limit or CPU rate ÷ quota: those replicas fail first);
+    its actions go to the workload actuators by name. Worked example: ``app/api`` with
+    1 replica at 0.9 of its memory on node a and 2 at 0.4 on node b → ``app/api``, 3
+    replicas, node a's window.
     """
-    count: dict[str, int] = {}
-    for sh in shards:
+    seen_on: dict[str, list[int]] = {}
+    for k, sh in enumerate(shards):
         for n in sh["names"]:
-            count[n] = count.get(n, 0) + 1
+            seen_on.setdefault(n, []).append(k)
+    spanning = {n for n, ks in seen_on.items()
+                if len(ks) > 1 and all(n in shards[k].get("replicas", {}) for k in ks)}
     names_, apps, windows, events, route = [], [], [], [], {}
     replicas: dict[str, int] = {}
     errors: dict[str, str] = {}
     dropped: dict[str, int] = {}
     nodes: dict[str, dict[str, float]] = {}
-    for sh in shards:
+    hottest: dict[str, tuple[float, int, int]] = {}  # spanning name → (load, shard, row)
+    for k, sh in enumerate(shards):
         node = sh["node"]
         nodes[node] = sh["capacity"]
-        for n, app in zip(sh["names"], sh["apps"], strict=True):
-            name = n if count[n] == 1 else f"{n}@{node[:8]}"
+        keep = []
+        for i, (n, app) in enumerate(zip(sh["names"], sh["apps"], strict=True)):
+            if n in spanning:
+                load = _row_load(sh["window"][i])
+                if n not in hottest or load > hottest[n][0]:
+                    hottest[n] = (load, k, i)
+                replicas[n] = replicas.get(n, 0) + int(sh["replicas"][n])
+                continue
+            name = n if len(seen_on[n]) == 1 else f"{n}@{node[:8]}"
             if name in route:  # two nodes whose ids share 8 characters: the full id
                 name = f"{n}@{node}"
             names_.append(name)
             apps.append(app)
             route[name] = (node, n)
+            keep.append(i)
             if n in sh.get("replicas", {}):
                 replicas[name] = sh["replicas"][n]
-        if len(sh["names"]):
-            windows.append(sh["window"])
+        if keep:
+            windows.append(sh["window"][keep])
         events += sh["events"]
         errors.update(sh["errors"])
-        for k, v in sh["dropped"].items():
-            dropped[k] = dropped.get(k, 0) + v
+        for key, v in sh["dropped"].items():
+            dropped[key] = dropped.get(key, 0) + v
+    for n, (_, k, i) in sorted(hottest.items()):
+        sh = shards[k]
+        names_.append(n)
+        apps.append(sh["apps"][i])
+        route[n] = (sh["node"], n)
+        windows.append(sh["window"][i:i + 1])
     now_s = max((sh["now_s"] for sh in shards), default=time.time())
     window = (np.concatenate(windows) if windows
               else np.empty((0, *window_shape), dtype=float))
     snap = Snapshot(now_s, names_, apps, window, events, replicas)
     return snap, route, {"errors": errors, "dropped": dropped, "nodes": nodes}
+
+
+def _last(col: np.ndarray) -> float:
+    ok = np.flatnonzero(np.isfinite(col))
+    return float(col[ok[-1]]) if len(ok) else math.nan
+
+
+def _frac(a: float, b: float) -> float:
+    """a ÷ b, nan unless b is finite and > 0."""
+    return a / b if math.isfinite(b) and b > 0 else math.nan
+
+
+def _row_load(row: np.ndarray) -> float:
+    """How close one container's window ``[W, M]`` is to a limit: the larger of the last
+    memory usage ÷ limit and the last CPU rate ÷ quota (0 when unknown). Example:
+    usage 90 of limit 100 → 0.9; CPU counter 10 → 10.5 s over 1 s with quota 1 → 0.5."""
+    mem = _frac(_last(row[:, M["memory_usage_bytes"]]), _last(row[:, M["memory_limit_bytes"]]))
+    ts, cpu = row[:, M["ts_s"]], row[:, M["cpu_usage_s_total"]]
+    rate = math.nan
+    ok = np.flatnonzero(np.isfinite(cpu))
+    if len(ok) >= 2:
+        dt = ts[ok[-1]] - ts[ok[-2]]
+        rate = (cpu[ok[-1]] - cpu[ok[-2]]) / dt if dt > 0 else math.nan
+    cpu_frac = _frac(rate, _last(row[:, M["cpu_quota_cores"]]))
+    vals = [v for v in (mem, cpu_frac) if math.isfinite(v)]
+    return max(vals, default=0.0)
 
 
 class Coordinator:
@@ -275,7 +327,8 @@ class Coordinator:
         jsonfile.remove(self.data_dir / INFLIGHT)
         self._maintain_history(snap.now_s)
         lap("record")
-        rows = self._write_status(plan, merged, time.perf_counter() - t0, unknown)
+        rows = self._write_status(plan, merged, time.perf_counter() - t0, unknown,
+                                  snap.replicas)
         lap("status")
         tick_s = time.perf_counter() - t0
         summary = {
@@ -606,8 +659,8 @@ class Coordinator:
             for i, n in enumerate(containers)
         }
 
-    def _write_status(self, plan: Plan, merged, tick_s: float, unknown: dict[str, str]
-                      ) -> list[dict[str, Any]]:
+    def _write_status(self, plan: Plan, merged, tick_s: float, unknown: dict[str, str],
+                      replicas: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
         """``status.json``: every container's usage, limits, risk and last action; the
         unknown ones (slow or lost monitor) with the reason. Returns the known rows."""
         pred, feats = plan.prediction, plan.features
@@ -618,6 +671,7 @@ class Coordinator:
                 "name": n,
                 "node": self.seen.get(n, {}).get("node"),
                 "state": "ok",
+                "replicas": (replicas or {}).get(n),  # None: not horizontally scaled
                 "memory_usage_bytes": float(feats[i, F["memory_usage_last_bytes"]]),
                 "memory_limit_bytes": float(mem.limit[i]),
                 "cpu_usage_cores": float(feats[i, F["cpu_usage_cores_last"]]),

@@ -17,9 +17,10 @@ replica uses and may use.
 Worked example: two replicas using 0.8 and 0.4 cores over a 1 s poll → Δsum = 1.2 s →
 the counter grows by 0.6 s: 0.6 cores per replica; RSS 120 MiB and 90 MiB → 120 MiB.
 
-Replicas are read with psutil, so only those on this host are counted (a deployment
-whose replicas span nodes is reported by each node's monitor for its own replicas —
-single-node for now, see the README). Identity comes from Serve's own details
+Replicas are read with psutil, so only those on this host are counted: a deployment
+whose replicas span nodes is reported by each node's monitor for its own replicas, and
+the coordinator merges those rows into one container (``actors.coordinator.merge_shards``:
+the replicas summed, the most loaded node's window). Identity comes from Serve's own details
 (``get_serve_details``, the data behind ``serve status``) — no dashboard needed.
 """
 
