@@ -49,9 +49,9 @@ from app.core.actions import (
     Verdict,
 )
 from app.core.engine import AppModel, Engine, EngineConfig, EngineState, Plan, Snapshot
-from app.core.features import F
+from app.core.features import F, compute_features
 from app.core.predictor import Prediction
-from app.core.sample import METRICS, M, Tier
+from app.core.sample import METRICS, Tier
 from app.core.thresholds import ThresholdConfig
 from app.settings import Mode, Settings
 from app.store import jsonfile
@@ -189,30 +189,17 @@ def merge_shards(shards: list[dict[str, Any]], window_shape: tuple[int, int]
     return snap, route, {"errors": errors, "dropped": dropped, "nodes": nodes}
 
 
-def _last(col: np.ndarray) -> float:
-    ok = np.flatnonzero(np.isfinite(col))
-    return float(col[ok[-1]]) if len(ok) else math.nan
-
-
-def _frac(a: float, b: float) -> float:
-    """a ÷ b, nan unless b is finite and > 0."""
-    return a / b if math.isfinite(b) and b > 0 else math.nan
-
-
 def _row_load(row: np.ndarray) -> float:
     """How close one container's window ``[W, M]`` is to a limit: the larger of the last
-    memory usage ÷ limit and the last CPU rate ÷ quota (0 when unknown). Example:
-    usage 90 of limit 100 → 0.9; CPU counter 10 → 10.5 s over 1 s with quota 1 → 0.5."""
-    mem = _frac(_last(row[:, M["memory_usage_bytes"]]), _last(row[:, M["memory_limit_bytes"]]))
-    ts, cpu = row[:, M["ts_s"]], row[:, M["cpu_usage_s_total"]]
-    rate = math.nan
-    ok = np.flatnonzero(np.isfinite(cpu))
-    if len(ok) >= 2:
-        dt = ts[ok[-1]] - ts[ok[-2]]
-        rate = (cpu[ok[-1]] - cpu[ok[-2]]) / dt if dt > 0 else math.nan
-    cpu_frac = _frac(rate, _last(row[:, M["cpu_quota_cores"]]))
-    vals = [v for v in (mem, cpu_frac) if math.isfinite(v)]
-    return max(vals, default=0.0)
+    memory usage ÷ limit and the last CPU rate ÷ quota (the features' own formulas; 0
+    when unknown). Example: usage 90 of limit 100 → 0.9; CPU counter 10 → 10.5 s over
+    1 s with quota 1 → 0.5."""
+    f = compute_features(row[None], recent_steps=2)[0]
+    with np.errstate(all="ignore"):
+        fracs = np.array([f[F["memory_usage_last_bytes"]] / f[F["memory_limit_bytes"]],
+                          f[F["cpu_usage_cores_last"]] / f[F["cpu_quota_cores"]]])
+    fracs = fracs[np.isfinite(fracs)]
+    return float(fracs.max()) if len(fracs) else 0.0
 
 
 class Coordinator:

@@ -336,13 +336,13 @@ class Engine:
         usage = {Tier.MEMORY: feats[:, F["memory_usage_last_bytes"]],
                  Tier.CPU: feats[:, F["cpu_usage_cores_last"]]}
         reps = snap.replicas
-        plan.decisions, self.state.policy = decide(
-            PolicyInput(snap.now_s, names, plan.prediction, thr[Tier.MEMORY], apps=apps,
-                        tier_thresholds=thr, usage=usage,
-                        replicated=np.array([n in reps for n in names]) if reps else None,
-                        replicas=np.array([reps.get(n, 1) for n in names], dtype=float)
-                        if reps else None),
-            self.config.policy, self.state.policy, sparse=True)
+        inp = PolicyInput(snap.now_s, names, plan.prediction, thr[Tier.MEMORY], apps=apps,
+                          tier_thresholds=thr, usage=usage,
+                          replicated=np.array([n in reps for n in names]) if reps else None,
+                          replicas=np.array([reps.get(n, 1) for n in names], dtype=float)
+                          if reps else None)
+        plan.decisions, self.state.policy = decide(inp, self.config.policy, self.state.policy,
+                                                   sparse=True)
         app_of = dict(zip(names, apps, strict=True))
         asks = []
         for d in plan.decisions:
@@ -354,9 +354,7 @@ class Engine:
         plan.asks = asks
         if any(a.new_limit > a.old_limit or a.kind is ActionKind.SCALE_OUT for a in asks):
             plan.reclaim = reclaim_candidates(
-                PolicyInput(snap.now_s, names, plan.prediction, thr[Tier.MEMORY], apps=apps,
-                            usage=usage),
-                self.config.policy.cost, self.config.policy.guards, self.state.policy,
+                inp, self.config.policy.cost, self.config.policy.guards, self.state.policy,
                 long_peak=self._long_peak(plan))
         return plan
 
