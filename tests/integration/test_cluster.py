@@ -117,11 +117,13 @@ def test_killing_coordinator_and_pool_mid_tick_loses_no_decision_and_repeats_no_
     t = threading.Thread(target=killer)
     t.start()
     outcomes: list[bool] = []
+    ended: list[float] = []  # when each tick (and its wait for a restart) ended
     errors: list[str] = []
     deadline = time.monotonic() + 90
     while (t.is_alive() or len(outcomes) < 12 or outcomes[-3:] != [True] * 3) \
             and time.monotonic() < deadline:
         r = _tick(h)
+        ended.append(time.monotonic())
         outcomes.append(isinstance(r, dict))
         if not outcomes[-1]:
             errors.append(f"{type(r).__name__}: {str(r)[:300]}")
@@ -131,11 +133,16 @@ def test_killing_coordinator_and_pool_mid_tick_loses_no_decision_and_repeats_no_
     assert len(kills) == 8
     failed = outcomes.count(False)
     assert failed >= 1, "no kill landed mid-tick: the test did not test anything"
-    # the loop resumes within two ticks of every kill
-    run = 0
-    for ok in outcomes:
-        run = 0 if ok else run + 1
-        assert run <= 2, (outcomes, kills, errors)
+    # the loop resumes within two ticks of every kill: each failed tick is charged to
+    # the last kill before it ended (two kills 0.4 s apart may fail four ticks in a row,
+    # two for each), and no kill is charged more than two; a failure before any kill
+    # would be charged to none and fail the test
+    charged: dict[int, int] = {}
+    for ok, end in zip(outcomes, ended, strict=True):
+        if not ok:
+            k = max((j for j, (at, _) in enumerate(kills) if at <= end), default=-1)
+            charged[k] = charged.get(k, 0) + 1
+    assert -1 not in charged and max(charged.values()) <= 2, (outcomes, kills, errors)
     assert outcomes[-1] is True
 
     # no action applied twice: every action id executed exactly once, on its node
