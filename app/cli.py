@@ -777,15 +777,33 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Report + PNG plots here.")
                        ] = None,
-    trace: Annotated[Path | None, typer.Option(help="Evaluate on this trace file instead.")
-                     ] = None,
+    trace: Annotated[Path | None, typer.Option(
+        help="Evaluate on this trace file instead (replayed whole unless capped).")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="prescale's settings (TOML); default: the defaults + "
+        "PRESCALE_* env. What differs from the defaults is printed.")] = None,
+    max_containers: Annotated[int | None, typer.Option(
+        help="Replay only the first N containers of --trace (stated in the output).")] = None,
+    max_steps: Annotated[int | None, typer.Option(
+        help="Replay only the first N steps of --trace (stated in the output).")] = None,
+    pool_memory: Annotated[str | None, typer.Option(
+        help="Pool memory, e.g. 512GiB (default: sized from the trace / the scenario's).")
+                           ] = None,
+    pool_cpu: Annotated[float | None, typer.Option(
+        help="Pool CPU in cores (default: sized from the trace / the scenario's).")] = None,
+    jobs: Annotated[int | None, typer.Option(
+        help="Runs in parallel worker processes (default: the CPUs, at most 4).")] = None,
 ) -> None:
     """Run the real engine and the baselines over scenarios on a simulated clock, side by
     side. See docs/BENCHMARKS.md."""
     from app.evaluation.report import main as evaluate_main
 
-    raise typer.Exit(evaluate_main(scenario, policies, as_json, out_dir, trace,
-                                   echo=print, fail=lambda m: err.print(f"error: {m}")))
+    raise typer.Exit(evaluate_main(
+        scenario, policies, as_json, out_dir, trace, echo=print,
+        fail=lambda m: err.print(f"error: {m}"), config=config,
+        max_containers=max_containers, max_steps=max_steps, pool_memory=pool_memory,
+        pool_cpu=pool_cpu, jobs=jobs, bar=sys.stderr.isatty()))
+
 
 def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

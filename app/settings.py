@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ByteSize,
     ConfigDict,
@@ -238,12 +239,45 @@ class CostSettings(_Group):
         0.1, description="One scale-down lowers a limit by at most this fraction.")
     step_interval_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
         600.0, description="Seconds between two scale-downs of the same container and tier.")
+    reclaim_margin_fraction: Annotated[float, Field(ge=0, le=10)] = Field(
+        0.2, description="Under contention an idle tier may be shrunk to its long peak × (1 "
+        "+ this): thinner than peak_margin_fraction, because another container needs the "
+        "room now.")
+    revert_after_s: Annotated[float, Field(ge=0, le=2_592_000)] = Field(
+        3600.0, description="A pre-emptive scale-up that usage never reached is reverted "
+        "(to the limit before it, or the long peak × (1 + reclaim margin)) once the tier has "
+        "been low this long.")
     reclaim_after_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
         300.0, description="Under contention, a tier low (and low p_fail) for this long may "
-        "be shrunk at once to its peak × (1 + peak margin) for others' scale-ups.")
-    reclaim_peak_s: Annotated[float, Field(ge=0, le=2_592_000)] = Field(
-        86_400.0, description="The peak a reclaim keeps is the highest usage in this long "
-        "(6 buckets; 0 = the feature window only).")
+        "be shrunk at once to its long peak × (1 + reclaim margin) for others' scale-ups.")
+    long_peak_s: Annotated[float, Field(ge=0, le=2_592_000)] = Field(
+        86_400.0, validation_alias=AliasChoices("long_peak_s", "reclaim_peak_s"),
+        description="The long peak: the highest usage in this long (6 buckets; 0 = the "
+        "feature window only). An idle scale-down and a reclaim never go below it × (1 + "
+        "peak margin). Old name: reclaim_peak_s.")
+
+
+class OomSettings(_Group):
+    """The answer to an OOM kill (app/core/oom.py)."""
+
+    enabled: bool = Field(True, description="Bump a container's memory after an OOM kill.")
+    min_bump_bytes: ByteSize = Field(
+        ByteSize(100 * 2**20), description="A bump adds at least this (the VPA's OOMMinBumpUp).")
+    bump_ratio: Annotated[float, Field(ge=1, le=10)] = Field(
+        1.2, description="A bump is at least the limit × this^k, k = kills within the loop "
+        "window (the VPA's OOMBumpUpRatio, compounding).")
+    margin_fraction: Annotated[float, Field(ge=0, le=10)] = Field(
+        0.25, description="A bump is at least the window's forecast × (1 + this).")
+    stabilise_s: Annotated[float, Field(ge=0, le=2_592_000)] = Field(
+        86_400.0, description="The limit a bump reached is a floor for this long: no "
+        "scale-down or reclaim goes below it.")
+    loop_kills: Annotated[int, Field(ge=1, le=1000)] = Field(
+        3, description="This many kills within loop_window_s is a kill loop: a larger step, "
+        "a scale-out if replicated, the operator flagged.")
+    loop_window_s: Annotated[float, Field(gt=0, le=2_592_000)] = Field(
+        3600.0, description="The kill-loop window.")
+    loop_ratio: Annotated[float, Field(ge=1, le=100)] = Field(
+        2.0, description="In a kill loop a bump is at least the limit × this.")
 
 
 class PoolSettings(_Group):
@@ -375,6 +409,27 @@ class ModelSettings(_Group):
         0.5, description="Retrain early when live recall (judged outcomes) drops below."
     )
     live_window_n: int = Field(50, ge=1, le=100_000, description="Outcomes the live rates cover.")
+    gate_margin_ap: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.01, description="A trained model becomes current only if its validation AP beats "
+        "the current model's and the heuristic's by at least this, with the 95% bootstrap "
+        "interval of the gain above 0 (app/models/gate.py).")
+    threshold_target: str = Field(
+        "balance", pattern="^(balance|cost|precision)$",
+        description="How a model's operating threshold is chosen on held-out data "
+        "(app/models/operating_threshold.py): balance (where thresholds.cost_false_positive "
+        "× FP reaches thresholds.cost_miss × FN: where the adaptive threshold settles), cost "
+        "(the least c_fp·FP + c_miss·FN) or precision (the most recall at "
+        "models.threshold_min_precision). A promoted model's threshold is where its app's "
+        "adaptive threshold starts.")
+    threshold_min_precision: Fraction = Field(
+        0.5, description="threshold_target = precision: the precision to keep.")
+    retrain_live: bool = Field(
+        True, description="The control loop schedules retraining (weekly, or on live "
+        "precision/recall drift) as a background Ray task running Ray Tune.")
+    retrain_trials: int = Field(
+        4, ge=1, le=1000, description="Ray Tune trials per scheduled retraining.")
+    retrain_check_interval_s: Annotated[float, Field(gt=0)] = Field(
+        60.0, description="How often the loop checks whether a retraining is due.")
 
 
 class ApiSettings(_Group):
@@ -455,6 +510,7 @@ class Settings(BaseSettings):
     thresholds: ThresholdSettings = ThresholdSettings()
     policy: PolicySettings = PolicySettings()
     cost: CostSettings = CostSettings()
+    oom: OomSettings = OomSettings()
     pool: PoolSettings = PoolSettings()
     contention: ContentionSettings = ContentionSettings()
     history: HistorySettings = HistorySettings()

@@ -22,6 +22,10 @@ class ScalingAction:
     ``action_id`` is unique and deterministic (container, tier and the tick's
     ``now_s``), so a retried action is recognised and never applied twice.
     ``preemptive`` marks a scale-up made on a prediction (served first by the pool).
+    ``cause`` says why it was proposed: ``"forecast"`` (a policy, on the prediction),
+    ``"oom"`` (the answer to an OOM kill: :mod:`app.core.oom`), ``"idle"`` (a cost
+    scale-down), ``"reclaim"`` (shrunk under contention), ``"baseline"`` (an
+    evaluation baseline).
     """
 
     action_id: str
@@ -38,6 +42,7 @@ class ScalingAction:
     kind: ActionKind = ActionKind.RESIZE
     app: str = ""
     preemptive: bool = True
+    cause: str = "forecast"
 
     @property
     def delta(self) -> float:

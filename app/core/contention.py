@@ -282,7 +282,7 @@ def arbitrate(
                    f"for asks short of {_fmt(t, short)}")
             act = ScalingAction(aid, now_s, cand.container, t, cur, new, 0.0, math.nan,
                                 math.inf, cand.floor, why, ActionKind.RESIZE, cand.app,
-                                preemptive=False)
+                                preemptive=False, cause="reclaim")
             v = work.grant_one(act)
             assert v.verdict is Verdict.GRANTED, v.reason  # a decrease always fits
             reclaims.append(act)

@@ -31,13 +31,14 @@ candidates come from :func:`reclaim_candidates`: every container and tier that i
 gets a floor it may be shrunk to *at once* (not in 10 % steps)::
 
     P = max(run peak, long peak (when known), u)
-    floor = ⌈max(P × (1 + peak_margin_fraction), memory: u × (1 + safety margin), lo)⌉
+    floor = ⌈max(P × (1 + reclaim_margin_fraction), memory: u × (1 + safety margin), lo, H)⌉
 
-with ``lo`` the tier's lower bound (container > app > global) and the long peak the
-highest usage in the last ``reclaim_peak_s`` (the engine keeps it:
+with ``lo`` the tier's lower bound (container > app > global), H the OOM
+stabilisation floor (``PolicyInput.floor``, :mod:`app.core.oom`) and the long peak the
+highest usage in the last ``long_peak_s`` (the engine keeps it:
 :class:`app.core.peaks.PeakTracker`, and folds in the window's maximum). Worked
 example: limit 1600 MiB, u = 180 MiB, the long peak 614 MiB (an hourly burst), run peak 200 MiB,
-peak margin 0.2, safety margin 0.1, lo 32 MiB, low for 600 s ≥ 300 s →
+reclaim margin 0.2, safety margin 0.1, lo 32 MiB, low for 600 s ≥ 300 s →
 P = 614 MiB, floor = max(736.8, 198, 32) = 736.8 MiB (page-rounded): up to 863 MiB
 can go to a container that needs it, and the next burst still fits.
 
@@ -76,7 +77,9 @@ class CostConfig:
     step_down_fraction: float = 0.1
     step_interval_s: float = 600.0
     reclaim_after_s: float = 300.0
-    reclaim_peak_s: float = 86_400.0
+    long_peak_s: float = 86_400.0
+    reclaim_margin_fraction: float = 0.2
+    revert_after_s: float = 3600.0
 
     def __post_init__(self) -> None:
         for name, lo, hi in (
@@ -84,10 +87,12 @@ class CostConfig:
             ("idle_p_fail_max", 0.0, 1.0),
             ("step_down_fraction", 0.0, 1.0),
             ("peak_margin_fraction", 0.0, 10.0),
+            ("reclaim_margin_fraction", 0.0, 10.0),
             ("idle_after_s", 0.0, math.inf),
             ("step_interval_s", 0.0, math.inf),
             ("reclaim_after_s", 0.0, math.inf),
-            ("reclaim_peak_s", 0.0, math.inf),
+            ("revert_after_s", 0.0, math.inf),
+            ("long_peak_s", 0.0, math.inf),
         ):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and lo <= v <= hi and not math.isinf(v)):
@@ -141,6 +146,7 @@ def propose_scale_downs(
         last_direction=dict(state.last_direction),
         low_since_s=low_since,
         low_peak=low_peak,
+        raised_from=dict(state.raised_from),
     )
     return decisions, new_state
 
@@ -154,6 +160,18 @@ def _step_down(
     key = key_of(name, tier) if key is None else key
     low = (f"usage {fmt(tier, usage)} < {cfg.idle_usage_fraction:.0%} of limit "
            f"{fmt(tier, limit)}, p_fail {p:.2f} <= {cfg.idle_p_fail_max:.2f}")
+    base = state.raised_from.get(key)
+    if base is not None and idle_for_s >= cfg.revert_after_s and base < limit:
+        peak_in = inp.peak_of(tier, i)
+        peak = max(run_peak, usage, peak_in if math.isfinite(peak_in) else 0.0)
+        target = round_up(tier, max(base, peak * (1 + cfg.reclaim_margin_fraction)))
+        if target < limit:
+            return _down_action(
+                inp, i, tier, limit, target, p,
+                f"cost: revert: the pre-emptive raise from {fmt(tier, base)} was not needed "
+                f"(usage never reached it; low for {idle_for_s:.0f} s: {low}): back to "
+                f"{fmt(tier, target)} (never below peak {fmt(tier, peak)} × "
+                f"{1 + cfg.reclaim_margin_fraction:.2f})")
     if idle_for_s < cfg.idle_after_s:
         return None, f"cost: low for {idle_for_s:.0f} s of {cfg.idle_after_s:g} s ({low})"
     last = state.last_action_s.get(key)
@@ -170,7 +188,13 @@ def _step_down(
     reason = (f"cost: idle for {idle_for_s:.0f} s ({low}): step down to {fmt(tier, target)} "
               f"(at most {cfg.step_down_fraction:.0%}; never below peak {fmt(tier, peak)} × "
               f"{1 + cfg.peak_margin_fraction:.2f})")
+    return _down_action(inp, i, tier, limit, target, p, reason)
+
+
+def _down_action(inp: PolicyInput, i: int, tier: Tier, limit: float, target: float, p: float,
+                 reason: str) -> tuple[ScalingAction, str]:
     tp = inp.prediction.tiers[tier]
+    name, now = inp.containers[i], inp.now_s
     action = ScalingAction(
         action_id=action_id_for(name, tier, now),
         now_s=now,
@@ -186,6 +210,7 @@ def _step_down(
         kind=ActionKind.RESIZE,
         app=inp.app_of(i),
         preemptive=False,
+        cause="idle",
     )
     return action, reason
 
@@ -198,7 +223,7 @@ def reclaim_candidates(
     (module docstring, "Reclaim"): low now, low for at least ``cfg.reclaim_after_s``
     according to ``state`` (the state :func:`propose_scale_downs` returned this tick),
     and a floor below the limit. ``long_peak``: tier → ``[N]`` highest usage in the
-    last ``cfg.reclaim_peak_s`` (nan = unknown). Empty when ``cfg.enabled`` is false
+    last ``cfg.long_peak_s`` (nan = unknown). Empty when ``cfg.enabled`` is false
     (the low runs are only kept by the cost pass)."""
     if not cfg.enabled:
         return []
@@ -225,8 +250,9 @@ def reclaim_candidates(
             app = inp.app_of(i)
             lo, _ = guards.bounds_for(name, app, tier_text)
             safety = guards.floor_for(tier_text, usage)
-            floor = round_up(tier, max(peak * (1 + cfg.peak_margin_fraction),
-                                       safety if math.isfinite(safety) else math.inf, lo))
+            floor = round_up(tier, max(peak * (1 + cfg.reclaim_margin_fraction),
+                                       safety if math.isfinite(safety) else math.inf, lo,
+                                       inp.floor_of(tier_text, i)))
             if floor < limit:
                 out.append(ReclaimCandidate(name, tier, limit, floor, app))
     return out

@@ -40,6 +40,7 @@ from app.core.actions import ActionKind, ActionResult, Decision, ResultStatus, S
 from app.core.contention import ReclaimCandidate
 from app.core.cost import SavingsLedger, accumulate_savings, reclaim_candidates
 from app.core.features import F, compute_features
+from app.core.oom import OomState
 from app.core.outcome_tracker import (
     Judgement,
     OutcomeConfig,
@@ -97,7 +98,7 @@ class EngineConfig:
         p, t = s.predictor, s.thresholds
         return cls(
             predictor=TrendExhaustionPredictor.from_settings(p),
-            policy=PolicyConfig.from_settings(s.policy, s.cost),
+            policy=PolicyConfig.from_settings(s.policy, s.cost, getattr(s, "oom", None)),
             outcome=OutcomeConfig(horizon_s=t.outcome_horizon_s or p.horizon_s,
                                   cpu_reach_fraction=p.cpu_busy_fraction),
             recent_steps=p.recent_steps,
@@ -108,7 +109,7 @@ class EngineConfig:
         )
 
 
-#: the long peak (``cost.reclaim_peak_s``) is kept in this many buckets
+#: the long peak (``cost.long_peak_s``) is kept in this many buckets
 PEAK_BUCKETS = 6
 
 
@@ -120,13 +121,21 @@ class EngineState:
     outcomes: OutcomeTracker = field(default_factory=OutcomeTracker)
     lead_times: LeadTimeTracker = field(default_factory=lambda: LeadTimeTracker(240.0))
     savings: SavingsLedger = field(default_factory=SavingsLedger)
-    #: long-horizon usage peaks (what a reclaim under contention keeps); None = off
+    #: long-horizon usage peaks (what an idle scale-down or a reclaim under contention
+    #: keeps); None = off
     peaks: PeakTracker | None = None
+    #: the OOM response: kills in the loop window, stabilisation floors, flags
+    oom: OomState = field(default_factory=OomState)
+    #: the highest limits over the long peak's span (what an OOM bump restores)
+    limit_peaks: PeakTracker | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"policy_state": self.policy.to_dict(), "outcomes": self.outcomes.to_dict(),
                 "pending": self.lead_times.to_list(), "savings": self.savings.to_dict(),
-                "peaks": self.peaks.to_dict() if self.peaks is not None else None}
+                "peaks": self.peaks.to_dict() if self.peaks is not None else None,
+                "limit_peaks": (self.limit_peaks.to_dict() if self.limit_peaks is not None
+                                else None),
+                "oom": self.oom.to_dict()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], config: EngineConfig) -> EngineState:
@@ -142,15 +151,24 @@ class EngineState:
         if d.get("peaks") and st.peaks is not None:
             saved = PeakTracker.from_dict(d["peaks"])
             if (saved.bucket_s, saved.buckets) == (st.peaks.bucket_s, st.peaks.buckets):
-                st.peaks = saved  # a changed reclaim_peak_s starts afresh
+                st.peaks = saved  # a changed long_peak_s starts afresh
+        if d.get("limit_peaks") and st.limit_peaks is not None:
+            saved = PeakTracker.from_dict(d["limit_peaks"])
+            if (saved.bucket_s, saved.buckets) == (st.limit_peaks.bucket_s,
+                                                   st.limit_peaks.buckets):
+                st.limit_peaks = saved
+        if d.get("oom"):
+            st.oom = OomState.from_dict(d["oom"])
         return st
 
     @classmethod
     def fresh(cls, config: EngineConfig) -> EngineState:
-        span = config.policy.cost.reclaim_peak_s
+        span = config.policy.cost.long_peak_s
         return cls(outcomes=OutcomeTracker(config.outcome),
                    lead_times=LeadTimeTracker(config.lead_time_expire_s),
-                   peaks=PeakTracker(span / PEAK_BUCKETS, PEAK_BUCKETS) if span > 0 else None)
+                   peaks=PeakTracker(span / PEAK_BUCKETS, PEAK_BUCKETS) if span > 0 else None,
+                   limit_peaks=(PeakTracker(span / PEAK_BUCKETS, PEAK_BUCKETS) if span > 0
+                                else None))
 
 
 @dataclass(frozen=True)
@@ -197,6 +215,10 @@ class Plan:
     #: idle containers the pool may shrink if this tick's increases contend
     #: (:func:`app.core.cost.reclaim_candidates`; only computed when an ask increases)
     reclaim: list[ReclaimCandidate] = field(default_factory=list)
+    #: containers OOM-killed since the last tick → their kills within the loop window
+    oom_kills: dict[str, int] = field(default_factory=dict)
+    #: containers in a kill loop this tick → why they need the operator
+    flagged: dict[str, str] = field(default_factory=dict)
 
     def usage(self, tier: Tier) -> np.ndarray:
         col = "memory_usage_last_bytes" if tier is Tier.MEMORY else "cpu_usage_cores_last"
@@ -318,10 +340,31 @@ class Engine:
         feats, pred, model_of = self.predict(snap, models)
         thr = self.thresholds(book, names, apps)
         judgements, lead = self._judge(snap, feats, pred, thr)
+        killed: dict[str, int] = {}
+        for e in snap.events:
+            if e.kind is EventKind.OOM_KILL:
+                killed[e.container] = killed.get(e.container, 0) + 1
+        oom_kills = self.state.oom.record_kills(snap.now_s, killed,
+                                                self.config.policy.oom) if killed else {}
         if self.state.peaks is not None:
-            self.state.peaks.observe(snap.now_s, names, self._peak_usage(feats))
+            usage = self._peak_usage(feats)
+            if oom_kills:  # a kill says the demand reached at least the limit
+                pos = {n: i for i, n in enumerate(names)}
+                mem = usage[Tier.MEMORY].copy()
+                for c in oom_kills:
+                    i = pos.get(c)
+                    if i is not None:
+                        mem[i] = np.fmax(mem[i], feats[i, F["memory_limit_bytes"]])
+                usage[Tier.MEMORY] = mem
+            self.state.peaks.observe(snap.now_s, names, usage)
+        if self.state.limit_peaks is not None:
+            lim = {Tier.MEMORY: feats[:, F["memory_limit_bytes"]],
+                   Tier.CPU: feats[:, F["cpu_quota_cores"]]}
+            self.state.limit_peaks.observe(
+                snap.now_s, names, {t: np.where(np.isfinite(v), v, np.nan)
+                                    for t, v in lim.items()})
         return Plan(snap.now_s, names, apps, feats, pred, thr, judgements, lead, [], [],
-                    model_of)
+                    model_of, oom_kills=oom_kills)
 
     def propose(self, plan: Plan, snap: Snapshot) -> Plan:
         """Policy and guards over an observed plan: fills ``decisions`` and ``asks`` (and
@@ -336,13 +379,34 @@ class Engine:
         usage = {Tier.MEMORY: feats[:, F["memory_usage_last_bytes"]],
                  Tier.CPU: feats[:, F["cpu_usage_cores_last"]]}
         reps = snap.replicas
+        oom = self.state.oom
+        raised = self.state.policy.raised_from
+        if raised:  # a pre-emptive raise that usage reached (or a kill) was needed
+            pos = {n: i for i, n in enumerate(names)}
+            for key in list(raised):
+                c, _, t = key.rpartition("/")
+                i = pos.get(c)
+                if i is None or c in plan.oom_kills or (
+                        t in ("memory", "cpu") and usage[Tier(t)][i] >= raised[key]):
+                    del raised[key]
+        long_peak = self._long_peak(plan)
         inp = PolicyInput(snap.now_s, names, plan.prediction, thr[Tier.MEMORY], apps=apps,
-                          tier_thresholds=thr, usage=usage,
+                          tier_thresholds=thr, usage=usage, peak_usage=long_peak,
                           replicated=np.array([n in reps for n in names]) if reps else None,
                           replicas=np.array([reps.get(n, 1) for n in names], dtype=float)
-                          if reps else None)
+                          if reps else None,
+                          floor={Tier.MEMORY: np.asarray(oom.floors(snap.now_s, names))}
+                          if oom.floor else None,
+                          oom_kills=np.array([plan.oom_kills.get(n, 0) for n in names])
+                          if plan.oom_kills else None,
+                          limit_peak=self._limit_peak(plan) if plan.oom_kills else None)
         plan.decisions, self.state.policy = decide(inp, self.config.policy, self.state.policy,
                                                    sparse=True)
+        if plan.oom_kills:
+            loop = self.config.policy.oom.loop_kills
+            for d in plan.decisions:
+                if (d.tier is Tier.MEMORY and plan.oom_kills.get(d.container, 0) >= loop):
+                    plan.flagged[d.container] = oom.flagged[d.container] = d.reason
         app_of = dict(zip(names, apps, strict=True))
         asks = []
         for d in plan.decisions:
@@ -355,7 +419,7 @@ class Engine:
         if any(a.new_limit > a.old_limit or a.kind is ActionKind.SCALE_OUT for a in asks):
             plan.reclaim = reclaim_candidates(
                 inp, self.config.policy.cost, self.config.policy.guards, self.state.policy,
-                long_peak=self._long_peak(plan))
+                long_peak=long_peak)
         return plan
 
     @staticmethod
@@ -372,6 +436,14 @@ class Engine:
         if peaks is not None and peaks.names == plan.names:
             return {t: peaks.peak(t) for t in (Tier.MEMORY, Tier.CPU)}
         return self._peak_usage(plan.features)
+
+    def _limit_peak(self, plan: Plan) -> dict[Tier, np.ndarray] | None:
+        """Per tier ``[N]``: the highest limit over the long peak's span (None: not kept,
+        or another container order)."""
+        lp = self.state.limit_peaks
+        if lp is None or lp.names != plan.names:
+            return None
+        return {t: lp.peak(t) for t in (Tier.MEMORY, Tier.CPU)}
 
     def _judge(self, snap: Snapshot, feats: np.ndarray, pred: Prediction,
                thr: dict[Tier, np.ndarray]) -> tuple[list[Judgement], list[Outcome]]:
@@ -408,15 +480,28 @@ class Engine:
         lead time, and integrate the resource-hours saved by applied scale-downs."""
         st = self.state
         for a, r in results:
+            if (a.cause == "oom" and a.kind is ActionKind.RESIZE
+                    and r.status is not ResultStatus.FAILED):
+                # what the pool granted of the bump (the old limit if denied) holds
+                st.oom.settle(now_s, a.container, float(r.new_limit), self.config.policy.oom)
             if r.status not in (ResultStatus.APPLIED, ResultStatus.DRY_RUN):
                 continue
             applied = r.status is ResultStatus.APPLIED
+            if applied and a.kind is ActionKind.RESIZE:
+                key = f"{a.container}/{a.tier}"
+                raised = st.policy.raised_from
+                if r.new_limit > r.old_limit and a.cause == "forecast":
+                    raised.setdefault(key, float(r.old_limit))
+                elif key in raised and (a.cause == "oom" or r.new_limit <= raised[key]):
+                    del raised[key]
             if a.kind is ActionKind.RESIZE and a.new_limit > a.old_limit:
                 st.lead_times.track(a, applied=applied)
                 st.outcomes.scale_up(a, owner=self.owner(a.container, a.app), applied=applied)
         st.savings = accumulate_savings(
             st.savings, now_s, [r for _, r in results if r.status is ResultStatus.APPLIED],
             live=live)
+        if st.oom.kills or st.oom.floor or st.oom.flagged:
+            st.oom.forget(live)
 
 
 __all__ = ["AppModel", "Engine", "EngineConfig", "EngineState", "ModelLookup", "Plan",

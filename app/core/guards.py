@@ -12,11 +12,14 @@ Per action on container c, tier t (key ``"c/t"``), with old limit L, the policy'
 target T, direction d = sign(T − L), in this order:
 
 1. **Cooldown**: blocked if the last action on ``c/t`` was less than
-   ``cooldown_s`` (or ``tier_cooldown_s[t]``) ago.
+   ``cooldown_s`` (or ``tier_cooldown_s[t]``) ago — except the answer to an OOM
+   kill (``cause == "oom"``, :mod:`app.core.oom`): after a kill, waiting only lets
+   the next one happen.
 2. **Hysteresis (hold)**: blocked if the last action on ``c/t`` went the other way
    and was less than ``hold_s`` ago. Exception: a scale-up whose p_fail is at least
-   ``urgent_p_fail`` (None: no exception) — a hold meant against flapping never
-   stops a scale-up that prevents an imminent failure; the reason says so.
+   ``urgent_p_fail`` (None: no exception), or an OOM bump — a hold meant against
+   flapping never stops a scale-up that prevents an imminent failure; the reason
+   says so.
 3. **Bounds** [lo, hi] of the tier: the most specific of container, app and global
    wins, field by field (``container_bounds`` > ``app_bounds`` > ``min/max_limit``).
    lo > hi (conflicting overrides) blocks.
@@ -28,7 +31,9 @@ target T, direction d = sign(T − L), in this order:
      N = min(⌈T⌉, hi, L + S), then N = max(N, min(F, hi)) (the floor wins over the
      step), then N = max(N, lo) (bounds win over the step);
    - down (d = −1): memory with unknown usage is never lowered (blocked).
-     N = max(⌈T⌉, L − S, lo, F); blocked if N > hi (lowering it to the max would
+     N = max(⌈T⌉, L − S, lo, F, H) with H the OOM stabilisation floor
+     (``PolicyInput.floor``: the limit an OOM bump reached, held for
+     ``oom.stabilise_s``); blocked if N > hi (lowering it to the max would
      undercut the floor or the policy's own target, e.g. cost's peak + margin:
      a limit above its max is left to the operator), N ≤ 0, or N ≥ L.
 
@@ -246,15 +251,17 @@ def _resize(t: _Tick, i: int, a: ScalingAction) -> ScalingAction:
         raise _Blocked("target equals the current limit")
     notes: list[str] = []
 
+    oom = a.cause == "oom"  # the answer to a kill: never held back by time
     # 1. cooldown
-    if key in t.last and now - t.last[key] < cfg.cooldown_for(tier):
+    if not oom and key in t.last and now - t.last[key] < cfg.cooldown_for(tier):
         left = cfg.cooldown_for(tier) - (now - t.last[key])
         raise _Blocked(f"in cooldown ({left:.1f} s left)")
     # 2. hysteresis hold
     if t.direction.get(key) == -d and key in t.last and now - t.last[key] < cfg.hold_s:
         age = now - t.last[key]
         prev = "down" if d > 0 else "up"
-        urgent = cfg.urgent_p_fail is not None and d > 0 and a.p_fail >= cfg.urgent_p_fail
+        urgent = oom or (cfg.urgent_p_fail is not None and d > 0
+                         and a.p_fail >= cfg.urgent_p_fail)
         if not urgent:
             raise _Blocked(f"would reverse the last action ({prev} {age:.0f} s ago) within the "
                            f"hold of {cfg.hold_s:g} s")
@@ -300,6 +307,11 @@ def _resize(t: _Tick, i: int, a: ScalingAction) -> ScalingAction:
         if new < floor:
             new = floor
             notes.append(f"safety floor: usage {fmt(tier, usage)} × {margin:.2f}")
+        held = inp.floor_of(tier, i)
+        if new < held:
+            new = round_up(tier, held)
+            notes.append(f"held at {fmt(tier, held)}: raised for an OOM kill, within its "
+                         "stabilisation window")
         if new > hi:
             what = "safety floor" if new == floor else "target"
             raise _Blocked(f"{what} {fmt(tier, new)} is above the max {fmt(tier, hi)}: "
@@ -307,8 +319,9 @@ def _resize(t: _Tick, i: int, a: ScalingAction) -> ScalingAction:
         if new <= 0:
             raise _Blocked("a limit of 0 or less is never set")
         if new >= old:
-            raise _Blocked(f"cannot lower: {fmt(tier, new)} (floor/min/usage + margin) "
-                           f">= limit {fmt(tier, old)}")
+            why = ("an OOM kill's stabilisation floor" if new == round_up(tier, held) and held
+                   else "floor/min/usage + margin")
+            raise _Blocked(f"cannot lower: {fmt(tier, new)} ({why}) >= limit {fmt(tier, old)}")
     # 5. dead band
     band = cfg.dead_band_fraction * old
     if abs(new - old) < band:
@@ -328,7 +341,7 @@ def _resize(t: _Tick, i: int, a: ScalingAction) -> ScalingAction:
     reason = "; ".join([a.reason, *notes])
     return ScalingAction(a.action_id, a.now_s, a.container, a.tier, a.old_limit, float(new),
                          a.p_fail, a.threshold, a.time_to_limit_s, a.forecast, reason, a.kind,
-                         a.app, a.preemptive)  # = replace(a, new_limit=…, reason=…), faster
+                         a.app, a.preemptive, a.cause)  # = replace(a, new_limit=…, reason=…)
 
 
 def _decision_with(d: Decision, action: ScalingAction | None, reason: str) -> Decision:

@@ -69,6 +69,7 @@ import numpy as np
 from app.core.actions import ActionKind, Decision, ScalingAction, action_id_for
 from app.core.cost import CostConfig, propose_scale_downs
 from app.core.guards import Bounds, GuardConfig, guard
+from app.core.oom import OomConfig, bump_target
 from app.core.policy_types import (
     PAGE_BYTES,
     PolicyInput,
@@ -110,6 +111,7 @@ class PolicyConfig:
     multi_tier_margins: Mapping[str, float] = field(default_factory=dict)
     guards: GuardConfig = field(default_factory=GuardConfig)
     cost: CostConfig = field(default_factory=CostConfig)
+    oom: OomConfig = field(default_factory=OomConfig)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -129,10 +131,10 @@ class PolicyConfig:
                                  f"{_METHODS}, got {m!r}")
 
     @classmethod
-    def from_settings(cls, policy: Any, cost: Any = None) -> PolicyConfig:
-        """From ``settings.policy`` (and ``settings.cost``). Fields the settings do not
-        have (yet) take the defaults of :class:`PolicyConfig`, :class:`GuardConfig`
-        and :class:`CostConfig`."""
+    def from_settings(cls, policy: Any, cost: Any = None, oom: Any = None) -> PolicyConfig:
+        """From ``settings.policy`` (and ``settings.cost``, ``settings.oom``). Fields the
+        settings do not have (yet) take the defaults of :class:`PolicyConfig`,
+        :class:`GuardConfig`, :class:`CostConfig` and :class:`OomConfig`."""
         g, c = GuardConfig(), CostConfig()
 
         def get(obj: Any, name: str, default: Any) -> Any:
@@ -176,6 +178,7 @@ class PolicyConfig:
             multi_tier_margins=dict(get(policy, "multi_tier_margins", {})),
             guards=guards,
             cost=costs,
+            oom=OomConfig.from_settings(oom),
         )
 
 
@@ -366,6 +369,53 @@ _RAW: dict[str, Callable[..., list[Decision]]] = {
 }
 
 
+def _with_oom_bumps(inp: PolicyInput, cfg: PolicyConfig, raw: list[Decision]
+                    ) -> list[Decision]:
+    """The answer to this tick's OOM kills (:mod:`app.core.oom`): for every killed
+    container a memory bump (a scale-out for a replicated one in a kill loop), put
+    first and replacing the policy's own memory decision — whose target it keeps if
+    that is higher. Unguarded, like every raw decision."""
+    mem = inp.prediction.tiers.get(Tier.MEMORY)
+    if mem is None or inp.oom_kills is None:
+        return raw
+    killed = np.flatnonzero(inp.oom_kills > 0)
+    if not len(killed):
+        return raw
+    own = {d.container: d for d in raw if d.tier == Tier.MEMORY and d.action is not None}
+    bumps: list[Decision] = []
+    names = inp.containers
+    for i in killed:
+        name, limit = names[i], float(mem.limit[i])
+        if not math.isfinite(limit):
+            continue
+        k = inp.kills_of(i)
+        new, how = bump_target(cfg.oom, limit, inp.peak_of(Tier.MEMORY, i),
+                               float(mem.forecast[i]), k, inp.limit_peak_of(Tier.MEMORY, i))
+        mine = own.get(name)
+        if mine is not None and mine.action is not None and mine.action.new_limit > new:
+            new, how = mine.action.new_limit, f"the policy's own target ({mine.reason})"
+        loop = k >= cfg.oom.loop_kills
+        kind = ActionKind.RESIZE
+        reason = (f"OOM kill ({k} within {cfg.oom.loop_window_s:g} s) at limit "
+                  f"{fmt(Tier.MEMORY, limit)}: bump to {fmt(Tier.MEMORY, new)} ({how})")
+        if loop:
+            reason += f"; kill loop: {k} OOM kills within {cfg.oom.loop_window_s:g} s"
+            if inp.is_replicated(i):
+                kind = ActionKind.SCALE_OUT
+                reason += ": scale out"
+        p, thr = float(mem.p_fail[i]), inp.threshold_of(Tier.MEMORY, i)
+        ttl, forecast = float(mem.time_to_limit_s[i]), float(mem.forecast[i])
+        action = ScalingAction(
+            action_id=action_id_for(name, Tier.MEMORY, inp.now_s), now_s=inp.now_s,
+            container=name, tier=Tier.MEMORY, old_limit=limit, new_limit=new, p_fail=p,
+            threshold=thr, time_to_limit_s=ttl, forecast=forecast, reason=reason, kind=kind,
+            app=inp.app_of(i), preemptive=False, cause="oom")
+        bumps.append(Decision(inp.now_s, name, Tier.MEMORY, p, thr, ttl, forecast, limit,
+                              action, reason))
+    done = {d.container for d in bumps}
+    return bumps + [d for d in raw if not (d.tier == Tier.MEMORY and d.container in done)]
+
+
 # -- the policies -------------------------------------------------------------------------
 
 
@@ -512,4 +562,6 @@ def decide(
             inp if low.all() else _rows(inp, np.flatnonzero(low)), c.cost, state)
         by_key = {(d.container, d.tier): d for d in downs if d.action is not None}
         raw = [by_key.get((d.container, d.tier), d) if d.action is None else d for d in raw]
+    if c.oom.enabled:
+        raw = _with_oom_bumps(inp, c, raw)
     return guard(inp, raw, c.guards, state)

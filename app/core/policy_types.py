@@ -109,7 +109,14 @@ class PolicyInput:
     - ``replicas``: ``[N]`` its current replica count (default 1);
     - ``headroom_on_node``: tier → ``[N]`` how much more of the tier the container's
       node can still give it (bytes / cores; ``nan`` or absent = unknown, not checked);
-    - ``pool_free``: tier → free capacity of the pool (bytes / cores).
+    - ``pool_free``: tier → free capacity of the pool (bytes / cores);
+    - ``floor``: tier → ``[N]`` the lowest limit a decrease may set now (the OOM
+      stabilisation floor: :mod:`app.core.oom`; 0 = none);
+    - ``oom_kills``: ``[N]`` for a container OOM-killed since the last tick, its kills
+      within the OOM loop window (this one included); 0 for the others;
+    - ``limit_peak``: tier → ``[N]`` the highest limit the container had over the long
+      peak's span (``cost.long_peak_s``; nan = unknown): what an OOM bump restores
+      after a scale-down that proved too deep.
     """
 
     now_s: float
@@ -124,6 +131,9 @@ class PolicyInput:
     replicas: np.ndarray | None = None
     headroom_on_node: Mapping[Tier, np.ndarray] | None = None
     pool_free: Mapping[Tier, float] | None = None
+    floor: Mapping[Tier, np.ndarray] | None = None
+    oom_kills: np.ndarray | None = None
+    limit_peak: Mapping[Tier, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.now_s, (int, float, np.floating)) or not math.isfinite(self.now_s):
@@ -147,10 +157,16 @@ class PolicyInput:
             if len(apps) != n:
                 raise ValueError(f"PolicyInput.apps has {len(apps)} entries, expected {n}")
             set_(self, "apps", apps)
-        for name in ("usage", "peak_usage", "tier_thresholds", "headroom_on_node"):
+        for name in ("usage", "peak_usage", "tier_thresholds", "headroom_on_node", "floor",
+                     "limit_peak"):
             set_(self, name, _tier_vectors(name, getattr(self, name), n))
         if self.replicated is not None:
             set_(self, "replicated", _vector("replicated", self.replicated, n, bool))
+        if self.oom_kills is not None:
+            kills = _vector("oom_kills", self.oom_kills, n, np.int64)
+            if np.any(kills < 0):
+                raise ValueError("PolicyInput.oom_kills has a negative count")
+            set_(self, "oom_kills", kills)
         if self.replicas is not None:
             reps = _vector("replicas", self.replicas, n)
             if np.any(reps < 0):
@@ -175,6 +191,20 @@ class PolicyInput:
     def peak_of(self, tier: str, i: int) -> float:
         arr = self.peak_usage.get(tier) if self.peak_usage else None
         return float(arr[i]) if arr is not None else math.nan
+
+    def floor_of(self, tier: str, i: int) -> float:
+        """The lowest limit a decrease may set (0: no floor)."""
+        arr = self.floor.get(tier) if self.floor else None
+        return float(arr[i]) if arr is not None else 0.0
+
+    def limit_peak_of(self, tier: str, i: int) -> float:
+        """The highest limit over the long peak's span (nan: unknown)."""
+        arr = self.limit_peak.get(tier) if self.limit_peak else None
+        return float(arr[i]) if arr is not None else math.nan
+
+    def kills_of(self, i: int) -> int:
+        """OOM kills within the loop window if killed since the last tick, else 0."""
+        return int(self.oom_kills[i]) if self.oom_kills is not None else 0
 
     def threshold_of(self, tier: str, i: int) -> float:
         arr = self.tier_thresholds.get(tier) if self.tier_thresholds else None
@@ -209,7 +239,10 @@ class PolicyState:
     - ``last_action_s``: time of the last action (cooldown, hysteresis, cost cadence);
     - ``last_direction``: +1 (up) or −1 (down) of that action (hysteresis);
     - ``low_since_s``: cost: start of the current run of low usage and low p_fail;
-    - ``low_peak``: cost: highest usage seen during that run.
+    - ``low_peak``: cost: highest usage seen during that run;
+    - ``raised_from``: the limit before a pre-emptive scale-up (the first of a chain)
+      that usage has not reached yet: cost reverts to it once the tier is low again
+      (:mod:`app.core.cost`, "Revert"); dropped when usage reaches it or a kill comes.
 
     The first positional field stays ``last_action_s`` (the spine's checkpoint).
     """
@@ -218,6 +251,7 @@ class PolicyState:
     last_direction: dict[str, int] = field(default_factory=dict)
     low_since_s: dict[str, float] = field(default_factory=dict)
     low_peak: dict[str, float] = field(default_factory=dict)
+    raised_from: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, dict[str, float]]:
         return {
@@ -225,6 +259,7 @@ class PolicyState:
             "last_direction": dict(self.last_direction),
             "low_since_s": dict(self.low_since_s),
             "low_peak": dict(self.low_peak),
+            "raised_from": dict(self.raised_from),
         }
 
     @classmethod
@@ -232,7 +267,8 @@ class PolicyState:
         """Inverse of :meth:`to_dict`; missing parts (an older checkpoint) are empty.
         Raises :class:`ValueError` naming the part that is malformed."""
         out: dict[str, dict[str, Any]] = {}
-        for part in ("last_action_s", "last_direction", "low_since_s", "low_peak"):
+        for part in ("last_action_s", "last_direction", "low_since_s", "low_peak",
+                     "raised_from"):
             raw = data.get(part, {})
             if not isinstance(raw, Mapping):
                 raise ValueError(f"PolicyState.{part} must be a mapping, got {type(raw).__name__}")

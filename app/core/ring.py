@@ -61,3 +61,35 @@ class RingBuffer:
             else:
                 out[i, self.steps - n :] = buf[:n]
         return names, out
+
+
+class FleetRing:
+    """The same windows as :class:`RingBuffer` for a fixed fleet of N rows, written a
+    whole step at a time (the evaluator's simulated fleet: no per-sample objects).
+
+    Step k writes slot ``k mod steps`` of the rows it is given; :meth:`window` returns
+    ``[len(rows), steps, M]``, oldest first. A row :meth:`reset` at step s (a container
+    that starts existing) reads all-NaN before s, as a new container does in
+    :class:`RingBuffer`. Worked example: ``steps=3``, row 0 written at steps 0–3 with
+    ts 1, 2, 3, 4 → its window has ts 2, 3, 4; row 1 reset and written only at step 3
+    → NaN, NaN, 4.
+    """
+
+    def __init__(self, n: int, steps: int) -> None:
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        self.steps = steps
+        self._data = np.full((n, steps, len(METRICS)), np.nan)
+        self._k = -1
+
+    def push(self, k: int, rows: np.ndarray | slice, values: np.ndarray) -> None:
+        """Step ``k`` (non-decreasing across calls): ``values[len(rows), M]`` into ``rows``."""
+        self._k = k
+        self._data[rows, k % self.steps] = values
+
+    def reset(self, rows: np.ndarray) -> None:
+        self._data[rows] = np.nan
+
+    def window(self, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+        order = (np.arange(self.steps) + self._k + 1) % self.steps
+        return self._data[rows][:, order]

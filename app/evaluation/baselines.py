@@ -160,7 +160,7 @@ def resize(now_s: float, name: str, app: str, tier: Tier, old: float, new: float
         action_id=action_id_for(name, tier, now_s), now_s=now_s, container=name, tier=tier,
         old_limit=float(old), new_limit=float(new), p_fail=p_fail, threshold=0.0,
         time_to_limit_s=math.nan, forecast=math.nan, reason=reason, app=app,
-        preemptive=False)
+        preemptive=False, cause="baseline")
 
 
 class Baseline:

@@ -22,6 +22,25 @@ replicas still starting; ``used`` = min(demand, limit) × ready replicas, 0 whil
 - **false-positive rate**: scale-ups whose demand did *not* reach the old limit within
   H, over all scale-ups (H = the scenario's horizon).
 
+A container outside its life (a trace's VM before its first or after its last real
+sample: ``RunRecord.alive``) counts nowhere: no allocation, no demand, no violation.
+
+**The Autopilot / VPA figures for memory** (:func:`memory_figures`; Rzadca et al.,
+"Autopilot", EuroSys 2020, §5; the VPA's evaluation), beside the richer ones above:
+
+- a *violation* is a container-step, after a warm-up of :data:`WARMUP_S` from the
+  container's start, where its memory demand (per replica, whether it is up or
+  restarting) is above the limit in force: ``demand > limit``;
+- the *violation rate* is violations / container-steps after the warm-up;
+- the *slack* is Σ(limit − demand) / Σ limit over the non-violating steps after the
+  warm-up (per replica × replicas);
+- *limit changes* are the applied memory resizes.
+
+Worked example (:func:`memory_figures`): Δ = 300 s, warm-up 3600 s (12 steps), one
+container alive for 14 steps with limit 100 and demand 50 except 120 at step 13 →
+steps 12 and 13 count; one violation (120 > 100), rate 1/2; slack over step 12:
+(100 − 50)/100 = 0.5.
+
 Worked example (:func:`tests.unit.test_evaluation` has it): one container, Δ = 60 s,
 limit 100 for 4 steps, demand 50, 60, 70, 80, a scale-up to 200 at step 0 and demand
 110 at step 2 → alloc 100, 200, 200, 200 (700), used 50, 60, 70, 80 (260) → slack
@@ -39,6 +58,8 @@ import numpy as np
 from app.evaluation.runner import RunRecord
 
 GIB = 2.0**30
+#: the Autopilot/VPA figures count from this long after a container starts
+WARMUP_S = 3600.0
 
 
 def _episodes(flags: np.ndarray) -> int:
@@ -80,6 +101,44 @@ def lead_times(rec: RunRecord, horizon_s: float) -> tuple[list[float], int, int]
     return leads, ups, fps
 
 
+def _ages(alive: np.ndarray) -> np.ndarray:
+    """Steps since each container started existing (−1 outside its life). Worked
+    example: alive 0 1 1 0 1 → −1 0 1 −1 0."""
+    out = np.full(alive.shape, -1, dtype=np.int64)
+    run = np.zeros(alive.shape[0], dtype=np.int64)
+    for k in range(alive.shape[1]):
+        run = np.where(alive[:, k], run + 1, 0)
+        out[:, k] = run - 1
+    return out
+
+
+def memory_figures(rec: RunRecord, warmup_s: float = WARMUP_S) -> dict[str, Any]:
+    """The Autopilot / VPA figures for memory (module docstring)."""
+    alive = rec.alive if rec.alive is not None else np.ones_like(rec.down)
+    want = rec.memory_want_bytes if rec.memory_want_bytes is not None \
+        else rec.memory_demand_bytes
+    warm = int(math.ceil(warmup_s / rec.step_s - 1e-9))
+    counted = alive & (_ages(alive) >= warm) & np.isfinite(want)
+    limit = rec.memory_limit_bytes
+    with np.errstate(invalid="ignore"):
+        viol = counted & (want > limit)
+    ok = counted & ~viol
+    reps = rec.replicas.astype(float)
+    ready = reps if rec.replicas_ready is None else rec.replicas_ready.astype(float)
+    alloc = np.where(ok, limit * reps, 0.0)
+    used = np.where(ok, want * ready, 0.0)
+    steps = int(counted.sum())
+    return {
+        "mem_violations": int(viol.sum()),
+        "mem_violation_rate": round(float(viol.sum()) / steps, 6) if steps else None,
+        "mem_slack": round(float((alloc - used).sum() / alloc.sum()), 4)
+        if alloc.sum() > 0 else None,
+        "mem_limit_changes": sum(1 for a in rec.actions if a.tier == "memory"),
+        "counted_steps": steps,
+        "warmup_s": warmup_s,
+    }
+
+
 def figures(rec: RunRecord, horizon_s: float) -> dict[str, Any]:
     """The figures of one run (module docstring)."""
     reps = rec.replicas.astype(float)
@@ -114,12 +173,13 @@ def figures(rec: RunRecord, horizon_s: float) -> dict[str, Any]:
         "violations_cpu": viol_cpu,
         "slack_memory": round(slack(mem_alloc, mem_used), 4),
         "slack_cpu": round(slack(cpu_alloc, cpu_used), 4),
-        "memory_gib_hours": round(float(mem_alloc.sum()) * dt / 3600 / GIB, 3),
-        "cpu_core_hours": round(float(cpu_alloc.sum()) * dt / 3600, 3),
+        "memory_gib_hours": round(float(np.nansum(mem_alloc)) * dt / 3600 / GIB, 3),
+        "cpu_core_hours": round(float(np.nansum(cpu_alloc)) * dt / 3600, 3),
         "actions": len(rec.actions),
         "scale_ups": ups,
         "median_lead_time_s": float(np.median(leads)) if leads else None,
         "false_positive_rate": round(fps / ups, 4) if ups else None,
         "asks_denied": rec.denied,
         "asks_deferred": rec.deferred,
+        **memory_figures(rec),
     }

@@ -41,7 +41,7 @@ which :mod:`app.evaluation.metrics` computes the figures.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,8 +51,8 @@ from app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingActi
 from app.core.contention import ContentionConfig, ReclaimCandidate, arbitrate
 from app.core.engine import Engine, EngineConfig, Snapshot
 from app.core.pool import ZERO, Capacity, Pool
-from app.core.ring import RingBuffer
-from app.core.sample import Event, EventKind, Sample, Tier
+from app.core.ring import FleetRing
+from app.core.sample import Event, EventKind, M, Sample, Tier
 from app.core.thresholds import ThresholdBook, ThresholdConfig
 from app.evaluation.baselines import (
     BASELINES,
@@ -102,6 +102,10 @@ class RunRecord:
     replicas_ready: np.ndarray | None = None  # [N, T] serving (None: = replicas)
     evicted: np.ndarray | None = None  # bool: re-created by the policy at this step
     down_evicted: np.ndarray | None = None  # bool: down because of an eviction
+    #: [N, T] memory demand per replica whether or not the container is up (nan outside
+    #: its life): what the Autopilot/VPA-style violation compares with the limit
+    memory_want_bytes: np.ndarray | None = None
+    alive: np.ndarray | None = None  # [N, T] bool: the container exists (None: always)
     actions: list[AppliedAction] = field(default_factory=list)
     asks: int = 0
     reclaims: int = 0  # idle containers shrunk under contention (also in ``actions``)
@@ -133,29 +137,37 @@ class PrescalePolicy:
         self.engine.settle(obs.now_s, results, obs.names)
 
 
-def prescale_settings(scenario: Scenario, kind: str, extra: dict[str, Any] | None = None
-                      ) -> Any:
-    """The :class:`~app.settings.Settings` prescale runs with in ``scenario``: the
-    scenario's overrides (tick = step, horizon, bounds, tenants), ``policy.kind``."""
+def _merge(into: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``into`` updated with ``over``, nested mappings merged key by key."""
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = dict(v) if isinstance(v, Mapping) else v
+    return into
+
+
+def prescale_settings(scenario: Scenario, kind: str, extra: dict[str, Any] | None = None,
+                      base: Any = None) -> Any:
+    """The :class:`~app.settings.Settings` prescale runs with in ``scenario``: ``base``
+    (the user's settings: file + ``PRESCALE_*`` env; default: the defaults + env), then
+    the scenario's own overrides (tick = step, horizon, bounds, tenants: how the
+    simulated world is built, the same for every user), ``extra``, ``policy.kind``."""
     from app.settings import Settings  # settings is not an I/O layer; imported lazily
 
-    over: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v)
-                            for k, v in scenario.settings.items()}
-    for k, v in (extra or {}).items():
-        if isinstance(v, dict):
-            over.setdefault(k, {}).update(v)
-        else:
-            over[k] = v
-    over.setdefault("policy", {})["kind"] = kind
-    return Settings(**over)
+    merged = (base if base is not None else Settings()).model_dump()
+    _merge(merged, scenario.settings)
+    _merge(merged, extra or {})
+    merged["policy"]["kind"] = kind
+    return Settings.model_validate(merged)
 
 
-def make_policy(name: str, scenario: Scenario, extra: dict[str, Any] | None = None
-                ) -> Baseline | PrescalePolicy:
+def make_policy(name: str, scenario: Scenario, extra: dict[str, Any] | None = None,
+                base_settings: Any = None) -> Baseline | PrescalePolicy:
     bounds = Bounds(memory_max_bytes=scenario.memory_max_bytes,
                     cpu_max_cores=scenario.cpu_max_cores)
     if name in PRESCALE_POLICIES:
-        return PrescalePolicy(prescale_settings(scenario, name, extra))
+        return PrescalePolicy(prescale_settings(scenario, name, extra, base_settings))
     makers: dict[str, Callable[[], Baseline]] = {
         "static": Static, "reactive": lambda: FailureRateReactive(bounds),
         "hpa": lambda: HPA(bounds)}
@@ -166,15 +178,29 @@ def make_policy(name: str, scenario: Scenario, extra: dict[str, Any] | None = No
     return makers[name]()
 
 
+def _sample_row_template() -> np.ndarray:
+    """A sample row with every metric the simulator does not set at its default."""
+    return np.array(Sample(container="", ts_s=0.0).row(), dtype=float)
+
+
+_COLS = ("ts_s", "memory_usage_bytes", "memory_working_set_bytes", "memory_limit_bytes",
+         "oom_kills_total", "cpu_usage_s_total", "cpu_quota_cores", "cpu_periods_total",
+         "cpu_throttled_periods_total", "block_latency_s")
+
+
 def run(scenario: Scenario, policy_name: str, *, extra_settings: dict[str, Any] | None = None,
-        window_steps: int = 60) -> RunRecord:
-    """Run ``scenario`` under one policy (see the module docstring)."""
+        window_steps: int = 60, base_settings: Any = None,
+        progress: Callable[[int], None] | None = None) -> RunRecord:
+    """Run ``scenario`` under one policy (see the module docstring). ``base_settings``:
+    the user's :class:`~app.settings.Settings` (file + env) under the scenario's own
+    overrides (prescale policies only). ``progress(k)`` is called every 100 steps."""
     s = scenario
-    policy = make_policy(policy_name, s, extra_settings)
+    policy = make_policy(policy_name, s, extra_settings, base_settings)
     if isinstance(policy, PrescalePolicy):
         window_steps = policy.settings.loop.window_steps
     n, t, dt = s.n, s.steps, s.step_s
     names, apps = list(s.names), list(s.apps)
+    pos = {c: i for i, c in enumerate(names)}
     mem_lim = s.memory_limit_bytes.astype(float).copy()
     cpu_q = s.cpu_quota_cores.astype(float).copy()
     reps = np.ones(n, dtype=int)  # replicas in the spec (ready + starting)
@@ -191,15 +217,21 @@ def run(scenario: Scenario, policy_name: str, *, extra_settings: dict[str, Any] 
     throttled_total = np.zeros(n)
     disk_was_full = np.zeros(n, dtype=bool)
     idx = np.arange(n)
+    every = s.alive is None
+    was_alive = np.zeros(n, dtype=bool)
     rec = RunRecord(
         s.name, policy_name, dt, s.t0_s, names,
-        memory_demand_bytes=np.full((n, t), np.nan), memory_limit_bytes=np.zeros((n, t)),
-        cpu_demand_cores=np.full((n, t), np.nan), cpu_quota_cores=np.zeros((n, t)),
+        memory_demand_bytes=np.full((n, t), np.nan), memory_limit_bytes=np.full((n, t), np.nan),
+        cpu_demand_cores=np.full((n, t), np.nan), cpu_quota_cores=np.full((n, t), np.nan),
         replicas=np.ones((n, t), dtype=int), down=np.zeros((n, t), dtype=bool),
         oom_kill=np.zeros((n, t), dtype=bool), timeout=np.zeros((n, t), dtype=bool),
         disk_full=np.zeros((n, t), dtype=bool), replicas_ready=np.ones((n, t), dtype=int),
-        evicted=np.zeros((n, t), dtype=bool), down_evicted=np.zeros((n, t), dtype=bool))
-    ring = RingBuffer(window_steps)
+        evicted=np.zeros((n, t), dtype=bool), down_evicted=np.zeros((n, t), dtype=bool),
+        memory_want_bytes=np.full((n, t), np.nan),
+        alive=np.ones((n, t), dtype=bool) if every else s.alive.copy())
+    ring = FleetRing(n, window_steps)
+    row = np.tile(_sample_row_template(), (n, 1))
+    col = [M[c] for c in _COLS]
     pool = Pool(Capacity(s.pool_memory_bytes, s.pool_cpu_cores), reserve=ZERO)
     tenants = {c: ten for c, ten in zip(names, s.tenants, strict=True) if ten}
     contention = ContentionConfig(  # prescale's setting; the baselines' asks alike
@@ -220,10 +252,23 @@ def run(scenario: Scenario, policy_name: str, *, extra_settings: dict[str, Any] 
             ready[i] -= drop
         reps[i] = new
     for k in range(t):
+        if progress is not None and k % 100 == 0:
+            progress(k)
         now = s.t0_s + k * dt
-        rec.memory_limit_bytes[:, k] = mem_lim
-        rec.cpu_quota_cores[:, k] = cpu_q
-        for i in range(n):  # replicas whose start-up ends now begin to serve
+        alive = np.ones(n, dtype=bool) if every else s.alive[:, k]
+        born = alive & ~was_alive
+        if born.any():  # a container starts existing: fresh, with its starting limit
+            rows_born = np.flatnonzero(born)
+            ring.reset(rows_born)
+            age[born] = 0
+            down_left[born] = 0
+        for i in np.flatnonzero(was_alive & ~alive):  # it is gone: out of the pool
+            pool.forget(names[i])
+        was_alive = alive
+        live = np.flatnonzero(alive)
+        rec.memory_limit_bytes[live, k] = mem_lim[live]
+        rec.cpu_quota_cores[live, k] = cpu_q[live]
+        for i in live:  # replicas whose start-up ends now begin to serve
             if starting[i] and starting[i][0] <= k:
                 ready[i] += sum(1 for r in starting[i] if r <= k)
                 starting[i] = [r for r in starting[i] if r > k]
@@ -231,11 +276,11 @@ def run(scenario: Scenario, policy_name: str, *, extra_settings: dict[str, Any] 
         rec.replicas_ready[:, k] = ready
         events: list[Event] = []
         # -- what the demand does against the limits in force --------------------
-        was_down = down_left > 0
+        was_down = (down_left > 0) & alive
         down_left[was_down] -= 1
         restarted = was_down & (down_left == 0)
         age[restarted] = 0
-        up = ~was_down
+        up = ~was_down & alive
         rec.down[:, k] = was_down
         rec.down_evicted[:, k] = was_down & evict_cause
         evict_cause[restarted] = False
@@ -243,6 +288,7 @@ def run(scenario: Scenario, policy_name: str, *, extra_settings: dict[str, Any] 
         mem = s.fixed_bytes[:, k] + growth + s.load_bytes[:, k] / ready
         cpu = s.cpu_cores[:, k] / ready
         killed = up & (mem >= mem_lim)
+        rec.memory_want_bytes[live, k] = mem[live]
         rec.memory_demand_bytes[up, k] = mem[up]
         rec.cpu_demand_cores[up, k] = cpu[up]
         rec.oom_kill[:, k] = killed
@@ -257,7 +303,7 @@ def run(scenario: Scenario, policy_name: str, *, extra_settings: dict[str, Any] 
             breach = up & (lat > s.latency_target_s)
             rec.timeout[:, k] = breach
         if s.disk_bytes is not None:
-            full = s.disk_bytes[:, k] >= s.disk_capacity_bytes
+            full = alive & (s.disk_bytes[:, k] >= s.disk_capacity_bytes)
             rec.disk_full[:, k] = full
         for i in np.flatnonzero(killed):
             oom_total[i] += 1
@@ -278,35 +324,39 @@ def run(scenario: Scenario, policy_name: str, *, extra_settings: dict[str, Any] 
         cpu_s_total += cpu_used * dt
         periods_total += np.where(up, dt / CFS_PERIOD_S, 0.0)
         throttled_total += np.where(throttled, dt / CFS_PERIOD_S, 0.0)
-        for i in range(n):
-            ring.push(Sample(
-                container=names[i], ts_s=now, memory_usage_bytes=float(mem_read[i]),
-                memory_working_set_bytes=float(mem_read[i]),
-                memory_limit_bytes=float(mem_lim[i]), oom_kills_total=float(oom_total[i]),
-                cpu_usage_s_total=float(cpu_s_total[i]), cpu_quota_cores=float(cpu_q[i]),
-                cpu_periods_total=float(periods_total[i]),
-                cpu_throttled_periods_total=float(throttled_total[i]),
-                block_latency_s=float(lat[i]), app=apps[i]))
-        _, window = ring.window(names)
-        obs = Observation(
-            now_s=now, step_s=dt, names=names, apps=apps, window=window, events=events,
-            memory_usage_bytes=mem_read, cpu_usage_cores=cpu_used,
-            memory_limit_bytes=mem_lim.copy(), cpu_quota_cores=cpu_q.copy(),
-            replicas=reps.copy(), up=up & ~killed, age_s=age * dt,
-            replicas_ready=ready.copy())
+        row[:, col] = np.column_stack([
+            np.full(n, now), mem_read, mem_read, mem_lim, oom_total, cpu_s_total, cpu_q,
+            periods_total, throttled_total, lat])
+        sel: np.ndarray | slice = slice(None) if len(live) == n else live
+        ring.push(k, sel, row[sel])
+        if len(live) == n:
+            obs = Observation(
+                now_s=now, step_s=dt, names=names, apps=apps, window=ring.window(),
+                events=events, memory_usage_bytes=mem_read, cpu_usage_cores=cpu_used,
+                memory_limit_bytes=mem_lim.copy(), cpu_quota_cores=cpu_q.copy(),
+                replicas=reps.copy(), up=up & ~killed, age_s=age * dt,
+                replicas_ready=ready.copy())
+        else:
+            obs = Observation(
+                now_s=now, step_s=dt, names=[names[i] for i in live],
+                apps=[apps[i] for i in live], window=ring.window(live), events=events,
+                memory_usage_bytes=mem_read[live], cpu_usage_cores=cpu_used[live],
+                memory_limit_bytes=mem_lim[live], cpu_quota_cores=cpu_q[live],
+                replicas=reps[live], up=(up & ~killed)[live], age_s=age[live] * dt,
+                replicas_ready=ready[live])
         # -- decide, arbitrate, apply, settle -----------------------------------------
         asks = policy.decide(obs)
         if not asks:
             continue
         rec.asks += len(asks)
-        for i, c in enumerate(names):
+        for i in live:
+            c = names[i]
             pool.observe(c, Tier.MEMORY, float(mem_lim[i]), replicas=int(reps[i]))
             pool.observe(c, Tier.CPU, float(cpu_q[i]), replicas=int(reps[i]))
         arb = arbitrate(asks, pool, idle=getattr(policy, "reclaim", []), tenants=tenants,
                         weights={}, now_s=now, tenant_weights={}, config=contention,
                         commit=True)
         verdicts = {v.action_id: v for v in arb.verdicts}
-        pos = {c: i for i, c in enumerate(names)}
         results = []
         for a in arb.reclaims:  # idle containers shrunk for this tick's increases
             i = pos[a.container]

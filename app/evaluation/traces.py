@@ -1,12 +1,18 @@
 """Real-trace scenarios (an I/O edge: it reads files through :mod:`app.telemetry.replay`).
 
-Subsets, so that ``prescale evaluate --scenario all`` stays short on a small machine:
+The named scenarios are subsets, so that ``prescale evaluate --scenario all`` stays
+short on a small machine; each states its caps in the report's header and JSON
+(``trace_info``). A file given with ``--trace`` is replayed whole unless a cap is asked
+for (``--max-containers``, ``--max-steps``). The replay rules (real samples,
+lifetimes, the starting limit, the pool sized from the trace) are those of
+:func:`app.evaluation.scenarios.from_samples`.
 
-- ``bitbrains``: GWA-T-12 Bitbrains Rnd, the first :data:`BITBRAINS_VMS` VMs (sorted by
-  name) of ``rnd-2013-07-vms-001-050.csv.gz``, the first :data:`BITBRAINS_DAYS` days
-  (300 s steps). Demand = the VM's memory usage and CPU usage (cores); first limits =
+- ``bitbrains``: GWA-T-12 Bitbrains Rnd, the first :data:`BITBRAINS_VMS` VMs (natural
+  order) of ``rnd-2013-07-vms-001-050.csv.gz``, the first :data:`BITBRAINS_DAYS` days
+  (300 s steps). Demand = the VM's memory usage and CPU usage (cores); starting limits =
   its provisioned memory and cores. No failure labels: memory usage at or above the
-  limit the policy set is an OOM kill, CPU above it throttling (a violation).
+  limit the policy set is an OOM kill, CPU above it throttling (a violation). Every
+  prescale setting is the default (nothing is tuned for this scenario).
 - ``google2011``: the first :data:`GOOGLE_TASKS` tasks of the Google 2011 usage file
   that have a memory request. The file has *one* 5-minute usage window per task, so a
   task is 2 samples (start, end: 2 steps of 300 s): demand = its max memory, first
@@ -20,7 +26,6 @@ Subsets, so that ``prescale evaluate --scenario all`` stays short on a small mac
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +37,6 @@ from app.telemetry import replay as rp
 BITBRAINS_VMS = 20
 BITBRAINS_DAYS = 7
 GOOGLE_TASKS = 200
-BITBRAINS_IDLE_AFTER_S = 86_400.0
-GENERIC_MAX_CONTAINERS = 50
-GENERIC_MAX_STEPS = 4000
 _GENERIC_METRICS = ("memory_usage_bytes", "memory_limit_bytes", "cpu_usage_s_total",
                     "cpu_quota_cores")
 
@@ -57,7 +59,7 @@ def _cpu_cores(df: pd.DataFrame) -> np.ndarray:
 
 
 def scenario_from_trace(data: rp.TraceData, name: str, description: str, *,
-                        max_containers: int, max_steps: int,
+                        max_containers: int | None = None, max_steps: int | None = None,
                         keep: list[str] | None = None) -> Scenario:
     df = data.samples
     if keep is not None:
@@ -80,20 +82,11 @@ def _need(path: Path) -> Path:
 def bitbrains(trace_dir: Path | None = None) -> Scenario:
     path = _need((trace_dir or rp.find_trace_dir()) / rp.BITBRAINS_RND_FILE)
     data = rp.read_bitbrains(path)
-    keep = sorted(data.samples["container"].unique(), key=lambda c: int(c.split("-")[1])
-                  )[:BITBRAINS_VMS]
     steps = int(BITBRAINS_DAYS * 86_400 / 300)
-    s = scenario_from_trace(
+    return scenario_from_trace(
         data, "bitbrains", f"Bitbrains Rnd: VMs 1-{BITBRAINS_VMS}, first {BITBRAINS_DAYS} "
         "days, 300 s steps; limits start at the provisioned values",
-        max_containers=BITBRAINS_VMS, max_steps=steps, keep=keep)
-    # Tuned, and said so (docs/BENCHMARKS.md): these VMs follow daily cycles and their
-    # memory jumps by more than the cost floor's margin within one 5-minute step, so only
-    # a whole day of low usage counts as idle (the default, 1 h, scales down into the
-    # next jump: 181 OOM kills instead of 8 for preemptive_buffer).
-    settings = {k: (dict(v) if isinstance(v, dict) else v) for k, v in s.settings.items()}
-    settings["cost"] = {"idle_after_s": BITBRAINS_IDLE_AFTER_S}
-    return replace(s, settings=settings)
+        max_containers=BITBRAINS_VMS, max_steps=steps)
 
 
 def google2011(trace_dir: Path | None = None) -> Scenario:
@@ -110,8 +103,13 @@ def google2011(trace_dir: Path | None = None) -> Scenario:
     return sc
 
 
-def from_file(path: str | Path) -> Scenario:
-    """Any trace file (module docstring). Raises :class:`TraceMissing` or ValueError."""
+def from_file(path: str | Path, *, max_containers: int | None = None,
+              max_steps: int | None = None) -> Scenario:
+    """Any trace file (module docstring), whole unless a cap is given. Raises
+    :class:`TraceMissing` or ValueError."""
+    for what, cap in (("--max-containers", max_containers), ("--max-steps", max_steps)):
+        if cap is not None and cap < 1:
+            raise ValueError(f"{what} must be >= 1, got {cap}")
     p = _need(Path(path))
     head = rp._first_line(p) if p.suffix not in (".parquet", ".pq") else ""
     if "vm_id" in head:
@@ -129,8 +127,7 @@ def from_file(path: str | Path) -> Scenario:
             raise ValueError(f"trace {p}: needs a 'memory_usage_bytes' column")
         data = rp.read_csv_mapping(p, mapping, container_col="container", ts_col="ts_s")
     return scenario_from_trace(data, "trace", f"trace file {p.name}",
-                               max_containers=GENERIC_MAX_CONTAINERS,
-                               max_steps=GENERIC_MAX_STEPS)
+                               max_containers=max_containers, max_steps=max_steps)
 
 
 TRACE_BUILDERS = {"bitbrains": bitbrains, "google2011": google2011}

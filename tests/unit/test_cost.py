@@ -226,7 +226,7 @@ def test_reclaim_needs_a_long_enough_low_run_a_low_tick_and_room_below_the_limit
 def test_reclaim_floor_never_below_usage_plus_safety_margin(usage_mib, peak_mib, floor_mib):
     from app.core.cost import reclaim_candidates
 
-    cfg = CostConfig(peak_margin_fraction=0.0, reclaim_after_s=0, idle_usage_fraction=0.5)
+    cfg = CostConfig(reclaim_margin_fraction=0.0, reclaim_after_s=0, idle_usage_fraction=0.5)
     state = PolicyState(low_since_s={"c0/memory": 0.0})
     g = GuardConfig(safety_margin_fraction=0.1, min_limit={"memory": 0.0})
     [c] = reclaim_candidates(snap(10.0, [GiB], [usage_mib * MiB]), cfg, g, state,

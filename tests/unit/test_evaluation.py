@@ -257,7 +257,8 @@ def test_from_samples_grid() -> None:
         np.full(5, 10.0), np.zeros(5), np.full(5, 1.0), max_containers=10, max_steps=10,
         source="test")
     assert s.step_s == 300.0
-    assert s.fixed_bytes.tolist() == [[1, 2, 3], [5, 5, 6]]
+    assert s.fixed_bytes.tolist() == [[1, 2, 3], [0, 5, 6]]  # b exists from its first sample
+    assert s.alive.tolist() == [[True, True, True], [False, True, True]]
 
 
 def test_prescale_runs_the_engine_and_beats_static_on_a_leak() -> None:

@@ -249,9 +249,10 @@ def test_guard_copies_carry_every_field():
         "limit", "action", "reason"]
     assert [f.name for f in fields(ScalingAction)] == [
         "action_id", "now_s", "container", "tier", "old_limit", "new_limit", "p_fail",
-        "threshold", "time_to_limit_s", "forecast", "reason", "kind", "app", "preemptive"]
+        "threshold", "time_to_limit_s", "forecast", "reason", "kind", "app", "preemptive",
+        "cause"]
     a = ScalingAction("c/memory@1", 1.0, "c", Tier.MEMORY, 1.0, 2.0, 0.6, 0.5, 3.0, 4.0, "r",
-                      ActionKind.RESIZE, "web", False)
+                      ActionKind.RESIZE, "web", False, "oom")
     d = Decision(1.0, "c", Tier.MEMORY, 0.6, 0.5, 3.0, 4.0, 1.0, a, "r")
     assert _decision_with(d, None, "x") == replace(d, action=None, reason="x")
 
