@@ -231,10 +231,13 @@ class CostSettings(_Group):
     idle_usage_fraction: Fraction = Field(
         0.5, description="A tier is low while usage < this fraction of its limit.")
     idle_after_s: Annotated[float, Field(ge=0, le=2_592_000)] = Field(
-        3600.0, description="Low (and low p_fail) for this long = idle.")
+        259_200.0, description="Low (and low p_fail) for this long = idle: 3 days, so that a "
+        "container's daily peaks are seen before it is ever scaled down (docs/BENCHMARKS.md: "
+        "kills against GiB·h).")
     idle_p_fail_max: Fraction = Field(0.05, description="Idle only while p_fail is at most this.")
     peak_margin_fraction: Annotated[float, Field(ge=0, le=10)] = Field(
-        0.2, description="Never below the observed peak × (1 + this).")
+        1.0, description="An idle scale-down never goes below the long peak × (1 + this): "
+        "room for the peak to double.")
     step_down_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
         0.1, description="One scale-down lowers a limit by at most this fraction.")
     step_interval_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
@@ -244,14 +247,14 @@ class CostSettings(_Group):
         "+ this): thinner than peak_margin_fraction, because another container needs the "
         "room now.")
     revert_after_s: Annotated[float, Field(ge=0, le=2_592_000)] = Field(
-        3600.0, description="A pre-emptive scale-up that usage never reached is reverted "
+        900.0, description="A pre-emptive scale-up that usage never reached is reverted "
         "(to the limit before it, or the long peak × (1 + reclaim margin)) once the tier has "
         "been low this long.")
     reclaim_after_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
         300.0, description="Under contention, a tier low (and low p_fail) for this long may "
         "be shrunk at once to its long peak × (1 + reclaim margin) for others' scale-ups.")
     long_peak_s: Annotated[float, Field(ge=0, le=2_592_000)] = Field(
-        86_400.0, validation_alias=AliasChoices("long_peak_s", "reclaim_peak_s"),
+        604_800.0, validation_alias=AliasChoices("long_peak_s", "reclaim_peak_s"),
         description="The long peak: the highest usage in this long (6 buckets; 0 = the "
         "feature window only). An idle scale-down and a reclaim never go below it × (1 + "
         "peak margin). Old name: reclaim_peak_s.")

@@ -71,15 +71,15 @@ class CostConfig:
 
     enabled: bool = True
     idle_usage_fraction: float = 0.5
-    idle_after_s: float = 3600.0
+    idle_after_s: float = 259_200.0
     idle_p_fail_max: float = 0.05
-    peak_margin_fraction: float = 0.2
+    peak_margin_fraction: float = 1.0
     step_down_fraction: float = 0.1
     step_interval_s: float = 600.0
     reclaim_after_s: float = 300.0
-    long_peak_s: float = 86_400.0
+    long_peak_s: float = 604_800.0
     reclaim_margin_fraction: float = 0.2
-    revert_after_s: float = 3600.0
+    revert_after_s: float = 900.0
 
     def __post_init__(self) -> None:
         for name, lo, hi in (
@@ -128,15 +128,19 @@ def propose_scale_downs(
                 reason = "cost: usage unknown"
             elif not p <= cfg.idle_p_fail_max:
                 reason = f"cost: not idle: p_fail {p:.2f} > {cfg.idle_p_fail_max:.2f}"
-            elif usage >= cfg.idle_usage_fraction * limit:
-                reason = (f"cost: not idle: usage {fmt(tier, usage)} is {usage / limit:.0%} of "
-                          f"the limit (>= {cfg.idle_usage_fraction:.0%})")
             else:
-                since = state.low_since_s.get(key, now)
-                run_peak = max(state.low_peak.get(key, usage), usage)
-                low_since[key], low_peak[key] = since, run_peak
-                action, reason = _step_down(inp, cfg, state, i, tier, limit, usage, p,
-                                            now - since, run_peak, key)
+                low = usage < cfg.idle_usage_fraction * limit
+                if low:
+                    since = state.low_since_s.get(key, now)
+                    run_peak = max(state.low_peak.get(key, usage), usage)
+                    low_since[key], low_peak[key] = since, run_peak
+                action, reason = _revert(inp, cfg, state, i, tier, limit, usage, p, key)
+                if action is None and low:
+                    action, reason = _step_down(inp, cfg, state, i, tier, limit, usage, p,
+                                                now - since, run_peak, key)
+                elif action is None:
+                    reason = (f"cost: not idle: usage {fmt(tier, usage)} is {usage / limit:.0%} "
+                              f"of the limit (>= {cfg.idle_usage_fraction:.0%})")
             decisions.append(Decision(
                 now, name, tier, p, inp.threshold_of(tier, i), float(tp.time_to_limit_s[i]),
                 float(tp.forecast[i]), limit, action, reason,
@@ -151,6 +155,32 @@ def propose_scale_downs(
     return decisions, new_state
 
 
+def _revert(
+    inp: PolicyInput, cfg: CostConfig, state: PolicyState, i: int, tier: Tier,
+    limit: float, usage: float, p: float, key: str,
+) -> tuple[ScalingAction | None, str]:
+    """Undo a pre-emptive raise that was not needed (module docstring, "Revert")."""
+    base = state.raised_from.get(key)
+    if base is None or not base < limit:
+        return None, ""
+    last = state.last_action_s.get(key)
+    if last is not None and inp.now_s - last < cfg.revert_after_s:
+        return None, (f"cost: raised from {fmt(tier, base)} {inp.now_s - last:.0f} s ago; "
+                      f"reverted if still not needed after {cfg.revert_after_s:g} s")
+    peak_in = inp.peak_of(tier, i)
+    peak = max(usage, peak_in if math.isfinite(peak_in) else 0.0)
+    target = round_up(tier, max(base, peak * (1 + cfg.reclaim_margin_fraction)))
+    if not target < limit:
+        return None, (f"cost: raised from {fmt(tier, base)}, but the long peak "
+                      f"{fmt(tier, peak)} × {1 + cfg.reclaim_margin_fraction:.2f} needs it")
+    return _down_action(
+        inp, i, tier, limit, target, p,
+        f"cost: revert: the pre-emptive raise from {fmt(tier, base)} was not needed (usage "
+        f"{fmt(tier, usage)} never reached it, p_fail {p:.2f}): back to {fmt(tier, target)} "
+        f"(never below the long peak {fmt(tier, peak)} × "
+        f"{1 + cfg.reclaim_margin_fraction:.2f})")
+
+
 def _step_down(
     inp: PolicyInput, cfg: CostConfig, state: PolicyState, i: int, tier: Tier,
     limit: float, usage: float, p: float, idle_for_s: float, run_peak: float,
@@ -160,18 +190,6 @@ def _step_down(
     key = key_of(name, tier) if key is None else key
     low = (f"usage {fmt(tier, usage)} < {cfg.idle_usage_fraction:.0%} of limit "
            f"{fmt(tier, limit)}, p_fail {p:.2f} <= {cfg.idle_p_fail_max:.2f}")
-    base = state.raised_from.get(key)
-    if base is not None and idle_for_s >= cfg.revert_after_s and base < limit:
-        peak_in = inp.peak_of(tier, i)
-        peak = max(run_peak, usage, peak_in if math.isfinite(peak_in) else 0.0)
-        target = round_up(tier, max(base, peak * (1 + cfg.reclaim_margin_fraction)))
-        if target < limit:
-            return _down_action(
-                inp, i, tier, limit, target, p,
-                f"cost: revert: the pre-emptive raise from {fmt(tier, base)} was not needed "
-                f"(usage never reached it; low for {idle_for_s:.0f} s: {low}): back to "
-                f"{fmt(tier, target)} (never below peak {fmt(tier, peak)} × "
-                f"{1 + cfg.reclaim_margin_fraction:.2f})")
     if idle_for_s < cfg.idle_after_s:
         return None, f"cost: low for {idle_for_s:.0f} s of {cfg.idle_after_s:g} s ({low})"
     last = state.last_action_s.get(key)

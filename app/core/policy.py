@@ -549,6 +549,14 @@ def decide(
     about 70,000 are kept."""
     c = _config(cfg)
     low_tiers = _low_tiers(inp, c.cost) if (sparse or c.cost.enabled) else {}
+    if state.raised_from and c.cost.enabled:  # raises the cost pass may revert
+        pos = {n: i for i, n in enumerate(inp.containers)}
+        low_tiers = {t: m.copy() for t, m in low_tiers.items()}
+        for key in state.raised_from:
+            name, _, tier = key.rpartition("/")
+            i = pos.get(name)
+            if i is not None and tier in low_tiers:
+                low_tiers[Tier(tier)][i] = True
     rows = _read_rows(inp, c, low_tiers) if sparse else None
     raw = _RAW[c.kind](inp, c, rows)
     if c.cost.enabled:
