@@ -40,6 +40,7 @@ from ray.exceptions import RayError
 from actors import names
 from actors.metrics import CoordinatorMetrics
 from actors.ready import wait_ready
+from actors.retrainer import Retrainer
 from app.core.actions import (
     ActionKind,
     ActionResult,
@@ -53,6 +54,7 @@ from app.core.features import F, compute_features
 from app.core.predictor import Prediction
 from app.core.sample import METRICS, Tier
 from app.core.thresholds import ThresholdConfig
+from app.models.base import OneGroup
 from app.settings import Mode, Settings
 from app.store import jsonfile
 from app.store.decision_log import DecisionLog
@@ -217,6 +219,8 @@ class Coordinator:
                                          ThresholdConfig.from_settings(settings.thresholds))
         self.registry = ModelRegistry(settings.registry_dir()) if settings.models.enabled else None
         self.models = ModelCache()
+        self.retrainer = Retrainer(settings, self.registry)  # scheduled retraining
+        self._one_group: dict[tuple[str, str, str, str], OneGroup] = {}
         self.last_action: dict[str, dict[str, Any]] = {}
         self.tick = 0
         #: every container seen: node, app, last time seen, and whether it is unknown now
@@ -241,6 +245,7 @@ class Coordinator:
         self.seen = saved.get("seen", {})
         if saved.get("metrics"):
             self.metrics.book.restore(saved["metrics"])
+        self.retrainer.restore(saved.get("retrain"))
 
     def _checkpoint(self) -> None:
         jsonfile.write_atomic(
@@ -252,6 +257,7 @@ class Coordinator:
                 "last_action": self.last_action,
                 "seen": self.seen,
                 "metrics": self.metrics.book.state(),
+                "retrain": self.retrainer.state(),
             },
         )
 
@@ -307,8 +313,11 @@ class Coordinator:
             lap("act")
         self.engine.settle(snap.now_s, reclaimed + list(zip(plan.asks, results, strict=True)),
                            live=plan.names)
-        tick_records += records
-        self.log.append(records)  # record
+        # scheduled retraining: a background Ray task, only checked here (never waited for)
+        self.retrainer.observe(self.judgements_app(apps))
+        retrain_records = self.retrainer.tick(snap.now_s)
+        tick_records += records + retrain_records
+        self.log.append(records + retrain_records)  # record
         self.tick += 1
         self._checkpoint()
         jsonfile.remove(self.data_dir / INFLIGHT)
@@ -334,6 +343,7 @@ class Coordinator:
             # decisions, fsynced), act, record (results, checkpoint), status; metrics_prev:
             # the previous tick's metrics export, which runs after the summary is made
             "stages_s": {**lap.stages, "metrics_prev": self._metrics_s},
+            "retrain": self.retrainer.status(),
         }
         t_metrics = time.perf_counter()
         try:  # metrics never stop the loop
@@ -443,6 +453,12 @@ class Coordinator:
             if found is None:
                 return None
             version, model = found
+            if getattr(model, "needs_groups", False):  # peer features: one app per call
+                key = (version.app, version.version_id, version.sha256, app)
+                bound = self._one_group.get(key)
+                if bound is None or bound.model is not model:
+                    bound = self._one_group[key] = OneGroup(model, app)
+                model = bound
             return AppModel(f"{version.app}/{version.version_id} ({version.kind})", model,
                             tuple(version.features))
 
@@ -461,6 +477,11 @@ class Coordinator:
         records += [{"kind": "outcome", "ts_s": now_s, "app": apps.get(o.container, ""),
                      **o.to_dict()} for o in plan.lead_outcomes]
         return records
+
+    def judgements_app(self, apps: dict[str, str]) -> list[dict[str, Any]]:
+        """This tick's judgements with their containers' apps (the retrainer's input)."""
+        return [{**j, "app": apps.get(j.get("container", ""), j.get("app") or "")}
+                for j in self.judgements]
 
     @staticmethod
     def _event_records(events) -> list[dict[str, Any]]:

@@ -314,6 +314,11 @@ class TierOut(BaseModel):
     model: str = Field(..., description="What produced p_fail: a registered model or the "
                        "heuristic trend-exhaustion/v1.")
     model_version: str | None = Field(None, description="Registry version id, if a model.")
+    forecast_ready: bool = Field(
+        True, description="False when the heuristic serves and the container has fewer "
+        "samples than predictor.min_samples: it has no trend yet, so its p_fail 0 is no "
+        "forecast (see note).")
+    note: str | None = Field(None, description="Why p_fail is not a forecast, when it is not.")
 
 
 class ContainerPrediction(BaseModel):

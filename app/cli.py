@@ -376,23 +376,26 @@ def replay(
     container_col: Annotated[str, typer.Option(help="PATH traces: container column.")] = "id",
     ts_col: Annotated[str, typer.Option(help="PATH traces: timestamp column.")] = "timestamp",
     app_name: Annotated[str | None, typer.Option("--app", help="PATH traces: app name.")] = None,
+    derive_failures: DeriveOpt = False,
+    limit_multiple: LimitMultipleOpt = 1.3,
+    first_fraction: FirstFractionOpt = 0.25,
     config: ConfigOpt = None,
 ) -> None:
-    """Replay a trace into the history store, with a progress bar."""
+    """Replay a trace into the history store, with a progress bar. A trace without failure
+    events has nothing to train on: --derive-failures derives OOM kills from a memory
+    limit per container (app/core/limit_failures.py), and says so."""
     from rich.progress import Progress
 
     from app.telemetry import replay as rp
 
     s = _settings(config)
-    try:
-        data = _load_trace(rp, trace, mapping, container_col, ts_col, app_name)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        err.print(f"error: --trace {trace}: {exc}")
-        raise typer.Exit(2) from None
+    data = _trace_or_exit(trace, mapping, container_col, ts_col, app_name, derive_failures,
+                          limit_multiple, first_fraction)
     store = _open_store(s)
     n_rows = len(data.samples) + len(data.events)
     err.print(f"{data.source}: {len(data.samples):,} samples, {len(data.events):,} events, "
               f"{len(data.containers):,} containers; dropped {data.dropped or 'none'}")
+    err.print(_failure_summary(data))
     t0 = time.monotonic()
     with Progress(console=err, transient=False) as bar:
         task = bar.add_task("replaying", total=n_rows)
@@ -415,6 +418,76 @@ def replay(
               f"{time.monotonic() - t0:.1f} s into {s.history_uri()}")
 
 
+DeriveOpt = Annotated[bool, typer.Option(
+    "--derive-failures", help="The trace records no failures: derive OOM kills from a memory "
+    "limit of --limit-multiple × the median of each container's first --first-fraction of "
+    "readings (usage at or above it is a kill; app/core/limit_failures.py).")]
+LimitMultipleOpt = Annotated[float, typer.Option(
+    min=0.01, help="--derive-failures: the limit as a multiple of the early median.")]
+FirstFractionOpt = Annotated[float, typer.Option(
+    min=0.01, max=1.0, help="--derive-failures: the share of each container's readings the "
+    "median is taken over.")]
+
+
+def _failure_summary(data) -> str:
+    """How many of a trace's events are failures (app/core/labels.py), in words."""
+    from app.core.labels import TIER_EVENTS
+
+    kinds = {k.value for k in TIER_EVENTS["any"]}
+    ev = data.events
+    n = int(ev["kind"].isin(kinds).sum()) if len(ev) else 0
+    if n == 0:
+        return ("0 failure events: nothing to train on (this trace records no failure; "
+                "--derive-failures derives OOM kills from a memory limit per container)")
+    by_kind = ev[ev["kind"].isin(kinds)]["kind"].value_counts().to_dict()
+    return f"{n:,} failure events ({', '.join(f'{k} {v:,}' for k, v in by_kind.items())})"
+
+
+def _trace_or_exit(trace, mapping, container_col, ts_col, app_name, derive, limit_multiple,
+                   first_fraction):
+    """The trace as TraceData (failures derived when asked for); exit 2 naming what is
+    wrong."""
+    from app.telemetry import replay as rp
+
+    try:
+        data = _load_trace(rp, trace, mapping, container_col, ts_col, app_name)
+        if derive:
+            data = _derived(rp, data, limit_multiple, first_fraction)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        err.print(f"error: --trace {trace}: {exc}")
+        raise typer.Exit(2) from None
+    return data
+
+
+def _derived(rp, data, limit_multiple: float, first_fraction: float):
+    from app.core.limit_failures import derive_limit_failures
+
+    samples, events, info = derive_limit_failures(
+        data.samples, limit_multiple=limit_multiple, first_fraction=first_fraction)
+    samples = samples.drop(columns="running").loc[:, list(rp.SAMPLE_COLUMNS)]
+    samples = samples.sort_values(["ts_s", "container"], kind="stable").reset_index(drop=True)
+    events = events.sort_values(["ts_s", "container"], kind="stable").reset_index(drop=True)
+    left_out = info["containers_without_limit"]
+    err.print(f"derived failures: memory limit = {limit_multiple:g} × the median of each "
+              f"container's first {first_fraction:.0%} of readings; {info['oom_kills']:,} OOM "
+              f"kills (a reading at or above it after one below); "
+              f"{len(left_out)} container(s) without enough early readings left out"
+              + (f" ({', '.join(left_out[:5])})" if left_out else ""))
+    return rp.TraceData(samples, _concat_events(rp, data.events, events), data.dropped,
+                        f"{data.source} (failures derived: limit {limit_multiple:g} × early "
+                        "median)")
+
+
+def _concat_events(rp, *frames):
+    import pandas as pd
+
+    parts = [f for f in frames if len(f)]
+    if not parts:
+        return rp.empty_events()
+    out = pd.concat(parts, ignore_index=True)
+    return out.sort_values(["ts_s", "container"], kind="stable").reset_index(drop=True)
+
+
 def _load_trace(rp, trace, mapping, container_col, ts_col, app_name):
     root = rp.find_trace_dir()
     if trace == "bitbrains":
@@ -426,6 +499,9 @@ def _load_trace(rp, trace, mapping, container_col, ts_col, app_name):
     path = Path(trace)
     if not path.exists():
         raise FileNotFoundError(f"no such file (and not one of {', '.join(TRACES)})")
+    if not mapping and path.suffix not in (".parquet", ".pq") and \
+            "vm_id" in rp._first_line(path):  # a Bitbrains-format file
+        return rp.read_bitbrains(path)
     pairs = {}
     for item in mapping or []:
         field, sep, column = item.partition("=")
@@ -490,16 +566,103 @@ def models_promote(
     app_name: Annotated[str, typer.Argument(metavar="APP")],
     version_id: Annotated[str, typer.Argument(metavar="VERSION")],
     tier: Annotated[str, typer.Option()] = "memory",
+    force: Annotated[bool, typer.Option(
+        "--force", help="Promote even a version trained on no positive window or without a "
+        "validation AP (it would serve in place of the heuristic).")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Make VERSION the current model of APP (the running coordinator picks it up)."""
     s = _settings(config)
+    reg = _registry(s)
     try:
-        v = _registry(s).promote(app_name, tier, version_id)
+        target = reg.get(app_name, tier, version_id)
+        training, metrics = target.training or {}, target.metrics or {}
+        why = ("it was trained on no positive window" if not training.get("positives")
+               else "it has no validation AP" if metrics.get("val_pr_auc", 0.0) is None
+               else None)
+        if why and not force:
+            err.print(f"error: {app_name}/{tier} {version_id} is not promoted: {why}, so it "
+                      "learned nothing to serve in place of the heuristic (--force to "
+                      "promote it anyway)")
+            raise typer.Exit(2)
+        v = reg.promote(app_name, tier, version_id)
     except (KeyError, ValueError) as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(2) from None
     err.print(f"{v.app}/{v.tier}: {v.version_id} is current")
+
+
+@models_app.command("evaluate")
+def models_evaluate(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="App (_global: the global "
+                                                                "model).")],
+    trace: Annotated[str | None, typer.Option(
+        help="Score on this trace (bitbrains | google2011 | PATH) instead of the history "
+        "store.")] = None,
+    version_id: Annotated[str | None, typer.Option("--version", help="Default: current.")]
+    = None,
+    tier: Annotated[str | None, typer.Option(help="Default: models.tier.")] = None,
+    mapping: Annotated[list[str] | None, typer.Option("--map", help="PATH traces: "
+                                                      "sample_field=column.")] = None,
+    container_col: Annotated[str, typer.Option(help="PATH traces: container column.")] = "id",
+    ts_col: Annotated[str, typer.Option(help="PATH traces: timestamp column.")] = "timestamp",
+    derive_failures: DeriveOpt = False,
+    limit_multiple: LimitMultipleOpt = 1.3,
+    first_fraction: FirstFractionOpt = 0.25,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Score a registered model on another trace (or the history store): AP, ROC-AUC,
+    base rate, precision and recall at its stored threshold, beside the best single
+    feature and the heuristic, and its reliability curve."""
+    from tuning.train import evaluate_version
+
+    s = _settings(config)
+    source: Any = s.history_uri()
+    if trace is not None:
+        source = _trace_or_exit(trace, mapping, container_col, ts_col, None, derive_failures,
+                                limit_multiple, first_fraction)
+        if not as_json:
+            err.print(_failure_summary(source))
+    try:
+        res = evaluate_version(_registry(s), app_name, source, tier=tier or s.models.tier,
+                               version_id=version_id)
+    except (KeyError, ValueError) as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        print(json.dumps(res, allow_nan=False))
+        return
+    m, rule, heur = res["metrics"], res["best_single_feature"], res["heuristic"]
+
+    def f(v: Any, digits: int = 3) -> str:
+        return "-" if v is None else f"{v:.{digits}f}"
+
+    thr = "never alarms" if res["threshold"] is None else f"{res['threshold']:.4g}"
+    out.print(f"{res['app']}/{res['tier']} {res['version_id']} ({res['kind']}, "
+              f"{res['status']}) on {m['n']:,} windows, {m['n_positive']:,} positive "
+              f"(base rate {f(m['base_rate'], 4)}); stored threshold {thr}")
+    table = Table(title="held-out scores")
+    for col in ("score", "AP", "ROC-AUC", "precision", "recall", "alarms"):
+        table.add_column(col)
+    table.add_row(res["kind"], f(m["pr_auc"]), f(m["roc_auc"]), f(m["precision"]),
+                  f(m["recall"]), str(m["alarms"]))
+    table.add_row(f"best single feature: {rule['feature']} ({rule['direction']}), chosen on "
+                  "these windows", f(rule["pr_auc"]), f(rule["roc_auc"]), "", "", "")
+    hnote = (" (cannot rank: too few samples)" if heur["rankable"] == 0 else "")
+    table.add_row(f"heuristic{hnote}", f(heur["pr_auc"]), f(heur["roc_auc"]), "", "", "")
+    table.add_row("base rate", f(m["base_rate"], 4), "0.500", "", "", "")
+    out.print(table)
+    rel = res["reliability"]
+    if rel:
+        rt = Table(title=f"reliability (expected calibration error {f(rel['ece'])})")
+        for col in ("p bin", "windows", "mean p", "observed failure rate"):
+            rt.add_column(col)
+        for k, c in enumerate(rel["count"]):
+            if c:
+                rt.add_row(f"{rel['edges'][k]:.1f}–{rel['edges'][k + 1]:.1f}", str(c),
+                           f(rel["mean_predicted"][k]), f(rel["observed"][k]))
+        out.print(rt)
 
 
 @models_app.command("rollback")
@@ -519,14 +682,44 @@ def models_rollback(
 
 
 def _print_training(out_dict: dict, as_json: bool) -> None:
+    """The result in words (or JSON); exit 1 when nothing could be learned."""
     if as_json:
         print(json.dumps(out_dict, allow_nan=False))
+    else:
+        _describe_training(out_dict)
+    if out_dict.get("status") == "nothing learned":
+        raise typer.Exit(1)
+
+
+def _describe_training(r: dict) -> None:
+    def f(v: Any, digits: int = 3) -> str:
+        return "-" if v is None else f"{v:.{digits}f}"
+
+    who = f"{r.get('app')}/{r.get('tier')}"
+    if r.get("status") == "nothing learned":
+        err.print(f"nothing learned for {who}: {r.get('reason')}")
+        err.print(f"nothing registered; {who} keeps serving what it served (its current model "
+                  "or the heuristic)")
         return
-    test = out_dict.get("test", {})
-    err.print(f"registered {out_dict.get('version_id')} as {out_dict.get('status')}: "
-              f"{out_dict.get('reason')}")
-    err.print("test split: " + ", ".join(
-        f"{k} {v:.3f}" for k, v in test.items() if isinstance(v, float)))
+    kind = r.get("kind")
+    if r.get("promoted"):
+        err.print(f"{who}: {r.get('version_id')} ({kind}) is current — {r.get('reason')}")
+    else:
+        err.print(f"{who}: {r.get('version_id')} ({kind}) registered as a candidate — "
+                  f"{r.get('reason')}")
+    for c in (r.get("gate") or {}).get("comparisons", []):
+        if c.get("note"):
+            err.print(f"  note on the {c['reference']}: {c['note']}")
+    test = r.get("test") or {}
+    thr = test.get("threshold")
+    err.print(f"operating threshold {('never alarms' if thr is None else f'{thr:.4g}')}"
+              + (f"; {r['threshold_seeded']}" if r.get("threshold_seeded") else ""))
+    rule = r.get("test_best_single_feature") or {}
+    err.print(f"held-out test split ({test.get('n', 0):,} windows, {test.get('n_positive', 0):,} "
+              f"positive, base rate {f(test.get('base_rate'), 4)}): AP {f(test.get('pr_auc'))}, "
+              f"ROC-AUC {f(test.get('roc_auc'))}, precision {f(test.get('precision'))} and "
+              f"recall {f(test.get('recall'))} at the threshold; best single feature "
+              f"{rule.get('feature')} ({rule.get('direction')}) AP {f(rule.get('pr_auc'))}")
 
 
 @app.command()
@@ -538,36 +731,57 @@ def train(
     stride: Annotated[int, typer.Option(min=1, help="A window every N samples.")] = 1,
     tier: Annotated[str | None, typer.Option(help="memory|cpu|disk|any (default: models.tier)")]
     = None,
-    split: Annotated[str, typer.Option(help="time (default) | group (by app: traces with "
-                                            "one snapshot per task)")] = "time",
+    split: Annotated[str, typer.Option(help="auto (default: by app when each container has "
+                                            "one window, else by time) | time | group")]
+    = "auto",
     split_seed: Annotated[int, typer.Option(help="Seed of a group split.")] = 0,
     window_steps: Annotated[int | None, typer.Option(min=1, help="Default: loop.window_steps.")]
     = None,
+    horizon: Annotated[float | None, typer.Option(
+        min=1.0, help="Seconds ahead a failure counts (default: predictor.horizon_s).")] = None,
     since: Annotated[str | None, typer.Option(help="Training data from (2h, 3d, ISO).")] = None,
     until: Annotated[str | None, typer.Option(help="Training data until.")] = None,
+    trace: Annotated[str | None, typer.Option(
+        help="Train on this trace (bitbrains | google2011 | PATH) instead of the history "
+        "store.")] = None,
+    mapping: Annotated[list[str] | None, typer.Option("--map", help="PATH traces: "
+                                                      "sample_field=column.")] = None,
+    container_col: Annotated[str, typer.Option(help="PATH traces: container column.")] = "id",
+    ts_col: Annotated[str, typer.Option(help="PATH traces: timestamp column.")] = "timestamp",
+    derive_failures: DeriveOpt = False,
+    limit_multiple: LimitMultipleOpt = 1.3,
+    first_fraction: FirstFractionOpt = 0.25,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Train one model on the history store and register it (promoted if it beats the
-    current one on the validation split)."""
+    """Train one model and register it. It becomes current only if, on the held-out
+    validation rows, it beats the model serving now and the trend heuristic (AP, by
+    models.gate_margin_ap with the 95% bootstrap interval above 0); the reason is printed
+    in words. Exit 1 when nothing could be learned (no failure in the data)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from tuning.train import train_and_register
+    from tuning.train import Promotion, train_and_register
 
     s = _settings(config)
+    source: Any = s.history_uri()
+    if trace is not None:
+        source = _trace_or_exit(trace, mapping, container_col, ts_col, app_name,
+                                derive_failures, limit_multiple, first_fraction)
+        if not as_json:
+            err.print(_failure_summary(source))
     bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                    console=err, disable=as_json)
     try:
         with bar:
             bar.add_task(f"training {kind} for {app_name or 'all apps (_global)'}: "
-                         "dataset → fit → evaluate → register", total=None)
+                         "dataset → fit → judge → refit → register", total=None)
             result = train_and_register(
-                s.history_uri(), str(s.registry_dir()), app=app_name, kind=kind,
-                tier=tier or s.models.tier, horizon_s=s.predictor.horizon_s,
+                source, str(s.registry_dir()), app=app_name, kind=kind,
+                tier=tier or s.models.tier, horizon_s=horizon or s.predictor.horizon_s,
                 window_steps=window_steps or s.loop.window_steps,
                 recent_steps=s.predictor.recent_steps, split=split, split_seed=split_seed,
                 stride=stride, since_s=_time_opt(since, "--since"),
-                until_s=_time_opt(until, "--until"))
+                until_s=_time_opt(until, "--until"), promotion=Promotion.from_settings(s))
     except ValueError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(2) from None
@@ -584,19 +798,23 @@ def tune(
     stride: Annotated[int, typer.Option(min=1)] = 1,
     tier: Annotated[str | None, typer.Option(help="memory|cpu|disk|any (default: models.tier)")]
     = None,
-    split: Annotated[str, typer.Option(help="time (default) | group (by app: traces with "
-                                            "one snapshot per task)")] = "time",
+    split: Annotated[str, typer.Option(help="auto (default: by app when each container has "
+                                            "one window, else by time) | time | group")]
+    = "auto",
     split_seed: Annotated[int, typer.Option(help="Seed of a group split.")] = 0,
     window_steps: Annotated[int | None, typer.Option(min=1, help="Default: loop.window_steps.")]
     = None,
+    horizon: Annotated[float | None, typer.Option(
+        min=1.0, help="Seconds ahead a failure counts (default: predictor.horizon_s).")] = None,
     since: Annotated[str | None, typer.Option()] = None,
     until: Annotated[str | None, typer.Option()] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Ray Tune search over model kinds and hyperparameters (ASHA early stopping); the best
-    model is registered and promoted only if it beats the current one."""
-    from tuning.train import tune_and_register
+    is judged by the same gate as `prescale train` (beat the current model and the
+    heuristic on validation) and registered. Exit 1 when nothing could be learned."""
+    from tuning.train import Promotion, tune_and_register
 
     s = _settings(config)
     try:
@@ -604,11 +822,12 @@ def tune(
             s.history_uri(), str(s.registry_dir()), app=app_name, tier=tier or s.models.tier,
             trials=trials, storage_path=str(Path(s.data_dir).resolve() / "tune"),
             kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
-            split=split, split_seed=split_seed, horizon_s=s.predictor.horizon_s,
+            split=split, split_seed=split_seed, horizon_s=horizon or s.predictor.horizon_s,
             window_steps=window_steps or s.loop.window_steps,
             recent_steps=s.predictor.recent_steps, stride=stride,
             since_s=_time_opt(since, "--since"), until_s=_time_opt(until, "--until"),
-            num_cpus=s.ray.num_cpus, progress=not as_json)
+            num_cpus=s.ray.num_cpus, progress=not as_json,
+            promotion=Promotion.from_settings(s))
     except ValueError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(2) from None
@@ -620,49 +839,45 @@ def tune(
 
 @app.command()
 def retrain(
-    app_name: Annotated[str | None, typer.Option("--app", help="Only this app.")] = None,
-    kind: Annotated[str, typer.Option()] = "hist_gradient_boosting",
+    app_name: Annotated[str | None, typer.Option("--app", help="Only this app (_global: the "
+                                                               "global model).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Retrain even if not due.")] = False,
+    trials: Annotated[int | None, typer.Option(min=1, max=1000,
+                                               help="Default: models.retrain_trials.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Retrain each app's model when due: weekly (models.retrain_interval_s) or when the
-    live precision/recall of the judged outcomes drifts below the floors. Run it from
-    cron or a Ray job; it does nothing when nothing is due."""
-    from tuning.schedule import RetrainPolicy, live_rates
-    from tuning.train import train_and_register
+    """Retrain each app's model (and the global one) when due: weekly
+    (models.retrain_interval_s) or when the live precision/recall of the judged outcomes
+    drifts below the floors; through Ray Tune and the same gate as `prescale train`. The
+    control loop schedules this itself (models.retrain_live); this command is for cron or
+    a Ray job. It does nothing when nothing is due."""
+    from tuning.retrain import due, last_trained_s, live_rates_by_app, policy_of, retrain_app
+    from tuning.train import GLOBAL_APP, _ray_session
 
     s = _settings(config)
     m = s.models
-    policy = RetrainPolicy(interval_s=m.retrain_interval_s, min_precision=m.min_live_precision,
-                           min_recall=m.min_live_recall, window_n=m.live_window_n)
+    policy = policy_of(s)
     store, registry = _open_store(s), _registry(s)
-    apps = [app_name] if app_name is not None else [a for a in store.apps() if a]
-    judged = list(read_log(store, kinds={"judgement"}))
+    apps = ([app_name] if app_name is not None
+            else [a for a in store.apps() if a] + [GLOBAL_APP])
+    rates = live_rates_by_app(read_log(store, kinds={"judgement"}), m.tier, m.live_window_n)
     now_s = time.time()
     report = []
-    for a in apps:
-        mine = [j for j in judged if j.get("app") == a and j.get("tier", m.tier) == m.tier]
-        alarmed = [j["judgement"] != "miss" for j in mine]
-        failed = [j["judgement"] != "false_positive" for j in mine]
-        precision, recall, n = live_rates(alarmed, failed, m.live_window_n)
-        current = registry.current(a, m.tier)
-        due, why = policy.due(now_s, current.created_s if current else None, precision,
-                              recall, n)
-        entry = {"app": a, "due": due or force, "why": why if not force else "forced"}
-        if due or force:
-            try:
-                entry["result"] = train_and_register(
-                    store, registry, app=a, kind=kind, tier=m.tier,
-                    horizon_s=s.predictor.horizon_s, window_steps=s.loop.window_steps,
-                    recent_steps=s.predictor.recent_steps)
-            except ValueError as exc:
-                entry["error"] = str(exc)
-        report.append(entry)
-        if not as_json:
-            err.print(f"{a}: {entry['why']}" + (
-                f" → {entry['result']['version_id']} {entry['result']['status']}"
-                if "result" in entry else f" → {entry['error']}" if "error" in entry else ""))
+    with _ray_session(s.ray.num_cpus, None, False):
+        for a in apps:
+            is_due, why = due(policy, now_s, last_trained_s(registry, a, m.tier),
+                              rates.get(a) if a != GLOBAL_APP else None)
+            entry: dict[str, Any] = {"app": a, "due": is_due or force,
+                                     "why": why if not force else "forced"}
+            if is_due or force:
+                entry["result"] = retrain_app(s, a, trials=trials, nice=0)
+            report.append(entry)
+            if not as_json:
+                res = entry.get("result")
+                err.print(f"{a}: {entry['why']}" + (
+                    f" → {res.get('version_id') or 'nothing registered'} {res['status']}: "
+                    f"{res.get('reason')}" if res else ""))
     if as_json:
         print(json.dumps(report, default=str))
 

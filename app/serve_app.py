@@ -289,8 +289,12 @@ def _checked_proba(p: Any, n: int) -> np.ndarray:
     return arr
 
 
-def prediction_json(job: Job, res: JobResult) -> list[dict[str, Any]]:
-    """The ``predictions`` of a response (numbers as :func:`out_number`)."""
+def prediction_json(job: Job, res: JobResult, min_samples: int | None = None
+                    ) -> list[dict[str, Any]]:
+    """The ``predictions`` of a response (numbers as :func:`out_number`). With
+    ``min_samples`` (the heuristic's), a tier the heuristic serves for a container with
+    fewer samples says so (``forecast_ready`` false and a ``note``): its p_fail 0 is not
+    a forecast."""
     n_samples = res.features[:, F["n_samples"]]
     heuristic = res.prediction.model
     out = []
@@ -298,6 +302,8 @@ def prediction_json(job: Job, res: JobResult) -> list[dict[str, Any]]:
         tiers = {}
         for tier, tp in res.prediction.tiers.items():
             label, version = res.model_of[i] if tier == res.model_tier else (heuristic, None)
+            ready = (version is not None or min_samples is None
+                     or n_samples[i] >= min_samples)
             tiers[tier.value] = {
                 "p_fail": float(tp.p_fail[i]),
                 "time_to_limit_s": out_number(tp.time_to_limit_s[i]),
@@ -305,6 +311,11 @@ def prediction_json(job: Job, res: JobResult) -> list[dict[str, Any]]:
                 "limit": out_number(tp.limit[i]),
                 "model": label,
                 "model_version": version,
+                "forecast_ready": bool(ready),
+                "note": None if ready else (
+                    f"{int(n_samples[i])} samples < predictor.min_samples {min_samples}: "
+                    "no trend yet, so the heuristic cannot forecast (p_fail 0 is not a "
+                    "forecast)"),
             }
         out.append({"name": name, "app": job.apps[i], "n_samples": int(n_samples[i]),
                     "tiers": tiers})
@@ -338,7 +349,7 @@ def recommend_json(
             },
             "reason": d.reason,
         })
-    preds = prediction_json(job, res)
+    preds = prediction_json(job, res, settings.predictor.min_samples)
     for p in preds:
         p["decisions"] = by_container[p["name"]]
     return preds
@@ -540,7 +551,8 @@ class PredictionService:
 
     def predict_response(self, job: Job, res: JobResult) -> dict[str, Any]:
         return {"api_version": API_VERSION, "horizon_s": res.prediction.horizon_s,
-                "model_revision": self.revision(), "predictions": prediction_json(job, res)}
+                "model_revision": self.revision(),
+                "predictions": prediction_json(job, res, self.predictor.min_samples)}
 
     def recommend_response(self, job: Job, res: JobResult) -> dict[str, Any]:
         now_s = job.now_s if job.now_s is not None else (

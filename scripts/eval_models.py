@@ -9,56 +9,47 @@ Prints Markdown tables for docs/BENCHMARKS.md (``--json``: one JSON object inste
 ``--quick`` is a reduced configuration for the tests (well under 90 s). Exit codes:
 0 ok, 2 bad arguments. A missing trace is not an error: its part says "skipped" and why.
 
-Part A — Google 2011 (``google2011/`` of the shared data)
+Part A — Google 2011 (``google2011/`` of the shared data): job-grouped k-fold CV
     Each task has one usage window (trace time 600–900 s), read by
-    :func:`~app.telemetry.replay.read_google2011` into two samples (start, end). The
-    features are :func:`~app.core.dataset.feature_matrix` over a window of 2 steps
-    (``recent_steps = 2``, ``min_present = 2``): one row per task, at its window's end.
-    Label: the task has a FAIL, EVICT or KILL event (``detail`` failed / evicted /
-    killed; LOST and FINISH are not failures) strictly after its window's end and
-    within the horizon H = *the rest of the trace*: from the earliest window end to the
-    last such event in the file (54,928 s ≈ 15.3 h on the shared data; note the events
-    file covers trace hours 0–5.7 and 14.1–15.5 only). Split by job
-    (:func:`split_by_job`: ``group_split`` on ``app = "job-<id>"``, 70 % of the *jobs*
-    train, 30 % test; one job holds 63 % of the tasks), for 10 seeds (the 67 positives
-    come in 37 jobs, so one split says little): for each seed and model kind, the test
-    PR-AUC; beside it the base rate (the expected PR-AUC of a random score) and the
-    best single-feature rule (``best_single_feature_rule`` chosen on the train split,
-    its PR-AUC on the test split); reported as mean ± std over the seeds, with the
-    paired difference model − rule. The model seed is the split seed. The heuristic
-    gets ``min_samples = 2`` (a task has two samples).
+    :func:`~app.telemetry.replay.read_google2011` into two samples (start, end) with
+    every usage column and the task's attributes (:mod:`app.telemetry.replay`). The
+    training data is what ``prescale train --trace google2011 --tier any`` builds
+    (:func:`tuning.train.build_training_data`): a window of 2 steps per task, tier
+    ``any`` (:mod:`app.core.labels`: FAIL, EVICT or KILL after the window, LOST and
+    FINISH not), horizon 1 day (past the end of the trace). Then
+    :func:`tuning.cv.cross_validate`: 5 folds of whole jobs with the positives spread
+    (:func:`app.core.labels.group_folds`), ``google_repeats`` times with other seeds;
+    in each fold the model is trained as ``prescale train`` trains it (80/20 split by
+    job of the other folds, judged on the 20 %, refitted on both, operating threshold
+    from its out-of-fold probabilities) and scored on the held-out jobs: AP, ROC-AUC,
+    precision and recall at its threshold, calibration. Beside it, chosen on the other
+    folds: the best single usage column (:data:`tuning.cv.USAGE_FEATURES`) and the best
+    single feature of all; and the trend heuristic (``min_samples`` 5 as live: on 2
+    samples per task it cannot rank, and the table says so).
 
-Part B — replay fleets (memory failures within H, ``time_split`` 70/30 with a gap of H)
+Part B — replay fleets (memory failures within H, split by time 60/10/30, gap H)
     (i) ``sim``: :func:`app.sim.fleet.simulate_fleet` (120 containers × 1440 steps of
     60 s, seed 0: one day; H = 15 min, windows of 15 steps, ``recent_steps`` 5, a window
-    ending at every 2nd step: ~86k windows). Its ``oom_kill`` events are the ground truth.
+    ending at every 2nd step). Its ``oom_kill`` events are the ground truth.
     (ii) ``bitbrains``: the 50 Bitbrains VMs (300 s steps) with failures derived by
-    :func:`derive_bitbrains_failures` (a memory limit of 1.3 × the VM's median usage
-    over its first 25 % of rows; every upward crossing is an OOM kill; see there);
-    H = 30 min (6 steps), windows of 12 steps (1 h), ``recent_steps`` 4. Subsampling:
-    a window ends at every 2nd row of each VM (``stride = 2``, ~130k windows instead
-    of ~260k), to keep the run under 6 minutes on 2 cores; only windows that end while
-    the VM runs under its limit are scored (one VM, vm-38, has no valid reading in its
-    first quarter and is left out). Both strides keep the full run under 2 CPU-minutes
-    (105 CPU-s measured; wall times are in the timings table).
-    For each model kind (and the heuristic, whose horizon is H): precision and recall
-    at the default threshold 0.5, PR-AUC, Brier score and the median lead time of the
-    true positives (the time from the window's end, when the alarm would fire, to the
-    failure); for the simulated fleet also the recall per failing scenario. Beside
-    them the base rate and the best single-feature rule (chosen on train). At the
-    failure level (:func:`failure_level`): how many of the test period's failures had
-    at least one alarmed window, and the median *first* warning (the earliest alarm
-    within H before each caught failure). Uncertainty: 95 % intervals of each PR-AUC
-    and of its paired difference from the rule, from 200 bootstrap resamples of whole
-    containers of the test period (:func:`container_bootstrap`).
-    Every window starts being scored once it holds ``min_present = 5`` samples (the
-    heuristic's ``min_samples``), for every model alike.
+    :func:`app.core.limit_failures.derive_limit_failures` (the same derivation as
+    ``prescale replay --derive-failures``: a memory limit of 1.3 × the VM's median usage
+    over its first 25 % of rows; a reading at or above it is an OOM kill); H = 30 min
+    (6 steps), windows of 12 steps (1 h), ``recent_steps`` 4, ``stride`` 2. Windows that
+    end at or above the limit (a VM being killed) are left out, as training does.
+    Each model is trained as ``prescale train`` trains it (fitted on the 60 %, judged and
+    its threshold chosen as registration does, refitted on the 70 %) and scored on the
+    last 30 %: precision and recall at its operating threshold, PR-AUC, ROC-AUC, Brier
+    score and the median lead time of the true positives; failures caught and the
+    median first warning (:func:`failure_level`); for the simulated fleet the recall
+    per failing scenario. Beside them the base rate, the best single-feature rule
+    (chosen on train) and the heuristic. Uncertainty: 95 % intervals of each PR-AUC and
+    of its paired difference from the rule and from the heuristic, from 200 bootstrap
+    resamples of whole containers of the test period (:func:`container_bootstrap`).
 
 Model settings (never tuned on the test splits; the fleet sizes were cut for time
-only): random forest 200 trees on Google and 100 on the fleets (``n_jobs = 2``),
-gradient boosting 200 iterations, LSTM hidden 32 with 30 epochs on Google and 4 on the
-fleets, all calibrated with the sigmoid on the newest 20 % of the training rows
-(``app.models.base``); every other parameter is the model's default.
+only): each kind's defaults (what ``prescale train --kind K`` uses), except the forest's
+tree count on the fleets (100) and the LSTM's epochs (30 on Google, 4 on the fleets).
 
 Timings: wall seconds per step and part, the process's CPU seconds, and the 1-minute
 load average at the start and the end (the machine is shared: wall time under load
@@ -81,31 +72,41 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from app.core.dataset import feature_matrix, window_array
-from app.core.features import FEATURES
-from app.core.labels import group_split, label, lead_time_s, time_split
+from app.core.limit_failures import derive_limit_failures
 from app.core.sample import EventKind
 from app.models import MODEL_KINDS, make_model, torch_available
 from app.models.metrics import (
-    base_rate,
     best_single_feature_rule,
     brier_score,
     confusion,
     lead_time_stats,
     pr_auc,
+    reliability,
+    roc_auc,
 )
 from app.sim.fleet import FAILING_SCENARIOS, simulate_fleet
 from app.telemetry.replay import (
     BITBRAINS_RND_FILE,
     GOOGLE2011_EVENTS_FILE,
     GOOGLE2011_USAGE_FILE,
+    SAMPLE_COLUMNS,
+    TraceData,
     find_trace_dir,
     read_bitbrains,
     read_google2011,
 )
+from tuning.cv import cross_validate, summarise
+from tuning.train import (
+    TrainingData,
+    build_training_data,
+    fit_model,
+    model_params,
+    refit_with_threshold,
+    validate,
+)
 
-GOOGLE_FAILURE_DETAILS = ("failed", "evicted", "killed")  # FAIL, EVICT, KILL
-THRESHOLD = 0.5
+GOOGLE_KW = {"tier": "any", "horizon_s": 86_400.0, "window_steps": 2, "recent_steps": 2,
+             "min_present": 2}
 
 
 @dataclass(frozen=True)
@@ -115,14 +116,14 @@ class FleetConfig:
     recent_steps: int
     stride: int
     min_present: int = 5
-    fractions: tuple[float, float] = (0.7, 0.3)
+    fractions: tuple[float, float, float] = (0.6, 0.1, 0.3)
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     quick: bool = False
-    google_seeds: int = 10
-    google_window_steps: int = 2
+    google_folds: int = 5
+    google_repeats: int = 2
     sim_containers: int = 120
     sim_steps: int = 1440
     sim_step_s: float = 60.0
@@ -146,7 +147,7 @@ FULL = EvalConfig()
 QUICK = replace(
     FULL,
     quick=True,
-    google_seeds=3,
+    google_repeats=1,
     sim_containers=24,
     sim_steps=480,
     bitbrains_max_vms=8,
@@ -165,14 +166,12 @@ def default_kinds() -> tuple[str, ...]:
     return tuple(k for k in MODEL_KINDS if k != "lstm" or torch_available())
 
 
-def model_params(kind: str, cfg: EvalConfig, *, horizon_s: float, min_samples: int,
-                 lstm_epochs: int, rf_trees: int) -> dict[str, Any]:
+def model_params_for(kind: str, cfg: EvalConfig, *, lstm_epochs: int, rf_trees: int
+                     ) -> dict[str, Any]:
     if kind == "random_forest":
         return {"n_estimators": int(rf_trees), "n_jobs": 2}
     if kind == "hist_gradient_boosting":
         return {"max_iter": cfg.hgb_iter}
-    if kind == "heuristic":
-        return {"horizon_s": float(horizon_s), "min_samples": int(min_samples)}
     if kind == "lstm":
         return {"epochs": int(lstm_epochs)}
     return {}
@@ -197,15 +196,6 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def mean_std(values: Sequence[float]) -> dict[str, float | int]:
-    """Mean and sample std (ddof 1) of the finite values, and how many there were."""
-    v = np.array([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
-    if v.size == 0:
-        return {"mean": math.nan, "std": math.nan, "n": 0}
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
-            "n": int(v.size)}
-
-
 def _rule_score(X: np.ndarray, index: int, direction: str) -> np.ndarray:
     """The scores of a single-feature rule (nan never alarms), as in best_single_feature_rule."""
     sign = 1.0 if direction == "high" else -1.0
@@ -213,70 +203,7 @@ def _rule_score(X: np.ndarray, index: int, direction: str) -> np.ndarray:
     return np.where(np.isnan(col), -np.inf, sign * col)
 
 
-def fill_empty_columns(X: np.ndarray, train: np.ndarray) -> np.ndarray:
-    """``X`` with every column that is all ``nan`` on the ``train`` rows set to 0 (a copy).
-
-    Works around scikit-learn's ``HistGradientBoostingClassifier``, which fails to bin
-    a column with no value at all ("window shape cannot be larger than input array
-    shape"; e.g. ``cpu_slope_cores_per_s`` needs 3 samples and the Google windows have
-    2). Such a column carries no information for any model, so nothing is lost.
-    Example: columns [1, 2] and [nan, nan] → [1, 2] and [0, 0].
-    """
-    empty = np.isnan(X[train]).all(axis=0)
-    if not empty.any():
-        return X
-    out = X.copy()
-    out[:, empty] = 0.0
-    return out
-
-
-def _fit_predict(kind: str, params: dict[str, Any], X: np.ndarray, windows: np.ndarray | None,
-                 y: np.ndarray, ts: np.ndarray, train: np.ndarray, test: np.ndarray,
-                 seed: int) -> tuple[np.ndarray, dict[str, Any], float]:
-    t0 = time.perf_counter()
-    model = make_model(kind, **params)
-    data = windows if model.input == "window" else X
-    if data is None:
-        raise ValueError(f"model kind {kind!r} needs raw windows")
-    if kind == "hist_gradient_boosting":
-        data = fill_empty_columns(data, train)
-    model.fit(data[train], y[train], seed=seed, ts_s=ts[train])
-    p = model.predict_proba(data[test])
-    return p, dict(model.fit_info), time.perf_counter() - t0
-
-
 # --------------------------------------------------------------------------- Google 2011
-
-
-def google_labels(samples: pd.DataFrame, events: pd.DataFrame, window_steps: int
-                  ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, np.ndarray, float]:
-    """``(X, windows, meta, y, horizon_s)`` of the Google 2011 tasks (module doc, part A)."""
-    df = samples.sort_values(["container", "ts_s"], kind="stable").reset_index(drop=True)
-    X, meta = feature_matrix(df, window_steps, 2, min_present=window_steps)
-    windows, meta_w = window_array(df, window_steps=window_steps, min_present=window_steps)
-    if not meta["row"].equals(meta_w["row"]):
-        raise AssertionError("feature and window rows differ")
-    failures = events[events["detail"].isin(GOOGLE_FAILURE_DETAILS)]
-    if failures.empty or meta.empty:
-        return X, windows, meta, np.zeros(len(meta), dtype=np.int8), math.nan
-    horizon_s = float(math.ceil(failures["ts_s"].max() - meta["ts_end_s"].min()))
-    y = label(meta, failures, horizon_s=horizon_s, tier="any")
-    return X, windows, meta, y, horizon_s
-
-
-def split_by_job(meta: pd.DataFrame, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(train, test)`` task positions: 70 % of the *jobs* train, 30 % test (seeded).
-
-    ``group_split`` over a frame with one row per job (``app``), mapped back to the
-    tasks: the fractions count jobs, not tasks. (One job holds 3871 of the 6153 tasks;
-    with fractions of tasks, ``group_split`` always puts it in train and leaves the test
-    set anywhere from 1 to ~1850 tasks, depending on where the shuffle puts it.)
-    Example: jobs a (5 tasks), b (1), c (1), … → each job whole in one split.
-    """
-    jobs = pd.DataFrame({"app": pd.unique(meta["app"])})
-    train_j, test_j = group_split(jobs, "app", (0.7, 0.3), seed=seed)
-    in_test = meta["app"].isin(set(jobs["app"].to_numpy()[test_j])).to_numpy()
-    return np.flatnonzero(~in_test), np.flatnonzero(in_test)
 
 
 def evaluate_google(cfg: EvalConfig, data_dir: Path, kinds: Sequence[str]) -> dict[str, Any]:
@@ -286,183 +213,56 @@ def evaluate_google(cfg: EvalConfig, data_dir: Path, kinds: Sequence[str]) -> di
                            "PRESCALE_TRACE_DIR or --data-dir"}
     t0 = time.perf_counter()
     trace = read_google2011(usage, events_path)
-    X, windows, meta, y, horizon_s = google_labels(
-        trace.samples, trace.events, cfg.google_window_steps)
+    data = build_training_data(trace, include_windows="lstm" in kinds, **GOOGLE_KW)
     t_prep = time.perf_counter() - t0
-    ts = meta["ts_end_s"].to_numpy(np.float64)
-    per_seed = []
-    fit_s: dict[str, float] = {k: 0.0 for k in kinds}
-    for seed in range(cfg.google_seeds):
-        train, test = split_by_job(meta, seed)
-        rule = best_single_feature_rule(X[train], y[train], FEATURES)
-        row: dict[str, Any] = {
-            "seed": seed,
-            "n_train": int(train.size),
-            "n_train_positive": int(y[train].sum()),
-            "n_test": int(test.size),
-            "n_test_positive": int(y[test].sum()),
-            "test_jobs": int(meta["app"].iloc[test].nunique()),
-            "base_rate": base_rate(y[test]),
-            "rule": {
-                "feature": rule.feature,
-                "direction": rule.direction,
-                "pr_auc_train": rule.pr_auc,
-                "pr_auc": pr_auc(y[test], _rule_score(X[test], rule.index, rule.direction)),
-            },
-            "models": {},
-        }
-        for kind in kinds:
-            params = model_params(kind, cfg, horizon_s=horizon_s if np.isfinite(horizon_s)
-                                  else 1.0, min_samples=2, lstm_epochs=cfg.lstm_epochs_google,
-                                  rf_trees=cfg.rf_trees)
-            p, info, secs = _fit_predict(kind, params, X, windows, y, ts, train, test, seed)
-            fit_s[kind] += secs
-            row["models"][kind] = {"pr_auc": pr_auc(y[test], p), "brier": brier_score(y[test], p),
-                                   "calibration": info.get("calibration")}
-        per_seed.append(row)
-
-    def collect(get: Any) -> list[float]:
-        return [get(r) for r in per_seed]
-
-    summary: dict[str, Any] = {
-        "base_rate": mean_std(collect(lambda r: r["base_rate"])),
-        "rule": mean_std(collect(lambda r: r["rule"]["pr_auc"])),
-        "rule_features": _counts(f"{r['rule']['feature']} ({r['rule']['direction']})"
-                                 for r in per_seed),
-        "models": {},
-    }
+    models: dict[str, Any] = {}
+    timings: dict[str, float] = {"load_features_labels": t_prep}
     for kind in kinds:
-        ap = collect(lambda r, k=kind: r["models"][k]["pr_auc"])
-        diff = [a - r["rule"]["pr_auc"] for a, r in zip(ap, per_seed, strict=True)]
-        lift = [a / r["base_rate"] for a, r in zip(ap, per_seed, strict=True)
-                if r["base_rate"] and r["base_rate"] > 0]
-        summary["models"][kind] = {
-            "pr_auc": mean_std(ap),
-            "minus_rule": mean_std(diff),
-            "over_base_rate": mean_std(lift),
-            "seeds_beating_rule": int(sum(d > 0 for d in diff if np.isfinite(d))),
-            "seeds_beating_base_rate": int(sum(
-                a > r["base_rate"] for a, r in zip(ap, per_seed, strict=True)
-                if np.isfinite(a))),
-        }
+        if kind == "heuristic":
+            continue  # scored beside every fold of every kind
+        params = model_params_for(kind, cfg, lstm_epochs=cfg.lstm_epochs_google,
+                                  rf_trees=cfg.rf_trees)
+        t = time.perf_counter()
+        folds = []
+        for rep in range(cfg.google_repeats):
+            for f in cross_validate(data, kind, params, k=cfg.google_folds, seed=rep):
+                folds.append({**f, "repeat": rep})
+        timings[f"cv_{kind}"] = time.perf_counter() - t
+        models[kind] = {"params": params, "summary": summarise(folds), "folds": folds,
+                        "pooled_reliability": _pooled_reliability(folds)}
+    meta = data.meta
     return {
         "source": trace.source,
-        "n_tasks": int(len(meta)),
+        "n_tasks": int(data.n),
         "n_jobs": int(meta["app"].nunique()),
-        "n_positive": int(y.sum()),
-        "positive_jobs": int(meta["app"][y.astype(bool)].nunique()),
-        "horizon_s": horizon_s,
-        "window_steps": cfg.google_window_steps,
-        "seeds": cfg.google_seeds,
-        "per_seed": per_seed,
-        "summary": summary,
-        "timings_s": {"load_features_labels": t_prep, **{f"fit_predict_{k}": v
-                                                          for k, v in fit_s.items()}},
+        "n_positive": int(data.y.sum()),
+        "positive_jobs": int(meta["app"][data.y.astype(bool)].nunique()),
+        "params": data.params,
+        "folds": cfg.google_folds,
+        "repeats": cfg.google_repeats,
+        "models": models,
+        "timings_s": timings,
     }
 
 
-def _counts(items: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for it in items:
-        out[it] = out.get(it, 0) + 1
-    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
-
-
-# --------------------------------------------------------------------------- Bitbrains
-
-
-def derive_bitbrains_failures(
-    samples: pd.DataFrame, *, limit_multiple: float, first_fraction: float,
-    min_first_readings: int = 10,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Give Bitbrains VMs a memory limit and derive OOM kills from it (pure).
-
-    Bitbrains has no failures, so they are derived the way a static limit would cause
-    them:
-
-    1. A ``memory_usage_bytes`` of 0 is missing (``nan``; also the working set): a
-       running VM never uses 0 KB, it is off or not measured.
-    2. Per VM (rows by time), the limit is ``L = limit_multiple × median`` of the valid
-       readings among its first ``ceil(first_fraction × rows)`` rows; it replaces
-       ``memory_limit_bytes``. A VM with fewer than ``min_first_readings`` valid
-       readings there gets no limit and is left out (reported in ``info``).
-    3. An ``oom_kill`` at every valid reading above L whose previous valid reading was
-       ≤ L (or that is the VM's first valid reading): an upward crossing. The VM is
-       then treated as restarted: its recorded usage carries on (what a restarted VM
-       would have used is not in the trace), and the next kill needs the usage to come
-       back under L and cross again. ``oom_kills_total`` counts the kills so far.
-    4. ``running`` (returned column): the reading is valid and ≤ L. Only windows that
-       end on a running row are scored (a VM above its limit is being killed).
-
-    Returns ``(samples sorted by container and time, events, info)``.
-
-    Worked example (one VM, ``limit_multiple = 1.2``, ``first_fraction = 0.5``):
-    usage 100, 0, 140, 130, 170, 150, 120, 160 → 0 is missing; the first 4 rows hold
-    100, 140, 130 → median 130 → L = 156; above L: 170 (row 4, previous valid 130 →
-    a kill) and 160 (row 7, previous valid 120 → a kill); 150 is not above. So
-    ``oom_kills_total`` = 0, 0, 0, 0, 1, 1, 1, 2 and running = T, F, T, T, F, T, T, F.
-    """
-    if not (math.isfinite(limit_multiple) and limit_multiple > 0):
-        raise ValueError(f"limit_multiple must be a finite number > 0, got {limit_multiple!r}")
-    if not (0 < first_fraction <= 1):
-        raise ValueError(f"first_fraction must be in (0, 1], got {first_fraction!r}")
-    df = samples.sort_values(["container", "ts_s"], kind="stable").reset_index(drop=True)
-    usage = df["memory_usage_bytes"].to_numpy(np.float64).copy()
-    usage[usage == 0] = np.nan
-    df["memory_usage_bytes"] = usage
-    ws = df["memory_working_set_bytes"].to_numpy(np.float64).copy()
-    ws[ws == 0] = np.nan
-    df["memory_working_set_bytes"] = ws
-
-    codes, names = pd.factorize(df["container"], sort=False)
-    n_rows = np.bincount(codes, minlength=len(names))
-    start = np.r_[0, np.cumsum(n_rows)[:-1]]
-    pos = np.arange(len(df)) - start[codes]
-    first = pos < np.ceil(first_fraction * n_rows)[codes]
-    valid = ~np.isnan(usage)
-    first_vals = pd.Series(np.where(first & valid, usage, np.nan))
-    med = first_vals.groupby(codes).median().to_numpy()
-    n_first = pd.Series(first & valid).groupby(codes).sum().to_numpy()
-    limit_vm = np.where(n_first >= min_first_readings, limit_multiple * med, np.nan)
-    keep_vm = np.isfinite(limit_vm)
-    limit = limit_vm[codes]
-
-    above = valid & (usage > limit)
-    # previous valid reading of the same VM: forward-fill "above" over the valid rows
-    prev_above = pd.Series(np.where(valid, above, np.nan)).groupby(codes).shift(1)
-    prev_above = prev_above.groupby(codes).ffill().to_numpy()
-    kill = above & ~(prev_above == 1.0)  # nan (no previous valid reading) counts as ≤ L
-    df["memory_limit_bytes"] = limit
-    df["oom_kills_total"] = pd.Series(kill.astype(np.float64)).groupby(codes).cumsum().to_numpy()
-    df["running"] = valid & (usage <= limit)
-    kept = keep_vm[codes]
-    out = df[kept].reset_index(drop=True)
-    k = kill[kept]
-    events = pd.DataFrame({
-        "container": out["container"].to_numpy()[k],
-        "app": out["app"].to_numpy()[k],
-        "ts_s": out["ts_s"].to_numpy(np.float64)[k],
-        "kind": EventKind.OOM_KILL.value,
-        "detail": f"derived: usage above {limit_multiple:g} × first-part median",
-    })
-    info = {
-        "vms": int(keep_vm.sum()),
-        "vms_without_limit": [str(names[i]) for i in np.flatnonzero(~keep_vm)],
-        "rows": int(len(out)),
-        "missing_readings": int((~valid[kept]).sum()),
-        "rows_above_limit": int(above[kept].sum()),
-        "oom_kills": int(k.sum()),
-        "limit_multiple": limit_multiple,
-        "first_fraction": first_fraction,
-    }
-    return out, events, info
+def _pooled_reliability(folds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The folds' reliability bins added up (counts, and count-weighted means)."""
+    rels = [f["model"]["reliability"] for f in folds]
+    count = np.sum([r["count"] for r in rels], axis=0)
+    with np.errstate(invalid="ignore"):
+        mp = np.nansum([np.nan_to_num(np.array(r["mean_predicted"], float)) * np.array(r["count"])
+                        for r in rels], axis=0) / count
+        ob = np.nansum([np.nan_to_num(np.array(r["observed"], float)) * np.array(r["count"])
+                        for r in rels], axis=0) / count
+    return {"edges": rels[0]["edges"], "count": count.tolist(), "mean_predicted": mp.tolist(),
+            "observed": ob.tolist()}
 
 
 # --------------------------------------------------------------------------- fleets
 
 
 def failure_level(y: np.ndarray, p: np.ndarray, lead_s: np.ndarray, containers: np.ndarray,
-                  ts_end_s: np.ndarray, *, threshold: float = THRESHOLD) -> dict[str, Any]:
+                  ts_end_s: np.ndarray, *, threshold: float) -> dict[str, Any]:
     """Failures caught and the first warning of each, from window-level predictions.
 
     A *failure* is one (container, failure time) pair that some positive window points
@@ -493,22 +293,26 @@ def failure_level(y: np.ndarray, p: np.ndarray, lead_s: np.ndarray, containers: 
 
 
 def container_bootstrap(y: np.ndarray, scores: dict[str, np.ndarray], containers: np.ndarray,
-                        *, reps: int, seed: int = 0, reference: str = "rule"
+                        *, reps: int, seed: int = 0,
+                        references: Sequence[str] = ("rule", "heuristic")
                         ) -> dict[str, dict[str, float]]:
-    """95 % intervals of each score's PR-AUC, and of its difference from ``reference``.
+    """95 % intervals of each score's PR-AUC, and of its difference from each reference.
 
     Resamples whole containers with replacement (``reps`` times, seeded), so rows of
     one container, which are correlated, move together; every score is evaluated on
     the same resamples (paired differences). Interval = the 2.5th and 97.5th
-    percentile. Resamples without a positive are skipped.
+    percentile. Resamples without a positive are skipped. Keys: ``pr_auc_lo/hi`` and
+    ``minus_<reference>_lo/hi``.
     """
     codes, uniq = pd.factorize(containers)
     order = np.argsort(codes, kind="stable")
     bounds = np.r_[0, np.cumsum(np.bincount(codes, minlength=len(uniq)))]
     rows = [order[bounds[i]:bounds[i + 1]] for i in range(len(uniq))]
     rng = np.random.default_rng(seed)
+    refs = [r for r in references if r in scores]
     draws: dict[str, list[float]] = {k: [] for k in scores}
-    diffs: dict[str, list[float]] = {k: [] for k in scores if k != reference}
+    diffs: dict[tuple[str, str], list[float]] = {(k, r): [] for k in scores for r in refs
+                                                 if k != r}
     for _ in range(reps):
         pick = rng.integers(0, len(uniq), size=len(uniq))
         idx = np.concatenate([rows[i] for i in pick])
@@ -517,108 +321,104 @@ def container_bootstrap(y: np.ndarray, scores: dict[str, np.ndarray], containers
         aps = {k: pr_auc(y[idx], v[idx]) for k, v in scores.items()}
         for k, a in aps.items():
             draws[k].append(a)
-            if k != reference:
-                diffs[k].append(a - aps[reference])
+        for (k, r), d in diffs.items():
+            d.append(aps[k] - aps[r])
     out: dict[str, dict[str, float]] = {}
     for k in scores:
         lo, hi = np.percentile(draws[k], [2.5, 97.5]) if draws[k] else (math.nan, math.nan)
         out[k] = {"pr_auc_lo": float(lo), "pr_auc_hi": float(hi)}
-        if k != reference:
-            dl, dh = np.percentile(diffs[k], [2.5, 97.5]) if diffs[k] else (math.nan, math.nan)
-            out[k].update(minus_rule_lo=float(dl), minus_rule_hi=float(dh))
+    for (k, r), d in diffs.items():
+        lo, hi = np.percentile(d, [2.5, 97.5]) if d else (math.nan, math.nan)
+        out[k].update({f"minus_{r}_lo": float(lo), f"minus_{r}_hi": float(hi)})
     return out
 
 
+def fleet_data(samples: pd.DataFrame, events: pd.DataFrame, fc: FleetConfig,
+               kinds: Sequence[str]) -> TrainingData:
+    return build_training_data(
+        TraceData(samples.loc[:, list(SAMPLE_COLUMNS)], events), tier="memory",
+        horizon_s=fc.horizon_s, window_steps=fc.window_steps, recent_steps=fc.recent_steps,
+        stride=fc.stride, min_present=fc.min_present, split="time", fractions=fc.fractions,
+        include_windows="lstm" in kinds)
+
+
 def evaluate_fleet(name: str, samples: pd.DataFrame, events: pd.DataFrame, fc: FleetConfig,
-                   cfg: EvalConfig, kinds: Sequence[str], *, score_mask: np.ndarray | None = None,
-                   per_app: Sequence[str] = ()) -> dict[str, Any]:
-    """Features, labels, a time split and every model's test metrics (module doc, part B).
-
-    ``samples`` must be sorted by container then time; ``score_mask`` (one bool per
-    sample row) keeps only the windows that end on a True row.
-    """
+                   cfg: EvalConfig, kinds: Sequence[str], *, per_app: Sequence[str] = ()
+                   ) -> dict[str, Any]:
+    """Training data, each model trained as registration trains it, its test metrics
+    (module doc, part B)."""
     t0 = time.perf_counter()
-    X, meta = feature_matrix(samples, fc.window_steps, fc.recent_steps, fc.stride,
-                             min_present=fc.min_present)
-    windows = None
-    if "lstm" in kinds:
-        windows, meta_w = window_array(samples, window_steps=fc.window_steps, stride=fc.stride,
-                                       min_present=fc.min_present)
-        if not meta["row"].equals(meta_w["row"]):
-            raise AssertionError("feature and window rows differ")
-    if score_mask is not None:
-        keep = np.asarray(score_mask, dtype=bool)[meta["row"].to_numpy()]
-        X, meta = X[keep], meta[keep].reset_index(drop=True)
-        if windows is not None:
-            windows = windows[keep]
-    y = label(meta, events, horizon_s=fc.horizon_s, tier="memory")
-    lead = lead_time_s(meta, events, tier="memory", horizon_s=fc.horizon_s)
-    ts = meta["ts_end_s"].to_numpy(np.float64)
-    train, test = time_split(meta, fc.fractions, gap_s=fc.horizon_s)
+    data = fleet_data(samples, events, fc, kinds)
     t_prep = time.perf_counter() - t0
-
-    yt = y[test]
-    rule = best_single_feature_rule(X[train], y[train], FEATURES)
-    apps_test = meta["app"].to_numpy()[test]
+    test = data.test_idx
+    yt = data.y[test]
+    X = data.X
+    fit_rows = np.r_[data.train_idx, data.val_idx]
+    rule = best_single_feature_rule(X[data.train_idx], data.y[data.train_idx], data.features)
+    apps_test = data.meta["app"].to_numpy()[test]
+    containers_test = data.meta["container"].to_numpy()[test]
+    ts = data.ts_s
+    lead = data.lead_time_s
     result: dict[str, Any] = {
         "fleet": name,
         "samples": int(len(samples)),
         "containers": int(samples["container"].nunique()),
         "failures": int((events["kind"] == EventKind.OOM_KILL.value).sum()),
-        "horizon_s": fc.horizon_s,
-        "window_steps": fc.window_steps,
-        "recent_steps": fc.recent_steps,
-        "stride": fc.stride,
-        "windows": int(len(meta)),
-        "n_train": int(train.size),
-        "n_train_positive": int(y[train].sum()),
-        "n_test": int(test.size),
-        "n_test_positive": int(yt.sum()),
+        "horizon_s": fc.horizon_s, "window_steps": fc.window_steps,
+        "recent_steps": fc.recent_steps, "stride": fc.stride,
+        "windows": int(data.n),
+        "exhausted_windows_dropped": int(data.params.get("exhausted_windows_dropped", 0)),
+        "n_train": int(fit_rows.size), "n_train_positive": int(data.y[fit_rows].sum()),
+        "n_test": int(test.size), "n_test_positive": int(yt.sum()),
         "test_from_s": float(ts[test].min()) if test.size else math.nan,
-        "base_rate": base_rate(yt),
+        "base_rate": float(yt.mean()) if yt.size else math.nan,
         "rule": {
-            "feature": rule.feature,
-            "direction": rule.direction,
-            "pr_auc_train": rule.pr_auc,
+            "feature": rule.feature, "direction": rule.direction, "pr_auc_train": rule.pr_auc,
             "pr_auc": pr_auc(yt, _rule_score(X[test], rule.index, rule.direction)),
         },
         "test_positive_per_app": {a: int(yt[apps_test == a].sum()) for a in per_app},
         "models": {},
         "timings_s": {"features_labels_split": t_prep},
     }
-    containers_test = meta["container"].to_numpy()[test]
     scores = {"rule": _rule_score(X[test], rule.index, rule.direction)}
     for kind in kinds:
-        params = model_params(kind, cfg, horizon_s=fc.horizon_s, min_samples=fc.min_present,
-                              lstm_epochs=cfg.lstm_epochs_fleet, rf_trees=cfg.rf_trees_fleet)
-        p, info, secs = _fit_predict(kind, params, X, windows, y, ts, train, test, seed=0)
+        t = time.perf_counter()
+        params = model_params_for(kind, cfg, lstm_epochs=cfg.lstm_epochs_fleet,
+                                  rf_trees=cfg.rf_trees_fleet)
+        if kind == "heuristic":
+            model = make_model("heuristic", **model_params(data, "heuristic", params))
+            val = validate(model, data)
+            thr, op = val["threshold"], val["operating_threshold"]
+        else:
+            judged = fit_model(data, kind, params)
+            val = validate(judged, data)
+            model, _, op, thr = refit_with_threshold(data, kind, params, 0, val)
+        p = data.predict(model, test)
         scores[kind] = p
-        fl = failure_level(yt, p, lead[test], containers_test, ts[test])
-        tp, fp, fn, tn = confusion(yt, p, threshold=THRESHOLD)
-        lt = lead_time_stats(yt, p, lead[test], threshold=THRESHOLD)
-        alarm = p >= THRESHOLD
+        fl = failure_level(yt, p, lead[test], containers_test, ts[test], threshold=thr)
+        tp, fp, fn, tn = confusion(yt, p, threshold=thr)
+        lt = lead_time_stats(yt, p, lead[test], threshold=thr)
+        alarm = p >= thr
         result["models"][kind] = {
+            "threshold": thr, "threshold_chosen_on": op.get("chosen_on", "validation"),
             "precision": tp / (tp + fp) if tp + fp else math.nan,
             "recall": tp / (tp + fn) if tp + fn else math.nan,
-            "pr_auc": pr_auc(yt, p),
-            "brier": brier_score(yt, p),
+            "pr_auc": pr_auc(yt, p), "roc_auc": roc_auc(yt, p),
+            "brier": brier_score(yt, p), "ece": reliability(yt, p).ece,
             "tp": tp, "fp": fp, "fn": fn, "tn": tn,
-            "median_lead_s": lt.median_s,
-            "p10_lead_s": lt.p10_s,
-            "p90_lead_s": lt.p90_s,
+            "median_lead_s": lt.median_s, "p10_lead_s": lt.p10_s, "p90_lead_s": lt.p90_s,
             "recall_per_app": {
                 a: (int((alarm & (yt == 1) & (apps_test == a)).sum())
                     / int(((yt == 1) & (apps_test == a)).sum()))
                 if ((yt == 1) & (apps_test == a)).any() else math.nan
                 for a in per_app
             },
-            "failures": fl["failures"],
-            "failures_caught": fl["caught"],
+            "failures": fl["failures"], "failures_caught": fl["caught"],
             "failures_caught_fraction": fl["caught_fraction"],
             "median_first_warning_s": fl["median_first_warning_s"],
-            "calibration": info.get("calibration"),
+            "calibration": getattr(model, "fit_info", {}).get("calibration"),
         }
-        result["timings_s"][f"fit_predict_{kind}"] = secs
+        result["timings_s"][f"train_score_{kind}"] = time.perf_counter() - t
     t0 = time.perf_counter()
     ci = container_bootstrap(yt, scores, containers_test, reps=cfg.bootstrap_reps)
     result["rule"].update(ci["rule"])
@@ -633,10 +433,8 @@ def evaluate_sim(cfg: EvalConfig, kinds: Sequence[str]) -> dict[str, Any]:
     t0 = time.perf_counter()
     fleet = simulate_fleet(cfg.sim_containers, cfg.sim_steps, cfg.sim_step_s, seed=cfg.sim_seed,
                            noise_fraction=cfg.sim_noise_fraction)
-    samples = fleet.samples.sort_values(["container", "ts_s"], kind="stable")
-    samples = samples.reset_index(drop=True)
     t_gen = time.perf_counter() - t0
-    res = evaluate_fleet("sim", samples, fleet.events, cfg.sim, cfg, kinds,
+    res = evaluate_fleet("sim", fleet.samples, fleet.events, cfg.sim, cfg, kinds,
                          per_app=[f"sim-{s}" for s in FAILING_SCENARIOS])
     res["setup"] = {"containers": cfg.sim_containers, "steps": cfg.sim_steps,
                     "step_s": cfg.sim_step_s, "seed": cfg.sim_seed,
@@ -656,13 +454,11 @@ def evaluate_bitbrains(cfg: EvalConfig, data_dir: Path, kinds: Sequence[str]) ->
     if cfg.bitbrains_max_vms is not None:
         vms = sorted(raw["container"].unique(), key=lambda c: int(c.split("-")[1]))
         raw = raw[raw["container"].isin(vms[: cfg.bitbrains_max_vms])]
-    samples, events, info = derive_bitbrains_failures(
+    samples, events, info = derive_limit_failures(
         raw, limit_multiple=cfg.bitbrains_limit_multiple,
         first_fraction=cfg.bitbrains_first_fraction)
     t_load = time.perf_counter() - t0
-    running = samples["running"].to_numpy()
-    res = evaluate_fleet("bitbrains", samples.drop(columns="running"), events, cfg.bitbrains, cfg,
-                         kinds, score_mask=running)
+    res = evaluate_fleet("bitbrains", samples, events, cfg.bitbrains, cfg, kinds)
     res["derivation"] = info
     res["timings_s"] = {"load_derive": t_load, **res["timings_s"]}
     return res
@@ -678,9 +474,11 @@ def _f(x: Any, digits: int = 3) -> str:
 
 
 def _ms(d: dict[str, Any], digits: int = 3) -> str:
+    """``mean ± std [min, max]`` of a :func:`tuning.cv.spread`."""
     if not d or d.get("n", 0) == 0:
         return "—"
-    return f"{_f(d['mean'], digits)} ± {_f(d['std'], digits)}"
+    return (f"{_f(d['mean'], digits)} ± {_f(d['std'], digits)} "
+            f"[{_f(d['min'], digits)}, {_f(d['max'], digits)}]")
 
 
 def _ci(d: dict[str, Any], key: str) -> str:
@@ -697,44 +495,76 @@ def _minutes(s: Any) -> str:
 def render_google(g: dict[str, Any]) -> str:
     if "skipped" in g:
         return f"### Google 2011\n\nSkipped: {g['skipped']}\n"
-    s = g["summary"]
+    n_folds = g["folds"] * g["repeats"]
     lines = [
-        "### Google 2011: usage snapshot → FAIL, EVICT or KILL later (split by job)",
+        "### Google 2011: usage snapshot → FAIL, EVICT or KILL later (job-grouped "
+        f"{g['folds']}-fold CV × {g['repeats']})",
         "",
         f"{g['n_tasks']} tasks of {g['n_jobs']} jobs; {g['n_positive']} positive tasks in "
         f"{g['positive_jobs']} jobs (base rate {g['n_positive'] / g['n_tasks']:.4f}); "
-        f"horizon = rest of the trace ({g['horizon_s']:.0f} s); features over a "
-        f"{g['window_steps']}-step window; split by job (70 % of the jobs train, 30 % test), "
-        f"{g['seeds']} seeds "
-        "(mean ± std over seeds; the model seed is the split seed).",
+        f"horizon 1 day; a {g['params']['window_steps']}-step window per task; {g['folds']} "
+        f"folds of whole jobs with the positives spread, {g['repeats']} seeds: {n_folds} "
+        "held-out folds, mean ± std [min, max] over them. Each model is trained as "
+        "`prescale train` trains it (split by job, judged, refitted, threshold from its "
+        "out-of-fold probabilities).",
         "",
-        "| score | test PR-AUC | ÷ base rate | − best rule (paired) | seeds > rule "
-        "| seeds > base rate |",
-        "|---|---|---|---|---|---|",
-        f"| base rate (random score) | {_ms(s['base_rate'], 4)} | 1 | — | — | — |",
-        f"| best single-feature rule (chosen on train) | {_ms(s['rule'])} | — | 0 | — | — |",
+        "| score | AP | ROC-AUC | AP − best usage column (paired) | folds > usage column "
+        "| precision at its threshold | recall at its threshold | precision ÷ base rate "
+        "| ECE |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for kind, m in s["models"].items():
+    first = next(iter(g["models"].values()), None)
+    if first is not None:
+        s = first["summary"]
+        lines.append(f"| base rate | {_ms(s['model']['base_rate'], 4)} | 0.5 | — | — | — | — "
+                     "| 1 | — |")
+        lines.append(f"| best single usage column (chosen on the other folds) "
+                     f"| {_ms(s['usage_rule']['pr_auc'])} | {_ms(s['usage_rule']['roc_auc'])} "
+                     "| 0 | — | — | — | — | — |")
+        lines.append(f"| best single feature of all (chosen on the other folds) "
+                     f"| {_ms(s['rule']['pr_auc'])} | {_ms(s['rule']['roc_auc'])} | — | — | — "
+                     "| — | — | — |")
+        h = s["heuristic"]
+        lines.append(f"| heuristic (ranks {h['rankable']['mean']:.0%} of the windows: "
+                     f"{g['params']['window_steps']} samples < min_samples 5) "
+                     f"| {_ms(h['pr_auc'])} | {_ms(h['roc_auc'])} | — | — | — | — | — | — |")
+    for kind, m in g["models"].items():
+        s = m["summary"]
+        beats = sum(1 for f in m["folds"]
+                    if f["model"]["pr_auc"] > f["usage_rule"]["pr_auc"])
         lines.append(
-            f"| {kind} | {_ms(m['pr_auc'])} | {_ms(m['over_base_rate'], 1)} "
-            f"| {_ms(m['minus_rule'])} | {m['seeds_beating_rule']}/{g['seeds']} "
-            f"| {m['seeds_beating_base_rate']}/{g['seeds']} |")
-    rules = ", ".join(f"{k} ×{v}" for k, v in s["rule_features"].items())
-    lines += ["", f"Rules chosen on train: {rules}.", "",
-              "| seed | test tasks | test positives | base rate | rule | "
-              + " | ".join(s["models"]) + " |",
-              "|---|---|---|---|---|" + "---|" * len(s["models"])]
-    for r in g["per_seed"]:
-        lines.append(
-            f"| {r['seed']} | {r['n_test']} | {r['n_test_positive']} | {_f(r['base_rate'], 4)} "
-            f"| {_f(r['rule']['pr_auc'])} | "
-            + " | ".join(_f(r["models"][k]["pr_auc"]) for k in s["models"]) + " |")
+            f"| {kind} | {_ms(s['model']['pr_auc'])} | {_ms(s['model']['roc_auc'])} "
+            f"| {_ms(s['model_minus_usage_rule_ap'])} | {beats}/{len(m['folds'])} "
+            f"| {_ms(s['model']['precision'])} | {_ms(s['model']['recall'])} "
+            f"| {_ms(s['precision_over_base_rate'], 1)} | {_ms(s['model']['ece'])} |")
+    if first is not None:
+        lines += ["", "Usage columns chosen: " + ", ".join(first["summary"]["usage_rules"])
+                  + "; best features of all: " + ", ".join(first["summary"]["rules"]) + "."]
+    for kind, m in g["models"].items():
+        lines += ["", f"Per fold, {kind} (AP / usage column AP / positives / threshold / "
+                  "precision / recall):", "",
+                  "| repeat | fold | test tasks | positives | AP | usage column AP "
+                  "| ROC-AUC | threshold | precision | recall |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for f in m["folds"]:
+            lines.append(
+                f"| {f['repeat']} | {f['fold']} | {f['n_test']} | {f['n_test_positive']} "
+                f"| {_f(f['model']['pr_auc'])} | {_f(f['usage_rule']['pr_auc'])} "
+                f"| {_f(f['model']['roc_auc'])} | {_f(f['threshold']['threshold'], 4)} "
+                f"| {_f(f['model']['precision'])} | {_f(f['model']['recall'])} |")
+        rel = m["pooled_reliability"]
+        lines += ["", f"Reliability of {kind} on the held-out folds (all folds pooled):", "",
+                  "| p bin | windows | mean p | observed failure rate |", "|---|---|---|---|"]
+        for k, c in enumerate(rel["count"]):
+            if c:
+                lines.append(f"| {rel['edges'][k]:.1f}–{rel['edges'][k + 1]:.1f} | {c} "
+                             f"| {_f(rel['mean_predicted'][k])} | {_f(rel['observed'][k])} |")
     return "\n".join(lines) + "\n"
 
 
 def render_fleets(fleets: dict[str, dict[str, Any]]) -> str:
     lines = [
-        "### Replay fleets: memory failure within H (time split 70/30, gap H)",
+        "### Replay fleets: memory failure within H (time split 60/10/30, gap H)",
         "",
     ]
     for name, f in fleets.items():
@@ -746,42 +576,49 @@ def render_fleets(fleets: dict[str, dict[str, Any]]) -> str:
             d = f["derivation"]
             extra = (f"; limit {d['limit_multiple']:g} × median of the first "
                      f"{d['first_fraction']:.0%} of each VM's rows, {d['oom_kills']} derived "
-                     f"OOM kills, {len(d['vms_without_limit'])} VM(s) without a limit left out")
+                     f"OOM kills, {len(d['containers_without_limit'])} VM(s) without a "
+                     "limit left out")
         lines.append(
             f"- `{name}`: {f['containers']} containers, {f['samples']} samples, "
             f"{f['failures']} OOM kills{extra}; H = {f['horizon_s'] / 60:g} min, "
             f"W = {f['window_steps']} steps, stride {f['stride']}; {f['windows']} windows "
-            f"scored, train {f['n_train']} ({f['n_train_positive']} positive), test "
+            f"scored ({f['exhausted_windows_dropped']} ending at or above the limit left "
+            f"out), fitted on {f['n_train']} ({f['n_train_positive']} positive), test "
             f"{f['n_test']} ({f['n_test_positive']} positive).")
     lines += [
         "",
-        "| fleet | score | precision@0.5 | recall@0.5 | PR-AUC [95 % CI] | − rule [95 % CI] "
-        "| Brier | median lead of TP windows (min) | failures caught | median first warning "
-        "(min) | TP | FP | FN |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| fleet | score | threshold | precision | recall | PR-AUC [95 % CI] "
+        "| − rule [95 % CI] | − heuristic [95 % CI] | ROC-AUC | Brier | median lead of TP "
+        "windows (min) | failures caught | median first warning (min) | TP | FP | FN |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, f in fleets.items():
         if "skipped" in f:
             continue
-        lines.append(f"| {name} | base rate (random score) | — | — | {_f(f['base_rate'])} "
-                     "| — | — | — | — | — | — | — | — |")
+        lines.append(f"| {name} | base rate (random score) | — | — | — | {_f(f['base_rate'])} "
+                     "| — | — | — | — | — | — | — | — | — | — |")
         r = f["rule"]
-        lines.append(f"| {name} | rule: {r['feature']} ({r['direction']}) | — | — "
-                     f"| {_f(r['pr_auc'])} {_ci(r, 'pr_auc')} | 0 | — | — | — | — | — | — | — |")
+        lines.append(f"| {name} | rule: {r['feature']} ({r['direction']}) | — | — | — "
+                     f"| {_f(r['pr_auc'])} {_ci(r, 'pr_auc')} | 0 | — | — | — | — | — | — "
+                     "| — | — | — |")
+        h = f["models"].get("heuristic", {})
         for kind, m in f["models"].items():
             caught = f"{m['failures_caught']}/{m['failures']}"
+            minus_h = ("0" if kind == "heuristic" else
+                       f"{_f(m['pr_auc'] - h['pr_auc'])} {_ci(m, 'minus_heuristic')}"
+                       if h else "—")
             lines.append(
-                f"| {name} | {kind} | {_f(m['precision'])} | {_f(m['recall'])} "
-                f"| {_f(m['pr_auc'])} {_ci(m, 'pr_auc')} "
-                f"| {_f(m['pr_auc'] - r['pr_auc'])} {_ci(m, 'minus_rule')} "
-                f"| {_f(m['brier'], 4)} | {_minutes(m['median_lead_s'])} | {caught} "
-                f"| {_minutes(m['median_first_warning_s'])} "
+                f"| {name} | {kind} | {_f(m['threshold'], 4)} | {_f(m['precision'])} "
+                f"| {_f(m['recall'])} | {_f(m['pr_auc'])} {_ci(m, 'pr_auc')} "
+                f"| {_f(m['pr_auc'] - r['pr_auc'])} {_ci(m, 'minus_rule')} | {minus_h} "
+                f"| {_f(m['roc_auc'])} | {_f(m['brier'], 4)} | {_minutes(m['median_lead_s'])} "
+                f"| {caught} | {_minutes(m['median_first_warning_s'])} "
                 f"| {m['tp']} | {m['fp']} | {m['fn']} |")
     sim = fleets.get("sim")
     if sim and "skipped" not in sim:
         apps = list(sim["test_positive_per_app"])
-        lines += ["", "Recall@0.5 per failing scenario of the simulated fleet (test positives "
-                  "in brackets):", "",
+        lines += ["", "Recall at the operating threshold per failing scenario of the "
+                  "simulated fleet (test positives in brackets):", "",
                   "| model | " + " | ".join(
                       f"{a.removeprefix('sim-')} ({sim['test_positive_per_app'][a]})"
                       for a in apps) + " |",
@@ -830,19 +667,21 @@ def _load() -> float:
         return math.nan
 
 
-def run(cfg: EvalConfig, data_dir: Path, kinds: Sequence[str]) -> dict[str, Any]:
+def run(cfg: EvalConfig, data_dir: Path, kinds: Sequence[str],
+        parts: Sequence[str] = ("google2011", "sim", "bitbrains")) -> dict[str, Any]:
     started = time.perf_counter()
     cpu_started = time.process_time()
     load_start = _load()
     timings: dict[str, float] = {}
+    skipped = {"skipped": "not asked for (--parts)"}
     t = time.perf_counter()
-    google = evaluate_google(cfg, data_dir, kinds)
+    google = evaluate_google(cfg, data_dir, kinds) if "google2011" in parts else skipped
     timings["google2011"] = time.perf_counter() - t
     t = time.perf_counter()
-    sim = evaluate_sim(cfg, kinds)
+    sim = evaluate_sim(cfg, kinds) if "sim" in parts else skipped
     timings["sim"] = time.perf_counter() - t
     t = time.perf_counter()
-    bitbrains = evaluate_bitbrains(cfg, data_dir, kinds)
+    bitbrains = evaluate_bitbrains(cfg, data_dir, kinds) if "bitbrains" in parts else skipped
     timings["bitbrains"] = time.perf_counter() - t
     timings["all"] = time.perf_counter() - started
     timings["cpu_all"] = time.process_time() - cpu_started
@@ -870,6 +709,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--kinds", default=None,
                         help=f"comma-separated model kinds (default: all of {list(MODEL_KINDS)}"
                              " that are installed)")
+    parser.add_argument("--parts", default="google2011,sim,bitbrains",
+                        help="comma-separated parts to run (default: all three)")
     args = parser.parse_args(argv)
     kinds = default_kinds()
     if args.kinds:
@@ -883,9 +724,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("error: the lstm kind needs PyTorch: pip install 'prescale[lstm]'",
                   file=sys.stderr)
             return 2
+    parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+    bad = [p for p in parts if p not in ("google2011", "sim", "bitbrains")]
+    if bad or not parts:
+        print(f"error: unknown parts {bad}; known: google2011, sim, bitbrains", file=sys.stderr)
+        return 2
     cfg = QUICK if args.quick else FULL
     data_dir = args.data_dir if args.data_dir is not None else find_trace_dir()
-    report = run(cfg, data_dir, kinds)
+    report = run(cfg, data_dir, kinds, parts)
     if args.json:
         print(json.dumps(_clean(report), indent=1, allow_nan=False))
     else:

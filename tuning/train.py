@@ -67,9 +67,24 @@ import pandas as pd
 
 from app.core.dataset import feature_matrix, window_array
 from app.core.features import FEATURES, F
-from app.core.labels import LABEL_TIERS, group_split, lead_time_s, time_split
+from app.core.labels import (
+    LABEL_TIERS,
+    lead_time_s,
+    memory_exhausted,
+    stratified_group_split,
+    time_split,
+)
+from app.core.peers import peer_groups
 from app.models import FailureModel, load_model, make_model, model_class
 from app.models import metrics as mx
+from app.models.gate import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_MARGIN_AP,
+    DEFAULT_REPS,
+    Reference,
+    judge,
+)
+from app.models.operating_threshold import OperatingThreshold, choose_threshold
 
 if TYPE_CHECKING:
     from app.store.history import HistoryStore
@@ -78,7 +93,7 @@ if TYPE_CHECKING:
 GLOBAL_APP = "_global"
 DEFAULT_MAX_FPR = 0.05
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
-SPLITS = ("time", "group")
+SPLITS = ("auto", "time", "group", "none")
 #: The model kinds :func:`tune_and_register` searches by default (lstm: on request).
 DEFAULT_TUNE_KINDS = ("random_forest", "hist_gradient_boosting", "heuristic")
 DEFAULT_TUNE_MAX_TRAIN_ROWS = 20_000
@@ -111,10 +126,32 @@ class TrainingData:
     params: dict[str, Any]
     data_hash: str
     windows: np.ndarray | None = field(default=None, repr=False)
+    #: peer groups (the rows of one app that end at the same time; app.core.peers)
+    peer_group: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n(self) -> int:
         return int(self.y.size)
+
+    def groups(self, idx: np.ndarray) -> np.ndarray:
+        """The peer-group codes of the rows ``idx`` (what ``fit``/``predict_proba`` take)."""
+        pg = self.peer_group
+        if pg is None:
+            pg = peer_groups(self.meta["app"].to_numpy(), self.ts_s)
+        return pg[idx]
+
+    @property
+    def resample_unit(self) -> str:
+        """What the bootstrap resamples whole: the split's groups (``app`` / container
+        for a split by group), else containers."""
+        return self.params.get("group_key") or "container"
+
+    def resample_groups(self, idx: np.ndarray) -> np.ndarray:
+        return self.meta[self.resample_unit].to_numpy()[idx]
+
+    def predict(self, model: FailureModel, idx: np.ndarray) -> np.ndarray:
+        """``model``'s probabilities for the rows ``idx`` (with their peer groups)."""
+        return model.predict_proba(self.inputs(model, idx), groups=self.groups(idx))
 
     @property
     def ts_s(self) -> np.ndarray:
@@ -203,8 +240,60 @@ def _hash(arrays: Sequence[np.ndarray], params: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
+def _read_source(source: Any, app: str | None, since_s: float | None, until_s: float | None,
+                 horizon_s: float) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """``(samples sorted by container and time, events, where)`` of ``source``: a history
+    store (or its path), or a trace (anything with ``samples`` and ``events`` frames, e.g.
+    :class:`app.telemetry.replay.TraceData`)."""
+    if hasattr(source, "samples") and hasattr(source, "events"):
+        samples, events = source.samples, source.events
+        where = f"the trace {getattr(source, 'source', '') or '(in memory)'}"
+        if app is not None:
+            samples = samples[samples["app"] == app]
+            events = events[events["app"] == app]
+        ts = samples["ts_s"].to_numpy(np.float64)
+        keep = np.ones(len(samples), dtype=bool)
+        if since_s is not None:
+            keep &= ts >= since_s
+        if until_s is not None:
+            keep &= ts < until_s
+        samples = samples[keep].sort_values(["container", "ts_s"], kind="stable")
+        samples = samples.reset_index(drop=True)
+        if until_s is not None:
+            events = events[events["ts_s"].to_numpy(np.float64) < until_s + horizon_s]
+        if samples.empty:
+            apps = sorted(set(source.samples["app"]))
+            raise ValueError(f"no samples for {'any app' if app is None else f'app {app!r}'} "
+                             f"in {where} (since_s={since_s}, until_s={until_s}); apps with "
+                             f"data: {apps[:20]}")
+        return samples, events, where
+    st = open_store(source)
+    samples = st.read_samples(app=app, since_s=since_s, until_s=until_s)
+    if samples.empty:
+        where = "any app" if app is None else f"app {app!r}"
+        raise ValueError(
+            f"no samples for {where} in the history store {st.root!r} "
+            f"(since_s={since_s}, until_s={until_s}); apps with data: {st.apps()}"
+        )
+    events_until = None if until_s is None else until_s + horizon_s
+    events = st.read_events(app=app, since_s=since_s, until_s=events_until)
+    return samples, events, f"the history store {st.root!r}"
+
+
+def choose_split(meta: pd.DataFrame) -> tuple[str, str]:
+    """``(split, why)`` for ``split="auto"``: by group (app) when most containers have a
+    single window — a snapshot per task, where time order means nothing (Google 2011) —
+    else by time. Example: 6,153 windows of 6,153 containers → ``("group", "one window
+    per container (median 1): split by app")``."""
+    per = meta.groupby("container", sort=False).size()
+    median = float(per.median()) if len(per) else 0.0
+    if median <= 1:
+        return "group", f"one window per container (median {median:g}): split by app"
+    return "time", f"{median:g} windows per container (median): split by time"
+
+
 def build_training_data(
-    store: HistoryStore | str | os.PathLike[str],
+    store: Any,
     *,
     app: str | None = None,
     tier: str = "memory",
@@ -215,7 +304,7 @@ def build_training_data(
     min_present: int = 2,
     since_s: float | None = None,
     until_s: float | None = None,
-    split: str = "time",
+    split: str = "auto",
     group_key: str = "app",
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     split_seed: int = 0,
@@ -226,6 +315,8 @@ def build_training_data(
 ) -> TrainingData:
     """Read the history of ``app`` (``None``: every app) and make a :class:`TrainingData`.
 
+    - ``store``: a history store or its path, or a trace (``samples`` and ``events``
+      frames, e.g. a :class:`~app.telemetry.replay.TraceData`: ``prescale train --trace``).
     - Samples with ``since_s ≤ ts_s < until_s``; events up to ``until_s + horizon_s``
       (a window near the end is labelled by what happened after it).
     - Windows of ``window_steps`` rows end at every ``stride``-th row of a container
@@ -233,12 +324,18 @@ def build_training_data(
       ``recent_steps`` for the recent slope and throttling.
     - ``y = 1`` when a failure of ``tier`` (:data:`app.core.labels.TIER_EVENTS`;
       ``throttle_target_fraction`` adds throttling above it as a cpu failure) hits
-      the window's container within ``(ts_end_s, ts_end_s + horizon_s]``.
+      the window's container within ``(ts_end_s, ts_end_s + horizon_s]``: the one label
+      definition of :mod:`app.core.labels`.
+    - Tier ``memory``: a window whose last reading is at or above its limit
+      (:func:`~app.core.labels.memory_exhausted`) is a container being killed, not one
+      to warn about: it is left out (``params["exhausted_windows_dropped"]``).
     - ``split="time"``: :func:`~app.core.labels.time_split` with ``gap_s =
       horizon_s`` (no training label looks into the validation period);
-      ``split="group"``: :func:`~app.core.labels.group_split` by ``group_key``
-      (``"app"`` or ``"container"``; for traces where time order means nothing,
-      e.g. Google 2011, one snapshot per task: split by job).
+      ``split="group"``: :func:`~app.core.labels.stratified_group_split` by
+      ``group_key`` (``"app"`` or ``"container"``; whole groups, moved so that every
+      split has a positive where it can); ``split="auto"`` (default): :func:`choose_split`
+      (by group for one snapshot per task, e.g. Google 2011; else by time);
+      ``split="none"``: every window in the test split (to score a trained model).
     - ``max_train_rows`` / ``max_eval_rows``: uniform subsample of the training /
       each evaluation split (seeded by ``split_seed``); ``include_windows``: keep
       the raw windows for window models (``n × W × len(METRICS) × 8`` bytes).
@@ -251,23 +348,13 @@ def build_training_data(
     horizon_s = _check_positive("horizon_s", horizon_s)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
-    if split == "group" and group_key not in ("app", "container"):
+    if split in ("group", "auto") and group_key not in ("app", "container"):
         raise ValueError(f"group_key must be 'app' or 'container', got {group_key!r}")
     if app is not None and not isinstance(app, str):
         raise ValueError(f"app must be a str or None, got {app!r}")
     max_train_rows = _check_optional_int("max_train_rows", max_train_rows)
     max_eval_rows = _check_optional_int("max_eval_rows", max_eval_rows)
-    st = open_store(store)
-
-    samples = st.read_samples(app=app, since_s=since_s, until_s=until_s)
-    if samples.empty:
-        where = "any app" if app is None else f"app {app!r}"
-        raise ValueError(
-            f"no samples for {where} in the history store {st.root!r} "
-            f"(since_s={since_s}, until_s={until_s}); apps with data: {st.apps()}"
-        )
-    events_until = None if until_s is None else until_s + horizon_s
-    events = st.read_events(app=app, since_s=since_s, until_s=events_until)
+    samples, events, _ = _read_source(store, app, since_s, until_s, horizon_s)
 
     X, meta = feature_matrix(
         samples, window_steps, recent_steps, stride, min_present=min_present
@@ -283,6 +370,16 @@ def build_training_data(
             samples, window_steps=window_steps, stride=stride, min_present=min_present
         )
         assert np.array_equal(wmeta["row"].to_numpy(), meta["row"].to_numpy())
+    dropped = 0
+    if tier == "memory":
+        exhausted = memory_exhausted(X[:, F["memory_usage_last_bytes"]],
+                                     X[:, F["memory_limit_bytes"]])
+        dropped = int(exhausted.sum())
+        if dropped:
+            keep = ~exhausted
+            X, meta = X[keep], meta[keep].reset_index(drop=True)
+            if windows is not None:
+                windows = windows[keep]
     throttled = None
     if throttle_target_fraction is not None:
         throttled = X[:, F["cpu_throttled_fraction"]]
@@ -292,17 +389,24 @@ def build_training_data(
     )
     y = (~np.isnan(lead)).astype(np.int8)
 
-    if split == "time":
+    split_why = None
+    if split == "auto":
+        split, split_why = choose_split(meta)
+    if split == "none":  # every window is for scoring (prescale models evaluate --trace)
+        empty = np.zeros(0, dtype=np.int64)
+        parts = (empty, empty, np.argsort(meta["ts_end_s"].to_numpy(), kind="stable"))
+    elif split == "time":
         parts = time_split(meta, fractions, gap_s=horizon_s)
     else:
-        parts = group_split(meta, key=group_key, fractions=fractions, seed=split_seed)
+        parts = stratified_group_split(meta, y, key=group_key, fractions=fractions,
+                                       seed=split_seed)
     if len(parts) != 3:
         raise ValueError(f"fractions must give 3 splits (train, val, test), got {len(parts)}")
     rng = np.random.default_rng(split_seed)
     train_idx = _subsample(parts[0], max_train_rows, rng)
     val_idx = _subsample(parts[1], max_eval_rows, rng)
     test_idx = _subsample(parts[2], max_eval_rows, rng)
-    if train_idx.size == 0:
+    if train_idx.size == 0 and split != "none":
         raise ValueError(
             f"the training split is empty ({len(meta)} windows, split={split!r}): "
             "more history, other fractions or a shorter horizon (the time split drops "
@@ -317,11 +421,16 @@ def build_training_data(
         "max_train_rows": max_train_rows, "max_eval_rows": max_eval_rows,
         "throttle_target_fraction": throttle_target_fraction,
     }
+    if split_why is not None:
+        params["split_auto"] = split_why
+    if dropped:
+        params["exhausted_windows_dropped"] = dropped
     data_hash = _hash((X, y, train_idx, val_idx, test_idx), params)
     return TrainingData(
         X=X, y=y, lead_time_s=lead, meta=meta, features=tuple(FEATURES),
         train_idx=train_idx, val_idx=val_idx, test_idx=test_idx, params=params,
         data_hash=data_hash, windows=windows,
+        peer_group=peer_groups(meta["app"].to_numpy(), meta["ts_end_s"].to_numpy()),
     )
 
 
@@ -332,17 +441,23 @@ def model_params(data: TrainingData, kind: str, params: dict[str, Any] | None) -
     """``params`` completed with what the data implies (the heuristic's tier and horizon).
 
     The heuristic predicts the ``memory`` or ``cpu`` tier (``any``/``disk`` data:
-    ``memory``), looks ``horizon_s`` ahead, and needs at most ``window_steps``
-    samples. Example: cpu data, horizon 60, W = 2 → ``{"tier": "cpu", "horizon_s":
-    60.0, "min_samples": 2}``.
+    ``memory``) and looks ``horizon_s`` ahead; it keeps its own ``min_samples`` (5, as
+    ``predictor.min_samples`` serves live), so on windows of fewer samples it cannot
+    rank (it is not given a shorter trend than it would use live). Example: cpu data,
+    horizon 60 → ``{"tier": "cpu", "horizon_s": 60.0}``.
     """
     out = dict(params or {})
     if kind == "heuristic":
         tier = data.params["tier"]
         out.setdefault("tier", tier if tier in ("memory", "cpu") else "memory")
         out.setdefault("horizon_s", float(data.params["horizon_s"]))
-        out.setdefault("min_samples", min(5, int(data.params["window_steps"])))
     return out
+
+
+#: How the operating threshold is chosen (:mod:`app.models.operating_threshold`); the
+#: CLI passes the settings' (``models.threshold_target``, ``thresholds.cost_*``).
+DEFAULT_THRESHOLD_TARGET: dict[str, Any] = {
+    "target": "balance", "cost_false_positive": 1.0, "cost_miss": 4.0, "min_precision": 0.5}
 
 
 def evaluate(
@@ -353,14 +468,19 @@ def evaluate(
     max_fpr: float = DEFAULT_MAX_FPR,
     min_lead_s: float = 0.0,
     threshold: float = 0.5,
+    scores: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Scores of ``model`` on the rows ``idx`` of ``data`` (see the module doc).
 
-    Keys: ``n``, ``n_positive``, ``base_rate``, ``pr_auc``, ``recall_at_fpr``,
-    ``fpr_threshold`` (the threshold that reaches it), ``precision``, ``recall``,
-    ``brier``, ``lead_time_median_s``, ``lead_time_p10_s``, ``lead_time_p90_s``,
-    and the ``max_fpr``, ``min_lead_s``, ``threshold`` used. ``nan`` where a metric
-    is 0/0 (e.g. PR-AUC without positives).
+    Keys: ``n``, ``n_positive``, ``base_rate``, ``pr_auc``, ``roc_auc``,
+    ``recall_at_fpr``, ``fpr_threshold`` (the threshold that reaches it), ``precision``,
+    ``recall`` and ``alarms`` at ``threshold`` (the model's operating threshold),
+    ``brier``, ``ece`` (expected calibration error over 10 bins),
+    ``lead_time_median_s``, ``lead_time_p10_s``, ``lead_time_p90_s``, and the
+    ``max_fpr``, ``min_lead_s``, ``threshold`` used; for the heuristic also
+    ``rankable`` (the share of rows with enough samples for a trend). ``nan`` where a
+    metric is 0/0 (e.g. PR-AUC without positives). ``scores``: the model's
+    probabilities for ``idx`` when already computed.
     """
     _check_fpr(max_fpr, min_lead_s)
     idx = np.asarray(idx, dtype=np.int64)
@@ -368,22 +488,52 @@ def evaluate(
     nan = float("nan")
     out: dict[str, Any] = {"n": int(idx.size), "n_positive": int(y.sum())}
     if idx.size == 0:
-        out.update(base_rate=nan, pr_auc=nan, recall_at_fpr=nan, fpr_threshold=nan,
-                   precision=nan, recall=nan, brier=nan, lead_time_median_s=nan,
-                   lead_time_p10_s=nan, lead_time_p90_s=nan)
+        out.update(base_rate=nan, pr_auc=nan, roc_auc=nan, recall_at_fpr=nan,
+                   fpr_threshold=nan, precision=nan, recall=nan, alarms=0, brier=nan,
+                   ece=nan, lead_time_median_s=nan, lead_time_p10_s=nan,
+                   lead_time_p90_s=nan)
     else:
-        p = model.predict_proba(data.inputs(model, idx))
+        p = data.predict(model, idx) if scores is None else np.asarray(scores, np.float64)
         lead = data.lead_time_s[idx]
         op = mx.operating_point(y, p, max_fpr=max_fpr, lead_time_s=lead, min_lead_s=min_lead_s)
         lt = mx.lead_time_stats(y, p, lead, threshold=threshold)
         out.update(
-            base_rate=mx.base_rate(y), pr_auc=mx.pr_auc(y, p), recall_at_fpr=op.recall,
-            fpr_threshold=op.threshold, precision=mx.precision(y, p, threshold=threshold),
-            recall=mx.recall(y, p, threshold=threshold), brier=mx.brier_score(y, p),
+            base_rate=mx.base_rate(y), pr_auc=mx.pr_auc(y, p), roc_auc=mx.roc_auc(y, p),
+            recall_at_fpr=op.recall, fpr_threshold=op.threshold,
+            precision=mx.precision(y, p, threshold=threshold),
+            recall=mx.recall(y, p, threshold=threshold), alarms=int((p >= threshold).sum()),
+            brier=mx.brier_score(y, p), ece=mx.reliability(y, p).ece,
             lead_time_median_s=lt.median_s, lead_time_p10_s=lt.p10_s, lead_time_p90_s=lt.p90_s,
         )
+        rankable = getattr(model, "rankable", None)
+        if rankable is not None and model.input == "features":
+            out["rankable"] = float(np.mean(rankable(data.X[idx])))
     out.update(max_fpr=float(max_fpr), min_lead_s=float(min_lead_s), threshold=float(threshold))
     return out
+
+
+def operating_threshold(model: FailureModel, data: TrainingData, idx: np.ndarray,
+                        target: dict[str, Any] | None = None,
+                        scores: np.ndarray | None = None) -> OperatingThreshold:
+    """The operating threshold of ``model`` chosen on the rows ``idx`` (normally the
+    validation split) for ``target`` (:data:`DEFAULT_THRESHOLD_TARGET` keys)."""
+    t = {**DEFAULT_THRESHOLD_TARGET, **(target or {})}
+    p = data.predict(model, idx) if scores is None else scores
+    return choose_threshold(data.y[idx], p, target=t["target"],
+                            cost_false_positive=float(t["cost_false_positive"]),
+                            cost_miss=float(t["cost_miss"]),
+                            min_precision=float(t["min_precision"]))
+
+
+def fit_model(data: TrainingData, kind: str, params: dict[str, Any] | None = None,
+              seed: int = 0, idx: np.ndarray | None = None) -> FailureModel:
+    """``make_model(kind, **params)`` fitted on the rows ``idx`` (default: the training
+    split) in time order, with their peer groups."""
+    model = make_model(kind, **model_params(data, kind, params))
+    idx = data.train_idx if idx is None else idx
+    model.fit(data.inputs(model, idx), data.y[idx], seed=seed, ts_s=data.ts_s[idx],
+              groups=data.groups(idx))
+    return model
 
 
 def train_model(
@@ -394,14 +544,28 @@ def train_model(
     *,
     max_fpr: float = DEFAULT_MAX_FPR,
     min_lead_s: float = 0.0,
+    threshold_target: dict[str, Any] | None = None,
 ) -> tuple[FailureModel, dict[str, Any]]:
     """Fit ``make_model(kind, **params)`` on the training split; return it and its
-    validation scores (:func:`evaluate`). Rows are fitted in time order (``ts_s``)."""
+    validation scores (:func:`evaluate`) at its operating threshold, chosen on the
+    validation split (:func:`operating_threshold`; under ``"operating_threshold"``)."""
     _check_fpr(max_fpr, min_lead_s)
-    model = make_model(kind, **model_params(data, kind, params))
-    idx = data.train_idx
-    model.fit(data.inputs(model, idx), data.y[idx], seed=seed, ts_s=data.ts_s[idx])
-    return model, evaluate(model, data, data.val_idx, max_fpr=max_fpr, min_lead_s=min_lead_s)
+    model = fit_model(data, kind, params, seed)
+    return model, validate(model, data, max_fpr=max_fpr, min_lead_s=min_lead_s,
+                           threshold_target=threshold_target)
+
+
+def validate(model: FailureModel, data: TrainingData, *, max_fpr: float = DEFAULT_MAX_FPR,
+             min_lead_s: float = 0.0, threshold_target: dict[str, Any] | None = None
+             ) -> dict[str, Any]:
+    """:func:`evaluate` on the validation split at the operating threshold chosen there."""
+    idx = data.val_idx
+    p = data.predict(model, idx) if idx.size else np.zeros(0)
+    op = operating_threshold(model, data, idx, threshold_target, scores=p)
+    val = evaluate(model, data, idx, max_fpr=max_fpr, min_lead_s=min_lead_s,
+                   threshold=op.threshold, scores=p)
+    val["operating_threshold"] = op.to_dict()
+    return val
 
 
 # --------------------------------------------------------------------------- promotion
@@ -423,29 +587,6 @@ def score(metrics: dict[str, Any] | None, prefix: str = "") -> tuple[float, floa
         return v if math.isfinite(v) else -math.inf
 
     return get("pr_auc"), get("recall_at_fpr")
-
-
-def compare(new_val: dict[str, Any], current_val: dict[str, Any] | None) -> tuple[bool, str]:
-    """Whether validation scores ``new_val`` beat ``current_val``, and why (module doc)."""
-    new = score(new_val)
-    if current_val is None:
-        return True, "no current model"
-    cur = score(current_val)
-    if new[0] == -math.inf:
-        return False, "the new model has no validation PR-AUC (no positive in the validation split)"
-    if new[0] > cur[0]:
-        return True, f"val PR-AUC {new[0]:.4f} > current {_fmt(cur[0])}"
-    if new[0] == cur[0] and new[1] > cur[1]:
-        return True, (f"val PR-AUC ties at {new[0]:.4f}, recall@FPR {_fmt(new[1])} > "
-                      f"current {_fmt(cur[1])}")
-    if new[0] == cur[0]:
-        return False, (f"val PR-AUC ties at {new[0]:.4f} and recall@FPR {_fmt(new[1])} ≤ "
-                       f"current {_fmt(cur[1])}")
-    return False, f"val PR-AUC {new[0]:.4f} ≤ current {_fmt(cur[0])}"
-
-
-def _fmt(v: float) -> str:
-    return "unknown" if v == -math.inf else f"{v:.4f}"
 
 
 def _num(v: Any) -> Any:
@@ -496,17 +637,203 @@ def registry_app(app: str | None) -> str:
     return GLOBAL_APP if app is None else app
 
 
-def _current_val(registry: Any, app: str, tier: str) -> tuple[Any, dict[str, Any] | None]:
-    """The current version of (app, tier) and its validation scores (``val_*``; a
-    version registered without them is compared on its plain ``pr_auc`` /
-    ``recall_at_fpr``)."""
-    current = registry.current(app, tier)
-    if current is None:
-        return None, None
-    m = dict(getattr(current, "metrics", None) or {})
-    prefix = "val_" if "val_pr_auc" in m else ""
-    return current, {"pr_auc": m.get(f"{prefix}pr_auc"),
-                     "recall_at_fpr": m.get(f"{prefix}recall_at_fpr")}
+@dataclass(frozen=True)
+class Promotion:
+    """How a trained model is judged and what promotion does (:mod:`app.models.gate`).
+
+    ``margin_ap`` / ``confidence`` / ``reps``: the gate; ``threshold_target``: how the
+    operating threshold is chosen on validation (:data:`DEFAULT_THRESHOLD_TARGET`);
+    ``thresholds_path``: the threshold store whose app (or default, for ``_global``)
+    threshold starts at a promoted model's operating threshold (``None``: left alone).
+    """
+
+    margin_ap: float = DEFAULT_MARGIN_AP
+    confidence: float = DEFAULT_CONFIDENCE
+    reps: int = DEFAULT_REPS
+    threshold_target: dict[str, Any] = field(
+        default_factory=lambda: dict(DEFAULT_THRESHOLD_TARGET))
+    thresholds_path: str | None = None
+    threshold_config: Any = None
+
+    @classmethod
+    def from_settings(cls, s: Any, *, seed_thresholds: bool = True) -> Promotion:
+        """From a :class:`app.settings.Settings` (the threshold store in its data dir)."""
+        from app.core.thresholds import ThresholdConfig
+        from app.store.thresholds_store import FILE
+
+        m, t = s.models, s.thresholds
+        return cls(
+            margin_ap=m.gate_margin_ap,
+            threshold_target={"target": m.threshold_target,
+                              "cost_false_positive": t.cost_false_positive,
+                              "cost_miss": t.cost_miss,
+                              "min_precision": m.threshold_min_precision},
+            thresholds_path=(os.fspath(Path(s.data_dir).resolve() / FILE)
+                             if seed_thresholds else None),
+            threshold_config=ThresholdConfig.from_settings(t),
+        )
+
+
+def _heuristic_reference(data: TrainingData, idx: np.ndarray) -> Reference:
+    """The trend heuristic on the rows ``idx``; a note when it cannot rank them."""
+    h = make_model("heuristic", **model_params(data, "heuristic", None))
+    x = data.X[idx]
+    ok = h.rankable(x)
+    note = ""
+    if idx.size and not ok.any():
+        n = data.X[idx, F["n_samples"]]
+        note = (f"the heuristic cannot rank these windows: all {idx.size} have at most "
+                f"{int(np.nanmax(n)) if n.size else 0} samples, fewer than its "
+                f"min_samples {h.params['min_samples']}; compared as a constant score "
+                "(its AP is the base rate)")
+    elif idx.size and not ok.all():
+        note = (f"the heuristic ranks {int(ok.sum())} of {idx.size} windows (the others have "
+                f"fewer than {h.params['min_samples']} samples and score 0)")
+    return Reference("heuristic", scores=h.predict_proba(x), note=note)
+
+
+def _current_reference(registry: Any, current: Any, data: TrainingData,
+                       idx: np.ndarray) -> Reference:
+    """The model serving now, re-scored on the rows ``idx``; else its registered AP."""
+    name = f"current model {current.version_id} ({current.kind})"
+    registered = (current.metrics or {}).get("val_pr_auc", (current.metrics or {}).get("pr_auc"))
+    try:
+        model = registry.load(current)
+        if model.input == "window":
+            x = data.windows[idx] if data.windows is not None else None
+            if x is None:
+                raise ValueError("it reads the raw window, which this data does not keep")
+        else:
+            missing = [f for f in current.features if f not in F]
+            if missing:
+                raise ValueError(f"it reads features this version does not have: {missing[:3]}")
+            x = data.X[idx][:, [F[f] for f in current.features]]
+        scores = model.predict_proba(x, groups=data.groups(idx))
+        return Reference(name, scores=np.asarray(scores, dtype=np.float64))
+    except Exception as exc:  # noqa: BLE001 - any reason it cannot be re-scored is reported
+        return Reference(name, registered_ap=registered,
+                         note=f"not re-scored on this data: {type(exc).__name__}: {exc}")
+
+
+def refit_with_threshold(
+    data: TrainingData, kind: str, params: dict[str, Any] | None, seed: int,
+    val: dict[str, Any], threshold_target: dict[str, Any] | None = None,
+) -> tuple[FailureModel, np.ndarray, dict[str, Any], float]:
+    """``(model, fit rows, operating threshold dict, threshold)``: ``kind`` refitted on the
+    training and validation rows, its threshold chosen on its own out-of-fold
+    probabilities over them (cross-fitted calibration), else kept from ``val`` (the
+    judged model's validation). What :func:`register_model` registers; the
+    cross-validation (:mod:`tuning.cv`) and ``scripts/eval_models.py`` do the same."""
+    fit_idx = np.r_[data.train_idx, data.val_idx]
+    model = fit_model(data, kind, params, seed, idx=fit_idx)
+    oof = model.take_out_of_fold() if hasattr(model, "take_out_of_fold") else None
+    if oof is None:
+        op = {**(val.get("operating_threshold") or {}),
+              "chosen_on": "validation scores of the judged model"}
+        return model, fit_idx, op, float(val["threshold"])
+    t = {**DEFAULT_THRESHOLD_TARGET, **(threshold_target or {})}
+    chosen = choose_threshold(
+        data.y[fit_idx], oof, target=t["target"],
+        cost_false_positive=float(t["cost_false_positive"]),
+        cost_miss=float(t["cost_miss"]), min_precision=float(t["min_precision"]))
+    op = {**chosen.to_dict(), "chosen_on": "out-of-fold probabilities of the registered "
+          "model over its training and validation rows"}
+    return model, fit_idx, op, chosen.threshold
+
+
+def single_feature_baseline(data: TrainingData, choose_idx: np.ndarray,
+                            score_idx: np.ndarray) -> dict[str, Any]:
+    """The best single feature (and direction) chosen by AP on the rows ``choose_idx``,
+    and its AP and ROC-AUC on ``score_idx``: what a learned model has to beat."""
+    if choose_idx.size == 0 or not data.y[choose_idx].any() or score_idx.size == 0:
+        return {"feature": None, "direction": None, "pr_auc": None, "roc_auc": None}
+    rule = mx.best_single_feature_rule(data.X[choose_idx], data.y[choose_idx], data.features)
+    sign = 1.0 if rule.direction == "high" else -1.0
+    col = data.X[score_idx, rule.index]
+    scores = np.where(np.isnan(col), -np.inf, sign * col)
+    y = data.y[score_idx]
+    return {"feature": rule.feature, "direction": rule.direction,
+            "pr_auc": mx.pr_auc(y, scores), "roc_auc": mx.roc_auc(y, scores)}
+
+
+def evaluate_version(registry: Any, app: str, source: Any, *, tier: str = "memory",
+                     version_id: str | None = None, bins: int = 10) -> dict[str, Any]:
+    """Score a registered model on another trace or history (``prescale models evaluate``).
+
+    The version (``version_id``, else the current one of ``(app, tier)``) is loaded and
+    every window of ``source`` (a history store or a trace, :func:`build_training_data`
+    with ``split="none"`` and the version's own data parameters: horizon, window,
+    stride) is scored: AP, ROC-AUC, base rate, precision / recall / alarms at the
+    version's stored operating threshold, Brier, the reliability curve, the trend
+    heuristic, and the best single feature chosen on these same windows (so an upper
+    bound for any one feature). ``ValueError`` names a missing version or feature.
+    """
+    reg = _open_registry(registry)
+    version = reg.get(app, tier, version_id) if version_id else reg.current(app, tier)
+    if version is None:
+        raise ValueError(f"app {app!r} has no current model of tier {tier!r}; see `prescale "
+                         "models`, or name a version")
+    model = reg.load(version)
+    p = dict(version.training.get("data") or {})
+    data = build_training_data(
+        source, tier=version.tier, horizon_s=float(p.get("horizon_s") or 30.0),
+        window_steps=int(p.get("window_steps") or 60),
+        recent_steps=int(p.get("recent_steps") or 10), stride=int(p.get("stride") or 1),
+        min_present=int(p.get("min_present") or 2), split="none",
+        include_windows=model.input == "window")
+    missing = [f for f in version.features if f not in F]
+    if missing and model.input == "features":
+        raise ValueError(f"{version.app}/{version.version_id} reads features this version of "
+                         f"prescale does not compute: {missing[:5]}")
+    idx = data.test_idx
+    x = (data.windows[idx] if model.input == "window"
+         else data.X[idx][:, [F[f] for f in version.features]])
+    scores = np.asarray(model.predict_proba(x, groups=data.groups(idx)), dtype=np.float64)
+    thr = (version.metrics or {}).get("threshold")
+    threshold = math.inf if thr is None else float(thr)
+    out = evaluate(model, data, idx, threshold=threshold, scores=scores)
+    rel = mx.reliability(data.y[idx], scores, bins=bins) if idx.size else None
+    heur = make_model("heuristic", **model_params(data, "heuristic", None))
+    hp = heur.predict_proba(data.X[idx])
+    y = data.y[idx]
+    return jsonable({
+        "app": version.app, "tier": version.tier, "version_id": version.version_id,
+        "kind": version.kind, "status": version.status, "threshold": thr,
+        "windows": data.summary()["test"], "params": data.params, "metrics": out,
+        "reliability": None if rel is None else {
+            "edges": list(rel.edges), "count": list(rel.count),
+            "mean_predicted": list(rel.mean_predicted), "observed": list(rel.observed),
+            "ece": rel.ece},
+        "heuristic": {"pr_auc": mx.pr_auc(y, hp) if y.size else None,
+                      "roc_auc": mx.roc_auc(y, hp) if y.size else None,
+                      "rankable": float(np.mean(heur.rankable(data.X[idx]))) if y.size
+                      else None},
+        "best_single_feature": single_feature_baseline(data, idx, idx),
+    })
+
+
+def nothing_to_learn(data: TrainingData) -> dict[str, Any] | None:
+    """The "nothing learned" answer when the training or validation split has no
+    positive window (no model is fitted or registered), else ``None``. The reason counts
+    the failures so the user sees why, e.g. "0 positive windows of tier memory in
+    400,759 training windows (0 failure events): nothing to learn from"."""
+    tier = data.params["tier"]
+    n_train, n_val = int(data.y[data.train_idx].sum()), int(data.y[data.val_idx].sum())
+    if n_train and n_val:
+        return None
+    if not n_train:
+        why = (f"no positive window of tier {tier} among the {data.train_idx.size:,} training "
+               f"windows ({int(data.y.sum()):,} in all {data.n:,}): nothing to learn from. "
+               "A trace without failure events has no labels: derive them with `prescale "
+               "replay --derive-failures`, or collect failures first")
+    else:
+        why = (f"no positive window of tier {tier} among the {data.val_idx.size:,} validation "
+               "windows: a model cannot be judged; use more history, a longer horizon or "
+               "another split")
+    return {"app": registry_app(data.params["app"]), "tier": tier, "kind": None,
+            "version_id": None, "promoted": False, "status": "nothing learned",
+            "learned": False, "reason": why, "current_version_id": None,
+            "data": data.summary()}
 
 
 def register_model(
@@ -515,49 +842,116 @@ def register_model(
     data: TrainingData,
     *,
     val: dict[str, Any],
-    test: dict[str, Any],
     training: dict[str, Any],
     promote_if_better: bool = True,
+    promotion: Promotion | None = None,
+    val_scores: np.ndarray | None = None,
+    refit: tuple[str, dict[str, Any] | None, int] | None = None,
+    max_fpr: float = DEFAULT_MAX_FPR,
+    min_lead_s: float = 0.0,
 ) -> dict[str, Any]:
-    """Register ``model``; promote it if ``promote_if_better`` and it beats the current one."""
+    """Judge ``model`` (fitted on the training split) with the gate
+    (:mod:`app.models.gate`) and register it, or what ``refit()`` returns.
+
+    ``refit = (kind, params, seed)`` (when given) fits the same kind and parameters on
+    the training *and* validation rows once the gate has judged: every labelled row is
+    used (with few positives, the 20 % of validation rows are worth 0.1 AP on Google
+    2011, docs/BENCHMARKS.md). The gate's numbers are those of the judged model on the
+    held-out validation rows. The operating threshold is then chosen on the refitted
+    model's own out-of-fold probabilities over all those rows (its cross-fitted
+    calibration, :mod:`app.models.base`) — the scale it will serve on, from every
+    positive — else on the judged model's validation scores. The test figures are
+    those of the model registered.
+
+    On the validation rows the candidate must beat the model serving now and the trend
+    heuristic (AP, by ``promotion.margin_ap`` with the bootstrap interval above 0). When
+    nothing could be learned (no positive in the training or validation split, or a
+    validation AP that is not a number) nothing is registered (``status``
+    ``"nothing learned"``, ``version_id`` None). Otherwise the model is registered with
+    the gate's numbers (``training["gate"]``) and its operating threshold (metric
+    ``threshold``, chosen on validation), as ``promoted`` (current) or ``candidate``;
+    a promoted model's threshold seeds the app's adaptive threshold
+    (``promotion.thresholds_path``).
+    """
+    from app.store.thresholds_store import seed_threshold
+
+    promotion = promotion or Promotion()
     app = registry_app(data.params["app"])
     tier = data.params["tier"]
-    current, current_val = _current_val(registry, app, tier)
-    better, why = compare(val, current_val)
-    promote = bool(promote_if_better and better)
-    if better and not promote_if_better:
-        why = f"{why}, but promote_if_better is off"
-    ts = data.ts_s[data.train_idx]
+    current = registry.current(app, tier)
+    idx = data.val_idx
+    p = data.predict(model, idx) if val_scores is None else val_scores
+    refs = []
+    if current is not None:
+        refs.append(_current_reference(registry, current, data, idx))
+    if model.kind != "heuristic":
+        refs.append(_heuristic_reference(data, idx))
+    result = judge(data.y[idx], p, refs, data.resample_groups(idx),
+                   n_train_positive=int(data.y[data.train_idx].sum()),
+                   margin_ap=promotion.margin_ap, confidence=promotion.confidence,
+                   reps=promotion.reps, seed=int(data.params.get("split_seed") or 0))
+    gate = result.to_dict()
+    base = {
+        "app": app, "tier": tier, "kind": model.kind,
+        "current_version_id": None if current is None else current.version_id,
+        "val": jsonable(val), "test": None, "data": data.summary(), "gate": gate,
+        "learned": result.learned,
+    }
+    if not result.learned:
+        return {**base, "version_id": None, "promoted": False, "status": "nothing learned",
+                "reason": result.reason}
+    promote = bool(promote_if_better and result.promote)
+    why = result.reason
+    if result.promote and not promote_if_better:
+        why = f"{why}; but promote_if_better is off"
+    fit_idx = data.train_idx
+    op = val.get("operating_threshold") or {}
+    threshold = float(val["threshold"])
+    if refit is not None:
+        model, fit_idx, op, threshold = refit_with_threshold(
+            data, refit[0], refit[1], refit[2], val, promotion.threshold_target)
+    test = evaluate(model, data, data.test_idx, max_fpr=max_fpr, min_lead_s=min_lead_s,
+                    threshold=threshold)
+    base["test"] = jsonable(test)
+    base["test_best_single_feature"] = jsonable(
+        single_feature_baseline(data, fit_idx, data.test_idx))
+    ts = data.ts_s[fit_idx]
     info = {
         **training,
+        "fitted_on": ("training and validation rows (refitted after the gate judged the "
+                      "model fitted on the training rows)" if refit is not None
+                      else "training rows"),
         "since_s": float(ts.min()),
         "until_s": float(ts.max()),
-        "rows": int(data.train_idx.size),
-        "positives": int(data.y[data.train_idx].sum()),
+        "rows": int(fit_idx.size),
+        "positives": int(data.y[fit_idx].sum()),
         "kind": model.kind,
         "params": {k: _num(v) for k, v in model.params.items()},
         "data_hash": data.data_hash,
         "data": data.params,
         "splits": data.summary(),
         "fit_info": {k: _num(v) for k, v in model.fit_info.items()},
+        "gate": gate,
+        "operating_threshold": op,
     }
+    metrics = flat_metrics({k: v for k, v in val.items() if k != "operating_threshold"}, test)
     version = registry.register(
         model, app=app, tier=tier, features=list(data.features),
-        metrics=flat_metrics(val, test), training=info, promote=promote,
+        metrics=metrics, training=info, promote=promote,
     )
-    return {
-        "app": app,
-        "tier": tier,
-        "kind": model.kind,
-        "version_id": version.version_id,
-        "promoted": promote,
-        "status": "promoted" if promote else "candidate",
-        "reason": why,
-        "current_version_id": None if current is None else current.version_id,
-        "val": {k: _num(v) for k, v in val.items()},
-        "test": {k: _num(v) for k, v in test.items()},
-        "data": data.summary(),
-    }
+    out = {**base, "version_id": version.version_id, "promoted": promote,
+           "status": "promoted" if promote else "candidate", "reason": why}
+    thr = op.get("threshold")
+    if promote and promotion.thresholds_path and thr is not None:
+        if tier in ("memory", "cpu"):
+            seeded, msg = seed_threshold(promotion.thresholds_path, tier=tier, value=float(thr),
+                                         app=None if app == GLOBAL_APP else app,
+                                         config=promotion.threshold_config)
+            out["threshold_seeded"] = msg
+        else:
+            out["threshold_seeded"] = (f"not seeded: the live thresholds have no tier "
+                                       f"{tier!r} (memory and cpu only)")
+    return out
 
 
 def train_and_register(
@@ -576,7 +970,7 @@ def train_and_register(
     min_present: int = 2,
     since_s: float | None = None,
     until_s: float | None = None,
-    split: str = "time",
+    split: str = "auto",
     group_key: str = "app",
     split_seed: int = 0,
     max_train_rows: int | None = None,
@@ -585,20 +979,25 @@ def train_and_register(
     min_lead_s: float = 0.0,
     promote_if_better: bool = True,
     data: TrainingData | None = None,
+    promotion: Promotion | None = None,
+    refit: bool = True,
 ) -> dict[str, Any]:
     """Train one ``kind`` for ``app`` (``None``: all apps → ``"_global"``) and register it.
 
-    ``store`` is a :class:`HistoryStore` or its path; ``registry`` a
-    ``ModelRegistry`` or its root path. The model is fitted on the training split,
-    scored on validation and test, registered with its metrics (``val_*``,
-    ``test_*``), features, data hash and parameters, and promoted only if it beats
-    the current model of (app, tier) on validation (:func:`compare`); otherwise it
-    stays a candidate and ``reason`` says why. ``data`` reuses a
-    :class:`TrainingData` (its parameters win over the data arguments).
+    ``store`` is a :class:`HistoryStore` or its path, or a trace
+    (:func:`build_training_data`); ``registry`` a ``ModelRegistry`` or its root path.
+    The model is fitted on the training split, its operating threshold chosen on
+    validation (``promotion.threshold_target``), scored on validation and test at that
+    threshold, and judged by the gate (:func:`register_model`): registered with its
+    metrics (``val_*`` and the test split's), the gate's numbers, features, data hash
+    and parameters, and promoted only if it beats the current model and the heuristic;
+    otherwise it stays a candidate, or is not registered at all when nothing could be
+    learned, and ``reason`` says why in words. ``data`` reuses a :class:`TrainingData`
+    (its parameters win over the data arguments).
 
     Returns ``{"app", "tier", "kind", "version_id", "promoted", "status", "reason",
-    "current_version_id", "val", "test", "data", "elapsed_s"}``, JSON-safe (``nan``
-    → ``None``): ``json.dumps(out, allow_nan=False)`` works.
+    "learned", "gate", "current_version_id", "val", "test", "data", "elapsed_s"}``,
+    JSON-safe (``nan`` → ``None``): ``json.dumps(out, allow_nan=False)`` works.
     """
     t0 = time.perf_counter()
     registry_app(app)
@@ -613,12 +1012,18 @@ def train_and_register(
             split_seed=split_seed, max_train_rows=max_train_rows, max_eval_rows=max_eval_rows,
             include_windows=model_class(kind).input == "window",
         )
-    model, val = train_model(data, kind, params, seed, max_fpr=max_fpr, min_lead_s=min_lead_s)
-    test = evaluate(model, data, data.test_idx, max_fpr=max_fpr, min_lead_s=min_lead_s)
+    promotion = promotion or Promotion()
+    nothing = nothing_to_learn(data)
+    if nothing is not None:
+        return jsonable({**nothing, "kind": kind,
+                         "elapsed_s": round(time.perf_counter() - t0, 3)})
+    model, val = train_model(data, kind, params, seed, max_fpr=max_fpr, min_lead_s=min_lead_s,
+                             threshold_target=promotion.threshold_target)
     out = register_model(
-        reg, model, data, val=val, test=test,
+        reg, model, data, val=val,
         training={"method": "train", "seed": seed},
-        promote_if_better=promote_if_better,
+        promote_if_better=promote_if_better, promotion=promotion,
+        refit=(kind, params, seed) if refit else None, max_fpr=max_fpr, min_lead_s=min_lead_s,
     )
     out["elapsed_s"] = round(time.perf_counter() - t0, 3)
     return jsonable(out)
@@ -692,7 +1097,7 @@ def tune_and_register(
     min_present: int = 2,
     since_s: float | None = None,
     until_s: float | None = None,
-    split: str = "time",
+    split: str = "auto",
     group_key: str = "app",
     split_seed: int = 0,
     max_train_rows: int | None = DEFAULT_TUNE_MAX_TRAIN_ROWS,
@@ -710,6 +1115,9 @@ def tune_and_register(
     name: str | None = None,
     promote_if_better: bool = True,
     data: TrainingData | None = None,
+    promotion: Promotion | None = None,
+    refit: bool = True,
+    trial_nice: int = 0,
 ) -> dict[str, Any]:
     """Search model kinds and hyperparameters with Ray Tune; register the best.
 
@@ -736,7 +1144,9 @@ def tune_and_register(
     core), no dashboard, and stops it at the end. ``storage_path`` (default
     ``./.prescale/tune``) keeps Tune's results under ``name``. ``progress`` shows a
     rich progress bar (trials done, best score); ``verbose`` is Tune's own output
-    (0 = silent). Refuses data whose validation split has no positive (nothing to
+    (0 = silent); ``trial_nice`` (> 0) runs the trials at that CPU priority (``nice``),
+    below the control loop's. Data whose training or validation split has no positive returns the
+    "nothing learned" answer of :func:`nothing_to_learn` before Ray starts (nothing to
     rank the trials by). ``data`` reuses a :class:`TrainingData` (its parameters win
     over the data arguments).
 
@@ -770,6 +1180,7 @@ def tune_and_register(
     registry_app(app)
     space = search_space(kinds, seed=seed, max_fpr=max_fpr, min_lead_s=min_lead_s,
                          n_steps=n_steps)
+    space["nice"] = int(trial_nice)
     reg = _open_registry(registry)
     if data is None:
         data = build_training_data(
@@ -779,18 +1190,18 @@ def tune_and_register(
             split_seed=split_seed, max_train_rows=max_train_rows, max_eval_rows=max_eval_rows,
             include_windows="lstm" in tuned_kinds(kinds),
         )
-    if int(data.y[data.val_idx].sum()) == 0:
-        raise ValueError(
-            f"the validation split has no positive window ({data.val_idx.size} windows): "
-            "trials cannot be ranked; use more history, a longer horizon or another split"
-        )
+    promotion = promotion or Promotion()
+    nothing = nothing_to_learn(data)
+    if nothing is not None:  # before Ray starts: no trial could be ranked
+        return jsonable({**nothing, "elapsed_s": round(time.perf_counter() - t0, 3)})
     t_data = time.perf_counter() - t0
 
     contenders: list[tuple[tuple[float, float], dict[str, Any], Any]] = []
     if has_baseline(kinds):
         t_b = time.perf_counter()
         baseline, b_val = train_model(data, "heuristic", None, seed, max_fpr=max_fpr,
-                                      min_lead_s=min_lead_s)
+                                      min_lead_s=min_lead_s,
+                                      threshold_target=promotion.threshold_target)
         row = {"trial_id": "baseline", "kind": "heuristic", "params": {}, "steps": 1,
                "val_pr_auc": _num(b_val["pr_auc"]),
                "val_recall_at_fpr": _num(b_val["recall_at_fpr"]),
@@ -825,15 +1236,20 @@ def tune_and_register(
         _, best_row, best = contenders[0]
         model = best if isinstance(best, FailureModel) else _checkpoint_model(best)
 
-    val = evaluate(model, data, data.val_idx, max_fpr=max_fpr, min_lead_s=min_lead_s)
-    test = evaluate(model, data, data.test_idx, max_fpr=max_fpr, min_lead_s=min_lead_s)
+    val = validate(model, data, max_fpr=max_fpr, min_lead_s=min_lead_s,
+                   threshold_target=promotion.threshold_target)
+    # the trial's parameters, with the default (cross-fitted) calibration of a full fit
+    best_kind = best_row["kind"]
+    best_params = {k: v for k, v in model.params.items() if k != "calibration_folds"}
     out = register_model(
-        reg, model, data, val=val, test=test,
+        reg, model, data, val=val,
         training={
             "method": "tune", "seed": seed, "trials": trials,
             "best_trial": best_row["trial_id"], "experiment_path": experiment_path,
         },
-        promote_if_better=promote_if_better,
+        promote_if_better=promote_if_better, promotion=promotion,
+        refit=(best_kind, best_params, seed) if refit and model.trainable else None,
+        max_fpr=max_fpr, min_lead_s=min_lead_s,
     )
     out["tune"] = {
         "trials": trials,

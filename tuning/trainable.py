@@ -107,13 +107,19 @@ def fit_in_steps(
     grown and recalibrated in place; other kinds yield ``(1, model)`` once. The
     model yielded is always complete and picklable.
     """
+    params = dict(params or {})
+    if kind in GROW_PARAM:
+        # a trial ranks a configuration: head/tail calibration (one fit per step, grown
+        # in place); the model registered from it is refitted cross-fitted
+        params.setdefault("calibration_folds", 0)
     model = make_model(kind, **model_params(data, kind, params))
     idx = data.train_idx
     x, y, ts = data.inputs(model, idx), data.y[idx], data.ts_s[idx]
+    groups = data.groups(idx)
     grow = GROW_PARAM.get(kind)
     estimator = type(model)._estimator(model, seed) if grow is not None else None
     if estimator is None or not hasattr(estimator, "steps"):  # not a Pipeline: one fit
-        model.fit(x, y, seed=seed, ts_s=ts)
+        model.fit(x, y, seed=seed, ts_s=ts, groups=groups)
         yield 1, model
         return
     total = int(model.params[grow])
@@ -126,12 +132,22 @@ def fit_in_steps(
             # the forest warns that balanced class weights and warm_start "are not
             # recommended" for data that changes between fits; ours does not change
             warnings.filterwarnings("ignore", message=".*warm_start.*", category=UserWarning)
-            model.fit(x, y, seed=seed, ts_s=ts)
+            model.fit(x, y, seed=seed, ts_s=ts, groups=groups)
         yield step, model
+
+
+def lower_priority(nice: int) -> None:
+    """Run this process at CPU priority ``nice`` (at least; it is never raised back)."""
+    if nice > 0:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, max(nice, os.getpriority(os.PRIO_PROCESS, 0)))
+        except OSError:
+            pass
 
 
 def trainable(config: dict[str, Any], data: TrainingData) -> None:
     """Ray Tune function trainable (see the module doc); one report per step."""
+    lower_priority(int(config.get("nice", 0)))
     kind, params = config_kind_params(config)
     seed = int(config.get("seed", 0))
     max_fpr = float(config.get("max_fpr", 0.05))

@@ -86,6 +86,25 @@ Features (:data:`FEATURES`, column order; units in the names):
 ``memory_pressure_full_fraction``
     ``Σ Δmemory_pressure_full_s_total / Σ Δt`` over the window: the share of time all
     tasks were stalled on memory (cgroup v2 PSI; ``nan`` where the kernel has no PSI).
+``memory_usage_limit_fraction``
+    ``memory_usage_last_bytes / memory_limit_bytes``: 0 when unlimited, ``nan`` when
+    either is unknown (or the limit is 0).
+``{io_read,io_write,net_rx,net_tx}_bytes_per_s``
+    the mean rate of each byte counter over the window, as ``cpu_usage_cores_mean``:
+    ``Σ max(Δtotal, 0) / Σ Δt`` over its steps (``nan`` without a step).
+``<gauge>_last`` for every gauge of :data:`GAUGE_METRICS`
+    the gauge's last valid reading (``nan`` if none), e.g. ``cpu_peak_cores_last``,
+    ``memory_page_cache_bytes_last``, ``scheduling_priority_last``: what a trace or
+    source reports beyond usage and limits (Google 2011 reports all of them).
+``cpu_usage_request_fraction``
+    ``cpu_usage_cores_mean / cpu_request_cores_last`` (``nan`` when either is unknown
+    or the request is 0).
+
+Worked example of the usage-beyond-limits features (one container, rows at t = 0, 10,
+20, 30, ``recent_steps = 2``): memory usage 100 → 170 with limit 200 → usage ÷ limit
+``170/200 = 0.85``; ``io_read_bytes_total`` 0, 100, 100, 400 → ``400/30 = 13.33`` B/s;
+``cpu_peak_cores`` 0.5, nan, 2, nan → ``cpu_peak_cores_last = 2``; CPU rates 0.5, 1.0,
+1.5 (mean 1.0) with ``cpu_request_cores`` 2 → ``cpu_usage_request_fraction = 0.5``.
 
 Worked example of the added features (one container, rows at t = 0, 10, 20, 30):
 memory usage 100, 120, 150, 170 → mean 135, std ``sqrt((35²+15²+15²+35²)/4) = 26.93``,
@@ -110,6 +129,31 @@ from __future__ import annotations
 import numpy as np
 
 from app.core.sample import METRICS, M
+
+#: Gauge metrics whose last reading is a feature (``<gauge>_last``).
+GAUGE_METRICS: tuple[str, ...] = (
+    "memory_working_set_bytes",
+    "memory_assigned_bytes",
+    "memory_page_cache_bytes",
+    "memory_page_cache_unmapped_bytes",
+    "cpu_peak_cores",
+    "disk_io_time_fraction",
+    "disk_io_peak_time_fraction",
+    "disk_used_machine_fraction",
+    "cpu_cycles_per_instruction",
+    "memory_accesses_per_instruction",
+    "cpu_request_cores",
+    "disk_request_machine_fraction",
+    "scheduling_priority",
+    "scheduling_class",
+)
+#: Byte counters whose mean rate is a feature (``<stem>_bytes_per_s``).
+RATE_COUNTERS: dict[str, str] = {
+    "io_read_bytes_per_s": "io_read_bytes_total",
+    "io_write_bytes_per_s": "io_write_bytes_total",
+    "net_rx_bytes_per_s": "net_rx_bytes_total",
+    "net_tx_bytes_per_s": "net_tx_bytes_total",
+}
 
 #: Feature names in column order of :func:`compute_features`'s result.
 FEATURES: tuple[str, ...] = (
@@ -139,6 +183,10 @@ FEATURES: tuple[str, ...] = (
     "block_latency_change_s",
     "memory_latency_correlation",
     "memory_pressure_full_fraction",
+    "memory_usage_limit_fraction",
+    *RATE_COUNTERS,
+    *(f"{g}_last" for g in GAUGE_METRICS),
+    "cpu_usage_request_fraction",
 )
 #: Column index of each feature.
 F: dict[str, int] = {name: i for i, name in enumerate(FEATURES)}
@@ -315,6 +363,35 @@ def _fill_extra(out: np.ndarray, window: np.ndarray, present: np.ndarray, recent
     out[:, F["memory_pressure_full_fraction"]] = np.where(
         total_dt > 0, np.where(pstep, dpsi, 0.0).sum(axis=1) / np.where(total_dt > 0, total_dt, 1),
         np.nan)
+    _fill_beyond(out, window, present)
+
+
+def _fill_beyond(out: np.ndarray, window: np.ndarray, present: np.ndarray) -> None:
+    """Usage beyond memory and CPU: usage ÷ limit, byte rates, last gauges (module doc)."""
+    u_last = out[:, F["memory_usage_last_bytes"]]
+    limit = out[:, F["memory_limit_bytes"]]
+    out[:, F["memory_usage_limit_fraction"]] = np.where(
+        np.isinf(limit), 0.0, np.where(limit > 0, u_last / np.where(limit > 0, limit, 1.0),
+                                       np.nan))
+    ts = window[:, :, M["ts_s"]]
+    for feature, metric in RATE_COUNTERS.items():
+        values = window[:, :, M[metric]]
+        prev, step = _steps(present & np.isfinite(values))
+        dv = np.maximum(_delta(values, prev), 0.0)
+        dt = _delta(ts, prev)
+        step &= dt > 0
+        total_dt = np.where(step, dt, 0.0).sum(axis=1)
+        out[:, F[feature]] = np.where(
+            total_dt > 0, np.where(step, dv, 0.0).sum(axis=1) / np.where(total_dt > 0,
+                                                                          total_dt, 1.0),
+            np.nan)
+    for g in GAUGE_METRICS:
+        values = window[:, :, M[g]]
+        out[:, F[f"{g}_last"]] = _last(values, present & np.isfinite(values))
+    request = out[:, F["cpu_request_cores_last"]]
+    mean_cores = out[:, F["cpu_usage_cores_mean"]]
+    out[:, F["cpu_usage_request_fraction"]] = np.where(
+        request > 0, mean_cores / np.where(request > 0, request, 1.0), np.nan)
 
 
 def _last(values: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -15,7 +15,16 @@ Tiers (:data:`TIER_EVENTS`):
               its container at its ``ts_end_s``
 ``disk``    ← ``disk_full``
 ``any``     ← ``oom_kill``, ``killed``, ``exit_nonzero``, ``timeout``, ``disk_full``
-              (``restart`` and ``success`` are never failures)
+              (``restart``, ``success`` and ``lost`` are never failures)
+
+This is the one label definition: ``prescale train``, ``tune``, ``retrain``,
+``models evaluate`` and ``scripts/eval_models.py`` all label windows with
+:func:`label` over these tiers. On the Google 2011 trace that makes FAIL
+(``exit_nonzero``), EVICT and KILL (``killed``) failures, and LOST and FINISH not.
+Where a trace has no failure events, they can be derived from usage against a limit
+(:mod:`app.core.limit_failures`) with :func:`memory_exhausted`, the same test the
+closed-loop evaluation (``prescale evaluate``) applies: usage at or above the limit is
+an OOM kill.
 
 ``lead_time_s`` is the time from ``ts_end_s`` to the first such failure strictly
 after it (``nan`` if there is none, or, with ``horizon_s``, none within it); so
@@ -65,6 +74,18 @@ TIER_EVENTS: dict[str, tuple[EventKind, ...]] = {
 LABEL_TIERS: tuple[str, ...] = tuple(TIER_EVENTS)
 
 _KINDS = frozenset(k.value for k in EventKind)
+
+
+def memory_exhausted(usage_bytes: np.ndarray, limit_bytes: np.ndarray) -> np.ndarray:
+    """``bool``: memory usage at or above its limit (an OOM kill); ``nan`` → False.
+
+    The one test of memory exhaustion. Worked example: usage 100, 150, 200, nan against
+    limits 150, 150, inf, 150 → False, True, False, False.
+    """
+    u = np.asarray(usage_bytes, dtype=np.float64)
+    lim = np.asarray(limit_bytes, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return u >= lim
 
 
 def events_frame(events: pd.DataFrame | Iterable[Event]) -> pd.DataFrame:
@@ -345,3 +366,97 @@ def group_split(
     else:
         order = np.arange(n)
     return tuple(order[split[order] == k].astype(np.int64) for k in range(f.size))
+
+
+def _assign_groups(codes: np.ndarray, y: np.ndarray, fractions: np.ndarray,
+                   seed: int) -> np.ndarray:
+    """Split (0 … len(fractions)−1) of every group code (see :func:`stratified_group_split`)."""
+    n_groups = int(codes.max()) + 1 if codes.size else 0
+    k = fractions.size
+    pos = np.bincount(codes, weights=np.asarray(y, dtype=np.float64), minlength=n_groups)
+    rows = np.bincount(codes, minlength=n_groups).astype(np.float64)
+    perm = np.random.default_rng(seed).permutation(n_groups)
+    split_of = np.empty(n_groups, dtype=np.int64)
+    got_pos, got_rows = np.zeros(k), np.zeros(k)
+    pos_target = np.maximum(fractions * pos.sum(), 1e-12)
+    row_target = np.maximum(fractions * rows.sum(), 1e-12)
+    with_pos = perm[pos[perm] > 0]
+    with_pos = with_pos[np.lexsort((-rows[with_pos], -pos[with_pos]))]
+    for grp in with_pos:
+        f = int(np.argmax((pos_target - got_pos) / pos_target))
+        split_of[grp] = f
+        got_pos[f] += pos[grp]
+        got_rows[f] += rows[grp]
+    without = perm[pos[perm] == 0]
+    without = without[np.argsort(-rows[without], kind="stable")]
+    for grp in without:
+        f = int(np.argmax((row_target - got_rows) / row_target))
+        split_of[grp] = f
+        got_rows[f] += rows[grp]
+    return split_of
+
+
+def stratified_group_split(
+    meta: pd.DataFrame,
+    y: np.ndarray,
+    key: str = "app",
+    fractions: Sequence[float] = (0.6, 0.2, 0.2),
+    seed: int = 0,
+) -> tuple[np.ndarray, ...]:
+    """Split the rows of ``meta`` by whole groups of ``meta[key]``, spreading the positives.
+
+    For data where time order is meaningless (a snapshot per task: Google 2011), where
+    the risk is memorising a job. The groups are shuffled (seeded); the groups with a
+    positive row go first, most positives first (then most rows), each to the split
+    furthest below its share of the positives (``(f_k·P − p_k) / (f_k·P)``; ties: the
+    first split); then the others, most rows first, each to the split furthest below
+    its share of the rows. So every split gets a positive when there are at least as
+    many positive groups as splits, and the sizes follow the fractions as far as whole
+    groups allow. Returns one ``int64`` index array per fraction, in time order if
+    ``meta`` has ``ts_end_s`` (else in row order).
+
+    Worked example: groups a (6 rows, 1 positive), b (2 rows, 1), d (1 row, 1) and
+    c (2 rows, none) with (0.6, 0.2, 0.2): positive targets 1.8, 0.6, 0.6 → a to train,
+    then b to validation (deficits 0.44, 1, 1), d to test; row targets 6.6, 2.2, 2.2
+    against rows 6, 2, 1 → c to test. Splits: a | b | c, d.
+    """
+    f = _check_fractions(fractions)
+    if not isinstance(meta, pd.DataFrame):
+        raise ValueError(f"meta must be a pandas DataFrame, got {type(meta).__name__}")
+    if key not in meta.columns:
+        raise ValueError(f"meta has no column {key!r} to group by (columns: {list(meta.columns)})")
+    labels = np.asarray(y)
+    if labels.shape != (len(meta),):
+        raise ValueError(f"y must have one label per meta row ({len(meta)}), got {labels.shape}")
+    codes, _ = pd.factorize(meta[key], sort=True)
+    if (codes < 0).any():
+        raise ValueError(f"meta[{key!r}] has missing values; every row needs a group")
+    split = _assign_groups(codes, labels, f, seed)[codes] if codes.size else codes
+    if "ts_end_s" in meta.columns:
+        order = np.argsort(meta["ts_end_s"].to_numpy(dtype=np.float64), kind="stable")
+    else:
+        order = np.arange(len(meta))
+    return tuple(order[split[order] == k].astype(np.int64) for k in range(f.size))
+
+
+def group_folds(groups: np.ndarray, y: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """``int64`` fold (0 … k−1) of every row: whole groups, positives spread over folds.
+
+    :func:`stratified_group_split` with k equal fractions (a stratified group k-fold):
+    with at least k groups holding a positive, every fold gets one.
+
+    Worked example, k = 2: groups a (3 rows, 2 positives), b (1 row, 1 positive),
+    c (4 rows, none), d (1 row, none) → a to fold 0, b to fold 1 (positive deficits
+    −0.33, 1); row targets 4.5 each against 3, 1 → c (largest) to fold 1, then d to
+    fold 0 (deficits 0.33, −0.11) → folds a, d | b, c.
+    """
+    g = np.asarray(groups)
+    labels = np.asarray(y, dtype=np.float64)
+    if g.shape != labels.shape or g.ndim != 1:
+        raise ValueError(f"groups {g.shape} and y {labels.shape} must be 1-D and match")
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 2:
+        raise ValueError(f"k must be an int ≥ 2, got {k!r}")
+    codes, uniques = pd.factorize(g, sort=True)
+    if len(uniques) < k:
+        raise ValueError(f"{len(uniques)} groups cannot fill {k} folds")
+    return _assign_groups(codes, labels, np.full(k, 1.0 / k), seed)[codes]

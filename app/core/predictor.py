@@ -131,6 +131,18 @@ class TrendExhaustionPredictor:
             f"cpu_busy_fraction={self.cpu_busy_fraction})"
         )
 
+    def forecastable(self, features: np.ndarray) -> np.ndarray:
+        """``bool[N]``: the containers with enough samples (``n_samples ≥ min_samples``)
+        for a trend. The others get p_fail 0 from :meth:`predict`: not a forecast that
+        they will not fail, but no forecast at all — so a set of windows none of which is
+        forecastable (e.g. a trace with 2 samples per task) cannot be *ranked* by the
+        heuristic, and evaluation says so instead of scoring the zeros. Example:
+        ``min_samples = 5``, n_samples 2, 5, 9 → False, True, True."""
+        x = np.asarray(features, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != len(FEATURES):
+            raise ValueError(f"features must have shape [N, {len(FEATURES)}], got {x.shape}")
+        return x[:, F["n_samples"]] >= self.min_samples
+
     def predict(self, features: np.ndarray) -> Prediction:
         """Predict every tier for ``features`` ``[N, len(FEATURES)]`` (see the module doc)."""
         x = np.asarray(features, dtype=np.float64)

@@ -50,6 +50,22 @@ class Sample:
     memory_pressure_some_s_total: float = NAN
     memory_pressure_full_s_total: float = NAN
     io_pressure_some_s_total: float = NAN
+    # Gauges that some sources report (the Google 2011 task usage and task events; nan
+    # elsewhere). A "machine fraction" is normalised to the largest machine, as that
+    # trace normalises it.
+    memory_assigned_bytes: float = NAN  # memory the scheduler set aside for the container
+    memory_page_cache_bytes: float = NAN  # page cache (file-backed memory) charged to it
+    memory_page_cache_unmapped_bytes: float = NAN  # the part of it no process maps
+    cpu_peak_cores: float = NAN  # the highest CPU rate within the last interval
+    disk_io_time_fraction: float = NAN  # share of the interval spent in disk I/O (mean)
+    disk_io_peak_time_fraction: float = NAN  # the same, its highest within the interval
+    disk_used_machine_fraction: float = NAN  # local disk space used
+    cpu_cycles_per_instruction: float = NAN
+    memory_accesses_per_instruction: float = NAN
+    cpu_request_cores: float = NAN  # CPU the container asked for (a share, not a cap)
+    disk_request_machine_fraction: float = NAN  # local disk space it asked for
+    scheduling_priority: float = NAN  # higher is more important (Google 2011: 0–11)
+    scheduling_class: float = NAN  # latency sensitivity (Google 2011: 0–3)
     app: str = ""  # the application (or app type) the container belongs to
 
     def row(self) -> tuple[float, ...]:
@@ -72,6 +88,9 @@ class EventKind(StrEnum):
     DISK_FULL = "disk_full"
     RESTART = "restart"
     SUCCESS = "success"
+    #: the record of the container was lost (Google 2011 LOST): what happened is not
+    #: known, so it is never a failure label
+    LOST = "lost"
 
 
 @dataclass(frozen=True, slots=True)

@@ -277,6 +277,36 @@ class ThresholdBook:
         self._take(trial)
         return self.lookup(t, app, owner if not app else None)
 
+    def seed(self, tier: Tier | str, value: float, *, app: str | None = None
+             ) -> tuple[bool, str]:
+        """Start the adaptive threshold of ``app`` (``None``: the default) at a promoted
+        model's operating threshold ``value``; returns ``(seeded, why)``.
+
+        A value the user set on that scope is kept (``(False, …)``). Otherwise the
+        scope's value becomes ``value``, marked learned (learning carries on from it; a
+        user's ``set`` still replaces it), and the scope's ``min`` / ``max`` widen to
+        include it when it lies outside the bounds in effect (a calibrated model with a
+        1 % base rate can operate at 0.03, below the default min of 0.05).
+
+        Worked example: bounds [0.05, 0.95], app ``web`` unset, ``seed(memory, 0.03,
+        app="web")`` → web's value 0.03 and min 0.03; a later false positive moves it to
+        0.035 as for any learned value.
+        """
+        t = _tier(tier)
+        v = _fraction("value", value)
+        scope: Scope = ("app", app) if app else ("default", "")
+        label = f"app:{app}" if app else "default"
+        old = self.specs.get(scope, {}).get(t, ThresholdSpec())
+        if old.value is not None and not old.learned:
+            return False, (f"kept the threshold {old.value:g} set on {label}/{t.value}; the "
+                           f"model's operating threshold {v:.4g} is not used")
+        here = self.lookup(t, app)
+        new = replace(old, value=v, learned=True,
+                      min=v if v < here.min else old.min, max=v if v > here.max else old.max)
+        self.specs.setdefault(scope, {})[t] = new
+        widened = " (bounds widened to include it)" if (v < here.min or v > here.max) else ""
+        return True, f"{label}/{t.value} threshold starts at {v:.4g}{widened}"
+
     def unset(self, tier: Tier | str, *, app: str | None = None,
               owner: str | None = None) -> None:
         """Drop what a scope sets for a tier (it inherits again)."""

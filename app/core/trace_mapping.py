@@ -47,7 +47,7 @@ GOOGLE2011_EVENTS: dict[int, tuple[EventKind, str]] = {
     3: (EventKind.EXIT_NONZERO, "failed"),  # FAIL: the task failed
     4: (EventKind.SUCCESS, "finished"),  # FINISH: completed normally
     5: (EventKind.KILLED, "killed"),  # KILL: cancelled by the user or a dependency
-    6: (EventKind.KILLED, "lost"),  # LOST: presumably terminated, the record is lost
+    6: (EventKind.LOST, "lost"),  # LOST: presumably terminated, the record is lost
 }
 
 #: Timestamps at or above this are taken as milliseconds (1e11 s is the year 5138).

@@ -3,8 +3,13 @@
 A :class:`FailureModel` maps inputs to the probability that a container fails
 (for the tier its labels were made for) within the horizon:
 
-- ``fit(X, y, *, seed=0, ts_s=None) -> self`` — ``y`` is 0/1 (``[n]``);
-- ``predict_proba(X) -> float64[n]`` in [0, 1], never ``nan``;
+- ``fit(X, y, *, seed=0, ts_s=None, groups=None) -> self`` — ``y`` is 0/1 (``[n]``);
+  ``groups`` (one code per row) says which rows are peers (the containers of one app
+  at one time, :func:`app.core.peers.peer_groups`); ``None``: all rows are one group;
+- ``predict_proba(X, groups=None) -> float64[n]`` in [0, 1], never ``nan``;
+- ``needs_groups``: whether the predictions depend on ``groups`` (the model reads
+  peer features): such a model must be asked about one group at a time, or be given
+  ``groups``;
 - ``name`` (``"<kind>/<version>"``), ``kind``, ``params`` (the constructor
   parameters, JSON-friendly), ``input`` (``"features"``: ``X`` is
   ``[n, F]`` from :mod:`app.core.features`; ``"window"``: ``X`` is the raw window
@@ -36,6 +41,23 @@ Training (``CalibratedModel``, shared by every learned kind)
 
     Worked example: 1000 rows, ``calibration_fraction = 0.2`` → the estimator is
     fitted on the 800 oldest rows, the sigmoid on the 200 newest.
+
+    That is ``calibration_folds = 0``. By default (``calibration_folds = 3``) no row is
+    held back from the estimator: it is fitted on all rows, and the calibration map
+    (:class:`ScoreCalibrator`) on out-of-fold scores — each fold's rows scored by an
+    estimator fitted on the other two (the folds: :func:`_calibration_folds`; what
+    scikit-learn's ``CalibratedClassifierCV(ensemble=False)`` does, keeping the
+    out-of-fold probabilities, :meth:`CalibratedModel.take_out_of_fold`). With few
+    positives (Google 2011: 67 in 6,153 tasks) every row the estimator does not see
+    costs AP (docs/BENCHMARKS.md). Fewer positive (or negative) rows than folds → head/tail.
+    Worked example: 1000 rows → 4 fits: one on all 1000 rows (the model), three on
+    ~667 rows each, whose predictions for the other ~333 fit the sigmoid.
+
+Peer features (``peer_features``, on by default): when ``X`` is the full feature matrix
+(:data:`app.core.features.FEATURES`), the estimator also sees each row's standing
+among its group (:func:`app.core.peers.peer_features`), computed from the rows given to
+``fit`` / ``predict_proba`` with their ``groups``. ``fit_info["peer_features"]`` says
+whether they were used; ``needs_groups`` is then true.
 """
 
 from __future__ import annotations
@@ -93,6 +115,11 @@ class FailureModel(ABC):
     def fitted(self) -> bool:
         return self._fitted
 
+    @property
+    def needs_groups(self) -> bool:
+        """Whether ``predict_proba`` depends on ``groups`` (see the module doc)."""
+        return False
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params!r}, fitted={self._fitted})"
 
@@ -144,6 +171,15 @@ class FailureModel(ABC):
         return ts
 
     @staticmethod
+    def _check_groups(groups: Any, n: int) -> np.ndarray | None:
+        if groups is None:
+            return None
+        g = np.asarray(groups)
+        if g.shape != (n,):
+            raise ValueError(f"groups must have one code per row of X ({n}), got {g.shape}")
+        return g
+
+    @staticmethod
     def _check_seed(seed: Any) -> int:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be an int ≥ 0, got {seed!r}")
@@ -151,11 +187,12 @@ class FailureModel(ABC):
 
     # --- the contract ---------------------------------------------------------------
     @abstractmethod
-    def fit(self, X: Any, y: Any, *, seed: int = 0, ts_s: Any = None) -> FailureModel:
+    def fit(self, X: Any, y: Any, *, seed: int = 0, ts_s: Any = None,
+            groups: Any = None) -> FailureModel:
         """Fit on ``X`` and 0/1 labels ``y``; returns ``self``."""
 
     @abstractmethod
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_proba(self, X: Any, groups: Any = None) -> np.ndarray:
         """Failure probability per row, ``float64[n]`` in [0, 1]."""
 
     def to_bytes(self) -> bytes:
@@ -220,9 +257,30 @@ class CalibratedModel(FailureModel):
     DEFAULTS: ClassVar[dict[str, Any]] = {
         "calibration": "sigmoid",
         "calibration_fraction": 0.2,
+        "calibration_folds": 3,
+        "peer_features": True,
     }
 
+    @property
+    def needs_groups(self) -> bool:
+        return bool(getattr(self, "_peers", False))
+
+    def _augment(self, x: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+        """``x`` with the peer-feature columns appended when the model uses them."""
+        if not getattr(self, "_peers", False):
+            return x
+        from app.core.peers import peer_features
+
+        return np.hstack([x, peer_features(x, groups)])
+
     def _check_params(self) -> None:
+        if not isinstance(self.params["peer_features"], bool):
+            raise ValueError(
+                f"peer_features must be true or false, got {self.params['peer_features']!r}")
+        folds = self.params["calibration_folds"]
+        if isinstance(folds, bool) or not isinstance(folds, int) or folds < 0 or folds == 1:
+            raise ValueError(f"calibration_folds must be 0 (head/tail) or an int ≥ 2, "
+                             f"got {folds!r}")
         method = self.params["calibration"]
         if method not in CALIBRATION_METHODS:
             raise ValueError(f"calibration must be one of {CALIBRATION_METHODS}, got {method!r}")
@@ -239,9 +297,13 @@ class CalibratedModel(FailureModel):
         """Thread limits for native code while fitting or predicting (default: none)."""
         yield
 
-    def fit(self, X: Any, y: Any, *, seed: int = 0, ts_s: Any = None) -> CalibratedModel:
+    def fit(self, X: Any, y: Any, *, seed: int = 0, ts_s: Any = None,
+            groups: Any = None) -> CalibratedModel:
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.frozen import FrozenEstimator
+
+        from app.core.features import FEATURES
+        from app.core.peers import PEER_FEATURES
 
         seed = self._check_seed(seed)
         x = np.asarray(X, dtype=np.float64)
@@ -251,15 +313,45 @@ class CalibratedModel(FailureModel):
         labels = self._check_y(y, n)
         x = self._check_X(x, fitting=True)
         ts = self._check_ts(ts_s, n)
+        g = self._check_groups(groups, n)
+        shape = tuple(x.shape[1:])
+        peers = (bool(self.params["peer_features"]) and self.input == "features"
+                 and x.shape[1] == len(FEATURES))
+        if peers:
+            from app.core.peers import peer_features
+
+            x = np.hstack([x, peer_features(x, g)])
         order = np.arange(n) if ts is None else np.argsort(ts, kind="stable")
         n_pos = int(labels.sum())
         info: dict[str, Any] = {"n_train": n, "n_positive": n_pos, "base_rate": n_pos / n}
+        info["peer_features"] = (
+            f"on: {len(PEER_FEATURES)} columns" if peers else
+            "off" if not self.params["peer_features"] else
+            "off: the model reads the raw window" if self.input != "features" else
+            f"off: X has {shape[0]} columns, not the {len(FEATURES)} of FEATURES")
         estimator: Any = None
         constant: float | None = None
+        out_of_fold: np.ndarray | None = None
         if n_pos in (0, n):
             constant = float(n_pos / n)
             info["fallback"] = "one class in y: predicts the base rate"
             info["calibration"] = "none"
+        elif self.params["calibration_folds"] and self.params["calibration"] != "none" \
+                and min(n_pos, n - n_pos) >= self.params["calibration_folds"]:
+            k = int(self.params["calibration_folds"])
+            method = self.params["calibration"]
+            folds, how = _calibration_folds(order, labels, ts, g, k, seed)
+            raw = np.empty(n)
+            with self._threads():
+                for fit_rows, held in folds:
+                    est = self._estimator(seed).fit(x[fit_rows], labels[fit_rows])
+                    raw[held] = est.predict_proba(x[held])[:, 1]
+                est = self._estimator(seed).fit(x, labels)
+            cal = ScoreCalibrator(method).fit(raw, labels)
+            estimator = CalibratedEstimator(est, cal)
+            out_of_fold = cal.transform(raw)
+            info.update(calibration=f"{method}, cross-fitted over {k} folds {how}",
+                        n_fit=n, n_calibration=n)
         else:
             method = self.params["calibration"]
             n_cal = int(round(n * self.params["calibration_fraction"]))
@@ -280,10 +372,26 @@ class CalibratedModel(FailureModel):
         info["seed"] = seed
         # commit only now: a fit that fails half-way leaves the previous model as it was
         self._estimator_, self._constant = estimator, constant
-        self._shape = tuple(x.shape[1:])
+        self._out_of_fold = out_of_fold
+        self._shape = shape
+        self._peers = peers
         self.fit_info = info
         self._fitted = True
         return self
+
+    def take_out_of_fold(self) -> np.ndarray | None:
+        """The calibrated out-of-fold probabilities of the rows of the last ``fit`` (in
+        their input order), once: a cross-fitted model's honest scores on its own
+        training rows (``None`` for head/tail calibration). They are dropped from the
+        model when taken, so they are never pickled with it."""
+        out = getattr(self, "_out_of_fold", None)
+        self._out_of_fold = None
+        return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_out_of_fold", None)
+        return state
 
     @staticmethod
     def _calibration_problem(method: str, y_head: np.ndarray, y_tail: np.ndarray) -> str | None:
@@ -298,12 +406,110 @@ class CalibratedModel(FailureModel):
                 )
         return None
 
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_proba(self, X: Any, groups: Any = None) -> np.ndarray:
         x = self._check_X(X, fitting=False)
+        g = self._check_groups(groups, x.shape[0])
         if self._constant is not None:
             return np.full(x.shape[0], self._constant)
         if x.shape[0] == 0:
             return np.zeros(0)
+        x = self._augment(x, g)
         with self._threads():
             p = self._estimator_.predict_proba(x)[:, 1]
         return np.clip(np.nan_to_num(np.asarray(p, dtype=np.float64), nan=0.0), 0.0, 1.0)
+
+
+def _calibration_folds(order: np.ndarray, labels: np.ndarray, ts: np.ndarray | None,
+                       groups: np.ndarray | None, k: int, seed: int
+                       ) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
+    """The ``(fit rows, held-out rows)`` of the cross-fitted calibration, and how made.
+
+    Rows with distinct times (or no times: the order given is the time order):
+    stratified folds in time order (each fold is close to a block of time). Rows that
+    share their time (one snapshot per task): whole peer groups per fold
+    (:func:`app.core.labels.group_folds`: the jobs a model will meet are new jobs),
+    else stratified shuffled folds. A fold whose fitting
+    rows lack a class falls back to the stratified shuffled folds.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    n = labels.size
+    distinct = ts is None or np.unique(ts).size * 2 > n  # no times: the order given
+    if distinct:
+        return ([(order[a], order[b]) for a, b in StratifiedKFold(n_splits=k).split(
+            np.zeros(n), labels[order])], "in time order")
+    if groups is not None and np.unique(groups).size >= k:
+        from app.core.labels import group_folds
+
+        fold = group_folds(groups, labels, k, seed=seed)
+        folds = [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(k)]
+        if all(0 < labels[a].sum() < a.size for a, _ in folds):
+            return folds, "by peer group"
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(n), labels)), "shuffled"
+
+
+class ScoreCalibrator:
+    """A monotone map from an estimator's score to a probability, fitted on scores the
+    estimator did not train on: ``sigmoid`` (Platt: ``1 / (1 + exp(a·s + b))``, a
+    logistic regression on the score) or ``isotonic`` (a non-decreasing step function).
+
+    Worked example (sigmoid): scores 0.1, 0.2, 0.8, 0.9 with labels 0, 0, 1, 1 →
+    a < 0, so 0.9 maps above 0.5 and 0.1 below it.
+    """
+
+    def __init__(self, method: str) -> None:
+        if method not in ("sigmoid", "isotonic"):
+            raise ValueError(f"method must be sigmoid or isotonic, got {method!r}")
+        self.method = method
+
+    def fit(self, scores: np.ndarray, y: np.ndarray) -> ScoreCalibrator:
+        s = np.asarray(scores, dtype=np.float64)
+        if self.method == "sigmoid":
+            from sklearn.linear_model import LogisticRegression
+
+            self.map_ = LogisticRegression(C=1e6, max_iter=1000).fit(s[:, None], y)
+        else:
+            from sklearn.isotonic import IsotonicRegression
+
+            self.map_ = IsotonicRegression(y_min=0.0, y_max=1.0,
+                                           out_of_bounds="clip").fit(s, y)
+        return self
+
+    def transform(self, scores: np.ndarray) -> np.ndarray:
+        s = np.asarray(scores, dtype=np.float64)
+        if self.method == "sigmoid":
+            return self.map_.predict_proba(s[:, None])[:, 1]
+        return np.asarray(self.map_.predict(s), dtype=np.float64)
+
+
+class CalibratedEstimator:
+    """An estimator and the :class:`ScoreCalibrator` of its scores, with the
+    ``predict_proba`` of a scikit-learn classifier (``[:, 1]`` calibrated)."""
+
+    def __init__(self, estimator: Any, calibrator: ScoreCalibrator) -> None:
+        self.estimator = estimator
+        self.calibrator = calibrator
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        p = self.calibrator.transform(self.estimator.predict_proba(x)[:, 1])
+        return np.column_stack([1.0 - p, p])
+
+
+class OneGroup:
+    """``model`` asked about one group (one app's containers at one tick) at a time.
+
+    The engine calls each distinct model object once per tick over the rows of every
+    app it serves; a model with peer features (``needs_groups``) must instead see one
+    app's rows per call, so its host hands the engine one :class:`OneGroup` per app
+    (the same object each tick): distinct objects, one call per app, every call one
+    group. ``input`` and ``predict_proba`` are the model's.
+    """
+
+    def __init__(self, model: FailureModel, group: str) -> None:
+        self.model = model
+        self.group = group
+        self.input = model.input
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        return self.model.predict_proba(x)

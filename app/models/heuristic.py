@@ -65,11 +65,13 @@ class HeuristicModel(FailureModel):
             )
         return x
 
-    def fit(self, X: Any, y: Any, *, seed: int = 0, ts_s: Any = None) -> HeuristicModel:
+    def fit(self, X: Any, y: Any, *, seed: int = 0, ts_s: Any = None,
+            groups: Any = None) -> HeuristicModel:
         seed = self._check_seed(seed)
         x = self._check_X(X, fitting=True)
         labels = self._check_y(y, x.shape[0])
         self._check_ts(ts_s, x.shape[0])
+        self._check_groups(groups, x.shape[0])
         n = labels.size
         self.fit_info = {
             "n_train": n,
@@ -81,8 +83,15 @@ class HeuristicModel(FailureModel):
         self._fitted = True
         return self
 
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def rankable(self, X: Any) -> np.ndarray:
+        """``bool[n]``: the rows with enough samples for a trend
+        (:meth:`~app.core.predictor.TrendExhaustionPredictor.forecastable`); the others
+        get p = 0 from :meth:`predict_proba`, which ranks nothing."""
+        return self._predictor().forecastable(self._check_X(X, fitting=False))
+
+    def predict_proba(self, X: Any, groups: Any = None) -> np.ndarray:
         x = self._check_X(X, fitting=False)
+        self._check_groups(groups, x.shape[0])
         pred = self._predictor().predict(x)
         p = pred.tiers[Tier(self.params["tier"])].p_fail
         return np.clip(np.nan_to_num(p, nan=0.0), 0.0, 1.0)

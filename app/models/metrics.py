@@ -21,6 +21,12 @@ Worked example used below: ``y = [1, 0, 1, 0]``, ``p = [0.9, 0.8, 0.7, 0.1]``.
 - :func:`base_rate`: mean(y) = 0.5 (the PR-AUC of a model that knows nothing).
 - :func:`lead_time_stats`: true positives with lead times 10, 20, 30, 40, 50 s →
   median 30, p10 14, p90 46 (linear interpolation).
+- :func:`roc_auc` (the Mann–Whitney statistic: the chance that a random positive
+  scores above a random negative, ties count ½): positives 0.9, 0.7 against negatives
+  0.8, 0.1 → pairs (0.9 > 0.8, 0.9 > 0.1, 0.7 < 0.8, 0.7 > 0.1) → 3/4 = 0.75.
+- :func:`reliability` with 2 bins: p 0.9, 0.8, 0.7 fall in [0.5, 1] (mean 0.8, observed
+  2/3), p 0.1 in [0, 0.5) (mean 0.1, observed 0); expected calibration error
+  ``(3·|0.8 − 2/3| + 1·|0.1 − 0|)/4 = 0.125``.
 """
 
 from __future__ import annotations
@@ -182,6 +188,61 @@ def base_rate(y: object) -> float:
     """mean(y): the fraction of positive rows; ``nan`` for no rows."""
     labels = _labels(y)
     return float(labels.mean()) if labels.size else float("nan")
+
+
+def roc_auc(y: object, scores: object) -> float:
+    """Area under the ROC curve (module doc: 0.75); ``nan`` without both classes.
+
+    ``(Σ ranks of the positives − n₊(n₊+1)/2) / (n₊·n₋)`` with tied scores given their
+    average rank. Scores may be any reals including ``±inf`` (only the order matters).
+    """
+    labels, s = _pair(y, scores)
+    n_pos = int(labels.sum())
+    n_neg = labels.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="stable")
+    sorted_s = s[order]
+    ranks = np.empty(s.size)
+    # average rank of each run of equal scores (1-based)
+    starts = np.r_[0, np.flatnonzero(sorted_s[1:] != sorted_s[:-1]) + 1]
+    ends = np.r_[starts[1:], s.size]
+    avg = (starts + ends + 1) / 2.0
+    ranks[order] = np.repeat(avg, ends - starts)
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """A reliability curve: per probability bin, its rows, mean prediction and observed
+    failure rate (``nan`` for an empty bin), and the expected calibration error."""
+
+    edges: tuple[float, ...]
+    count: tuple[int, ...]
+    mean_predicted: tuple[float, ...]
+    observed: tuple[float, ...]
+    ece: float
+
+
+def reliability(y: object, p: object, *, bins: int = 10) -> Reliability:
+    """Equal-width bins over [0, 1] (the last one closed); module doc example (0.125)."""
+    labels, probs = _pair(y, p)
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise ValueError(f"bins must be an int ≥ 1, got {bins!r}")
+    if probs.size and ((probs < 0).any() or (probs > 1).any()):
+        raise ValueError("probabilities must be in [0, 1]")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, probs, side="right") - 1, 0, bins - 1)
+    count = np.bincount(which, minlength=bins)
+    sum_p = np.bincount(which, weights=probs, minlength=bins)
+    sum_y = np.bincount(which, weights=labels.astype(np.float64), minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p = np.where(count > 0, sum_p / count, np.nan)
+        obs = np.where(count > 0, sum_y / count, np.nan)
+    n = labels.size
+    ece = float(np.nansum(count * np.abs(mean_p - obs)) / n) if n else float("nan")
+    return Reliability(tuple(float(e) for e in edges), tuple(int(c) for c in count),
+                       tuple(float(v) for v in mean_p), tuple(float(v) for v in obs), ece)
 
 
 @dataclass(frozen=True)

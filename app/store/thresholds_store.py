@@ -142,6 +142,13 @@ def set_threshold(path: Path | str, *, app: str | None = None, owner: str | None
     return update(path, change, config)
 
 
+def seed_threshold(path: Path | str, *, tier: str, value: float, app: str | None = None,
+                   config: ThresholdConfig | None = None) -> tuple[bool, str]:
+    """Start ``app``'s adaptive threshold (``None``: the default) at a promoted model's
+    operating threshold (:meth:`ThresholdBook.seed`), durably; ``(seeded, why)``."""
+    return update(path, lambda book: book.seed(tier, value, app=app), config)
+
+
 def list_thresholds(path: Path | str, config: ThresholdConfig | None = None) -> dict[str, Any]:
     """Everything stored: the default in effect, what each scope sets, and for every
     known app the thresholds in effect with its recent outcome rates."""

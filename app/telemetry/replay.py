@@ -44,7 +44,16 @@ A metric the trace does not have is ``nan``; a limit it does not have is ``inf``
     * ``memory_limit_bytes = 0.09473 × 64 GiB`` (``inf`` when the task has no known
       request); ``cpu_quota_cores = inf`` (a Borg CPU request is not a hard cap);
     * CPU cores = 0.0003071 × 32 = 0.0098272; ``cpu_usage_s_total = 0`` at the start and
-      ``0.0098272 × 300 = 2.94816`` at the end (later windows of the task carry on).
+      ``0.0098272 × 300 = 2.94816`` at the end (later windows of the task carry on);
+    * every other usage column becomes a gauge of both samples
+      (:data:`GOOGLE_USAGE_GAUGES`): max_cpu_rate 0.02377 → ``cpu_peak_cores = 0.02377 ×
+      32 = 0.76064``; assigned_memory 0.09521 → ``memory_assigned_bytes = 0.09521 × 64
+      GiB``; total / unmapped page cache → bytes the same way; disk I/O time, its max
+      and local disk space stay fractions of the largest machine; cpi 5.588 and mai
+      0.0208 as they are;
+    * the task's priority (9), scheduling class (3), CPU request (0.125 → 4 cores) and
+      disk request from its task events, as for the memory request below
+      (:data:`GOOGLE_EVENT_GAUGES`).
 
     The memory request is the one of the task's latest SUBMIT, SCHEDULE or UPDATE
     event at or before the window's start that has one (ties: the later line in the
@@ -52,7 +61,8 @@ A metric the trace does not have is ``nan``; a limit it does not have is ``inf``
     have a SUBMIT at time 0 with the *original* request and a SCHEDULE at time 0 with
     the *current* one (often 10× larger), and no UPDATE events.
     Events: FAIL → ``exit_nonzero`` ("failed"), EVICT → ``killed`` ("evicted"),
-    KILL → ``killed`` ("killed"), LOST → ``killed`` ("lost"), FINISH → ``success``
+    KILL → ``killed`` ("killed"), LOST → ``lost`` ("lost": not a failure, see
+    :data:`app.core.labels.TIER_EVENTS`), FINISH → ``success``
     ("finished"); only for the tasks of the usage file, at any time in the file.
 
 :func:`read_csv_mapping` — any CSV or Parquet file with one row per sample.
@@ -119,6 +129,27 @@ GOOGLE_USAGE_USED: tuple[str, ...] = (
     "start_time", "end_time", "job_id", "task_index", "cpu_rate", "canonical_memory",
     "max_memory",
 )
+#: The other usage columns: read when the file has them, each into a Sample gauge
+#: (``scale``: "memory" → × machine memory bytes, "cores" → × machine cores, None → as is).
+GOOGLE_USAGE_GAUGES: dict[str, tuple[str, str | None]] = {
+    "assigned_memory": ("memory_assigned_bytes", "memory"),
+    "unmapped_page_cache": ("memory_page_cache_unmapped_bytes", "memory"),
+    "total_page_cache": ("memory_page_cache_bytes", "memory"),
+    "disk_io_time": ("disk_io_time_fraction", None),
+    "local_disk_space": ("disk_used_machine_fraction", None),
+    "max_cpu_rate": ("cpu_peak_cores", "cores"),
+    "max_disk_io_time": ("disk_io_peak_time_fraction", None),
+    "cpi": ("cpu_cycles_per_instruction", None),
+    "mai": ("memory_accesses_per_instruction", None),
+}
+#: Task attributes from the task events (the latest event at or before a window's start
+#: that states one), each into a Sample gauge, scaled as above.
+GOOGLE_EVENT_GAUGES: dict[str, tuple[str, str | None]] = {
+    "priority": ("scheduling_priority", None),
+    "scheduling_class": ("scheduling_class", None),
+    "cpu_request": ("cpu_request_cores", "cores"),
+    "disk_request": ("disk_request_machine_fraction", None),
+}
 #: Google 2011 task_events columns (no header).
 GOOGLE_EVENT_COLUMNS: tuple[str, ...] = (
     "time", "missing_info", "job_id", "task_index", "machine_id", "event_type", "user",
@@ -126,7 +157,7 @@ GOOGLE_EVENT_COLUMNS: tuple[str, ...] = (
     "different_machines_restriction",
 )
 GOOGLE_EVENT_USED: tuple[str, ...] = ("time", "job_id", "task_index", "event_type",
-                                      "memory_request")
+                                      "memory_request", *GOOGLE_EVENT_GAUGES)
 
 #: Where the shared real traces are, relative to :func:`find_trace_dir`.
 BITBRAINS_RND_FILE = "bitbrains-rnd/rnd-2013-07-vms-001-050.csv.gz"
@@ -344,11 +375,13 @@ def read_google2011(
     if has_header:
         head = [str(c).strip() for c in pd.read_csv(up, nrows=0).columns]
         _require_columns(up, head, GOOGLE_USAGE_USED, "Google task_usage")
-        u = pd.read_csv(up, usecols=list(GOOGLE_USAGE_USED))
+        gauges = [c for c in GOOGLE_USAGE_GAUGES if c in head]
+        u = pd.read_csv(up, usecols=[*GOOGLE_USAGE_USED, *gauges])
     else:
+        gauges = list(GOOGLE_USAGE_GAUGES)
         u = pd.read_csv(up, header=None, names=list(GOOGLE_USAGE_COLUMNS),
-                        usecols=list(GOOGLE_USAGE_USED))
-    bad = _numeric(u, GOOGLE_USAGE_USED)
+                        usecols=[*GOOGLE_USAGE_USED, *gauges])
+    bad = _numeric(u, [*GOOGLE_USAGE_USED, *gauges])
     key = ["start_time", "end_time", "job_id", "task_index"]
     bad |= u[key].isna().any(axis=1).to_numpy()
     bad |= ~(u["end_time"].to_numpy(np.float64) > u["start_time"].to_numpy(np.float64))
@@ -377,18 +410,28 @@ def read_google2011(
     ev = ev.merge(tasks, on=["job_id", "task_index"], how="inner").sort_values("line")
     never = (ev["time"] == tm.GOOGLE2011_NEVER_US).to_numpy()
 
-    # memory limit: latest request-carrying event at or before the window's start
-    req = ev[ev["event_type"].isin(tm.GOOGLE2011_REQUEST_EVENTS).to_numpy() & ~never
-             & ev["memory_request"].notna().to_numpy()]
-    req = req.sort_values(["time", "line"], kind="stable")[
-        ["time", "job_id", "task_index", "memory_request"]]
+    # memory limit (and the other task attributes): the latest request-carrying event at
+    # or before the window's start that states it
     left = pd.DataFrame({"start_time": start_us, "job_id": job, "task_index": task,
                          "row": np.arange(len(u))}).sort_values("start_time", kind="stable")
-    asof = pd.merge_asof(left, req, left_on="start_time", right_on="time",
-                         by=["job_id", "task_index"], direction="backward",
-                         allow_exact_matches=True).sort_values("row")
-    limit_bytes = asof["memory_request"].to_numpy(np.float64) * machine_memory_bytes
+    carries = ev["event_type"].isin(tm.GOOGLE2011_REQUEST_EVENTS).to_numpy() & ~never
+
+    def as_of(column: str) -> np.ndarray:
+        req = ev[carries & ev[column].notna().to_numpy()]
+        req = req.sort_values(["time", "line"], kind="stable")[
+            ["time", "job_id", "task_index", column]]
+        asof = pd.merge_asof(left, req, left_on="start_time", right_on="time",
+                             by=["job_id", "task_index"], direction="backward",
+                             allow_exact_matches=True).sort_values("row")
+        return asof[column].to_numpy(np.float64)
+
+    limit_bytes = as_of("memory_request") * machine_memory_bytes
     limit_bytes = np.where(np.isnan(limit_bytes), math.inf, limit_bytes)
+    scale = {"memory": machine_memory_bytes, "cores": machine_cores, None: 1.0}
+    gauge_values = {metric: u[c].to_numpy(np.float64) * scale[unit]
+                    for c, (metric, unit) in GOOGLE_USAGE_GAUGES.items() if c in u.columns}
+    gauge_values.update({metric: as_of(c) * scale[unit]
+                         for c, (metric, unit) in GOOGLE_EVENT_GAUGES.items()})
 
     # ---- samples: start and end point of each window
     names = (u["job_id"].astype(str) + "-" + u["task_index"].astype(str)).to_numpy(object)
@@ -412,6 +455,7 @@ def read_google2011(
             u["canonical_memory"].to_numpy(np.float64)[two] * machine_memory_bytes,
         "memory_limit_bytes": limit_bytes[two],
         "cpu_usage_s_total": np.where(is_end, cpu_end[two], cpu_start[two]),
+        **{metric: v[two] for metric, v in gauge_values.items()},
     }
     samples = _samples_frame(names[two], apps[two], values)
 

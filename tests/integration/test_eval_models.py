@@ -3,8 +3,9 @@ shared traces (Google 2011, Bitbrains) and the simulated fleet.
 
 The real-trace checks skip, naming the path, when ``../shared/data`` (or
 ``$PRESCALE_TRACE_DIR``) lacks the traces; the simulated fleet always runs. The pure
-helpers of the script (the Bitbrains failure derivation, failure-level lead times, the
-split by job) are checked on hand-made frames with worked numbers.
+helpers of the script (failure-level lead times) are checked on hand-made frames with
+worked numbers; the failure derivation is app.core.limit_failures'
+(tests/unit/test_labels_and_peers.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from app.core.features import FEATURES
@@ -31,11 +31,8 @@ from app.telemetry.replay import (
 )
 from scripts.eval_models import (
     default_kinds,
-    derive_bitbrains_failures,
     failure_level,
-    fill_empty_columns,
     render,
-    split_by_job,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,14 +67,17 @@ def _check_fleet(f: dict, kinds: list[str]) -> None:
     assert f["rule"]["feature"] in FEATURES and f["rule"]["direction"] in ("high", "low")
     assert _in_unit(f["rule"]["pr_auc"])
     assert set(f["models"]) == set(kinds)
-    for m in f["models"].values():
+    for kind, m in f["models"].items():
         assert m["tp"] + m["fn"] == f["n_test_positive"]
         assert m["tp"] + m["fp"] + m["fn"] + m["tn"] == f["n_test"]
         assert m["recall"] == pytest.approx(m["tp"] / f["n_test_positive"])
         if m["tp"] + m["fp"]:
             assert m["precision"] == pytest.approx(m["tp"] / (m["tp"] + m["fp"]))
-        assert _in_unit(m["pr_auc"]) and _in_unit(m["brier"])
+        assert _in_unit(m["pr_auc"]) and _in_unit(m["brier"]) and _in_unit(m["roc_auc"])
         assert m["pr_auc_lo"] <= m["pr_auc_hi"] and _in_unit(m["pr_auc_lo"])
+        if kind != "heuristic":  # the paired difference from the heuristic has an interval
+            assert m["minus_heuristic_lo"] <= m["minus_heuristic_hi"]
+        assert m["threshold"] is None or 0 <= m["threshold"] <= 1
         assert m["failures_caught"] <= m["failures"]
         if m["tp"]:
             assert 0 < m["median_lead_s"] <= f["horizon_s"]
@@ -100,8 +100,8 @@ def test_quick_sim_fleet(quick):
     sim = report["fleets"]["sim"]
     # the quick fleet is deterministic: 24 containers × 480 steps, seed 0
     assert (sim["samples"], sim["containers"], sim["failures"]) == (11520, 24, 52)
-    assert (sim["windows"], sim["n_test"], sim["n_test_positive"]) == (5712, 1728, 120)
-    assert sim["test_positive_per_app"] == {"sim-leak": 81, "sim-burst": 31, "sim-creep": 8}
+    assert (sim["windows"], sim["n_test"], sim["n_test_positive"]) == (5706, 1726, 118)
+    assert sim["test_positive_per_app"] == {"sim-leak": 81, "sim-burst": 31, "sim-creep": 6}
     _check_fleet(sim, report["kinds"])
     heur = sim["models"]["heuristic"]
     assert heur["recall_per_app"]["sim-leak"] > 0.5
@@ -116,22 +116,24 @@ def test_quick_google(quick):
     if "skipped" in g:
         pytest.skip(g["skipped"])
     assert (g["n_tasks"], g["n_jobs"], g["n_positive"], g["positive_jobs"]) == (6153, 299, 67, 37)
-    assert g["horizon_s"] == 54928.0
-    assert len(g["per_seed"]) == g["seeds"] == 3
-    for r in g["per_seed"]:
-        assert r["n_train"] + r["n_test"] == 6153
-        assert r["base_rate"] == pytest.approx(r["n_test_positive"] / r["n_test"])
-        for m in [r["rule"], *r["models"].values()]:
-            if r["n_test_positive"]:
-                assert _in_unit(m["pr_auc"])
-            else:
-                assert m["pr_auc"] is None  # nan: no positive to rank
-    s = g["summary"]
-    assert s["base_rate"]["mean"] == pytest.approx(np.mean([r["base_rate"]
-                                                            for r in g["per_seed"]]))
-    assert set(s["models"]) == set(report["kinds"])
-    for m in s["models"].values():
-        assert _in_unit(m["pr_auc"]["mean"])
+    assert g["params"]["split"] == "group" and g["folds"] == 5 and g["repeats"] == 1
+    learned = [k for k in report["kinds"] if k != "heuristic"]
+    assert set(g["models"]) == set(learned)
+    for m in g["models"].values():
+        assert len(m["folds"]) == 5
+        # whole jobs per fold, positives in every fold, every task held out once
+        assert sum(f["n_test"] for f in m["folds"]) == 6153
+        assert all(f["n_test_positive"] > 0 for f in m["folds"])
+        for f in m["folds"]:
+            for score in (f["model"], f["usage_rule"], f["rule"], f["heuristic"]):
+                assert _in_unit(score["pr_auc"]) and _in_unit(score["roc_auc"])
+            # 2 samples per task: the heuristic cannot rank (a constant: ROC-AUC 0.5)
+            assert f["heuristic"]["rankable"] == 0 and f["heuristic"]["roc_auc"] == 0.5
+        s = m["summary"]
+        assert s["model"]["pr_auc"]["n"] == 5
+        assert s["model_minus_usage_rule_ap"]["mean"] == pytest.approx(
+            np.mean([f["model"]["pr_auc"] - f["usage_rule"]["pr_auc"] for f in m["folds"]]))
+        assert sum(m["pooled_reliability"]["count"]) == 6153
 
 
 def test_quick_bitbrains(quick):
@@ -141,8 +143,8 @@ def test_quick_bitbrains(quick):
         pytest.skip(b["skipped"])
     d = b["derivation"]
     # the first 8 VMs (vm-1 … vm-8) of the shared file
-    assert (d["vms"], d["rows"], d["oom_kills"]) == (8, 66068, 4419)
-    assert d["vms_without_limit"] == []
+    assert (d["containers"], d["rows"], d["oom_kills"]) == (8, 66068, 4419)
+    assert d["containers_without_limit"] == []
     assert b["failures"] == d["oom_kills"]
     _check_fleet(b, report["kinds"])
 
@@ -175,50 +177,6 @@ def test_traces_present_here():
 # --------------------------------------------------------------------------- pure helpers
 
 
-def _vm(usage: list[float], name: str = "vm-1") -> pd.DataFrame:
-    u = np.array(usage, dtype=np.float64)
-    return pd.DataFrame({
-        "container": name, "app": "bitbrains-rnd", "ts_s": 300.0 * np.arange(u.size),
-        "memory_usage_bytes": u, "memory_working_set_bytes": u,
-        "memory_limit_bytes": 8e9, "oom_kills_total": math.nan,
-    })
-
-
-def test_derive_bitbrains_worked_example():
-    samples, events, info = derive_bitbrains_failures(
-        _vm([100, 0, 140, 130, 170, 150, 120, 160]), limit_multiple=1.2, first_fraction=0.5,
-        min_first_readings=1)
-    # first 4 rows: 100, (0 = missing), 140, 130 → median 130 → L = 156
-    assert (samples["memory_limit_bytes"] == 156.0).all()
-    assert samples["memory_usage_bytes"].isna().tolist() == [False, True] + [False] * 6
-    assert samples["oom_kills_total"].tolist() == [0, 0, 0, 0, 1, 1, 1, 2]
-    assert samples["running"].tolist() == [True, False, True, True, False, True, True, False]
-    assert events["ts_s"].tolist() == [1200.0, 2100.0]
-    assert set(events["kind"]) == {"oom_kill"}
-    assert (info["oom_kills"], info["rows_above_limit"], info["missing_readings"]) == (2, 2, 1)
-
-
-def test_derive_bitbrains_staying_above_is_one_kill_and_vm_without_limit_is_left_out():
-    df = pd.concat([
-        _vm([100, 100, 200, 0, 210, 90, 200], "vm-1"),  # 200, (missing), 210: one excursion
-        _vm([0, 0, 0, 0, 50, 60, 70], "vm-2"),  # no valid reading in its first part
-    ], ignore_index=True)
-    samples, events, info = derive_bitbrains_failures(df, limit_multiple=1.5,
-                                                      first_fraction=0.3,
-                                                      min_first_readings=1)
-    # vm-1: first ⌈0.3·7⌉ = 3 rows 100, 100, 200 → median 100 → L = 150
-    assert info["vms"] == 1 and info["vms_without_limit"] == ["vm-2"]
-    assert events["ts_s"].tolist() == [600.0, 1800.0]  # rows 2 and 6; row 4 continues row 2
-    assert samples["oom_kills_total"].tolist() == [0, 0, 1, 1, 1, 1, 2]
-
-
-def test_derive_bitbrains_bad_arguments():
-    with pytest.raises(ValueError, match="limit_multiple must be"):
-        derive_bitbrains_failures(_vm([1, 2]), limit_multiple=0.0, first_fraction=0.5)
-    with pytest.raises(ValueError, match="first_fraction must be in"):
-        derive_bitbrains_failures(_vm([1, 2]), limit_multiple=1.3, first_fraction=1.5)
-
-
 def test_failure_level_worked_example():
     # container a: windows at 0, 10, 20 → failure at 30; container b: one failure missed
     y = np.array([1, 1, 1, 1, 0])
@@ -226,27 +184,8 @@ def test_failure_level_worked_example():
     lead = np.array([30.0, 20.0, 10.0, 5.0, math.nan])
     containers = np.array(["a", "a", "a", "b", "b"], dtype=object)
     ts = np.array([0.0, 10.0, 20.0, 95.0, 200.0])
-    got = failure_level(y, p, lead, containers, ts)
+    got = failure_level(y, p, lead, containers, ts, threshold=0.5)
     assert got == {"failures": 2, "caught": 1, "caught_fraction": 0.5,
                    "median_first_warning_s": 20.0}
 
 
-def test_fill_empty_columns():
-    X = np.array([[1.0, math.nan, 3.0], [2.0, math.nan, math.nan], [5.0, 7.0, math.nan]])
-    out = fill_empty_columns(X, np.array([0, 1]))
-    assert out[:, 1].tolist() == [0.0, 0.0, 0.0]  # all nan on the train rows
-    assert np.isnan(out[1, 2]) and out[0, 2] == 3.0  # partly nan: left alone
-    assert np.isnan(X[0, 1])  # a copy
-
-
-def test_split_by_job_keeps_jobs_whole():
-    meta = pd.DataFrame({"app": [f"job-{i % 20}" for i in range(200)] + ["job-big"] * 800,
-                         "ts_end_s": 0.0})
-    for seed in range(5):
-        train, test = split_by_job(meta, seed)
-        assert sorted(np.r_[train, test].tolist()) == list(range(1000))
-        tr, te = set(meta["app"].iloc[train]), set(meta["app"].iloc[test])
-        assert not tr & te
-        # 21 jobs, one row each: middles 0.5 … 20.5 against the cut 0.7 × 21 = 14.7 →
-        # 15 jobs train, 6 test, whatever their task counts (job-big holds 800 of 1000)
-        assert (len(tr), len(te)) == (15, 6)

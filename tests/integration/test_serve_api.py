@@ -178,6 +178,16 @@ def test_predict_leaking_high_steady_low_and_equal_to_in_process(api):
 
     local = PredictionService(api["settings"]).predict(PredictRequest.model_validate(req))
     assert body == local
+    assert mem["forecast_ready"] is True and mem["note"] is None
+
+
+def test_too_few_samples_for_a_trend_is_said_not_forecast_as_zero(api):
+    r = post(api, "/v1/predict", {"containers": [leaker(n=2)]})
+    assert r.status_code == 200, r.text
+    mem = r.json()["predictions"][0]["tiers"]["memory"]
+    assert mem["p_fail"] == 0.0 and mem["forecast_ready"] is False
+    assert mem["note"] == ("2 samples < predictor.min_samples 5: no trend yet, so the "
+                           "heuristic cannot forecast (p_fail 0 is not a forecast)")
 
 
 def test_predict_features_equals_windows(api):

@@ -52,7 +52,7 @@ def basic(**overrides) -> list[Sample]:
 
 
 def test_feature_list_and_index():
-    assert len(FEATURES) == len(set(FEATURES)) == 26
+    assert len(FEATURES) == len(set(FEATURES)) == 46
     assert [F[name] for name in FEATURES] == list(range(len(FEATURES)))
     assert FEATURES[0] == "n_samples"
 
@@ -86,13 +86,35 @@ def test_every_feature_hand_computed():
         # rates 0.5, 1.0, 1.5 against usage 120, 150, 170
         "cpu_memory_correlation": 0.9933992677987827,
     }
+    expected["memory_usage_limit_fraction"] = 170 / 200
     no_reading = {"block_latency_last_s", "block_latency_change_s",
-                  "memory_latency_correlation", "memory_pressure_full_fraction"}
+                  "memory_latency_correlation", "memory_pressure_full_fraction",
+                  *features_module.RATE_COUNTERS, "cpu_usage_request_fraction",
+                  *(f"{g}_last" for g in features_module.GAUGE_METRICS)}
     assert set(expected) | no_reading == set(FEATURES)
     for name in no_reading:  # no latency or PSI in this window
         assert math.isnan(f[name]), name
     for name, value in expected.items():
         assert f[name] == pytest.approx(value, rel=1e-12, abs=1e-12), name
+
+
+def test_usage_beyond_limits_worked_example():
+    """The module docstring's worked example of usage ÷ limit, rates and gauges."""
+    f = features_of(basic(io_read_bytes_total=[0.0, 100.0, 100.0, 400.0],
+                          cpu_peak_cores=[0.5, math.nan, 2.0, math.nan],
+                          cpu_request_cores=[2.0] * 4, scheduling_priority=[9.0] * 4))
+    assert f["memory_usage_limit_fraction"] == pytest.approx(0.85)
+    assert f["io_read_bytes_per_s"] == pytest.approx(400 / 30)
+    assert math.isnan(f["io_write_bytes_per_s"])  # no reading
+    assert f["cpu_peak_cores_last"] == 2.0
+    assert f["cpu_request_cores_last"] == 2.0 and f["scheduling_priority_last"] == 9.0
+    assert f["cpu_usage_request_fraction"] == pytest.approx(0.5)
+    assert math.isnan(f["memory_page_cache_bytes_last"])
+    unlimited = features_of(basic(memory_limit_bytes=[math.inf] * 4))
+    assert unlimited["memory_usage_limit_fraction"] == 0.0
+    # a counter reset never gives a negative rate
+    reset = features_of(basic(net_tx_bytes_total=[0.0, 300.0, 0.0, 300.0]))
+    assert reset["net_tx_bytes_per_s"] == pytest.approx(600 / 30)
 
 
 def test_recent_steps_changes_recent_features_only():

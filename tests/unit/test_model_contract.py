@@ -109,8 +109,9 @@ def test_fit_predict_shapes_and_probabilities(kind):
     assert model.predict_proba(inputs(model, TEST)[:0]).shape == (0,)
     assert model.fit_info["n_train"] == 2000
     if model.trainable:
-        assert model.fit_info["calibration"] == "sigmoid"
-        assert (model.fit_info["n_fit"], model.fit_info["n_calibration"]) == (1600, 400)
+        # by default the estimator sees every row and the sigmoid every row out of fold
+        assert model.fit_info["calibration"] == "sigmoid, cross-fitted over 3 folds in time order"
+        assert (model.fit_info["n_fit"], model.fit_info["n_calibration"]) == (2000, 2000)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -240,21 +241,30 @@ def test_heuristic_needs_no_training_and_is_the_predictor():
 def test_calibration_uses_the_newest_rows_and_falls_back_when_it_cannot():
     x, y = TRAIN[1][:1000], np.zeros(1000, dtype=int)
     y[:50] = 1  # positives only among the first (oldest, in row order) rows
-    rf = RandomForestModel(n_estimators=10).fit(x, y, seed=0)
+    head_tail = {"n_estimators": 10, "calibration_folds": 0}
+    rf = RandomForestModel(**head_tail).fit(x, y, seed=0)
     assert rf.fit_info["calibration"] == (
         "none: the calibration part has 0 positive and 200 negative rows (needs ≥ 2 of each)"
     )
     assert rf.fit_info["n_fit"] == 1000
     # the same rows with times that run backwards: now the positives are the newest
     ts = np.arange(1000.0)[::-1]
-    rf = RandomForestModel(n_estimators=10).fit(x, y, seed=0, ts_s=ts)
+    rf = RandomForestModel(**head_tail).fit(x, y, seed=0, ts_s=ts)
     assert rf.fit_info["calibration"] == (
         "none: the fit part has 0 positive and 800 negative rows (needs ≥ 2 of each)"
     )
     y2 = np.zeros(1000, dtype=int)
     y2[::10] = 1
-    rf = RandomForestModel(n_estimators=10, calibration="isotonic").fit(x, y2, seed=0)
+    rf = RandomForestModel(**head_tail, calibration="isotonic").fit(x, y2, seed=0)
     assert rf.fit_info["calibration"] == "isotonic"
+    # cross-fitted (the default): every row is fitted and calibrated out of fold; with
+    # fewer positives than folds it falls back to head/tail
+    rf = RandomForestModel(n_estimators=10).fit(x, y2, seed=0)
+    assert rf.fit_info["calibration"] == "sigmoid, cross-fitted over 3 folds in time order"
+    y3 = np.zeros(1000, dtype=int)
+    y3[[10, 500]] = 1
+    rf = RandomForestModel(n_estimators=10).fit(x, y3, seed=0)
+    assert rf.fit_info["calibration"].startswith("none: ")
     rf = RandomForestModel(n_estimators=10, calibration="none").fit(x, y2, seed=0)
     assert rf.fit_info["calibration"] == "none: calibration = 'none'"
 

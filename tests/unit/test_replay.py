@@ -91,7 +91,7 @@ def test_google_event_mapping():
     assert tm.GOOGLE2011_EVENTS[3] == (EventKind.EXIT_NONZERO, "failed")
     assert tm.GOOGLE2011_EVENTS[2] == (EventKind.KILLED, "evicted")
     assert tm.GOOGLE2011_EVENTS[5] == (EventKind.KILLED, "killed")
-    assert tm.GOOGLE2011_EVENTS[6] == (EventKind.KILLED, "lost")
+    assert tm.GOOGLE2011_EVENTS[6] == (EventKind.LOST, "lost")
     assert tm.GOOGLE2011_EVENTS[4] == (EventKind.SUCCESS, "finished")
     assert tm.GOOGLE2011_EPOCH_OFFSET_S + 600 == 1304290800.0  # 2011-05-01 23:00 UTC
 
@@ -282,7 +282,7 @@ def test_google_mapping_exact_values(tmp_path, header):
     assert list(zip(ev.ts_s, ev.container, ev.app, ev.kind, ev.detail, strict=True)) == [
         (950.0, "8-0", "job-8", "exit_nonzero", "failed"),
         (1300.0, "7-0", "job-7", "killed", "evicted"),
-        (1400.0, "7-0", "job-7", "killed", "lost"),
+        (1400.0, "7-0", "job-7", "lost", "lost"),
         (1500.0, "8-0", "job-8", "killed", "killed"),
         (1600.0, "8-0", "job-8", "success", "finished"),
     ]
