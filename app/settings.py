@@ -246,10 +246,18 @@ class CostSettings(_Group):
         0.2, description="Under contention an idle tier may be shrunk to its long peak × (1 "
         "+ this): thinner than peak_margin_fraction, because another container needs the "
         "room now.")
+    tier_idle_after_s: dict[Literal["memory", "cpu"],
+                            Annotated[float, Field(ge=0, le=2_592_000)]] = Field(
+        default_factory=lambda: {"cpu": 3600.0}, description="Per-tier idle_after_s: a CPU "
+        "quota set too low throttles, a memory limit set too low kills, so CPU may be "
+        "scaled down sooner.")
+    tier_peak_margin_fraction: dict[Literal["memory", "cpu"],
+                                    Annotated[float, Field(ge=0, le=10)]] = Field(
+        default_factory=lambda: {"cpu": 0.2}, description="Per-tier peak_margin_fraction.")
     revert_after_s: Annotated[float, Field(ge=0, le=2_592_000)] = Field(
         900.0, description="A pre-emptive scale-up that usage never reached is reverted "
-        "(to the limit before it, or the long peak × (1 + reclaim margin)) once the tier has "
-        "been low this long.")
+        "(to the limit before it, or the long peak × (1 + reclaim margin) if higher) once it "
+        "is this old and p_fail is at most idle_p_fail_max.")
     reclaim_after_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
         300.0, description="Under contention, a tier low (and low p_fail) for this long may "
         "be shrunk at once to its long peak × (1 + reclaim margin) for others' scale-ups.")

@@ -80,6 +80,11 @@ class CostConfig:
     long_peak_s: float = 604_800.0
     reclaim_margin_fraction: float = 0.2
     revert_after_s: float = 900.0
+    #: per-tier overrides of ``idle_after_s`` and ``peak_margin_fraction`` (a CPU quota
+    #: set too low throttles; a memory limit set too low kills)
+    tier_idle_after_s: Mapping[str, float] = field(default_factory=lambda: {"cpu": 3600.0})
+    tier_peak_margin_fraction: Mapping[str, float] = field(
+        default_factory=lambda: {"cpu": 0.2})
 
     def __post_init__(self) -> None:
         for name, lo, hi in (
@@ -98,8 +103,25 @@ class CostConfig:
             if not (isinstance(v, (int, float)) and lo <= v <= hi and not math.isinf(v)):
                 raise ValueError(f"CostConfig.{name} must be a finite number in [{lo}, {hi}], "
                                  f"got {v!r}")
+        for name, hi in (("tier_idle_after_s", math.inf), ("tier_peak_margin_fraction", 10.0)):
+            for tier, v in getattr(self, name).items():
+                if not (isinstance(v, (int, float)) and 0 <= v <= hi and math.isfinite(v)):
+                    raise ValueError(f"CostConfig.{name}[{tier}] must be a finite number in "
+                                     f"[0, {hi}], got {v!r}")
         if self.step_down_fraction == 0:
             raise ValueError("CostConfig.step_down_fraction must be > 0")
+
+    def idle_after_for(self, tier: str) -> float:
+        """``tier_idle_after_s[tier]``, else ``idle_after_s``."""
+        return _tier_get(self.tier_idle_after_s, tier, self.idle_after_s)
+
+    def peak_margin_for(self, tier: str) -> float:
+        """``tier_peak_margin_fraction[tier]``, else ``peak_margin_fraction``."""
+        return _tier_get(self.tier_peak_margin_fraction, tier, self.peak_margin_fraction)
+
+
+def _tier_get(m: Mapping[str, float], tier: str, default: float) -> float:
+    return float(m.get(str(getattr(tier, "value", tier)), default))
 
 
 def propose_scale_downs(
@@ -190,22 +212,24 @@ def _step_down(
     key = key_of(name, tier) if key is None else key
     low = (f"usage {fmt(tier, usage)} < {cfg.idle_usage_fraction:.0%} of limit "
            f"{fmt(tier, limit)}, p_fail {p:.2f} <= {cfg.idle_p_fail_max:.2f}")
-    if idle_for_s < cfg.idle_after_s:
-        return None, f"cost: low for {idle_for_s:.0f} s of {cfg.idle_after_s:g} s ({low})"
+    idle_after = cfg.idle_after_for(tier)
+    if idle_for_s < idle_after:
+        return None, f"cost: low for {idle_for_s:.0f} s of {idle_after:g} s ({low})"
     last = state.last_action_s.get(key)
     if last is not None and now - last < cfg.step_interval_s:
         wait = cfg.step_interval_s - (now - last)
         return None, f"cost: idle ({low}); next step down in {wait:.0f} s"
     peak_in = inp.peak_of(tier, i)
     peak = max(run_peak, usage, peak_in if math.isfinite(peak_in) else 0.0)
-    keep = peak * (1 + cfg.peak_margin_fraction)
+    margin = cfg.peak_margin_for(tier)
+    keep = peak * (1 + margin)
     target = round_up(tier, max(keep, limit * (1 - cfg.step_down_fraction)))
     if target >= limit:
         return None, (f"cost: idle ({low}) but the limit is at peak {fmt(tier, peak)} × "
-                      f"{1 + cfg.peak_margin_fraction:.2f}")
+                      f"{1 + margin:.2f}")
     reason = (f"cost: idle for {idle_for_s:.0f} s ({low}): step down to {fmt(tier, target)} "
               f"(at most {cfg.step_down_fraction:.0%}; never below peak {fmt(tier, peak)} × "
-              f"{1 + cfg.peak_margin_fraction:.2f})")
+              f"{1 + margin:.2f})")
     return _down_action(inp, i, tier, limit, target, p, reason)
 
 

@@ -40,7 +40,7 @@ from app.core.actions import ActionKind, ActionResult, Decision, ResultStatus, S
 from app.core.contention import ReclaimCandidate
 from app.core.cost import SavingsLedger, accumulate_savings, reclaim_candidates
 from app.core.features import F, compute_features
-from app.core.oom import OomState
+from app.core.oom import OomState, grew_steadily
 from app.core.outcome_tracker import (
     Judgement,
     OutcomeConfig,
@@ -51,7 +51,7 @@ from app.core.outcomes import LeadTimeTracker, Outcome
 from app.core.peaks import PeakTracker
 from app.core.policy import PolicyConfig, PolicyInput, PolicyState, decide
 from app.core.predictor import Prediction, TrendExhaustionPredictor
-from app.core.sample import Event, EventKind, Tier
+from app.core.sample import Event, EventKind, M, Tier
 from app.core.thresholds import ThresholdBook
 
 TIERS = (Tier.MEMORY, Tier.CPU)
@@ -344,8 +344,10 @@ class Engine:
         for e in snap.events:
             if e.kind is EventKind.OOM_KILL:
                 killed[e.container] = killed.get(e.container, 0) + 1
-        oom_kills = self.state.oom.record_kills(snap.now_s, killed,
-                                                self.config.policy.oom) if killed else {}
+        oom = self.state.oom
+        oom_kills = oom.record_kills(snap.now_s, killed, self.config.policy.oom) if killed else {}
+        runaways = self._runaways(snap, feats, names, oom_kills) if (oom_kills or oom.suspects
+                                                                    ) else []
         if self.state.peaks is not None:
             usage = self._peak_usage(feats)
             if oom_kills:  # a kill says the demand reached at least the limit
@@ -363,8 +365,42 @@ class Engine:
             self.state.limit_peaks.observe(
                 snap.now_s, names, {t: np.where(np.isfinite(v), v, np.nan)
                                     for t, v in lim.items()})
+        for c, used, limit in runaways:  # its old peaks were a leak's, not a need
+            if self.state.peaks is not None:
+                self.state.peaks.restart(c, Tier.MEMORY, used)
+            if self.state.limit_peaks is not None:
+                self.state.limit_peaks.restart(c, Tier.MEMORY, limit)
         return Plan(snap.now_s, names, apps, feats, pred, thr, judgements, lead, [], [],
-                    model_of, oom_kills=oom_kills)
+                    model_of, oom_kills=oom_kills,
+                    flagged={c: oom.flagged[c] for c, _, _ in runaways})
+
+    def _runaways(self, snap: Snapshot, feats: np.ndarray, names: list[str],
+                  oom_kills: Mapping[str, int]) -> list[tuple[str, float, float]]:
+        """The runaway detector (:mod:`app.core.oom`): suspect this tick's kills after
+        steady growth, confirm or clear earlier suspects; returns the runaways confirmed
+        now as (container, usage, limit)."""
+        oom = self.state.oom
+        pos = {n: i for i, n in enumerate(names)}
+        out = []
+        for c in list(oom.suspects):
+            i = pos.get(c)
+            if i is None or c in oom_kills:
+                continue
+            used = float(feats[i, F["memory_usage_last_bytes"]])
+            if oom.confirm(c, used):
+                out.append((c, used, float(feats[i, F["memory_limit_bytes"]])))
+        col = M["memory_usage_bytes"]
+        for c in oom_kills:
+            i = pos.get(c)
+            if i is None:
+                continue
+            limit = float(feats[i, F["memory_limit_bytes"]])
+            before = snap.window[i, :-1, col]  # the last reading is after the kill
+            if grew_steadily(before.tolist(), limit):
+                oom.suspect(c, limit)
+            else:
+                oom.suspects.pop(c, None)
+        return out
 
     def propose(self, plan: Plan, snap: Snapshot) -> Plan:
         """Policy and guards over an observed plan: fills ``decisions`` and ``asks`` (and

@@ -33,6 +33,21 @@ shares the load); a container that cannot grow (at its maximum) is *flagged* for
 operator (:attr:`OomState.flagged`, with the reason, in the decision log). A flag
 clears when ``loop_window_s`` passes without a kill.
 
+**Runaway (a leak) detector.** A bump is right for a container whose *load* outgrew its
+limit, wrong for a leak: it only hands a runaway more of the pool until its next kill.
+:func:`grew_steadily` marks a kill as *suspect* when the memory before it rose at
+≥ ``STEADY_FRACTION`` of the window's steps and by ≥ ``STEADY_GROWTH_FRACTION`` of the
+limit (a burst is flat, then ramps: it fails this); :meth:`OomState.confirm` then
+watches the first ``CONFIRM_SAMPLES`` readings with usage > 0 after the kill: if their
+highest is at most ``RESTART_FRACTION`` × the limit at the kill, the growth was the
+container's own (it resets on a restart, as a leak does) — a *runaway*: its OOM floor
+is dropped, its long usage and limit peaks restart from now (so a reclaim under
+contention may take back its grant) and it is flagged for the operator. A burst that is
+killed restarts into the same load (usage high at once): it stays protected. Worked
+example: limit 512 MiB, memory rising 200 → 500 MiB over the window, killed, then
+readings 0 (down), 210, 215, 220 MiB → 220 ≤ 0.5 × 512 → runaway; a burst's 0, 480,
+490, 470 MiB → not.
+
 Worked example (L = 512 MiB, usage capped at the limit, min bump 100 MiB, ratio 1.2,
 loop at 3 kills in 3600 s, loop ratio 2, no forecast): a kill at t = 0 → k = 1,
 N = max(612, 614.4) = 614.4 MiB; a second at t = 600 s under 614.4 MiB → k = 2,
@@ -45,11 +60,31 @@ With stabilise_s = 86400 the last applied bump is the floor until t = 87600 s.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 MiB = 2**20
+#: runaway detector (module docstring)
+STEADY_FRACTION = 0.8
+STEADY_GROWTH_FRACTION = 0.25
+CONFIRM_SAMPLES = 3
+RESTART_FRACTION = 0.5
+
+
+def grew_steadily(memory_bytes: Sequence[float], limit_bytes: float) -> bool:
+    """Did memory rise steadily to a kill? ``memory_bytes``: the readings before it,
+    oldest first (nan = missing). True when ≥ 5 readings, at least ``STEADY_FRACTION``
+    of the steps between them rise (or hold) and the rise is ≥ ``STEADY_GROWTH_FRACTION``
+    of the limit. Worked example (limit 512): 200, 260, 320, 380, 440, 500 → True;
+    200 × 5, 300, 450, 500 (a burst's ramp after a flat run) → 4 of 7 steps rise → False."""
+    x = [v for v in memory_bytes if math.isfinite(v)]
+    if len(x) < 5 or not (math.isfinite(limit_bytes) and limit_bytes > 0):
+        return False
+    steps = [b - a for a, b in zip(x[:-1], x[1:], strict=True)]
+    rising = sum(1 for d in steps if d > 0)
+    return (rising >= STEADY_FRACTION * len(steps)
+            and x[-1] - x[0] >= STEADY_GROWTH_FRACTION * limit_bytes)
 
 
 @dataclass(frozen=True)
@@ -111,6 +146,34 @@ class OomState:
     kills: dict[str, list[float]] = field(default_factory=dict)
     floor: dict[str, tuple[float, float]] = field(default_factory=dict)  # (bytes, until_s)
     flagged: dict[str, str] = field(default_factory=dict)
+    #: kills that look like a leak's, awaiting the restart: (limit at the kill, readings)
+    suspects: dict[str, tuple[float, list[float]]] = field(default_factory=dict)
+
+    def suspect(self, container: str, limit_bytes: float) -> None:
+        """A kill after steady growth (:func:`grew_steadily`): watch the restart."""
+        self.suspects[container] = (float(limit_bytes), [])
+
+    def confirm(self, container: str, usage_bytes: float) -> bool | None:
+        """One reading of a suspect: True once it is a runaway (and then forgotten as a
+        suspect, its floor dropped), False once it is not, None while undecided (down:
+        usage ≤ 0, or fewer than ``CONFIRM_SAMPLES`` readings)."""
+        entry = self.suspects.get(container)
+        if entry is None:
+            return None
+        limit, seen = entry
+        if math.isfinite(usage_bytes) and usage_bytes > 0:
+            seen.append(float(usage_bytes))
+        if len(seen) < CONFIRM_SAMPLES:
+            return None
+        del self.suspects[container]
+        if max(seen) <= RESTART_FRACTION * limit:
+            self.floor.pop(container, None)
+            self.flagged[container] = (
+                f"runaway: memory grew steadily to an OOM kill at {limit / MiB:.1f} MiB and "
+                f"restarted at {max(seen) / MiB:.1f} MiB: a leak, not load; its grant may be "
+                "reclaimed under contention")
+            return True
+        return False
 
     def record_kills(self, now_s: float, killed: Mapping[str, int], cfg: OomConfig
                      ) -> dict[str, int]:
@@ -152,14 +215,15 @@ class OomState:
     def forget(self, live: Iterable[str]) -> None:
         """Drop what is kept for containers not in ``live``."""
         alive = set(live)
-        for d in (self.kills, self.floor, self.flagged):
+        for d in (self.kills, self.floor, self.flagged, self.suspects):
             for c in [c for c in d if c not in alive]:
                 del d[c]
 
     def to_dict(self) -> dict[str, Any]:
         return {"kills": {c: list(t) for c, t in self.kills.items()},
                 "floor": {c: [b, u] for c, (b, u) in self.floor.items()},
-                "flagged": dict(self.flagged)}
+                "flagged": dict(self.flagged),
+                "suspects": {c: [lim, list(seen)] for c, (lim, seen) in self.suspects.items()}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OomState:
@@ -168,9 +232,11 @@ class OomState:
                 kills={str(c): [float(x) for x in t] for c, t in data.get("kills", {}).items()},
                 floor={str(c): (float(v[0]), float(v[1]))
                        for c, v in data.get("floor", {}).items()},
-                flagged={str(c): str(r) for c, r in data.get("flagged", {}).items()})
+                flagged={str(c): str(r) for c, r in data.get("flagged", {}).items()},
+                suspects={str(c): (float(v[0]), [float(x) for x in v[1]])
+                          for c, v in data.get("suspects", {}).items()})
         except (TypeError, ValueError, IndexError, AttributeError) as exc:
             raise ValueError(f"OomState: malformed checkpoint: {exc}") from exc
 
 
-__all__ = ["OomConfig", "OomState", "bump_target"]
+__all__ = ["OomConfig", "OomState", "bump_target", "grew_steadily"]

@@ -85,6 +85,17 @@ class PeakTracker:
         out[seen] = np.nanmax(m[seen], axis=1)
         return out
 
+    def restart(self, name: str, tier: Tier, value: float) -> None:
+        """Forget what ``name`` used in ``tier``: its peak restarts at ``value`` (a runaway
+        whose old peak was a leak, not a need). Unknown names are ignored."""
+        try:
+            i = self.names.index(name)
+        except ValueError:
+            return
+        row = self.maxima[tier][i]
+        row[:] = np.nan
+        row[0] = value
+
     def _reindex(self, names: list[str]) -> None:
         pos = {n: i for i, n in enumerate(self.names)}
         take = np.array([pos.get(n, -1) for n in names], dtype=np.int64)

@@ -274,13 +274,19 @@ class DecayingHistogram:
         return float(self.weights.sum())
 
     def percentile(self, p: float) -> float:
-        total = self.total
-        if total <= 0:
-            return 0.0
+        return self.percentiles((p,))[0]
+
+    def percentiles(self, ps: tuple[float, ...]) -> list[float]:
+        """:meth:`percentile` of each of ``ps``, from one cumulative sum."""
         cum = np.cumsum(self.weights)
-        b = int(np.searchsorted(cum, p * total - 1e-12 * total))
-        b = min(b, self.n - 1)
-        return self.bucket_start(b + 1) if b < self.n - 1 else self.bucket_start(b)
+        total = float(cum[-1])
+        if total <= 0:
+            return [0.0] * len(ps)
+        out = []
+        for p in ps:
+            b = min(int(np.searchsorted(cum, p * total - 1e-12 * total)), self.n - 1)
+            out.append(self.bucket_start(b + 1) if b < self.n - 1 else self.bucket_start(b))
+        return out
 
 
 def oom_bump_bytes(used_bytes: float, min_bump_bytes: float = 100 * MIB,
@@ -436,11 +442,11 @@ class VPA(Baseline):
                         else (st.cpu, c.min_cpu_cores))
         m = 1 + c.margin_fraction
         days = st.days()
-        target = max(hist.percentile(c.target_percentile) * m, lo_min)
-        lower = max(hist.percentile(c.lower_percentile) * m
-                    * confidence_multiplier(0.001, -2.0, days), lo_min)
-        upper = max(hist.percentile(c.upper_percentile) * m
-                    * confidence_multiplier(1.0, 1.0, days), lo_min)
+        p_target, p_lower, p_upper = hist.percentiles(
+            (c.target_percentile, c.lower_percentile, c.upper_percentile))
+        target = max(p_target * m, lo_min)
+        lower = max(p_lower * m * confidence_multiplier(0.001, -2.0, days), lo_min)
+        upper = max(p_upper * m * confidence_multiplier(1.0, 1.0, days), lo_min)
         return Recommendation(target, lower, upper)
 
     def group_updatable(self, replicas: int) -> bool:

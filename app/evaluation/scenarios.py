@@ -441,6 +441,10 @@ ALL = (*SYNTHETIC, *TRACES)
 # --------------------------------------------------------------------------- traces
 
 
+#: a trace's pool holds at least this × each container's peak usage (rule 4)
+POOL_PEAK_FACTOR = 1.2
+
+
 def natural_key(name: str) -> tuple[Any, ...]:
     """Sort key that orders digits by value: ``vm-2`` before ``vm-10``."""
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
@@ -484,7 +488,10 @@ def from_samples(name: str, description: str, container: np.ndarray, ts_s: np.nd
        skipped), else its largest provisioned value; a trace without provisioned values:
        1.2 × its first usage (memory), max(1.2 × its peak, 0.1) cores (CPU).
     4. **Pool.** The summed provisioned capacity: Σ over containers of max(largest
-       provisioned value, starting limit), memory and CPU.
+       provisioned value, starting limit, :data:`POOL_PEAK_FACTOR` × peak usage), memory
+       and CPU. The last term matters for a trace whose limits are its requests (Google
+       2011): without it the pool would hold exactly the first limits and deny every
+       policy every increase.
 
     The trace's usage is the demand (``fixed``; a trace does not reset on a restart).
     Worked example: samples of ``a`` at 0, 300, 600 with memory 1, 2, 3 and of ``b`` at
@@ -538,8 +545,10 @@ def from_samples(name: str, description: str, container: np.ndarray, ts_s: np.nd
         lim_c[i] = c0 if math.isfinite(c0) else max(1.2 * float(cc.max()), 0.1)
         pm = memory_limit_bytes[r][np.isfinite(memory_limit_bytes[r])]
         pc = cpu_quota_cores[r][np.isfinite(cpu_quota_cores[r])]
-        prov_m[i] = max(float(pm.max()) if len(pm) else 0.0, lim_m[i])
-        prov_c[i] = max(float(pc.max()) if len(pc) else 0.0, lim_c[i])
+        prov_m[i] = max(float(pm.max()) if len(pm) else 0.0, lim_m[i],
+                        POOL_PEAK_FACTOR * float(np.nanmax(memory_bytes[r])))
+        prov_c[i] = max(float(pc.max()) if len(pc) else 0.0, lim_c[i],
+                        POOL_PEAK_FACTOR * float(cc.max()))
     live = alive.any(axis=1)
     if not live.all():  # a container whose life starts after the capped grid
         keep = np.flatnonzero(live)
@@ -558,7 +567,7 @@ def from_samples(name: str, description: str, container: np.ndarray, ts_s: np.nd
         "alive_container_steps": int(alive.sum()),
         "pool_memory_bytes": pool_m, "pool_cpu_cores": pool_c,
         "pool_rule": "the trace's summed provisioned capacity (per container: max(largest "
-                     "provisioned value, starting limit))",
+                     f"provisioned value, starting limit, {POOL_PEAK_FACTOR:g} × peak usage))",
         "lifetime_rule": "a container exists from its first to its last real sample "
                          "(finite usage" + (", provisioned memory > 0)" if has_limits else ")"),
         "limit_rule": "starting limit = the provisioned value of the first real sample "

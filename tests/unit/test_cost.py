@@ -105,7 +105,8 @@ def test_memory_is_never_lowered_below_usage_plus_margin():
 
 
 def test_cpu_steps_down_too_and_respects_step_interval():
-    cfg = PolicyConfig(cost=CostConfig(idle_after_s=0, step_interval_s=600))
+    cfg = PolicyConfig(cost=CostConfig(idle_after_s=3600, tier_idle_after_s={"cpu": 0.0},
+                                       step_interval_s=600))
     d, s = scale_down_idle(snap(0.0, [1.0], [0.1], tier=Tier.CPU), cfg, PolicyState())
     assert d[0].action.new_limit == 0.9  # max(0.1 x 1.2, 1.0 x 0.9)
     d, s = scale_down_idle(snap(300.0, [0.9], [0.1], tier=Tier.CPU), cfg, s)
@@ -169,10 +170,21 @@ def test_scale_outs_and_unchanged_results_are_not_savings():
     assert led.reduction == {}
 
 
+def test_tier_overrides_idle_after_and_margin():
+    """CPU is scaled down after an hour at peak × 1.2 by default (a quota too low
+    throttles), memory after three days at peak × 2 (a limit too low kills)."""
+    c = CostConfig()
+    assert (c.idle_after_for(Tier.CPU), c.peak_margin_for(Tier.CPU)) == (3600.0, 0.2)
+    assert (c.idle_after_for(Tier.MEMORY), c.peak_margin_for(Tier.MEMORY)) == (259_200.0, 1.0)
+    with pytest.raises(ValueError, match=r"tier_idle_after_s\[cpu\]"):
+        CostConfig(tier_idle_after_s={"cpu": -1.0})
+
+
 def test_a_limit_never_reaches_zero():
     # an idle CPU tier using nothing, with no lower bound and a 100 % step
     cfg = PolicyConfig(cost=CostConfig(idle_after_s=0, step_down_fraction=1.0,
-                                       peak_margin_fraction=0.0),
+                                       peak_margin_fraction=0.0, tier_idle_after_s={},
+                                       tier_peak_margin_fraction={}),
                        guards=GuardConfig(min_limit={}))
     d, s = scale_down_idle(snap(0.0, [0.5], [0.0], tier=Tier.CPU), cfg, PolicyState())
     assert d[0].action is None and "a limit of 0 or less is never set" in d[0].reason

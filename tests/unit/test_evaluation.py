@@ -367,3 +367,143 @@ def test_eval_seeds_script_runs_variants_and_refuses_bad_ones() -> None:
         eval_seeds.run("tenants", [7], ["static:no_reclaim"])
     with pytest.raises(SystemExit, match="bad policy 'proportional:typo'"):
         eval_seeds.run("tenants", [7], ["proportional:typo"])
+
+
+# -- the harness rules on hand-made traces (issue 12) ----------------------------------------
+
+GIB_ = 2.0**30
+
+
+def _bitbrains_like(tmp_path):
+    """Three VMs, 300 s steps, in the Bitbrains format (provisioned 0 = not running):
+    vm-1 runs all 10 steps at 1 GiB of 4 GiB; vm-2 is off until step 4, whose record is a
+    boot record (provisioned 0.29 GiB while it already uses 15 GiB), then runs at 19.44
+    GiB provisioned; vm-10 runs steps 0-5 only, then is off (provisioned 0)."""
+    head = ("vm_id,Timestamp [ms],CPU cores,CPU capacity provisioned [MHZ],CPU usage [MHZ],"
+            "CPU usage [%],Memory capacity provisioned [KB],Memory usage [KB],"
+            "Disk read throughput [KB/s],Disk write throughput [KB/s],"
+            "Network received throughput [KB/s],Network transmitted throughput [KB/s]")
+    kib = 2**20  # KiB per GiB
+    rows = [head]
+    for k in range(10):
+        t = 1_372_636_800 + 300 * k
+        rows.append(f"1,{t},2,5000,1000,20,{4 * kib},{1 * kib},0,0,0,0")
+        if k < 4:
+            rows.append(f"2,{t},0,0,0,0,0,0,0,0,0,0")
+        elif k == 4:
+            rows.append(f"2,{t},8,20000,1000,5,{int(0.29 * kib)},{15 * kib},0,0,0,0")
+        else:
+            rows.append(f"2,{t},8,20000,1000,5,{int(19.44 * kib)},{16 * kib},0,0,0,0")
+        if k <= 5:
+            rows.append(f"10,{t},1,2500,500,20,{2 * kib},{int(2.5 * kib)},0,0,0,0")
+        else:
+            rows.append(f"10,{t},0,0,0,0,0,0,0,0,0,0")
+    p = tmp_path / "bb.csv"
+    p.write_text("\n".join(rows) + "\n")
+    return p
+
+
+def test_trace_lifetimes_starting_limits_and_pool(tmp_path) -> None:
+    from app.evaluation import traces
+
+    s = traces.from_file(_bitbrains_like(tmp_path))
+    assert s.names == ("vm-1", "vm-2", "vm-10")  # natural order
+    assert s.steps == 10 and s.step_s == 300.0
+    # lifetimes: from the first to the last real sample (provisioned > 0)
+    assert s.alive.tolist() == [[True] * 10, [False] * 4 + [True] * 6,
+                                [True] * 6 + [False] * 4]
+    # starting limits: vm-2 skips its boot record (0.29 GiB under 15 GiB of usage);
+    # vm-10 never has a provisioned value that covers its usage: its largest (2 GiB)
+    assert s.memory_limit_bytes.tolist() == pytest.approx(
+        [4 * GIB_, int(19.44 * 2**20) * 1024, 2 * GIB_])
+    # pool: Σ max(largest provisioned, starting limit, 1.2 × peak usage)
+    want = 4 * GIB_ + int(19.44 * 2**20) * 1024 + 1.2 * 2.5 * GIB_
+    assert s.pool_memory_bytes == pytest.approx(want)
+    assert s.trace_info["capped"] is False and s.trace_info["containers_in_trace"] == 3
+
+
+def test_a_container_outside_its_life_counts_nowhere(tmp_path) -> None:
+    from app.evaluation import traces
+
+    s = traces.from_file(_bitbrains_like(tmp_path))
+    rec = runner.run(s, "static")
+    assert np.isnan(rec.memory_limit_bytes[1, :4]).all()  # vm-2 not yet there
+    assert np.isnan(rec.memory_limit_bytes[2, 6:]).all()  # vm-10 gone
+    # vm-10 uses 2.5 GiB under 2 GiB from its first step: killed at every restart
+    assert rec.oom_kill[2].tolist() == [True, False, True, False, True, False] + [False] * 4
+    assert not rec.oom_kill[:2].any()
+    f = metrics.figures(rec, s.horizon_s)
+    # memory GiB·h: only while alive: 4 × 10 + 19.44 × 6 + 2 × 6 steps of 5 min
+    assert f["memory_gib_hours"] == pytest.approx(
+        (4 * 10 + int(19.44 * 2**20) * 1024 / GIB_ * 6 + 2 * 6) * 300 / 3600, rel=1e-4)
+
+
+def test_no_silent_cap(tmp_path) -> None:
+    p = _bitbrains_like(tmp_path)
+    whole = report.evaluate([report.build_scenario("trace", str(p))], ["static"])
+    lines = report.header_lines(whole["scenarios"][0])
+    assert lines[0] == "whole trace: 3 of 3 containers, 10 of 10 steps"
+    capped = report.evaluate([report.build_scenario("trace", str(p), max_steps=4,
+                                                    max_containers=2)], ["static"])
+    e = capped["scenarios"][0]
+    # vm-2 starts at step 4: outside a 4-step grid, so only vm-1 is left of the first two
+    assert e["containers"] == 1 and e["steps"] == 4
+    assert e["trace_info"]["capped"] is True
+    assert report.header_lines(e)[0] == (
+        "CAPPED (--max-containers 2, --max-steps 4): 1 of 3 containers, 4 of 10 steps")
+    assert "pool:" in report.text_table(capped)
+
+
+def test_memory_figures_worked_example() -> None:
+    """metrics module docstring: Δ 300 s, warm-up 1 h (12 steps), one container alive
+    for 14 steps at limit 100 with demand 50, except 120 at step 13."""
+    n_t = 14
+    demand = np.full((1, n_t), 50.0)
+    demand[0, 13] = 120.0
+    rec = runner.RunRecord(
+        "t", "static", 300.0, 0.0, ["a"], memory_demand_bytes=demand.copy(),
+        memory_limit_bytes=np.full((1, n_t), 100.0), cpu_demand_cores=np.zeros((1, n_t)),
+        cpu_quota_cores=np.ones((1, n_t)), replicas=np.ones((1, n_t), dtype=int),
+        down=np.zeros((1, n_t), dtype=bool), oom_kill=np.zeros((1, n_t), dtype=bool),
+        timeout=np.zeros((1, n_t), dtype=bool), disk_full=np.zeros((1, n_t), dtype=bool),
+        memory_want_bytes=demand)
+    m = metrics.memory_figures(rec)
+    assert (m["mem_violations"], m["mem_violation_rate"], m["mem_slack"]) == (1, 0.5, 0.5)
+    assert m["counted_steps"] == 2
+
+
+def test_config_and_pool_options_are_used_and_reported(tmp_path) -> None:
+    from app.cli import app
+
+    cfg = tmp_path / "p.toml"
+    cfg.write_text("[cost]\nidle_after_s = 7200.0\n")
+    short = scenarios.scaled(scenarios.tenants(), 0.25)
+    import app.evaluation.scenarios as sc
+
+    old = sc.SYNTHETIC["tenants"]
+    sc.SYNTHETIC["tenants"] = lambda: short
+    try:
+        res = CliRunner().invoke(app, ["evaluate", "--scenario", "tenants", "--policies",
+                                       "static,preemptive_buffer", "-c", str(cfg),
+                                       "--pool-memory", "4GiB", "--jobs", "1", "--json"])
+    finally:
+        sc.SYNTHETIC["tenants"] = old
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["settings_changed"] == {"cost.idle_after_s": 7200.0}
+    (e,) = out["scenarios"]
+    assert e["pool"]["memory_bytes"] == 4 * GIB_ and "--pool-memory" in e["pool"]["rule"]
+    assert e["policies"]["preemptive_buffer"]["asks_denied"] > 0
+    res = CliRunner().invoke(app, ["evaluate", "--scenario", "leak", "--pool-memory", "lots"])
+    assert res.exit_code == 2 and "--pool-memory" in res.output
+    res = CliRunner().invoke(app, ["evaluate", "--scenario", "leak", "--max-steps", "5"])
+    assert res.exit_code == 2 and "--trace only" in res.output
+
+
+def test_parallel_runs_give_the_same_figures() -> None:
+    short = scenarios.leak(n=2, hours=2.0)
+    one = report.evaluate([short], ["static", "preemptive_buffer"], jobs=1)
+    two = report.evaluate([short], ["static", "preemptive_buffer"], jobs=2)
+    strip = [{p: {k: v for k, v in f.items() if k != "run_s"}
+              for p, f in r["scenarios"][0]["policies"].items()} for r in (one, two)]
+    assert strip[0] == strip[1]

@@ -152,3 +152,62 @@ def test_engine_bumps_on_the_event_holds_the_floor_and_flags_a_loop() -> None:
     from app.core.engine import EngineState
     again = EngineState.from_dict(engine.state.to_dict(), engine.config)
     assert again.oom == engine.state.oom
+
+
+def test_grew_steadily_tells_a_leak_from_a_burst() -> None:
+    from app.core.oom import grew_steadily
+
+    assert grew_steadily([200, 260, 320, 380, 440, 500], 512)
+    assert not grew_steadily([200, 200, 200, 200, 200, 300, 450, 500], 512)  # a ramp
+    assert not grew_steadily([200, 210, 220, 230, 240, 250], 512)  # rises too little
+    assert not grew_steadily([200, 300, 400], 512)  # too few readings
+
+
+def _run_killed(load: str):
+    """A container of one app killed at 512 MiB, then restarted: a leak (memory rose
+    over the whole window, restarts at 210 MiB) or a burst (flat, then a ramp; restarts
+    into the same load at 480 MiB). Returns the engine and the flags it raised."""
+    from app.core.ring import RingBuffer
+
+    engine = Engine(EngineConfig.from_settings(Settings(mode="auto")))
+    book, ring = ThresholdBook(), RingBuffer(12)
+    limit, kills = 512.0 * MiB, 0.0
+    if load == "leak":
+        before = [200 + 30 * k for k in range(11)]  # 200 → 500 MiB
+        after = [0, 210, 215, 220]
+    else:
+        before = [200] * 7 + [300, 400, 450, 500, 505]
+        after = [0, 480, 490, 470]
+    flags = {}
+    t = 1000.0
+    for k, mib in enumerate(before + [100] + after):
+        kill = k == len(before)
+        kills += kill
+        t += 30.0
+        ring.push(_samples("w", t, mib * MiB, limit, kills))
+        names, window = ring.window(["w"])
+        events = [Event("w", t, EventKind.OOM_KILL, "test", "app")] if kill else []
+        plan = engine.plan(Snapshot(t, names, ["app"], window, events), book)
+        for a in plan.asks:
+            if a.tier is Tier.MEMORY and a.cause == "oom":
+                engine.settle(t, [(a, ActionResult(a.action_id, "w", a.tier,
+                                                   ResultStatus.APPLIED, a.old_limit,
+                                                   a.new_limit, "ok"))], names)
+                limit = a.new_limit
+        flags.update(plan.flagged)
+    return engine, flags
+
+
+def test_a_leak_that_restarts_low_is_a_runaway_and_loses_its_floor() -> None:
+    engine, flags = _run_killed("leak")
+    assert "runaway" in flags["w"] and "restarted at 220.0 MiB" in flags["w"]
+    assert "w" not in engine.state.oom.floor  # its grant may be reclaimed
+    # its long peak restarted from the post-restart usage, not the leak's 512 MiB
+    assert engine.state.peaks.peak(Tier.MEMORY)[0] < 300 * MiB
+
+
+def test_a_killed_burst_is_not_a_runaway_and_keeps_its_floor() -> None:
+    engine, flags = _run_killed("burst")
+    assert "w" not in flags
+    assert engine.state.oom.floor["w"][0] > 512 * MiB
+    assert engine.state.peaks.peak(Tier.MEMORY)[0] >= 480 * MiB

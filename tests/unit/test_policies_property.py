@@ -326,3 +326,70 @@ def test_no_flapping_over_random_tick_sequences(data, n_ticks, engine):
             history[key] = (now, direction)
             limits[(inp.containers.index(a.container), a.tier)] = a.new_limit
         state = new_state
+
+
+@st.composite
+def idle_cases(draw):
+    """A snapshot whose containers may be idle, with a long peak, a low run old enough,
+    maybe a pre-emptive raise to revert, and cost settings drawn around the defaults."""
+    inp = draw(snapshots())
+    peak = {t: np.array([draw(st.floats(0.0, 1.2)) * (lim if math.isfinite(lim) else GiB)
+                         for lim in inp.prediction.tiers[t].limit]) for t in TIERS}
+    inp = PolicyInput(inp.now_s, inp.containers, inp.prediction, inp.thresholds,
+                      apps=inp.apps, usage=inp.usage, peak_usage=peak,
+                      replicated=inp.replicated, replicas=inp.replicas)
+    keys = [key_of(c, t) for c in inp.containers for t in TIERS]
+    low = {k: inp.now_s - draw(st.floats(0.0, 400_000.0)) for k in keys if draw(st.booleans())}
+    raised = {k: draw(st.floats(0.05, 2.0)) * (GiB if k.endswith("memory") else 1.0)
+              for k in keys if draw(st.integers(0, 2)) == 0}
+    last = {k: inp.now_s - draw(st.floats(0.0, 5000.0)) for k in keys if draw(st.booleans())}
+    state = PolicyState(last, {k: 1 for k in last}, low, {k: 0.0 for k in low}, raised)
+    cost = CostConfig(idle_after_s=draw(st.sampled_from([0.0, 3600.0, 259_200.0])),
+                      peak_margin_fraction=draw(st.sampled_from([0.2, 1.0])),
+                      reclaim_margin_fraction=draw(st.sampled_from([0.0, 0.2])),
+                      revert_after_s=draw(st.sampled_from([0.0, 900.0])),
+                      step_down_fraction=draw(st.sampled_from([0.1, 1.0])),
+                      step_interval_s=0.0)
+    cfg = PolicyConfig(kind=draw(st.sampled_from(["preemptive_buffer", "proportional",
+                                                  "multi_tier"])),
+                       guards=GuardConfig(min_limit={}, max_limit={}, max_step_fraction=1.0),
+                       cost=cost)
+    return inp, cfg, state
+
+
+@FAST
+@given(idle_cases())
+def test_idle_scale_down_never_below_the_long_peak_times_margin(case):
+    """Issue 12: an idle step-down never sets a limit below the long peak × (1 + peak
+    margin); a revert of an unneeded raise never below max(the limit before the raise,
+    the long peak × (1 + reclaim margin)); neither below usage × (1 + safety margin)."""
+    inp, cfg, state = case
+    decisions, _ = decide(inp, cfg, state, sparse=True)
+    index = {c: i for i, c in enumerate(inp.containers)}
+    for d in decisions:
+        a = d.action
+        if a is None or a.cause != "idle":
+            continue
+        i, key = index[a.container], key_of(a.container, a.tier)
+        peak = max(inp.peak_of(a.tier, i), inp.usage_of(a.tier, i))
+        if d.reason.startswith("cost: revert"):
+            floor = max(state.raised_from[key], peak * (1 + cfg.cost.reclaim_margin_fraction))
+        else:
+            assert d.reason.startswith("cost: idle"), d.reason
+            floor = peak * (1 + cfg.cost.peak_margin_for(a.tier))
+        assert a.new_limit >= floor * (1 - 1e-12) - 1e-9, (a, floor, d.reason)
+        assert a.new_limit < a.old_limit
+
+
+def test_idle_property_produces_actions():
+    """The property above is not vacuous: its strategy yields both kinds of action."""
+    from hypothesis import find
+
+    find(idle_cases(), lambda c: any(d.action is not None and d.action.cause == "idle"
+                                     and d.reason.startswith("cost: revert")
+                                     for d in decide(*c, sparse=True)[0]),
+         settings=settings(max_examples=2000, deadline=None))
+    find(idle_cases(), lambda c: any(d.action is not None and d.action.cause == "idle"
+                                     and d.reason.startswith("cost: idle")
+                                     for d in decide(*c, sparse=True)[0]),
+         settings=settings(max_examples=2000, deadline=None))
