@@ -5,7 +5,8 @@ Every ``models.retrain_check_interval_s`` (on the tick's own clock) the coordina
 (``_global``, the fallback of every app) and every app that has a model of its own or
 judged outcomes of its own, by :class:`tuning.schedule.RetrainPolicy` — weekly, or early
 when the app's live precision or recall over its last ``models.live_window_n`` judged
-outcomes drops below its floor. A due one is retrained by :func:`tuning.retrain.retrain_app`
+outcomes drops below its floor (an app without a model of its own, served by
+``_global``, gets one on drift only; ``_global`` is trained when it never was). A due one is retrained by :func:`tuning.retrain.retrain_app`
 (Ray Tune and the promotion gate) in a background Ray task, one at a time; the tick only
 checks, without waiting, whether the task has finished (``ray.wait(timeout=0)``), so it
 never stalls, and the trials run one at a time at a lower CPU priority so a core stays for
@@ -120,6 +121,8 @@ class Retrainer:
             if now_s < self.retry_after_s.get(app, -math.inf):
                 continue
             last = last_trained_s(self.registry, app, self.tier, self.last_attempt_s.get(app))
+            if last is None and app != GLOBAL_APP:
+                last = now_s  # an app served by _global gets its own model on drift only
             if last is not None and last > now_s:
                 last = now_s  # a clock that went back: judge from now
             is_due, why = due(self.policy, now_s, last, self.rates(app))
