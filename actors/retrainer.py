@@ -6,12 +6,14 @@ Every ``models.retrain_check_interval_s`` (on the tick's own clock) the coordina
 judged outcomes of its own, by :class:`tuning.schedule.RetrainPolicy` — weekly, or early
 when the app's live precision or recall over its last ``models.live_window_n`` judged
 outcomes drops below its floor (an app without a model of its own, served by
-``_global``, gets one on drift only; ``_global`` is trained when it never was). A due one is retrained by :func:`tuning.retrain.retrain_app`
-(Ray Tune and the promotion gate) in a background Ray task, one at a time; the tick only
-checks, without waiting, whether the task has finished (``ray.wait(timeout=0)``), so it
-never stalls, and the trials run one at a time at a lower CPU priority so a core stays for
-the loop. A finished task's answer — promoted, candidate (and why), nothing learned — is
-a decision-log event; a retraining that learned nothing is tried again after at most a
+``_global``, gets one on drift only; ``_global`` is trained when it never was).
+
+A due one is retrained by :func:`tuning.retrain.retrain_app` (Ray Tune and the
+promotion gate) in a background Ray task, one at a time; the tick only checks, without
+waiting, whether the task has finished (``ray.wait(timeout=0)``), so it never stalls,
+and the trials run one at a time at a lower CPU priority so a core stays for the loop.
+A finished task's answer — promoted, candidate (and why), nothing learned — is a
+decision-log event; a retraining that learned nothing is tried again after at most a
 day. The per-app outcomes and the last attempts are checkpointed with the coordinator
 (:meth:`state` / :meth:`restore`).
 """
