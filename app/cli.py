@@ -853,7 +853,7 @@ def retrain(
     control loop schedules this itself (models.retrain_live); this command is for cron or
     a Ray job. It does nothing when nothing is due."""
     from tuning.retrain import due, last_trained_s, live_rates_by_app, policy_of, retrain_app
-    from tuning.train import GLOBAL_APP, _ray_session
+    from tuning.train import GLOBAL_APP, ray_session
 
     s = _settings(config)
     m = s.models
@@ -864,7 +864,7 @@ def retrain(
     rates = live_rates_by_app(read_log(store, kinds={"judgement"}), m.tier, m.live_window_n)
     now_s = time.time()
     report = []
-    with _ray_session(s.ray.num_cpus, None, False):
+    with ray_session(s.ray.num_cpus, None, False):
         for a in apps:
             is_due, why = due(policy, now_s, last_trained_s(registry, a, m.tier),
                               rates.get(a) if a != GLOBAL_APP else None)

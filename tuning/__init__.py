@@ -4,11 +4,15 @@
   matrix with time (or group) splits → a model → evaluation → the model registry,
   promoted only if it beats the current model (``train_and_register``), and the
   Ray Tune search over kinds and hyperparameters that ends the same way
-  (``tune_and_register``).
+  (``tune_and_register``); both promote only through the gate (:mod:`app.models.gate`).
 - :mod:`tuning.space` — the search space (random forest, gradient boosting, the
   heuristic as the fixed baseline, the LSTM on request).
 - :mod:`tuning.trainable` — the Tune function trainable (growing fits, so ASHA can
   stop poor trials early) and the progress bar.
 - :mod:`tuning.schedule` — when to retrain: weekly, or when the live precision or
   recall drifts below its floor (pure).
+- :mod:`tuning.retrain` — the retraining job (due apps, Tune + gate for one app), for
+  ``prescale retrain`` and the live loop (:mod:`actors.retrainer`).
+- :mod:`tuning.cv` — job-grouped, stratified k-fold cross-validation of the training
+  pipeline (``scripts/eval_models.py``).
 """

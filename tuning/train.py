@@ -1,20 +1,28 @@
-"""Offline training: history store → labelled feature matrix → model → registry.
+"""Offline training: history store (or a trace) → labelled feature matrix → model → gate
+→ registry.
 
 The pipeline (no Ray needed, except :func:`tune_and_register`)::
 
-    HistoryStore.read_samples / read_events          (app, [since_s, until_s))
+    HistoryStore.read_samples / read_events, or a trace's frames   (app, [since, until))
       → app.core.dataset.feature_matrix              (windows of W steps, every stride-th)
       → app.core.labels.label / lead_time_s          (failure of `tier` within horizon_s)
-      → time_split (gap = horizon) or group_split    (train / validation / test)
-      → make_model(kind, **params).fit(train)        (app.models)
-      → evaluate(validation), evaluate(test)
-      → ModelRegistry.register(…, promote=beats current on validation)
+      → time_split (gap = horizon) or stratified_group_split   (train / validation / test)
+      → make_model(kind, **params).fit(train)        (app.models; peer groups, cross-fitted
+                                                      calibration)
+      → validate: scores and operating threshold on validation
+      → the gate (app.models.gate): beat the current model and the heuristic on the
+        validation rows, or nothing is promoted (nothing registered if nothing learned)
+      → refit on train + validation; threshold from its out-of-fold probabilities
+      → evaluate(test) → ModelRegistry.register(…, promote=gate passed)
+      → a promoted model's threshold seeds the app's adaptive threshold
 
 :func:`build_training_data` returns a :class:`TrainingData`; :func:`train_model`
-fits one kind on its training split; :func:`evaluate` scores a model on any split;
+fits one kind on its training split and validates it; :func:`evaluate` scores a model on
+any split; :func:`register_model` judges (gate), refits and registers;
 :func:`train_and_register` and :func:`tune_and_register` (Ray Tune over kinds and
-hyperparameters, :mod:`tuning.space`, :mod:`tuning.trainable`) end with the
-registry. The CLI calls the last two with plain values (paths, ints, strings).
+hyperparameters, :mod:`tuning.space`, :mod:`tuning.trainable`) end with it;
+:func:`evaluate_version` scores a registered model on another trace. The CLI calls them
+with plain values (paths, ints, strings) and a :class:`Promotion` from the settings.
 
 App grouping
     ``app="web"`` trains on the samples and events of app ``web`` only and registers
@@ -23,22 +31,20 @@ App grouping
     apps without a model of their own.
 
 Metrics (:func:`evaluate`, all from :mod:`app.models.metrics`; ``nan`` when 0/0)
-    ``pr_auc`` (average precision), ``recall_at_fpr`` (best recall with a
+    ``pr_auc`` (average precision), ``roc_auc``, ``recall_at_fpr`` (best recall with a
     false-positive rate ≤ ``max_fpr``, default 5 %, counting only the positives whose
     lead time is ≥ ``min_lead_s``: a warning too late to act on is left out),
-    ``precision`` / ``recall`` at ``threshold`` (default 0.5), ``brier``,
-    ``base_rate`` (the PR-AUC of a model that knows nothing), and the lead-time
-    median / p10 / p90 of the true positives at ``threshold``.
+    ``precision`` / ``recall`` / ``alarms`` at ``threshold`` (the model's operating
+    threshold), ``brier``, ``ece``, ``base_rate`` (the PR-AUC of a model that knows
+    nothing), and the lead-time median / p10 / p90 of the true positives at
+    ``threshold``.
 
-Promotion (:func:`compare`)
-    A new model is promoted when its validation PR-AUC is higher than the current
-    model's (as registered), or equal and its ``recall_at_fpr`` is higher. A score
-    that is ``nan``/missing counts as −∞. Worked example: current (0.40, 0.30), new
-    (0.40, 0.35) → promoted ("val PR-AUC ties at 0.4000, recall@FPR 0.3500 > current
-    0.3000"); new (0.38, 0.90) → candidate ("val PR-AUC 0.3800 ≤ current 0.4000"). With
-    no current model the new one is promoted. The two scores come from each model's
-    own validation period; re-scoring the current model on the new validation period
-    would flatter it whenever that period lies inside its own training data.
+Promotion (:func:`register_model`, :mod:`app.models.gate`)
+    The candidate's validation scores against the model serving now, re-scored on the
+    same validation rows (as the issue asks: the same held-out data; when those rows lie
+    inside the current model's own training data this flatters the current model, so the
+    gate errs towards keeping it), and against the trend heuristic: an AP gain of at least
+    ``Promotion.margin_ap`` with the 95 % bootstrap interval above 0, for each.
 
 Sizes and time
     ``max_train_rows`` keeps a uniform random sample (seeded, in time order) of the
@@ -1058,6 +1064,11 @@ def _ray_session(
         yield True
     finally:
         ray.shutdown()
+
+
+#: The Ray session of :func:`tune_and_register`, for callers that run several (the CLI's
+#: ``retrain``): the running Ray, or a local one for the block.
+ray_session = _ray_session
 
 
 @contextlib.contextmanager
