@@ -864,20 +864,21 @@ def retrain(
     rates = live_rates_by_app(read_log(store, kinds={"judgement"}), m.tier, m.live_window_n)
     now_s = time.time()
     report = []
-    with ray_session(s.ray.num_cpus, None, False):
-        for a in apps:
-            is_due, why = due(policy, now_s, last_trained_s(registry, a, m.tier),
-                              rates.get(a) if a != GLOBAL_APP else None)
-            entry: dict[str, Any] = {"app": a, "due": is_due or force,
-                                     "why": why if not force else "forced"}
-            if is_due or force:
-                entry["result"] = retrain_app(s, a, trials=trials, nice=0)
-            report.append(entry)
-            if not as_json:
-                res = entry.get("result")
-                err.print(f"{a}: {entry['why']}" + (
-                    f" → {res.get('version_id') or 'nothing registered'} {res['status']}: "
-                    f"{res.get('reason')}" if res else ""))
+    for a in apps:
+        is_due, why = due(policy, now_s, last_trained_s(registry, a, m.tier),
+                          rates.get(a) if a != GLOBAL_APP else None)
+        report.append({"app": a, "due": is_due or force, "why": why if not force else "forced"})
+    if any(e["due"] for e in report):
+        with ray_session(s.ray.num_cpus, None, False):
+            for entry in report:
+                if entry["due"]:
+                    entry["result"] = retrain_app(s, entry["app"], trials=trials, nice=0)
+    if not as_json:
+        for entry in report:
+            res = entry.get("result")
+            err.print(f"{entry['app']}: {entry['why']}" + (
+                f" → {res.get('version_id') or 'nothing registered'} {res['status']}: "
+                f"{res.get('reason')}" if res else ""))
     if as_json:
         print(json.dumps(report, default=str))
 

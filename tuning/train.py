@@ -75,6 +75,7 @@ from app.core.dataset import feature_matrix, window_array
 from app.core.features import FEATURES, F
 from app.core.labels import (
     LABEL_TIERS,
+    TIER_EVENTS,
     lead_time_s,
     memory_exhausted,
     stratified_group_split,
@@ -394,6 +395,11 @@ def build_training_data(
         throttle_target_fraction=throttle_target_fraction, throttled_fraction=throttled,
     )
     y = (~np.isnan(lead)).astype(np.int8)
+    ev_kinds = {k.value for k in TIER_EVENTS[tier]}
+    n_failures = int(events["kind"].astype(str).isin(ev_kinds).sum()) if len(events) else 0
+    steps = np.diff(samples["ts_s"].to_numpy(np.float64))
+    same = samples["container"].to_numpy()[1:] == samples["container"].to_numpy()[:-1]
+    step_s = float(np.median(steps[same])) if same.any() else math.nan
 
     split_why = None
     if split == "auto":
@@ -426,6 +432,7 @@ def build_training_data(
         "fractions": [float(f) for f in fractions], "split_seed": split_seed,
         "max_train_rows": max_train_rows, "max_eval_rows": max_eval_rows,
         "throttle_target_fraction": throttle_target_fraction,
+        "failure_events": n_failures, "median_step_s": step_s if math.isfinite(step_s) else None,
     }
     if split_why is not None:
         params["split_auto"] = split_why
@@ -827,7 +834,17 @@ def nothing_to_learn(data: TrainingData) -> dict[str, Any] | None:
     n_train, n_val = int(data.y[data.train_idx].sum()), int(data.y[data.val_idx].sum())
     if n_train and n_val:
         return None
-    if not n_train:
+    n_events = data.params.get("failure_events")
+    if not n_train and n_events:
+        step = data.params.get("median_step_s")
+        why = (f"no positive window of tier {tier} among the {data.train_idx.size:,} training "
+               f"windows ({int(data.y.sum()):,} in all {data.n:,}), though the data has "
+               f"{n_events:,} failure events of that tier: none falls within the horizon "
+               f"({data.params['horizon_s']:g} s) after a window's end"
+               + (f" (samples are {step:g} s apart)" if step else "")
+               + ": nothing to learn from; train with a longer horizon (--horizon, "
+               "predictor.horizon_s)")
+    elif not n_train:
         why = (f"no positive window of tier {tier} among the {data.train_idx.size:,} training "
                f"windows ({int(data.y.sum()):,} in all {data.n:,}): nothing to learn from. "
                "A trace without failure events has no labels: derive them with `prescale "
