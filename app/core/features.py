@@ -90,8 +90,9 @@ Features (:data:`FEATURES`, column order; units in the names):
     ``memory_usage_last_bytes / memory_limit_bytes``: 0 when unlimited, ``nan`` when
     either is unknown (or the limit is 0).
 ``{io_read,io_write,net_rx,net_tx}_bytes_per_s``
-    the mean rate of each byte counter over the window, as ``cpu_usage_cores_mean``:
-    ``Σ max(Δtotal, 0) / Σ Δt`` over its steps (``nan`` without a step).
+    the mean rate of each byte counter over the window: ``Σ max(Δtotal, 0) / Σ Δt``
+    over the steps between *adjacent* rows that both have a reading (a reset counts 0,
+    a missing reading drops its two steps; ``nan`` without a step).
 ``<gauge>_last`` for every gauge of :data:`GAUGE_METRICS`
     the gauge's last valid reading (``nan`` if none), e.g. ``cpu_peak_cores_last``,
     ``memory_page_cache_bytes_last``, ``scheduling_priority_last``: what a trace or
@@ -374,20 +375,33 @@ def _fill_beyond(out: np.ndarray, window: np.ndarray, present: np.ndarray) -> No
         np.isinf(limit), 0.0, np.where(limit > 0, u_last / np.where(limit > 0, limit, 1.0),
                                        np.nan))
     ts = window[:, :, M["ts_s"]]
+    dt = np.diff(ts, axis=1)  # nan where either row is absent
     for feature, metric in RATE_COUNTERS.items():
         values = window[:, :, M[metric]]
-        prev, step = _steps(present & np.isfinite(values))
-        dv = np.maximum(_delta(values, prev), 0.0)
-        dt = _delta(ts, prev)
-        step &= dt > 0
-        total_dt = np.where(step, dt, 0.0).sum(axis=1)
+        if not np.isfinite(values).any():  # no such counter from this source
+            out[:, F[feature]] = np.nan
+            continue
+        dv = np.diff(values, axis=1)
+        ok = np.isfinite(dv) & (dt > 0)
+        total_dt = np.where(ok, dt, 0.0).sum(axis=1)
         out[:, F[feature]] = np.where(
-            total_dt > 0, np.where(step, dv, 0.0).sum(axis=1) / np.where(total_dt > 0,
-                                                                          total_dt, 1.0),
-            np.nan)
+            total_dt > 0, np.where(ok, np.maximum(dv, 0.0), 0.0).sum(axis=1)
+            / np.where(total_dt > 0, total_dt, 1.0), np.nan)
+    # gauges: the reading of the last present row, else (a missing reading there) the
+    # last valid one; a gauge no row has (most sources) is nan after one cheap check
+    width = present.shape[1]
+    any_present = present.any(axis=1)
+    last_row = (width - 1 - np.argmax(present[:, ::-1], axis=1) if width
+                else np.zeros(present.shape[0], dtype=np.intp))
+    rows = np.arange(present.shape[0])
     for g in GAUGE_METRICS:
         values = window[:, :, M[g]]
-        out[:, F[f"{g}_last"]] = _last(values, present & np.isfinite(values))
+        last = values[rows, last_row] if width else np.full(rows.size, np.nan)
+        missing = np.isnan(last) & any_present
+        if missing.any() and not (missing.all() and not np.isfinite(values).any()):
+            sub = values[missing]
+            last[missing] = _last(sub, present[missing] & np.isfinite(sub))
+        out[:, F[f"{g}_last"]] = np.where(any_present, last, np.nan)
     request = out[:, F["cpu_request_cores_last"]]
     mean_cores = out[:, F["cpu_usage_cores_mean"]]
     out[:, F["cpu_usage_request_fraction"]] = np.where(
