@@ -138,3 +138,15 @@ def test_threshold_seed_worked_example():
     assert why == ("kept the threshold 0.6 set on app:db/memory; the model's operating "
                    "threshold 0.2 is not used")
     assert book.seed("memory", 0.4)[0] and book.value("memory") == 0.4  # the default scope
+
+
+def test_peer_features_one_group_path_equals_the_grouped_path():
+    rng = np.random.default_rng(3)
+    x = rng.random((300, len(FEATURES)))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    x[:5, F["memory_usage_last_bytes"]] = 0.5  # ties
+    x[7, F["cpu_peak_cores_last"]] = np.inf
+    one = peer_features(x)  # the numpy path (one group)
+    both = peer_features(np.vstack([x, x]), np.repeat([0, 1], 300))  # the pandas path
+    assert np.allclose(one, both[:300], equal_nan=True)
+    assert np.allclose(one, both[300:], equal_nan=True)
