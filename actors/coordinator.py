@@ -298,6 +298,10 @@ class Coordinator:
         reclaimed: list[tuple[ScalingAction, ActionResult]] = []
         records += [_decision_record(d, apps.get(d.container, "")) for d in plan.decisions
                     if d.action is not None or d.p_fail >= d.threshold]
+        # a kill loop or a runaway (app/core/oom.py): the operator should look
+        records += [{"kind": "event", "ts_s": snap.now_s, "container": c,
+                     "app": apps.get(c, ""), "event": "operator_attention", "reason": why}
+                    for c, why in plan.flagged.items()]
         if plan.asks:
             commit = self.s.mode is Mode.AUTO
             arb = ray.get(pool.arbitrate.remote(  # arbitrate (reclaiming idle ones first)

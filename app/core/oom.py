@@ -67,7 +67,7 @@ from typing import Any
 MiB = 2**20
 #: runaway detector (module docstring)
 STEADY_FRACTION = 0.8
-STEADY_GROWTH_FRACTION = 0.25
+STEADY_GROWTH_FRACTION = 0.05
 CONFIRM_SAMPLES = 3
 RESTART_FRACTION = 0.5
 

@@ -159,7 +159,7 @@ def test_grew_steadily_tells_a_leak_from_a_burst() -> None:
 
     assert grew_steadily([200, 260, 320, 380, 440, 500], 512)
     assert not grew_steadily([200, 200, 200, 200, 200, 300, 450, 500], 512)  # a ramp
-    assert not grew_steadily([200, 210, 220, 230, 240, 250], 512)  # rises too little
+    assert not grew_steadily([200, 201, 202, 203, 204, 205], 512)  # rises too little
     assert not grew_steadily([200, 300, 400], 512)  # too few readings
 
 
