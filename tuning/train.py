@@ -104,6 +104,8 @@ SPLITS = ("auto", "time", "group", "none")
 #: The model kinds :func:`tune_and_register` searches by default (lstm: on request).
 DEFAULT_TUNE_KINDS = ("random_forest", "hist_gradient_boosting", "heuristic")
 DEFAULT_TUNE_MAX_TRAIN_ROWS = 20_000
+#: A version trained on a split by group keeps the groups it trained on, up to this many.
+MAX_TRAINED_GROUPS = 10_000
 
 
 # --------------------------------------------------------------------------- data
@@ -705,11 +707,35 @@ def _heuristic_reference(data: TrainingData, idx: np.ndarray) -> Reference:
     return Reference("heuristic", scores=h.predict_proba(x), note=note)
 
 
+def unseen_rows(current: Any, data: TrainingData, idx: np.ndarray) -> np.ndarray:
+    """``bool`` mask over ``idx``: the rows the ``current`` version did not train on —
+    windows ending after its training data (``training["until_s"]``), or of a group
+    (job, app, container) it did not train on (``training["trained_groups"]``, kept for
+    a split by group). Example: trained until t = 100 on jobs {a, b}; rows (t 50, job c),
+    (t 150, job a), (t 50, job a) → True, True, False."""
+    tr = current.training or {}
+    ts = data.ts_s[idx]
+    until = tr.get("until_s")
+    out = np.zeros(idx.size, dtype=bool) if until is None else ts > float(until)
+    groups = tr.get("trained_groups")
+    key = tr.get("trained_group_key")
+    if groups is not None and key in data.meta.columns:
+        out |= ~np.isin(data.meta[key].to_numpy()[idx].astype(str), np.asarray(groups, str))
+    return out
+
+
 def _current_reference(registry: Any, current: Any, data: TrainingData,
                        idx: np.ndarray) -> Reference:
-    """The model serving now, re-scored on the rows ``idx``; else its registered AP."""
+    """The model serving now, re-scored on the rows of ``idx`` it did not train on (rows
+    it trained on would flatter it); when those hold no failure, its registered AP."""
     name = f"current model {current.version_id} ({current.kind})"
     registered = (current.metrics or {}).get("val_pr_auc", (current.metrics or {}).get("pr_auc"))
+    unseen = unseen_rows(current, data, idx)
+    if not data.y[idx][unseen].any():
+        return Reference(name, registered_ap=registered, note=(
+            f"its training data covers every validation window with a failure "
+            f"({int(unseen.sum())} of {idx.size} windows are new to it, none failing): "
+            "compared by its registered validation AP"))
     try:
         model = registry.load(current)
         if model.input == "window":
@@ -722,7 +748,8 @@ def _current_reference(registry: Any, current: Any, data: TrainingData,
                 raise ValueError(f"it reads features this version does not have: {missing[:3]}")
             x = data.X[idx][:, [F[f] for f in current.features]]
         scores = model.predict_proba(x, groups=data.groups(idx))
-        return Reference(name, scores=np.asarray(scores, dtype=np.float64))
+        return Reference(name, scores=np.asarray(scores, dtype=np.float64),
+                         rows=None if unseen.all() else unseen)
     except Exception as exc:  # noqa: BLE001 - any reason it cannot be re-scored is reported
         return Reference(name, registered_ap=registered,
                          note=f"not re-scored on this data: {type(exc).__name__}: {exc}")
@@ -957,6 +984,11 @@ def register_model(
         "gate": gate,
         "operating_threshold": op,
     }
+    if data.params.get("split") == "group":  # what a later gate must not re-score it on
+        key = data.params.get("group_key") or "app"
+        trained = np.unique(data.meta[key].to_numpy()[fit_idx].astype(str))
+        if trained.size <= MAX_TRAINED_GROUPS:
+            info.update(trained_group_key=key, trained_groups=trained.tolist())
     metrics = flat_metrics({k: v for k, v in val.items() if k != "operating_threshold"}, test)
     version = registry.register(
         model, app=app, tier=tier, features=list(data.features),

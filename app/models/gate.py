@@ -9,8 +9,9 @@ every reference it must beat:
    precision, :func:`app.models.metrics.pr_auc`) is a number. Otherwise nothing is
    promoted and ``learned`` is false: there was nothing to learn from, or nothing to
    judge by.
-2. **It beats every reference** — the model serving now (re-scored on these rows) and
-   the trend heuristic: for each, the AP difference ``Δ = AP(candidate) −
+2. **It beats every reference** — the model serving now (re-scored on these rows, or on
+   those of them it did not train on: rows it trained on would flatter it) and the trend
+   heuristic: for each, the AP difference ``Δ = AP(candidate) −
    AP(reference)`` is at least ``margin`` *and* the lower end of its ``confidence``
    bootstrap interval is above 0. The interval comes from ``reps`` resamples of whole
    groups (containers, or jobs for a split by job) with replacement, every score
@@ -47,12 +48,15 @@ DEFAULT_REPS = 200
 @dataclass(frozen=True)
 class Reference:
     """What the candidate must beat: scores on the validation rows, or (``scores`` None)
-    only a registered AP; ``note`` says anything the reader must know about it."""
+    only a registered AP; ``rows`` (a bool mask over the validation rows): compare on
+    those only (e.g. the rows the current model did not train on); ``note`` says
+    anything the reader must know about it."""
 
     name: str
     scores: np.ndarray | None = None
     registered_ap: float | None = None
     note: str = ""
+    rows: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -162,27 +166,31 @@ def judge(
     ap = pr_auc(y, p)
     if not math.isfinite(ap):
         return GateResult(False, False, "the validation AP is not a number", None, **common)
-    scored = {r.name: np.asarray(r.scores, dtype=np.float64) for r in references
-              if r.scores is not None}
-    draws = paired_ap_gains(y, p, scored, g, reps=reps, seed=seed) if scored else {}
     lo_q, hi_q = 100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2
     comparisons = []
     for r in references:
         if r.scores is not None:
-            ref_ap = pr_auc(y, scored[r.name])
-            gain = ap - ref_ap
-            d = draws[r.name]
+            rows = np.ones(y.size, dtype=bool) if r.rows is None else np.asarray(r.rows, bool)
+            ref_scores = np.asarray(r.scores, dtype=np.float64)[rows]
+            yy, pp = y[rows], p[rows]
+            ap_here = pr_auc(yy, pp)
+            ref_ap = pr_auc(yy, ref_scores)
+            gain = ap_here - ref_ap
+            d = paired_ap_gains(yy, pp, {r.name: ref_scores}, g[rows], reps=reps,
+                                seed=seed)[r.name]
             lo, hi = (np.percentile(d, [lo_q, hi_q]) if d.size else (math.nan, math.nan))
             lo, hi = float(lo), float(hi)
+            where = ("" if r.rows is None else
+                     f" on the {int(rows.sum())} validation windows it did not train on")
             if gain < margin_ap:
                 passed, why = False, (f"AP gain over the {r.name} {gain:+.3f} is below the "
-                                      f"margin {margin_ap:g}")
+                                      f"margin {margin_ap:g}{where}")
             elif not lo > 0:
                 passed, why = False, (f"the {confidence:.0%} interval of the AP gain over the "
-                                      f"{r.name} reaches {_fmt(lo)}")
+                                      f"{r.name} reaches {_fmt(lo)}{where}")
             else:
                 passed, why = True, (f"beats the {r.name} by {gain:+.3f} AP "
-                                     f"({confidence:.0%} interval [{lo:.3f}, {hi:.3f}])")
+                                     f"({confidence:.0%} interval [{lo:.3f}, {hi:.3f}]){where}")
         else:
             ref_ap = r.registered_ap
             lo = hi = None

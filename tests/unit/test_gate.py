@@ -131,3 +131,13 @@ def test_threshold_edges_and_bad_input():
         choose_threshold([1, 0], [0.1, 0.9], cost_miss=0)
     with pytest.raises(ValueError, match="0/1 labels"):
         choose_threshold([2, 0], [0.1, 0.9])
+
+
+def test_a_reference_compared_on_the_rows_it_did_not_train_on():
+    y, groups, good, weak = _data()
+    rows = groups >= 20  # half the groups are new to the reference
+    r = judge(y, good, [Reference("current model v0002 (hist_gradient_boosting)", scores=weak,
+                                  rows=rows)], groups, n_train_positive=9)
+    [c] = r.comparisons
+    assert c.gain_ap == pytest.approx(pr_auc(y[rows], good[rows]) - pr_auc(y[rows], weak[rows]))
+    assert c.reason.endswith(f"on the {int(rows.sum())} validation windows it did not train on")
