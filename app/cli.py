@@ -499,6 +499,14 @@ def _load_trace(rp, trace, mapping, container_col, ts_col, app_name):
     path = Path(trace)
     if not path.exists():
         raise FileNotFoundError(f"no such file (and not one of {', '.join(TRACES)})")
+    if path.is_dir():  # a Google 2011 directory: one task_usage* and one task_events* file
+        usage = sorted(path.glob("task_usage*"))
+        events = sorted(path.glob("task_events*"))
+        if len(usage) != 1 or len(events) != 1:
+            raise ValueError(f"a directory trace must hold one task_usage* and one "
+                             f"task_events* file (Google 2011); found {len(usage)} and "
+                             f"{len(events)}")
+        return rp.read_google2011(usage[0], events[0])
     if not mapping and path.suffix not in (".parquet", ".pq") and \
             "vm_id" in rp._first_line(path):  # a Bitbrains-format file
         return rp.read_bitbrains(path)
@@ -597,8 +605,9 @@ def models_evaluate(
     app_name: Annotated[str, typer.Argument(metavar="APP", help="App (_global: the global "
                                                                 "model).")],
     trace: Annotated[str | None, typer.Option(
-        help="Score on this trace (bitbrains | google2011 | PATH) instead of the history "
-        "store.")] = None,
+        help="Score on this trace (bitbrains | google2011 | a Bitbrains-format file | a "
+        "directory with Google 2011 task_usage* and task_events* files | PATH with --map) "
+        "instead of the history store.")] = None,
     version_id: Annotated[str | None, typer.Option("--version", help="Default: current.")]
     = None,
     tier: Annotated[str | None, typer.Option(help="Default: models.tier.")] = None,
@@ -742,8 +751,9 @@ def train(
     since: Annotated[str | None, typer.Option(help="Training data from (2h, 3d, ISO).")] = None,
     until: Annotated[str | None, typer.Option(help="Training data until.")] = None,
     trace: Annotated[str | None, typer.Option(
-        help="Train on this trace (bitbrains | google2011 | PATH) instead of the history "
-        "store.")] = None,
+        help="Train on this trace (bitbrains | google2011 | a Bitbrains-format file | a "
+        "directory with Google 2011 task_usage* and task_events* files | PATH with --map) "
+        "instead of the history store.")] = None,
     mapping: Annotated[list[str] | None, typer.Option("--map", help="PATH traces: "
                                                       "sample_field=column.")] = None,
     container_col: Annotated[str, typer.Option(help="PATH traces: container column.")] = "id",
