@@ -651,7 +651,8 @@ def models_evaluate(
     out.print(f"{res['app']}/{res['tier']} {res['version_id']} ({res['kind']}, "
               f"{res['status']}) on {m['n']:,} windows, {m['n_positive']:,} positive "
               f"(base rate {f(m['base_rate'], 4)}); stored threshold {thr}")
-    table = Table(title="held-out scores")
+    table = Table(title="scores on these windows (held out only if the model did not train on "
+                        "them)")
     for col in ("score", "AP", "ROC-AUC", "precision", "recall", "alarms"):
         table.add_column(col)
     table.add_row(res["kind"], f(m["pr_auc"]), f(m["roc_auc"]), f(m["precision"]),
