@@ -1,6 +1,7 @@
 """Retraining scheduled by the live loop: the coordinator's helper (Ray task, no stall).
 
-Every ``models.retrain_check_interval_s`` (on the tick's own clock) the coordinator asks
+Every ``models.retrain_check_interval_s`` (on the tick's own clock; the first one interval
+after the loop starts, when it has some history) the coordinator asks
 :meth:`Retrainer.tick` whether a model is due (:mod:`tuning.retrain`): the global model
 (``_global``, the fallback of every app) and every app that has a model of its own or
 judged outcomes of its own, by :class:`tuning.schedule.RetrainPolicy` — weekly, or early
@@ -72,6 +73,9 @@ class Retrainer:
         records: list[dict[str, Any]] = []
         if self.running is not None:
             records += self._collect(now_s)
+        if self.last_check_s == -math.inf:  # the first check one interval after start:
+            self.last_check_s = now_s  # a loop that just started has little history yet
+            return records
         if (self.running is None and self.s.models.retrain_live and self.registry is not None
                 and now_s - self.last_check_s >= self.s.models.retrain_check_interval_s):
             self.last_check_s = now_s
