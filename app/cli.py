@@ -539,7 +539,8 @@ def models_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """List model versions with their evaluation metrics (newest first)."""
+    """List model versions (newest first) with their held-out test metrics at their
+    operating threshold, their validation AP and whether they passed the gate."""
     if ctx.invoked_subcommand is not None:
         return
     from dataclasses import asdict
@@ -551,21 +552,27 @@ def models_list(
             print(json.dumps(asdict(v), default=str))
         return
     table = Table(title=f"models in {s.registry_dir()}")
-    for col in ("app", "tier", "version", "kind", "status", "created", "PR-AUC",
-                "recall@fpr", "precision", "recall", "Brier", "base rate", "lead p50 s", "rows"):
+    for col in ("app", "tier", "version", "kind", "status", "created", "PR-AUC", "ROC-AUC",
+                "threshold", "precision", "recall", "base rate", "val PR-AUC", "gate",
+                "rows"):
         table.add_column(col)
-    def fmt(m: dict, key: str) -> str:
+    def fmt(m: dict, key: str, digits: int = 3) -> str:
         val = m.get(key)
-        return "-" if val is None else f"{val:.3f}" if isinstance(val, float) else str(val)
+        return ("-" if val is None else f"{val:.{digits}f}" if isinstance(val, float)
+                else str(val))
 
     for v in versions:
-        def f(key: str, m: dict = v.metrics) -> str:
-            return fmt(m, key)
+        def f(key: str, m: dict = v.metrics, digits: int = 3) -> str:
+            return fmt(m, key, digits)
 
+        gate = (v.training or {}).get("gate") or {}
+        verdict = ("-" if not gate else "passed" if gate.get("promote")
+                   else "not passed")
         table.add_row(v.app, v.tier, v.version_id, v.kind, v.status,
                       datetime.fromtimestamp(v.created_s).strftime("%Y-%m-%d %H:%M"),
-                      f("pr_auc"), f("recall_at_fpr"), f("precision"), f("recall"), f("brier"),
-                      f("base_rate"), f("lead_time_median_s"), str(v.training.get("rows", "-")))
+                      f("pr_auc"), f("roc_auc"), f("threshold", digits=4), f("precision"),
+                      f("recall"), f("base_rate"), f("val_pr_auc"), verdict,
+                      str(v.training.get("rows", "-")))
     out.print(table)
 
 
