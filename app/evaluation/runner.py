@@ -50,6 +50,7 @@ import numpy as np
 from app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction, Verdict
 from app.core.contention import ContentionConfig, ReclaimCandidate, arbitrate
 from app.core.engine import Engine, EngineConfig, Snapshot
+from app.core.labels import memory_exhausted
 from app.core.pool import ZERO, Capacity, Pool
 from app.core.ring import FleetRing
 from app.core.sample import Event, EventKind, M, Sample, Tier
@@ -287,7 +288,7 @@ def run(scenario: Scenario, policy_name: str, *, extra_settings: dict[str, Any] 
         growth = s.growth_bytes[idx, np.minimum(age, t - 1)]
         mem = s.fixed_bytes[:, k] + growth + s.load_bytes[:, k] / ready
         cpu = s.cpu_cores[:, k] / ready
-        killed = up & (mem >= mem_lim)
+        killed = up & memory_exhausted(mem, mem_lim)  # the one label definition
         rec.memory_want_bytes[live, k] = mem[live]
         rec.memory_demand_bytes[up, k] = mem[up]
         rec.cpu_demand_cores[up, k] = cpu[up]
