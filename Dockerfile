@@ -3,4 +3,4 @@
 FROM rayproject/ray:2.60.0-py311
 COPY --chown=ray:users . /opt/prescale
 WORKDIR /opt/prescale
-RUN pip install --no-cache-dir -e /opt/prescale
+RUN pip install --no-cache-dir /opt/prescale

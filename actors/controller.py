@@ -1,7 +1,7 @@
 """Cluster mode: the control loop on a Ray cluster, as a Ray job.
 
     ray job submit --address http://<head>:8265 --working-dir . -- \\
-        python -m actors.controller --config configs/cluster.toml
+        python -m prescale.actors.controller --config configs/cluster.toml
 
 starts (or takes over) one monitor per node, pinned to it, and the pool manager and
 the coordinator as named actors (detached when ``ray.detached``; restartable), then
@@ -25,16 +25,17 @@ import threading
 import time
 from pathlib import Path
 
-from app.settings import ConfigError, load_settings
+from prescale.app.settings import CLUSTER_CONFIG_PATH, ConfigError, load_settings
 
 log = logging.getLogger("prescale.controller")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m actors.controller",
+    p = argparse.ArgumentParser(prog="python -m prescale.actors.controller",
                                 description="Run prescale's control loop on a Ray cluster.")
-    p.add_argument("--config", type=Path, default=Path("configs/cluster.toml"),
-                   help="TOML settings (default: configs/cluster.toml)")
+    p.add_argument("--config", type=Path, default=CLUSTER_CONFIG_PATH,
+                   help="TOML settings (default: the cluster.toml shipped with prescale, "
+                        "configs/cluster.toml in a checkout)")
     p.add_argument("--run-id", default=None,
                    help="Names this loop's checkpoints and log records (default: "
                         "'cluster-<namespace>'); a controller with the same id resumes.")
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from actors import runtime
+    from prescale.actors import runtime
 
     stop = threading.Event()
     runtime.init_ray(s, quiet=True)

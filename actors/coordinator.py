@@ -37,11 +37,11 @@ import numpy as np
 import ray
 from ray.exceptions import RayError
 
-from actors import names
-from actors.metrics import CoordinatorMetrics
-from actors.ready import wait_ready
-from actors.retrainer import Retrainer
-from app.core.actions import (
+from prescale.actors import names
+from prescale.actors.metrics import CoordinatorMetrics
+from prescale.actors.ready import wait_ready
+from prescale.actors.retrainer import Retrainer
+from prescale.app.core.actions import (
     ActionKind,
     ActionResult,
     Decision,
@@ -49,19 +49,19 @@ from app.core.actions import (
     ScalingAction,
     Verdict,
 )
-from app.core.engine import AppModel, Engine, EngineConfig, EngineState, Plan, Snapshot
-from app.core.features import F, compute_features
-from app.core.predictor import Prediction
-from app.core.sample import METRICS, Tier
-from app.core.thresholds import ThresholdConfig
-from app.models.base import OneGroup
-from app.settings import Mode, Settings
-from app.store import jsonfile
-from app.store.decision_log import DecisionLog
-from app.store.history import HistoryStore
-from app.store.registry import ModelCache, ModelRegistry
-from app.store.thresholds_store import FILE as THRESHOLDS_FILE
-from app.store.thresholds_store import ThresholdStore
+from prescale.app.core.engine import AppModel, Engine, EngineConfig, EngineState, Plan, Snapshot
+from prescale.app.core.features import F, compute_features
+from prescale.app.core.predictor import Prediction
+from prescale.app.core.sample import METRICS, Tier
+from prescale.app.core.thresholds import ThresholdConfig
+from prescale.app.models.base import OneGroup
+from prescale.app.settings import Mode, Settings
+from prescale.app.store import jsonfile
+from prescale.app.store.decision_log import DecisionLog
+from prescale.app.store.history import HistoryStore
+from prescale.app.store.registry import ModelCache, ModelRegistry
+from prescale.app.store.thresholds_store import FILE as THRESHOLDS_FILE
+from prescale.app.store.thresholds_store import ThresholdStore
 
 CHECKPOINT = "coordinator.json"
 INFLIGHT = "inflight.json"

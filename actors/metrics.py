@@ -97,8 +97,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from app.core.actions import ActionKind, ResultStatus, Verdict
-from app.core.sample import METRICS, EventKind, Tier
+from prescale.app.core.actions import ActionKind, ResultStatus, Verdict
+from prescale.app.core.sample import METRICS, EventKind, Tier
 
 PREFIX = "ray_"  # what Ray's metrics agent puts in front of every application metric
 OTHER = "_other"

@@ -26,20 +26,20 @@ from typing import Any
 
 import ray
 
-from actors import names as actor_names
-from app.actuators.cgroup import CgroupActuator
-from app.actuators.retry import RetryingActuator, RetryPolicy
-from app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction
-from app.core.ring import RingBuffer
-from app.core.sample import Event, Sample, Tier, merge_sources
-from app.core.validation import Validator
-from app.settings import Settings
-from app.store.history import HistoryStore
-from app.telemetry.base import Source
-from app.telemetry.cgroup import CgroupError, CgroupSource
-from app.telemetry.factory import build_sources
-from app.telemetry.host import host_capacity
-from app.telemetry.managed_actors import ManagedActorSource
+from prescale.actors import names as actor_names
+from prescale.app.actuators.cgroup import CgroupActuator
+from prescale.app.actuators.retry import RetryingActuator, RetryPolicy
+from prescale.app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction
+from prescale.app.core.ring import RingBuffer
+from prescale.app.core.sample import Event, Sample, Tier, merge_sources
+from prescale.app.core.validation import Validator
+from prescale.app.settings import Settings
+from prescale.app.store.history import HistoryStore
+from prescale.app.telemetry.base import Source
+from prescale.app.telemetry.cgroup import CgroupError, CgroupSource
+from prescale.app.telemetry.factory import build_sources
+from prescale.app.telemetry.host import host_capacity
+from prescale.app.telemetry.managed_actors import ManagedActorSource
 
 _REMEMBERED_ACTIONS = 10_000
 

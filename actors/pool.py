@@ -20,13 +20,18 @@ from typing import Any
 
 import ray
 
-from app.core.actions import ScalingAction
-from app.core.contention import ArbitrationResult, ContentionConfig, ReclaimCandidate, arbitrate
-from app.core.pool import DEFAULT_NODE, Capacity, Pool
-from app.core.sample import Tier
-from app.settings import Settings
-from app.store import jsonfile
-from app.telemetry.host import host_capacity
+from prescale.app.core.actions import ScalingAction
+from prescale.app.core.contention import (
+    ArbitrationResult,
+    ContentionConfig,
+    ReclaimCandidate,
+    arbitrate,
+)
+from prescale.app.core.pool import DEFAULT_NODE, Capacity, Pool
+from prescale.app.core.sample import Tier
+from prescale.app.settings import Settings
+from prescale.app.store import jsonfile
+from prescale.app.telemetry.host import host_capacity
 
 CHECKPOINT = "pool.json"
 

@@ -29,8 +29,14 @@ import ray
 from ray.exceptions import RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from tuning.retrain import RETRY_NOTHING_LEARNED_S, due, last_trained_s, outcome_of, policy_of
-from tuning.schedule import live_rates
+from prescale.tuning.retrain import (
+    RETRY_NOTHING_LEARNED_S,
+    due,
+    last_trained_s,
+    outcome_of,
+    policy_of,
+)
+from prescale.tuning.schedule import live_rates
 
 GLOBAL_APP = "_global"
 
@@ -38,7 +44,7 @@ GLOBAL_APP = "_global"
 @ray.remote(num_cpus=0, max_retries=0)
 def retrain_task(settings: Any, app: str) -> dict[str, Any]:
     """:func:`tuning.retrain.retrain_app` in a Ray worker (its trials are Tune's)."""
-    from tuning.retrain import retrain_app
+    from prescale.tuning.retrain import retrain_app
 
     return retrain_app(settings, app)
 

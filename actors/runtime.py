@@ -20,12 +20,12 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from actors import names
-from actors.coordinator import CoordinatorActor
-from actors.monitor import MonitorActor
-from actors.pool import PoolManagerActor
-from actors.ready import wait_ready
-from app.settings import Settings
+from prescale.actors import names
+from prescale.actors.coordinator import CoordinatorActor
+from prescale.actors.monitor import MonitorActor
+from prescale.actors.pool import PoolManagerActor
+from prescale.actors.ready import wait_ready
+from prescale.app.settings import Settings
 
 log = logging.getLogger("prescale")
 

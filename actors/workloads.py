@@ -18,10 +18,10 @@ from typing import Any
 
 import ray
 
-from app.actuators.ray_pg import Bundle, ManagedActor, PlacementGroupActuator
-from app.actuators.retry import RetryingActuator, RetryPolicy
-from app.actuators.serve import ServeActuator, ServeApp, serve_container
-from app.core.actions import ActionResult, ResultStatus, ScalingAction
+from prescale.app.actuators.ray_pg import Bundle, ManagedActor, PlacementGroupActuator
+from prescale.app.actuators.retry import RetryingActuator, RetryPolicy
+from prescale.app.actuators.serve import ServeActuator, ServeApp, serve_container
+from prescale.app.core.actions import ActionResult, ResultStatus, ScalingAction
 
 
 class WorkloadActuators:

@@ -39,8 +39,8 @@ from pydantic import (
     model_validator,
 )
 
-from app.core.features import FEATURES
-from app.core.sample import METRICS, Sample
+from prescale.app.core.features import FEATURES
+from prescale.app.core.sample import METRICS, Sample
 
 API_VERSION = "v1"
 N_FEATURES = len(FEATURES)

@@ -22,10 +22,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from app.settings import ConfigError, Mode, Settings, load_settings
-from app.store import jsonfile
-from app.store.decision_log import KINDS as LOG_KINDS
-from app.store.decision_log import read_log
+from prescale.app.settings import ConfigError, Mode, Settings, load_settings
+from prescale.app.store import jsonfile
+from prescale.app.store.decision_log import KINDS as LOG_KINDS
+from prescale.app.store.decision_log import read_log
 
 app = typer.Typer(
     help="prescale: predict container failures and add resources before they happen.",
@@ -98,7 +98,7 @@ def config_show(
 @config_app.command("reference")
 def config_reference() -> None:
     """Print the configuration reference (Markdown), as in the README."""
-    from app.settings import reference_markdown
+    from prescale.app.settings import reference_markdown
 
     print(reference_markdown(), end="")
 
@@ -106,8 +106,8 @@ def config_reference() -> None:
 @app.command()
 def up(config: ConfigOpt = None, mode: ModeOpt = None) -> None:
     """Run the control loop locally (embedded Ray) until Ctrl-C."""
-    from actors import runtime
-    from app.telemetry.cgroup import CgroupError, discover
+    from prescale.actors import runtime
+    from prescale.app.telemetry.cgroup import CgroupError, discover
 
     s = _settings(config, mode=mode)
     s = s.model_copy(update={"data_dir": Path(s.data_dir).resolve()})
@@ -146,7 +146,7 @@ def serve(
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
 ) -> None:
     """Run the prediction API (Ray Serve: /v1/predict, /v1/recommend, ...) until Ctrl-C."""
-    from app.serve_app import run_serve
+    from prescale.app.serve_app import run_serve
 
     s = _settings(config)
     try:
@@ -166,7 +166,7 @@ def status(
         "--interval", min=0.1, max=3600.0, help="Seconds between redraws (with --watch).")] = 1.0,
 ) -> None:
     """The watched containers as of the last tick: usage, limit, p_fail, last action."""
-    from app import status_view
+    from prescale.app import status_view
 
     s = _settings(config)
     path = Path(s.data_dir) / "status.json"
@@ -253,7 +253,7 @@ def demo(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """Real workloads in real cgroups (leaker, steady, CPU hog) under the loop; a summary."""
-    from app.demo import DemoError, run_demo
+    from prescale.app.demo import DemoError, run_demo
 
     s = _settings(config, mode=mode)
     if duration is not None:
@@ -290,7 +290,7 @@ def demo(
 
 
 def _open_store(s: Settings):
-    from app.store.history import HistoryStore
+    from prescale.app.store.history import HistoryStore
 
     try:
         return HistoryStore(s.history_uri(), flush_interval_s=s.history.flush_interval_s)
@@ -300,7 +300,7 @@ def _open_store(s: Settings):
 
 
 def _time_opt(text: str | None, name: str) -> float | None:
-    from app.timeparse import parse_time_s
+    from prescale.app.timeparse import parse_time_s
 
     if text is None:
         return None
@@ -386,7 +386,7 @@ def replay(
     limit per container (app/core/limit_failures.py), and says so."""
     from rich.progress import Progress
 
-    from app.telemetry import replay as rp
+    from prescale.app.telemetry import replay as rp
 
     s = _settings(config)
     data = _trace_or_exit(trace, mapping, container_col, ts_col, app_name, derive_failures,
@@ -431,7 +431,7 @@ FirstFractionOpt = Annotated[float, typer.Option(
 
 def _failure_summary(data) -> str:
     """How many of a trace's events are failures (app/core/labels.py), in words."""
-    from app.core.labels import TIER_EVENTS
+    from prescale.app.core.labels import TIER_EVENTS
 
     kinds = {k.value for k in TIER_EVENTS["any"]}
     ev = data.events
@@ -447,7 +447,7 @@ def _trace_or_exit(trace, mapping, container_col, ts_col, app_name, derive, limi
                    first_fraction):
     """The trace as TraceData (failures derived when asked for); exit 2 naming what is
     wrong."""
-    from app.telemetry import replay as rp
+    from prescale.app.telemetry import replay as rp
 
     try:
         data = _load_trace(rp, trace, mapping, container_col, ts_col, app_name)
@@ -460,7 +460,7 @@ def _trace_or_exit(trace, mapping, container_col, ts_col, app_name, derive, limi
 
 
 def _derived(rp, data, limit_multiple: float, first_fraction: float):
-    from app.core.limit_failures import derive_limit_failures
+    from prescale.app.core.limit_failures import derive_limit_failures
 
     samples, events, info = derive_limit_failures(
         data.samples, limit_multiple=limit_multiple, first_fraction=first_fraction)
@@ -523,7 +523,7 @@ def _load_trace(rp, trace, mapping, container_col, ts_col, app_name):
 
 
 def _registry(s: Settings):
-    from app.store.registry import CorruptModelError, ModelRegistry
+    from prescale.app.store.registry import CorruptModelError, ModelRegistry
 
     try:
         return ModelRegistry(s.registry_dir())
@@ -631,7 +631,7 @@ def models_evaluate(
     """Score a registered model on another trace (or the history store): AP, ROC-AUC,
     base rate, precision and recall at its stored threshold, beside the best single
     feature and the heuristic, and its reliability curve."""
-    from tuning.train import evaluate_version
+    from prescale.tuning.train import evaluate_version
 
     s = _settings(config)
     source: Any = s.history_uri()
@@ -778,7 +778,7 @@ def train(
     in words. Exit 1 when nothing could be learned (no failure in the data)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from tuning.train import Promotion, train_and_register
+    from prescale.tuning.train import Promotion, train_and_register
 
     s = _settings(config)
     source: Any = s.history_uri()
@@ -832,7 +832,7 @@ def tune(
     """Ray Tune search over model kinds and hyperparameters (ASHA early stopping); the best
     is judged by the same gate as `prescale train` (beat the current model and the
     heuristic on validation) and registered. Exit 1 when nothing could be learned."""
-    from tuning.train import Promotion, tune_and_register
+    from prescale.tuning.train import Promotion, tune_and_register
 
     s = _settings(config)
     try:
@@ -870,8 +870,14 @@ def retrain(
     drifts below the floors; through Ray Tune and the same gate as `prescale train`. The
     control loop schedules this itself (models.retrain_live); this command is for cron or
     a Ray job. It does nothing when nothing is due."""
-    from tuning.retrain import due, last_trained_s, live_rates_by_app, policy_of, retrain_app
-    from tuning.train import GLOBAL_APP, ray_session
+    from prescale.tuning.retrain import (
+        due,
+        last_trained_s,
+        live_rates_by_app,
+        policy_of,
+        retrain_app,
+    )
+    from prescale.tuning.train import GLOBAL_APP, ray_session
 
     s = _settings(config)
     m = s.models
@@ -902,8 +908,8 @@ def retrain(
 
 
 def _threshold_args(s: Settings):
-    from app.core.thresholds import ThresholdConfig
-    from app.store.thresholds_store import FILE
+    from prescale.app.core.thresholds import ThresholdConfig
+    from prescale.app.store.thresholds_store import FILE
 
     return Path(s.data_dir).resolve() / FILE, ThresholdConfig.from_settings(s.thresholds)
 
@@ -911,7 +917,7 @@ def _threshold_args(s: Settings):
 @threshold_app.command("list")
 def threshold_list(config: ConfigOpt = None) -> None:
     """Every stored threshold, the default, and each known app's thresholds in effect."""
-    from app.store.thresholds_store import list_thresholds
+    from prescale.app.store.thresholds_store import list_thresholds
 
     path, cfg = _threshold_args(_settings(config))
     try:
@@ -928,7 +934,7 @@ def threshold_get(
     config: ConfigOpt = None,
 ) -> None:
     """The thresholds in effect for an app or owner (and where each value came from)."""
-    from app.store.thresholds_store import get_thresholds
+    from prescale.app.store.thresholds_store import get_thresholds
 
     path, cfg = _threshold_args(_settings(config))
     try:
@@ -955,7 +961,7 @@ def threshold_set(
 ) -> None:
     """Set a threshold, its bounds or sensitivity for an app, an owner or the default.
     A running coordinator picks the change up at its next tick."""
-    from app.store.thresholds_store import set_threshold
+    from prescale.app.store.thresholds_store import set_threshold
 
     path, cfg = _threshold_args(_settings(config))
     try:
@@ -976,7 +982,7 @@ def bench_ingest(
 ) -> None:
     """Samples/s through validation into the monitor buffer and into the history store,
     each beside pyarrow's write_table of the same rows."""
-    from scripts import bench_ingest as b
+    from prescale.scripts import bench_ingest as b
 
     args = ["--samples", str(samples), "--containers", str(containers),
             "--flush-every", str(flush_every)] + (["--json"] if as_json else [])
@@ -994,7 +1000,7 @@ def bench_tick(
 ) -> None:
     """Milliseconds per engine tick (features, prediction, decision) beside the floor
     (read the window once + one batched predict_proba), as a ratio. See docs/BENCHMARKS.md."""
-    from scripts import bench_tick as b
+    from prescale.scripts import bench_tick as b
 
     args = ["--containers", containers, "--repeats", repeats, "--seed", seed]
     args += (["--config", str(config)] if config else []) + (["--json"] if as_json else [])
@@ -1030,7 +1036,7 @@ def evaluate(
 ) -> None:
     """Run the real engine and the baselines over scenarios on a simulated clock, side by
     side. See docs/BENCHMARKS.md."""
-    from app.evaluation.report import main as evaluate_main
+    from prescale.app.evaluation.report import main as evaluate_main
 
     raise typer.Exit(evaluate_main(
         scenario, policies, as_json, out_dir, trace, echo=print,

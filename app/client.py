@@ -2,7 +2,7 @@
 
 An application imports this one module::
 
-    from app.client import timed
+    from prescale.app.client import timed
 
     with timed("checkout", container="web-1"):
         handle(order)

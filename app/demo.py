@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.settings import Mode, Settings
-from app.store.decision_log import read_log
-from app.store.history import HistoryStore
-from app.telemetry.own_cgroup import V1_MOUNT, own_cgroup_paths
+from prescale.app.settings import Mode, Settings
+from prescale.app.store.decision_log import read_log
+from prescale.app.store.history import HistoryStore
+from prescale.app.telemetry.own_cgroup import V1_MOUNT, own_cgroup_paths
 
 CONTROLLERS = ("memory", "cpu", "cpuacct", "blkio")
 REQUIRED = ("memory", "cpu", "cpuacct")
@@ -147,7 +147,7 @@ def start_workloads(tree: DemoTree, s: Settings) -> None:
         for ctl in tree.parents:
             procs_args += ["--cgroup-procs", str(tree.child(ctl, name) / "cgroup.procs")]
         tree.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", f"scripts.workloads.{name}", *procs_args, *args[name]],
+            [sys.executable, "-m", f"prescale.scripts.workloads.{name}", *procs_args, *args[name]],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -223,7 +223,7 @@ def summarise(tree: DemoTree, s: Settings, run_id: str, ticks: int, wall_s: floa
 
 def run_demo(settings: Settings, *, quiet: bool = True) -> dict[str, Any]:
     """Run the whole demo and return the summary. Cleans up whatever happens."""
-    from actors import runtime  # Ray only when the demo really runs
+    from prescale.actors import runtime  # Ray only when the demo really runs
 
     if os.geteuid() != 0:
         raise DemoError("the demo creates cgroups and must run as root")

@@ -67,7 +67,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
 
-from app.api_models import (
+from prescale.app.api_models import (
     API_VERSION,
     HealthResponse,
     ModelsResponse,
@@ -79,12 +79,12 @@ from app.api_models import (
     ServeUserConfig,
     out_number,
 )
-from app.core.features import FEATURES, F, compute_features
-from app.core.policy import PolicyInput, PolicyState, preemptive_buffer
-from app.core.predictor import Prediction, TierPrediction, TrendExhaustionPredictor
-from app.core.sample import METRICS, Event, EventKind, Sample, Tier
-from app.core.validation import EPOCH_2000_S, Validator
-from app.settings import Settings, load_settings
+from prescale.app.core.features import FEATURES, F, compute_features
+from prescale.app.core.policy import PolicyInput, PolicyState, preemptive_buffer
+from prescale.app.core.predictor import Prediction, TierPrediction, TrendExhaustionPredictor
+from prescale.app.core.sample import METRICS, Event, EventKind, Sample, Tier
+from prescale.app.core.validation import EPOCH_2000_S, Validator
+from prescale.app.settings import Settings, load_settings
 
 log = logging.getLogger("prescale.serve")
 
@@ -387,7 +387,7 @@ def plan_ingest(
     with duration −1 → 1 sample stored; dropped {"timestamp_not_increasing": 1,
     "negative:memory_usage_bytes": 1, "timing:bad_duration": 1}.
     """
-    from app.telemetry.timings import TimingRecord, is_timeout
+    from prescale.app.telemetry.timings import TimingRecord, is_timeout
 
     dropped: Counter = Counter()
     samples = []
@@ -496,7 +496,7 @@ class PredictionService:
     def configure(self, config: ServeUserConfig) -> None:
         """Apply a (new) config; a changed registry directory starts a fresh cache; the
         registry is re-read at once."""
-        from app.store.registry import ModelCache, ModelRegistry
+        from prescale.app.store.registry import ModelCache, ModelRegistry
 
         registry_dir = config.registry_dir or str(self.settings.registry_dir())
         with self._models_lock:
@@ -593,7 +593,7 @@ class PredictionService:
     def ingest(self, req: SamplesRequest) -> dict[str, Any]:
         """Validate and store samples and timings (module doc of :func:`plan_ingest`);
         written durably (flushed) before returning."""
-        from app.store.history import HistoryStore, app_dir_name
+        from prescale.app.store.history import HistoryStore, app_dir_name
 
         def app_ok(app: str) -> bool:
             try:
@@ -822,7 +822,7 @@ def build_api(service: PredictionService, predict: Callable[[Job], Any] | None =
         return JSONResponse(body)
 
     # outermost, so 401/413 answers are counted too (ray.util.metrics: needs Ray)
-    from actors.metrics import MetricsMiddleware, ServeMetrics
+    from prescale.actors.metrics import MetricsMiddleware, ServeMetrics
 
     api.add_middleware(MetricsMiddleware, metrics=ServeMetrics(
         ["/v1/predict", "/v1/recommend", "/v1/samples", "/v1/models", "/healthz",
@@ -918,7 +918,7 @@ def _resolve(path: str | os.PathLike[str]) -> Path:
 
 
 def build_app(args: dict[str, Any]) -> Any:
-    """Application builder for ``import_path: app.serve_app:build_app`` (serve.yaml).
+    """Application builder for ``import_path: prescale.app.serve_app:build_app`` (serve.yaml).
 
     ``args``: ``config`` (TOML settings file; default ``configs/local.toml``, relative
     paths are looked up in the working directory, then in the project root) and

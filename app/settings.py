@@ -33,8 +33,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-#: The file read when no ``--config`` is given.
+#: The file read when no ``--config`` is given: ``configs/local.toml`` of the checkout, or
+#: ``prescale/configs/local.toml`` of an installed package (the same relative place).
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "local.toml"
+#: Cluster mode's default settings file (``python -m prescale.actors.controller``).
+CLUSTER_CONFIG_PATH = DEFAULT_CONFIG_PATH.with_name("cluster.toml")
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
@@ -476,7 +479,7 @@ class RaySettings(_Group):
     )
     detached: bool = Field(
         False, description="Run the pool manager and coordinator as detached actors that "
-        "outlive the driver (cluster mode: `python -m actors.controller`)."
+        "outlive the driver (cluster mode: `python -m prescale.actors.controller`)."
     )
 
 
@@ -571,10 +574,17 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
-    """Read the TOML file at ``path`` (default :data:`DEFAULT_CONFIG_PATH`) plus env.
+    """Read the TOML file at ``path`` (default :data:`DEFAULT_CONFIG_PATH`, shipped with
+    the package) plus env. With no ``path`` and no default file, the built-in defaults
+    plus env.
 
     Raises :class:`ConfigError` naming the file and field on any problem.
     """
+    if path is None and not DEFAULT_CONFIG_PATH.is_file():
+        try:
+            return Settings.model_validate(Settings(**overrides).model_dump())
+        except ValidationError as exc:
+            raise ConfigError(_format_validation_error(exc, "PRESCALE_* env")) from exc
     toml_path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
     if not toml_path.is_file():
         raise ConfigError(f"config file not found: {toml_path}")

@@ -29,7 +29,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from app.store import jsonfile
+from prescale.app.store import jsonfile
 
 MiB = 2**20
 STALE_AFTER_S = 10.0

@@ -1,6 +1,6 @@
 """What each actor costs: resident memory and CPU per tick, on a real local Ray.
 
-    python -m scripts.bench_actor_cost [CONTAINERS]      # default 250
+    python -m prescale.scripts.bench_actor_cost [CONTAINERS]      # default 250
 
 Starts the local runtime (one monitor, the pool manager, the coordinator; mode auto,
 default settings, window 60 steps) with CONTAINERS simulated containers (half leak and
@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     import psutil
     import ray
 
-    from actors import runtime
-    from app.settings import Mode, load_settings
+    from prescale.actors import runtime
+    from prescale.app.settings import Mode, load_settings
 
     s = load_settings(  # configs/local.toml, with these keys changed
         None, mode=Mode.AUTO, data_dir=tempfile.mkdtemp(prefix="actor-cost-"),

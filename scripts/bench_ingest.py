@@ -1,6 +1,6 @@
 """Ingest throughput of HistoryStore vs writing the same rows with pyarrow directly.
 
-Usage: ``python -m scripts.bench_ingest [--samples N] [--containers C] [--batch B]
+Usage: ``python -m prescale.scripts.bench_ingest [--samples N] [--containers C] [--batch B]
 [--flush-every F] [--json]``
 
 The same ``Sample`` objects go, in batches of ``--batch`` (one tick of ``C``
@@ -32,10 +32,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from app.core.ring import RingBuffer
-from app.core.sample import METRICS, Sample
-from app.core.validation import Validator
-from app.store.history import SAMPLES_SCHEMA, HistoryStore
+from prescale.app.core.ring import RingBuffer
+from prescale.app.core.sample import METRICS, Sample
+from prescale.app.core.validation import Validator
+from prescale.app.store.history import SAMPLES_SCHEMA, HistoryStore
 
 T0 = 1_704_067_200.0
 

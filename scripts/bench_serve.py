@@ -1,6 +1,6 @@
 """Latency and throughput of ``/v1/predict`` over HTTP (Ray Serve) vs the same code in-process.
 
-Usage: ``python -m scripts.bench_serve [--requests N] [--containers C] [--clients K]
+Usage: ``python -m prescale.scripts.bench_serve [--requests N] [--containers C] [--clients K]
 [--duration-s S] [--window W] [--replicas R] [--batch-wait-s B] [--url URL] [--json]``
 
 Starts Ray (2 CPUs, no dashboard) and Serve on a free 127.0.0.1 port with the prescale
@@ -119,7 +119,7 @@ def start_serve(settings: Any, replicas: int, batch_wait_s: float) -> tuple[str,
     import ray
     from ray import serve
 
-    from app.serve_app import app_from_settings
+    from prescale.app.serve_app import app_from_settings
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=150 * MiB,
              log_to_driver=False, namespace="bench-serve")
@@ -152,10 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
 
-    from app.api_models import PredictRequest
-    from app.core.features import compute_features
-    from app.serve_app import PredictionService, window_of
-    from app.settings import load_settings
+    from prescale.app.api_models import PredictRequest
+    from prescale.app.core.features import compute_features
+    from prescale.app.serve_app import PredictionService, window_of
+    from prescale.app.settings import load_settings
 
     data_dir = tempfile.mkdtemp(prefix="bench-serve-")
     settings = load_settings(None, data_dir=data_dir)

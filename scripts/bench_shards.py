@@ -1,6 +1,6 @@
 """Tick time against the number of monitors (shards), on a real local Ray.
 
-    python -m scripts.bench_shards [--shards 1,2,4,8,16] [--per-shard 250]
+    python -m prescale.scripts.bench_shards [--shards 1,2,4,8,16] [--per-shard 250]
                                    [--total 2000] [--ticks 20] [--json]
 
 For each K in ``--shards`` it starts K monitor actors (shards; on one host they share
@@ -48,7 +48,7 @@ def slope(xs: list[float], ys: list[float]) -> float:
 
 
 def _settings(n_per_shard: int, data_dir: Path, window_steps: int):
-    from app.settings import Mode, load_settings
+    from prescale.app.settings import Mode, load_settings
 
     return load_settings(  # configs/local.toml, with these keys changed
         None, mode=Mode.AUTO, data_dir=data_dir,
@@ -62,10 +62,10 @@ def _settings(n_per_shard: int, data_dir: Path, window_steps: int):
 def measure(k: int, n_per_shard: int, ticks: int, window_steps: int) -> dict:
     import ray
 
-    from actors import names
-    from actors.coordinator import CoordinatorActor
-    from actors.monitor import MonitorActor
-    from actors.pool import PoolManagerActor
+    from prescale.actors import names
+    from prescale.actors.coordinator import CoordinatorActor
+    from prescale.actors.monitor import MonitorActor
+    from prescale.actors.pool import PoolManagerActor
 
     with tempfile.TemporaryDirectory(prefix="bench-shards-") as tmp:
         s = _settings(n_per_shard, Path(tmp), window_steps)

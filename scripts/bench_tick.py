@@ -1,6 +1,6 @@
 """Tick throughput: milliseconds of one engine tick beside a floor measured in the same run.
 
-Usage: ``python -m scripts.bench_tick [--containers 1000,10000,100000] [--repeats R]
+Usage: ``python -m prescale.scripts.bench_tick [--containers 1000,10000,100000] [--repeats R]
 [--seed S] [--config PATH] [--json]`` (or ``prescale bench tick``).
 
 For each N of ``--containers`` it builds a seeded window ``float64[N, W, M]``
@@ -74,14 +74,14 @@ from typing import Any
 
 import numpy as np
 
-import app.core.engine as engine_mod
-from app.core.actions import ActionKind
-from app.core.engine import AppModel, Engine, EngineConfig, Snapshot
-from app.core.features import FEATURES, compute_features
-from app.core.sample import METRICS, M
-from app.core.thresholds import ThresholdBook, ThresholdConfig
-from app.models import make_model
-from app.models.base import FailureModel
+import prescale.app.core.engine as engine_mod
+from prescale.app.core.actions import ActionKind
+from prescale.app.core.engine import AppModel, Engine, EngineConfig, Snapshot
+from prescale.app.core.features import FEATURES, compute_features
+from prescale.app.core.sample import METRICS, M
+from prescale.app.core.thresholds import ThresholdBook, ThresholdConfig
+from prescale.app.models import make_model
+from prescale.app.models.base import FailureModel
 
 DEFAULT_CONTAINERS = (1_000, 10_000, 100_000)
 MAX_CONTAINERS = 1_000_000
@@ -505,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
             if not str(v).isdigit() or (name == "repeats" and int(v) < 1):
                 raise ValueError(f"--{name}: {v!r} must be a whole number"
                                  f"{' ≥ 1' if name == 'repeats' else ' ≥ 0'}")
-        from app.settings import ConfigError, load_settings
+        from prescale.app.settings import ConfigError, load_settings
         try:
             settings = load_settings(args.config)
         except ConfigError as exc:

@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python -m scripts.eval_anomaly_feature
+    .venv/bin/python -m prescale.scripts.eval_anomaly_feature
 
 For each dataset, the default gradient boosting of ``prescale train`` is fitted twice on
 the same rows, once on the features and once on the features plus ``anomaly_score``
@@ -21,13 +21,13 @@ import time
 
 import numpy as np
 
-from app.core.labels import group_folds
-from app.core.limit_failures import derive_limit_failures
-from app.models import make_model
-from app.models import metrics as mx
-from app.models.anomaly import AnomalyDetector
-from app.sim.fleet import simulate_fleet
-from app.telemetry.replay import (
+from prescale.app.core.labels import group_folds
+from prescale.app.core.limit_failures import derive_limit_failures
+from prescale.app.models import make_model
+from prescale.app.models import metrics as mx
+from prescale.app.models.anomaly import AnomalyDetector
+from prescale.app.sim.fleet import simulate_fleet
+from prescale.app.telemetry.replay import (
     BITBRAINS_RND_FILE,
     GOOGLE2011_EVENTS_FILE,
     GOOGLE2011_USAGE_FILE,
@@ -35,8 +35,8 @@ from app.telemetry.replay import (
     read_bitbrains,
     read_google2011,
 )
-from scripts.eval_models import FULL, GOOGLE_KW, fleet_data
-from tuning.train import TrainingData, build_training_data
+from prescale.scripts.eval_models import FULL, GOOGLE_KW, fleet_data
+from prescale.tuning.train import TrainingData, build_training_data
 
 
 def _ap(data: TrainingData, X: np.ndarray, train: np.ndarray, test: np.ndarray) -> float:

@@ -21,8 +21,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.models.anomaly import SeriesResult, WindowScore, evaluate_series, rows_in_windows
-from app.telemetry.nab import NabSeries, find_nab_dir, load_nab
+from prescale.app.models.anomaly import SeriesResult, WindowScore, evaluate_series, rows_in_windows
+from prescale.app.telemetry.nab import NabSeries, find_nab_dir, load_nab
 
 DEFAULT_WINDOW_POINTS = 12  # 1 hour of NAB's 5-minute steps
 DEFAULT_CONTAMINATION = 0.01  # flag above the training 99th percentile

@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python -m scripts.eval_models [--quick] [--json] [--data-dir DIR]
+    .venv/bin/python -m prescale.scripts.eval_models [--quick] [--json] [--data-dir DIR]
         [--kinds random_forest,heuristic,...]
 
 Prints Markdown tables for docs/BENCHMARKS.md (``--json``: one JSON object instead).
@@ -72,10 +72,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from app.core.limit_failures import derive_limit_failures
-from app.core.sample import EventKind
-from app.models import MODEL_KINDS, make_model, torch_available
-from app.models.metrics import (
+from prescale.app.core.limit_failures import derive_limit_failures
+from prescale.app.core.sample import EventKind
+from prescale.app.models import MODEL_KINDS, make_model, torch_available
+from prescale.app.models.metrics import (
     best_single_feature_rule,
     brier_score,
     confusion,
@@ -84,8 +84,8 @@ from app.models.metrics import (
     reliability,
     roc_auc,
 )
-from app.sim.fleet import FAILING_SCENARIOS, simulate_fleet
-from app.telemetry.replay import (
+from prescale.app.sim.fleet import FAILING_SCENARIOS, simulate_fleet
+from prescale.app.telemetry.replay import (
     BITBRAINS_RND_FILE,
     GOOGLE2011_EVENTS_FILE,
     GOOGLE2011_USAGE_FILE,
@@ -95,8 +95,8 @@ from app.telemetry.replay import (
     read_bitbrains,
     read_google2011,
 )
-from tuning.cv import cross_validate, summarise
-from tuning.train import (
+from prescale.tuning.cv import cross_validate, summarise
+from prescale.tuning.train import (
     TrainingData,
     build_training_data,
     fit_model,

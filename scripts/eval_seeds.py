@@ -2,7 +2,7 @@
 contention features. A single seed of a contention scenario can flatter or punish any
 policy; this shows the spread.
 
-    python -m scripts.eval_seeds --scenario tenants --seeds 1-10 \\
+    python -m prescale.scripts.eval_seeds --scenario tenants --seeds 1-10 \\
         --policies vpa_evict,vpa_inplace,reactive,proportional,proportional:no_reclaim
 
 A policy ``NAME:VARIANT`` runs prescale's policy NAME with one change:
@@ -19,7 +19,7 @@ import statistics
 import time
 from typing import Any
 
-from app.evaluation import metrics, runner, scenarios
+from prescale.app.evaluation import metrics, runner, scenarios
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "no_reclaim": {"cost": {"reclaim_after_s": 86_400.0}},

@@ -1,6 +1,6 @@
 """Choose defaults on whole traces and the synthetic scenarios together (issue 12).
 
-    python -m scripts.sweep_defaults --grid 'cost.long_peak_s=86400,604800' \\
+    python -m prescale.scripts.sweep_defaults --grid 'cost.long_peak_s=86400,604800' \\
         --grid 'cost.peak_margin_fraction=0.2,0.5' [--policies preemptive_buffer] \\
         [--scenarios bitbrains-month,leak,diurnal,...] [--jobs 2] [--json]
 
@@ -24,9 +24,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from app.evaluation import metrics, runner, traces
-from app.evaluation.scenarios import SYNTHETIC
-from app.telemetry import replay as rp
+from prescale.app.evaluation import metrics, runner, traces
+from prescale.app.evaluation.scenarios import SYNTHETIC
+from prescale.app.telemetry import replay as rp
 
 BB_MONTH = "bitbrains-month"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.settings import reference_markdown
+from prescale.app.settings import reference_markdown
 
 START, END = "<!-- config-reference:start -->\n", "<!-- config-reference:end -->"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from app.core.sample import METRICS
-from app.telemetry.replay import EVENT_COLUMNS, METRIC_DEFAULTS, SAMPLE_COLUMNS, TraceData
+from prescale.app.core.sample import METRICS
+from prescale.app.telemetry.replay import EVENT_COLUMNS, METRIC_DEFAULTS, SAMPLE_COLUMNS, TraceData
 
 MIB = 2**20
 STEP_S = 5.0

@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from app.core.labels import group_folds, stratified_group_split
-from app.models import make_model
-from app.models import metrics as mx
-from tuning.train import (
+from prescale.app.core.labels import group_folds, stratified_group_split
+from prescale.app.models import make_model
+from prescale.app.models import metrics as mx
+from prescale.tuning.train import (
     DEFAULT_THRESHOLD_TARGET,
     TrainingData,
     evaluate,

@@ -28,7 +28,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tuning.schedule import RetrainPolicy, live_rates
+from prescale.tuning.schedule import RetrainPolicy, live_rates
 
 #: What the trials' processes add to their nice value (lower CPU priority than the loop).
 NICE = 10
@@ -89,8 +89,8 @@ def retrain_app(settings: Any, app: str, *, trials: int | None = None,
     settings' data parameters; returns :func:`tuning.train.tune_and_register`'s answer
     (``status`` "promoted", "candidate" or "nothing learned", with the reason in words),
     or ``{"status": "error", "reason": …}`` when the data cannot be read."""
-    from tuning.train import DEFAULT_TUNE_KINDS, GLOBAL_APP, Promotion, tune_and_register
-    from tuning.trainable import lower_priority
+    from prescale.tuning.train import DEFAULT_TUNE_KINDS, GLOBAL_APP, Promotion, tune_and_register
+    from prescale.tuning.trainable import lower_priority
 
     lower_priority(nice)
     s = settings

@@ -46,7 +46,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from app.models import MODEL_KINDS, torch_available
+from prescale.app.models import MODEL_KINDS, torch_available
 
 #: Kinds that have hyperparameters to sample (the heuristic has none).
 LEARNED_KINDS: tuple[str, ...] = ("random_forest", "hist_gradient_boosting", "lstm")

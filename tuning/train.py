@@ -71,9 +71,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from app.core.dataset import feature_matrix, window_array
-from app.core.features import FEATURES, F
-from app.core.labels import (
+from prescale.app.core.dataset import feature_matrix, window_array
+from prescale.app.core.features import FEATURES, F
+from prescale.app.core.labels import (
     LABEL_TIERS,
     TIER_EVENTS,
     lead_time_s,
@@ -81,20 +81,20 @@ from app.core.labels import (
     stratified_group_split,
     time_split,
 )
-from app.core.peers import peer_groups
-from app.models import FailureModel, load_model, make_model, model_class
-from app.models import metrics as mx
-from app.models.gate import (
+from prescale.app.core.peers import peer_groups
+from prescale.app.models import FailureModel, load_model, make_model, model_class
+from prescale.app.models import metrics as mx
+from prescale.app.models.gate import (
     DEFAULT_CONFIDENCE,
     DEFAULT_MARGIN_AP,
     DEFAULT_REPS,
     Reference,
     judge,
 )
-from app.models.operating_threshold import OperatingThreshold, choose_threshold
+from prescale.app.models.operating_threshold import OperatingThreshold, choose_threshold
 
 if TYPE_CHECKING:
-    from app.store.history import HistoryStore
+    from prescale.app.store.history import HistoryStore
 
 #: Registry app name of the model trained on every app (``app=None``).
 GLOBAL_APP = "_global"
@@ -196,7 +196,7 @@ class TrainingData:
 
 def open_store(store: HistoryStore | str | os.PathLike[str]) -> HistoryStore:
     """``store`` itself, or the :class:`HistoryStore` at a path / URI that must exist."""
-    from app.store.history import HistoryStore
+    from prescale.app.store.history import HistoryStore
 
     if isinstance(store, HistoryStore):
         return store
@@ -637,7 +637,7 @@ def flat_metrics(val: dict[str, Any], test: dict[str, Any]) -> dict[str, Any]:
 
 def _open_registry(registry: Any) -> Any:
     if isinstance(registry, (str, os.PathLike)):
-        from app.store.registry import ModelRegistry
+        from prescale.app.store.registry import ModelRegistry
 
         return ModelRegistry(os.fspath(registry))
     return registry
@@ -673,8 +673,8 @@ class Promotion:
     @classmethod
     def from_settings(cls, s: Any, *, seed_thresholds: bool = True) -> Promotion:
         """From a :class:`app.settings.Settings` (the threshold store in its data dir)."""
-        from app.core.thresholds import ThresholdConfig
-        from app.store.thresholds_store import FILE
+        from prescale.app.core.thresholds import ThresholdConfig
+        from prescale.app.store.thresholds_store import FILE
 
         m, t = s.models, s.thresholds
         return cls(
@@ -923,7 +923,7 @@ def register_model(
     a promoted model's threshold seeds the app's adaptive threshold
     (``promotion.thresholds_path``).
     """
-    from app.store.thresholds_store import seed_threshold
+    from prescale.app.store.thresholds_store import seed_threshold
 
     promotion = promotion or Promotion()
     app = registry_app(data.params["app"])
@@ -1227,7 +1227,7 @@ def tune_and_register(
     "max_concurrent_trials", "leaderboard", "data_s", "tune_s"}``; the leaderboard
     lists every contender, best first.
     """
-    from tuning.space import has_baseline, search_space, tuned_kinds
+    from prescale.tuning.space import has_baseline, search_space, tuned_kinds
 
     t0 = time.perf_counter()
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
@@ -1348,7 +1348,7 @@ def _run_tuner(
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from tuning.trainable import METRIC, RichProgressCallback, trainable
+    from prescale.tuning.trainable import METRIC, RichProgressCallback, trainable
 
     cpus = int(ray.available_resources().get("CPU", 1)) or 1
     concurrent = max_concurrent_trials or max(1, min(trials, cpus))
@@ -1382,7 +1382,7 @@ def _run_tuner(
 
 def _trial_row(res: Any) -> dict[str, Any]:
     """One leaderboard row of a Tune result (``error`` set when it has no model)."""
-    from tuning.trainable import METRIC, config_kind_params
+    from prescale.tuning.trainable import METRIC, config_kind_params
 
     m = res.metrics or {}
     kind, params = config_kind_params(res.config) if res.config else (None, {})
@@ -1402,7 +1402,7 @@ def _trial_row(res: Any) -> dict[str, Any]:
 
 def _checkpoint_model(res: Any) -> FailureModel:
     """The model in a Tune result's (last) checkpoint."""
-    from tuning.trainable import MODEL_FILE
+    from prescale.tuning.trainable import MODEL_FILE
 
     with tempfile.TemporaryDirectory() as tmp:
         res.checkpoint.to_directory(tmp)

@@ -36,8 +36,8 @@ from typing import Any
 
 from ray import tune
 
-from app.models import FailureModel, make_model
-from tuning.train import TrainingData, evaluate, model_params
+from prescale.app.models import FailureModel, make_model
+from prescale.tuning.train import TrainingData, evaluate, model_params
 
 #: The metric Tune maximises (and ASHA stops by).
 METRIC = "val_pr_auc"

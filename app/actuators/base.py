@@ -42,7 +42,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from typing import Protocol, runtime_checkable
 
-from app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction
+from prescale.app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction
 
 
 class InvalidActionError(ValueError):

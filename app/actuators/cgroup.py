@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from app.core.sample import Tier
-from app.settings import CgroupSettings
-from app.telemetry.cgroup import (
+from prescale.app.core.sample import Tier
+from prescale.app.settings import CgroupSettings
+from prescale.app.telemetry.cgroup import (
     UNIFIED,
     V1_UNLIMITED_THRESHOLD,
     CgroupContainer,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.actuators.base import IdempotentActuator, fmt_limit, make_result
-from app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction
+from prescale.app.actuators.base import IdempotentActuator, fmt_limit, make_result
+from prescale.app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction
 
 
 class DryRunActuator(IdempotentActuator):

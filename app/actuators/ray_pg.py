@@ -45,14 +45,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
-from app.actuators.base import (
+from prescale.app.actuators.base import (
     IdempotentActuator,
     InvalidActionError,
     fmt_limit,
     make_result,
 )
-from app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction
-from app.core.sample import Tier
+from prescale.app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction
+from prescale.app.core.sample import Tier
 
 # -- pure part
 

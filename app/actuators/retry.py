@@ -40,8 +40,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.actuators.base import make_result
-from app.core.actions import ActionResult, ResultStatus, ScalingAction
+from prescale.app.actuators.base import make_result
+from prescale.app.core.actions import ActionResult, ResultStatus, ScalingAction
 
 log = logging.getLogger(__name__)
 

@@ -40,9 +40,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.actuators.base import IdempotentActuator, InvalidActionError, fmt_limit, make_result
-from app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction
-from app.core.sample import Tier
+from prescale.app.actuators.base import (
+    IdempotentActuator,
+    InvalidActionError,
+    fmt_limit,
+    make_result,
+)
+from prescale.app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction
+from prescale.app.core.sample import Tier
 
 #: the ``ray_actor_options`` key each tier resizes (CPU in cores, memory in bytes)
 RESOURCE_KEY = {Tier.CPU: "num_cpus", Tier.MEMORY: "memory"}

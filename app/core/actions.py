@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-from app.core.sample import Tier
+from prescale.app.core.sample import Tier
 
 
 class ActionKind(StrEnum):

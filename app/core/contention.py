@@ -64,9 +64,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from app.core.actions import ActionKind, PoolVerdict, ScalingAction, Verdict, action_id_for
-from app.core.pool import Fit, Pool, _fmt
-from app.core.sample import Tier
+from prescale.app.core.actions import ActionKind, PoolVerdict, ScalingAction, Verdict, action_id_for
+from prescale.app.core.pool import Fit, Pool, _fmt
+from prescale.app.core.sample import Tier
 
 PAGE_BYTES = 4096
 

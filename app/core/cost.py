@@ -58,11 +58,11 @@ from typing import Any
 
 import numpy as np
 
-from app.core.actions import ActionKind, Decision, ScalingAction, action_id_for
-from app.core.contention import ReclaimCandidate
-from app.core.guards import GuardConfig
-from app.core.policy_types import PolicyInput, PolicyState, fmt, key_of, round_up
-from app.core.sample import Tier
+from prescale.app.core.actions import ActionKind, Decision, ScalingAction, action_id_for
+from prescale.app.core.contention import ReclaimCandidate
+from prescale.app.core.guards import GuardConfig
+from prescale.app.core.policy_types import PolicyInput, PolicyState, fmt, key_of, round_up
+from prescale.app.core.sample import Tier
 
 
 @dataclass(frozen=True)

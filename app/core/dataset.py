@@ -46,8 +46,8 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
-from app.core.features import FEATURES, compute_features
-from app.core.sample import METRICS, M
+from prescale.app.core.features import FEATURES, compute_features
+from prescale.app.core.sample import METRICS, M
 
 #: Columns of the meta frame that goes with each window (and each feature row).
 META_COLUMNS: tuple[str, ...] = ("container", "app", "ts_end_s", "row")

@@ -36,23 +36,29 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from app.core.actions import ActionKind, ActionResult, Decision, ResultStatus, ScalingAction
-from app.core.contention import ReclaimCandidate
-from app.core.cost import SavingsLedger, accumulate_savings, reclaim_candidates
-from app.core.features import F, compute_features
-from app.core.oom import OomState, grew_steadily
-from app.core.outcome_tracker import (
+from prescale.app.core.actions import (
+    ActionKind,
+    ActionResult,
+    Decision,
+    ResultStatus,
+    ScalingAction,
+)
+from prescale.app.core.contention import ReclaimCandidate
+from prescale.app.core.cost import SavingsLedger, accumulate_savings, reclaim_candidates
+from prescale.app.core.features import F, compute_features
+from prescale.app.core.oom import OomState, grew_steadily
+from prescale.app.core.outcome_tracker import (
     Judgement,
     OutcomeConfig,
     OutcomeTracker,
     failure_tier,
 )
-from app.core.outcomes import LeadTimeTracker, Outcome
-from app.core.peaks import PeakTracker
-from app.core.policy import PolicyConfig, PolicyInput, PolicyState, decide
-from app.core.predictor import Prediction, TrendExhaustionPredictor
-from app.core.sample import Event, EventKind, M, Tier
-from app.core.thresholds import ThresholdBook
+from prescale.app.core.outcomes import LeadTimeTracker, Outcome
+from prescale.app.core.peaks import PeakTracker
+from prescale.app.core.policy import PolicyConfig, PolicyInput, PolicyState, decide
+from prescale.app.core.predictor import Prediction, TrendExhaustionPredictor
+from prescale.app.core.sample import Event, EventKind, M, Tier
+from prescale.app.core.thresholds import ThresholdBook
 
 TIERS = (Tier.MEMORY, Tier.CPU)
 

@@ -129,7 +129,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.core.sample import METRICS, M
+from prescale.app.core.sample import METRICS, M
 
 #: Gauge metrics whose last reading is a feature (``<gauge>_last``).
 GAUGE_METRICS: tuple[str, ...] = (

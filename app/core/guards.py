@@ -65,15 +65,15 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from app.core.actions import ActionKind, Decision, ScalingAction
-from app.core.policy_types import (
+from prescale.app.core.actions import ActionKind, Decision, ScalingAction
+from prescale.app.core.policy_types import (
     PolicyInput,
     PolicyState,
     fmt,
     replicas_key,
     round_up,
 )
-from app.core.sample import Tier
+from prescale.app.core.sample import Tier
 
 MiB = 2**20
 GiB = 2**30

@@ -55,7 +55,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from app.core.sample import Event, EventKind
+from prescale.app.core.sample import Event, EventKind
 
 #: Event kinds that count as a failure of each label tier.
 TIER_EVENTS: dict[str, tuple[EventKind, ...]] = {

@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from app.core.labels import memory_exhausted
-from app.core.sample import EventKind
+from prescale.app.core.labels import memory_exhausted
+from prescale.app.core.sample import EventKind
 
 #: Defaults of the derivation (``prescale replay --derive-failures``, eval_models).
 DEFAULT_LIMIT_MULTIPLE = 1.3

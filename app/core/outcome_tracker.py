@@ -38,8 +38,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from app.core.actions import ActionKind, ScalingAction
-from app.core.sample import EventKind, Tier
+from prescale.app.core.actions import ActionKind, ScalingAction
+from prescale.app.core.sample import EventKind, Tier
 
 
 class OutcomeKind(StrEnum):

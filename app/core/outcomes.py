@@ -26,8 +26,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from app.core.actions import ScalingAction
-from app.core.sample import Tier
+from prescale.app.core.actions import ScalingAction
+from prescale.app.core.sample import Tier
 
 
 @dataclass(frozen=True)

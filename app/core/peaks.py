@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from app.core.sample import Tier
+from prescale.app.core.sample import Tier
 
 TIERS = (Tier.MEMORY, Tier.CPU)
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from app.core.features import FEATURES, F
+from prescale.app.core.features import FEATURES, F
 
 #: The features whose standing among peers is measured.
 PEER_BASE: tuple[str, ...] = (

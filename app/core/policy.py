@@ -66,19 +66,19 @@ from typing import Any
 
 import numpy as np
 
-from app.core.actions import ActionKind, Decision, ScalingAction, action_id_for
-from app.core.cost import CostConfig, propose_scale_downs
-from app.core.guards import Bounds, GuardConfig, guard
-from app.core.oom import OomConfig, bump_target
-from app.core.policy_types import (
+from prescale.app.core.actions import ActionKind, Decision, ScalingAction, action_id_for
+from prescale.app.core.cost import CostConfig, propose_scale_downs
+from prescale.app.core.guards import Bounds, GuardConfig, guard
+from prescale.app.core.oom import OomConfig, bump_target
+from prescale.app.core.policy_types import (
     PAGE_BYTES,
     PolicyInput,
     PolicyState,
     fmt,
     round_up,
 )
-from app.core.sample import Tier
-from app.settings import PolicySettings
+from prescale.app.core.sample import Tier
+from prescale.app.settings import PolicySettings
 
 __all__ = [
     "KINDS",

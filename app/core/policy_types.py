@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from app.core.predictor import Prediction
-from app.core.sample import Tier
+from prescale.app.core.predictor import Prediction
+from prescale.app.core.sample import Tier
 
 PAGE_BYTES = 4096
 CPU_UNIT_CORES = 0.01

@@ -50,8 +50,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from app.core.actions import ActionKind, PoolVerdict, ScalingAction, Verdict
-from app.core.sample import Tier
+from prescale.app.core.actions import ActionKind, PoolVerdict, ScalingAction, Verdict
+from prescale.app.core.sample import Tier
 
 _ALL = "\x00all"  # key of the all-nodes total (no node has this name)
 _EPS = 1e-9  # relative tolerance: 1.5 − 1.41 must still fit an ask of 0.09

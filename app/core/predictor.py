@@ -62,8 +62,8 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
-from app.core.features import FEATURES, F
-from app.core.sample import Tier
+from prescale.app.core.features import FEATURES, F
+from prescale.app.core.sample import Tier
 
 
 @dataclass(frozen=True)

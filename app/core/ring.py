@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.core.sample import METRICS, Sample
+from prescale.app.core.sample import METRICS, Sample
 
 
 class RingBuffer:

@@ -63,8 +63,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from app.core.outcome_tracker import Judgement, OutcomeKind
-from app.core.sample import Tier
+from prescale.app.core.outcome_tracker import Judgement, OutcomeKind
+from prescale.app.core.sample import Tier
 
 FIELDS = ("value", "min", "max", "sensitivity")
 

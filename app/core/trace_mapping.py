@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.core.sample import EventKind
+from prescale.app.core.sample import EventKind
 
 KIB = 1024.0
 #: Bytes of 64 GiB: the default size of Google 2011's largest machine (memory 1.0).

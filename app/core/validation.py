@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.core.sample import METRICS, Sample
+from prescale.app.core.sample import METRICS, Sample
 
 EPOCH_2000_S = 946_684_800.0
 PIB = float(2**50)

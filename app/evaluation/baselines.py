@@ -105,15 +105,15 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from app.core.actions import (
+from prescale.app.core.actions import (
     ActionKind,
     ActionResult,
     ResultStatus,
     ScalingAction,
     action_id_for,
 )
-from app.core.policy_types import round_up
-from app.core.sample import Event, EventKind, Tier
+from prescale.app.core.policy_types import round_up
+from prescale.app.core.sample import Event, EventKind, Tier
 
 MIB = 2.0**20
 DAY_S = 86_400.0

@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from app.evaluation.runner import RunRecord
+from prescale.app.evaluation.runner import RunRecord
 
 GIB = 2.0**30
 #: the Autopilot/VPA figures count from this long after a container starts

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from app.evaluation import metrics, runner, traces
-from app.evaluation.scenarios import ALL, SYNTHETIC, Scenario
+from prescale.app.evaluation import metrics, runner, traces
+from prescale.app.evaluation.scenarios import ALL, SYNTHETIC, Scenario
 
 MAX_PLOTTED = 3
 COLUMNS = ("failures", "failure_minutes", "disruptions", "violations", "slack_memory", "slack_cpu",
@@ -71,7 +71,7 @@ def settings_changed(base: Any) -> dict[str, Any]:
     key: ``{"cost.idle_after_s": 86400.0}``."""
     from pydantic import BaseModel
 
-    from app.settings import Settings
+    from prescale.app.settings import Settings
 
     out: dict[str, Any] = {}
 
@@ -441,7 +441,7 @@ def main(scenario: str, policies: str, as_json: bool, out_dir: Path | None,
 
     from pydantic import ByteSize, TypeAdapter, ValidationError
 
-    from app.settings import ConfigError, Settings, load_settings
+    from prescale.app.settings import ConfigError, Settings, load_settings
 
     try:
         pols = runner.check_policies([p.strip() for p in policies.split(",") if p.strip()])

@@ -47,15 +47,15 @@ from typing import Any
 
 import numpy as np
 
-from app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction, Verdict
-from app.core.contention import ContentionConfig, ReclaimCandidate, arbitrate
-from app.core.engine import Engine, EngineConfig, Snapshot
-from app.core.labels import memory_exhausted
-from app.core.pool import ZERO, Capacity, Pool
-from app.core.ring import FleetRing
-from app.core.sample import Event, EventKind, M, Sample, Tier
-from app.core.thresholds import ThresholdBook, ThresholdConfig
-from app.evaluation.baselines import (
+from prescale.app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction, Verdict
+from prescale.app.core.contention import ContentionConfig, ReclaimCandidate, arbitrate
+from prescale.app.core.engine import Engine, EngineConfig, Snapshot
+from prescale.app.core.labels import memory_exhausted
+from prescale.app.core.pool import ZERO, Capacity, Pool
+from prescale.app.core.ring import FleetRing
+from prescale.app.core.sample import Event, EventKind, M, Sample, Tier
+from prescale.app.core.thresholds import ThresholdBook, ThresholdConfig
+from prescale.app.evaluation.baselines import (
     BASELINES,
     HPA,
     VPA,
@@ -66,7 +66,7 @@ from app.evaluation.baselines import (
     Observation,
     Static,
 )
-from app.evaluation.scenarios import Scenario
+from prescale.app.evaluation.scenarios import Scenario
 
 PRESCALE_POLICIES = ("preemptive_buffer", "proportional", "multi_tier")
 POLICIES = (*BASELINES, *PRESCALE_POLICIES)
@@ -154,7 +154,7 @@ def prescale_settings(scenario: Scenario, kind: str, extra: dict[str, Any] | Non
     (the user's settings: file + ``PRESCALE_*`` env; default: the defaults + env), then
     the scenario's own overrides (tick = step, horizon, bounds, tenants: how the
     simulated world is built, the same for every user), ``extra``, ``policy.kind``."""
-    from app.settings import Settings  # settings is not an I/O layer; imported lazily
+    from prescale.app.settings import Settings  # settings is not an I/O layer; imported lazily
 
     merged = (base if base is not None else Settings()).model_dump()
     _merge(merged, scenario.settings)

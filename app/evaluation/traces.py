@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from app.evaluation.scenarios import Scenario, from_samples
-from app.telemetry import replay as rp
+from prescale.app.evaluation.scenarios import Scenario, from_samples
+from prescale.app.telemetry import replay as rp
 
 BITBRAINS_VMS = 20
 BITBRAINS_DAYS = 7

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.models.base import MODEL_FORMAT, FailureModel
-from app.models.heuristic import HeuristicModel
-from app.models.lstm import LSTMModel, torch_available
-from app.models.sklearn_models import HistGradientBoostingModel, RandomForestModel
+from prescale.app.models.base import MODEL_FORMAT, FailureModel
+from prescale.app.models.heuristic import HeuristicModel
+from prescale.app.models.lstm import LSTMModel, torch_available
+from prescale.app.models.sklearn_models import HistGradientBoostingModel, RandomForestModel
 
 _CLASSES: dict[str, type[FailureModel]] = {
     cls.kind: cls

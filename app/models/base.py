@@ -71,7 +71,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from app.core.sample import METRICS
+from prescale.app.core.sample import METRICS
 
 #: Version of the byte format of :meth:`FailureModel.to_bytes`.
 MODEL_FORMAT = 1
@@ -269,7 +269,7 @@ class CalibratedModel(FailureModel):
         """``x`` with the peer-feature columns appended when the model uses them."""
         if not getattr(self, "_peers", False):
             return x
-        from app.core.peers import peer_features
+        from prescale.app.core.peers import peer_features
 
         return np.hstack([x, peer_features(x, groups)])
 
@@ -302,8 +302,8 @@ class CalibratedModel(FailureModel):
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.frozen import FrozenEstimator
 
-        from app.core.features import FEATURES
-        from app.core.peers import PEER_FEATURES
+        from prescale.app.core.features import FEATURES
+        from prescale.app.core.peers import PEER_FEATURES
 
         seed = self._check_seed(seed)
         x = np.asarray(X, dtype=np.float64)
@@ -318,7 +318,7 @@ class CalibratedModel(FailureModel):
         peers = (bool(self.params["peer_features"]) and self.input == "features"
                  and x.shape[1] == len(FEATURES))
         if peers:
-            from app.core.peers import peer_features
+            from prescale.app.core.peers import peer_features
 
             x = np.hstack([x, peer_features(x, g)])
         order = np.arange(n) if ts is None else np.argsort(ts, kind="stable")
@@ -439,7 +439,7 @@ def _calibration_folds(order: np.ndarray, labels: np.ndarray, ts: np.ndarray | N
         return ([(order[a], order[b]) for a, b in StratifiedKFold(n_splits=k).split(
             np.zeros(n), labels[order])], "in time order")
     if groups is not None and np.unique(groups).size >= k:
-        from app.core.labels import group_folds
+        from prescale.app.core.labels import group_folds
 
         fold = group_folds(groups, labels, k, seed=seed)
         folds = [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(k)]

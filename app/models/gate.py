@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from app.models.metrics import pr_auc
+from prescale.app.models.metrics import pr_auc
 
 DEFAULT_MARGIN_AP = 0.01
 DEFAULT_CONFIDENCE = 0.95

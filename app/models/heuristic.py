@@ -18,10 +18,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from app.core.features import FEATURES
-from app.core.predictor import TrendExhaustionPredictor
-from app.core.sample import Tier
-from app.models.base import FailureModel
+from prescale.app.core.features import FEATURES
+from prescale.app.core.predictor import TrendExhaustionPredictor
+from prescale.app.core.sample import Tier
+from prescale.app.models.base import FailureModel
 
 
 class HeuristicModel(FailureModel):

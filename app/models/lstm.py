@@ -51,8 +51,8 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from app.core.sample import METRICS, M
-from app.models.base import CalibratedModel
+from prescale.app.core.sample import METRICS, M
+from prescale.app.models.base import CalibratedModel
 
 INSTALL_HINT = (
     "the 'lstm' model kind needs PyTorch (CPU): pip install 'prescale[lstm]' "

@@ -47,7 +47,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from app.models.base import CalibratedModel
+from prescale.app.models.base import CalibratedModel
 
 INF_CAP = 1e30
 MISSING_FILL = -1.0

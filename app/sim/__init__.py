@@ -1,5 +1,5 @@
 """Simulated fleets with ground-truth failures (pure: numpy and pandas only)."""
 
-from app.sim.fleet import FAILING_SCENARIOS, SCENARIOS, SimFleet, simulate_fleet
+from prescale.app.sim.fleet import FAILING_SCENARIOS, SCENARIOS, SimFleet, simulate_fleet
 
 __all__ = ["FAILING_SCENARIOS", "SCENARIOS", "SimFleet", "simulate_fleet"]

@@ -98,7 +98,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from app.core.sample import METRICS, EventKind
+from prescale.app.core.sample import METRICS, EventKind
 
 MIB = 1024.0 * 1024.0
 #: Every scenario, in the round-robin order of :func:`simulate_fleet`.

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from app.store.history import HistoryStore
+from prescale.app.store.history import HistoryStore
 
 KINDS = ("decision", "action", "outcome", "judgement", "threshold", "event")
 

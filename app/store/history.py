@@ -95,7 +95,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from app.core.sample import METRICS, Event, EventKind, Sample
+from prescale.app.core.sample import METRICS, Event, EventKind, Sample
 
 if TYPE_CHECKING:  # pandas is imported lazily: writers do not need it
     import pandas

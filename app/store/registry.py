@@ -78,10 +78,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from app.core.labels import LABEL_TIERS
-from app.models import load_model
-from app.models.base import FailureModel
-from app.store.jsonfile import dumps, write_atomic
+from prescale.app.core.labels import LABEL_TIERS
+from prescale.app.models import load_model
+from prescale.app.models.base import FailureModel
+from prescale.app.store.jsonfile import dumps, write_atomic
 
 GLOBAL_APP = "_global"
 INDEX_FORMAT = 1

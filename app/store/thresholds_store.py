@@ -20,10 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from app.core.outcome_tracker import Judgement
-from app.core.sample import Tier
-from app.core.thresholds import Adjustment, ThresholdBook, ThresholdConfig
-from app.store import jsonfile
+from prescale.app.core.outcome_tracker import Judgement
+from prescale.app.core.sample import Tier
+from prescale.app.core.thresholds import Adjustment, ThresholdBook, ThresholdConfig
+from prescale.app.store import jsonfile
 
 FILE = "thresholds.json"
 T = TypeVar("T")

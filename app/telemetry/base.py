@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from app.core.sample import SourceBatch
+from prescale.app.core.sample import SourceBatch
 
 
 @runtime_checkable

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from app.core.sample import Sample, SourceBatch, events_between
-from app.settings import CgroupSettings, CgroupVersion
+from prescale.app.core.sample import Sample, SourceBatch, events_between
+from prescale.app.settings import CgroupSettings, CgroupVersion
 
 #: cgroup v1 reports "no limit" as a huge page-aligned number
 #: (``9223372036854771712`` = 2^63 − 4096 on x86-64); anything at or above this is inf.

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from app.settings import Settings
-from app.telemetry.base import Source
-from app.telemetry.cgroup import CgroupSource
-from app.telemetry.process import ProcessTarget, ProcessTreeSource
-from app.telemetry.prometheus import PrometheusSource
-from app.telemetry.simulated import SimulatedSource
-from app.telemetry.timings import TimingsSource
+from prescale.app.settings import Settings
+from prescale.app.telemetry.base import Source
+from prescale.app.telemetry.cgroup import CgroupSource
+from prescale.app.telemetry.process import ProcessTarget, ProcessTreeSource
+from prescale.app.telemetry.prometheus import PrometheusSource
+from prescale.app.telemetry.simulated import SimulatedSource
+from prescale.app.telemetry.timings import TimingsSource
 
 
 def build_sources(settings: Settings, node: str = "local") -> list[Source]:
@@ -27,14 +27,14 @@ def build_sources(settings: Settings, node: str = "local") -> list[Source]:
         sources.append(TimingsSource(settings.sources.timings_spool,
                                      timeouts_s=dict(settings.sources.block_timeouts_s)))
     if settings.sources.ray_workers:
-        from app.telemetry.ray_workers import RayWorkersSource  # needs a connected Ray
+        from prescale.app.telemetry.ray_workers import RayWorkersSource  # needs a connected Ray
 
         sources.append(RayWorkersSource())
     if settings.sources.prometheus_url:
         sources.append(PrometheusSource(settings.sources.prometheus_url,
                                         selector=settings.sources.prometheus_selector))
     if settings.sources.serve_deployments:
-        from app.telemetry.serve_deployments import ServeDeploymentSource
+        from prescale.app.telemetry.serve_deployments import ServeDeploymentSource
 
         sources.append(ServeDeploymentSource(node_id=None if node == "local" else node))
     if settings.sources.simulated:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import psutil
 
-from app.core.pool import Capacity
-from app.settings import Settings
+from prescale.app.core.pool import Capacity
+from prescale.app.settings import Settings
 
 
 def host_capacity(settings: Settings) -> Capacity:

@@ -30,8 +30,8 @@ from typing import Any
 
 import psutil
 
-from app.core.sample import Sample, SourceBatch
-from app.telemetry.process import CumulativeSum, read_rss_cpu
+from prescale.app.core.sample import Sample, SourceBatch
+from prescale.app.telemetry.process import CumulativeSum, read_rss_cpu
 
 NAN = math.nan
 

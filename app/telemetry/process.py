@@ -98,8 +98,8 @@ from typing import Any, Literal
 
 import psutil
 
-from app.core.sample import Event, EventKind, Sample, SourceBatch
-from app.telemetry.cgroup import (
+from prescale.app.core.sample import Event, EventKind, Sample, SourceBatch
+from prescale.app.telemetry.cgroup import (
     cfs_quota_cores,
     parse_cpu_max,
     parse_int,
@@ -107,7 +107,7 @@ from app.telemetry.cgroup import (
     parse_v1_limit,
     parse_v2_max,
 )
-from app.telemetry.own_cgroup import parse_proc_cgroup
+from prescale.app.telemetry.own_cgroup import parse_proc_cgroup
 
 NAN = math.nan
 INF = math.inf

@@ -74,7 +74,7 @@ from urllib.parse import urlsplit
 import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.core.sample import Event, EventKind, Sample, SourceBatch, events_between
+from prescale.app.core.sample import Event, EventKind, Sample, SourceBatch, events_between
 
 #: cAdvisor's ``container_spec_memory_limit_bytes`` is 0 for "no limit"; a raw cgroup
 #: v1 "no limit" (2^63 − 4096) is also treated as unlimited (same threshold as cgroup.py).

@@ -117,7 +117,7 @@ from typing import Any
 
 import psutil
 
-from app.core.sample import Event, EventKind, Sample, SourceBatch
+from prescale.app.core.sample import Event, EventKind, Sample, SourceBatch
 
 #: ``errors`` key for a failed state-API call (not a container).
 STATE_API_ERROR_KEY = "ray-state-api"

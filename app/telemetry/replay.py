@@ -86,8 +86,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from app.core import trace_mapping as tm
-from app.core.sample import METRICS, Event, EventKind, Sample, SourceBatch
+from prescale.app.core import trace_mapping as tm
+from prescale.app.core.sample import METRICS, Event, EventKind, Sample, SourceBatch
 
 # --------------------------------------------------------------------------- layout
 

@@ -33,14 +33,14 @@ from typing import Any
 
 import psutil
 
-from app.core.sample import Sample, SourceBatch
-from app.telemetry.process import CumulativeSum, read_rss_cpu
+from prescale.app.core.sample import Sample, SourceBatch
+from prescale.app.telemetry.process import CumulativeSum, read_rss_cpu
 
 NAN = math.nan
 
 
 def _details() -> Any:
-    from app.actuators.serve import _serve_details
+    from prescale.app.actuators.serve import _serve_details
 
     return _serve_details()
 

@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction
-from app.core.sample import Event, EventKind, Sample, SourceBatch, Tier
+from prescale.app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction
+from prescale.app.core.sample import Event, EventKind, Sample, SourceBatch, Tier
 
 MiB = 2**20
 

@@ -60,7 +60,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.core.sample import Event, EventKind, Sample, SourceBatch
+from prescale.app.core.sample import Event, EventKind, Sample, SourceBatch
 
 NAN = math.nan
 #: Longest line accepted (the client writes fewer than 4096 bytes).

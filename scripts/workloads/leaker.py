@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from scripts.workloads._common import exit_on_sigterm, join_cgroups, parser
+from prescale.scripts.workloads._common import exit_on_sigterm, join_cgroups, parser
 
 STEP_S = 0.1
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from scripts.workloads._common import exit_on_sigterm, join_cgroups, parser
+from prescale.scripts.workloads._common import exit_on_sigterm, join_cgroups, parser
 
 
 def main() -> None:

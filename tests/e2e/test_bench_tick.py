@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.core.sample import METRICS, M
-from scripts.bench_tick import main, make_fleet, parse_containers
+from prescale.app.core.sample import METRICS, M
+from prescale.scripts.bench_tick import main, make_fleet, parse_containers
 
 PRESCALE = str(Path(sys.executable).with_name("prescale"))
 REPO = Path(__file__).resolve().parents[2]

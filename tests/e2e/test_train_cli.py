@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from app.telemetry.replay import BB_MEM_USE, BITBRAINS_COLUMNS
+from prescale.app.telemetry.replay import BB_MEM_USE, BITBRAINS_COLUMNS
 
 PRESCALE = str(Path(sys.executable).with_name("prescale"))
 REPO = Path(__file__).resolve().parents[2]
@@ -73,9 +73,9 @@ def test_a_trace_without_failures_trains_nothing_and_the_heuristic_keeps_answeri
     assert "nothing registered" in p.stderr
     assert json.loads(run("models", "--json", cfg=cfg).stdout or "null") is None
     # the heuristic still answers for an obvious leak (the prediction service in-process)
-    from app.api_models import PredictRequest
-    from app.serve_app import PredictionService
-    from app.settings import load_settings
+    from prescale.app.api_models import PredictRequest
+    from prescale.app.serve_app import PredictionService
+    from prescale.app.settings import load_settings
 
     t0 = time.time() - 60
     leak = {"name": "leaker", "app": "bitbrains-rnd", "samples": [

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from app.core.actions import ResultStatus, ScalingAction, Verdict
-from app.core.sample import METRICS, Tier
-from app.settings import Mode, load_settings
+from prescale.app.core.actions import ResultStatus, ScalingAction, Verdict
+from prescale.app.core.sample import METRICS, Tier
+from prescale.app.settings import Mode, load_settings
 from tests.cgroup_support import v1_unavailable_reason
 
 REASON = v1_unavailable_reason()
@@ -23,8 +23,8 @@ MiB = 2**20
 def env(tmp_path_factory):
     import ray
 
-    from actors import runtime
-    from app import demo
+    from prescale.actors import runtime
+    from prescale.app import demo
 
     data_dir = tmp_path_factory.mktemp("data")
     tree = demo.create_tree(f"test-{uuid.uuid4().hex[:8]}")
@@ -128,9 +128,9 @@ def test_coordinator_hot_reloads_models_and_refuses_a_corrupt_one(env):
     import numpy as np
     import ray
 
-    from app.core.features import FEATURES
-    from app.models import make_model
-    from app.store.registry import ModelRegistry
+    from prescale.app.core.features import FEATURES
+    from prescale.app.models import make_model
+    from prescale.app.store.registry import ModelRegistry
 
     s, h, _ = env
     registry = ModelRegistry(s.registry_dir())
@@ -161,8 +161,8 @@ def test_coordinator_hot_reloads_models_and_refuses_a_corrupt_one(env):
     status = json.loads(Path(s.data_dir, "status.json").read_text())
     by_name = {c["name"]: c for c in status["containers"]}
     assert by_name["steady"]["model"] == f"steady/{v1.version_id} (hist_gradient_boosting)"
-    from app.store.decision_log import read_log
-    from app.store.history import HistoryStore
+    from prescale.app.store.decision_log import read_log
+    from prescale.app.store.history import HistoryStore
 
     errors = [r for r in read_log(HistoryStore(s.history_uri()), kinds={"event"})
               if r.get("event") == "model_error"]
@@ -176,7 +176,7 @@ def test_real_prometheus_scrapes_the_running_coordinator(env):
 
     import ray
 
-    from actors.metrics import EXPORTED_NAMES
+    from prescale.actors.metrics import EXPORTED_NAMES
     from tests.prom_support import running_prometheus
 
     s, h, _ = env

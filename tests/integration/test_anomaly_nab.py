@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.models.anomaly import WindowScore
-from app.telemetry.nab import TRACE_DIR_ENV, find_nab_dir, load_nab, nab_dir, read_windows
-from scripts.eval_anomaly_nab import chance_precision, evaluate_all, render_table
+from prescale.app.models.anomaly import WindowScore
+from prescale.app.telemetry.nab import TRACE_DIR_ENV, find_nab_dir, load_nab, nab_dir, read_windows
+from prescale.scripts.eval_anomaly_nab import chance_precision, evaluate_all, render_table
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT, WHY = find_nab_dir()

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from app.actuators.cgroup import CgroupActuator
-from app.settings import CgroupSettings
-from app.telemetry.cgroup import (
+from prescale.app.actuators.cgroup import CgroupActuator
+from prescale.app.settings import CgroupSettings
+from prescale.app.telemetry.cgroup import (
     CgroupContainer,
     CgroupNotFoundError,
     CgroupSource,

@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-from app.settings import Mode, Settings, load_settings
-from app.store.decision_log import read_log
-from app.store.history import HistoryStore
+from prescale.app.settings import Mode, Settings, load_settings
+from prescale.app.store.decision_log import read_log
+from prescale.app.store.history import HistoryStore
 
 pytestmark = pytest.mark.slow
 NS = "prescale-cluster-test"
@@ -39,7 +39,7 @@ def cluster(tmp_path_factory):
     import ray
     from ray.cluster_utils import Cluster
 
-    from actors import runtime
+    from prescale.actors import runtime
 
     c = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "_system_config": {"health_check_period_ms": 500,
@@ -63,7 +63,7 @@ def _tick(handles, timeout_s: float = 60.0):
     import ray
     from ray.exceptions import RayActorError, RayTaskError
 
-    from actors.ready import wait_ready
+    from prescale.actors.ready import wait_ready
 
     try:
         return ray.get(handles.coordinator.run_once.remote(), timeout=timeout_s)

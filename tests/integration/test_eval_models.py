@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.core.features import FEATURES
-from app.telemetry.replay import (
+from prescale.app.core.features import FEATURES
+from prescale.app.telemetry.replay import (
     BITBRAINS_RND_FILE,
     GOOGLE2011_EVENTS_FILE,
     GOOGLE2011_USAGE_FILE,
     TRACE_DIR_ENV,
     find_trace_dir,
 )
-from scripts.eval_models import (
+from prescale.scripts.eval_models import (
     default_kinds,
     failure_level,
     render,
@@ -41,7 +41,7 @@ TRACES = find_trace_dir()
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "scripts.eval_models", *args],
+        [sys.executable, "-m", "prescale.scripts.eval_models", *args],
         cwd=REPO, capture_output=True, text=True, timeout=300,
         env={**os.environ, **(env or {})},
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from app.store.history import HistoryStore
+from prescale.app.store.history import HistoryStore
 
 REPO = Path(__file__).resolve().parents[2]
 ROWS = 20  # samples per batch
@@ -30,8 +30,8 @@ DAY = 86_400.0
 WRITER = f"""
 import sys
 import time
-from app.core.sample import Event, EventKind, Sample
-from app.store.history import HistoryStore
+from prescale.app.core.sample import Event, EventKind, Sample
+from prescale.app.store.history import HistoryStore
 
 root, b = sys.argv[1], int(sys.argv[2])
 store = HistoryStore(root, flush_interval_s=1e9)
@@ -59,7 +59,7 @@ import os
 import signal
 import sys
 
-import app.store.history as history
+import prescale.app.store.history as history
 
 root, crash_at = sys.argv[1], sys.argv[2]
 store = history.HistoryStore(root)
@@ -218,7 +218,7 @@ def test_sigkill_writers_and_compactors_never_lose_or_duplicate(tmp_path):
 
 def fill(root: Path, batches: int) -> set[int]:
     store = HistoryStore(root, flush_interval_s=1e9)
-    from app.core.sample import Event, EventKind, Sample
+    from prescale.app.core.sample import Event, EventKind, Sample
 
     for b in range(batches):
         ts = T0 + ((b // 2) % 2) * DAY + b

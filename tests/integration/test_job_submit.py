@@ -1,5 +1,5 @@
 """Cluster mode as users run it: a real ``ray start --head`` on loopback and
-``ray job submit ... -- python -m actors.controller --config ...``.
+``ray job submit ... -- python -m prescale.actors.controller --config ...``.
 
 The head is started with ``--block`` by this module and stopped by terminating that
 process (``ray stop`` would stop *every* Ray on the host). The containers are
@@ -90,7 +90,7 @@ enabled = false
 def _submit(url, env, config: Path, *extra: str) -> str:
     r = subprocess.run(
         [RAY, "job", "submit", "--no-wait", "--address", url, "--working-dir", str(ROOT),
-         "--runtime-env-json", EXCLUDES, "--", "python", "-m", "actors.controller",
+         "--runtime-env-json", EXCLUDES, "--", "python", "-m", "prescale.actors.controller",
          "--config", str(config), *extra],
         env=env, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr

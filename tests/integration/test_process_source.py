@@ -20,9 +20,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from app.core.sample import EventKind, Sample, SourceBatch
-from app.telemetry.own_cgroup import V1_MOUNT, own_cgroup_paths
-from app.telemetry.process import (
+from prescale.app.core.sample import EventKind, Sample, SourceBatch
+from prescale.app.telemetry.own_cgroup import V1_MOUNT, own_cgroup_paths
+from prescale.app.telemetry.process import (
     KILLED_DETAIL,
     CgroupMount,
     CumulativeSum,

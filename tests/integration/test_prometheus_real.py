@@ -15,9 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from app.core.sample import EventKind, Sample
-from app.telemetry.base import Source
-from app.telemetry.prometheus import PrometheusError, PrometheusSource, PromMapping
+from prescale.app.core.sample import EventKind, Sample
+from prescale.app.telemetry.base import Source
+from prescale.app.telemetry.prometheus import PrometheusError, PrometheusSource, PromMapping
 from tests.prom_support import MetricsExporter, free_port, running_prometheus, series
 
 pytestmark = pytest.mark.timeout(120)

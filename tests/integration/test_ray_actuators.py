@@ -25,12 +25,12 @@ import uuid
 import pytest
 import requests
 
-from app.actuators.base import Actuator
-from app.actuators.ray_pg import Bundle, ManagedActor, PlacementGroupActuator
-from app.actuators.retry import RetryingActuator, RetryPolicy
-from app.actuators.serve import ServeActuator, ServeApp
-from app.core.actions import ActionKind, ResultStatus, ScalingAction, action_id_for
-from app.core.sample import Tier
+from prescale.app.actuators.base import Actuator
+from prescale.app.actuators.ray_pg import Bundle, ManagedActor, PlacementGroupActuator
+from prescale.app.actuators.retry import RetryingActuator, RetryPolicy
+from prescale.app.actuators.serve import ServeActuator, ServeApp
+from prescale.app.core.actions import ActionKind, ResultStatus, ScalingAction, action_id_for
+from prescale.app.core.sample import Tier
 
 MiB = 2**20
 _NOW_S = 1_700_000_000.0
@@ -335,11 +335,11 @@ def _predicted_overload_action() -> ScalingAction:
     replicated Serve deployment whose CPU use climbs toward its quota at the max bound."""
     import numpy as np
 
-    from app.core.features import compute_features
-    from app.core.policy import PolicyConfig, PolicyInput, PolicyState, decide
-    from app.core.predictor import TrendExhaustionPredictor
-    from app.core.sample import Sample
-    from app.settings import Settings
+    from prescale.app.core.features import compute_features
+    from prescale.app.core.policy import PolicyConfig, PolicyInput, PolicyState, decide
+    from prescale.app.core.predictor import TrendExhaustionPredictor
+    from prescale.app.core.sample import Sample
+    from prescale.app.settings import Settings
 
     s = Settings()
     rows, cpu_s = [], 0.0

@@ -16,8 +16,8 @@ import uuid
 
 import pytest
 
-from app.core.sample import Event, EventKind, Sample
-from app.telemetry.base import Source
+from prescale.app.core.sample import Event, EventKind, Sample
+from prescale.app.telemetry.base import Source
 
 MiB = 2**20
 
@@ -93,7 +93,7 @@ def _sample_of(batch, container: str) -> Sample:
 
 
 def test_construction_checks_node_and_state_api(ray_node):
-    from app.telemetry.ray_workers import RaySourceError, RayWorkersSource
+    from prescale.app.telemetry.ray_workers import RaySourceError, RayWorkersSource
 
     with pytest.raises(ValueError, match="56 lowercase hex"):
         RayWorkersSource(node_id="not-a-node")
@@ -104,7 +104,7 @@ def test_construction_checks_node_and_state_api(ray_node):
 
 
 def test_actor_is_a_container_whose_rss_grows(ray_node, Hog):
-    from app.telemetry.ray_workers import RayWorkersSource
+    from prescale.app.telemetry.ray_workers import RayWorkersSource
 
     ray = ray_node
     name = _uid("hog")
@@ -145,7 +145,7 @@ def test_actor_is_a_container_whose_rss_grows(ray_node, Hog):
 
 
 def test_each_death_is_classified_and_reported_once(ray_node, Hog):
-    from app.telemetry.ray_workers import RayWorkersSource
+    from prescale.app.telemetry.ray_workers import RayWorkersSource
 
     ray = ray_node
     names = {k: _uid(k) for k in ("sigkill", "raykill", "exit2", "quit")}
@@ -190,7 +190,7 @@ def test_each_death_is_classified_and_reported_once(ray_node, Hog):
 
 
 def test_crash_with_max_restarts_gives_killed_then_restart(ray_node, Hog):
-    from app.telemetry.ray_workers import RayWorkersSource
+    from prescale.app.telemetry.ray_workers import RayWorkersSource
 
     ray = ray_node
     name = _uid("phoenix")
@@ -220,7 +220,7 @@ def test_crash_with_max_restarts_gives_killed_then_restart(ray_node, Hog):
 
 
 def test_running_task_is_a_container_and_its_kill_an_event(ray_node):
-    from app.telemetry.ray_workers import STATE_API_ERROR_KEY, RayWorkersSource
+    from prescale.app.telemetry.ray_workers import STATE_API_ERROR_KEY, RayWorkersSource
 
     ray = ray_node
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.settings import Mode, Settings, load_settings
+from prescale.app.settings import Mode, Settings, load_settings
 
 pytestmark = pytest.mark.slow
 NS = "prescale-reclaim-test"
@@ -39,7 +39,7 @@ def _settings(data_dir) -> Settings:
 def loop(tmp_path_factory):
     import ray
 
-    from actors import runtime
+    from prescale.actors import runtime
 
     s = _settings(tmp_path_factory.mktemp("reclaim"))
     ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=NS,
@@ -57,8 +57,8 @@ def test_an_idle_container_is_shrunk_first_so_the_leak_is_served_in_the_same_tic
 
     import ray
 
-    from app.store.decision_log import read_log
-    from app.store.history import HistoryStore
+    from prescale.app.store.decision_log import read_log
+    from prescale.app.store.history import HistoryStore
 
     s, h = loop
     reclaim = None

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.core.sample import Sample
-from app.telemetry.replay import (
+from prescale.app.core.sample import Sample
+from prescale.app.telemetry.replay import (
     BITBRAINS_RND_FILE,
     GOOGLE2011_EVENTS_FILE,
     GOOGLE2011_USAGE_FILE,
@@ -207,7 +207,8 @@ def test_google_limits_and_cpu(google):
 
 
 def test_google_replay_into_the_real_history_store(google, tmp_path):
-    history = pytest.importorskip("app.store.history", reason="the history store is not there")
+    history = pytest.importorskip("prescale.app.store.history",
+                                  reason="the history store is not there")
     trace = google[0]
     store = history.HistoryStore(tmp_path / "history", flush_interval_s=3600)
     out = replay_into(trace, store, batch_rows=5_000)

@@ -19,12 +19,12 @@ import uuid
 
 import pytest
 
-from app.settings import load_settings
-from app.store.history import HistoryStore
-from app.store.registry import ModelRegistry
-from app.telemetry.replay import replay_into
+from prescale.app.settings import load_settings
+from prescale.app.store.history import HistoryStore
+from prescale.app.store.registry import ModelRegistry
+from prescale.app.telemetry.replay import replay_into
+from prescale.tuning.train import GLOBAL_APP, build_training_data, fit_model
 from tests.fleets import DATA_KW, WEAK_RF, warning_fleet
-from tuning.train import GLOBAL_APP, build_training_data, fit_model
 
 pytestmark = pytest.mark.slow
 MiB = 2**20
@@ -35,7 +35,7 @@ INTERVAL_S = 0.5
 def loop(tmp_path_factory):
     import ray
 
-    from actors import runtime
+    from prescale.actors import runtime
 
     data_dir = tmp_path_factory.mktemp("retrain")
     base = load_settings()
@@ -75,8 +75,8 @@ def loop(tmp_path_factory):
 
 
 def test_scheduled_retrain_runs_in_the_background_and_promotes_through_the_gate(loop):
-    from actors import runtime
-    from app.store.decision_log import read_log
+    from prescale.actors import runtime
+    from prescale.app.store.decision_log import read_log
 
     s, handles, weak = loop
     ticks: list[tuple[float, bool]] = []

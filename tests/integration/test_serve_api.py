@@ -31,12 +31,12 @@ import pytest
 import requests
 import yaml
 
-from app.core.features import FEATURES, compute_features
-from app.models import make_model
-from app.serve_app import PredictionService, app_from_settings
-from app.settings import load_settings
-from app.store.history import HistoryStore
-from app.store.registry import ModelRegistry
+from prescale.app.core.features import FEATURES, compute_features
+from prescale.app.models import make_model
+from prescale.app.serve_app import PredictionService, app_from_settings
+from prescale.app.settings import load_settings
+from prescale.app.store.history import HistoryStore
+from prescale.app.store.registry import ModelRegistry
 
 MiB = 2**20
 TOKEN = "s3cret-token"
@@ -174,7 +174,7 @@ def test_predict_leaking_high_steady_low_and_equal_to_in_process(api):
     assert by_name["steady"]["tiers"]["cpu"]["limit"] == "inf"  # no quota given: unlimited
     assert by_name["leaker"]["n_samples"] == 20
     # the same service in-process gives the same JSON, number for number
-    from app.api_models import PredictRequest
+    from prescale.app.api_models import PredictRequest
 
     local = PredictionService(api["settings"]).predict(PredictRequest.model_validate(req))
     assert body == local
@@ -191,8 +191,8 @@ def test_too_few_samples_for_a_trend_is_said_not_forecast_as_zero(api):
 
 
 def test_predict_features_equals_windows(api):
-    from app.api_models import PredictRequest
-    from app.serve_app import window_of
+    from prescale.app.api_models import PredictRequest
+    from prescale.app.serve_app import window_of
 
     win = {"containers": [leaker(), steady()]}
     window = window_of(PredictRequest.model_validate(win)).window
@@ -226,8 +226,8 @@ def test_predict_series_form_equals_samples_form(api):
 
 
 def test_recommend_acts_on_the_leaker_only_and_has_no_side_effect(api):
-    from app.api_models import PredictRequest
-    from app.serve_app import window_of
+    from prescale.app.api_models import PredictRequest
+    from prescale.app.serve_app import window_of
 
     req = {"containers": [leaker(), steady()]}
     first = post(api, "/v1/recommend", req)

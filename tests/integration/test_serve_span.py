@@ -14,7 +14,7 @@ import socket
 
 import pytest
 
-from app.settings import Mode, Settings, load_settings
+from prescale.app.settings import Mode, Settings, load_settings
 
 pytestmark = pytest.mark.slow
 NS = "prescale-serve-span"
@@ -40,7 +40,7 @@ def span(tmp_path_factory):
     from ray import serve
     from ray.cluster_utils import Cluster
 
-    from actors import runtime
+    from prescale.actors import runtime
 
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     for _ in range(2):
@@ -76,8 +76,8 @@ def test_a_deployment_on_two_nodes_is_one_container_with_both_replicas(span):
 
     import ray
 
-    from app.actuators.serve import _serve_details
-    from app.store import jsonfile
+    from prescale.app.actuators.serve import _serve_details
+    from prescale.app.store import jsonfile
 
     s, h = span
     dep = _serve_details().applications["span"].deployments["Api"]

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.core.features import FEATURES
-from app.models import torch_available
-from app.store.history import HistoryStore
-from app.store.registry import ModelRegistry
-from app.store.thresholds_store import load_book
-from app.telemetry.replay import (
+from prescale.app.core.features import FEATURES
+from prescale.app.models import torch_available
+from prescale.app.store.history import HistoryStore
+from prescale.app.store.registry import ModelRegistry
+from prescale.app.store.thresholds_store import load_book
+from prescale.app.telemetry.replay import (
     GOOGLE2011_EVENTS_FILE,
     GOOGLE2011_USAGE_FILE,
     SAMPLE_COLUMNS,
@@ -37,16 +37,7 @@ from app.telemetry.replay import (
     read_google2011,
     replay_into,
 )
-from tests.fleets import (  # shared with the live retrain test
-    DATA_KW,
-    N_CONTAINERS,
-    N_STEPS,
-    WEAK_RF,
-    expected_kills,
-    synthetic_fleet,
-    warning_fleet,
-)
-from tuning.train import (
+from prescale.tuning.train import (
     GLOBAL_APP,
     Promotion,
     build_training_data,
@@ -56,7 +47,16 @@ from tuning.train import (
     train_model,
     tune_and_register,
 )
-from tuning.trainable import fit_in_steps, growth_steps
+from prescale.tuning.trainable import fit_in_steps, growth_steps
+from tests.fleets import (  # shared with the live retrain test
+    DATA_KW,
+    N_CONTAINERS,
+    N_STEPS,
+    WEAK_RF,
+    expected_kills,
+    synthetic_fleet,
+    warning_fleet,
+)
 
 
 @pytest.fixture(scope="module")
@@ -362,8 +362,8 @@ def test_bench_tune_8_trials_under_10_minutes(tmp_path: Path, which: str):
     if which == "google2011":
         trace, kw = _google_trace(), GOOGLE_KW
     else:
-        from app.core.limit_failures import derive_limit_failures
-        from app.telemetry.replay import BITBRAINS_RND_FILE, read_bitbrains
+        from prescale.app.core.limit_failures import derive_limit_failures
+        from prescale.app.telemetry.replay import BITBRAINS_RND_FILE, read_bitbrains
 
         path = find_trace_dir() / BITBRAINS_RND_FILE
         if not path.is_file():
@@ -449,7 +449,7 @@ def test_unseen_rows_worked_example(data):
 
     import pandas as pd
 
-    from tuning.train import unseen_rows
+    from prescale.tuning.train import unseen_rows
 
     meta = pd.DataFrame({"container": ["c1", "c2", "c3"], "app": ["c", "a", "a"],
                          "ts_end_s": [50.0, 150.0, 50.0], "row": [0, 1, 2]})

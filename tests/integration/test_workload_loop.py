@@ -25,7 +25,7 @@ import time
 import pytest
 import requests
 
-from app.settings import Mode, Settings, load_settings
+from prescale.app.settings import Mode, Settings, load_settings
 
 pytestmark = pytest.mark.slow
 NS = "prescale-serve-loop"
@@ -86,8 +86,8 @@ def loop(tmp_path_factory):
     import ray
     from ray import serve
 
-    from actors import names, runtime
-    from actors.workloads import WorkloadActuatorActor
+    from prescale.actors import names, runtime
+    from prescale.actors.workloads import WorkloadActuatorActor
 
     s = _settings(tmp_path_factory.mktemp("workloads"))
     ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=NS,
@@ -108,8 +108,8 @@ def loop(tmp_path_factory):
 
 
 def _log(s):
-    from app.store.decision_log import read_log
-    from app.store.history import HistoryStore
+    from prescale.app.store.decision_log import read_log
+    from prescale.app.store.history import HistoryStore
 
     return list(read_log(HistoryStore(s.history_uri()), run_id="workload-loop"))
 
@@ -139,7 +139,7 @@ def test_the_loop_scales_a_serve_deployment_out_ahead_of_its_cpu_overload(loop):
     import ray
     from ray import serve
 
-    from app.actuators.serve import ServeApp
+    from prescale.app.actuators.serve import ServeApp
 
     s, handles, workloads, port = loop
     @serve.deployment
@@ -178,7 +178,7 @@ def test_the_loop_scales_a_serve_deployment_out_ahead_of_its_cpu_overload(loop):
 def test_the_loop_moves_a_growing_managed_actor_to_a_bigger_bundle_with_its_state(loop):
     import ray
 
-    from app.actuators.ray_pg import Bundle
+    from prescale.app.actuators.ray_pg import Bundle
 
     s, handles, workloads, _ = loop
 

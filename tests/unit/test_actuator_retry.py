@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.actuators.base import (
+from prescale.app.actuators.base import (
     Actuator,
     IdempotentActuator,
     InvalidActionError,
@@ -22,12 +22,18 @@ from app.actuators.base import (
     fmt_limit,
     make_result,
 )
-from app.actuators.dryrun import DryRunActuator
-from app.actuators.ray_pg import Bundle, shortfall
-from app.actuators.retry import RetryingActuator, RetryPolicy, backoff_delay_s
-from app.actuators.serve import replicas_settled, serve_container, split_container
-from app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction, action_id_for
-from app.core.sample import Tier
+from prescale.app.actuators.dryrun import DryRunActuator
+from prescale.app.actuators.ray_pg import Bundle, shortfall
+from prescale.app.actuators.retry import RetryingActuator, RetryPolicy, backoff_delay_s
+from prescale.app.actuators.serve import replicas_settled, serve_container, split_container
+from prescale.app.core.actions import (
+    ActionKind,
+    ActionResult,
+    ResultStatus,
+    ScalingAction,
+    action_id_for,
+)
+from prescale.app.core.sample import Tier
 
 MiB = 2**20
 
@@ -148,7 +154,7 @@ def test_gives_up_after_max_attempts_with_every_attempt_in_the_reason_and_an_err
     inner = Flaky(10)
     r = RetryingActuator(inner, policy, sleep=clock.sleep, clock=clock)
     a = _action()
-    with caplog.at_level(logging.WARNING, logger="app.actuators.retry"):
+    with caplog.at_level(logging.WARNING, logger="prescale.app.actuators.retry"):
         result = r.apply(a)
     assert result.status is ResultStatus.FAILED
     assert result.action_id == a.action_id

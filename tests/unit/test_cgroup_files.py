@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from app.actuators.cgroup import ActuationResult, CgroupActuator
-from app.core.sample import Sample
-from app.settings import CgroupSettings
-from app.telemetry.cgroup import (
+from prescale.app.actuators.cgroup import ActuationResult, CgroupActuator
+from prescale.app.core.sample import Sample
+from prescale.app.settings import CgroupSettings
+from prescale.app.telemetry.cgroup import (
     CgroupContainer,
     CgroupError,
     CgroupNotFoundError,
@@ -716,7 +716,7 @@ def test_poll_reports_oom_kill_events_from_the_counter(tmp_path: Path) -> None:
 
 
 def test_v2_psi_pressure_totals(tmp_path: Path) -> None:
-    from app.telemetry.cgroup import parse_pressure
+    from prescale.app.telemetry.cgroup import parse_pressure
 
     root = tmp_path / "prescale"
     web = make_v2(root / "web")
@@ -738,7 +738,7 @@ def test_v2_psi_pressure_totals(tmp_path: Path) -> None:
 
 
 def test_psi_parser_reads_this_kernels_own_files() -> None:
-    from app.telemetry.cgroup import parse_pressure
+    from prescale.app.telemetry.cgroup import parse_pressure
 
     real = Path("/sys/fs/cgroup/unified/memory.pressure")
     if not real.exists():

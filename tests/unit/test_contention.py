@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from app.core.actions import ScalingAction, Verdict
-from app.core.contention import ArbitrationResult, ReclaimCandidate, arbitrate
-from app.core.pool import Capacity, Pool
-from app.core.sample import Tier
+from prescale.app.core.actions import ScalingAction, Verdict
+from prescale.app.core.contention import ArbitrationResult, ReclaimCandidate, arbitrate
+from prescale.app.core.pool import Capacity, Pool
+from prescale.app.core.sample import Tier
 
 GiB = 2**30
 MiB = 2**20
@@ -307,7 +307,7 @@ def test_partial_grant_worked_example_covers_the_forecast():
 
 
 def test_no_partial_grant_below_the_forecast_or_when_switched_off():
-    from app.core.contention import ContentionConfig
+    from prescale.app.core.contention import ContentionConfig
 
     p = _partial_pool(150)  # 512 + 150 = 662 MiB < forecast 700 MiB
     r = arbitrate([_forecast_ask(700)], p, idle=[], tenants={}, weights={}, now_s=100.0)

@@ -5,12 +5,17 @@ import math
 import numpy as np
 import pytest
 
-from app.core.actions import ActionKind, ActionResult, ResultStatus
-from app.core.cost import CostConfig, SavingsLedger, accumulate_savings, propose_scale_downs
-from app.core.guards import GuardConfig
-from app.core.policy import PolicyConfig, PolicyInput, PolicyState, decide, scale_down_idle
-from app.core.predictor import Prediction, TierPrediction
-from app.core.sample import Tier
+from prescale.app.core.actions import ActionKind, ActionResult, ResultStatus
+from prescale.app.core.cost import (
+    CostConfig,
+    SavingsLedger,
+    accumulate_savings,
+    propose_scale_downs,
+)
+from prescale.app.core.guards import GuardConfig
+from prescale.app.core.policy import PolicyConfig, PolicyInput, PolicyState, decide, scale_down_idle
+from prescale.app.core.predictor import Prediction, TierPrediction
+from prescale.app.core.sample import Tier
 
 MiB = 2**20
 GiB = 2**30
@@ -161,7 +166,7 @@ def test_savings_ledger_drops_gone_containers_and_rejects_time_going_back():
 
 
 def test_scale_outs_and_unchanged_results_are_not_savings():
-    from app.core.actions import ScalingAction
+    from prescale.app.core.actions import ScalingAction
 
     out = ScalingAction("x", 0.0, "c0", Tier.MEMORY, 2, 3, 0.9, 0.5, 1.0, 1.0, "",
                         kind=ActionKind.SCALE_OUT)
@@ -197,7 +202,7 @@ def test_a_limit_never_reaches_zero():
 def test_reclaim_worked_example_keeps_the_long_peak_plus_margin():
     # the module docstring: limit 1600 MiB, u 180 MiB, long peak 614 MiB (an hourly
     # burst), run peak 200 MiB, low for 600 s ≥ reclaim_after_s 300 s
-    from app.core.cost import reclaim_candidates
+    from prescale.app.core.cost import reclaim_candidates
 
     cfg = CostConfig(peak_margin_fraction=0.2, reclaim_after_s=300)
     state = PolicyState(low_since_s={"c0/memory": 0.0}, low_peak={"c0/memory": 200 * MiB})
@@ -212,7 +217,7 @@ def test_reclaim_worked_example_keeps_the_long_peak_plus_margin():
 
 
 def test_reclaim_needs_a_long_enough_low_run_a_low_tick_and_room_below_the_limit():
-    from app.core.cost import reclaim_candidates
+    from prescale.app.core.cost import reclaim_candidates
 
     cfg = CostConfig(reclaim_after_s=300)
     state = PolicyState(low_since_s={"c0/memory": 0.0})
@@ -226,7 +231,7 @@ def test_reclaim_needs_a_long_enough_low_run_a_low_tick_and_room_below_the_limit
     assert reclaim_candidates(snap(300.0, [GiB], [100 * MiB]),
                               CostConfig(enabled=False), g, state) == []
     # the lower bound wins over the peak: min 512 MiB for this container
-    from app.core.guards import Bounds
+    from prescale.app.core.guards import Bounds
 
     g2 = GuardConfig(container_bounds={"c0": Bounds({"memory": 512 * MiB}, {})})
     [c] = reclaim_candidates(snap(300.0, [GiB], [100 * MiB]), cfg, g2, state)
@@ -236,7 +241,7 @@ def test_reclaim_needs_a_long_enough_low_run_a_low_tick_and_room_below_the_limit
 @pytest.mark.parametrize("usage_mib,peak_mib,floor_mib", [(100, 10, 110), (300, 0, 330),
                                                            (50, 400, 400)])
 def test_reclaim_floor_never_below_usage_plus_safety_margin(usage_mib, peak_mib, floor_mib):
-    from app.core.cost import reclaim_candidates
+    from prescale.app.core.cost import reclaim_candidates
 
     cfg = CostConfig(reclaim_margin_fraction=0.0, reclaim_after_s=0, idle_usage_fraction=0.5)
     state = PolicyState(low_since_s={"c0/memory": 0.0})

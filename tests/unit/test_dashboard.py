@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from actors import metrics as m
-from app.core.outcome_tracker import Judgement, OutcomeKind
-from app.core.sample import Tier
+from prescale.actors import metrics as m
+from prescale.app.core.outcome_tracker import Judgement, OutcomeKind
+from prescale.app.core.sample import Tier
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "configs" / "grafana" / "prescale.json"

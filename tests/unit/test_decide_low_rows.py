@@ -9,11 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_policies_property import FAST, policy_configs, snapshots, states
 
-from app.core.cost import CostConfig, propose_scale_downs
-from app.core.guards import guard
-from app.core.policy import _RAW, PolicyInput, _low_rows, _rows, decide
-from app.core.predictor import Prediction, TierPrediction
-from app.core.sample import Tier
+from prescale.app.core.cost import CostConfig, propose_scale_downs
+from prescale.app.core.guards import guard
+from prescale.app.core.policy import _RAW, PolicyInput, _low_rows, _rows, decide
+from prescale.app.core.predictor import Prediction, TierPrediction
+from prescale.app.core.sample import Tier
 
 MiB = 2**20
 

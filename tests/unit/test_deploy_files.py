@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from actors.controller import parse_args
-from app.settings import load_settings
+from prescale.actors.controller import parse_args
+from prescale.app.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERAY = ROOT / "configs" / "kuberay"
@@ -28,7 +28,7 @@ def test_rayjob_runs_the_controller_on_the_raycluster_with_the_cluster_config():
     assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
     assert job["spec"]["clusterSelector"]["ray.io/cluster"] == cluster["metadata"]["name"]
     argv = shlex.split(job["spec"]["entrypoint"])
-    assert argv[:3] == ["python", "-m", "actors.controller"]
+    assert argv[:3] == ["python", "-m", "prescale.actors.controller"]
     args = parse_args(argv[3:])
     s = load_settings(ROOT / args.config)  # the config it names exists and is valid
     assert s.ray.detached and s.ray.address == "auto"
@@ -57,3 +57,19 @@ def test_serve_config_imports_the_app_builder():
     module, attr = app["import_path"].split(":")
     assert callable(getattr(importlib.import_module(module), attr))
     load_settings(ROOT / app["args"]["config"])
+
+
+def test_every_package_is_listed_for_the_wheel():
+    """pyproject lists the packages of the prescale.* namespace one by one (the
+    repository's app/, actors/, tuning/, scripts/, configs/ map onto it): a new package
+    missing there would be left out of the wheel."""
+    import tomllib
+
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(cfg["packages"])
+    found = {"prescale." + ".".join(p.parent.relative_to(ROOT).parts)
+             for top in ("app", "actors", "tuning", "scripts")
+             for p in (ROOT / top).rglob("__init__.py")}
+    found |= {"prescale.configs"} | {f"prescale.configs.{d.name}"
+                                     for d in (ROOT / "configs").iterdir() if d.is_dir()}
+    assert found == listed, (sorted(found - listed), sorted(listed - found))

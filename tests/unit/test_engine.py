@@ -8,13 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from app.core.actions import ActionResult, ResultStatus
-from app.core.engine import Engine, EngineConfig, EngineState, Snapshot
-from app.core.outcome_tracker import OutcomeKind
-from app.core.ring import RingBuffer
-from app.core.sample import METRICS, Sample
-from app.core.thresholds import ThresholdBook, ThresholdConfig
-from app.settings import Settings
+from prescale.app.core.actions import ActionResult, ResultStatus
+from prescale.app.core.engine import Engine, EngineConfig, EngineState, Snapshot
+from prescale.app.core.outcome_tracker import OutcomeKind
+from prescale.app.core.ring import RingBuffer
+from prescale.app.core.sample import METRICS, Sample
+from prescale.app.core.thresholds import ThresholdBook, ThresholdConfig
+from prescale.app.settings import Settings
 
 MiB = 2**20
 
@@ -96,7 +96,7 @@ def test_snapshot_rejects_mismatched_shapes():
 
 
 def test_merge_shards_qualifies_a_name_seen_on_two_nodes():
-    from actors.coordinator import merge_shards
+    from prescale.actors.coordinator import merge_shards
 
     def shard(node, names):
         n = len(names)
@@ -159,8 +159,8 @@ def test_merge_shards_keeps_a_deployment_spanning_nodes_as_one_container():
     node a at 0.9 of its memory and 2 on node b at 0.4: one container ``app/api``, 3
     replicas, node a's window (those replicas fail first). ``web``, not replicated, is
     still qualified per node."""
-    from actors.coordinator import _row_load, merge_shards
-    from app.core.sample import M
+    from prescale.actors.coordinator import _row_load, merge_shards
+    from prescale.app.core.sample import M
 
     def row(mem_frac, w=4):
         r = np.full((w, len(METRICS)), math.nan)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from app.core.sample import Tier
-from app.evaluation import metrics, report, runner, scenarios
-from app.evaluation.baselines import (
+from prescale.app.core.sample import Tier
+from prescale.app.evaluation import metrics, report, runner, scenarios
+from prescale.app.evaluation.baselines import (
     VPA,
     VPA_VARIANTS,
     Bounds,
@@ -25,7 +25,7 @@ from app.evaluation.baselines import (
     oom_bump_bytes,
     vpa_update_allowed,
 )
-from app.evaluation.runner import AppliedAction, RunRecord
+from prescale.app.evaluation.runner import AppliedAction, RunRecord
 
 MIB = 2.0**20
 
@@ -281,7 +281,7 @@ def test_bad_names_are_refused() -> None:
 
 
 def test_cli_evaluate_leak_json(monkeypatch: pytest.MonkeyPatch) -> None:
-    from app.cli import app
+    from prescale.app.cli import app
 
     short = scenarios.leak(n=3, hours=3.0)
     monkeypatch.setitem(scenarios.SYNTHETIC, "leak", lambda: short)
@@ -307,7 +307,7 @@ def test_cli_evaluate_leak_json(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_cli_evaluate_bad_input_exits_2(tmp_path) -> None:
-    from app.cli import app
+    from prescale.app.cli import app
 
     r = CliRunner()
     assert r.invoke(app, ["evaluate", "--scenario", "nope"]).exit_code == 2
@@ -324,7 +324,7 @@ def test_generic_trace_file_and_report(tmp_path) -> None:
             rows.append(f"{c},{t + 1.7e9},{(100 + 5 * i) * MIB},{256 * MIB}")
     p = tmp_path / "t.csv"
     p.write_text("\n".join(rows))
-    from app.evaluation import traces
+    from prescale.app.evaluation import traces
 
     s = traces.from_file(p)
     assert s.n == 2 and s.steps == 40 and s.memory_limit_bytes[0] == 256 * MIB
@@ -357,7 +357,7 @@ def test_tenants_reclaiming_idle_capacity_spares_the_bystanders() -> None:
 
 
 def test_eval_seeds_script_runs_variants_and_refuses_bad_ones() -> None:
-    from scripts import eval_seeds
+    from prescale.scripts import eval_seeds
 
     assert eval_seeds._seeds("1-3") == [1, 2, 3] and eval_seeds._seeds("4,9") == [4, 9]
     [on, off] = eval_seeds.run("tenants", [7], ["proportional", "proportional:no_reclaim"])
@@ -404,7 +404,7 @@ def _bitbrains_like(tmp_path):
 
 
 def test_trace_lifetimes_starting_limits_and_pool(tmp_path) -> None:
-    from app.evaluation import traces
+    from prescale.app.evaluation import traces
 
     s = traces.from_file(_bitbrains_like(tmp_path))
     assert s.names == ("vm-1", "vm-2", "vm-10")  # natural order
@@ -423,7 +423,7 @@ def test_trace_lifetimes_starting_limits_and_pool(tmp_path) -> None:
 
 
 def test_a_container_outside_its_life_counts_nowhere(tmp_path) -> None:
-    from app.evaluation import traces
+    from prescale.app.evaluation import traces
 
     s = traces.from_file(_bitbrains_like(tmp_path))
     rec = runner.run(s, "static")
@@ -473,12 +473,12 @@ def test_memory_figures_worked_example() -> None:
 
 
 def test_config_and_pool_options_are_used_and_reported(tmp_path) -> None:
-    from app.cli import app
+    from prescale.app.cli import app
 
     cfg = tmp_path / "p.toml"
     cfg.write_text("[cost]\nidle_after_s = 7200.0\n")
     short = scenarios.scaled(scenarios.tenants(), 0.25)
-    import app.evaluation.scenarios as sc
+    import prescale.app.evaluation.scenarios as sc
 
     old = sc.SYNTHETIC["tenants"]
     sc.SYNTHETIC["tenants"] = lambda: short

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-import app.core.features as features_module
-from app.core.features import FEATURES, F, compute_features
-from app.core.sample import METRICS, M, Sample
+import prescale.app.core.features as features_module
+from prescale.app.core.features import FEATURES, F, compute_features
+from prescale.app.core.sample import METRICS, M, Sample
 
 pytestmark = pytest.mark.filterwarnings("error")  # no numpy RuntimeWarning may escape
 
@@ -419,7 +419,7 @@ def test_slopes_agree_with_polyfit():
 
 def test_added_features_worked_example():
     """The worked example of the added features in the module docstring."""
-    from app.core.features import F
+    from prescale.app.core.features import F
 
     rows = [Sample("a", t, memory_usage_bytes=u, cpu_usage_s_total=c, block_latency_s=lat,
                    memory_pressure_full_s_total=psi).row()

@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from app.models.gate import Reference, judge, paired_ap_gains
-from app.models.metrics import pr_auc
-from app.models.operating_threshold import choose_threshold
+from prescale.app.models.gate import Reference, judge, paired_ap_gains
+from prescale.app.models.metrics import pr_auc
+from prescale.app.models.operating_threshold import choose_threshold
 
 
 def _data(n_groups: int = 40, seed: int = 0):

@@ -12,8 +12,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from app.core.sample import INF, METRICS, NAN, Event, EventKind, Sample
-from app.store.history import (
+from prescale.app.core.sample import INF, METRICS, NAN, Event, EventKind, Sample
+from prescale.app.store.history import (
     REPLACES_KEY,
     HistoryStore,
     app_dir_name,

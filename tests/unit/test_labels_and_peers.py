@@ -9,20 +9,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.core.features import FEATURES, F
-from app.core.labels import (
+from prescale.app.core.features import FEATURES, F
+from prescale.app.core.labels import (
     TIER_EVENTS,
     group_folds,
     label,
     memory_exhausted,
     stratified_group_split,
 )
-from app.core.limit_failures import derive_limit_failures
-from app.core.peers import PEER_FEATURES, peer_features, peer_groups
-from app.core.predictor import TrendExhaustionPredictor
-from app.core.sample import EventKind
-from app.core.thresholds import ThresholdBook
-from app.models.metrics import reliability, roc_auc
+from prescale.app.core.limit_failures import derive_limit_failures
+from prescale.app.core.peers import PEER_FEATURES, peer_features, peer_groups
+from prescale.app.core.predictor import TrendExhaustionPredictor
+from prescale.app.core.sample import EventKind
+from prescale.app.core.thresholds import ThresholdBook
+from prescale.app.models.metrics import reliability, roc_auc
 
 
 def test_memory_exhausted_worked_example():

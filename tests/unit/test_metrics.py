@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from app.models.metrics import (
+from prescale.app.models.metrics import (
     FeatureRule,
     LeadTimeStats,
     OperatingPoint,

@@ -15,9 +15,9 @@ import sys
 import numpy as np
 import pytest
 
-from app.core.features import FEATURES, F, compute_features
-from app.core.sample import METRICS, M
-from app.models import (
+from prescale.app.core.features import FEATURES, F, compute_features
+from prescale.app.core.sample import METRICS, M
+from prescale.app.models import (
     MODEL_KINDS,
     FailureModel,
     HeuristicModel,
@@ -27,9 +27,9 @@ from app.models import (
     model_class,
     torch_available,
 )
-from app.models.lstm import INSTALL_HINT, window_channels
-from app.models.metrics import pr_auc
-from app.models.sklearn_models import cap_infinities
+from prescale.app.models.lstm import INSTALL_HINT, window_channels
+from prescale.app.models.metrics import pr_auc
+from prescale.app.models.sklearn_models import cap_infinities
 
 H = 30.0
 LIMIT = 1e9
@@ -227,8 +227,8 @@ def test_trainable_model_predicts_only_after_fit(kind):
 def test_heuristic_needs_no_training_and_is_the_predictor():
     model = HeuristicModel(horizon_s=H, min_samples=2)
     p = model.predict_proba(TEST[1])  # no fit
-    from app.core.predictor import TrendExhaustionPredictor
-    from app.core.sample import Tier
+    from prescale.app.core.predictor import TrendExhaustionPredictor
+    from prescale.app.core.sample import Tier
 
     ref = TrendExhaustionPredictor(H, 2, 0.02, 0.9).predict(TEST[1]).tiers[Tier.MEMORY].p_fail
     np.testing.assert_array_equal(p, ref)
@@ -342,7 +342,7 @@ def test_lstm_channels_worked_example():
     win[0, :, M["memory_usage_bytes"]] = [50.0, 60.0]
     win[0, :, M["memory_limit_bytes"]] = [200.0, np.inf]
     ch = window_channels(win)
-    from app.models.lstm import CHANNELS
+    from prescale.app.models.lstm import CHANNELS
 
     c = {name: i for i, name in enumerate(CHANNELS)}
     assert ch[0, :, c["present"]].tolist() == [1.0, 1.0]

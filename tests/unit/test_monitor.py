@@ -3,9 +3,9 @@
 import math
 import time
 
-from actors.monitor import Monitor
-from app.core.sample import METRICS, Event, EventKind, M, Sample, SourceBatch
-from app.settings import Settings
+from prescale.actors.monitor import Monitor
+from prescale.app.core.sample import METRICS, Event, EventKind, M, Sample, SourceBatch
+from prescale.app.settings import Settings
 
 
 class ListSource:
@@ -65,7 +65,7 @@ def test_monitor_drops_bad_samples_and_survives_a_broken_source():
 
 
 def test_merge_sources_worked_example():
-    from app.core.sample import merge_sources
+    from prescale.app.core.sample import merge_sources
 
     cg = [Sample("web", 10.0, memory_usage_bytes=5.0, app="web")]
     tm = [Sample("web", 11.0, block_latency_s=0.2), Sample("api", 11.0, block_latency_s=0.1)]
@@ -79,8 +79,8 @@ def test_merge_sources_worked_example():
 
 
 def test_monitor_refuses_to_apply_a_scale_out_to_a_cgroup():
-    from app.core.actions import ActionKind, ResultStatus, ScalingAction
-    from app.core.sample import Tier
+    from prescale.app.core.actions import ActionKind, ResultStatus, ScalingAction
+    from prescale.app.core.sample import Tier
 
     m = Monitor(Settings(), sources=[])
     a = ScalingAction("web/replicas@1", 1.0, "web", Tier.CPU, 1, 2, 0.9, 0.5, 10.0, 2.0, "",

@@ -8,14 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from app.core.actions import ActionKind, ActionResult, ResultStatus
-from app.core.engine import Engine, EngineConfig, Snapshot
-from app.core.oom import OomConfig, OomState, bump_target
-from app.core.policy import PolicyConfig, PolicyInput, PolicyState, decide
-from app.core.predictor import Prediction, TierPrediction
-from app.core.sample import Event, EventKind, Sample, Tier
-from app.core.thresholds import ThresholdBook
-from app.settings import Settings
+from prescale.app.core.actions import ActionKind, ActionResult, ResultStatus
+from prescale.app.core.engine import Engine, EngineConfig, Snapshot
+from prescale.app.core.oom import OomConfig, OomState, bump_target
+from prescale.app.core.policy import PolicyConfig, PolicyInput, PolicyState, decide
+from prescale.app.core.predictor import Prediction, TierPrediction
+from prescale.app.core.sample import Event, EventKind, Sample, Tier
+from prescale.app.core.thresholds import ThresholdBook
+from prescale.app.settings import Settings
 
 MiB = 2**20
 CFG = OomConfig()  # min bump 100 MiB, ratio 1.2, loop 3 in 3600 s, loop ratio 2
@@ -101,7 +101,7 @@ def test_a_kill_loop_scales_out_a_replicated_container() -> None:
 def test_the_floor_holds_against_an_idle_scale_down() -> None:
     # c0 is idle by every cost rule, but an OOM bump made its 1 GiB a floor
     inp = _inp([0], [1024], [50], floor={Tier.MEMORY: np.array([1024.0 * MiB])})
-    from app.core.cost import CostConfig
+    from prescale.app.core.cost import CostConfig
     cfg = PolicyConfig(cost=CostConfig(idle_after_s=0.0))
     state = PolicyState(low_since_s={"c0/memory": 0.0}, low_peak={"c0/memory": 50.0 * MiB})
     decisions, _ = decide(inp, cfg, state)
@@ -121,7 +121,7 @@ def _samples(name: str, t: float, usage: float, limit: float, kills: float) -> S
 
 
 def test_engine_bumps_on_the_event_holds_the_floor_and_flags_a_loop() -> None:
-    from app.core.ring import RingBuffer
+    from prescale.app.core.ring import RingBuffer
 
     s = Settings(mode="auto", policy={"cooldown_s": 600.0})
     engine = Engine(EngineConfig.from_settings(s))
@@ -149,13 +149,13 @@ def test_engine_bumps_on_the_event_holds_the_floor_and_flags_a_loop() -> None:
     assert "kill loop: 3 OOM kills" in flagged["w"]
     assert engine.state.oom.floor["w"][0] == limit
     # the state survives a checkpoint
-    from app.core.engine import EngineState
+    from prescale.app.core.engine import EngineState
     again = EngineState.from_dict(engine.state.to_dict(), engine.config)
     assert again.oom == engine.state.oom
 
 
 def test_grew_steadily_tells_a_leak_from_a_burst() -> None:
-    from app.core.oom import grew_steadily
+    from prescale.app.core.oom import grew_steadily
 
     assert grew_steadily([200, 260, 320, 380, 440, 500], 512)
     assert not grew_steadily([200, 200, 200, 200, 200, 300, 450, 500], 512)  # a ramp
@@ -167,7 +167,7 @@ def _run_killed(load: str):
     """A container of one app killed at 512 MiB, then restarted: a leak (memory rose
     over the whole window, restarts at 210 MiB) or a burst (flat, then a ramp; restarts
     into the same load at 480 MiB). Returns the engine and the flags it raised."""
-    from app.core.ring import RingBuffer
+    from prescale.app.core.ring import RingBuffer
 
     engine = Engine(EngineConfig.from_settings(Settings(mode="auto")))
     book, ring = ThresholdBook(), RingBuffer(12)

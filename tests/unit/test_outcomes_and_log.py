@@ -1,9 +1,9 @@
-from app.core.actions import ScalingAction
-from app.core.outcomes import LeadTimeTracker
-from app.core.sample import Event, EventKind, Sample, Tier, events_between
-from app.store.decision_log import DecisionLog, read_log
-from app.store.history import HistoryStore
-from app.telemetry.own_cgroup import parse_proc_cgroup
+from prescale.app.core.actions import ScalingAction
+from prescale.app.core.outcomes import LeadTimeTracker
+from prescale.app.core.sample import Event, EventKind, Sample, Tier, events_between
+from prescale.app.store.decision_log import DecisionLog, read_log
+from prescale.app.store.history import HistoryStore
+from prescale.app.telemetry.own_cgroup import parse_proc_cgroup
 
 MiB = 2**20
 

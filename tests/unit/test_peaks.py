@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from app.core.peaks import PeakTracker
-from app.core.sample import Tier
+from prescale.app.core.peaks import PeakTracker
+from prescale.app.core.sample import Tier
 
 
 def _obs(p: PeakTracker, t: float, mem: float, names=("c",)) -> None:

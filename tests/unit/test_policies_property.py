@@ -15,10 +15,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.core.actions import ActionKind, Decision, ScalingAction, action_id_for
-from app.core.cost import CostConfig
-from app.core.guards import Bounds, GuardConfig, guard
-from app.core.policy import (
+from prescale.app.core.actions import ActionKind, Decision, ScalingAction, action_id_for
+from prescale.app.core.cost import CostConfig
+from prescale.app.core.guards import Bounds, GuardConfig, guard
+from prescale.app.core.policy import (
     PolicyConfig,
     PolicyInput,
     PolicyState,
@@ -28,9 +28,9 @@ from app.core.policy import (
     proportional,
     scale_down_idle,
 )
-from app.core.policy_types import key_of, replicas_key
-from app.core.predictor import Prediction, TierPrediction
-from app.core.sample import Tier
+from prescale.app.core.policy_types import key_of, replicas_key
+from prescale.app.core.predictor import Prediction, TierPrediction
+from prescale.app.core.sample import Tier
 
 MiB = 2**20
 GiB = 2**30

@@ -3,10 +3,10 @@ import math
 import numpy as np
 import pytest
 
-from app.core.actions import ActionKind, Decision, ScalingAction, action_id_for
-from app.core.cost import CostConfig
-from app.core.guards import Bounds, GuardConfig, guard
-from app.core.policy import (
+from prescale.app.core.actions import ActionKind, Decision, ScalingAction, action_id_for
+from prescale.app.core.cost import CostConfig
+from prescale.app.core.guards import Bounds, GuardConfig, guard
+from prescale.app.core.policy import (
     PolicyConfig,
     PolicyInput,
     PolicyState,
@@ -16,9 +16,9 @@ from app.core.policy import (
     proportional,
     target_limit,
 )
-from app.core.predictor import Prediction, TierPrediction
-from app.core.sample import Tier
-from app.settings import PolicySettings
+from prescale.app.core.predictor import Prediction, TierPrediction
+from prescale.app.core.sample import Tier
+from prescale.app.settings import PolicySettings
 
 MiB = 2**20
 CFG = PolicySettings(margin_fraction=0.25, cooldown_s=10, cpu_step_fraction=0.5)

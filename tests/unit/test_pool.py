@@ -3,10 +3,10 @@ import math
 
 import pytest
 
-from app.core.actions import ActionKind, ScalingAction, Verdict
-from app.core.pool import Capacity, Pool
-from app.core.sample import Tier
-from app.store import jsonfile
+from prescale.app.core.actions import ActionKind, ScalingAction, Verdict
+from prescale.app.core.pool import Capacity, Pool
+from prescale.app.core.sample import Tier
+from prescale.app.store import jsonfile
 
 GiB = 2**30
 

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.core.actions import ActionKind, ScalingAction, Verdict
-from app.core.pool import Capacity, Pool
-from app.core.sample import Tier
-from app.store import jsonfile
+from prescale.app.core.actions import ActionKind, ScalingAction, Verdict
+from prescale.app.core.pool import Capacity, Pool
+from prescale.app.core.sample import Tier
+from prescale.app.store import jsonfile
 
 GiB = 2**30
 NODES = {"n1": Capacity(8 * GiB, 4.0), "n2": Capacity(4 * GiB, 2.0)}
@@ -164,7 +164,7 @@ def test_arbitration_with_partial_grants_never_overcommits(sequence, asks):
     """Whatever came before, one tick's arbitration (partial grants on) leaves every node
     within capacity − reserve, and a partial grant lies in [forecast, asked) above the
     old limit."""
-    from app.core.contention import arbitrate
+    from prescale.app.core.contention import arbitrate
 
     p = Pool(NODES, RESERVE, WARM)
     for i, op in enumerate(sequence):

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from app.core.features import FEATURES, compute_features
-from app.core.predictor import Prediction, TierPrediction, TrendExhaustionPredictor
-from app.core.sample import Sample, Tier
+from prescale.app.core.features import FEATURES, compute_features
+from prescale.app.core.predictor import Prediction, TierPrediction, TrendExhaustionPredictor
+from prescale.app.core.sample import Sample, Tier
 
 pytestmark = pytest.mark.filterwarnings("error")
 

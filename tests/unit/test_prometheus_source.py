@@ -13,8 +13,8 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from app.core.sample import EventKind, Sample
-from app.telemetry.prometheus import (
+from prescale.app.core.sample import EventKind, Sample
+from prescale.app.telemetry.prometheus import (
     KsmState,
     PrometheusError,
     PrometheusSource,

@@ -15,8 +15,8 @@ import sys
 
 import pytest
 
-from app.core.sample import Event, EventKind
-from app.telemetry.ray_workers import (
+from prescale.app.core.sample import Event, EventKind
+from prescale.app.telemetry.ray_workers import (
     ActorRecord,
     ActorSeen,
     Restart,

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from app.settings import reference_markdown
+from prescale.app.settings import reference_markdown
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -10,5 +10,5 @@ def test_readme_config_reference_is_generated_from_settings():
     marker = "<!-- config-reference:start -->\n"
     start = text.index(marker) + len(marker)
     end = text.index("<!-- config-reference:end -->")
-    hint = "run `python -m scripts.update_readme_reference`"
+    hint = "run `python -m prescale.scripts.update_readme_reference`"
     assert text[start:end] == reference_markdown(), hint

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.core.features import FEATURES
-from app.models import make_model
-from app.store.registry import (
+from prescale.app.core.features import FEATURES
+from prescale.app.models import make_model
+from prescale.app.store.registry import (
     CorruptModelError,
     ModelCache,
     ModelRegistry,

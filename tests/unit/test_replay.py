@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.core import trace_mapping as tm
-from app.core.sample import METRICS, Event, EventKind, Sample
-from app.telemetry.base import Source
-from app.telemetry.replay import (
+from prescale.app.core import trace_mapping as tm
+from prescale.app.core.sample import METRICS, Event, EventKind, Sample
+from prescale.app.telemetry.base import Source
+from prescale.app.telemetry.replay import (
     EVENT_COLUMNS,
     SAMPLE_COLUMNS,
     ReplaySource,

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from app.core.ring import RingBuffer
-from app.core.sample import METRICS, M, Sample
+from prescale.app.core.ring import RingBuffer
+from prescale.app.core.sample import METRICS, M, Sample
 
 
 def test_window_pads_front_and_drops_oldest():

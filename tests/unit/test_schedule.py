@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from tuning.schedule import DAY_S, WEEK_S, RetrainPolicy, live_rates
+from prescale.tuning.schedule import DAY_S, WEEK_S, RetrainPolicy, live_rates
 
 POLICY = RetrainPolicy(interval_s=WEEK_S, min_precision=0.5, min_recall=0.5, window_n=50)
 

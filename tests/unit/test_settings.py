@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import DEFAULT_CONFIG_PATH, ConfigError, Mode, Settings, load_settings
+from prescale.app.settings import DEFAULT_CONFIG_PATH, ConfigError, Mode, Settings, load_settings
 
 
 def write(tmp_path: Path, text: str) -> Path:

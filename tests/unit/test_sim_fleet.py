@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.core.features import F, compute_features
-from app.core.labels import events_frame
-from app.core.sample import METRICS, M
-from app.sim import FAILING_SCENARIOS, SCENARIOS, simulate_fleet
-from app.sim.fleet import (
+from prescale.app.core.features import F, compute_features
+from prescale.app.core.labels import events_frame
+from prescale.app.core.sample import METRICS, M
+from prescale.app.sim import FAILING_SCENARIOS, SCENARIOS, simulate_fleet
+from prescale.app.sim.fleet import (
     CPU_QUOTA_CORES,
     DEFAULT_START_S,
     MIB,

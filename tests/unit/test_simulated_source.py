@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
-from app.core.actions import ActionKind, ResultStatus, ScalingAction
-from app.core.sample import EventKind, Tier
-from app.telemetry.managed_actors import ManagedActorSource
-from app.telemetry.simulated import SimulatedSource
+from prescale.app.core.actions import ActionKind, ResultStatus, ScalingAction
+from prescale.app.core.sample import EventKind, Tier
+from prescale.app.telemetry.managed_actors import ManagedActorSource
+from prescale.app.telemetry.simulated import SimulatedSource
 
 MiB = 2**20
 

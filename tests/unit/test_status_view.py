@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from app import status_view as sv
-from app.store import jsonfile
+from prescale.app import status_view as sv
+from prescale.app.store import jsonfile
 
 MiB = 2**20
 ROOT = Path(__file__).resolve().parents[2]

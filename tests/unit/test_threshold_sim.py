@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.core.actions import ScalingAction
-from app.core.outcome_tracker import OutcomeConfig, OutcomeKind, OutcomeTracker
-from app.core.sample import Tier
-from app.core.thresholds import ThresholdBook, ThresholdConfig
+from prescale.app.core.actions import ScalingAction
+from prescale.app.core.outcome_tracker import OutcomeConfig, OutcomeKind, OutcomeTracker
+from prescale.app.core.sample import Tier
+from prescale.app.core.thresholds import ThresholdBook, ThresholdConfig
 
 MiB = 2**20
 M = Tier.MEMORY

@@ -10,18 +10,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.core.actions import ActionKind, ScalingAction
-from app.core.outcome_tracker import (
+from prescale.app.core.actions import ActionKind, ScalingAction
+from prescale.app.core.outcome_tracker import (
     Judgement,
     OutcomeConfig,
     OutcomeKind,
     OutcomeTracker,
     failure_tier,
 )
-from app.core.sample import EventKind, Tier
-from app.core.thresholds import ThresholdBook, ThresholdConfig
-from app.store import jsonfile
-from app.store import thresholds_store as store
+from prescale.app.core.sample import EventKind, Tier
+from prescale.app.core.thresholds import ThresholdBook, ThresholdConfig
+from prescale.app.store import jsonfile
+from prescale.app.store import thresholds_store as store
 
 MiB = 2**20
 M = Tier.MEMORY

@@ -23,12 +23,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_policies_property import FAST, policy_configs, snapshots, states
 
-from app.core.engine import AppModel, Engine, EngineConfig, Snapshot
-from app.core.features import FEATURES, F
-from app.core.policy import _low_tiers, decide
-from app.core.sample import METRICS, M, Tier
-from app.core.thresholds import ThresholdBook
-from app.settings import Settings
+from prescale.app.core.engine import AppModel, Engine, EngineConfig, Snapshot
+from prescale.app.core.features import FEATURES, F
+from prescale.app.core.policy import _low_tiers, decide
+from prescale.app.core.sample import METRICS, M, Tier
+from prescale.app.core.thresholds import ThresholdBook
+from prescale.app.settings import Settings
 
 TIERS = (Tier.MEMORY, Tier.CPU)
 
@@ -174,7 +174,7 @@ def test_predict_calls_each_model_once_with_the_per_app_probabilities():
 
 
 def test_one_boosting_call_equals_per_app_calls_to_the_last_bit():
-    from app.models import make_model
+    from prescale.app.models import make_model
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(400, len(FEATURES)))
@@ -195,8 +195,8 @@ def test_one_boosting_call_equals_per_app_calls_to_the_last_bit():
 def test_boosting_thread_limit_uses_one_cached_controller():
     from threadpoolctl import threadpool_info
 
-    from app.models import make_model
-    from app.models import sklearn_models as sm
+    from prescale.app.models import make_model
+    from prescale.app.models import sklearn_models as sm
 
     model = make_model("hist_gradient_boosting", max_iter=5, n_threads=1)
     before = {i["filepath"]: i["num_threads"] for i in threadpool_info()}
@@ -216,7 +216,7 @@ def test_boosting_thread_limit_uses_one_cached_controller():
 @FAST
 @given(data=st.data())
 def test_outcome_decisions_batch_equals_one_call_per_container_and_tier(data):
-    from app.core.outcome_tracker import OutcomeConfig, OutcomeTracker
+    from prescale.app.core.outcome_tracker import OutcomeConfig, OutcomeTracker
 
     n = data.draw(st.integers(0, 6))
     names = [f"c{i}" for i in range(n)]
@@ -241,8 +241,8 @@ def test_guard_copies_carry_every_field():
     field on either must be added there too."""
     from dataclasses import fields, replace
 
-    from app.core.actions import ActionKind, Decision, ScalingAction
-    from app.core.guards import _decision_with
+    from prescale.app.core.actions import ActionKind, Decision, ScalingAction
+    from prescale.app.core.guards import _decision_with
 
     assert [f.name for f in fields(Decision)] == [
         "now_s", "container", "tier", "p_fail", "threshold", "time_to_limit_s", "forecast",
@@ -302,7 +302,7 @@ def _old_delta(values, prev):
 @FAST
 @given(data=st.data())
 def test_features_equal_the_gather_everywhere_version(data):
-    import app.core.features as fm
+    import prescale.app.core.features as fm
 
     n, w = data.draw(st.integers(1, 6)), data.draw(st.integers(1, 14))
     recent = data.draw(st.integers(2, 6))

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from app.client import (
+from prescale.app.client import (
     MAX_RECORD_BYTES,
     Reporter,
     encode_record,
     set_default_reporter,
     timed,
 )
-from app.core.sample import EventKind
-from app.telemetry.timings import TimingRecord, TimingsSource, parse_record
+from prescale.app.core.sample import EventKind
+from prescale.app.telemetry.timings import TimingRecord, TimingsSource, parse_record
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -142,7 +142,7 @@ def test_environment_configures_the_default_reporter(
             pass
         [line] = lines(spool)
         assert (line["container"], line["app"]) == ("from-env", "envapp")
-        from app.client import default_reporter
+        from prescale.app.client import default_reporter
 
         assert default_reporter().failures == {"no_spool": 1}
 
@@ -198,7 +198,7 @@ BIG_BLOCK = "\u00e9" * 250
 
 CHILD = r"""
 import sys
-from app.client import Reporter
+from prescale.app.client import Reporter
 r = Reporter(sys.argv[1], container=sys.argv[2])
 for i in range(int(sys.argv[4])):
     r.record(sys.argv[3] + ":" + str(i), 0.001 * i, ok=i % 3 != 0)

@@ -1,7 +1,7 @@
 import math
 
-from app.core.sample import Sample
-from app.core.validation import Validator, check
+from prescale.app.core.sample import Sample
+from prescale.app.core.validation import Validator, check
 
 NOW = 1_700_000_000.0
 
@@ -43,8 +43,8 @@ def test_each_reason():
 def test_vectorised_check_agrees_with_the_scalar_rules():
     import numpy as np
 
-    from app.core.sample import METRICS
-    from app.core.validation import check_rows
+    from prescale.app.core.sample import METRICS
+    from prescale.app.core.validation import check_rows
 
     rng = np.random.default_rng(0)
     samples = []
