@@ -12,16 +12,12 @@ from typer.testing import CliRunner
 
 from prescale.app.core.sample import Tier
 from prescale.app.evaluation import metrics, report, runner, scenarios
-from prescale.app.evaluation.baselines import (
-    VPA,
-    VPA_VARIANTS,
-    Bounds,
+from prescale.app.evaluation.baselines import VPA, VPA_VARIANTS, Bounds, FailureRateReactive
+from prescale.app.evaluation.baselines.hpa import hpa_desired, hpa_scale_up_limit
+from prescale.app.evaluation.baselines.vpa import (
     DecayingHistogram,
-    FailureRateReactive,
     VPAConfig,
     confidence_multiplier,
-    hpa_desired,
-    hpa_scale_up_limit,
     oom_bump_bytes,
     vpa_update_allowed,
 )
