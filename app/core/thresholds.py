@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -181,6 +181,16 @@ class Adjustment:
 Scope = tuple[str, str]  # ("default", "") | ("owner", name) | ("app", name)
 
 
+#: how many learned judgements a book remembers (:meth:`ThresholdBook.learn_new`)
+LEARNED_KEEP = 10_000
+
+
+def judgement_key(j: Judgement) -> str:
+    """One judgement's identity: kind, container, tier, the scale-up's id (a miss: none)
+    and its time. Example: ``"false_positive|web|memory|web/memory@1000|1.0"``."""
+    return f"{j.kind.value}|{j.container}|{j.tier.value}|{j.action_id or ''}|{j.t_s!r}"
+
+
 class ThresholdBook:
     """Thresholds per scope and tier, the recent outcomes per app and tier, and the
     learning rule. See the module docstring. JSON-serialisable (:meth:`to_dict`)."""
@@ -191,6 +201,9 @@ class ThresholdBook:
         self.app_owner: dict[str, str] = {}
         self.recent: dict[tuple[str, Tier], deque[str]] = {}
         self.totals: dict[tuple[str, Tier], dict[str, int]] = {}
+        #: keys of the judgements learned lately (:meth:`learn_new`), oldest first
+        self.learned: deque[str] = deque(maxlen=LEARNED_KEEP)
+        self._learned: set[str] = set()
 
     # -- lookup ----------------------------------------------------------------------
     def _chain(self, app: str | None, owner: str | None) -> list[tuple[str, Scope]]:
@@ -362,6 +375,23 @@ class ThresholdBook:
                           f"{app}/{j.tier.value}: {why}: threshold {thr.value:.4f} → {new:.4f} "
                           f"[{thr.min:g}, {thr.max:g}]; {j.reason}")
 
+    def learn_new(self, judgements: Iterable[Judgement]) -> list[Adjustment]:
+        """:meth:`learn` each judgement not learned before (by :func:`judgement_key`):
+        learning is idempotent, so a loop that restarts mid-tick and judges the same
+        scale-up or miss again does not move a threshold twice. Worked example: the same
+        false positive given twice → one adjustment, the second skipped."""
+        out = []
+        for j in judgements:
+            key = judgement_key(j)
+            if key in self._learned:
+                continue
+            if len(self.learned) == self.learned.maxlen:
+                self._learned.discard(self.learned[0])
+            self.learned.append(key)
+            self._learned.add(key)
+            out.append(self.learn(j))
+        return out
+
     def rates(self, app: str, tier: Tier | str) -> dict[str, Any]:
         """Counts and rates over the last ``window`` judged outcomes of an app and tier:
         ``false_positive_rate = FP / n`` and ``miss_rate = misses / n``."""
@@ -408,6 +438,7 @@ class ThresholdBook:
             "app_owner": dict(sorted(self.app_owner.items())),
             "recent": [[a, t.value, list(v)] for (a, t), v in sorted(self.recent.items())],
             "totals": [[a, t.value, v] for (a, t), v in sorted(self.totals.items())],
+            "learned": list(self.learned),
         }
 
     @classmethod
@@ -436,6 +467,9 @@ class ThresholdBook:
                 book.recent[(a, _tier(t))] = deque(kinds, maxlen=book.config.window)
             for a, t, counts in data.get("totals", []):
                 book.totals[(a, _tier(t))] = {str(k): int(v) for k, v in counts.items()}
+            for key in data.get("learned", []):
+                book.learned.append(str(key))
+            book._learned = set(book.learned)
         except (AttributeError, TypeError) as exc:
             raise ValueError(f"thresholds: malformed ({exc})") from exc
         return book

@@ -72,11 +72,12 @@ def update(path: Path | str, change: Callable[[ThresholdBook], T],
 
 def learn(path: Path | str, judgements: Iterable[Judgement],
           config: ThresholdConfig | None = None) -> list[Adjustment]:
-    """Apply judged outcomes to the stored book (one locked write for all of them)."""
+    """Apply judged outcomes to the stored book (one locked write for all of them); a
+    judgement the book learned before is skipped (:meth:`ThresholdBook.learn_new`)."""
     items = list(judgements)
     if not items:
         return []
-    return update(path, lambda b: [b.learn(j) for j in items], config)
+    return update(path, lambda b: b.learn_new(items), config)
 
 
 class ThresholdStore:

@@ -32,8 +32,9 @@ def up(c, t, old, new, *, p=0.8, thr=0.5, app="web", tier=M, kind=ActionKind.RES
                          kind, app)
 
 
-def judgement(kind, *, app="web", owner="", blames=True, tier=M):
-    return Judgement(kind, "web-1", app, owner, tier, 0.0, 0.0, None, 0.5, 0.5, blames, True, "r")
+def judgement(kind, *, app="web", owner="", blames=True, tier=M, t_s=0.0):
+    return Judgement(kind, "web-1", app, owner, tier, t_s, t_s, None, 0.5, 0.5, blames, True,
+                     "r")
 
 
 # -- lookup and set --------------------------------------------------------------------
@@ -294,13 +295,27 @@ def _writer(path: str, prefix: str, n: int) -> None:
         store.set_threshold(path, app=f"{prefix}{i}", tier="memory", value=0.5 + i / 100)
 
 
+def test_learning_is_idempotent(tmp_path):
+    """A judgement learned twice (a loop restarted mid-tick judges it again) moves the
+    threshold once, also through the store's file."""
+    fp = judgement(OutcomeKind.FALSE_POSITIVE, t_s=5.0)
+    b = ThresholdBook()
+    assert len(b.learn_new([fp, fp])) == 1
+    v = b.lookup(M, app="web").value
+    assert b.learn_new([fp]) == [] and b.lookup(M, app="web").value == v
+    path = tmp_path / "thresholds.json"
+    assert len(store.learn(path, [fp])) == 1
+    assert store.learn(path, [fp]) == []
+    assert store.learn(path, [judgement(OutcomeKind.FALSE_POSITIVE, t_s=6.0)]) != []
+
+
 def test_concurrent_writers_lose_nothing(tmp_path):
     path = tmp_path / "thresholds.json"
     ctx = mp.get_context("fork")
     procs = [ctx.Process(target=_writer, args=(str(path), p, 15)) for p in ("a", "b", "c")]
     for p in procs:
         p.start()
-    store.learn(path, [judgement(OutcomeKind.MISS, app="z") for _ in range(20)])
+    store.learn(path, [judgement(OutcomeKind.MISS, app="z", t_s=float(i)) for i in range(20)])
     for p in procs:
         p.join(30)
         assert p.exitcode == 0
