@@ -7,7 +7,7 @@ Usage::
 
 Prints a Markdown table (one row per file, then the totals) for docs/BENCHMARKS.md.
 The rules (probation, flags, windows, alarms, delay) are in
-:mod:`app.models.anomaly`'s docstring. ``--sensitivity`` adds the totals for other
+:mod:`app.models.anomaly_series`'s docstring. ``--sensitivity`` adds the totals for other
 seeds, windows and contaminations (reported, never used to pick the defaults).
 Exit codes: 0 ok, 2 data missing or malformed.
 """
@@ -21,7 +21,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from prescale.app.models.anomaly import SeriesResult, WindowScore, evaluate_series, rows_in_windows
+from prescale.app.models.anomaly_series import (
+    SeriesResult,
+    WindowScore,
+    evaluate_series,
+    rows_in_windows,
+)
 from prescale.app.telemetry.nab import NabSeries, find_nab_dir, load_nab
 
 DEFAULT_WINDOW_POINTS = 12  # 1 hour of NAB's 5-minute steps

@@ -1,6 +1,6 @@
 """Read the Numenta Anomaly Benchmark (NAB) series and their labelled anomaly windows.
 
-This is an I/O edge: the scoring itself is pure (:mod:`app.models.anomaly`).
+This is an I/O edge: the scoring itself is pure (:mod:`app.models.anomaly_series`).
 
 Layout of a NAB directory (e.g. ``/work/shared/data/nab-aws``)::
 

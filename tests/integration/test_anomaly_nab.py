@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prescale.app.models.anomaly import WindowScore
+from prescale.app.models.anomaly_series import WindowScore
 from prescale.app.telemetry.nab import TRACE_DIR_ENV, find_nab_dir, load_nab, nab_dir, read_windows
 from prescale.scripts.eval_anomaly_nab import chance_precision, evaluate_all, render_table
 

@@ -12,19 +12,21 @@ from prescale.app.core.features import FEATURES, compute_features
 from prescale.app.core.sample import METRICS, M
 from prescale.app.models.anomaly import (
     ANOMALY_FEATURE,
-    UNIVARIATE_FEATURES,
     AnomalyDetector,
-    WindowScore,
     _apply_fill,
     calibrate,
-    evaluate_series,
     is_anomalous,
+    with_anomaly_feature,
+)
+from prescale.app.models.anomaly_series import (
+    UNIVARIATE_FEATURES,
+    WindowScore,
+    evaluate_series,
     merge_alarms,
     probation_rows,
     rows_in_windows,
     score_flags,
     univariate_window_features,
-    with_anomaly_feature,
 )
 
 INF = math.inf
@@ -382,7 +384,7 @@ def test_window_score_totals_pool_delays():
 
 
 def test_zscore_baseline_worked_example():
-    from prescale.app.models.anomaly import zscore_baseline_flags
+    from prescale.app.models.anomaly_series import zscore_baseline_flags
 
     x = [1.0, 2.0, 3.0, 4.5, 4.4, -0.5, NAN]  # μ 2, σ 0.8165: flag outside 2 ± 2.449
     assert zscore_baseline_flags(x, 3).tolist() == [False, False, False, True, False, True, False]
