@@ -96,6 +96,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from prescale.app.core.sample import METRICS, Event, EventKind, Sample
+from prescale.app.store.durable import atomic_file, fsync_dir, makedirs_durable
 
 if TYPE_CHECKING:  # pandas is imported lazily: writers do not need it
     import pandas
@@ -858,27 +859,11 @@ class HistoryStore:
                 self._fs.create_dir(path, recursive=True)
                 self._dirs.add(path)
             return
-        missing = []
-        p = path
-        while not os.path.isdir(p):
-            missing.append(p)
-            p = os.path.dirname(p)
-        if missing:
-            os.makedirs(path, exist_ok=True)
-            for d in reversed(missing):  # make each new directory entry durable in its parent
-                self._fsync_dir(os.path.dirname(d))
+        makedirs_durable(path)
 
     def _fsync_dir(self, path: str) -> None:
-        if not self._local:
-            return
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            return
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if self._local:  # a non-local filesystem has no directory to fsync
+            fsync_dir(path, missing_ok=True)
 
     def _write_file(self, table_name: str, app_dir: str, day: str, table: pa.Table) -> None:
         pdir = self._join(table_name, app_dir, f"day={day}")
@@ -894,12 +879,8 @@ class HistoryStore:
         tmp, final = f"{pdir}/{TMP_PREFIX}{name}", f"{pdir}/{name}"
         try:
             if self._local:
-                with open(tmp, "wb") as fh:
+                with atomic_file(final, tmp=tmp) as fh:
                     write(fh)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, final)
-                self._fsync_dir(pdir)
             else:
                 with self._fs.open_output_stream(tmp) as out:
                     write(out)

@@ -2,18 +2,19 @@
 
 A write goes to a temporary file in the same directory, is fsynced, then renamed
 over the target (and the directory fsynced): a reader sees the old or the new
-content, never a partial one, even if the process dies mid-write.
+content, never a partial one, even if the process dies mid-write (the mechanics are
+:mod:`app.store.durable`'s).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from prescale.app.store.durable import remove_durable, write_bytes_atomic
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
@@ -38,23 +39,10 @@ def dumps(obj: Any) -> str:
 
 
 def write_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = dumps_bytes(obj)  # before the temp file: a bad object leaves nothing behind
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """Write ``obj`` as JSON to ``path`` durably and atomically
+    (:func:`app.store.durable.write_bytes_atomic`)."""
+    data = dumps_bytes(obj)  # before any file: a bad object leaves nothing behind
+    write_bytes_atomic(path, data)
 
 
 def read(path: Path, default: Any = None) -> Any:
@@ -72,12 +60,4 @@ def read(path: Path, default: Any = None) -> Any:
 
 def remove(path: Path) -> None:
     """Delete the file if it exists (and fsync the directory, so the removal is durable)."""
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        return
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    remove_durable(path)

@@ -69,7 +69,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -81,6 +80,7 @@ from urllib.parse import quote
 from prescale.app.core.labels import LABEL_TIERS
 from prescale.app.models import load_model
 from prescale.app.models.base import FailureModel
+from prescale.app.store.durable import write_bytes_atomic
 from prescale.app.store.jsonfile import dumps, write_atomic
 
 GLOBAL_APP = "_global"
@@ -399,41 +399,6 @@ def apply_rollback(
 
 
 # --- I/O edge -------------------------------------------------------------------------
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _makedirs_durable(path: Path) -> None:
-    """``mkdir -p`` that fsyncs the parent of every directory it creates."""
-    missing = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        d.mkdir(exist_ok=True)
-        _fsync_dir(d.parent)
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    _makedirs_durable(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 class ModelRegistry:
     """Versioned models under ``root`` (see the module doc). ``clock`` stamps promotions
     and retirements (``register`` takes its own)."""
@@ -640,7 +605,7 @@ class ModelRegistry:
             if promote:
                 apply_promote(entries, app, tier, version_id, rev, created_s)
             path = self.root / rel
-            _write_bytes_atomic(path, data)
+            write_bytes_atomic(path, data)
             try:
                 self._write_index(rev, entries)
             except BaseException:
