@@ -10,7 +10,7 @@ the same rows, once on the features and once on the features plus ``anomaly_scor
 training rows only), and the AP of both is compared on held-out rows. Peer features are
 off in both arms (they need the 46 feature columns as they are). Datasets: Google 2011
 (5 job-grouped folds of :func:`app.core.labels.group_folds`), the simulated fleet and the
-Bitbrains-derived fleet of ``scripts/eval_models.py`` (training split → validation
+Bitbrains-derived fleet of ``scripts/eval_models/`` (training split → validation
 split). Prints one line per dataset: AP without, with, and the difference per split.
 """
 
@@ -35,7 +35,8 @@ from prescale.app.telemetry.replay import (
     read_bitbrains,
     read_google2011,
 )
-from prescale.scripts.eval_models import FULL, GOOGLE_KW, fleet_data
+from prescale.scripts.eval_models.config import FULL, GOOGLE_KW
+from prescale.scripts.eval_models.fleets import fleet_data
 from prescale.tuning.train import TrainingData, build_training_data
 
 

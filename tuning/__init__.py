@@ -14,5 +14,5 @@
 - :mod:`tuning.retrain` — the retraining job (due apps, Tune + gate for one app), for
   ``prescale retrain`` and the live loop (:mod:`actors.retrainer`).
 - :mod:`tuning.cv` — job-grouped, stratified k-fold cross-validation of the training
-  pipeline (``scripts/eval_models.py``).
+  pipeline (``scripts/eval_models/``).
 """

@@ -29,11 +29,9 @@ from prescale.app.telemetry.replay import (
     TRACE_DIR_ENV,
     find_trace_dir,
 )
-from prescale.scripts.eval_models import (
-    default_kinds,
-    failure_level,
-    render,
-)
+from prescale.scripts.eval_models.config import default_kinds
+from prescale.scripts.eval_models.fleets import failure_level
+from prescale.scripts.eval_models.report import render
 
 REPO = Path(__file__).resolve().parents[2]
 TRACES = find_trace_dir()
