@@ -33,10 +33,11 @@ from prescale.app.core.actions import ActionKind, ActionResult, ResultStatus, Sc
 from prescale.app.core.ring import RingBuffer
 from prescale.app.core.sample import Event, Sample, Tier, merge_sources
 from prescale.app.core.validation import Validator
+from prescale.app.edges.cgroupfs import CgroupError
 from prescale.app.settings import Settings
 from prescale.app.store.history import HistoryStore
 from prescale.app.telemetry.base import Source
-from prescale.app.telemetry.cgroup import CgroupError, CgroupSource
+from prescale.app.telemetry.cgroup import CgroupSource
 from prescale.app.telemetry.factory import build_sources
 from prescale.app.telemetry.host import host_capacity
 from prescale.app.telemetry.managed_actors import ManagedActorSource

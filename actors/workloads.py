@@ -20,8 +20,9 @@ import ray
 
 from prescale.app.actuators.ray_pg import Bundle, ManagedActor, PlacementGroupActuator
 from prescale.app.actuators.retry import RetryingActuator, RetryPolicy
-from prescale.app.actuators.serve import ServeActuator, ServeApp, serve_container
+from prescale.app.actuators.serve import ServeActuator, ServeApp
 from prescale.app.core.actions import ActionResult, ResultStatus, ScalingAction
+from prescale.app.edges.serve_instance import serve_container
 
 
 class WorkloadActuators:

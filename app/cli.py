@@ -107,7 +107,8 @@ def config_reference() -> None:
 def up(config: ConfigOpt = None, mode: ModeOpt = None) -> None:
     """Run the control loop locally (embedded Ray) until Ctrl-C."""
     from prescale.actors import runtime
-    from prescale.app.telemetry.cgroup import CgroupError, discover
+    from prescale.app.edges.cgroupfs import CgroupError
+    from prescale.app.telemetry.cgroup import discover
 
     s = _settings(config, mode=mode)
     s = s.model_copy(update={"data_dir": Path(s.data_dir).resolve()})

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prescale.app.edges import cgroup_layout as lay
+from prescale.app.edges.cgroupfs import own_cgroup_paths
 from prescale.app.settings import Mode, Settings
 from prescale.app.store.decision_log import read_log
 from prescale.app.store.history import HistoryStore
-from prescale.app.telemetry.own_cgroup import V1_MOUNT, own_cgroup_paths
 
 CONTROLLERS = ("memory", "cpu", "cpuacct", "blkio")
 REQUIRED = ("memory", "cpu", "cpuacct")
@@ -56,7 +57,7 @@ def create_tree(tag: str) -> DemoTree:
     own = own_cgroup_paths()
     parents: dict[str, Path] = {}
     for ctl in CONTROLLERS:
-        base = V1_MOUNT / ctl
+        base = lay.V1_MOUNT / ctl
         if ctl not in own or not base.is_dir():
             if ctl in REQUIRED:
                 raise DemoError(
@@ -139,13 +140,13 @@ def start_workloads(tree: DemoTree, s: Settings) -> None:
     }
     for name in WORKLOADS:
         mem = tree.child("memory", name)
-        _write(mem / "memory.limit_in_bytes", str(limits[name]))
+        _write(mem / lay.V1_MEMORY_LIMIT, lay.format_memory_limit(limits[name]))
         cpu = tree.child("cpu", name)
-        period_us = int((cpu / "cpu.cfs_period_us").read_text())
-        _write(cpu / "cpu.cfs_quota_us", str(int(d.cpu_quota_cores * period_us)))
+        period_us = int((cpu / lay.V1_CPU_PERIOD).read_text())
+        _write(cpu / lay.V1_CPU_QUOTA, str(int(d.cpu_quota_cores * period_us)))
         procs_args: list[str] = []
         for ctl in tree.parents:
-            procs_args += ["--cgroup-procs", str(tree.child(ctl, name) / "cgroup.procs")]
+            procs_args += ["--cgroup-procs", str(tree.child(ctl, name) / lay.CGROUP_PROCS)]
         tree.procs[name] = subprocess.Popen(
             [sys.executable, "-m", f"prescale.scripts.workloads.{name}", *procs_args, *args[name]],
             stdin=subprocess.DEVNULL,
@@ -157,7 +158,7 @@ def start_workloads(tree: DemoTree, s: Settings) -> None:
     # wait until every workload has joined its memory cgroup
     deadline = time.monotonic() + 15
     for name in WORKLOADS:
-        procs_file = tree.child("memory", name) / "cgroup.procs"
+        procs_file = tree.child("memory", name) / lay.CGROUP_PROCS
         while not procs_file.read_text().strip():
             if tree.procs[name].poll() is not None or time.monotonic() > deadline:
                 raise DemoError(f"workload {name} did not start (exit {tree.procs[name].poll()})")
@@ -172,11 +173,10 @@ def _read_int(path: Path) -> int | None:
 
 
 def _oom_kills(mem_dir: Path) -> int:
-    for line in (mem_dir / "memory.oom_control").read_text().splitlines():
-        key, _, value = line.partition(" ")
-        if key == "oom_kill":
-            return int(value)
-    raise DemoError(f"{mem_dir}/memory.oom_control has no oom_kill counter (kernel too old)")
+    count = lay.parse_oom_kills((mem_dir / lay.V1_OOM_CONTROL).read_text())
+    if count is None:
+        raise DemoError(f"{mem_dir}/{lay.V1_OOM_CONTROL} has no oom_kill counter (kernel too old)")
+    return count
 
 
 def summarise(tree: DemoTree, s: Settings, run_id: str, ticks: int, wall_s: float) -> dict:
@@ -185,8 +185,8 @@ def summarise(tree: DemoTree, s: Settings, run_id: str, ticks: int, wall_s: floa
     for name in WORKLOADS:
         mem = tree.child("memory", name)
         cpu = tree.child("cpu", name)
-        quota = _read_int(cpu / "cpu.cfs_quota_us")
-        period = _read_int(cpu / "cpu.cfs_period_us")
+        quota = _read_int(cpu / lay.V1_CPU_QUOTA)
+        period = _read_int(cpu / lay.V1_CPU_PERIOD)
         actions = [
             {k: r.get(k) for k in ("action_id", "ts_s", "tier", "p_fail", "time_to_limit_s",
                                    "old_limit", "requested_limit", "new_limit", "result")}
@@ -205,8 +205,8 @@ def summarise(tree: DemoTree, s: Settings, run_id: str, ticks: int, wall_s: floa
             "outcomes": [o["outcome"] for o in outcomes],
             "decisions": sum(1 for r in log
                              if r.get("kind") == "decision" and r.get("container") == name),
-            "final_limit_bytes": _read_int(mem / "memory.limit_in_bytes"),
-            "peak_usage_bytes": _read_int(mem / "memory.max_usage_in_bytes"),
+            "final_limit_bytes": _read_int(mem / lay.V1_MEMORY_LIMIT),
+            "peak_usage_bytes": _read_int(mem / lay.V1_MEMORY_MAX_USAGE),
             "final_cpu_quota_cores": (None if quota is None or quota < 0 or not period
                                       else round(quota / period, 3)),
         })

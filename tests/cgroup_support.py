@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from prescale.app.telemetry.own_cgroup import V1_MOUNT, own_cgroup_paths
+from prescale.app.edges.cgroup_layout import V1_MOUNT
+from prescale.app.edges.cgroupfs import own_cgroup_paths
 
 
 def v1_unavailable_reason() -> str | None:

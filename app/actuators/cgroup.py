@@ -3,9 +3,9 @@
 An I/O edge. Every call first checks, writing nothing on failure:
 
 1. each of the container's directories lies strictly beneath ``cgroup.roots``
-   (:class:`~app.telemetry.cgroup.OutsideRootsError`);
+   (:class:`~app.edges.cgroupfs.OutsideRootsError`);
 2. the value is positive and finite (:class:`ValueError`);
-3. the directory to write exists (:class:`~app.telemetry.cgroup.CgroupNotFoundError`).
+3. the directory to write exists (:class:`~app.edges.cgroupfs.CgroupNotFoundError`).
 
 After that nothing is raised: a write the kernel refuses (``EBUSY`` when a v1 memory
 limit is below what the cgroup uses and cannot be reclaimed, ``EINVAL`` for an
@@ -13,8 +13,8 @@ out-of-range value) comes back as ``ok=False`` with the errno in ``error``. ``ne
 is always what the file says after the write, read back — the kernel rounds memory
 limits down to a whole page.
 
-Files written
--------------
+Files written (names and formats: :mod:`app.edges.cgroup_layout`)
+-------------------------------------------------------------------
 * v1 memory: ``memory.limit_in_bytes``. The kernel requires
   ``memory.memsw.limit_in_bytes`` ≥ ``memory.limit_in_bytes``; when a memsw limit is
   set, the swap allowance (memsw − memory) is kept: raising writes memsw first, then
@@ -40,27 +40,15 @@ from pathlib import Path
 from typing import TypeVar
 
 from prescale.app.core.sample import Tier
-from prescale.app.settings import CgroupSettings
-from prescale.app.telemetry.cgroup import (
-    UNIFIED,
-    V1_UNLIMITED_THRESHOLD,
+from prescale.app.edges import cgroup_layout as lay
+from prescale.app.edges.cgroupfs import (
     CgroupContainer,
-    CgroupError,
     CgroupNotFoundError,
-    OutsideRootsError,
-    cfs_quota_cores,
     check_under_roots,
-    parse_cpu_max_fields,
-    parse_int,
-    parse_v1_limit,
-    parse_v2_max,
 )
+from prescale.app.settings import CgroupSettings
 
 _T = TypeVar("_T")
-
-#: The kernel's smallest CFS quota (1 ms), v1 and v2.
-MIN_QUOTA_US = 1000
-
 
 @dataclass(frozen=True)
 class ActuationResult:
@@ -150,8 +138,7 @@ class CgroupActuator:
     def set_memory_limit(self, container: CgroupContainer, limit_bytes: int) -> ActuationResult:
         """Sets the memory limit to ``limit_bytes`` (v1 ``memory.limit_in_bytes``, v2
         ``memory.max``). See the module docstring for the order of v1 memsw writes."""
-        key = UNIFIED if container.version == "v2" else "memory"
-        directory = self._target_dir(container, key)
+        directory = self._target_dir(container, lay.controller_key(container.version, "memory"))
         requested = _positive_finite(limit_bytes, "memory limit_bytes")
         limit = int(requested)
         if limit < 1:
@@ -161,12 +148,11 @@ class CgroupActuator:
         def result(old: float, new: float, ok: bool, error: str = "") -> ActuationResult:
             return ActuationResult(container.name, Tier.MEMORY, requested, old, new, ok, error)
 
-        if container.version == "v2":
-            path = directory / "memory.max"
-            parser = parse_v2_max
-        else:
-            path = directory / "memory.limit_in_bytes"
-            parser = parse_v1_limit
+        path = directory / lay.memory_limit_file(container.version)
+
+        def parser(text: str) -> float:
+            return lay.parse_memory_limit(container.version, text)
+
         try:
             old_text = _read(path)
             old = _parse(path, parser, old_text)
@@ -178,9 +164,9 @@ class CgroupActuator:
         error = ""
         try:
             if container.version == "v2":
-                _write(path, str(limit))
+                _write(path, lay.format_memory_limit(limit))
             else:
-                error = self._write_v1_memory(directory, parse_int(old_text), limit)
+                error = self._write_v1_memory(directory, lay.parse_int(old_text), limit)
         except _WriteError as exc:
             return result(old, self._read_back(path, parser), False, str(exc))
         return result(old, self._read_back(path, parser), True, error)
@@ -188,31 +174,32 @@ class CgroupActuator:
     @staticmethod
     def _write_v1_memory(directory: Path, old_limit: int, limit: int) -> str:
         """Writes a v1 memory limit, moving a set memsw limit along. Returns a warning."""
-        mem = directory / "memory.limit_in_bytes"
-        memsw = directory / "memory.memsw.limit_in_bytes"
+        mem = directory / lay.V1_MEMORY_LIMIT
+        memsw = directory / lay.V1_MEMSW_LIMIT
+        fmt = lay.format_memory_limit
         try:
-            memsw_old = parse_int(_read(memsw))
+            memsw_old = lay.parse_int(_read(memsw))
         except (_WriteError, ValueError):
             memsw_old = None  # no swap accounting: nothing to keep in step
-        if memsw_old is None or memsw_old >= V1_UNLIMITED_THRESHOLD:
-            _write(mem, str(limit))
+        if memsw_old is None or memsw_old >= lay.V1_UNLIMITED_THRESHOLD:
+            _write(mem, fmt(limit))
             return ""
         memsw_new = limit + max(0, memsw_old - old_limit)
         if memsw_new > memsw_old:  # raising: memsw first, so memsw ≥ memory holds
-            _write(memsw, str(memsw_new))
+            _write(memsw, fmt(memsw_new))
             try:
-                _write(mem, str(limit))
+                _write(mem, fmt(limit))
             except _WriteError:
                 try:
-                    _write(memsw, str(memsw_old))
+                    _write(memsw, fmt(memsw_old))
                 except _WriteError:
                     pass
                 raise
             return ""
-        _write(mem, str(limit))  # lowering: memory first
+        _write(mem, fmt(limit))  # lowering: memory first
         if memsw_new != memsw_old:
             try:
-                _write(memsw, str(memsw_new))
+                _write(memsw, fmt(memsw_new))
             except _WriteError as exc:
                 return f"memory limit set; memsw limit left at {memsw_old}: {exc}"
         return ""
@@ -225,8 +212,7 @@ class CgroupActuator:
         Example: 0.2 cores with period 100000 µs → quota 20000 µs (v1
         ``cpu.cfs_quota_us``; v2 ``cpu.max`` ``"20000 100000"``).
         """
-        key = UNIFIED if container.version == "v2" else "cpu"
-        directory = self._target_dir(container, key)
+        directory = self._target_dir(container, lay.controller_key(container.version, "cpu"))
         requested = _positive_finite(cores, "cpu cores")
         self._must_exist(container, directory)
 
@@ -234,28 +220,28 @@ class CgroupActuator:
             return ActuationResult(container.name, Tier.CPU, requested, old, new, ok, error)
 
         if container.version == "v2":
-            path = directory / "cpu.max"
+            path = directory / lay.V2_CPU_MAX
 
             def read_cores() -> tuple[int | None, int, float]:
-                quota, period = _parse(path, parse_cpu_max_fields, _read(path))
+                quota, period = _parse(path, lay.parse_cpu_max_fields, _read(path))
                 return quota, period, math.inf if quota is None else quota / period
         else:
-            path = directory / "cpu.cfs_quota_us"
-            period_path = directory / "cpu.cfs_period_us"
+            path = directory / lay.V1_CPU_QUOTA
+            period_path = directory / lay.V1_CPU_PERIOD
 
             def read_cores() -> tuple[int | None, int, float]:
-                quota = _parse(path, parse_int, _read(path))
-                period = _parse(period_path, parse_int, _read(period_path))
-                return quota, period, cfs_quota_cores(quota, period)
+                quota = _parse(path, lay.parse_int, _read(path))
+                period = _parse(period_path, lay.parse_int, _read(period_path))
+                return quota, period, lay.cfs_quota_cores(quota, period)
 
         try:
             old_quota, period, old = read_cores()
         except (_WriteError, ValueError) as exc:
             return result(math.nan, math.nan, False, str(exc))
-        quota = max(MIN_QUOTA_US, round(requested * period))
+        quota = lay.quota_us_for_cores(requested, period)
         if old_quota == quota:
             return result(old, old, True)
-        text = f"{quota} {period}" if container.version == "v2" else str(quota)
+        text = lay.format_cpu_quota(container.version, quota, period)
         try:
             _write(path, text)
         except _WriteError as exc:
@@ -279,10 +265,4 @@ class CgroupActuator:
             return math.nan
 
 
-__all__ = [
-    "ActuationResult",
-    "CgroupActuator",
-    "CgroupError",
-    "CgroupNotFoundError",
-    "OutsideRootsError",
-]
+__all__ = ["ActuationResult", "CgroupActuator"]

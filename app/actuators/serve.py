@@ -2,7 +2,8 @@
 
 Only deployments the operator listed (:attr:`ServeApp.managed`) are touched; an action
 for anything else is ``DENIED`` and nothing changes. ``action.container`` names a
-deployment as ``"<application>/<deployment>"`` (:func:`serve_container`).
+deployment as ``"<application>/<deployment>"``
+(:func:`app.edges.serve_instance.serve_container`).
 
 Horizontal (``SCALE_OUT``, ``new_limit`` = replicas)
     Ray 2.60's external-scaler API: an application deployed with
@@ -26,10 +27,12 @@ Vertical (``RESIZE``: CPU → ``ray_actor_options["num_cpus"]`` in cores, memory
     ``DENIED`` unless every deployment of the application is listed. It waits until the
     read-back ``ray_actor_options`` hold the new value and the deployment is settled.
 
-Two calls go beyond Serve's public Python API (both isolated below): the controller's
-``update_deployment_replicas`` (the external scaler) and the client's
-``get_serve_details()`` (the data behind ``serve status`` and the dashboard, parsed
-with the public ``ServeInstanceDetails`` schema) to read back targets and options.
+Two calls go beyond Serve's public Python API, each isolated in one function: the
+controller's ``update_deployment_replicas`` (the external scaler, below) and the
+client's ``get_serve_details()`` (the data behind ``serve status`` and the dashboard,
+parsed with the public ``ServeInstanceDetails`` schema:
+:func:`app.edges.serve_instance.serve_details`, which the Serve source shares) to read
+back targets and options.
 """
 
 from __future__ import annotations
@@ -48,24 +51,13 @@ from prescale.app.actuators.base import (
 )
 from prescale.app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction
 from prescale.app.core.sample import Tier
+from prescale.app.edges.serve_instance import serve_container, serve_details, split_container
 
 #: the ``ray_actor_options`` key each tier resizes (CPU in cores, memory in bytes)
 RESOURCE_KEY = {Tier.CPU: "num_cpus", Tier.MEMORY: "memory"}
 
 
 # -- pure part
-
-
-def serve_container(app_name: str, deployment_name: str) -> str:
-    """``serve_container("echo", "Echo")`` → ``"echo/Echo"``."""
-    return f"{app_name}/{deployment_name}"
-
-
-def split_container(container: str) -> tuple[str, str] | None:
-    """``"echo/Echo"`` → ``("echo", "Echo")``; no ``/`` → ``None``. The application
-    name is everything before the *last* ``/`` (deployment names have none)."""
-    app, sep, dep = container.rpartition("/")
-    return (app, dep) if sep and app and dep else None
 
 
 def replicas_settled(status: str, replica_states: Mapping[str, int], n: int) -> bool:
@@ -147,14 +139,6 @@ class DeploymentNotFound(LookupError):
 # -- the I/O edge
 
 
-def _serve_details() -> Any:
-    """All applications' details, as behind ``serve status`` (Serve's client, private)."""
-    from ray.serve.context import _get_global_client
-    from ray.serve.schema import ServeInstanceDetails
-
-    return ServeInstanceDetails(**_get_global_client().get_serve_details())
-
-
 def _set_target_replicas(app_name: str, deployment_name: str, n: int, timeout_s: float) -> None:
     """The external scaler: what ``POST .../deployments/{dep}/scale`` does (controller call)."""
     import ray
@@ -202,7 +186,7 @@ class ServeActuator(IdempotentActuator):
 
     def read(self, app_name: str, deployment_name: str) -> DeploymentState:
         """The deployment's state now; :class:`DeploymentNotFound` if it is not running."""
-        details = _serve_details()
+        details = serve_details()
         app = details.applications.get(app_name)
         if app is None:
             raise DeploymentNotFound(f"Serve application {app_name!r} is not running "
@@ -406,6 +390,4 @@ __all__ = [
     "ServeActuator",
     "ServeApp",
     "replicas_settled",
-    "serve_container",
-    "split_container",
 ]

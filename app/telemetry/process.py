@@ -1,8 +1,9 @@
 """Process-tree source: a "container" is a root process and all its descendants (psutil).
 
 This is an I/O edge. The parsing and arithmetic live in small pure helpers
-(:func:`parse_net_dev`, :func:`parse_mountinfo`, :func:`cgroup_dir`,
-:func:`classify_exit`, :class:`CumulativeSum`) that are tested on plain values.
+(:func:`parse_net_dev`, :func:`classify_exit`, :class:`CumulativeSum`) that are tested
+on plain values; where a process's cgroup is and how its files read is
+:mod:`app.edges.cgroup_layout` and :mod:`app.edges.cgroupfs`.
 
 What one :class:`~app.core.sample.Sample` of a target holds
 -------------------------------------------------------------
@@ -86,7 +87,6 @@ from __future__ import annotations
 
 import math
 import os
-import posixpath
 import re
 import signal
 import subprocess
@@ -99,15 +99,19 @@ from typing import Any, Literal
 import psutil
 
 from prescale.app.core.sample import Event, EventKind, Sample, SourceBatch
-from prescale.app.telemetry.cgroup import (
-    cfs_quota_cores,
-    parse_cpu_max,
-    parse_int,
-    parse_kv_lines,
-    parse_v1_limit,
-    parse_v2_max,
+from prescale.app.edges.cgroup_layout import (
+    CgroupMount,
+    Version,
+    locate_cgroup,
+    parse_mountinfo,
+    parse_proc_cgroup,
 )
-from prescale.app.telemetry.own_cgroup import parse_proc_cgroup
+from prescale.app.edges.cgroupfs import (
+    cpu_quota_cores_at,
+    memory_limit_at,
+    oom_kills_at,
+    tightest_on_path,
+)
 
 NAN = math.nan
 INF = math.inf
@@ -116,9 +120,6 @@ INF = math.inf
 IGNORED_INTERFACES: frozenset[str] = frozenset({"lo"})
 
 KILLED_DETAIL = "SIGKILL (the OOM killer or an operator)"
-
-CgroupVersionName = Literal["v1", "v2"]
-
 
 # --------------------------------------------------------------------------- target
 
@@ -279,95 +280,6 @@ def net_totals(
     return float(rx), float(tx)
 
 
-def _unescape_mount(text: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as ``\\ooo`` octal."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
-
-
-@dataclass(frozen=True)
-class CgroupMount:
-    """One mounted cgroup hierarchy: where (``mount_point``), which part of the
-    hierarchy (``root``), which version and (v1) which controllers."""
-
-    mount_point: Path
-    root: str
-    version: CgroupVersionName
-    controllers: frozenset[str]
-
-
-def parse_mountinfo(text: str) -> list[CgroupMount]:
-    """The cgroup mounts in ``/proc/self/mountinfo`` text.
-
-    Example line (fields: id parent dev root mount-point options [tags] - fstype
-    source super-options)::
-
-        35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-
-    → ``CgroupMount(Path("/sys/fs/cgroup/memory"), "/", "v1", {"memory"})``; an
-    ``fstype`` of ``cgroup2`` gives ``version="v2"`` and no controllers.
-    """
-    mounts: list[CgroupMount] = []
-    for line in text.splitlines():
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        lfields, rfields = left.split(), right.split()
-        if len(lfields) < 5 or len(rfields) < 3:
-            continue
-        fstype, superopts = rfields[0], rfields[2]
-        root, point = _unescape_mount(lfields[3]), Path(_unescape_mount(lfields[4]))
-        if fstype == "cgroup":
-            known = {"memory", "cpu", "cpuacct", "blkio", "pids", "cpuset", "devices",
-                     "freezer", "net_cls", "net_prio", "perf_event", "hugetlb", "rdma", "misc"}
-            ctrls = frozenset(o for o in superopts.split(",") if o in known)
-            mounts.append(CgroupMount(point, root, "v1", ctrls))
-        elif fstype == "cgroup2":
-            mounts.append(CgroupMount(point, root, "v2", frozenset()))
-    return mounts
-
-
-def cgroup_dir(mount: CgroupMount, cgroup_path: str) -> Path | None:
-    """The directory of hierarchy path ``cgroup_path`` under ``mount``, or None when the
-    mount does not show that part of the hierarchy.
-
-    Example: mount ``/sys/fs/cgroup/memory`` of root ``/``, path ``/a/b`` →
-    ``/sys/fs/cgroup/memory/a/b``; mount of root ``/a``, path ``/x`` → None.
-    """
-    rel = posixpath.relpath(cgroup_path, mount.root)
-    if rel == ".." or rel.startswith("../"):
-        return None
-    return mount.mount_point if rel == "." else mount.mount_point / rel
-
-
-def locate_cgroup(
-    proc_cgroup: Mapping[str, str], mounts: list[CgroupMount], controller: str
-) -> tuple[CgroupVersionName, Path, Path] | None | Literal["hidden"]:
-    """Where ``controller`` of a process lives: ``(version, its directory, the mount
-    point)``; ``None`` when no hierarchy has that controller (then nothing limits it);
-    ``"hidden"`` when it does but the process's cgroup is not visible from here.
-
-    A v1 hierarchy with the controller wins; otherwise the v2 (unified) hierarchy.
-    ``proc_cgroup`` is :func:`app.telemetry.own_cgroup.parse_proc_cgroup` of
-    ``/proc/<pid>/cgroup``.
-
-    Example: ``{"memory": "/a"}`` with a v1 memory mount at ``/sys/fs/cgroup/memory``
-    (root ``/``) → ``("v1", /sys/fs/cgroup/memory/a, /sys/fs/cgroup/memory)``.
-    """
-    for mount in mounts:
-        if mount.version == "v1" and controller in mount.controllers:
-            path = proc_cgroup.get(controller)
-            if path is None:
-                return None
-            d = cgroup_dir(mount, path)
-            return "hidden" if d is None else ("v1", d, mount.mount_point)
-    if "unified" in proc_cgroup:
-        for mount in mounts:
-            if mount.version == "v2":
-                d = cgroup_dir(mount, proc_cgroup["unified"])
-                return "hidden" if d is None else ("v2", d, mount.mount_point)
-    return None
-
-
 def classify_exit(
     returncode: int | None, oom_kills_delta: int = 0, how: str = ""
 ) -> tuple[EventKind, str] | None:
@@ -440,61 +352,6 @@ def parse_zombie_exit_status(stat_text: str) -> int | None:
 # --------------------------------------------------------------------------- I/O helpers
 
 
-def _read_text(path: Path) -> str | None:
-    """The file's text, None when it does not exist (other OS errors raise)."""
-    try:
-        with open(path, encoding="ascii") as fh:
-            return fh.read()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-def _walk_min(start: Path, top: Path, read_one: Callable[[Path], float | None]) -> float:
-    """The smallest value of ``read_one(d)`` for ``d`` from ``start`` up to ``top``
-    (both included; None = no such file there); ``inf`` when none has one. Raises
-    FileNotFoundError when ``start`` itself is gone."""
-    if not start.is_dir():
-        raise FileNotFoundError(f"cgroup {start} no longer exists")
-    best = INF
-    d = start
-    while True:
-        value = read_one(d)
-        if value is not None:
-            best = min(best, value)
-        if d == top or d == d.parent or not d.is_relative_to(top):
-            return best
-        d = d.parent
-
-
-def _v1_memory_limit(d: Path) -> float | None:
-    text = _read_text(d / "memory.limit_in_bytes")
-    return None if text is None else parse_v1_limit(text)
-
-
-def _v2_memory_limit(d: Path) -> float | None:
-    text = _read_text(d / "memory.max")
-    return None if text is None else parse_v2_max(text)
-
-
-def _v1_cpu_quota(d: Path) -> float | None:
-    quota, period = _read_text(d / "cpu.cfs_quota_us"), _read_text(d / "cpu.cfs_period_us")
-    if quota is None or period is None:
-        return None
-    return cfs_quota_cores(parse_int(quota), parse_int(period))
-
-
-def _v2_cpu_quota(d: Path) -> float | None:
-    text = _read_text(d / "cpu.max")
-    return None if text is None else parse_cpu_max(text)
-
-
-def _oom_kill_count(version: CgroupVersionName, d: Path) -> int | None:
-    text = _read_text(d / ("memory.oom_control" if version == "v1" else "memory.events"))
-    if text is None:
-        return None
-    return parse_kv_lines(text).get("oom_kill")
-
-
 def _try(read: Callable[[], Any]) -> Any:
     """``read()``, or None when access is denied (a vanished process still raises)."""
     try:
@@ -511,8 +368,8 @@ ProcKey = tuple[int, float]  # (pid, create_time): a pid can be reused, the pair
 
 @dataclass
 class _CgroupPlace:
-    memory: tuple[CgroupVersionName, Path, Path] | None | Literal["hidden"]
-    cpu: tuple[CgroupVersionName, Path, Path] | None | Literal["hidden"]
+    memory: tuple[Version, Path, Path] | None | Literal["hidden"]
+    cpu: tuple[Version, Path, Path] | None | Literal["hidden"]
 
 
 @dataclass
@@ -527,7 +384,7 @@ class _State:
     net_rx: CumulativeSum = field(default_factory=CumulativeSum)
     net_tx: CumulativeSum = field(default_factory=CumulativeSum)
     tree: set[ProcKey] = field(default_factory=set)
-    oom_place: tuple[CgroupVersionName, Path] | None = None
+    oom_place: tuple[Version, Path] | None = None
     oom_last: int | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -705,7 +562,7 @@ class ProcessTreeSource:
         if state.oom_place is None or state.oom_last is None:
             return 0
         try:
-            now = _oom_kill_count(*state.oom_place)
+            now = oom_kills_at(*state.oom_place)
         except (OSError, ValueError):
             return 0
         if now is None:
@@ -814,8 +671,8 @@ class ProcessTreeSource:
         self._track_oom(target, state, place, keys, ts, batch)
         state.tree = keys
 
-        limit = self._limit(place.memory, _v1_memory_limit, _v2_memory_limit)
-        quota = self._limit(place.cpu, _v1_cpu_quota, _v2_cpu_quota)
+        limit = self._limit(place.memory, memory_limit_at)
+        quota = self._limit(place.cpu, cpu_quota_cores_at)
         rx, tx, netns = self._net(root.pid)
         sample = Sample(
             container=name,
@@ -863,7 +720,7 @@ class ProcessTreeSource:
         count = None
         if where is not None:
             try:
-                count = _oom_kill_count(*where)
+                count = oom_kills_at(*where)
             except (OSError, ValueError):
                 count = None
         if where != state.oom_place or count is None or state.oom_last is None:
@@ -898,9 +755,8 @@ class ProcessTreeSource:
 
     @staticmethod
     def _limit(
-        place: tuple[CgroupVersionName, Path, Path] | None | Literal["hidden"],
-        v1: Callable[[Path], float | None],
-        v2: Callable[[Path], float | None],
+        place: tuple[Version, Path, Path] | None | Literal["hidden"],
+        read_at: Callable[[Version, Path], float | None],
     ) -> float:
         if place is None:
             return INF  # no such controller: nothing limits the process
@@ -908,7 +764,7 @@ class ProcessTreeSource:
             return NAN
         version, d, top = place
         try:
-            return _walk_min(d, top, v1 if version == "v1" else v2)
+            return tightest_on_path(d, top, lambda p: read_at(version, p))
         except (OSError, ValueError):
             return NAN
 

@@ -21,7 +21,8 @@ Replicas are read with psutil, so only those on this host are counted: a deploym
 whose replicas span nodes is reported by each node's monitor for its own replicas, and
 the coordinator merges those rows into one container (``actors.coordinator.merge_shards``:
 the replicas summed, the most loaded node's window). Identity comes from Serve's own details
-(``get_serve_details``, the data behind ``serve status``) — no dashboard needed.
+(:func:`app.edges.serve_instance.serve_details`, the data behind ``serve status``) — no
+dashboard needed.
 """
 
 from __future__ import annotations
@@ -34,22 +35,17 @@ from typing import Any
 import psutil
 
 from prescale.app.core.sample import Sample, SourceBatch
+from prescale.app.edges.serve_instance import serve_container, serve_details
 from prescale.app.telemetry.process import CumulativeSum, read_rss_cpu
 
 NAN = math.nan
-
-
-def _details() -> Any:
-    from prescale.app.actuators.serve import _serve_details
-
-    return _serve_details()
 
 
 class ServeDeploymentSource:
     kind = "serve"
 
     def __init__(self, node_id: str | None = None,
-                 details: Callable[[], Any] = _details,
+                 details: Callable[[], Any] = serve_details,
                  clock: Callable[[], float] = time.time) -> None:
         self.node_id = node_id
         self._details = details
@@ -75,7 +71,7 @@ class ServeDeploymentSource:
         samples, replicas = [], {}
         for app_name, app in details.applications.items():
             for dep_name, dep in app.deployments.items():
-                name = f"{app_name}/{dep_name}"
+                name = serve_container(app_name, dep_name)
                 running = [r for r in dep.replicas
                            if str(getattr(r.state, "value", r.state)) == "RUNNING" and r.pid
                            and (self.node_id is None or r.node_id == self.node_id)]

@@ -22,13 +22,9 @@ from pathlib import Path
 import pytest
 
 from prescale.app.actuators.cgroup import CgroupActuator
+from prescale.app.edges.cgroupfs import CgroupContainer, CgroupNotFoundError, OutsideRootsError
 from prescale.app.settings import CgroupSettings
-from prescale.app.telemetry.cgroup import (
-    CgroupContainer,
-    CgroupNotFoundError,
-    CgroupSource,
-    OutsideRootsError,
-)
+from prescale.app.telemetry.cgroup import CgroupSource
 from tests.worker_protocol import ok
 
 pytestmark = pytest.mark.cgroup

@@ -21,18 +21,21 @@ import psutil
 import pytest
 
 from prescale.app.core.sample import EventKind, Sample, SourceBatch
-from prescale.app.telemetry.own_cgroup import V1_MOUNT, own_cgroup_paths
+from prescale.app.edges.cgroup_layout import (
+    V1_MOUNT,
+    CgroupMount,
+    cgroup_dir,
+    locate_cgroup,
+    parse_mountinfo,
+)
+from prescale.app.edges.cgroupfs import own_cgroup_paths
 from prescale.app.telemetry.process import (
     KILLED_DETAIL,
-    CgroupMount,
     CumulativeSum,
     ProcessTarget,
     ProcessTreeSource,
-    cgroup_dir,
     classify_exit,
-    locate_cgroup,
     net_totals,
-    parse_mountinfo,
     parse_net_dev,
     parse_zombie_exit_status,
 )

@@ -76,11 +76,11 @@ def test_a_deployment_on_two_nodes_is_one_container_with_both_replicas(span):
 
     import ray
 
-    from prescale.app.actuators.serve import _serve_details
+    from prescale.app.edges.serve_instance import serve_details
     from prescale.app.store import jsonfile
 
     s, h = span
-    dep = _serve_details().applications["span"].deployments["Api"]
+    dep = serve_details().applications["span"].deployments["Api"]
     nodes = {r.node_id for r in dep.replicas
              if str(getattr(r.state, "value", r.state)) == "RUNNING"}
     assert len(nodes) == 2, f"the replicas are not on two nodes: {nodes}"

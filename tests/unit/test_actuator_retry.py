@@ -25,7 +25,7 @@ from prescale.app.actuators.base import (
 from prescale.app.actuators.dryrun import DryRunActuator
 from prescale.app.actuators.ray_pg import Bundle, shortfall
 from prescale.app.actuators.retry import RetryingActuator, RetryPolicy, backoff_delay_s
-from prescale.app.actuators.serve import replicas_settled, serve_container, split_container
+from prescale.app.actuators.serve import replicas_settled
 from prescale.app.core.actions import (
     ActionKind,
     ActionResult,
@@ -34,6 +34,7 @@ from prescale.app.core.actions import (
     action_id_for,
 )
 from prescale.app.core.sample import Tier
+from prescale.app.edges.serve_instance import serve_container, split_container
 
 MiB = 2**20
 

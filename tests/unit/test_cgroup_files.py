@@ -10,17 +10,8 @@ import pytest
 
 from prescale.app.actuators.cgroup import ActuationResult, CgroupActuator
 from prescale.app.core.sample import Sample
-from prescale.app.settings import CgroupSettings
-from prescale.app.telemetry.cgroup import (
-    CgroupContainer,
-    CgroupError,
-    CgroupNotFoundError,
-    CgroupSource,
-    OutsideRootsError,
+from prescale.app.edges.cgroup_layout import (
     cfs_quota_cores,
-    check_under_roots,
-    detect_cgroup,
-    discover,
     parse_blkio_service_bytes,
     parse_cpu_max,
     parse_cpu_max_fields,
@@ -30,6 +21,16 @@ from prescale.app.telemetry.cgroup import (
     parse_v2_max,
     working_set_bytes,
 )
+from prescale.app.edges.cgroupfs import (
+    CgroupContainer,
+    CgroupError,
+    CgroupNotFoundError,
+    OutsideRootsError,
+    check_under_roots,
+    detect_cgroup,
+)
+from prescale.app.settings import CgroupSettings
+from prescale.app.telemetry.cgroup import CgroupSource, discover
 
 MiB = 2**20
 V1_NO_LIMIT = "9223372036854771712"  # what v1 shows for "-1" on x86-64 (2^63 - 4096)
@@ -716,7 +717,7 @@ def test_poll_reports_oom_kill_events_from_the_counter(tmp_path: Path) -> None:
 
 
 def test_v2_psi_pressure_totals(tmp_path: Path) -> None:
-    from prescale.app.telemetry.cgroup import parse_pressure
+    from prescale.app.edges.cgroup_layout import parse_pressure
 
     root = tmp_path / "prescale"
     web = make_v2(root / "web")
@@ -738,7 +739,7 @@ def test_v2_psi_pressure_totals(tmp_path: Path) -> None:
 
 
 def test_psi_parser_reads_this_kernels_own_files() -> None:
-    from prescale.app.telemetry.cgroup import parse_pressure
+    from prescale.app.edges.cgroup_layout import parse_pressure
 
     real = Path("/sys/fs/cgroup/unified/memory.pressure")
     if not real.exists():

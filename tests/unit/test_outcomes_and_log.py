@@ -1,9 +1,9 @@
 from prescale.app.core.actions import ScalingAction
 from prescale.app.core.outcomes import LeadTimeTracker
 from prescale.app.core.sample import Event, EventKind, Sample, Tier, events_between
+from prescale.app.edges.cgroup_layout import parse_proc_cgroup
 from prescale.app.store.decision_log import DecisionLog, read_log
 from prescale.app.store.history import HistoryStore
-from prescale.app.telemetry.own_cgroup import parse_proc_cgroup
 
 MiB = 2**20
 

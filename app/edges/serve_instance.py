@@ -1,0 +1,38 @@
+"""Ray Serve as the I/O edges see it: the instance's details and a deployment's name.
+
+Shared by the Serve deployments source (:mod:`app.telemetry.serve_deployments`: one
+container per deployment) and the Serve actuator (:mod:`app.actuators.serve`: its
+replicas and resources). Both name a deployment ``"<application>/<deployment>"``
+(:func:`serve_container`) and read Serve's state with :func:`serve_details`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def serve_container(app_name: str, deployment_name: str) -> str:
+    """``serve_container("echo", "Echo")`` → ``"echo/Echo"``."""
+    return f"{app_name}/{deployment_name}"
+
+
+def split_container(container: str) -> tuple[str, str] | None:
+    """``"echo/Echo"`` → ``("echo", "Echo")``; no ``/`` → ``None``. The application
+    name is everything before the *last* ``/`` (deployment names have none)."""
+    app, sep, dep = container.rpartition("/")
+    return (app, dep) if sep and app and dep else None
+
+
+def serve_details() -> Any:
+    """All applications' details (``ServeInstanceDetails``), the data behind ``serve
+    status`` and the dashboard: applications → deployments → their config
+    (``ray_actor_options``, target replicas) and replicas (state, pid, node).
+
+    Read through the Serve client's ``get_serve_details()`` (beyond Serve's public
+    Python API, isolated here) and parsed with the public ``ServeInstanceDetails``
+    schema; needs a running Serve (``serve.start``), otherwise it raises.
+    """
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeInstanceDetails
+
+    return ServeInstanceDetails(**_get_global_client().get_serve_details())
