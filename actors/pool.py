@@ -9,8 +9,11 @@ Thin shell over :class:`app.core.pool.Pool` and :func:`app.core.contention.arbit
 each tick the coordinator sends all asks at once; when they exceed what is free the
 pool first reclaims from idle containers, then grants by risk with dominant-resource
 fairness across tenants, and defers or denies the rest with a reason. The pool
-(grants, placement, reservations) is checkpointed to ``<data_dir>/pool.json`` after
-every change, so a restarted actor resumes it.
+(grants, placement, reservations) is checkpointed to ``<data_dir>/pool.json`` once per
+tick, when the tick confirms what was really set (:meth:`PoolManager.confirm_many`,
+called every tick), and when nodes are dropped; a restarted actor resumes it. What an
+``observe`` or an ``arbitrate`` changed before a crash is rebuilt by the next tick's
+``observe`` (the limits in force) and by the coordinator's resumed intent.
 """
 
 from __future__ import annotations
@@ -79,7 +82,6 @@ class PoolManager:
                 self.pool.forget(gone)
         if now_s is not None:
             self.pool.expire(now_s)
-        self._save()
 
     def arbitrate(
         self,
@@ -94,8 +96,6 @@ class PoolManager:
             asks, self.pool, idle=idle, tenants=c.tenants, weights=c.app_weights,
             tenant_weights=c.tenant_weights, now_s=now_s, config=self.contention, commit=commit,
         )
-        if commit:
-            self._save()
         return result
 
     def drop_nodes(self, nodes: list[str]) -> list[str]:
@@ -114,11 +114,11 @@ class PoolManager:
         self.confirm_many([(container, tier, limit)])
 
     def confirm_many(self, applied: list[tuple[str, str, float]]) -> None:
-        """:meth:`confirm` for every ``(container, tier, limit)`` of a tick: one write."""
+        """:meth:`confirm` for every ``(container, tier, limit)`` of a tick, and the
+        tick's one write of the pool (also when nothing was applied)."""
         for container, tier, limit in applied:
             self.pool.observe(container, Tier(tier), limit)
-        if applied:
-            self._save()
+        self._save()
 
     def snapshot(self) -> dict[str, Any]:
         d = self.pool.to_dict()

@@ -10,7 +10,7 @@ import pytest
 
 from prescale.app.core.actions import ActionResult, ResultStatus
 from prescale.app.core.engine import Engine, EngineConfig, EngineState, Snapshot
-from prescale.app.core.outcome_tracker import OutcomeKind
+from prescale.app.core.outcomes import OutcomeKind
 from prescale.app.core.ring import RingBuffer
 from prescale.app.core.sample import METRICS, Sample
 from prescale.app.core.thresholds import ThresholdBook, ThresholdConfig
@@ -95,31 +95,6 @@ def test_snapshot_rejects_mismatched_shapes():
         Snapshot(0.0, ["a"], ["x"], w)
 
 
-def test_merge_shards_qualifies_a_name_seen_on_two_nodes():
-    from prescale.actors.coordinator import merge_shards
-
-    def shard(node, names):
-        n = len(names)
-        return {"node": node, "capacity": {"memory_bytes": 8.0, "cpu_cores": 2.0},
-                "names": names, "apps": ["app"] * n, "replicas": {},
-                "window": np.full((n, 4, len(METRICS)), math.nan), "events": [],
-                "errors": {}, "dropped": {"bad": 1}, "now_s": 10.0}
-
-    snap, route, merged = merge_shards(
-        [shard("aaaaaaaa1111", ["web", "db"]), shard("bbbbbbbb2222", ["web"])],
-        (4, len(METRICS)))
-    assert list(snap.names) == ["web@aaaaaaaa", "db", "web@bbbbbbbb"]
-    assert route["web@bbbbbbbb"] == ("bbbbbbbb2222", "web")
-    assert route["db"] == ("aaaaaaaa1111", "db")
-    assert snap.window.shape == (3, 4, len(METRICS))
-    assert merged["dropped"] == {"bad": 2} and set(merged["nodes"]) == {
-        "aaaaaaaa1111", "bbbbbbbb2222"}
-    # two node ids that share their first 8 characters: the full id
-    snap, route, _ = merge_shards([shard("aaaaaaaa1111", ["web"]),
-                                   shard("aaaaaaaa2222", ["web"])], (4, len(METRICS)))
-    assert list(snap.names) == ["web@aaaaaaaa", "web@aaaaaaaa2222"]
-
-
 def test_a_tick_with_an_increase_offers_idle_containers_to_reclaim_above_their_long_peak():
     """``idle`` bursts to 700 MiB at the start, then sits at 100 MiB of 1 GiB; the window
     (30 samples) forgets the burst, the engine's long peak does not. When ``leaker`` asks
@@ -152,42 +127,3 @@ def test_a_tick_with_an_increase_offers_idle_containers_to_reclaim_above_their_l
     assert ("idle", "memory", 1024 * MiB, math.ceil(700 * MiB * 1.2 / 4096) * 4096) in cands
     assert ("leaker", "memory") not in {c[:2] for c in cands}  # it is growing, not low
     # (its CPU is low and offered; the pool never reclaims from a container asking)
-
-
-def test_merge_shards_keeps_a_deployment_spanning_nodes_as_one_container():
-    """``app/api`` (a Serve deployment: reported with a replica count) has 1 replica on
-    node a at 0.9 of its memory and 2 on node b at 0.4: one container ``app/api``, 3
-    replicas, node a's window (those replicas fail first). ``web``, not replicated, is
-    still qualified per node."""
-    from prescale.actors.coordinator import _row_load, merge_shards
-    from prescale.app.core.sample import M
-
-    def row(mem_frac, w=4):
-        r = np.full((w, len(METRICS)), math.nan)
-        r[:, M["ts_s"]] = 10.0 + np.arange(w)
-        r[:, M["memory_usage_bytes"]] = mem_frac * 100
-        r[:, M["memory_limit_bytes"]] = 100.0
-        r[:, M["cpu_usage_s_total"]] = 0.1 * np.arange(w)  # 0.1 cores of 1
-        r[:, M["cpu_quota_cores"]] = 1.0
-        return r
-
-    def shard(node, names, rows, replicas):
-        return {"node": node, "capacity": {"memory_bytes": 8.0, "cpu_cores": 2.0},
-                "names": names, "apps": ["x"] * len(names), "replicas": replicas,
-                "window": np.stack(rows), "events": [], "errors": {}, "dropped": {},
-                "now_s": 13.0}
-
-    assert _row_load(row(0.9)) == pytest.approx(0.9)
-    assert _row_load(row(0.05)) == pytest.approx(0.1)  # the CPU rate 0.1 of quota 1
-    snap, route, _ = merge_shards(
-        [shard("aaaaaaaa1111", ["app/api", "web"], [row(0.9), row(0.2)], {"app/api": 1}),
-         shard("bbbbbbbb2222", ["web", "app/api"], [row(0.3), row(0.4)], {"app/api": 2})],
-        (4, len(METRICS)))
-    assert sorted(snap.names) == ["app/api", "web@aaaaaaaa", "web@bbbbbbbb"]
-    assert snap.replicas == {"app/api": 3}
-    i = list(snap.names).index("app/api")
-    assert snap.window[i, -1, M["memory_usage_bytes"]] == pytest.approx(90.0)  # node a's
-    assert route["app/api"] == ("aaaaaaaa1111", "app/api")
-    j = list(snap.names).index("web@bbbbbbbb")
-    assert snap.window[j, -1, M["memory_usage_bytes"]] == pytest.approx(30.0)
-    assert snap.window.shape == (3, 4, len(METRICS))

@@ -1,0 +1,429 @@
+"""One tick of the control loop, over typed ports (:mod:`app.loop.ports`), free of Ray.
+
+:meth:`Tick.run_once` reads as the loop itself::
+
+    resume    a tick that was cut short (its intent is in the journal): re-send its
+              actions with the same ids, log what they did, settle them
+    collect   every node's shard (a slow or failed node's containers are "unknown"
+              this tick; a node gone for good is dropped from the pool)
+    merge     one snapshot (app/loop/shard.py)
+    observe   features → predictor → models → thresholds → judgements (the engine)
+    decide    policy + guards → asks (not in mode off)
+    arbitrate the allocator: capacity per node, contention, reclaims from idle ones
+    log       events, judgements, thresholds, decisions — durable before acting
+    intent    the actions about to be applied, with the engine state they start
+    act       each granted action to its actuator (auto mode; recommend: dry run)
+    settle    outcome tracking, savings; then the results are logged
+    record    the checkpoint, the status snapshot, the summary
+
+**One write per state file per tick.** The checkpoint is saved once, at the end; the
+intent (written only when there are actions to apply) carries the engine state the
+actions start, so a restart that resumes them also resumes that state; the allocator
+persists once, when the tick confirms what was set; thresholds learn idempotently
+(:meth:`~app.core.thresholds.ThresholdBook.learn_new`), so judging again after a
+restart never moves a threshold twice.
+
+**What a crash costs** (any port may raise): the engine state goes back to the last
+checkpoint, as a restart would; decisions logged before the crash stay logged; actions
+in a written intent are re-sent by id (never applied twice); actions without one were
+not applied.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prescale.app.core.actions import (
+    ActionKind,
+    ActionResult,
+    ResultStatus,
+    ScalingAction,
+    Verdict,
+)
+from prescale.app.core.contention import ArbitrationResult
+from prescale.app.core.engine import Engine, EngineConfig, EngineState, ModelLookup, Plan
+from prescale.app.core.predictor import Prediction
+from prescale.app.core.sample import METRICS, Tier
+from prescale.app.loop import records as rec
+from prescale.app.loop.ports import (
+    Actuation,
+    Allocator,
+    Checkpoint,
+    Journal,
+    Telemetry,
+    Thresholds,
+)
+from prescale.app.loop.shard import Merged, merge_shards
+from prescale.app.loop.status import status_rows, unknown_rows
+
+#: an unknown container is dropped from the status after this long unseen
+UNKNOWN_FORGET_S = 600.0
+NOT_REPORTED = "not reported by its monitor"
+
+
+class TickHooks:
+    """What a host adds around the tick (the live loop: model registry, retraining,
+    metrics, history upkeep). Every method is optional; the defaults do nothing."""
+
+    def models(self, records: list[dict[str, Any]], now_s: float) -> ModelLookup | None:
+        """The engine's model lookup for this tick (may append ``model_error`` events)."""
+        return None
+
+    def after_settle(self, judgements: list[dict[str, Any]], now_s: float
+                     ) -> list[dict[str, Any]]:
+        """This tick's judgements (with apps); records to log with the results."""
+        return []
+
+    def state(self) -> dict[str, Any]:
+        """Extra parts of the checkpoint."""
+        return {}
+
+    def restore(self, saved: Mapping[str, Any]) -> None:
+        """Read back what :meth:`state` saved."""
+
+    def after_tick(self, summary: dict[str, Any], rows: list[dict[str, Any]],
+                   judgements: list[dict[str, Any]], records: list[dict[str, Any]],
+                   plan: Plan, apps: Mapping[str, str]) -> None:
+        """Export metrics (a failure here is the host's to report)."""
+
+    def upkeep(self, now_s: float) -> None:
+        """Periodic maintenance (history compaction)."""
+
+
+@dataclass
+class Ports:
+    telemetry: Telemetry
+    allocator: Allocator
+    actuation: Actuation
+    journal: Journal
+    checkpoint: Checkpoint
+    thresholds: Thresholds
+    hooks: TickHooks = field(default_factory=TickHooks)
+
+
+class Laps:
+    """Stage timer of a tick: ``lap("plan")`` records the time since the previous lap."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
+        self.last = clock()
+        self.stages: dict[str, float] = {}
+
+    def __call__(self, stage: str) -> None:
+        now = self.clock()
+        self.stages[stage] = now - self.last
+        self.last = now
+
+
+class Tick:
+    """The loop's state between ticks and :meth:`run_once`. ``mode``: ``off`` |
+    ``recommend`` | ``auto``; ``window_steps``: the monitors' window length."""
+
+    def __init__(self, engine_config: EngineConfig, ports: Ports, *, run_id: str, mode: str,
+                 window_steps: int, now: Callable[[], float] = time.time) -> None:
+        self.engine_config = engine_config
+        self.ports = ports
+        self.run_id = run_id
+        self.mode = mode
+        self.window_steps = window_steps
+        self.now = now  # only when no shard says what time it is
+        self.engine = Engine(engine_config)
+        self.tick = 0
+        #: every container seen: node, app, last time seen, and whether it is unknown now
+        self.seen: dict[str, dict[str, Any]] = {}
+        self.last_action: dict[str, dict[str, Any]] = {}
+        self.judgements: list[dict[str, Any]] = []  # this tick's, for the hooks
+        self.restore()
+
+    # -- persistence -------------------------------------------------------------
+    def restore(self) -> None:
+        """The state of the last checkpoint (or a fresh one)."""
+        self.engine = Engine(self.engine_config)
+        saved = self.ports.checkpoint.load()
+        if not saved or saved.get("run_id") != self.run_id:
+            return
+        self.engine.state = EngineState.from_dict(saved, self.engine_config)
+        self.last_action = dict(saved.get("last_action", {}))
+        self.tick = int(saved["tick"])
+        self.seen = dict(saved.get("seen", {}))
+        self.ports.hooks.restore(saved)
+
+    def state(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "tick": self.tick, **self.engine.state.to_dict(),
+                "last_action": self.last_action, "seen": self.seen,
+                **self.ports.hooks.state()}
+
+    # -- the tick --------------------------------------------------------------------
+    def run_once(self) -> dict[str, Any]:
+        try:
+            return self._run_once()
+        except Exception:
+            self.restore()  # as if restarted: the engine state of the last good tick
+            raise
+
+    def _run_once(self) -> dict[str, Any]:
+        p = self.ports
+        lap = Laps()
+        t0 = lap.last
+        p.allocator.prepare()
+        self.resume()  # a tick cut short: finish it first
+        shards, unknown = p.telemetry.collect()
+        lap("gather")
+        merged = merge_shards(shards, (self.window_steps, len(METRICS)), now_s=self.now())
+        snap = merged.snapshot
+        apps = dict(zip(snap.names, snap.apps, strict=True))
+        lost = self._mark_seen(merged, unknown)
+        records: list[dict[str, Any]] = [rec.to_dict(rec.EventRecord(
+            e.ts_s, e.container, e.app, e.kind.value, e.detail)) for e in snap.events]
+        plan = self.engine.observe(  # featurise, predict, judge
+            snap, p.thresholds.book(), models=p.hooks.models(records, snap.now_s))
+        records += self._judgement_records(plan, apps)  # thresholds learn from them
+        if self.mode != "off":
+            self.engine.propose(plan, snap)  # decide
+        lap("plan")
+        p.allocator.observe(_limits(plan.names, plan.prediction), snap.now_s, merged.nodes,
+                            {n: r[0] for n, r in merged.route.items()}, dict(snap.replicas))
+        records += [rec.to_dict(rec.DecisionRecord.of(d, apps.get(d.container, "")))
+                    for d in plan.decisions if d.action is not None or d.p_fail >= d.threshold]
+        # a kill loop or a runaway (app/core/oom.py): the operator should look
+        records += [rec.to_dict(rec.EventRecord(snap.now_s, c, apps.get(c, ""),
+                                                "operator_attention", why))
+                    for c, why in plan.flagged.items()]
+        tick_records: list[dict[str, Any]] = []
+        results: list[ActionResult] = []
+        reclaimed: list[tuple[ScalingAction, ActionResult]] = []
+        applied: list[tuple[str, str, float]] = []
+        if plan.asks:
+            commit = self.mode == "auto"
+            arb = p.allocator.arbitrate(plan.asks, plan.reclaim, snap.now_s, commit)
+            lap("arbitrate")
+            tick_records += records
+            p.journal.append(records)  # durable before acting
+            routes, local = self._write_intent(plan, arb, merged, commit)  # the intent
+            lap("log")
+            results, records, reclaimed, applied = self._act(plan.asks, arb, commit, routes,
+                                                             local, apps)  # apply
+            lap("act")
+        self.engine.settle(snap.now_s, reclaimed + list(zip(plan.asks, results, strict=True)),
+                           live=plan.names)
+        p.allocator.confirm(applied)  # what was really set (the pool's one write)
+        extra = p.hooks.after_settle(self.judgements_app(apps), snap.now_s)
+        tick_records += records + extra
+        p.journal.append(records + extra)  # record
+        self.tick += 1
+        p.checkpoint.save(self.state())
+        if plan.asks and self._intent_written:
+            p.journal.clear_intent()
+        p.hooks.upkeep(snap.now_s)
+        lap("record")
+        rows = status_rows(plan, self.seen, self.last_action, snap.replicas)
+        p.journal.write_status({
+            "ts_s": plan.now_s, "run_id": self.run_id, "mode": self.mode, "tick": self.tick,
+            "tick_s": lap.clock() - t0, "model": plan.prediction.model,
+            "horizon_s": plan.prediction.horizon_s,
+            "saved_resource_hours": self.engine.state.savings.saved_hours(),
+            "errors": merged.errors, "dropped": merged.dropped, "nodes": merged.nodes,
+            "unknown_nodes": unknown,
+            "containers": rows + unknown_rows(self.seen, self.last_action)})
+        lap("status")
+        summary = {
+            "tick": self.tick,
+            "now_s": snap.now_s,
+            "containers": len(plan.names),
+            "monitors": len(shards),
+            "unknown": sorted(unknown),
+            "lost_containers": lost,
+            "decisions": len(plan.asks),
+            "actions": [r.status.value for r in results],
+            "errors": merged.errors,
+            "tick_s": lap.clock() - t0,
+            "stages_s": lap.stages,
+            "dropped": merged.dropped,
+        }
+        p.hooks.after_tick(summary, rows, self.judgements, tick_records, plan, apps)
+        return summary
+
+    # -- seen, unknown, lost --------------------------------------------------------
+    def _mark_seen(self, merged: Merged, unknown: Mapping[str, str]) -> list[str]:
+        """Track every container's node. Containers of a node that did not answer are
+        *unknown* (kept, with their grants); those of a node gone for good (its monitor
+        is gone) are unknown too, and the allocator drops the node. Returns the
+        containers that became unknown this tick."""
+        snap = merged.snapshot
+        for n, app in zip(snap.names, snap.apps, strict=True):
+            self.seen[n] = {"node": merged.route[n][0], "app": app, "last_s": snap.now_s,
+                            "unknown": None}
+        live_nodes = self.ports.telemetry.live_nodes()
+        newly, dead_nodes = [], set()
+        for n, info in list(self.seen.items()):
+            if info["last_s"] == snap.now_s:
+                continue
+            node = info["node"]
+            why = (unknown.get(node) or
+                   ("node left the cluster (its monitor is gone)" if node not in live_nodes
+                    else NOT_REPORTED))
+            if node not in live_nodes:
+                dead_nodes.add(node)
+            if why == NOT_REPORTED:
+                del self.seen[n]  # its monitor answered without it: it is gone
+                continue
+            if info["unknown"] is None:
+                newly.append(n)
+            info["unknown"] = why
+            if snap.now_s - info["last_s"] > UNKNOWN_FORGET_S:
+                del self.seen[n]
+        if dead_nodes:
+            self.ports.allocator.drop_nodes(sorted(dead_nodes))
+        return sorted(newly)
+
+    # -- judgements ------------------------------------------------------------------
+    def _judgement_records(self, plan: Plan, apps: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Judgements move their app's threshold (durably, idempotently); lead-time
+        outcomes."""
+        self.judgements = [j.to_dict() for j in plan.judgements]
+        now_s = plan.now_s
+        out = [rec.to_dict(rec.JudgementRecord.of(j, now_s, apps.get(j.container, "")))
+               for j in plan.judgements]
+        out += [rec.to_dict(rec.ThresholdRecord.of(a, now_s))
+                for a in self.ports.thresholds.learn(plan.judgements)]
+        out += [rec.to_dict(rec.OutcomeRecord.of(o, now_s, apps.get(o.container, "")))
+                for o in plan.lead_outcomes]
+        return out
+
+    def judgements_app(self, apps: Mapping[str, str]) -> list[dict[str, Any]]:
+        """This tick's judgements with their containers' apps."""
+        return [{**j, "app": apps.get(j.get("container", ""), j.get("app") or "")}
+                for j in self.judgements]
+
+    # -- intent, acting ----------------------------------------------------------------
+    _intent_written = False
+
+    def _write_intent(self, plan: Plan, arb: ArbitrationResult, merged: Merged,
+                      commit: bool) -> tuple[dict[str, str], dict[str, str]]:
+        """The actions about to be applied, with the engine state they start (cooldowns),
+        durable before any is applied. Returns the actions' routes and the names their
+        actuators know them by."""
+        todo = (list(arb.reclaims) + arb.granted(plan.asks)) if commit else []
+        route = merged.route
+        routes = self.ports.actuation.routes(
+            todo, {a.container: (route.get(a.container) or
+                                 (self.seen.get(a.container, {}).get("node") or "",))[0]
+                   for a in todo})
+        # qualified names (seen on two nodes) → the name their monitor knows
+        local = {a.container: route[a.container][1] for a in todo
+                 if a.container in route and route[a.container][1] != a.container}
+        self._intent_written = bool(todo)
+        if todo:
+            self.ports.journal.write_intent({
+                "run_id": self.run_id, "now_s": plan.now_s, "tick": self.tick,
+                "state": self.state(), "actions": [a.to_dict() for a in todo],
+                "routes": routes, "local": local,
+                "apps": dict(zip(plan.names, plan.apps, strict=True))})
+        return routes, local
+
+    def resume(self) -> None:
+        """Finish a tick that was cut short: restore the engine state its actions started,
+        re-send them with the same ids (an actuator that applied one returns what it
+        did then), log the results, settle them, checkpoint."""
+        p = self.ports
+        saved = p.journal.read_intent()
+        if not saved or saved.get("run_id") != self.run_id:
+            return
+        if saved.get("state"):
+            self.engine.state = EngineState.from_dict(saved["state"], self.engine_config)
+            self.last_action = dict(saved["state"].get("last_action", self.last_action))
+            self.seen = dict(saved["state"].get("seen", self.seen))
+        actions = [action_from_dict(d) for d in saved["actions"]]
+        results = p.actuation.apply(actions, saved["routes"], saved.get("local", {}))
+        out = [rec.to_dict(rec.ActionRecord.of(a, results[a.action_id],
+                                               "resumed after a coordinator restart",
+                                               saved["apps"].get(a.container, ""),
+                                               Verdict.GRANTED)) for a in actions]
+        self.engine.settle(saved["now_s"], [(a, results[a.action_id]) for a in actions],
+                           live=list(saved["apps"]))
+        p.allocator.confirm(confirmed(actions, results))
+        p.journal.append(out)
+        p.checkpoint.save(self.state())
+        p.journal.clear_intent()
+
+    def _act(self, asks: Sequence[ScalingAction], arb: ArbitrationResult, commit: bool,
+             routes: Mapping[str, str], local: Mapping[str, str], apps: Mapping[str, str]):
+        """Apply what the allocator granted (reclaims from idle containers first), in auto
+        mode; turn every verdict into a result and a logged action with its explanation.
+        Returns the asks' results (in order), the records, the reclaims with theirs, and
+        what was really set (for the allocator)."""
+        act = self.ports.actuation
+        verdicts = {v.action_id: v for v in arb.verdicts}
+        applied: dict[str, ActionResult] = {}
+        out: list[dict[str, Any]] = []
+        dropped: set[str] = set()
+        reclaimed: list[tuple[ScalingAction, ActionResult]] = []
+        confirmed_: list[tuple[str, str, float]] = []
+        if commit and arb.reclaims:
+            got = act.apply(list(arb.reclaims), routes, local)
+            for a in arb.reclaims:
+                r = got[a.action_id]
+                reclaimed.append((a, r))
+                out.append(rec.to_dict(rec.ActionRecord.of(
+                    a, r, arb.explanations.get(a.action_id, ""), apps.get(a.container, ""),
+                    Verdict.GRANTED)))
+                if r.status is not ResultStatus.APPLIED:
+                    dropped.update(arb.reclaim_dependent)
+            confirmed_ += confirmed(arb.reclaims, got)
+        granted = [a for a in arb.granted(asks) if a.action_id not in dropped]
+        if commit and granted:
+            applied = act.apply(granted, routes, local)
+        results = []
+        for a in asks:
+            v = verdicts[a.action_id]
+            why = arb.explanations.get(a.action_id, v.reason)
+            r = applied.get(a.action_id)
+            if r is None:
+                if a.action_id in dropped:
+                    status, note = ResultStatus.DEFERRED, "its reclaim failed"
+                elif v.verdict is Verdict.GRANTED:
+                    status, note = ResultStatus.DRY_RUN, "recommend mode: nothing touched"
+                elif v.verdict is Verdict.DEFERRED:
+                    status, note = ResultStatus.DEFERRED, "not applied"
+                else:
+                    status, note = ResultStatus.DENIED, "not applied"
+                r = ActionResult(a.action_id, a.container, a.tier, status, a.old_limit,
+                                 a.old_limit, note)
+            results.append(r)
+            out.append(rec.to_dict(rec.ActionRecord.of(a, r, why, apps.get(a.container, ""),
+                                                       v.verdict)))
+            self.last_action[a.container] = {
+                "ts_s": a.now_s, "tier": a.tier.value, "old_limit": r.old_limit,
+                "new_limit": r.new_limit, "requested_limit": a.new_limit,
+                "result": r.status.value,
+            }
+        confirmed_ += confirmed(asks, applied)
+        return results, out, reclaimed, confirmed_
+
+
+def _limits(containers: Sequence[str], pred: Prediction) -> dict[str, dict[str, float]]:
+    return {n: {t.value: float(pred.tiers[t].limit[i]) for t in pred.tiers}
+            for i, n in enumerate(containers)}
+
+
+def confirmed(actions: Sequence[ScalingAction], results: Mapping[str, ActionResult]
+              ) -> list[tuple[str, str, float]]:
+    """(container, tier, limit really set) of the applied ones, for the allocator."""
+    return [(a.container, a.tier.value, results[a.action_id].new_limit) for a in actions
+            if a.action_id in results and results[a.action_id].status is ResultStatus.APPLIED]
+
+
+def action_from_dict(d: Mapping[str, Any]) -> ScalingAction:
+    """Back from JSON, where inf and nan were written as null (unlimited, no estimate)."""
+    import math
+
+    fix = {k: (math.inf if k in ("old_limit", "time_to_limit_s") else math.nan)
+           for k, v in d.items() if v is None}
+    return ScalingAction(**{**d, **fix, "tier": Tier(d["tier"]),
+                            "kind": ActionKind(d["kind"])})
+
+
+__all__ = ["Laps", "Ports", "Tick", "TickHooks", "action_from_dict", "confirmed"]
