@@ -822,7 +822,7 @@ def build_api(service: PredictionService, predict: Callable[[Job], Any] | None =
         return JSONResponse(body)
 
     # outermost, so 401/413 answers are counted too (ray.util.metrics: needs Ray)
-    from prescale.actors.metrics import MetricsMiddleware, ServeMetrics
+    from prescale.app.serve_metrics import MetricsMiddleware, ServeMetrics
 
     api.add_middleware(MetricsMiddleware, metrics=ServeMetrics(
         ["/v1/predict", "/v1/recommend", "/v1/samples", "/v1/models", "/healthz",

@@ -176,7 +176,7 @@ def test_real_prometheus_scrapes_the_running_coordinator(env):
 
     import ray
 
-    from prescale.actors.metrics import EXPORTED_NAMES
+    from prescale.app.metric_specs import EXPORTED_NAMES
     from tests.prom_support import running_prometheus
 
     s, h, _ = env

@@ -336,7 +336,7 @@ def test_prometheus_scrapes_prescale_metrics_and_the_dashboard_queries_return_da
                           what="every prescale metric with its expected value")
         except AssertionError:
             pytest.fail("PromQL results differ:\n" + show(mismatches(prom, EXPECTED)))
-        # the names Prometheus knows are exactly the ones actors/metrics.py declares
+        # the names Prometheus knows are exactly the ones app/metric_specs.py declares
         names = requests.get(f"{prom.url}/api/v1/label/__name__/values", timeout=5).json()
         ours = {n for n in names["data"] if n.startswith("ray_prescale_")}
         assert ours == set(m.EXPORTED_NAMES)

@@ -1,4 +1,4 @@
-"""The Grafana dashboard queries only metrics that prescale exports (actors/metrics.py is
+"""The Grafana dashboard queries only metrics that prescale exports (app/metric_specs.py is
 the single source of truth), the example Prometheus config is valid, and the metric
 values behind the dashboard are computed as documented (MetricsBook, pure: no Ray)."""
 
@@ -91,7 +91,7 @@ def test_every_metric_the_dashboard_queries_is_exported():
         names, labels = promql_names(expr)
         assert names, f"{where}: no metric in {expr!r}"
         unknown = names - set(m.EXPORTED_NAMES)
-        assert not unknown, f"{where}: {sorted(unknown)} not exported by actors/metrics.py"
+        assert not unknown, f"{where}: {sorted(unknown)} not exported by app/metric_specs.py"
         known = allowed_labels.union(*(m.EXPORTED_LABELS[n] for n in names))
         assert labels <= known, f"{where}: unknown labels {sorted(labels - known)} in {expr!r}"
     for var in dash["templating"]["list"]:
