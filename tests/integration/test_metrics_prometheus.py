@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from prescale.actors import metrics as m
+from prescale.app import metric_specs as m
 from prescale.app.core.outcome_tracker import Judgement, OutcomeKind
 from prescale.app.core.sample import Tier
 from tests.prom_support import PromServer, free_port, prometheus_binary, running_prometheus
@@ -42,7 +42,8 @@ def _exporter_class():
     @ray.remote(num_cpus=0)
     class Exporter:
         def __init__(self) -> None:
-            from prescale.actors.metrics import CoordinatorMetrics, ServeMetrics
+            from prescale.actors.metrics import CoordinatorMetrics
+            from prescale.app.serve_metrics import ServeMetrics
 
             self.metrics = CoordinatorMetrics(max_containers=3, window_s=600.0)
             self.serve = ServeMetrics(["/v1/predict", "/healthz", "/v1/models"])
@@ -58,7 +59,7 @@ def _exporter_class():
             ``code`` (``None``: raises before answering)."""
             import asyncio
 
-            from prescale.actors.metrics import MetricsMiddleware
+            from prescale.app.serve_metrics import MetricsMiddleware
 
             async def app(scope, receive, send):
                 if code is None:

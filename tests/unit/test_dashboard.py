@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from prescale.actors import metrics as m
+from prescale.app import metric_specs as m
+from prescale.app import metrics_book as mb
 from prescale.app.core.outcome_tracker import Judgement, OutcomeKind
 from prescale.app.core.sample import Tier
 
@@ -181,16 +182,16 @@ def test_assign_slots_is_stable_and_capped():
 
 
 def test_counter_deltas_and_quality_rates_worked_examples():
-    assert m.counter_deltas({"no_data": 3, "bad_timestamp": 5},
+    assert mb.counter_deltas({"no_data": 3, "bad_timestamp": 5},
                             {"no_data": 5, "bad_timestamp": 2, "duplicate_in_batch": 1}) == {
         "no_data": 2, "bad_timestamp": 2, "duplicate_in_batch": 1}
-    assert m.quality_rates({"needed": 3, "false_positive": 1, "miss": 2}) == (0.75, 0.6)
-    assert m.quality_rates({"miss": 2}) == (None, 0.0)
-    assert m.quality_rates({}) == (None, None)
+    assert mb.quality_rates({"needed": 3, "false_positive": 1, "miss": 2}) == (0.75, 0.6)
+    assert mb.quality_rates({"miss": 2}) == (None, 0.0)
+    assert mb.quality_rates({}) == (None, None)
 
 
 def test_container_gauges_fold_beyond_the_cap_into_other():
-    book = m.MetricsBook(max_containers=2)
+    book = mb.MetricsBook(max_containers=2)
     rows = [_row("a", 0.9, 0.2, 100, 128, 12.0), _row("b", 0.1), _row("c", 0.7, 0.3, 10, 64),
             _row("d", 0.2, 0.6, 50, 60, 4.0), _row("e", None, None, 5, None)]
     up = book.plan({"now_s": 1000.0, "tick_s": 0.02}, rows, [], [])
@@ -214,7 +215,7 @@ def test_container_gauges_fold_beyond_the_cap_into_other():
 
 
 def test_actions_events_and_thresholds_from_records():
-    book = m.MetricsBook(max_apps=1, outcome_source="lead_time")
+    book = mb.MetricsBook(max_apps=1, outcome_source="lead_time")
     records = [
         {"kind": "decision", "container": "a", "app": "web", "tier": "memory",
          "threshold": 0.4},
@@ -266,7 +267,7 @@ def judgement(kind: str, tier: str, judged_s: float, container: str = "c") -> di
 
 
 def test_precision_recall_over_the_rolling_window_of_judgements():
-    book = m.MetricsBook(window_s=100.0)
+    book = mb.MetricsBook(window_s=100.0)
     up = book.plan({"now_s": 50.0, "tick_s": 0.1}, [], [
         judgement("needed", "memory", 10.0), judgement("needed", "memory", 50.0),
         judgement("needed", "memory", 50.0), judgement("false_positive", "memory", 50.0),
@@ -286,7 +287,7 @@ def test_precision_recall_over_the_rolling_window_of_judgements():
     assert up.get(m.RECALL, tier="memory") == 0.5
     assert up.get(m.OUTCOMES, tier="memory", outcome="needed") is None  # nothing new
     # a checkpointed window survives a restart
-    again = m.MetricsBook(window_s=100.0)
+    again = mb.MetricsBook(window_s=100.0)
     again.restore(json.loads(json.dumps(book.state())))
     up = again.plan({"now_s": 116.0, "tick_s": 0.1}, [], [], [])
     assert up.get(m.PRECISION, tier="memory") == pytest.approx(2 / 3)
@@ -296,7 +297,7 @@ def test_precision_recall_over_the_rolling_window_of_judgements():
 
 
 def test_precision_recall_from_lead_time_outcomes_and_oom_events():
-    book = m.MetricsBook(window_s=100.0, outcome_source="lead_time")
+    book = mb.MetricsBook(window_s=100.0, outcome_source="lead_time")
     lead = [{"action_id": "a1", "container": "a", "outcome": "crossed", "t_action_s": 0,
              "t_outcome_s": 10.0, "lead_time_s": 10.0},
             {"action_id": "b1", "container": "b", "outcome": "failed", "t_action_s": 0,
@@ -318,11 +319,11 @@ def test_precision_recall_from_lead_time_outcomes_and_oom_events():
     with pytest.raises(ValueError, match=r"outcomes\[0\] has no 'outcome'"):
         book.plan({"now_s": 51.0, "tick_s": 0.1}, [], [judgement("needed", "cpu", 51.0)], [])
     with pytest.raises(ValueError, match="outcome_source"):
-        m.MetricsBook(outcome_source="both")
+        mb.MetricsBook(outcome_source="both")
 
 
 def test_dropped_counts_become_increments_by_bounded_reason():
-    book = m.MetricsBook()
+    book = mb.MetricsBook()
     up = book.plan({"now_s": 1.0, "tick_s": 0.1, "dropped": {"no_data": 2}}, [], [], [])
     assert up.get(m.DROPPED, reason="no_data") == 2
     up = book.plan({"now_s": 2.0, "tick_s": 0.1, "dropped": {
@@ -350,7 +351,7 @@ def test_dropped_counts_become_increments_by_bounded_reason():
 ])
 def test_bad_input_names_the_field_and_changes_nothing(summary, rows, outcomes, records,
                                                        message):
-    book = m.MetricsBook(max_containers=1)
+    book = mb.MetricsBook(max_containers=1)
     book.plan({"now_s": 0.5, "tick_s": 0.1, "dropped": {"no_data": 1}}, [_row("keep")],
               [judgement("needed", "memory", 0.5, "keep")], [])
     before = (book.containers, dict(book.dropped), list(book.window), dict(book.thresholds))
