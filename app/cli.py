@@ -632,7 +632,7 @@ def models_evaluate(
     """Score a registered model on another trace (or the history store): AP, ROC-AUC,
     base rate, precision and recall at its stored threshold, beside the best single
     feature and the heuristic, and its reliability curve."""
-    from prescale.tuning.train import evaluate_version
+    from prescale.tuning.register import evaluate_version
 
     s = _settings(config)
     source: Any = s.history_uri()
@@ -779,7 +779,7 @@ def train(
     in words. Exit 1 when nothing could be learned (no failure in the data)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from prescale.tuning.train import Promotion, train_and_register
+    from prescale.tuning.register import Promotion, train_and_register
 
     s = _settings(config)
     source: Any = s.history_uri()
@@ -833,7 +833,8 @@ def tune(
     """Ray Tune search over model kinds and hyperparameters (ASHA early stopping); the best
     is judged by the same gate as `prescale train` (beat the current model and the
     heuristic on validation) and registered. Exit 1 when nothing could be learned."""
-    from prescale.tuning.train import Promotion, tune_and_register
+    from prescale.tuning.register import Promotion
+    from prescale.tuning.search import tune_and_register
 
     s = _settings(config)
     try:
@@ -871,6 +872,7 @@ def retrain(
     drifts below the floors; through Ray Tune and the same gate as `prescale train`. The
     control loop schedules this itself (models.retrain_live); this command is for cron or
     a Ray job. It does nothing when nothing is due."""
+    from prescale.tuning.register import GLOBAL_APP
     from prescale.tuning.retrain import (
         due,
         last_trained_s,
@@ -878,7 +880,7 @@ def retrain(
         policy_of,
         retrain_app,
     )
-    from prescale.tuning.train import GLOBAL_APP, ray_session
+    from prescale.tuning.search import ray_session
 
     s = _settings(config)
     m = s.models

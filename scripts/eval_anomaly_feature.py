@@ -37,7 +37,7 @@ from prescale.app.telemetry.replay import (
 )
 from prescale.scripts.eval_models.config import FULL, GOOGLE_KW
 from prescale.scripts.eval_models.fleets import fleet_data
-from prescale.tuning.train import TrainingData, build_training_data
+from prescale.tuning.training_data import TrainingData, build_training_data
 
 
 def _ap(data: TrainingData, X: np.ndarray, train: np.ndarray, test: np.ndarray) -> float:

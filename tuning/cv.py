@@ -9,7 +9,7 @@ positives spread so that every fold has some):
    training and validation (:func:`~app.core.labels.stratified_group_split`, 80/20);
 2. the model is fitted on the training part and its operating threshold chosen on the
    validation part (:func:`tuning.train.validate`), then refitted on both parts with the
-   same parameters, exactly as when registering (:func:`tuning.train.register_model`);
+   same parameters, exactly as when registering (:func:`tuning.register.register_model`);
 3. fold f is scored by the refitted model: AP, ROC-AUC, base rate, precision and
    recall at its threshold, Brier score, calibration (a reliability curve), and beside
    them the best single feature and the best single usage column (each chosen on the
@@ -35,13 +35,13 @@ from prescale.app.models import make_model
 from prescale.app.models import metrics as mx
 from prescale.tuning.train import (
     DEFAULT_THRESHOLD_TARGET,
-    TrainingData,
     evaluate,
     fit_model,
     model_params,
     refit_with_threshold,
     validate,
 )
+from prescale.tuning.training_data import TrainingData
 
 INNER_FRACTIONS = (0.8, 0.2)
 #: The features that come from a trace's usage columns alone (on Google 2011: max_memory,

@@ -10,7 +10,7 @@ background Ray task):
 - :func:`due` — :class:`tuning.schedule.RetrainPolicy` over an app's last training
   (its current model's creation, or the last attempt that learned nothing) and its live
   rates: weekly, or early on drift;
-- :func:`retrain_app` — :func:`tuning.train.tune_and_register` (Ray Tune over the model
+- :func:`retrain_app` — :func:`tuning.search.tune_and_register` (Ray Tune over the model
   kinds, ``models.retrain_trials`` trials, at most one at a time so the loop keeps a
   core) for one app (``_global``: every app), promoted only through the gate, the
   adaptive threshold seeded from a promoted model. The trials run at a lower CPU
@@ -86,10 +86,11 @@ def last_trained_s(registry: Any, app: str, tier: str,
 def retrain_app(settings: Any, app: str, *, trials: int | None = None,
                 kinds: tuple[str, ...] | None = None, nice: int = NICE) -> dict[str, Any]:
     """Tune, judge and register a model for ``app`` (``_global``: every app) with the
-    settings' data parameters; returns :func:`tuning.train.tune_and_register`'s answer
+    settings' data parameters; returns :func:`tuning.search.tune_and_register`'s answer
     (``status`` "promoted", "candidate" or "nothing learned", with the reason in words),
     or ``{"status": "error", "reason": …}`` when the data cannot be read."""
-    from prescale.tuning.train import DEFAULT_TUNE_KINDS, GLOBAL_APP, Promotion, tune_and_register
+    from prescale.tuning.register import GLOBAL_APP, Promotion
+    from prescale.tuning.search import DEFAULT_TUNE_KINDS, tune_and_register
     from prescale.tuning.trainable import lower_priority
 
     lower_priority(nice)

@@ -25,7 +25,7 @@ Kinds (``app.models``) and what is searched, with the reasoning:
     [1e-4, 10]; ``class_weight`` ∈ {None, "balanced"}; ``calibration`` as above.
 ``heuristic``
     The training-free trend heuristic: no hyperparameter (its tier and horizon come
-    from the data). It is not a Tune trial: :func:`tuning.train.tune_and_register`
+    from the data). It is not a Tune trial: :func:`tuning.search.tune_and_register`
     scores it once in the driver as the fixed baseline (well under a second) and it
     competes with the best trial for registration. Run as a trial it would cost an
     actor start-up, repeat itself whenever the sampler drew it again, and sit in

@@ -1,7 +1,7 @@
 """The Ray Tune function trainable: fit one config on the shared data, report, checkpoint.
 
 ``tune.with_parameters(trainable, data=training_data)`` puts the
-:class:`~tuning.train.TrainingData` in the object store once; every trial reads it
+:class:`~tuning.training_data.TrainingData` in the object store once; every trial reads it
 from there. A trial trains ``config["kind"]`` with ``config[kind]`` (see
 :mod:`tuning.space`) on the training split and, after each of its steps, reports
 the validation scores (``val_pr_auc`` is the metric ASHA and the search rank by,
@@ -37,7 +37,8 @@ from typing import Any
 from ray import tune
 
 from prescale.app.models import FailureModel, make_model
-from prescale.tuning.train import TrainingData, evaluate, model_params
+from prescale.tuning.train import evaluate, model_params
+from prescale.tuning.training_data import TrainingData
 
 #: The metric Tune maximises (and ASHA stops by).
 METRIC = "val_pr_auc"

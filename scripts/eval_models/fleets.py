@@ -52,14 +52,8 @@ from prescale.app.telemetry.replay import (
     read_bitbrains,
 )
 from prescale.scripts.eval_models.config import EvalConfig, FleetConfig, model_params_for
-from prescale.tuning.train import (
-    TrainingData,
-    build_training_data,
-    fit_model,
-    model_params,
-    refit_with_threshold,
-    validate,
-)
+from prescale.tuning.train import fit_model, model_params, refit_with_threshold, validate
+from prescale.tuning.training_data import TrainingData, build_training_data
 
 
 def _rule_score(X: np.ndarray, index: int, direction: str) -> np.ndarray:

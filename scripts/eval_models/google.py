@@ -5,7 +5,7 @@ Each task has one usage window (trace time 600–900 s), read by
 :func:`~app.telemetry.replay.read_google2011` into two samples (start, end) with
 every usage column and the task's attributes (:mod:`app.telemetry.replay`). The
 training data is what ``prescale train --trace google2011 --tier any`` builds
-(:func:`tuning.train.build_training_data`): a window of 2 steps per task, tier
+(:func:`tuning.training_data.build_training_data`): a window of 2 steps per task, tier
 ``any`` (:mod:`app.core.labels`: FAIL, EVICT or KILL after the window, LOST and
 FINISH not), horizon 1 day (past the end of the trace). Then
 :func:`tuning.cv.cross_validate`: 5 folds of whole jobs with the positives spread
@@ -35,7 +35,7 @@ from prescale.app.telemetry.replay import (
 )
 from prescale.scripts.eval_models.config import GOOGLE_KW, EvalConfig, model_params_for
 from prescale.tuning.cv import cross_validate, summarise
-from prescale.tuning.train import build_training_data
+from prescale.tuning.training_data import build_training_data
 
 
 def evaluate_google(cfg: EvalConfig, data_dir: Path, kinds: Sequence[str]) -> dict[str, Any]:

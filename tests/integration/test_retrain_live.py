@@ -23,7 +23,9 @@ from prescale.app.settings import load_settings
 from prescale.app.store.history import HistoryStore
 from prescale.app.store.registry import ModelRegistry
 from prescale.app.telemetry.replay import replay_into
-from prescale.tuning.train import GLOBAL_APP, build_training_data, fit_model
+from prescale.tuning.register import GLOBAL_APP
+from prescale.tuning.train import fit_model
+from prescale.tuning.training_data import build_training_data
 from tests.fleets import DATA_KW, WEAK_RF, warning_fleet
 
 pytestmark = pytest.mark.slow

@@ -37,17 +37,11 @@ from prescale.app.telemetry.replay import (
     read_google2011,
     replay_into,
 )
-from prescale.tuning.train import (
-    GLOBAL_APP,
-    Promotion,
-    build_training_data,
-    evaluate,
-    score,
-    train_and_register,
-    train_model,
-    tune_and_register,
-)
+from prescale.tuning.register import GLOBAL_APP, Promotion, train_and_register
+from prescale.tuning.search import tune_and_register
+from prescale.tuning.train import evaluate, score, train_model
 from prescale.tuning.trainable import fit_in_steps, growth_steps
+from prescale.tuning.training_data import build_training_data
 from tests.fleets import (  # shared with the live retrain test
     DATA_KW,
     N_CONTAINERS,
@@ -449,7 +443,7 @@ def test_unseen_rows_worked_example(data):
 
     import pandas as pd
 
-    from prescale.tuning.train import unseen_rows
+    from prescale.tuning.register import unseen_rows
 
     meta = pd.DataFrame({"container": ["c1", "c2", "c3"], "app": ["c", "a", "a"],
                          "ts_end_s": [50.0, 150.0, 50.0], "row": [0, 1, 2]})
