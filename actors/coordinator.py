@@ -192,6 +192,8 @@ class RayActuation:
 
 
 class FileJournal:
+    durable = True
+
     def __init__(self, data_dir: Path, log: DecisionLog) -> None:
         self.data_dir, self.log = data_dir, log
 
@@ -212,6 +214,8 @@ class FileJournal:
 
 
 class FileCheckpoint:
+    enabled = True
+
     def __init__(self, path: Path) -> None:
         self.path = path
 

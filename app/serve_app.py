@@ -8,8 +8,10 @@ Layers, from pure to I/O:
   (:func:`oversize_reason`), ingestion planning (:func:`plan_ingest`);
 - :class:`PredictionService`: the same pipeline as the coordinator (features →
   :class:`~app.core.predictor.TrendExhaustionPredictor` → the app's registered model
-  via :class:`~app.store.registry.ModelCache` → ``preemptive_buffer``), plus the model
-  registry and the history store; usable in-process without Ray (benchmarks);
+  via :class:`~app.store.registry.ModelCache`; ``/v1/recommend``: the engine's own
+  decide path, :meth:`~app.core.engine.Engine.propose`, with the configured policy and
+  the loop's learned thresholds), plus the model registry and the history store;
+  usable in-process without Ray (benchmarks);
 - :func:`build_api`: the FastAPI app around a service, with :class:`RequestGuard`
   (token and body size, checked before the body is read);
 - :class:`PrescaleAPI`: the Serve deployment (FastAPI ingress built per replica,
@@ -79,10 +81,11 @@ from prescale.app.api_models import (
     ServeUserConfig,
     out_number,
 )
+from prescale.app.core.engine import Engine, EngineConfig, Plan, Snapshot
 from prescale.app.core.features import FEATURES, F, compute_features
-from prescale.app.core.policy import PolicyInput, PolicyState, preemptive_buffer
 from prescale.app.core.predictor import Prediction, TierPrediction, TrendExhaustionPredictor
 from prescale.app.core.sample import METRICS, Event, EventKind, Sample, Tier
+from prescale.app.core.thresholds import ThresholdBook, ThresholdConfig
 from prescale.app.core.validation import EPOCH_2000_S, Validator
 from prescale.app.settings import Settings, load_settings
 
@@ -323,32 +326,42 @@ def prediction_json(job: Job, res: JobResult, min_samples: int | None = None
 
 
 def recommend_json(
-    job: Job, res: JobResult, settings: Settings, now_s: float
+    job: Job, res: JobResult, settings: Settings, now_s: float,
+    book: ThresholdBook | None = None,
 ) -> list[dict[str, Any]]:
-    """What ``preemptive_buffer`` (the settings' policy, fresh state: no cooldowns)
-    would do for each container of ``job``; nothing is applied or remembered."""
-    thr = settings.thresholds
-    thresholds = np.array([thr.per_app.get(n, thr.p_fail) for n in job.names], dtype=np.float64)
-    usage = {
-        Tier.MEMORY: res.features[:, F["memory_usage_last_bytes"]],
-        Tier.CPU: res.features[:, F["cpu_usage_cores_last"]],
-    }
-    inp = PolicyInput(now_s, job.names, res.prediction, thresholds, apps=job.apps, usage=usage)
-    decisions, _ = preemptive_buffer(inp, settings.policy, PolicyState())
-    by_container: dict[str, list[dict[str, Any]]] = {n: [] for n in job.names}
-    for d in decisions:
-        a = d.action
-        by_container[d.container].append({
-            "tier": d.tier.value,
-            "p_fail": float(d.p_fail),
-            "threshold": float(d.threshold),
-            "action": None if a is None else {
-                "action_id": a.action_id, "kind": a.kind.value, "tier": a.tier.value,
-                "old_limit": out_number(a.old_limit), "new_limit": out_number(a.new_limit),
-                "preemptive": a.preemptive,
-            },
-            "reason": d.reason,
-        })
+    """What the live loop's engine would decide for each container of ``job`` on its
+    first tick (fresh state: no cooldowns, no history): the same thresholds (``book``,
+    the loop's learned ones when readable), the same policy (``policy.kind``), guards,
+    cost pass and OOM answer, through :meth:`Engine.propose`. Nothing is applied or
+    remembered. One entry per container and tier: the decision, or p_fail below the
+    threshold with nothing to do."""
+    engine = Engine(EngineConfig.from_settings(settings))
+    book = book if book is not None else ThresholdBook(
+        ThresholdConfig.from_settings(settings.thresholds))
+    names, apps = list(job.names), list(job.apps)
+    thr = engine.thresholds(book, names, apps)
+    plan = Plan(now_s, names, apps, res.features, res.prediction, thr, [], [], [], [], {})
+    engine.propose(plan, Snapshot(now_s, names, apps,
+                                  np.empty((len(names), 0, len(METRICS)))))
+    decided = {(d.container, d.tier): d for d in plan.decisions}
+    by_container: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    for tier, tp in res.prediction.tiers.items():
+        for i, n in enumerate(names):
+            d = decided.get((n, tier))
+            a = d.action if d is not None else None
+            by_container[n].append({
+                "tier": tier.value,
+                "p_fail": float(tp.p_fail[i]),
+                "threshold": float(thr[tier][i]),
+                "action": None if a is None else {
+                    "action_id": a.action_id, "kind": a.kind.value, "tier": a.tier.value,
+                    "old_limit": out_number(a.old_limit),
+                    "new_limit": out_number(a.new_limit), "preemptive": a.preemptive,
+                },
+                "reason": d.reason if d is not None else (
+                    f"p_fail {float(tp.p_fail[i]):.2f} < threshold {float(thr[tier][i]):.2f}"
+                    ": nothing to do"),
+            })
     preds = prediction_json(job, res, settings.predictor.min_samples)
     for p in preds:
         p["decisions"] = by_container[p["name"]]
@@ -490,6 +503,7 @@ class PredictionService:
         self.model_errors: list[str] = []
         self.config = ServeUserConfig()
         self.token: str | None = None
+        self._thresholds = None
         self.configure(config or default_user_config(settings))
 
     # -- configuration -------------------------------------------------------------
@@ -560,7 +574,23 @@ class PredictionService:
         return {"api_version": API_VERSION, "horizon_s": res.prediction.horizon_s,
                 "model_revision": self.revision(), "now_s": now_s,
                 "policy": self.settings.policy.kind,
-                "recommendations": recommend_json(job, res, self.settings, now_s)}
+                "recommendations": recommend_json(job, res, self.settings, now_s,
+                                                  self.thresholds_book())}
+
+    def thresholds_book(self) -> ThresholdBook:
+        """The loop's learned thresholds (``<data_dir>/thresholds.json``) when this
+        replica can read them, else the configured ones."""
+        from prescale.app.store.thresholds_store import FILE, ThresholdStore
+
+        if self._thresholds is None:
+            self._thresholds = ThresholdStore(
+                Path(self.settings.data_dir) / FILE,
+                ThresholdConfig.from_settings(self.settings.thresholds))
+        try:
+            return self._thresholds.book()
+        except (OSError, ValueError) as exc:
+            self._error(f"thresholds: {exc}; the configured ones are used")
+            return ThresholdBook(ThresholdConfig.from_settings(self.settings.thresholds))
 
     def predict(self, req: PredictRequest) -> dict[str, Any]:
         """One request in-process, without batching (benchmarks, tests)."""

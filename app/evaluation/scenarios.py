@@ -92,6 +92,9 @@ class Scenario:
     disk_bytes: np.ndarray | None = None  # [N, T]
     #: [N, T] bool: the container exists at step k (None: every container, every step)
     alive: np.ndarray | None = None
+    #: [N] bool: one replica of a horizontally scaled service, which prescale may scale
+    #: out (None: none is)
+    replicated: np.ndarray | None = None
     disk_capacity_bytes: np.ndarray | None = None  # [N]
     latency_base_s: np.ndarray | None = None  # [N]; nan = no latency target
     latency_target_s: np.ndarray | None = None  # [N]

@@ -68,6 +68,9 @@ class Actuation(Protocol):
 
 
 class Journal(Protocol):
+    #: False for a world that never restarts (the evaluator's): no intent, no status
+    durable: bool
+
     def append(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Durable when it returns (the decision log)."""
 
@@ -81,6 +84,9 @@ class Journal(Protocol):
 
 
 class Checkpoint(Protocol):
+    #: False: nothing to save (the evaluator's world never restarts)
+    enabled: bool
+
     def load(self) -> Mapping[str, Any] | None: ...
 
     def save(self, state: Mapping[str, Any]) -> None: ...

@@ -214,20 +214,23 @@ class Tick:
         tick_records += records + extra
         p.journal.append(records + extra)  # record
         self.tick += 1
-        p.checkpoint.save(self.state())
+        if getattr(p.checkpoint, "enabled", True):
+            p.checkpoint.save(self.state())
         if plan.asks and self._intent_written:
             p.journal.clear_intent()
         p.hooks.upkeep(snap.now_s)
         lap("record")
-        rows = status_rows(plan, self.seen, self.last_action, snap.replicas)
-        p.journal.write_status({
-            "ts_s": plan.now_s, "run_id": self.run_id, "mode": self.mode, "tick": self.tick,
-            "tick_s": lap.clock() - t0, "model": plan.prediction.model,
-            "horizon_s": plan.prediction.horizon_s,
-            "saved_resource_hours": self.engine.state.savings.saved_hours(),
-            "errors": merged.errors, "dropped": merged.dropped, "nodes": merged.nodes,
-            "unknown_nodes": unknown,
-            "containers": rows + unknown_rows(self.seen, self.last_action)})
+        rows: list[dict[str, Any]] = []
+        if getattr(p.journal, "durable", True):
+            rows = status_rows(plan, self.seen, self.last_action, snap.replicas)
+            p.journal.write_status({
+                "ts_s": plan.now_s, "run_id": self.run_id, "mode": self.mode,
+                "tick": self.tick, "tick_s": lap.clock() - t0, "model": plan.prediction.model,
+                "horizon_s": plan.prediction.horizon_s,
+                "saved_resource_hours": self.engine.state.savings.saved_hours(),
+                "errors": merged.errors, "dropped": merged.dropped, "nodes": merged.nodes,
+                "unknown_nodes": unknown,
+                "containers": rows + unknown_rows(self.seen, self.last_action)})
         lap("status")
         summary = {
             "tick": self.tick,
@@ -315,8 +318,8 @@ class Tick:
         # qualified names (seen on two nodes) → the name their monitor knows
         local = {a.container: route[a.container][1] for a in todo
                  if a.container in route and route[a.container][1] != a.container}
-        self._intent_written = bool(todo)
-        if todo:
+        self._intent_written = bool(todo) and getattr(self.ports.journal, "durable", True)
+        if self._intent_written:
             self.ports.journal.write_intent({
                 "run_id": self.run_id, "now_s": plan.now_s, "tick": self.tick,
                 "state": self.state(), "actions": [a.to_dict() for a in todo],

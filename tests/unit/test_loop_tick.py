@@ -1,0 +1,130 @@
+"""The tick (app/loop/tick.py) over in-memory ports: one write per state file per tick, a
+resumed intent applies nothing twice, and /v1/recommend decides what the loop decides."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from prescale.app.core.engine import EngineConfig
+from prescale.app.core.sample import M, Tier
+from prescale.app.loop import records as rec
+from prescale.app.loop.tick import Tick
+from prescale.app.settings import Settings
+from tests.loop_ports import MiB, leak_window, mem_ports, shard
+
+
+def _settings(kind: str = "preemptive_buffer", **kw) -> Settings:
+    return Settings(mode="auto", predictor={"horizon_s": 60.0, "min_samples": 5},
+                    policy={"cooldown_s": 0.0, "kind": kind}, **kw)
+
+
+def _tick(ports, s: Settings | None = None, run_id: str = "r") -> Tick:
+    s = s or _settings()
+    return Tick(EngineConfig.from_settings(s), ports, run_id=run_id, mode=s.mode.value,
+                window_steps=12, now=lambda: 0.0)
+
+
+def test_a_tick_that_applies_writes_each_state_file_once_and_logs_before_acting():
+    ports = mem_ports()
+    ports.telemetry.next = [shard(leak_window())]
+    summary = _tick(ports).run_once()
+    assert summary["actions"] == ["applied"]
+    assert ports.checkpoint.saves == 1  # coordinator.json
+    assert ports.journal.intent_writes == 1 and ports.journal.intent is None  # cleared
+    assert ports.allocator.confirms == 1  # pool.json
+    assert ports.thresholds.learns == 1  # thresholds.json (one locked write)
+    assert ports.journal.status_writes == 1
+    kinds = [r["kind"] for r in ports.journal.records]
+    assert kinds.index("decision") < kinds.index("action")  # the decision is logged first
+    (action,) = [r for r in ports.journal.records if r["kind"] == "action"]
+    assert action["result"] == "applied" and action["new_limit"] > 256 * MiB
+    for r in ports.journal.records:  # every record is one of the typed kinds
+        assert rec.to_dict(rec.parse(r)) == {k: r[k] for k in rec.to_dict(rec.parse(r))}
+
+
+def test_a_quiet_tick_writes_no_intent():
+    ports = mem_ports()
+    ports.telemetry.next = [shard(leak_window(per_step_mib=0.0))]
+    summary = _tick(ports).run_once()
+    assert summary["actions"] == [] and ports.journal.intent_writes == 0
+    assert ports.checkpoint.saves == 1 and ports.allocator.confirms == 1
+
+
+def test_a_crash_after_the_intent_resumes_with_the_same_ids_and_applies_nothing_twice():
+    ports = mem_ports()
+    ports.telemetry.next = [shard(leak_window())]
+    t = _tick(ports)
+
+    class Boom(Exception):
+        pass
+
+    real_apply = ports.actuation.apply
+
+    def apply_then_crash(actions, routes, local):
+        real_apply(actions, routes, local)
+        raise Boom("killed after the actuator applied, before the results were logged")
+
+    ports.actuation.apply = apply_then_crash
+    with pytest.raises(Boom):
+        t.run_once()
+    intent = ports.journal.intent
+    assert intent is not None and len(intent["actions"]) == 1
+    ids = [a["action_id"] for a in intent["actions"]]
+    assert ports.actuation.calls == 1
+    # a restarted coordinator: a new Tick over the same (durable) ports
+    ports.actuation.apply = real_apply
+    ports.telemetry.next = [shard(leak_window(per_step_mib=0.0, t0=1_700_000_060.0))]
+    t2 = _tick(ports)
+    t2.run_once()
+    assert ports.actuation.calls == 1  # re-sent by id, not applied again
+    resumed = [r for r in ports.journal.records if r["kind"] == "action"
+               and "resumed after a coordinator restart" in r["reason"]]
+    assert [r["action_id"] for r in resumed] == ids
+    assert ports.journal.intent is None
+    # the cooldowns the resumed action started are in the engine state it resumed with
+    assert any(k.startswith("w/memory") for k in t2.engine.state.policy.last_action_s)
+
+
+def test_recommend_gives_the_loops_action_for_the_same_window_settings_and_thresholds():
+    from prescale.app.api_models import PredictRequest
+    from prescale.app.serve_app import PredictionService, window_of
+
+    for kind in ("preemptive_buffer", "proportional", "multi_tier"):
+        s = _settings(kind, models={"enabled": False})
+        ports = mem_ports()
+        w = leak_window()
+        ports.telemetry.next = [shard(w)]
+        t = _tick(ports, s)
+        t.run_once()
+        loop = [(r["tier"], r["requested_limit"]) for r in ports.journal.records
+                if r["kind"] == "action"]
+        svc = PredictionService(s)
+        cols = ("ts_s", "memory_usage_bytes", "memory_working_set_bytes",
+                "memory_limit_bytes", "cpu_usage_s_total", "cpu_quota_cores")
+        series = {"containers": [{"name": "w", "app": "app", "series": {
+            c: [float(v) for v in w[0][:, M[c]]] for c in cols}}],
+            "now_s": float(w[0, -1, M["ts_s"]])}
+        req = PredictRequest.model_validate(series)
+        job = window_of(req)
+        out = svc.recommend_response(job, svc.predict_jobs([job])[0])
+        (row,) = out["recommendations"]
+        api = [(d["action"]["tier"], d["action"]["new_limit"]) for d in row["decisions"]
+               if d["action"] is not None]
+        assert loop and api == loop, (kind, loop, api)
+        assert out["policy"] == kind
+
+
+def test_parse_refuses_an_unknown_kind_and_a_missing_field():
+    with pytest.raises(ValueError, match="unknown kind 'nope'"):
+        rec.parse({"kind": "nope"})
+    with pytest.raises(ValueError, match="without 'reason'"):
+        rec.parse({"kind": "event", "ts_s": 1.0, "container": "c", "app": "", "event": "x"})
+    r = rec.parse({"kind": "decision", "ts_s": 1.0, "container": "c", "app": "a",
+                   "tier": "memory", "p_fail": 0.5, "threshold": 0.5, "time_to_limit_s": None,
+                   "forecast": None, "old_limit": None, "new_limit": None, "action_id": None,
+                   "reason": "r", "run_id": "x", "mode": "auto"})
+    assert r.old_limit == math.inf and math.isnan(r.forecast) and r.new_limit is None
+    assert np.isfinite(r.ts_s) and Tier(r.tier) is Tier.MEMORY
