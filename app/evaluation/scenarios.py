@@ -18,6 +18,12 @@ until then the ready ones carry the load)::
 - ``load``, ``cpu``: request-driven, shared by the replicas of a horizontally scaled
   service (diurnal load, bursts, CPU saturation).
 
+A scenario built around request-driven load (``diurnal``, ``burst``,
+``cpu_saturation``, ``idle``, and the bursty tenant of ``tenants``) marks its
+containers ``replicated``: each is one replica of a horizontally scaled service, whose
+``load`` and ``cpu`` the ready replicas share, so prescale may scale it out as it does
+live. A leak, a working set, a disk and a VM are not replicated.
+
 Failures (decided in the runner against the limits in force at step k):
 
 - memory ``m ≥ memory limit`` → OOM kill; the container is down for ``restart_steps``
@@ -267,7 +273,8 @@ def diurnal(seed: int = 3, n: int = 6, step_s: float = 300.0, days: float = 2.0)
         tenants=("",) * n, memory_limit_bytes=np.full(n, limit),
         cpu_quota_cores=np.full(n, 1.0), fixed_bytes=np.repeat(base[:, None], t, axis=1),
         growth_bytes=_zeros(n, t), load_bytes=load, cpu_cores=cpu, horizon_s=horizon,
-        settings=_settings(step_s, horizon), ground_truth=gt)
+        settings=_settings(step_s, horizon), replicated=np.ones(n, dtype=bool),
+        ground_truth=gt)
 
 
 def burst_load(t: int, step_s: float, peak: float, offsets: Sequence[float],
@@ -309,6 +316,7 @@ def burst(seed: int = 4, n: int = 6, step_s: float = 15.0, hours: float = 6.0) -
         cpu_quota_cores=np.full(n, 1.0), fixed_bytes=np.repeat(base[:, None], t, axis=1),
         growth_bytes=_zeros(n, t), load_bytes=load, cpu_cores=np.full((n, t), 0.2),
         restart_steps=4, horizon_s=horizon, settings=_settings(step_s, horizon),
+        replicated=np.ones(n, dtype=bool),
         ground_truth=gt)
 
 
@@ -335,7 +343,8 @@ def cpu_saturation(seed: int = 5, n: int = 4, step_s: float = 30.0, hours: float
         fixed_bytes=np.full((n, t), 200 * MIB), growth_bytes=_zeros(n, t),
         load_bytes=_zeros(n, t), cpu_cores=cpu, latency_base_s=base_lat,
         latency_target_s=base_lat * 10, horizon_s=horizon,
-        settings=_settings(step_s, horizon), ground_truth=gt)
+        settings=_settings(step_s, horizon), replicated=np.ones(n, dtype=bool),
+        ground_truth=gt)
 
 
 def disk_fill(seed: int = 6, n: int = 4, step_s: float = 60.0, hours: float = 8.0) -> Scenario:
@@ -389,6 +398,7 @@ def tenants(seed: int = 7, step_s: float = 30.0, hours: float = 6.0) -> Scenario
         pool_memory_bytes=pool, pool_cpu_cores=n * 2.0, horizon_s=horizon,
         settings=_settings(step_s, horizon,
                            contention={"tenants": dict(zip(names, ten, strict=True))}),
+        replicated=np.array([t == "B" for t in ten]),
         ground_truth="the pool cannot hold every leak: contention decides who grows")
 
 
@@ -416,6 +426,7 @@ def idle(seed: int = 8, n: int = 6, step_s: float = 60.0, days: float = 2.0) -> 
         cpu_quota_cores=np.full(n, 1.0), fixed_bytes=_zeros(n, t), growth_bytes=_zeros(n, t),
         load_bytes=load, cpu_cores=cpu, horizon_s=horizon,
         settings=_settings(step_s, horizon),
+        replicated=np.ones(n, dtype=bool),
         ground_truth="nothing fails under the first limits; the question is slack")
 
 

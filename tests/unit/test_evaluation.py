@@ -503,3 +503,23 @@ def test_parallel_runs_give_the_same_figures() -> None:
     strip = [{p: {k: v for k, v in f.items() if k != "run_s"}
               for p, f in r["scenarios"][0]["policies"].items()} for r in (one, two)]
     assert strip[0] == strip[1]
+
+
+def test_a_replicated_service_at_its_maximum_is_scaled_out_in_evaluate() -> None:
+    """The simulated world tells prescale which containers are replicas of a service
+    (``Scenario.replicated``), as the live loop does: a bursting service whose memory is
+    already at its maximum is scaled out, and the new replica shares the load once it is
+    ready (30 s)."""
+    s = scenarios.scaled(scenarios.burst(), 0.5)
+    rec = runner.run(s, "preemptive_buffer",
+                     extra_settings={"policy": {"memory_max_bytes": 512 * MIB}})
+    outs = [a for a in rec.actions if a.tier == "replicas"]
+    assert outs and all(a.new == a.old + 1 for a in outs)
+    i = outs[0].container
+    assert rec.replicas[i].max() >= 2
+    k = outs[0].step
+    assert rec.replicas_ready[i, k + 1] == 1 and rec.replicas_ready[i, k + 2] == 2  # Δ 15 s
+    unreplicated = scenarios.Scenario(**{**s.__dict__, "replicated": None})
+    rec2 = runner.run(unreplicated, "preemptive_buffer",
+                      extra_settings={"policy": {"memory_max_bytes": 512 * MIB}})
+    assert not [a for a in rec2.actions if a.tier == "replicas"]
