@@ -5,7 +5,7 @@ short on a small machine; each states its caps in the report's header and JSON
 (``trace_info``). A file given with ``--trace`` is replayed whole unless a cap is asked
 for (``--max-containers``, ``--max-steps``). The replay rules (real samples,
 lifetimes, the starting limit, the pool sized from the trace) are those of
-:func:`app.evaluation.scenarios.from_samples`.
+:func:`app.evaluation.trace_grid.from_samples`.
 
 - ``bitbrains``: GWA-T-12 Bitbrains Rnd, the first :data:`BITBRAINS_VMS` VMs (natural
   order) of ``rnd-2013-07-vms-001-050.csv.gz``, the first :data:`BITBRAINS_DAYS` days
@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from prescale.app.evaluation.scenarios import Scenario, from_samples
+from prescale.app.evaluation.scenarios import Scenario
+from prescale.app.evaluation.trace_grid import from_samples
 from prescale.app.telemetry import replay as rp
 
 BITBRAINS_VMS = 20

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from prescale.app.core.sample import Tier
-from prescale.app.evaluation import metrics, report, runner, scenarios
+from prescale.app.evaluation import metrics, report, runner, scenarios, trace_grid
 from prescale.app.evaluation.baselines import VPA, VPA_VARIANTS, Bounds, FailureRateReactive
 from prescale.app.evaluation.baselines.hpa import hpa_desired, hpa_scale_up_limit
 from prescale.app.evaluation.baselines.vpa import (
@@ -247,7 +247,7 @@ def test_burst_load_shape() -> None:
 
 
 def test_from_samples_grid() -> None:
-    s = scenarios.from_samples(
+    s = trace_grid.from_samples(
         "t", "t", np.array(["a", "a", "a", "b", "b"], dtype=object),
         np.array([0.0, 300, 600, 150, 450]), np.array([1.0, 2, 3, 5, 6]),
         np.full(5, 10.0), np.zeros(5), np.full(5, 1.0), max_containers=10, max_steps=10,
