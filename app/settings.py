@@ -6,6 +6,13 @@ separated by ``__``), the TOML file (``configs/local.toml`` by default), then th
 defaults below. Sizes in bytes accept units: ``"128MiB"``, ``"2GB"``.
 
 Settings are passed in, never read from a global.
+
+The defaults of everything the decision path uses (``predictor``, ``thresholds``,
+``policy``, ``cost``, ``oom``, ``contention``, ``models.tier``) are not written here:
+each ``Field`` default reads the core config field it feeds (:func:`default_of`), so
+there is one source of defaults, the pure core's config types; the core builds its
+configs from these settings with one ``from_settings`` per type
+(``EngineConfig.from_settings`` composes them). Why that way round: ``app/core/config.py``.
 """
 
 from __future__ import annotations
@@ -33,6 +40,16 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from prescale.app.core.config import default_of
+from prescale.app.core.contention import ContentionConfig
+from prescale.app.core.cost import CostConfig
+from prescale.app.core.engine import EngineConfig
+from prescale.app.core.guards import GuardConfig
+from prescale.app.core.oom import OomConfig
+from prescale.app.core.policy import KINDS, SIZING_METHODS, PolicyConfig
+from prescale.app.core.predictor import TrendExhaustionPredictor
+from prescale.app.core.thresholds import ThresholdConfig
+
 #: The file read when no ``--config`` is given: ``configs/local.toml`` of the checkout, or
 #: ``prescale/configs/local.toml`` of an installed package (the same relative place).
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "local.toml"
@@ -41,6 +58,15 @@ CLUSTER_CONFIG_PATH = DEFAULT_CONFIG_PATH.with_name("cluster.toml")
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+def _tier_default(cls: type, name: str, tier: str) -> Any:
+    """``default_of(cls, name)[tier]`` (None when the tier has no entry)."""
+    return default_of(cls, name).get(tier)
+
+
+def _bytes_default(value: float | None) -> ByteSize | None:
+    return None if value is None else ByteSize(int(value))
 
 
 class Mode(StrEnum):
@@ -104,43 +130,54 @@ class CgroupSettings(_Group):
 
 class PredictorSettings(_Group):
     horizon_s: PositiveSeconds = Field(
-        30.0, le=86_400, description="Predict failures this many seconds ahead."
+        default_of(TrendExhaustionPredictor, "horizon_s"), le=86_400,
+        description="Predict failures this many seconds ahead."
     )
     min_samples: int = Field(
-        5, ge=2, le=10_000, description="Samples a container needs before it is predicted."
+        default_of(TrendExhaustionPredictor, "min_samples"), ge=2, le=10_000,
+        description="Samples a container needs before it is predicted."
     )
     recent_steps: int = Field(
-        10, ge=2, le=10_000, description="Steps in the 'recent' part of the window (recent slope)."
+        default_of(EngineConfig, "recent_steps"), ge=2, le=10_000,
+        description="Steps in the 'recent' part of the window (recent slope)."
     )
     sigma_floor_fraction: Fraction = Field(
-        0.02,
+        default_of(TrendExhaustionPredictor, "sigma_floor_fraction"),
         description="Floor of the forecast's standard deviation, as a fraction of the limit.",
     )
     cpu_busy_fraction: Fraction = Field(
-        0.9, description="CPU usage at this fraction of the quota counts as starved."
+        default_of(TrendExhaustionPredictor, "cpu_busy_fraction"),
+        description="CPU usage at this fraction of the quota counts as starved."
     )
 
 
 class ThresholdSettings(_Group):
     p_fail: Fraction = Field(
-        0.5, description="Act when the failure probability within the horizon reaches this."
+        default_of(ThresholdConfig, "default_p_fail"),
+        description="Act when the failure probability within the horizon reaches this."
     )
     per_app: dict[str, Fraction] = Field(
         default_factory=dict, description="Per-container overrides of p_fail, by container name."
     )
-    min_p_fail: Fraction = Field(0.05, description="Lowest threshold learning may reach.")
-    max_p_fail: Fraction = Field(0.95, description="Highest threshold learning may reach.")
+    min_p_fail: Fraction = Field(default_of(ThresholdConfig, "default_min"),
+                                 description="Lowest threshold learning may reach.")
+    max_p_fail: Fraction = Field(default_of(ThresholdConfig, "default_max"),
+                                 description="Highest threshold learning may reach.")
     sensitivity: Annotated[float, Field(ge=0, le=0.5)] = Field(
-        0.02, description="Threshold step per judged outcome of the costlier kind (0: fixed)."
+        default_of(ThresholdConfig, "default_sensitivity"),
+        description="Threshold step per judged outcome of the costlier kind (0: fixed)."
     )
     cost_false_positive: Annotated[float, Field(gt=0, le=1000)] = Field(
-        1.0, description="Relative cost of an unneeded scale-up."
+        default_of(ThresholdConfig, "cost_false_positive"),
+        description="Relative cost of an unneeded scale-up."
     )
     cost_miss: Annotated[float, Field(gt=0, le=1000)] = Field(
-        4.0, description="Relative cost of a failure nobody scaled up for."
+        default_of(ThresholdConfig, "cost_miss"),
+        description="Relative cost of a failure nobody scaled up for."
     )
     window: int = Field(
-        50, ge=1, le=100_000, description="Judged outcomes per app and tier kept for the rates."
+        default_of(ThresholdConfig, "window"), ge=1, le=100_000,
+        description="Judged outcomes per app and tier kept for the rates."
     )
     outcome_horizon_s: PositiveSeconds | None = Field(
         None, description="H for judging outcomes (default: predictor.horizon_s)."
@@ -169,55 +206,77 @@ class BoundsOverride(_Group):
 
 class PolicySettings(_Group):
     kind: str = Field(
-        "preemptive_buffer",
-        pattern="^(preemptive_buffer|proportional|multi_tier)$",
-        description="Scale-up policy: preemptive_buffer, proportional or multi_tier.",
+        default_of(PolicyConfig, "kind"),
+        pattern=f"^({'|'.join(KINDS)})$",
+        description=f"Scale-up policy: {', '.join(KINDS[:-1])} or {KINDS[-1]}.",
     )
     buffer_memory_bytes: ByteSize = Field(
-        ByteSize(0), description="preemptive_buffer: at least this many bytes above the forecast.")
+        _bytes_default(_tier_default(PolicyConfig, "buffer_abs", "memory")),
+        description="preemptive_buffer: at least this many bytes above the forecast.")
     buffer_cpu_cores: Annotated[float, Field(ge=0, le=1024)] = Field(
-        0.0, description="preemptive_buffer: at least this many cores above the forecast.")
-    multi_tier_methods: dict[str, Literal["preemptive_buffer", "proportional"]] = Field(
-        default_factory=lambda: {"memory": "preemptive_buffer", "cpu": "proportional"},
+        _tier_default(PolicyConfig, "buffer_abs", "cpu"),
+        description="preemptive_buffer: at least this many cores above the forecast.")
+    multi_tier_methods: dict[str, Literal[SIZING_METHODS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: dict(default_of(PolicyConfig, "multi_tier_methods")),
         description="multi_tier: sizing rule per tier.")
     multi_tier_margins: dict[str, Annotated[float, Field(ge=0, le=10)]] = Field(
-        default_factory=dict, description="multi_tier: margin per tier (default margin_fraction).")
+        default_factory=lambda: dict(default_of(PolicyConfig, "multi_tier_margins")),
+        description="multi_tier: margin per tier (default margin_fraction).")
     max_step_fraction: Annotated[float, Field(gt=0, le=100)] = Field(
-        1.0, description="One action changes a limit by at most this fraction of it.")
+        default_of(GuardConfig, "max_step_fraction"),
+        description="One action changes a limit by at most this fraction of it.")
     max_step_memory_bytes: ByteSize | None = Field(
-        None, description="...and by at most this many bytes (empty: no cap).")
+        _bytes_default(_tier_default(GuardConfig, "max_step_abs", "memory")),
+        description="...and by at most this many bytes (empty: no cap).")
     max_step_cpu_cores: Annotated[float, Field(gt=0, le=1024)] | None = Field(
-        None, description="...and by at most this many cores (empty: no cap).")
+        _tier_default(GuardConfig, "max_step_abs", "cpu"),
+        description="...and by at most this many cores (empty: no cap).")
     tier_cooldown_s: dict[str, Annotated[float, Field(ge=0, le=86_400)]] = Field(
-        default_factory=dict, description="Per-tier cooldown overrides (default cooldown_s).")
+        default_factory=lambda: dict(default_of(GuardConfig, "tier_cooldown_s")),
+        description="Per-tier cooldown overrides (default cooldown_s).")
     hold_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
-        300.0, description="No action reverses the previous one's direction within this time.")
+        default_of(GuardConfig, "hold_s"),
+        description="No action reverses the previous one's direction within this time.")
     urgent_p_fail: Fraction | None = Field(
-        0.9, description="A scale-up at this p_fail or above is not held back by hold_s.")
+        default_of(GuardConfig, "urgent_p_fail"),
+        description="A scale-up at this p_fail or above is not held back by hold_s.")
     dead_band_fraction: Fraction = Field(
-        0.02, description="Changes smaller than this fraction of the limit are not made.")
+        default_of(GuardConfig, "dead_band_fraction"),
+        description="Changes smaller than this fraction of the limit are not made.")
     safety_margin_fraction: Annotated[float, Field(ge=0, le=10)] = Field(
-        0.1, description="Memory is never set below current usage × (1 + this).")
+        default_of(GuardConfig, "safety_margin_fraction"),
+        description="Memory is never set below current usage × (1 + this).")
     max_replicas: Annotated[int, Field(ge=1, le=10_000)] = Field(
-        10, description="A replicated container that cannot grow scales out up to this many.")
+        default_of(GuardConfig, "max_replicas"),
+        description="A replicated container that cannot grow scales out up to this many.")
     scale_out_cooldown_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
-        60.0, description="Seconds between two scale-outs of the same container.")
+        default_of(GuardConfig, "scale_out_cooldown_s"),
+        description="Seconds between two scale-outs of the same container.")
     app_bounds: dict[str, BoundsOverride] = Field(
         default_factory=dict, description="Per-app min/max limits and max_replicas.")
     container_bounds: dict[str, BoundsOverride] = Field(
         default_factory=dict, description="Per-container overrides (win over app_bounds).")
     margin_fraction: Annotated[float, Field(ge=0, le=10)] = Field(
-        0.25, description="New limit = forecast usage at the horizon × (1 + margin)."
+        default_of(PolicyConfig, "margin_fraction"),
+        description="New limit = forecast usage at the horizon × (1 + margin)."
     )
     cooldown_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
-        10.0, description="Seconds between two actions on the same container and tier."
+        default_of(GuardConfig, "cooldown_s"),
+        description="Seconds between two actions on the same container and tier."
     )
-    memory_min_bytes: ByteSize = Field(ByteSize(32 * 2**20), description="Lowest memory limit.")
-    memory_max_bytes: ByteSize = Field(ByteSize(2 * 2**30), description="Highest memory limit.")
-    cpu_min_cores: Annotated[float, Field(gt=0, le=1024)] = Field(0.1, description="Lowest quota.")
-    cpu_max_cores: Annotated[float, Field(gt=0, le=1024)] = Field(1.0, description="Highest quota.")
+    memory_min_bytes: ByteSize = Field(
+        _bytes_default(_tier_default(GuardConfig, "min_limit", "memory")),
+        description="Lowest memory limit.")
+    memory_max_bytes: ByteSize = Field(
+        _bytes_default(_tier_default(GuardConfig, "max_limit", "memory")),
+        description="Highest memory limit.")
+    cpu_min_cores: Annotated[float, Field(gt=0, le=1024)] = Field(
+        _tier_default(GuardConfig, "min_limit", "cpu"), description="Lowest quota.")
+    cpu_max_cores: Annotated[float, Field(gt=0, le=1024)] = Field(
+        _tier_default(GuardConfig, "max_limit", "cpu"), description="Highest quota.")
     cpu_step_fraction: Annotated[float, Field(gt=0, le=10)] = Field(
-        0.5, description="A throttled container's quota grows by this fraction per action."
+        default_of(PolicyConfig, "cpu_step_fraction"),
+        description="A throttled container's quota grows by this fraction per action."
     )
 
     @model_validator(mode="after")
@@ -230,42 +289,55 @@ class PolicySettings(_Group):
 
 
 class CostSettings(_Group):
-    enabled: bool = Field(True, description="Scale idle containers down (cost saving).")
+    enabled: bool = Field(default_of(CostConfig, "enabled"),
+                          description="Scale idle containers down (cost saving).")
     idle_usage_fraction: Fraction = Field(
-        0.5, description="A tier is low while usage < this fraction of its limit.")
+        default_of(CostConfig, "idle_usage_fraction"),
+        description="A tier is low while usage < this fraction of its limit.")
     idle_after_s: Annotated[float, Field(ge=0, le=2_592_000)] = Field(
-        259_200.0, description="Low (and low p_fail) for this long = idle: 3 days, so that a "
+        default_of(CostConfig, "idle_after_s"),
+        description="Low (and low p_fail) for this long = idle: 3 days, so that a "
         "container's daily peaks are seen before it is ever scaled down (docs/BENCHMARKS.md: "
         "kills against GiB·h).")
-    idle_p_fail_max: Fraction = Field(0.05, description="Idle only while p_fail is at most this.")
+    idle_p_fail_max: Fraction = Field(default_of(CostConfig, "idle_p_fail_max"),
+                                      description="Idle only while p_fail is at most this.")
     peak_margin_fraction: Annotated[float, Field(ge=0, le=10)] = Field(
-        1.0, description="An idle scale-down never goes below the long peak × (1 + this): "
+        default_of(CostConfig, "peak_margin_fraction"),
+        description="An idle scale-down never goes below the long peak × (1 + this): "
         "room for the peak to double.")
     step_down_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
-        0.1, description="One scale-down lowers a limit by at most this fraction.")
+        default_of(CostConfig, "step_down_fraction"),
+        description="One scale-down lowers a limit by at most this fraction.")
     step_interval_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
-        600.0, description="Seconds between two scale-downs of the same container and tier.")
+        default_of(CostConfig, "step_interval_s"),
+        description="Seconds between two scale-downs of the same container and tier.")
     reclaim_margin_fraction: Annotated[float, Field(ge=0, le=10)] = Field(
-        0.2, description="Under contention an idle tier may be shrunk to its long peak × (1 "
+        default_of(CostConfig, "reclaim_margin_fraction"),
+        description="Under contention an idle tier may be shrunk to its long peak × (1 "
         "+ this): thinner than peak_margin_fraction, because another container needs the "
         "room now.")
     tier_idle_after_s: dict[Literal["memory", "cpu"],
                             Annotated[float, Field(ge=0, le=2_592_000)]] = Field(
-        default_factory=lambda: {"cpu": 3600.0}, description="Per-tier idle_after_s: a CPU "
+        default_factory=lambda: default_of(CostConfig, "tier_idle_after_s"),
+        description="Per-tier idle_after_s: a CPU "
         "quota set too low throttles, a memory limit set too low kills, so CPU may be "
         "scaled down sooner.")
     tier_peak_margin_fraction: dict[Literal["memory", "cpu"],
                                     Annotated[float, Field(ge=0, le=10)]] = Field(
-        default_factory=lambda: {"cpu": 0.2}, description="Per-tier peak_margin_fraction.")
+        default_factory=lambda: default_of(CostConfig, "tier_peak_margin_fraction"),
+        description="Per-tier peak_margin_fraction.")
     revert_after_s: Annotated[float, Field(ge=0, le=2_592_000)] = Field(
-        900.0, description="A pre-emptive scale-up that usage never reached is reverted "
+        default_of(CostConfig, "revert_after_s"),
+        description="A pre-emptive scale-up that usage never reached is reverted "
         "(to the limit before it, or the long peak × (1 + reclaim margin) if higher) once it "
         "is this old and p_fail is at most idle_p_fail_max.")
     reclaim_after_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
-        300.0, description="Under contention, a tier low (and low p_fail) for this long may "
+        default_of(CostConfig, "reclaim_after_s"),
+        description="Under contention, a tier low (and low p_fail) for this long may "
         "be shrunk at once to its long peak × (1 + reclaim margin) for others' scale-ups.")
     long_peak_s: Annotated[float, Field(ge=0, le=2_592_000)] = Field(
-        604_800.0, validation_alias=AliasChoices("long_peak_s", "reclaim_peak_s"),
+        default_of(CostConfig, "long_peak_s"),
+        validation_alias=AliasChoices("long_peak_s", "reclaim_peak_s"),
         description="The long peak: the highest usage in this long (6 buckets; 0 = the "
         "feature window only). An idle scale-down and a reclaim never go below it × (1 + "
         "peak margin). Old name: reclaim_peak_s.")
@@ -274,24 +346,31 @@ class CostSettings(_Group):
 class OomSettings(_Group):
     """The answer to an OOM kill (app/core/oom.py)."""
 
-    enabled: bool = Field(True, description="Bump a container's memory after an OOM kill.")
+    enabled: bool = Field(default_of(OomConfig, "enabled"),
+                          description="Bump a container's memory after an OOM kill.")
     min_bump_bytes: ByteSize = Field(
-        ByteSize(100 * 2**20), description="A bump adds at least this (the VPA's OOMMinBumpUp).")
+        _bytes_default(default_of(OomConfig, "min_bump_bytes")),
+        description="A bump adds at least this (the VPA's OOMMinBumpUp).")
     bump_ratio: Annotated[float, Field(ge=1, le=10)] = Field(
-        1.2, description="A bump is at least the limit × this^k, k = kills within the loop "
+        default_of(OomConfig, "bump_ratio"),
+        description="A bump is at least the limit × this^k, k = kills within the loop "
         "window (the VPA's OOMBumpUpRatio, compounding).")
     margin_fraction: Annotated[float, Field(ge=0, le=10)] = Field(
-        0.25, description="A bump is at least the window's forecast × (1 + this).")
+        default_of(OomConfig, "margin_fraction"),
+        description="A bump is at least the window's forecast × (1 + this).")
     stabilise_s: Annotated[float, Field(ge=0, le=2_592_000)] = Field(
-        86_400.0, description="The limit a bump reached is a floor for this long: no "
+        default_of(OomConfig, "stabilise_s"),
+        description="The limit a bump reached is a floor for this long: no "
         "scale-down or reclaim goes below it.")
     loop_kills: Annotated[int, Field(ge=1, le=1000)] = Field(
-        3, description="This many kills within loop_window_s is a kill loop: a larger step, "
+        default_of(OomConfig, "loop_kills"),
+        description="This many kills within loop_window_s is a kill loop: a larger step, "
         "a scale-out if replicated, the operator flagged.")
     loop_window_s: Annotated[float, Field(gt=0, le=2_592_000)] = Field(
-        3600.0, description="The kill-loop window.")
+        default_of(OomConfig, "loop_window_s"), description="The kill-loop window.")
     loop_ratio: Annotated[float, Field(ge=1, le=100)] = Field(
-        2.0, description="In a kill loop a bump is at least the limit × this.")
+        default_of(OomConfig, "loop_ratio"),
+        description="In a kill loop a bump is at least the limit × this.")
 
 
 class PoolSettings(_Group):
@@ -317,22 +396,26 @@ class PoolSettings(_Group):
 
 class ContentionSettings(_Group):
     risk_band: Annotated[float, Field(gt=0, le=10)] = Field(
-        0.1, description="Width of a risk band (risk = p_fail × app weight); DRF decides within."
+        default_of(ContentionConfig, "risk_band"),
+        description="Width of a risk band (risk = p_fail × app weight); DRF decides within."
     )
     defer_factor: Annotated[float, Field(gt=0, le=100)] = Field(
-        2.0, description="Deferred (not denied) if need ≤ factor × (free + others' reservations)."
+        default_of(ContentionConfig, "defer_factor"),
+        description="Deferred (not denied) if need ≤ factor × (free + others' reservations)."
     )
     app_weights: dict[str, Annotated[float, Field(gt=0)]] = Field(
         default_factory=dict, description="Risk weight per app (default 1)."
     )
     tenants: dict[str, str] = Field(
-        default_factory=dict, description="Container (or app) → tenant (owner)."
+        default_factory=dict, description="Container (or app) → tenant (owner): a "
+        "container's own entry wins over its app's (app/core/tenants.py)."
     )
     tenant_weights: dict[str, Annotated[float, Field(gt=0)]] = Field(
         default_factory=dict, description="DRF weight per tenant (default 1)."
     )
     partial_grants: bool = Field(
-        True, description="Grant an increase in part (what is free) when that still covers "
+        default_of(ContentionConfig, "partial_grants"),
+        description="Grant an increase in part (what is free) when that still covers "
         "the container's forecast.")
 
 
@@ -412,7 +495,8 @@ class ModelSettings(_Group):
     registry_dir: Path | None = Field(
         None, description="Model registry directory; empty = <data_dir>/models."
     )
-    tier: str = Field("memory", pattern="^(memory|cpu)$", description="Tier the models predict.")
+    tier: str = Field(default_of(EngineConfig, "model_tier").value, pattern="^(memory|cpu)$",
+                      description="Tier the models predict.")
     retrain_interval_s: Annotated[float, Field(gt=0)] = Field(
         7 * 86_400.0, description="`prescale retrain` retrains a model at least this often."
     )

@@ -3,7 +3,9 @@
 :func:`arbitrate` takes the asks of a tick, the :class:`~app.core.pool.Pool`, the idle
 containers the policy side found (:class:`ReclaimCandidate`: current limit and the
 floor it may shrink to — the floor already includes usage plus margin), which tenant
-owns each container and a risk weight per app. It decides, in this order:
+owns each container (by container, else by its app: :func:`app.core.tenants.tenant_of`,
+the rule the engine's thresholds use too) and a risk weight per app. It decides, in
+this order:
 
 1. **Decreases** (and invalid asks) first: they only free capacity.
 2. **Reclaim**: for each node and tier where the increases that could ever fit
@@ -63,10 +65,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from prescale.app.core.actions import ActionKind, PoolVerdict, ScalingAction, Verdict, action_id_for
 from prescale.app.core.pool import Fit, Pool, _fmt
 from prescale.app.core.sample import Tier
+from prescale.app.core.tenants import tenant_of
 
 PAGE_BYTES = 4096
 
@@ -96,6 +100,13 @@ class ContentionConfig:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
                 raise ValueError(f"contention.{name} must be a finite number > 0, got {v!r}")
+
+    @classmethod
+    def from_settings(cls, c: Any) -> ContentionConfig:
+        """From ``settings.contention`` (duck-typed). Its ``app_weights``, ``tenants`` and
+        ``tenant_weights`` are :func:`arbitrate`'s own arguments."""
+        return cls(risk_band=c.risk_band, defer_factor=c.defer_factor,
+                   partial_grants=c.partial_grants)
 
 
 @dataclass(frozen=True)
@@ -182,11 +193,21 @@ def arbitrate(
     tenant_weights: Mapping[str, float] | None = None,
     config: ContentionConfig | None = None,
     commit: bool = True,
+    apps: Mapping[str, str] | None = None,
 ) -> ArbitrationResult:
     """Decide every ask of one tick; see the module docstring. With ``commit`` the
     pool takes the reclaims and grants, otherwise it is left as it was. Raises
-    ``ValueError`` (changing nothing) for a weight that is not a finite number > 0."""
+    ``ValueError`` (changing nothing) for a weight that is not a finite number > 0.
+
+    ``tenants``: container or app → tenant, resolved by :func:`app.core.tenants.tenant_of`
+    (a container of no tenant is ``config.unassigned_tenant``). ``apps``: container →
+    app, for the containers the pool holds; those not in it (or all, when it is None)
+    take the app of their ask or reclaim candidate, else none — so a tenant keyed by
+    app is found for every container that asks or may be reclaimed, and for the rest
+    of the pool's containers when ``apps`` names them."""
     cfg = config or ContentionConfig()
+    app_of = {**{c.container: c.app for c in idle if c.app},
+              **{a.container: a.app for a in asks if a.app}, **(apps or {})}
     for app in weights:
         _weight(weights, app, cfg.default_weight, "app")
     for t in tenant_weights or {}:
@@ -197,8 +218,8 @@ def arbitrate(
     summary: list[str] = []
     order: list[str] = []
 
-    def tenant_of(c: str) -> str:
-        return tenants.get(c, cfg.unassigned_tenant)
+    def owner(c: str) -> str:
+        return tenant_of(tenants, c, app_of.get(c, "")) or cfg.unassigned_tenant
 
     # 1. invalid asks and decreases
     ups: list[ScalingAction] = []
@@ -299,7 +320,7 @@ def arbitrate(
     alloc: dict[str, dict[Tier, float]] = {}
     for t in Tier:
         for c in work.grants[t]:
-            alloc.setdefault(tenant_of(c), {tt: 0.0 for tt in Tier})[t] += work.allocation(c, t)
+            alloc.setdefault(owner(c), {tt: 0.0 for tt in Tier})[t] += work.allocation(c, t)
 
     def share(tenant: str) -> float:
         a = alloc.get(tenant, {})
@@ -315,7 +336,7 @@ def arbitrate(
     for (cls, negband), members in sorted(groups.items()):
         pending: dict[str, list[ScalingAction]] = {}
         for a in sorted(members, key=lambda a: (-risk[a.action_id][0], a.action_id)):
-            pending.setdefault(tenant_of(a.container), []).append(a)
+            pending.setdefault(owner(a.container), []).append(a)
         while pending:
             n_tenants = len(pending)
             tenant = min(pending, key=lambda t: (share(t), t))

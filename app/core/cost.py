@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -67,7 +67,8 @@ from prescale.app.core.sample import Tier
 
 @dataclass(frozen=True)
 class CostConfig:
-    """Scale-down of idle containers (module docstring)."""
+    """Scale-down of idle containers (module docstring). The field defaults are
+    prescale's defaults (``cost.*`` in the settings read them: :mod:`app.core.config`)."""
 
     enabled: bool = True
     idle_usage_fraction: float = 0.5
@@ -111,6 +112,11 @@ class CostConfig:
         if self.step_down_fraction == 0:
             raise ValueError("CostConfig.step_down_fraction must be > 0")
 
+    @classmethod
+    def from_settings(cls, cost: Any) -> CostConfig:
+        """From ``settings.cost`` (duck-typed): every field, by the same name."""
+        return cls(**{f.name: getattr(cost, f.name) for f in fields(cls)})
+
     def idle_after_for(self, tier: str) -> float:
         """``tier_idle_after_s[tier]``, else ``idle_after_s``."""
         return _tier_get(self.tier_idle_after_s, tier, self.idle_after_s)
@@ -122,6 +128,30 @@ class CostConfig:
 
 def _tier_get(m: Mapping[str, float], tier: str, default: float) -> float:
     return float(m.get(str(getattr(tier, "value", tier)), default))
+
+
+def is_low(limit: Any, usage: Any, p_fail: Any, cfg: CostConfig) -> np.ndarray:
+    """The *low* test (module docstring, "Idle"), elementwise over arrays (or numbers):
+    the limit is finite and > 0, usage is known, ``p_fail <= idle_p_fail_max`` and
+    ``usage < idle_usage_fraction × limit``. The one definition the idle scale-down
+    (:func:`propose_scale_downs`), the reclaim under contention
+    (:func:`reclaim_candidates`) and the policy's sparse tick use.
+
+    Worked example (defaults 0.5 and 0.05): limit 1 GiB, usage 100 MiB, p_fail 0.01 →
+    low; usage 600 MiB (≥ 512 MiB), or p_fail 0.1 or nan, or usage nan, or limit inf
+    → not low."""
+    limit = np.asarray(limit, dtype=np.float64)
+    usage = np.asarray(usage, dtype=np.float64)
+    p = np.asarray(p_fail, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return (np.isfinite(limit) & (limit > 0) & np.isfinite(usage)
+                & (p <= cfg.idle_p_fail_max) & (usage < cfg.idle_usage_fraction * limit))
+
+
+def _tier_usage(inp: PolicyInput, tier: Tier) -> np.ndarray:
+    """``[N]`` usage of ``tier`` (nan where, or when, it is not known)."""
+    u = inp.usage.get(tier) if inp.usage else None
+    return np.full(len(inp.containers), np.nan) if u is None else u
 
 
 def propose_scale_downs(
@@ -138,6 +168,7 @@ def propose_scale_downs(
     decisions: list[Decision] = []
     for tier, tp in inp.prediction.tiers.items():
         tier_text = f"{tier}"  # key_of(name, tier), with the tier formatted once
+        lows = is_low(tp.limit, _tier_usage(inp, tier), tp.p_fail, cfg).tolist()
         for i, name in enumerate(inp.containers):
             key = f"{name}/{tier_text}"
             p = float(tp.p_fail[i])
@@ -151,7 +182,7 @@ def propose_scale_downs(
             elif not p <= cfg.idle_p_fail_max:
                 reason = f"cost: not idle: p_fail {p:.2f} > {cfg.idle_p_fail_max:.2f}"
             else:
-                low = usage < cfg.idle_usage_fraction * limit
+                low = lows[i]
                 if low:
                     since = state.low_since_s.get(key, now)
                     run_peak = max(state.low_peak.get(key, usage), usage)
@@ -275,6 +306,7 @@ def reclaim_candidates(
     for tier, tp in inp.prediction.tiers.items():
         tier_text = f"{tier}"
         peaks = (long_peak or {}).get(tier)
+        lows: list[bool] | None = None
         for key, since in state.low_since_s.items():
             name, _, t = key.rpartition("/")
             if t != tier_text or now - since < cfg.reclaim_after_s:
@@ -282,10 +314,11 @@ def reclaim_candidates(
             i = pos.get(name)
             if i is None:
                 continue
-            limit, usage, p = float(tp.limit[i]), inp.usage_of(tier, i), float(tp.p_fail[i])
-            if not (math.isfinite(limit) and limit > 0 and math.isfinite(usage)
-                    and p <= cfg.idle_p_fail_max and usage < cfg.idle_usage_fraction * limit):
+            if lows is None:
+                lows = is_low(tp.limit, _tier_usage(inp, tier), tp.p_fail, cfg).tolist()
+            if not lows[i]:
                 continue  # not low this tick (the run is kept only while it is)
+            limit, usage = float(tp.limit[i]), inp.usage_of(tier, i)
             peak = max(state.low_peak.get(key, usage), usage)
             if peaks is not None and math.isfinite(float(peaks[i])):
                 peak = max(peak, float(peaks[i]))

@@ -47,17 +47,18 @@ from prescale.app.core.contention import ReclaimCandidate
 from prescale.app.core.cost import SavingsLedger, accumulate_savings, reclaim_candidates
 from prescale.app.core.features import F, compute_features
 from prescale.app.core.oom import OomState, grew_steadily
-from prescale.app.core.outcome_tracker import (
+from prescale.app.core.outcomes import (
     Judgement,
+    Outcome,
     OutcomeConfig,
     OutcomeTracker,
     failure_tier,
 )
-from prescale.app.core.outcomes import LeadTimeTracker, Outcome
 from prescale.app.core.peaks import PeakTracker
 from prescale.app.core.policy import PolicyConfig, PolicyInput, PolicyState, decide
 from prescale.app.core.predictor import Prediction, TrendExhaustionPredictor
 from prescale.app.core.sample import Event, EventKind, M, Tier
+from prescale.app.core.tenants import tenant_of
 from prescale.app.core.thresholds import ThresholdBook
 
 TIERS = (Tier.MEMORY, Tier.CPU)
@@ -85,33 +86,42 @@ ModelLookup = Callable[[str], AppModel | None]
 
 @dataclass(frozen=True)
 class EngineConfig:
-    predictor: TrendExhaustionPredictor
-    policy: PolicyConfig
-    outcome: OutcomeConfig
-    recent_steps: int = 6
+    """Everything the engine is configured with. The field defaults (and those of the
+    types it holds) are prescale's defaults: ``app/settings.py`` reads them rather than
+    repeating them, and :meth:`from_settings` is the one way from settings to the
+    engine's config (:mod:`app.core.config`)."""
+
+    predictor: TrendExhaustionPredictor = field(default_factory=TrendExhaustionPredictor)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    outcome: OutcomeConfig = field(default_factory=OutcomeConfig)
+    #: rows of the window in its "recent" part (recent slope, throttling)
+    recent_steps: int = 10
     #: fixed per-container thresholds (``thresholds.per_app``); win over the book
     fixed_thresholds: Mapping[str, float] = field(default_factory=dict)
-    #: container or app → tenant (owner)
+    #: container or app → tenant (owner): :func:`app.core.tenants.tenant_of`
     tenants: Mapping[str, str] = field(default_factory=dict)
     #: the tier the learned models predict
     model_tier: Tier = Tier.MEMORY
-    #: lead-time outcomes expire after this long without a crossing
-    lead_time_expire_s: float = 240.0
+
+    @property
+    def lead_time_expire_s(self) -> float:
+        """Lead-time checks expire after this long without a crossing
+        (``outcome.lead_time_expire_s``)."""
+        return float(self.outcome.lead_time_expire_s)
 
     @classmethod
     def from_settings(cls, s: Any) -> EngineConfig:
-        """From a :class:`app.settings.Settings` (duck-typed, so the core stays free of it)."""
+        """From a :class:`app.settings.Settings` (duck-typed, so the core stays free of it):
+        each part through its own type's ``from_settings``."""
         p, t = s.predictor, s.thresholds
         return cls(
             predictor=TrendExhaustionPredictor.from_settings(p),
-            policy=PolicyConfig.from_settings(s.policy, s.cost, getattr(s, "oom", None)),
-            outcome=OutcomeConfig(horizon_s=t.outcome_horizon_s or p.horizon_s,
-                                  cpu_reach_fraction=p.cpu_busy_fraction),
+            policy=PolicyConfig.from_settings(s.policy, s.cost, s.oom),
+            outcome=OutcomeConfig.from_settings(t, p),
             recent_steps=p.recent_steps,
             fixed_thresholds=dict(t.per_app),
             tenants=dict(s.contention.tenants),
             model_tier=Tier(s.models.tier),
-            lead_time_expire_s=4 * p.horizon_s,
         )
 
 
@@ -124,8 +134,8 @@ class EngineState:
     """Everything the engine remembers between ticks (checkpointed by its host)."""
 
     policy: PolicyState = field(default_factory=PolicyState)
+    #: judgements of scale-ups and misses, and lead times (:mod:`app.core.outcomes`)
     outcomes: OutcomeTracker = field(default_factory=OutcomeTracker)
-    lead_times: LeadTimeTracker = field(default_factory=lambda: LeadTimeTracker(240.0))
     savings: SavingsLedger = field(default_factory=SavingsLedger)
     #: long-horizon usage peaks (what an idle scale-down or a reclaim under contention
     #: keeps); None = off
@@ -137,7 +147,7 @@ class EngineState:
 
     def to_dict(self) -> dict[str, Any]:
         return {"policy_state": self.policy.to_dict(), "outcomes": self.outcomes.to_dict(),
-                "pending": self.lead_times.to_list(), "savings": self.savings.to_dict(),
+                "savings": self.savings.to_dict(),
                 "peaks": self.peaks.to_dict() if self.peaks is not None else None,
                 "limit_peaks": (self.limit_peaks.to_dict() if self.limit_peaks is not None
                                 else None),
@@ -145,13 +155,16 @@ class EngineState:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], config: EngineConfig) -> EngineState:
+        """Inverse of :meth:`to_dict`. Also reads a checkpoint from before the outcome
+        and lead-time trackers were one: its top-level ``pending`` list holds the open
+        lead-time checks."""
         st = cls.fresh(config)
         if d.get("policy_state"):
             st.policy = PolicyState.from_dict(d["policy_state"])
         if d.get("outcomes"):
             st.outcomes = OutcomeTracker.from_dict(d["outcomes"], config.outcome)
-        if d.get("pending"):
-            st.lead_times.load(d["pending"])
+        if d.get("pending"):  # an older checkpoint's lead-time checks
+            st.outcomes.load_lead_list(d["pending"])
         if d.get("savings"):
             st.savings = SavingsLedger.from_dict(d["savings"])
         if d.get("peaks") and st.peaks is not None:
@@ -171,7 +184,6 @@ class EngineState:
     def fresh(cls, config: EngineConfig) -> EngineState:
         span = config.policy.cost.long_peak_s
         return cls(outcomes=OutcomeTracker(config.outcome),
-                   lead_times=LeadTimeTracker(config.lead_time_expire_s),
                    peaks=PeakTracker(span / PEAK_BUCKETS, PEAK_BUCKETS) if span > 0 else None,
                    limit_peaks=(PeakTracker(span / PEAK_BUCKETS, PEAK_BUCKETS) if span > 0
                                 else None))
@@ -260,8 +272,8 @@ class Engine:
         self.state = state or EngineState.fresh(config)
 
     def owner(self, container: str, app: str) -> str:
-        t = self.config.tenants
-        return t.get(container) or t.get(app) or ""
+        """The container's tenant (:func:`app.core.tenants.tenant_of`; ``""``: none)."""
+        return tenant_of(self.config.tenants, container, app)
 
     def thresholds(self, book: ThresholdBook, names: Sequence[str],
                    apps: Sequence[str]) -> dict[Tier, np.ndarray]:
@@ -276,7 +288,7 @@ class Engine:
         for i, (n, a) in enumerate(zip(names, apps, strict=True)):
             if n in fixed:
                 pinned.append((i, fixed[n]))
-            key = (a or n, (tenants.get(n) or tenants.get(a) or None) if tenants else None)
+            key = (a or n, (tenant_of(tenants, n, a) or None) if tenants else None)
             code = keys.get(key)
             if code is None:
                 code = keys[key] = len(keys)
@@ -513,7 +525,7 @@ class Engine:
         st.outcomes.decisions(snap.names, snap.now_s,
                               [(tier, pred.tiers[tier].p_fail, thr[tier]) for tier in TIERS])
         judgements += st.outcomes.observe(snap.now_s, reach)
-        lead = st.lead_times.observe(snap.now_s, usage_bytes, ooms)
+        lead = st.outcomes.observe_lead_times(snap.now_s, usage_bytes, ooms)
         return judgements, lead
 
     def settle(self, now_s: float, results: Sequence[tuple[ScalingAction, ActionResult]],
@@ -537,7 +549,6 @@ class Engine:
                 elif key in raised and (a.cause == "oom" or r.new_limit <= raised[key]):
                     del raised[key]
             if a.kind is ActionKind.RESIZE and a.new_limit > a.old_limit:
-                st.lead_times.track(a, applied=applied)
                 st.outcomes.scale_up(a, owner=self.owner(a.container, a.app), applied=applied)
         st.savings = accumulate_savings(
             st.savings, now_s, [r for _, r in results if r.status is ResultStatus.APPLIED],

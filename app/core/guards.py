@@ -64,6 +64,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from prescale.app.core.actions import ActionKind, Decision, ScalingAction
 from prescale.app.core.policy_types import (
@@ -77,6 +78,12 @@ from prescale.app.core.sample import Tier
 
 MiB = 2**20
 GiB = 2**30
+
+
+def tier_map(**values: Any) -> dict[str, float]:
+    """Tier → value as floats, the tiers whose value is None left out. Example:
+    ``tier_map(memory=ByteSize(512), cpu=None)`` → ``{"memory": 512.0}``."""
+    return {k: float(v) for k, v in values.items() if v is not None}
 
 
 def _check_tier_map(name: str, m: Mapping[str, float], *, positive: bool = False) -> None:
@@ -105,6 +112,20 @@ class Bounds:
                 raise ValueError(f"Bounds: min_limit[{tier}] {lo} is above max_limit[{tier}] {hi}")
         if self.max_replicas is not None and self.max_replicas < 1:
             raise ValueError(f"Bounds.max_replicas must be >= 1, got {self.max_replicas}")
+
+    @classmethod
+    def from_settings(cls, entry: Any) -> Bounds:
+        """A settings entry (``policy.app_bounds[…]`` / ``policy.container_bounds[…]``,
+        a model or a dict) with ``memory_min_bytes``, ``memory_max_bytes``,
+        ``cpu_min_cores``, ``cpu_max_cores``, ``max_replicas`` (each optional)."""
+        def val(name: str) -> Any:
+            return entry.get(name) if isinstance(entry, Mapping) else getattr(entry, name, None)
+
+        return cls(
+            min_limit=tier_map(memory=val("memory_min_bytes"), cpu=val("cpu_min_cores")),
+            max_limit=tier_map(memory=val("memory_max_bytes"), cpu=val("cpu_max_cores")),
+            max_replicas=val("max_replicas"),
+        )
 
 
 @dataclass(frozen=True)
@@ -154,6 +175,32 @@ class GuardConfig:
                              f"got {self.urgent_p_fail!r}")
         if self.max_replicas < 1:
             raise ValueError(f"GuardConfig.max_replicas must be >= 1, got {self.max_replicas}")
+
+    @classmethod
+    def from_settings(cls, policy: Any) -> GuardConfig:
+        """From ``settings.policy`` (duck-typed): the global bounds, the per-app and
+        per-container bounds (:meth:`Bounds.from_settings`), steps, cooldowns, hold,
+        dead band, safety margin and scale-out limits."""
+        def bounds(entries: Mapping[str, Any]) -> dict[str, Bounds]:
+            return {name: Bounds.from_settings(e) for name, e in entries.items()}
+
+        return cls(
+            min_limit={"memory": float(policy.memory_min_bytes), "cpu": policy.cpu_min_cores},
+            max_limit={"memory": float(policy.memory_max_bytes), "cpu": policy.cpu_max_cores},
+            app_bounds=bounds(policy.app_bounds),
+            container_bounds=bounds(policy.container_bounds),
+            max_step_fraction=policy.max_step_fraction,
+            max_step_abs=tier_map(memory=policy.max_step_memory_bytes,
+                                  cpu=policy.max_step_cpu_cores),
+            cooldown_s=policy.cooldown_s,
+            tier_cooldown_s={k: float(v) for k, v in policy.tier_cooldown_s.items()},
+            hold_s=policy.hold_s,
+            urgent_p_fail=policy.urgent_p_fail,
+            dead_band_fraction=policy.dead_band_fraction,
+            safety_margin_fraction=policy.safety_margin_fraction,
+            max_replicas=policy.max_replicas,
+            scale_out_cooldown_s=policy.scale_out_cooldown_s,
+        )
 
     # -- effective values -----------------------------------------------------------
     def bounds_for(self, container: str, app: str, tier: str) -> tuple[float, float]:

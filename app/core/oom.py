@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 MiB = 2**20
@@ -89,7 +89,8 @@ def grew_steadily(memory_bytes: Sequence[float], limit_bytes: float) -> bool:
 
 @dataclass(frozen=True)
 class OomConfig:
-    """How the engine answers an OOM kill (module docstring)."""
+    """How the engine answers an OOM kill (module docstring). The field defaults are
+    prescale's defaults (``oom.*`` in the settings read them: :mod:`app.core.config`)."""
 
     enabled: bool = True
     min_bump_bytes: float = 100 * MiB
@@ -112,11 +113,8 @@ class OomConfig:
 
     @classmethod
     def from_settings(cls, oom: Any) -> OomConfig:
-        """From ``settings.oom`` (duck-typed; None: the defaults)."""
-        if oom is None:
-            return cls()
-        return cls(**{name: getattr(oom, name) for name in cls.__dataclass_fields__
-                      if getattr(oom, name, None) is not None})
+        """From ``settings.oom`` (duck-typed): every field, by the same name."""
+        return cls(**{f.name: getattr(oom, f.name) for f in fields(cls)})
 
 
 def bump_target(cfg: OomConfig, limit: float, peak_usage: float, forecast: float,

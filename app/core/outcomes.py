@@ -1,46 +1,186 @@
-"""Lead-time tracking: when would the old limit have been crossed?
+"""Outcomes of scale-ups: was each one needed, which failures were missed, and how much
+warning each scale-up gave (its lead time).
 
-After a scale-up of memory from ``old_limit`` at ``t_action``, the container keeps
-running under the new limit. The first later sample whose usage reaches
-``old_limit`` is the moment it would have failed without the action; the lead
-time is that moment minus ``t_action``. A pending action that sees no crossing
-within ``expire_after_s`` is closed as ``not_crossed`` (a possible false positive,
-judged properly by the outcome tracker of the decision-core issue). An OOM kill
-while pending closes it as ``failed``.
+One tracker, :class:`OutcomeTracker`, is told of every scale-up (:meth:`~OutcomeTracker.
+scale_up`), of what the predictor said each tick (:meth:`~OutcomeTracker.decisions`),
+of failures (:meth:`~OutcomeTracker.failure`) and of usage (:meth:`~OutcomeTracker.
+observe`, :meth:`~OutcomeTracker.observe_lead_times`). It returns two things, each
+from the same scale-up record:
 
-Worked example: action at t = 100 s raising 128 MiB → 200 MiB; samples at 101..118 s
-stay below 128 MiB, the sample at 119 s reads 129 MiB → outcome ``crossed``,
-lead time 19 s.
+**Judgements** (:class:`Judgement`; they move the thresholds), per container and tier,
+with the horizon ``H`` (``horizon_s``):
 
-A recommendation that was not applied (recommend mode) is tracked too: its old
-limit is still the real one, so the container is OOM-killed when usage reaches it;
-that outcome is ``failed`` with the lead time from the recommendation to the kill,
-the time an operator following it would have had.
+- a scale-up at ``t`` is **needed** if, within ``(t, t + H]``, usage reaches
+  ``reach_fraction × old limit`` (it would have failed without the action; memory:
+  ``1.0``, CPU: ``0.9`` of the old quota, the predictor's starvation level) or a
+  failure of that tier follows;
+- it is a **false positive** if neither happens: it is judged at the first
+  observation after ``t + H``;
+- a failure at ``t`` with no scale-up of that container and tier in ``[t − H, t]``
+  is a **miss**. A miss *blames the threshold* unless the predictor had flagged it
+  (a decision with ``p_fail ≥ threshold`` in ``[t − H, t]``): then the threshold was
+  right and the pool, a cooldown or a bound stopped the scale-up.
 
-CPU actions have no such crossing (usage cannot exceed a quota), so only memory
-actions are tracked.
+Scale-ups that were only recommended (recommend mode) are judged the same way: the
+judgement is about the prediction. SCALE_OUT actions (limits are replica counts) are
+judged by failures only.
+
+Worked example (H = 60 s, memory): scale-up of ``web-1`` 128 → 192 MiB at t = 100.
+Usage 120 MiB at 110 s, 129 MiB at 130 s → *needed* at 130 s (reached the old limit
+after 30 s). A second scale-up at 200 s sees usage stay at 100 MiB → *false
+positive*, judged at the first observation after 260 s. An OOM kill of ``web-2`` at
+300 s, whose last scale-up was at 200 s (> 60 s before) → *miss*; if ``web-2``'s
+p_fail had been 0.7 ≥ threshold 0.5 at 290 s, the miss does not blame the threshold.
+
+**Lead-time outcomes** (:class:`Outcome`; logged and reported): when would the old
+limit have been crossed? After a memory scale-up from ``old_limit`` at ``t_action``
+the container keeps running under the new limit. The first later reading whose usage
+reaches ``old_limit`` is the moment it would have failed without the action; the lead
+time is that moment minus ``t_action`` (``crossed``). A scale-up that sees no crossing
+within ``lead_time_expire_s`` (4 × H by default: longer than the judgement, so a
+crossing after H still gets its lead time) is closed as ``not_crossed``; an OOM kill
+while it is open closes it as ``failed``; a container absent from a tick's readings
+closes it as ``gone``. A recommendation that was not applied (recommend mode) is
+tracked too: its old limit is still the real one, so the container is OOM-killed when
+usage reaches it; that outcome is ``failed`` with the lead time from the
+recommendation to the kill, the time an operator following it would have had. CPU
+scale-ups have no such crossing (usage cannot exceed a quota), so only memory
+resizes get a lead time.
+
+Worked example (lead time): action at t = 100 s raising 128 MiB → 200 MiB; readings
+at 101..118 s stay below 128 MiB, the reading at 119 s is 129 MiB → ``crossed``, lead
+time 19 s. As a judgement (:data:`LEAD_TIME_JUDGEMENT`) ``crossed`` and ``failed``
+mean the scale-up was needed, ``not_crossed`` a false positive; ``gone`` is not
+judged.
+
+The tracker is pure: the caller feeds it actions, decisions, usage and failures with
+their own timestamps, in time order. Its state is JSON-serialisable
+(:meth:`OutcomeTracker.to_dict`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+from typing import Any, NamedTuple
 
-from prescale.app.core.actions import ScalingAction
-from prescale.app.core.sample import Tier
+import numpy as np
+
+from prescale.app.core.actions import ActionKind, ScalingAction
+from prescale.app.core.config import default_of
+from prescale.app.core.predictor import TrendExhaustionPredictor
+from prescale.app.core.sample import EventKind, Tier
+
+#: a lead-time check stays open this many judgement horizons (``lead_time_expire_s``)
+LEAD_TIME_HORIZONS = 4
+
+
+class OutcomeKind(StrEnum):
+    NEEDED = "needed"
+    FALSE_POSITIVE = "false_positive"
+    MISS = "miss"
+
+
+#: A lead-time outcome read as a judgement: the prediction was right when usage
+#: crossed the old limit or the container was OOM-killed while the check was open;
+#: ``not_crossed`` is a false positive; ``gone`` is not judged (absent).
+LEAD_TIME_JUDGEMENT: dict[str, str] = {
+    "crossed": OutcomeKind.NEEDED.value,
+    "failed": OutcomeKind.NEEDED.value,
+    "not_crossed": OutcomeKind.FALSE_POSITIVE.value,
+}
+
+
+def failure_tier(kind: EventKind | str) -> Tier | None:
+    """The tier a failure event is attributed to: an OOM kill is memory, a timeout is
+    CPU starvation (disk when a disk tier exists); others are not attributable."""
+    k = EventKind(kind)
+    if k is EventKind.OOM_KILL:
+        return Tier.MEMORY
+    if k is EventKind.TIMEOUT:
+        return Tier.CPU
+    if k is EventKind.DISK_FULL:
+        return getattr(Tier, "DISK", None)
+    return None
 
 
 @dataclass(frozen=True)
-class Pending:
-    action_id: str
+class OutcomeConfig:
+    """``horizon_s``: H, the window in which a scale-up must prove needed (default: the
+    predictor's horizon); ``memory_reach_fraction`` / ``cpu_reach_fraction``: usage ≥
+    this × the old limit makes it needed (CPU: the predictor's starvation level);
+    ``lead_time_expire_s``: a lead-time check closes as ``not_crossed`` after this long
+    (None: ``LEAD_TIME_HORIZONS`` × ``horizon_s``)."""
+
+    horizon_s: float = default_of(TrendExhaustionPredictor, "horizon_s")
+    memory_reach_fraction: float = 1.0
+    cpu_reach_fraction: float = default_of(TrendExhaustionPredictor, "cpu_busy_fraction")
+    lead_time_expire_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.horizon_s, int | float) and math.isfinite(self.horizon_s)
+                and self.horizon_s > 0):
+            raise ValueError(f"outcomes.horizon_s must be a finite number > 0, "
+                             f"got {self.horizon_s!r}")
+        for name in ("memory_reach_fraction", "cpu_reach_fraction"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and 0 < v <= 1):
+                raise ValueError(f"outcomes.{name} must be in (0, 1], got {v!r}")
+        if self.lead_time_expire_s is None:
+            object.__setattr__(self, "lead_time_expire_s",
+                               LEAD_TIME_HORIZONS * float(self.horizon_s))
+        v = self.lead_time_expire_s
+        if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+            raise ValueError(f"outcomes.lead_time_expire_s must be a finite number > 0, "
+                             f"got {v!r}")
+
+    @classmethod
+    def from_settings(cls, thresholds: Any, predictor: Any) -> OutcomeConfig:
+        """From ``settings.thresholds`` and ``settings.predictor`` (duck-typed): H is
+        ``thresholds.outcome_horizon_s``, else ``predictor.horizon_s``; the CPU reach is
+        ``predictor.cpu_busy_fraction``; lead-time checks expire after
+        ``LEAD_TIME_HORIZONS`` × ``predictor.horizon_s``."""
+        return cls(horizon_s=thresholds.outcome_horizon_s or predictor.horizon_s,
+                   cpu_reach_fraction=predictor.cpu_busy_fraction,
+                   lead_time_expire_s=LEAD_TIME_HORIZONS * predictor.horizon_s)
+
+    def reach(self, tier: Tier) -> float:
+        return self.cpu_reach_fraction if tier is Tier.CPU else self.memory_reach_fraction
+
+
+@dataclass(frozen=True)
+class Judgement:
+    kind: OutcomeKind
     container: str
-    t_action_s: float
-    old_limit_bytes: float
-    applied: bool = True
+    app: str  # the app it learns under (the container's name when it has no app)
+    owner: str
+    tier: Tier
+    t_s: float  # the scale-up's time (needed / false positive) or the failure's (miss)
+    judged_s: float
+    action_id: str | None  # None for a miss
+    p_fail: float  # at the scale-up; for a miss the highest seen in [t − H, t] (nan: none)
+    threshold: float  # in effect at the scale-up / at that decision (nan: unknown)
+    blames_threshold: bool  # a miss the predictor had flagged does not
+    applied: bool  # the scale-up was applied (False: recommend mode); True for a miss
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["kind"] = self.kind.value
+        d["tier"] = self.tier.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Judgement:
+        return cls(**{**d, "kind": OutcomeKind(d["kind"]), "tier": Tier(d["tier"])})
 
 
 @dataclass(frozen=True)
 class Outcome:
+    """A closed lead-time check (module docstring)."""
+
     action_id: str
     container: str
     outcome: str  # crossed | failed | not_crossed | gone
@@ -51,54 +191,291 @@ class Outcome:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def judgement(self) -> str | None:
+        """This outcome as a judgement kind (:data:`LEAD_TIME_JUDGEMENT`; None: gone)."""
+        return LEAD_TIME_JUDGEMENT.get(self.outcome)
 
-class LeadTimeTracker:
-    def __init__(self, expire_after_s: float) -> None:
-        self.expire_after_s = expire_after_s
-        self.pending: list[Pending] = []
 
-    def track(self, action: ScalingAction, applied: bool = True) -> None:
-        if action.tier is Tier.MEMORY:
-            self.pending.append(
-                Pending(action.action_id, action.container, action.now_s, action.old_limit,
-                        applied)
-            )
+@dataclass(frozen=True)
+class _Up:
+    """One scale-up, as long as its judgement or its lead-time check is open."""
 
-    def observe(
-        self,
-        now_s: float,
-        usage_bytes: dict[str, float],
-        oom_kills_delta: dict[str, float],
-    ) -> list[Outcome]:
-        """Close the pending actions this tick's readings settle; keep the rest."""
-        out: list[Outcome] = []
-        keep: list[Pending] = []
-        for p in self.pending:
-            usage = usage_bytes.get(p.container)
-            if oom_kills_delta.get(p.container, 0) > 0:
-                lead = None if p.applied else now_s - p.t_action_s
-                out.append(Outcome(p.action_id, p.container, "failed", p.t_action_s, now_s, lead))
-            elif usage is not None and usage >= p.old_limit_bytes:
-                out.append(
-                    Outcome(p.action_id, p.container, "crossed", p.t_action_s, now_s,
-                            now_s - p.t_action_s)
-                )
-            elif usage is None:
-                out.append(Outcome(p.action_id, p.container, "gone", p.t_action_s, now_s, None))
-            elif now_s - p.t_action_s > self.expire_after_s:
-                out.append(
-                    Outcome(p.action_id, p.container, "not_crossed", p.t_action_s, now_s, None)
-                )
+    action_id: str
+    container: str
+    app: str
+    owner: str
+    tier: Tier
+    t_s: float
+    old_limit: float
+    p_fail: float
+    threshold: float
+    applied: bool
+    by_usage: bool  # RESIZE: judged by usage too; SCALE_OUT: by failures only
+
+
+class _Seen(NamedTuple):
+    """One decision the tracker remembers (same fields, repr and equality as the frozen
+    dataclass it was; a tuple of floats is ~4× cheaper to make, and the garbage
+    collector stops tracking it — there are 2 × containers × H / interval of them)."""
+
+    t_s: float
+    p_fail: float
+    threshold: float
+
+
+Key = tuple[str, Tier]
+
+
+class OutcomeTracker:
+    """See the module docstring. ``pending``: the scale-ups being judged; ``lead_pending``:
+    the memory resizes whose lead-time check is open (the same records, each closing on
+    its own clock)."""
+
+    def __init__(self, config: OutcomeConfig | None = None) -> None:
+        self.config = config or OutcomeConfig()
+        self.pending: list[_Up] = []
+        self.lead_pending: list[_Up] = []
+        self.ups: dict[Key, list[float]] = {}  # scale-up times within H, per container/tier
+        self.seen: dict[Key, list[_Seen]] = {}  # decisions within H, per container/tier
+        self.owners: dict[str, str] = {}  # container → owner, as last told
+
+    # -- inputs ----------------------------------------------------------------------
+    def scale_up(self, action: ScalingAction, *, owner: str = "", applied: bool = True) -> bool:
+        """Start judging a scale-up, and for a memory resize its lead-time check
+        (ignored, returning False, if it is not an increase)."""
+        if not (action.new_limit > action.old_limit):
+            return False
+        if owner:
+            self.owners[action.container] = owner
+        resize = action.kind is ActionKind.RESIZE
+        up = _Up(action.action_id, action.container, action.app or action.container,
+                 owner or self.owners.get(action.container, ""), action.tier,
+                 float(action.now_s), float(action.old_limit), float(action.p_fail),
+                 float(action.threshold), applied, resize)
+        self.pending.append(up)
+        self.ups.setdefault((action.container, action.tier), []).append(up.t_s)
+        if resize and action.tier is Tier.MEMORY:
+            self.lead_pending.append(up)
+        return True
+
+    def decision(self, container: str, tier: Tier, now_s: float, p_fail: float,
+                 threshold: float) -> None:
+        """Remember what the predictor said (lets a miss know whether it was flagged)."""
+        seen = self.seen.setdefault((container, tier), [])
+        seen.append(_Seen(float(now_s), float(p_fail), float(threshold)))
+        cut = now_s - self.config.horizon_s
+        while seen and seen[0].t_s < cut:
+            seen.pop(0)
+
+    def decisions(self, containers: Sequence[str], now_s: float,
+                  by_tier: Sequence[tuple[Tier, Any, Any]]) -> None:
+        """:meth:`decision` for every container and tier of one tick at once:
+        ``by_tier`` is ``(tier, p_fail[N], threshold[N])`` per tier. The same state as
+        calling :meth:`decision` for each container, and for each tier of it in the
+        order given (so also the same key order), at about a third of the cost."""
+        seen_of = self.seen
+        t = float(now_s)
+        cut = now_s - self.config.horizon_s
+        tiers = [tier for tier, _, _ in by_tier]
+        columns = [(np.asarray(p, dtype=np.float64).tolist(),
+                    np.asarray(thr, dtype=np.float64).tolist()) for _, p, thr in by_tier]
+        for i, container in enumerate(containers):
+            for tier, (ps, thrs) in zip(tiers, columns, strict=True):
+                key = (container, tier)
+                seen = seen_of.get(key)
+                if seen is None:
+                    seen = seen_of[key] = []
+                seen.append(_Seen(t, ps[i], thrs[i]))
+                while seen and seen[0].t_s < cut:
+                    seen.pop(0)
+
+    def failure(self, container: str, tier: Tier, t_s: float, *, app: str = "",
+                owner: str = "", detail: str = "") -> list[Judgement]:
+        """A failure of ``container``'s ``tier`` at ``t_s``: closes its pending scale-ups
+        of the last H as needed, or is itself a miss."""
+        h = self.config.horizon_s
+        if owner:
+            self.owners[container] = owner
+        owner = owner or self.owners.get(container, "")
+        what = f"failure ({detail})" if detail else "failure"
+        out: list[Judgement] = []
+        keep: list[_Up] = []
+        for up in self.pending:
+            if up.container == container and up.tier is tier and up.t_s <= t_s <= up.t_s + h:
+                out.append(self._judge(up, OutcomeKind.NEEDED, t_s,
+                                       f"{what} {t_s - up.t_s:g} s after the scale-up"))
             else:
-                keep.append(p)
+                keep.append(up)
         self.pending = keep
+        times = [t for t in self.ups.get((container, tier), []) if t_s - h <= t <= t_s]
+        if times:
+            return out
+        seen = [s for s in self.seen.get((container, tier), []) if t_s - h <= s.t_s <= t_s]
+        best = max(seen, key=lambda s: s.p_fail if math.isfinite(s.p_fail) else -1.0,
+                   default=None)
+        flagged = [s for s in seen if s.p_fail >= s.threshold]
+        p = best.p_fail if best else math.nan
+        thr = (flagged[-1] if flagged else best).threshold if best else math.nan
+        if flagged:
+            why = (f"{what} with no scale-up in the {h:g} s before it; p_fail "
+                   f"{flagged[-1].p_fail:.2f} ≥ threshold {flagged[-1].threshold:.2f} at "
+                   f"t={flagged[-1].t_s:g} (flagged, but not scaled: pool, cooldown or bound)")
+        elif best:
+            why = (f"{what} with no scale-up in the {h:g} s before it; highest p_fail "
+                   f"{p:.2f} < threshold {thr:.2f}")
+        else:
+            why = f"{what} with no scale-up in the {h:g} s before it"
+        out.append(Judgement(OutcomeKind.MISS, container, app or container, owner, tier, t_s,
+                             t_s, None, p, thr, not flagged, True, why))
         return out
 
-    def to_list(self) -> list[dict[str, Any]]:
-        # by hand: dataclasses.asdict deep-copies and costs ~15 µs per item per checkpoint
-        return [{"action_id": p.action_id, "container": p.container,
-                 "t_action_s": p.t_action_s, "old_limit_bytes": p.old_limit_bytes,
-                 "applied": p.applied} for p in self.pending]
+    def observe(self, now_s: float, usage: Mapping[Key, float]) -> list[Judgement]:
+        """This tick's usage per ``(container, tier)`` (bytes / cores): closes the pending
+        scale-ups whose old limit it reaches (needed) or whose H has passed (false
+        positive)."""
+        h = self.config.horizon_s
+        out: list[Judgement] = []
+        keep: list[_Up] = []
+        for up in self.pending:
+            u = usage.get((up.container, up.tier))
+            level = self.config.reach(up.tier) * up.old_limit
+            if up.by_usage and u is not None and now_s >= up.t_s and u >= level:
+                out.append(self._judge(up, OutcomeKind.NEEDED, now_s,
+                                       f"usage {u:.6g} reached {self.config.reach(up.tier):g} × "
+                                       f"the old limit {up.old_limit:.6g} "
+                                       f"{now_s - up.t_s:g} s after the scale-up"))
+            elif now_s - up.t_s > h:
+                out.append(self._judge(up, OutcomeKind.FALSE_POSITIVE, now_s,
+                                       f"no usage at {self.config.reach(up.tier):g} × the old "
+                                       f"limit {up.old_limit:.6g} and no failure within "
+                                       f"{h:g} s of the scale-up"))
+            else:
+                keep.append(up)
+        self.pending = keep
+        self._prune(now_s)
+        return out
 
-    def load(self, items: list[dict[str, Any]]) -> None:
-        self.pending = [Pending(**d) for d in items]
+    def observe_lead_times(self, now_s: float, usage_bytes: Mapping[str, float],
+                           oom_kills: Mapping[str, float]) -> list[Outcome]:
+        """Close the lead-time checks this tick's readings settle (module docstring):
+        ``usage_bytes``: container → memory usage this tick (absent: gone);
+        ``oom_kills``: container → OOM kills since the last tick. Keeps the rest."""
+        expire = self.config.lead_time_expire_s
+        out: list[Outcome] = []
+        keep: list[_Up] = []
+        for p in self.lead_pending:
+            usage = usage_bytes.get(p.container)
+            if oom_kills.get(p.container, 0) > 0:
+                lead = None if p.applied else now_s - p.t_s
+                out.append(Outcome(p.action_id, p.container, "failed", p.t_s, now_s, lead))
+            elif usage is not None and usage >= p.old_limit:
+                out.append(Outcome(p.action_id, p.container, "crossed", p.t_s, now_s,
+                                   now_s - p.t_s))
+            elif usage is None:
+                out.append(Outcome(p.action_id, p.container, "gone", p.t_s, now_s, None))
+            elif now_s - p.t_s > expire:
+                out.append(Outcome(p.action_id, p.container, "not_crossed", p.t_s, now_s,
+                                   None))
+            else:
+                keep.append(p)
+        self.lead_pending = keep
+        return out
+
+    def forget(self, container: str) -> None:
+        """The container is gone: stop judging it (no judgement, no lead time)."""
+        self.pending = [u for u in self.pending if u.container != container]
+        self.lead_pending = [u for u in self.lead_pending if u.container != container]
+        for d in (self.ups, self.seen):
+            for k in [k for k in d if k[0] == container]:
+                del d[k]
+        self.owners.pop(container, None)
+
+    # -- internals -------------------------------------------------------------------
+    def _judge(self, up: _Up, kind: OutcomeKind, now_s: float, why: str) -> Judgement:
+        label = "needed" if kind is OutcomeKind.NEEDED else "false positive"
+        reason = (f"{label}: scale-up {up.action_id} (p_fail {up.p_fail:.2f} ≥ threshold "
+                  f"{up.threshold:.2f}"
+                  + ("" if up.applied else ", recommended only") + f"): {why}")
+        return Judgement(kind, up.container, up.app, up.owner, up.tier, up.t_s, now_s,
+                         up.action_id, up.p_fail, up.threshold, False, up.applied, reason)
+
+    def _prune(self, now_s: float) -> None:
+        cut = now_s - self.config.horizon_s
+        for k in list(self.ups):
+            self.ups[k] = [t for t in self.ups[k] if t >= cut]
+            if not self.ups[k]:
+                del self.ups[k]
+        for k in list(self.seen):
+            self.seen[k] = [s for s in self.seen[k] if s.t_s >= cut]
+            if not self.seen[k]:
+                del self.seen[k]
+
+    # -- state -----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The state as JSON-ready data: ``pending``, ``ups``, ``seen``, ``owners`` (the
+        judgements) and ``lead_pending`` (the open lead-time checks)."""
+        return {
+            # by hand, not dataclasses.asdict (a deep copy: ~15 µs per item per checkpoint)
+            "pending": [{"action_id": u.action_id, "container": u.container, "app": u.app,
+                         "owner": u.owner, "tier": u.tier.value, "t_s": u.t_s,
+                         "old_limit": u.old_limit, "p_fail": u.p_fail,
+                         "threshold": u.threshold, "applied": u.applied,
+                         "by_usage": u.by_usage} for u in self.pending],
+            "ups": [[c, t.value, v] for (c, t), v in self.ups.items()],
+            # each entry a (t_s, p_fail, threshold) tuple, a JSON array
+            "seen": [[c, t.value, list(v)] for (c, t), v in self.seen.items()],
+            "owners": dict(self.owners),
+            "lead_pending": self.lead_list(),
+        }
+
+    def lead_list(self) -> list[dict[str, Any]]:
+        """The open lead-time checks, in the checkpoint's form (``action_id``,
+        ``container``, ``t_action_s``, ``old_limit_bytes``, ``applied``)."""
+        return [{"action_id": p.action_id, "container": p.container,
+                 "t_action_s": p.t_s, "old_limit_bytes": p.old_limit,
+                 "applied": p.applied} for p in self.lead_pending]
+
+    def load_lead_list(self, items: Sequence[Mapping[str, Any]]) -> None:
+        """Replace the open lead-time checks by ``items`` (:meth:`lead_list`'s form; also
+        the top-level ``pending`` list of a checkpoint from before the two trackers were
+        one). Raises :class:`ValueError` naming what is malformed."""
+        lead = []
+        try:
+            for d in items:
+                unknown = set(d) - {"action_id", "container", "t_action_s",
+                                    "old_limit_bytes", "applied"}
+                if unknown:
+                    raise ValueError(f"unknown field(s) {sorted(unknown)}")
+                lead.append(_Up(str(d["action_id"]), str(d["container"]), "", "", Tier.MEMORY,
+                                float(d["t_action_s"]), float(d["old_limit_bytes"]), math.nan,
+                                math.nan, bool(d.get("applied", True)), True))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"outcome tracker: malformed lead-time check ({exc})") from exc
+        self.lead_pending = lead
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], config: OutcomeConfig | None = None
+                  ) -> OutcomeTracker:
+        """Inverse of :meth:`to_dict` (``None`` from JSON is read back as nan)."""
+        def num(x: Any) -> float:
+            return math.nan if x is None else float(x)
+        tr = cls(config)
+        try:
+            for u in data.get("pending", []):
+                up = _Up(**{**u, "tier": Tier(u["tier"])})
+                tr.pending.append(replace(up, p_fail=num(up.p_fail),
+                                          threshold=num(up.threshold)))
+            for c, t, v in data.get("ups", []):
+                tr.ups[(c, Tier(t))] = [float(x) for x in v]
+            for c, t, v in data.get("seen", []):
+                tr.seen[(c, Tier(t))] = [_Seen(float(a), num(b), num(d)) for a, b, d in v]
+            tr.owners = dict(data.get("owners", {}))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"outcome tracker: malformed state ({exc})") from exc
+        tr.load_lead_list(data.get("lead_pending", []))
+        return tr
+
+
+__all__ = ["LEAD_TIME_HORIZONS", "LEAD_TIME_JUDGEMENT", "Judgement", "Outcome", "OutcomeConfig",
+           "OutcomeKind", "OutcomeTracker", "failure_tier"]

@@ -2,8 +2,8 @@
 
 Each policy is a pure function ``(inp: PolicyInput, cfg, state) -> (decisions, state)``
 of one tick's snapshot (:class:`PolicyInput`, which carries ``now_s``), its config
-(:class:`PolicyConfig`; the spine's :class:`~app.settings.PolicySettings` is accepted
-too) and its state (:class:`PolicyState`). It reads no clock and touches nothing. It
+(:class:`PolicyConfig`; the ``policy`` settings group is accepted too, and built into
+one) and its state (:class:`PolicyState`). It reads no clock and touches nothing. It
 returns one :class:`Decision` per container and tier, with an action or the reason
 there is none. Every proposed action passes the guards of :mod:`app.core.guards`
 (bounds, max step, cooldown, hysteresis, memory safety floor, escalation to a
@@ -67,8 +67,8 @@ from typing import Any
 import numpy as np
 
 from prescale.app.core.actions import ActionKind, Decision, ScalingAction, action_id_for
-from prescale.app.core.cost import CostConfig, propose_scale_downs
-from prescale.app.core.guards import Bounds, GuardConfig, guard
+from prescale.app.core.cost import CostConfig, is_low, propose_scale_downs
+from prescale.app.core.guards import GuardConfig, guard, tier_map
 from prescale.app.core.oom import OomConfig, bump_target
 from prescale.app.core.policy_types import (
     PAGE_BYTES,
@@ -78,11 +78,11 @@ from prescale.app.core.policy_types import (
     round_up,
 )
 from prescale.app.core.sample import Tier
-from prescale.app.settings import PolicySettings
 
 __all__ = [
     "KINDS",
     "PAGE_BYTES",
+    "SIZING_METHODS",
     "PolicyConfig",
     "PolicyInput",
     "PolicyState",
@@ -94,17 +94,29 @@ __all__ = [
     "target_limit",
 ]
 
+#: The scale-up policies (``policy.kind``). The one list of their names: the settings'
+#: check of ``policy.kind``, the evaluator's prescale policies and the dispatch of
+#: :func:`decide` (``_RAW``) are built from it.
 KINDS = ("preemptive_buffer", "proportional", "multi_tier")
-_METHODS = ("preemptive_buffer", "proportional")
+#: The sizing rules ``multi_tier`` may use per tier (``policy.multi_tier_methods``): those
+#: of the first two kinds.
+SIZING_METHODS = KINDS[:2]
+
+#: A :class:`PolicyConfig`, or the ``policy`` settings group (built into one with
+#: :meth:`PolicyConfig.from_settings`).
+PolicyLike = Any
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """Everything the policies need; :meth:`from_settings` builds it from settings."""
+    """Everything the policies need; :meth:`from_settings` builds it from settings. The
+    field defaults are prescale's defaults (:mod:`app.core.config`)."""
 
     kind: str = "preemptive_buffer"
     margin_fraction: float = 0.25
-    buffer_abs: Mapping[str, float] = field(default_factory=dict)
+    #: per tier, the least a pre-emptive buffer adds above the forecast (bytes / cores)
+    buffer_abs: Mapping[str, float] = field(
+        default_factory=lambda: {"memory": 0.0, "cpu": 0.0})
     cpu_step_fraction: float = 0.5
     multi_tier_methods: Mapping[str, str] = field(
         default_factory=lambda: {"memory": "preemptive_buffer", "cpu": "proportional"})
@@ -126,85 +138,37 @@ class PolicyConfig:
                     raise ValueError(f"PolicyConfig.{name}[{tier}] must be a finite number >= 0, "
                                      f"got {v!r}")
         for tier, m in self.multi_tier_methods.items():
-            if m not in _METHODS:
+            if m not in SIZING_METHODS:
                 raise ValueError(f"PolicyConfig.multi_tier_methods[{tier}] must be one of "
-                                 f"{_METHODS}, got {m!r}")
+                                 f"{SIZING_METHODS}, got {m!r}")
 
     @classmethod
     def from_settings(cls, policy: Any, cost: Any = None, oom: Any = None) -> PolicyConfig:
-        """From ``settings.policy`` (and ``settings.cost``, ``settings.oom``). Fields the
-        settings do not have (yet) take the defaults of :class:`PolicyConfig`,
-        :class:`GuardConfig`, :class:`CostConfig` and :class:`OomConfig`."""
-        g, c = GuardConfig(), CostConfig()
-
-        def get(obj: Any, name: str, default: Any) -> Any:
-            v = getattr(obj, name, None) if obj is not None else None
-            return default if v is None else v
-
-        def bounds(entries: Mapping[str, Any]) -> dict[str, Bounds]:
-            return {name: _bounds_from(e) for name, e in (entries or {}).items()}
-
-        guards = GuardConfig(
-            min_limit={"memory": float(policy.memory_min_bytes), "cpu": policy.cpu_min_cores},
-            max_limit={"memory": float(policy.memory_max_bytes), "cpu": policy.cpu_max_cores},
-            app_bounds=bounds(get(policy, "app_bounds", {})),
-            container_bounds=bounds(get(policy, "container_bounds", {})),
-            max_step_fraction=get(policy, "max_step_fraction", g.max_step_fraction),
-            max_step_abs=_tier_map(
-                memory=get(policy, "max_step_memory_bytes", None),
-                cpu=get(policy, "max_step_cpu_cores", None)),
-            cooldown_s=policy.cooldown_s,
-            tier_cooldown_s={k: float(v) for k, v in get(policy, "tier_cooldown_s", {}).items()},
-            hold_s=get(policy, "hold_s", g.hold_s),
-            urgent_p_fail=getattr(policy, "urgent_p_fail", g.urgent_p_fail),
-            dead_band_fraction=get(policy, "dead_band_fraction", g.dead_band_fraction),
-            safety_margin_fraction=get(policy, "safety_margin_fraction",
-                                       g.safety_margin_fraction),
-            max_replicas=get(policy, "max_replicas", g.max_replicas),
-            scale_out_cooldown_s=get(policy, "scale_out_cooldown_s", g.scale_out_cooldown_s),
-        )
-        costs = CostConfig(**{
-            name: get(cost, name, getattr(c, name))
-            for name in CostConfig.__dataclass_fields__
-        })
+        """From ``settings.policy`` (the guards too: :meth:`GuardConfig.from_settings`),
+        ``settings.cost`` and ``settings.oom`` (None: the defaults of
+        :class:`CostConfig` / :class:`OomConfig`), duck-typed. Every field is read from
+        the settings, whose defaults are this type's (:mod:`app.core.config`)."""
         return cls(
             kind=policy.kind,
             margin_fraction=policy.margin_fraction,
-            buffer_abs=_tier_map(memory=float(get(policy, "buffer_memory_bytes", 0)),
-                                 cpu=get(policy, "buffer_cpu_cores", 0.0)),
+            buffer_abs=tier_map(memory=float(policy.buffer_memory_bytes),
+                                cpu=policy.buffer_cpu_cores),
             cpu_step_fraction=policy.cpu_step_fraction,
-            multi_tier_methods=dict(get(policy, "multi_tier_methods",
-                                        cls().multi_tier_methods)),
-            multi_tier_margins=dict(get(policy, "multi_tier_margins", {})),
-            guards=guards,
-            cost=costs,
-            oom=OomConfig.from_settings(oom),
+            multi_tier_methods=dict(policy.multi_tier_methods),
+            multi_tier_margins=dict(policy.multi_tier_margins),
+            guards=GuardConfig.from_settings(policy),
+            cost=CostConfig() if cost is None else CostConfig.from_settings(cost),
+            oom=OomConfig() if oom is None else OomConfig.from_settings(oom),
         )
 
 
-def _tier_map(**values: Any) -> dict[str, float]:
-    return {k: float(v) for k, v in values.items() if v is not None}
-
-
-def _bounds_from(entry: Any) -> Bounds:
-    """A settings entry (model or dict) with memory_min_bytes, memory_max_bytes,
-    cpu_min_cores, cpu_max_cores, max_replicas (each optional) → :class:`Bounds`."""
-    def val(name: str) -> Any:
-        return entry.get(name) if isinstance(entry, Mapping) else getattr(entry, name, None)
-
-    return Bounds(
-        min_limit=_tier_map(memory=val("memory_min_bytes"), cpu=val("cpu_min_cores")),
-        max_limit=_tier_map(memory=val("memory_max_bytes"), cpu=val("cpu_max_cores")),
-        max_replicas=val("max_replicas"),
-    )
-
-
-def _config(cfg: PolicyConfig | PolicySettings) -> PolicyConfig:
+def _config(cfg: PolicyLike) -> PolicyConfig:
     if isinstance(cfg, PolicyConfig):
         return cfg
-    if isinstance(cfg, PolicySettings):
+    if all(hasattr(cfg, name) for name in ("kind", "margin_fraction", "memory_min_bytes")):
         return PolicyConfig.from_settings(cfg)
-    raise ValueError(f"policy config must be a PolicyConfig or PolicySettings, got {type(cfg)}")
+    raise ValueError("policy config must be a PolicyConfig or the policy settings group, "
+                     f"got {type(cfg).__name__}")
 
 
 # -- sizing rules -----------------------------------------------------------------------
@@ -238,7 +202,7 @@ def _proportional_target(tier: str, limit: float, forecast: float, usage: float,
 
 
 def target_limit(tier: Tier, limit: float, forecast: float,
-                 cfg: PolicySettings | PolicyConfig) -> float:
+                 cfg: PolicyLike) -> float:
     """The buffer rule for one value, rounded up and clamped to the tier's global
     bounds (kept from the spine). Worked example: CPU quota 0.25, forecast 0.25,
     margin 0.25, step 0.5 → 0.38 cores."""
@@ -362,11 +326,9 @@ def _with_reason(a: ScalingAction, reason: str) -> ScalingAction:
     return replace(a, reason=reason)
 
 
-_RAW: dict[str, Callable[..., list[Decision]]] = {
-    "preemptive_buffer": _raw_buffer,
-    "proportional": _raw_proportional,
-    "multi_tier": _raw_multi_tier,
-}
+#: the raw (unguarded) proposals of each kind, in the order of KINDS
+_RAW: dict[str, Callable[..., list[Decision]]] = dict(
+    zip(KINDS, (_raw_buffer, _raw_proportional, _raw_multi_tier), strict=True))
 
 
 def _with_oom_bumps(inp: PolicyInput, cfg: PolicyConfig, raw: list[Decision]
@@ -420,7 +382,7 @@ def _with_oom_bumps(inp: PolicyInput, cfg: PolicyConfig, raw: list[Decision]
 
 
 def preemptive_buffer(
-    inp: PolicyInput, cfg: PolicyConfig | PolicySettings, state: PolicyState
+    inp: PolicyInput, cfg: PolicyLike, state: PolicyState
 ) -> tuple[list[Decision], PolicyState]:
     """The buffer rule (module docstring), guarded."""
     c = _config(cfg)
@@ -428,7 +390,7 @@ def preemptive_buffer(
 
 
 def proportional(
-    inp: PolicyInput, cfg: PolicyConfig | PolicySettings, state: PolicyState
+    inp: PolicyInput, cfg: PolicyLike, state: PolicyState
 ) -> tuple[list[Decision], PolicyState]:
     """The proportional rule (module docstring), guarded. Needs ``inp.usage``."""
     c = _config(cfg)
@@ -436,7 +398,7 @@ def proportional(
 
 
 def multi_tier(
-    inp: PolicyInput, cfg: PolicyConfig | PolicySettings, state: PolicyState
+    inp: PolicyInput, cfg: PolicyLike, state: PolicyState
 ) -> tuple[list[Decision], PolicyState]:
     """Every tier sized by its own rule, most urgent first (module docstring), guarded."""
     c = _config(cfg)
@@ -444,7 +406,7 @@ def multi_tier(
 
 
 def scale_down_idle(
-    inp: PolicyInput, cfg: PolicyConfig | PolicySettings, state: PolicyState
+    inp: PolicyInput, cfg: PolicyLike, state: PolicyState
 ) -> tuple[list[Decision], PolicyState]:
     """Idle scale-down (:mod:`app.core.cost`), guarded. Needs ``inp.usage``."""
     c = _config(cfg)
@@ -453,25 +415,17 @@ def scale_down_idle(
 
 
 def _low_tiers(inp: PolicyInput, cost: CostConfig) -> dict[Tier, np.ndarray]:
-    """Per tier of the prediction, ``bool[N]``: the containers *low* (:mod:`app.core.cost`)
-    in that tier: limit finite and > 0, usage known, ``p_fail <= idle_p_fail_max`` and
-    usage below ``idle_usage_fraction`` × limit. The same test as ``propose_scale_downs``,
-    vectorised. Example: limit 1 GiB, usage 100 MiB, p_fail 0.01 → low; usage unknown,
-    or p_fail nan, or usage 600 MiB with the default fraction 0.5 → not low."""
+    """Per tier of the prediction, ``bool[N]``: the containers *low* in that tier
+    (:func:`app.core.cost.is_low`; all False where usage is not known). Example: limit
+    1 GiB, usage 100 MiB, p_fail 0.01 → low; usage unknown, or p_fail nan, or usage
+    600 MiB with the default fraction 0.5 → not low."""
     n = len(inp.containers)
     usage = inp.usage or {}
     out: dict[Tier, np.ndarray] = {}
-    with np.errstate(invalid="ignore"):
-        for tier, tp in inp.prediction.tiers.items():
-            u = usage.get(tier)
-            if u is None:
-                out[tier] = np.zeros(n, dtype=bool)
-                continue
-            u = np.asarray(u, dtype=np.float64)
-            limit = np.asarray(tp.limit, dtype=np.float64)
-            p = np.asarray(tp.p_fail, dtype=np.float64)
-            out[tier] = (np.isfinite(limit) & (limit > 0) & np.isfinite(u)
-                         & (p <= cost.idle_p_fail_max) & (u < cost.idle_usage_fraction * limit))
+    for tier, tp in inp.prediction.tiers.items():
+        u = usage.get(tier)
+        out[tier] = (np.zeros(n, dtype=bool) if u is None
+                     else is_low(tp.limit, u, tp.p_fail, cost))
     return out
 
 
@@ -532,7 +486,7 @@ def _rows(inp: PolicyInput, idx: np.ndarray) -> PolicyInput:
 
 
 def decide(
-    inp: PolicyInput, cfg: PolicyConfig | PolicySettings, state: PolicyState, *,
+    inp: PolicyInput, cfg: PolicyLike, state: PolicyState, *,
     sparse: bool = False,
 ) -> tuple[list[Decision], PolicyState]:
     """One tick of the engine: the scale-up policy ``cfg.kind``, then (if

@@ -57,7 +57,7 @@ Containers with ``n_samples < min_samples`` get p_fail = 0 on every tier.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.special import ndtr
@@ -83,6 +83,7 @@ class Prediction:
     tiers: dict[Tier, TierPrediction]
 
 
+@dataclass(frozen=True)
 class TrendExhaustionPredictor:
     """Heuristic trend-extrapolation predictor (no training); formulas in the module doc.
 
@@ -91,17 +92,21 @@ class TrendExhaustionPredictor:
     forecast's standard deviation is at least this fraction of the limit, so a
     perfectly straight line does not give a 0/1 step. ``cpu_busy_fraction``
     (in (0, 1]): the fraction of the quota at which CPU counts as exhausted.
+
+    The field defaults are prescale's defaults (``predictor.*`` in the settings read
+    them: :mod:`app.core.config`).
     """
 
-    name = "trend-exhaustion/v1"
+    name: ClassVar[str] = "trend-exhaustion/v1"
 
-    def __init__(
-        self,
-        horizon_s: float,
-        min_samples: int,
-        sigma_floor_fraction: float,
-        cpu_busy_fraction: float,
-    ) -> None:
+    horizon_s: float = 30.0
+    min_samples: int = 5
+    sigma_floor_fraction: float = 0.02
+    cpu_busy_fraction: float = 0.9
+
+    def __post_init__(self) -> None:
+        horizon_s, min_samples = self.horizon_s, self.min_samples
+        sigma_floor_fraction, cpu_busy_fraction = self.sigma_floor_fraction, self.cpu_busy_fraction
         if not (np.isfinite(horizon_s) and horizon_s > 0):
             raise ValueError(f"horizon_s must be a finite number > 0, got {horizon_s!r}")
         if min_samples < 0:
@@ -112,10 +117,11 @@ class TrendExhaustionPredictor:
             )
         if not (0 < cpu_busy_fraction <= 1):
             raise ValueError(f"cpu_busy_fraction must be in (0, 1], got {cpu_busy_fraction!r}")
-        self.horizon_s = float(horizon_s)
-        self.min_samples = int(min_samples)
-        self.sigma_floor_fraction = float(sigma_floor_fraction)
-        self.cpu_busy_fraction = float(cpu_busy_fraction)
+        set_ = object.__setattr__
+        set_(self, "horizon_s", float(horizon_s))
+        set_(self, "min_samples", int(min_samples))
+        set_(self, "sigma_floor_fraction", float(sigma_floor_fraction))
+        set_(self, "cpu_busy_fraction", float(cpu_busy_fraction))
 
     @classmethod
     def from_settings(cls, p: Any) -> TrendExhaustionPredictor:
@@ -123,13 +129,6 @@ class TrendExhaustionPredictor:
         return cls(horizon_s=p.horizon_s, min_samples=p.min_samples,
                    sigma_floor_fraction=p.sigma_floor_fraction,
                    cpu_busy_fraction=p.cpu_busy_fraction)
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(horizon_s={self.horizon_s}, min_samples={self.min_samples}, "
-            f"sigma_floor_fraction={self.sigma_floor_fraction}, "
-            f"cpu_busy_fraction={self.cpu_busy_fraction})"
-        )
 
     def forecastable(self, features: np.ndarray) -> np.ndarray:
         """``bool[N]``: the containers with enough samples (``n_samples ≥ min_samples``)

@@ -15,7 +15,7 @@ sensitivity 0.02 (config). App ``batch`` of team-a with nothing set → value 0.
 (config), min 0.3. If team-a then sets ``min=0.7``, ``web`` is used at 0.7 (clipped).
 
 **Update rule** (:meth:`ThresholdBook.learn`), per app and tier, once per judged
-outcome (see :mod:`app.core.outcome_tracker`), with ``η`` the sensitivity in effect,
+outcome (see :mod:`app.core.outcomes`), with ``η`` the sensitivity in effect,
 ``c_fp``/``c_miss`` the costs of a false positive and of a miss and
 ``c = max(c_fp, c_miss)``::
 
@@ -63,7 +63,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from prescale.app.core.outcome_tracker import Judgement, OutcomeKind
+from prescale.app.core.outcomes import Judgement, OutcomeKind
 from prescale.app.core.sample import Tier
 
 FIELDS = ("value", "min", "max", "sensitivity")

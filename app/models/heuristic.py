@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from prescale.app.core.config import default_of
 from prescale.app.core.features import FEATURES
 from prescale.app.core.predictor import TrendExhaustionPredictor
 from prescale.app.core.sample import Tier
@@ -27,12 +28,11 @@ from prescale.app.models.base import FailureModel
 class HeuristicModel(FailureModel):
     kind = "heuristic"
     trainable = False
+    #: the predictor's own defaults (one source: app.core.config)
     DEFAULTS: ClassVar[dict[str, Any]] = {
         "tier": "memory",
-        "horizon_s": 30.0,
-        "min_samples": 5,
-        "sigma_floor_fraction": 0.02,
-        "cpu_busy_fraction": 0.9,
+        **{name: default_of(TrendExhaustionPredictor, name) for name in (
+            "horizon_s", "min_samples", "sigma_floor_fraction", "cpu_busy_fraction")},
     }
 
     def __init__(self, **params: Any) -> None:

@@ -13,7 +13,7 @@ Records (field ``kind``):
 - ``outcome``: how a past action turned out (lead time until the old limit would
   have been crossed, or failed / not_crossed);
 - ``judgement``: a past scale-up judged *needed* or *false positive*, or a failure
-  with no scale-up before it judged a *miss* (app/core/outcome_tracker.py);
+  with no scale-up before it judged a *miss* (app/core/outcomes.py);
 - ``threshold``: a threshold that a judgement moved (old, new, why);
 - ``event``: a failure seen on a container (e.g. a kernel OOM kill), or a model that
   was refused.

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from prescale.app.core.outcome_tracker import Judgement
+from prescale.app.core.outcomes import Judgement
 from prescale.app.core.sample import Tier
 from prescale.app.core.thresholds import Adjustment, ThresholdBook, ThresholdConfig
 from prescale.app.store import jsonfile

@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from prescale.app import metric_specs as m
-from prescale.app.core.outcome_tracker import Judgement, OutcomeKind
+from prescale.app.core.outcomes import Judgement, OutcomeKind
 from prescale.app.core.sample import Tier
 from tests.prom_support import PromServer, free_port, prometheus_binary, running_prometheus
 
@@ -146,7 +146,7 @@ def action(ts, container, tier, result, verdict=None, kind=None, app="web"):
 
 
 def judged(ts, container, kind, tier="memory"):
-    """A judgement of the outcome tracker (app/core/outcome_tracker.py), as a dict."""
+    """A judgement of the outcome tracker (app/core/outcomes.py), as a dict."""
     return Judgement(OutcomeKind(kind), container, "web", "", Tier(tier), ts - 20, ts,
                      None if kind == "miss" else f"{container}/{tier}@x", 0.9, 0.4,
                      kind == "miss", True, "test").to_dict()

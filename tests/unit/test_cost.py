@@ -10,6 +10,7 @@ from prescale.app.core.cost import (
     CostConfig,
     SavingsLedger,
     accumulate_savings,
+    is_low,
     propose_scale_downs,
 )
 from prescale.app.core.guards import GuardConfig
@@ -250,3 +251,19 @@ def test_reclaim_floor_never_below_usage_plus_safety_margin(usage_mib, peak_mib,
                              long_peak={Tier.MEMORY: np.array([peak_mib * MiB])})
     assert c.floor >= usage_mib * MiB * 1.1 - 1  # (float rounding of the product)
     assert c.floor == floor_mib * MiB  # max(usage × 1.1, peak × 1.0)
+
+
+def test_is_low_worked_example_and_it_is_what_the_cost_pass_reads():
+    """The one "is low" test (defaults 0.5 and 0.05): vectorised, and the low runs of
+    the cost pass start exactly where it says."""
+    cfg = CostConfig()
+    limit = [GiB, GiB, GiB, GiB, GiB, np.inf, 0.0]
+    usage = [100 * MiB, 600 * MiB, 100 * MiB, 100 * MiB, np.nan, 100 * MiB, 0.0]
+    p = [0.01, 0.01, 0.1, np.nan, 0.01, 0.01, 0.01]
+    want = [True, False, False, False, False, False, False]
+    assert is_low(limit, usage, p, cfg).tolist() == want
+    assert bool(is_low(GiB, 512 * MiB - 1, 0.05, cfg)) and not is_low(GiB, 512 * MiB, 0.0, cfg)
+    names = [f"c{i}" for i in range(len(limit))]
+    _, state = propose_scale_downs(snap(0.0, limit, usage, p=p, names=names), cfg,
+                                   PolicyState())
+    assert sorted(state.low_since_s) == [f"c{i}/memory" for i, w in enumerate(want) if w]

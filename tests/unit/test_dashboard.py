@@ -14,7 +14,7 @@ import pytest
 
 from prescale.app import metric_specs as m
 from prescale.app import metrics_book as mb
-from prescale.app.core.outcome_tracker import Judgement, OutcomeKind
+from prescale.app.core.outcomes import Judgement, OutcomeKind
 from prescale.app.core.sample import Tier
 
 ROOT = Path(__file__).resolve().parents[2]

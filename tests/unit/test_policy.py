@@ -18,7 +18,7 @@ from prescale.app.core.policy import (
 )
 from prescale.app.core.predictor import Prediction, TierPrediction
 from prescale.app.core.sample import Tier
-from prescale.app.settings import PolicySettings
+from prescale.app.settings import CostSettings, PolicySettings
 
 MiB = 2**20
 CFG = PolicySettings(margin_fraction=0.25, cooldown_s=10, cpu_step_fraction=0.5)
@@ -433,7 +433,8 @@ def test_increase_lost_in_rounding_is_not_proposed():
 
 
 def test_config_from_settings_maps_the_new_fields():
-    """The fields the lead adds to app/settings.py (names as in the reply), mapped 1:1."""
+    """Every field of the policy settings (a duck-typed group) and the cost settings,
+    mapped 1:1."""
     from types import SimpleNamespace as NS
 
     policy = NS(
@@ -449,8 +450,9 @@ def test_config_from_settings_maps_the_new_fields():
                               cpu_min_cores=None, cpu_max_cores=None, max_replicas=8)},
         container_bounds={"db-0": {"memory_min_bytes": 256 * MiB}},
     )
-    cost = NS(enabled=False, idle_usage_fraction=0.4, idle_after_s=7200.0, idle_p_fail_max=0.1,
-              peak_margin_fraction=0.3, step_down_fraction=0.2, step_interval_s=300.0)
+    cost = CostSettings(enabled=False, idle_usage_fraction=0.4, idle_after_s=7200.0,
+                        idle_p_fail_max=0.1, peak_margin_fraction=0.3, step_down_fraction=0.2,
+                        step_interval_s=300.0)
     c = PolicyConfig.from_settings(policy, cost)
     assert (c.kind, c.margin_fraction, c.cpu_step_fraction) == ("multi_tier", 0.3, 0.4)
     assert c.buffer_abs == {"memory": 64 * MiB, "cpu": 0.25}

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from prescale.app.core.actions import ScalingAction
-from prescale.app.core.outcome_tracker import OutcomeConfig, OutcomeKind, OutcomeTracker
+from prescale.app.core.outcomes import OutcomeConfig, OutcomeKind, OutcomeTracker
 from prescale.app.core.sample import Tier
 from prescale.app.core.thresholds import ThresholdBook, ThresholdConfig
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prescale.app.core.actions import ActionKind, ScalingAction
-from prescale.app.core.outcome_tracker import (
+from prescale.app.core.outcomes import (
     Judgement,
     OutcomeConfig,
     OutcomeKind,

@@ -216,7 +216,7 @@ def test_boosting_thread_limit_uses_one_cached_controller():
 @FAST
 @given(data=st.data())
 def test_outcome_decisions_batch_equals_one_call_per_container_and_tier(data):
-    from prescale.app.core.outcome_tracker import OutcomeConfig, OutcomeTracker
+    from prescale.app.core.outcomes import OutcomeConfig, OutcomeTracker
 
     n = data.draw(st.integers(0, 6))
     names = [f"c{i}" for i in range(n)]
