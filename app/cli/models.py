@@ -1,0 +1,188 @@
+"""`prescale models`: list the registry's versions, promote or roll back one, score one
+on another trace."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from prescale.app.cli.common import ConfigOpt, err, open_registry, out, settings_or_exit
+from prescale.app.cli.traces import (
+    DeriveOpt,
+    FirstFractionOpt,
+    LimitMultipleOpt,
+    failure_summary,
+    trace_or_exit,
+)
+
+models_app = typer.Typer(help="The model registry: list (default), promote, rollback.")
+
+
+@models_app.callback(invoke_without_command=True)
+def models_list(
+    ctx: typer.Context,
+    app_name: Annotated[str | None, typer.Option("--app", help="Only this app.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """List model versions (newest first) with their held-out test metrics at their
+    operating threshold, their validation AP and whether they passed the gate."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from dataclasses import asdict
+
+    s = settings_or_exit(config)
+    versions = open_registry(s).list(app=app_name)
+    if as_json:
+        for v in versions:
+            print(json.dumps(asdict(v), default=str))
+        return
+    table = Table(title=f"models in {s.registry_dir()}")
+    for col in ("app", "tier", "version", "kind", "status", "created", "PR-AUC", "ROC-AUC",
+                "threshold", "precision", "recall", "base rate", "val PR-AUC", "gate",
+                "rows"):
+        table.add_column(col)
+    def fmt(m: dict, key: str, digits: int = 3) -> str:
+        val = m.get(key)
+        return ("-" if val is None else f"{val:.{digits}f}" if isinstance(val, float)
+                else str(val))
+
+    for v in versions:
+        def f(key: str, m: dict = v.metrics, digits: int = 3) -> str:
+            return fmt(m, key, digits)
+
+        gate = (v.training or {}).get("gate") or {}
+        verdict = ("-" if not gate else "passed" if gate.get("promote")
+                   else "not passed")
+        table.add_row(v.app, v.tier, v.version_id, v.kind, v.status,
+                      datetime.fromtimestamp(v.created_s).strftime("%Y-%m-%d %H:%M"),
+                      f("pr_auc"), f("roc_auc"), f("threshold", digits=4), f("precision"),
+                      f("recall"), f("base_rate"), f("val_pr_auc"), verdict,
+                      str(v.training.get("rows", "-")))
+    out.print(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    app_name: Annotated[str, typer.Argument(metavar="APP")],
+    version_id: Annotated[str, typer.Argument(metavar="VERSION")],
+    tier: Annotated[str, typer.Option()] = "memory",
+    force: Annotated[bool, typer.Option(
+        "--force", help="Promote even a version trained on no positive window or without a "
+        "validation AP (it would serve in place of the heuristic).")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Make VERSION the current model of APP (the running coordinator picks it up)."""
+    s = settings_or_exit(config)
+    reg = open_registry(s)
+    try:
+        target = reg.get(app_name, tier, version_id)
+        training, metrics = target.training or {}, target.metrics or {}
+        why = ("it was trained on no positive window" if not training.get("positives")
+               else "it has no validation AP" if metrics.get("val_pr_auc", 0.0) is None
+               else None)
+        if why and not force:
+            err.print(f"error: {app_name}/{tier} {version_id} is not promoted: {why}, so it "
+                      "learned nothing to serve in place of the heuristic (--force to "
+                      "promote it anyway)")
+            raise typer.Exit(2)
+        v = reg.promote(app_name, tier, version_id)
+    except (KeyError, ValueError) as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+    err.print(f"{v.app}/{v.tier}: {v.version_id} is current")
+
+
+@models_app.command("evaluate")
+def models_evaluate(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="App (_global: the global "
+                                                                "model).")],
+    trace: Annotated[str | None, typer.Option(
+        help="Score on this trace (bitbrains | google2011 | a Bitbrains-format file | a "
+        "directory with Google 2011 task_usage* and task_events* files | PATH with --map) "
+        "instead of the history store.")] = None,
+    version_id: Annotated[str | None, typer.Option("--version", help="Default: current.")]
+    = None,
+    tier: Annotated[str | None, typer.Option(help="Default: models.tier.")] = None,
+    mapping: Annotated[list[str] | None, typer.Option("--map", help="PATH traces: "
+                                                      "sample_field=column.")] = None,
+    container_col: Annotated[str, typer.Option(help="PATH traces: container column.")] = "id",
+    ts_col: Annotated[str, typer.Option(help="PATH traces: timestamp column.")] = "timestamp",
+    derive_failures: DeriveOpt = False,
+    limit_multiple: LimitMultipleOpt = 1.3,
+    first_fraction: FirstFractionOpt = 0.25,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Score a registered model on another trace (or the history store): AP, ROC-AUC,
+    base rate, precision and recall at its stored threshold, beside the best single
+    feature and the heuristic, and its reliability curve."""
+    from prescale.tuning.register import evaluate_version
+
+    s = settings_or_exit(config)
+    source: Any = s.history_uri()
+    if trace is not None:
+        source = trace_or_exit(trace, mapping, container_col, ts_col, None, derive_failures,
+                               limit_multiple, first_fraction)
+        if not as_json:
+            err.print(failure_summary(source))
+    try:
+        res = evaluate_version(open_registry(s), app_name, source, tier=tier or s.models.tier,
+                               version_id=version_id)
+    except (KeyError, ValueError) as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        print(json.dumps(res, allow_nan=False))
+        return
+    m, rule, heur = res["metrics"], res["best_single_feature"], res["heuristic"]
+
+    def f(v: Any, digits: int = 3) -> str:
+        return "-" if v is None else f"{v:.{digits}f}"
+
+    thr = "never alarms" if res["threshold"] is None else f"{res['threshold']:.4g}"
+    out.print(f"{res['app']}/{res['tier']} {res['version_id']} ({res['kind']}, "
+              f"{res['status']}) on {m['n']:,} windows, {m['n_positive']:,} positive "
+              f"(base rate {f(m['base_rate'], 4)}); stored threshold {thr}")
+    table = Table(title="scores on these windows (held out only if the model did not train on "
+                        "them)")
+    for col in ("score", "AP", "ROC-AUC", "precision", "recall", "alarms"):
+        table.add_column(col)
+    table.add_row(res["kind"], f(m["pr_auc"]), f(m["roc_auc"]), f(m["precision"]),
+                  f(m["recall"]), str(m["alarms"]))
+    table.add_row(f"best single feature: {rule['feature']} ({rule['direction']}), chosen on "
+                  "these windows", f(rule["pr_auc"]), f(rule["roc_auc"]), "", "", "")
+    hnote = (" (cannot rank: too few samples)" if heur["rankable"] == 0 else "")
+    table.add_row(f"heuristic{hnote}", f(heur["pr_auc"]), f(heur["roc_auc"]), "", "", "")
+    table.add_row("base rate", f(m["base_rate"], 4), "0.500", "", "", "")
+    out.print(table)
+    rel = res["reliability"]
+    if rel:
+        rt = Table(title=f"reliability (expected calibration error {f(rel['ece'])})")
+        for col in ("p bin", "windows", "mean p", "observed failure rate"):
+            rt.add_column(col)
+        for k, c in enumerate(rel["count"]):
+            if c:
+                rt.add_row(f"{rel['edges'][k]:.1f}–{rel['edges'][k + 1]:.1f}", str(c),
+                           f(rel["mean_predicted"][k]), f(rel["observed"][k]))
+        out.print(rt)
+
+
+@models_app.command("rollback")
+def models_rollback(
+    app_name: Annotated[str, typer.Argument(metavar="APP")],
+    tier: Annotated[str, typer.Option()] = "memory",
+    config: ConfigOpt = None,
+) -> None:
+    """Retire APP's current model and bring back the one before it."""
+    s = settings_or_exit(config)
+    try:
+        v = open_registry(s).rollback(app_name, tier)
+    except (KeyError, ValueError) as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+    err.print(f"{v.app}/{v.tier}: rolled back to {v.version_id}")

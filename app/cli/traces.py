@@ -1,0 +1,174 @@
+"""`prescale replay` and the trace loading that `train` and `models evaluate` share:
+a named trace (bitbrains, google2011), a Google 2011 directory, a Bitbrains-format file or
+a CSV/Parquet file with a column mapping; failures derived from a memory limit when asked
+for (--derive-failures)."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from prescale.app.cli.common import ConfigOpt, err, open_store, settings_or_exit
+
+TRACES = ("bitbrains", "google2011")
+
+
+DeriveOpt = Annotated[bool, typer.Option(
+    "--derive-failures", help="The trace records no failures: derive OOM kills from a memory "
+    "limit of --limit-multiple × the median of each container's first --first-fraction of "
+    "readings (usage at or above it is a kill; app/core/limit_failures.py).")]
+LimitMultipleOpt = Annotated[float, typer.Option(
+    min=0.01, help="--derive-failures: the limit as a multiple of the early median.")]
+FirstFractionOpt = Annotated[float, typer.Option(
+    min=0.01, max=1.0, help="--derive-failures: the share of each container's readings the "
+    "median is taken over.")]
+
+
+def replay(
+    trace: Annotated[str, typer.Option(help="bitbrains | google2011 | PATH (CSV/Parquet).")],
+    speed: Annotated[
+        float, typer.Option(min=0.001, help="Simulated seconds per wall second (inf = bulk).")
+    ] = math.inf,
+    mapping: Annotated[
+        list[str] | None, typer.Option("--map", help="PATH traces: sample_field=column.")
+    ] = None,
+    container_col: Annotated[str, typer.Option(help="PATH traces: container column.")] = "id",
+    ts_col: Annotated[str, typer.Option(help="PATH traces: timestamp column.")] = "timestamp",
+    app_name: Annotated[str | None, typer.Option("--app", help="PATH traces: app name.")] = None,
+    derive_failures: DeriveOpt = False,
+    limit_multiple: LimitMultipleOpt = 1.3,
+    first_fraction: FirstFractionOpt = 0.25,
+    config: ConfigOpt = None,
+) -> None:
+    """Replay a trace into the history store, with a progress bar. A trace without failure
+    events has nothing to train on: --derive-failures derives OOM kills from a memory
+    limit per container (app/core/limit_failures.py), and says so."""
+    from rich.progress import Progress
+
+    from prescale.app.telemetry import replay as rp
+
+    s = settings_or_exit(config)
+    data = trace_or_exit(trace, mapping, container_col, ts_col, app_name, derive_failures,
+                         limit_multiple, first_fraction)
+    store = open_store(s)
+    n_rows = len(data.samples) + len(data.events)
+    err.print(f"{data.source}: {len(data.samples):,} samples, {len(data.events):,} events, "
+              f"{len(data.containers):,} containers; dropped {data.dropped or 'none'}")
+    err.print(failure_summary(data))
+    t0 = time.monotonic()
+    with Progress(console=err, transient=False) as bar:
+        task = bar.add_task("replaying", total=n_rows)
+        if math.isinf(speed):
+            counts = rp.replay_into(data, store,
+                                    progress=lambda done, total: bar.update(task, completed=done))
+        else:
+            src = rp.ReplaySource(data, speed=speed)
+            counts = {"samples": 0, "events": 0}
+            while not src.done:
+                batch = src.poll()
+                counts["samples"] += store.append_samples(batch.samples)
+                counts["events"] += store.append_events(batch.events)
+                store.maybe_flush()
+                bar.update(task, completed=counts["samples"] + counts["events"])
+                time.sleep(min(s.loop.interval_s, 1.0))
+            store.flush()
+    store.close()
+    err.print(f"stored {counts['samples']:,} samples and {counts['events']:,} events in "
+              f"{time.monotonic() - t0:.1f} s into {s.history_uri()}")
+
+
+def failure_summary(data) -> str:
+    """How many of a trace's events are failures (app/core/labels.py), in words."""
+    from prescale.app.core.labels import TIER_EVENTS
+
+    kinds = {k.value for k in TIER_EVENTS["any"]}
+    ev = data.events
+    n = int(ev["kind"].isin(kinds).sum()) if len(ev) else 0
+    if n == 0:
+        return ("0 failure events: nothing to train on (this trace records no failure; "
+                "--derive-failures derives OOM kills from a memory limit per container)")
+    by_kind = ev[ev["kind"].isin(kinds)]["kind"].value_counts().to_dict()
+    return f"{n:,} failure events ({', '.join(f'{k} {v:,}' for k, v in by_kind.items())})"
+
+
+def trace_or_exit(trace, mapping, container_col, ts_col, app_name, derive, limit_multiple,
+                  first_fraction):
+    """The trace as TraceData (failures derived when asked for); exit 2 naming what is
+    wrong."""
+    from prescale.app.telemetry import replay as rp
+
+    try:
+        data = _load_trace(rp, trace, mapping, container_col, ts_col, app_name)
+        if derive:
+            data = _derived(rp, data, limit_multiple, first_fraction)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        err.print(f"error: --trace {trace}: {exc}")
+        raise typer.Exit(2) from None
+    return data
+
+
+def _derived(rp, data, limit_multiple: float, first_fraction: float):
+    from prescale.app.core.limit_failures import derive_limit_failures
+
+    samples, events, info = derive_limit_failures(
+        data.samples, limit_multiple=limit_multiple, first_fraction=first_fraction)
+    samples = samples.drop(columns="running").loc[:, list(rp.SAMPLE_COLUMNS)]
+    samples = samples.sort_values(["ts_s", "container"], kind="stable").reset_index(drop=True)
+    events = events.sort_values(["ts_s", "container"], kind="stable").reset_index(drop=True)
+    left_out = info["containers_without_limit"]
+    err.print(f"derived failures: memory limit = {limit_multiple:g} × the median of each "
+              f"container's first {first_fraction:.0%} of readings; {info['oom_kills']:,} OOM "
+              f"kills (a reading at or above it after one below); "
+              f"{len(left_out)} container(s) without enough early readings left out"
+              + (f" ({', '.join(left_out[:5])})" if left_out else ""))
+    return rp.TraceData(samples, _concat_events(rp, data.events, events), data.dropped,
+                        f"{data.source} (failures derived: limit {limit_multiple:g} × early "
+                        "median)")
+
+
+def _concat_events(rp, *frames):
+    import pandas as pd
+
+    parts = [f for f in frames if len(f)]
+    if not parts:
+        return rp.empty_events()
+    out = pd.concat(parts, ignore_index=True)
+    return out.sort_values(["ts_s", "container"], kind="stable").reset_index(drop=True)
+
+
+def _load_trace(rp, trace, mapping, container_col, ts_col, app_name):
+    root = rp.find_trace_dir()
+    if trace == "bitbrains":
+        return rp.read_bitbrains(root / "bitbrains-rnd" / "rnd-2013-07-vms-001-050.csv.gz")
+    if trace == "google2011":
+        g = root / "google2011"
+        return rp.read_google2011(g / "task_usage_600-900s_even_jobs.csv",
+                                  g / "task_events_even_jobs.csv.gz")
+    path = Path(trace)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file (and not one of {', '.join(TRACES)})")
+    if path.is_dir():  # a Google 2011 directory: one task_usage* and one task_events* file
+        usage = sorted(path.glob("task_usage*"))
+        events = sorted(path.glob("task_events*"))
+        if len(usage) != 1 or len(events) != 1:
+            raise ValueError(f"a directory trace must hold one task_usage* and one "
+                             f"task_events* file (Google 2011); found {len(usage)} and "
+                             f"{len(events)}")
+        return rp.read_google2011(usage[0], events[0])
+    if not mapping and path.suffix not in (".parquet", ".pq") and \
+            "vm_id" in rp._first_line(path):  # a Bitbrains-format file
+        return rp.read_bitbrains(path)
+    pairs = {}
+    for item in mapping or []:
+        field, sep, column = item.partition("=")
+        if not sep:
+            raise ValueError(f"--map {item!r}: use sample_field=column")
+        pairs[field] = column
+    if not pairs:
+        raise ValueError("a PATH trace needs --map sample_field=column (at least one)")
+    return rp.read_csv_mapping(path, pairs, container_col=container_col, ts_col=ts_col,
+                               app=app_name)

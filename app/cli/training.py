@@ -1,0 +1,237 @@
+"""The commands that train models: `prescale train` (one kind), `prescale tune` (Ray Tune
+over kinds and hyperparameters) and `prescale retrain` (each app when due); all judged by
+the same gate, their result printed in words."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from prescale.app.cli.common import (
+    ConfigOpt,
+    err,
+    open_registry,
+    open_store,
+    settings_or_exit,
+    time_option,
+)
+from prescale.app.cli.traces import (
+    DeriveOpt,
+    FirstFractionOpt,
+    LimitMultipleOpt,
+    failure_summary,
+    trace_or_exit,
+)
+from prescale.app.store.decision_log import read_log
+
+
+def train(
+    app_name: Annotated[str | None, typer.Option("--app", help="App (empty: a global model).")]
+    = None,
+    kind: Annotated[str, typer.Option(help="random_forest | hist_gradient_boosting | "
+                                           "heuristic | lstm")] = "hist_gradient_boosting",
+    stride: Annotated[int, typer.Option(min=1, help="A window every N samples.")] = 1,
+    tier: Annotated[str | None, typer.Option(help="memory|cpu|disk|any (default: models.tier)")]
+    = None,
+    split: Annotated[str, typer.Option(help="auto (default: by app when each container has "
+                                            "one window, else by time) | time | group")]
+    = "auto",
+    split_seed: Annotated[int, typer.Option(help="Seed of a group split.")] = 0,
+    window_steps: Annotated[int | None, typer.Option(min=1, help="Default: loop.window_steps.")]
+    = None,
+    horizon: Annotated[float | None, typer.Option(
+        min=1.0, help="Seconds ahead a failure counts (default: predictor.horizon_s).")] = None,
+    since: Annotated[str | None, typer.Option(help="Training data from (2h, 3d, ISO).")] = None,
+    until: Annotated[str | None, typer.Option(help="Training data until.")] = None,
+    trace: Annotated[str | None, typer.Option(
+        help="Train on this trace (bitbrains | google2011 | a Bitbrains-format file | a "
+        "directory with Google 2011 task_usage* and task_events* files | PATH with --map) "
+        "instead of the history store.")] = None,
+    mapping: Annotated[list[str] | None, typer.Option("--map", help="PATH traces: "
+                                                      "sample_field=column.")] = None,
+    container_col: Annotated[str, typer.Option(help="PATH traces: container column.")] = "id",
+    ts_col: Annotated[str, typer.Option(help="PATH traces: timestamp column.")] = "timestamp",
+    derive_failures: DeriveOpt = False,
+    limit_multiple: LimitMultipleOpt = 1.3,
+    first_fraction: FirstFractionOpt = 0.25,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Train one model and register it. It becomes current only if, on the held-out
+    validation rows, it beats the model serving now and the trend heuristic (AP, by
+    models.gate_margin_ap with the 95% bootstrap interval above 0); the reason is printed
+    in words. Exit 1 when nothing could be learned (no failure in the data)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from prescale.tuning.register import Promotion, train_and_register
+
+    s = settings_or_exit(config)
+    source: Any = s.history_uri()
+    if trace is not None:
+        source = trace_or_exit(trace, mapping, container_col, ts_col, app_name,
+                               derive_failures, limit_multiple, first_fraction)
+        if not as_json:
+            err.print(failure_summary(source))
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                   console=err, disable=as_json)
+    try:
+        with bar:
+            bar.add_task(f"training {kind} for {app_name or 'all apps (_global)'}: "
+                         "dataset → fit → judge → refit → register", total=None)
+            result = train_and_register(
+                source, str(s.registry_dir()), app=app_name, kind=kind,
+                tier=tier or s.models.tier, horizon_s=horizon or s.predictor.horizon_s,
+                window_steps=window_steps or s.loop.window_steps,
+                recent_steps=s.predictor.recent_steps, split=split, split_seed=split_seed,
+                stride=stride, since_s=time_option(since, "--since"),
+                until_s=time_option(until, "--until"), promotion=Promotion.from_settings(s))
+    except ValueError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+    _print_training(result, as_json)
+
+
+def tune(
+    app_name: Annotated[str | None, typer.Option("--app", help="App (empty: a global model).")]
+    = None,
+    trials: Annotated[int, typer.Option(min=1, max=1000)] = 8,
+    kinds: Annotated[str, typer.Option(help="Comma-separated model kinds to search.")]
+    = "random_forest,hist_gradient_boosting,heuristic",
+    stride: Annotated[int, typer.Option(min=1)] = 1,
+    tier: Annotated[str | None, typer.Option(help="memory|cpu|disk|any (default: models.tier)")]
+    = None,
+    split: Annotated[str, typer.Option(help="auto (default: by app when each container has "
+                                            "one window, else by time) | time | group")]
+    = "auto",
+    split_seed: Annotated[int, typer.Option(help="Seed of a group split.")] = 0,
+    window_steps: Annotated[int | None, typer.Option(min=1, help="Default: loop.window_steps.")]
+    = None,
+    horizon: Annotated[float | None, typer.Option(
+        min=1.0, help="Seconds ahead a failure counts (default: predictor.horizon_s).")] = None,
+    since: Annotated[str | None, typer.Option()] = None,
+    until: Annotated[str | None, typer.Option()] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Ray Tune search over model kinds and hyperparameters (ASHA early stopping); the best
+    is judged by the same gate as `prescale train` (beat the current model and the
+    heuristic on validation) and registered. Exit 1 when nothing could be learned."""
+    from prescale.tuning.register import Promotion
+    from prescale.tuning.search import tune_and_register
+
+    s = settings_or_exit(config)
+    try:
+        result = tune_and_register(
+            s.history_uri(), str(s.registry_dir()), app=app_name, tier=tier or s.models.tier,
+            trials=trials, storage_path=str(Path(s.data_dir).resolve() / "tune"),
+            kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
+            split=split, split_seed=split_seed, horizon_s=horizon or s.predictor.horizon_s,
+            window_steps=window_steps or s.loop.window_steps,
+            recent_steps=s.predictor.recent_steps, stride=stride,
+            since_s=time_option(since, "--since"), until_s=time_option(until, "--until"),
+            num_cpus=s.ray.num_cpus, progress=not as_json,
+            promotion=Promotion.from_settings(s))
+    except ValueError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+    except RuntimeError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(1) from None
+    _print_training(result, as_json)
+
+
+def retrain(
+    app_name: Annotated[str | None, typer.Option("--app", help="Only this app (_global: the "
+                                                               "global model).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Retrain even if not due.")] = False,
+    trials: Annotated[int | None, typer.Option(min=1, max=1000,
+                                               help="Default: models.retrain_trials.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Retrain each app's model (and the global one) when due: weekly
+    (models.retrain_interval_s) or when the live precision/recall of the judged outcomes
+    drifts below the floors; through Ray Tune and the same gate as `prescale train`. The
+    control loop schedules this itself (models.retrain_live); this command is for cron or
+    a Ray job. It does nothing when nothing is due."""
+    from prescale.tuning.register import GLOBAL_APP
+    from prescale.tuning.retrain import (
+        due,
+        last_trained_s,
+        live_rates_by_app,
+        policy_of,
+        retrain_app,
+    )
+    from prescale.tuning.search import ray_session
+
+    s = settings_or_exit(config)
+    m = s.models
+    policy = policy_of(s)
+    store, registry = open_store(s), open_registry(s)
+    apps = ([app_name] if app_name is not None
+            else [a for a in store.apps() if a] + [GLOBAL_APP])
+    rates = live_rates_by_app(read_log(store, kinds={"judgement"}), m.tier, m.live_window_n)
+    now_s = time.time()
+    report = []
+    for a in apps:
+        is_due, why = due(policy, now_s, last_trained_s(registry, a, m.tier),
+                          rates.get(a) if a != GLOBAL_APP else None)
+        report.append({"app": a, "due": is_due or force, "why": why if not force else "forced"})
+    if any(e["due"] for e in report):
+        with ray_session(s.ray.num_cpus, None, False):
+            for entry in report:
+                if entry["due"]:
+                    entry["result"] = retrain_app(s, entry["app"], trials=trials, nice=0)
+    if not as_json:
+        for entry in report:
+            res = entry.get("result")
+            err.print(f"{entry['app']}: {entry['why']}" + (
+                f" → {res.get('version_id') or 'nothing registered'} {res['status']}: "
+                f"{res.get('reason')}" if res else ""))
+    if as_json:
+        print(json.dumps(report, default=str))
+
+
+def _print_training(out_dict: dict, as_json: bool) -> None:
+    """The result in words (or JSON); exit 1 when nothing could be learned."""
+    if as_json:
+        print(json.dumps(out_dict, allow_nan=False))
+    else:
+        _describe_training(out_dict)
+    if out_dict.get("status") == "nothing learned":
+        raise typer.Exit(1)
+
+
+def _describe_training(r: dict) -> None:
+    def f(v: Any, digits: int = 3) -> str:
+        return "-" if v is None else f"{v:.{digits}f}"
+
+    who = f"{r.get('app')}/{r.get('tier')}"
+    if r.get("status") == "nothing learned":
+        err.print(f"nothing learned for {who}: {r.get('reason')}")
+        err.print(f"nothing registered; {who} keeps serving what it served (its current model "
+                  "or the heuristic)")
+        return
+    kind = r.get("kind")
+    if r.get("promoted"):
+        err.print(f"{who}: {r.get('version_id')} ({kind}) is current — {r.get('reason')}")
+    else:
+        err.print(f"{who}: {r.get('version_id')} ({kind}) registered as a candidate — "
+                  f"{r.get('reason')}")
+    for c in (r.get("gate") or {}).get("comparisons", []):
+        if c.get("note"):
+            err.print(f"  note on the {c['reference']}: {c['note']}")
+    test = r.get("test") or {}
+    thr = test.get("threshold")
+    err.print(f"operating threshold {('never alarms' if thr is None else f'{thr:.4g}')}"
+              + (f"; {r['threshold_seeded']}" if r.get("threshold_seeded") else ""))
+    rule = r.get("test_best_single_feature") or {}
+    err.print(f"held-out test split ({test.get('n', 0):,} windows, {test.get('n_positive', 0):,} "
+              f"positive, base rate {f(test.get('base_rate'), 4)}): AP {f(test.get('pr_auc'))}, "
+              f"ROC-AUC {f(test.get('roc_auc'))}, precision {f(test.get('precision'))} and "
+              f"recall {f(test.get('recall'))} at the threshold; best single feature "
+              f"{rule.get('feature')} ({rule.get('direction')}) AP {f(rule.get('pr_auc'))}")
