@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from prescale.app.api_models import PredictRequest
     from prescale.app.core.features import compute_features
-    from prescale.app.serve_app import PredictionService, window_of
+    from prescale.app.serve_app import PredictionService
+    from prescale.app.serve_jobs import window_of
     from prescale.app.settings import load_settings
 
     data_dir = tempfile.mkdtemp(prefix="bench-serve-")

@@ -192,7 +192,7 @@ def test_too_few_samples_for_a_trend_is_said_not_forecast_as_zero(api):
 
 def test_predict_features_equals_windows(api):
     from prescale.app.api_models import PredictRequest
-    from prescale.app.serve_app import window_of
+    from prescale.app.serve_jobs import window_of
 
     win = {"containers": [leaker(), steady()]}
     window = window_of(PredictRequest.model_validate(win)).window
@@ -227,7 +227,7 @@ def test_predict_series_form_equals_samples_form(api):
 
 def test_recommend_acts_on_the_leaker_only_and_has_no_side_effect(api):
     from prescale.app.api_models import PredictRequest
-    from prescale.app.serve_app import window_of
+    from prescale.app.serve_jobs import window_of
 
     req = {"containers": [leaker(), steady()]}
     first = post(api, "/v1/recommend", req)

@@ -90,7 +90,8 @@ def test_a_crash_after_the_intent_resumes_with_the_same_ids_and_applies_nothing_
 
 def test_recommend_gives_the_loops_action_for_the_same_window_settings_and_thresholds():
     from prescale.app.api_models import PredictRequest
-    from prescale.app.serve_app import PredictionService, window_of
+    from prescale.app.serve_app import PredictionService
+    from prescale.app.serve_jobs import window_of
 
     for kind in ("preemptive_buffer", "proportional", "multi_tier"):
         s = _settings(kind, models={"enabled": False})

@@ -1,0 +1,255 @@
+"""The HTTP layer of the prediction API: the token check (:func:`token_of`,
+:func:`bearer_ok`), :class:`RequestGuard` (token and body size, checked before the body is
+read) and :func:`build_api`, the FastAPI app around a
+:class:`~app.serve_app.PredictionService`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from prescale.app.api_models import (
+    API_VERSION,
+    HealthResponse,
+    ModelsResponse,
+    PredictRequest,
+    PredictResponse,
+    RecommendResponse,
+    SamplesRequest,
+    SamplesResponse,
+    ServeUserConfig,
+)
+from prescale.app.serve_jobs import Job, JobResult, window_of
+
+if TYPE_CHECKING:
+    from prescale.app.serve_app import PredictionService
+
+from prescale.app.settings import Settings
+
+TOKEN_ENV = "PRESCALE_API_TOKEN"
+#: Routes that never need the token.
+OPEN_PATHS = frozenset({"/healthz"})
+
+
+def field_path(loc: Sequence[Any]) -> str:
+    """A pydantic error location as a path: ``("body", "containers", 0, "samples", 3,
+    "ts_s")`` → ``"body.containers[0].samples[3].ts_s"``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "body"
+
+
+def token_of(user_config: ServeUserConfig, settings: Settings,
+             environ: Mapping[str, str]) -> str | None:
+    """The configured API token: ``user_config.api_token``, else ``settings.api.token``,
+    else ``$PRESCALE_API_TOKEN``; empty → None (no auth)."""
+    for value in (user_config.api_token, settings.api.token, environ.get(TOKEN_ENV)):
+        if value is not None:
+            value = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+            return str(value) or None
+    return None
+
+
+def bearer_ok(header: str | None, token: str) -> bool:
+    """``"Bearer s3cret"`` against token ``s3cret`` → True; a missing header, another
+    scheme or another token → False (constant-time comparison)."""
+    if not header:
+        return False
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(value.strip().encode(), token.encode())
+
+
+def _json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+                   ) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class RequestGuard:
+    """ASGI middleware: the token (401) and the body size (413), both before the body
+    is parsed. ``state()`` returns ``(token or None, max_body_bytes)`` at each request,
+    so a reconfigure takes effect at once."""
+
+    def __init__(self, app: Any, state: Callable[[], tuple[str | None, int]]) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        token, max_body = self.state()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers", [])}
+        path = _route_path(scope)
+        if token is not None and path not in OPEN_PATHS and not bearer_ok(
+            headers.get("authorization"), token
+        ):
+            why = ("missing Authorization header" if "authorization" not in headers
+                   else "wrong token (expected 'Authorization: Bearer <token>')")
+            await _json_response(401, {"detail": f"unauthorized: {why}"},
+                                 {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+            return
+        length = headers.get("content-length")
+        if length is not None:
+            try:
+                n = int(length)
+            except ValueError:
+                await _json_response(400, {"detail": f"Content-Length {length!r} is not an "
+                                           "integer"})(scope, receive, send)
+                return
+            if n > max_body:
+                await _json_response(413, {"detail": f"request body of {n} bytes is above "
+                                           f"max_body_bytes = {max_body}"})(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        if scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        # chunked body without Content-Length: buffer it up to the limit
+        body = bytearray()
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            body += msg.get("body", b"")
+            if len(body) > max_body:
+                await _json_response(413, {"detail": f"request body is above max_body_bytes = "
+                                           f"{max_body} (chunked)"})(scope, receive, send)
+                return
+            if not msg.get("more_body", False):
+                break
+        sent = False
+
+        async def replay() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _route_path(scope: dict) -> str:
+    path = scope.get("path", "")
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):]
+    return path or "/"
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming each field; 400 when the body is not JSON; 415 when it is not sent as
+    JSON (``Content-Type: application/json``), which FastAPI then does not parse."""
+    ctype = request.headers.get("content-type", "")
+    if "json" not in ctype.lower():
+        return JSONResponse(
+            {"detail": f"unsupported Content-Type {ctype or '(none)'!r}: send the body as "
+                       "JSON with 'Content-Type: application/json'",
+             "message": "the request body must be JSON (Content-Type: application/json)"},
+            status_code=415)
+    errors = []
+    for e in exc.errors():
+        loc = list(e.get("loc", ()))
+        errors.append({"loc": loc, "field": field_path(loc), "msg": e.get("msg", ""),
+                       "type": e.get("type", "")})
+    bad_json = [e for e in exc.errors() if e.get("type") == "json_invalid"]
+    if bad_json:
+        e = bad_json[0]
+        where = e["loc"][-1] if e.get("loc") and isinstance(e["loc"][-1], int) else "?"
+        why = (e.get("ctx") or {}).get("error", e.get("msg", ""))
+        message = f"request body is not valid JSON (at character {where}): {why}"
+        return JSONResponse({"detail": errors, "message": message}, status_code=400)
+    message = "; ".join(f"{e['field']}: {e['msg']}" for e in errors[:10])
+    if len(errors) > 10:
+        message += f"; … and {len(errors) - 10} more"
+    return JSONResponse({"detail": errors, "message": message}, status_code=422)
+
+
+Predictor = Callable[[Job], Any]  # an awaitable giving the Job's JobResult
+
+
+def build_api(service: PredictionService, predict: Callable[[Job], Any] | None = None,
+              *, health: Callable[[], dict[str, Any]] | None = None) -> FastAPI:
+    """The FastAPI app around ``service``. ``predict(job)`` is an awaitable that gives
+    the job's :class:`JobResult` (the Serve deployment passes its ``@serve.batch``
+    method; default: the service, unbatched)."""
+
+    async def _direct(job: Job) -> JobResult:
+        return service.predict_jobs([job])[0]
+
+    run = predict or _direct
+    api = FastAPI(
+        title="prescale prediction API",
+        version=API_VERSION,
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    api.add_middleware(RequestGuard,
+                       state=lambda: (service.token, service.config.max_body_bytes))
+    api.add_exception_handler(RequestValidationError, _validation_error)
+
+    async def _job(req: PredictRequest) -> tuple[Job, JobResult]:
+        why = service.check(req)
+        if why is not None:
+            raise HTTPException(413, detail=why)
+        job = window_of(req)
+        return job, await run(job)
+
+    @api.post("/v1/predict", response_model=PredictResponse,
+              summary="p_fail per tier, time to limit, forecast, model, per container")
+    async def predict_route(req: PredictRequest) -> JSONResponse:
+        job, res = await _job(req)
+        return JSONResponse(service.predict_response(job, res))
+
+    @api.post("/v1/recommend", response_model=RecommendResponse,
+              summary="the prediction plus what the configured policy would do (no effect)")
+    async def recommend_route(req: PredictRequest) -> JSONResponse:
+        job, res = await _job(req)
+        return JSONResponse(service.recommend_response(job, res))
+
+    @api.post("/v1/samples", response_model=SamplesResponse,
+              summary="store samples and key-code-block timings (validated)")
+    def samples_route(req: SamplesRequest) -> JSONResponse:
+        n = len(req.samples) + len(req.timings)
+        if n > service.config.max_samples:
+            raise HTTPException(413, detail=f"{n} samples and timings in one request is "
+                                f"above max_samples = {service.config.max_samples}")
+        return JSONResponse(service.ingest(req))
+
+    @api.get("/v1/models", response_model=ModelsResponse, summary="the model registry")
+    def models_route(app: str | None = Query(None, max_length=256),
+                     tier: str | None = Query(None, pattern="^(memory|cpu)$")) -> JSONResponse:
+        return JSONResponse(service.models_listing(app, tier))
+
+    @api.get("/healthz", response_model=HealthResponse, summary="liveness (no token)")
+    def healthz() -> JSONResponse:
+        service.refresh_models()
+        body = {
+            "status": "ok", "api_version": API_VERSION, "pid": os.getpid(), "replica": "",
+            "model_revision": service.revision(),
+            "models_loaded": 0 if service.models is None else len(service.models.loaded()),
+            "model_errors": list(service.model_errors),
+            "config_revision": service.config.revision, "auth": service.token is not None,
+        }
+        if health is not None:
+            body.update(health())
+        return JSONResponse(body)
+
+    # outermost, so 401/413 answers are counted too (ray.util.metrics: needs Ray)
+    from prescale.app.serve_metrics import MetricsMiddleware, ServeMetrics
+
+    api.add_middleware(MetricsMiddleware, metrics=ServeMetrics(
+        ["/v1/predict", "/v1/recommend", "/v1/samples", "/v1/models", "/healthz",
+         "/openapi.json", "/docs"]))
+    return api
