@@ -37,6 +37,7 @@ from prescale.app.core.actions import ActionResult, ResultStatus, ScalingAction
 from prescale.app.core.contention import ArbitrationResult, ReclaimCandidate
 from prescale.app.core.engine import AppModel, EngineConfig, ModelLookup, Plan
 from prescale.app.core.thresholds import ThresholdConfig
+from prescale.app.loop import records as rec
 from prescale.app.loop.shard import Shard
 from prescale.app.loop.tick import Ports, Tick, TickHooks
 from prescale.app.models.base import OneGroup
@@ -249,8 +250,7 @@ class CoordinatorHooks(TickHooks):
         previous one keeps serving."""
         if self.registry is None:
             return None
-        records += [{"kind": "event", "ts_s": now_s, "container": "_models", "app": "",
-                     "event": "model_error", "reason": msg}
+        records += [rec.to_dict(rec.EventRecord(now_s, "_models", "", "model_error", msg))
                     for msg in self.cache.refresh(self.registry)]
 
         def lookup(app: str) -> AppModel | None:
@@ -304,9 +304,8 @@ class CoordinatorHooks(TickHooks):
                                 for i, n in enumerate(plan.names)}},
                 rows, judgements, records)
         except ValueError as exc:
-            self.log.append([{"kind": "event", "ts_s": summary["now_s"],
-                              "container": "_metrics", "app": "", "event": "metrics_error",
-                              "reason": str(exc)}])
+            self.log.append([rec.to_dict(rec.EventRecord(
+                summary["now_s"], "_metrics", "", "metrics_error", str(exc)))])
         self.metrics_s = time.perf_counter() - t0
 
 

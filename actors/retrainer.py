@@ -29,6 +29,7 @@ import ray
 from ray.exceptions import RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from prescale.app.loop import records as rec
 from prescale.tuning.retrain import (
     RETRY_NOTHING_LEARNED_S,
     due,
@@ -175,5 +176,4 @@ class Retrainer:
 
     @staticmethod
     def _record(now_s: float, app: str, event: str, reason: str) -> dict[str, Any]:
-        return {"kind": "event", "ts_s": now_s, "container": "_models", "app": app,
-                "event": event, "reason": reason}
+        return rec.to_dict(rec.EventRecord(now_s, "_models", app, event, reason))

@@ -25,8 +25,9 @@ from typing import Any
 
 from prescale.app.edges import cgroup_layout as lay
 from prescale.app.edges.cgroupfs import own_cgroup_paths
+from prescale.app.loop.records import ActionRecord, DecisionRecord, OutcomeRecord
 from prescale.app.settings import Mode, Settings
-from prescale.app.store.decision_log import read_log
+from prescale.app.store.decision_log import read_records
 from prescale.app.store.history import HistoryStore
 
 CONTROLLERS = ("memory", "cpu", "cpuacct", "blkio")
@@ -180,7 +181,7 @@ def _oom_kills(mem_dir: Path) -> int:
 
 
 def summarise(tree: DemoTree, s: Settings, run_id: str, ticks: int, wall_s: float) -> dict:
-    log = list(read_log(HistoryStore(s.history_uri()), run_id=run_id))
+    log = list(read_records(HistoryStore(s.history_uri()), run_id=run_id))
     containers = []
     for name in WORKLOADS:
         mem = tree.child("memory", name)
@@ -188,11 +189,12 @@ def summarise(tree: DemoTree, s: Settings, run_id: str, ticks: int, wall_s: floa
         quota = _read_int(cpu / lay.V1_CPU_QUOTA)
         period = _read_int(cpu / lay.V1_CPU_PERIOD)
         actions = [
-            {k: r.get(k) for k in ("action_id", "ts_s", "tier", "p_fail", "time_to_limit_s",
-                                   "old_limit", "requested_limit", "new_limit", "result")}
-            for r in log if r.get("kind") == "action" and r.get("container") == name
+            {k: getattr(r, k) for k in ("action_id", "ts_s", "tier", "p_fail",
+                                        "time_to_limit_s", "old_limit", "requested_limit",
+                                        "new_limit", "result")}
+            for r in log if isinstance(r, ActionRecord) and r.container == name
         ]
-        outcomes = [r for r in log if r.get("kind") == "outcome" and r.get("container") == name]
+        outcomes = [r for r in log if isinstance(r, OutcomeRecord) and r.container == name]
         proc = tree.procs[name]
         containers.append({
             "name": name,
@@ -200,11 +202,11 @@ def summarise(tree: DemoTree, s: Settings, run_id: str, ticks: int, wall_s: floa
             "exit_code": proc.poll(),
             "actions": actions,
             "scale_ups": sum(1 for a in actions if a["result"] == "applied"),
-            "lead_times_s": [round(o["lead_time_s"], 2) for o in outcomes
-                             if o.get("lead_time_s") is not None],
-            "outcomes": [o["outcome"] for o in outcomes],
+            "lead_times_s": [round(o.lead_time_s, 2) for o in outcomes
+                             if o.lead_time_s is not None],
+            "outcomes": [o.outcome for o in outcomes],
             "decisions": sum(1 for r in log
-                             if r.get("kind") == "decision" and r.get("container") == name),
+                             if isinstance(r, DecisionRecord) and r.container == name),
             "final_limit_bytes": _read_int(mem / lay.V1_MEMORY_LIMIT),
             "peak_usage_bytes": _read_int(mem / lay.V1_MEMORY_MAX_USAGE),
             "final_cpu_quota_cores": (None if quota is None or quota < 0 or not period

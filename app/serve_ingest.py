@@ -13,6 +13,7 @@ from prescale.app.api_models import (
 )
 from prescale.app.core.sample import Event, EventKind, Sample
 from prescale.app.core.validation import EPOCH_2000_S, Validator
+from prescale.app.loop import records as rec
 
 _MAX_FUTURE_S = 300.0
 
@@ -84,9 +85,9 @@ def plan_ingest(
         if not app_ok(t.app):
             dropped["timing:bad_app"] += 1
             continue
-        records.append({"kind": "timing", "ts_s": ts, "container": t.container, "app": t.app,
-                        "block": t.block, "duration_s": float(t.duration_s), "ok": t.ok,
-                        "timeout": t.timeout, "error": t.error})
+        records.append(rec.to_dict(rec.TimingRecord(ts, t.container, t.app, t.block,
+                                                     float(t.duration_s), t.ok, t.timeout,
+                                                     t.error)))
         why = is_timeout(TimingRecord(t.container, t.block, float(t.duration_s), t.ok,
                                       t.timeout, ts, t.app), block_timeouts_s)
         if why is not None:

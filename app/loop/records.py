@@ -13,7 +13,8 @@ every reader (``prescale events``, the demo, the metrics). The kinds:
   kill loop that needs the operator, …);
 - :class:`JudgementRecord` — a scale-up judged needed / false positive, or a miss;
 - :class:`ThresholdRecord` — a threshold a judgement moved;
-- :class:`OutcomeRecord` — a scale-up's lead time (or that it failed / did not cross).
+- :class:`OutcomeRecord` — a scale-up's lead time (or that it failed / did not cross);
+- :class:`TimingRecord` — how long a key code block took (``/v1/samples``).
 
 Worked example: ``to_dict(EventRecord(12.0, "web", "shop", "oom_kill", "kernel"))`` →
 ``{"kind": "event", "ts_s": 12.0, "container": "web", "app": "shop", "event":
@@ -168,11 +169,26 @@ class OutcomeRecord:
                    d["t_outcome_s"], d["lead_time_s"])
 
 
+@dataclass(frozen=True)
+class TimingRecord:
+    """How long one key code block of a container took (``/v1/samples`` timings)."""
+
+    KIND: ClassVar[str] = "timing"
+    ts_s: float
+    container: str
+    app: str
+    block: str
+    duration_s: float
+    ok: bool
+    timeout: bool
+    error: str | None
+
+
 Record = (DecisionRecord | ActionRecord | EventRecord | JudgementRecord | ThresholdRecord
-          | OutcomeRecord)
+          | OutcomeRecord | TimingRecord)
 KINDS: dict[str, type] = {c.KIND: c for c in (DecisionRecord, ActionRecord, EventRecord,
                                                JudgementRecord, ThresholdRecord,
-                                               OutcomeRecord)}
+                                               OutcomeRecord, TimingRecord)}
 
 
 def to_dict(rec: Record) -> dict[str, Any]:
@@ -204,4 +220,4 @@ def parse(d: Mapping[str, Any]) -> Record:
 
 
 __all__ = ["KINDS", "ActionRecord", "DecisionRecord", "EventRecord", "JudgementRecord",
-           "OutcomeRecord", "Record", "ThresholdRecord", "parse", "to_dict"]
+           "OutcomeRecord", "Record", "ThresholdRecord", "TimingRecord", "parse", "to_dict"]

@@ -4,7 +4,8 @@ Records go to the history store's ``records`` table (:mod:`app.store.history`),
 which makes each :meth:`DecisionLog.append` durable (written and fsynced) before it
 returns: the coordinator appends the tick's decisions *before* it acts on them.
 
-Records (field ``kind``):
+Records (field ``kind``; one typed schema, :mod:`app.loop.records`, read back with
+:func:`read_records`):
 
 - ``decision``: one container and tier in one tick — p_fail, threshold, predicted
   time to limit, forecast, current limit, the proposed new limit (or none) and why;
@@ -27,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from prescale.app.loop.records import Record, parse
 from prescale.app.store.history import HistoryStore
 
 KINDS = ("decision", "action", "outcome", "judgement", "threshold", "event")
@@ -44,6 +46,13 @@ class DecisionLog:
             self.store.append_records(
                 [{"run_id": self.run_id, "mode": self.mode, **r} for r in records]
             )
+
+
+def read_records(store: HistoryStore, **filters: Any) -> Iterator[Record]:
+    """:func:`read_log` as typed records (:func:`app.loop.records.parse`); a stored
+    record that does not parse raises ValueError naming its kind or missing field."""
+    for d in read_log(store, **filters):
+        yield parse(d)
 
 
 def read_log(
