@@ -17,7 +17,9 @@ import pytest
 
 from prescale.app.core.sample import EventKind, Sample
 from prescale.app.telemetry.base import Source
-from prescale.app.telemetry.prometheus import PrometheusError, PrometheusSource, PromMapping
+from prescale.app.telemetry.prometheus import PrometheusSource
+from prescale.app.telemetry.prometheus_mapping import PromMapping
+from prescale.app.telemetry.prometheus_results import PrometheusError
 from tests.prom_support import MetricsExporter, free_port, running_prometheus, series
 
 pytestmark = pytest.mark.timeout(120)

@@ -14,19 +14,16 @@ import pytest
 from pydantic import ValidationError
 
 from prescale.app.core.sample import EventKind, Sample
-from prescale.app.telemetry.prometheus import (
+from prescale.app.telemetry.prometheus import PrometheusSource, check_url
+from prescale.app.telemetry.prometheus_mapping import PromMapping, build_queries, parse_matchers
+from prescale.app.telemetry.prometheus_results import (
     KsmState,
     PrometheusError,
-    PrometheusSource,
-    PromMapping,
     assemble,
-    build_queries,
-    check_url,
     container_id,
     cpu_quota_cores,
     ksm_events,
     memory_limit_bytes,
-    parse_matchers,
     parse_vector,
     pod_key,
 )
