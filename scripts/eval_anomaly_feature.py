@@ -9,7 +9,7 @@ the same rows, once on the features and once on the features plus ``anomaly_scor
 (:func:`app.models.anomaly.with_anomaly_feature`: an isolation forest fitted on the
 training rows only), and the AP of both is compared on held-out rows. Peer features are
 off in both arms (they need the 46 feature columns as they are). Datasets: Google 2011
-(5 job-grouped folds of :func:`app.core.labels.group_folds`), the simulated fleet and the
+(5 job-grouped folds of :func:`app.learning.labels.group_folds`), the simulated fleet and the
 Bitbrains-derived fleet of ``scripts/eval_models/`` (training split → validation
 split). Prints one line per dataset: AP without, with, and the difference per split.
 """
@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-from prescale.app.core.labels import group_folds
-from prescale.app.core.limit_failures import derive_limit_failures
+from prescale.app.learning.labels import group_folds
+from prescale.app.learning.limit_failures import derive_limit_failures
 from prescale.app.models import make_model
 from prescale.app.models import metrics as mx
 from prescale.app.models.anomaly import AnomalyDetector

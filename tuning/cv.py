@@ -2,11 +2,11 @@
 
 What ``prescale train`` does, repeated on k held-out folds, so a model's figures come
 with their spread instead of resting on one split. For each fold f of
-:func:`app.core.labels.group_folds` (whole groups — jobs, apps or containers — with the
+:func:`app.learning.labels.group_folds` (whole groups — jobs, apps or containers — with the
 positives spread so that every fold has some):
 
 1. the other folds are the data ``prescale train`` would get: split by group into
-   training and validation (:func:`~app.core.labels.stratified_group_split`, 80/20);
+   training and validation (:func:`~app.learning.labels.stratified_group_split`, 80/20);
 2. the model is fitted on the training part and its operating threshold chosen on the
    validation part (:func:`tuning.train.validate`), then refitted on both parts with the
    same parameters, exactly as when registering (:func:`tuning.register.register_model`);
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from prescale.app.core.labels import group_folds, stratified_group_split
+from prescale.app.learning.labels import group_folds, stratified_group_split
 from prescale.app.models import make_model
 from prescale.app.models import metrics as mx
 from prescale.tuning.train import (

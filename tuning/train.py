@@ -4,8 +4,8 @@
 The pipeline (no Ray needed, except the Tune search)::
 
     HistoryStore.read_samples / read_events, or a trace's frames   (app, [since, until))
-      → app.core.dataset.feature_matrix              (windows of W steps, every stride-th)
-      → app.core.labels.label / lead_time_s          (failure of `tier` within horizon_s)
+      → app.learning.dataset.feature_matrix              (windows of W steps, every stride-th)
+      → app.learning.labels.label / lead_time_s          (failure of `tier` within horizon_s)
       → time_split (gap = horizon) or stratified_group_split   (train / validation / test)
       → make_model(kind, **params).fit(train)        (app.models; peer groups, cross-fitted
                                                       calibration)

@@ -4,8 +4,8 @@ train / validation / test splits (:class:`TrainingData`, :func:`build_training_d
 The steps::
 
     HistoryStore.read_samples / read_events, or a trace's frames   (app, [since, until))
-      → app.core.dataset.feature_matrix              (windows of W steps, every stride-th)
-      → app.core.labels.label / lead_time_s          (failure of `tier` within horizon_s)
+      → app.learning.dataset.feature_matrix              (windows of W steps, every stride-th)
+      → app.learning.labels.label / lead_time_s          (failure of `tier` within horizon_s)
       → time_split (gap = horizon) or stratified_group_split   (train / validation / test)
 
 App grouping
@@ -36,9 +36,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from prescale.app.core.dataset import feature_matrix, window_array
 from prescale.app.core.features import FEATURES, F
-from prescale.app.core.labels import (
+from prescale.app.core.peers import peer_groups
+from prescale.app.learning.dataset import feature_matrix, window_array
+from prescale.app.learning.labels import (
     LABEL_TIERS,
     TIER_EVENTS,
     lead_time_s,
@@ -46,7 +47,6 @@ from prescale.app.core.labels import (
     stratified_group_split,
     time_split,
 )
-from prescale.app.core.peers import peer_groups
 from prescale.app.models import FailureModel
 from prescale.app.models import metrics as mx
 from prescale.tuning.jsonsafe import json_number
@@ -269,18 +269,18 @@ def build_training_data(
     - Samples with ``since_s ≤ ts_s < until_s``; events up to ``until_s + horizon_s``
       (a window near the end is labelled by what happened after it).
     - Windows of ``window_steps`` rows end at every ``stride``-th row of a container
-      once it has ``min_present`` rows (:mod:`app.core.dataset`); features use
+      once it has ``min_present`` rows (:mod:`app.learning.dataset`); features use
       ``recent_steps`` for the recent slope and throttling.
-    - ``y = 1`` when a failure of ``tier`` (:data:`app.core.labels.TIER_EVENTS`;
+    - ``y = 1`` when a failure of ``tier`` (:data:`app.learning.labels.TIER_EVENTS`;
       ``throttle_target_fraction`` adds throttling above it as a cpu failure) hits
       the window's container within ``(ts_end_s, ts_end_s + horizon_s]``: the one label
-      definition of :mod:`app.core.labels`.
+      definition of :mod:`app.learning.labels`.
     - Tier ``memory``: a window whose last reading is at or above its limit
-      (:func:`~app.core.labels.memory_exhausted`) is a container being killed, not one
+      (:func:`~app.learning.labels.memory_exhausted`) is a container being killed, not one
       to warn about: it is left out (``params["exhausted_windows_dropped"]``).
-    - ``split="time"``: :func:`~app.core.labels.time_split` with ``gap_s =
+    - ``split="time"``: :func:`~app.learning.labels.time_split` with ``gap_s =
       horizon_s`` (no training label looks into the validation period);
-      ``split="group"``: :func:`~app.core.labels.stratified_group_split` by
+      ``split="group"``: :func:`~app.learning.labels.stratified_group_split` by
       ``group_key`` (``"app"`` or ``"container"``; whole groups, moved so that every
       split has a positive where it can); ``split="auto"`` (default): :func:`choose_split`
       (by group for one snapshot per task, e.g. Google 2011; else by time);

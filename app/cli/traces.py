@@ -20,7 +20,7 @@ TRACES = ("bitbrains", "google2011")
 DeriveOpt = Annotated[bool, typer.Option(
     "--derive-failures", help="The trace records no failures: derive OOM kills from a memory "
     "limit of --limit-multiple × the median of each container's first --first-fraction of "
-    "readings (usage at or above it is a kill; app/core/limit_failures.py).")]
+    "readings (usage at or above it is a kill; app/learning/limit_failures.py).")]
 LimitMultipleOpt = Annotated[float, typer.Option(
     min=0.01, help="--derive-failures: the limit as a multiple of the early median.")]
 FirstFractionOpt = Annotated[float, typer.Option(
@@ -46,7 +46,7 @@ def replay(
 ) -> None:
     """Replay a trace into the history store, with a progress bar. A trace without failure
     events has nothing to train on: --derive-failures derives OOM kills from a memory
-    limit per container (app/core/limit_failures.py), and says so."""
+    limit per container (app/learning/limit_failures.py), and says so."""
     from rich.progress import Progress
 
     from prescale.app.telemetry import replay as rp
@@ -82,8 +82,8 @@ def replay(
 
 
 def failure_summary(data) -> str:
-    """How many of a trace's events are failures (app/core/labels.py), in words."""
-    from prescale.app.core.labels import TIER_EVENTS
+    """How many of a trace's events are failures (app/learning/labels.py), in words."""
+    from prescale.app.learning.labels import TIER_EVENTS
 
     kinds = {k.value for k in TIER_EVENTS["any"]}
     ev = data.events
@@ -112,7 +112,7 @@ def trace_or_exit(trace, mapping, container_col, ts_col, app_name, derive, limit
 
 
 def _derived(rp, data, limit_multiple: float, first_fraction: float):
-    from prescale.app.core.limit_failures import derive_limit_failures
+    from prescale.app.learning.limit_failures import derive_limit_failures
 
     samples, events, info = derive_limit_failures(
         data.samples, limit_multiple=limit_multiple, first_fraction=first_fraction)

@@ -52,7 +52,6 @@ from prescale.app.core.contention import (
     ReclaimCandidate,
     arbitrate,
 )
-from prescale.app.core.labels import memory_exhausted
 from prescale.app.core.pool import ZERO, Capacity, Pool
 from prescale.app.core.ring import FleetRing
 from prescale.app.core.sample import Event, EventKind, M, Sample, Tier
@@ -60,6 +59,7 @@ from prescale.app.core.thresholds import Adjustment, ThresholdBook
 from prescale.app.evaluation.baselines import Observation
 from prescale.app.evaluation.record import AppliedAction, RunRecord
 from prescale.app.evaluation.scenarios import Scenario
+from prescale.app.learning.labels import memory_exhausted
 from prescale.app.loop.shard import Shard
 
 CFS_PERIOD_S = 0.1

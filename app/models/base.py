@@ -23,7 +23,7 @@ registry vouches for.
 
 Training (``CalibratedModel``, shared by every learned kind)
     Rows are taken in time order (``ts_s`` if given, else the order given; the
-    splits of :mod:`app.core.labels` return time-ordered indices). The estimator is
+    splits of :mod:`app.learning.labels` return time-ordered indices). The estimator is
     fitted on the oldest ``1 − calibration_fraction`` of the rows (the *head*) and
     its probabilities are calibrated on the newest ``calibration_fraction`` (the
     *tail*) with scikit-learn's ``CalibratedClassifierCV(FrozenEstimator(est),
@@ -427,7 +427,7 @@ def _calibration_folds(order: np.ndarray, labels: np.ndarray, ts: np.ndarray | N
     Rows with distinct times (or no times: the order given is the time order):
     stratified folds in time order (each fold is close to a block of time). Rows that
     share their time (one snapshot per task): whole peer groups per fold
-    (:func:`app.core.labels.group_folds`: the jobs a model will meet are new jobs),
+    (:func:`app.learning.labels.group_folds`: the jobs a model will meet are new jobs),
     else stratified shuffled folds. A fold whose fitting
     rows lack a class falls back to the stratified shuffled folds.
     """
@@ -439,7 +439,7 @@ def _calibration_folds(order: np.ndarray, labels: np.ndarray, ts: np.ndarray | N
         return ([(order[a], order[b]) for a, b in StratifiedKFold(n_splits=k).split(
             np.zeros(n), labels[order])], "in time order")
     if groups is not None and np.unique(groups).size >= k:
-        from prescale.app.core.labels import group_folds
+        from prescale.app.learning.labels import group_folds
 
         fold = group_folds(groups, labels, k, seed=seed)
         folds = [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(k)]

@@ -1,7 +1,7 @@
 """A small LSTM over the raw window (optional: needs PyTorch, ``prescale[lstm]``).
 
 Unlike the other kinds, its input is the window itself, ``X = float64[n, W,
-len(METRICS)]`` (:mod:`app.core.dataset`), not the feature matrix. PyTorch is
+len(METRICS)]`` (:mod:`app.learning.dataset`), not the feature matrix. PyTorch is
 imported only when a model is constructed, fitted or unpickled; without it,
 constructing one raises ``ImportError`` with the install hint.
 

@@ -10,7 +10,7 @@ Layout under ``root``::
   without their own (:meth:`ModelRegistry.resolve`). Its directory name is
   percent-encoded (:func:`app_dir_name`), so no app name can leave the root:
   ``"web"`` → ``web``, ``"a/b"`` → ``a%2Fb``, ``".."`` → ``%2E.``, ``"_global"`` →
-  ``_global``. ``tier`` is one of :data:`app.core.labels.LABEL_TIERS`.
+  ``_global``. ``tier`` is one of :data:`app.learning.labels.LABEL_TIERS`.
 - ``version_id`` is ``"v"`` + at least 4 digits (``"v0007"``), one counter per
   (app, tier): the next id is the largest registered number + 1 (versions are never
   deleted, so ids are unique and increasing even across processes).
@@ -77,7 +77,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from prescale.app.core.labels import LABEL_TIERS
+from prescale.app.learning.labels import LABEL_TIERS
 from prescale.app.models import load_model
 from prescale.app.models.base import FailureModel
 from prescale.app.store.durable import write_bytes_atomic

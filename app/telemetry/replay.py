@@ -1,7 +1,7 @@
 """Trace replay: read public traces into samples and events, and play them back.
 
 This is an I/O edge (files, the clock). The unit conversions are pure functions in
-:mod:`app.core.trace_mapping`; here they are applied to whole pandas columns at once
+:mod:`app.learning.trace_mapping`; here they are applied to whole pandas columns at once
 (no Python loop per row: the ~413k-row Bitbrains file loads in about a second).
 
 Readers return a :class:`TraceData`: a ``samples`` DataFrame (columns ``container``,
@@ -62,7 +62,7 @@ A metric the trace does not have is ``nan``; a limit it does not have is ``inf``
     the *current* one (often 10× larger), and no UPDATE events.
     Events: FAIL → ``exit_nonzero`` ("failed"), EVICT → ``killed`` ("evicted"),
     KILL → ``killed`` ("killed"), LOST → ``lost`` ("lost": not a failure, see
-    :data:`app.core.labels.TIER_EVENTS`), FINISH → ``success``
+    :data:`app.learning.labels.TIER_EVENTS`), FINISH → ``success``
     ("finished"); only for the tasks of the usage file, at any time in the file.
 
 :func:`read_csv_mapping` — any CSV or Parquet file with one row per sample.
@@ -86,8 +86,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from prescale.app.core import trace_mapping as tm
 from prescale.app.core.sample import METRICS, Event, EventKind, Sample, SourceBatch
+from prescale.app.learning import trace_mapping as tm
 
 # --------------------------------------------------------------------------- layout
 

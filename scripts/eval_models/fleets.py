@@ -5,7 +5,7 @@ split by time 60/10/30, gap H).
 60 s, seed 0: one day; H = 15 min, windows of 15 steps, ``recent_steps`` 5, a window
 ending at every 2nd step). Its ``oom_kill`` events are the ground truth.
 (ii) ``bitbrains``: the 50 Bitbrains VMs (300 s steps) with failures derived by
-:func:`app.core.limit_failures.derive_limit_failures` (the same derivation as
+:func:`app.learning.limit_failures.derive_limit_failures` (the same derivation as
 ``prescale replay --derive-failures``: a memory limit of 1.3 × the VM's median usage
 over its first 25 % of rows; a reading at or above it is an OOM kill); H = 30 min
 (6 steps), windows of 12 steps (1 h), ``recent_steps`` 4, ``stride`` 2. Windows that
@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from prescale.app.core.limit_failures import derive_limit_failures
 from prescale.app.core.sample import EventKind
+from prescale.app.learning.limit_failures import derive_limit_failures
 from prescale.app.models import make_model
 from prescale.app.models.metrics import (
     best_single_feature_rule,

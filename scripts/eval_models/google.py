@@ -6,10 +6,10 @@ Each task has one usage window (trace time 600–900 s), read by
 every usage column and the task's attributes (:mod:`app.telemetry.replay`). The
 training data is what ``prescale train --trace google2011 --tier any`` builds
 (:func:`tuning.training_data.build_training_data`): a window of 2 steps per task, tier
-``any`` (:mod:`app.core.labels`: FAIL, EVICT or KILL after the window, LOST and
+``any`` (:mod:`app.learning.labels`: FAIL, EVICT or KILL after the window, LOST and
 FINISH not), horizon 1 day (past the end of the trace). Then
 :func:`tuning.cv.cross_validate`: 5 folds of whole jobs with the positives spread
-(:func:`app.core.labels.group_folds`), ``google_repeats`` times with other seeds;
+(:func:`app.learning.labels.group_folds`), ``google_repeats`` times with other seeds;
 in each fold the model is trained as ``prescale train`` trains it (80/20 split by
 job of the other folds, judged on the 20 %, refitted on both, operating threshold
 from its out-of-fold probabilities) and scored on the held-out jobs: AP, ROC-AUC,

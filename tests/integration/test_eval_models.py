@@ -4,7 +4,7 @@ shared traces (Google 2011, Bitbrains) and the simulated fleet.
 The real-trace checks skip, naming the path, when ``../shared/data`` (or
 ``$PRESCALE_TRACE_DIR``) lacks the traces; the simulated fleet always runs. The pure
 helpers of the script (failure-level lead times) are checked on hand-made frames with
-worked numbers; the failure derivation is app.core.limit_failures'
+worked numbers; the failure derivation is app.learning.limit_failures'
 (tests/unit/test_labels_and_peers.py).
 """
 

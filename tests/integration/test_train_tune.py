@@ -321,7 +321,7 @@ def test_google2011_trains_by_job(tmp_path: Path):
     registry = ModelRegistry(tmp_path / "registry")
     out = train_and_register(tmp_path / "history", registry, **GOOGLE_KW)
     # one window per task (its two samples); positive: a FAIL, EVICT or KILL after the
-    # window (app.core.labels: LOST and FINISH are not failures)
+    # window (app.learning.labels: LOST and FINISH are not failures)
     tasks = trace.samples.groupby("container")["ts_s"].max()
     fails = trace.events[trace.events["kind"].isin(["killed", "exit_nonzero"])]
     first_after = fails.merge(tasks.rename("end_s"), left_on="container", right_index=True)
@@ -356,7 +356,7 @@ def test_bench_tune_8_trials_under_10_minutes(tmp_path: Path, which: str):
     if which == "google2011":
         trace, kw = _google_trace(), GOOGLE_KW
     else:
-        from prescale.app.core.limit_failures import derive_limit_failures
+        from prescale.app.learning.limit_failures import derive_limit_failures
         from prescale.app.telemetry.replay import BITBRAINS_RND_FILE, read_bitbrains
 
         path = find_trace_dir() / BITBRAINS_RND_FILE

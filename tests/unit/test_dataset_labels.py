@@ -8,17 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prescale.app.core.dataset import (
+from prescale.app.core.features import FEATURES, F, compute_features
+from prescale.app.core.ring import RingBuffer
+from prescale.app.core.sample import METRICS, Event, EventKind, M, Sample
+from prescale.app.learning.dataset import (
     META_COLUMNS,
     feature_matrix,
     iter_windows,
     window_array,
     window_ends,
 )
-from prescale.app.core.features import FEATURES, F, compute_features
-from prescale.app.core.labels import group_split, label, lead_time_s, time_split
-from prescale.app.core.ring import RingBuffer
-from prescale.app.core.sample import METRICS, Event, EventKind, M, Sample
+from prescale.app.learning.labels import group_split, label, lead_time_s, time_split
 
 pytestmark = pytest.mark.filterwarnings("error")
 

@@ -10,18 +10,18 @@ import pandas as pd
 import pytest
 
 from prescale.app.core.features import FEATURES, F
-from prescale.app.core.labels import (
+from prescale.app.core.peers import PEER_FEATURES, peer_features, peer_groups
+from prescale.app.core.predictor import TrendExhaustionPredictor
+from prescale.app.core.sample import EventKind
+from prescale.app.core.thresholds import ThresholdBook
+from prescale.app.learning.labels import (
     TIER_EVENTS,
     group_folds,
     label,
     memory_exhausted,
     stratified_group_split,
 )
-from prescale.app.core.limit_failures import derive_limit_failures
-from prescale.app.core.peers import PEER_FEATURES, peer_features, peer_groups
-from prescale.app.core.predictor import TrendExhaustionPredictor
-from prescale.app.core.sample import EventKind
-from prescale.app.core.thresholds import ThresholdBook
+from prescale.app.learning.limit_failures import derive_limit_failures
 from prescale.app.models.metrics import reliability, roc_auc
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prescale.app.core import trace_mapping as tm
 from prescale.app.core.sample import METRICS, Event, EventKind, Sample
+from prescale.app.learning import trace_mapping as tm
 from prescale.app.telemetry.base import Source
 from prescale.app.telemetry.replay import (
     EVENT_COLUMNS,

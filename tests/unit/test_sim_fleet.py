@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from prescale.app.core.features import F, compute_features
-from prescale.app.core.labels import events_frame
 from prescale.app.core.sample import METRICS, M
+from prescale.app.learning.labels import events_frame
 from prescale.app.sim import FAILING_SCENARIOS, SCENARIOS, simulate_fleet
 from prescale.app.sim.fleet import (
     CPU_QUOTA_CORES,

@@ -2,7 +2,7 @@
 
 Bitbrains (and any usage-only trace) has no failure events. A static limit, as a
 VPA or an operator would set it, turns usage into failures the way the kernel would:
-a reading at or above the limit is an OOM kill (:func:`app.core.labels.memory_exhausted`,
+a reading at or above the limit is an OOM kill (:func:`app.learning.labels.memory_exhausted`,
 the test ``prescale evaluate`` applies too). This is how Autopilot and the VPA are
 evaluated (slack against limit violations). ``prescale replay --derive-failures`` and
 ``scripts/eval_models.py`` both derive them here, so both train on the same labels.
@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from prescale.app.core.labels import memory_exhausted
 from prescale.app.core.sample import EventKind
+from prescale.app.learning.labels import memory_exhausted
 
 #: Defaults of the derivation (``prescale replay --derive-failures``, eval_models).
 DEFAULT_LIMIT_MULTIPLE = 1.3

@@ -27,7 +27,7 @@ Which rows end a window
 
 Every window comes with one row of *meta*: ``container``, ``app`` (of the window's
 last row), ``ts_end_s`` (its last row's ``ts_s``) and ``row`` (the last row's
-position in the frame), which :mod:`app.core.labels` turns into labels.
+position in the frame), which :mod:`app.learning.labels` turns into labels.
 
 Everything is vectorised: the windows of a chunk of rows are gathered with one
 fancy index ``values[end − W + 1 + arange(W)]`` (no Python loop per row or per

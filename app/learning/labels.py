@@ -1,6 +1,6 @@
 """Labels (failure within the horizon), lead times, and leakage-free splits.
 
-A window (one row of the *meta* frame of :mod:`app.core.dataset`: ``container``,
+A window (one row of the *meta* frame of :mod:`app.learning.dataset`: ``container``,
 ``app``, ``ts_end_s``) is **positive for tier T** if a failure event of tier T
 happens to the *same container* in ``(ts_end_s, ts_end_s + horizon_s]``: strictly
 after the window's last sample (a failure at ``ts_end_s`` is already in the
@@ -22,7 +22,7 @@ This is the one label definition: ``prescale train``, ``tune``, ``retrain``,
 :func:`label` over these tiers. On the Google 2011 trace that makes FAIL
 (``exit_nonzero``), EVICT and KILL (``killed``) failures, and LOST and FINISH not.
 Where a trace has no failure events, they can be derived from usage against a limit
-(:mod:`app.core.limit_failures`) with :func:`memory_exhausted`, the same test the
+(:mod:`app.learning.limit_failures`) with :func:`memory_exhausted`, the same test the
 closed-loop evaluation (``prescale evaluate``) applies: usage at or above the limit is
 an OOM kill.
 
