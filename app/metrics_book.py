@@ -12,7 +12,7 @@ watched containers inside a Ray actor, measured on a busy 2-core machine (load �
 of outcome time, per tier, from the outcomes of each tick. ``outcome_source`` says
 which kind the coordinator passes (one kind only, so nothing is counted twice):
 
-- ``"judgements"`` (the default): :class:`app.core.outcome_tracker.Judgement` dicts
+- ``"judgements"`` (the default): :class:`app.core.outcomes.Judgement` dicts
   (``kind`` = ``needed`` | ``false_positive`` | ``miss``, with their ``tier`` and
   ``judged_s``), taken as they are;
 - ``"lead_time"``: :class:`app.core.outcomes.Outcome` dicts: ``crossed`` and ``failed``
@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from prescale.app.core.actions import ActionKind
+from prescale.app.core.outcomes import LEAD_TIME_JUDGEMENT
 from prescale.app.core.sample import EventKind, Tier
 from prescale.app.metric_specs import (
     ACTION_KINDS,
@@ -68,8 +69,8 @@ from prescale.app.metric_specs import (
 )
 
 OUTCOME_SOURCES = ("judgements", "lead_time")
-#: Lead-time outcome (app.core.outcomes) → judgement; ``gone`` is not judged.
-LEAD_TIME_OUTCOME = {"crossed": "needed", "failed": "needed", "not_crossed": "false_positive"}
+#: Lead-time outcome → judgement (the core's reading); ``gone`` is not judged.
+LEAD_TIME_OUTCOME = LEAD_TIME_JUDGEMENT
 _P_FAIL_KEYS = tuple((t.value, f"p_fail_{t.value}") for t in Tier)
 MODEL_ERROR_EVENT = "model_error"  # event records of refused model versions
 #: The pool's verdict implied by an action's result when the record does not carry it.
