@@ -16,30 +16,32 @@ import sys
 import pytest
 
 from prescale.app.core.sample import Event, EventKind
-from prescale.app.telemetry.ray_workers import (
-    ActorRecord,
+from prescale.app.telemetry.ray_lifecycle import (
     ActorSeen,
     Restart,
-    TaskRecord,
     TaskSeen,
+    classify_actor_death,
+    classify_task_failure,
+    classify_worker_exit,
+    dead_workers_by_pid,
+    diff_actors,
+    exit_code,
+    resolve_ended_tasks,
+    restart_events,
+    task_restart_events,
+)
+from prescale.app.telemetry.ray_records import (
+    ActorRecord,
+    TaskRecord,
     actor_container_id,
     as_dict,
     assign_container_ids,
     class_label,
-    classify_actor_death,
-    classify_task_failure,
-    classify_worker_exit,
     cpu_quota_cores,
-    dead_workers_by_pid,
-    diff_actors,
-    exit_code,
     memory_limit_bytes,
     parse_actor,
     parse_task,
-    resolve_ended_tasks,
-    restart_events,
     task_container_id,
-    task_restart_events,
 )
 
 NODE = "a99e00921df7ba418b3baa3106b32b5188ba8a2a0c253c6b3174d51e"
