@@ -54,7 +54,7 @@ from prescale.app.core.outcomes import (
     OutcomeTracker,
     failure_tier,
 )
-from prescale.app.core.peaks import PeakTracker
+from prescale.app.core.peaks import BUCKETS, PeakTracker
 from prescale.app.core.policy import PolicyConfig, PolicyInput, PolicyState, decide
 from prescale.app.core.predictor import Prediction, TrendExhaustionPredictor
 from prescale.app.core.sample import Event, EventKind, M, Tier
@@ -126,7 +126,7 @@ class EngineConfig:
 
 
 #: the long peak (``cost.long_peak_s``) is kept in this many buckets
-PEAK_BUCKETS = 6
+PEAK_BUCKETS = BUCKETS
 
 
 @dataclass

@@ -5,8 +5,9 @@ evaluation at 30 s). A container that bursts once an hour looks idle in between,
 shrinking it to its window peak would cut away the room its next burst needs.
 :class:`PeakTracker` keeps, per container and tier, the maximum usage in each of the
 last ``buckets`` time buckets of ``bucket_s`` seconds; the peak is the maximum over
-them — the last ``buckets × bucket_s`` seconds (default 6 × 4 h), give or take one
-bucket. It is pure (no clock, no I/O) and its state is JSON (:meth:`to_dict`).
+them — the last ``buckets × bucket_s`` seconds, give or take one bucket. The engine
+keeps ``cost.long_peak_s`` in :data:`BUCKETS` buckets (the defaults: 7 days in 6 × 28 h).
+It is pure (no clock, no I/O) and its state is JSON (:meth:`to_dict`).
 
 Worked example (bucket_s 3600, buckets 3): usage 100 at t = 0 s, 700 at 1800 s (a
 burst), 120 at 3600 s and 7200 s → buckets [700 (0–3599 s), 120, 120] → peak 700. At
@@ -24,15 +25,20 @@ from typing import Any
 
 import numpy as np
 
+from prescale.app.core.config import default_of
+from prescale.app.core.cost import CostConfig
 from prescale.app.core.sample import Tier
 
 TIERS = (Tier.MEMORY, Tier.CPU)
+#: the long peak (``cost.long_peak_s``) is kept in this many buckets
+BUCKETS = 6
 
 
 class PeakTracker:
     """Per container and tier: the maximum usage over the last ``buckets`` buckets."""
 
-    def __init__(self, bucket_s: float = 14_400.0, buckets: int = 6) -> None:
+    def __init__(self, bucket_s: float = default_of(CostConfig, "long_peak_s") / BUCKETS,
+                 buckets: int = BUCKETS) -> None:
         if not (isinstance(bucket_s, int | float) and math.isfinite(bucket_s) and bucket_s > 0):
             raise ValueError(f"PeakTracker.bucket_s must be a finite number > 0, got {bucket_s!r}")
         if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 1:

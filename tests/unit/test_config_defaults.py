@@ -140,3 +140,10 @@ def test_default_of_worked_example():
     with pytest.raises(ValueError, match="ScalingAction.action_id has no default"):
         from prescale.app.core.actions import ScalingAction
         default_of(ScalingAction, "action_id")
+
+
+def test_the_default_peak_tracker_spans_the_default_long_peak():
+    from prescale.app.core.peaks import PeakTracker
+
+    p = PeakTracker()
+    assert p.bucket_s * p.buckets == CostConfig().long_peak_s == 7 * 86_400
