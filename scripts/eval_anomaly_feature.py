@@ -27,13 +27,13 @@ from prescale.app.models import make_model
 from prescale.app.models import metrics as mx
 from prescale.app.models.anomaly import AnomalyDetector
 from prescale.app.sim.fleet import simulate_fleet
-from prescale.app.telemetry.replay import (
+from prescale.app.telemetry.bitbrains import read_bitbrains
+from prescale.app.telemetry.google2011 import read_google2011
+from prescale.app.telemetry.trace_data import (
     BITBRAINS_RND_FILE,
     GOOGLE2011_EVENTS_FILE,
     GOOGLE2011_USAGE_FILE,
     find_trace_dir,
-    read_bitbrains,
-    read_google2011,
 )
 from prescale.scripts.eval_models.config import FULL, GOOGLE_KW
 from prescale.scripts.eval_models.fleets import fleet_data

@@ -26,14 +26,14 @@ from typing import Any
 
 from prescale.app.evaluation import metrics, runner, traces
 from prescale.app.evaluation.scenarios import SYNTHETIC
-from prescale.app.telemetry import replay as rp
+from prescale.app.telemetry.trace_data import BITBRAINS_RND_FILE, find_trace_dir
 
 BB_MONTH = "bitbrains-month"
 
 
 def _scenario(name: str) -> Any:
     if name == BB_MONTH:
-        return traces.from_file(rp.find_trace_dir() / rp.BITBRAINS_RND_FILE)
+        return traces.from_file(find_trace_dir() / BITBRAINS_RND_FILE)
     if name in SYNTHETIC:
         return SYNTHETIC[name]()
     if name in traces.TRACE_BUILDERS:

@@ -1,5 +1,5 @@
 """Synthetic fleets with known failures, for the training tests (a history store or a
-trace: :class:`app.telemetry.replay.TraceData`)."""
+trace: :class:`app.telemetry.trace_data.TraceData`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ import numpy as np
 import pandas as pd
 
 from prescale.app.core.sample import METRICS
-from prescale.app.telemetry.replay import EVENT_COLUMNS, METRIC_DEFAULTS, SAMPLE_COLUMNS, TraceData
+from prescale.app.telemetry.trace_data import (
+    EVENT_COLUMNS,
+    METRIC_DEFAULTS,
+    SAMPLE_COLUMNS,
+    TraceData,
+)
 
 MIB = 2**20
 STEP_S = 5.0

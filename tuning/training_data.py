@@ -193,7 +193,7 @@ def _read_source(source: Any, app: str | None, since_s: float | None, until_s: f
                  horizon_s: float) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """``(samples sorted by container and time, events, where)`` of ``source``: a history
     store (or its path), or a trace (anything with ``samples`` and ``events`` frames, e.g.
-    :class:`app.telemetry.replay.TraceData`)."""
+    :class:`app.telemetry.trace_data.TraceData`)."""
     if hasattr(source, "samples") and hasattr(source, "events"):
         samples, events = source.samples, source.events
         where = f"the trace {getattr(source, 'source', '') or '(in memory)'}"
@@ -265,7 +265,7 @@ def build_training_data(
     """Read the history of ``app`` (``None``: every app) and make a :class:`TrainingData`.
 
     - ``store``: a history store or its path, or a trace (``samples`` and ``events``
-      frames, e.g. a :class:`~app.telemetry.replay.TraceData`: ``prescale train --trace``).
+      frames, e.g. a :class:`~app.telemetry.trace_data.TraceData`: ``prescale train --trace``).
     - Samples with ``since_s ≤ ts_s < until_s``; events up to ``until_s + horizon_s``
       (a window near the end is labelled by what happened after it).
     - Windows of ``window_steps`` rows end at every ``stride``-th row of a container

@@ -49,7 +49,7 @@ def replay(
     limit per container (app/learning/limit_failures.py), and says so."""
     from rich.progress import Progress
 
-    from prescale.app.telemetry import replay as rp
+    from prescale.app.telemetry.replay import ReplaySource, replay_into
 
     s = settings_or_exit(config)
     data = trace_or_exit(trace, mapping, container_col, ts_col, app_name, derive_failures,
@@ -63,10 +63,10 @@ def replay(
     with Progress(console=err, transient=False) as bar:
         task = bar.add_task("replaying", total=n_rows)
         if math.isinf(speed):
-            counts = rp.replay_into(data, store,
-                                    progress=lambda done, total: bar.update(task, completed=done))
+            counts = replay_into(data, store,
+                                 progress=lambda done, total: bar.update(task, completed=done))
         else:
-            src = rp.ReplaySource(data, speed=speed)
+            src = ReplaySource(data, speed=speed)
             counts = {"samples": 0, "events": 0}
             while not src.done:
                 batch = src.poll()
@@ -99,24 +99,23 @@ def trace_or_exit(trace, mapping, container_col, ts_col, app_name, derive, limit
                   first_fraction):
     """The trace as TraceData (failures derived when asked for); exit 2 naming what is
     wrong."""
-    from prescale.app.telemetry import replay as rp
-
     try:
-        data = _load_trace(rp, trace, mapping, container_col, ts_col, app_name)
+        data = _load_trace(trace, mapping, container_col, ts_col, app_name)
         if derive:
-            data = _derived(rp, data, limit_multiple, first_fraction)
+            data = _derived(data, limit_multiple, first_fraction)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         err.print(f"error: --trace {trace}: {exc}")
         raise typer.Exit(2) from None
     return data
 
 
-def _derived(rp, data, limit_multiple: float, first_fraction: float):
+def _derived(data, limit_multiple: float, first_fraction: float):
     from prescale.app.learning.limit_failures import derive_limit_failures
+    from prescale.app.telemetry.trace_data import SAMPLE_COLUMNS, TraceData
 
     samples, events, info = derive_limit_failures(
         data.samples, limit_multiple=limit_multiple, first_fraction=first_fraction)
-    samples = samples.drop(columns="running").loc[:, list(rp.SAMPLE_COLUMNS)]
+    samples = samples.drop(columns="running").loc[:, list(SAMPLE_COLUMNS)]
     samples = samples.sort_values(["ts_s", "container"], kind="stable").reset_index(drop=True)
     events = events.sort_values(["ts_s", "container"], kind="stable").reset_index(drop=True)
     left_out = info["containers_without_limit"]
@@ -125,29 +124,36 @@ def _derived(rp, data, limit_multiple: float, first_fraction: float):
               f"kills (a reading at or above it after one below); "
               f"{len(left_out)} container(s) without enough early readings left out"
               + (f" ({', '.join(left_out[:5])})" if left_out else ""))
-    return rp.TraceData(samples, _concat_events(rp, data.events, events), data.dropped,
-                        f"{data.source} (failures derived: limit {limit_multiple:g} × early "
-                        "median)")
+    return TraceData(samples, _concat_events(data.events, events), data.dropped,
+                     f"{data.source} (failures derived: limit {limit_multiple:g} × early "
+                     "median)")
 
 
-def _concat_events(rp, *frames):
+def _concat_events(*frames):
     import pandas as pd
+
+    from prescale.app.telemetry.trace_data import empty_events
 
     parts = [f for f in frames if len(f)]
     if not parts:
-        return rp.empty_events()
+        return empty_events()
     out = pd.concat(parts, ignore_index=True)
     return out.sort_values(["ts_s", "container"], kind="stable").reset_index(drop=True)
 
 
-def _load_trace(rp, trace, mapping, container_col, ts_col, app_name):
-    root = rp.find_trace_dir()
+def _load_trace(trace, mapping, container_col, ts_col, app_name):
+    from prescale.app.telemetry.bitbrains import read_bitbrains
+    from prescale.app.telemetry.csv_trace import read_csv_mapping
+    from prescale.app.telemetry.google2011 import read_google2011
+    from prescale.app.telemetry.trace_data import find_trace_dir, first_line
+
+    root = find_trace_dir()
     if trace == "bitbrains":
-        return rp.read_bitbrains(root / "bitbrains-rnd" / "rnd-2013-07-vms-001-050.csv.gz")
+        return read_bitbrains(root / "bitbrains-rnd" / "rnd-2013-07-vms-001-050.csv.gz")
     if trace == "google2011":
         g = root / "google2011"
-        return rp.read_google2011(g / "task_usage_600-900s_even_jobs.csv",
-                                  g / "task_events_even_jobs.csv.gz")
+        return read_google2011(g / "task_usage_600-900s_even_jobs.csv",
+                               g / "task_events_even_jobs.csv.gz")
     path = Path(trace)
     if not path.exists():
         raise FileNotFoundError(f"no such file (and not one of {', '.join(TRACES)})")
@@ -158,10 +164,10 @@ def _load_trace(rp, trace, mapping, container_col, ts_col, app_name):
             raise ValueError(f"a directory trace must hold one task_usage* and one "
                              f"task_events* file (Google 2011); found {len(usage)} and "
                              f"{len(events)}")
-        return rp.read_google2011(usage[0], events[0])
+        return read_google2011(usage[0], events[0])
     if not mapping and path.suffix not in (".parquet", ".pq") and \
-            "vm_id" in rp._first_line(path):  # a Bitbrains-format file
-        return rp.read_bitbrains(path)
+            "vm_id" in first_line(path):  # a Bitbrains-format file
+        return read_bitbrains(path)
     pairs = {}
     for item in mapping or []:
         field, sep, column = item.partition("=")
@@ -170,5 +176,5 @@ def _load_trace(rp, trace, mapping, container_col, ts_col, app_name):
         pairs[field] = column
     if not pairs:
         raise ValueError("a PATH trace needs --map sample_field=column (at least one)")
-    return rp.read_csv_mapping(path, pairs, container_col=container_col, ts_col=ts_col,
-                               app=app_name)
+    return read_csv_mapping(path, pairs, container_col=container_col, ts_col=ts_col,
+                            app=app_name)

@@ -1,4 +1,5 @@
-"""Real-trace scenarios (an I/O edge: it reads files through :mod:`app.telemetry.replay`).
+"""Real-trace scenarios (an I/O edge: it reads files through the trace readers,
+:mod:`app.telemetry.bitbrains`, :mod:`app.telemetry.google2011`, :mod:`app.telemetry.csv_trace`).
 
 The named scenarios are subsets, so that ``prescale evaluate --scenario all`` stays
 short on a small machine; each states its caps in the report's header and JSON
@@ -33,7 +34,18 @@ import pandas as pd
 
 from prescale.app.evaluation.scenarios import Scenario
 from prescale.app.evaluation.trace_grid import from_samples
-from prescale.app.telemetry import replay as rp
+from prescale.app.telemetry.bitbrains import read_bitbrains
+from prescale.app.telemetry.csv_trace import read_csv_mapping
+from prescale.app.telemetry.google2011 import read_google2011
+from prescale.app.telemetry.trace_data import (
+    BITBRAINS_RND_FILE,
+    GOOGLE2011_EVENTS_FILE,
+    GOOGLE2011_USAGE_FILE,
+    TRACE_DIR_ENV,
+    TraceData,
+    find_trace_dir,
+    first_line,
+)
 
 BITBRAINS_VMS = 20
 BITBRAINS_DAYS = 7
@@ -59,7 +71,7 @@ def _cpu_cores(df: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def scenario_from_trace(data: rp.TraceData, name: str, description: str, *,
+def scenario_from_trace(data: TraceData, name: str, description: str, *,
                         max_containers: int | None = None, max_steps: int | None = None,
                         keep: list[str] | None = None) -> Scenario:
     df = data.samples
@@ -75,14 +87,14 @@ def scenario_from_trace(data: rp.TraceData, name: str, description: str, *,
 
 def _need(path: Path) -> Path:
     if not path.is_file():
-        raise TraceMissing(f"trace file not found: {path} (set {rp.TRACE_DIR_ENV} or put the "
+        raise TraceMissing(f"trace file not found: {path} (set {TRACE_DIR_ENV} or put the "
                            "shared traces in ../shared/data)")
     return path
 
 
 def bitbrains(trace_dir: Path | None = None) -> Scenario:
-    path = _need((trace_dir or rp.find_trace_dir()) / rp.BITBRAINS_RND_FILE)
-    data = rp.read_bitbrains(path)
+    path = _need((trace_dir or find_trace_dir()) / BITBRAINS_RND_FILE)
+    data = read_bitbrains(path)
     steps = int(BITBRAINS_DAYS * 86_400 / 300)
     return scenario_from_trace(
         data, "bitbrains", f"Bitbrains Rnd: VMs 1-{BITBRAINS_VMS}, first {BITBRAINS_DAYS} "
@@ -91,9 +103,9 @@ def bitbrains(trace_dir: Path | None = None) -> Scenario:
 
 
 def google2011(trace_dir: Path | None = None) -> Scenario:
-    d = trace_dir or rp.find_trace_dir()
-    data = rp.read_google2011(_need(d / rp.GOOGLE2011_USAGE_FILE),
-                              _need(d / rp.GOOGLE2011_EVENTS_FILE))
+    d = trace_dir or find_trace_dir()
+    data = read_google2011(_need(d / GOOGLE2011_USAGE_FILE),
+                              _need(d / GOOGLE2011_EVENTS_FILE))
     s = data.samples
     with_req = s[np.isfinite(s["memory_limit_bytes"].to_numpy(float))]
     keep = sorted(with_req["container"].unique())[:GOOGLE_TASKS]
@@ -112,9 +124,9 @@ def from_file(path: str | Path, *, max_containers: int | None = None,
         if cap is not None and cap < 1:
             raise ValueError(f"{what} must be >= 1, got {cap}")
     p = _need(Path(path))
-    head = rp._first_line(p) if p.suffix not in (".parquet", ".pq") else ""
+    head = first_line(p) if p.suffix not in (".parquet", ".pq") else ""
     if "vm_id" in head:
-        data = rp.read_bitbrains(p)
+        data = read_bitbrains(p)
     else:
         if p.suffix in (".parquet", ".pq"):
             cols = list(pd.read_parquet(p).columns)
@@ -126,7 +138,7 @@ def from_file(path: str | Path, *, max_containers: int | None = None,
         mapping = {m: m for m in _GENERIC_METRICS if m in cols}
         if "memory_usage_bytes" not in mapping:
             raise ValueError(f"trace {p}: needs a 'memory_usage_bytes' column")
-        data = rp.read_csv_mapping(p, mapping, container_col="container", ts_col="ts_s")
+        data = read_csv_mapping(p, mapping, container_col="container", ts_col="ts_s")
     return scenario_from_trace(data, "trace", f"trace file {p.name}",
                                max_containers=max_containers, max_steps=max_steps)
 

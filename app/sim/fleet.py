@@ -1,7 +1,7 @@
 """A simulated fleet with ground-truth failures (pure, seeded numpy; no I/O, no clock).
 
 :func:`simulate_fleet` returns a :class:`SimFleet`: a ``samples`` frame shaped like
-:attr:`app.telemetry.replay.TraceData.samples` (columns ``container``, ``app``,
+:attr:`app.telemetry.trace_data.TraceData.samples` (columns ``container``, ``app``,
 ``ts_s`` and every metric of :data:`~app.core.sample.METRICS`, sorted by ``ts_s``
 then ``container``), an ``events`` frame (``container``, ``app``, ``ts_s``, ``kind``,
 ``detail``; sorted the same way) that *is* the ground truth, and a ``containers``

@@ -45,12 +45,8 @@ from prescale.app.models.metrics import (
     roc_auc,
 )
 from prescale.app.sim.fleet import FAILING_SCENARIOS, simulate_fleet
-from prescale.app.telemetry.replay import (
-    BITBRAINS_RND_FILE,
-    SAMPLE_COLUMNS,
-    TraceData,
-    read_bitbrains,
-)
+from prescale.app.telemetry.bitbrains import read_bitbrains
+from prescale.app.telemetry.trace_data import BITBRAINS_RND_FILE, SAMPLE_COLUMNS, TraceData
 from prescale.scripts.eval_models.config import EvalConfig, FleetConfig, model_params_for
 from prescale.tuning.train import fit_model, model_params, refit_with_threshold, validate
 from prescale.tuning.training_data import TrainingData, build_training_data

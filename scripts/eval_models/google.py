@@ -2,8 +2,8 @@
 data), job-grouped k-fold cross-validation.
 
 Each task has one usage window (trace time 600–900 s), read by
-:func:`~app.telemetry.replay.read_google2011` into two samples (start, end) with
-every usage column and the task's attributes (:mod:`app.telemetry.replay`). The
+:func:`~app.telemetry.google2011.read_google2011` into two samples (start, end) with
+every usage column and the task's attributes (:mod:`app.telemetry.google2011`). The
 training data is what ``prescale train --trace google2011 --tier any`` builds
 (:func:`tuning.training_data.build_training_data`): a window of 2 steps per task, tier
 ``any`` (:mod:`app.learning.labels`: FAIL, EVICT or KILL after the window, LOST and
@@ -28,11 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from prescale.app.telemetry.replay import (
-    GOOGLE2011_EVENTS_FILE,
-    GOOGLE2011_USAGE_FILE,
-    read_google2011,
-)
+from prescale.app.telemetry.google2011 import read_google2011
+from prescale.app.telemetry.trace_data import GOOGLE2011_EVENTS_FILE, GOOGLE2011_USAGE_FILE
 from prescale.scripts.eval_models.config import GOOGLE_KW, EvalConfig, model_params_for
 from prescale.tuning.cv import cross_validate, summarise
 from prescale.tuning.training_data import build_training_data

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from prescale.app.models import MODEL_KINDS, torch_available
-from prescale.app.telemetry.replay import find_trace_dir
+from prescale.app.telemetry.trace_data import find_trace_dir
 from prescale.scripts.eval_models.config import FULL, QUICK, EvalConfig, default_kinds
 from prescale.scripts.eval_models.fleets import evaluate_bitbrains, evaluate_sim
 from prescale.scripts.eval_models.google import evaluate_google

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from prescale.app.telemetry.replay import BB_MEM_USE, BITBRAINS_COLUMNS
+from prescale.app.telemetry.bitbrains import BB_MEM_USE, BITBRAINS_COLUMNS
 
 PRESCALE = str(Path(sys.executable).with_name("prescale"))
 REPO = Path(__file__).resolve().parents[2]

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from prescale.app.core.features import FEATURES
-from prescale.app.telemetry.replay import (
+from prescale.app.telemetry.trace_data import (
     BITBRAINS_RND_FILE,
     GOOGLE2011_EVENTS_FILE,
     GOOGLE2011_USAGE_FILE,

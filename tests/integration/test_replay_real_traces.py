@@ -19,14 +19,13 @@ import numpy as np
 import pytest
 
 from prescale.app.core.sample import Sample
-from prescale.app.telemetry.replay import (
+from prescale.app.telemetry.bitbrains import read_bitbrains
+from prescale.app.telemetry.google2011 import read_google2011
+from prescale.app.telemetry.replay import ReplaySource, replay_into
+from prescale.app.telemetry.trace_data import (
     BITBRAINS_RND_FILE,
     GOOGLE2011_EVENTS_FILE,
     GOOGLE2011_USAGE_FILE,
-    ReplaySource,
-    read_bitbrains,
-    read_google2011,
-    replay_into,
 )
 
 TRACE_DIR = Path(os.environ.get("PRESCALE_TRACE_DIR")

@@ -28,14 +28,14 @@ from prescale.app.models import torch_available
 from prescale.app.store.history import HistoryStore
 from prescale.app.store.registry import ModelRegistry
 from prescale.app.store.thresholds_store import load_book
-from prescale.app.telemetry.replay import (
+from prescale.app.telemetry.google2011 import read_google2011
+from prescale.app.telemetry.replay import replay_into
+from prescale.app.telemetry.trace_data import (
     GOOGLE2011_EVENTS_FILE,
     GOOGLE2011_USAGE_FILE,
     SAMPLE_COLUMNS,
     TraceData,
     find_trace_dir,
-    read_google2011,
-    replay_into,
 )
 from prescale.tuning.register import GLOBAL_APP, Promotion, train_and_register
 from prescale.tuning.search import tune_and_register
@@ -357,7 +357,8 @@ def test_bench_tune_8_trials_under_10_minutes(tmp_path: Path, which: str):
         trace, kw = _google_trace(), GOOGLE_KW
     else:
         from prescale.app.learning.limit_failures import derive_limit_failures
-        from prescale.app.telemetry.replay import BITBRAINS_RND_FILE, read_bitbrains
+        from prescale.app.telemetry.bitbrains import read_bitbrains
+        from prescale.app.telemetry.trace_data import BITBRAINS_RND_FILE
 
         path = find_trace_dir() / BITBRAINS_RND_FILE
         if not path.is_file():

@@ -13,17 +13,16 @@ import pytest
 from prescale.app.core.sample import METRICS, Event, EventKind, Sample
 from prescale.app.learning import trace_mapping as tm
 from prescale.app.telemetry.base import Source
-from prescale.app.telemetry.replay import (
+from prescale.app.telemetry.bitbrains import read_bitbrains
+from prescale.app.telemetry.csv_trace import read_csv_mapping
+from prescale.app.telemetry.google2011 import read_google2011
+from prescale.app.telemetry.replay import ReplaySource, replay_into
+from prescale.app.telemetry.trace_data import (
     EVENT_COLUMNS,
     SAMPLE_COLUMNS,
-    ReplaySource,
     TraceData,
     iter_events,
     iter_samples,
-    read_bitbrains,
-    read_csv_mapping,
-    read_google2011,
-    replay_into,
 )
 
 NAN, INF = math.nan, math.inf
