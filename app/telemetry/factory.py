@@ -5,7 +5,8 @@ from __future__ import annotations
 from prescale.app.settings import Settings
 from prescale.app.telemetry.base import Source
 from prescale.app.telemetry.cgroup import CgroupSource
-from prescale.app.telemetry.process import ProcessTarget, ProcessTreeSource
+from prescale.app.telemetry.process import ProcessTreeSource
+from prescale.app.telemetry.process_target import ProcessTarget
 from prescale.app.telemetry.prometheus import PrometheusSource
 from prescale.app.telemetry.simulated import SimulatedSource
 from prescale.app.telemetry.timings import TimingsSource

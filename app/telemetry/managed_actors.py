@@ -31,7 +31,7 @@ from typing import Any
 import psutil
 
 from prescale.app.core.sample import Sample, SourceBatch
-from prescale.app.telemetry.process import CumulativeSum, read_rss_cpu
+from prescale.app.telemetry.process_counters import CumulativeSum, read_rss_cpu
 
 NAN = math.nan
 

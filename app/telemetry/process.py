@@ -1,9 +1,12 @@
 """Process-tree source: a "container" is a root process and all its descendants (psutil).
 
-This is an I/O edge. The parsing and arithmetic live in small pure helpers
-(:func:`parse_net_dev`, :func:`classify_exit`, :class:`CumulativeSum`) that are tested
-on plain values; where a process's cgroup is and how its files read is
-:mod:`app.edges.cgroup_layout` and :mod:`app.edges.cgroupfs`.
+This is an I/O edge. The parsing and arithmetic live in small pure helpers that are
+tested on plain values: the counters (:mod:`app.telemetry.process_counters`:
+:class:`CumulativeSum`, :func:`parse_net_dev`) and how a root process ended
+(:mod:`app.telemetry.process_exit`: :func:`classify_exit`, with the events this source
+reports); what it watches is a :class:`~app.telemetry.process_target.ProcessTarget`.
+Where a process's cgroup is and how its files read is :mod:`app.edges.cgroup_layout` and
+:mod:`app.edges.cgroupfs`.
 
 What one :class:`~app.core.sample.Sample` of a target holds
 -------------------------------------------------------------
@@ -54,30 +57,6 @@ seen in one scan of ``/proc`` per poll. Each process is read inside ``oneshot()`
 for: ``open_files`` (Σ open file descriptors, sockets and pipes included, as
 ``RLIMIT_NOFILE`` counts them), ``nofile_limit``, the pids, the cgroup and namespace.
 
-Events
-------
-When the root process of a target ends, one event is reported (once):
-
-* our child (``ProcessTarget.popen``): its return code, via :func:`classify_exit`:
-  0 → ``success``, > 0 → ``exit_nonzero`` ("exit code 3"), −9 → ``killed``
-  ("SIGKILL (the OOM killer or an operator)"), or ``oom_kill`` when the memory cgroup's
-  ``oom_kill`` counter (v1 ``memory.oom_control``, v2 ``memory.events``) rose since
-  the previous poll, other signals → ``killed`` with the signal's name.
-* not our child, caught as a zombie (its parent has not reaped it yet): the exit
-  status the kernel keeps in ``/proc/<pid>/stat`` (field 52), classified the same way.
-* not our child and already reaped: the exit code is unknowable (only the parent gets
-  it). If the cgroup's ``oom_kill`` counter rose since the previous poll, that is an
-  ``oom_kill`` event; otherwise **no failure event is invented** — a graceful
-  shutdown must not be learned as a failure. The container gets an ``errors`` entry
-  saying so, and when a ``match`` target finds a new process, a ``restart`` event
-  ("pid 10 → pid 12") records that the service was replaced.
-
-A descendant (not the root) that vanishes while the cgroup's ``oom_kill`` counter
-rises gives one ``oom_kill`` event per kill (at most one per vanished process).
-Caveat: a cgroup shared with processes outside the tree can make its counter rise
-for someone else's kill; give a workload a cgroup of its own (and the cgroup source)
-when attribution must be exact.
-
 A process that vanishes or is denied mid-read never makes :meth:`poll` raise: it
 drops out of the sum (its counters are kept), and a target whose root cannot be read
 gets an ``errors`` entry.
@@ -88,10 +67,8 @@ from __future__ import annotations
 import math
 import os
 import re
-import signal
-import subprocess
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -112,241 +89,12 @@ from prescale.app.edges.cgroupfs import (
     oom_kills_at,
     tightest_on_path,
 )
+from prescale.app.telemetry.process_counters import CumulativeSum, net_totals, parse_net_dev
+from prescale.app.telemetry.process_exit import classify_exit, parse_zombie_exit_status
+from prescale.app.telemetry.process_target import ProcessTarget
 
 NAN = math.nan
 INF = math.inf
-
-#: Interfaces left out of a namespace's network counters (traffic inside the container).
-IGNORED_INTERFACES: frozenset[str] = frozenset({"lo"})
-
-KILLED_DETAIL = "SIGKILL (the OOM killer or an operator)"
-
-# --------------------------------------------------------------------------- target
-
-
-@dataclass(frozen=True)
-class ProcessTarget:
-    """One container to watch: a root process (by ``pid`` or command-line regex) and
-    its descendants.
-
-    * ``pid``: that process; when it ends the target is gone for good.
-    * ``match``: a regex searched (``re.search``) in the command line joined by
-      spaces; the oldest matching process is the root (a service's master rather than
-      its workers), and when it is gone the regex is matched again, so a restarted
-      service is followed.
-    * ``popen``: the :class:`subprocess.Popen` of a process *we* started; its return
-      code then classifies the exit. ``pid`` may be left out (it is ``popen.pid``).
-    * ``app``: the application it belongs to (default: ``name``).
-
-    Exactly one of ``pid`` / ``match`` (``popen`` counts as ``pid``); a bad regex or
-    pid raises :class:`ValueError` naming the target and the value.
-    """
-
-    name: str
-    pid: int | None = None
-    match: str | None = None
-    app: str = ""
-    popen: subprocess.Popen[Any] | None = field(default=None, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise ValueError(f"ProcessTarget.name must be a non-empty string, got {self.name!r}")
-        who = f"ProcessTarget {self.name!r}"
-        if self.popen is not None:
-            if self.match is not None:
-                raise ValueError(f"{who}: give popen or match, not both")
-            if self.pid is None:
-                object.__setattr__(self, "pid", self.popen.pid)
-            elif self.pid != self.popen.pid:
-                raise ValueError(f"{who}: pid {self.pid} is not popen's pid {self.popen.pid}")
-        if (self.pid is None) == (self.match is None):
-            raise ValueError(
-                f"{who}: give exactly one of pid or match (got pid={self.pid!r}, "
-                f"match={self.match!r})"
-            )
-        if self.pid is not None and (
-            isinstance(self.pid, bool) or not isinstance(self.pid, int) or self.pid <= 0
-        ):
-            raise ValueError(f"{who}: pid must be a positive integer, got {self.pid!r}")
-        if self.match is not None:
-            if not isinstance(self.match, str) or not self.match:
-                raise ValueError(f"{who}: match must be a non-empty regex, got {self.match!r}")
-            try:
-                re.compile(self.match)
-            except re.error as exc:
-                raise ValueError(f"{who}: bad regex in match {self.match!r}: {exc}") from None
-        if not isinstance(self.app, str):
-            raise ValueError(f"{who}: app must be a string, got {self.app!r}")
-
-
-# --------------------------------------------------------------------------- pure helpers
-
-
-class CumulativeSum:
-    """A sum of per-member cumulative counters that never goes backwards when members
-    leave (a process exits, a network namespace goes away).
-
-    ``update(live)`` takes the current value of every live member (``nan`` = could
-    not be read now: its last seen value stands in). A member that is no longer in
-    ``live`` has left: its last seen value moves into a "departed" total for good.
-
-    Worked example::
-
-        s = CumulativeSum()
-        s.update({"a": 1.0, "b": 2.0})  # → 3.0
-        s.update({"a": 1.5})            # b left: 1.5 + 2.0 (b's last) → 3.5
-        s.update({"a": nan, "c": 0.5})  # a unreadable: 1.5 + 0.5 + 2.0 → 4.0
-
-    Until any member was ever read the value is ``nan``. The result is also clamped to
-    never fall below the previous one.
-    """
-
-    def __init__(self) -> None:
-        self._last: dict[Hashable, float] = {}
-        self._departed = 0.0
-        self._total = NAN
-
-    def update(self, live: Mapping[Hashable, float]) -> float:
-        for key in [k for k in self._last if k not in live]:
-            self._departed += self._last.pop(key)
-        for key, value in live.items():
-            if math.isnan(value):
-                continue
-            self._last[key] = max(value, self._last.get(key, 0.0))
-        if not self._last and math.isnan(self._total) and self._departed == 0.0:
-            return NAN
-        total = self._departed + sum(self._last.values())
-        self._total = total if math.isnan(self._total) else max(self._total, total)
-        return self._total
-
-    @property
-    def value(self) -> float:
-        return self._total
-
-
-def read_rss_cpu(procs: dict[int, psutil.Process], pid: int) -> tuple[float, float]:
-    """(RSS bytes, user + system CPU seconds) of ``pid``, its ``psutil.Process`` kept in
-    ``procs`` between polls. Raises ``psutil.Error`` (and forgets the pid) when it cannot
-    be read, ``TypeError``/``ValueError`` when ``pid`` is not a pid."""
-    try:
-        proc = procs.get(pid) or psutil.Process(pid)
-        procs[pid] = proc
-        with proc.oneshot():
-            t = proc.cpu_times()
-            return float(proc.memory_info().rss), float(t.user + t.system)
-    except psutil.Error:
-        procs.pop(pid, None)
-        raise
-
-
-def parse_net_dev(text: str) -> dict[str, tuple[int, int]]:
-    """``/proc/<pid>/net/dev`` → ``{interface: (rx_bytes, tx_bytes)}``.
-
-    Example::
-
-        Inter-|   Receive                            |  Transmit
-         face |bytes    packets errs drop fifo frame compressed multicast|bytes ...
-            lo:     100       1    0    0    0     0          0         0      100 ...
-          eth0:    5000      40    0    0    0     0          0         0     7000 ...
-
-    → ``{"lo": (100, 100), "eth0": (5000, 7000)}`` (receive bytes is the first column
-    after the colon, transmit bytes the ninth). A malformed line raises ValueError.
-    """
-    out: dict[str, tuple[int, int]] = {}
-    for line in text.splitlines():
-        name, sep, rest = line.partition(":")
-        if not sep or "|" in line:
-            continue  # the two header lines
-        cols = rest.split()
-        if len(cols) < 9:
-            raise ValueError(f"expected 16 counters after the interface name, got {line!r}")
-        try:
-            out[name.strip()] = (int(cols[0]), int(cols[8]))
-        except ValueError:
-            raise ValueError(f"expected integer counters in {line!r}") from None
-    return out
-
-
-def net_totals(
-    interfaces: Mapping[str, tuple[int, int]], ignored: frozenset[str] = IGNORED_INTERFACES
-) -> tuple[float, float]:
-    """``(rx, tx)`` summed over the interfaces not in ``ignored``.
-
-    Example: ``{"lo": (100, 100), "eth0": (5000, 7000), "eth1": (1, 2)}`` → ``(5001.0,
-    7002.0)``; ``{"lo": (100, 100)}`` → ``(0.0, 0.0)``.
-    """
-    rx = sum(v[0] for k, v in interfaces.items() if k not in ignored)
-    tx = sum(v[1] for k, v in interfaces.items() if k not in ignored)
-    return float(rx), float(tx)
-
-
-def classify_exit(
-    returncode: int | None, oom_kills_delta: int = 0, how: str = ""
-) -> tuple[EventKind, str] | None:
-    """The event for a root process that ended, or None when nothing honest can be said.
-
-    ``returncode`` is as :attr:`subprocess.Popen.returncode` (−N = killed by signal N;
-    None = unknown); ``oom_kills_delta`` is the rise of its memory cgroup's
-    ``oom_kill`` counter since the previous poll; ``how`` is appended to the detail.
-
-    Worked examples:
-
-    * ``(0, 0)`` → ``(success, "exit code 0")``
-    * ``(3, 0)`` → ``(exit_nonzero, "exit code 3")``; ``(3, 1)`` the same (it exited
-      by itself, so the kill was someone else's)
-    * ``(-9, 0)`` → ``(killed, "SIGKILL (the OOM killer or an operator)")``
-    * ``(-9, 1)`` → ``(oom_kill, "SIGKILL; memory cgroup oom_kill counter +1")``
-    * ``(-15, 2)`` → ``(killed, "SIGTERM")``
-    * ``(None, 1)`` → ``(oom_kill, "exit code unknown; memory cgroup oom_kill counter
-      +1")``
-    * ``(None, 0)`` → ``None``
-    """
-    suffix = f" ({how})" if how else ""
-    if returncode is None:
-        if oom_kills_delta > 0:
-            return (
-                EventKind.OOM_KILL,
-                f"exit code unknown; memory cgroup oom_kill counter +{oom_kills_delta}{suffix}",
-            )
-        return None
-    if returncode == 0:
-        return EventKind.SUCCESS, f"exit code 0{suffix}"
-    if returncode > 0:
-        return EventKind.EXIT_NONZERO, f"exit code {returncode}{suffix}"
-    signum = -returncode
-    if signum == signal.SIGKILL:
-        if oom_kills_delta > 0:
-            return (
-                EventKind.OOM_KILL,
-                f"SIGKILL; memory cgroup oom_kill counter +{oom_kills_delta}{suffix}",
-            )
-        return EventKind.KILLED, f"{KILLED_DETAIL}{suffix}"
-    try:
-        name = signal.Signals(signum).name
-    except ValueError:
-        name = f"signal {signum}"
-    return EventKind.KILLED, f"{name}{suffix}"
-
-
-def parse_zombie_exit_status(stat_text: str) -> int | None:
-    """The exit code of a zombie from ``/proc/<pid>/stat`` (field 52, ``exit_code``,
-    a ``waitpid`` status; Linux ≥ 3.5), as a Popen-style return code; None when the
-    process is not a zombie or the field is missing.
-
-    Example: a zombie (state ``Z``) whose field 52 is ``768`` (= 3 << 8) → ``3``;
-    ``9`` (killed by SIGKILL) → ``-9``.
-    """
-    _, sep, rest = stat_text.rpartition(")")  # the command name may contain spaces and ')'
-    if not sep:
-        return None
-    fields = rest.split()  # fields[0] is field 3 (state), so field N is fields[N - 3]
-    if not fields or fields[0] != "Z" or len(fields) < 50:
-        return None
-    try:
-        status = int(fields[49])
-    except ValueError:
-        return None
-    return os.waitstatus_to_exitcode(status)
 
 
 # --------------------------------------------------------------------------- I/O helpers

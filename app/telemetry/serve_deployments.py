@@ -36,7 +36,7 @@ import psutil
 
 from prescale.app.core.sample import Sample, SourceBatch
 from prescale.app.edges.serve_instance import serve_container, serve_details
-from prescale.app.telemetry.process import CumulativeSum, read_rss_cpu
+from prescale.app.telemetry.process_counters import CumulativeSum, read_rss_cpu
 
 NAN = math.nan
 

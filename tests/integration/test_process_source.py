@@ -29,16 +29,14 @@ from prescale.app.edges.cgroup_layout import (
     parse_mountinfo,
 )
 from prescale.app.edges.cgroupfs import own_cgroup_paths
-from prescale.app.telemetry.process import (
+from prescale.app.telemetry.process import ProcessTreeSource
+from prescale.app.telemetry.process_counters import CumulativeSum, net_totals, parse_net_dev
+from prescale.app.telemetry.process_exit import (
     KILLED_DETAIL,
-    CumulativeSum,
-    ProcessTarget,
-    ProcessTreeSource,
     classify_exit,
-    net_totals,
-    parse_net_dev,
     parse_zombie_exit_status,
 )
+from prescale.app.telemetry.process_target import ProcessTarget
 from tests.cgroup_support import v1_unavailable_reason
 from tests.worker_protocol import command
 
