@@ -1,4 +1,4 @@
-"""The metrics book: one tick's plain dicts → the metric updates to write.
+"""The metrics book: one tick's summary, rows, outcomes and records → the metric updates.
 
 :class:`MetricsBook` is pure (no Ray, no clock, no I/O): it turns one tick's summary,
 status rows, outcomes and records into a :class:`TickUpdate` (gauges to set, counters
@@ -41,6 +41,14 @@ from typing import Any, NamedTuple
 from prescale.app.core.actions import ActionKind
 from prescale.app.core.outcomes import LEAD_TIME_JUDGEMENT
 from prescale.app.core.sample import EventKind, Tier
+from prescale.app.loop.records import (
+    KINDS,
+    ActionRecord,
+    DecisionRecord,
+    EventRecord,
+    Record,
+    parse,
+)
 from prescale.app.metric_specs import (
     ACTION_KINDS,
     ACTIONS,
@@ -69,6 +77,7 @@ from prescale.app.metric_specs import (
 )
 
 OUTCOME_SOURCES = ("judgements", "lead_time")
+RECORD_TYPES = tuple(KINDS.values())
 #: Lead-time outcome → judgement (the core's reading); ``gone`` is not judged.
 LEAD_TIME_OUTCOME = LEAD_TIME_JUDGEMENT
 _P_FAIL_KEYS = tuple((t.value, f"p_fail_{t.value}") for t in Tier)
@@ -134,6 +143,26 @@ def _require(d: Any, key: str, where: str, kind: type | tuple[type, ...] = str) 
     if not isinstance(v, kind) or isinstance(v, bool):
         raise ValueError(f"{where}.{key} has the wrong type: {v!r}")
     return v
+
+
+def typed_records(records: Any) -> list[Record]:
+    """Decision-log records as typed records: a typed one is kept, a dict is read with
+    :func:`app.loop.records.parse`. Raises ``ValueError`` naming the index of a record
+    that is not one (``records[2]: action record without 'result'``)."""
+    if not isinstance(records, Sequence) or isinstance(records, str | bytes):
+        raise ValueError(f"records must be a list, got {type(records).__name__}")
+    out: list[Record] = []
+    for i, r in enumerate(records):
+        if isinstance(r, Mapping):
+            try:
+                r = parse(r)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"records[{i}]: {exc}") from None
+        elif not isinstance(r, RECORD_TYPES):
+            raise ValueError(f"records[{i}] must be a record or a dict, "
+                             f"got {type(r).__name__}")
+        out.append(r)
+    return out
 
 
 # --------------------------------------------------------------------------- the pure book
@@ -215,8 +244,8 @@ class MetricsBook:
 
     # -- one tick ---------------------------------------------------------------------------
     def plan(self, summary: Mapping[str, Any], status_rows: Sequence[Mapping[str, Any]],
-             outcomes: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]]
-             ) -> TickUpdate:
+             outcomes: Sequence[Mapping[str, Any]],
+             records: Sequence[Mapping[str, Any] | Record]) -> TickUpdate:
         """The metric updates of one tick.
 
         ``summary``: ``run_once``'s summary with ``now_s`` and ``tick_s`` (required), and
@@ -226,8 +255,11 @@ class MetricsBook:
         ``memory_usage_bytes``, ``memory_limit_bytes``, ``memory_time_to_limit_s``).
         ``outcomes``: this tick's judgements (or lead-time outcomes, see
         ``outcome_source``).
-        ``records``: this tick's decision / action / event records (records of kind
-        ``outcome`` here are ignored: outcomes are read from ``outcomes`` only).
+        ``records``: this tick's decision-log records, typed or as stored dicts (one
+        schema: :mod:`app.loop.records`; a dict that is not a record raises
+        ``ValueError`` naming its index and field). Decisions and actions give
+        thresholds, actions and events are counted; other kinds (outcome, judgement, …)
+        are ignored here: outcomes are read from ``outcomes`` only.
         """
         if not isinstance(summary, Mapping):
             raise ValueError(f"summary must be a dict, got {type(summary).__name__}")
@@ -242,10 +274,11 @@ class MetricsBook:
         up.histograms.append(_point(TICK, tick_s))
 
         containers = self._container_gauges(status_rows, up)
-        counts, thresholds = self._records(records)
+        typed = typed_records(records)
+        counts, thresholds = self._records(typed)
         thresholds = self._summary_thresholds(summary, thresholds)
         apps = self._threshold_gauges(thresholds, up)
-        new_outcomes = self._outcomes(outcomes, records, now_s)
+        new_outcomes = self._outcomes(outcomes, typed, now_s)
         dropped = self._dropped(summary, up)
         for name, labels, n in counts:
             up.counters.append(_point(name, n, **labels))
@@ -305,35 +338,29 @@ class MetricsBook:
         up.gauges.append(_point(WATCHED, len(rows)))
         return slots
 
-    def _records(self, records: Sequence[Mapping[str, Any]]):
-        if not isinstance(records, Sequence):
-            raise ValueError(f"records must be a list, got {type(records).__name__}")
+    def _records(self, records: Sequence[Record]):
+        """The tick's typed records → action and event counts, and the thresholds the
+        decisions and actions carried."""
         counts: list[tuple[str, dict[str, str], float]] = []
         thresholds = dict(self.thresholds)
-        for i, rec in enumerate(records):
-            where = f"records[{i}]"
-            kind = _require(rec, "kind", where)
-            if kind in ("decision", "action"):
-                tier = _require(rec, "tier", where)
-                thr = _number(rec, "threshold", where)
-                if thr is not None:
-                    thresholds[(str(rec.get("app") or ""), tier)] = thr
-            if kind == "action":
-                result = _require(rec, "result", where)
-                verdict = rec.get("verdict") or VERDICT_OF_RESULT.get(result, OTHER)
+        for r in records:
+            if isinstance(r, DecisionRecord | ActionRecord):
+                if math.isfinite(r.threshold):
+                    thresholds[(r.app or "", r.tier)] = float(r.threshold)
+            if isinstance(r, ActionRecord):
+                verdict = r.verdict or VERDICT_OF_RESULT.get(r.result, OTHER)
                 counts.append((ACTIONS, {
-                    "kind": enum_label(rec.get("action_kind", ActionKind.RESIZE.value),
+                    "kind": enum_label(r.action_kind or ActionKind.RESIZE.value,
                                        ACTION_KINDS),
-                    "tier": enum_label(tier, TIERS),
+                    "tier": enum_label(r.tier, TIERS),
                     "verdict": enum_label(verdict, VERDICTS),
-                    "result": enum_label(result, RESULTS),
+                    "result": enum_label(r.result, RESULTS),
                 }, 1.0))
-            elif kind == "event":
-                event = _require(rec, "event", where)
-                if event == MODEL_ERROR_EVENT:
+            elif isinstance(r, EventRecord):
+                if r.event == MODEL_ERROR_EVENT:
                     counts.append((MODEL_ERRORS, {}, 1.0))
                 else:
-                    counts.append((EVENTS, {"event": enum_label(event, EVENT_KINDS)}, 1.0))
+                    counts.append((EVENTS, {"event": enum_label(r.event, EVENT_KINDS)}, 1.0))
         return counts, thresholds
 
     @staticmethod
@@ -367,7 +394,7 @@ class MetricsBook:
         return slots
 
     def _outcomes(self, outcomes: Sequence[Mapping[str, Any]],
-                  records: Sequence[Mapping[str, Any]], now_s: float
+                  records: Sequence[Record], now_s: float
                   ) -> list[tuple[float, str, str]]:
         if not isinstance(outcomes, Sequence):
             raise ValueError(f"outcomes must be a list, got {type(outcomes).__name__}")
@@ -395,11 +422,11 @@ class MetricsBook:
             if kind is not None:
                 new.append((now_s if t_s is None else t_s, tier, kind))
         if not judgements:  # misses: OOM kills that no failed outcome explains
-            for i, rec in enumerate(records):
-                if (rec.get("kind") == "event" and rec.get("event") == EventKind.OOM_KILL.value
-                        and str(rec.get("container")) not in failed):
-                    t_s = _number(rec, "ts_s", f"records[{i}]")
-                    new.append((now_s if t_s is None else t_s, Tier.MEMORY.value, "miss"))
+            for r in records:
+                if (isinstance(r, EventRecord) and r.event == EventKind.OOM_KILL.value
+                        and r.container not in failed):
+                    t_s = r.ts_s if math.isfinite(r.ts_s) else now_s
+                    new.append((t_s, Tier.MEMORY.value, "miss"))
         return new
 
     def _dropped(self, summary: Mapping[str, Any], up: TickUpdate) -> dict[str, float]:

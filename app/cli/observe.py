@@ -23,6 +23,8 @@ from prescale.app.cli.common import (
     settings_or_exit,
     time_option,
 )
+from prescale.app.loop.records import OutcomeRecord, Record
+from prescale.app.loop.records import parse as parse_record
 from prescale.app.store import jsonfile
 from prescale.app.store.decision_log import KINDS as LOG_KINDS
 from prescale.app.store.decision_log import read_log
@@ -93,24 +95,45 @@ def events(
     for col in ("time", "kind", "container", "tier", "p_fail", "thr", "ttl s", "old", "new",
                 "result", "reason"):
         table.add_column(col, overflow="fold")
-    for r in recs:
-        tier = r.get("tier")
-        fmt = fmt_bytes if tier == "memory" else fmt_cores
-
-        def num(v: Any, f: str = ".2f") -> str:
-            return "-" if v is None else format(v, f)
-
-        table.add_row(
-            datetime.fromtimestamp(r["ts_s"]).strftime("%H:%M:%S"), r["kind"],
-            r.get("container", "-"), tier or "-", num(r.get("p_fail")), num(r.get("threshold")),
-            num(r.get("time_to_limit_s") if r["kind"] != "outcome" else r.get("lead_time_s"),
-                ".1f"),
-            fmt(r.get("old_limit")) if "old_limit" in r else "-",
-            fmt(r.get("new_limit")) if r.get("new_limit") is not None else "-",
-            r.get("result") or r.get("event") or r.get("outcome") or "-",
-            r.get("reason", ""),
-        )
+    for d in recs:
+        try:
+            r = parse_record(d)
+        except (ValueError, TypeError) as exc:  # shown, not fatal: the rest still prints
+            table.add_row(fmt_time(d.get("ts_s")), str(d.get("kind")),
+                          str(d.get("container", "-")), "-", "-", "-", "-", "-", "-",
+                          "unreadable", f"not a record of this version: {exc}")
+            continue
+        table.add_row(*event_row(r))
     out.print(table)
+
+
+def fmt_time(ts_s: Any) -> str:
+    """``HH:MM:SS`` of an epoch time, ``-`` when there is none."""
+    if not isinstance(ts_s, int | float) or not math.isfinite(ts_s):
+        return "-"
+    return datetime.fromtimestamp(ts_s).strftime("%H:%M:%S")
+
+
+def event_row(r: Record) -> tuple[str, ...]:
+    """One typed decision-log record as a row of ``prescale events``: time, kind,
+    container, tier, p_fail, threshold, time to limit (lead time for an outcome), old,
+    new, result (or event / outcome / judgement / threshold adjustment), reason."""
+    tier = getattr(r, "tier", None)
+    fmt = fmt_bytes if tier == "memory" else fmt_cores
+
+    def num(name: str, f: str = ".2f") -> str:
+        v = getattr(r, name, None)
+        return "-" if v is None else format(v, f)
+
+    ttl = "lead_time_s" if isinstance(r, OutcomeRecord) else "time_to_limit_s"
+    old = getattr(r, "old_limit", None)
+    new = getattr(r, "new_limit", None)
+    result = (getattr(r, "result", None) or getattr(r, "event", None)
+              or getattr(r, "outcome", None) or getattr(r, "judgement", None)
+              or getattr(r, "adjustment", None) or "-")
+    return (fmt_time(r.ts_s), r.KIND, r.container or "-", tier or "-", num("p_fail"),
+            num("threshold"), num(ttl, ".1f"), "-" if old is None else fmt(old),
+            "-" if new is None else fmt(new), result, getattr(r, "reason", "") or "")
 
 
 def history(

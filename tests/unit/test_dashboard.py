@@ -16,6 +16,7 @@ from prescale.app import metric_specs as m
 from prescale.app import metrics_book as mb
 from prescale.app.core.outcomes import Judgement, OutcomeKind
 from prescale.app.core.sample import Tier
+from prescale.app.loop import records as rec
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "configs" / "grafana" / "prescale.json"
@@ -214,23 +215,31 @@ def test_container_gauges_fold_beyond_the_cap_into_other():
     assert up.get(m.P_FAIL, container="_other", tier="memory") == 0.2
 
 
+def action(container: str, app: str, tier: str, threshold: float, result: str,
+           verdict: str | None, kind: str = "resize") -> rec.ActionRecord:
+    """An action record as the tick logs it (only the fields the book reads vary)."""
+    return rec.ActionRecord(10.0, f"{container}/{tier}@1", kind, verdict, container, app,
+                            tier, 0.7, threshold, 30.0, 2.0, 3.0, 3.0, result, "test")
+
+
+def event(container: str, name: str, ts_s: float = 10.0) -> dict:
+    """An event record as the history store keeps it (a dict of the one schema)."""
+    return rec.to_dict(rec.EventRecord(ts_s, container, "", name, "test"))
+
+
 def test_actions_events_and_thresholds_from_records():
     book = mb.MetricsBook(max_apps=1, outcome_source="lead_time")
     records = [
-        {"kind": "decision", "container": "a", "app": "web", "tier": "memory",
-         "threshold": 0.4},
-        {"kind": "action", "container": "a", "app": "web", "tier": "memory",
-         "threshold": 0.4, "result": "applied", "verdict": "granted"},
-        {"kind": "action", "container": "b", "app": "", "tier": "cpu", "threshold": 0.5,
-         "result": "denied"},  # no verdict in the record: implied by the result
-        {"kind": "action", "container": "b", "app": "", "tier": "cpu", "threshold": 0.5,
-         "result": "denied", "action_kind": "scale_out", "verdict": "denied"},
-        {"kind": "action", "container": "c", "app": "x", "tier": "gpu", "threshold": 0.3,
-         "result": "exploded"},
-        {"kind": "event", "container": "a", "event": "oom_kill"},
-        {"kind": "event", "container": "_models", "event": "model_error"},
-        {"kind": "event", "container": "a", "event": "mystery"},
-        {"kind": "outcome", "container": "a", "outcome": "crossed"},  # ignored here
+        rec.DecisionRecord(10.0, "a", "web", "memory", 0.7, 0.4, 30.0, 3.0, 2.0, None, None,
+                           "test"),
+        action("a", "web", "memory", 0.4, "applied", "granted"),
+        action("b", "", "cpu", 0.5, "denied", None),  # no verdict: implied by the result
+        action("b", "", "cpu", 0.5, "denied", "denied", kind="scale_out"),
+        rec.to_dict(action("c", "x", "gpu", 0.3, "exploded", None)),  # a stored dict
+        event("a", "oom_kill"),
+        event("_models", "model_error"),
+        event("a", "mystery"),
+        rec.OutcomeRecord(10.0, "a", "web", "a/memory@1", "crossed", 0.0, 10.0, 10.0),
     ]
     up = book.plan({"now_s": 10.0, "tick_s": 0.1}, [], [], records)
     assert up.get(m.ACTIONS, kind="resize", tier="memory", verdict="granted",
@@ -273,7 +282,7 @@ def test_precision_recall_over_the_rolling_window_of_judgements():
         judgement("needed", "memory", 50.0), judgement("false_positive", "memory", 50.0),
         judgement("miss", "memory", 50.0), judgement("miss", "memory", 50.0),
         judgement("needed", "cpu", 50.0), judgement("false_positive", "cpu", 50.0),
-    ], [{"kind": "event", "ts_s": 50.0, "container": "z", "event": "oom_kill"}])
+    ], [event("z", "oom_kill", 50.0)])
     # memory: needed 3, false positive 1, miss 2 → 0.75, 0.6 (the docstring's example);
     # the oom_kill event is not a miss of its own: the tracker judges failures
     assert up.get(m.PRECISION, tier="memory") == 0.75
@@ -306,9 +315,7 @@ def test_precision_recall_from_lead_time_outcomes_and_oom_events():
              "t_outcome_s": 50.0, "lead_time_s": None},
             {"action_id": "d1", "container": "d", "outcome": "gone", "t_action_s": 0,
              "t_outcome_s": 50.0, "lead_time_s": None}]
-    events = [{"kind": "event", "ts_s": 50.0, "container": "b", "event": "oom_kill"},
-              {"kind": "event", "ts_s": 50.0, "container": "e", "event": "oom_kill"},
-              {"kind": "event", "ts_s": 50.0, "container": "f", "event": "oom_kill"}]
+    events = [event(c, "oom_kill", 50.0) for c in "bef"]
     up = book.plan({"now_s": 50.0, "tick_s": 0.1}, [], lead, events)
     # needed 2 (crossed, failed), false positive 1, misses 2 (e, f; b's kill is its outcome)
     assert up.get(m.PRECISION, tier="memory") == pytest.approx(2 / 3)
@@ -343,7 +350,10 @@ def test_dropped_counts_become_increments_by_bounded_reason():
     ({"now_s": 1.0, "tick_s": 0.1}, [{"name": "a", "p_fail_memory": "high"}], [], [],
      "status_rows[0].p_fail_memory must be a number"),
     ({"now_s": 1.0, "tick_s": 0.1}, [], [], [{"kind": "action", "tier": "memory"}],
-     "records[0] has no 'result'"),
+     "records[0]: action record without 'ts_s'"),
+    ({"now_s": 1.0, "tick_s": 0.1}, [], [], [event("a", "oom_kill"), {"kind": "vote"}],
+     "records[1]: record of unknown kind 'vote'"),
+    ({"now_s": 1.0, "tick_s": 0.1}, [], [], "oom_kill", "records must be a list"),
     ({"now_s": 1.0, "tick_s": 0.1}, [], [{"container": "a", "outcome": "crossed"}], [],
      "outcomes[0] is not a judgement"),
     ({"now_s": 1.0, "tick_s": 0.1, "dropped": {"no_data": -1}}, [], [], [],
