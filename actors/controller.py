@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from prescale.app.settings import CLUSTER_CONFIG_PATH, ConfigError, load_settings
+from prescale.app.store.run_lock import LockHeld, RunLock
 
 log = logging.getLogger("prescale.controller")
 
@@ -70,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from prescale.actors import runtime
 
+    lock = RunLock(s.data_dir, f"prescale controller {run_id}")
+    try:
+        lock.acquire()
+    except (LockHeld, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     runtime.init_ray(s, quiet=True)
     # after ray.init, which installs its own SIGTERM handler (it would exit uncleanly)
@@ -98,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep_actors:
             runtime.stop_actors(handles, s)
         ray.shutdown()
+        lock.release()
     log.info("controller %s stopped cleanly after %d ticks", run_id, n)
     print(f"prescale controller stopped cleanly after {n} ticks", flush=True)
     return 0

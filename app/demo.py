@@ -29,6 +29,7 @@ from prescale.app.loop.records import ActionRecord, DecisionRecord, OutcomeRecor
 from prescale.app.settings import Mode, Settings
 from prescale.app.store.decision_log import read_records
 from prescale.app.store.history import HistoryStore
+from prescale.app.store.run_lock import LockHeld, RunLock
 
 CONTROLLERS = ("memory", "cpu", "cpuacct", "blkio")
 REQUIRED = ("memory", "cpu", "cpuacct")
@@ -233,12 +234,17 @@ def run_demo(settings: Settings, *, quiet: bool = True) -> dict[str, Any]:
     tree = create_tree(tag)
     run_id = f"demo-{settings.mode.value}-{tag}"
     handles = None
+    lock = RunLock(Path(settings.data_dir).resolve(), "prescale demo")
     try:
         s = settings.model_copy(update={
             "cgroup": settings.cgroup.model_copy(
                 update={"roots": list(tree.parents.values()), "discover": True, "watch": []}),
             "data_dir": Path(settings.data_dir).resolve(),
         })
+        try:
+            lock.acquire()
+        except LockHeld as exc:
+            raise DemoError(str(exc)) from None
         start_workloads(tree, s)
         runtime.init_ray(s, quiet=quiet)
         handles = runtime.start_actors(s, run_id)
@@ -253,3 +259,4 @@ def run_demo(settings: Settings, *, quiet: bool = True) -> dict[str, Any]:
         if handles is not None:
             runtime.stop_actors(handles)
         remove_tree(tree)
+        lock.release()

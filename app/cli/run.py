@@ -24,6 +24,7 @@ from prescale.app.cli.common import (
     settings_or_exit,
 )
 from prescale.app.settings import Mode
+from prescale.app.store.run_lock import LockHeld, RunLock
 
 
 def up(config: ConfigOpt = None, mode: ModeOpt = None) -> None:
@@ -41,24 +42,38 @@ def up(config: ConfigOpt = None, mode: ModeOpt = None) -> None:
     except CgroupError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(2) from None
+    lock = RunLock(s.data_dir, "prescale up")
+    try:
+        lock.acquire()
+    except (LockHeld, OSError) as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from None
     err.print(f"prescale up: mode={s.mode.value}, {len(found)} container(s), "
-              f"data in {s.data_dir}; Ctrl-C to stop")
+              f"data in {s.data_dir}; Ctrl-C or SIGTERM to stop")
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     run_id = f"up-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-    runtime.init_ray(s)
-    handles = runtime.start_actors(s, run_id)
+    handles = None
+    n = 0
     try:
+        runtime.init_ray(s)
+        # after ray.init, which installs its own SIGTERM handler (sys.exit from inside
+        # the loop: a crash dump and exit 15 instead of a clean stop)
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        handles = runtime.start_actors(s, run_id)
+
         def tick(summary: dict) -> None:
             if summary["decisions"] or summary["errors"]:
                 err.print(f"tick {summary['tick']}: {summary['containers']} containers, "
                           f"actions {summary['actions']}, errors {summary['errors']}")
         n = runtime.run_loop(handles, s, stop=stop, on_tick=tick)
     finally:
-        runtime.stop_actors(handles)
+        if handles is not None:
+            runtime.stop_actors(handles)
         import ray
         ray.shutdown()
+        lock.release()
     err.print(f"stopped after {n} ticks")
 
 
