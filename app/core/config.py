@@ -6,8 +6,9 @@ default of the core type that uses it: :class:`~app.core.engine.EngineConfig`
 :class:`~app.core.policy.PolicyConfig`, :class:`~app.core.guards.GuardConfig`,
 :class:`~app.core.cost.CostConfig`, :class:`~app.core.oom.OomConfig`,
 :class:`~app.core.outcomes.OutcomeConfig`, :class:`~app.core.thresholds.ThresholdConfig`
-and :class:`~app.core.contention.ContentionConfig`. ``app/settings.py`` does not
-repeat the numbers: each of its ``Field`` defaults is :func:`default_of` the core
+and :class:`~app.core.contention.ContentionConfig`. The settings groups
+(``app/settings_decisions.py``; ``models.tier`` in ``app/settings_edges.py``) do not
+repeat the numbers: each of their ``Field`` defaults is :func:`default_of` the core
 field it feeds (``cost.idle_after_s`` is ``default_of(CostConfig, "idle_after_s")``).
 The settings add what only they know: the sources (TOML, ``PRESCALE_*``), units,
 constraints and descriptions.
@@ -17,7 +18,8 @@ settings holding them with the core's fields required: the core is the lower lay
 and must stay whole without the settings — the evaluator's baselines, the tests and
 a notebook build ``CostConfig()`` or ``GuardConfig()`` and get the product's
 behaviour, and the import direction stays one way (the settings may import the pure
-core; the core never imports ``app.settings``, which import-linter checks).
+core; the core never imports ``app.settings`` or its group modules, which import-linter
+checks).
 
 The way back is one path per type: each type's ``from_settings`` classmethod reads
 its settings group (duck-typed, so the core needs no settings import), and

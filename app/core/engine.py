@@ -87,9 +87,10 @@ ModelLookup = Callable[[str], AppModel | None]
 @dataclass(frozen=True)
 class EngineConfig:
     """Everything the engine is configured with. The field defaults (and those of the
-    types it holds) are prescale's defaults: ``app/settings.py`` reads them rather than
-    repeating them, and :meth:`from_settings` is the one way from settings to the
-    engine's config (:mod:`app.core.config`)."""
+    types it holds) are prescale's defaults: the settings groups
+    (``app/settings_decisions.py``) read them rather than repeating them, and
+    :meth:`from_settings` is the one way from settings to the engine's config
+    (:mod:`app.core.config`)."""
 
     predictor: TrendExhaustionPredictor = field(default_factory=TrendExhaustionPredictor)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
