@@ -45,7 +45,8 @@ from prescale.app.settings import Settings
 from prescale.app.store import jsonfile
 from prescale.app.store.decision_log import DecisionLog
 from prescale.app.store.history import HistoryStore
-from prescale.app.store.registry import ModelCache, ModelRegistry
+from prescale.app.store.model_cache import ModelCache
+from prescale.app.store.registry import ModelRegistry
 from prescale.app.store.thresholds_store import FILE as THRESHOLDS_FILE
 from prescale.app.store.thresholds_store import ThresholdStore
 

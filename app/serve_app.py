@@ -9,7 +9,7 @@ Layers, from pure to I/O:
   (``plan_ingest``);
 - :class:`PredictionService`: the same pipeline as the coordinator (features →
   :class:`~app.core.predictor.TrendExhaustionPredictor` → the app's registered model
-  via :class:`~app.store.registry.ModelCache`; ``/v1/recommend``: the engine's own
+  via :class:`~app.store.model_cache.ModelCache`; ``/v1/recommend``: the engine's own
   decide path, :meth:`~app.core.engine.Engine.propose`, with the configured policy and
   the loop's learned thresholds), plus the model registry and the history store;
   usable in-process without Ray (benchmarks);
@@ -137,7 +137,8 @@ class PredictionService:
     def configure(self, config: ServeUserConfig) -> None:
         """Apply a (new) config; a changed registry directory starts a fresh cache; the
         registry is re-read at once."""
-        from prescale.app.store.registry import ModelCache, ModelRegistry
+        from prescale.app.store.model_cache import ModelCache
+        from prescale.app.store.registry import ModelRegistry
 
         registry_dir = config.registry_dir or str(self.settings.registry_dir())
         with self._models_lock:
@@ -250,7 +251,8 @@ class PredictionService:
     def ingest(self, req: SamplesRequest) -> dict[str, Any]:
         """Validate and store samples and timings (module doc of :func:`plan_ingest`);
         written durably (flushed) before returning."""
-        from prescale.app.store.history import HistoryStore, app_dir_name
+        from prescale.app.store.history import HistoryStore
+        from prescale.app.store.history_layout import app_dir_name
 
         def app_ok(app: str) -> bool:
             try:

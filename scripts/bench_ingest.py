@@ -35,7 +35,8 @@ import pyarrow.parquet as pq
 from prescale.app.core.ring import RingBuffer
 from prescale.app.core.sample import METRICS, Sample
 from prescale.app.core.validation import Validator
-from prescale.app.store.history import SAMPLES_SCHEMA, HistoryStore
+from prescale.app.store.history import HistoryStore
+from prescale.app.store.history_layout import SAMPLES_SCHEMA
 
 T0 = 1_704_067_200.0
 

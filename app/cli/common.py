@@ -69,7 +69,8 @@ def time_option(text: str | None, name: str) -> float | None:
 
 
 def open_registry(s: Settings):
-    from prescale.app.store.registry import CorruptModelError, ModelRegistry
+    from prescale.app.store.registry import ModelRegistry
+    from prescale.app.store.registry_index import CorruptModelError
 
     try:
         return ModelRegistry(s.registry_dir())

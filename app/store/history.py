@@ -1,33 +1,8 @@
 """Durable history: samples, failure events and decision records as Parquet.
 
-Layout (one directory tree per table; ``table`` is ``samples``, ``events`` or
-``records``)::
-
-    <root>/<table>/app=<app>/day=<YYYY-MM-DD>/<file>.parquet
-
-- ``day`` is the UTC date of each row's ``ts_s``: ``ts_s = 1704067199.5`` →
-  ``day=2023-12-31``; ``ts_s = 1704067200.0`` → ``day=2024-01-01``.
-- ``app`` is percent-encoded (:func:`app_dir_name`), so no app name can leave the
-  root: ``"a/b"`` → ``app=a%2Fb``, ``".."`` → ``app=%2E.``. The empty app is stored as
-  ``app=_unknown``; a literal app ``"_unknown"`` as ``app=%5Funknown``. The real app
-  name is also a column of every file, so readers never depend on the directory name.
-  An app that cannot be represented (not a ``str``, not encodable as UTF-8, or whose
-  directory name would exceed 255 bytes) is refused with a ``ValueError`` naming it.
-- Files are ``part-<ns>-<id>.parquet`` (one per write) or ``compact-<ns>-<id>.parquet``
-  (written by :meth:`HistoryStore.compact`). Names beginning with ``.`` or ``_`` are
-  never data: pyarrow datasets, Ray Data and this module all skip them.
-
-Columns:
-
-- ``samples``: ``container``, ``app``, then every name of
-  :data:`app.core.sample.METRICS` (``ts_s`` first) as ``float64``; ``nan`` and
-  ``inf`` are stored as such.
-- ``events``: ``container``, ``app``, ``ts_s``, ``kind`` (an ``EventKind`` value),
-  ``detail``.
-- ``records``: ``kind``, ``ts_s``, ``container``, ``app`` and ``json``, the whole
-  record as JSON (``sort_keys``; ``nan``/``inf`` written as Python's ``NaN`` /
-  ``Infinity`` so they round-trip through :func:`json.loads`), so a record of any
-  shape fits.
+One directory tree per table (``samples``, ``events``, ``records``), partitioned by app
+and UTC day; the layout, file names and columns are :mod:`app.store.history_layout`'s,
+compaction is :mod:`app.store.history_compaction`'s.
 
 Guarantees:
 
@@ -50,22 +25,17 @@ Guarantees:
    most the samples of one flush interval (plus one tick). Each partition's rows of
    one call or flush appear atomically; a call whose rows span several partitions
    may, after a crash, be visible in some of them only (each one whole).
-3. *Compaction never loses or duplicates rows, even if killed at any point.* The
-   compacted file carries, in its Parquet key-value metadata
-   (``prescale.replaces``), the names of the files it replaces; readers skip every
-   file named there by a compacted file that exists; the replaced files are deleted
-   only after the compacted file is in place; the next compaction deletes any
-   leftovers first. On a local filesystem one compaction runs at a time (an
-   ``flock`` on ``<root>/.compact.lock``); on other filesystems run one compactor.
+3. *Compaction never loses or duplicates rows, even if killed at any point*
+   (:mod:`app.store.history_compaction` says how).
 4. *Reading while another process writes or compacts works*: files appear
    atomically, and a read that races with a deletion (compaction, retention)
    re-lists the partition and tries again. Retention deletes an expired day's files
    one by one, so a read racing with it may see that day partly.
 5. *Reads prune partitions*: only the directories of the requested app and of the
    days overlapping ``[since_s, until_s)`` are listed and opened. Results are
-   pandas DataFrames with the columns above in that order, sorted by
-   ``(container, ts_s)``; a file written before a metric was added reads with
-   that column ``nan``.
+   pandas DataFrames with the columns of :mod:`app.store.history_layout` in that
+   order, sorted by ``(container, ts_s)``; a file written before a metric was added
+   reads with that column ``nan``.
 
 External readers (pyarrow datasets, ``ray.data.read_parquet``) can read a table
 directory with hive partitioning; to avoid seeing a compaction's rows twice
@@ -77,16 +47,14 @@ after a killed compaction until the next one) pass them
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import math
 import operator
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote
 
 import numpy as np
 import pyarrow as pa
@@ -97,246 +65,40 @@ import pyarrow.parquet as pq
 
 from prescale.app.core.sample import METRICS, Event, EventKind, Sample
 from prescale.app.store.durable import atomic_file, fsync_dir, makedirs_durable
+from prescale.app.store.history_compaction import HistoryCompaction
+from prescale.app.store.history_layout import (
+    COMPACT_PREFIX,
+    EVENTS_SCHEMA,
+    PART_PREFIX,
+    RECORDS_SCHEMA,
+    REPLACES_KEY,
+    SAMPLES_SCHEMA,
+    SCHEMAS,
+    TABLE_KEY,
+    TABLES,
+    TMP_PREFIX,
+    app_dir_name,
+    app_from_dir_name,
+    check_ts,
+    day_expired,
+    day_in_range,
+    is_data_file,
+    live_files,
+    record_row,
+    split_by_partition,
+    type_ok,
+)
 
 if TYPE_CHECKING:  # pandas is imported lazily: writers do not need it
     import pandas
 
-TABLES: tuple[str, ...] = ("samples", "events", "records")
-DAY_S = 86_400.0
-UNKNOWN_APP_DIR = "_unknown"
-MAX_DIR_NAME_BYTES = 255
-REPLACES_KEY = b"prescale.replaces"
-TABLE_KEY = b"prescale.table"
-PART_PREFIX = "part-"
-COMPACT_PREFIX = "compact-"
-TMP_PREFIX = ".tmp-"
-LOCK_NAME = ".compact.lock"
-#: The earliest and latest ``ts_s`` a day partition can be named for (years 1–9999).
-MIN_TS_S = -62_135_596_800.0
-MAX_TS_S = 253_402_300_800.0  # exclusive: 10000-01-01
-_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 _READ_ATTEMPTS = 8
-#: Compaction buffers about this much (in memory) per row group it writes.
-ROW_GROUP_BYTES = 64 * 2**20
-
-SAMPLES_SCHEMA = pa.schema(
-    [("container", pa.string()), ("app", pa.string())] + [(m, pa.float64()) for m in METRICS]
-)
-EVENTS_SCHEMA = pa.schema(
-    [
-        ("container", pa.string()),
-        ("app", pa.string()),
-        ("ts_s", pa.float64()),
-        ("kind", pa.string()),
-        ("detail", pa.string()),
-    ]
-)
-RECORDS_SCHEMA = pa.schema(
-    [
-        ("kind", pa.string()),
-        ("ts_s", pa.float64()),
-        ("container", pa.string()),
-        ("app", pa.string()),
-        ("json", pa.string()),
-    ]
-)
-SCHEMAS: dict[str, pa.Schema] = {
-    "samples": SAMPLES_SCHEMA,
-    "events": EVENTS_SCHEMA,
-    "records": RECORDS_SCHEMA,
-}
 _SAMPLE_FIELDS = ("container", "app", *METRICS)
 _sample_values = operator.attrgetter(*_SAMPLE_FIELDS)
 _EVENT_KINDS = frozenset(k.value for k in EventKind)
 
 
-# ---------------------------------------------------------------------------
-# Pure helpers (no I/O)
-# ---------------------------------------------------------------------------
-
-
-def app_dir_name(app: Any) -> str:
-    """The partition directory name of ``app``; ``ValueError`` naming it if impossible.
-
-    Examples: ``""`` → ``app=_unknown``; ``"web"`` → ``app=web``; ``"a/b"`` →
-    ``app=a%2Fb``; ``".."`` → ``app=%2E.``; ``"_unknown"`` → ``app=%5Funknown``.
-    A leading ``.`` or ``_`` is always encoded, so the value never looks hidden.
-    """
-    if not isinstance(app, str):
-        raise ValueError(f"app {app!r}: must be a str, got {type(app).__name__}")
-    if app == "":
-        value = UNKNOWN_APP_DIR
-    else:
-        try:
-            value = quote(app, safe="")
-        except UnicodeEncodeError as exc:
-            raise ValueError(f"app {app!r}: cannot be encoded as UTF-8 ({exc.reason})") from None
-        if value[0] in "._":
-            value = f"%{ord(value[0]):02X}{value[1:]}"
-    name = f"app={value}"
-    if len(name.encode()) > MAX_DIR_NAME_BYTES:
-        raise ValueError(
-            f"app {app!r}: too long, its directory name {name[:40]}… would be "
-            f"{len(name.encode())} bytes (at most {MAX_DIR_NAME_BYTES})"
-        )
-    return name
-
-
-def app_from_dir_name(name: str) -> str | None:
-    """Inverse of :func:`app_dir_name`; ``None`` for a name that is not an app directory."""
-    if not name.startswith("app="):
-        return None
-    value = name[4:]
-    return "" if value == UNKNOWN_APP_DIR else unquote(value, errors="strict")
-
-
-def day_index(ts_s: float) -> int:
-    """Days since 1970-01-01 UTC of ``ts_s``: ``86399.5`` → 0, ``86400.0`` → 1, ``-0.5`` → -1."""
-    return math.floor(ts_s / DAY_S)
-
-
-def day_name(index: int) -> str:
-    """``YYYY-MM-DD`` of a day index: 0 → ``1970-01-01``; 19723 → ``2024-01-01``."""
-    return dt.date.fromordinal(_EPOCH_ORDINAL + index).isoformat()
-
-
-def day_start_s(name: str) -> float:
-    """``ts_s`` of the start (00:00 UTC) of day ``YYYY-MM-DD``: ``2024-01-01`` → 1704067200.0."""
-    return (dt.date.fromisoformat(name).toordinal() - _EPOCH_ORDINAL) * DAY_S
-
-
-def day_in_range(name: str, since_s: float | None, until_s: float | None) -> bool:
-    """Whether day ``name`` ([start, start + 1 day)) overlaps ``[since_s, until_s)``.
-
-    Example: day ``1970-01-02`` spans [86400, 172800): ``since_s=172800`` → False,
-    ``since_s=172799.9`` → True, ``until_s=86400`` → False, ``until_s=86400.1`` → True.
-    """
-    start = day_start_s(name)
-    if since_s is not None and start + DAY_S <= since_s:
-        return False
-    return not (until_s is not None and start >= until_s)
-
-
-def day_expired(name: str, cutoff_s: float) -> bool:
-    """A day is expired when all of it is older than ``cutoff_s`` (its end ≤ cutoff).
-
-    Example: now = 2024-01-10 12:00 UTC, max_age 7 days → cutoff 2024-01-03 12:00:
-    ``2024-01-02`` (ends 2024-01-03 00:00) is expired, ``2024-01-03`` is not.
-    """
-    return day_start_s(name) + DAY_S <= cutoff_s
-
-
-def is_data_file(name: str) -> bool:
-    """Visible Parquet data file: not hidden (``.``/``_`` prefix), ends in ``.parquet``."""
-    return not name.startswith((".", "_")) and name.endswith(".parquet")
-
-
-def live_files(names: Iterable[str], replaces: dict[str, list[str]]) -> list[str]:
-    """The data files a reader uses: every name not replaced by an existing compacted file.
-
-    ``replaces`` maps each compacted file that exists to the names it replaces.
-    Example: names ``[p1, p2, p3, c1]``, ``replaces = {c1: [p1, p2]}`` → ``[c1, p3]``.
-    A compacted file replaced by a newer one is skipped too (its rows are in the newer).
-    """
-    replaced = {r for c, rs in replaces.items() for r in rs}
-    return sorted(n for n in names if n not in replaced)
-
-
-def _check_ts(ts: np.ndarray, what: str, labels: Callable[[int], str]) -> None:
-    ok = np.isfinite(ts) & (ts >= MIN_TS_S) & (ts < MAX_TS_S)
-    if not ok.all():
-        i = int(np.argmin(ok))
-        raise ValueError(
-            f"{what}[{i}] ({labels(i)}): ts_s must be finite (a time in years 1–9999), "
-            f"got {float(ts[i])!r}"
-        )
-
-
-def _json_default(obj: Any) -> Any:
-    item = getattr(obj, "item", None)  # numpy scalars
-    if callable(item):
-        return item()
-    raise TypeError(f"value of type {type(obj).__name__} is not JSON serialisable")
-
-
-def record_row(i: int, rec: Any) -> tuple[str, float, str, str, str]:
-    """Validate one decision record; its ``(kind, ts_s, container, app, json)`` row."""
-    if not isinstance(rec, dict):
-        raise ValueError(f"records[{i}]: must be a dict, got {type(rec).__name__}")
-    kind = rec.get("kind")
-    if not isinstance(kind, str) or not kind:
-        raise ValueError(f"records[{i}]: kind must be a non-empty str, got {kind!r}")
-    ts = rec.get("ts_s")
-    if isinstance(ts, bool) or not isinstance(ts, int | float):
-        raise ValueError(f"records[{i}] (kind {kind!r}): ts_s must be a number, got {ts!r}")
-    ts = float(ts)
-    if not (math.isfinite(ts) and MIN_TS_S <= ts < MAX_TS_S):
-        raise ValueError(
-            f"records[{i}] (kind {kind!r}): ts_s must be finite (a time in years 1–9999), "
-            f"got {ts!r}"
-        )
-    container = rec.get("container")
-    if not isinstance(container, str):
-        raise ValueError(
-            f"records[{i}] (kind {kind!r}): container must be a str, got {container!r}"
-        )
-    app = rec.get("app", "")
-    if app is None:
-        app = ""
-    app_dir_name(app)
-    try:
-        text = json.dumps(rec, sort_keys=True, default=_json_default, allow_nan=True)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"records[{i}] (kind {kind!r}): not JSON serialisable: {exc}") from None
-    return kind, ts, container, app, text
-
-
-def split_by_partition(table: pa.Table) -> list[tuple[str, str, pa.Table]]:
-    """Rows of ``table`` (with ``app`` and ``ts_s`` columns) grouped by partition:
-    ``(app directory, day, rows)``, rows in their input order.
-
-    Example: apps ``[web, web, db]`` at ``ts_s`` ``[0, 86400, 5]`` →
-    ``(app=web, 1970-01-01, row 0)``, ``(app=web, 1970-01-02, row 1)``,
-    ``(app=db, 1970-01-01, row 2)`` (in some order).
-    """
-    if table.num_rows == 0:
-        return []
-    enc = table.column("app").combine_chunks().dictionary_encode()
-    names = enc.dictionary.to_pylist()
-    apps = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    days = np.floor(table.column("ts_s").to_numpy() / DAY_S).astype(np.int64)
-    first_day = int(days.min())
-    keys = apps * (int(days.max()) - first_day + 1) + (days - first_day)
-    if (keys == keys[0]).all():
-        return [(app_dir_name(names[apps[0]]), day_name(int(days[0])), table)]
-    order = np.argsort(keys, kind="stable")
-    bounds = np.flatnonzero(np.diff(keys[order])) + 1
-    return [
-        (app_dir_name(names[apps[c[0]]]), day_name(int(days[c[0]])), table.take(pa.array(c)))
-        for c in np.split(order, bounds)
-    ]
-
-
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``table`` with exactly ``schema``'s columns: missing ones null, extra ones dropped."""
-    bare = schema.remove_metadata()
-    if table.schema.remove_metadata().equals(bare):
-        return table.replace_schema_metadata(None)
-    cols = []
-    for f in schema:
-        if f.name in table.column_names:
-            cols.append(table.column(f.name).cast(f.type))
-        else:
-            cols.append(pa.nulls(table.num_rows, f.type))
-    return pa.Table.from_arrays(cols, schema=bare)
-
-
-# ---------------------------------------------------------------------------
-# The store (I/O edge)
-# ---------------------------------------------------------------------------
-
-
-class HistoryStore:
+class HistoryStore(HistoryCompaction):
     """Append-only Parquet history, partitioned by app and UTC day (see module doc).
 
     ``uri`` is a local directory path, or a pyarrow filesystem URI (``file:///…``,
@@ -421,8 +183,8 @@ class HistoryStore:
         cols = list(zip(*rows, strict=True))
         arrays = []
         for f, col in zip(SAMPLES_SCHEMA, cols, strict=True):
-            if not all(_type_ok(t, f.type) for t in set(map(type, col))):
-                i = next(i for i, v in enumerate(col) if not _type_ok(type(v), f.type))
+            if not all(type_ok(t, f.type) for t in set(map(type, col))):
+                i = next(i for i, v in enumerate(col) if not type_ok(type(v), f.type))
                 want = "a str" if f.type == pa.string() else "a number (nan when unknown)"
                 raise ValueError(
                     f"samples[{i}] (container {rows[i][0]!r}): {f.name} must be {want}, "
@@ -436,7 +198,7 @@ class HistoryStore:
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeError) as exc:
                 raise ValueError(f"samples: {f.name}: {exc}") from None
         ts = arrays[2].to_numpy(zero_copy_only=False)
-        _check_ts(ts, "samples", lambda i: f"container {rows[i][0]!r}")
+        check_ts(ts, "samples", lambda i: f"container {rows[i][0]!r}")
         self._buffer.append(pa.Table.from_arrays(arrays, schema=SAMPLES_SCHEMA))
         self._buffered += len(samples)
         return len(samples)
@@ -502,7 +264,7 @@ class HistoryStore:
             app_dir_name(e.app)
             rows.append((e.container, e.app, float(e.ts_s), kind, e.detail))
         ts = np.array([r[2] for r in rows], dtype=np.float64)
-        _check_ts(ts, "events", lambda i: f"container {rows[i][0]!r}")
+        check_ts(ts, "events", lambda i: f"container {rows[i][0]!r}")
         return self._write_rows("events", EVENTS_SCHEMA, rows)
 
     def append_records(self, records: list[dict[str, Any]]) -> int:
@@ -723,7 +485,8 @@ class HistoryStore:
 
     def apply_retention(self, *, max_age_s: float, now_s: float | None = None) -> int:
         """Delete whole day partitions whose day ended at or before ``now_s - max_age_s``
-        (see :func:`day_expired`) in every table; returns the files removed."""
+        (see :func:`~app.store.history_layout.day_expired`) in every table; returns the
+        files removed."""
         if isinstance(max_age_s, bool) or not isinstance(max_age_s, int | float) or not (
             math.isfinite(max_age_s) and max_age_s >= 0
         ):
@@ -745,101 +508,6 @@ class HistoryStore:
                     pass
                 self._dirs.discard(pdir)
         return removed
-
-    def compact(
-        self,
-        *,
-        min_files: int = 4,
-        small_file_bytes: int = 64 * 2**20,
-        tmp_max_age_s: float = 3600.0,
-    ) -> dict[str, int]:
-        """Merge the small files of each partition into one, crash-safely (module doc, 3).
-
-        Per partition: delete hidden temp files older than ``tmp_max_age_s`` (by mtime,
-        wall clock) and files left over from an interrupted compaction; then, if at
-        least ``min_files`` live files are smaller than ``small_file_bytes``, write one
-        ``compact-`` file holding all their rows (its metadata names them), and delete
-        them. Returns counts: ``partitions`` (compacted), ``files_merged``,
-        ``rows_merged``, ``leftovers_removed``, ``temp_files_removed``.
-        """
-        if isinstance(min_files, bool) or not isinstance(min_files, int) or min_files < 2:
-            raise ValueError(f"min_files must be an int >= 2, got {min_files!r}")
-        stats = dict(partitions=0, files_merged=0, rows_merged=0, leftovers_removed=0,
-                     temp_files_removed=0)
-        with self._compact_lock():
-            for table in TABLES:
-                for pdir in self._partitions(table, None, None, None):
-                    self._compact_partition(table, pdir, min_files, small_file_bytes,
-                                            tmp_max_age_s, stats)
-        return stats
-
-    def _compact_partition(
-        self, table: str, pdir: str, min_files: int, small_file_bytes: int,
-        tmp_max_age_s: float, stats: dict[str, int]
-    ) -> None:
-        infos = [i for i in self._list(pdir) if i.type == pafs.FileType.File]
-        now = time.time()
-        for i in infos:
-            if i.base_name.startswith(TMP_PREFIX) and (
-                i.mtime is None or now - i.mtime.timestamp() >= tmp_max_age_s
-            ):
-                self._delete(i.path)
-                stats["temp_files_removed"] += 1
-        data = {i.base_name: i for i in infos if is_data_file(i.base_name)}
-        replaces = {n: self._replaces(data[n].path) for n in data if n.startswith(COMPACT_PREFIX)}
-        live = set(live_files(data, replaces))
-        leftovers = sorted(set(data) - live)
-        for n in leftovers:
-            self._delete(data[n].path)
-        if leftovers:
-            self._fsync_dir(pdir)
-        stats["leftovers_removed"] += len(leftovers)
-        small = sorted(n for n in live if data[n].size < small_file_bytes)
-        if len(small) < min_files:
-            return
-        schema = SCHEMAS[table].with_metadata(
-            {REPLACES_KEY: json.dumps(small).encode(), TABLE_KEY: table.encode()}
-        )
-        rows = 0
-
-        def write(sink: Any) -> None:
-            nonlocal rows
-            pending: list[pa.Table] = []
-            pending_bytes = 0
-            with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
-                for n in small:
-                    with self._fs.open_input_file(data[n].path) as fh:
-                        t = _conform(pq.ParquetFile(fh).read(), schema)
-                    rows += t.num_rows
-                    pending.append(t)
-                    pending_bytes += t.nbytes
-                    if pending_bytes >= ROW_GROUP_BYTES:  # bounded memory, sane row groups
-                        writer.write_table(pa.concat_tables(pending))
-                        pending, pending_bytes = [], 0
-                if pending:
-                    writer.write_table(pa.concat_tables(pending))
-
-        self._publish(pdir, COMPACT_PREFIX, write)
-        for n in small:
-            self._delete(data[n].path)
-        self._fsync_dir(pdir)
-        stats["partitions"] += 1
-        stats["files_merged"] += len(small)
-        stats["rows_merged"] += rows
-
-    @contextlib.contextmanager
-    def _compact_lock(self) -> Iterator[None]:
-        if not self._local:
-            yield
-            return
-        import fcntl
-
-        fd = os.open(os.path.join(self._root, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
 
     # -- file primitives ---------------------------------------------------
 
@@ -890,9 +558,3 @@ class HistoryStore:
                 self._delete(tmp)
             raise
         return final
-
-
-def _type_ok(t: type, typ: pa.DataType) -> bool:
-    if typ == pa.string():
-        return issubclass(t, str)
-    return t is not bool and issubclass(t, int | float | np.floating | np.integer)

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from prescale.app.core.sample import INF, METRICS, NAN, Event, EventKind, Sample
-from prescale.app.store.history import (
+from prescale.app.store.history import HistoryStore
+from prescale.app.store.history_layout import (
     REPLACES_KEY,
-    HistoryStore,
     app_dir_name,
     app_from_dir_name,
     day_expired,

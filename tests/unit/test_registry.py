@@ -19,10 +19,10 @@ import pytest
 
 from prescale.app.core.features import FEATURES
 from prescale.app.models import make_model
-from prescale.app.store.registry import (
+from prescale.app.store.model_cache import ModelCache
+from prescale.app.store.registry import ModelRegistry
+from prescale.app.store.registry_index import (
     CorruptModelError,
-    ModelCache,
-    ModelRegistry,
     ModelVersion,
     app_dir_name,
     model_rel_path,
