@@ -133,6 +133,10 @@ class RayAllocator:
     def drop_nodes(self, nodes: Sequence[str]) -> None:
         self.pool.drop_nodes.remote(list(nodes))
 
+    def take_notices(self) -> list[str]:
+        """Lines about the pool's checkpoint set aside (at the actor's start)."""
+        return ray.get(self.pool.take_notices.remote())
+
 
 class RayActuation:
     """Each action to its node's monitor, or to the workload actuators."""
@@ -211,6 +215,9 @@ class FileJournal:
     def clear_intent(self) -> None:
         jsonfile.remove(self.data_dir / INFLIGHT)
 
+    def discard_intent(self, why: str) -> str:
+        return jsonfile.quarantine(self.data_dir / INFLIGHT, why, "the loop goes on")
+
     def write_status(self, status) -> None:
         jsonfile.write_atomic(self.data_dir / STATUS, dict(status))
 
@@ -226,6 +233,10 @@ class FileCheckpoint:
 
     def save(self, state) -> None:
         jsonfile.write_atomic(self.path, dict(state))
+
+    def discard(self, why: str) -> str:
+        return jsonfile.quarantine(self.path, why, "the loop starts afresh (cooldowns, "
+                                   "pending outcomes and savings reset)")
 
 
 class CoordinatorHooks(TickHooks):

@@ -46,12 +46,29 @@ class PoolManager:
         p = settings.pool
         self.reserve = Capacity(float(p.reserve_memory_bytes), p.reserve_cpu_cores)
         self.warm = Capacity(float(p.warm_memory_bytes), p.warm_cpu_cores)
-        saved = jsonfile.read(self.path)
-        self.pool = (Pool.from_dict(saved) if saved else
-                     Pool(host_capacity(settings), self.reserve, warm=self.warm))
+        self.notices: list[str] = []
+        self.pool = self._load(settings)
         c = settings.contention
         self.contention = ContentionConfig(risk_band=c.risk_band, defer_factor=c.defer_factor,
                                            partial_grants=c.partial_grants)
+
+    def _load(self, settings: Settings) -> Pool:
+        """The checkpointed pool, or a fresh one from the host's capacity; a checkpoint
+        that cannot be read is set aside (a line in :attr:`notices`) and rebuilt: the
+        monitors report every limit in force at the next tick."""
+        try:
+            saved = jsonfile.read(self.path)
+            if saved:
+                return Pool.from_dict(saved)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            self.notices.append(jsonfile.quarantine(
+                self.path, str(exc) or type(exc).__name__,
+                "the pool is rebuilt from the limits the monitors report"))
+        return Pool(host_capacity(settings), self.reserve, warm=self.warm)
+
+    def take_notices(self) -> list[str]:
+        notices, self.notices = self.notices, []
+        return notices
 
     def _save(self) -> None:
         jsonfile.write_atomic(self.path, self.pool.to_dict())

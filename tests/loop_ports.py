@@ -126,6 +126,10 @@ class MemJournal:
     def clear_intent(self) -> None:
         self.intent = None
 
+    def discard_intent(self, why: str) -> str:
+        self.intent = None
+        return f"intent set aside: {why}"
+
     def write_status(self, status) -> None:
         self.status_writes += 1
         self.status = dict(status)
@@ -145,6 +149,10 @@ class MemCheckpoint:
         self.saves += 1
         self.state = dict(state)
 
+    def discard(self, why: str) -> str:
+        self.state = None
+        return f"checkpoint set aside: {why}"
+
 
 class MemThresholds:
     def __init__(self, book: ThresholdBook | None = None) -> None:
@@ -157,6 +165,10 @@ class MemThresholds:
     def learn(self, judgements):
         self.learns += 1
         return self._book.learn_new(judgements)
+
+    def discard(self, why: str) -> str:
+        self._book = ThresholdBook()
+        return f"thresholds set aside: {why}"
 
 
 def mem_ports() -> Ports:

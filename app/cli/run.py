@@ -64,6 +64,8 @@ def up(config: ConfigOpt = None, mode: ModeOpt = None) -> None:
         handles = runtime.start_actors(s, run_id)
 
         def tick(summary: dict) -> None:
+            for line in summary.get("notices", ()):
+                err.print(f"warning: state set aside: {line}")
             if summary["decisions"] or summary["errors"]:
                 err.print(f"tick {summary['tick']}: {summary['containers']} containers, "
                           f"actions {summary['actions']}, errors {summary['errors']}")

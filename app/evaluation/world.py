@@ -399,6 +399,9 @@ class _NoJournal:
     def clear_intent(self) -> None:
         return None
 
+    def discard_intent(self, why: str) -> str:
+        return f"intent discarded: {why}"
+
     def write_status(self, status) -> None:
         return None
 
@@ -412,6 +415,9 @@ class _NoCheckpoint:
     def save(self, state) -> None:
         return None
 
+    def discard(self, why: str) -> str:
+        return f"checkpoint discarded: {why}"
+
 
 class _Thresholds:
     def __init__(self, book: ThresholdBook) -> None:
@@ -422,6 +428,9 @@ class _Thresholds:
 
     def learn(self, judgements) -> list[Adjustment]:
         return self._book.learn_new(judgements)
+
+    def discard(self, why: str) -> str:  # in memory: never unreadable
+        return f"thresholds discarded: {why}"
 
 
 __all__ = ["CFS_PERIOD_S", "SimWorld"]

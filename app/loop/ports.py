@@ -17,6 +17,12 @@ runs every implementation through the same checks.
   the status snapshot.
 - :class:`Checkpoint` — what must survive a restart, as one JSON-able dict.
 - :class:`Thresholds` — the adaptive thresholds: read, and learn from judgements.
+
+State that cannot be read (a corrupt checkpoint, intent or thresholds file) is never a
+reason to stop protecting: the tick asks the port to ``discard`` it (set it aside,
+start afresh) and logs the port's line as a ``state_quarantined`` event. An allocator
+may have such lines of its own (``take_notices()``, optional: its checkpoint is read
+where it lives).
 """
 
 from __future__ import annotations
@@ -80,6 +86,10 @@ class Journal(Protocol):
 
     def clear_intent(self) -> None: ...
 
+    def discard_intent(self, why: str) -> str:
+        """The intent cannot be read or used (``why``): set it aside, start without
+        it; returns the line to log (what, where it went, what now)."""
+
     def write_status(self, status: Mapping[str, Any]) -> None: ...
 
 
@@ -91,11 +101,19 @@ class Checkpoint(Protocol):
 
     def save(self, state: Mapping[str, Any]) -> None: ...
 
+    def discard(self, why: str) -> str:
+        """The checkpoint cannot be read or used: set it aside (the loop starts afresh);
+        returns the line to log."""
+
 
 class Thresholds(Protocol):
     def book(self) -> ThresholdBook: ...
 
     def learn(self, judgements: Iterable[Any]) -> list[Adjustment]: ...
+
+    def discard(self, why: str) -> str:
+        """The stored thresholds cannot be read: set them aside and go on with the last
+        good book (or the configured defaults); returns the line to log."""
 
 
 __all__ = ["Actuation", "Allocator", "Checkpoint", "Journal", "Telemetry", "Thresholds"]

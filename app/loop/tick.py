@@ -31,6 +31,7 @@ not applied.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from prescale.app.core.contention import ArbitrationResult
 from prescale.app.core.engine import Engine, EngineConfig, EngineState, ModelLookup, Plan
 from prescale.app.core.predictor import Prediction
 from prescale.app.core.sample import METRICS, Tier
+from prescale.app.core.thresholds import Adjustment, ThresholdBook
 from prescale.app.loop import records as rec
 from prescale.app.loop.ports import (
     Actuation,
@@ -58,6 +60,22 @@ from prescale.app.loop.ports import (
 )
 from prescale.app.loop.shard import Merged, merge_shards
 from prescale.app.loop.status import status_rows, unknown_rows
+
+log = logging.getLogger("prescale.loop")
+
+#: what an unreadable or unusable piece of state raises while it is parsed
+UNUSABLE = (ValueError, KeyError, TypeError, AttributeError, IndexError)
+STATE = "_state"  #: the container of ``state_quarantined`` events
+QUARANTINED = "state_quarantined"
+
+
+def unusable(exc: BaseException) -> str:
+    """What was wrong, in words: ``ValueError('x')`` → ``x``, ``KeyError('tick')`` →
+    ``'tick' is missing``."""
+    if isinstance(exc, KeyError):
+        return f"{exc.args[0]!r} is missing" if exc.args else "a key is missing"
+    return str(exc) or type(exc).__name__
+
 
 #: an unknown container is dropped from the status after this long unseen
 UNKNOWN_FORGET_S = 600.0
@@ -136,20 +154,29 @@ class Tick:
         self.seen: dict[str, dict[str, Any]] = {}
         self.last_action: dict[str, dict[str, Any]] = {}
         self.judgements: list[dict[str, Any]] = []  # this tick's, for the hooks
+        #: lines about state that was set aside, logged with the next tick's records
+        self.notices: list[str] = []
         self.restore()
 
     # -- persistence -------------------------------------------------------------
     def restore(self) -> None:
-        """The state of the last checkpoint (or a fresh one)."""
+        """The state of the last checkpoint (or a fresh one). A checkpoint that cannot be
+        read or used is set aside by its port and the loop starts afresh (logged)."""
         self.engine = Engine(self.engine_config)
-        saved = self.ports.checkpoint.load()
-        if not saved or saved.get("run_id") != self.run_id:
+        try:
+            saved = self.ports.checkpoint.load()
+            if not saved or saved.get("run_id") != self.run_id:
+                return
+            state = EngineState.from_dict(saved, self.engine_config)
+            last_action = dict(saved.get("last_action", {}))
+            tick = int(saved["tick"])
+            seen = dict(saved.get("seen", {}))
+            self.ports.hooks.restore(saved)
+        except UNUSABLE as exc:
+            self.notices.append(self.ports.checkpoint.discard(unusable(exc)))
             return
-        self.engine.state = EngineState.from_dict(saved, self.engine_config)
-        self.last_action = dict(saved.get("last_action", {}))
-        self.tick = int(saved["tick"])
-        self.seen = dict(saved.get("seen", {}))
-        self.ports.hooks.restore(saved)
+        self.engine.state = state
+        self.last_action, self.tick, self.seen = last_action, tick, seen
 
     def state(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "tick": self.tick, **self.engine.state.to_dict(),
@@ -179,8 +206,11 @@ class Tick:
         records: list[dict[str, Any]] = [rec.to_dict(rec.EventRecord(
             e.ts_s, e.container, e.app, e.kind.value, e.detail)) for e in snap.events]
         plan = self.engine.observe(  # featurise, predict, judge
-            snap, p.thresholds.book(), models=p.hooks.models(records, snap.now_s))
+            snap, self._book(), models=p.hooks.models(records, snap.now_s))
         records += self._judgement_records(plan, apps)  # thresholds learn from them
+        notices = self._take_notices()
+        records += [rec.to_dict(rec.EventRecord(snap.now_s, STATE, "", QUARANTINED, n))
+                    for n in notices]
         if self.mode != "off":
             self.engine.propose(plan, snap)  # decide
         lap("plan")
@@ -245,6 +275,7 @@ class Tick:
             "tick_s": lap.clock() - t0,
             "stages_s": lap.stages,
             "dropped": merged.dropped,
+            "notices": notices,
         }
         p.hooks.after_tick(summary, rows, self.judgements, tick_records, plan, apps)
         return summary
@@ -283,6 +314,30 @@ class Tick:
         return sorted(newly)
 
     # -- judgements ------------------------------------------------------------------
+    # -- state that cannot be read ------------------------------------------------------
+    def _book(self) -> ThresholdBook:
+        """The thresholds; an unreadable store is set aside (logged) and read again."""
+        try:
+            return self.ports.thresholds.book()
+        except UNUSABLE as exc:
+            self.notices.append(self.ports.thresholds.discard(unusable(exc)))
+            return self.ports.thresholds.book()
+
+    def _learn(self, judgements: Sequence[Any]) -> list[Adjustment]:
+        try:
+            return self.ports.thresholds.learn(judgements)
+        except UNUSABLE as exc:
+            self.notices.append(self.ports.thresholds.discard(unusable(exc)))
+            return self.ports.thresholds.learn(judgements)
+
+    def _take_notices(self) -> list[str]:
+        """This tick's lines about state set aside (the allocator's too)."""
+        take = getattr(self.ports.allocator, "take_notices", None)
+        notices, self.notices = self.notices + (list(take()) if take else []), []
+        for n in notices:
+            log.error("state set aside: %s", n)
+        return notices
+
     def _judgement_records(self, plan: Plan, apps: Mapping[str, str]) -> list[dict[str, Any]]:
         """Judgements move their app's threshold (durably, idempotently); lead-time
         outcomes."""
@@ -291,7 +346,7 @@ class Tick:
         out = [rec.to_dict(rec.JudgementRecord.of(j, now_s, apps.get(j.container, "")))
                for j in plan.judgements]
         out += [rec.to_dict(rec.ThresholdRecord.of(a, now_s))
-                for a in self.ports.thresholds.learn(plan.judgements)]
+                for a in self._learn(plan.judgements)]
         out += [rec.to_dict(rec.OutcomeRecord.of(o, now_s, apps.get(o.container, "")))
                 for o in plan.lead_outcomes]
         return out
@@ -332,21 +387,31 @@ class Tick:
         re-send them with the same ids (an actuator that applied one returns what it
         did then), log the results, settle them, checkpoint."""
         p = self.ports
-        saved = p.journal.read_intent()
-        if not saved or saved.get("run_id") != self.run_id:
+        try:
+            saved = p.journal.read_intent()
+            if not saved or saved.get("run_id") != self.run_id:
+                return
+            state = (EngineState.from_dict(saved["state"], self.engine_config)
+                     if saved.get("state") else None)
+            actions = [action_from_dict(d) for d in saved["actions"]]
+            routes, local, apps = saved["routes"], saved.get("local", {}), saved["apps"]
+            now_s = float(saved["now_s"])
+        except UNUSABLE as exc:
+            self.notices.append(p.journal.discard_intent(
+                f"{unusable(exc)}: the actions it held were not re-sent (their results "
+                f"are unknown; see the containers' limits and `prescale events`)"))
             return
-        if saved.get("state"):
-            self.engine.state = EngineState.from_dict(saved["state"], self.engine_config)
+        if state is not None:
+            self.engine.state = state
             self.last_action = dict(saved["state"].get("last_action", self.last_action))
             self.seen = dict(saved["state"].get("seen", self.seen))
-        actions = [action_from_dict(d) for d in saved["actions"]]
-        results = p.actuation.apply(actions, saved["routes"], saved.get("local", {}))
+        results = p.actuation.apply(actions, routes, local)
         out = [rec.to_dict(rec.ActionRecord.of(a, results[a.action_id],
                                                "resumed after a coordinator restart",
-                                               saved["apps"].get(a.container, ""),
+                                               apps.get(a.container, ""),
                                                Verdict.GRANTED)) for a in actions]
-        self.engine.settle(saved["now_s"], [(a, results[a.action_id]) for a in actions],
-                           live=list(saved["apps"]))
+        self.engine.settle(now_s, [(a, results[a.action_id]) for a in actions],
+                           live=list(apps))
         p.allocator.confirm(confirmed(actions, results))
         p.journal.append(out)
         p.checkpoint.save(self.state())

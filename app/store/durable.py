@@ -29,6 +29,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -114,3 +115,25 @@ def remove_durable(path: str | os.PathLike) -> None:
     except FileNotFoundError:
         return
     fsync_dir(path.parent)
+
+
+def set_aside(path: str | os.PathLike, tag: str = "corrupt") -> Path | None:
+    """Rename ``path`` to ``<name>.<tag>-<UTC time>`` beside it (durably) and return the
+    new path; ``None`` when there is no such file. For state that cannot be read: it is
+    kept for the operator to look at, and the reader starts afresh.
+
+    Example: ``set_aside("/d/pool.json")`` → ``/d/pool.json.corrupt-20261202T081500Z``
+    (a second one in the same second gets ``-1``, ``-2``, … appended)."""
+    path = Path(path)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.{tag}-{stamp}")
+    n = 0
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.{tag}-{stamp}-{n}")
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:
+        return None
+    fsync_dir(path.parent)
+    return target

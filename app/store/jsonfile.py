@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from prescale.app.store.durable import remove_durable, write_bytes_atomic
+from prescale.app.store.durable import remove_durable, set_aside, write_bytes_atomic
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
@@ -61,3 +61,18 @@ def read(path: Path, default: Any = None) -> Any:
 def remove(path: Path) -> None:
     """Delete the file if it exists (and fsync the directory, so the removal is durable)."""
     remove_durable(path)
+
+
+def quarantine(path: Path, why: str, what: str) -> str:
+    """Move an unreadable state file aside (:func:`app.store.durable.set_aside`) and
+    say so in one line for the log: the file, what was wrong, where it went, and what
+    the reader does now (``what``).
+
+    Example: ``quarantine(Path("/d/pool.json"), "corrupt JSON (…)", "the pool is rebuilt
+    from the limits the monitors report")`` → ``"/d/pool.json: corrupt JSON (…); moved
+    to /d/pool.json.corrupt-20261202T081500Z; the pool is rebuilt from the limits the
+    monitors report"``."""
+    why = why.removeprefix(f"{path}: ")  # read()'s errors name the file already
+    moved = set_aside(path)
+    where = f"moved to {moved}" if moved else "already gone"
+    return f"{path}: {why}; {where}; {what}"

@@ -88,8 +88,11 @@ class ThresholdStore:
         self.config = config
         self._stamp: tuple[int, int, int] | None = None
         self._book = ThresholdBook(config)
+        self._good: ThresholdBook | None = None  # the last book read from the file
 
     def book(self) -> ThresholdBook:
+        """The stored book (re-read when the file changed); a corrupt or invalid file
+        raises ValueError naming it (the loop then calls :meth:`discard`)."""
         try:
             st = self.path.stat()
             stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -98,7 +101,25 @@ class ThresholdStore:
         if stamp != self._stamp:
             self._book = load_book(self.path, self.config)
             self._stamp = stamp
+            if stamp is not None:
+                self._good = self._book
         return self._book
+
+    def discard(self, why: str) -> str:
+        """Set the unreadable file aside; write back the last good book this store read
+        (the learned and set thresholds survive), or, with none, go on with the
+        configured thresholds. Returns the line to log."""
+        with _locked(self.path):
+            if self._good is not None:
+                line = jsonfile.quarantine(self.path, why, "the last good thresholds were "
+                                           "written back")
+                save_book(self.path, self._good)
+            else:
+                line = jsonfile.quarantine(self.path, why, "the configured thresholds apply "
+                                           "(the learned and set ones are in the file set "
+                                           "aside)")
+        self._stamp = None
+        return line
 
     def learn(self, judgements: Iterable[Judgement]) -> list[Adjustment]:
         out = learn(self.path, judgements, self.config)
