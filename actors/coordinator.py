@@ -301,8 +301,19 @@ class CoordinatorHooks(TickHooks):
             return
         self.last_maintenance_s = now_s
         h = self.s.history
-        self.store.compact(min_files=h.compact_min_files)
-        self.store.apply_retention(max_age_s=h.retention_days * 86_400, now_s=now_s)
+        known = set(self.store.unreadable)
+        try:  # upkeep never stops the loop; what went wrong is logged
+            self.store.compact(min_files=h.compact_min_files)
+            self.store.apply_retention(max_age_s=h.retention_days * 86_400, now_s=now_s)
+        except Exception as exc:  # noqa: BLE001 - logged, retried next MAINTENANCE_S
+            self.log.append([rec.to_dict(rec.EventRecord(
+                now_s, "_history", "", "history_error",
+                f"compaction/retention failed: {type(exc).__name__}: {exc}"))])
+        self.log.append([rec.to_dict(rec.EventRecord(
+            now_s, "_history", "", "history_error",
+            f"unreadable history file {path} ({why}): left in place, passed over by reads "
+            f"and compaction; move it aside or delete it"))
+            for path, why in sorted(self.store.unreadable.items()) if path not in known])
 
     def after_tick(self, summary, rows, judgements, records, plan: Plan, apps) -> None:
         summary["stages_s"]["metrics_prev"] = self.metrics_s

@@ -46,6 +46,13 @@ def fmt_cores(v: float | None) -> str:
     return f"{v:.2f}"
 
 
+def warn_unreadable(store) -> None:
+    """Name each history file a read passed over because it cannot be read."""
+    for path, why in sorted(store.unreadable.items()):
+        err.print(f"warning: skipped unreadable history file {path} ({why}); its rows are "
+                  f"not shown: move it aside or delete it")
+
+
 def open_store(s: Settings):
     from prescale.app.store.history import HistoryStore
 

@@ -22,6 +22,7 @@ from prescale.app.cli.common import (
     out,
     settings_or_exit,
     time_option,
+    warn_unreadable,
 )
 from prescale.app.loop.records import OutcomeRecord, Record
 from prescale.app.loop.records import parse as parse_record
@@ -85,8 +86,10 @@ def events(
         bad = sorted(set(kind) - allowed)
         err.print(f"error: --kind must be among {sorted(allowed)}, got {bad}")
         raise typer.Exit(2)
-    recs = list(read_log(open_store(s), run_id=run, kinds=set(kind) if kind else None,
+    store = open_store(s)
+    recs = list(read_log(store, run_id=run, kinds=set(kind) if kind else None,
                          container=container))[-last:]
+    warn_unreadable(store)
     if as_json:
         for r in recs:
             print(json.dumps(r))
@@ -157,6 +160,7 @@ def history(
     filt = {"app": app_name, "container": container, "since_s": since_s, "until_s": until_s}
     samples = store.read_samples(**filt).sort_values("ts_s").tail(last)
     events = store.read_events(**filt).sort_values("ts_s").tail(last)
+    warn_unreadable(store)
     if as_json:
         for kind, df in (("sample", samples), ("event", events)):
             for rec in df.to_dict(orient="records"):

@@ -139,6 +139,9 @@ class HistoryStore(HistoryCompaction):
         self._buffer: list[pa.Table] = []
         self._buffered = 0
         self._dirs: set[str] = set()
+        #: data files that cannot be read (corrupt, truncated): path → why. Reads and
+        #: compaction pass them over (they stay where they are, for the operator).
+        self.unreadable: dict[str, str] = {}
         info = fs.get_file_info(self._root) if self._root else None
         if info is not None and info.type == pafs.FileType.File:
             raise ValueError(f"history uri {uri!r}: {self._root} is a file, not a directory")
@@ -419,9 +422,40 @@ class HistoryStore(HistoryCompaction):
         return [f"{pdir}/{n}" for n in live_files(names, replaces)]
 
     def _replaces(self, path: str) -> list[str]:
-        with self._fs.open_input_file(path) as fh:
-            meta = pq.read_metadata(fh).metadata or {}
-        return json.loads(meta.get(REPLACES_KEY, b"[]"))
+        """The files a compacted file replaces (none when it cannot be read: it is then
+        in :attr:`unreadable`, and the files it would replace stay live)."""
+        if path in self.unreadable:
+            return []
+        try:
+            with self._fs.open_input_file(path) as fh:
+                meta = pq.read_metadata(fh).metadata or {}
+            return json.loads(meta.get(REPLACES_KEY, b"[]"))
+        except FileNotFoundError:
+            raise
+        except (pa.ArrowInvalid, OSError, ValueError) as exc:
+            self.unreadable[path] = str(exc)
+            return []
+
+    def readable(self, paths: list[str]) -> list[str]:
+        """``paths`` without the unreadable ones; a file not checked before has its
+        Parquet footer read once (cheap) and, if that fails, joins :attr:`unreadable`.
+
+        Example: of ``[a, b]`` where ``b`` holds 64 random bytes, ``[a]`` is returned
+        and ``unreadable == {b: "… Parquet magic bytes not found …"}``."""
+        out = []
+        for path in paths:
+            if path in self.unreadable:
+                continue
+            try:
+                with self._fs.open_input_file(path) as fh:
+                    pq.read_metadata(fh)
+            except FileNotFoundError:
+                raise
+            except (pa.ArrowInvalid, OSError, ValueError) as exc:
+                self.unreadable[path] = str(exc)
+                continue
+            out.append(path)
+        return out
 
     def _files(
         self, table: str, app: str | None, since_s: float | None, until_s: float | None
@@ -462,7 +496,8 @@ class HistoryStore(HistoryCompaction):
         last_exc: Exception | None = None
         for _ in range(_READ_ATTEMPTS):
             try:
-                paths = self._files(table, app, since_s, until_s)
+                paths = [p for p in self._files(table, app, since_s, until_s)
+                         if p not in self.unreadable]
                 if not paths:
                     result = schema.empty_table()
                 else:
@@ -473,6 +508,16 @@ class HistoryStore(HistoryCompaction):
             except FileNotFoundError as exc:  # a file vanished (compaction, retention)
                 last_exc = exc
                 time.sleep(0.01)
+            except (pa.ArrowInvalid, OSError) as exc:  # a corrupt file: pass it over
+                known = len(self.unreadable)
+                try:
+                    self.readable(paths)
+                except FileNotFoundError as gone:
+                    last_exc = gone
+                    continue
+                if len(self.unreadable) == known:
+                    raise  # not a file of ours that is corrupt
+                last_exc = exc
         else:
             raise RuntimeError(
                 f"history {table}: files kept vanishing while reading "

@@ -43,7 +43,7 @@ ROW_GROUP_BYTES = 64 * 2**20
 
 class HistoryCompaction:
     """:meth:`compact` for :class:`app.store.history.HistoryStore`, which provides what it
-    uses: ``_fs``, ``_local``, ``_root``, ``_partitions``, ``_list``, ``_replaces``,
+    uses: ``_fs``, ``_local``, ``_root``, ``_partitions``, ``_list``, ``_replaces``, ``readable``,
     ``_delete``, ``_fsync_dir`` and ``_publish``."""
 
     def compact(
@@ -102,6 +102,7 @@ class HistoryCompaction:
             self._fsync_dir(pdir)
         stats["leftovers_removed"] += len(leftovers)
         small = sorted(n for n in live if data[n].size < small_file_bytes)
+        small = [n for n in small if data[n].path in self.readable([data[n].path])]
         if len(small) < min_files:
             return
         schema = SCHEMAS[table].with_metadata(
