@@ -20,7 +20,6 @@ cgroup writes set absolute values, so even a replay after a restart is harmless.
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from typing import Any
 
@@ -31,7 +30,7 @@ from prescale.app.actuators.cgroup import CgroupActuator
 from prescale.app.actuators.retry import RetryingActuator, RetryPolicy
 from prescale.app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction
 from prescale.app.core.ring import RingBuffer
-from prescale.app.core.sample import Event, Sample, Tier, merge_sources
+from prescale.app.core.sample import Event, EventKind, Sample, Tier, merge_sources
 from prescale.app.core.validation import Validator
 from prescale.app.edges.cgroupfs import CgroupError
 from prescale.app.settings import Settings
@@ -41,6 +40,7 @@ from prescale.app.telemetry.cgroup import CgroupSource
 from prescale.app.telemetry.factory import build_sources
 from prescale.app.telemetry.host import host_capacity
 from prescale.app.telemetry.managed_actors import ManagedActorSource
+from prescale.app.telemetry.steady_clock import SteadyClock
 
 _REMEMBERED_ACTIONS = 10_000
 
@@ -49,11 +49,13 @@ class Monitor:
     """The monitor's logic without Ray (the actor below is this class, remote)."""
 
     def __init__(self, settings: Settings, sources: list[Source] | None = None,
-                 node_id: str = "local") -> None:
+                 node_id: str = "local", clock: SteadyClock | None = None) -> None:
         self.settings = settings
         self.node_id = node_id
         self.capacity = host_capacity(settings).to_dict()
-        self.sources = build_sources(settings, node_id) if sources is None else sources
+        self.clock = clock or SteadyClock()  # the loop's time: never steps
+        self.sources = (build_sources(settings, node_id, self.clock) if sources is None
+                        else sources)
         self.cgroups = next((s for s in self.sources if isinstance(s, CgroupSource)), None)
         self.actuator = CgroupActuator(settings.cgroup)
         self.ring = RingBuffer(settings.loop.window_steps)
@@ -85,7 +87,12 @@ class Monitor:
             replicas.update(batch.replicas)
         samples = merge_sources(per_source) if per_source else []
         seen: dict[str, str] = {}
-        kept = self.validator.filter(samples, now_s=time.time())
+        now_s = self.clock()
+        events += [Event(f"_clock:{self.node_id}", at_s, EventKind.CLOCK_JUMP,
+                         f"the wall clock stepped {step_s:+.1f} s; prescale's time follows "
+                         f"the monotonic clock (timestamps are off by the step until "
+                         f"restart)") for at_s, step_s in self.clock.take_jumps()]
+        kept = self.validator.filter(samples, now_s=now_s)
         for s in kept:
             self.ring.push(s)
             seen[s.container] = s.app
@@ -105,7 +112,7 @@ class Monitor:
             "node": self.node_id,
             "capacity": self.capacity,
             "replicas": {n: replicas[n] for n in names if n in replicas},
-            "now_s": time.time(),
+            "now_s": now_s,
             "names": names,
             "apps": [seen[n] for n in names],
             "window": window,
@@ -205,7 +212,7 @@ class MonitorActor(Monitor):
         super().__init__(settings, node_id=node)
         if settings.sources.managed_actors:
             self.sources.append(ManagedActorSource(
-                _workloads_lister(settings.ray.namespace), node_id=node))
+                _workloads_lister(settings.ray.namespace), node_id=node, clock=self.clock))
         if (settings.sources.ray_workers or settings.sources.serve_deployments
                 or settings.sources.managed_actors):
             # Ray workloads are bounded by what Ray schedules on this node, not the host

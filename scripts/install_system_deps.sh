@@ -3,9 +3,10 @@
 #
 #   sudo scripts/install_system_deps.sh      # or as root, e.g. from `make test`
 #
-# Today that is only the Prometheus server (Debian/Ubuntu package `prometheus`), used by
-# tests/integration/test_prometheus_real.py. Nothing is installed when `prometheus` is
-# already on PATH. The packaged service is never left running: while apt-get runs, a
+# Today that is the Prometheus server (Debian/Ubuntu package `prometheus`), used by
+# tests/integration/test_prometheus_real.py, and libfaketime (package `libfaketime`),
+# with which tests/faults steps a process's wall clock for real. Nothing is installed
+# when both are present. The packaged service is never left running: while apt-get runs, a
 # temporary /usr/sbin/policy-rc.d forbids invoke-rc.d from starting services (any
 # existing policy-rc.d is put back afterwards), and if systemd is the init system the
 # unit is stopped and disabled after the install. The tests start their own server.
@@ -13,18 +14,22 @@ set -euo pipefail
 
 log() { printf 'install_system_deps: %s\n' "$*" >&2; }
 
-if command -v prometheus >/dev/null 2>&1; then
-    log "prometheus already installed: $(command -v prometheus)"
+FAKETIME_LIB=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
+missing=()
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+[ -e "$FAKETIME_LIB" ] || missing+=(libfaketime)
+if [ ${#missing[@]} -eq 0 ]; then
+    log "prometheus ($(command -v prometheus)) and libfaketime already installed"
     exit 0
 fi
 
 if [ "$(id -u)" -ne 0 ]; then
-    log "prometheus is missing and installing it needs root; re-run as root (sudo $0)"
+    log "missing: ${missing[*]}; installing needs root; re-run as root (sudo $0)"
     exit 1
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-    log "prometheus is missing and apt-get is not available; install Prometheus >= 2.x" \
-        "yourself and put the 'prometheus' binary on PATH"
+    log "missing: ${missing[*]} and apt-get is not available; install them yourself" \
+        "(Prometheus >= 2.x with 'prometheus' on PATH; libfaketime)"
     exit 1
 fi
 
@@ -50,8 +55,8 @@ chmod 755 "$POLICY"
 
 log "apt-get update"
 apt-get update -q
-log "apt-get install prometheus"
-apt-get install -y -q --no-install-recommends prometheus
+log "apt-get install ${missing[*]}"
+apt-get install -y -q --no-install-recommends "${missing[@]}"
 
 # Under systemd, deb-systemd-invoke honours policy-rc.d too; stop and disable the unit
 # anyway in case it was started, so that nothing stays running.
@@ -60,4 +65,5 @@ if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
 fi
 
 command -v prometheus >/dev/null 2>&1 || { log "prometheus is still not on PATH"; exit 1; }
-log "installed $(prometheus --version 2>&1 | head -n 1)"
+[ -e "$FAKETIME_LIB" ] || { log "libfaketime is still missing ($FAKETIME_LIB)"; exit 1; }
+log "installed: ${missing[*]}"

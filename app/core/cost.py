@@ -389,19 +389,21 @@ def accumulate_savings(
     = 256 MiB·h → 384 MiB·h in all. A scale-up 512 → 640 MiB at 3600 s leaves
     R = 384 MiB.
 
-    Raises :class:`ValueError` if ``now_s`` is not finite or earlier than ``last_s``.
+    A ``now_s`` earlier than ``last_s`` (the wall clock was stepped back between two
+    runs: within a run the loop's clock never steps) integrates nothing and restarts the
+    interval at ``now_s``: savings are never negative, and the loop never stops over a
+    clock. Example: last_s 1000, now_s 400, R = 256 MiB → nothing added, last_s = 400.
+
+    Raises :class:`ValueError` if ``now_s`` is not finite.
     """
     if not math.isfinite(now_s):
         raise ValueError(f"accumulate_savings: now_s must be finite, got {now_s!r}")
-    if ledger.last_s is not None and now_s < ledger.last_s:
-        raise ValueError(f"accumulate_savings: now_s {now_s} is before the last tick "
-                         f"{ledger.last_s}")
     reduction = dict(ledger.reduction)
     if live is not None:
         alive = set(live)
         reduction = {k: v for k, v in reduction.items() if k.rsplit("/", 1)[0] in alive}
     saved = dict(ledger.saved_s)
-    dt = 0.0 if ledger.last_s is None else now_s - ledger.last_s
+    dt = 0.0 if ledger.last_s is None else max(now_s - ledger.last_s, 0.0)
     for key, r in reduction.items():
         tier = key.rsplit("/", 1)[1]
         saved[tier] = saved.get(tier, 0.0) + r * dt

@@ -91,6 +91,8 @@ class EventKind(StrEnum):
     #: the record of the container was lost (Google 2011 LOST): what happened is not
     #: known, so it is never a failure label
     LOST = "lost"
+    #: the wall clock of a node stepped (container ``_clock:<node>``): not a failure
+    CLOCK_JUMP = "clock_jump"
 
 
 @dataclass(frozen=True, slots=True)

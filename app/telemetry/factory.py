@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from prescale.app.settings import Settings
 from prescale.app.telemetry.base import Source
 from prescale.app.telemetry.cgroup import CgroupSource
@@ -12,34 +15,38 @@ from prescale.app.telemetry.simulated import SimulatedSource
 from prescale.app.telemetry.timings import TimingsSource
 
 
-def build_sources(settings: Settings, node: str = "local") -> list[Source]:
+def build_sources(settings: Settings, node: str = "local",
+                  clock: Callable[[], float] = time.time) -> list[Source]:
     """Every source the settings switch on: cgroups (when roots are configured), process
     trees, application timings, Ray workers, Prometheus, simulated containers (named
-    after ``node``, so that every node's monitor has its own)."""
+    after ``node``, so that every node's monitor has its own). ``clock`` stamps their
+    samples (the monitor's :class:`~app.telemetry.steady_clock.SteadyClock`)."""
     sources: list[Source] = []
     if settings.cgroup.roots or settings.cgroup.watch:
-        sources.append(CgroupSource(settings.cgroup))
+        sources.append(CgroupSource(settings.cgroup, clock=clock))
     if settings.sources.processes:
         sources.append(ProcessTreeSource([
             ProcessTarget(name=p.name, pid=p.pid, match=p.match, app=p.app)
             for p in settings.sources.processes
-        ]))
+        ], clock=clock))
     if settings.sources.timings_spool is not None:
-        sources.append(TimingsSource(settings.sources.timings_spool,
+        sources.append(TimingsSource(settings.sources.timings_spool, clock=clock,
                                      timeouts_s=dict(settings.sources.block_timeouts_s)))
     if settings.sources.ray_workers:
         from prescale.app.telemetry.ray_workers import RayWorkersSource  # needs a connected Ray
 
-        sources.append(RayWorkersSource())
+        sources.append(RayWorkersSource(clock=clock))
     if settings.sources.prometheus_url:
+        # its clock is the query's evaluation time on the server: the wall clock
         sources.append(PrometheusSource(settings.sources.prometheus_url,
                                         selector=settings.sources.prometheus_selector))
     if settings.sources.serve_deployments:
         from prescale.app.telemetry.serve_deployments import ServeDeploymentSource
 
-        sources.append(ServeDeploymentSource(node_id=None if node == "local" else node))
+        sources.append(ServeDeploymentSource(node_id=None if node == "local" else node,
+                                             clock=clock))
     if settings.sources.simulated:
         sources.append(SimulatedSource(
-            settings.sources.simulated, prefix=f"sim-{node[:8]}",
+            settings.sources.simulated, prefix=f"sim-{node[:8]}", clock=clock,
             leak_bytes_per_s=float(settings.sources.simulated_leak_bytes_per_s)))
     return sources
