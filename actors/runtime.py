@@ -40,7 +40,6 @@ class Handles:
 
 def init_ray(settings: Settings, *, quiet: bool = False) -> None:
     """Connect to ``settings.ray.address`` or start an embedded single-node Ray."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
         return

@@ -114,7 +114,6 @@ def _free_port() -> int:
 
 
 def start_serve(settings: Any, replicas: int, batch_wait_s: float) -> tuple[str, Any]:
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
     from ray import serve

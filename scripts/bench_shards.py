@@ -112,7 +112,6 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --shards must be integers >= 1; --per-shard, --ticks >= 1; "
               "--total >= the largest shard count", file=sys.stderr)
         return 2
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,

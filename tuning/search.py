@@ -37,7 +37,6 @@ def _ray_session(
     num_cpus: int | None, object_store_memory: int | None, log_to_driver: bool
 ) -> Iterator[bool]:
     """Use the running Ray, or start a local one (no dashboard) and stop it afterwards."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 

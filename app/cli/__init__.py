@@ -13,8 +13,6 @@ what they share. This module assembles them: the top-level commands in the order
 
 from __future__ import annotations
 
-import os
-
 import typer
 
 from prescale.app.cli import bench, config, models, observe, run, thresholds, traces, training
@@ -34,5 +32,4 @@ app.add_typer(bench.bench_app, name="bench")
 
 
 def main() -> None:
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     app()
