@@ -11,6 +11,16 @@ Numbers in JSON
     ``memory_limit_bytes = inf`` and ``cpu_usage_s_total = nan``; ``{"ts_s": 1.7e9,
     "memory_limit_bytes": null}`` has an *unknown* limit (``nan``).
 
+    Non-JSON numbers (``NaN``, ``Infinity``, ``-Infinity``, which Python's ``json`` would
+    accept) are refused with 422 naming the field (see :mod:`app.serve_http`). In a
+    prediction window every finite value is at most :data:`MAX_VALUE` (1e18: above any
+    byte count, core count or counter a container reaches; it keeps every feature far
+    from float overflow), only the two limits may be ``"inf"``, and ``ts_s`` lies in
+    ``[0, MAX_TS_S]``. In feature rows a value is a number of magnitude ≤ 1e18,
+    ``null`` or ``"inf"``/``"-inf"``; ``n_samples`` is a finite count ≥ 0. Worked
+    example: ``{"ts_s": 1.7e9, "memory_usage_bytes": 1e308}`` → 422
+    ``"samples[0].memory_usage_bytes must be finite and ≤ 1e+18, got 1e+308"``.
+
 A request for prediction gives either ``containers`` (one window per container, as
 ``samples`` — one object per reading — or as ``series`` — one list per metric, the same
 numbers in ~3× fewer bytes and ~5× cheaper to validate) or ``features`` (precomputed
@@ -52,6 +62,10 @@ _SAMPLE_DEFAULTS: dict[str, float] = {
     f.name: f.default for f in dataclasses.fields(Sample) if f.name in _VALUE_METRICS
 }
 
+#: Largest finite value of a window metric or a feature (magnitude); see the module doc.
+MAX_VALUE = 1e18
+#: Latest ``ts_s`` of a window or ``now_s`` (s; year 5138): later ones overflow time maths.
+MAX_TS_S = 1e11
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
 AppName = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
 #: A response number: finite, "inf" (never / unlimited) or null (unknown).
@@ -98,7 +112,8 @@ class _SampleBase(BaseModel):
 WindowSample = create_model(
     "WindowSample",
     __base__=_SampleBase,
-    ts_s=(float, Field(..., allow_inf_nan=False, description="Unix time of the reading (s).")),
+    ts_s=(float, Field(..., allow_inf_nan=False, ge=0, le=MAX_TS_S,
+                       description="Unix time of the reading (s).")),
     **_metric_fields(),
 )
 
@@ -118,6 +133,8 @@ SeriesName = Literal[METRICS]  # type: ignore[valid-type]
 _M_INDEX = {m: i for i, m in enumerate(METRICS)}
 _ROW_OF = operator.itemgetter(*METRICS)
 _DEFAULT_ROW = np.array([math.nan] + [_SAMPLE_DEFAULTS[m] for m in _VALUE_METRICS])
+#: Columns (METRICS order) where ``inf`` is a value: the limits (unlimited).
+_INF_OK = np.array([m in LIMIT_METRICS for m in METRICS])
 
 
 def window_rows(
@@ -150,9 +167,22 @@ def window_rows(
         raise ValueError(f"{where.format(m='ts_s', i=i)} must be a finite time, got {ts[i]}")
     with np.errstate(invalid="ignore"):
         negative = rows < 0
+        late = ts > MAX_TS_S
     if negative.any():
         i, j = (int(k) for k in np.argwhere(negative)[0])
         raise ValueError(f"{where.format(m=METRICS[j], i=i)} must be ≥ 0, got {rows[i, j]}")
+    if late.any():
+        i = int(np.argmax(late))
+        raise ValueError(f"{where.format(m='ts_s', i=i)} must be ≤ {MAX_TS_S:g} (Unix "
+                         f"seconds), got {ts[i]:g}")
+    with np.errstate(invalid="ignore"):
+        # nan is "not available"; inf only for the limits ("unlimited")
+        too_big = (rows > MAX_VALUE) & ~(np.isposinf(rows) & _INF_OK)
+    if too_big.any():
+        i, j = (int(k) for k in np.argwhere(too_big)[0])
+        raise ValueError(f"{where.format(m=METRICS[j], i=i)} must be finite and ≤ "
+                         f"{MAX_VALUE:g}, got {rows[i, j]:g}"
+                         + (' ("inf" is for the limits only)' if np.isinf(rows[i, j]) else ""))
     order = np.argsort(ts, kind="stable")
     return rows[order]
 
@@ -190,6 +220,35 @@ class ContainerWindow(BaseModel):
 
 
 FeatureRow = Annotated[list[float | None], Field(min_length=N_FEATURES, max_length=N_FEATURES)]
+_N_SAMPLES = FEATURES.index("n_samples")
+#: Most samples a feature row may claim (``n_samples``).
+MAX_N_SAMPLES = 1e9
+
+
+def check_feature_rows(rows: list[list[float | None]]) -> np.ndarray:
+    """``[N, F]`` float array of feature rows (``null`` → ``nan``); ``ValueError`` naming
+    the first bad value: ``n_samples`` not a finite count in ``[0, 1e9]``, a finite
+    value of magnitude above :data:`MAX_VALUE`.
+
+    Worked example: ``[[nan, …]]`` → ``ValueError("features[0][0] (n_samples) must be a
+    finite count in [0, 1e+09], got nan")``; ``1e308`` in column 1 →
+    ``"features[0][1] (memory_usage_last_bytes) must be null, \"inf\", \"-inf\" or
+    a number of magnitude ≤ 1e+18, got 1e+308"``.
+    """
+    arr = np.array(rows, dtype=np.float64).reshape(len(rows), N_FEATURES)  # None → nan
+    n = arr[:, _N_SAMPLES]
+    with np.errstate(invalid="ignore"):
+        bad_n = ~np.isfinite(n) | (n < 0) | (n > MAX_N_SAMPLES)
+        huge = np.isfinite(arr) & (np.abs(arr) > MAX_VALUE)
+    if bad_n.any():
+        i = int(np.argmax(bad_n))
+        raise ValueError(f"features[{i}][{_N_SAMPLES}] (n_samples) must be a finite count "
+                         f"in [0, {MAX_N_SAMPLES:g}], got {n[i]}")
+    if huge.any():
+        i, j = (int(k) for k in np.argwhere(huge)[0])
+        raise ValueError(f"features[{i}][{j}] ({FEATURES[j]}) must be null, \"inf\", "
+                         f"\"-inf\" or a number of magnitude ≤ {MAX_VALUE:g}, got {arr[i, j]:g}")
+    return arr
 
 
 class PredictRequest(BaseModel):
@@ -225,6 +284,8 @@ class PredictRequest(BaseModel):
     now_s: float | None = Field(
         None,
         allow_inf_nan=False,
+        ge=0,
+        le=MAX_TS_S,
         description="Time of the decision (recommend); default: the latest sample's ts_s, "
         "else the server's clock.",
     )
@@ -241,6 +302,14 @@ class PredictRequest(BaseModel):
                         ".name (names must be unique)"
                     )
                 first[c.name] = i
+        return v
+
+    @field_validator("features")
+    @classmethod
+    def _finite_features(cls, v: list[list[float | None]] | None
+                         ) -> list[list[float | None]] | None:
+        if v is not None:
+            check_feature_rows(v)
         return v
 
     @field_validator("names")
@@ -363,6 +432,15 @@ class RecommendResponse(BaseModel):
     now_s: float
     policy: str
     recommendations: list[ContainerRecommendation]
+
+
+class ErrorResponse(BaseModel):
+    """An error answer: ``detail`` (a sentence, or for 400/422 one entry per field with
+    its ``loc``, ``field``, ``msg`` and ``type``) and, for 400/422, a ``message`` naming
+    every field."""
+
+    detail: str | list[dict[str, Any]]
+    message: str | None = None
 
 
 class SamplesResponse(BaseModel):

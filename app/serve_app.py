@@ -41,6 +41,10 @@ except ``/healthz`` needs ``Authorization: Bearer <token>`` (else 401, checked b
 the body is read). ``/healthz`` stays open for load balancers and probes and reveals
 no data beyond model counts.
 
+Slow clients: Serve's proxy reads each whole body before routing it, within
+``body_timeout_s`` (else 408; :mod:`app.serve_proxy`), so a client dribbling a body
+holds no replica slot; ``prescale serve`` installs this in the proxy.
+
 Limits (``user_config``): a body above ``max_body_bytes`` (``Content-Length``, or the
 bytes read so far when the body is chunked) → 413 before parsing; more than
 ``max_containers`` containers or ``max_samples`` samples per request (for windows:
@@ -84,6 +88,7 @@ from prescale.app.serve_jobs import (
     recommend_json,
     window_of,
 )
+from prescale.app.serve_proxy import PROXY_MAX_BODY_BYTES, http_options, proxy_env
 from prescale.app.settings import Settings, load_settings
 
 log = logging.getLogger("prescale.serve")
@@ -420,6 +425,11 @@ def run_serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
     if not ray.is_initialized():
         if not settings.ray.address:  # an embedded Ray: Serve's proxy will bind host:port
             _check_port(host, port)
+            # the proxy reads whole bodies before routing (app.serve_proxy); it inherits
+            # this environment. A cluster's `ray start` needs the same variables.
+            limit = max(PROXY_MAX_BODY_BYTES, settings.api.max_body_bytes)
+            for key, value in proxy_env(max_body_bytes=limit).items():
+                os.environ.setdefault(key, value)
         if settings.ray.address:
             ray.init(address=settings.ray.address, namespace=settings.ray.namespace,
                      logging_level=logging.WARNING)
@@ -433,7 +443,7 @@ def run_serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
     if blocking and threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        serve.start(http_options={"host": host, "port": port})
+        serve.start(http_options=http_options(host, port))
         serve.run(app_from_settings(settings, user_config), name=APP_NAME, route_prefix="/")
         if not blocking:
             return url

@@ -2,11 +2,19 @@
 :func:`bearer_ok`), :class:`RequestGuard` (token and body size, checked before the body is
 read) and :func:`build_api`, the FastAPI app around a
 :class:`~app.serve_app.PredictionService`.
+
+Bodies are parsed as strict JSON (:class:`StrictJSONRoute`): Python's ``json`` accepts
+``NaN``, ``Infinity`` and ``-Infinity``, which are not JSON; here each becomes a value no
+field accepts, so the answer is 422 naming the field (``body.containers[0].samples[3].
+memory_usage_bytes: must be a finite number, got NaN …``), never a 500 or a ``nan`` in
+the response. Every status an operation can answer is in the OpenAPI document
+(:data:`ERROR_RESPONSES`).
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -14,9 +22,11 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
 from prescale.app.api_models import (
     API_VERSION,
+    ErrorResponse,
     HealthResponse,
     ModelsResponse,
     PredictRequest,
@@ -67,6 +77,62 @@ def bearer_ok(header: str | None, token: str) -> bool:
     if scheme.lower() != "bearer":
         return False
     return hmac.compare_digest(value.strip().encode(), token.encode())
+
+
+class NonJSONNumber:
+    """What ``NaN``, ``Infinity`` or ``-Infinity`` in a body parses to: no field accepts
+    it, so validation names the field (:func:`_validation_error` words the message)."""
+
+    __slots__ = ("token",)
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def __repr__(self) -> str:
+        return self.token
+
+
+def strict_json(body: bytes) -> Any:
+    """``json.loads`` without the non-JSON constants (see :class:`NonJSONNumber`)."""
+    return json.loads(body, parse_constant=NonJSONNumber)
+
+
+class _StrictJSONRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = strict_json(await self.body())
+        return self._json
+
+
+class StrictJSONRoute(APIRoute):
+    """A route whose JSON body is parsed by :func:`strict_json`."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Any:
+            return await handler(_StrictJSONRequest(request.scope, request.receive))
+
+        return strict
+
+
+#: Error answers every operation may give (the 422 of each route is its own).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "The body is not valid JSON, or its "
+          "Content-Length is not an integer."},
+    401: {"model": ErrorResponse, "description": "Missing or wrong bearer token (when a "
+          "token is configured; never on /healthz)."},
+    408: {"model": ErrorResponse, "description": "The body did not arrive within "
+          "body_timeout_s (Serve's proxy, app.serve_proxy), or the request took longer "
+          "than request_timeout_s."},
+    413: {"model": ErrorResponse, "description": "Body above max_body_bytes, or more "
+          "containers / samples than max_containers / max_samples."},
+    415: {"model": ErrorResponse, "description": "The body is not sent as JSON "
+          "(Content-Type: application/json)."},
+    422: {"model": ErrorResponse, "description": "A field is missing or wrong (each named "
+          "in detail[].field and message), or the values cannot be predicted."},
+}
+_GET_RESPONSES = {k: v for k, v in ERROR_RESPONSES.items() if k in (401, 408, 422)}
 
 
 def _json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None
@@ -149,11 +215,21 @@ def _route_path(scope: dict) -> str:
     return path or "/"
 
 
+def _message(e: dict[str, Any]) -> str:
+    bad = e.get("input")
+    if isinstance(bad, NonJSONNumber):
+        return (f"must be a finite number, got {bad.token} (not JSON: use null for 'not "
+                "available', \"inf\" for an unlimited limit)")
+    return str(e.get("msg", ""))
+
+
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 naming each field; 400 when the body is not JSON; 415 when it is not sent as
-    JSON (``Content-Type: application/json``), which FastAPI then does not parse."""
+    """422 naming each field; 400 when the body is not JSON; 415 when the body is not
+    sent as JSON (``Content-Type: application/json``), which FastAPI then does not
+    parse. Errors in the query string or path are 422 whatever the Content-Type."""
     ctype = request.headers.get("content-type", "")
-    if "json" not in ctype.lower():
+    body_error = any((e.get("loc") or ("",))[0] == "body" for e in exc.errors())
+    if body_error and "json" not in ctype.lower():
         return JSONResponse(
             {"detail": f"unsupported Content-Type {ctype or '(none)'!r}: send the body as "
                        "JSON with 'Content-Type: application/json'",
@@ -162,7 +238,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     errors = []
     for e in exc.errors():
         loc = list(e.get("loc", ()))
-        errors.append({"loc": loc, "field": field_path(loc), "msg": e.get("msg", ""),
+        errors.append({"loc": loc, "field": field_path(loc), "msg": _message(e),
                        "type": e.get("type", "")})
     bad_json = [e for e in exc.errors() if e.get("type") == "json_invalid"]
     if bad_json:
@@ -187,7 +263,10 @@ def build_api(service: PredictionService, predict: Callable[[Job], Any] | None =
     method; default: the service, unbatched)."""
 
     async def _direct(job: Job) -> JobResult:
-        return service.predict_jobs([job])[0]
+        try:
+            return service.predict_jobs([job])[0]
+        except ValueError as exc:  # values that cannot be predicted (serve_jobs)
+            raise HTTPException(422, detail=f"cannot predict: {exc}") from None
 
     run = predict or _direct
     api = FastAPI(
@@ -195,6 +274,7 @@ def build_api(service: PredictionService, predict: Callable[[Job], Any] | None =
         version=API_VERSION,
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
+    api.router.route_class = StrictJSONRoute
     api.add_middleware(RequestGuard,
                        state=lambda: (service.token, service.config.max_body_bytes))
     api.add_exception_handler(RequestValidationError, _validation_error)
@@ -206,19 +286,19 @@ def build_api(service: PredictionService, predict: Callable[[Job], Any] | None =
         job = window_of(req)
         return job, await run(job)
 
-    @api.post("/v1/predict", response_model=PredictResponse,
+    @api.post("/v1/predict", response_model=PredictResponse, responses=ERROR_RESPONSES,
               summary="p_fail per tier, time to limit, forecast, model, per container")
     async def predict_route(req: PredictRequest) -> JSONResponse:
         job, res = await _job(req)
         return JSONResponse(service.predict_response(job, res))
 
-    @api.post("/v1/recommend", response_model=RecommendResponse,
+    @api.post("/v1/recommend", response_model=RecommendResponse, responses=ERROR_RESPONSES,
               summary="the prediction plus what the configured policy would do (no effect)")
     async def recommend_route(req: PredictRequest) -> JSONResponse:
         job, res = await _job(req)
         return JSONResponse(service.recommend_response(job, res))
 
-    @api.post("/v1/samples", response_model=SamplesResponse,
+    @api.post("/v1/samples", response_model=SamplesResponse, responses=ERROR_RESPONSES,
               summary="store samples and key-code-block timings (validated)")
     def samples_route(req: SamplesRequest) -> JSONResponse:
         n = len(req.samples) + len(req.timings)
@@ -227,12 +307,14 @@ def build_api(service: PredictionService, predict: Callable[[Job], Any] | None =
                                 f"above max_samples = {service.config.max_samples}")
         return JSONResponse(service.ingest(req))
 
-    @api.get("/v1/models", response_model=ModelsResponse, summary="the model registry")
+    @api.get("/v1/models", response_model=ModelsResponse, responses=_GET_RESPONSES,
+             summary="the model registry")
     def models_route(app: str | None = Query(None, max_length=256),
                      tier: str | None = Query(None, pattern="^(memory|cpu)$")) -> JSONResponse:
         return JSONResponse(service.models_listing(app, tier))
 
-    @api.get("/healthz", response_model=HealthResponse, summary="liveness (no token)")
+    @api.get("/healthz", response_model=HealthResponse,
+             responses={408: ERROR_RESPONSES[408]}, summary="liveness (no token)")
     def healthz() -> JSONResponse:
         service.refresh_models()
         body = {

@@ -153,6 +153,7 @@ def predict_jobs(
     model_of: list[tuple[str, str | None]] = [(pred.model, None)] * total
     if lookup is not None:
         _apply_models(jobs, starts, feats, pred, model_tier, lookup, model_of, on_error)
+    _check_finite(jobs, starts, pred)
     results = []
     for k in range(len(jobs)):
         sl = slice(starts[k], starts[k + 1])
@@ -163,6 +164,24 @@ def predict_jobs(
         results.append(JobResult(Prediction(pred.horizon_s, pred.model, tiers), feats[sl],
                                  model_of[sl], model_tier))
     return results
+
+
+def _check_finite(jobs: Sequence[Job], starts: np.ndarray, pred: Prediction) -> None:
+    """``ValueError`` naming the first container whose p_fail is not a number (inputs
+    within the request limits whose arithmetic still overflows, e.g. a rate over a
+    5e-324 s step): JSON has no ``nan``, and a made-up probability would be worse."""
+    for tier, tp in pred.tiers.items():
+        bad = ~np.isfinite(tp.p_fail)
+        if bad.any():
+            row = int(np.argmax(bad))
+            k = int(np.searchsorted(starts, row, side="right")) - 1
+            job = jobs[k]
+            what = "features" if job.features is not None else "containers"
+            i = row - int(starts[k])
+            raise ValueError(
+                f"{what}[{i}] ({job.names[i]!r}): the {tier.value} p_fail is not a number; "
+                "its values overflow floating-point arithmetic (e.g. huge values over "
+                "tiny time steps): send values in their real units")
 
 
 def _apply_models(jobs, starts, feats, pred, tier, lookup, model_of, on_error) -> None:
