@@ -37,6 +37,14 @@ class CgroupSettings(Group):
             "Anything outside them is refused."
         ),
     )
+    allow_wide_roots: bool = Field(
+        False,
+        description=(
+            "Accept a root that is a cgroup hierarchy's mount point (or holds one), that "
+            "contains prescale's own cgroup, or that is not written normalised. Off: such "
+            "a root is refused, naming why."
+        ),
+    )
     discover: bool = Field(
         True, description="Watch every direct child directory of the roots as a container."
     )

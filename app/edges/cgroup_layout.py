@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -444,4 +444,32 @@ def locate_cgroup(
             if mount.version == "v2":
                 d = cgroup_dir(mount, proc_cgroup["unified"])
                 return "hidden" if d is None else ("v2", d, mount.mount_point)
+    return None
+
+
+def wide_root_reason(root: Path, mount_points: Sequence[Path],
+                     own_dirs: Sequence[Path]) -> str | None:
+    """Why ``root`` is too wide to be a cgroup root prescale acts under, or ``None``.
+
+    A root must be written normalised (no ``..`` or ``.`` parts: a root ending in
+    ``/../..`` walks up to a sibling), must not be a cgroup hierarchy's
+    mount point or hold one (it would watch every cgroup on the host: docker's,
+    systemd's, …), and must not contain prescale's own cgroup (it would act on itself).
+
+    Example: ``/sys/fs/cgroup/memory`` with that mount point → "is the mount point of a
+    cgroup hierarchy …"; ``/sys/fs/cgroup/memory/apps/../..`` → "is not normalised
+    (it means /sys/fs/cgroup)"; ``/sys/fs/cgroup/memory/apps`` → None.
+    """
+    text = str(root)
+    norm = posixpath.normpath(text)
+    if text != norm or text.startswith("//"):
+        return f"is not normalised (it means {norm})"
+    for mp in mount_points:
+        if root == mp:
+            return "is the mount point of a cgroup hierarchy: every cgroup on the host"
+        if root in mp.parents:
+            return f"holds the cgroup hierarchy mounted at {mp}: every cgroup on the host"
+    for own in own_dirs:
+        if own == root or root in own.parents:
+            return f"contains prescale's own cgroup {own}"
     return None

@@ -116,6 +116,23 @@ def own_cgroup_paths(proc_file: Path = Path("/proc/self/cgroup")) -> dict[str, s
     return lay.parse_proc_cgroup(proc_file.read_text())
 
 
+def wide_root_problems(roots: Iterable[Path],
+                       mountinfo: Path = Path("/proc/self/mountinfo"),
+                       proc_cgroup: Path = Path("/proc/self/cgroup")) -> list[str]:
+    """``"<root> <why>"`` for each root :func:`~.cgroup_layout.wide_root_reason`
+    refuses, against this host's cgroup mounts and this process's own cgroups."""
+    mounts = lay.parse_mountinfo(mountinfo.read_text())
+    own = own_cgroup_paths(proc_cgroup)
+    own_dirs = []
+    for controller in ("memory", "cpu"):
+        found = lay.locate_cgroup(own, mounts, controller)
+        if isinstance(found, tuple):
+            own_dirs.append(found[1])
+    points = [m.mount_point for m in mounts]
+    return [f"{root} {why}" for root in roots
+            if (why := lay.wide_root_reason(Path(root), points, own_dirs)) is not None]
+
+
 # --------------------------------------------------------------------------- reading
 
 

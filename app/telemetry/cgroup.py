@@ -44,6 +44,7 @@ from prescale.app.edges.cgroupfs import (
     read_v1_quantities,
     read_v2_quantities,
     resolve_roots,
+    wide_root_problems,
 )
 from prescale.app.settings import CgroupSettings, CgroupVersion
 
@@ -56,6 +57,17 @@ def _check_name(name: str) -> None:
             f"cgroup.watch: {name!r} is not a plain directory name "
             "(containers are the child directories of the roots)"
         )
+
+
+def check_roots(settings: CgroupSettings) -> None:
+    """Refuse roots that are too wide (:func:`app.edges.cgroup_layout.wide_root_reason`)
+    unless ``cgroup.allow_wide_roots``: :class:`CgroupError` naming each and why."""
+    if settings.allow_wide_roots or not settings.roots:
+        return
+    problems = wide_root_problems(settings.roots)
+    if problems:
+        raise CgroupError("cgroup.roots: " + "; ".join(problems)
+                          + " (set cgroup.allow_wide_roots = true to accept)")
 
 
 def _existing_roots(roots: Sequence[Path]) -> list[Path]:
@@ -74,6 +86,7 @@ def _discover(settings: CgroupSettings) -> tuple[list[CgroupContainer], dict[str
     for names whose directories contradict each other (v1 and v2, a controller twice)."""
     for name in settings.watch:
         _check_name(name)
+    check_roots(settings)
     roots = _existing_roots(settings.roots)
     wanted = None if settings.version == CgroupVersion.AUTO else settings.version.value
     watched = set(settings.watch)
