@@ -58,6 +58,7 @@ from prescale.app.loop.ports import (
     Telemetry,
     Thresholds,
 )
+from prescale.app.loop.reconcile import reconcile
 from prescale.app.loop.shard import Merged, merge_shards
 from prescale.app.loop.status import status_rows, unknown_rows
 
@@ -156,6 +157,8 @@ class Tick:
         self.judgements: list[dict[str, Any]] = []  # this tick's, for the hooks
         #: lines about state that was set aside, logged with the next tick's records
         self.notices: list[str] = []
+        #: a previous run's in-flight intent (and its actions), reconciled next tick
+        self.foreign_intent: tuple[Mapping[str, Any], list[ScalingAction]] | None = None
         self.restore()
 
     # -- persistence -------------------------------------------------------------
@@ -214,8 +217,14 @@ class Tick:
         if self.mode != "off":
             self.engine.propose(plan, snap)  # decide
         lap("plan")
-        p.allocator.observe(_limits(plan.names, plan.prediction), snap.now_s, merged.nodes,
+        limits_now = _limits(plan.names, plan.prediction)
+        p.allocator.observe(limits_now, snap.now_s, merged.nodes,
                             {n: r[0] for n, r in merged.route.items()}, dict(snap.replicas))
+        if self.foreign_intent is not None:  # before this tick's own intent replaces it
+            intent, actions = self.foreign_intent
+            p.journal.append(reconcile(intent, actions, limits_now))  # durable, then
+            p.journal.clear_intent()
+            self.foreign_intent = None
         records += [rec.to_dict(rec.DecisionRecord.of(d, apps.get(d.container, "")))
                     for d in plan.decisions if d.action is not None or d.p_fail >= d.threshold]
         # a kill loop or a runaway (app/core/oom.py): the operator should look
@@ -385,11 +394,18 @@ class Tick:
     def resume(self) -> None:
         """Finish a tick that was cut short: restore the engine state its actions started,
         re-send them with the same ids (an actuator that applied one returns what it
-        did then), log the results, settle them, checkpoint."""
+        did then), log the results, settle them, checkpoint. The intent of another run
+        (one killed outright) is kept for :func:`~app.loop.reconcile.reconcile` against
+        the limits the next tick observes."""
         p = self.ports
         try:
             saved = p.journal.read_intent()
-            if not saved or saved.get("run_id") != self.run_id:
+            if not saved:
+                return
+            if saved.get("run_id") != self.run_id:  # a run killed mid-tick: reconcile it
+                if self.foreign_intent is None:
+                    self.foreign_intent = (saved, [action_from_dict(d)
+                                                   for d in saved["actions"]])
                 return
             state = (EngineState.from_dict(saved["state"], self.engine_config)
                      if saved.get("state") else None)

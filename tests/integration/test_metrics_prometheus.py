@@ -24,6 +24,7 @@ import requests
 from prescale.app import metric_specs as m
 from prescale.app.core.outcomes import Judgement, OutcomeKind
 from prescale.app.core.sample import Tier
+from prescale.app.loop import records as rec
 from tests.prom_support import PromServer, free_port, prometheus_binary, running_prometheus
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -130,19 +131,12 @@ ROWS = [
 THRESHOLDS = {"": {"memory": 0.5, "cpu": 0.5}, "web": {"memory": 0.4, "cpu": 0.5}}
 
 
-def action(ts, container, tier, result, verdict=None, kind=None, app="web"):
-    """An action record as ``_action_record`` builds it (``verdict`` and ``action_kind``
-    are the fields the coordinator is asked to add; without them they are implied)."""
-    rec = {"kind": "action", "ts_s": ts, "action_id": f"{container}/{tier}@{ts * 1000:.0f}",
-           "container": container, "app": app, "tier": tier, "p_fail": 0.9,
-           "threshold": 0.4, "time_to_limit_s": 12.0, "old_limit": 128 * MiB,
-           "requested_limit": 160 * MiB, "new_limit": 160 * MiB, "result": result,
-           "reason": "test"}
-    if verdict:
-        rec["verdict"] = verdict
-    if kind:
-        rec["action_kind"] = kind
-    return rec
+def action(ts, container, tier, result, verdict=None, kind="resize", app="web"):
+    """An action record as the tick logs it (app/loop/records.py), as stored; without a
+    verdict the book implies it from the result."""
+    return rec.to_dict(rec.ActionRecord(
+        ts, f"{container}/{tier}@{ts * 1000:.0f}", kind, verdict, container, app, tier, 0.9,
+        0.4, 12.0, 128 * MiB, 160 * MiB, 160 * MiB, result, "test"))
 
 
 def judged(ts, container, kind, tier="memory"):
@@ -152,9 +146,8 @@ def judged(ts, container, kind, tier="memory"):
                      kind == "miss", True, "test").to_dict()
 
 
-def event(ts, container, what):
-    return {"kind": "event", "ts_s": ts, "container": container, "app": "web",
-            "event": what, "reason": "test"}
+def event(ts, container, what, app="web", reason="test"):
+    return rec.to_dict(rec.EventRecord(ts, container, app, what, reason))
 
 
 def summary(tick, tick_s, dropped):
@@ -165,16 +158,15 @@ def summary(tick, tick_s, dropped):
 
 SCRIPT = [  # (summary, outcomes, records) of three ticks
     (summary(1, 0.02, {"no_data": 2}), [], [
-        {"kind": "decision", "ts_s": T0 + 1, "container": "a-leaker", "app": "web",
-         "tier": "memory", "p_fail": 0.93, "threshold": 0.4},
+        rec.to_dict(rec.DecisionRecord(T0 + 1, "a-leaker", "web", "memory", 0.93, 0.4, 12.0,
+                                       150 * MiB, 128 * MiB, 160 * MiB, None, "test")),
         action(T0 + 1, "a-leaker", "memory", "applied", verdict="granted"),
         action(T0 + 1, "c-hog", "cpu", "applied", app=""),
     ]),
     (summary(2, 0.3, {"no_data": 3, "negative:memory_usage_bytes": 1}),
      [judged(T0 + 2, "a-leaker", "needed")], [
         action(T0 + 2, "b-steady", "memory", "denied", verdict="denied"),
-        {"kind": "event", "ts_s": T0 + 2, "container": "_models", "app": "",
-         "event": "model_error", "reason": "web/v4: checksum mismatch"},
+        event(T0 + 2, "_models", "model_error", app="", reason="web/v4: checksum mismatch"),
     ]),
     (summary(3, 0.04, {"no_data": 3, "negative:memory_usage_bytes": 1, "weird": 2}),
      [judged(T0 + 3, "a-leaker", "needed"), judged(T0 + 3, "e-extra", "needed"),

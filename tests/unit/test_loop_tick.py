@@ -129,3 +129,30 @@ def test_parse_refuses_an_unknown_kind_and_a_missing_field():
                    "reason": "r", "run_id": "x", "mode": "auto"})
     assert r.old_limit == math.inf and math.isnan(r.forecast) and r.new_limit is None
     assert np.isfinite(r.ts_s) and Tier(r.tier) is Tier.MEMORY
+
+
+def test_a_killed_runs_intent_is_reconciled_against_the_kernel_and_logged():
+    """inflight.json of run "up-1" (killed outright mid-tick): w's 256 → 512 MiB reached
+    the kernel, v's did not; the first tick of the next run logs both, then clears it."""
+    from prescale.app.core.actions import ScalingAction
+
+    def resize(name: str, action_id: str) -> dict:
+        return ScalingAction(action_id, 1_699_999_990.0, name, Tier.MEMORY, 256 * MiB,
+                             512 * MiB, 0.9, 0.5, 20.0, 400 * MiB, "forecast above").to_dict()
+
+    ports = mem_ports()
+    ports.journal.intent = {"run_id": "up-1", "now_s": 1_699_999_990.0, "tick": 7,
+                            "actions": [resize("w", "w/memory@7"), resize("v", "v/memory@7")],
+                            "routes": {}, "apps": {"w": "shop", "v": "shop"}}
+    w = leak_window(per_step_mib=0.0, limit_mib=512)  # the kernel holds the new limit
+    v = leak_window(per_step_mib=0.0, limit_mib=256)  # still the old one
+    ports.telemetry.next = [shard(np.concatenate([w, v]), names=("w", "v"))]
+    _tick(ports, run_id="up-2").run_once()
+    assert ports.journal.intent is None  # reconciled, then cleared
+    got = {r["container"]: r for r in ports.journal.records
+           if r["kind"] == "action" and r["action_id"].endswith("@7")}
+    assert got["w"]["result"] == "applied" and got["w"]["new_limit"] == 512 * MiB
+    assert "reached the kernel before run up-1 was killed" in got["w"]["reason"]
+    assert got["v"]["result"] == "failed" and got["v"]["new_limit"] == 256 * MiB
+    assert "did not reach the kernel" in got["v"]["reason"]
+    assert got["w"]["app"] == "shop"
