@@ -219,7 +219,15 @@ class FileJournal:
         return jsonfile.quarantine(self.data_dir / INFLIGHT, why, "the loop goes on")
 
     def write_status(self, status) -> None:
-        jsonfile.write_atomic(self.data_dir / STATUS, dict(status))
+        """status.json; when its disk refuses the write, a copy in RAM that `prescale
+        status` reads (jsonfile.read_newest), and the error is raised for the tick."""
+        path = self.data_dir / STATUS
+        try:
+            jsonfile.write_atomic(path, dict(status))
+        except OSError:
+            jsonfile.write_atomic(jsonfile.ram_copy_path(path), dict(status))
+            raise
+        jsonfile.remove(jsonfile.ram_copy_path(path))  # the disk is back: one truth
 
 
 class FileCheckpoint:

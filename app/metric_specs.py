@@ -31,6 +31,7 @@ name                                            type      labels
 ``ray_prescale_prediction_outcomes_total``      counter   tier, outcome
 ``ray_prescale_dropped_samples_total``          counter   reason
 ``ray_prescale_model_reload_errors_total``      counter   (none)
+``ray_prescale_degraded``                       gauge     (none)
 ``ray_prescale_serve_requests_total``           counter   route, code
 ``ray_prescale_serve_request_duration_seconds`` histogram route, code
 =============================================== ========= ===========================
@@ -117,6 +118,7 @@ RECALL = "prescale_prediction_recall"
 OUTCOMES = "prescale_prediction_outcomes_total"
 DROPPED = "prescale_dropped_samples_total"
 MODEL_ERRORS = "prescale_model_reload_errors_total"
+DEGRADED = "prescale_degraded"
 SERVE_REQUESTS = "prescale_serve_requests_total"
 SERVE_LATENCY = "prescale_serve_request_duration_seconds"
 
@@ -145,6 +147,8 @@ COORDINATOR_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(DROPPED, "counter", "Samples dropped by validation, by reason.", ("reason",)),
     MetricSpec(MODEL_ERRORS, "counter", "Model versions refused when (re)loading from the "
                "registry (the previous version keeps serving)."),
+    MetricSpec(DEGRADED, "gauge", "1 while the loop's writes fail (full or read-only disk): "
+               "scale-ups go on, scale-downs stop, records are buffered; 0 otherwise."),
 )
 SERVE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(SERVE_REQUESTS, "counter", "HTTP requests to the prescale Serve app, by route "

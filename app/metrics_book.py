@@ -53,6 +53,7 @@ from prescale.app.metric_specs import (
     ACTION_KINDS,
     ACTIONS,
     DEFAULT_APP,
+    DEGRADED,
     DROP_REASONS,
     DROPPED,
     EVENT_KINDS,
@@ -249,7 +250,8 @@ class MetricsBook:
         """The metric updates of one tick.
 
         ``summary``: ``run_once``'s summary with ``now_s`` and ``tick_s`` (required), and
-        optionally ``dropped`` (the monitor's cumulative drop counts by reason) and
+        optionally ``degraded`` (the degraded state, or ``None``), ``dropped`` (the
+        monitor's cumulative drop counts by reason) and
         ``thresholds`` (``{app: {tier: threshold}}``; ``""`` is the default app).
         ``status_rows``: the rows of ``status.json`` (``name``, ``p_fail_<tier>``,
         ``memory_usage_bytes``, ``memory_limit_bytes``, ``memory_time_to_limit_s``).
@@ -272,6 +274,7 @@ class MetricsBook:
                              f"got {summary.get('tick_s')!r}")
         up = TickUpdate()
         up.histograms.append(_point(TICK, tick_s))
+        up.gauges.append(_point(DEGRADED, 1.0 if summary.get("degraded") else 0.0))
 
         containers = self._container_gauges(status_rows, up)
         typed = typed_records(records)

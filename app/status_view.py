@@ -165,6 +165,14 @@ def _caption(snapshot: Mapping[str, Any], age_s: float, stale_after_s: float) ->
     if n_dropped:
         parts.append(f"{n_dropped:.0f} samples dropped")
     text = Text("; ".join(parts))
+    degraded = snapshot.get("degraded")
+    if isinstance(degraded, Mapping):  # writes fail: protecting without records
+        for_s = max(0.0, (_finite(snapshot.get("ts_s")) or 0.0)
+                    - (_finite(degraded.get("since_s")) or 0.0))
+        text.append(f"\nDEGRADED for {fmt_duration(for_s)}: "
+                    f"{degraded.get('reason', '?')} — scale-ups go on, scale-downs stop, "
+                    f"{degraded.get('buffered_records', 0)} records waiting, "
+                    f"{degraded.get('dropped_records', 0)} dropped", style="bold red")
     if age_s > stale_after_s:
         text.append(f"\nSTALE: no tick for {fmt_duration(age_s)} (expected every ≤ "
                     f"{fmt_duration(stale_after_s)}) — is `prescale up` running?",
@@ -177,7 +185,7 @@ def render(status_path: Path, now_s: float, stale_after_s: float = STALE_AFTER_S
     """What the view shows now, and whether it is a real table (False: a message about
     a missing or unreadable status file)."""
     try:
-        snapshot = jsonfile.read(status_path)
+        snapshot = jsonfile.read_newest(status_path)  # or its RAM copy (degraded)
     except (ValueError, OSError) as exc:
         return Text(f"error: {exc}", style="red"), False
     if snapshot is None:

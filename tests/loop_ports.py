@@ -112,11 +112,18 @@ class MemJournal:
         self.intent_writes = 0
         self.status: dict[str, Any] | None = None
         self.status_writes = 0
+        self.full = False  # True: every write raises ENOSPC, as a full disk does
+
+    def _disk(self) -> None:
+        if self.full:
+            raise OSError(28, "No space left on device")
 
     def append(self, records) -> None:
+        self._disk()
         self.records += [dict(r) for r in records]
 
     def write_intent(self, intent) -> None:
+        self._disk()
         self.intent_writes += 1
         self.intent = dict(intent)
 
@@ -131,6 +138,7 @@ class MemJournal:
         return f"intent set aside: {why}"
 
     def write_status(self, status) -> None:
+        self._disk()
         self.status_writes += 1
         self.status = dict(status)
 

@@ -51,7 +51,7 @@ def status(
             raise typer.Exit(2)
         raise typer.Exit(status_view.watch(path, interval, console=out, stale_after_s=stale_s))
     try:
-        snap = jsonfile.read(path)
+        snap = jsonfile.read_newest(path)  # or its RAM copy when the disk refuses writes
     except ValueError as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(1) from None

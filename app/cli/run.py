@@ -63,9 +63,17 @@ def up(config: ConfigOpt = None, mode: ModeOpt = None) -> None:
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         handles = runtime.start_actors(s, run_id)
 
+        degraded = {"reason": None}
+
         def tick(summary: dict) -> None:
             for line in summary.get("notices", ()):
                 err.print(f"warning: state set aside: {line}")
+            now = (summary.get("degraded") or {}).get("reason")
+            if now != degraded["reason"]:
+                err.print(f"DEGRADED: {now} (scale-ups go on, scale-downs stop, records "
+                          f"are buffered)" if now else "degraded mode over: all writes "
+                          "succeed again")
+                degraded["reason"] = now
             if summary["decisions"] or summary["errors"]:
                 err.print(f"tick {summary['tick']}: {summary['containers']} containers, "
                           f"actions {summary['actions']}, errors {summary['errors']}")

@@ -50,6 +50,7 @@ from prescale.app.core.predictor import Prediction
 from prescale.app.core.sample import METRICS, Tier
 from prescale.app.core.thresholds import Adjustment, ThresholdBook
 from prescale.app.loop import records as rec
+from prescale.app.loop.degraded import DegradedMode, hold_back_scale_downs
 from prescale.app.loop.ports import (
     Actuation,
     Allocator,
@@ -68,6 +69,8 @@ log = logging.getLogger("prescale.loop")
 UNUSABLE = (ValueError, KeyError, TypeError, AttributeError, IndexError)
 STATE = "_state"  #: the container of ``state_quarantined`` events
 QUARANTINED = "state_quarantined"
+DEGRADED = "degraded"  #: event: writes fail, the loop protects without records
+RECOVERED = "degraded_over"
 
 
 def unusable(exc: BaseException) -> str:
@@ -157,6 +160,9 @@ class Tick:
         self.judgements: list[dict[str, Any]] = []  # this tick's, for the hooks
         #: lines about state that was set aside, logged with the next tick's records
         self.notices: list[str] = []
+        #: writes that fail (a full or read-only disk): the loop goes on, degraded
+        self.degraded = DegradedMode()
+        self._degraded_before = False
         #: a previous run's in-flight intent (and its actions), reconciled next tick
         self.foreign_intent: tuple[Mapping[str, Any], list[ScalingAction]] | None = None
         self.restore()
@@ -222,8 +228,8 @@ class Tick:
                             {n: r[0] for n, r in merged.route.items()}, dict(snap.replicas))
         if self.foreign_intent is not None:  # before this tick's own intent replaces it
             intent, actions = self.foreign_intent
-            p.journal.append(reconcile(intent, actions, limits_now))  # durable, then
-            p.journal.clear_intent()
+            if self._append(reconcile(intent, actions, limits_now), snap.now_s):  # durable,
+                self._write("in-flight intent", p.journal.clear_intent, now_s=snap.now_s)
             self.foreign_intent = None
         records += [rec.to_dict(rec.DecisionRecord.of(d, apps.get(d.container, "")))
                     for d in plan.decisions if d.action is not None or d.p_fail >= d.threshold]
@@ -240,7 +246,9 @@ class Tick:
             arb = p.allocator.arbitrate(plan.asks, plan.reclaim, snap.now_s, commit)
             lap("arbitrate")
             tick_records += records
-            p.journal.append(records)  # durable before acting
+            durable = self._append(records, snap.now_s)  # durable before acting
+            if not durable or self.degraded.active:  # protect first: scale-ups only
+                arb = hold_back_scale_downs(arb, plan.asks, self.degraded.reason)
             routes, local = self._write_intent(plan, arb, merged, commit)  # the intent
             lap("log")
             results, records, reclaimed, applied = self._act(plan.asks, arb, commit, routes,
@@ -251,25 +259,27 @@ class Tick:
         p.allocator.confirm(applied)  # what was really set (the pool's one write)
         extra = p.hooks.after_settle(self.judgements_app(apps), snap.now_s)
         tick_records += records + extra
-        p.journal.append(records + extra)  # record
+        self._append(records + extra, snap.now_s)  # record
         self.tick += 1
         if getattr(p.checkpoint, "enabled", True):
-            p.checkpoint.save(self.state())
+            self._write("checkpoint", p.checkpoint.save, self.state(), now_s=snap.now_s)
         if plan.asks and self._intent_written:
-            p.journal.clear_intent()
+            self._write("in-flight intent", p.journal.clear_intent, now_s=snap.now_s)
         p.hooks.upkeep(snap.now_s)
         lap("record")
         rows: list[dict[str, Any]] = []
         if getattr(p.journal, "durable", True):
             rows = status_rows(plan, self.seen, self.last_action, snap.replicas)
-            p.journal.write_status({
+            self._write("status", p.journal.write_status, {
                 "ts_s": plan.now_s, "run_id": self.run_id, "mode": self.mode,
                 "tick": self.tick, "tick_s": lap.clock() - t0, "model": plan.prediction.model,
                 "horizon_s": plan.prediction.horizon_s,
                 "saved_resource_hours": self.engine.state.savings.saved_hours(),
                 "errors": merged.errors, "dropped": merged.dropped, "nodes": merged.nodes,
-                "unknown_nodes": unknown,
-                "containers": rows + unknown_rows(self.seen, self.last_action)})
+                "unknown_nodes": unknown, "degraded": self.degraded.status(),
+                "containers": rows + unknown_rows(self.seen, self.last_action)},
+                now_s=snap.now_s)
+        degraded = self._end_degraded_tick(snap.now_s)
         lap("status")
         summary = {
             "tick": self.tick,
@@ -285,6 +295,7 @@ class Tick:
             "stages_s": lap.stages,
             "dropped": merged.dropped,
             "notices": notices,
+            "degraded": degraded,
         }
         p.hooks.after_tick(summary, rows, self.judgements, tick_records, plan, apps)
         return summary
@@ -332,12 +343,62 @@ class Tick:
             self.notices.append(self.ports.thresholds.discard(unusable(exc)))
             return self.ports.thresholds.book()
 
-    def _learn(self, judgements: Sequence[Any]) -> list[Adjustment]:
+    def _learn(self, judgements: Sequence[Any], now_s: float) -> list[Adjustment]:
         try:
             return self.ports.thresholds.learn(judgements)
+        except OSError as exc:  # cannot be written: not learned (degraded)
+            self.degraded.failed("thresholds", exc, now_s)
+            return []
         except UNUSABLE as exc:
             self.notices.append(self.ports.thresholds.discard(unusable(exc)))
             return self.ports.thresholds.learn(judgements)
+
+    # -- writes that fail: degraded mode (app/loop/degraded.py) ---------------------------
+    def _write(self, writer: str, fn: Callable[..., Any], *args: Any, now_s: float) -> bool:
+        """``fn(*args)``; an ``OSError`` (full or read-only disk) makes the tick degraded
+        instead of stopping it. Returns whether it was written."""
+        try:
+            fn(*args)
+            return True
+        except OSError as exc:
+            self.degraded.failed(writer, exc, now_s)
+            return False
+
+    def _append(self, records: Sequence[Mapping[str, Any]], now_s: float) -> bool:
+        """Append to the decision log, after what waits from degraded ticks; on failure
+        keep them all (bounded) for the next tick. Returns whether they are durable."""
+        waiting = self.degraded.take()
+        batch = [*waiting, *records]
+        if not batch:
+            return True
+        try:
+            self.ports.journal.append(batch)
+        except OSError as exc:
+            self.degraded.failed("decision log", exc, now_s)
+            self.degraded.hold(batch)
+            return False
+        self.degraded.flushed += len(waiting)
+        return True
+
+    def _end_degraded_tick(self, now_s: float) -> dict[str, Any] | None:
+        """The degraded state after this tick (``None``: all written); a recovery is
+        logged once (durably: it is the first record that goes through)."""
+        was = self._degraded_before
+        reason = self.degraded.reason
+        over = self.degraded.end_tick(now_s)
+        if over is not None:
+            line = (f"recovered after {over['degraded_s']:.0f} s: {over['flushed']} buffered "
+                    f"records written, {over['dropped']} dropped")
+            log.warning("degraded mode over: %s", line)
+            self._append([rec.to_dict(rec.EventRecord(now_s, STATE, "", RECOVERED, line))],
+                         now_s)
+        elif self.degraded.active and not was:  # logged when the records can be written
+            log.error("DEGRADED: %s", reason)
+            self.degraded.hold([rec.to_dict(rec.EventRecord(
+                now_s, STATE, "", DEGRADED, f"{reason}; scale-ups go on, scale-downs stop, "
+                f"records are buffered until the disk is back"))])
+        self._degraded_before = self.degraded.active
+        return self.degraded.status()
 
     def _take_notices(self) -> list[str]:
         """This tick's lines about state set aside (the allocator's too)."""
@@ -355,7 +416,7 @@ class Tick:
         out = [rec.to_dict(rec.JudgementRecord.of(j, now_s, apps.get(j.container, "")))
                for j in plan.judgements]
         out += [rec.to_dict(rec.ThresholdRecord.of(a, now_s))
-                for a in self._learn(plan.judgements)]
+                for a in self._learn(plan.judgements, now_s)]
         out += [rec.to_dict(rec.OutcomeRecord.of(o, now_s, apps.get(o.container, "")))
                 for o in plan.lead_outcomes]
         return out
@@ -383,12 +444,13 @@ class Tick:
         local = {a.container: route[a.container][1] for a in todo
                  if a.container in route and route[a.container][1] != a.container}
         self._intent_written = bool(todo) and getattr(self.ports.journal, "durable", True)
-        if self._intent_written:
-            self.ports.journal.write_intent({
+        if self._intent_written:  # not durable (degraded): the scale-ups go ahead anyway
+            write = self.ports.journal.write_intent
+            self._intent_written = self._write("in-flight intent", write, {
                 "run_id": self.run_id, "now_s": plan.now_s, "tick": self.tick,
                 "state": self.state(), "actions": [a.to_dict() for a in todo],
                 "routes": routes, "local": local,
-                "apps": dict(zip(plan.names, plan.apps, strict=True))})
+                "apps": dict(zip(plan.names, plan.apps, strict=True))}, now_s=plan.now_s)
         return routes, local
 
     def resume(self) -> None:
@@ -429,9 +491,9 @@ class Tick:
         self.engine.settle(now_s, [(a, results[a.action_id]) for a in actions],
                            live=list(apps))
         p.allocator.confirm(confirmed(actions, results))
-        p.journal.append(out)
-        p.checkpoint.save(self.state())
-        p.journal.clear_intent()
+        if self._append(out, now_s):
+            self._write("checkpoint", p.checkpoint.save, self.state(), now_s=now_s)
+            self._write("in-flight intent", p.journal.clear_intent, now_s=now_s)
 
     def _act(self, asks: Sequence[ScalingAction], arb: ArbitrationResult, commit: bool,
              routes: Mapping[str, str], local: Mapping[str, str], apps: Mapping[str, str]):

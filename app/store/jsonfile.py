@@ -76,3 +76,38 @@ def quarantine(path: Path, why: str, what: str) -> str:
     moved = set_aside(path)
     where = f"moved to {moved}" if moved else "already gone"
     return f"{path}: {why}; {where}; {what}"
+
+
+def ram_copy_path(path: Path) -> Path:
+    """Where a copy of a small state file goes when its disk refuses writes: a file in
+    ``/dev/shm`` (RAM) named after the original's absolute path, so every run on the
+    same ``data_dir`` finds the same one.
+
+    Example: ``/var/lib/prescale/status.json`` →
+    ``/dev/shm/prescale-<12 hex digits of its path's SHA-1>-status.json``."""
+    import hashlib
+
+    key = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:12]
+    return Path("/dev/shm") / f"prescale-{key}-{Path(path).name}"
+
+
+def read_newest(path: Path) -> Any:
+    """The file or its RAM copy (:func:`ram_copy_path`), whichever has the later
+    ``ts_s``; ``None`` when neither exists. A corrupt primary raises ``ValueError``
+    naming it only when there is no readable copy."""
+    copy = None
+    try:
+        copy = read(ram_copy_path(path))
+    except (ValueError, OSError):
+        copy = None
+    try:
+        main = read(path)
+    except ValueError:
+        if copy is None:
+            raise
+        return copy
+    if copy is None:
+        return main
+    if main is None:
+        return copy
+    return copy if float(copy.get("ts_s") or 0) > float(main.get("ts_s") or 0) else main

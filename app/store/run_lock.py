@@ -67,7 +67,10 @@ class RunLock:
 
     def release(self) -> None:
         if self.fd is not None:
-            os.ftruncate(self.fd, 0)
+            try:
+                os.ftruncate(self.fd, 0)  # no holder any more
+            except OSError:  # a full or read-only disk: the lock goes anyway
+                pass
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None

@@ -156,3 +156,49 @@ def test_a_killed_runs_intent_is_reconciled_against_the_kernel_and_logged():
     assert got["v"]["result"] == "failed" and got["v"]["new_limit"] == 256 * MiB
     assert "did not reach the kernel" in got["v"]["reason"]
     assert got["w"]["app"] == "shop"
+
+
+def test_a_full_disk_degrades_the_tick_instead_of_stopping_protection():
+    """The journal raises ENOSPC: the leaker's scale-up is still applied, the records
+    wait in memory, the summary says DEGRADED with the reason; when the disk is back the
+    waiting records are written first and the recovery is logged."""
+    ports = mem_ports()
+    t = _tick(ports)
+    ports.journal.full = True
+    ports.telemetry.next = [shard(leak_window())]
+    summary = t.run_once()
+    assert summary["actions"] == ["applied"]  # protected anyway
+    assert ports.journal.records == [] and ports.journal.intent_writes == 0
+    assert "decision log: [Errno 28] No space left on device" in summary["degraded"]["reason"]
+    waiting = summary["degraded"]["buffered_records"]
+    assert waiting >= 3  # the decision, the action, the degraded event
+    ports.journal.full = False
+    ports.telemetry.next = [shard(leak_window(per_step_mib=0.0, t0=1_700_000_060.0))]
+    summary = t.run_once()
+    assert summary["degraded"] is None
+    kinds = [(r["kind"], r.get("event")) for r in ports.journal.records]
+    assert ("event", "degraded") in kinds and ("event", "degraded_over") in kinds
+    assert [r["result"] for r in ports.journal.records if r["kind"] == "action"] == ["applied"]
+    (over,) = [r for r in ports.journal.records if r.get("event") == "degraded_over"]
+    assert f"{waiting} buffered records written, 0 dropped" in over["reason"]
+
+
+def test_degraded_holds_back_scale_downs_and_what_needs_their_room():
+    from prescale.app.core.actions import PoolVerdict, ScalingAction, Verdict
+    from prescale.app.core.contention import ArbitrationResult
+    from prescale.app.loop.degraded import hold_back_scale_downs
+
+    def act(name: str, old: float, new: float) -> ScalingAction:
+        return ScalingAction(f"{name}@1", 0.0, name, Tier.MEMORY, old, new, 0.9, 0.5, 1.0,
+                             new, "test")
+
+    up, down, needs = act("up", 1.0, 2.0), act("down", 2.0, 1.0), act("needs", 1.0, 3.0)
+    reclaim = act("idle", 4.0, 2.0)
+    arb = ArbitrationResult([PoolVerdict(a.action_id, Verdict.GRANTED, "ok")
+                             for a in (up, down, needs)], [reclaim], {},
+                            reclaim_dependent=[needs.action_id])
+    held = hold_back_scale_downs(arb, [up, down, needs], "decision log: disk full")
+    assert [v.verdict for v in held.verdicts] == [Verdict.GRANTED, Verdict.DEFERRED,
+                                                  Verdict.DEFERRED]
+    assert held.verdicts[1].reason == "degraded: decision log: disk full"
+    assert held.reclaims == [] and held.granted([up, down, needs]) == [up]
