@@ -111,6 +111,11 @@ _KEEP_ERRORS = 20
 # ============================================================================ the service
 
 
+#: history upkeep of the API's writes: every this many /v1/samples requests or seconds
+UPKEEP_INGESTS = 200
+UPKEEP_S = 600.0
+
+
 class PredictionService:
     """The prediction pipeline and its stores, without Ray (see the module doc).
 
@@ -128,6 +133,8 @@ class PredictionService:
         self._models_lock = threading.Lock()
         self._store_lock = threading.Lock()
         self._store = None
+        self._ingests_since_upkeep = 0
+        self._last_upkeep_s = clock()
         self._store_uri: str | None = None
         self.registry = None
         self.models = None
@@ -278,10 +285,32 @@ class PredictionService:
                 store.flush()
             store.append_records(plan.records)
             store.append_events(plan.events)
+            self._upkeep(store)
         return {"api_version": API_VERSION,
                 "accepted": {"samples": len(plan.samples), "timings": len(plan.records),
                              "events": len(plan.events)},
                 "dropped": dict(sorted(plan.dropped.items()))}
+
+    def _upkeep(self, store) -> None:
+        """Compaction and retention of the history store the API writes into, every
+        ``UPKEEP_INGESTS`` requests or ``UPKEEP_S`` seconds (whichever comes first): each
+        /v1/samples request writes a few small Parquet files, and serve mode may run
+        without the loop that compacts them. Local stores only (their compaction takes a
+        file lock, so a loop on the same store cannot collide with it). A failure is
+        logged and retried next time, never the request's."""
+        self._ingests_since_upkeep += 1
+        now = self.clock()
+        if (self._ingests_since_upkeep < UPKEEP_INGESTS and now - self._last_upkeep_s < UPKEEP_S
+                or "://" in str(self._store_uri)):
+            return
+        self._ingests_since_upkeep, self._last_upkeep_s = 0, now
+        h = self.settings.history
+        try:
+            store.compact(min_files=h.compact_min_files)
+            store.apply_retention(max_age_s=h.retention_days * 86_400, now_s=now)
+        except Exception:  # noqa: BLE001 - logged, retried at the next upkeep
+            log.exception("history upkeep (compaction, retention) of %s failed",
+                          self._store_uri)
 
     def close(self) -> None:
         with self._store_lock:
@@ -419,7 +448,6 @@ def run_serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
     bound raises :class:`RuntimeError` naming it before anything starts serving."""
     import ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     started = False
     if not ray.is_initialized():

@@ -289,6 +289,25 @@ def test_samples_are_validated_and_land_in_the_store(api):
     assert ev["detail"].iloc[0] == "block 'checkout' took 0.900 s > timeout 0.5 s"
 
 
+def test_a_thousand_small_ingests_are_compacted_and_all_readable(api):
+    """/v1/samples writes small Parquet files per request; serve mode compacts them
+    (every 200 requests) instead of leaving one file per request (1,279 files after
+    1,000 requests before)."""
+    now = time.time() - 2_000
+    session = requests.Session()
+    for i in range(1_000):
+        r = session.post(f"{api['base']}/v1/samples", json={"samples": [
+            {"container": "u", "app": "upkeep", "ts_s": now + i, "memory_usage_bytes": i}]},
+            timeout=30)
+        assert r.status_code == 200, r.text
+    root = Path(api["settings"].history_uri())
+    files = list(root.glob("samples/app=upkeep/**/*.parquet"))
+    assert len(files) <= 205, len(files)  # compacted: at most one upkeep period's files
+    store = HistoryStore(str(root))
+    assert store.read_samples(app="upkeep")["memory_usage_bytes"].tolist() == list(
+        map(float, range(1_000)))
+
+
 # ------------------------------------------------------------------ bad requests
 
 
