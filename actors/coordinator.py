@@ -10,8 +10,8 @@ The tick itself is Ray-free; this module builds its ports:
   or to the workload actuators (placement groups, Serve), one call per target, all in
   parallel; a target that is gone or fails gives FAILED results, never a stuck tick;
 - journal: the decision log in the history store, ``<data_dir>/inflight.json`` (the
-  intent) and ``<data_dir>/status.json``;
-- checkpoint: ``<data_dir>/coordinator.json``;
+  intent) and ``<data_dir>/status.json``; checkpoint: ``<data_dir>/coordinator.json``
+  (both :mod:`app.store.loop_files`);
 - thresholds: ``<data_dir>/thresholds.json``;
 - hooks: the model registry (hot reload; a corrupt version is refused and logged),
   scheduled retraining (:mod:`actors.retrainer`), metrics (:mod:`actors.metrics`) and
@@ -42,17 +42,14 @@ from prescale.app.loop.shard import Shard
 from prescale.app.loop.tick import Ports, Tick, TickHooks
 from prescale.app.models.base import OneGroup
 from prescale.app.settings import Settings
-from prescale.app.store import jsonfile
 from prescale.app.store.decision_log import DecisionLog
 from prescale.app.store.history import HistoryStore
+from prescale.app.store.loop_files import CHECKPOINT, FileCheckpoint, FileJournal
 from prescale.app.store.model_cache import ModelCache
 from prescale.app.store.registry import ModelRegistry
 from prescale.app.store.thresholds_store import FILE as THRESHOLDS_FILE
 from prescale.app.store.thresholds_store import ThresholdStore
 
-CHECKPOINT = "coordinator.json"
-INFLIGHT = "inflight.json"
-STATUS = "status.json"
 MAINTENANCE_S = 600.0
 WORKLOADS_ROUTE = "_workloads"
 
@@ -195,56 +192,6 @@ class RayActuation:
                 results[a.action_id] = ActionResult(r.action_id, a.container, r.tier, r.status,
                                                     r.old_limit, r.new_limit, r.reason)
         return results
-
-
-class FileJournal:
-    durable = True
-
-    def __init__(self, data_dir: Path, log: DecisionLog) -> None:
-        self.data_dir, self.log = data_dir, log
-
-    def append(self, records) -> None:
-        self.log.append(list(records))
-
-    def write_intent(self, intent) -> None:
-        jsonfile.write_atomic(self.data_dir / INFLIGHT, dict(intent))
-
-    def read_intent(self):
-        return jsonfile.read(self.data_dir / INFLIGHT)
-
-    def clear_intent(self) -> None:
-        jsonfile.remove(self.data_dir / INFLIGHT)
-
-    def discard_intent(self, why: str) -> str:
-        return jsonfile.quarantine(self.data_dir / INFLIGHT, why, "the loop goes on")
-
-    def write_status(self, status) -> None:
-        """status.json; when its disk refuses the write, a copy in RAM that `prescale
-        status` reads (jsonfile.read_newest), and the error is raised for the tick."""
-        path = self.data_dir / STATUS
-        try:
-            jsonfile.write_atomic(path, dict(status))
-        except OSError:
-            jsonfile.write_atomic(jsonfile.ram_copy_path(path), dict(status))
-            raise
-        jsonfile.remove(jsonfile.ram_copy_path(path))  # the disk is back: one truth
-
-
-class FileCheckpoint:
-    enabled = True
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def load(self):
-        return jsonfile.read(self.path)
-
-    def save(self, state) -> None:
-        jsonfile.write_atomic(self.path, dict(state))
-
-    def discard(self, why: str) -> str:
-        return jsonfile.quarantine(self.path, why, "the loop starts afresh (cooldowns, "
-                                   "pending outcomes and savings reset)")
 
 
 class CoordinatorHooks(TickHooks):

@@ -80,7 +80,6 @@ from prescale.app.store.history_layout import (
     app_dir_name,
     app_from_dir_name,
     check_ts,
-    day_expired,
     day_in_range,
     is_data_file,
     live_files,
@@ -527,32 +526,6 @@ class HistoryStore(HistoryCompaction):
         return df.sort_values(["container", "ts_s"], kind="stable", ignore_index=True)
 
     # -- maintenance -------------------------------------------------------
-
-    def apply_retention(self, *, max_age_s: float, now_s: float | None = None) -> int:
-        """Delete whole day partitions whose day ended at or before ``now_s - max_age_s``
-        (see :func:`~app.store.history_layout.day_expired`) in every table; returns the
-        files removed."""
-        if isinstance(max_age_s, bool) or not isinstance(max_age_s, int | float) or not (
-            math.isfinite(max_age_s) and max_age_s >= 0
-        ):
-            raise ValueError(f"max_age_s must be a finite number >= 0, got {max_age_s!r}")
-        now = self._clock() if now_s is None else now_s
-        if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
-            raise ValueError(f"now_s must be a finite number, got {now!r}")
-        cutoff = now - max_age_s
-        removed = 0
-        for table in TABLES:
-            for pdir in self._partitions(table, None, None, None):
-                if not day_expired(pdir.rsplit("/day=", 1)[1], cutoff):
-                    continue
-                try:
-                    files = self._fs.get_file_info(pafs.FileSelector(pdir, recursive=True))
-                    removed += sum(1 for i in files if i.type == pafs.FileType.File)
-                    self._fs.delete_dir(pdir)
-                except FileNotFoundError:
-                    pass
-                self._dirs.discard(pdir)
-        return removed
 
     # -- file primitives ---------------------------------------------------
 

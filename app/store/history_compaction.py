@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from prescale.app.store.history_layout import (
     TABLES,
     TMP_PREFIX,
     conform,
+    day_expired,
     is_data_file,
     live_files,
 )
@@ -42,9 +44,10 @@ ROW_GROUP_BYTES = 64 * 2**20
 
 
 class HistoryCompaction:
-    """:meth:`compact` for :class:`app.store.history.HistoryStore`, which provides what it
-    uses: ``_fs``, ``_local``, ``_root``, ``_partitions``, ``_list``, ``_replaces``, ``readable``,
-    ``_delete``, ``_fsync_dir`` and ``_publish``."""
+    """:meth:`compact` and :meth:`apply_retention` (the store's upkeep) for
+    :class:`app.store.history.HistoryStore`, which provides what they use: ``_fs``,
+    ``_local``, ``_root``, ``_clock``, ``_dirs``, ``_partitions``, ``_list``,
+    ``_replaces``, ``readable``, ``_delete``, ``_fsync_dir`` and ``_publish``."""
 
     def compact(
         self,
@@ -134,6 +137,32 @@ class HistoryCompaction:
         stats["partitions"] += 1
         stats["files_merged"] += len(small)
         stats["rows_merged"] += rows
+
+    def apply_retention(self, *, max_age_s: float, now_s: float | None = None) -> int:
+        """Delete whole day partitions whose day ended at or before ``now_s - max_age_s``
+        (see :func:`~app.store.history_layout.day_expired`) in every table; returns the
+        files removed."""
+        if isinstance(max_age_s, bool) or not isinstance(max_age_s, int | float) or not (
+            math.isfinite(max_age_s) and max_age_s >= 0
+        ):
+            raise ValueError(f"max_age_s must be a finite number >= 0, got {max_age_s!r}")
+        now = self._clock() if now_s is None else now_s
+        if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
+            raise ValueError(f"now_s must be a finite number, got {now!r}")
+        cutoff = now - max_age_s
+        removed = 0
+        for table in TABLES:
+            for pdir in self._partitions(table, None, None, None):
+                if not day_expired(pdir.rsplit("/day=", 1)[1], cutoff):
+                    continue
+                try:
+                    files = self._fs.get_file_info(pafs.FileSelector(pdir, recursive=True))
+                    removed += sum(1 for i in files if i.type == pafs.FileType.File)
+                    self._fs.delete_dir(pdir)
+                except FileNotFoundError:
+                    pass
+                self._dirs.discard(pdir)
+        return removed
 
     @contextlib.contextmanager
     def _compact_lock(self) -> Iterator[None]:

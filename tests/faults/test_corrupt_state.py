@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from prescale.actors.coordinator import CHECKPOINT, INFLIGHT, FileCheckpoint, FileJournal
 from prescale.app.core.engine import EngineConfig
 from prescale.app.core.thresholds import ThresholdConfig
 from prescale.app.loop.tick import QUARANTINED, Ports, Tick
 from prescale.app.settings import Settings
 from prescale.app.store.decision_log import DecisionLog, read_log
 from prescale.app.store.history import HistoryStore
+from prescale.app.store.loop_files import CHECKPOINT, INFLIGHT, FileCheckpoint, FileJournal
 from prescale.app.store.thresholds_store import FILE as THRESHOLDS
 from prescale.app.store.thresholds_store import ThresholdStore, load_book, set_threshold
 from tests.loop_ports import (

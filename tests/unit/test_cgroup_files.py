@@ -1,14 +1,13 @@
-"""cgroup source and actuator on directories laid out like the kernel's (tmp_path)."""
+"""cgroup parsing, samples and discovery on directories laid out like the kernel's
+(tmp_path; the files: tests/cgroup_fixtures.py)."""
 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import pytest
 
-from prescale.app.actuators.cgroup import ActuationResult, CgroupActuator
 from prescale.app.core.sample import Sample
 from prescale.app.edges.cgroup_layout import (
     cfs_quota_cores,
@@ -29,185 +28,25 @@ from prescale.app.edges.cgroupfs import (
     check_under_roots,
     detect_cgroup,
 )
-from prescale.app.settings import CgroupSettings
 from prescale.app.telemetry.cgroup import CgroupSource, discover
-
-MiB = 2**20
-V1_NO_LIMIT = "9223372036854771712"  # what v1 shows for "-1" on x86-64 (2^63 - 4096)
-
-# ---------------------------------------------------------------- file contents
-
-# Formats as in Documentation/admin-guide/cgroup-v2.rst.
-V2_MEMORY_STAT = """\
-anon 41943040
-file 20971520
-kernel 1048576
-kernel_stack 65536
-pagetables 131072
-sock 0
-shmem 0
-file_mapped 4194304
-file_dirty 0
-file_writeback 0
-anon_thp 0
-inactive_anon 41943040
-active_anon 0
-inactive_file 8388608
-active_file 12582912
-unevictable 0
-slab_reclaimable 524288
-slab_unreclaimable 262144
-pgfault 12000
-pgmajfault 3
-"""
-V2_MEMORY_EVENTS = "low 0\nhigh 0\nmax 17\noom 2\noom_kill 2\noom_group_kill 0\n"
-V2_CPU_STAT = """\
-usage_usec 2500000
-user_usec 2000000
-system_usec 500000
-nr_periods 120
-nr_throttled 30
-throttled_usec 1500000
-nr_bursts 0
-burst_usec 0
-"""
-V2_IO_STAT = (
-    "8:16 rbytes=1459200 wbytes=314773504 rios=192 wios=353 dbytes=0 dios=0\n"
-    "8:0 rbytes=90430464 wbytes=299008000 rios=8950 wios=1252 dbytes=50331648 dios=3021\n"
+from tests.cgroup_fixtures import (
+    V1_BLKIO,
+    V1_NO_LIMIT,
+    V2_IO_STAT,
+    MiB,
+    make_v1_blkio,
+    make_v1_cpu,
+    make_v1_cpuacct,
+    make_v1_memory,
+    make_v1_roots,
+    make_v2,
+    settings_for,
 )
-
-# Formats as in Documentation/admin-guide/cgroup-v1/*.rst (and this kernel's files).
-V1_MEMORY_STAT = """\
-cache 20971520
-rss 41943040
-rss_huge 0
-shmem 0
-mapped_file 4194304
-swap 0
-pgpgin 12360
-pgpgout 11082
-pgfault 27669
-pgmajfault 5
-inactive_anon 41943040
-active_anon 0
-inactive_file 4194304
-active_file 12582912
-unevictable 0
-hierarchical_memory_limit 134217728
-hierarchical_memsw_limit 9223372036854771712
-total_cache 20971520
-total_rss 41943040
-total_inactive_anon 41943040
-total_active_anon 0
-total_inactive_file 8388608
-total_active_file 12582912
-total_unevictable 0
-"""
-V1_OOM_CONTROL = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"
-V1_CPU_STAT = "nr_periods 200\nnr_throttled 50\nthrottled_time 2500000000\n"
-V1_BLKIO = """\
-8:16 Read 4096
-8:16 Write 1048576
-8:16 Sync 1052672
-8:16 Async 0
-8:16 Discard 0
-8:16 Total 1052672
-8:0 Read 8192
-8:0 Write 0
-8:0 Sync 8192
-8:0 Async 0
-8:0 Discard 0
-8:0 Total 8192
-Total 1060864
-"""
-
-
-def write_files(d: Path, files: dict[str, str]) -> Path:
-    d.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (d / name).write_text(text)
-    return d
-
-
-def make_v2(d: Path, **overrides: str | None) -> Path:
-    files = {
-        "cgroup.controllers": "cpu io memory pids\n",
-        "cgroup.procs": "",
-        "memory.current": "62914560\n",
-        "memory.max": "134217728\n",
-        "memory.stat": V2_MEMORY_STAT,
-        "memory.events": V2_MEMORY_EVENTS,
-        "cpu.stat": V2_CPU_STAT,
-        "cpu.max": "50000 100000\n",
-        "io.stat": V2_IO_STAT,
-    }
-    for name, text in overrides.items():
-        name = name.replace("_", ".", 1)
-        if text is None:
-            files.pop(name, None)
-        else:
-            files[name] = text
-    return write_files(d, files)
-
-
-def make_v1_memory(d: Path, limit: str = "134217728\n", memsw: str = V1_NO_LIMIT) -> Path:
-    return write_files(
-        d,
-        {
-            "cgroup.procs": "",
-            "memory.usage_in_bytes": "62914560\n",
-            "memory.limit_in_bytes": limit,
-            "memory.memsw.limit_in_bytes": memsw + "\n",
-            "memory.failcnt": "7\n",
-            "memory.stat": V1_MEMORY_STAT,
-            "memory.oom_control": V1_OOM_CONTROL,
-        },
-    )
-
-
-def make_v1_cpu(d: Path, quota: str = "20000\n", period: str = "100000\n") -> Path:
-    return write_files(
-        d,
-        {
-            "cgroup.procs": "",
-            "cpu.cfs_quota_us": quota,
-            "cpu.cfs_period_us": period,
-            "cpu.stat": V1_CPU_STAT,
-            "cpu.shares": "1024\n",
-        },
-    )
-
-
-def make_v1_cpuacct(d: Path) -> Path:
-    return write_files(d, {"cgroup.procs": "", "cpuacct.usage": "3250000000\n"})
-
-
-def make_v1_blkio(d: Path) -> Path:
-    return write_files(d, {"cgroup.procs": "", "blkio.throttle.io_service_bytes": V1_BLKIO})
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Every file under root with its content (to assert that nothing was written)."""
-    return {
-        str(p.relative_to(root)): p.read_text()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.is_symlink()
-    }
 
 
 @pytest.fixture
 def v1_roots(tmp_path: Path) -> dict[str, Path]:
-    """Separate v1 hierarchies, each with a `prescale` root holding container `leaker`."""
-    roots = {c: tmp_path / c / "prescale" for c in ("memory", "cpu", "cpuacct", "blkio")}
-    make_v1_memory(roots["memory"] / "leaker")
-    make_v1_cpu(roots["cpu"] / "leaker")
-    make_v1_cpuacct(roots["cpuacct"] / "leaker")
-    make_v1_blkio(roots["blkio"] / "leaker")
-    return roots
-
-
-def settings_for(*roots: Path, **kw: object) -> CgroupSettings:
-    return CgroupSettings(roots=list(roots), **kw)
+    return make_v1_roots(tmp_path)
 
 
 # ---------------------------------------------------------------- parsers
@@ -560,189 +399,3 @@ def test_check_under_roots(tmp_path: Path) -> None:
     with pytest.raises(OutsideRootsError, match="no cgroup.roots"):
         check_under_roots(root / "a", [])
 
-
-# ---------------------------------------------------------------- actuator (fake v2 / v1)
-
-
-@pytest.fixture
-def v2_box(tmp_path: Path) -> tuple[CgroupSettings, CgroupContainer, Path]:
-    root = tmp_path / "prescale"
-    d = make_v2(root / "web")
-    settings = settings_for(root)
-    return settings, discover(settings)[0], d
-
-
-def test_actuator_v2_memory_writes_bytes(v2_box) -> None:
-    settings, box, d = v2_box
-    r = CgroupActuator(settings).set_memory_limit(box, 256 * MiB)
-    assert r == ActuationResult("web", "memory", 256 * MiB, 128 * MiB, 256 * MiB, True)
-    assert (d / "memory.max").read_text() == str(256 * MiB)
-    # Idempotent: the same value again changes nothing and says so.
-    before = snapshot(d)
-    r2 = CgroupActuator(settings).set_memory_limit(box, 256 * MiB)
-    assert (r2.ok, r2.old, r2.new) == (True, 256 * MiB, 256 * MiB)
-    assert snapshot(d) == before
-
-
-def test_actuator_v2_memory_from_unlimited(v2_box) -> None:
-    settings, box, d = v2_box
-    (d / "memory.max").write_text("max\n")
-    r = CgroupActuator(settings).set_memory_limit(box, 64 * MiB)
-    assert (r.old, r.new, r.ok) == (math.inf, 64 * MiB, True)
-
-
-def test_actuator_v2_cpu_writes_quota_and_keeps_period(v2_box) -> None:
-    settings, box, d = v2_box
-    (d / "cpu.max").write_text("max 50000\n")
-    act = CgroupActuator(settings)
-    r = act.set_cpu_quota(box, 0.25)
-    assert (d / "cpu.max").read_text() == "12500 50000"
-    assert (r.tier, r.requested, r.old, r.new, r.ok) == ("cpu", 0.25, math.inf, 0.25, True)
-    assert act.set_cpu_quota(box, 0.001).new == 1000 / 50000  # kernel minimum 1000 µs
-    r = act.set_cpu_quota(box, 2)
-    assert (d / "cpu.max").read_text() == "100000 50000"
-    r = act.set_cpu_quota(box, 2.0)
-    assert (r.old, r.new, r.ok) == (2.0, 2.0, True)
-
-
-def test_actuator_v1_memory_and_memsw_order(tmp_path: Path) -> None:
-    root = tmp_path / "memory" / "p"
-    d = make_v1_memory(root / "a", limit=f"{64 * MiB}\n", memsw=str(80 * MiB))
-    settings = settings_for(root)
-    act = CgroupActuator(settings)
-    [box] = discover(settings)
-    r = act.set_memory_limit(box, 96 * MiB)  # raise: memsw first, swap allowance kept
-    assert (r.old, r.new, r.ok) == (64 * MiB, 96 * MiB, True)
-    assert (d / "memory.memsw.limit_in_bytes").read_text() == str(112 * MiB)
-    r = act.set_memory_limit(box, 32 * MiB)  # lower: memory first, then memsw
-    assert (r.old, r.new, r.ok) == (96 * MiB, 32 * MiB, True)
-    assert (d / "memory.limit_in_bytes").read_text() == str(32 * MiB)
-    assert (d / "memory.memsw.limit_in_bytes").read_text() == str(48 * MiB)
-
-
-def test_actuator_v1_memory_unlimited_memsw_untouched(tmp_path: Path) -> None:
-    root = tmp_path / "memory" / "p"
-    d = make_v1_memory(root / "a", limit=V1_NO_LIMIT + "\n")
-    settings = settings_for(root)
-    r = CgroupActuator(settings).set_memory_limit(discover(settings)[0], 100 * MiB)
-    assert (r.old, r.new, r.ok) == (math.inf, 100 * MiB, True)
-    assert (d / "memory.memsw.limit_in_bytes").read_text() == V1_NO_LIMIT + "\n"
-
-
-def test_actuator_v1_cpu_keeps_period(tmp_path: Path) -> None:
-    root = tmp_path / "cpu" / "p"
-    d = make_v1_cpu(root / "a", quota="-1\n", period="50000\n")
-    settings = settings_for(root)
-    r = CgroupActuator(settings).set_cpu_quota(discover(settings)[0], 0.2)
-    assert (d / "cpu.cfs_quota_us").read_text() == "10000"
-    assert (d / "cpu.cfs_period_us").read_text() == "50000\n"
-    assert (r.old, r.new, r.ok) == (math.inf, 0.2, True)
-
-
-def test_actuator_missing_controller_file_is_not_raised(v2_box) -> None:
-    settings, box, d = v2_box
-    (d / "cpu.max").unlink()
-    r = CgroupActuator(settings).set_cpu_quota(box, 0.5)
-    assert not r.ok
-    assert "ENOENT" in r.error
-    assert not (d / "cpu.max").exists()  # never created
-
-
-def test_actuator_refusals_write_nothing(tmp_path: Path) -> None:
-    root = tmp_path / "prescale"
-    make_v2(root / "web")
-    outside = make_v2(tmp_path / "outside" / "web")
-    (root / "link").symlink_to(outside)
-    settings = settings_for(root)
-    act = CgroupActuator(settings)
-    before = snapshot(tmp_path)
-
-    def box(path: Path, name: str = "web") -> CgroupContainer:
-        return CgroupContainer(name, "v2", {"unified": path})
-
-    refused = [
-        (box(outside), OutsideRootsError),
-        (box(root), OutsideRootsError),  # the root itself
-        (box(root / "web" / ".." / ".." / "outside" / "web"), OutsideRootsError),
-        (box(root / "link"), OutsideRootsError),
-        (box(root / "ghost", "ghost"), CgroupNotFoundError),
-        (CgroupContainer("web", "v1", {"cpu": root / "web"}), CgroupNotFoundError),  # no memory
-    ]
-    for container, error in refused:
-        with pytest.raises(error):
-            act.set_memory_limit(container, 64 * MiB)
-    for container, error in refused[:5]:
-        with pytest.raises(error):
-            act.set_cpu_quota(container, 0.5)
-    # One escaping directory taints the whole container, even if the one written is fine.
-    mixed = CgroupContainer("web", "v1", {"memory": root / "web", "cpu": outside})
-    with pytest.raises(OutsideRootsError):
-        act.set_memory_limit(mixed, 64 * MiB)
-    good = box(root / "web")
-    for bad in (0, -1, math.inf, math.nan, True, "64"):
-        with pytest.raises(ValueError):
-            act.set_memory_limit(good, bad)  # type: ignore[arg-type]
-        with pytest.raises(ValueError):
-            act.set_cpu_quota(good, bad)  # type: ignore[arg-type]
-    assert snapshot(tmp_path) == before
-    assert not (root / "ghost").exists()
-
-
-def test_actuator_does_not_write_through_a_symlinked_file(v2_box, tmp_path: Path) -> None:
-    settings, box, d = v2_box
-    target = tmp_path / "precious"
-    target.write_text("134217728\n")
-    (d / "memory.max").unlink()
-    os.symlink(target, d / "memory.max")
-    r = CgroupActuator(settings).set_memory_limit(box, 64 * MiB)
-    assert not r.ok
-    assert "ELOOP" in r.error
-    assert target.read_text() == "134217728\n"
-
-
-def test_poll_reports_oom_kill_events_from_the_counter(tmp_path: Path) -> None:
-    root = tmp_path / "prescale"
-    web = make_v2(root / "web")
-    clock = iter([1.0, 2.0, 3.0])
-    source = CgroupSource(settings_for(root), clock=lambda: next(clock))
-    first = source.poll()
-    assert [s.container for s in first.samples] == ["web"] and first.events == []
-    events_text = (web / "memory.events").read_text().replace("oom_kill 2", "oom_kill 4")
-    (web / "memory.events").write_text(events_text)
-    second = source.poll()
-    assert [(e.container, e.kind.value, e.ts_s, e.app) for e in second.events] == [
-        ("web", "oom_kill", 2.0, "web")
-    ] * 2
-    assert source.poll().events == []
-
-
-def test_v2_psi_pressure_totals(tmp_path: Path) -> None:
-    from prescale.app.edges.cgroup_layout import parse_pressure
-
-    root = tmp_path / "prescale"
-    web = make_v2(root / "web")
-    (web / "cpu.pressure").write_text(
-        "some avg10=1.00 avg60=0.50 avg300=0.10 total=2500000\n"
-        "full avg10=0.00 avg60=0.00 avg300=0.00 total=100\n")
-    (web / "memory.pressure").write_text(
-        "some avg10=0.00 avg60=0.00 avg300=0.00 total=253981\n"
-        "full avg10=0.00 avg60=0.00 avg300=0.00 total=65862\n")
-    # io.pressure absent: the kernel does not expose it here -> nan
-    s = CgroupSource(settings_for(root), clock=lambda: 1.0).sample(
-        CgroupSource(settings_for(root)).containers()[0])
-    assert s.cpu_pressure_some_s_total == 2.5
-    assert s.memory_pressure_some_s_total == 0.253981
-    assert s.memory_pressure_full_s_total == 0.065862
-    assert math.isnan(s.io_pressure_some_s_total)
-    with pytest.raises(ValueError, match="not a PSI line"):
-        parse_pressure("weird 1 2 3\n")
-
-
-def test_psi_parser_reads_this_kernels_own_files() -> None:
-    from prescale.app.edges.cgroup_layout import parse_pressure
-
-    real = Path("/sys/fs/cgroup/unified/memory.pressure")
-    if not real.exists():
-        pytest.skip("this kernel exposes no PSI files in /sys/fs/cgroup/unified")
-    got = parse_pressure(real.read_text())
-    assert set(got) == {"some", "full"} and got["some"] >= got["full"] >= 0
