@@ -41,6 +41,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -58,6 +59,18 @@ MAX_NAME_CHARS = 256
 #: Metrics whose omission means "unlimited" (Sample's default), not "not available".
 LIMIT_METRICS = ("memory_limit_bytes", "cpu_quota_cores")
 _VALUE_METRICS = tuple(m for m in METRICS if m != "ts_s")
+
+
+def _not_bool(v: Any) -> Any:
+    """JSON ``true``/``false`` where a number belongs is an error, not 1.0/0.0 (pydantic
+    would take it): ``true`` → "must be a number, got a boolean"."""
+    if isinstance(v, bool):
+        raise ValueError("must be a number, got a boolean")
+    return v
+
+
+#: A number in a request: never a boolean.
+Number = Annotated[float, BeforeValidator(_not_bool)]
 _SAMPLE_DEFAULTS: dict[str, float] = {
     f.name: f.default for f in dataclasses.fields(Sample) if f.name in _VALUE_METRICS
 }
@@ -91,7 +104,7 @@ def _metric_fields() -> dict[str, Any]:
     for m in _VALUE_METRICS:
         unlimited = m in LIMIT_METRICS
         desc = "null = not available" + ("; omitted or \"inf\" = unlimited" if unlimited else "")
-        fields[m] = (float | None, Field(
+        fields[m] = (Number | None, Field(
             _SAMPLE_DEFAULTS[m], description=desc,
             json_schema_extra={"default": "inf" if unlimited else None},
         ))
@@ -112,7 +125,7 @@ class _SampleBase(BaseModel):
 WindowSample = create_model(
     "WindowSample",
     __base__=_SampleBase,
-    ts_s=(float, Field(..., allow_inf_nan=False, ge=0, le=MAX_TS_S,
+    ts_s=(Number, Field(..., allow_inf_nan=False, ge=0, le=MAX_TS_S,
                        description="Unix time of the reading (s).")),
     **_metric_fields(),
 )
@@ -125,7 +138,7 @@ IngestSample = create_model(
     __base__=_SampleBase,
     container=(Name, Field(..., description="Container the sample belongs to.")),
     app=(AppName, Field("", description="Application of the container (\"\" = unknown).")),
-    ts_s=(float, Field(..., description="Unix time of the reading (s).")),
+    ts_s=(Number, Field(..., description="Unix time of the reading (s).")),
     **_metric_fields(),
 )
 
@@ -196,7 +209,7 @@ class ContainerWindow(BaseModel):
     name: Name
     app: AppName = ""
     samples: Annotated[list[WindowSample], Field(min_length=1)] | None = None  # type: ignore
-    series: dict[SeriesName, Annotated[list[float | None], Field(min_length=1)]] | None = Field(
+    series: dict[SeriesName, Annotated[list[Number | None], Field(min_length=1)]] | None = Field(
         None,
         description="Columns: metric name → values (ts_s required; same length each).",
         json_schema_extra={"example": {"ts_s": [1767225600.0, 1767225601.0],
@@ -219,7 +232,7 @@ class ContainerWindow(BaseModel):
         return self._rows
 
 
-FeatureRow = Annotated[list[float | None], Field(min_length=N_FEATURES, max_length=N_FEATURES)]
+FeatureRow = Annotated[list[Number | None], Field(min_length=N_FEATURES, max_length=N_FEATURES)]
 _N_SAMPLES = FEATURES.index("n_samples")
 #: Most samples a feature row may claim (``n_samples``).
 MAX_N_SAMPLES = 1e9
@@ -281,7 +294,7 @@ class PredictRequest(BaseModel):
     apps: list[AppName] | None = Field(
         None, description="Applications of the feature rows (selects the registered model)."
     )
-    now_s: float | None = Field(
+    now_s: Number | None = Field(
         None,
         allow_inf_nan=False,
         ge=0,
@@ -352,10 +365,10 @@ class TimingIn(BaseModel):
     model_config = ConfigDict(extra="ignore")  # the client's spool also has "v", "pid", ...
     container: Name
     block: Name
-    duration_s: float = Field(..., description="Seconds the block took (finite, ≥ 0).")
+    duration_s: Number = Field(..., description="Seconds the block took (finite, ≥ 0).")
     ok: bool = Field(..., description="False when the block raised.")
     timeout: bool = False
-    ts_s: float | None = Field(None, description="Unix time at the end (default: now).")
+    ts_s: Number | None = Field(None, description="Unix time at the end (default: now).")
     app: AppName = ""
     error: str = Field("", max_length=MAX_NAME_CHARS)
 
