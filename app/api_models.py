@@ -62,10 +62,14 @@ _VALUE_METRICS = tuple(m for m in METRICS if m != "ts_s")
 
 
 def _not_bool(v: Any) -> Any:
-    """JSON ``true``/``false`` where a number belongs is an error, not 1.0/0.0 (pydantic
-    would take it): ``true`` → "must be a number, got a boolean"."""
+    """A number where a number belongs: JSON ``true``/``false`` or a numeric string is an
+    error, not 1.0/0.0/0 (pydantic would coerce them): ``true`` → "must be a number, got
+    a boolean"; ``"0"`` → "must be a number, got a string". The one string taken is
+    ``"inf"`` (JSON has no infinity: an unlimited limit)."""
     if isinstance(v, bool):
         raise ValueError("must be a number, got a boolean")
+    if isinstance(v, str) and v.strip().lower() not in ("inf", "+inf", "infinity"):
+        raise ValueError('must be a number (or "inf"), got a string')
     return v
 
 
