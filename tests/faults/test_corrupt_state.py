@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +31,7 @@ from tests.loop_ports import (
     leak_window,
     shard,
 )
+from tests.up_support import run_up, up_env
 
 PRESCALE = str(Path(sys.executable).with_name("prescale"))
 REPO = Path(__file__).resolve().parents[2]
@@ -109,26 +108,9 @@ def test_prescale_up_on_four_corrupt_files_runs_and_says_which(tmp_path):
     names = (CHECKPOINT, INFLIGHT, THRESHOLDS, "pool.json")
     for name in names:
         (tmp_path / name).write_text("{corrupt")
-    env = {**os.environ, "PRESCALE_DATA_DIR": str(tmp_path), "PRESCALE_CGROUP__ROOTS": "[]",
-           "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.Popen([PRESCALE, "up", "--mode", "auto"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:  # three ticks
-            status = tmp_path / "status.json"
-            if status.exists() and json.loads(status.read_text())["tick"] >= 3:
-                break
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "fewer than 3 ticks within 120 s"
-            time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err
+    env = up_env(tmp_path)
+    code, err = run_up(tmp_path, env, ticks=3)
+    assert code == 0, err
     assert "tick failed" not in err
     for name in names:
         assert err.count(f"warning: state set aside: {tmp_path / name}:") == 1, (name, err)

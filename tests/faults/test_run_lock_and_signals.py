@@ -12,12 +12,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from prescale.app.store.run_lock import LockHeld, RunLock
+from tests.up_support import run_up
 
 PRESCALE = str(Path(sys.executable).with_name("prescale"))
 REPO = Path(__file__).resolve().parents[2]
@@ -60,22 +60,8 @@ def test_second_loop_on_one_data_dir_is_refused_naming_the_holder(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_stops_up_cleanly_like_ctrl_c(tmp_path):
-    proc = subprocess.Popen([PRESCALE, "up", "--mode", "auto"], cwd=REPO,
-                            env=env_for(tmp_path), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not (tmp_path / "status.json").exists():  # the loop has ticked
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no tick within 120 s"
-            time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err
+    code, err = run_up(tmp_path, env_for(tmp_path))
+    assert code == 0, err
     assert "stopped after" in err
     assert "Traceback" not in err and "SIGTERM" not in err.replace("SIGTERM to stop", "")
     assert not (tmp_path / ".prescale.lock").read_text()  # released on the way out
