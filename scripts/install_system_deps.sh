@@ -4,12 +4,15 @@
 #   sudo scripts/install_system_deps.sh      # or as root, e.g. from `make test`
 #
 # Today that is the Prometheus server (Debian/Ubuntu package `prometheus`), used by
-# tests/integration/test_prometheus_real.py, and libfaketime (package `libfaketime`),
-# with which tests/faults steps a process's wall clock for real. Nothing is installed
-# when both are present. The packaged service is never left running: while apt-get runs, a
-# temporary /usr/sbin/policy-rc.d forbids invoke-rc.d from starting services (any
-# existing policy-rc.d is put back afterwards), and if systemd is the init system the
-# unit is stopped and disabled after the install. The tests start their own server.
+# tests/integration/test_prometheus_real.py; libfaketime (package `libfaketime`),
+# with which tests/faults steps a process's wall clock for real; and the Docker Engine
+# (`docker.io`, with `runc`) plus a static busybox (`busybox-static`), with which
+# tests/integration/test_docker_real.py runs a private dockerd and a busybox image
+# built by `docker import`. Nothing is installed when all are present. The packaged
+# services are never left running: while apt-get runs, a temporary /usr/sbin/policy-rc.d
+# forbids invoke-rc.d from starting services (any existing policy-rc.d is put back
+# afterwards), and if systemd is the init system the units are stopped and disabled
+# after the install. The tests start their own servers.
 set -euo pipefail
 
 log() { printf 'install_system_deps: %s\n' "$*" >&2; }
@@ -18,8 +21,12 @@ FAKETIME_LIB=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
 missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 [ -e "$FAKETIME_LIB" ] || missing+=(libfaketime)
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
+[ -x /bin/busybox ] || missing+=(busybox-static)
 if [ ${#missing[@]} -eq 0 ]; then
-    log "prometheus ($(command -v prometheus)) and libfaketime already installed"
+    log "prometheus ($(command -v prometheus)), libfaketime, dockerd, runc and busybox" \
+        "already installed"
     exit 0
 fi
 
@@ -29,7 +36,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
     log "missing: ${missing[*]} and apt-get is not available; install them yourself" \
-        "(Prometheus >= 2.x with 'prometheus' on PATH; libfaketime)"
+        "(Prometheus >= 2.x with 'prometheus' on PATH; libfaketime; dockerd and runc;" \
+        "a static /bin/busybox)"
     exit 1
 fi
 
@@ -62,8 +70,13 @@ apt-get install -y -q --no-install-recommends "${missing[@]}"
 # anyway in case it was started, so that nothing stays running.
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
     systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    systemctl disable --now docker.service docker.socket containerd.service \
+        >/dev/null 2>&1 || true
 fi
 
 command -v prometheus >/dev/null 2>&1 || { log "prometheus is still not on PATH"; exit 1; }
 [ -e "$FAKETIME_LIB" ] || { log "libfaketime is still missing ($FAKETIME_LIB)"; exit 1; }
+command -v dockerd >/dev/null 2>&1 || { log "dockerd is still not on PATH"; exit 1; }
+command -v runc >/dev/null 2>&1 || { log "runc is still not on PATH"; exit 1; }
+[ -x /bin/busybox ] || { log "/bin/busybox is still missing"; exit 1; }
 log "installed: ${missing[*]}"
