@@ -8,10 +8,11 @@ A thin shell: the sources (:mod:`app.telemetry`, built from the settings by
 :func:`app.telemetry.factory.build_sources`) read the containers, the validator
 (:mod:`app.core.validation`) counts and drops bad samples, the ring buffer
 (:mod:`app.core.ring`) keeps the last ``window_steps`` samples, the cgroup actuator
-(:mod:`app.actuators.cgroup`) writes limits. ``collect()`` returns the window of all
-containers as one array, so the coordinator makes one call per tick, not one per
-container. A source that fails as a whole is reported as ``errors["_source:<kind>"]``
-and the others go on.
+(:mod:`app.actuators.cgroup`) writes limits, the Docker actuator
+(:mod:`app.actuators.docker`) resizes the containers the Docker source watches.
+``collect()`` returns the window of all containers as one array, so the coordinator
+makes one call per tick, not one per container. A source that fails as a whole is
+reported as ``errors["_source:<kind>"]`` and the others go on.
 
 Restart: the ring buffer is not checkpointed (it refills within one window); applied
 action ids are remembered so a retried call does not apply an action twice, and
@@ -26,7 +27,9 @@ from typing import Any
 import ray
 
 from prescale.actors import names as actor_names
+from prescale.app.actuators.base import InvalidActionError
 from prescale.app.actuators.cgroup import CgroupActuator
+from prescale.app.actuators.docker import DockerActuator
 from prescale.app.actuators.retry import RetryingActuator, RetryPolicy
 from prescale.app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction
 from prescale.app.core.ring import RingBuffer
@@ -37,6 +40,7 @@ from prescale.app.settings import Settings
 from prescale.app.store.history import HistoryStore
 from prescale.app.telemetry.base import Source
 from prescale.app.telemetry.cgroup import CgroupSource
+from prescale.app.telemetry.docker import DockerSource
 from prescale.app.telemetry.factory import build_sources
 from prescale.app.telemetry.host import host_capacity
 from prescale.app.telemetry.managed_actors import ManagedActorSource
@@ -58,6 +62,10 @@ class Monitor:
                         else sources)
         self.cgroups = next((s for s in self.sources if isinstance(s, CgroupSource)), None)
         self.actuator = CgroupActuator(settings.cgroup)
+        # Docker containers are resized through the Engine of the source that watches them
+        self.docker = next((s for s in self.sources if isinstance(s, DockerSource)), None)
+        self.docker_actuator = (None if self.docker is None else DockerActuator(
+            self.docker.host, label=str(self.docker.selector), timeout_s=self.docker.timeout_s))
         self.ring = RingBuffer(settings.loop.window_steps)
         self.validator = Validator()
         self.store = (HistoryStore(settings.history_uri(),
@@ -141,6 +149,12 @@ class Monitor:
             return ActionResult(a.action_id, a.container, a.tier, ResultStatus.FAILED,
                                 a.old_limit, a.old_limit,
                                 f"a cgroup cannot {a.kind.value}: refused, nothing changed")
+        if self.docker is not None and self.docker.watches(a.container):
+            try:
+                return self.docker_actuator.apply(a)
+            except InvalidActionError as exc:
+                return ActionResult(a.action_id, a.container, a.tier, ResultStatus.FAILED,
+                                    a.old_limit, a.old_limit, f"refused, nothing changed: {exc}")
         owner = next((s for s in self.sources if getattr(s, "owns", None) is not None
                       and s.owns(a.container)), None)
         if owner is not None:

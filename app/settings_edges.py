@@ -117,6 +117,26 @@ class SourceSettings(Group):
         description="Watch the Ray actors prescale manages in placement groups "
         "(registered with the workload actuators), one container per managed actor.",
     )
+    docker: bool = Field(
+        False,
+        description="Watch the running Docker containers that carry docker_label, one "
+        "container each (its name); resize them in auto mode through the Engine API "
+        "(app/telemetry/docker.py, app/actuators/docker.py).",
+    )
+    docker_host: str | None = Field(
+        None,
+        description="Docker daemon address, e.g. unix:///var/run/docker.sock or "
+        "tcp://host:2375 (empty: $DOCKER_HOST, else unix:///var/run/docker.sock).",
+    )
+    docker_label: str = Field(
+        "prescale.enable=true",
+        pattern=r"^[^=\s]+(=\S.*)?$",
+        description="Label a container must carry to be watched and acted on: key=value "
+        "or key. Label prescale.app names its app (else the compose service, else the image).",
+    )
+    docker_timeout_s: Annotated[float, Field(gt=0, le=300)] = Field(
+        10.0, description="Timeout of one call to the Docker Engine."
+    )
     simulated: Annotated[int, Field(ge=0, le=1_000_000)] = Field(
         0,
         description="Simulated containers per monitor (tests, benchmarks; "

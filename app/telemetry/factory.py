@@ -8,6 +8,7 @@ from collections.abc import Callable
 from prescale.app.settings import Settings
 from prescale.app.telemetry.base import Source
 from prescale.app.telemetry.cgroup import CgroupSource
+from prescale.app.telemetry.docker import DockerSource
 from prescale.app.telemetry.process import ProcessTreeSource
 from prescale.app.telemetry.process_target import ProcessTarget
 from prescale.app.telemetry.prometheus import PrometheusSource
@@ -17,13 +18,18 @@ from prescale.app.telemetry.timings import TimingsSource
 
 def build_sources(settings: Settings, node: str = "local",
                   clock: Callable[[], float] = time.time) -> list[Source]:
-    """Every source the settings switch on: cgroups (when roots are configured), process
-    trees, application timings, Ray workers, Prometheus, simulated containers (named
-    after ``node``, so that every node's monitor has its own). ``clock`` stamps their
-    samples (the monitor's :class:`~app.telemetry.steady_clock.SteadyClock`)."""
+    """Every source the settings switch on: cgroups (when roots are configured), Docker
+    containers, process trees, application timings, Ray workers, Prometheus, simulated
+    containers (named after ``node``, so that every node's monitor has its own).
+    ``clock`` stamps their samples (the monitor's
+    :class:`~app.telemetry.steady_clock.SteadyClock`)."""
     sources: list[Source] = []
     if settings.cgroup.roots or settings.cgroup.watch:
         sources.append(CgroupSource(settings.cgroup, clock=clock))
+    if settings.sources.docker:
+        sources.append(DockerSource(settings.sources.docker_host,
+                                    label=settings.sources.docker_label, clock=clock,
+                                    timeout_s=settings.sources.docker_timeout_s))
     if settings.sources.processes:
         sources.append(ProcessTreeSource([
             ProcessTarget(name=p.name, pid=p.pid, match=p.match, app=p.app)
