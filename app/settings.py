@@ -20,9 +20,9 @@ import json
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -52,6 +52,7 @@ from prescale.app.settings_edges import (
     RaySettings,
     SourceSettings,
 )
+from prescale.app.settings_workloads import WorkloadSettings, check_unique
 
 __all__ = [
     "CLUSTER_CONFIG_PATH",
@@ -129,6 +130,10 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     ray: RaySettings = RaySettings()
     demo: DemoSettings = DemoSettings()
+    workloads: Annotated[list[WorkloadSettings], AfterValidator(check_unique)] = Field(
+        default_factory=list,
+        description="A policy per workload ([[workloads]]: match, mode, controlled, bounds).",
+    )
 
     def registry_dir(self) -> Path:
         """``models.registry_dir``, or ``<data_dir>/models`` (absolute) when it is empty."""

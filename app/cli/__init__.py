@@ -15,7 +15,17 @@ from __future__ import annotations
 
 import typer
 
-from prescale.app.cli import bench, config, models, observe, run, thresholds, traces, training
+from prescale.app.cli import (
+    bench,
+    config,
+    models,
+    observe,
+    run,
+    thresholds,
+    traces,
+    training,
+    workloads,
+)
 
 app = typer.Typer(
     help="prescale: predict container failures and add resources before they happen.",
@@ -23,7 +33,8 @@ app = typer.Typer(
     add_completion=False,
 )
 for command in (run.up, run.serve, observe.status, observe.events, run.demo, observe.history,
-                traces.replay, training.train, training.tune, training.retrain, bench.evaluate):
+                traces.replay, training.train, training.tune, training.retrain, bench.evaluate,
+                workloads.policies, workloads.describe):
     app.command()(command)
 app.add_typer(config.config_app, name="config")
 app.add_typer(models.models_app, name="models")

@@ -60,6 +60,7 @@ from prescale.app.core.predictor import Prediction, TrendExhaustionPredictor
 from prescale.app.core.sample import Event, EventKind, M, Tier
 from prescale.app.core.tenants import tenant_of
 from prescale.app.core.thresholds import ThresholdBook
+from prescale.app.core.workloads import Workload, held_back
 
 TIERS = (Tier.MEMORY, Tier.CPU)
 
@@ -115,9 +116,13 @@ class EngineConfig:
         """From a :class:`app.settings.Settings` (duck-typed, so the core stays free of it):
         each part through its own type's ``from_settings``."""
         p, t = s.predictor, s.thresholds
+        policy = PolicyConfig.from_settings(s.policy, s.cost, s.oom)
+        workloads = tuple(Workload.from_settings(w) for w in getattr(s, "workloads", ()))
+        if workloads:
+            policy = replace(policy, guards=replace(policy.guards, workloads=workloads))
         return cls(
             predictor=TrendExhaustionPredictor.from_settings(p),
-            policy=PolicyConfig.from_settings(s.policy, s.cost, s.oom),
+            policy=policy,
             outcome=OutcomeConfig.from_settings(t, p),
             recent_steps=p.recent_steps,
             fixed_thresholds=dict(t.per_app),
@@ -463,6 +468,10 @@ class Engine:
                 if (d.tier is Tier.MEMORY and plan.oom_kills.get(d.container, 0) >= loop):
                     plan.flagged[d.container] = oom.flagged[d.container] = d.reason
         app_of = dict(zip(names, apps, strict=True))
+        guards = self.config.policy.guards
+        if guards.workloads:  # a workload in off/recommend mode, or a tier it does not control
+            plan.decisions = [self._hold(d, guards.workload_of(d.container, app_of.get(
+                d.container, ""))) if d.action is not None else d for d in plan.decisions]
         asks = []
         for d in plan.decisions:
             a = d.action
@@ -475,7 +484,23 @@ class Engine:
             plan.reclaim = reclaim_candidates(
                 inp, self.config.policy.cost, self.config.policy.guards, self.state.policy,
                 long_peak=long_peak)
+            if guards.workloads:  # a held-back workload is not shrunk for others either
+                plan.reclaim = [r for r in plan.reclaim if not self._holds(
+                    guards.workload_of(r.container, app_of.get(r.container, "")), r.tier)]
         return plan
+
+    @staticmethod
+    def _hold(d: Decision, w: Any) -> Decision:
+        """The decision with its action held back by workload ``w`` (if it is), the
+        proposed change kept in the reason: "workload shop is in recommend mode: memory
+        268435456 → 402653184 not applied"."""
+        why = held_back(w, d.action)
+        return d if why is None else replace(d, action=None, reason=f"{d.reason}; {why}")
+
+    @staticmethod
+    def _holds(w: Any, tier: Tier) -> bool:
+        return w is not None and (w.mode in ("off", "recommend") or (
+            w.controlled is not None and tier.value not in w.controlled))
 
     @staticmethod
     def _peak_usage(feats: np.ndarray) -> dict[Tier, np.ndarray]:

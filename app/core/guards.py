@@ -20,8 +20,9 @@ target T, direction d = sign(T − L), in this order:
    ``urgent_p_fail`` (None: no exception), or an OOM bump — a hold meant against
    flapping never stops a scale-up that prevents an imminent failure; the reason
    says so.
-3. **Bounds** [lo, hi] of the tier: the most specific of container, app and global
-   wins, field by field (``container_bounds`` > ``app_bounds`` > ``min/max_limit``).
+3. **Bounds** [lo, hi] of the tier: the most specific of container, workload, app and
+   global wins, field by field (``container_bounds`` > the container's ``[[workloads]]``
+   entry (:mod:`app.core.workloads`) > ``app_bounds`` > ``min/max_limit``).
    lo > hi (conflicting overrides) blocks.
 4. **Sizing**, with the step S = min(``max_step_fraction`` × L, ``max_step_abs[t]``)
    and, for memory, the safety floor F = ⌈usage × (1 + ``safety_margin_fraction``)⌉
@@ -143,6 +144,9 @@ class GuardConfig:
         default_factory=lambda: {"memory": 2 * GiB, "cpu": 1.0})
     app_bounds: Mapping[str, Bounds] = field(default_factory=dict)
     container_bounds: Mapping[str, Bounds] = field(default_factory=dict)
+    #: ``[[workloads]]`` (:class:`app.core.workloads.Workload`): their bounds sit between
+    #: the container's and the app's
+    workloads: tuple[Any, ...] = ()
     max_step_fraction: float = 1.0
     max_step_abs: Mapping[str, float] = field(default_factory=dict)
     cooldown_s: float = 10.0
@@ -203,9 +207,23 @@ class GuardConfig:
         )
 
     # -- effective values -----------------------------------------------------------
+    def workload_of(self, container: str, app: str) -> Any:
+        """The container's :class:`~app.core.workloads.Workload`, or ``None``."""
+        if not self.workloads:
+            return None
+        from prescale.app.core.workloads import select  # (workloads imports Bounds)
+
+        return select(self.workloads, container, app)
+
+    def _levels(self, container: str, app: str) -> list[Bounds | None]:
+        w = self.workload_of(container, app)
+        return [self.container_bounds.get(container), w.bounds if w is not None else None,
+                self.app_bounds.get(app)]
+
     def bounds_for(self, container: str, app: str, tier: str) -> tuple[float, float]:
-        """[lo, hi] of ``tier`` for a container: container > app > global, per field."""
-        levels = [self.container_bounds.get(container), self.app_bounds.get(app)]
+        """[lo, hi] of ``tier`` for a container: container > workload > app > global, per
+        field."""
+        levels = self._levels(container, app)
         lo = self.min_limit.get(tier, 0.0)
         hi = self.max_limit.get(tier, math.inf)
         for b in reversed([x for x in levels if x is not None]):  # app, then container
@@ -214,7 +232,7 @@ class GuardConfig:
         return float(lo), float(hi)
 
     def max_replicas_for(self, container: str, app: str) -> int:
-        for b in (self.container_bounds.get(container), self.app_bounds.get(app)):
+        for b in self._levels(container, app):
             if b is not None and b.max_replicas is not None:
                 return b.max_replicas
         return self.max_replicas

@@ -34,6 +34,13 @@ def status_rows(plan: Plan, seen: Mapping[str, Mapping[str, Any]],
             "p_fail_memory": float(mem.p_fail[i]),
             "p_fail_cpu": float(cpu.p_fail[i]),
             "memory_time_to_limit_s": float(mem.time_to_limit_s[i]),
+            # for `prescale describe`: the app, what each tier is forecast to need at the
+            # horizon, and the threshold p_fail is held against
+            "app": plan.apps[i],
+            "memory_forecast_bytes": float(mem.forecast[i]),
+            "cpu_forecast_cores": float(cpu.forecast[i]),
+            "threshold_memory": float(plan.thresholds[Tier.MEMORY][i]),
+            "threshold_cpu": float(plan.thresholds[Tier.CPU][i]),
             "model": plan.model_of.get(n, pred.model),
             "samples": int(samples) if math.isfinite(samples) else 0,
             "last_action": last_action.get(n),

@@ -1,0 +1,150 @@
+"""`prescale policies` and `prescale describe`: the ``[[workloads]]`` policies, what they
+match, and one container's effective policy, live prediction and standing
+recommendation (as ``kubectl describe vpa`` shows a VPA's)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from prescale.app.cli.common import ConfigOpt, err, fmt_bytes, fmt_cores, out, settings_or_exit
+from prescale.app.store import jsonfile
+
+
+def _status(s) -> dict[str, Any] | None:
+    try:
+        return jsonfile.read_newest(Path(s.data_dir) / "status.json")
+    except ValueError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(1) from None
+
+
+def policies(
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """The [[workloads]] policies, in order, and the containers of the last tick each
+    one governs."""
+    from prescale.app.core.engine import EngineConfig
+
+    s = settings_or_exit(config)
+    guards = EngineConfig.from_settings(s).policy.guards
+    snap = _status(s) or {}
+    rows = [r for r in snap.get("containers", []) if r.get("state") == "ok"]
+    governs: dict[str, list[str]] = {w.name: [] for w in guards.workloads}
+    for r in rows:
+        w = guards.workload_of(r["name"], r.get("app") or "")
+        if w is not None:
+            governs[w.name].append(r["name"])
+    listed = [{"name": w.name, "matches": w.describe_match(), "mode": w.mode or s.mode.value,
+               "controlled": sorted(w.controlled) if w.controlled is not None else "all",
+               "governs": governs[w.name]} for w in guards.workloads]
+    if as_json:
+        print(json.dumps({"workloads": listed, "global_mode": s.mode.value}))
+        return
+    if not listed:
+        out.print(f"no [[workloads]]: every container follows the global settings "
+                  f"(mode {s.mode.value})", markup=False)
+        return
+    table = Table(title=f"workload policies (global mode {s.mode.value}; the most specific "
+                        "match wins: container glob > app)")
+    for col in ("name", "matches", "mode", "controlled", "governs (last tick)"):
+        table.add_column(col, overflow="fold")
+    for w in listed:
+        c = w["controlled"]
+        table.add_row(w["name"], w["matches"], w["mode"], c if isinstance(c, str)
+                      else ", ".join(c), ", ".join(w["governs"]) or "-")
+    out.print(table)
+
+
+def describe(
+    container: Annotated[str, typer.Argument(help="A container of the last tick.")],
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """One container: its effective policy (and where each part comes from), the live
+    prediction, and a standing recommendation (lower bound / target / upper bound)."""
+    from prescale.app.core.engine import EngineConfig
+    from prescale.app.core.workloads import bound_sources, recommendation
+
+    s = settings_or_exit(config)
+    cfg = EngineConfig.from_settings(s)
+    guards, policy = cfg.policy.guards, cfg.policy
+    snap = _status(s)
+    if snap is None:
+        err.print(f"no status yet in {s.data_dir}: start `prescale up` (or `prescale demo`)")
+        raise typer.Exit(1)
+    row = next((r for r in snap.get("containers", []) if r.get("name") == container), None)
+    if row is None or row.get("state") != "ok":
+        known = ", ".join(r["name"] for r in snap.get("containers", [])) or "none"
+        err.print(f"error: no container {container!r} in the last tick (containers: {known})")
+        raise typer.Exit(1)
+    app = row.get("app") or ""
+    w = guards.workload_of(container, app)
+    mode = w.mode if w is not None and w.mode is not None else s.mode.value
+    if s.mode.value in ("off", "recommend") and mode == "auto":
+        mode = s.mode.value  # a workload holds back, never pushes further
+    margin = policy.margin_fraction
+    tiers: dict[str, Any] = {}
+    for tier, usage_key, limit_key, fc_key in (
+            ("memory", "memory_usage_bytes", "memory_limit_bytes", "memory_forecast_bytes"),
+            ("cpu", "cpu_usage_cores", "cpu_quota_cores", "cpu_forecast_cores")):
+        lo, hi = guards.bounds_for(container, app, tier)
+        lo_src, hi_src = bound_sources(guards, container, app, tier)
+        usage, fc = _num(row.get(usage_key)), _num(row.get(fc_key))
+        safety = guards.safety_margin_fraction if tier == "memory" else 0.0
+        lower, target, upper = recommendation(usage, fc, lo, hi, margin, safety)
+        p, thr = _num(row.get(f"p_fail_{tier}")), _num(row.get(f"threshold_{tier}"))
+        controlled = w is None or w.controlled is None or tier in w.controlled
+        why = (f"p_fail {p:.2f} ≥ threshold {thr:.2f}: a scale-up to the target is due"
+               if p >= thr else f"p_fail {p:.2f} < threshold {thr:.2f}: the limit holds")
+        if not controlled:
+            why += f"; workload {w.name} does not control {tier}"
+        elif mode != "auto":
+            why += f"; {mode} mode: nothing is applied"
+        tiers[tier] = {"usage": usage, "limit": _num(row.get(limit_key)), "forecast": fc,
+                       "p_fail": p, "threshold": thr, "bounds": [lo, hi],
+                       "bounds_from": [lo_src, hi_src], "lower": lower, "target": target,
+                       "upper": upper, "controlled": controlled, "reason": why}
+    result = {"name": container, "app": app, "workload": w.name if w else None,
+              "matched_by": w.describe_match() if w else None, "mode": mode,
+              "time_to_limit_s": _num(row.get("memory_time_to_limit_s")),
+              "last_action": row.get("last_action"), "tiers": tiers}
+    if as_json:
+        print(json.dumps(result, default=lambda x: None))
+        return
+    governed = (f"workload {w.name} ({w.describe_match()})" if w
+                else "global settings (no [[workloads]] match)")
+    out.print(f"Name:      {container}\nApp:       {app or '-'}\n"
+              f"Policy:    {governed}\n"
+              f"Mode:      {mode}\n"
+              f"Time to memory limit: {_fmt_s(result['time_to_limit_s'])}", markup=False)
+    table = Table(title="resources")
+    for col in ("tier", "usage", "limit", "forecast", "p_fail / thr", "bounds (from)",
+                "lower bound", "target", "upper bound", "reason"):
+        table.add_column(col, overflow="fold")
+    for tier, t in tiers.items():
+        f = fmt_bytes if tier == "memory" else fmt_cores
+        table.add_row(tier, f(t["usage"]), f(t["limit"]), f(t["forecast"]),
+                      f"{t['p_fail']:.2f} / {t['threshold']:.2f}",
+                      f"{f(t['bounds'][0])}..{f(t['bounds'][1])} ({t['bounds_from'][0]}, "
+                      f"{t['bounds_from'][1]})", f(t["lower"]), f(t["target"]), f(t["upper"]),
+                      t["reason"])
+    out.print(table)
+
+
+def _num(v: Any) -> float:
+    if isinstance(v, int | float):
+        return float(v)
+    if v == "inf":
+        return math.inf
+    return math.nan
+
+
+def _fmt_s(v: float) -> str:
+    return "never" if v == math.inf else "-" if v != v else f"{v:.0f} s"

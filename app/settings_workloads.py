@@ -1,0 +1,56 @@
+"""``[[workloads]]``: a policy per workload (:mod:`prescale.app.core.workloads` says how a
+container gets its workload and what each field does). The global settings are the
+defaults each entry overrides."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import ByteSize, Field, model_validator
+
+from prescale.app.settings_base import Group
+
+TIERS = ("memory", "cpu")
+
+
+class WorkloadSettings(Group):
+    name: str = Field(..., min_length=1, description="The policy's name (unique).")
+    container: str | None = Field(
+        None, min_length=1, description="Container-name glob it matches (web-*)."
+    )
+    app: str | None = Field(None, description="App it matches (with container: both must).")
+    mode: Literal["off", "recommend", "auto"] | None = Field(
+        None, description="off / recommend hold this workload back (default: the global mode)."
+    )
+    controlled: list[Literal[TIERS]] | None = Field(  # type: ignore[valid-type]
+        None, description="Tiers prescale may change here (default: all)."
+    )
+    memory_min_bytes: ByteSize | None = Field(None, description="Lowest memory limit.")
+    memory_max_bytes: ByteSize | None = Field(None, description="Highest memory limit.")
+    cpu_min_cores: Annotated[float, Field(ge=0, le=1024)] | None = Field(
+        None, description="Lowest CPU quota."
+    )
+    cpu_max_cores: Annotated[float, Field(gt=0, le=4096)] | None = Field(
+        None, description="Highest CPU quota."
+    )
+    max_replicas: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
+        None, description="Most replicas of a replicated container."
+    )
+
+    @model_validator(mode="after")
+    def _matches_something(self) -> Self:
+        if self.container is None and self.app is None:
+            raise ValueError(f"workloads[{self.name}]: give container (a glob), app or both")
+        for tier, lo, hi in (("memory", self.memory_min_bytes, self.memory_max_bytes),
+                             ("cpu", self.cpu_min_cores, self.cpu_max_cores)):
+            if lo is not None and hi is not None and lo > hi:
+                raise ValueError(f"workloads[{self.name}]: {tier} min {lo} is above max {hi}")
+        return self
+
+
+def check_unique(workloads: list[WorkloadSettings]) -> list[WorkloadSettings]:
+    names = [w.name for w in workloads]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"workloads: names must be unique, repeated: {', '.join(dup)}")
+    return workloads
