@@ -36,6 +36,9 @@ class WorkloadSettings(Group):
     max_replicas: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
         None, description="Most replicas of a replicated container."
     )
+    threshold: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        None, description="Fixed p_fail threshold of its containers (default: adaptive)."
+    )
 
     @model_validator(mode="after")
     def _matches_something(self) -> Self:

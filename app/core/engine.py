@@ -283,17 +283,22 @@ class Engine:
 
     def thresholds(self, book: ThresholdBook, names: Sequence[str],
                    apps: Sequence[str]) -> dict[Tier, np.ndarray]:
-        """Per tier, each container's threshold: its fixed override, else the book's value
-        for its app and owner (app → owner → default)."""
+        """Per tier, each container's threshold: its fixed override, else its workload's
+        threshold, else the book's value for its app and owner (app → owner → default)."""
         fixed = self.config.fixed_thresholds
         tenants = self.config.tenants
         # One book lookup per distinct (app, owner) and tier, broadcast to its rows.
         keys: dict[tuple[str, str | None], int] = {}
         codes = np.empty(len(names), dtype=np.intp)
         pinned: list[tuple[int, float]] = []
+        guards = self.config.policy.guards
         for i, (n, a) in enumerate(zip(names, apps, strict=True)):
             if n in fixed:
                 pinned.append((i, fixed[n]))
+            elif guards.workloads:
+                w = guards.workload_of(n, a)
+                if w is not None and w.threshold is not None:
+                    pinned.append((i, w.threshold))
             key = (a or n, (tenant_of(tenants, n, a) or None) if tenants else None)
             code = keys.get(key)
             if code is None:

@@ -9,7 +9,9 @@ VPA object. Its fields:
   ``auto``. A workload can hold prescale back, not push it further: under a global
   ``recommend`` or ``off`` nothing acts anyway;
 - **controlled**: the tiers it may change (``None``: all);
-- **bounds**: its min / max limits per tier and ``max_replicas``.
+- **bounds**: its min / max limits per tier and ``max_replicas``;
+- **threshold**: a fixed p_fail threshold for its containers (all tiers), instead of
+  the adaptive one (``thresholds.per_app`` of a container still wins).
 
 **Which workload a container gets.** The most specific match wins: a name match beats
 an app-only match, and among equals the first in the file. Its bounds sit between the
@@ -52,12 +54,16 @@ class Workload:
     mode: str | None = None  # None: the global mode
     controlled: frozenset[str] | None = None  # tiers it may change; None: all
     bounds: Bounds = field(default_factory=Bounds)
+    threshold: float | None = None  # a fixed p_fail threshold for its containers, all tiers
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("workload: name must not be empty")
         if self.container is None and self.app is None:
             raise ValueError(f"workload {self.name!r}: give a container glob, an app or both")
+        if self.threshold is not None and not 0 < self.threshold <= 1:
+            raise ValueError(f"workload {self.name!r}: threshold must be in (0, 1], "
+                             f"got {self.threshold!r}")
         if self.mode is not None and self.mode not in MODES:
             raise ValueError(f"workload {self.name!r}: mode must be one of {MODES}, "
                              f"got {self.mode!r}")
@@ -85,7 +91,8 @@ class Workload:
                    mode=None if entry.mode is None else str(getattr(entry.mode, "value",
                                                                      entry.mode)),
                    controlled=None if tiers is None else frozenset(str(t) for t in tiers),
-                   bounds=Bounds.from_settings(entry))
+                   bounds=Bounds.from_settings(entry),
+                   threshold=getattr(entry, "threshold", None))
 
 
 def select(workloads: Sequence[Workload], container: str, app: str) -> Workload | None:

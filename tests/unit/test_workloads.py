@@ -163,3 +163,16 @@ def test_policies_and_describe_on_a_real_ticks_status(tmp_path):
     p = run("describe", "nobody")
     assert p.returncode == 1
     assert "no container 'nobody' in the last tick (containers: w)" in p.stderr
+
+
+def test_a_workloads_threshold_pins_its_containers():
+    """p_fail of the leaker is ~1: a workload threshold above it keeps it from acting."""
+    from prescale.app.core.engine import Engine
+    from prescale.app.core.thresholds import ThresholdBook
+
+    cfg = EngineConfig.from_settings(Settings(workloads=[
+        {"name": "calm", "container": "w-*", "threshold": 0.95},
+        {"name": "pinned", "container": "x-*", "threshold": 0.3}],
+        thresholds={"per_app": {"x-1": 0.8}}))
+    thr = Engine(cfg).thresholds(ThresholdBook(), ["w-1", "x-1", "x-2", "y"], ["a"] * 4)
+    assert list(thr["memory"]) == [0.95, 0.8, 0.3, ThresholdBook().value("memory")]
