@@ -6,14 +6,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Self
 
-from pydantic import ByteSize, Field, model_validator
+from pydantic import Field, model_validator
 
-from prescale.app.settings_base import Group
+from prescale.app.settings_decisions import BoundsOverride
 
 TIERS = ("memory", "cpu")
 
 
-class WorkloadSettings(Group):
+class WorkloadSettings(BoundsOverride):
+    """A workload's match, mode, tiers and threshold; its min/max limits and
+    max_replicas are those of a :class:`BoundsOverride`."""
+
     name: str = Field(..., min_length=1, description="The policy's name (unique).")
     container: str | None = Field(
         None, min_length=1, description="Container-name glob it matches (web-*)."
@@ -24,17 +27,6 @@ class WorkloadSettings(Group):
     )
     controlled: list[Literal[TIERS]] | None = Field(  # type: ignore[valid-type]
         None, description="Tiers prescale may change here (default: all)."
-    )
-    memory_min_bytes: ByteSize | None = Field(None, description="Lowest memory limit.")
-    memory_max_bytes: ByteSize | None = Field(None, description="Highest memory limit.")
-    cpu_min_cores: Annotated[float, Field(ge=0, le=1024)] | None = Field(
-        None, description="Lowest CPU quota."
-    )
-    cpu_max_cores: Annotated[float, Field(gt=0, le=4096)] | None = Field(
-        None, description="Highest CPU quota."
-    )
-    max_replicas: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
-        None, description="Most replicas of a replicated container."
     )
     threshold: Annotated[float, Field(gt=0, le=1)] | None = Field(
         None, description="Fixed p_fail threshold of its containers (default: adaptive)."

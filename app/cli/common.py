@@ -46,6 +46,23 @@ def fmt_cores(v: float | None) -> str:
     return f"{v:.2f}"
 
 
+def status_or_exit(s: Settings) -> dict[str, Any]:
+    """The last tick's status (``status.json``, or its RAM copy when the disk refused it);
+    exit 1 with the reason when there is none or it is unreadable."""
+    from prescale.app.store import jsonfile
+
+    path = Path(s.data_dir) / "status.json"
+    try:
+        snap = jsonfile.read_newest(path)
+    except ValueError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(1) from None
+    if snap is None:
+        err.print(f"no status yet at {path}: start `prescale up` (or `prescale demo`)")
+        raise typer.Exit(1)
+    return snap
+
+
 def warn_unreadable(store) -> None:
     """Name each history file a read passed over because it cannot be read."""
     for path, why in sorted(store.unreadable.items()):

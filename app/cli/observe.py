@@ -21,12 +21,12 @@ from prescale.app.cli.common import (
     open_store,
     out,
     settings_or_exit,
+    status_or_exit,
     time_option,
     warn_unreadable,
 )
 from prescale.app.loop.records import OutcomeRecord, Record
 from prescale.app.loop.records import parse as parse_record
-from prescale.app.store import jsonfile
 from prescale.app.store.decision_log import KINDS as LOG_KINDS
 from prescale.app.store.decision_log import read_log
 
@@ -50,14 +50,7 @@ def status(
             err.print("error: --watch and --json cannot be combined")
             raise typer.Exit(2)
         raise typer.Exit(status_view.watch(path, interval, console=out, stale_after_s=stale_s))
-    try:
-        snap = jsonfile.read_newest(path)  # or its RAM copy when the disk refuses writes
-    except ValueError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(1) from None
-    if snap is None:
-        err.print(f"no status yet at {path}: start `prescale up` (or `prescale demo`)")
-        raise typer.Exit(1)
+    snap = status_or_exit(s)  # or its RAM copy when the disk refuses writes
     if as_json:
         print(json.dumps(snap, indent=2))
         return

@@ -12,16 +12,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from prescale.app.cli.common import ConfigOpt, err, fmt_bytes, fmt_cores, out, settings_or_exit
+from prescale.app.cli.common import (
+    ConfigOpt,
+    err,
+    fmt_bytes,
+    fmt_cores,
+    out,
+    settings_or_exit,
+    status_or_exit,
+)
 from prescale.app.store import jsonfile
-
-
-def _status(s) -> dict[str, Any] | None:
-    try:
-        return jsonfile.read_newest(Path(s.data_dir) / "status.json")
-    except ValueError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(1) from None
 
 
 def policies(
@@ -34,7 +34,7 @@ def policies(
 
     s = settings_or_exit(config)
     guards = EngineConfig.from_settings(s).policy.guards
-    snap = _status(s) or {}
+    snap = jsonfile.read_newest(Path(s.data_dir) / "status.json") or {}
     rows = [r for r in snap.get("containers", []) if r.get("state") == "ok"]
     governs: dict[str, list[str]] = {w.name: [] for w in guards.workloads}
     for r in rows:
@@ -75,10 +75,7 @@ def describe(
     s = settings_or_exit(config)
     cfg = EngineConfig.from_settings(s)
     guards, policy = cfg.policy.guards, cfg.policy
-    snap = _status(s)
-    if snap is None:
-        err.print(f"no status yet in {s.data_dir}: start `prescale up` (or `prescale demo`)")
-        raise typer.Exit(1)
+    snap = status_or_exit(s)
     row = next((r for r in snap.get("containers", []) if r.get("name") == container), None)
     if row is None or row.get("state") != "ok":
         known = ", ".join(r["name"] for r in snap.get("containers", [])) or "none"
