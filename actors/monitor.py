@@ -228,7 +228,7 @@ class MonitorActor(Monitor):
             self.sources.append(ManagedActorSource(
                 _workloads_lister(settings.ray.namespace), node_id=node, clock=self.clock))
         if (settings.sources.ray_workers or settings.sources.serve_deployments
-                or settings.sources.managed_actors):
+                or settings.sources.serve_apps or settings.sources.managed_actors):
             # Ray workloads are bounded by what Ray schedules on this node, not the host
             res = next((n["Resources"] for n in ray.nodes() if n["NodeID"] == node), {})
             if res.get("CPU") and res.get("memory"):

@@ -25,6 +25,7 @@ from prescale.actors.coordinator import CoordinatorActor
 from prescale.actors.monitor import MonitorActor
 from prescale.actors.pool import PoolManagerActor
 from prescale.actors.ready import wait_ready
+from prescale.actors.workloads import WorkloadActuatorActor
 from prescale.app.settings import Settings
 
 log = logging.getLogger("prescale")
@@ -36,6 +37,8 @@ class Handles:
     pool: Any
     coordinator: Any
     monitors: dict[str, Any] = field(default_factory=dict)  # node id → its monitor
+    workloads: Any = None  # the workload actuators, when the settings need them
+    owns_workloads: bool = False  # started here (stopped with the others), not reused
 
 
 def init_ray(settings: Settings, *, quiet: bool = False) -> None:
@@ -83,14 +86,36 @@ def start_monitors(settings: Settings) -> dict[str, Any]:
     return out
 
 
+def start_workloads(settings: Settings, near: Any = None) -> tuple[Any | None, bool]:
+    """The workload actuators actor (:data:`actors.names.WORKLOADS`) when the settings
+    opt Serve applications in (``sources.serve_apps``), else ``None``; and whether it
+    was started here. An existing one of that name is reused and left running (one a
+    library user started keeps its managed actors and its own opt-in list)."""
+    if not settings.sources.serve_apps:
+        return None, False
+    try:
+        return ray.get_actor(names.WORKLOADS, namespace=settings.ray.namespace), False
+    except ValueError:
+        pass
+    opts: dict[str, Any] = {"scheduling_strategy": near} if near is not None else {}
+    return WorkloadActuatorActor.options(
+        name=names.WORKLOADS, namespace=settings.ray.namespace, get_if_exists=True,
+        **opts, **_lifetime(settings),
+    ).remote(serve_apps=list(settings.sources.serve_apps),
+             serve_dashboard_url=settings.sources.serve_dashboard_url), True
+
+
 def start_actors(settings: Settings, run_id: str) -> Handles:
-    """The monitors (one per node), the pool manager and the coordinator; existing
-    actors of the same names are reused (``get_if_exists``)."""
+    """The monitors (one per node), the pool manager, the coordinator and, when the
+    settings need them, the workload actuators; existing actors of the same names are
+    reused (``get_if_exists``)."""
     ns = settings.ray.namespace
     monitors = start_monitors(settings)
     here = ray.get_runtime_context().get_node_id()
     # beside the driver (the head node for a Ray job), where their checkpoints are
     near = NodeAffinitySchedulingStrategy(here, soft=True)
+    # beside the driver too: the dashboard (the Serve REST API) may listen on loopback
+    workloads, owns_workloads = start_workloads(settings, near)
     pool = PoolManagerActor.options(name=names.POOL, namespace=ns, get_if_exists=True,
                                     scheduling_strategy=near,
                                     **_lifetime(settings)).remote(settings)
@@ -99,9 +124,10 @@ def start_actors(settings: Settings, run_id: str) -> Handles:
         **_lifetime(settings),
     ).remote(settings, run_id)
     ray.get([coordinator.ping.remote(), pool.snapshot.remote()]
-            + [m.__ray_ready__.remote() for m in monitors.values()])
+            + [m.__ray_ready__.remote() for m in monitors.values()]
+            + ([workloads.__ray_ready__.remote()] if workloads is not None else []))
     return Handles(monitors.get(here) or next(iter(monitors.values())), pool, coordinator,
-                   monitors)
+                   monitors, workloads, owns_workloads)
 
 
 def named_monitors(settings: Settings) -> dict[str, Any]:
@@ -129,7 +155,8 @@ def stop_actors(handles: Handles, settings: Settings | None = None) -> None:
             ray.get(m.close.remote(), timeout=10)
         except Exception as exc:  # noqa: BLE001 - a dead monitor has nothing left to flush
             log.warning("monitor of node %s did not flush its history buffer: %s", node, exc)
-    for h in (handles.coordinator, handles.pool, *monitors.values()):
+    extra = [handles.workloads] if handles.owns_workloads else []
+    for h in (handles.coordinator, handles.pool, *monitors.values(), *extra):
         try:
             ray.kill(h, no_restart=True)
         except Exception:  # noqa: BLE001 - already gone is fine

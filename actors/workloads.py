@@ -8,6 +8,11 @@ up loudly). The operator registers workloads with :meth:`manage_actor` /
 workloads and routes their actions to :meth:`apply` (everything else goes to the
 monitor of the container's node). Both actuators are idempotent by action id.
 
+It also owns the actuator of the Serve applications the user runs and opted in
+(``sources.serve_apps``, :mod:`app.actuators.serve_config`): their deployments are
+discovered on every :meth:`names` call and scaled through their own config. The loop
+starts this actor when the settings opt any in (:func:`actors.runtime.start_workloads`).
+
 Named :data:`actors.names.WORKLOADS`; ``max_restarts=0``: the managed actors and Serve
 applications it created are owned by it, so a restart could not take them over.
 """
@@ -21,18 +26,24 @@ import ray
 from prescale.app.actuators.ray_pg import Bundle, ManagedActor, PlacementGroupActuator
 from prescale.app.actuators.retry import RetryingActuator, RetryPolicy
 from prescale.app.actuators.serve import ServeActuator, ServeApp
+from prescale.app.actuators.serve_config import ServeConfigActuator
 from prescale.app.core.actions import ActionResult, ResultStatus, ScalingAction
 from prescale.app.edges.serve_instance import serve_container
+from prescale.app.edges.serve_rest import ServeRestClient
 
 
 class WorkloadActuators:
-    def __init__(self, retry: RetryPolicy | None = None, *, ready_timeout_s: float = 60.0
-                 ) -> None:
+    def __init__(self, retry: RetryPolicy | None = None, *, ready_timeout_s: float = 60.0,
+                 serve_apps: tuple[str, ...] | list[str] = (),
+                 serve_dashboard_url: str | None = None) -> None:
         self.pg = PlacementGroupActuator([], ready_timeout_s=min(ready_timeout_s, 30.0))
         self.serve = ServeActuator([], ready_timeout_s=ready_timeout_s)
+        self.serve_config = ServeConfigActuator(
+            serve_apps, ServeRestClient(serve_dashboard_url), ready_timeout_s=ready_timeout_s)
         self.retry = retry or RetryPolicy()
         self._pg = RetryingActuator(self.pg, self.retry)
         self._serve = RetryingActuator(self.serve, self.retry)
+        self._serve_config = RetryingActuator(self.serve_config, self.retry)
         self._where: dict[tuple[str, int], tuple[int, str]] = {}
 
     def manage_actor(self, name: str, cls: type, bundle: Bundle, args: tuple = (),
@@ -73,8 +84,11 @@ class WorkloadActuators:
         return out
 
     def names(self) -> dict[str, str]:
-        """Every managed container → the actuator kind that applies its actions."""
-        out = {n: self.pg.kind for n in self.pg.actors}
+        """Every managed container → the actuator kind that applies its actions (the
+        deployments of opted-in Serve applications discovered now; those prescale
+        deployed itself take precedence)."""
+        out = {n: self.serve_config.kind for n in self.serve_config.containers()}
+        out.update({n: self.pg.kind for n in self.pg.actors})
         for app in self.serve.apps.values():
             out.update({serve_container(app.name, d): self.serve.kind for d in app.managed})
         return out
@@ -89,7 +103,8 @@ class WorkloadActuators:
                                             ResultStatus.FAILED, a.old_limit, a.old_limit,
                                             "not a managed workload: nothing touched"))
                 continue
-            actuator = self._pg if kind == self.pg.kind else self._serve
+            actuator = {self.pg.kind: self._pg, self.serve.kind: self._serve,
+                        self.serve_config.kind: self._serve_config}[kind]
             try:
                 results.append(actuator.apply(a))
             except (ValueError, TypeError) as exc:

@@ -112,6 +112,21 @@ class SourceSettings(Group):
         description="Watch the Ray Serve deployments on this node, one container "
         "'<app>/<deployment>' each, sized per replica (app/telemetry/serve_deployments.py).",
     )
+    serve_apps: list[Annotated[str, Field(min_length=1, pattern=r"^[^/\s]+$")]] = Field(
+        default_factory=list,
+        description="Ray Serve applications already running on the cluster (deployed with "
+        "`serve deploy`) that prescale watches and, in auto mode, scales through their own "
+        "config (num_replicas, ray_actor_options), as `serve deploy` would; one container "
+        "'<app>/<deployment>' per deployment. Application names, or [\"*\"] for all; "
+        "empty: none. Apps not listed are never touched (app/actuators/serve_config.py).",
+    )
+    serve_dashboard_url: str | None = Field(
+        None,
+        pattern=r"^https?://\S+$",
+        description="Ray dashboard URL whose Serve REST API (/api/serve/applications/) "
+        "reads and deploys the serve_apps' config, e.g. http://127.0.0.1:8265 "
+        "(empty: the connected cluster's dashboard, as Ray records it).",
+    )
     managed_actors: bool = Field(
         False,
         description="Watch the Ray actors prescale manages in placement groups "

@@ -8,6 +8,7 @@ replicas and resources). Both name a deployment ``"<application>/<deployment>"``
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -21,6 +22,20 @@ def split_container(container: str) -> tuple[str, str] | None:
     name is everything before the *last* ``/`` (deployment names have none)."""
     app, sep, dep = container.rpartition("/")
     return (app, dep) if sep and app and dep else None
+
+
+#: ``sources.serve_apps = ["*"]``: every application is opted in
+ALL_APPS = "*"
+
+
+def app_opted_in(app_name: str, opted_in: Iterable[str]) -> bool:
+    """Whether the operator opted the application in (``sources.serve_apps``).
+
+    ``("web", ["web"])`` → True; ``("web", ["*"])`` → True; ``("web", [])`` → False;
+    ``("web", ["web2"])`` → False (exact names, no prefixes).
+    """
+    names = set(opted_in)
+    return ALL_APPS in names or app_name in names
 
 
 def serve_details() -> Any:

@@ -46,11 +46,13 @@ def build_sources(settings: Settings, node: str = "local",
         # its clock is the query's evaluation time on the server: the wall clock
         sources.append(PrometheusSource(settings.sources.prometheus_url,
                                         selector=settings.sources.prometheus_selector))
-    if settings.sources.serve_deployments:
+    if settings.sources.serve_deployments or settings.sources.serve_apps:
         from prescale.app.telemetry.serve_deployments import ServeDeploymentSource
 
-        sources.append(ServeDeploymentSource(node_id=None if node == "local" else node,
-                                             clock=clock))
+        # serve_deployments watches every deployment; serve_apps only the opted-in apps
+        sources.append(ServeDeploymentSource(
+            node_id=None if node == "local" else node, clock=clock,
+            apps=None if settings.sources.serve_deployments else settings.sources.serve_apps))
     if settings.sources.simulated:
         sources.append(SimulatedSource(
             settings.sources.simulated, prefix=f"sim-{node[:8]}", clock=clock,

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import psutil
 
 from prescale.app.core.sample import Sample, SourceBatch
-from prescale.app.edges.serve_instance import serve_container, serve_details
+from prescale.app.edges.serve_instance import app_opted_in, serve_container, serve_details
 from prescale.app.telemetry.process_counters import CumulativeSum, read_rss_cpu
 
 NAN = math.nan
@@ -46,8 +46,11 @@ class ServeDeploymentSource:
 
     def __init__(self, node_id: str | None = None,
                  details: Callable[[], Any] = serve_details,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 apps: Iterable[str] | None = None) -> None:
+        """``apps``: only these applications (``"*"``: all; ``None``: all)."""
         self.node_id = node_id
+        self.apps = None if apps is None else tuple(apps)
         self._details = details
         self._clock = clock
         self._sums: dict[str, CumulativeSum] = {}
@@ -70,6 +73,8 @@ class ServeDeploymentSource:
         now = self._clock()
         samples, replicas = [], {}
         for app_name, app in details.applications.items():
+            if self.apps is not None and not app_opted_in(app_name, self.apps):
+                continue
             for dep_name, dep in app.deployments.items():
                 name = serve_container(app_name, dep_name)
                 running = [r for r in dep.replicas
