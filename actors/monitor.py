@@ -120,6 +120,9 @@ class Monitor:
             "node": self.node_id,
             "capacity": self.capacity,
             "replicas": {n: replicas[n] for n in names if n in replicas},
+            # labels of the containers whose source knows them (Docker's): [[workloads]]
+            "labels": {n: lab for src in self.sources if hasattr(src, "labels_of")
+                       for n in names if (lab := src.labels_of(n))},
             "now_s": now_s,
             "names": names,
             "apps": [seen[n] for n in names],

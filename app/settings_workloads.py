@@ -21,7 +21,10 @@ class WorkloadSettings(BoundsOverride):
     container: str | None = Field(
         None, min_length=1, description="Container-name glob it matches (web-*)."
     )
-    app: str | None = Field(None, description="App it matches (with container: both must).")
+    app: str | None = Field(None, description="App it matches (with others: all must).")
+    labels: dict[str, str] | None = Field(
+        None, description="Labels it matches, every one (a container's Docker labels)."
+    )
     mode: Literal["off", "recommend", "auto"] | None = Field(
         None, description="off / recommend hold this workload back (default: the global mode)."
     )
@@ -34,8 +37,9 @@ class WorkloadSettings(BoundsOverride):
 
     @model_validator(mode="after")
     def _matches_something(self) -> Self:
-        if self.container is None and self.app is None:
-            raise ValueError(f"workloads[{self.name}]: give container (a glob), app or both")
+        if self.container is None and self.app is None and not self.labels:
+            raise ValueError(f"workloads[{self.name}]: give container (a glob), labels, app "
+                             "or several")
         for tier, lo, hi in (("memory", self.memory_min_bytes, self.memory_max_bytes),
                              ("cpu", self.cpu_min_cores, self.cpu_max_cores)):
             if lo is not None and hi is not None and lo > hi:

@@ -38,7 +38,7 @@ def policies(
     rows = [r for r in snap.get("containers", []) if r.get("state") == "ok"]
     governs: dict[str, list[str]] = {w.name: [] for w in guards.workloads}
     for r in rows:
-        w = guards.workload_of(r["name"], r.get("app") or "")
+        w = guards.workload_of(r["name"], r.get("app") or "", r.get("labels"))
         if w is not None:
             governs[w.name].append(r["name"])
     listed = [{"name": w.name, "matches": w.describe_match(), "mode": w.mode or s.mode.value,
@@ -81,8 +81,8 @@ def describe(
         known = ", ".join(r["name"] for r in snap.get("containers", [])) or "none"
         err.print(f"error: no container {container!r} in the last tick (containers: {known})")
         raise typer.Exit(1)
-    app = row.get("app") or ""
-    w = guards.workload_of(container, app)
+    app, labels = row.get("app") or "", row.get("labels") or {}
+    w = guards.workload_of(container, app, labels)
     mode = w.mode if w is not None and w.mode is not None else s.mode.value
     if s.mode.value in ("off", "recommend") and mode == "auto":
         mode = s.mode.value  # a workload holds back, never pushes further
@@ -91,8 +91,8 @@ def describe(
     for tier, usage_key, limit_key, fc_key in (
             ("memory", "memory_usage_bytes", "memory_limit_bytes", "memory_forecast_bytes"),
             ("cpu", "cpu_usage_cores", "cpu_quota_cores", "cpu_forecast_cores")):
-        lo, hi = guards.bounds_for(container, app, tier)
-        lo_src, hi_src = bound_sources(guards, container, app, tier)
+        lo, hi = guards.bounds_for(container, app, tier, labels)
+        lo_src, hi_src = bound_sources(guards, container, app, tier, labels)
         usage, fc = _num(row.get(usage_key)), _num(row.get(fc_key))
         safety = guards.safety_margin_fraction if tier == "memory" else 0.0
         lower, target, upper = recommendation(usage, fc, lo, hi, margin, safety)

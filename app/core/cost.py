@@ -323,7 +323,7 @@ def reclaim_candidates(
             if peaks is not None and math.isfinite(float(peaks[i])):
                 peak = max(peak, float(peaks[i]))
             app = inp.app_of(i)
-            lo, _ = guards.bounds_for(name, app, tier_text)
+            lo, _ = guards.bounds_for(name, app, tier_text, inp.labels_of(i))
             safety = guards.floor_for(tier_text, usage)
             floor = round_up(tier, max(peak * (1 + cfg.reclaim_margin_fraction),
                                        safety if math.isfinite(safety) else math.inf, lo,

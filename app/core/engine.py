@@ -206,6 +206,8 @@ class Snapshot:
     events: Sequence[Event] = ()
     #: containers that scale horizontally → their replica count (others: not replicated)
     replicas: Mapping[str, int] = field(default_factory=dict)
+    #: containers whose source knows labels (Docker's) → their labels
+    labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.names)
@@ -281,8 +283,9 @@ class Engine:
         """The container's tenant (:func:`app.core.tenants.tenant_of`; ``""``: none)."""
         return tenant_of(self.config.tenants, container, app)
 
-    def thresholds(self, book: ThresholdBook, names: Sequence[str],
-                   apps: Sequence[str]) -> dict[Tier, np.ndarray]:
+    def thresholds(self, book: ThresholdBook, names: Sequence[str], apps: Sequence[str],
+                   labels: Mapping[str, Mapping[str, str]] | None = None
+                   ) -> dict[Tier, np.ndarray]:
         """Per tier, each container's threshold: its fixed override, else its workload's
         threshold, else the book's value for its app and owner (app → owner → default)."""
         fixed = self.config.fixed_thresholds
@@ -296,7 +299,7 @@ class Engine:
             if n in fixed:
                 pinned.append((i, fixed[n]))
             elif guards.workloads:
-                w = guards.workload_of(n, a)
+                w = guards.workload_of(n, a, (labels or {}).get(n))
                 if w is not None and w.threshold is not None:
                     pinned.append((i, w.threshold))
             key = (a or n, (tenant_of(tenants, n, a) or None) if tenants else None)
@@ -367,7 +370,7 @@ class Engine:
                  models: ModelLookup | None) -> Plan:
         names, apps = list(snap.names), list(snap.apps)
         feats, pred, model_of = self.predict(snap, models)
-        thr = self.thresholds(book, names, apps)
+        thr = self.thresholds(book, names, apps, snap.labels)
         judgements, lead = self._judge(snap, feats, pred, thr)
         killed: dict[str, int] = {}
         for e in snap.events:
@@ -456,6 +459,8 @@ class Engine:
                     del raised[key]
         long_peak = self._long_peak(plan)
         inp = PolicyInput(snap.now_s, names, plan.prediction, thr[Tier.MEMORY], apps=apps,
+                          labels=[snap.labels.get(n, {}) for n in names] if snap.labels
+                          else None,
                           tier_thresholds=thr, usage=usage, peak_usage=long_peak,
                           replicated=np.array([n in reps for n in names]) if reps else None,
                           replicas=np.array([reps.get(n, 1) for n in names], dtype=float)
@@ -475,8 +480,10 @@ class Engine:
         app_of = dict(zip(names, apps, strict=True))
         guards = self.config.policy.guards
         if guards.workloads:  # a workload in off/recommend mode, or a tier it does not control
+            lab = snap.labels
             plan.decisions = [self._hold(d, guards.workload_of(d.container, app_of.get(
-                d.container, ""))) if d.action is not None else d for d in plan.decisions]
+                d.container, ""), lab.get(d.container))) if d.action is not None else d
+                for d in plan.decisions]
         asks = []
         for d in plan.decisions:
             a = d.action
@@ -491,7 +498,8 @@ class Engine:
                 long_peak=long_peak)
             if guards.workloads:  # a held-back workload is not shrunk for others either
                 plan.reclaim = [r for r in plan.reclaim if not self._holds(
-                    guards.workload_of(r.container, app_of.get(r.container, "")), r.tier)]
+                    guards.workload_of(r.container, app_of.get(r.container, ""),
+                                       snap.labels.get(r.container)), r.tier)]
         return plan
 
     @staticmethod

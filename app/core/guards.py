@@ -207,23 +207,26 @@ class GuardConfig:
         )
 
     # -- effective values -----------------------------------------------------------
-    def workload_of(self, container: str, app: str) -> Any:
+    def workload_of(self, container: str, app: str,
+                    labels: Mapping[str, str] | None = None) -> Any:
         """The container's :class:`~app.core.workloads.Workload`, or ``None``."""
         if not self.workloads:
             return None
         from prescale.app.core.workloads import select  # (workloads imports Bounds)
 
-        return select(self.workloads, container, app)
+        return select(self.workloads, container, app, labels)
 
-    def _levels(self, container: str, app: str) -> list[Bounds | None]:
-        w = self.workload_of(container, app)
+    def _levels(self, container: str, app: str,
+                labels: Mapping[str, str] | None = None) -> list[Bounds | None]:
+        w = self.workload_of(container, app, labels)
         return [self.container_bounds.get(container), w.bounds if w is not None else None,
                 self.app_bounds.get(app)]
 
-    def bounds_for(self, container: str, app: str, tier: str) -> tuple[float, float]:
+    def bounds_for(self, container: str, app: str, tier: str,
+                   labels: Mapping[str, str] | None = None) -> tuple[float, float]:
         """[lo, hi] of ``tier`` for a container: container > workload > app > global, per
         field."""
-        levels = self._levels(container, app)
+        levels = self._levels(container, app, labels)
         lo = self.min_limit.get(tier, 0.0)
         hi = self.max_limit.get(tier, math.inf)
         for b in reversed([x for x in levels if x is not None]):  # app, then container
@@ -231,8 +234,9 @@ class GuardConfig:
             hi = b.max_limit.get(tier, hi)
         return float(lo), float(hi)
 
-    def max_replicas_for(self, container: str, app: str) -> int:
-        for b in self._levels(container, app):
+    def max_replicas_for(self, container: str, app: str,
+                         labels: Mapping[str, str] | None = None) -> int:
+        for b in self._levels(container, app, labels):
             if b is not None and b.max_replicas is not None:
                 return b.max_replicas
         return self.max_replicas
@@ -333,7 +337,7 @@ def _resize(t: _Tick, i: int, a: ScalingAction) -> ScalingAction:
         notes.append(f"hold overridden: p_fail {a.p_fail:.2f} >= urgent {cfg.urgent_p_fail:.2f} "
                      f"(last action {prev} {age:.0f} s ago)")
     # 3. bounds
-    lo, hi = cfg.bounds_for(c, inp.app_of(i), tier)
+    lo, hi = cfg.bounds_for(c, inp.app_of(i), tier, inp.labels_of(i))
     if lo > hi:
         raise _Blocked(f"conflicting bounds: min {fmt(tier, lo)} > max {fmt(tier, hi)}")
     step = cfg.step_for(tier, old)
@@ -449,7 +453,7 @@ def _scale_out(t: _Tick, i: int, a: ScalingAction, reason: str, why: str) -> Sca
         raise _Blocked("a scale-out of this container is already proposed this tick")
     rkey = replicas_key(c)
     n = inp.replicas_of(i)
-    cap = cfg.max_replicas_for(c, inp.app_of(i))
+    cap = cfg.max_replicas_for(c, inp.app_of(i), inp.labels_of(i))
     if n >= cap:
         raise _Blocked(f"{why}; at max_replicas {cap}")
     if rkey in t.last and now - t.last[rkey] < cfg.scale_out_cooldown_s:

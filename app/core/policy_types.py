@@ -97,6 +97,7 @@ class PolicyInput:
     Optional (default: not known; each policy or guard says what it does without it):
 
     - ``apps``: ``[N]`` application of each container (per-app bounds); ``""`` = none;
+    - ``labels``: ``[N]`` each container's labels (``[[workloads]]`` matched by label);
     - ``usage``: tier → ``[N]`` current usage (bytes / cores; ``nan`` = unknown).
       Needed by *proportional*, by the memory safety floor and by cost; without it
       memory is never lowered;
@@ -124,6 +125,7 @@ class PolicyInput:
     prediction: Prediction
     thresholds: np.ndarray
     apps: Sequence[str] | None = None
+    labels: Sequence[Mapping[str, str]] | None = None
     usage: Mapping[Tier, np.ndarray] | None = None
     peak_usage: Mapping[Tier, np.ndarray] | None = None
     tier_thresholds: Mapping[Tier, np.ndarray] | None = None
@@ -183,6 +185,9 @@ class PolicyInput:
     # -- lookups used by policies and guards --------------------------------------
     def app_of(self, i: int) -> str:
         return self.apps[i] if self.apps is not None else ""
+
+    def labels_of(self, i: int) -> Mapping[str, str] | None:
+        return self.labels[i] if self.labels is not None else None
 
     def usage_of(self, tier: str, i: int) -> float:
         arr = self.usage.get(tier) if self.usage else None

@@ -3,8 +3,8 @@
 A :class:`Workload` is one ``[[workloads]]`` entry of the settings, like a Kubernetes
 VPA object. Its fields:
 
-- **match**: a container-name glob (``fnmatch``: ``web-*``), an app, or both (then both
-  must match);
+- **match**: a container-name glob (``fnmatch``: ``web-*``), labels (every one must be
+  on the container: Docker's labels), an app — one or several (then all must match);
 - **mode**: ``off`` (observe only), ``recommend`` (decide and log, never act) or
   ``auto``. A workload can hold prescale back, not push it further: under a global
   ``recommend`` or ``off`` nothing acts anyway;
@@ -14,8 +14,8 @@ VPA object. Its fields:
   the adaptive one (``thresholds.per_app`` of a container still wins).
 
 **Which workload a container gets.** The most specific match wins: a name match beats
-an app-only match, and among equals the first in the file. Its bounds sit between the
-per-container bounds and the per-app ones, field by field:
+a label match, which beats an app-only match; among equals the first in the file. Its
+bounds sit between the per-container bounds and the per-app ones, field by field:
 
     policy.container_bounds[c]  >  the workload  >  policy.app_bounds[app]  >  global
 
@@ -36,7 +36,7 @@ Worked example: workloads ``shop`` (app ``shop``, memory max 4 GiB, recommend) a
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,7 @@ class Workload:
     name: str
     container: str | None = None  # fnmatch glob on the container name
     app: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)  # all must match
     mode: str | None = None  # None: the global mode
     controlled: frozenset[str] | None = None  # tiers it may change; None: all
     bounds: Bounds = field(default_factory=Bounds)
@@ -59,8 +60,9 @@ class Workload:
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("workload: name must not be empty")
-        if self.container is None and self.app is None:
-            raise ValueError(f"workload {self.name!r}: give a container glob, an app or both")
+        if self.container is None and self.app is None and not self.labels:
+            raise ValueError(f"workload {self.name!r}: give a container glob, labels, an app "
+                             "or several")
         if self.threshold is not None and not 0 < self.threshold <= 1:
             raise ValueError(f"workload {self.name!r}: threshold must be in (0, 1], "
                              f"got {self.threshold!r}")
@@ -70,17 +72,23 @@ class Workload:
 
     @property
     def specificity(self) -> int:
-        """2: matches by container name; 1: by app only."""
-        return 2 if self.container is not None else 1
+        """3: matches by container name; 2: by labels; 1: by app only."""
+        return 3 if self.container is not None else 2 if self.labels else 1
 
-    def matches(self, container: str, app: str) -> bool:
+    def matches(self, container: str, app: str,
+                labels: Mapping[str, str] | None = None) -> bool:
+        """Every criterion it has holds: the name glob, each label (the container's
+        labels, e.g. Docker's), the app."""
         if self.container is not None and not fnmatch.fnmatchcase(container, self.container):
+            return False
+        if self.labels and any((labels or {}).get(k) != v for k, v in self.labels.items()):
             return False
         return self.app is None or self.app == app
 
     def describe_match(self) -> str:
         parts = ([f"container {self.container}"] if self.container is not None else []) + (
-            [f"app {self.app}"] if self.app is not None else [])
+            [f"labels {','.join(f'{k}={v}' for k, v in sorted(self.labels.items()))}"]
+            if self.labels else []) + ([f"app {self.app}"] if self.app is not None else [])
         return " and ".join(parts)
 
     @classmethod
@@ -88,6 +96,7 @@ class Workload:
         """From a ``[[workloads]]`` settings entry (duck-typed)."""
         tiers = getattr(entry, "controlled", None)
         return cls(name=entry.name, container=entry.container, app=entry.app,
+                   labels=dict(getattr(entry, "labels", None) or {}),
                    mode=None if entry.mode is None else str(getattr(entry.mode, "value",
                                                                      entry.mode)),
                    controlled=None if tiers is None else frozenset(str(t) for t in tiers),
@@ -95,11 +104,13 @@ class Workload:
                    threshold=getattr(entry, "threshold", None))
 
 
-def select(workloads: Sequence[Workload], container: str, app: str) -> Workload | None:
+def select(workloads: Sequence[Workload], container: str, app: str,
+           labels: Mapping[str, str] | None = None) -> Workload | None:
     """The workload of a container: the most specific match, the first among equals."""
     best: Workload | None = None
     for w in workloads:
-        if w.matches(container, app) and (best is None or w.specificity > best.specificity):
+        if w.matches(container, app, labels) and (
+                best is None or w.specificity > best.specificity):
             best = w
     return best
 
@@ -125,12 +136,13 @@ def _amount(tier: str, x: float) -> str:
     return f"{x:.2f} cores" if tier == "cpu" else f"{x:g}"
 
 
-def bound_sources(guards: Any, container: str, app: str, tier: str) -> tuple[str, str]:
+def bound_sources(guards: Any, container: str, app: str, tier: str,
+                  labels: Mapping[str, str] | None = None) -> tuple[str, str]:
     """Where a container's ``[lo, hi]`` of ``tier`` come from (``guards`` a
     :class:`~app.core.guards.GuardConfig`): ``"container"``, ``"workload <name>"``,
     ``"app"`` or ``"global"``, field by field, as :meth:`GuardConfig.bounds_for` resolves
     them."""
-    w = guards.workload_of(container, app)
+    w = guards.workload_of(container, app, labels)
     levels = [("container", guards.container_bounds.get(container)),
               (f"workload {w.name}" if w is not None else "", w.bounds if w else None),
               ("app", guards.app_bounds.get(app))]

@@ -34,6 +34,8 @@ class Shard:
     capacity: Mapping[str, float] = field(default_factory=dict)
     #: horizontally scaled containers → their replica count on this node
     replicas: Mapping[str, int] = field(default_factory=dict)
+    #: containers whose source knows labels (Docker's) → their labels
+    labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.names)
@@ -47,13 +49,15 @@ class Shard:
         return cls(node=d["node"], now_s=float(d["now_s"]), names=list(d["names"]),
                    apps=list(d["apps"]), window=d["window"], events=list(d["events"]),
                    errors=dict(d["errors"]), dropped=dict(d["dropped"]),
-                   capacity=dict(d["capacity"]), replicas=dict(d.get("replicas", {})))
+                   capacity=dict(d["capacity"]), replicas=dict(d.get("replicas", {})),
+                   labels=dict(d.get("labels", {})))
 
     def to_dict(self) -> dict[str, Any]:
         return {"node": self.node, "now_s": self.now_s, "names": list(self.names),
                 "apps": list(self.apps), "window": self.window, "events": list(self.events),
                 "errors": dict(self.errors), "dropped": dict(self.dropped),
-                "capacity": dict(self.capacity), "replicas": dict(self.replicas)}
+                "capacity": dict(self.capacity), "replicas": dict(self.replicas),
+                "labels": dict(self.labels)}
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ def merge_shards(shards: Sequence[Shard], window_shape: tuple[int, int],
     names_, apps, windows, events = [], [], [], []
     route: dict[str, tuple[str, str]] = {}
     replicas: dict[str, int] = {}
+    labels: dict[str, Mapping[str, str]] = {}
     errors: dict[str, str] = {}
     dropped: dict[str, int] = {}
     nodes: dict[str, dict[str, float]] = {}
@@ -117,6 +122,8 @@ def merge_shards(shards: Sequence[Shard], window_shape: tuple[int, int],
             keep.append(i)
             if n in sh.replicas:
                 replicas[name] = sh.replicas[n]
+            if n in sh.labels:
+                labels[name] = sh.labels[n]
         if keep:
             windows.append(sh.window[keep])
         events += sh.events
@@ -129,10 +136,12 @@ def merge_shards(shards: Sequence[Shard], window_shape: tuple[int, int],
         apps.append(sh.apps[i])
         route[n] = (sh.node, n)
         windows.append(sh.window[i:i + 1])
+        if n in sh.labels:
+            labels[n] = sh.labels[n]
     t = max((sh.now_s for sh in shards), default=now_s if now_s is not None else 0.0)
     window = (np.concatenate(windows) if windows
               else np.empty((0, *window_shape), dtype=float))
-    snap = Snapshot(t, names_, apps, window, events, replicas)
+    snap = Snapshot(t, names_, apps, window, events, replicas, labels)
     return Merged(snap, route, errors, dropped, nodes)
 
 

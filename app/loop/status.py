@@ -15,7 +15,8 @@ from prescale.app.core.sample import Tier
 
 def status_rows(plan: Plan, seen: Mapping[str, Mapping[str, Any]],
                 last_action: Mapping[str, Any],
-                replicas: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
+                replicas: Mapping[str, int] | None = None,
+                labels: Mapping[str, Mapping[str, str]] | None = None) -> list[dict[str, Any]]:
     """One row per container of ``plan`` (``seen``: container → its node, …)."""
     pred, feats = plan.prediction, plan.features
     mem, cpu = pred.tiers[Tier.MEMORY], pred.tiers[Tier.CPU]
@@ -37,6 +38,7 @@ def status_rows(plan: Plan, seen: Mapping[str, Mapping[str, Any]],
             # for `prescale describe`: the app, what each tier is forecast to need at the
             # horizon, and the threshold p_fail is held against
             "app": plan.apps[i],
+            "labels": dict((labels or {}).get(n, {})),
             "memory_forecast_bytes": float(mem.forecast[i]),
             "cpu_forecast_cores": float(cpu.forecast[i]),
             "threshold_memory": float(plan.thresholds[Tier.MEMORY][i]),

@@ -269,7 +269,7 @@ class Tick:
         lap("record")
         rows: list[dict[str, Any]] = []
         if getattr(p.journal, "durable", True):
-            rows = status_rows(plan, self.seen, self.last_action, snap.replicas)
+            rows = status_rows(plan, self.seen, self.last_action, snap.replicas, snap.labels)
             self._write("status", p.journal.write_status, {
                 "ts_s": plan.now_s, "run_id": self.run_id, "mode": self.mode,
                 "tick": self.tick, "tick_s": lap.clock() - t0, "model": plan.prediction.model,

@@ -65,7 +65,7 @@ def test_canary_alone_wins_over_the_app_match():
 
 def test_bad_workloads_are_refused_naming_the_field(tmp_path):
     for body, needle in [
-        ('[[workloads]]\nname = "x"\n', "give container (a glob), app or both"),
+        ('[[workloads]]\nname = "x"\n', "give container (a glob), labels, app or several"),
         ('[[workloads]]\nname = "x"\napp = "a"\nmode = "sometimes"\n', "workloads.0.mode"),
         ('[[workloads]]\nname = "x"\napp = "a"\n[[workloads]]\nname = "x"\napp = "b"\n',
          "names must be unique, repeated: x"),
@@ -176,3 +176,24 @@ def test_a_workloads_threshold_pins_its_containers():
         thresholds={"per_app": {"x-1": 0.8}}))
     thr = Engine(cfg).thresholds(ThresholdBook(), ["w-1", "x-1", "x-2", "y"], ["a"] * 4)
     assert list(thr["memory"]) == [0.95, 0.8, 0.3, ThresholdBook().value("memory")]
+
+
+def test_labels_match_through_the_loop_and_rank_between_name_and_app():
+    """A Docker-labelled container (its labels travel in the shard) gets the label
+    workload over the app one; a name glob still beats both."""
+    wl = [{"name": "by-app", "app": "app", "mode": "auto"},
+          {"name": "by-label", "labels": {"prescale.tier": "batch"}, "mode": "recommend"},
+          {"name": "by-name", "container": "x*", "mode": "auto"}]
+    g = EngineConfig.from_settings(Settings(workloads=wl)).policy.guards
+    batch = {"prescale.tier": "batch", "prescale.enable": "true"}
+    assert g.workload_of("w", "app", batch).name == "by-label"
+    assert g.workload_of("w", "app", {"prescale.tier": "web"}).name == "by-app"
+    assert g.workload_of("x1", "app", batch).name == "by-name"
+    assert g.workload_of("w", "app", batch).describe_match() == "labels prescale.tier=batch"
+    ports = mem_ports()
+    sh = shard(leak_window())
+    ports.telemetry.next = [type(sh)(**{**sh.__dict__, "labels": {"w": batch}})]
+    summary = _tick(ports, wl).run_once()
+    assert summary["actions"] == []  # held back by the label's recommend mode
+    (d,) = [r for r in ports.journal.records if r["kind"] == "decision"]
+    assert "workload by-label is in recommend mode" in d["reason"]
