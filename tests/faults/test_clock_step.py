@@ -21,7 +21,7 @@ STEPS_BEFORE, STEPS_AFTER = 5, 10
 
 DRIVER = """
 import json, sys, time
-from prescale.actors.monitor import Monitor
+from prescale.app.node_monitor import Monitor
 from prescale.app.settings import Settings
 from prescale.app.telemetry.steady_clock import SteadyClock
 

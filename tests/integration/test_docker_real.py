@@ -16,7 +16,6 @@ import time
 
 import pytest
 
-from actors.monitor import Monitor
 from prescale.app.actuators.docker import DockerActuator
 from prescale.app.core.actions import ResultStatus, ScalingAction
 from prescale.app.core.engine import EngineConfig
@@ -24,6 +23,7 @@ from prescale.app.core.sample import SourceBatch, Tier
 from prescale.app.edges import cgroup_layout as lay
 from prescale.app.loop.shard import Shard
 from prescale.app.loop.tick import Ports, Tick
+from prescale.app.node_monitor import Monitor
 from prescale.app.settings import Settings
 from prescale.app.telemetry.docker import DockerSource
 from tests.docker_support import private_docker, skip_reason

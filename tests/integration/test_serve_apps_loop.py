@@ -21,14 +21,13 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from prescale.app.settings import Mode, Settings, load_settings
+from tests.http_load import Load
 
 pytestmark = pytest.mark.slow
 NS = "prescale-serve-apps"
@@ -74,39 +73,6 @@ applications:
         max_ongoing_requests: 4
         ray_actor_options: {{num_cpus: 0.1}}
 """
-
-
-class Load:
-    """Clients that GET a URL in a loop; every answer that is not 200 is counted."""
-
-    def __init__(self, url: str, threads: int) -> None:
-        self.url = url
-        self.ok = 0
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def _run(self) -> None:
-        with requests.Session() as s:
-            while not self._stop.is_set():
-                try:
-                    r = s.get(self.url, timeout=30)
-                    if r.status_code == 200:
-                        self.ok += 1
-                    else:
-                        self.errors.append(f"HTTP {r.status_code}")
-                except Exception as exc:  # noqa: BLE001 - counted, asserted
-                    self.errors.append(f"{type(exc).__name__}: {exc}")
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=60)
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ import pytest
 import requests
 
 from prescale.app.settings import Mode, Settings, load_settings
+from tests.http_load import Load
 
 pytestmark = pytest.mark.slow
 NS = "prescale-serve-loop"
@@ -48,37 +49,6 @@ def _settings(data_dir) -> Settings:
         ray={"namespace": NS}, models={"enabled": False},
         policy={"app_bounds": {"serve:busy": {"cpu_min_cores": 0.05, "cpu_max_cores": 0.1,
                                               "max_replicas": 2}}})
-
-
-class Load:
-    def __init__(self, url: str, threads: int = 3) -> None:
-        self.url = url
-        self.ok = 0
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def _run(self) -> None:
-        with requests.Session() as s:
-            while not self._stop.is_set():
-                try:
-                    r = s.get(self.url, timeout=30)
-                    if r.status_code == 200:
-                        self.ok += 1
-                    else:
-                        self.errors.append(f"HTTP {r.status_code}")
-                except Exception as exc:  # noqa: BLE001 - recorded, asserted
-                    self.errors.append(f"{type(exc).__name__}: {exc}")
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +156,6 @@ def test_the_loop_moves_a_growing_managed_actor_to_a_bigger_bundle_with_its_stat
         """Grows 8 MiB/s (touched pages) up to 400 MiB; its state is the chunk count."""
 
         def __init__(self) -> None:
-            import threading
 
             self.chunks: list[bytes] = []
             self.calls = 0

@@ -3,8 +3,8 @@
 import math
 import time
 
-from prescale.actors.monitor import Monitor
 from prescale.app.core.sample import METRICS, Event, EventKind, M, Sample, SourceBatch
+from prescale.app.node_monitor import Monitor
 from prescale.app.settings import Settings
 
 
