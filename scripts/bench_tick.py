@@ -227,8 +227,8 @@ class _TimedEngine(Engine):
         return self.clock.wrap("predict", super().predict)(snap, models)
 
     def thresholds(self, book: ThresholdBook, names: Sequence[str],
-                   apps: Sequence[str]) -> Any:
-        return self.clock.wrap("thresholds", super().thresholds)(book, names, apps)
+                   apps: Sequence[str], labels: Any = None) -> Any:
+        return self.clock.wrap("thresholds", super().thresholds)(book, names, apps, labels)
 
 
 class _TimedModel:
