@@ -258,8 +258,8 @@ class CoordinatorHooks(TickHooks):
         h = self.s.history
         known = set(self.store.unreadable)
         try:  # upkeep never stops the loop; what went wrong is logged
-            self.store.compact(min_files=h.compact_min_files)
-            self.store.apply_retention(max_age_s=h.retention_days * 86_400, now_s=now_s)
+            self.store.upkeep(min_files=h.compact_min_files,
+                              retention_s=h.retention_days * 86_400, now_s=now_s)
         except Exception as exc:  # noqa: BLE001 - logged, retried next MAINTENANCE_S
             self.log.append([rec.to_dict(rec.EventRecord(
                 now_s, "_history", "", "history_error",

@@ -61,7 +61,7 @@ LIMIT_METRICS = ("memory_limit_bytes", "cpu_quota_cores")
 _VALUE_METRICS = tuple(m for m in METRICS if m != "ts_s")
 
 
-def _not_bool(v: Any) -> Any:
+def _strict_number(v: Any) -> Any:
     """A number where a number belongs: JSON ``true``/``false`` or a numeric string is an
     error, not 1.0/0.0/0 (pydantic would coerce them): ``true`` → "must be a number, got
     a boolean"; ``"0"`` → "must be a number, got a string". The one string taken is
@@ -74,7 +74,7 @@ def _not_bool(v: Any) -> Any:
 
 
 #: A number in a request: never a boolean.
-Number = Annotated[float, BeforeValidator(_not_bool)]
+Number = Annotated[float, BeforeValidator(_strict_number)]
 _SAMPLE_DEFAULTS: dict[str, float] = {
     f.name: f.default for f in dataclasses.fields(Sample) if f.name in _VALUE_METRICS
 }

@@ -306,8 +306,8 @@ class PredictionService:
         self._ingests_since_upkeep, self._last_upkeep_s = 0, now
         h = self.settings.history
         try:
-            store.compact(min_files=h.compact_min_files)
-            store.apply_retention(max_age_s=h.retention_days * 86_400, now_s=now)
+            store.upkeep(min_files=h.compact_min_files, retention_s=h.retention_days * 86_400,
+                         now_s=now)
         except Exception:  # noqa: BLE001 - logged, retried at the next upkeep
             log.exception("history upkeep (compaction, retention) of %s failed",
                           self._store_uri)

@@ -12,9 +12,12 @@ from rich.table import Table
 
 from prescale.app.cli.common import ConfigOpt, err, open_registry, out, settings_or_exit
 from prescale.app.cli.traces import (
+    ContainerColOpt,
     DeriveOpt,
     FirstFractionOpt,
     LimitMultipleOpt,
+    MapOpt,
+    TsColOpt,
     failure_summary,
     trace_or_exit,
 )
@@ -108,10 +111,9 @@ def models_evaluate(
     version_id: Annotated[str | None, typer.Option("--version", help="Default: current.")]
     = None,
     tier: Annotated[str | None, typer.Option(help="Default: models.tier.")] = None,
-    mapping: Annotated[list[str] | None, typer.Option("--map", help="PATH traces: "
-                                                      "sample_field=column.")] = None,
-    container_col: Annotated[str, typer.Option(help="PATH traces: container column.")] = "id",
-    ts_col: Annotated[str, typer.Option(help="PATH traces: timestamp column.")] = "timestamp",
+    mapping: MapOpt = None,
+    container_col: ContainerColOpt = "id",
+    ts_col: TsColOpt = "timestamp",
     derive_failures: DeriveOpt = False,
     limit_multiple: LimitMultipleOpt = 1.3,
     first_fraction: FirstFractionOpt = 0.25,

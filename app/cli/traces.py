@@ -26,6 +26,10 @@ LimitMultipleOpt = Annotated[float, typer.Option(
 FirstFractionOpt = Annotated[float, typer.Option(
     min=0.01, max=1.0, help="--derive-failures: the share of each container's readings the "
     "median is taken over.")]
+MapOpt = Annotated[list[str] | None, typer.Option(
+    "--map", help="PATH traces: sample_field=column.")]
+ContainerColOpt = Annotated[str, typer.Option(help="PATH traces: container column.")]
+TsColOpt = Annotated[str, typer.Option(help="PATH traces: timestamp column.")]
 
 
 def replay(
@@ -33,11 +37,9 @@ def replay(
     speed: Annotated[
         float, typer.Option(min=0.001, help="Simulated seconds per wall second (inf = bulk).")
     ] = math.inf,
-    mapping: Annotated[
-        list[str] | None, typer.Option("--map", help="PATH traces: sample_field=column.")
-    ] = None,
-    container_col: Annotated[str, typer.Option(help="PATH traces: container column.")] = "id",
-    ts_col: Annotated[str, typer.Option(help="PATH traces: timestamp column.")] = "timestamp",
+    mapping: MapOpt = None,
+    container_col: ContainerColOpt = "id",
+    ts_col: TsColOpt = "timestamp",
     app_name: Annotated[str | None, typer.Option("--app", help="PATH traces: app name.")] = None,
     derive_failures: DeriveOpt = False,
     limit_multiple: LimitMultipleOpt = 1.3,

@@ -20,13 +20,23 @@ from prescale.app.cli.common import (
     time_option,
 )
 from prescale.app.cli.traces import (
+    ContainerColOpt,
     DeriveOpt,
     FirstFractionOpt,
     LimitMultipleOpt,
+    MapOpt,
+    TsColOpt,
     failure_summary,
     trace_or_exit,
 )
 from prescale.app.store.decision_log import read_log
+
+SplitOpt = Annotated[str, typer.Option(help="auto (default: by app when each container has "
+                                            "one window, else by time) | time | group")]
+SplitSeedOpt = Annotated[int, typer.Option(help="Seed of a group split.")]
+WindowStepsOpt = Annotated[int | None, typer.Option(min=1, help="Default: loop.window_steps.")]
+HorizonOpt = Annotated[float | None, typer.Option(
+    min=1.0, help="Seconds ahead a failure counts (default: predictor.horizon_s).")]
 
 
 def train(
@@ -37,24 +47,19 @@ def train(
     stride: Annotated[int, typer.Option(min=1, help="A window every N samples.")] = 1,
     tier: Annotated[str | None, typer.Option(help="memory|cpu|disk|any (default: models.tier)")]
     = None,
-    split: Annotated[str, typer.Option(help="auto (default: by app when each container has "
-                                            "one window, else by time) | time | group")]
-    = "auto",
-    split_seed: Annotated[int, typer.Option(help="Seed of a group split.")] = 0,
-    window_steps: Annotated[int | None, typer.Option(min=1, help="Default: loop.window_steps.")]
-    = None,
-    horizon: Annotated[float | None, typer.Option(
-        min=1.0, help="Seconds ahead a failure counts (default: predictor.horizon_s).")] = None,
+    split: SplitOpt = "auto",
+    split_seed: SplitSeedOpt = 0,
+    window_steps: WindowStepsOpt = None,
+    horizon: HorizonOpt = None,
     since: Annotated[str | None, typer.Option(help="Training data from (2h, 3d, ISO).")] = None,
     until: Annotated[str | None, typer.Option(help="Training data until.")] = None,
     trace: Annotated[str | None, typer.Option(
         help="Train on this trace (bitbrains | google2011 | a Bitbrains-format file | a "
         "directory with Google 2011 task_usage* and task_events* files | PATH with --map) "
         "instead of the history store.")] = None,
-    mapping: Annotated[list[str] | None, typer.Option("--map", help="PATH traces: "
-                                                      "sample_field=column.")] = None,
-    container_col: Annotated[str, typer.Option(help="PATH traces: container column.")] = "id",
-    ts_col: Annotated[str, typer.Option(help="PATH traces: timestamp column.")] = "timestamp",
+    mapping: MapOpt = None,
+    container_col: ContainerColOpt = "id",
+    ts_col: TsColOpt = "timestamp",
     derive_failures: DeriveOpt = False,
     limit_multiple: LimitMultipleOpt = 1.3,
     first_fraction: FirstFractionOpt = 0.25,
@@ -104,14 +109,10 @@ def tune(
     stride: Annotated[int, typer.Option(min=1)] = 1,
     tier: Annotated[str | None, typer.Option(help="memory|cpu|disk|any (default: models.tier)")]
     = None,
-    split: Annotated[str, typer.Option(help="auto (default: by app when each container has "
-                                            "one window, else by time) | time | group")]
-    = "auto",
-    split_seed: Annotated[int, typer.Option(help="Seed of a group split.")] = 0,
-    window_steps: Annotated[int | None, typer.Option(min=1, help="Default: loop.window_steps.")]
-    = None,
-    horizon: Annotated[float | None, typer.Option(
-        min=1.0, help="Seconds ahead a failure counts (default: predictor.horizon_s).")] = None,
+    split: SplitOpt = "auto",
+    split_seed: SplitSeedOpt = 0,
+    window_steps: WindowStepsOpt = None,
+    horizon: HorizonOpt = None,
     since: Annotated[str | None, typer.Option()] = None,
     until: Annotated[str | None, typer.Option()] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,

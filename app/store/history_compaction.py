@@ -164,6 +164,13 @@ class HistoryCompaction:
                 self._dirs.discard(pdir)
         return removed
 
+    def upkeep(self, *, min_files: int, retention_s: float, now_s: float) -> None:
+        """The store's periodic upkeep: :meth:`compact` (``min_files``), then
+        :meth:`apply_retention` (``retention_s``) — what the live loop and the API's
+        ingestion both run."""
+        self.compact(min_files=min_files)
+        self.apply_retention(max_age_s=retention_s, now_s=now_s)
+
     @contextlib.contextmanager
     def _compact_lock(self) -> Iterator[None]:
         if not self._local:

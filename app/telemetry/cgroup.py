@@ -27,6 +27,7 @@ is never a container.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -61,13 +62,20 @@ def _check_name(name: str) -> None:
 
 def check_roots(settings: CgroupSettings) -> None:
     """Refuse roots that are too wide (:func:`app.edges.cgroup_layout.wide_root_reason`)
-    unless ``cgroup.allow_wide_roots``: :class:`CgroupError` naming each and why."""
+    unless ``cgroup.allow_wide_roots``: :class:`CgroupError` naming each and why. The
+    host's mounts and prescale's own cgroup are read once per process and set of roots
+    (discovery runs every poll; they do not change under a running loop)."""
     if settings.allow_wide_roots or not settings.roots:
         return
-    problems = wide_root_problems(settings.roots)
+    problems = _wide_root_problems(tuple(settings.roots))
     if problems:
         raise CgroupError("cgroup.roots: " + "; ".join(problems)
                           + " (set cgroup.allow_wide_roots = true to accept)")
+
+
+@functools.lru_cache(maxsize=16)
+def _wide_root_problems(roots: tuple[Path, ...]) -> tuple[str, ...]:
+    return tuple(wide_root_problems(roots))
 
 
 def _existing_roots(roots: Sequence[Path]) -> list[Path]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,16 +27,11 @@ import pytest
 
 from prescale.app.settings import Mode, Settings, load_settings
 from tests.http_load import Load
+from tests.prom_support import free_port
 
 pytestmark = pytest.mark.slow
 NS = "prescale-serve-apps"
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _settings(data_dir) -> Settings:
@@ -82,7 +76,7 @@ def cluster(tmp_path_factory):
     from prescale.app.edges.serve_rest import ServeRestClient
 
     tmp = tmp_path_factory.mktemp("serve-apps")
-    dash_port, http_port = _free_port(), _free_port()
+    dash_port, http_port = free_port(), free_port()
     # the replicas import tests.serve_fixture_app: workers inherit the raylet's environment
     old_pp = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), old_pp) if p)
