@@ -36,6 +36,7 @@ from prescale.actors.retrainer import Retrainer
 from prescale.app.core.actions import ActionResult, ResultStatus, ScalingAction
 from prescale.app.core.contention import ArbitrationResult, ReclaimCandidate
 from prescale.app.core.engine import AppModel, EngineConfig, ModelLookup, Plan
+from prescale.app.core.tenants import Tenancy
 from prescale.app.core.thresholds import ThresholdConfig
 from prescale.app.loop import records as rec
 from prescale.app.loop.shard import Shard
@@ -121,8 +122,10 @@ class RayAllocator:
                                  dict(replicas))
 
     def arbitrate(self, asks: Sequence[ScalingAction], idle: Sequence[ReclaimCandidate],
-                  now_s: float, commit: bool) -> ArbitrationResult:
-        return ray.get(self.pool.arbitrate.remote(list(asks), list(idle), now_s, commit))
+                  now_s: float, commit: bool, tenancy: Tenancy | None = None
+                  ) -> ArbitrationResult:
+        return ray.get(self.pool.arbitrate.remote(list(asks), list(idle), now_s, commit,
+                                                  tenancy))
 
     def confirm(self, applied: Sequence[tuple[str, str, float]]) -> None:
         self.pool.confirm_many.remote(list(applied))

@@ -32,6 +32,7 @@ from prescale.app.core.contention import (
 )
 from prescale.app.core.pool import DEFAULT_NODE, Capacity, Pool
 from prescale.app.core.sample import Tier
+from prescale.app.core.tenants import Tenancy
 from prescale.app.settings import Settings
 from prescale.app.store import jsonfile
 from prescale.app.telemetry.host import host_capacity
@@ -106,12 +107,15 @@ class PoolManager:
         idle: list[ReclaimCandidate],
         now_s: float,
         commit: bool,
+        tenancy: Tenancy | None = None,
     ) -> ArbitrationResult:
-        """Grant, defer or deny every ask of a tick (see app.core.contention)."""
+        """Grant, defer or deny every ask of a tick (see app.core.contention); ``tenancy``:
+        what the containers' workload policies say (tenant, risk weight)."""
         c = self.s.contention
         result = arbitrate(
             asks, self.pool, idle=idle, tenants=c.tenants, weights=c.app_weights,
             tenant_weights=c.tenant_weights, now_s=now_s, config=self.contention, commit=commit,
+            tenancy=tenancy,
         )
         return result
 

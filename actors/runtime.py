@@ -98,9 +98,12 @@ def start_workloads(settings: Settings, near: Any = None) -> tuple[Any | None, b
     except ValueError:
         pass
     opts: dict[str, Any] = {"scheduling_strategy": near} if near is not None else {}
+    # Started for the user's Serve apps alone, it owns nothing a restart could lose (their
+    # config is read back from the cluster), so Ray restarts it like the loop's other
+    # actors; one a library user starts for managed actors keeps max_restarts=0.
     return WorkloadActuatorActor.options(
         name=names.WORKLOADS, namespace=settings.ray.namespace, get_if_exists=True,
-        **opts, **_lifetime(settings),
+        max_restarts=-1, max_task_retries=0, **opts, **_lifetime(settings),
     ).remote(serve_apps=list(settings.sources.serve_apps),
              serve_dashboard_url=settings.sources.serve_dashboard_url), True
 

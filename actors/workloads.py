@@ -13,8 +13,10 @@ It also owns the actuator of the Serve applications the user runs and opted in
 discovered on every :meth:`names` call and scaled through their own config. The loop
 starts this actor when the settings opt any in (:func:`actors.runtime.start_workloads`).
 
-Named :data:`actors.names.WORKLOADS`; ``max_restarts=0``: the managed actors and Serve
-applications it created are owned by it, so a restart could not take them over.
+Named :data:`actors.names.WORKLOADS`; ``max_restarts=0`` by default: the managed actors
+and Serve applications it created are owned by it, so a restart could not take them
+over. The one the loop starts for the user's Serve apps alone
+(:func:`actors.runtime.start_workloads`) owns nothing and is restarted.
 """
 
 from __future__ import annotations

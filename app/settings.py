@@ -132,7 +132,8 @@ class Settings(BaseSettings):
     demo: DemoSettings = DemoSettings()
     workloads: Annotated[list[WorkloadSettings], AfterValidator(check_unique)] = Field(
         default_factory=list,
-        description="A policy per workload ([[workloads]]: match, mode, controlled, bounds).",
+        description="A policy per workload ([[workloads]]: match, mode, controlled, bounds, "
+        "threshold, policy, tenant, weight).",
     )
 
     def registry_dir(self) -> Path:

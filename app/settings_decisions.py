@@ -24,7 +24,7 @@ from prescale.app.core.oom import OomConfig
 from prescale.app.core.policy import KINDS, SIZING_METHODS, PolicyConfig
 from prescale.app.core.predictor import TrendExhaustionPredictor
 from prescale.app.core.thresholds import ThresholdConfig
-from prescale.app.settings_base import Fraction, Group, PositiveSeconds
+from prescale.app.settings_base import Bytes, Fraction, Group, KubeCores, PositiveSeconds
 
 
 def _tier_default(cls: type, name: str, tier: str) -> Any:
@@ -128,13 +128,13 @@ class ThresholdSettings(Group):
 
 
 class BoundsOverride(Group):
-    memory_min_bytes: ByteSize | None = Field(None, description="Lowest memory limit.")
-    memory_max_bytes: ByteSize | None = Field(None, description="Highest memory limit.")
-    cpu_min_cores: Annotated[float, Field(ge=0, le=1024)] | None = Field(
-        None, description="Lowest CPU quota."
+    memory_min_bytes: Bytes | None = Field(None, description="Lowest memory limit.")
+    memory_max_bytes: Bytes | None = Field(None, description="Highest memory limit.")
+    cpu_min_cores: Annotated[float, Field(ge=0, le=1024), KubeCores] | None = Field(
+        None, description="Lowest CPU quota (cores, or 500m)."
     )
-    cpu_max_cores: Annotated[float, Field(gt=0, le=4096)] | None = Field(
-        None, description="Highest CPU quota."
+    cpu_max_cores: Annotated[float, Field(gt=0, le=4096), KubeCores] | None = Field(
+        None, description="Highest CPU quota (cores, or 500m)."
     )
     max_replicas: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
         None, description="Most replicas of a replicated container."
@@ -147,7 +147,7 @@ class PolicySettings(Group):
         pattern=f"^({'|'.join(KINDS)})$",
         description=f"Scale-up policy: {', '.join(KINDS[:-1])} or {KINDS[-1]}.",
     )
-    buffer_memory_bytes: ByteSize = Field(
+    buffer_memory_bytes: Bytes = Field(
         _bytes_default(_tier_default(PolicyConfig, "buffer_abs", "memory")),
         description="preemptive_buffer: at least this many bytes above the forecast.",
     )
@@ -167,7 +167,7 @@ class PolicySettings(Group):
         default_of(GuardConfig, "max_step_fraction"),
         description="One action changes a limit by at most this fraction of it.",
     )
-    max_step_memory_bytes: ByteSize | None = Field(
+    max_step_memory_bytes: Bytes | None = Field(
         _bytes_default(_tier_default(GuardConfig, "max_step_abs", "memory")),
         description="...and by at most this many bytes (empty: no cap).",
     )
@@ -217,11 +217,11 @@ class PolicySettings(Group):
         default_of(GuardConfig, "cooldown_s"),
         description="Seconds between two actions on the same container and tier.",
     )
-    memory_min_bytes: ByteSize = Field(
+    memory_min_bytes: Bytes = Field(
         _bytes_default(_tier_default(GuardConfig, "min_limit", "memory")),
         description="Lowest memory limit.",
     )
-    memory_max_bytes: ByteSize = Field(
+    memory_max_bytes: Bytes = Field(
         _bytes_default(_tier_default(GuardConfig, "max_limit", "memory")),
         description="Highest memory limit.",
     )
@@ -322,7 +322,7 @@ class OomSettings(Group):
     enabled: bool = Field(
         default_of(OomConfig, "enabled"), description="Bump a container's memory after an OOM kill."
     )
-    min_bump_bytes: ByteSize = Field(
+    min_bump_bytes: Bytes = Field(
         _bytes_default(default_of(OomConfig, "min_bump_bytes")),
         description="A bump adds at least this (the VPA's OOMMinBumpUp).",
     )
@@ -355,19 +355,19 @@ class OomSettings(Group):
 
 
 class PoolSettings(Group):
-    reserve_memory_bytes: ByteSize = Field(
+    reserve_memory_bytes: Bytes = Field(
         ByteSize(2 * 2**30), description="Host memory never granted to containers."
     )
     reserve_cpu_cores: Annotated[float, Field(ge=0, le=1024)] = Field(
         0.5, description="Host CPU never granted to containers."
     )
-    capacity_memory_bytes: ByteSize | None = Field(
+    capacity_memory_bytes: Bytes | None = Field(
         None, description="Override the host's memory total (default: read from the host)."
     )
     capacity_cpu_cores: Annotated[float, Field(gt=0, le=4096)] | None = Field(
         None, description="Override the host's CPU count (default: read from the host)."
     )
-    warm_memory_bytes: ByteSize = Field(
+    warm_memory_bytes: Bytes = Field(
         ByteSize(0), description="Memory held back for pre-emptive scale-ups only."
     )
     warm_cpu_cores: Annotated[float, Field(ge=0, le=1024)] = Field(
@@ -390,7 +390,8 @@ class ContentionSettings(Group):
     tenants: dict[str, str] = Field(
         default_factory=dict,
         description="Container (or app) → tenant (owner): a "
-        "container's own entry wins over its app's (app/core/tenants.py).",
+        "container's own entry wins over its workload's tenant, which wins over its "
+        "app's (app/core/tenants.py).",
     )
     tenant_weights: dict[str, Annotated[float, Field(gt=0)]] = Field(
         default_factory=dict, description="DRF weight per tenant (default 1)."

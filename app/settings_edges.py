@@ -16,7 +16,7 @@ from pydantic import ByteSize, Field, SecretStr, model_validator
 
 from prescale.app.core.config import default_of
 from prescale.app.core.engine import EngineConfig
-from prescale.app.settings_base import Fraction, Group, PositiveSeconds
+from prescale.app.settings_base import Bytes, Fraction, Group, PositiveSeconds
 
 
 class CgroupVersion(StrEnum):
@@ -157,7 +157,7 @@ class SourceSettings(Group):
         description="Simulated containers per monitor (tests, benchmarks; "
         "app/telemetry/simulated.py): half leak memory, half are steady.",
     )
-    simulated_leak_bytes_per_s: ByteSize = Field(
+    simulated_leak_bytes_per_s: Bytes = Field(
         ByteSize(2 * 2**20), description="How fast the simulated leaking containers grow."
     )
     timings_spool: Path | None = Field(
@@ -226,7 +226,7 @@ class ApiSettings(Group):
     token: SecretStr | None = Field(
         None, description="Bearer token the prediction API requires (all but /healthz)."
     )
-    max_body_bytes: ByteSize = Field(
+    max_body_bytes: Bytes = Field(
         ByteSize(8 * 2**20), description="Largest request body; larger ones get 413."
     )
     max_containers: int = Field(
@@ -261,16 +261,16 @@ class RaySettings(Group):
 
 class DemoSettings(Group):
     duration_s: PositiveSeconds = Field(60.0, le=3600, description="Length of `prescale demo`.")
-    leak_rate_bytes_per_s: ByteSize = Field(
+    leak_rate_bytes_per_s: Bytes = Field(
         ByteSize(4 * 2**20), description="How fast the demo's leaker grows."
     )
-    leak_cap_bytes: ByteSize = Field(
+    leak_cap_bytes: Bytes = Field(
         ByteSize(400 * 2**20), description="The leaker stops growing here."
     )
-    leaker_limit_bytes: ByteSize = Field(ByteSize(128 * 2**20), description="Leaker's first limit.")
-    steady_bytes: ByteSize = Field(ByteSize(48 * 2**20), description="Steady service's memory.")
-    steady_limit_bytes: ByteSize = Field(ByteSize(128 * 2**20), description="Its limit.")
-    hog_limit_bytes: ByteSize = Field(ByteSize(64 * 2**20), description="CPU hog's memory limit.")
+    leaker_limit_bytes: Bytes = Field(ByteSize(128 * 2**20), description="Leaker's first limit.")
+    steady_bytes: Bytes = Field(ByteSize(48 * 2**20), description="Steady service's memory.")
+    steady_limit_bytes: Bytes = Field(ByteSize(128 * 2**20), description="Its limit.")
+    hog_limit_bytes: Bytes = Field(ByteSize(64 * 2**20), description="CPU hog's memory limit.")
     cpu_quota_cores: Annotated[float, Field(gt=0, le=64)] = Field(
         0.25, description="First CPU quota of each demo container."
     )

@@ -8,14 +8,15 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
+from prescale.app.core.policy import KINDS
 from prescale.app.settings_decisions import BoundsOverride
 
 TIERS = ("memory", "cpu")
 
 
 class WorkloadSettings(BoundsOverride):
-    """A workload's match, mode, tiers and threshold; its min/max limits and
-    max_replicas are those of a :class:`BoundsOverride`."""
+    """A workload's match, mode, tiers, threshold, policy kind, tenant and weight; its
+    min/max limits and max_replicas are those of a :class:`BoundsOverride`."""
 
     name: str = Field(..., min_length=1, description="The policy's name (unique).")
     container: str | None = Field(
@@ -33,6 +34,16 @@ class WorkloadSettings(BoundsOverride):
     )
     threshold: Annotated[float, Field(gt=0, le=1)] | None = Field(
         None, description="Fixed p_fail threshold of its containers (default: adaptive)."
+    )
+    policy: Literal[KINDS] | None = Field(  # type: ignore[valid-type]
+        None, description="Scale-up policy kind of its containers (default: policy.kind)."
+    )
+    tenant: str | None = Field(
+        None, min_length=1,
+        description="Tenant its containers count for (default: contention.tenants).",
+    )
+    weight: Annotated[float, Field(gt=0, le=1e6)] | None = Field(
+        None, description="Risk weight of its containers (default: contention.app_weights)."
     )
 
     @model_validator(mode="after")

@@ -59,10 +59,10 @@ class MemAllocator:
             for t, v in by_tier.items():
                 self.pool.observe(c, Tier(t), v)
 
-    def arbitrate(self, asks, idle, now_s, commit):
+    def arbitrate(self, asks, idle, now_s, commit, tenancy=None):
         return arbitrate(list(asks), self.pool, idle=list(idle), tenants={}, weights={},
                          now_s=now_s, tenant_weights={}, config=ContentionConfig(),
-                         commit=commit)
+                         commit=commit, tenancy=tenancy)
 
     def confirm(self, applied) -> None:
         self.confirms += 1

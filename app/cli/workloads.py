@@ -28,22 +28,31 @@ def policies(
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
-    """The [[workloads]] policies, in order, and the containers of the last tick each
-    one governs."""
+    """The [[workloads]] policies, in order, then the policies containers carry in their
+    own prescale.* labels (Docker), and the containers of the last tick each governs."""
     from prescale.app.core.engine import EngineConfig
+    from prescale.app.core.workloads import from_labels
 
     s = settings_or_exit(config)
-    guards = EngineConfig.from_settings(s).policy.guards
+    cfg = EngineConfig.from_settings(s)
+    guards = cfg.policy.guards
     snap = jsonfile.read_newest(Path(s.data_dir) / "status.json") or {}
     rows = [r for r in snap.get("containers", []) if r.get("state") == "ok"]
-    governs: dict[str, list[str]] = {w.name: [] for w in guards.workloads}
+    entries = list(guards.workloads)
+    for r in rows:  # a container's own labels: a policy of that container, over its entry
+        w = guards.workload_of(r["name"], r.get("app") or "", r.get("labels"))
+        if w is not None and from_labels(r["name"], r.get("labels")) is not None:
+            entries.append(w)
+    governs: dict[str, list[str]] = {w.name: [] for w in entries}
     for r in rows:
         w = guards.workload_of(r["name"], r.get("app") or "", r.get("labels"))
         if w is not None:
             governs[w.name].append(r["name"])
     listed = [{"name": w.name, "matches": w.describe_match(), "mode": w.mode or s.mode.value,
                "controlled": sorted(w.controlled) if w.controlled is not None else "all",
-               "governs": governs[w.name]} for w in guards.workloads]
+               "policy": w.kind or cfg.policy.kind, "tenant": w.tenant, "weight": w.weight,
+               "problems": [*w.problems, *w.ignored], "governs": governs[w.name]}
+              for w in entries]
     if as_json:
         print(json.dumps({"workloads": listed, "global_mode": s.mode.value}))
         return
@@ -52,14 +61,21 @@ def policies(
                   f"(mode {s.mode.value})", markup=False)
         return
     table = Table(title=f"workload policies (global mode {s.mode.value}; the most specific "
-                        "match wins: container glob > app)")
-    for col in ("name", "matches", "mode", "controlled", "governs (last tick)"):
+                        "match wins: container glob > labels > app; a container's own "
+                        "prescale.* labels over its match)")
+    for col in ("name", "matches", "mode", "controlled", "policy", "tenant / weight",
+                "governs (last tick)"):
         table.add_column(col, overflow="fold")
     for w in listed:
         c = w["controlled"]
+        weight = "-" if w["weight"] is None else f"{w['weight']:g}"
         table.add_row(w["name"], w["matches"], w["mode"], c if isinstance(c, str)
-                      else ", ".join(c), ", ".join(w["governs"]) or "-")
-    out.print(table)
+                      else ", ".join(c), w["policy"], f"{w['tenant'] or '-'} / {weight}",
+                      ", ".join(w["governs"]) or "-")
+    out.print(table, markup=False)
+    for w in listed:
+        for why in w["problems"]:
+            out.print(f"{w['name']}: {why}", markup=False)
 
 
 def describe(
@@ -69,7 +85,9 @@ def describe(
 ) -> None:
     """One container: its effective policy (and where each part comes from), the live
     prediction, and a standing recommendation (lower bound / target / upper bound)."""
+    from prescale.app.core.contention import ContentionConfig
     from prescale.app.core.engine import EngineConfig
+    from prescale.app.core.tenants import tenant_of
     from prescale.app.core.workloads import bound_sources, recommendation
 
     s = settings_or_exit(config)
@@ -102,14 +120,23 @@ def describe(
                if p >= thr else f"p_fail {p:.2f} < threshold {thr:.2f}: the limit holds")
         if not controlled:
             why += f"; workload {w.name} does not control {tier}"
+        elif w is not None and w.problems:
+            why += f"; held back: {'; '.join(w.problems)}"
         elif mode != "auto":
             why += f"; {mode} mode: nothing is applied"
         tiers[tier] = {"usage": usage, "limit": _num(row.get(limit_key)), "forecast": fc,
                        "p_fail": p, "threshold": thr, "bounds": [lo, hi],
                        "bounds_from": [lo_src, hi_src], "lower": lower, "target": target,
                        "upper": upper, "controlled": controlled, "reason": why}
+    tenant = tenant_of(cfg.tenants, container, app, (w.tenant or "") if w else "")
+    weight = (w.weight if w is not None and w.weight is not None
+              else s.contention.app_weights.get(app, ContentionConfig.from_settings(s.contention)
+                                               .default_weight))
+    problems = [*w.problems, *w.ignored] if w is not None else []
     result = {"name": container, "app": app, "workload": w.name if w else None,
               "matched_by": w.describe_match() if w else None, "mode": mode,
+              "policy": w.kind if w is not None and w.kind else policy.kind,
+              "tenant": tenant or None, "weight": weight, "problems": problems,
               "time_to_limit_s": _num(row.get("memory_time_to_limit_s")),
               "last_action": row.get("last_action"), "tiers": tiers}
     if as_json:
@@ -120,7 +147,11 @@ def describe(
     out.print(f"Name:      {container}\nApp:       {app or '-'}\n"
               f"Policy:    {governed}\n"
               f"Mode:      {mode}\n"
+              f"Scale-up:  {result['policy']}\n"
+              f"Tenant:    {tenant or '-'} (risk weight {weight:g})\n"
               f"Time to memory limit: {_fmt_s(result['time_to_limit_s'])}", markup=False)
+    for why in problems:
+        out.print(f"Problem:   {why}", markup=False)
     table = Table(title="resources")
     for col in ("tier", "usage", "limit", "forecast", "p_fail / thr", "bounds (from)",
                 "lower bound", "target", "upper bound", "reason"):

@@ -70,7 +70,7 @@ from typing import Any
 from prescale.app.core.actions import ActionKind, PoolVerdict, ScalingAction, Verdict, action_id_for
 from prescale.app.core.pool import Fit, Pool, _fmt
 from prescale.app.core.sample import Tier
-from prescale.app.core.tenants import tenant_of
+from prescale.app.core.tenants import Tenancy, tenant_of
 
 PAGE_BYTES = 4096
 
@@ -175,10 +175,16 @@ def _partial(ask: ScalingAction, f: Fit, work: Pool, t: Tier) -> ScalingAction |
     return cut if work.fit(cut).ok else None
 
 
-def _risk(ask: ScalingAction, weights: Mapping[str, float], cfg: ContentionConfig
-          ) -> tuple[float, float, float]:
+def _risk(ask: ScalingAction, weights: Mapping[str, float], cfg: ContentionConfig,
+          own: Mapping[str, float] | None = None) -> tuple[float, float, float]:
+    """``(p_fail × weight, p_fail, weight)``; the weight is the container's own (its
+    workload's, ``own``), else its app's, else the default. Example: p_fail 0.6, app
+    weight 2 → risk 1.2; the same ask of a container whose workload has weight 0.5 →
+    0.3."""
     p = ask.p_fail if math.isfinite(ask.p_fail) else 0.0
-    w = _weight(weights, ask.app, cfg.default_weight, "app")
+    w = (own or {}).get(ask.container)
+    if w is None:
+        w = _weight(weights, ask.app, cfg.default_weight, "app")
     return p * w, p, w
 
 
@@ -194,6 +200,7 @@ def arbitrate(
     config: ContentionConfig | None = None,
     commit: bool = True,
     apps: Mapping[str, str] | None = None,
+    tenancy: Tenancy | None = None,
 ) -> ArbitrationResult:
     """Decide every ask of one tick; see the module docstring. With ``commit`` the
     pool takes the reclaims and grants, otherwise it is left as it was. Raises
@@ -204,8 +211,12 @@ def arbitrate(
     app, for the containers the pool holds; those not in it (or all, when it is None)
     take the app of their ask or reclaim candidate, else none — so a tenant keyed by
     app is found for every container that asks or may be reclaimed, and for the rest
-    of the pool's containers when ``apps`` names them."""
+    of the pool's containers when ``apps`` names them. ``tenancy``: what the containers'
+    workload policies say (their tenant, which beats an app's entry in ``tenants``, and
+    their risk weight, which replaces their app's in ``weights``)."""
     cfg = config or ContentionConfig()
+    if tenancy:
+        tenants = {**tenants, **tenancy.tenants}
     app_of = {**{c.container: c.app for c in idle if c.app},
               **{a.container: a.app for a in asks if a.app}, **(apps or {})}
     for app in weights:
@@ -327,7 +338,8 @@ def arbitrate(
         dom = max((a.get(t, 0.0) / total[t] for t in Tier if total[t] > 0), default=0.0)
         return dom / _weight(tenant_weights, tenant, cfg.default_weight, "tenant")
 
-    risk = {a.action_id: _risk(a, weights, cfg) for a in ups}
+    risk = {a.action_id: _risk(a, weights, cfg, tenancy.weights if tenancy else None)
+            for a in ups}
     groups: dict[tuple[int, int], list[ScalingAction]] = {}
     for a in ups:
         band = int(math.floor(risk[a.action_id][0] / cfg.risk_band + 1e-9))

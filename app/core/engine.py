@@ -58,7 +58,7 @@ from prescale.app.core.peaks import BUCKETS, PeakTracker
 from prescale.app.core.policy import PolicyConfig, PolicyInput, PolicyState, decide
 from prescale.app.core.predictor import Prediction, TrendExhaustionPredictor
 from prescale.app.core.sample import Event, EventKind, M, Tier
-from prescale.app.core.tenants import tenant_of
+from prescale.app.core.tenants import Tenancy, tenant_of
 from prescale.app.core.thresholds import ThresholdBook
 from prescale.app.core.workloads import Workload, held_back
 
@@ -245,6 +245,9 @@ class Plan:
     oom_kills: dict[str, int] = field(default_factory=dict)
     #: containers in a kill loop this tick → why they need the operator
     flagged: dict[str, str] = field(default_factory=dict)
+    #: what the containers' workload policies say when tenants contend (their tenant and
+    #: risk weight), for the arbitration
+    tenancy: Tenancy = field(default_factory=Tenancy)
 
     def usage(self, tier: Tier) -> np.ndarray:
         col = "memory_usage_last_bytes" if tier is Tier.MEMORY else "cpu_usage_cores_last"
@@ -278,10 +281,33 @@ class Engine:
     def __init__(self, config: EngineConfig, state: EngineState | None = None) -> None:
         self.config = config
         self.state = state or EngineState.fresh(config)
+        #: the last observed tick's :meth:`_resolve_tenancy` (the owner of a judgement)
+        self.tenancy = Tenancy()
 
     def owner(self, container: str, app: str) -> str:
-        """The container's tenant (:func:`app.core.tenants.tenant_of`; ``""``: none)."""
-        return tenant_of(self.config.tenants, container, app)
+        """The container's tenant (:func:`app.core.tenants.tenant_of`, its workload's as of
+        the last tick observed; ``""``: none)."""
+        return tenant_of(self.config.tenants, container, app,
+                         self.tenancy.tenants.get(container, ""))
+
+    def _resolve_tenancy(self, snap: Snapshot) -> Tenancy:
+        """What the containers' workload policies (``[[workloads]]``, ``prescale.*``
+        labels) say when tenants contend: their tenant (resolved by :func:`tenant_of`)
+        and risk weight. Empty when no workload names either."""
+        guards = self.config.policy.guards
+        if not (guards.workloads or snap.labels):
+            return Tenancy()
+        tenants: dict[str, str] = {}
+        weights: dict[str, float] = {}
+        for n, a in zip(snap.names, snap.apps, strict=True):
+            w = guards.workload_of(n, a, snap.labels.get(n))
+            if w is None:
+                continue
+            if w.tenant:
+                tenants[n] = tenant_of(self.config.tenants, n, a, w.tenant)
+            if w.weight is not None:
+                weights[n] = w.weight
+        return Tenancy(tenants, weights)
 
     def thresholds(self, book: ThresholdBook, names: Sequence[str], apps: Sequence[str],
                    labels: Mapping[str, Mapping[str, str]] | None = None
@@ -295,14 +321,16 @@ class Engine:
         codes = np.empty(len(names), dtype=np.intp)
         pinned: list[tuple[int, float]] = []
         guards = self.config.policy.guards
+        own = self.tenancy.tenants
         for i, (n, a) in enumerate(zip(names, apps, strict=True)):
             if n in fixed:
                 pinned.append((i, fixed[n]))
-            elif guards.workloads:
+            elif guards.workloads or labels:
                 w = guards.workload_of(n, a, (labels or {}).get(n))
                 if w is not None and w.threshold is not None:
                     pinned.append((i, w.threshold))
-            key = (a or n, (tenant_of(tenants, n, a) or None) if tenants else None)
+            key = (a or n, (tenant_of(tenants, n, a, own.get(n, "")) or None)
+                   if tenants or own else None)
             code = keys.get(key)
             if code is None:
                 code = keys[key] = len(keys)
@@ -369,6 +397,7 @@ class Engine:
     def _observe(self, snap: Snapshot, book: ThresholdBook,
                  models: ModelLookup | None) -> Plan:
         names, apps = list(snap.names), list(snap.apps)
+        self.tenancy = self._resolve_tenancy(snap)
         feats, pred, model_of = self.predict(snap, models)
         thr = self.thresholds(book, names, apps, snap.labels)
         judgements, lead = self._judge(snap, feats, pred, thr)
@@ -404,7 +433,7 @@ class Engine:
                 self.state.limit_peaks.restart(c, Tier.MEMORY, limit)
         return Plan(snap.now_s, names, apps, feats, pred, thr, judgements, lead, [], [],
                     model_of, oom_kills=oom_kills,
-                    flagged={c: oom.flagged[c] for c, _, _ in runaways})
+                    flagged={c: oom.flagged[c] for c, _, _ in runaways}, tenancy=self.tenancy)
 
     def _runaways(self, snap: Snapshot, feats: np.ndarray, names: list[str],
                   oom_kills: Mapping[str, int]) -> list[tuple[str, float, float]]:
@@ -479,7 +508,8 @@ class Engine:
                     plan.flagged[d.container] = oom.flagged[d.container] = d.reason
         app_of = dict(zip(names, apps, strict=True))
         guards = self.config.policy.guards
-        if guards.workloads:  # a workload in off/recommend mode, or a tier it does not control
+        if guards.workloads or snap.labels:  # a workload in off/recommend mode, a tier it
+            # does not control, or labels that do not parse
             lab = snap.labels
             plan.decisions = [self._hold(d, guards.workload_of(d.container, app_of.get(
                 d.container, ""), lab.get(d.container))) if d.action is not None else d
@@ -496,7 +526,7 @@ class Engine:
             plan.reclaim = reclaim_candidates(
                 inp, self.config.policy.cost, self.config.policy.guards, self.state.policy,
                 long_peak=long_peak)
-            if guards.workloads:  # a held-back workload is not shrunk for others either
+            if guards.workloads or snap.labels:  # a held-back workload is not shrunk either
                 plan.reclaim = [r for r in plan.reclaim if not self._holds(
                     guards.workload_of(r.container, app_of.get(r.container, ""),
                                        snap.labels.get(r.container)), r.tier)]
@@ -512,7 +542,7 @@ class Engine:
 
     @staticmethod
     def _holds(w: Any, tier: Tier) -> bool:
-        return w is not None and (w.mode in ("off", "recommend") or (
+        return w is not None and (bool(w.problems) or w.mode in ("off", "recommend") or (
             w.controlled is not None and tier.value not in w.controlled))
 
     @staticmethod

@@ -209,8 +209,9 @@ class GuardConfig:
     # -- effective values -----------------------------------------------------------
     def workload_of(self, container: str, app: str,
                     labels: Mapping[str, str] | None = None) -> Any:
-        """The container's :class:`~app.core.workloads.Workload`, or ``None``."""
-        if not self.workloads:
+        """The container's :class:`~app.core.workloads.Workload` (its ``[[workloads]]``
+        entry with its own ``prescale.*`` labels laid over it), or ``None``."""
+        if not self.workloads and not labels:
             return None
         from prescale.app.core.workloads import select  # (workloads imports Bounds)
 

@@ -479,17 +479,57 @@ def _rows(inp: PolicyInput, idx: np.ndarray) -> PolicyInput:
              for t, tp in pred.tiers.items()}
     changes: dict[str, Any] = {
         f.name: pick(getattr(inp, f.name)) for f in fields(inp)
-        if f.name not in ("now_s", "containers", "prediction", "apps")}
+        if f.name not in ("now_s", "containers", "prediction", "apps", "labels")}
     names = inp.containers
     return replace(inp, containers=[names[i] for i in idx], prediction=replace(pred, tiers=tiers),
-                   apps=None if inp.apps is None else [inp.apps[i] for i in idx], **changes)
+                   apps=None if inp.apps is None else [inp.apps[i] for i in idx],
+                   labels=None if inp.labels is None else [inp.labels[i] for i in idx],
+                   **changes)
+
+
+def _kinds(inp: PolicyInput, cfg: PolicyConfig) -> list[str] | None:
+    """Each container's scale-up policy kind: its workload's (``[[workloads]]``
+    ``policy``, a ``prescale.policy`` label), else ``cfg.kind``. ``None`` when every
+    container has ``cfg.kind`` (no workload names another)."""
+    g = cfg.guards
+    if not (g.workloads or inp.labels):
+        return None
+    kinds = []
+    for i, name in enumerate(inp.containers):
+        w = g.workload_of(name, inp.app_of(i), inp.labels_of(i))
+        kinds.append(w.kind if w is not None and w.kind is not None else cfg.kind)
+    return None if all(k == cfg.kind for k in kinds) else kinds
+
+
+def _raw_by_kind(inp: PolicyInput, c: PolicyConfig, low_tiers: Mapping[Tier, np.ndarray],
+                 sparse: bool) -> list[Decision]:
+    """The unguarded scale-up decisions, each container by its own kind (:func:`_kinds`):
+    one group per kind, the global kind's first, then in the order of :data:`KINDS`;
+    within a group, that kind's order. Worked example: global ``preemptive_buffer``,
+    workload ``db`` with ``policy = "proportional"`` → the containers of ``db`` are sized
+    by load × ratio × (1 + margin), after the others' buffer decisions."""
+    kinds = _kinds(inp, c)
+    if kinds is None:
+        return _RAW[c.kind](inp, c, _read_rows(inp, c, low_tiers) if sparse else None)
+    raw: list[Decision] = []
+    arr = np.array(kinds)
+    for kind in (c.kind, *[k for k in KINDS if k != c.kind]):
+        idx = np.flatnonzero(arr == kind)
+        if not len(idx):
+            continue
+        sub, ck = _rows(inp, idx), replace(c, kind=kind)
+        rows = (_read_rows(sub, ck, {t: m[idx] for t, m in low_tiers.items()})
+                if sparse else None)
+        raw += _RAW[kind](sub, ck, rows)
+    return raw
 
 
 def decide(
     inp: PolicyInput, cfg: PolicyLike, state: PolicyState, *,
     sparse: bool = False,
 ) -> tuple[list[Decision], PolicyState]:
-    """One tick of the engine: the scale-up policy ``cfg.kind``, then (if
+    """One tick of the engine: the scale-up policy ``cfg.kind`` (a workload's own kind
+    for its containers: :func:`_raw_by_kind`), then (if
     ``cfg.cost.enabled``) the idle scale-down for every container and tier that the
     scale-up policy leaves alone, then the guards over all of it. One decision per
     container and tier, in the scale-up policy's order.
@@ -511,8 +551,7 @@ def decide(
             i = pos.get(name)
             if i is not None and tier in low_tiers:
                 low_tiers[Tier(tier)][i] = True
-    rows = _read_rows(inp, c, low_tiers) if sparse else None
-    raw = _RAW[c.kind](inp, c, rows)
+    raw = _raw_by_kind(inp, c, low_tiers, sparse)
     if c.cost.enabled:
         # Only the scale-down *actions* are used here, and only a container that is low
         # in some tier can get one or start a low run: the others are left out of the

@@ -11,7 +11,25 @@ VPA object. Its fields:
 - **controlled**: the tiers it may change (``None``: all);
 - **bounds**: its min / max limits per tier and ``max_replicas``;
 - **threshold**: a fixed p_fail threshold for its containers (all tiers), instead of
-  the adaptive one (``thresholds.per_app`` of a container still wins).
+  the adaptive one (``thresholds.per_app`` of a container still wins);
+- **policy**: the scale-up policy kind of its containers (``preemptive_buffer``,
+  ``proportional``, ``multi_tier``) instead of the global ``policy.kind``;
+- **tenant** and **weight**: the owner its containers count for when tenants contend
+  (:func:`app.core.tenants.tenant_of`: a container's own ``contention.tenants`` entry >
+  the workload's tenant > the app's entry) and their risk weight (instead of
+  ``contention.app_weights`` of their app).
+
+**Docker labels are a policy too.** A container's own ``prescale.*`` labels
+(:data:`LABELS`: ``prescale.mode=recommend``, ``prescale.memory.max=2Gi``,
+``prescale.cpu.max=1500m``, ``prescale.policy=proportional``, ``prescale.tenant=team-a``,
+…) make a policy of that one container. It is laid over the ``[[workloads]]`` entry the
+container matches, field by field (what the labels name wins, the rest comes from the
+entry), so an operator's file sets the defaults and a container's labels the
+exceptions. A label value that does not parse is never guessed at: the container is
+held back (as in ``recommend`` mode) with the label named in every decision's reason,
+until the label is fixed. A ``prescale.*`` label close to a policy label
+(``prescale.memroy.max``) is named as a likely typo and ignored; other ``prescale.*``
+labels are the user's own (a ``[[workloads]]`` entry may match them).
 
 **Which workload a container gets.** The most specific match wins: a name match beats
 a label match, which beats an app-only match; among equals the first in the file. Its
@@ -31,19 +49,47 @@ Worked example: workloads ``shop`` (app ``shop``, memory max 4 GiB, recommend) a
   back: "workload shop is in recommend mode: memory 256.0 MiB → 384.0 MiB not
   applied".
 - ``cache-1`` of app ``cache`` → none: the global settings.
+- a Docker container ``db-2`` of app ``shop`` with labels ``prescale.memory.max=8Gi``
+  and ``prescale.tenant=team-db`` → ``shop`` with its labels laid over it (named
+  ``shop+labels``): memory max 8 GiB (the label), recommend mode (from ``shop``), tenant
+  ``team-db``.
 """
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
+import functools
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prescale.app.core.actions import ScalingAction
 from prescale.app.core.guards import Bounds
+from prescale.app.core.policy import KINDS
+from prescale.app.core.quantity import parse_bytes, parse_cores
 
 MODES = ("off", "recommend", "auto")
+TIERS = ("memory", "cpu")
+#: the prefix of a container's policy labels
+PREFIX = "prescale."
+#: the policy labels a container may carry, and what each holds
+LABELS = {
+    "prescale.mode": "off | recommend | auto",
+    "prescale.policy": " | ".join(KINDS),
+    "prescale.controlled": "the tiers prescale may change, comma-separated (memory,cpu)",
+    "prescale.memory.min": "lowest memory limit (512Mi, 2Gi, 2G)",
+    "prescale.memory.max": "highest memory limit",
+    "prescale.cpu.min": "lowest CPU limit (0.5, 500m)",
+    "prescale.cpu.max": "highest CPU limit",
+    "prescale.max-replicas": "highest replica count (an integer >= 1)",
+    "prescale.threshold": "a fixed p_fail threshold in (0, 1]",
+    "prescale.tenant": "the tenant (owner) the container counts for",
+    "prescale.weight": "its risk weight when tenants contend (a number > 0)",
+}
+#: ``prescale.*`` labels with another use (the watch selector, the app name)
+OTHER_LABELS = frozenset({"prescale.enable", "prescale.app"})
 
 
 @dataclass(frozen=True)
@@ -56,6 +102,13 @@ class Workload:
     controlled: frozenset[str] | None = None  # tiers it may change; None: all
     bounds: Bounds = field(default_factory=Bounds)
     threshold: float | None = None  # a fixed p_fail threshold for its containers, all tiers
+    kind: str | None = None  # the scale-up policy kind (None: the global policy.kind)
+    tenant: str | None = None  # the owner its containers count for (None: contention.tenants)
+    weight: float | None = None  # their risk weight (None: contention.app_weights)
+    #: why its containers are held back whatever the mode (a label that does not parse)
+    problems: tuple[str, ...] = ()
+    #: what was ignored (an unknown ``prescale.*`` label): named, holds nothing back
+    ignored: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -63,6 +116,12 @@ class Workload:
         if self.container is None and self.app is None and not self.labels:
             raise ValueError(f"workload {self.name!r}: give a container glob, labels, an app "
                              "or several")
+        if self.kind is not None and self.kind not in KINDS:
+            raise ValueError(f"workload {self.name!r}: policy must be one of {KINDS}, "
+                             f"got {self.kind!r}")
+        if self.weight is not None and not (math.isfinite(self.weight) and self.weight > 0):
+            raise ValueError(f"workload {self.name!r}: weight must be a finite number > 0, "
+                             f"got {self.weight!r}")
         if self.threshold is not None and not 0 < self.threshold <= 1:
             raise ValueError(f"workload {self.name!r}: threshold must be in (0, 1], "
                              f"got {self.threshold!r}")
@@ -101,18 +160,139 @@ class Workload:
                                                                      entry.mode)),
                    controlled=None if tiers is None else frozenset(str(t) for t in tiers),
                    bounds=Bounds.from_settings(entry),
-                   threshold=getattr(entry, "threshold", None))
+                   threshold=getattr(entry, "threshold", None),
+                   kind=getattr(entry, "policy", None),
+                   tenant=getattr(entry, "tenant", None) or None,
+                   weight=getattr(entry, "weight", None))
+
+    def under(self, base: Workload | None) -> Workload:
+        """This (a container's label policy) laid over ``base`` (the ``[[workloads]]``
+        entry it matches), field by field: what this one sets wins. Example: labels
+        setting memory max 8 GiB over ``shop`` (recommend, memory max 4 GiB, cpu max 2)
+        → ``shop+labels``: recommend, memory max 8 GiB, cpu max 2."""
+        if base is None:
+            return self
+        b, o = base.bounds, self.bounds
+        bounds = Bounds({**b.min_limit, **o.min_limit}, {**b.max_limit, **o.max_limit},
+                        o.max_replicas if o.max_replicas is not None else b.max_replicas)
+        pick = {f: getattr(self, f) if getattr(self, f) is not None else getattr(base, f)
+                for f in ("mode", "controlled", "threshold", "kind", "tenant", "weight")}
+        try:
+            return replace(base, name=f"{base.name}+labels", bounds=bounds,
+                           problems=base.problems + self.problems,
+                           ignored=base.ignored + self.ignored, **pick)
+        except ValueError as exc:  # e.g. the label's min above the entry's max
+            return replace(base, name=f"{base.name}+labels", ignored=self.ignored,
+                           problems=(*base.problems, *self.problems,
+                                     f"labels over workload {base.name}: {exc}"))
+
+
+def from_labels(container: str, labels: Mapping[str, str] | None) -> Workload | None:
+    """The policy a container's own ``prescale.*`` labels make (:data:`LABELS`), or
+    ``None`` when it carries none. A value that does not parse is recorded in
+    ``problems`` (the container is held back) and the rest still apply; an unknown
+    ``prescale.*`` key is a problem that holds nothing back. Example: ``{"prescale.mode":
+    "recommend", "prescale.memory.max": "2Gi"}`` → mode recommend, memory max
+    2147483648.0; ``{"prescale.memory.max": "2Q"}`` → held back: "label
+    prescale.memory.max='2Q': '2Q' is not a size: …"; ``{"prescale.tier": "batch"}`` →
+    ``None`` (the user's own label, no policy)."""
+    if not labels:
+        return None
+    own = tuple(sorted((k, v) for k, v in labels.items()
+                       if k.startswith(PREFIX) and k not in OTHER_LABELS))
+    return _from_label_items(container, own) if own else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _from_label_items(container: str, items: tuple[tuple[str, str], ...]) -> Workload | None:
+    values: dict[str, Any] = {}
+    lo: dict[str, float] = {}
+    hi: dict[str, float] = {}
+    problems: list[str] = []
+    unknown: list[str] = []
+
+    def bad(key: str, value: str, why: str) -> None:
+        problems.append(f"label {key}={value!r}: {why}")
+
+    for key, raw in items:
+        value = raw.strip()
+        try:
+            if key == "prescale.mode":
+                if value not in MODES:
+                    raise ValueError(f"expected one of {', '.join(MODES)}")
+                values["mode"] = value
+            elif key == "prescale.policy":
+                if value not in KINDS:
+                    raise ValueError(f"expected one of {', '.join(KINDS)}")
+                values["kind"] = value
+            elif key == "prescale.controlled":
+                tiers = [t.strip() for t in value.split(",") if t.strip()]
+                wrong = [t for t in tiers if t not in TIERS]
+                if wrong:
+                    raise ValueError(f"unknown tier {', '.join(wrong)}; tiers: "
+                                     f"{', '.join(TIERS)}")
+                values["controlled"] = frozenset(tiers)
+            elif key in ("prescale.memory.min", "prescale.memory.max"):
+                (lo if key.endswith("min") else hi)["memory"] = parse_bytes(value)
+            elif key in ("prescale.cpu.min", "prescale.cpu.max"):
+                (lo if key.endswith("min") else hi)["cpu"] = parse_cores(value)
+            elif key == "prescale.max-replicas":
+                if not value.isdigit() or int(value) < 1:
+                    raise ValueError("expected an integer >= 1")
+                values["max_replicas"] = int(value)
+            elif key == "prescale.threshold":
+                t = float(value)
+                if not 0 < t <= 1:
+                    raise ValueError("expected a number in (0, 1]")
+                values["threshold"] = t
+            elif key == "prescale.tenant":
+                if not value:
+                    raise ValueError("expected a tenant name")
+                values["tenant"] = value
+            elif key == "prescale.weight":
+                wt = float(value)
+                if not (math.isfinite(wt) and wt > 0):
+                    raise ValueError("expected a finite number > 0")
+                values["weight"] = wt
+            else:
+                unknown.append(key)
+        except ValueError as exc:
+            bad(key, raw, str(exc))
+    for tier in TIERS:
+        if tier in lo and tier in hi and lo[tier] > hi[tier]:
+            problems.append(f"labels prescale.{tier}.min above prescale.{tier}.max")
+            lo.pop(tier), hi.pop(tier)
+    # a key close to a known one is named as a likely typo (not held back for, nor taken
+    # as policy); others are the user's own labels (a [[workloads]] entry may match them)
+    ignored = tuple(f"label {k} is not a policy label: ignored (did you mean {near[0]}?)"
+                    for k in unknown if (near := difflib.get_close_matches(k, LABELS, 1, 0.85)))
+    if not (values or lo or hi or problems or ignored):
+        return None
+    return Workload(name=f"labels of {container}", container=container,
+                    bounds=Bounds(lo, hi, values.pop("max_replicas", None)), **values,
+                    problems=tuple(problems), ignored=ignored)
+
+
+def label_problems(container: str, labels: Mapping[str, str] | None) -> tuple[str, ...]:
+    """What is wrong with a container's ``prescale.*`` labels (for the Docker source to
+    report when it finds the container): the values that hold it back, then the unknown
+    labels ignored. ``()``: nothing."""
+    w = from_labels(container, labels)
+    return () if w is None else (*w.problems, *w.ignored)
 
 
 def select(workloads: Sequence[Workload], container: str, app: str,
            labels: Mapping[str, str] | None = None) -> Workload | None:
-    """The workload of a container: the most specific match, the first among equals."""
+    """The workload of a container: the most specific ``[[workloads]]`` match (the first
+    among equals), with the container's own label policy (:func:`from_labels`) laid
+    over it."""
     best: Workload | None = None
     for w in workloads:
         if w.matches(container, app, labels) and (
                 best is None or w.specificity > best.specificity):
             best = w
-    return best
+    own = from_labels(container, labels) if labels else None
+    return best if own is None else own.under(best)
 
 
 def held_back(w: Workload | None, action: ScalingAction) -> str | None:
@@ -120,6 +300,9 @@ def held_back(w: Workload | None, action: ScalingAction) -> str | None:
     if w is None:
         return None
     tier = action.tier.value
+    if w.problems:
+        return (f"{w.name}: {'; '.join(w.problems)}: {tier} {_amount(tier, action.old_limit)}"
+                f" → {_amount(tier, action.new_limit)} not applied until the label is fixed")
     if w.mode in ("off", "recommend"):
         return (f"workload {w.name} is in {w.mode} mode: {tier} {_amount(tier, action.old_limit)}"
                 f" → {_amount(tier, action.new_limit)} not applied")
@@ -177,4 +360,5 @@ def recommendation(usage: float, forecast: float, lo: float, hi: float, margin: 
     return clamp(usage * (1 + safety)), clamp(base * (1 + margin)), hi
 
 
-__all__ = ["MODES", "Workload", "bound_sources", "held_back", "recommendation", "select"]
+__all__ = ["LABELS", "MODES", "Workload", "bound_sources", "from_labels", "held_back",
+           "label_problems", "recommendation", "select"]

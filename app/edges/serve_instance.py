@@ -38,6 +38,27 @@ def app_opted_in(app_name: str, opted_in: Iterable[str]) -> bool:
     return ALL_APPS in names or app_name in names
 
 
+def missing_apps(opted_in: Iterable[str], running: Iterable[str]) -> str | None:
+    """Why some opted-in names match no running application (a typo, or not deployed
+    yet), with the closest running name; ``None`` when every name matches (or ``"*"``).
+
+    Example: ``missing_apps(["shop", "serch"], ["shop", "search"])`` → "sources.serve_apps
+    names 'serch', which no running Serve application has (did you mean 'search'?);
+    running: search, shop"."""
+    import difflib
+
+    names = [n for n in opted_in if n != ALL_APPS]
+    have = sorted(set(running))
+    gone = [n for n in names if n not in have]
+    if not gone:
+        return None
+    hints = [f"'{n}'" + (f" (did you mean '{near[0]}'?)"
+                         if (near := difflib.get_close_matches(n, have, 1, 0.6)) else "")
+             for n in gone]
+    return (f"sources.serve_apps names {', '.join(hints)}, which no running Serve "
+            f"application has; running: {', '.join(have) or 'none'}")
+
+
 def serve_details() -> Any:
     """All applications' details (``ServeInstanceDetails``), the data behind ``serve
     status`` and the dashboard: applications → deployments → their config

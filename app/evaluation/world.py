@@ -55,6 +55,7 @@ from prescale.app.core.contention import (
 from prescale.app.core.pool import ZERO, Capacity, Pool
 from prescale.app.core.ring import FleetRing
 from prescale.app.core.sample import Event, EventKind, M, Sample, Tier
+from prescale.app.core.tenants import Tenancy
 from prescale.app.core.thresholds import Adjustment, ThresholdBook
 from prescale.app.evaluation.baselines import Observation
 from prescale.app.evaluation.record import AppliedAction, RunRecord
@@ -224,8 +225,8 @@ class SimWorld:
         return obs
 
     # -- arbitrate and apply, for every policy --------------------------------------------
-    def arbitrate(self, asks: Sequence[ScalingAction], idle: Sequence[ReclaimCandidate]
-                  ) -> ArbitrationResult:
+    def arbitrate(self, asks: Sequence[ScalingAction], idle: Sequence[ReclaimCandidate],
+                  tenancy: Tenancy | None = None) -> ArbitrationResult:
         """The scenario's pool, refreshed with the limits in force, over this step's asks
         (counted; denied and deferred ones too)."""
         self.rec.asks += len(asks)
@@ -235,7 +236,7 @@ class SimWorld:
             self.pool.observe(c, Tier.CPU, float(self.cpu_q[i]), replicas=int(self.reps[i]))
         arb = arbitrate(list(asks), self.pool, idle=list(idle), tenants=self.tenants,
                         weights={}, now_s=self.now, tenant_weights={}, config=self.contention,
-                        commit=True)
+                        commit=True, tenancy=tenancy)
         asked = {a.action_id for a in asks}
         for v in arb.verdicts:
             if v.action_id in asked:
@@ -346,8 +347,8 @@ class _Allocator:
     def observe(self, limits, now_s, nodes, node_of, replicas) -> None:
         return None  # the limits are the world's own arrays: read when arbitrating
 
-    def arbitrate(self, asks, idle, now_s, commit) -> ArbitrationResult:
-        return self.w.arbitrate(asks, idle)
+    def arbitrate(self, asks, idle, now_s, commit, tenancy=None) -> ArbitrationResult:
+        return self.w.arbitrate(asks, idle, tenancy)
 
     def confirm(self, applied) -> None:
         return None

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from prescale.app.core.actions import ActionResult, ScalingAction
 from prescale.app.core.contention import ArbitrationResult, ReclaimCandidate
+from prescale.app.core.tenants import Tenancy
 from prescale.app.core.thresholds import Adjustment, ThresholdBook
 from prescale.app.loop.shard import Shard
 
@@ -54,7 +55,10 @@ class Allocator(Protocol):
                 replicas: Mapping[str, int]) -> None: ...
 
     def arbitrate(self, asks: Sequence[ScalingAction], idle: Sequence[ReclaimCandidate],
-                  now_s: float, commit: bool) -> ArbitrationResult: ...
+                  now_s: float, commit: bool, tenancy: Tenancy | None = None
+                  ) -> ArbitrationResult:
+        """:func:`app.core.contention.arbitrate` over the allocator's pool; ``tenancy``:
+        what the containers' workload policies say (tenant, risk weight)."""
 
     def confirm(self, applied: Sequence[tuple[str, str, float]]) -> None:
         """``(container, tier, limit really set)`` of the tick's applied actions."""

@@ -243,7 +243,8 @@ class Tick:
         applied: list[tuple[str, str, float]] = []
         if plan.asks:
             commit = self.mode == "auto"
-            arb = p.allocator.arbitrate(plan.asks, plan.reclaim, snap.now_s, commit)
+            arb = p.allocator.arbitrate(plan.asks, plan.reclaim, snap.now_s, commit,
+                                        tenancy=plan.tenancy)
             lap("arbitrate")
             tick_records += records
             durable = self._append(records, snap.now_s)  # durable before acting

@@ -10,7 +10,10 @@ An I/O edge over the Docker Engine API (the ``docker`` SDK from PyPI; shared pie
    ``prescale.app``, else the compose ``<project>/<service>``, else the image without
    its tag (:func:`~app.edges.docker_engine.app_of`). Every label stays on the record
    (:attr:`DockerSource.containers`, :meth:`DockerSource.labels_of`), so a per-workload
-   policy can match ``prescale.*`` labels.
+   policy can match them and a container's own ``prescale.*`` policy labels
+   (``prescale.mode=recommend``, ``prescale.memory.max=2Gi``: :mod:`app.core.workloads`)
+   reach the engine. Policy labels that do not parse are reported in the errors when
+   the container is found (the engine holds that container back until they are fixed).
 3. **Usage and limits**: from the container's own cgroup files when this host can see
    them (the daemon is local: ``/proc/<pid>/cgroup`` of its first process, read with
    the cgroup source's readers, :func:`~app.edges.cgroupfs.read_v1_quantities` — the
@@ -50,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from prescale.app.core.sample import Event, EventKind, Sample, SourceBatch
+from prescale.app.core.workloads import label_problems
 from prescale.app.edges.cgroup_layout import UNIFIED, Version
 from prescale.app.edges.cgroupfs import (
     CgroupError,
@@ -85,6 +89,8 @@ class DockerContainer:
     pid: int
     version: Version | None = None
     dirs: dict[str, Path] = field(default_factory=dict)
+    #: what is wrong with its ``prescale.*`` policy labels (reported when it is found)
+    label_problems: tuple[str, ...] = ()
 
     @property
     def via(self) -> str:
@@ -182,6 +188,9 @@ class DockerSource:
                     record = self._inspect_new(api, cid)
                     if record is None:
                         continue  # removed between the listing and the inspect
+                    if record.label_problems:  # said once, when it is found
+                        errors[record.name] = (f"docker container {record.name!r}: "
+                                               f"{'; '.join(record.label_problems)}")
                 current[cid] = record
                 samples.append(self._sample(api, record))
             except (CgroupError, OSError, *errs) as exc:
@@ -226,6 +235,7 @@ class DockerSource:
         pid = int((info.get("State") or {}).get("Pid") or 0)
         record = DockerContainer(cid, container_name(info.get("Name")), app_of(labels, image),
                                  image, labels, pid)
+        record.label_problems = label_problems(record.name, labels)
         if self.use_cgroups:
             found = cgroup_dirs_of_pid(pid)
             if found is not None:

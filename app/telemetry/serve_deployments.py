@@ -35,7 +35,12 @@ from typing import Any
 import psutil
 
 from prescale.app.core.sample import Sample, SourceBatch
-from prescale.app.edges.serve_instance import app_opted_in, serve_container, serve_details
+from prescale.app.edges.serve_instance import (
+    app_opted_in,
+    missing_apps,
+    serve_container,
+    serve_details,
+)
 from prescale.app.telemetry.process_counters import CumulativeSum, read_rss_cpu
 
 NAN = math.nan
@@ -72,6 +77,11 @@ class ServeDeploymentSource:
             return SourceBatch(errors={"_serve": f"{type(exc).__name__}: {exc}"})
         now = self._clock()
         samples, replicas = [], {}
+        errors: dict[str, str] = {}
+        if self.apps is not None:  # a typo'd or not yet deployed opted-in app: say so
+            why = missing_apps(self.apps, details.applications)
+            if why is not None:
+                errors["_serve_apps"] = why
         for app_name, app in details.applications.items():
             if self.apps is not None and not app_opted_in(app_name, self.apps):
                 continue
@@ -104,7 +114,7 @@ class ServeDeploymentSource:
                     memory_limit_bytes=mem_limit, cpu_usage_s_total=acc,
                     cpu_quota_cores=cpu, app=f"serve:{app_name}"))
                 replicas[name] = len(running)
-        return SourceBatch(samples, replicas=replicas)
+        return SourceBatch(samples, replicas=replicas, errors=errors)
 
     def close(self) -> None:
         self._procs.clear()

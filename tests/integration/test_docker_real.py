@@ -116,11 +116,16 @@ class _MonitorActuation:
 def test_a_leaking_container_is_resized_before_the_kernel_kills_it(engine):
     """The loop with default settings (auto mode), ticking every second over the real
     monitor with only the Docker source: the labelled leaker's limit is raised ahead of
-    the leak; the unlabelled control (same 40 MiB limit, same 4 MiB/s leak) is killed."""
+    the leak; the unlabelled control (same 40 MiB limit, same 4 MiB/s leak) is killed.
+    A third leaker carries its own policy in labels (memory max 48 MiB, and a typo'd
+    label): it is raised up to 48 MiB and no further, and the typo is reported once."""
     limit = 40 * MiB
     managed = engine.run("leak-managed", LEAK, labels=LABEL, mem_limit=limit, tmpfs_mib=256)
     control = engine.run("leak-control", LEAK, labels={"prescale.app": "leaky"},
                          mem_limit=limit, tmpfs_mib=256)
+    capped = engine.run("leak-capped", LEAK, labels={**LABEL, "prescale.memory.max": "48Mi",
+                                                    "prescale.memroy.min": "1Mi"},
+                        mem_limit=limit, tmpfs_mib=256)
     settings = Settings(mode="auto", cgroup={"roots": []}, history={"enabled": False})
     source = DockerSource(engine.host)
     monitor = Monitor(settings, sources=[source])
@@ -163,6 +168,18 @@ def test_a_leaking_container_is_resized_before_the_kernel_kills_it(engine):
     assert info["HostConfig"]["Memory"] == applied[-1].new_limit
     # the control is never acted on (no label): no action for it
     assert all(r.container != "leak-control" for r in actuation.results)
+    # the labelled policy: raised, never above its own 48 MiB max; the typo said once
+    capped_sizes = [r.new_limit for r in actuation.results
+                    if r.container == "leak-capped" and r.status is ResultStatus.APPLIED]
+    print(f"leak-capped limits set (MiB): {[x / MiB for x in capped_sizes]}; OOM kills "
+          f"{_oom_kills(engine, capped)}")
+    assert capped_sizes and max(capped_sizes) == 48 * MiB
+    assert engine.api.inspect_container(capped)["HostConfig"]["Memory"] == 48 * MiB
+    said = [d["errors"]["leak-capped"] for d in telemetry.shards
+            if "leak-capped" in d["errors"]]
+    assert said == ["docker container 'leak-capped': label prescale.memroy.min is not a "
+                    "policy label: ignored (did you mean prescale.memory.min?)"]
+    assert telemetry.shards[-1]["labels"]["leak-capped"]["prescale.memory.max"] == "48Mi"
     events = [e for d in telemetry.shards for e in d["events"]]
     assert not [e for e in events if e.container == "leak-managed"]
     assert "leak-control" not in {n for d in telemetry.shards for n in d["names"]}

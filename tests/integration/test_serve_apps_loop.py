@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from prescale.app.settings import Mode, Settings, load_settings
+from prescale.app.store import jsonfile
 from tests.http_load import Load
 from tests.prom_support import free_port
 
@@ -38,7 +39,7 @@ def _settings(data_dir) -> Settings:
     return load_settings(  # configs/local.toml, with these keys changed
         None, mode=Mode.AUTO, data_dir=data_dir,
         loop={"interval_s": 1.0, "collect_timeout_s": 5.0}, cgroup={"roots": []},
-        sources={"serve_apps": ["busy"]},
+        sources={"serve_apps": ["busy", "bsuy"]},  # bsuy: a typo, said in the status
         ray={"namespace": NS}, models={"enabled": False},
         policy={"app_bounds": {"serve:busy": {"cpu_min_cores": 0.05, "cpu_max_cores": 0.1,
                                               "max_replicas": 2}}})
@@ -179,6 +180,10 @@ def test_a_serve_deployed_app_is_scaled_out_through_its_config_and_the_other_unt
         assert after["applications"]["other"]["deployed_app_config"] == other_cfg
         assert _replica_ids(after, "other", "Other") == other_replicas
         assert not [r for r in _log(s) if r.get("container", "").startswith("other/")]
+        status = jsonfile.read_newest(Path(s.data_dir) / "status.json")
+        assert status["errors"]["_serve_apps"] == (
+            "sources.serve_apps names 'bsuy' (did you mean 'busy'?), which no running Serve "
+            "application has; running: busy, other")
         assert load.ok > 0 and other_load.ok > 0
         assert load.errors == [] and other_load.errors == [], (load.errors[:5],
                                                                other_load.errors[:5])

@@ -121,19 +121,25 @@ def test_recommendation_worked_example():
 
 def test_policies_and_describe_on_a_real_ticks_status(tmp_path):
     """One real tick writes status.json through the loop's own file journal; then the CLI
-    as a user runs it."""
+    as a user runs it. The container carries Docker-style policy labels (one a typo),
+    laid over the [[workloads]] entry it matches."""
     from prescale.app.store.decision_log import DecisionLog
     from prescale.app.store.history import HistoryStore
     from prescale.app.store.loop_files import FileJournal
 
+    wl = [{"name": "guarded", "app": "app", "mode": "recommend", "memory_max_bytes": "1Gi",
+           "policy": "proportional", "weight": 2}]
+    labels = {"prescale.enable": "true", "prescale.memory.max": "768Mi",
+              "prescale.tenant": "team-w", "prescale.cpu.mx": "1"}
     ports = mem_ports()
     ports.journal = FileJournal(tmp_path, DecisionLog(HistoryStore(str(tmp_path / "h")), "r"))
-    ports.telemetry.next = [shard(leak_window())]
-    _tick(ports, [{"name": "guarded", "app": "app", "mode": "recommend",
-                   "memory_max_bytes": 1 * GiB}]).run_once()
+    sh = shard(leak_window())
+    ports.telemetry.next = [type(sh)(**{**sh.__dict__, "labels": {"w": labels}})]
+    _tick(ports, wl).run_once()
     cfg = tmp_path / "c.toml"
     cfg.write_text('mode = "auto"\n[[workloads]]\nname = "guarded"\napp = "app"\n'
-                   'mode = "recommend"\nmemory_max_bytes = "1GiB"\n')
+                   'mode = "recommend"\nmemory_max_bytes = "1Gi"\npolicy = "proportional"\n'
+                   'weight = 2\n')
     env = {**os.environ, "PRESCALE_DATA_DIR": str(tmp_path)}
 
     def run(*args):
@@ -142,27 +148,40 @@ def test_policies_and_describe_on_a_real_ticks_status(tmp_path):
 
     p = run("policies", "--json")
     assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout)["workloads"] == [{
-        "name": "guarded", "matches": "app app", "mode": "recommend", "controlled": "all",
-        "governs": ["w"]}]
+    typo = "label prescale.cpu.mx is not a policy label: ignored (did you mean prescale.cpu.max?)"
+    common = {"matches": "app app", "mode": "recommend", "controlled": "all",
+              "policy": "proportional", "weight": 2.0}
+    assert json.loads(p.stdout)["workloads"] == [
+        {"name": "guarded", **common, "tenant": None, "problems": [], "governs": []},
+        {"name": "guarded+labels", **common, "tenant": "team-w", "problems": [typo],
+         "governs": ["w"]}]
+    p = run("policies")  # the table names the typo
+    assert p.returncode == 0 and "guarded+labels: " + typo in " ".join(p.stdout.split())
     p = run("describe", "w", "--json")
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
-    assert (d["workload"], d["mode"], d["app"]) == ("guarded", "recommend", "app")
+    assert (d["workload"], d["mode"], d["app"]) == ("guarded+labels", "recommend", "app")
+    assert (d["policy"], d["tenant"], d["weight"], d["problems"]) == (
+        "proportional", "team-w", 2.0, [typo])
     mem = d["tiers"]["memory"]
-    assert mem["bounds"] == [32 * MiB, GiB] and mem["bounds_from"] == ["global",
-                                                                       "workload guarded"]
-    assert mem["lower"] <= mem["target"] <= mem["upper"] == GiB
+    assert mem["bounds"] == [32 * MiB, 768 * MiB]
+    assert mem["bounds_from"] == ["global", "workload guarded+labels"]
+    assert mem["lower"] <= mem["target"] <= mem["upper"] == 768 * MiB
     margin = EngineConfig.from_settings(load_settings(cfg)).policy.margin_fraction
     assert mem["target"] == pytest.approx(
-        min(max(mem["forecast"], mem["usage"]) * (1 + margin), GiB))
+        min(max(mem["forecast"], mem["usage"]) * (1 + margin), 768 * MiB))
     assert "recommend mode: nothing is applied" in mem["reason"]
     p = run("describe", "w")  # the table a user reads
-    assert p.returncode == 0 and "workload guarded (app app)" in p.stdout
+    assert p.returncode == 0 and "workload guarded+labels (app app)" in p.stdout
     assert "lower bound" in p.stdout and "upper bound" in p.stdout
+    assert "Scale-up:  proportional" in p.stdout and "team-w (risk weight 2)" in p.stdout
     p = run("describe", "nobody")
     assert p.returncode == 1
     assert "no container 'nobody' in the last tick (containers: w)" in p.stderr
+    from prescale.app.store.decision_log import read_log
+
+    (dec,) = read_log(HistoryStore(str(tmp_path / "h")), kinds={"decision"})
+    assert "workload guarded+labels is in recommend mode" in dec["reason"]
 
 
 def test_a_workloads_threshold_pins_its_containers():
