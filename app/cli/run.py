@@ -27,16 +27,33 @@ from prescale.app.settings import Mode
 from prescale.app.store.run_lock import LockHeld, RunLock
 
 
-def up(config: ConfigOpt = None, mode: ModeOpt = None) -> None:
-    """Run the control loop locally (embedded Ray) until Ctrl-C."""
+def up(config: ConfigOpt = None, mode: ModeOpt = None,
+       address: Annotated[str | None, typer.Option(
+           "--address", metavar="ADDR",
+           help="An existing Ray cluster (auto, or host:port of its GCS) instead of an "
+                "embedded one; same as ray.address.")] = None) -> None:
+    """Run the control loop locally (embedded Ray, or --address) until Ctrl-C."""
     from prescale.actors import runtime
     from prescale.app.edges.cgroupfs import CgroupError
     from prescale.app.telemetry.cgroup import discover
 
     s = settings_or_exit(config, mode=mode)
+    if address is not None:
+        if not address.strip():
+            err.print("error: --address is empty (give auto, or host:port of the Ray GCS)")
+            raise typer.Exit(2)
+        s = settings_or_exit(config, mode=mode, ray={**s.ray.model_dump(), "address": address})
     s = s.model_copy(update={"data_dir": Path(s.data_dir).resolve()})
-    if not s.cgroup.roots:
-        err.print("warning: cgroup.roots is empty: no container will be watched")
+    others = [name for name, on in (
+        ("docker", s.sources.docker), ("serve apps", bool(s.sources.serve_apps)),
+        ("serve deployments", s.sources.serve_deployments), ("processes",
+                                                             bool(s.sources.processes)),
+        ("prometheus", bool(s.sources.prometheus_url)), ("ray workers", s.sources.ray_workers),
+        ("managed actors", s.sources.managed_actors), ("simulated", bool(s.sources.simulated)),
+    ) if on]
+    if not s.cgroup.roots and not others:
+        err.print("warning: cgroup.roots is empty and no other source is on: no container "
+                  "will be watched")
     try:
         found = discover(s.cgroup)
     except CgroupError as exc:
@@ -48,8 +65,9 @@ def up(config: ConfigOpt = None, mode: ModeOpt = None) -> None:
     except (LockHeld, OSError) as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(2) from None
-    err.print(f"prescale up: mode={s.mode.value}, {len(found)} container(s), "
-              f"data in {s.data_dir}; Ctrl-C or SIGTERM to stop")
+    err.print(f"prescale up: mode={s.mode.value}, {len(found)} cgroup container(s)"
+              + (f", sources: {', '.join(others)}" if others else "")
+              + f", data in {s.data_dir}; Ctrl-C or SIGTERM to stop")
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     run_id = f"up-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
