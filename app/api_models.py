@@ -57,7 +57,7 @@ API_VERSION = "v1"
 N_FEATURES = len(FEATURES)
 MAX_NAME_CHARS = 256
 #: Metrics whose omission means "unlimited" (Sample's default), not "not available".
-LIMIT_METRICS = ("memory_limit_bytes", "cpu_quota_cores")
+LIMIT_METRICS = ("memory_limit_bytes", "cpu_quota_cores", "disk_limit_bytes")
 _VALUE_METRICS = tuple(m for m in METRICS if m != "ts_s")
 
 

@@ -27,6 +27,7 @@ from prescale.app.actuators.base import InvalidActionError
 from prescale.app.actuators.cgroup import CgroupActuator
 from prescale.app.actuators.docker import DockerActuator
 from prescale.app.actuators.retry import RetryingActuator, RetryPolicy
+from prescale.app.actuators.volume import VolumeActuator
 from prescale.app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction
 from prescale.app.core.ring import RingBuffer
 from prescale.app.core.sample import Event, EventKind, Sample, Tier, merge_sources
@@ -40,6 +41,7 @@ from prescale.app.telemetry.docker import DockerSource
 from prescale.app.telemetry.factory import build_sources
 from prescale.app.telemetry.host import host_capacity
 from prescale.app.telemetry.steady_clock import SteadyClock
+from prescale.app.telemetry.volumes import VolumeSource
 
 _REMEMBERED_ACTIONS = 10_000
 
@@ -61,6 +63,9 @@ class Monitor:
         self.docker = next((s for s in self.sources if isinstance(s, DockerSource)), None)
         self.docker_actuator = (None if self.docker is None else DockerActuator(
             self.docker.host, label=str(self.docker.selector), timeout_s=self.docker.timeout_s))
+        # a container's disk tier: its volume, grown by remounting (app/actuators/volume.py)
+        volumes = next((s for s in self.sources if isinstance(s, VolumeSource)), None)
+        self.volume_actuator = (None if volumes is None else VolumeActuator(volumes.volumes))
         self.ring = RingBuffer(settings.loop.window_steps)
         self.validator = Validator()
         self.store = (HistoryStore(settings.history_uri(),
@@ -147,6 +152,17 @@ class Monitor:
             return ActionResult(a.action_id, a.container, a.tier, ResultStatus.FAILED,
                                 a.old_limit, a.old_limit,
                                 f"a cgroup cannot {a.kind.value}: refused, nothing changed")
+        if a.tier is Tier.DISK:
+            if self.volume_actuator is None:
+                return ActionResult(a.action_id, a.container, a.tier, ResultStatus.FAILED,
+                                    a.old_limit, a.old_limit,
+                                    "no volume source on this node (sources.volumes): refused, "
+                                    "nothing changed")
+            try:
+                return self.volume_actuator.apply(a)
+            except (InvalidActionError, ValueError) as exc:
+                return ActionResult(a.action_id, a.container, a.tier, ResultStatus.FAILED,
+                                    a.old_limit, a.old_limit, f"refused, nothing changed: {exc}")
         if self.docker is not None and self.docker.watches(a.container):
             try:
                 return self.docker_actuator.apply(a)

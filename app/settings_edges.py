@@ -132,6 +132,12 @@ class SourceSettings(Group):
         description="Watch the Ray actors prescale manages in placement groups "
         "(registered with the workload actuators), one container per managed actor.",
     )
+    volumes: dict[Annotated[str, Field(min_length=1)], Annotated[str, Field(
+        min_length=1, pattern=r"^/")]] = Field(
+        default_factory=dict,
+        description="Container → the mount point of its writable volume (a tmpfs with a "
+        "size): its disk tier, grown live before it fills (app/telemetry/volumes.py).",
+    )
     docker: bool = Field(
         False,
         description="Watch the running Docker containers that carry docker_label, one "

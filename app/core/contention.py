@@ -68,7 +68,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prescale.app.core.actions import ActionKind, PoolVerdict, ScalingAction, Verdict, action_id_for
-from prescale.app.core.pool import Fit, Pool, _fmt
+from prescale.app.core.pool import POOLED, Fit, Pool, _fmt
 from prescale.app.core.sample import Tier
 from prescale.app.core.tenants import Tenancy, tenant_of
 
@@ -240,14 +240,16 @@ def arbitrate(
             out[ask.action_id] = PoolVerdict(ask.action_id, Verdict.DENIED, f"denied: {f.error}")
         elif not f.increase:
             v = work.grant_one(ask)
+            first = ("not drawn from a shared capacity" if ask.tier not in POOLED
+                     else "a decrease, served first")
             out[ask.action_id] = PoolVerdict(ask.action_id, v.verdict,
-                                             f"granted: a decrease, served first; {v.reason}")
+                                             f"granted: {first}; {v.reason}")
             order.append(ask.action_id)
         else:
             ups.append(ask)
 
     # 2. shortfall per (node, tier), then reclaim
-    asking = {(a.container, t) for a in ups for t in Tier}
+    asking = {(a.container, t) for a in ups for t in POOLED}
     slack: dict[tuple[str, Tier], list[tuple[float, ReclaimCandidate, float, int]]] = {}
     for cand in idle:
         if (cand.container, cand.tier) in asking:
@@ -327,15 +329,15 @@ def arbitrate(
                            f"{_fmt(t, short)}; the rest of the asks compete")
 
     # 3. grant by class, risk band, DRF, risk
-    total = {t: work.grantable(t) for t in Tier}
+    total = {t: work.grantable(t) for t in POOLED}
     alloc: dict[str, dict[Tier, float]] = {}
-    for t in Tier:
+    for t in POOLED:
         for c in work.grants[t]:
-            alloc.setdefault(owner(c), {tt: 0.0 for tt in Tier})[t] += work.allocation(c, t)
+            alloc.setdefault(owner(c), {tt: 0.0 for tt in POOLED})[t] += work.allocation(c, t)
 
     def share(tenant: str) -> float:
         a = alloc.get(tenant, {})
-        dom = max((a.get(t, 0.0) / total[t] for t in Tier if total[t] > 0), default=0.0)
+        dom = max((a.get(t, 0.0) / total[t] for t in POOLED if total[t] > 0), default=0.0)
         return dom / _weight(tenant_weights, tenant, cfg.default_weight, "tenant")
 
     risk = {a.action_id: _risk(a, weights, cfg, tenancy.weights if tenancy else None)
@@ -368,7 +370,7 @@ def arbitrate(
                 v = work.grant_one(ask)
                 for t, need in f.needs.items():
                     if need > 0:
-                        alloc.setdefault(tenant, {tt: 0.0 for tt in Tier})[t] += need
+                        alloc.setdefault(tenant, {tt: 0.0 for tt in POOLED})[t] += need
                 dep = any(need > f.room[t] - reclaimed.get((f.node, t), 0.0)
                           + 1e-9 * max(total[t], 1.0)
                           for t, need in f.needs.items() if need > 0)
@@ -387,7 +389,7 @@ def arbitrate(
                 v = work.grant_one(part)
                 assert v.verdict is Verdict.GRANTED, v.reason  # sized to the room
                 gained = work.allocation(ask.container, t) - before
-                alloc.setdefault(tenant, {tt: 0.0 for tt in Tier})[t] += max(gained, 0.0)
+                alloc.setdefault(tenant, {tt: 0.0 for tt in POOLED})[t] += max(gained, 0.0)
                 if f.needs[t] > 0 and reclaimed.get((f.node, t), 0.0) > 0:
                     dependent.append(ask.action_id)
                 reason = (f"granted in part #{pos}: {_fmt(t, part.new_limit)} of the "

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -45,7 +46,7 @@ from prescale.app.core.actions import (
 )
 from prescale.app.core.contention import ReclaimCandidate
 from prescale.app.core.cost import SavingsLedger, accumulate_savings, reclaim_candidates
-from prescale.app.core.features import F, compute_features
+from prescale.app.core.features import F, compute_features, usage_trend
 from prescale.app.core.oom import OomState, grew_steadily
 from prescale.app.core.outcomes import (
     Judgement,
@@ -62,7 +63,9 @@ from prescale.app.core.tenants import Tenancy, tenant_of
 from prescale.app.core.thresholds import ThresholdBook
 from prescale.app.core.workloads import Workload, held_back
 
-TIERS = (Tier.MEMORY, Tier.CPU)
+#: the tiers a tick may predict: memory and CPU always, the disk when a container of the
+#: snapshot has a volume (a finite ``disk_limit_bytes``: :meth:`Engine.predict`)
+TIERS = (Tier.MEMORY, Tier.CPU, Tier.DISK)
 
 
 class FailureModelLike(Protocol):
@@ -350,6 +353,10 @@ class Engine:
         """Features, the heuristic's prediction, then each app's model over its rows."""
         feats = compute_features(snap.window, recent_steps=self.config.recent_steps)
         pred = self.config.predictor.predict(feats)
+        if len(snap.names) and np.isfinite(snap.window[:, -1, M["disk_limit_bytes"]]).any():
+            pred.tiers[Tier.DISK] = self.config.predictor.predict_trend(usage_trend(
+                snap.window, "disk_used_bytes", "disk_limit_bytes",
+                recent_steps=self.config.recent_steps))
         model_of: dict[str, str] = {}
         if models is None or not len(snap.names):
             return feats, pred, model_of
@@ -475,6 +482,9 @@ class Engine:
             return plan
         usage = {Tier.MEMORY: feats[:, F["memory_usage_last_bytes"]],
                  Tier.CPU: feats[:, F["cpu_usage_cores_last"]]}
+        disk = plan.prediction.tiers.get(Tier.DISK)
+        if disk is not None:  # the volume's used bytes, as of the last sample
+            usage[Tier.DISK] = snap.window[:, -1, M["disk_used_bytes"]]
         reps = snap.replicas
         oom = self.state.oom
         raised = self.state.policy.raised_from
@@ -591,8 +601,15 @@ class Engine:
         for n, m, c in zip(snap.names, mem, cpu, strict=True):
             reach[(n, memory)] = usage_bytes[n] = m
             reach[(n, cpu_tier)] = c
+        if Tier.DISK in pred.tiers:  # a disk scale-up was needed if usage reached its old size
+            used = snap.window[:, -1, M["disk_used_bytes"]].tolist()
+            for n, d, u in zip(snap.names, pred.tiers[Tier.DISK].limit.tolist(), used,
+                               strict=True):
+                if math.isfinite(d):
+                    reach[(n, Tier.DISK)] = u
         st.outcomes.decisions(snap.names, snap.now_s,
-                              [(tier, pred.tiers[tier].p_fail, thr[tier]) for tier in TIERS])
+                              [(tier, pred.tiers[tier].p_fail, thr[tier]) for tier in TIERS
+                               if tier in pred.tiers])
         judgements += st.outcomes.observe(snap.now_s, reach)
         lead = st.outcomes.observe_lead_times(snap.now_s, usage_bytes, ooms)
         return judgements, lead

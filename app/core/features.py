@@ -127,6 +127,8 @@ at t = 110, 120, 130 → last 1.5, mean ``30/30 = 1.0``, slope 0.05 cores/s, rat
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from prescale.app.core.sample import METRICS, M
@@ -242,24 +244,15 @@ def _fill(out: np.ndarray, window: np.ndarray, recent_steps: int) -> None:
     # memory
     usage = col("memory_usage_bytes")
     mem_ok = present & np.isfinite(usage)
-    u_last = _last(usage, mem_ok)
-    limit = col("memory_limit_bytes")
-    l_last = _last(limit, present & ~np.isnan(limit))
-    headroom = l_last - u_last
-    slope, resid_std, slope_se = _ols(ts, usage, mem_ok)
-    recent_slope, _, _ = _ols(ts[:, recent], usage[:, recent], mem_ok[:, recent])
-    ttl = np.where(headroom <= 0, 0.0, np.where(slope > 0, headroom / slope, np.inf))
-    unknown = np.isnan(headroom) | (np.isnan(slope) & np.isfinite(headroom) & (headroom > 0))
-    ttl[unknown] = np.nan
-
-    out[:, F["memory_usage_last_bytes"]] = u_last
-    out[:, F["memory_limit_bytes"]] = l_last
-    out[:, F["memory_headroom_bytes"]] = headroom
-    out[:, F["memory_slope_bytes_per_s"]] = slope
-    out[:, F["memory_recent_slope_bytes_per_s"]] = recent_slope
-    out[:, F["memory_resid_std_bytes"]] = resid_std
-    out[:, F["memory_slope_std_bytes_per_s"]] = slope_se
-    out[:, F["memory_time_to_limit_s"]] = ttl
+    tr = _trend(ts, usage, col("memory_limit_bytes"), present, mem_ok, recent)
+    out[:, F["memory_usage_last_bytes"]] = tr.last
+    out[:, F["memory_limit_bytes"]] = tr.limit
+    out[:, F["memory_headroom_bytes"]] = tr.headroom
+    out[:, F["memory_slope_bytes_per_s"]] = tr.slope
+    out[:, F["memory_recent_slope_bytes_per_s"]] = tr.recent_slope
+    out[:, F["memory_resid_std_bytes"]] = tr.resid_std
+    out[:, F["memory_slope_std_bytes_per_s"]] = tr.slope_std
+    out[:, F["memory_time_to_limit_s"]] = tr.time_to_limit_s
 
     # cpu usage rates
     cpu = col("cpu_usage_s_total")
@@ -307,6 +300,56 @@ def _fill(out: np.ndarray, window: np.ndarray, recent_steps: int) -> None:
         prev, step = _steps(present & np.isfinite(values))
         d = np.maximum(_delta(values, prev), 0.0)
         out[:, F[feature]] = np.where(step, d, 0.0).sum(axis=1)
+
+
+class UsageTrend(NamedTuple):
+    """The trend of a used amount against its limit, per container (``[N]`` each):
+    what the ``memory_*`` features are for memory (module docstring: last, limit,
+    headroom, slope, recent slope, residual std, slope std, time to limit)."""
+
+    last: np.ndarray
+    limit: np.ndarray
+    headroom: np.ndarray
+    slope: np.ndarray
+    recent_slope: np.ndarray
+    resid_std: np.ndarray
+    slope_std: np.ndarray
+    time_to_limit_s: np.ndarray
+    n_samples: np.ndarray
+
+
+def _trend(ts: np.ndarray, used: np.ndarray, limit: np.ndarray, present: np.ndarray,
+           ok: np.ndarray, recent: slice) -> UsageTrend:
+    u_last = _last(used, ok)
+    l_last = _last(limit, present & ~np.isnan(limit))
+    headroom = l_last - u_last
+    slope, resid_std, slope_se = _ols(ts, used, ok)
+    recent_slope, _, _ = _ols(ts[:, recent], used[:, recent], ok[:, recent])
+    ttl = np.where(headroom <= 0, 0.0, np.where(slope > 0, headroom / slope, np.inf))
+    unknown = np.isnan(headroom) | (np.isnan(slope) & np.isfinite(headroom) & (headroom > 0))
+    ttl[unknown] = np.nan
+    return UsageTrend(u_last, l_last, headroom, slope, recent_slope, resid_std, slope_se, ttl,
+                      present.sum(axis=1).astype(np.float64))
+
+
+def usage_trend(window: np.ndarray, used: str, limit: str, *, recent_steps: int) -> UsageTrend:
+    """The trend of metric ``used`` against metric ``limit`` over ``window`` (``[N, W,
+    len(METRICS)]``), with the formulas of the ``memory_*`` features. For a tier kept out
+    of :data:`FEATURES` (the learned models' input): the disk, ``usage_trend(window,
+    "disk_used_bytes", "disk_limit_bytes", recent_steps=5)``.
+
+    Worked example (one container, rows at t = 0, 10, 20, 30, ``recent_steps = 2``):
+    disk used 100, 120, 150, 170 MiB of a 200 MiB volume → slope 2.4 MiB/s, recent
+    slope 2 MiB/s, headroom 30 MiB, time to limit 12.5 s (the memory example's numbers).
+    """
+    window = np.asarray(window, dtype=np.float64)
+    ts = window[:, :, M["ts_s"]]
+    present = np.isfinite(ts)
+    values = window[:, :, M[used]]
+    recent = slice(max(window.shape[1] - recent_steps, 0), None)
+    with np.errstate(all="ignore"):
+        return _trend(ts, values, window[:, :, M[limit]], present,
+                      present & np.isfinite(values), recent)
 
 
 def _masked_mean(x: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -47,7 +47,10 @@ buffer, CPU: proportional, others: buffer) and margin (``multi_tier_margins``).
 Decisions are ordered by time to limit, shortest first (unknown last), so the
 guards, the pool and the coordinator see the most urgent tier of the tick first;
 when several tiers of one container act, each reason names its rank ("bottleneck
-1 of 2" …). Worked example: memory p 0.9, time to limit 12 s, CPU p 0.7, 40 s,
+1 of 2" …), and every acting decision lists how the bottleneck was judged: each tier of
+the container with a limit, by time to limit, with its p_fail ("bottleneck judged over
+3 tiers by time to limit: disk 12 s (p_fail 0.97), memory 40 s (p_fail 0.60), cpu never
+(p_fail 0.00)"). Worked example: memory p 0.9, time to limit 12 s, CPU p 0.7, 40 s,
 both above 0.5 → memory first (buffer), then CPU (proportional).
 
 **scale_down_idle** — :mod:`app.core.cost`: idle tiers step down towards their
@@ -302,15 +305,35 @@ def _raw_multi_tier(inp: PolicyInput, cfg: PolicyConfig, rows: Rows = None
                 ranked[(name, d.tier)] = (
                     f"bottleneck {r} of {len(ds)} by time to limit "
                     f"({first.tier} {_ttl(first.time_to_limit_s)} first)")
+    pos = {n: i for i, n in enumerate(inp.containers)}
     out = []
     for d in decisions:
         note = ranked.get((d.container, d.tier))
-        if note is not None and d.action is not None:
-            reason = f"{d.reason}; {note}"
+        if d.action is not None:
+            judged = _tiers_by_urgency(inp, pos[d.container])
+            reason = f"{d.reason}; {note}; {judged}" if note else f"{d.reason}; {judged}"
             d = Decision(d.now_s, d.container, d.tier, d.p_fail, d.threshold, d.time_to_limit_s,
                          d.forecast, d.limit, _with_reason(d.action, reason), reason)
         out.append(d)
     return out
+
+
+def _tiers_by_urgency(inp: PolicyInput, i: int) -> str:
+    """How multi_tier judged container ``i``'s bottleneck: every tier of the prediction
+    with a limit, by time to limit (unknown last), with its p_fail. Example: "bottleneck
+    judged over 3 tiers by time to limit: disk 12 s (p_fail 0.97), memory 40 s (p_fail
+    0.60), cpu never (p_fail 0.00)"."""
+    rows = []
+    for tier, tp in inp.prediction.tiers.items():
+        if not math.isfinite(float(tp.limit[i])):
+            continue
+        ttl = float(tp.time_to_limit_s[i])
+        rows.append(((1, 0.0) if math.isnan(ttl) else (0, ttl), tier, ttl,
+                     float(tp.p_fail[i])))
+    rows.sort(key=lambda r: r[0])
+    parts = [f"{t} {'never' if ttl == math.inf else _ttl(ttl)} (p_fail {p:.2f})"
+             for _, t, ttl, p in rows]
+    return f"bottleneck judged over {len(rows)} tiers by time to limit: {', '.join(parts)}"
 
 
 def _urgency(d: Decision) -> tuple[int, float]:

@@ -33,14 +33,14 @@ CPU_UNIT_CORES = 0.01
 
 
 def round_up(tier: str, value: float) -> float:
-    """Round a limit up to the tier's unit: 4 KiB for memory, 0.01 core for CPU.
+    """Round a limit up to the tier's unit: 4 KiB for memory and disk, 0.01 core for CPU.
 
     Worked example: memory 1001 B → 4096 B; CPU 0.375 cores → 0.38; CPU 0.38 → 0.38
     (a value already on the grid, up to float noise of 1e-9, is kept).
     """
     if not math.isfinite(value) or abs(value) > 1e300:  # beyond any grid: keep as is
         return float(value)
-    if tier == Tier.MEMORY:
+    if tier in (Tier.MEMORY, Tier.DISK):
         return float(math.ceil(value / PAGE_BYTES - 1e-9) * PAGE_BYTES)
     if tier == Tier.CPU:
         return math.ceil(value * 100 - 1e-9) / 100
@@ -48,8 +48,9 @@ def round_up(tier: str, value: float) -> float:
 
 
 def fmt(tier: str, value: float) -> str:
-    """A limit for humans: ``"128.0 MiB"``, ``"0.38 cores"``, ``"3"`` (other tiers)."""
-    if tier == Tier.MEMORY:
+    """A limit for humans: ``"128.0 MiB"`` (memory, disk), ``"0.38 cores"``, ``"3"``
+    (other tiers)."""
+    if tier in (Tier.MEMORY, Tier.DISK):
         return f"{value / 2**20:.1f} MiB"
     if tier == Tier.CPU:
         return f"{value:.2f} cores"

@@ -72,6 +72,11 @@ class Capacity:
 
 ZERO = Capacity(0.0, 0.0)
 
+#: The tiers the pool shares out of a node's capacity: memory and CPU. A container's
+#: disk (its own volume's size) is not drawn from a shared capacity here: an ask for it
+#: always fits the pool (:meth:`Pool.fit`), its guards and bounds still apply.
+POOLED: tuple[Tier, ...] = (Tier.MEMORY, Tier.CPU)
+
 
 @dataclass(frozen=True)
 class Reservation:
@@ -108,7 +113,7 @@ class Fit:
 
 
 def _fmt(tier: Tier, value: float) -> str:
-    if tier is Tier.MEMORY:
+    if tier in (Tier.MEMORY, Tier.DISK):
         return f"{value / 2**20:.1f} MiB"
     return f"{value:.2f} cores"
 
@@ -146,7 +151,7 @@ class Pool:
         reserves = _per_node(reserve, nodes, "reserve")
         warms = _per_node(warm, nodes, "warm")
         for node in nodes:
-            for tier in Tier:
+            for tier in POOLED:
                 cap, res, w = nodes[node].of(tier), reserves[node].of(tier), warms[node].of(tier)
                 if not (math.isfinite(cap) and cap > 0) or not (math.isfinite(res) and res >= 0):
                     raise ValueError(
@@ -214,12 +219,12 @@ class Pool:
 
     def _contrib(self, container: str) -> list[tuple[Tier, str | None, float]]:
         n = self.node_of(container)
-        return [(t, n, self.allocation(container, t)) for t in Tier
+        return [(t, n, self.allocation(container, t)) for t in POOLED
                 if container in self.grants[t]]
 
     def _build_totals(self) -> dict[tuple[Tier, str | None], float]:
         tot: dict[tuple[Tier, str | None], float] = {}
-        for t in Tier:
+        for t in POOLED:
             for c in self.grants[t]:
                 a = self.allocation(c, t)
                 n = self.node_of(c)
@@ -274,7 +279,9 @@ class Pool:
         """Record a limit the container already has (seen in a sample), without asking.
 
         May exceed capacity (limits set outside prescale); then no increase is granted
-        on that node until enough is released."""
+        on that node until enough is released. A tier not :data:`POOLED` is ignored."""
+        if tier not in POOLED:
+            return
         where = node if node is not None else self.node_of(container)
         if where is None:
             raise ValueError(
@@ -297,7 +304,7 @@ class Pool:
     def forget(self, container: str) -> None:
         """The container is gone: drop its grants, placement and reservations."""
         with self._changing(container):
-            for tier in Tier:
+            for tier in POOLED:
                 self.grants[tier].pop(container, None)
                 self.reservations.pop((container, tier), None)
             self.placement.pop(container, None)
@@ -368,6 +375,8 @@ class Pool:
             ask.kind is ActionKind.RESIZE and new <= 0
         ):
             return Fit(False, node, {}, {}, None, f"invalid new limit {new!r}")
+        if ask.kind is ActionKind.RESIZE and ask.tier not in POOLED:
+            return Fit(True, node, {}, {})  # not drawn from the node's capacity
         if ask.kind is ActionKind.SCALE_OUT:
             if new != int(new):
                 return Fit(False, node, {}, {}, None, f"invalid replica count {new!r}")
@@ -378,7 +387,7 @@ class Pool:
             if per is None or not math.isfinite(per):
                 return Fit(False, node, {}, {}, None,
                            f"scale_out of {c}: per-replica {ask.tier.value} limit unknown")
-            for tier in Tier:
+            for tier in POOLED:
                 p = self.grants[tier].get(c)
                 if p is not None and math.isfinite(p):
                     needs[tier] = (new - cur) * p
@@ -416,7 +425,7 @@ class Pool:
         with self._changing(c):
             if ask.kind is ActionKind.SCALE_OUT:
                 self._set_replicas(c, int(ask.new_limit))
-            else:
+            elif ask.tier in POOLED:
                 self.grants[ask.tier][c] = float(ask.new_limit)
             if len(self.nodes) > 1:
                 self.placement[c] = f.node
@@ -424,6 +433,9 @@ class Pool:
             mine = self.reservations.get((c, tier))
             if need > 0 and mine is not None and mine.node == f.node:
                 del self.reservations[(c, tier)]  # consumed by the scale-up it was held for
+        if ask.tier not in POOLED and ask.kind is ActionKind.RESIZE:
+            return PoolVerdict(aid, Verdict.GRANTED, f"pool: {ask.tier.value} is not pooled "
+                               "(the container's own volume; no node capacity is shared)")
         if not f.increase:
             t = ask.tier
             freed = -f.needs.get(t, 0.0)
@@ -464,7 +476,7 @@ class Pool:
 
         Worked example: a pool of node "a" (8 GiB, reserve 2 GiB) gains "b" (4 GiB, reserve
         1 GiB) → grantable memory 6 + 3 = 9 GiB; grants on "a" are untouched."""
-        for tier in Tier:
+        for tier in POOLED:
             cap, res = capacity.of(tier), reserve.of(tier)
             if not (math.isfinite(cap) and cap > 0) or not (math.isfinite(res) and res >= 0):
                 raise ValueError(f"pool: node {node!r}: capacity must be > 0 and reserve >= 0 "
@@ -512,7 +524,7 @@ class Pool:
         """Nodes/tiers where pool-made allocations exceed grantable (empty: none)."""
         bad = []
         for node in self.nodes:
-            for tier in Tier:
+            for tier in POOLED:
                 used = self.granted(tier, node) + self.reserved(tier, node)
                 if used > self.grantable(tier, node) + self._tol(tier, node):
                     bad.append(f"{node}/{tier.value}: {used!r} > {self.grantable(tier, node)!r}")
@@ -546,7 +558,7 @@ class Pool:
                             for n, v in nodes.items()})
             else:
                 pool = cls(Capacity(**data["capacity"]), Capacity(**data["reserve"]))
-            for t in Tier:
+            for t in POOLED:
                 for k, v in data.get("grants", {}).get(t.value, {}).items():
                     pool.grants[t][k] = math.inf if v is None else float(v)
             for c, n in data.get("placement", {}).items():

@@ -48,6 +48,12 @@ CPU (failure = starvation by CFS throttling)
     z = (2.1 − 1.8)/0.15 = 2, p_trend = Φ(2) ≈ 0.9772, p_fail = max(0.9772, 0.1)
     = 0.9772; time to limit = (1.8 − 1.5)/0.02 = 15 s.
 
+Disk (failure = ENOSPC: the container's volume is full)
+    The memory formula with the volume's used bytes for u and its size for L
+    (:meth:`TrendExhaustionPredictor.predict_trend` of
+    :func:`app.core.features.usage_trend`); the disk is not among the learned models'
+    features, so this heuristic predicts it for every app.
+
 Missing data never makes a ``nan`` probability: where a term p_fail needs is
 ``nan`` (or σ is ``nan``), that term is 0 — for CPU, p_trend is 0 and p_fail = θ
 (θ is always finite), for memory p_fail is 0. The forecast may be ``nan``.
@@ -62,7 +68,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.special import ndtr
 
-from prescale.app.core.features import FEATURES, F
+from prescale.app.core.features import FEATURES, F, UsageTrend
 from prescale.app.core.sample import Tier
 
 
@@ -166,14 +172,30 @@ class TrendExhaustionPredictor:
         return Prediction(horizon_s=self.horizon_s, model=self.name, tiers=tiers)
 
     def _memory(self, x: np.ndarray) -> TierPrediction:
+        return self._exhaustion(
+            x[:, F["memory_usage_last_bytes"]], x[:, F["memory_limit_bytes"]],
+            x[:, F["memory_slope_bytes_per_s"]], x[:, F["memory_recent_slope_bytes_per_s"]],
+            x[:, F["memory_resid_std_bytes"]], x[:, F["memory_slope_std_bytes_per_s"]],
+            x[:, F["memory_time_to_limit_s"]])
+
+    def predict_trend(self, trend: UsageTrend) -> TierPrediction:
+        """The memory formula (module docstring) for another used-vs-limit amount: the
+        disk tier, from :func:`app.core.features.usage_trend` of ``disk_used_bytes``
+        against ``disk_limit_bytes`` (failure = ENOSPC: the volume is full). Containers
+        with fewer than ``min_samples`` samples get p_fail 0. Worked example: the memory
+        one with the volume's used bytes for u and its size for L: p_fail ≈ 0.9772, time
+        to limit 25 s."""
+        with np.errstate(all="ignore"):
+            pred = self._exhaustion(trend.last, trend.limit, trend.slope, trend.recent_slope,
+                                    trend.resid_std, trend.slope_std, trend.time_to_limit_s)
+        return TierPrediction(np.where(trend.n_samples >= self.min_samples, pred.p_fail, 0.0),
+                              pred.time_to_limit_s, pred.forecast, pred.limit)
+
+    def _exhaustion(self, u: np.ndarray, limit: np.ndarray, slope_all: np.ndarray,
+                    slope_recent: np.ndarray, resid: np.ndarray, slope_se: np.ndarray,
+                    ttl: np.ndarray) -> TierPrediction:
         h = self.horizon_s
-        u = x[:, F["memory_usage_last_bytes"]]
-        limit = x[:, F["memory_limit_bytes"]]
-        slope = np.fmax(
-            x[:, F["memory_slope_bytes_per_s"]], x[:, F["memory_recent_slope_bytes_per_s"]]
-        )
-        resid = x[:, F["memory_resid_std_bytes"]]
-        slope_se = x[:, F["memory_slope_std_bytes_per_s"]]
+        slope = np.fmax(slope_all, slope_recent)
         forecast = u + np.maximum(slope, 0.0) * h
         sigma = np.maximum(
             np.sqrt(resid**2 + (h * slope_se) ** 2), self.sigma_floor_fraction * limit
@@ -181,9 +203,9 @@ class TrendExhaustionPredictor:
         p = _exceed_probability(forecast, limit, sigma)
         return TierPrediction(
             p_fail=p,
-            time_to_limit_s=x[:, F["memory_time_to_limit_s"]].copy(),
+            time_to_limit_s=np.array(ttl, dtype=np.float64),
             forecast=forecast,
-            limit=limit.copy(),
+            limit=np.array(limit, dtype=np.float64),
         )
 
     def _cpu(self, x: np.ndarray) -> TierPrediction:

@@ -66,6 +66,10 @@ class Sample:
     disk_request_machine_fraction: float = NAN  # local disk space it asked for
     scheduling_priority: float = NAN  # higher is more important (Google 2011: 0–11)
     scheduling_class: float = NAN  # latency sensitivity (Google 2011: 0–3)
+    # The container's writable space (a size-limited volume: a tmpfs, Docker's --tmpfs
+    # with a size, a Kubernetes emptyDir with a sizeLimit): bytes used and its size.
+    disk_used_bytes: float = NAN
+    disk_limit_bytes: float = INF
     app: str = ""  # the application (or app type) the container belongs to
 
     def row(self) -> tuple[float, ...]:
@@ -111,6 +115,7 @@ class Tier(StrEnum):
 
     MEMORY = "memory"  # OOM kill
     CPU = "cpu"  # starvation: CFS throttling
+    DISK = "disk"  # ENOSPC: the container's writable space is full
 
 
 def events_between(prev: Sample | None, cur: Sample) -> list[Event]:

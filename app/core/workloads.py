@@ -68,10 +68,11 @@ from typing import Any
 from prescale.app.core.actions import ScalingAction
 from prescale.app.core.guards import Bounds
 from prescale.app.core.policy import KINDS
+from prescale.app.core.policy_types import fmt
 from prescale.app.core.quantity import parse_bytes, parse_cores
 
 MODES = ("off", "recommend", "auto")
-TIERS = ("memory", "cpu")
+TIERS = ("memory", "cpu", "disk")
 #: the prefix of a container's policy labels
 PREFIX = "prescale."
 #: the policy labels a container may carry, and what each holds
@@ -301,22 +302,15 @@ def held_back(w: Workload | None, action: ScalingAction) -> str | None:
         return None
     tier = action.tier.value
     if w.problems:
-        return (f"{w.name}: {'; '.join(w.problems)}: {tier} {_amount(tier, action.old_limit)}"
-                f" → {_amount(tier, action.new_limit)} not applied until the label is fixed")
+        return (f"{w.name}: {'; '.join(w.problems)}: {tier} {fmt(tier, action.old_limit)}"
+                f" → {fmt(tier, action.new_limit)} not applied until the label is fixed")
     if w.mode in ("off", "recommend"):
-        return (f"workload {w.name} is in {w.mode} mode: {tier} {_amount(tier, action.old_limit)}"
-                f" → {_amount(tier, action.new_limit)} not applied")
+        return (f"workload {w.name} is in {w.mode} mode: {tier} {fmt(tier, action.old_limit)}"
+                f" → {fmt(tier, action.new_limit)} not applied")
     if w.controlled is not None and tier not in w.controlled:
         return (f"workload {w.name} does not control {tier} (controls "
                 f"{', '.join(sorted(w.controlled)) or 'nothing'}): not applied")
     return None
-
-
-def _amount(tier: str, x: float) -> str:
-    """``256.0 MiB`` for memory, ``1.50 cores`` for CPU, the number otherwise."""
-    if tier == "memory":
-        return f"{x / 2**20:.1f} MiB"
-    return f"{x:.2f} cores" if tier == "cpu" else f"{x:g}"
 
 
 def bound_sources(guards: Any, container: str, app: str, tier: str,

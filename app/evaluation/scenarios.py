@@ -50,8 +50,8 @@ burst           load: a ramp from 0 to P = U(0.9, 1.3)·L − b over 5 min, held
 creep           the leak formula with fill ~ U(3, 8) h
 cpu_saturation  CPU ramps from 0.3·Q to U(1.5, 2.5)·Q over U(2, 4) h, then holds;
                 latency target 10 × base (breaks at ρ > 0.9)
-disk_fill       disk grows linearly to the disk capacity in U(2, 6) h; neither prescale
-                (no disk tier) nor any baseline can resize it: observe-only
+disk_fill       disk grows linearly to the disk capacity in U(2, 6) h (and on, 8 h in all);
+                prescale's disk tier grows the volume, no baseline resizes disks
 tenants         3 tenants × 3 containers (leaks, bursts, steady) in one pool of
                 1.4 × the sum of the first limits
 idle            long idle stretches at 0.1·L, active phases at 0.7·L (ramped over 15 min)
@@ -356,8 +356,8 @@ def disk_fill(seed: int = 6, n: int = 4, step_s: float = 60.0, hours: float = 8.
     gt = "; ".join(f"disk-{i}: full at step {int(math.ceil(fill_s[i] / step_s))}"
                    for i in range(n))
     return Scenario(
-        name="disk_fill", description="disk filling to capacity in 2-6 h (observe-only: the "
-        "engine has no disk tier, no baseline resizes disks)", step_s=step_s,
+        name="disk_fill", description="disk filling to capacity in 2-6 h (prescale's disk "
+        "tier grows the volume; no baseline resizes disks)", step_s=step_s,
         names=_names("disk", n), apps=("disk",) * n, tenants=("",) * n,
         memory_limit_bytes=np.full(n, 512 * MIB), cpu_quota_cores=np.full(n, 1.0),
         fixed_bytes=np.full((n, t), 200 * MIB), growth_bytes=_zeros(n, t),

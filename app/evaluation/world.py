@@ -87,6 +87,9 @@ class SimWorld:
         self.pos = {c: i for i, c in enumerate(self.names)}
         self.mem_lim = s.memory_limit_bytes.astype(float).copy()
         self.cpu_q = s.cpu_quota_cores.astype(float).copy()
+        # the disk tier: each container's volume size, which a policy may grow
+        self.disk_cap = (None if s.disk_bytes is None
+                         else np.asarray(s.disk_capacity_bytes, dtype=float).copy())
         self.reps = np.ones(n, dtype=int)  # replicas in the spec (ready + starting)
         self.ready = np.ones(n, dtype=int)  # replicas serving
         self.starting: list[list[int]] = [[] for _ in range(n)]  # per container: ready-at
@@ -180,8 +183,8 @@ class SimWorld:
             rho = np.where(up, cpu / cpu_q, 0.0)
             lat = np.where(up, s.latency_base_s / (1 - np.minimum(rho, 0.99)), np.nan)
             rec.timeout[:, k] = up & (lat > s.latency_target_s)
-        if s.disk_bytes is not None:
-            rec.disk_full[:, k] = alive & (s.disk_bytes[:, k] >= s.disk_capacity_bytes)
+        if self.disk_cap is not None:
+            rec.disk_full[:, k] = alive & (s.disk_bytes[:, k] >= self.disk_cap)
         for i in np.flatnonzero(killed):
             self.oom_total[i] += 1
             events.append(Event(names[i], now, EventKind.OOM_KILL,
@@ -204,6 +207,9 @@ class SimWorld:
         self.row[:, self.col] = np.column_stack([
             np.full(n, now), mem_read, mem_read, mem_lim, self.oom_total, self.cpu_s_total,
             cpu_q, self.periods_total, self.throttled_total, lat])
+        if self.disk_cap is not None:  # a full volume holds its size, no more
+            self.row[:, M["disk_used_bytes"]] = np.minimum(s.disk_bytes[:, k], self.disk_cap)
+            self.row[:, M["disk_limit_bytes"]] = self.disk_cap
         sel: np.ndarray | slice = slice(None) if len(live) == n else live
         self.ring.push(k, sel, self.row[sel])
         if len(live) == n:
@@ -253,7 +259,8 @@ class SimWorld:
             self._scale(i, int(new), k + self.startup_steps)
             tier = "replicas"
         else:
-            lim = self.mem_lim if a.tier is Tier.MEMORY else self.cpu_q
+            lim = (self.mem_lim if a.tier is Tier.MEMORY else self.disk_cap
+                   if a.tier is Tier.DISK and self.disk_cap is not None else self.cpu_q)
             old = float(lim[i])
             lim[i] = new
             tier = a.tier.value

@@ -26,6 +26,10 @@ def build_sources(settings: Settings, node: str = "local",
     sources: list[Source] = []
     if settings.cgroup.roots or settings.cgroup.watch:
         sources.append(CgroupSource(settings.cgroup, clock=clock))
+    if settings.sources.volumes:
+        from prescale.app.telemetry.volumes import VolumeSource
+
+        sources.append(VolumeSource(dict(settings.sources.volumes), clock=clock))
     if settings.sources.docker:
         sources.append(DockerSource(settings.sources.docker_host,
                                     label=settings.sources.docker_label, clock=clock,

@@ -201,6 +201,8 @@ def test_multi_tier_orders_by_time_to_limit_and_sizes_each_tier_by_its_rule():
     assert new[("c0", "cpu")] == 1.88  # proportional: 1 x 1.5 x 1.25 = 1.875 -> 1.88
     c0cpu = next(a for a in acts(d) if a.container == "c0" and a.tier is Tier.CPU)
     assert "bottleneck 1 of 2 by time to limit (cpu 10 s first)" in c0cpu.reason
+    assert c0cpu.reason.endswith("bottleneck judged over 2 tiers by time to limit: cpu 10 s "
+                                 "(p_fail 0.70), memory 50 s (p_fail 0.60)")
     assert d[-1].container == "c1" and d[-1].tier is Tier.CPU  # unknown ttl last
 
 

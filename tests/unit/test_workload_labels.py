@@ -89,7 +89,7 @@ def test_labels_make_a_policy_of_the_container():
 @pytest.mark.parametrize("key, value, needle", [
     ("prescale.mode", "sometimes", "expected one of off, recommend, auto"),
     ("prescale.policy", "greedy", "expected one of preemptive_buffer, proportional"),
-    ("prescale.controlled", "memory,disk", "unknown tier disk"),
+    ("prescale.controlled", "memory,gpu", "unknown tier gpu"),
     ("prescale.memory.max", "lots", "'lots' is not a size"),
     ("prescale.cpu.min", "2Gi", "'2Gi' is not a CPU amount"),
     ("prescale.max-replicas", "0", "expected an integer >= 1"),

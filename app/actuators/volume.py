@@ -1,0 +1,153 @@
+"""Volume actuator: grow or shrink a container's tmpfs volume live
+(``mount -o remount,size=<bytes> <path>``).
+
+An I/O edge over :mod:`app.edges.tmpfs`, configured with ``{container: mount path}``
+(the same mapping as :class:`~app.telemetry.volumes.VolumeSource`). One
+:class:`~app.core.actions.ScalingAction` of tier ``disk`` and kind ``resize``, whose
+``new_limit`` is the volume's size in bytes, rounded **up** to whole pages. Worked
+example (4096-byte pages): ``new_limit`` 16_000_000 → ⌈16_000_000 / 4096⌉ = 3907 pages
+→ ``size=16003072``; the result's ``new_limit`` is what ``statvfs`` reads back.
+
+Before anything runs, the action and the volume are checked, and nothing is changed
+when a check fails:
+
+* a tier other than ``disk``, a kind other than ``resize``, or a bad value (not finite,
+  ≤ 0) raises :class:`~app.actuators.base.InvalidActionError`;
+* a container with no configured volume is ``DENIED``: prescale acts only on the
+  volumes it was told about;
+* a path that is not a tmpfs mount point (missing, unmounted, another file system), a
+  tmpfs mounted without a limit, or a size below the bytes in use now is ``FAILED``
+  with the reason (usage may drop and a volume may be mounted again, so a retry may
+  succeed).
+
+Writing the size already in force runs nothing (``APPLIED``, old == new). A ``mount``
+that fails is ``FAILED`` with what it said and the size read back afterwards.
+Idempotent by ``action_id`` (:class:`~app.actuators.base.IdempotentActuator`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+
+from prescale.app.actuators.base import (
+    IdempotentActuator,
+    InvalidActionError,
+    fmt_limit,
+    make_result,
+)
+from prescale.app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction
+from prescale.app.core.sample import Tier
+from prescale.app.edges.tmpfs import (
+    DEFAULT_TIMEOUT_S,
+    VolumeError,
+    page_size_bytes,
+    remount_size,
+    round_up_to_page,
+    tmpfs_problem,
+    volume_usage,
+)
+
+
+def check_volume_action(action: ScalingAction) -> None:
+    """What a volume can never do, refused before anything runs
+    (:class:`InvalidActionError`): a tier other than disk, a kind other than resize.
+    Example: a memory resize → "a volume actuator resizes only the disk tier, not
+    memory"."""
+    if action.tier is not Tier.DISK:
+        tier = getattr(action.tier, "value", action.tier)
+        raise InvalidActionError(
+            f"action {action.action_id}: a volume actuator resizes only the disk tier, "
+            f"not {tier}")
+    if action.kind is not ActionKind.RESIZE:
+        kind = getattr(action.kind, "value", action.kind)
+        raise InvalidActionError(
+            f"action {action.action_id}: a volume cannot {kind} (only resize)")
+
+
+class VolumeActuator(IdempotentActuator):
+    """Resizes the configured containers' tmpfs volumes.
+
+    Example::
+
+        actuator = VolumeActuator({"web": "/srv/web"})
+        actuator.apply(ScalingAction("web/disk@1", 1.0, "web", Tier.DISK, 8388608,
+                                     16777216, 0.9, 0.5, 30.0, 8388608, "predicted ENOSPC"))
+        # → APPLIED, old 8 MiB, new 16 MiB (read back with statvfs)
+    """
+
+    kind = "volume"
+
+    def __init__(self, volumes: Mapping[str, str], timeout_s: float = DEFAULT_TIMEOUT_S
+                 ) -> None:
+        super().__init__()
+        checked: dict[str, str] = {}
+        for name, path in dict(volumes).items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"volumes: a container name must be a non-empty string, "
+                                 f"got {name!r}")
+            if not isinstance(path, str | os.PathLike) or not os.path.isabs(os.fspath(path)):
+                raise ValueError(f"volumes: the path of {name!r} must be an absolute path, "
+                                 f"got {path!r}")
+            checked[name] = os.fspath(path)
+        #: container name → mount path of its writable volume
+        self.volumes: dict[str, str] = checked
+        self.timeout_s = float(timeout_s)
+        #: how many remounts were tried (``mount -o remount`` run, or refused by
+        #: :func:`~app.edges.tmpfs.remount_size`'s own checks after the volume changed)
+        self.remounts = 0
+
+    def apply(self, action: ScalingAction) -> ActionResult:
+        if isinstance(action, ScalingAction):
+            check_volume_action(action)
+        return super().apply(action)
+
+    def _apply(self, action: ScalingAction) -> ActionResult:
+        name = action.container
+        path = self.volumes.get(name)
+        if path is None:
+            return make_result(action, ResultStatus.DENIED, action.old_limit, action.old_limit,
+                               f"no volume is configured for container {name!r}: prescale "
+                               "does not act on it")
+        problem = tmpfs_problem(path)
+        if problem is not None:
+            return make_result(action, ResultStatus.FAILED, action.old_limit, math.nan,
+                               f"volume of {name!r} at {path}: {problem}")
+        try:
+            used_bytes, old_bytes = volume_usage(path)
+        except OSError as exc:
+            return make_result(action, ResultStatus.FAILED, action.old_limit, math.nan,
+                               f"volume of {name!r} at {path}: cannot read it: "
+                               f"{exc.strerror or exc}")
+        if math.isinf(old_bytes):
+            return make_result(action, ResultStatus.FAILED, old_bytes, old_bytes,
+                               f"volume of {name!r} at {path}: the tmpfs has no size limit "
+                               "(size=0); the kernel cannot limit it afterwards")
+        target_bytes = round_up_to_page(action.new_limit, page_size_bytes())
+        if target_bytes == old_bytes:
+            return make_result(action, ResultStatus.APPLIED, old_bytes, old_bytes,
+                               f"already the size of the tmpfs at {path}: nothing run")
+        if target_bytes < used_bytes:
+            return make_result(action, ResultStatus.FAILED, old_bytes, old_bytes,
+                               f"volume of {name!r} at {path}: cannot shrink it to "
+                               f"{fmt_limit(target_bytes)} bytes, {fmt_limit(used_bytes)} "
+                               "bytes are in use")
+        self.remounts += 1
+        try:
+            new_bytes = remount_size(path, target_bytes, timeout_s=self.timeout_s)
+        except (VolumeError, ValueError) as exc:  # ValueError: it changed since the checks
+            return make_result(action, ResultStatus.FAILED, old_bytes, self._read_back(path),
+                               f"volume of {name!r}: {exc}")
+        return make_result(action, ResultStatus.APPLIED, old_bytes, new_bytes,
+                           f"tmpfs at {path} remounted with size={target_bytes} and read back")
+
+    @staticmethod
+    def _read_back(path: str) -> float:
+        try:
+            return volume_usage(path)[1]
+        except OSError:
+            return math.nan
+
+
+__all__ = ["VolumeActuator", "check_volume_action"]

@@ -1,0 +1,307 @@
+"""tmpfs volumes on disk: which paths are tmpfs mount points, how full they are, and
+resizing one live (``mount -o remount,size=…``).
+
+An I/O edge shared by the volume source (:mod:`app.telemetry.volumes`) and the volume
+actuator (:mod:`app.actuators.volume`). A container's writable space is a size-limited
+tmpfs mounted at a path this process can see (its own mount namespace: a Kubernetes
+``emptyDir`` with ``medium: Memory`` and a ``sizeLimit`` on the node, a tmpfs bind-
+mounted into a container, or ``mount -t tmpfs -o size=64m tmpfs /srv/web``).
+
+* **Is it one**: a path is a volume when, resolved (symlinks, ``..``), it is itself
+  the mount point of a ``tmpfs`` in ``/proc/self/mountinfo`` (:func:`mount_at`,
+  :func:`is_tmpfs_mount`). A directory that merely lies *on* a tmpfs is not one: its
+  size is its parent mount's, shared with everything else on it.
+* **How full**: :func:`volume_usage` from ``statvfs`` (what ``df`` shows).
+* **Resize**: :func:`remount_size` runs ``mount -o remount,size=<bytes> <path>``; tmpfs
+  changes its size in place, the files and the processes that hold them open keep
+  going. The kernel refuses a size below what is in use (``mount`` then says only "bad
+  option"), and cannot put a limit on a tmpfs mounted without one (``size=0``): both
+  are refused here first, with the reason, before anything runs.
+
+Errors: :class:`VolumeError` when ``mount`` fails or mountinfo cannot be read;
+:class:`NotTmpfsMountError` (a :class:`ValueError`) when a path is not a tmpfs mount
+point. Every message names the path.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import re
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+#: where this process's mounts are listed
+PROC_MOUNTINFO = Path("/proc/self/mountinfo")
+#: how long ``mount -o remount`` may take before it is given up on
+DEFAULT_TIMEOUT_S = 10.0
+
+
+class VolumeError(RuntimeError):
+    """A volume could not be read or resized (``mount`` failed, mountinfo unreadable);
+    the message names the path and what ``mount`` said."""
+
+
+class NotTmpfsMountError(ValueError):
+    """A path that is not the mount point of a tmpfs (missing, a plain directory, a
+    mount of another type); the message names the path and what it is instead."""
+
+
+# --------------------------------------------------------------------------- mountinfo
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One line of ``/proc/self/mountinfo``: where (``mount_point``, unescaped), which
+    device (``major:minor``, as ``st_dev`` of a file on it), which part of the file
+    system (``root``), its type and source."""
+
+    mount_point: str
+    major: int
+    minor: int
+    root: str
+    fstype: str
+    source: str
+
+
+def _unescape(text: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as ``\\ooo`` octal.
+    Example: ``/srv/a\\040b`` → ``/srv/a b``."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    """Every mount in ``/proc/self/mountinfo`` text, in the order listed.
+
+    Fields: id parent major:minor root mount-point options [optional tags…] ``-`` fstype
+    source super-options. The optional tags vary in number, so the type is read after
+    the ``" - "`` separator, never by position. Example::
+
+        45 27 0:40 / /srv/a\\040b rw,relatime shared:7 - tmpfs tmpfs rw,size=8192k
+
+    → ``Mount("/srv/a b", 0, 40, "/", "tmpfs", "tmpfs")``. Lines that do not parse are
+    skipped.
+    """
+    out: list[Mount] = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        lf, rf = left.split(), right.split()
+        if len(lf) < 6 or len(rf) < 2:
+            continue
+        major, colon, minor = lf[2].partition(":")
+        if not colon or not major.isdigit() or not minor.isdigit():
+            continue
+        out.append(Mount(_unescape(lf[4]), int(major), int(minor), _unescape(lf[3]),
+                         rf[0], _unescape(rf[1])))
+    return out
+
+
+def read_mounts(mountinfo: Path = PROC_MOUNTINFO) -> list[Mount]:
+    """The mounts of this process's mount namespace; :class:`VolumeError` naming the
+    file when it cannot be read."""
+    try:
+        return parse_mountinfo(mountinfo.read_text(encoding="utf-8", errors="surrogateescape"))
+    except OSError as exc:
+        raise VolumeError(f"cannot read {mountinfo}: {exc.strerror or exc}") from None
+
+
+def mount_at(path: str | os.PathLike[str], mounts: Sequence[Mount] | None = None
+             ) -> Mount | None:
+    """The mount whose mount point is ``path`` itself (resolved), or None.
+
+    When several are stacked on that point, the one visible there is the one whose
+    device is the path's ``st_dev``; if none matches, the last listed (mountinfo lists
+    in mount order, so the last one is on top). ``mounts``: a list already read (a
+    caller checking many paths reads mountinfo once); default: read it now. A path that
+    does not exist has no mount (None).
+    """
+    resolved = os.path.realpath(os.fspath(path))
+    try:
+        dev = os.stat(resolved).st_dev
+    except OSError:
+        return None
+    if mounts is None:
+        mounts = read_mounts()
+    here = [m for m in mounts if m.mount_point == resolved]
+    if not here:
+        return None
+    for m in reversed(here):
+        if (m.major, m.minor) == (os.major(dev), os.minor(dev)):
+            return m
+    return here[-1]
+
+
+def tmpfs_problem(path: str | os.PathLike[str], mounts: Sequence[Mount] | None = None
+                  ) -> str | None:
+    """Why ``path`` is not a tmpfs mount point, without the path (the caller names it),
+    or None when it is one. Examples: ``"does not exist"``, ``"is not a directory"``,
+    ``"is not a mount point (a directory on the ext4 at /)"``, ``"is a mount point of
+    type ext4, not tmpfs"``."""
+    p = os.fspath(path)
+    resolved = os.path.realpath(p)
+    if not os.path.exists(resolved):
+        return "does not exist"
+    if not os.path.isdir(resolved):
+        return "is not a directory"
+    if mounts is None:
+        mounts = read_mounts()
+    m = mount_at(resolved, mounts)
+    if m is None:
+        under = _mount_containing(resolved, mounts)
+        where = f" (a directory on the {under.fstype} at {under.mount_point})" if under else ""
+        return f"is not a mount point{where}"
+    if m.fstype != "tmpfs":
+        return f"is a mount point of type {m.fstype}, not tmpfs"
+    return None
+
+
+def _mount_containing(resolved: str, mounts: Sequence[Mount]) -> Mount | None:
+    """The mount a (non-mount-point) path lies on: the longest mount point above it."""
+    best: Mount | None = None
+    for m in mounts:
+        mp = m.mount_point.rstrip("/") + "/"
+        if (resolved + "/").startswith(mp) and (best is None
+                                               or len(m.mount_point) >= len(best.mount_point)):
+            best = m
+    return best
+
+
+def is_tmpfs_mount(path: str | os.PathLike[str], mounts: Sequence[Mount] | None = None
+                   ) -> bool:
+    """Whether ``path`` (resolved) is itself the mount point of a tmpfs."""
+    return tmpfs_problem(path, mounts) is None
+
+
+def check_tmpfs_mount(path: str | os.PathLike[str], mounts: Sequence[Mount] | None = None
+                      ) -> str:
+    """``path`` resolved, when it is a tmpfs mount point; else
+    :class:`NotTmpfsMountError`, e.g. ``"/srv/web is not a tmpfs mount point: does not
+    exist"``."""
+    problem = tmpfs_problem(path, mounts)
+    if problem is not None:
+        raise NotTmpfsMountError(f"{os.fspath(path)} is not a tmpfs mount point: {problem}")
+    return os.path.realpath(os.fspath(path))
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+def page_size_bytes() -> int:
+    """The kernel's page size (tmpfs sizes are whole pages): 4096 on x86-64."""
+    return int(os.sysconf("SC_PAGE_SIZE"))
+
+
+def round_up_to_page(size_bytes: float, page_bytes: int) -> int:
+    """``size_bytes`` rounded up to a whole number of pages.
+
+    Worked example (4096-byte pages): 10_000 → ⌈10_000 / 4096⌉ = 3 pages → 12_288;
+    8_388_608 (8 MiB, already whole pages) → 8_388_608.
+    """
+    return int(math.ceil(size_bytes / page_bytes)) * int(page_bytes)
+
+
+def volume_usage(path: str | os.PathLike[str]) -> tuple[float, float]:
+    """``(used_bytes, size_bytes)`` of the file system at ``path``, from ``statvfs``.
+
+    ``size = f_blocks × f_frsize``, ``used = (f_blocks − f_bfree) × f_frsize``.
+    Worked example: an 8 MiB tmpfs with 3 MiB written (4096-byte pages): f_blocks 2048,
+    f_bfree 1280, f_frsize 4096 → size 2048 × 4096 = 8_388_608, used (2048 − 1280) ×
+    4096 = 3_145_728.
+
+    A tmpfs mounted without a limit (``size=0``) reports no blocks: ``(nan, inf)`` (its
+    usage is not counted by the kernel). Does not check that ``path`` is a tmpfs mount
+    point (:func:`check_tmpfs_mount` does); raises :class:`OSError` when it cannot be
+    read.
+    """
+    st = os.statvfs(os.fspath(path))
+    if st.f_blocks == 0:
+        return math.nan, math.inf
+    frsize = st.f_frsize or st.f_bsize
+    return float((st.f_blocks - st.f_bfree) * frsize), float(st.f_blocks * frsize)
+
+
+def check_size(path: str | os.PathLike[str], size_bytes: float) -> None:
+    """``size_bytes`` is a finite number > 0; else :class:`ValueError` naming the path
+    and the value."""
+    if (isinstance(size_bytes, bool) or not isinstance(size_bytes, numbers.Real)
+            or not math.isfinite(size_bytes) or size_bytes <= 0):
+        raise ValueError(f"size of the tmpfs at {os.fspath(path)} must be a finite number "
+                         f"of bytes > 0, got {size_bytes!r}")
+
+
+def remount_size(path: str | os.PathLike[str], size_bytes: float,
+                 timeout_s: float = DEFAULT_TIMEOUT_S) -> float:
+    """Resize the tmpfs mounted at ``path`` live; return its size read back (bytes).
+
+    The size is rounded **up** to whole pages (:func:`round_up_to_page`) and set with
+    ``mount -o remount,size=<bytes> <path>`` (list arguments, ``timeout_s``), then read
+    back with ``statvfs``. Worked example (4096-byte pages): an 8 MiB tmpfs at
+    ``/srv/web`` with 3 MiB used, ``size_bytes=16_000_000`` → ⌈16_000_000 / 4096⌉ =
+    3907 pages → ``mount -o remount,size=16003072 /srv/web`` → returns 16_003_072.
+
+    Checked before anything runs (:class:`ValueError` naming the path, nothing
+    changed): the size is finite and > 0; the path is a tmpfs mount point
+    (:class:`NotTmpfsMountError`); the tmpfs has a size limit now (one mounted with
+    ``size=0`` cannot be limited later); the new size is not below the bytes in use.
+    ``mount`` failing, not found or not finishing in time raises :class:`VolumeError`
+    naming the path and what ``mount`` said.
+    """
+    check_size(path, size_bytes)
+    where = check_tmpfs_mount(path)
+    try:
+        used_bytes, current_bytes = volume_usage(where)
+    except OSError as exc:
+        raise VolumeError(f"cannot read the tmpfs at {where}: {exc.strerror or exc}") from None
+    if math.isinf(current_bytes):
+        raise ValueError(f"the tmpfs at {where} has no size limit (mounted with size=0); "
+                         "the kernel cannot limit it afterwards")
+    target_bytes = round_up_to_page(size_bytes, page_size_bytes())
+    if target_bytes < used_bytes:
+        raise ValueError(f"cannot shrink the tmpfs at {where} to {target_bytes} bytes: "
+                         f"{used_bytes:.0f} bytes are in use (a tmpfs cannot be made smaller "
+                         "than its contents)")
+    option = f"remount,size={target_bytes}"
+    try:
+        done = subprocess.run(["mount", "-o", option, where], capture_output=True, text=True,
+                              timeout=timeout_s, check=False,
+                              env={**os.environ, "LC_ALL": "C"})
+    except FileNotFoundError:
+        raise VolumeError(f"cannot resize the tmpfs at {where}: the mount command is not "
+                          "installed (util-linux)") from None
+    except subprocess.TimeoutExpired:
+        raise VolumeError(f"mount -o {option} {where} did not finish within "
+                          f"{timeout_s:g} s") from None
+    if done.returncode != 0:
+        said = " ".join((done.stderr or done.stdout or "").split()) or "no message"
+        raise VolumeError(f"mount -o {option} {where} failed (exit {done.returncode}): "
+                          f"{said}")
+    try:
+        return volume_usage(where)[1]
+    except OSError as exc:
+        raise VolumeError(f"resized the tmpfs at {where} but cannot read it back: "
+                          f"{exc.strerror or exc}") from None
+
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "PROC_MOUNTINFO",
+    "Mount",
+    "NotTmpfsMountError",
+    "VolumeError",
+    "check_size",
+    "check_tmpfs_mount",
+    "is_tmpfs_mount",
+    "mount_at",
+    "page_size_bytes",
+    "parse_mountinfo",
+    "read_mounts",
+    "remount_size",
+    "round_up_to_page",
+    "tmpfs_problem",
+    "volume_usage",
+]
