@@ -82,13 +82,15 @@ def _check_fleet(f: dict, kinds: list[str]) -> None:
             assert m["median_lead_s"] <= m["median_first_warning_s"] <= f["horizon_s"]
 
 
-def test_quick_run_structure_and_timing(quick):
+def test_quick_run_structure_and_timings(quick):
+    """The report's structure, and its timings recorded (printed, not asserted: how long
+    a run takes is a benchmark's business, and a loaded machine must not fail a test)."""
     report, elapsed = quick
-    assert elapsed < 90
+    print(f"\nquick eval_models run: {elapsed:.1f} s; {report['timings_s']}")
     assert report["config"]["quick"] is True
     assert report["kinds"] == list(default_kinds())
     assert {"google2011", "sim", "bitbrains", "all", "cpu_all"} <= set(report["timings_s"])
-    assert report["timings_s"]["all"] < 90
+    assert all(v > 0 for v in report["timings_s"].values())
     md = render(report)  # the Markdown view of the same report (nan → None in JSON)
     assert "### Google 2011" in md and "### Replay fleets" in md and "### Timings (s)" in md
 

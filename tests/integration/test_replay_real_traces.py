@@ -81,7 +81,7 @@ def test_bitbrains_loads_every_vm_and_every_row(bitbrains, bitbrains_counted):
     assert len(per_vm) == 50 and trace.containers == sorted(per_vm)
     assert trace.samples.groupby("container").size().to_dict() == dict(per_vm)
     assert trace.events.empty
-    assert load_s < 15, f"Bitbrains took {load_s:.1f} s to load"
+    print(f"\nBitbrains loaded in {load_s:.1f} s")  # a benchmark's figure, not a test's
 
 
 def test_bitbrains_order_and_counters(bitbrains):
@@ -187,7 +187,7 @@ def test_google_yields_every_task_and_its_outcomes(google, google_counted):
     # the data: 66 FAIL, 39 EVICT, 144 KILL; no FINISH and no LOST for these tasks
     assert (kinds["3"], kinds["2"], kinds["5"], kinds["4"], kinds["6"]) == (66, 39, 144, 0, 0)
     assert trace.events.container.isin(set(trace.containers)).all()
-    assert load_s < 10, f"Google 2011 took {load_s:.1f} s to load"
+    print(f"\nGoogle 2011 loaded in {load_s:.1f} s")  # a benchmark's figure, not a test's
 
 
 def test_google_limits_and_cpu(google):
