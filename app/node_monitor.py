@@ -26,6 +26,7 @@ from typing import Any
 from prescale.app.actuators.base import InvalidActionError
 from prescale.app.actuators.cgroup import CgroupActuator
 from prescale.app.actuators.docker import DockerActuator
+from prescale.app.actuators.netlimit import LinkActuator
 from prescale.app.actuators.retry import RetryingActuator, RetryPolicy
 from prescale.app.actuators.volume import VolumeActuator
 from prescale.app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction
@@ -40,6 +41,7 @@ from prescale.app.telemetry.cgroup import CgroupSource
 from prescale.app.telemetry.docker import DockerSource
 from prescale.app.telemetry.factory import build_sources
 from prescale.app.telemetry.host import host_capacity
+from prescale.app.telemetry.links import LinkSource
 from prescale.app.telemetry.steady_clock import SteadyClock
 from prescale.app.telemetry.volumes import VolumeSource
 
@@ -66,6 +68,9 @@ class Monitor:
         # a container's disk tier: its volume, grown by remounting (app/actuators/volume.py)
         volumes = next((s for s in self.sources if isinstance(s, VolumeSource)), None)
         self.volume_actuator = (None if volumes is None else VolumeActuator(volumes.volumes))
+        # a container's network tier: the TBF on its veth (app/actuators/netlimit.py)
+        links = next((s for s in self.sources if isinstance(s, LinkSource)), None)
+        self.link_actuator = None if links is None else LinkActuator(links.links)
         self.ring = RingBuffer(settings.loop.window_steps)
         self.validator = Validator()
         self.store = (HistoryStore(settings.history_uri(),
@@ -152,14 +157,16 @@ class Monitor:
             return ActionResult(a.action_id, a.container, a.tier, ResultStatus.FAILED,
                                 a.old_limit, a.old_limit,
                                 f"a cgroup cannot {a.kind.value}: refused, nothing changed")
-        if a.tier is Tier.DISK:
-            if self.volume_actuator is None:
+        if a.tier in (Tier.DISK, Tier.NETWORK):
+            actuator, setting = ((self.volume_actuator, "sources.volumes") if a.tier is Tier.DISK
+                                 else (self.link_actuator, "sources.links"))
+            if actuator is None:
                 return ActionResult(a.action_id, a.container, a.tier, ResultStatus.FAILED,
                                     a.old_limit, a.old_limit,
-                                    "no volume source on this node (sources.volumes): refused, "
-                                    "nothing changed")
+                                    f"no {a.tier.value} source on this node ({setting}): "
+                                    "refused, nothing changed")
             try:
-                return self.volume_actuator.apply(a)
+                return actuator.apply(a)
             except (InvalidActionError, ValueError) as exc:
                 return ActionResult(a.action_id, a.container, a.tier, ResultStatus.FAILED,
                                     a.old_limit, a.old_limit, f"refused, nothing changed: {exc}")

@@ -138,6 +138,13 @@ class SourceSettings(Group):
         description="Container → the mount point of its writable volume (a tmpfs with a "
         "size): its disk tier, grown live before it fills (app/telemetry/volumes.py).",
     )
+    links: dict[Annotated[str, Field(min_length=1)], Annotated[str, Field(
+        min_length=1, max_length=15, pattern=r"^[A-Za-z0-9_.:-]+$")]] = Field(
+        default_factory=dict,
+        description="Container → the host side of its veth: its receive bandwidth limit "
+        "(a TBF there) is its network tier, raised before it saturates "
+        "(app/telemetry/links.py).",
+    )
     docker: bool = Field(
         False,
         description="Watch the running Docker containers that carry docker_label, one "

@@ -46,7 +46,7 @@ from prescale.app.core.actions import (
 )
 from prescale.app.core.contention import ReclaimCandidate
 from prescale.app.core.cost import SavingsLedger, accumulate_savings, reclaim_candidates
-from prescale.app.core.features import F, compute_features, usage_trend
+from prescale.app.core.features import F, compute_features, rate_trend, usage_trend
 from prescale.app.core.oom import OomState, grew_steadily
 from prescale.app.core.outcomes import (
     Judgement,
@@ -64,8 +64,9 @@ from prescale.app.core.thresholds import ThresholdBook
 from prescale.app.core.workloads import Workload, held_back
 
 #: the tiers a tick may predict: memory and CPU always, the disk when a container of the
-#: snapshot has a volume (a finite ``disk_limit_bytes``: :meth:`Engine.predict`)
-TIERS = (Tier.MEMORY, Tier.CPU, Tier.DISK)
+#: snapshot has a volume (a finite ``disk_limit_bytes``: :meth:`Engine.predict`), the
+#: network when one has a receive bandwidth limit (``net_rx_limit_bytes_per_s``)
+TIERS = (Tier.MEMORY, Tier.CPU, Tier.DISK, Tier.NETWORK)
 
 
 class FailureModelLike(Protocol):
@@ -286,6 +287,7 @@ class Engine:
         self.state = state or EngineState.fresh(config)
         #: the last observed tick's :meth:`_resolve_tenancy` (the owner of a judgement)
         self.tenancy = Tenancy()
+        self._net: Any = None  # the last tick's network rate trend (its usage)
 
     def owner(self, container: str, app: str) -> str:
         """The container's tenant (:func:`app.core.tenants.tenant_of`, its workload's as of
@@ -357,6 +359,10 @@ class Engine:
             pred.tiers[Tier.DISK] = self.config.predictor.predict_trend(usage_trend(
                 snap.window, "disk_used_bytes", "disk_limit_bytes",
                 recent_steps=self.config.recent_steps))
+        if len(snap.names) and np.isfinite(
+                snap.window[:, -1, M["net_rx_limit_bytes_per_s"]]).any():
+            self._net = rate_trend(snap.window, "net_rx_bytes_total", "net_rx_limit_bytes_per_s")
+            pred.tiers[Tier.NETWORK] = self.config.predictor.predict_rate(self._net)
         model_of: dict[str, str] = {}
         if models is None or not len(snap.names):
             return feats, pred, model_of
@@ -485,6 +491,8 @@ class Engine:
         disk = plan.prediction.tiers.get(Tier.DISK)
         if disk is not None:  # the volume's used bytes, as of the last sample
             usage[Tier.DISK] = snap.window[:, -1, M["disk_used_bytes"]]
+        if Tier.NETWORK in plan.prediction.tiers:  # the last receive rate
+            usage[Tier.NETWORK] = self._net.last
         reps = snap.replicas
         oom = self.state.oom
         raised = self.state.policy.raised_from

@@ -255,25 +255,11 @@ def _fill(out: np.ndarray, window: np.ndarray, recent_steps: int) -> None:
     out[:, F["memory_time_to_limit_s"]] = tr.time_to_limit_s
 
     # cpu usage rates
-    cpu = col("cpu_usage_s_total")
-    cpu_ok = present & np.isfinite(cpu)
-    prev, step = _steps(cpu_ok)
-    dcpu = np.maximum(_delta(cpu, prev), 0.0)
-    dt = _delta(ts, prev)
-    step &= dt > 0
-    rate = np.where(step, dcpu / dt, np.nan)
-    n_steps = step.sum(axis=1)
-    sum_dt = np.where(step, dt, 0.0).sum(axis=1)
-    mean_rate = np.where(step, dcpu, 0.0).sum(axis=1) / sum_dt
-    rate_slope, _, _ = _ols(ts, rate, step)
-    rate_mean = np.where(step, rate, 0.0).sum(axis=1) / n_steps
-    rate_dev = np.where(step, rate - rate_mean[:, None], 0.0)
-    rate_std = np.sqrt((rate_dev * rate_dev).sum(axis=1) / n_steps)
-
-    out[:, F["cpu_usage_cores_last"]] = _last(rate, step)
-    out[:, F["cpu_usage_cores_mean"]] = np.where(n_steps > 0, mean_rate, np.nan)
-    out[:, F["cpu_slope_cores_per_s"]] = rate_slope
-    out[:, F["cpu_rate_std_cores"]] = np.where(n_steps > 0, rate_std, np.nan)
+    rt, rate, step = _rates(ts, col("cpu_usage_s_total"), present)
+    out[:, F["cpu_usage_cores_last"]] = rt.last
+    out[:, F["cpu_usage_cores_mean"]] = rt.mean
+    out[:, F["cpu_slope_cores_per_s"]] = rt.slope
+    out[:, F["cpu_rate_std_cores"]] = rt.std
     quota = col("cpu_quota_cores")
     out[:, F["cpu_quota_cores"]] = _last(quota, present & ~np.isnan(quota))
     _fill_extra(out, window, present, recent, rate, step)
@@ -350,6 +336,59 @@ def usage_trend(window: np.ndarray, used: str, limit: str, *, recent_steps: int)
     with np.errstate(all="ignore"):
         return _trend(ts, values, window[:, :, M[limit]], present,
                       present & np.isfinite(values), recent)
+
+
+class RateTrend(NamedTuple):
+    """The rate of a counter against a limit on that rate, per container (``[N]``
+    each): what the ``cpu_*`` rate features are for CPU (module docstring: last rate,
+    mean rate, slope of the rates, their std), the limit's last reading, and the count
+    of present rows."""
+
+    last: np.ndarray
+    mean: np.ndarray
+    slope: np.ndarray
+    std: np.ndarray
+    limit: np.ndarray
+    n_samples: np.ndarray
+
+
+def _rates(ts: np.ndarray, counter: np.ndarray, present: np.ndarray
+           ) -> tuple[RateTrend, np.ndarray, np.ndarray]:
+    ok = present & np.isfinite(counter)
+    prev, step = _steps(ok)
+    d = np.maximum(_delta(counter, prev), 0.0)
+    dt = _delta(ts, prev)
+    step &= dt > 0
+    rate = np.where(step, d / dt, np.nan)
+    n_steps = step.sum(axis=1)
+    sum_dt = np.where(step, dt, 0.0).sum(axis=1)
+    mean_rate = np.where(step, d, 0.0).sum(axis=1) / sum_dt
+    rate_slope, _, _ = _ols(ts, rate, step)
+    rate_mean = np.where(step, rate, 0.0).sum(axis=1) / n_steps
+    rate_dev = np.where(step, rate - rate_mean[:, None], 0.0)
+    rate_std = np.sqrt((rate_dev * rate_dev).sum(axis=1) / n_steps)
+    nan = np.full(len(ts), np.nan)
+    return (RateTrend(_last(rate, step), np.where(n_steps > 0, mean_rate, np.nan), rate_slope,
+                      np.where(n_steps > 0, rate_std, np.nan), nan,
+                      present.sum(axis=1).astype(np.float64)), rate, step)
+
+
+def rate_trend(window: np.ndarray, counter: str, limit: str) -> RateTrend:
+    """The rate of counter ``counter`` against the rate limit ``limit`` over ``window``,
+    with the formulas of the ``cpu_*`` rate features. For a tier kept out of
+    :data:`FEATURES`: the network, ``rate_trend(window, "net_rx_bytes_total",
+    "net_rx_limit_bytes_per_s")``.
+
+    Worked example (the CPU one with bytes): ``net_rx_bytes_total`` 0, 5, 15, 30 MB at
+    t = 100, 110, 120, 130 → rates 0.5, 1.0, 1.5 MB/s: last 1.5, mean 1.0, slope
+    0.05 MB/s per s, std 0.408 MB/s."""
+    window = np.asarray(window, dtype=np.float64)
+    ts = window[:, :, M["ts_s"]]
+    present = np.isfinite(ts)
+    lim = window[:, :, M[limit]]
+    with np.errstate(all="ignore"):
+        rt, _, _ = _rates(ts, window[:, :, M[counter]], present)
+        return rt._replace(limit=_last(lim, present & ~np.isnan(lim)))
 
 
 def _masked_mean(x: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -177,15 +177,23 @@ def _config(cfg: PolicyLike) -> PolicyConfig:
 # -- sizing rules -----------------------------------------------------------------------
 
 
+#: the tiers whose usage is capped at the limit (CPU throttled at its quota, traffic
+#: queued at its bandwidth limit): demand above the limit is not visible, so a scale-up
+#: is at least one step of ``cpu_step_fraction``
+_STEPPED = (Tier.CPU, Tier.NETWORK)
+
+
 def _buffer_target(tier: str, limit: float, forecast: float, margin: float,
                    cfg: PolicyConfig) -> tuple[float, str]:
     base = max(forecast if math.isfinite(forecast) else limit, limit)
     buffer = max(margin * base, cfg.buffer_abs.get(tier, 0.0))
     new = base + buffer
     why = f"buffer {fmt(tier, buffer)} above {fmt(tier, base)}"
-    if tier == Tier.CPU and limit * (1 + cfg.cpu_step_fraction) > new:
+    if tier in _STEPPED and limit * (1 + cfg.cpu_step_fraction) > new:
         new = limit * (1 + cfg.cpu_step_fraction)
-        why = f"CPU step {cfg.cpu_step_fraction:.0%} (demand above the quota is not visible)"
+        why = (f"{'CPU' if tier == Tier.CPU else tier} step {cfg.cpu_step_fraction:.0%} "
+               "(demand above the limit is not visible)" if tier != Tier.CPU else
+               f"CPU step {cfg.cpu_step_fraction:.0%} (demand above the quota is not visible)")
     return new, why
 
 
@@ -198,9 +206,9 @@ def _proportional_target(tier: str, limit: float, forecast: float, usage: float,
     new = limit * ratio * (1 + margin)
     why = (f"load × {ratio:.2f} (usage {fmt(tier, usage)} → {fmt(tier, forecast)}), "
            f"margin {margin:.0%}")
-    if tier == Tier.CPU and limit * (1 + cfg.cpu_step_fraction) > new:
+    if tier in _STEPPED and limit * (1 + cfg.cpu_step_fraction) > new:
         new = limit * (1 + cfg.cpu_step_fraction)
-        why += f"; CPU step {cfg.cpu_step_fraction:.0%}"
+        why += f"; {'CPU' if tier == Tier.CPU else tier} step {cfg.cpu_step_fraction:.0%}"
     return new, why
 
 

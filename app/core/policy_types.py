@@ -48,10 +48,12 @@ def round_up(tier: str, value: float) -> float:
 
 
 def fmt(tier: str, value: float) -> str:
-    """A limit for humans: ``"128.0 MiB"`` (memory, disk), ``"0.38 cores"``, ``"3"``
-    (other tiers)."""
+    """A limit for humans: ``"128.0 MiB"`` (memory, disk), ``"0.38 cores"``, ``"1.50
+    MiB/s"`` (network), ``"3"`` (other tiers)."""
     if tier in (Tier.MEMORY, Tier.DISK):
         return f"{value / 2**20:.1f} MiB"
+    if tier == Tier.NETWORK:
+        return f"{value / 2**20:.2f} MiB/s"
     if tier == Tier.CPU:
         return f"{value:.2f} cores"
     return f"{value:.4g}"

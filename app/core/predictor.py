@@ -54,6 +54,10 @@ Disk (failure = ENOSPC: the container's volume is full)
     :func:`app.core.features.usage_trend`); the disk is not among the learned models'
     features, so this heuristic predicts it for every app.
 
+Network (failure = saturation: traffic queued at the receive bandwidth limit)
+    The CPU formula with the receive rate for c and the TBF rate limit for Q, θ = 0
+    (:meth:`TrendExhaustionPredictor.predict_rate` of :func:`app.core.features.rate_trend`).
+
 Missing data never makes a ``nan`` probability: where a term p_fail needs is
 ``nan`` (or σ is ``nan``), that term is 0 — for CPU, p_trend is 0 and p_fail = θ
 (θ is always finite), for memory p_fail is 0. The forecast may be ``nan``.
@@ -68,7 +72,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.special import ndtr
 
-from prescale.app.core.features import FEATURES, F, UsageTrend
+from prescale.app.core.features import FEATURES, F, RateTrend, UsageTrend
 from prescale.app.core.sample import Tier
 
 
@@ -209,13 +213,29 @@ class TrendExhaustionPredictor:
         )
 
     def _cpu(self, x: np.ndarray) -> TierPrediction:
+        return self._saturation(
+            x[:, F["cpu_usage_cores_last"]], x[:, F["cpu_usage_cores_mean"]],
+            x[:, F["cpu_slope_cores_per_s"]], x[:, F["cpu_rate_std_cores"]],
+            x[:, F["cpu_quota_cores"]],
+            np.nan_to_num(x[:, F["cpu_throttled_fraction"]], nan=0.0))
+
+    def predict_rate(self, trend: RateTrend) -> TierPrediction:
+        """The CPU formula (module docstring) for another rate against its limit, with no
+        throttling counter (θ = 0): the network tier, from
+        :func:`app.core.features.rate_trend` of ``net_rx_bytes_total`` against
+        ``net_rx_limit_bytes_per_s`` (failure = saturation: traffic queued at the limit).
+        Worked example: the CPU one in MB/s (c = 1.5, c̄ = 1.2, g = 0.02, ρ = 0.15, limit
+        2, β = 0.9) → p_fail ≈ 0.9772, time to limit 15 s."""
+        with np.errstate(all="ignore"):
+            pred = self._saturation(trend.last, trend.mean, trend.slope, trend.std,
+                                    trend.limit, np.zeros(len(trend.last)))
+        return TierPrediction(np.where(trend.n_samples >= self.min_samples, pred.p_fail, 0.0),
+                              pred.time_to_limit_s, pred.forecast, pred.limit)
+
+    def _saturation(self, c_last: np.ndarray, c_mean: np.ndarray, slope: np.ndarray,
+                    rate_std: np.ndarray, quota: np.ndarray, throttled: np.ndarray
+                    ) -> TierPrediction:
         h = self.horizon_s
-        c_last = x[:, F["cpu_usage_cores_last"]]
-        c_mean = x[:, F["cpu_usage_cores_mean"]]
-        slope = x[:, F["cpu_slope_cores_per_s"]]
-        rate_std = x[:, F["cpu_rate_std_cores"]]
-        quota = x[:, F["cpu_quota_cores"]]
-        throttled = np.nan_to_num(x[:, F["cpu_throttled_fraction"]], nan=0.0)
         busy = self.cpu_busy_fraction * quota
 
         forecast = np.fmax(c_last, c_mean) + np.maximum(slope, 0.0) * h

@@ -70,6 +70,9 @@ class Sample:
     # with a size, a Kubernetes emptyDir with a sizeLimit): bytes used and its size.
     disk_used_bytes: float = NAN
     disk_limit_bytes: float = INF
+    # The container's receive bandwidth limit (a TBF on the host side of its veth: what
+    # it can download), against the rate of net_rx_bytes_total.
+    net_rx_limit_bytes_per_s: float = INF
     app: str = ""  # the application (or app type) the container belongs to
 
     def row(self) -> tuple[float, ...]:
@@ -116,6 +119,7 @@ class Tier(StrEnum):
     MEMORY = "memory"  # OOM kill
     CPU = "cpu"  # starvation: CFS throttling
     DISK = "disk"  # ENOSPC: the container's writable space is full
+    NETWORK = "network"  # saturation: its traffic queues at its bandwidth limit
 
 
 def events_between(prev: Sample | None, cur: Sample) -> list[Event]:

@@ -72,7 +72,7 @@ from prescale.app.core.policy_types import fmt
 from prescale.app.core.quantity import parse_bytes, parse_cores
 
 MODES = ("off", "recommend", "auto")
-TIERS = ("memory", "cpu", "disk")
+TIERS = ("memory", "cpu", "disk", "network")
 #: the prefix of a container's policy labels
 PREFIX = "prescale."
 #: the policy labels a container may carry, and what each holds

@@ -30,6 +30,10 @@ def build_sources(settings: Settings, node: str = "local",
         from prescale.app.telemetry.volumes import VolumeSource
 
         sources.append(VolumeSource(dict(settings.sources.volumes), clock=clock))
+    if settings.sources.links:
+        from prescale.app.telemetry.links import LinkSource
+
+        sources.append(LinkSource(dict(settings.sources.links), clock=clock))
     if settings.sources.docker:
         sources.append(DockerSource(settings.sources.docker_host,
                                     label=settings.sources.docker_label, clock=clock,

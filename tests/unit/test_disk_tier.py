@@ -109,3 +109,33 @@ def test_a_disk_ask_is_granted_without_node_capacity():
     assert v.reason == ("granted: not drawn from a shared capacity; pool: disk is not pooled "
                         "(the container's own volume; no node capacity is shared)")
     assert pool.check_invariant() == [] and pool.granted(Tier.MEMORY) == 0
+
+
+# -- the network tier ----------------------------------------------------------------------
+
+def test_rate_trend_worked_example_and_the_network_prediction():
+    from prescale.app.core.features import rate_trend
+
+    rows = [Sample("n", 100.0 + 10 * k, net_rx_bytes_total=b * 1e6,
+                   net_rx_limit_bytes_per_s=2e6).row()
+            for k, b in enumerate([0, 5, 15, 30])]
+    tr = rate_trend(np.array(rows)[None], "net_rx_bytes_total", "net_rx_limit_bytes_per_s")
+    assert tr.last[0] == pytest.approx(1.5e6) and tr.mean[0] == pytest.approx(1.0e6)
+    assert tr.slope[0] == pytest.approx(0.05e6) and tr.std[0] == pytest.approx(0.408248e6)
+    assert tr.limit[0] == 2e6
+    pred = TrendExhaustionPredictor(horizon_s=30.0, min_samples=3).predict_rate(tr)
+    # forecast 1.5 + 0.05·30 = 3.0 MB/s against β·L = 1.8: saturated; ttl (1.8 − 1.5)/0.05
+    assert pred.p_fail[0] > 0.99 and pred.time_to_limit_s[0] == pytest.approx(6.0)
+
+
+def test_the_engine_steps_a_saturated_link_up():
+    rows = [Sample("n", 100.0 + 5 * k, memory_usage_bytes=10 * MiB,
+                   memory_limit_bytes=100 * MiB, net_rx_bytes_total=k * 1.0 * MiB * 5,
+                   net_rx_limit_bytes_per_s=1.0 * MiB).row() for k in range(12)]
+    w = np.array(rows)[None]
+    eng = Engine(EngineConfig.from_settings(Settings(policy={"cooldown_s": 0.0})))
+    plan = eng.plan(Snapshot(float(w[0, -1, 0]), ["n"], ["app"], w), ThresholdBook())
+    (d,) = [d for d in plan.decisions if d.tier is Tier.NETWORK]
+    assert d.action is not None and d.action.new_limit == pytest.approx(1.5 * MiB)
+    assert "network step 50% (demand above the limit is not visible)" in d.reason
+    assert "1.00 MiB/s" in d.reason
