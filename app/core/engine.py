@@ -47,6 +47,7 @@ from prescale.app.core.actions import (
 from prescale.app.core.contention import ReclaimCandidate
 from prescale.app.core.cost import SavingsLedger, accumulate_savings, reclaim_candidates
 from prescale.app.core.features import F, compute_features, rate_trend, usage_trend
+from prescale.app.core.guards import escalate_denied
 from prescale.app.core.oom import OomState, grew_steadily
 from prescale.app.core.outcomes import (
     Judgement,
@@ -288,6 +289,7 @@ class Engine:
         #: the last observed tick's :meth:`_resolve_tenancy` (the owner of a judgement)
         self.tenancy = Tenancy()
         self._net: Any = None  # the last tick's network rate trend (its usage)
+        self._last_inp: PolicyInput | None = None  # the last proposal's input
 
     def owner(self, container: str, app: str) -> str:
         """The container's tenant (:func:`app.core.tenants.tenant_of`, its workload's as of
@@ -519,6 +521,7 @@ class Engine:
                           limit_peak=self._limit_peak(plan) if plan.oom_kills else None)
         plan.decisions, self.state.policy = decide(inp, self.config.policy, self.state.policy,
                                                    sparse=True)
+        self._last_inp = inp  # for escalate(), after the pool's answer
         if plan.oom_kills:
             loop = self.config.policy.oom.loop_kills
             for d in plan.decisions:
@@ -549,6 +552,24 @@ class Engine:
                     guards.workload_of(r.container, app_of.get(r.container, ""),
                                        snap.labels.get(r.container)), r.tier)]
         return plan
+
+    def escalate(self, denied: Sequence[tuple[ScalingAction, str]]
+                 ) -> tuple[list[ScalingAction], list[str]]:
+        """The scale-outs for this tick's vertical asks the pool denied (``(ask, why)``):
+        :func:`app.core.guards.escalate_denied` over the tick's policy input; a workload
+        held back (off, recommend, a tier it does not control) is not escalated either.
+        Returns them (with their app) and why the others were not."""
+        inp = self._last_inp
+        if inp is None or not denied:
+            return [], []
+        guards = self.config.policy.guards
+        if guards.workloads or inp.labels:
+            pos = {n: i for i, n in enumerate(inp.containers)}
+            denied = [(a, why) for a, why in denied if a.container in pos and not self._holds(
+                guards.workload_of(a.container, a.app, inp.labels_of(pos[a.container])),
+                a.tier)]
+        out, notes, self.state.policy = escalate_denied(inp, denied, guards, self.state.policy)
+        return out, notes
 
     @staticmethod
     def _hold(d: Decision, w: Any) -> Decision:

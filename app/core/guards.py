@@ -47,7 +47,9 @@ target T, direction d = sign(T − L), in this order:
    container with ``replicated`` set, a ``SCALE_OUT`` to replicas + 1 (key
    ``"c/replicas"``; its own ``scale_out_cooldown_s``; bounded by ``max_replicas``;
    at most one per container per tick). Not replicated: at the max it is blocked;
-   when it does not fit, it is kept and the reason says the pool decides.
+   when it does not fit, it is kept and the reason says the pool decides. The pool's
+   own denial of a vertical ask (its node is full) escalates the same way, in the same
+   tick (:func:`escalate_denied`).
 
 A passed resize records ``last_action_s[c/t] = now`` and ``last_direction[c/t] = d``.
 
@@ -307,6 +309,38 @@ def guard(
         out.append(_decision_with(d, action, action.reason))
     new_state = replace(state, last_action_s=t.last, last_direction=t.direction)
     return out, new_state
+
+
+def escalate_denied(
+    inp: PolicyInput, denied: Sequence[tuple[ScalingAction, str]], cfg: GuardConfig,
+    state: PolicyState,
+) -> tuple[list[ScalingAction], list[str], PolicyState]:
+    """Vertical asks the pool denied (they do not fit their node now) → scale-outs, for
+    the containers with replicas (step 6 of the module docstring, after the pool's
+    answer rather than before it): replicas + 1, within the container's
+    ``max_replicas`` and its scale-out cooldown, at most one per container. Returns the
+    scale-outs, why each other denied increase was not escalated, and the new state.
+
+    Worked example: ``web`` (2 replicas, max 4) asks memory 512 → 768 MiB and the pool
+    has 100 MiB free on its node: denied → a scale-out 2 → 3 replicas, reason "…; denied
+    by the pool (…): the vertical ask does not fit its node: scale out: replicas 2 → 3".
+    At 4 replicas: not escalated, "web: at max_replicas 4"."""
+    index = {name: i for i, name in enumerate(inp.containers)}
+    t = _Tick(inp, cfg, dict(state.last_action_s), dict(state.last_direction), set())
+    out: list[ScalingAction] = []
+    notes: list[str] = []
+    for a, why in denied:
+        i = index.get(a.container)
+        if (a.kind is not ActionKind.RESIZE or not a.new_limit > a.old_limit or i is None
+                or not inp.is_replicated(i)):
+            continue
+        try:
+            fit = "the vertical ask does not fit its node"
+            out.append(_scale_out(t, i, a, f"{a.reason}; denied by the pool ({why}): {fit}: "
+                                           "scale out", fit))
+        except _Blocked as exc:
+            notes.append(f"{a.container}: not escalated to a scale-out: {exc}")
+    return out, notes, replace(state, last_action_s=t.last)
 
 
 def _resize(t: _Tick, i: int, a: ScalingAction) -> ScalingAction:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prescale.app.core.actions import (
@@ -245,6 +245,7 @@ class Tick:
             commit = self.mode == "auto"
             arb = p.allocator.arbitrate(plan.asks, plan.reclaim, snap.now_s, commit,
                                         tenancy=plan.tenancy)
+            arb = self._escalate(plan, arb, snap.now_s, commit)
             lap("arbitrate")
             tick_records += records
             durable = self._append(records, snap.now_s)  # durable before acting
@@ -300,6 +301,29 @@ class Tick:
         }
         p.hooks.after_tick(summary, rows, self.judgements, tick_records, plan, apps)
         return summary
+
+    def _escalate(self, plan: Plan, arb: ArbitrationResult, now_s: float, commit: bool
+                  ) -> ArbitrationResult:
+        """Vertical asks the pool denied become scale-outs where the container has
+        replicas (:meth:`Engine.escalate`), arbitrated in turn and added to the tick's
+        asks; why the others were not is in the arbitration's summary."""
+        verdicts = {v.action_id: v for v in arb.verdicts}
+        denied = [(a, verdicts[a.action_id].reason) for a in plan.asks
+                  if verdicts[a.action_id].verdict is Verdict.DENIED]
+        if not denied:
+            return arb
+        outs, notes = self.engine.escalate(denied)
+        if not outs:
+            return replace(arb, summary=arb.summary + notes) if notes else arb
+        more = self.ports.allocator.arbitrate(outs, [], now_s, commit, tenancy=plan.tenancy)
+        plan.asks = plan.asks + outs
+        return replace(arb, verdicts=arb.verdicts + more.verdicts,
+                       explanations={**arb.explanations, **more.explanations},
+                       summary=arb.summary + notes + [
+                           f"escalated: {a.container} {a.tier.value} ask denied → scale-out "
+                           f"{a.old_limit:g} → {a.new_limit:g} replicas" for a in outs
+                       ] + more.summary,
+                       order=arb.order + more.order)
 
     # -- seen, unknown, lost --------------------------------------------------------
     def _mark_seen(self, merged: Merged, unknown: Mapping[str, str]) -> list[str]:
