@@ -64,6 +64,11 @@ from prescale.app.core.guards import GuardConfig
 from prescale.app.core.policy_types import PolicyInput, PolicyState, fmt, key_of, round_up
 from prescale.app.core.sample import Tier
 
+#: the tiers an idle container is scaled down in: what it holds of a node (memory, CPU).
+#: A volume's size or a link's rate limit reserves nothing of the node here, and
+#: shrinking them only brings ENOSPC or queueing nearer: they only grow.
+SCALED_DOWN = (Tier.MEMORY, Tier.CPU)
+
 
 @dataclass(frozen=True)
 class CostConfig:
@@ -167,6 +172,8 @@ def propose_scale_downs(
     low_peak: dict[str, float] = {}
     decisions: list[Decision] = []
     for tier, tp in inp.prediction.tiers.items():
+        if tier not in SCALED_DOWN:
+            continue
         tier_text = f"{tier}"  # key_of(name, tier), with the tier formatted once
         lows = is_low(tp.limit, _tier_usage(inp, tier), tp.p_fail, cfg).tolist()
         for i, name in enumerate(inp.containers):
@@ -304,6 +311,8 @@ def reclaim_candidates(
     now = inp.now_s
     pos = {name: i for i, name in enumerate(inp.containers)}
     for tier, tp in inp.prediction.tiers.items():
+        if tier not in SCALED_DOWN:
+            continue
         tier_text = f"{tier}"
         peaks = (long_peak or {}).get(tier)
         lows: list[bool] | None = None

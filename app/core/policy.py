@@ -70,7 +70,7 @@ from typing import Any
 import numpy as np
 
 from prescale.app.core.actions import ActionKind, Decision, ScalingAction, action_id_for
-from prescale.app.core.cost import CostConfig, is_low, propose_scale_downs
+from prescale.app.core.cost import SCALED_DOWN, CostConfig, is_low, propose_scale_downs
 from prescale.app.core.guards import GuardConfig, guard, tier_map
 from prescale.app.core.oom import OomConfig, bump_target
 from prescale.app.core.policy_types import (
@@ -447,14 +447,15 @@ def scale_down_idle(
 
 def _low_tiers(inp: PolicyInput, cost: CostConfig) -> dict[Tier, np.ndarray]:
     """Per tier of the prediction, ``bool[N]``: the containers *low* in that tier
-    (:func:`app.core.cost.is_low`; all False where usage is not known). Example: limit
+    (:func:`app.core.cost.is_low`; all False where usage is not known, and in the tiers
+    not :data:`SCALED_DOWN`). Example: limit
     1 GiB, usage 100 MiB, p_fail 0.01 → low; usage unknown, or p_fail nan, or usage
     600 MiB with the default fraction 0.5 → not low."""
     n = len(inp.containers)
     usage = inp.usage or {}
     out: dict[Tier, np.ndarray] = {}
     for tier, tp in inp.prediction.tiers.items():
-        u = usage.get(tier)
+        u = usage.get(tier) if tier in SCALED_DOWN else None
         out[tier] = (np.zeros(n, dtype=bool) if u is None
                      else is_low(tp.limit, u, tp.p_fail, cost))
     return out

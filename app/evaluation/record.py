@@ -14,7 +14,7 @@ class AppliedAction:
     step: int
     ts_s: float
     container: int
-    tier: str  # "memory" | "cpu" | "replicas"
+    tier: str  # "memory" | "cpu" | "disk" | "network" | "replicas"
     old: float
     new: float
     preemptive: bool

@@ -52,6 +52,9 @@ cpu_saturation  CPU ramps from 0.3·Q to U(1.5, 2.5)·Q over U(2, 4) h, then hol
                 latency target 10 × base (breaks at ρ > 0.9)
 disk_fill       disk grows linearly to the disk capacity in U(2, 6) h (and on, 8 h in all);
                 prescale's disk tier grows the volume, no baseline resizes disks
+net_saturation  traffic ramps from 0.3·L to U(1.5, 2.5)·L of a 10 MiB/s receive limit over
+                U(2, 4) h; a step with traffic above the limit is a timeout (it queues);
+                prescale's network tier raises the limit, no baseline does
 tenants         3 tenants × 3 containers (leaks, bursts, steady) in one pool of
                 1.4 × the sum of the first limits
 idle            long idle stretches at 0.1·L, active phases at 0.7·L (ramped over 15 min)
@@ -101,6 +104,10 @@ class Scenario:
     #: out (None: none is)
     replicated: np.ndarray | None = None
     disk_capacity_bytes: np.ndarray | None = None  # [N]
+    #: [N, T] the rate of traffic sent to each container; above its receive limit the
+    #: excess queues (a saturation step, counted as a timeout)
+    net_demand_bytes_per_s: np.ndarray | None = None
+    net_limit_bytes_per_s: np.ndarray | None = None  # [N] the first receive limits
     latency_base_s: np.ndarray | None = None  # [N]; nan = no latency target
     latency_target_s: np.ndarray | None = None  # [N]
     restart_steps: int = 1
@@ -366,6 +373,33 @@ def disk_fill(seed: int = 6, n: int = 4, step_s: float = 60.0, hours: float = 8.
         settings=_settings(step_s, horizon), ground_truth=gt)
 
 
+def net_saturation(seed: int = 8, n: int = 4, step_s: float = 30.0, hours: float = 6.0
+                   ) -> Scenario:
+    """Traffic to each container ramps from 0.3 L to U(1.5, 2.5) L of its 10 MiB/s receive
+    limit L over U(2, 4) h, then holds: the network twin of ``cpu_saturation``."""
+    rng = np.random.default_rng(seed)
+    t = int(round(hours * 3600 / step_s))
+    limit = 10 * MIB
+    top = rng.uniform(1.5, 2.5, n) * limit
+    ramp_s = rng.uniform(2, 4, n) * 3600
+    ts = np.arange(t) * step_s
+    demand = 0.3 * limit + (top - 0.3 * limit)[:, None] * np.clip(
+        ts[None, :] / ramp_s[:, None], 0, 1)
+    horizon = 10 * 60.0
+    gt = "; ".join(f"net-{i}: traffic passes the 10 MiB/s limit at "
+                   f"{(1 - 0.3) * limit / (top[i] - 0.3 * limit) * ramp_s[i] / 60:.0f} min"
+                   for i in range(n))
+    return Scenario(
+        name="net_saturation", description="traffic ramping to 1.5-2.5 × the receive "
+        "bandwidth limit (excess queues: a timeout step)", step_s=step_s,
+        names=_names("net", n), apps=("net",) * n, tenants=("",) * n,
+        memory_limit_bytes=np.full(n, 512 * MIB), cpu_quota_cores=np.full(n, 1.0),
+        fixed_bytes=np.full((n, t), 200 * MIB), growth_bytes=_zeros(n, t),
+        load_bytes=_zeros(n, t), cpu_cores=np.full((n, t), 0.2),
+        net_demand_bytes_per_s=demand, net_limit_bytes_per_s=np.full(n, float(limit)),
+        horizon_s=horizon, settings=_settings(step_s, horizon), ground_truth=gt)
+
+
 def tenants(seed: int = 7, step_s: float = 30.0, hours: float = 6.0) -> Scenario:
     """Tenant A: three leaks; B: three bursty services; C: three steady ones at 60%."""
     rng = np.random.default_rng(seed)
@@ -443,6 +477,7 @@ SYNTHETIC: dict[str, Callable[..., Scenario]] = {
     "creep": creep,
     "cpu_saturation": cpu_saturation,
     "disk_fill": disk_fill,
+    "net_saturation": net_saturation,
     "tenants": tenants,
     "idle": idle,
 }
@@ -458,6 +493,8 @@ def scaled(s: Scenario, fraction: float) -> Scenario:
                                              "cpu_cores")}
     if s.disk_bytes is not None:
         cut["disk_bytes"] = s.disk_bytes[:, :t]
+    if s.net_demand_bytes_per_s is not None:
+        cut["net_demand_bytes_per_s"] = s.net_demand_bytes_per_s[:, :t]
     if s.alive is not None:
         cut["alive"] = s.alive[:, :t]
     return _replace(s, **cut)

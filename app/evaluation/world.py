@@ -90,6 +90,10 @@ class SimWorld:
         # the disk tier: each container's volume size, which a policy may grow
         self.disk_cap = (None if s.disk_bytes is None
                          else np.asarray(s.disk_capacity_bytes, dtype=float).copy())
+        # the network tier: each container's receive limit, which a policy may raise
+        self.net_lim = (None if s.net_demand_bytes_per_s is None
+                        else np.asarray(s.net_limit_bytes_per_s, dtype=float).copy())
+        self.net_total = np.zeros(n)
         self.reps = np.ones(n, dtype=int)  # replicas in the spec (ready + starting)
         self.ready = np.ones(n, dtype=int)  # replicas serving
         self.starting: list[list[int]] = [[] for _ in range(n)]  # per container: ready-at
@@ -185,6 +189,10 @@ class SimWorld:
             rec.timeout[:, k] = up & (lat > s.latency_target_s)
         if self.disk_cap is not None:
             rec.disk_full[:, k] = alive & (s.disk_bytes[:, k] >= self.disk_cap)
+        if self.net_lim is not None:  # traffic above the receive limit queues: a timeout
+            net = s.net_demand_bytes_per_s[:, k]
+            rec.timeout[:, k] |= up & (net > self.net_lim)
+            self.net_total += np.where(up, np.minimum(net, self.net_lim), 0.0) * dt
         for i in np.flatnonzero(killed):
             self.oom_total[i] += 1
             events.append(Event(names[i], now, EventKind.OOM_KILL,
@@ -207,6 +215,9 @@ class SimWorld:
         self.row[:, self.col] = np.column_stack([
             np.full(n, now), mem_read, mem_read, mem_lim, self.oom_total, self.cpu_s_total,
             cpu_q, self.periods_total, self.throttled_total, lat])
+        if self.net_lim is not None:
+            self.row[:, M["net_rx_bytes_total"]] = self.net_total
+            self.row[:, M["net_rx_limit_bytes_per_s"]] = self.net_lim
         if self.disk_cap is not None:  # a full volume holds its size, no more
             self.row[:, M["disk_used_bytes"]] = np.minimum(s.disk_bytes[:, k], self.disk_cap)
             self.row[:, M["disk_limit_bytes"]] = self.disk_cap
@@ -260,7 +271,8 @@ class SimWorld:
             tier = "replicas"
         else:
             lim = (self.mem_lim if a.tier is Tier.MEMORY else self.disk_cap
-                   if a.tier is Tier.DISK and self.disk_cap is not None else self.cpu_q)
+                   if a.tier is Tier.DISK and self.disk_cap is not None else self.net_lim
+                   if a.tier is Tier.NETWORK and self.net_lim is not None else self.cpu_q)
             old = float(lim[i])
             lim[i] = new
             tier = a.tier.value

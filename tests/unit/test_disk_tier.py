@@ -139,3 +139,18 @@ def test_the_engine_steps_a_saturated_link_up():
     assert d.action is not None and d.action.new_limit == pytest.approx(1.5 * MiB)
     assert "network step 50% (demand above the limit is not visible)" in d.reason
     assert "1.00 MiB/s" in d.reason
+
+
+def test_net_saturation_acts_and_beats_the_static_baseline_on_a_short_run():
+    """The first half of the scenario (the ramp passes the limit in it): prescale's
+    network tier raises the limits, the static baseline queues."""
+    from prescale.app.evaluation.metrics import figures
+    from prescale.app.evaluation.runner import run
+    from prescale.app.evaluation.scenarios import net_saturation, scaled
+
+    s = scaled(net_saturation(), 0.5)
+    static, ours = (run(s, p) for p in ("static", "preemptive_buffer"))
+    assert figures(static, s.horizon_s)["failures"] > 0
+    assert figures(ours, s.horizon_s)["failures"] == 0
+    raised = [a for a in ours.actions if a.tier == "network"]
+    assert raised and all(a.new > a.old for a in raised)
