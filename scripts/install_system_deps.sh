@@ -24,9 +24,11 @@ command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
 [ -x /bin/busybox ] || missing+=(busybox-static)
+# ip(8) and tc(8): the network tier's tests (network namespaces, veth pairs, a TBF)
+{ command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1; } || missing+=(iproute2)
 if [ ${#missing[@]} -eq 0 ]; then
-    log "prometheus ($(command -v prometheus)), libfaketime, dockerd, runc and busybox" \
-        "already installed"
+    log "prometheus ($(command -v prometheus)), libfaketime, dockerd, runc, busybox and" \
+        "iproute2 already installed"
     exit 0
 fi
 

@@ -179,6 +179,51 @@ class MemThresholds:
         return f"thresholds set aside: {why}"
 
 
+class MonitorTelemetry:
+    """The telemetry port over one real :class:`~app.node_monitor.Monitor` (no Ray)."""
+
+    def __init__(self, monitor) -> None:
+        self.monitor = monitor
+
+    def collect(self):
+        return [Shard.from_dict(self.monitor.collect())], {}
+
+    def live_nodes(self):
+        return {self.monitor.node_id}
+
+
+class MonitorActuation:
+    """The actuation port over the same monitor; keeps every result."""
+
+    def __init__(self, monitor) -> None:
+        self.monitor, self.results = monitor, []
+
+    def routes(self, actions, node_of):
+        return {a.action_id: node_of.get(a.container, "") for a in actions}
+
+    def apply(self, actions, routes, local):
+        results = self.monitor.apply(list(actions))
+        self.results += results
+        return {r.action_id: r for r in results}
+
+
+def monitor_tick(settings, run_id: str):
+    """A tick over one real monitor (its sources and actuators from ``settings``) with
+    in-memory pool, journal, checkpoint and thresholds: ``(tick, actuation, journal)``."""
+    from prescale.app.core.engine import EngineConfig
+    from prescale.app.loop.tick import Tick
+    from prescale.app.node_monitor import Monitor
+
+    monitor = Monitor(settings)
+    actuation, journal = MonitorActuation(monitor), MemJournal()
+    ports = Ports(telemetry=MonitorTelemetry(monitor), allocator=MemAllocator(),
+                  actuation=actuation, journal=journal, checkpoint=MemCheckpoint(),
+                  thresholds=MemThresholds())
+    tick = Tick(EngineConfig.from_settings(settings), ports, run_id=run_id, mode="auto",
+                window_steps=settings.loop.window_steps)
+    return tick, actuation, journal
+
+
 def mem_ports() -> Ports:
     return Ports(telemetry=MemTelemetry(), allocator=MemAllocator(),
                  actuation=MemActuation(), journal=MemJournal(), checkpoint=MemCheckpoint(),

@@ -43,6 +43,7 @@ from collections import OrderedDict
 from typing import Protocol, runtime_checkable
 
 from prescale.app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction
+from prescale.app.core.sample import Tier
 
 
 class InvalidActionError(ValueError):
@@ -85,6 +86,22 @@ def check_action(action: ScalingAction) -> None:
         raise InvalidActionError(
             f"action {action.action_id}: new_limit of a resize must be positive, got {value!r}"
         )
+
+
+def check_tier_resize(action: ScalingAction, tier: Tier, actuator: str, thing: str) -> None:
+    """An actuator that only resizes ``tier`` refuses anything else before acting
+    (:class:`InvalidActionError`). Example: ``check_tier_resize(a, Tier.DISK, "a volume
+    actuator", "a volume")`` for a memory resize → "action a1: a volume actuator resizes
+    only the disk tier, not memory"; for a scale-out of the disk → "action a1: a volume
+    cannot scale_out (only resize)"."""
+    if action.tier is not tier:
+        raise InvalidActionError(
+            f"action {action.action_id}: {actuator} resizes only the {tier.value} tier, "
+            f"not {getattr(action.tier, 'value', action.tier)}")
+    if action.kind is not ActionKind.RESIZE:
+        raise InvalidActionError(
+            f"action {action.action_id}: {thing} cannot "
+            f"{getattr(action.kind, 'value', action.kind)} (only resize)")
 
 
 def fmt_limit(value: float) -> str:

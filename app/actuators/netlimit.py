@@ -38,17 +38,18 @@ from collections.abc import Mapping
 from prescale.app.actuators.base import (
     IdempotentActuator,
     InvalidActionError,
+    check_tier_resize,
     fmt_limit,
     make_result,
 )
-from prescale.app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction
+from prescale.app.core.actions import ActionResult, ResultStatus, ScalingAction
 from prescale.app.core.sample import Tier
 from prescale.app.edges.netlimit import (
     DEFAULT_TIMEOUT_S,
     MIN_RATE_BYTES_PER_S,
     NetLimitError,
+    check_links,
     interface_exists,
-    interface_problem,
     kept_rate_bytes_per_s,
     read_rate_limit,
     set_rate_limit,
@@ -60,15 +61,7 @@ def check_link_action(action: ScalingAction) -> None:
     (:class:`InvalidActionError`): a tier other than network, a kind other than resize,
     a rate below :data:`~app.edges.netlimit.MIN_RATE_BYTES_PER_S`. Example: a memory
     resize → "a link actuator resizes only the network tier, not memory"."""
-    if action.tier is not Tier.NETWORK:
-        tier = getattr(action.tier, "value", action.tier)
-        raise InvalidActionError(
-            f"action {action.action_id}: a link actuator resizes only the network tier, "
-            f"not {tier}")
-    if action.kind is not ActionKind.RESIZE:
-        kind = getattr(action.kind, "value", action.kind)
-        raise InvalidActionError(
-            f"action {action.action_id}: a link cannot {kind} (only resize)")
+    check_tier_resize(action, Tier.NETWORK, "a link actuator", "a link")
     value = action.new_limit
     if (isinstance(value, numbers.Real) and not isinstance(value, bool)
             and math.isfinite(value) and 0 < value < MIN_RATE_BYTES_PER_S):
@@ -93,18 +86,8 @@ class LinkActuator(IdempotentActuator):
     def __init__(self, links: Mapping[str, str], timeout_s: float = DEFAULT_TIMEOUT_S
                  ) -> None:
         super().__init__()
-        checked: dict[str, str] = {}
-        for name, dev in dict(links).items():
-            if not isinstance(name, str) or not name:
-                raise ValueError(f"links: a container name must be a non-empty string, "
-                                 f"got {name!r}")
-            problem = interface_problem(dev)
-            if problem is not None:
-                raise ValueError(f"links: the interface of {name!r} must be a network "
-                                 f"interface name, got {dev!r}: it {problem}")
-            checked[name] = dev
         #: container name → host-side interface of its veth pair
-        self.links: dict[str, str] = checked
+        self.links: dict[str, str] = check_links(links)
         self.timeout_s = float(timeout_s)
         #: how many times tc was started for a read or a change: one per read of the
         #: rate in force (``tc -j qdisc show``) and one per change (``tc qdisc

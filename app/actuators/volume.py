@@ -28,20 +28,20 @@ Idempotent by ``action_id`` (:class:`~app.actuators.base.IdempotentActuator`).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 
 from prescale.app.actuators.base import (
     IdempotentActuator,
-    InvalidActionError,
+    check_tier_resize,
     fmt_limit,
     make_result,
 )
-from prescale.app.core.actions import ActionKind, ActionResult, ResultStatus, ScalingAction
+from prescale.app.core.actions import ActionResult, ResultStatus, ScalingAction
 from prescale.app.core.sample import Tier
 from prescale.app.edges.tmpfs import (
     DEFAULT_TIMEOUT_S,
     VolumeError,
+    check_volumes,
     page_size_bytes,
     remount_size,
     round_up_to_page,
@@ -55,15 +55,7 @@ def check_volume_action(action: ScalingAction) -> None:
     (:class:`InvalidActionError`): a tier other than disk, a kind other than resize.
     Example: a memory resize → "a volume actuator resizes only the disk tier, not
     memory"."""
-    if action.tier is not Tier.DISK:
-        tier = getattr(action.tier, "value", action.tier)
-        raise InvalidActionError(
-            f"action {action.action_id}: a volume actuator resizes only the disk tier, "
-            f"not {tier}")
-    if action.kind is not ActionKind.RESIZE:
-        kind = getattr(action.kind, "value", action.kind)
-        raise InvalidActionError(
-            f"action {action.action_id}: a volume cannot {kind} (only resize)")
+    check_tier_resize(action, Tier.DISK, "a volume actuator", "a volume")
 
 
 class VolumeActuator(IdempotentActuator):
@@ -82,17 +74,8 @@ class VolumeActuator(IdempotentActuator):
     def __init__(self, volumes: Mapping[str, str], timeout_s: float = DEFAULT_TIMEOUT_S
                  ) -> None:
         super().__init__()
-        checked: dict[str, str] = {}
-        for name, path in dict(volumes).items():
-            if not isinstance(name, str) or not name:
-                raise ValueError(f"volumes: a container name must be a non-empty string, "
-                                 f"got {name!r}")
-            if not isinstance(path, str | os.PathLike) or not os.path.isabs(os.fspath(path)):
-                raise ValueError(f"volumes: the path of {name!r} must be an absolute path, "
-                                 f"got {path!r}")
-            checked[name] = os.fspath(path)
         #: container name → mount path of its writable volume
-        self.volumes: dict[str, str] = checked
+        self.volumes: dict[str, str] = check_volumes(volumes)
         self.timeout_s = float(timeout_s)
         #: how many remounts were tried (``mount -o remount`` run, or refused by
         #: :func:`~app.edges.tmpfs.remount_size`'s own checks after the volume changed)

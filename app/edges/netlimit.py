@@ -34,13 +34,13 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import os
 import re
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from prescale.app.edges.command import run_tool
 
 #: where the interfaces of this process's network namespace are listed
 SYS_CLASS_NET = Path("/sys/class/net")
@@ -151,26 +151,39 @@ def rx_bytes_of(dev: str) -> float:
     interface starts over). :class:`NoSuchInterfaceError` when ``dev`` does not exist,
     :class:`NetLimitError` when the counter cannot be read.
     """
-    check_interface_name(dev)
-    counter = SYS_CLASS_NET / dev / "statistics" / "tx_bytes"
-    try:
-        text = counter.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        raise NoSuchInterfaceError(f"no network interface {dev} here "
-                                   f"({counter} does not exist)") from None
-    except OSError as exc:
-        raise NetLimitError(f"cannot read {counter}: {exc.strerror or exc}") from None
-    if not text.isdigit():
-        raise NetLimitError(f"{counter} does not hold a byte count: {text!r}")
-    return float(int(text))
+    return float(_sys_int(dev, "statistics/tx_bytes", "a byte count"))
 
 
 def mtu_of(dev: str) -> int:
     """The MTU of ``dev`` (``/sys/class/net/<dev>/mtu``), bytes: 1500 for a veth by
     default. :class:`NoSuchInterfaceError` when ``dev`` does not exist,
     :class:`NetLimitError` when it cannot be read."""
+    return _sys_int(dev, "mtu", "an MTU")
+
+
+def check_links(links: Mapping[str, str]) -> dict[str, str]:
+    """``sources.links`` checked: container name (non-empty) → a valid interface name.
+    ``ValueError`` naming the container otherwise, e.g. "links: the interface of 'web'
+    must be a network interface name, got '../eth0': it contains '/'"."""
+    checked: dict[str, str] = {}
+    for name, dev in dict(links).items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"links: a container name must be a non-empty string, "
+                             f"got {name!r}")
+        problem = interface_problem(dev)
+        if problem is not None:
+            raise ValueError(f"links: the interface of {name!r} must be a network "
+                             f"interface name, got {dev!r}: it {problem}")
+        checked[name] = dev
+    return checked
+
+
+def _sys_int(dev: str, name: str, what: str) -> int:
+    """The whole number in ``/sys/class/net/<dev>/<name>``: :class:`NoSuchInterfaceError`
+    when ``dev`` does not exist, :class:`NetLimitError` when it cannot be read or does not
+    hold ``what``."""
     check_interface_name(dev)
-    path = SYS_CLASS_NET / dev / "mtu"
+    path = SYS_CLASS_NET / dev / name
     try:
         text = path.read_text(encoding="ascii").strip()
     except FileNotFoundError:
@@ -179,7 +192,7 @@ def mtu_of(dev: str) -> int:
     except OSError as exc:
         raise NetLimitError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not text.isdigit():
-        raise NetLimitError(f"{path} does not hold an MTU: {text!r}")
+        raise NetLimitError(f"{path} does not hold {what}: {text!r}")
     return int(text)
 
 
@@ -294,22 +307,11 @@ def rate_limit_of(qdisc: Qdisc | None) -> float:
 
 
 def _run_tc(args: list[str], dev: str, timeout_s: float) -> str:
-    """Run ``tc args`` (list arguments, ``LC_ALL=C``); its stdout, or
+    """Run ``tc args`` (:func:`~app.edges.command.run_tool`); its stdout, or
     :class:`NetLimitError` naming the command, the interface and what tc said."""
-    command = " ".join(["tc", *args])
-    try:
-        done = subprocess.run(["tc", *args], capture_output=True, text=True,
-                              timeout=timeout_s, check=False,
-                              env={**os.environ, "LC_ALL": "C"})
-    except FileNotFoundError:
-        raise NetLimitError(f"cannot run tc for {dev}: the tc command is not installed "
-                            "(iproute2)") from None
-    except subprocess.TimeoutExpired:
-        raise NetLimitError(f"{command} did not finish within {timeout_s:g} s") from None
-    if done.returncode != 0:
-        said = " ".join((done.stderr or done.stdout or "").split()) or "no message"
-        raise NetLimitError(f"{command} failed (exit {done.returncode}): {said}")
-    return done.stdout
+    return run_tool(["tc", *args], timeout_s=timeout_s, error=NetLimitError,
+                    missing=f"cannot run tc for {dev}: the tc command is not installed "
+                    "(iproute2)")
 
 
 def read_qdiscs(dev: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[Qdisc]:
@@ -501,6 +503,7 @@ def set_rate_limit(dev: str, rate_bytes_per_s: float, *, burst_bytes: int | None
 
 __all__ = [
     "BURST_TIME_S",
+    "check_links",
     "DEFAULT_LATENCY_S",
     "DEFAULT_TIMEOUT_S",
     "ETHERNET_HEADER_BYTES",

@@ -29,10 +29,11 @@ import math
 import numbers
 import os
 import re
-import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from prescale.app.edges.command import run_tool
 
 #: where this process's mounts are listed
 PROC_MOUNTINFO = Path("/proc/self/mountinfo")
@@ -191,6 +192,25 @@ def check_tmpfs_mount(path: str | os.PathLike[str], mounts: Sequence[Mount] | No
 # --------------------------------------------------------------------------- sizes
 
 
+def check_volumes(volumes: Mapping[str, str | os.PathLike[str]]) -> dict[str, str]:
+    """``sources.volumes`` checked: container name (non-empty) → an absolute path.
+    ``ValueError`` naming the container otherwise, e.g. "volumes: the path of 'x' must be
+    absolute, got 'relative/dir'"."""
+    checked: dict[str, str] = {}
+    for name, path in dict(volumes).items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"volumes: a container name must be a non-empty string, "
+                             f"got {name!r}")
+        if not isinstance(path, str | os.PathLike) or not os.fspath(path):
+            raise ValueError(f"volumes: the path of {name!r} must be a non-empty path, "
+                             f"got {path!r}")
+        if not os.path.isabs(os.fspath(path)):
+            raise ValueError(f"volumes: the path of {name!r} must be absolute, "
+                             f"got {os.fspath(path)!r}")
+        checked[name] = os.fspath(path)
+    return checked
+
+
 def page_size_bytes() -> int:
     """The kernel's page size (tmpfs sizes are whole pages): 4096 on x86-64."""
     return int(os.sysconf("SC_PAGE_SIZE"))
@@ -265,21 +285,9 @@ def remount_size(path: str | os.PathLike[str], size_bytes: float,
         raise ValueError(f"cannot shrink the tmpfs at {where} to {target_bytes} bytes: "
                          f"{used_bytes:.0f} bytes are in use (a tmpfs cannot be made smaller "
                          "than its contents)")
-    option = f"remount,size={target_bytes}"
-    try:
-        done = subprocess.run(["mount", "-o", option, where], capture_output=True, text=True,
-                              timeout=timeout_s, check=False,
-                              env={**os.environ, "LC_ALL": "C"})
-    except FileNotFoundError:
-        raise VolumeError(f"cannot resize the tmpfs at {where}: the mount command is not "
-                          "installed (util-linux)") from None
-    except subprocess.TimeoutExpired:
-        raise VolumeError(f"mount -o {option} {where} did not finish within "
-                          f"{timeout_s:g} s") from None
-    if done.returncode != 0:
-        said = " ".join((done.stderr or done.stdout or "").split()) or "no message"
-        raise VolumeError(f"mount -o {option} {where} failed (exit {done.returncode}): "
-                          f"{said}")
+    run_tool(["mount", "-o", f"remount,size={target_bytes}", where], timeout_s=timeout_s,
+             error=VolumeError, missing=f"cannot resize the tmpfs at {where}: the mount "
+             "command is not installed (util-linux)")
     try:
         return volume_usage(where)[1]
     except OSError as exc:
@@ -288,6 +296,7 @@ def remount_size(path: str | os.PathLike[str], size_bytes: float,
 
 
 __all__ = [
+    "check_volumes",
     "DEFAULT_TIMEOUT_S",
     "PROC_MOUNTINFO",
     "Mount",

@@ -326,6 +326,12 @@ def burst(seed: int = 4, n: int = 6, step_s: float = 15.0, hours: float = 6.0) -
         ground_truth=gt)
 
 
+def _ramp(start: float, top: np.ndarray, ramp_s: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """``[N, T]``: from ``start`` up to ``top[i]`` linearly over ``ramp_s[i]``, then held.
+    Example: start 0.3, top 2.0, ramp 100 s, t = 0, 50, 200 → 0.3, 1.15, 2.0."""
+    return start + (top - start)[:, None] * np.clip(ts[None, :] / ramp_s[:, None], 0, 1)
+
+
 def cpu_saturation(seed: int = 5, n: int = 4, step_s: float = 30.0, hours: float = 6.0
                    ) -> Scenario:
     rng = np.random.default_rng(seed)
@@ -333,9 +339,7 @@ def cpu_saturation(seed: int = 5, n: int = 4, step_s: float = 30.0, hours: float
     quota = 1.0
     top = rng.uniform(1.5, 2.5, n) * quota
     ramp_s = rng.uniform(2, 4, n) * 3600
-    ts = np.arange(t) * step_s
-    cpu = 0.3 * quota + (top - 0.3 * quota)[:, None] * np.clip(ts[None, :] / ramp_s[:, None],
-                                                              0, 1)
+    cpu = _ramp(0.3 * quota, top, ramp_s, np.arange(t) * step_s)
     horizon = 10 * 60.0
     base_lat = np.full(n, 0.05)
     gt = "; ".join(f"cpu-{i}: demand passes 0.9 core (latency target) at "
@@ -382,9 +386,7 @@ def net_saturation(seed: int = 8, n: int = 4, step_s: float = 30.0, hours: float
     limit = 10 * MIB
     top = rng.uniform(1.5, 2.5, n) * limit
     ramp_s = rng.uniform(2, 4, n) * 3600
-    ts = np.arange(t) * step_s
-    demand = 0.3 * limit + (top - 0.3 * limit)[:, None] * np.clip(
-        ts[None, :] / ramp_s[:, None], 0, 1)
+    demand = _ramp(0.3 * limit, top, ramp_s, np.arange(t) * step_s)
     horizon = 10 * 60.0
     gt = "; ".join(f"net-{i}: traffic passes the 10 MiB/s limit at "
                    f"{(1 - 0.3) * limit / (top[i] - 0.3 * limit) * ramp_s[i] / 60:.0f} min"

@@ -41,8 +41,8 @@ from prescale.app.edges.netlimit import (
     DEFAULT_TIMEOUT_S,
     NetLimitError,
     NoSuchInterfaceError,
+    check_links,
     interface_exists,
-    interface_problem,
     read_rate_limit,
     read_rate_limits,
     rx_bytes_of,
@@ -63,18 +63,8 @@ class LinkSource:
 
     def __init__(self, links: Mapping[str, str], clock: Callable[[], float] = time.time,
                  timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        checked: dict[str, str] = {}
-        for name, dev in dict(links).items():
-            if not isinstance(name, str) or not name:
-                raise ValueError(f"links: a container name must be a non-empty string, "
-                                 f"got {name!r}")
-            problem = interface_problem(dev)
-            if problem is not None:
-                raise ValueError(f"links: the interface of {name!r} must be a network "
-                                 f"interface name, got {dev!r}: it {problem}")
-            checked[name] = dev
         #: container name → host-side interface of its veth pair, as configured
-        self.links: dict[str, str] = checked
+        self.links: dict[str, str] = check_links(links)
         self.clock = clock
         self.timeout_s = float(timeout_s)
 

@@ -39,12 +39,17 @@ written → one sample ``web``, ``disk_used_bytes`` 3_145_728, ``disk_limit_byte
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
 
 from prescale.app.core.sample import Event, EventKind, Sample, SourceBatch
-from prescale.app.edges.tmpfs import page_size_bytes, read_mounts, tmpfs_problem, volume_usage
+from prescale.app.edges.tmpfs import (
+    check_volumes,
+    page_size_bytes,
+    read_mounts,
+    tmpfs_problem,
+    volume_usage,
+)
 
 
 class VolumeSource:
@@ -61,20 +66,8 @@ class VolumeSource:
 
     def __init__(self, volumes: Mapping[str, str], clock: Callable[[], float] = time.time
                  ) -> None:
-        checked: dict[str, str] = {}
-        for name, path in dict(volumes).items():
-            if not isinstance(name, str) or not name:
-                raise ValueError(f"volumes: a container name must be a non-empty string, "
-                                 f"got {name!r}")
-            if not isinstance(path, str | os.PathLike) or not os.fspath(path):
-                raise ValueError(f"volumes: the path of {name!r} must be a non-empty path, "
-                                 f"got {path!r}")
-            if not os.path.isabs(os.fspath(path)):
-                raise ValueError(f"volumes: the path of {name!r} must be absolute, "
-                                 f"got {os.fspath(path)!r}")
-            checked[name] = os.fspath(path)
         #: container name → mount path of its writable volume, as configured
-        self.volumes: dict[str, str] = checked
+        self.volumes: dict[str, str] = check_volumes(volumes)
         self.clock = clock
         self.page_bytes = page_size_bytes()
         #: containers whose volume was full at the last poll that read it

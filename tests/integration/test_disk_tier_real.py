@@ -14,13 +14,9 @@ import time
 import pytest
 
 from prescale.app.core.actions import ResultStatus
-from prescale.app.core.engine import EngineConfig
 from prescale.app.edges.tmpfs import volume_usage
-from prescale.app.loop.shard import Shard
-from prescale.app.loop.tick import Ports, Tick
-from prescale.app.node_monitor import Monitor
 from prescale.app.settings import Settings
-from tests.loop_ports import MemAllocator, MemCheckpoint, MemJournal, MemThresholds
+from tests.loop_ports import monitor_tick
 
 MiB = 2**20
 pytestmark = pytest.mark.skipif(
@@ -56,43 +52,12 @@ def volumes(tmp_path):
         subprocess.run(["umount", "-l", str(d)], check=False)
 
 
-class _Telemetry:
-    def __init__(self, monitor: Monitor) -> None:
-        self.monitor = monitor
-
-    def collect(self):
-        return [Shard.from_dict(self.monitor.collect())], {}
-
-    def live_nodes(self):
-        return {self.monitor.node_id}
-
-
-class _Actuation:
-    def __init__(self, monitor: Monitor) -> None:
-        self.monitor, self.results = monitor, []
-
-    def routes(self, actions, node_of):
-        return {a.action_id: node_of.get(a.container, "") for a in actions}
-
-    def apply(self, actions, routes, local):
-        results = self.monitor.apply(list(actions))
-        self.results += results
-        return {r.action_id: r for r in results}
-
-
 def test_a_filling_volume_is_grown_before_enospc_and_the_off_control_is_not(volumes):
     settings = Settings(mode="auto", cgroup={"roots": []}, history={"enabled": False},
                         sources={"volumes": volumes},
                         workloads=[{"name": "control", "container": "disk-control",
                                     "mode": "off"}])
-    monitor = Monitor(settings)
-    actuation = _Actuation(monitor)
-    journal = MemJournal()
-    ports = Ports(telemetry=_Telemetry(monitor), allocator=MemAllocator(),
-                  actuation=actuation, journal=journal, checkpoint=MemCheckpoint(),
-                  thresholds=MemThresholds())
-    tick = Tick(EngineConfig.from_settings(settings), ports, run_id="disk", mode="auto",
-                window_steps=settings.loop.window_steps)
+    tick, actuation, journal = monitor_tick(settings, run_id="disk")
     writers = {name: subprocess.Popen([sys.executable, "-c", WRITER, f"{path}/f", "60"],
                                       stdout=subprocess.PIPE, text=True)
                for name, path in volumes.items()}

@@ -18,13 +18,9 @@ import time
 import pytest
 
 from prescale.app.core.actions import ResultStatus
-from prescale.app.core.engine import EngineConfig
 from prescale.app.edges.netlimit import read_rate_limit, set_rate_limit
-from prescale.app.loop.shard import Shard
-from prescale.app.loop.tick import Ports, Tick
-from prescale.app.node_monitor import Monitor
 from prescale.app.settings import Settings
-from tests.loop_ports import MemAllocator, MemCheckpoint, MemJournal, MemThresholds
+from tests.loop_ports import monitor_tick
 
 MiB = 2**20
 DEMAND_BYTES_PER_S = 3 * MiB
@@ -106,43 +102,12 @@ class _Sender(threading.Thread):
         return sum(n for t, n in self.sent if t >= now - last_s) / last_s
 
 
-class _Telemetry:
-    def __init__(self, monitor: Monitor) -> None:
-        self.monitor = monitor
-
-    def collect(self):
-        return [Shard.from_dict(self.monitor.collect())], {}
-
-    def live_nodes(self):
-        return {self.monitor.node_id}
-
-
-class _Actuation:
-    def __init__(self, monitor: Monitor) -> None:
-        self.monitor, self.results = monitor, []
-
-    def routes(self, actions, node_of):
-        return {a.action_id: node_of.get(a.container, "") for a in actions}
-
-    def apply(self, actions, routes, local):
-        results = self.monitor.apply(list(actions))
-        self.results += results
-        return {r.action_id: r for r in results}
-
-
 def test_a_saturated_link_is_raised_until_the_transfer_meets_its_target(links):
     settings = Settings(mode="auto", cgroup={"roots": []}, history={"enabled": False},
                         sources={"links": {c: host for c, (host, _) in links.items()}},
                         workloads=[{"name": "control", "container": "net-control",
                                     "mode": "off"}])
-    monitor = Monitor(settings)
-    actuation = _Actuation(monitor)
-    journal = MemJournal()
-    ports = Ports(telemetry=_Telemetry(monitor), allocator=MemAllocator(),
-                  actuation=actuation, journal=journal, checkpoint=MemCheckpoint(),
-                  thresholds=MemThresholds())
-    tick = Tick(EngineConfig.from_settings(settings), ports, run_id="net", mode="auto",
-                window_steps=settings.loop.window_steps)
+    tick, actuation, journal = monitor_tick(settings, run_id="net")
     senders = {c: _Sender(addr) for c, (_, addr) in links.items()}
     for s in senders.values():
         s.start()
