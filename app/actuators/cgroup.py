@@ -1,4 +1,5 @@
-"""cgroup actuator: set a container's memory limit and CPU quota, v1 or v2.
+"""cgroup actuator: set a container's memory limit, CPU quota and block-I/O write limit,
+v1 or v2.
 
 An I/O edge. Every call first checks, writing nothing on failure:
 
@@ -23,6 +24,10 @@ Files written (names and formats: :mod:`app.edges.cgroup_layout`)
 * v1 cpu: ``cpu.cfs_quota_us`` = round(cores × ``cpu.cfs_period_us``), at least 1000
   (the kernel's minimum); the period is kept. Example: 0.2 cores, period 100000 → 20000.
 * v2: ``memory.max`` (bytes) and ``cpu.max`` ``"<quota> <period>"`` (period kept).
+* block-I/O write bandwidth: v1 ``blkio.throttle.write_bps_device`` (``"7:0 2097152"``),
+  v2 ``io.max`` (``"7:0 wbps=2097152"``), one line per device that already has a write
+  limit; the new total is spread over them in proportion to their current limits. With
+  no such device the call fails (``ok=False``) and writes nothing.
 
 Writing the value already set writes nothing and returns ``ok=True`` with
 ``old == new``.
@@ -111,7 +116,8 @@ def _positive_finite(value: float, what: str) -> float:
 
 
 class CgroupActuator:
-    """Sets memory limits and CPU quotas of containers beneath ``settings.roots``."""
+    """Sets memory limits, CPU quotas and block-I/O write limits of containers beneath
+    ``settings.roots``."""
 
     def __init__(self, settings: CgroupSettings) -> None:
         self.settings = settings
@@ -247,6 +253,69 @@ class CgroupActuator:
         except _WriteError as exc:
             return result(old, self._read_back_cores(read_cores), False, str(exc))
         return result(old, self._read_back_cores(read_cores), True)
+
+    # -- block-I/O write bandwidth
+
+    def set_io_write_limit(self, container: CgroupContainer,
+                           bytes_per_s: float) -> ActuationResult:
+        """Sets the container's total block-I/O write limit to ``bytes_per_s``, spread
+        over the devices that already have a write limit in proportion to their current
+        limits, each rounded to whole bytes/s (v1 ``blkio.throttle.write_bps_device``,
+        v2 ``io.max`` ``wbps=``; :func:`~app.edges.cgroup_layout.spread_write_limit`).
+
+        Example: devices 7:0 at 1 MiB/s and 8:0 at 3 MiB/s, new total 8 MiB/s → 7:0 at
+        2 MiB/s and 8:0 at 6 MiB/s (v1: ``"7:0 2097152"`` then ``"8:0 6291456"``);
+        ``old`` 4 MiB/s, ``new`` 8 MiB/s read back.
+
+        No device with a write limit → ``ok=False``, nothing written: prescale never
+        invents a limit (which devices, which share). ``old`` and ``new`` are the totals
+        (inf: no limit). A device write the kernel refuses puts back the devices already
+        written (best effort) and comes back as ``ok=False`` naming the file.
+        """
+        directory = self._target_dir(container, lay.controller_key(container.version, "blkio"))
+        requested = _positive_finite(bytes_per_s, "io write bytes_per_s")
+        if round(requested) < 1:
+            raise ValueError(f"io write bytes_per_s must be at least 1, got {bytes_per_s!r}")
+        self._must_exist(container, directory)
+
+        def result(old: float, new: float, ok: bool, error: str = "") -> ActuationResult:
+            return ActuationResult(container.name, Tier.IO, requested, old, new, ok, error)
+
+        path = directory / lay.write_limit_file(container.version)
+
+        def parser(text: str) -> dict[str, int]:
+            return lay.parse_write_limits(container.version, text)
+
+        def total(text: str) -> float:
+            limits = parser(text)
+            return float(sum(limits.values())) if limits else math.inf
+
+        try:
+            current = _parse(path, parser, _read(path))
+        except _WriteError as exc:
+            return result(math.nan, math.nan, False, str(exc))
+        if not current:
+            return result(math.inf, math.inf, False,
+                          f"no write limit to raise in {path}: no device has one "
+                          "(prescale never sets a first one)")
+        old = float(sum(current.values()))
+        wanted = lay.spread_write_limit(current, requested)
+        changes = [(dev, v) for dev, v in sorted(wanted.items()) if current[dev] != v]
+        if not changes:
+            return result(old, old, True)
+        done: list[str] = []
+        try:
+            for dev, v in changes:
+                _write(path, lay.format_write_limit(container.version, dev, v))
+                done.append(dev)
+        except _WriteError as exc:
+            for dev in done:  # put back what was written: all devices or none
+                try:
+                    _write(path, lay.format_write_limit(container.version, dev, current[dev]))
+                except _WriteError:
+                    pass
+            return result(old, self._read_back(path, total), False, str(exc))
+        return result(old, self._read_back(path, total), True)
 
     # -- read back
 

@@ -32,6 +32,7 @@ CPU quota           ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` ``cpu.max``
 CPU usage           ``cpuacct.usage`` (ns)                  ``cpu.stat`` ``usage_usec``
 throttling          ``cpu.stat`` (ns)                       ``cpu.stat`` (µs)
 block I/O           ``blkio.throttle.io_service_bytes[_recursive]`` ``io.stat``
+write bandwidth     ``blkio.throttle.write_bps_device``     ``io.max`` ``wbps=``
 pressure (PSI)      —                                       ``<cpu|memory|io>.pressure``
 =================== ======================================= ==========================
 
@@ -74,12 +75,14 @@ V1_CPU_PERIOD = "cpu.cfs_period_us"
 V1_CPUACCT_USAGE = "cpuacct.usage"
 V1_BLKIO_BYTES = "blkio.throttle.io_service_bytes"
 V1_BLKIO_BYTES_RECURSIVE = "blkio.throttle.io_service_bytes_recursive"
+V1_BLKIO_WRITE_BPS = "blkio.throttle.write_bps_device"
 # -- v2 files
 V2_MEMORY_MAX = "memory.max"
 V2_MEMORY_CURRENT = "memory.current"
 V2_MEMORY_EVENTS = "memory.events"
 V2_CPU_MAX = "cpu.max"
 V2_IO_STAT = "io.stat"
+V2_IO_MAX = "io.max"
 # -- both
 MEMORY_STAT = "memory.stat"
 CPU_STAT = "cpu.stat"
@@ -102,6 +105,9 @@ V1_CONTROLLERS = frozenset({
     "memory", "cpu", "cpuacct", "blkio", "pids", "cpuset", "devices", "freezer", "net_cls",
     "net_prio", "perf_event", "hugetlb", "rdma", "misc",
 })
+
+#: A block device number as the kernel prints it: ``MAJ:MIN``.
+_DEVICE = re.compile(r"\d+:\d+")
 
 
 # --------------------------------------------------------------------------- per version
@@ -316,6 +322,178 @@ def parse_blkio_service_bytes(text: str) -> dict[str, int]:
         except ValueError:
             raise ValueError(f"expected an integer in {line!r}") from None
     return out
+
+
+def parse_blkio_service_bytes_per_device(text: str) -> dict[str, dict[str, int]]:
+    """v1 ``blkio.throttle.io_service_bytes[_recursive]``, per device: what
+    :func:`parse_blkio_service_bytes` sums, kept apart.
+
+    Example::
+
+        7:0 Read 0
+        7:0 Write 1048576
+        7:0 Total 1048576
+        254:0 Read 20480
+        254:0 Write 0
+        254:0 Total 20480
+        Total 1069056
+
+    → ``{"7:0": {"Read": 0, "Write": 1048576, "Total": 1048576}, "254:0": {"Read": 20480,
+    "Write": 0, "Total": 20480}}`` (the device-less ``Total`` line is ignored); only
+    ``Total 0`` → ``{}``. A malformed line raises :class:`ValueError` naming it.
+    """
+    out: dict[str, dict[str, int]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) == 2 and parts[0] == "Total":
+            continue
+        if len(parts) != 3 or not _DEVICE.fullmatch(parts[0]):
+            raise ValueError(f"expected 'MAJ:MIN Op bytes', got {line!r}")
+        device, op, value = parts
+        try:
+            ops = out.setdefault(device, {})
+            ops[op] = ops.get(op, 0) + int(value)
+        except ValueError:
+            raise ValueError(f"expected an integer in {line!r}") from None
+    return out
+
+
+def parse_io_stat_per_device(text: str) -> dict[str, dict[str, int]]:
+    """v2 ``io.stat``, per device: what :func:`parse_io_stat` sums, kept apart.
+
+    Example: ``"8:16 rbytes=1459200 wbytes=314773504 rios=192 wios=353\n8:0 rbytes=0
+    wbytes=4096 rios=0 wios=1"`` → ``{"8:16": {"rbytes": 1459200, "wbytes": 314773504,
+    "rios": 192, "wios": 353}, "8:0": {"rbytes": 0, "wbytes": 4096, "rios": 0, "wios": 1}}``;
+    an empty file → ``{}``. A malformed line raises :class:`ValueError` naming it.
+    """
+    out: dict[str, dict[str, int]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if not _DEVICE.fullmatch(parts[0]):
+            raise ValueError(f"expected 'MAJ:MIN key=value ...', got {line!r}")
+        fields = out.setdefault(parts[0], {})
+        for item in parts[1:]:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"expected key=value in {line!r}, got {item!r}")
+            try:
+                fields[key] = fields.get(key, 0) + int(value)
+            except ValueError:
+                raise ValueError(f"expected an integer in {line!r}, got {item!r}") from None
+    return out
+
+
+# --------------------------------------------------------------------------- write bandwidth
+# A container's block-I/O write limit is per device: v1 ``blkio.throttle.write_bps_device``
+# (one ``MAJ:MIN bytes`` line per device with a rule; writing ``MAJ:MIN 0`` removes it),
+# v2 ``io.max`` (``MAJ:MIN rbps=… wbps=… riops=… wiops=…``, ``max`` = none; writing
+# ``MAJ:MIN wbps=N`` changes only the write bandwidth). Only direct I/O is throttled on
+# v1: buffered writeback is not attributed to the cgroup.
+
+
+def parse_blkio_write_bps(text: str) -> dict[str, int]:
+    """v1 ``blkio.throttle.write_bps_device``: ``{device: bytes/s}``.
+
+    Example: ``"7:0 1048576\n8:0 3145728\n"`` → ``{"7:0": 1048576, "8:0": 3145728}``;
+    an empty file (no rule) → ``{}``. A malformed line raises :class:`ValueError`
+    naming it.
+    """
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not _DEVICE.fullmatch(parts[0]) or not parts[1].isdigit():
+            raise ValueError(f"expected 'MAJ:MIN bytes_per_s', got {line!r}")
+        out[parts[0]] = int(parts[1])
+    return out
+
+
+def format_blkio_write_bps(device: str, bytes_per_s: int) -> str:
+    """One v1 ``blkio.throttle.write_bps_device`` line: ``("7:0", 1048576)`` →
+    ``"7:0 1048576"``."""
+    if not _DEVICE.fullmatch(device):
+        raise ValueError(f"expected a device 'MAJ:MIN', got {device!r}")
+    return f"{device} {int(bytes_per_s)}"
+
+
+def parse_io_max_wbps(text: str) -> dict[str, float]:
+    """v2 ``io.max``: ``{device: write bytes/s}``, inf for ``wbps=max``.
+
+    Example: ``"7:0 rbps=max wbps=1048576 riops=max wiops=max\n8:0 rbps=2097152
+    wbps=max riops=max wiops=120\n"`` → ``{"7:0": 1048576.0, "8:0": inf}``; an empty
+    file (no rule) → ``{}``. A line without ``wbps=`` gives inf (no write limit). A
+    malformed line raises :class:`ValueError` naming it.
+    """
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if not _DEVICE.fullmatch(parts[0]):
+            raise ValueError(f"expected 'MAJ:MIN key=value ...', got {line!r}")
+        wbps = math.inf
+        for item in parts[1:]:
+            key, sep, value = item.partition("=")
+            if not sep or not (value == "max" or value.isdigit()):
+                raise ValueError(f"expected key=<integer|max> in {line!r}, got {item!r}")
+            if key == "wbps":
+                wbps = math.inf if value == "max" else float(value)
+        out[parts[0]] = wbps
+    return out
+
+
+def format_io_max_wbps(device: str, bytes_per_s: int) -> str:
+    """A v2 ``io.max`` line setting only the write bandwidth: ``("7:0", 1048576)`` →
+    ``"7:0 wbps=1048576"`` (the device's other limits are kept by the kernel)."""
+    if not _DEVICE.fullmatch(device):
+        raise ValueError(f"expected a device 'MAJ:MIN', got {device!r}")
+    return f"{device} wbps={int(bytes_per_s)}"
+
+
+def write_limit_file(version: Version) -> str:
+    """The file with a cgroup's write bandwidth limits: ``"blkio.throttle.write_bps_device"``
+    (v1) or ``"io.max"`` (v2)."""
+    return V1_BLKIO_WRITE_BPS if version == "v1" else V2_IO_MAX
+
+
+def parse_write_limits(version: Version, text: str) -> dict[str, int]:
+    """The devices that have a write limit and their limits in bytes/s, v1 or v2 (a v2
+    ``wbps=max`` device is left out). Example: v2 ``"7:0 rbps=max wbps=1048576 riops=max
+    wiops=max\n8:0 rbps=max wbps=max riops=120 wiops=max"`` → ``{"7:0": 1048576}``."""
+    if version == "v1":
+        return {d: v for d, v in parse_blkio_write_bps(text).items() if v > 0}
+    return {d: int(v) for d, v in parse_io_max_wbps(text).items() if math.isfinite(v)}
+
+
+def format_write_limit(version: Version, device: str, bytes_per_s: int) -> str:
+    """What to write for one device's write limit: v1 ``"7:0 1048576"``, v2
+    ``"7:0 wbps=1048576"``."""
+    if version == "v1":
+        return format_blkio_write_bps(device, bytes_per_s)
+    return format_io_max_wbps(device, bytes_per_s)
+
+
+def spread_write_limit(current: Mapping[str, int], total_bytes_per_s: float) -> dict[str, int]:
+    """A new total write limit spread over the devices that have one, in proportion to
+    their current limits, each rounded to whole bytes/s (at least 1: 0 would remove the
+    rule).
+
+    Example: ``{"7:0": 1 MiB/s, "8:0": 3 MiB/s}``, total 8 MiB/s → ``{"7:0": 2 MiB/s,
+    "8:0": 6 MiB/s}``; one device → the whole total. No device → ``{}`` (nothing to
+    spread over: prescale never invents a limit).
+    """
+    if not math.isfinite(total_bytes_per_s) or total_bytes_per_s <= 0:
+        raise ValueError(f"total write limit must be positive and finite, "
+                         f"got {total_bytes_per_s!r}")
+    now = sum(current.values())
+    if now <= 0:
+        return {}
+    return {d: max(1, round(total_bytes_per_s * v / now)) for d, v in current.items()}
 
 
 def parse_pressure(text: str) -> dict[str, float]:

@@ -19,6 +19,7 @@ container.
 from __future__ import annotations
 
 import errno
+import functools
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -200,6 +201,9 @@ def read_v1_quantities(dirs: Mapping[str, Path]) -> dict[str, float]:
     ``total_inactive_file`` 30 MiB → ``memory_usage_bytes`` 100 MiB,
     ``memory_working_set_bytes`` 70 MiB; cpu quota 20000 / period 100000 →
     ``cpu_quota_cores`` 0.2; ``cpuacct.usage`` 1.5e9 ns → ``cpu_usage_s_total`` 1.5.
+    A blkio directory with write limits also gives ``io_write_limit_bytes_per_s`` and
+    ``io_limited_write_bytes_total`` (:func:`_write_limit`); without, they keep
+    :class:`~app.core.sample.Sample`'s defaults (inf, NaN).
     """
     values: dict[str, float] = {}
     mem = dirs.get("memory")
@@ -259,7 +263,42 @@ def read_v1_quantities(dirs: Mapping[str, Path]) -> dict[str, float]:
                 io_read_bytes_total=float(ops.get("Read", 0)),
                 io_write_bytes_total=float(ops.get("Write", 0)),
             )
+        values.update(_write_limit("v1", blkio))
     return values
+
+
+def _write_limit(version: Version, d: Path) -> dict[str, float]:
+    """``io_write_limit_bytes_per_s`` (the write limits summed over the devices that
+    have one) and ``io_limited_write_bytes_total`` (the bytes written to exactly those
+    devices), or ``{}`` when no device has a write limit (Sample's defaults: inf, NaN).
+
+    v1: ``blkio.throttle.write_bps_device`` and the per-device ``Write`` of
+    ``blkio.throttle.io_service_bytes_recursive`` (the flat file on older kernels);
+    v2: ``io.max`` ``wbps=`` and ``io.stat`` ``wbytes=``. A limited device without a
+    line in the counters has written nothing yet (0); no counters file at all → NaN.
+
+    Example (v1): limits ``7:0 1048576`` and ``8:0 3145728``; service bytes ``7:0 Write
+    4096``, ``8:0 Write 8192``, ``254:0 Write 65536`` → limit 4194304.0 B/s, limited
+    writes 12288.0 (254:0 has no limit: not counted).
+    """
+    limits = read_parsed(d, lay.write_limit_file(version),
+                         functools.partial(lay.parse_write_limits, version))
+    if not limits:
+        return {}
+    if version == "v1":
+        per_device = read_parsed(d, lay.V1_BLKIO_BYTES_RECURSIVE,
+                                 lay.parse_blkio_service_bytes_per_device)
+        if per_device is None:
+            per_device = read_parsed(d, lay.V1_BLKIO_BYTES,
+                                     lay.parse_blkio_service_bytes_per_device)
+        key = "Write"
+    else:
+        per_device = read_parsed(d, lay.V2_IO_STAT, lay.parse_io_stat_per_device)
+        key = "wbytes"
+    written = (math.nan if per_device is None
+               else float(sum(per_device.get(dev, {}).get(key, 0) for dev in limits)))
+    return dict(io_write_limit_bytes_per_s=float(sum(limits.values())),
+                io_limited_write_bytes_total=written)
 
 
 def read_v2_quantities(d: Path) -> dict[str, float]:
@@ -269,7 +308,9 @@ def read_v2_quantities(d: Path) -> dict[str, float]:
 
     Example: ``memory.max`` ``max`` → ``memory_limit_bytes`` inf; ``cpu.max``
     ``"50000 100000"`` → ``cpu_quota_cores`` 0.5; ``cpu.stat`` ``usage_usec 2500000``
-    → ``cpu_usage_s_total`` 2.5.
+    → ``cpu_usage_s_total`` 2.5; ``io.max`` ``7:0 … wbps=1048576 …`` →
+    ``io_write_limit_bytes_per_s`` 1048576.0 and ``io_limited_write_bytes_total`` the
+    ``io.stat`` ``wbytes`` of 7:0.
     """
     usage = _num(read_parsed(d, lay.V2_MEMORY_CURRENT, lay.parse_int))
     mstat = read_parsed(d, lay.MEMORY_STAT, lay.parse_kv_lines)
@@ -292,6 +333,7 @@ def read_v2_quantities(d: Path) -> dict[str, float]:
         cpu_throttled_s_total=_num(cstat.get("throttled_usec"), 1e-6),
         io_read_bytes_total=_num(None if io is None else io.get("rbytes", 0)),
         io_write_bytes_total=_num(None if io is None else io.get("wbytes", 0)),
+        **_write_limit("v2", d),
         **_pressure(d),
     )
 
