@@ -58,7 +58,7 @@ N_FEATURES = len(FEATURES)
 MAX_NAME_CHARS = 256
 #: Metrics whose omission means "unlimited" (Sample's default), not "not available".
 LIMIT_METRICS = ("memory_limit_bytes", "cpu_quota_cores", "disk_limit_bytes",
-                 "net_rx_limit_bytes_per_s")
+                 "net_rx_limit_bytes_per_s", "io_write_limit_bytes_per_s")
 _VALUE_METRICS = tuple(m for m in METRICS if m != "ts_s")
 
 

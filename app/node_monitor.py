@@ -188,6 +188,8 @@ class Monitor:
         try:
             if a.tier is Tier.MEMORY:
                 r = self.actuator.set_memory_limit(container, int(a.new_limit))
+            elif a.tier is Tier.IO:  # blkio.throttle.write_bps_device / io.max wbps
+                r = self.actuator.set_io_write_limit(container, float(a.new_limit))
             else:
                 r = self.actuator.set_cpu_quota(container, float(a.new_limit))
         except (CgroupError, ValueError, OSError) as exc:

@@ -139,6 +139,17 @@ class BoundsOverride(Group):
     max_replicas: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
         None, description="Most replicas of a replicated container."
     )
+    min_replicas: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
+        None, description="Fewest replicas an idle replicated container is scaled in to."
+    )
+
+    @model_validator(mode="after")
+    def _replicas_in_order(self) -> Self:
+        if (self.min_replicas is not None and self.max_replicas is not None
+                and self.min_replicas > self.max_replicas):
+            raise ValueError(f"min_replicas {self.min_replicas} is above max_replicas "
+                             f"{self.max_replicas}")
+        return self
 
 
 class PolicySettings(Group):
@@ -198,6 +209,10 @@ class PolicySettings(Group):
     max_replicas: Annotated[int, Field(ge=1, le=10_000)] = Field(
         default_of(GuardConfig, "max_replicas"),
         description="A replicated container that cannot grow scales out up to this many.",
+    )
+    min_replicas: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default_of(GuardConfig, "min_replicas"),
+        description="Idle replicas are scaled in down to this many, never fewer.",
     )
     scale_out_cooldown_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
         default_of(GuardConfig, "scale_out_cooldown_s"),
@@ -301,6 +316,12 @@ class CostSettings(Group):
         description="A pre-emptive scale-up that usage never reached is reverted "
         "(to the limit before it, or the long peak × (1 + reclaim margin) if higher) once it "
         "is this old and p_fail is at most idle_p_fail_max.",
+    )
+    scale_in_after_s: Annotated[float, Field(ge=0, le=2_592_000)] = Field(
+        default_of(CostConfig, "scale_in_after_s"),
+        description="The replicas of a replicated container idle this long are scaled in, "
+        "one per step_interval_s, never below policy.min_replicas nor below what the long "
+        "peak of their total usage needs (app/core/scale_in.py).",
     )
     reclaim_after_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
         default_of(CostConfig, "reclaim_after_s"),

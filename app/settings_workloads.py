@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 from prescale.app.core.policy import KINDS
 from prescale.app.settings_decisions import BoundsOverride
 
-TIERS = ("memory", "cpu", "disk", "network")
+TIERS = ("memory", "cpu", "disk", "network", "io")
 
 
 class WorkloadSettings(BoundsOverride):

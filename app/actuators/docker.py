@@ -64,12 +64,17 @@ from prescale.app.edges.docker_engine import (
 def check_docker_action(action: ScalingAction) -> None:
     """What the Engine would refuse, refused before anything is sent
     (:class:`InvalidActionError` naming the value): only ``resize``; memory at least
-    :data:`~app.edges.docker_engine.MIN_MEMORY_BYTES` (6 MiB). Example: a memory resize
+    :data:`~app.edges.docker_engine.MIN_MEMORY_BYTES` (6 MiB); the memory and cpu tiers
+    only. Example: a memory resize
     to 4 MiB → "below the Docker Engine's minimum of 6 MiB"."""
     if action.kind is not ActionKind.RESIZE:
         raise InvalidActionError(
             f"action {action.action_id}: a Docker container cannot {action.kind.value} "
             "(only resize: memory or cpu)")
+    if action.tier not in (Tier.MEMORY, Tier.CPU):
+        raise InvalidActionError(
+            f"action {action.action_id}: the Docker Engine resizes memory and cpu only, "
+            f"not {action.tier.value}")
     if action.tier is Tier.MEMORY and action.new_limit < MIN_MEMORY_BYTES:
         raise InvalidActionError(
             f"action {action.action_id}: memory limit {fmt_limit(action.new_limit)} bytes is "

@@ -86,6 +86,8 @@ class CostConfig:
     long_peak_s: float = 604_800.0
     reclaim_margin_fraction: float = 0.2
     revert_after_s: float = 900.0
+    #: replicas idle this long are scaled in, one at a time (:mod:`app.core.scale_in`)
+    scale_in_after_s: float = 900.0
     #: per-tier overrides of ``idle_after_s`` and ``peak_margin_fraction`` (a CPU quota
     #: set too low throttles; a memory limit set too low kills)
     tier_idle_after_s: Mapping[str, float] = field(default_factory=lambda: {"cpu": 3600.0})
@@ -103,6 +105,7 @@ class CostConfig:
             ("step_interval_s", 0.0, math.inf),
             ("reclaim_after_s", 0.0, math.inf),
             ("revert_after_s", 0.0, math.inf),
+            ("scale_in_after_s", 0.0, math.inf),
             ("long_peak_s", 0.0, math.inf),
         ):
             v = getattr(self, name)

@@ -66,8 +66,9 @@ from prescale.app.core.workloads import Workload, held_back
 
 #: the tiers a tick may predict: memory and CPU always, the disk when a container of the
 #: snapshot has a volume (a finite ``disk_limit_bytes``: :meth:`Engine.predict`), the
-#: network when one has a receive bandwidth limit (``net_rx_limit_bytes_per_s``)
-TIERS = (Tier.MEMORY, Tier.CPU, Tier.DISK, Tier.NETWORK)
+#: network when one has a receive bandwidth limit (``net_rx_limit_bytes_per_s``), block
+#: I/O when one has a write bandwidth limit (``io_write_limit_bytes_per_s``)
+TIERS = (Tier.MEMORY, Tier.CPU, Tier.DISK, Tier.NETWORK, Tier.IO)
 
 
 class FailureModelLike(Protocol):
@@ -155,6 +156,9 @@ class EngineState:
     oom: OomState = field(default_factory=OomState)
     #: the highest limits over the long peak's span (what an OOM bump restores)
     limit_peaks: PeakTracker | None = None
+    #: replicated containers only: the long peak of their total usage over all replicas
+    #: (per-replica usage × replicas: what a scale-in must still serve)
+    demand_peaks: PeakTracker | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"policy_state": self.policy.to_dict(), "outcomes": self.outcomes.to_dict(),
@@ -162,6 +166,8 @@ class EngineState:
                 "peaks": self.peaks.to_dict() if self.peaks is not None else None,
                 "limit_peaks": (self.limit_peaks.to_dict() if self.limit_peaks is not None
                                 else None),
+                "demand_peaks": (self.demand_peaks.to_dict() if self.demand_peaks is not None
+                                 else None),
                 "oom": self.oom.to_dict()}
 
     @classmethod
@@ -182,11 +188,12 @@ class EngineState:
             saved = PeakTracker.from_dict(d["peaks"])
             if (saved.bucket_s, saved.buckets) == (st.peaks.bucket_s, st.peaks.buckets):
                 st.peaks = saved  # a changed long_peak_s starts afresh
-        if d.get("limit_peaks") and st.limit_peaks is not None:
-            saved = PeakTracker.from_dict(d["limit_peaks"])
-            if (saved.bucket_s, saved.buckets) == (st.limit_peaks.bucket_s,
-                                                   st.limit_peaks.buckets):
-                st.limit_peaks = saved
+        for name in ("limit_peaks", "demand_peaks"):
+            mine = getattr(st, name)
+            if d.get(name) and mine is not None:
+                saved = PeakTracker.from_dict(d[name])
+                if (saved.bucket_s, saved.buckets) == (mine.bucket_s, mine.buckets):
+                    setattr(st, name, saved)
         if d.get("oom"):
             st.oom = OomState.from_dict(d["oom"])
         return st
@@ -197,7 +204,9 @@ class EngineState:
         return cls(outcomes=OutcomeTracker(config.outcome),
                    peaks=PeakTracker(span / PEAK_BUCKETS, PEAK_BUCKETS) if span > 0 else None,
                    limit_peaks=(PeakTracker(span / PEAK_BUCKETS, PEAK_BUCKETS) if span > 0
-                                else None))
+                                else None),
+                   demand_peaks=(PeakTracker(span / PEAK_BUCKETS, PEAK_BUCKETS) if span > 0
+                                 else None))
 
 
 @dataclass(frozen=True)
@@ -289,6 +298,7 @@ class Engine:
         #: the last observed tick's :meth:`_resolve_tenancy` (the owner of a judgement)
         self.tenancy = Tenancy()
         self._net: Any = None  # the last tick's network rate trend (its usage)
+        self._io: Any = None  # the last tick's block-I/O write rate trend (its usage)
         self._last_inp: PolicyInput | None = None  # the last proposal's input
 
     def owner(self, container: str, app: str) -> str:
@@ -365,6 +375,11 @@ class Engine:
                 snap.window[:, -1, M["net_rx_limit_bytes_per_s"]]).any():
             self._net = rate_trend(snap.window, "net_rx_bytes_total", "net_rx_limit_bytes_per_s")
             pred.tiers[Tier.NETWORK] = self.config.predictor.predict_rate(self._net)
+        if len(snap.names) and np.isfinite(
+                snap.window[:, -1, M["io_write_limit_bytes_per_s"]]).any():
+            self._io = rate_trend(snap.window, "io_limited_write_bytes_total",
+                                  "io_write_limit_bytes_per_s")
+            pred.tiers[Tier.IO] = self.config.predictor.predict_rate(self._io)
         model_of: dict[str, str] = {}
         if models is None or not len(snap.names):
             return feats, pred, model_of
@@ -435,6 +450,8 @@ class Engine:
                         mem[i] = np.fmax(mem[i], feats[i, F["memory_limit_bytes"]])
                 usage[Tier.MEMORY] = mem
             self.state.peaks.observe(snap.now_s, names, usage)
+            if snap.replicas and self.state.demand_peaks is not None:
+                self._observe_demand(snap, names, usage)
         if self.state.limit_peaks is not None:
             lim = {Tier.MEMORY: feats[:, F["memory_limit_bytes"]],
                    Tier.CPU: feats[:, F["cpu_quota_cores"]]}
@@ -495,6 +512,8 @@ class Engine:
             usage[Tier.DISK] = snap.window[:, -1, M["disk_used_bytes"]]
         if Tier.NETWORK in plan.prediction.tiers:  # the last receive rate
             usage[Tier.NETWORK] = self._net.last
+        if Tier.IO in plan.prediction.tiers:  # the last write rate to the limited devices
+            usage[Tier.IO] = self._io.last
         reps = snap.replicas
         oom = self.state.oom
         raised = self.state.policy.raised_from
@@ -518,7 +537,8 @@ class Engine:
                           if oom.floor else None,
                           oom_kills=np.array([plan.oom_kills.get(n, 0) for n in names])
                           if plan.oom_kills else None,
-                          limit_peak=self._limit_peak(plan) if plan.oom_kills else None)
+                          limit_peak=self._limit_peak(plan) if plan.oom_kills else None,
+                          demand_peak=self._demand_peak(names) if reps else None)
         plan.decisions, self.state.policy = decide(inp, self.config.policy, self.state.policy,
                                                    sparse=True)
         self._last_inp = inp  # for escalate(), after the pool's answer
@@ -590,6 +610,33 @@ class Engine:
         the last CPU rate."""
         return {Tier.MEMORY: feats[:, F["memory_usage_max_bytes"]],
                 Tier.CPU: feats[:, F["cpu_usage_cores_last"]]}
+
+    def _observe_demand(self, snap: Snapshot, names: Sequence[str],
+                        usage: Mapping[Tier, np.ndarray]) -> None:
+        """Fold the replicated containers' total usage (per replica × replicas) into
+        :attr:`EngineState.demand_peaks`. Example: 3 replicas at 0.4 cores → 1.2."""
+        reps = snap.replicas
+        idx = [i for i, n in enumerate(names) if n in reps]
+        count = np.array([reps[names[i]] for i in idx], dtype=float)
+        self.state.demand_peaks.observe(
+            snap.now_s, [names[i] for i in idx], {t: u[idx] * count for t, u in usage.items()})
+
+    def _demand_peak(self, names: Sequence[str]) -> dict[Tier, np.ndarray] | None:
+        """Per tier ``[N]`` (``names`` order): the long peak of the total usage of each
+        replicated container (nan for the others, or when not kept)."""
+        dp = self.state.demand_peaks
+        if dp is None or not dp.names:
+            return None
+        pos = {n: i for i, n in enumerate(names)}
+        rows = [(pos[n], j) for j, n in enumerate(dp.names) if n in pos]
+        out = {}
+        for t in (Tier.MEMORY, Tier.CPU):
+            col = np.full(len(names), np.nan)
+            peak = dp.peak(t)
+            for i, j in rows:
+                col[i] = peak[j]
+            out[t] = col
+        return out
 
     def _long_peak(self, plan: Plan) -> dict[Tier, np.ndarray]:
         """Per tier ``[N]`` (plan order): the long peak, else (tracking off, or another

@@ -50,6 +50,10 @@ target T, direction d = sign(T − L), in this order:
    when it does not fit, it is kept and the reason says the pool decides. The pool's
    own denial of a vertical ask (its node is full) escalates the same way, in the same
    tick (:func:`escalate_denied`).
+7. **Scale-in** (a ``SCALE_OUT`` to fewer replicas, proposed by
+   :mod:`app.core.scale_in`): never below ``min_replicas`` (container > workload > app
+   > global); not within ``hold_s`` of a scale-out, nor within ``scale_out_cooldown_s``
+   of any replica change (:func:`_scale_in`).
 
 A passed resize records ``last_action_s[c/t] = now`` and ``last_direction[c/t] = d``.
 
@@ -100,11 +104,13 @@ def _check_tier_map(name: str, m: Mapping[str, float], *, positive: bool = False
 @dataclass(frozen=True)
 class Bounds:
     """A per-app or per-container override: tier → lowest / highest limit, and the
-    highest replica count. Absent fields fall back to the next less specific level."""
+    lowest / highest replica count. Absent fields fall back to the next less specific
+    level."""
 
     min_limit: Mapping[str, float] = field(default_factory=dict)
     max_limit: Mapping[str, float] = field(default_factory=dict)
     max_replicas: int | None = None
+    min_replicas: int | None = None
 
     def __post_init__(self) -> None:
         _check_tier_map("Bounds.min_limit", self.min_limit)
@@ -115,12 +121,19 @@ class Bounds:
                 raise ValueError(f"Bounds: min_limit[{tier}] {lo} is above max_limit[{tier}] {hi}")
         if self.max_replicas is not None and self.max_replicas < 1:
             raise ValueError(f"Bounds.max_replicas must be >= 1, got {self.max_replicas}")
+        if self.min_replicas is not None and self.min_replicas < 1:
+            raise ValueError(f"Bounds.min_replicas must be >= 1, got {self.min_replicas}")
+        if (self.min_replicas is not None and self.max_replicas is not None
+                and self.min_replicas > self.max_replicas):
+            raise ValueError(f"Bounds: min_replicas {self.min_replicas} is above "
+                             f"max_replicas {self.max_replicas}")
 
     @classmethod
     def from_settings(cls, entry: Any) -> Bounds:
         """A settings entry (``policy.app_bounds[…]`` / ``policy.container_bounds[…]``,
         a model or a dict) with ``memory_min_bytes``, ``memory_max_bytes``,
-        ``cpu_min_cores``, ``cpu_max_cores``, ``max_replicas`` (each optional)."""
+        ``cpu_min_cores``, ``cpu_max_cores``, ``min_replicas``, ``max_replicas`` (each
+        optional)."""
         def val(name: str) -> Any:
             return entry.get(name) if isinstance(entry, Mapping) else getattr(entry, name, None)
 
@@ -128,6 +141,7 @@ class Bounds:
             min_limit=tier_map(memory=val("memory_min_bytes"), cpu=val("cpu_min_cores")),
             max_limit=tier_map(memory=val("memory_max_bytes"), cpu=val("cpu_max_cores")),
             max_replicas=val("max_replicas"),
+            min_replicas=val("min_replicas"),
         )
 
 
@@ -158,6 +172,7 @@ class GuardConfig:
     dead_band_fraction: float = 0.02
     safety_margin_fraction: float = 0.1
     max_replicas: int = 10
+    min_replicas: int = 1
     scale_out_cooldown_s: float = 60.0
 
     def __post_init__(self) -> None:
@@ -181,6 +196,9 @@ class GuardConfig:
                              f"got {self.urgent_p_fail!r}")
         if self.max_replicas < 1:
             raise ValueError(f"GuardConfig.max_replicas must be >= 1, got {self.max_replicas}")
+        if not 1 <= self.min_replicas <= self.max_replicas:
+            raise ValueError(f"GuardConfig.min_replicas must be in [1, max_replicas "
+                             f"{self.max_replicas}], got {self.min_replicas}")
 
     @classmethod
     def from_settings(cls, policy: Any) -> GuardConfig:
@@ -205,6 +223,7 @@ class GuardConfig:
             dead_band_fraction=policy.dead_band_fraction,
             safety_margin_fraction=policy.safety_margin_fraction,
             max_replicas=policy.max_replicas,
+            min_replicas=policy.min_replicas,
             scale_out_cooldown_s=policy.scale_out_cooldown_s,
         )
 
@@ -243,6 +262,15 @@ class GuardConfig:
             if b is not None and b.max_replicas is not None:
                 return b.max_replicas
         return self.max_replicas
+
+    def min_replicas_for(self, container: str, app: str,
+                         labels: Mapping[str, str] | None = None) -> int:
+        """The fewest replicas a scale-in may leave: container > workload > app > global
+        (the user's own HPA-like floor; a scale-in never goes below it)."""
+        for b in self._levels(container, app, labels):
+            if b is not None and b.min_replicas is not None:
+                return b.min_replicas
+        return self.min_replicas
 
     def cooldown_for(self, tier: str) -> float:
         return float(self.tier_cooldown_s.get(tier, self.cooldown_s))
@@ -299,7 +327,9 @@ def guard(
                 f"decision for {d.container!r}, which is not in PolicyInput.containers")
         i = index[d.container]
         try:
-            if d.action.kind is ActionKind.SCALE_OUT:
+            if d.action.kind is ActionKind.SCALE_OUT and d.action.new_limit < d.action.old_limit:
+                action = _scale_in(t, i, d.action)
+            elif d.action.kind is ActionKind.SCALE_OUT:
                 action = _scale_out(t, i, d.action, d.action.reason, "scale-out proposed")
             else:
                 action = _resize(t, i, d.action)
@@ -340,7 +370,7 @@ def escalate_denied(
                                            "scale out", fit))
         except _Blocked as exc:
             notes.append(f"{a.container}: not escalated to a scale-out: {exc}")
-    return out, notes, replace(state, last_action_s=t.last)
+    return out, notes, replace(state, last_action_s=t.last, last_direction=t.direction)
 
 
 def _resize(t: _Tick, i: int, a: ScalingAction) -> ScalingAction:
@@ -495,6 +525,7 @@ def _scale_out(t: _Tick, i: int, a: ScalingAction, reason: str, why: str) -> Sca
         left = cfg.scale_out_cooldown_s - (now - t.last[rkey])
         raise _Blocked(f"scale-out in cooldown ({left:.1f} s left)")
     t.last[rkey] = now
+    t.direction[rkey] = 1
     t.scaled_out.add(c)
     return replace(
         a,
@@ -504,3 +535,39 @@ def _scale_out(t: _Tick, i: int, a: ScalingAction, reason: str, why: str) -> Sca
         new_limit=n + 1,
         reason=f"{reason}: replicas {n:g} → {n + 1:g}",
     )
+
+
+def _scale_in(t: _Tick, i: int, a: ScalingAction) -> ScalingAction:
+    """A proposed scale-in (:mod:`app.core.scale_in`), checked: the container is
+    replicated, its replicas stay at or above its ``min_replicas`` (container > workload
+    > app > global), and it does not reverse a scale-out within ``hold_s`` nor come within
+    ``scale_out_cooldown_s`` of the last replica change.
+
+    Worked example: ``web`` at 2 replicas, min_replicas 2 → blocked "at min_replicas 2";
+    at 3, scaled out 100 s ago with hold_s 300 → blocked "would reverse the last
+    scale-out (100 s ago) within the hold of 300 s"."""
+    cfg, inp, now, c = t.cfg, t.inp, t.inp.now_s, a.container
+    if not inp.is_replicated(i):
+        raise _Blocked("scale-in proposed for a container that is not replicated")
+    if c in t.scaled_out:
+        raise _Blocked("a replica change of this container is already proposed this tick")
+    n = inp.replicas_of(i)
+    new = float(a.new_limit)
+    lo = cfg.min_replicas_for(c, inp.app_of(i), inp.labels_of(i))
+    if not (math.isfinite(new) and new == int(new) and new >= 1):
+        raise _Blocked(f"invalid replica count {new!r}")
+    if new < lo:
+        raise _Blocked(f"replicas {n:g}: at min_replicas {lo}")
+    rkey = replicas_key(c)
+    if rkey in t.last:
+        age = now - t.last[rkey]
+        if t.direction.get(rkey) == 1 and age < cfg.hold_s:
+            raise _Blocked(f"would reverse the last scale-out ({age:.0f} s ago) within the "
+                           f"hold of {cfg.hold_s:g} s")
+        if age < cfg.scale_out_cooldown_s:
+            raise _Blocked(f"replicas changed {age:.0f} s ago (scale_out_cooldown_s "
+                           f"{cfg.scale_out_cooldown_s:g})")
+    t.last[rkey] = now
+    t.direction[rkey] = -1
+    t.scaled_out.add(c)
+    return replace(a, old_limit=n)

@@ -81,6 +81,7 @@ from prescale.app.core.policy_types import (
     round_up,
 )
 from prescale.app.core.sample import Tier
+from prescale.app.core.scale_in import propose_scale_ins
 
 __all__ = [
     "KINDS",
@@ -178,9 +179,9 @@ def _config(cfg: PolicyLike) -> PolicyConfig:
 
 
 #: the tiers whose usage is capped at the limit (CPU throttled at its quota, traffic
-#: queued at its bandwidth limit): demand above the limit is not visible, so a scale-up
-#: is at least one step of ``cpu_step_fraction``
-_STEPPED = (Tier.CPU, Tier.NETWORK)
+#: queued at its bandwidth limit, writes throttled at theirs): demand above the limit is
+#: not visible, so a scale-up is at least one step of ``cpu_step_fraction``
+_STEPPED = (Tier.CPU, Tier.NETWORK, Tier.IO)
 
 
 def _buffer_target(tier: str, limit: float, forecast: float, margin: float,
@@ -556,6 +557,28 @@ def _raw_by_kind(inp: PolicyInput, c: PolicyConfig, low_tiers: Mapping[Tier, np.
     return raw
 
 
+def _with_scale_ins(raw: list[Decision], ins: list[Decision]) -> list[Decision]:
+    """``raw`` with each acting scale-in (:mod:`app.core.scale_in`) in place of its
+    container's decision of that tier (appended if it has none), and that container's
+    vertical scale-downs of this tick held: each would be judged on a reading the other
+    changes."""
+    acting = {d.container: d for d in ins if d.action is not None}
+    if not acting:
+        return raw
+    out, placed = [], set()
+    for d in raw:
+        s = acting.get(d.container)
+        if s is not None and d.tier is s.tier and (d.action is None or d.action.cause == "idle"):
+            out.append(s)
+            placed.add(d.container)
+        elif s is not None and d.action is not None and d.action.cause == "idle":
+            out.append(replace(d, action=None, reason=f"{d.reason}; held: a replica is "
+                               "removed this tick"))
+        else:
+            out.append(d)
+    return out + [s for c, s in acting.items() if c not in placed]
+
+
 def decide(
     inp: PolicyInput, cfg: PolicyLike, state: PolicyState, *,
     sparse: bool = False,
@@ -591,10 +614,13 @@ def decide(
         low = np.zeros(len(inp.containers), dtype=bool)
         for tier_low in low_tiers.values():
             low |= tier_low
+        prev_low = state.low_since_s
         downs, state = propose_scale_downs(
             inp if low.all() else _rows(inp, np.flatnonzero(low)), c.cost, state)
         by_key = {(d.container, d.tier): d for d in downs if d.action is not None}
         raw = [by_key.get((d.container, d.tier), d) if d.action is None else d for d in raw]
+        if inp.replicated is not None:
+            raw = _with_scale_ins(raw, propose_scale_ins(inp, c.cost, state, prev_low))
     if c.oom.enabled:
         raw = _with_oom_bumps(inp, c, raw)
     return guard(inp, raw, c.guards, state)

@@ -49,10 +49,10 @@ def round_up(tier: str, value: float) -> float:
 
 def fmt(tier: str, value: float) -> str:
     """A limit for humans: ``"128.0 MiB"`` (memory, disk), ``"0.38 cores"``, ``"1.50
-    MiB/s"`` (network), ``"3"`` (other tiers)."""
+    MiB/s"`` (network, block I/O), ``"3"`` (other tiers)."""
     if tier in (Tier.MEMORY, Tier.DISK):
         return f"{value / 2**20:.1f} MiB"
-    if tier == Tier.NETWORK:
+    if tier in (Tier.NETWORK, Tier.IO):
         return f"{value / 2**20:.2f} MiB/s"
     if tier == Tier.CPU:
         return f"{value:.2f} cores"
@@ -120,7 +120,10 @@ class PolicyInput:
       within the OOM loop window (this one included); 0 for the others;
     - ``limit_peak``: tier → ``[N]`` the highest limit the container had over the long
       peak's span (``cost.long_peak_s``; nan = unknown): what an OOM bump restores
-      after a scale-down that proved too deep.
+      after a scale-down that proved too deep;
+    - ``demand_peak``: tier → ``[N]`` the highest *total* usage over all replicas
+      (per-replica usage × replicas) over the long peak's span (nan = unknown): what a
+      scale-in must still serve (:mod:`app.core.scale_in`).
     """
 
     now_s: float
@@ -139,6 +142,7 @@ class PolicyInput:
     floor: Mapping[Tier, np.ndarray] | None = None
     oom_kills: np.ndarray | None = None
     limit_peak: Mapping[Tier, np.ndarray] | None = None
+    demand_peak: Mapping[Tier, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.now_s, (int, float, np.floating)) or not math.isfinite(self.now_s):
@@ -163,7 +167,7 @@ class PolicyInput:
                 raise ValueError(f"PolicyInput.apps has {len(apps)} entries, expected {n}")
             set_(self, "apps", apps)
         for name in ("usage", "peak_usage", "tier_thresholds", "headroom_on_node", "floor",
-                     "limit_peak"):
+                     "limit_peak", "demand_peak"):
             set_(self, name, _tier_vectors(name, getattr(self, name), n))
         if self.replicated is not None:
             set_(self, "replicated", _vector("replicated", self.replicated, n, bool))
@@ -198,6 +202,11 @@ class PolicyInput:
 
     def peak_of(self, tier: str, i: int) -> float:
         arr = self.peak_usage.get(tier) if self.peak_usage else None
+        return float(arr[i]) if arr is not None else math.nan
+
+    def demand_peak_of(self, tier: str, i: int) -> float:
+        """The long peak of the total usage over all replicas (nan: unknown)."""
+        arr = self.demand_peak.get(tier) if self.demand_peak else None
         return float(arr[i]) if arr is not None else math.nan
 
     def floor_of(self, tier: str, i: int) -> float:

@@ -73,6 +73,11 @@ class Sample:
     # The container's receive bandwidth limit (a TBF on the host side of its veth: what
     # it can download), against the rate of net_rx_bytes_total.
     net_rx_limit_bytes_per_s: float = INF
+    # The container's block-I/O write bandwidth limit (cgroup v1
+    # ``blkio.throttle.write_bps_device``, v2 ``io.max`` ``wbps``), summed over the devices
+    # that have one, and the bytes it wrote to those devices: their rate against the limit.
+    io_write_limit_bytes_per_s: float = INF
+    io_limited_write_bytes_total: float = NAN
     app: str = ""  # the application (or app type) the container belongs to
 
     def row(self) -> tuple[float, ...]:
@@ -120,6 +125,7 @@ class Tier(StrEnum):
     CPU = "cpu"  # starvation: CFS throttling
     DISK = "disk"  # ENOSPC: the container's writable space is full
     NETWORK = "network"  # saturation: its traffic queues at its bandwidth limit
+    IO = "io"  # throttling: its block-device writes queue at their bandwidth limit
 
 
 def events_between(prev: Sample | None, cur: Sample) -> list[Event]:

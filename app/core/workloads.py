@@ -9,7 +9,7 @@ VPA object. Its fields:
   ``auto``. A workload can hold prescale back, not push it further: under a global
   ``recommend`` or ``off`` nothing acts anyway;
 - **controlled**: the tiers it may change (``None``: all);
-- **bounds**: its min / max limits per tier and ``max_replicas``;
+- **bounds**: its min / max limits per tier and its ``min_replicas`` / ``max_replicas``;
 - **threshold**: a fixed p_fail threshold for its containers (all tiers), instead of
   the adaptive one (``thresholds.per_app`` of a container still wins);
 - **policy**: the scale-up policy kind of its containers (``preemptive_buffer``,
@@ -72,7 +72,7 @@ from prescale.app.core.policy_types import fmt
 from prescale.app.core.quantity import parse_bytes, parse_cores
 
 MODES = ("off", "recommend", "auto")
-TIERS = ("memory", "cpu", "disk", "network")
+TIERS = ("memory", "cpu", "disk", "network", "io")
 #: the prefix of a container's policy labels
 PREFIX = "prescale."
 #: the policy labels a container may carry, and what each holds
@@ -85,6 +85,7 @@ LABELS = {
     "prescale.cpu.min": "lowest CPU limit (0.5, 500m)",
     "prescale.cpu.max": "highest CPU limit",
     "prescale.max-replicas": "highest replica count (an integer >= 1)",
+    "prescale.min-replicas": "lowest replica count a scale-in leaves (an integer >= 1)",
     "prescale.threshold": "a fixed p_fail threshold in (0, 1]",
     "prescale.tenant": "the tenant (owner) the container counts for",
     "prescale.weight": "its risk weight when tenants contend (a number > 0)",
@@ -175,7 +176,8 @@ class Workload:
             return self
         b, o = base.bounds, self.bounds
         bounds = Bounds({**b.min_limit, **o.min_limit}, {**b.max_limit, **o.max_limit},
-                        o.max_replicas if o.max_replicas is not None else b.max_replicas)
+                        o.max_replicas if o.max_replicas is not None else b.max_replicas,
+                        o.min_replicas if o.min_replicas is not None else b.min_replicas)
         pick = {f: getattr(self, f) if getattr(self, f) is not None else getattr(base, f)
                 for f in ("mode", "controlled", "threshold", "kind", "tenant", "weight")}
         try:
@@ -237,10 +239,10 @@ def _from_label_items(container: str, items: tuple[tuple[str, str], ...]) -> Wor
                 (lo if key.endswith("min") else hi)["memory"] = parse_bytes(value)
             elif key in ("prescale.cpu.min", "prescale.cpu.max"):
                 (lo if key.endswith("min") else hi)["cpu"] = parse_cores(value)
-            elif key == "prescale.max-replicas":
+            elif key in ("prescale.max-replicas", "prescale.min-replicas"):
                 if not value.isdigit() or int(value) < 1:
                     raise ValueError("expected an integer >= 1")
-                values["max_replicas"] = int(value)
+                values[key.removeprefix("prescale.").replace("-", "_")] = int(value)
             elif key == "prescale.threshold":
                 t = float(value)
                 if not 0 < t <= 1:
@@ -267,10 +269,14 @@ def _from_label_items(container: str, items: tuple[tuple[str, str], ...]) -> Wor
     # as policy); others are the user's own labels (a [[workloads]] entry may match them)
     ignored = tuple(f"label {k} is not a policy label: ignored (did you mean {near[0]}?)"
                     for k in unknown if (near := difflib.get_close_matches(k, LABELS, 1, 0.85)))
-    if not (values or lo or hi or problems or ignored):
+    reps = (values.pop("max_replicas", None), values.pop("min_replicas", None))
+    if reps[0] is not None and reps[1] is not None and reps[1] > reps[0]:
+        problems.append("label prescale.min-replicas above prescale.max-replicas")
+        reps = (None, None)
+    if not (values or lo or hi or problems or ignored or reps != (None, None)):
         return None
     return Workload(name=f"labels of {container}", container=container,
-                    bounds=Bounds(lo, hi, values.pop("max_replicas", None)), **values,
+                    bounds=Bounds(lo, hi, *reps), **values,
                     problems=tuple(problems), ignored=ignored)
 
 

@@ -84,13 +84,13 @@ def test_every_settings_field_reaches_the_core():
                    "max_step_memory_bytes": 2**20, "max_step_cpu_cores": 0.5,
                    "tier_cooldown_s": {"cpu": 5.0}, "hold_s": 1.0, "urgent_p_fail": None,
                    "dead_band_fraction": 0.1, "safety_margin_fraction": 0.3,
-                   "max_replicas": 3, "scale_out_cooldown_s": 1.0,
+                   "max_replicas": 3, "min_replicas": 2, "scale_out_cooldown_s": 1.0,
                    "app_bounds": {"web": {"max_replicas": 2}},
                    "container_bounds": {"c": {"cpu_max_cores": 2.0}}, "margin_fraction": 0.5,
                    "cooldown_s": 1.0, "memory_min_bytes": 2**20, "memory_max_bytes": 2**32,
                    "cpu_min_cores": 0.2, "cpu_max_cores": 2.0, "cpu_step_fraction": 0.1},
         "cost": {f.name: v for f, v in zip(dataclasses.fields(CostConfig), (
-            False, 0.4, 7.0, 0.1, 0.5, 0.2, 7.0, 7.0, 7.0, 0.5, 7.0, {"cpu": 7.0},
+            False, 0.4, 7.0, 0.1, 0.5, 0.2, 7.0, 7.0, 7.0, 0.5, 7.0, 7.0, {"cpu": 7.0},
             {"cpu": 0.5}), strict=True)},
         "oom": {f.name: v for f, v in zip(dataclasses.fields(OomConfig), (
             False, 2**20, 1.5, 0.5, 7.0, 2, 7.0, 3.0), strict=True)},

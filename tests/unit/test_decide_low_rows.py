@@ -11,9 +11,17 @@ from test_policies_property import FAST, policy_configs, snapshots, states
 
 from prescale.app.core.cost import CostConfig, propose_scale_downs
 from prescale.app.core.guards import guard
-from prescale.app.core.policy import _RAW, PolicyInput, _low_rows, _rows, decide
+from prescale.app.core.policy import (
+    _RAW,
+    PolicyInput,
+    _low_rows,
+    _rows,
+    _with_scale_ins,
+    decide,
+)
 from prescale.app.core.predictor import Prediction, TierPrediction
 from prescale.app.core.sample import Tier
+from prescale.app.core.scale_in import propose_scale_ins
 
 MiB = 2**20
 
@@ -21,9 +29,12 @@ MiB = 2**20
 def reference(inp, cfg, state):
     raw = _RAW[cfg.kind](inp, cfg)
     if cfg.cost.enabled:
+        prev_low = state.low_since_s
         downs, state = propose_scale_downs(inp, cfg.cost, state)
         by_key = {(d.container, d.tier): d for d in downs if d.action is not None}
         raw = [by_key.get((d.container, d.tier), d) if d.action is None else d for d in raw]
+        if inp.replicated is not None:  # the scale-in pass (app/core/scale_in.py)
+            raw = _with_scale_ins(raw, propose_scale_ins(inp, cfg.cost, state, prev_low))
     return guard(inp, raw, cfg.guards, state)
 
 

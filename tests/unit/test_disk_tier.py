@@ -154,3 +154,28 @@ def test_net_saturation_acts_and_beats_the_static_baseline_on_a_short_run():
     assert figures(ours, s.horizon_s)["failures"] == 0
     raised = [a for a in ours.actions if a.tier == "network"]
     assert raised and all(a.new > a.old for a in raised)
+
+
+# -- the block-I/O tier ---------------------------------------------------------------------
+
+def test_the_engine_steps_a_throttled_writer_up_and_only_it():
+    """A writer at its 1 MiB/s blkio write limit (5 s samples, 5 MiB per step written to
+    the limited device) is stepped up 50 % like a saturated link: 1.00 → 1.50 MiB/s. A
+    container without a write limit gets no I/O decision at all."""
+    def rows(name, limit):
+        return [Sample(name, 100.0 + 5 * k, memory_usage_bytes=10 * MiB,
+                       memory_limit_bytes=100 * MiB,
+                       io_limited_write_bytes_total=k * 1.0 * MiB * 5 if limit else math.nan,
+                       io_write_limit_bytes_per_s=1.0 * MiB if limit else math.inf).row()
+                for k in range(12)]
+    w = np.array([rows("w", True), rows("free", False)])
+    eng = Engine(EngineConfig.from_settings(Settings(policy={"cooldown_s": 0.0})))
+    plan = eng.plan(Snapshot(float(w[0, -1, 0]), ["w", "free"], ["app", "app"], w),
+                    ThresholdBook())
+    io = [d for d in plan.decisions if d.tier is Tier.IO]
+    assert [d.container for d in io if d.action is not None] == ["w"]
+    (d,) = [d for d in io if d.container == "w"]
+    assert d.action.new_limit == pytest.approx(1.5 * MiB)
+    assert "io step 50% (demand above the limit is not visible)" in d.reason
+    assert "1.00 MiB/s" in d.reason
+    assert plan.prediction.tiers[Tier.IO].p_fail[0] > 0.99

@@ -447,7 +447,7 @@ def test_config_from_settings_maps_the_new_fields():
         max_step_fraction=0.5, max_step_memory_bytes=512 * MiB, max_step_cpu_cores=None,
         tier_cooldown_s={"cpu": 30.0}, hold_s=120.0, urgent_p_fail=None,
         dead_band_fraction=0.05, safety_margin_fraction=0.2, max_replicas=4,
-        scale_out_cooldown_s=90.0,
+        min_replicas=2, scale_out_cooldown_s=90.0,
         app_bounds={"web": NS(memory_min_bytes=None, memory_max_bytes=MiB * 512,
                               cpu_min_cores=None, cpu_max_cores=None, max_replicas=8)},
         container_bounds={"db-0": {"memory_min_bytes": 256 * MiB}},
@@ -465,6 +465,7 @@ def test_config_from_settings_maps_the_new_fields():
     assert g.bounds_for("db-0", "", Tier.MEMORY) == (256 * MiB, 4 * 2**30)
     assert g.bounds_for("x", "", Tier.CPU) == (0.2, 8.0)
     assert g.max_replicas_for("x", "web") == 8 and g.max_replicas_for("x", "") == 4
+    assert g.min_replicas_for("x", "web") == 2
     assert g.max_step_abs == {"memory": 512 * MiB}
     assert (g.max_step_fraction, g.cooldown_s, g.tier_cooldown_s) == (0.5, 5.0, {"cpu": 30.0})
     assert (g.hold_s, g.urgent_p_fail, g.dead_band_fraction) == (120.0, None, 0.05)

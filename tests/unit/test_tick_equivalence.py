@@ -30,7 +30,7 @@ from prescale.app.core.sample import METRICS, M, Tier
 from prescale.app.core.thresholds import ThresholdBook
 from prescale.app.settings import Settings
 
-TIERS = (Tier.MEMORY, Tier.CPU, Tier.DISK, Tier.NETWORK)
+TIERS = (Tier.MEMORY, Tier.CPU, Tier.DISK, Tier.NETWORK, Tier.IO)
 
 
 # -- decide(sparse=True) -------------------------------------------------------------------
