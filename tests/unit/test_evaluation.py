@@ -365,6 +365,29 @@ def test_eval_seeds_script_runs_variants_and_refuses_bad_ones() -> None:
         eval_seeds.run("tenants", [7], ["proportional:typo"])
 
 
+def test_the_horizontal_variant_scales_out_and_in_within_the_scenarios_limits() -> None:
+    """The fair fight with the HPA (docs/BENCHMARKS.md): per-replica limits held at the
+    scenario's, so prescale's asks above them become scale-outs; with a 30-minute long
+    peak (this test's setting, not a default) idle replicas are also scaled in, in the
+    simulated world, and nothing fails."""
+    from collections import Counter
+
+    from prescale.app.evaluation.runner import run
+    from prescale.app.evaluation.scenarios import burst, scaled
+    from prescale.scripts.eval_seeds import _horizontal
+
+    assert _horizontal(burst()) == {"policy": {"app_bounds": {"burst": {
+        "memory_max_bytes": 512.0 * 2**20, "cpu_max_cores": 1.0}}}}
+    s = scaled(burst(), 0.5)
+    extra = {**_horizontal(s), "cost": {"long_peak_s": 1800.0}}
+    rec = run(s, "preemptive_buffer", extra_settings=extra)
+    kinds = Counter((a.tier, "up" if a.new > a.old else "down") for a in rec.actions)
+    assert kinds[("replicas", "up")] > 0 and kinds[("replicas", "down")] > 0
+    assert kinds[("memory", "up")] == 0  # never above the scenario's 512 MiB
+    assert metrics.figures(rec, s.horizon_s)["failures"] == 0
+    assert rec.replicas.min() >= 1
+
+
 # -- the harness rules on hand-made traces (issue 12) ----------------------------------------
 
 GIB_ = 2.0**30
