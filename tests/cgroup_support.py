@@ -1,11 +1,15 @@
-"""Shared checks for tests that need root and writable cgroup v1 controllers."""
+"""Shared checks for tests that need root and writable cgroup v1 controllers, and the
+teardown of the cgroups they make."""
 
 from __future__ import annotations
 
 import os
+import signal
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
-from prescale.app.edges.cgroup_layout import V1_MOUNT
+from prescale.app.edges.cgroup_layout import CGROUP_PROCS, V1_MOUNT
 from prescale.app.edges.cgroupfs import own_cgroup_paths
 
 
@@ -21,3 +25,24 @@ def v1_unavailable_reason() -> str | None:
         if not os.access(Path(base, own[ctl].lstrip("/")), os.W_OK):
             return f"own {ctl} cgroup is not writable"
     return None
+
+
+def remove_cgroups(paths: Iterable[Path], timeout_s: float = 10.0) -> None:
+    """Remove the cgroup directories ``paths``, in the order given (children before
+    parents): each one's remaining processes are SIGKILLed and the rmdir retried every
+    50 ms (the kernel lets a cgroup go only once its last process is gone) for up to
+    ``timeout_s``, then the :class:`OSError` is raised. A path already gone is skipped."""
+    for path in paths:
+        deadline = time.monotonic() + timeout_s
+        while path.exists():
+            try:
+                for pid in (path / CGROUP_PROCS).read_text().split():
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                path.rmdir()
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)

@@ -46,7 +46,7 @@ from __future__ import annotations
 import math
 import posixpath
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -274,20 +274,8 @@ def parse_io_stat(text: str) -> dict[str, int]:
     (no I/O yet) → ``{}``.
     """
     out: dict[str, int] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if not parts:
-            continue
-        if ":" not in parts[0]:
-            raise ValueError(f"expected 'MAJ:MIN key=value ...', got {line!r}")
-        for item in parts[1:]:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"expected key=value in {line!r}, got {item!r}")
-            try:
-                out[key] = out.get(key, 0) + int(value)
-            except ValueError:
-                raise ValueError(f"expected an integer in {line!r}, got {item!r}") from None
+    for _, fields in _io_stat_lines(text, _has_colon):
+        _add_into(out, fields)
     return out
 
 
@@ -308,19 +296,8 @@ def parse_blkio_service_bytes(text: str) -> dict[str, int]:
     cgroup are), which :class:`CgroupSource` reports as NaN rather than 0.
     """
     out: dict[str, int] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) == 2 and parts[0] == "Total":
-            continue
-        if len(parts) != 3 or ":" not in parts[0]:
-            raise ValueError(f"expected 'MAJ:MIN Op bytes', got {line!r}")
-        _, op, value = parts
-        try:
-            out[op] = out.get(op, 0) + int(value)
-        except ValueError:
-            raise ValueError(f"expected an integer in {line!r}") from None
+    for _, op, value in _blkio_service_lines(text, _has_colon):
+        out[op] = out.get(op, 0) + value
     return out
 
 
@@ -343,20 +320,9 @@ def parse_blkio_service_bytes_per_device(text: str) -> dict[str, dict[str, int]]
     ``Total 0`` → ``{}``. A malformed line raises :class:`ValueError` naming it.
     """
     out: dict[str, dict[str, int]] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) == 2 and parts[0] == "Total":
-            continue
-        if len(parts) != 3 or not _DEVICE.fullmatch(parts[0]):
-            raise ValueError(f"expected 'MAJ:MIN Op bytes', got {line!r}")
-        device, op, value = parts
-        try:
-            ops = out.setdefault(device, {})
-            ops[op] = ops.get(op, 0) + int(value)
-        except ValueError:
-            raise ValueError(f"expected an integer in {line!r}") from None
+    for device, op, value in _blkio_service_lines(text, _is_device):
+        ops = out.setdefault(device, {})
+        ops[op] = ops.get(op, 0) + value
     return out
 
 
@@ -369,13 +335,41 @@ def parse_io_stat_per_device(text: str) -> dict[str, dict[str, int]]:
     an empty file → ``{}``. A malformed line raises :class:`ValueError` naming it.
     """
     out: dict[str, dict[str, int]] = {}
+    for device, fields in _io_stat_lines(text, _is_device):
+        _add_into(out.setdefault(device, {}), fields)
+    return out
+
+
+# The per-line parsing the four parsers above share. The summing ones check the device
+# field only for a colon (:func:`_has_colon`, as they always have); the per-device ones
+# want ``MAJ:MIN`` (:func:`_is_device`).
+
+
+def _has_colon(field: str) -> bool:
+    return ":" in field
+
+
+def _is_device(field: str) -> bool:
+    return _DEVICE.fullmatch(field) is not None
+
+
+def _add_into(totals: dict[str, int], values: Mapping[str, int]) -> None:
+    """Add ``values`` into ``totals`` key by key (a new key keeps its first-seen place)."""
+    for key, value in values.items():
+        totals[key] = totals.get(key, 0) + value
+
+
+def _io_stat_lines(text: str, device_ok: Callable[[str], bool],
+                   ) -> Iterator[tuple[str, dict[str, int]]]:
+    """Each non-blank line of v2 ``io.stat``: ``(device, {key: value})`` (a key repeated
+    on the line summed). :class:`ValueError` naming the first malformed line."""
     for line in text.splitlines():
         parts = line.split()
         if not parts:
             continue
-        if not _DEVICE.fullmatch(parts[0]):
+        if not device_ok(parts[0]):
             raise ValueError(f"expected 'MAJ:MIN key=value ...', got {line!r}")
-        fields = out.setdefault(parts[0], {})
+        fields: dict[str, int] = {}
         for item in parts[1:]:
             key, sep, value = item.partition("=")
             if not sep:
@@ -384,7 +378,28 @@ def parse_io_stat_per_device(text: str) -> dict[str, dict[str, int]]:
                 fields[key] = fields.get(key, 0) + int(value)
             except ValueError:
                 raise ValueError(f"expected an integer in {line!r}, got {item!r}") from None
-    return out
+        yield parts[0], fields
+
+
+def _blkio_service_lines(text: str, device_ok: Callable[[str], bool],
+                         ) -> Iterator[tuple[str, str, int]]:
+    """Each per-device line of v1 ``blkio.throttle.io_service_bytes[_recursive]``:
+    ``(device, op, bytes)``; the device-less ``Total`` line skipped. :class:`ValueError`
+    naming the first malformed line."""
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) == 2 and parts[0] == "Total":
+            continue
+        if len(parts) != 3 or not device_ok(parts[0]):
+            raise ValueError(f"expected 'MAJ:MIN Op bytes', got {line!r}")
+        device, op, value = parts
+        try:
+            n = int(value)
+        except ValueError:
+            raise ValueError(f"expected an integer in {line!r}") from None
+        yield device, op, n
 
 
 # --------------------------------------------------------------------------- write bandwidth

@@ -16,11 +16,7 @@ and delete the image, whatever happened.
 from __future__ import annotations
 
 import math
-import os
-import secrets
 import shlex
-import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -31,67 +27,24 @@ import pytest
 from prescale.app.actuators.cgroup import CgroupActuator
 from prescale.app.core.sample import Sample, Tier
 from prescale.app.edges import cgroup_layout as lay
-from prescale.app.edges.cgroupfs import own_cgroup_paths
 from prescale.app.settings import CgroupSettings
 from prescale.app.telemetry.cgroup import CgroupSource
+from tests.blkio_support import blkio_test_marks, make_test_root, stop_writers
+from tests.blkio_support import loop_device as attach_loop_device
+from tests.cgroup_support import remove_cgroups
 
 MiB = 2**20
 IMAGE_BYTES = 256 * MiB  # sparse; more than the writer can write in this test
 
 
-def _own_blkio() -> Path | str:
-    """This process's own v1 blkio cgroup directory, or why there is none."""
-    try:
-        with open("/proc/self/mountinfo") as fh:
-            mounts = lay.parse_mountinfo(fh.read())
-        place = lay.locate_cgroup(own_cgroup_paths(), mounts, "blkio")
-    except OSError as exc:
-        return f"cannot read this process's cgroups: {exc}"
-    if not isinstance(place, tuple) or place[0] != "v1":
-        return "no cgroup v1 blkio hierarchy (v2-only host?)"
-    return place[1]
-
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to create cgroups and loop devices"
-    for tool in ("losetup", "dd"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    own = _own_blkio()
-    if isinstance(own, str):
-        return own
-    if not (own / lay.V1_BLKIO_WRITE_BPS).is_file():
-        return f"{own} has no {lay.V1_BLKIO_WRITE_BPS} (blk-throttle not built in)"
-    if not os.access(own, os.W_OK):
-        return f"own blkio cgroup {own} is not writable"
-    return None
-
-
-_why = _skip_reason()
-pytestmark = [pytest.mark.cgroup, pytest.mark.skipif(_why is not None, reason=_why or "")]
+pytestmark = blkio_test_marks(("losetup", "dd"))
 
 
 @pytest.fixture
 def loop_device(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A loop device on a sparse image: ``(/dev/loopN, "MAJ:MIN")``; detached and the
-    image deleted at teardown."""
-    image = tmp_path / "blkio.img"
-    with open(image, "wb") as fh:
-        fh.truncate(IMAGE_BYTES)
-    done = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True,
-                          text=True, timeout=10)
-    if done.returncode != 0:
-        image.unlink()
-        pytest.skip(f"cannot attach a loop device here: {done.stderr.strip()}")
-    dev = Path(done.stdout.strip())
-    try:
-        rdev = os.stat(dev).st_rdev
-        yield dev, f"{os.major(rdev)}:{os.minor(rdev)}"
-    finally:
-        subprocess.run(["losetup", "-d", str(dev)], capture_output=True, timeout=10,
-                       check=False)
-        image.unlink(missing_ok=True)
+    """``(/dev/loopN, "MAJ:MIN")`` on a sparse ``blkio.img``; detached and deleted after."""
+    with attach_loop_device(tmp_path / "blkio.img", IMAGE_BYTES) as attached:
+        yield attached
 
 
 class Blkio:
@@ -99,10 +52,7 @@ class Blkio:
     :meth:`cleanup` removes everything it made."""
 
     def __init__(self) -> None:
-        own = _own_blkio()
-        assert isinstance(own, Path)
-        self.root = own / f"prescale-test-{os.getpid()}-{secrets.token_hex(4)}"
-        self.root.mkdir()
+        self.root = make_test_root("prescale-test")
         self.created = [self.root]
         self.procs: list[subprocess.Popen[bytes]] = []
         self.settings = CgroupSettings(roots=[self.root])
@@ -124,26 +74,8 @@ class Blkio:
         return proc
 
     def cleanup(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=30)  # a throttled direct write finishes first
-            if proc.stderr is not None:
-                proc.stderr.close()
-        for path in reversed(self.created):  # children before parents
-            deadline = time.monotonic() + 10
-            while path.exists():
-                try:
-                    for pid in (path / lay.CGROUP_PROCS).read_text().split():
-                        try:
-                            os.kill(int(pid), signal.SIGKILL)
-                        except ProcessLookupError:
-                            pass
-                    path.rmdir()
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+        stop_writers(self.procs)
+        remove_cgroups(reversed(self.created))  # children before parents
 
 
 @pytest.fixture

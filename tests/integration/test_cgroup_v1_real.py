@@ -15,7 +15,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from prescale.app.actuators.cgroup import CgroupActuator
 from prescale.app.edges.cgroupfs import CgroupContainer, CgroupNotFoundError, OutsideRootsError
 from prescale.app.settings import CgroupSettings
 from prescale.app.telemetry.cgroup import CgroupSource
+from tests.cgroup_support import remove_cgroups
 from tests.worker_protocol import ok
 
 pytestmark = pytest.mark.cgroup
@@ -163,20 +163,7 @@ class Tree:
             for stream in (proc.stdin, proc.stdout):
                 if stream is not None:
                     stream.close()
-        for path in reversed(self.created):  # children before parents
-            deadline = time.monotonic() + 10
-            while path.exists():
-                try:
-                    for pid in (path / "cgroup.procs").read_text().split():
-                        try:
-                            os.kill(int(pid), signal.SIGKILL)
-                        except ProcessLookupError:
-                            pass
-                    path.rmdir()
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+        remove_cgroups(reversed(self.created))  # children before parents
 
 
 @pytest.fixture

@@ -15,10 +15,6 @@ and delete the image, whatever happened.
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -29,9 +25,11 @@ import pytest
 
 from prescale.app.core.actions import ResultStatus
 from prescale.app.edges import cgroup_layout as lay
-from prescale.app.edges.cgroupfs import own_cgroup_paths
 from prescale.app.settings import CgroupSettings, Settings
 from prescale.app.telemetry.cgroup import CgroupSource
+from tests.blkio_support import blkio_test_marks, make_test_root, stop_writers
+from tests.blkio_support import loop_device as attach_loop_device
+from tests.cgroup_support import remove_cgroups
 from tests.loop_ports import monitor_tick
 
 MiB = 2**20
@@ -63,58 +61,14 @@ while True:
 """
 
 
-def _own_blkio() -> Path | str:
-    """This process's own v1 blkio cgroup directory, or why there is none."""
-    try:
-        with open("/proc/self/mountinfo") as fh:
-            mounts = lay.parse_mountinfo(fh.read())
-        place = lay.locate_cgroup(own_cgroup_paths(), mounts, "blkio")
-    except OSError as exc:
-        return f"cannot read this process's cgroups: {exc}"
-    if not isinstance(place, tuple) or place[0] != "v1":
-        return "no cgroup v1 blkio hierarchy (v2-only host?)"
-    return place[1]
-
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to create cgroups and loop devices"
-    if shutil.which("losetup") is None:
-        return "losetup is not installed"
-    own = _own_blkio()
-    if isinstance(own, str):
-        return own
-    if not (own / lay.V1_BLKIO_WRITE_BPS).is_file():
-        return f"{own} has no {lay.V1_BLKIO_WRITE_BPS} (blk-throttle not built in)"
-    if not os.access(own, os.W_OK):
-        return f"own blkio cgroup {own} is not writable"
-    return None
-
-
-_why = _skip_reason()
-pytestmark = [pytest.mark.cgroup, pytest.mark.skipif(_why is not None, reason=_why or "")]
+pytestmark = blkio_test_marks(("losetup",))
 
 
 @pytest.fixture
 def loop_device(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A loop device on a sparse image: ``(/dev/loopN, "MAJ:MIN")``; detached and the
-    image deleted at teardown."""
-    image = tmp_path / "io-tier.img"
-    with open(image, "wb") as fh:
-        fh.truncate(IMAGE_BYTES)
-    done = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True,
-                          text=True, timeout=10)
-    if done.returncode != 0:
-        image.unlink()
-        pytest.skip(f"cannot attach a loop device here: {done.stderr.strip()}")
-    dev = Path(done.stdout.strip())
-    try:
-        rdev = os.stat(dev).st_rdev
-        yield dev, f"{os.major(rdev)}:{os.minor(rdev)}"
-    finally:
-        subprocess.run(["losetup", "-d", str(dev)], capture_output=True, timeout=10,
-                       check=False)
-        image.unlink(missing_ok=True)
+    """``(/dev/loopN, "MAJ:MIN")`` on a sparse ``io-tier.img``; detached and deleted after."""
+    with attach_loop_device(tmp_path / "io-tier.img", IMAGE_BYTES) as attached:
+        yield attached
 
 
 @pytest.fixture
@@ -122,10 +76,7 @@ def containers(loop_device) -> Iterator[tuple[Path, str, dict[str, subprocess.Po
     """The test root with ``io-managed`` and ``io-control`` (1 MiB/s write limit each on
     the loop device) and their writers: ``(root, "MAJ:MIN", {name: writer})``."""
     dev, devno = loop_device
-    own = _own_blkio()
-    assert isinstance(own, Path)
-    root = own / f"prescale-io-tier-{os.getpid()}-{secrets.token_hex(4)}"
-    root.mkdir()
+    root = make_test_root("prescale-io-tier")
     made, writers = [root], {}
     half = IMAGE_BYTES // 2
     try:
@@ -140,26 +91,8 @@ def containers(loop_device) -> Iterator[tuple[Path, str, dict[str, subprocess.Po
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         yield root, devno, writers
     finally:
-        for proc in writers.values():
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=30)  # a throttled direct write finishes first
-            if proc.stderr is not None:
-                proc.stderr.close()
-        for path in reversed(made):  # children before parents
-            deadline = time.monotonic() + 10
-            while path.exists():
-                try:
-                    for pid in (path / lay.CGROUP_PROCS).read_text().split():
-                        try:
-                            os.kill(int(pid), signal.SIGKILL)
-                        except ProcessLookupError:
-                            pass
-                    path.rmdir()
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+        stop_writers(writers.values())
+        remove_cgroups(reversed(made))  # children before parents
 
 
 def _rate(points: list[tuple[float, float]], last_s: float) -> float:

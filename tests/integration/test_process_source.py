@@ -37,7 +37,7 @@ from prescale.app.telemetry.process_exit import (
     parse_zombie_exit_status,
 )
 from prescale.app.telemetry.process_target import ProcessTarget
-from tests.cgroup_support import v1_unavailable_reason
+from tests.cgroup_support import remove_cgroups, v1_unavailable_reason
 from tests.worker_protocol import command
 
 MiB = 2**20
@@ -418,20 +418,7 @@ def cgroups() -> Iterator[dict[str, Path]]:
             made[c].mkdir()
         yield made
     finally:
-        for path in made.values():
-            deadline = time.monotonic() + 10
-            while path.exists():
-                try:
-                    for pid in (path / "cgroup.procs").read_text().split():
-                        try:
-                            os.kill(int(pid), signal.SIGKILL)
-                        except ProcessLookupError:
-                            pass
-                    path.rmdir()
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+        remove_cgroups(made.values())
 
 
 @pytest.mark.cgroup
