@@ -23,6 +23,10 @@ Per node and tier (memory in bytes, CPU in cores) the pool holds::
   per-replica limit). Decreases are always granted. An increase is granted only if it
   fits; :meth:`Pool.request` serves decreases first, then pre-emptive asks, each
   group by ``p_fail`` (highest first).
+- **Spill**: a container's replicas live on its node, except those a scale-out placed on
+  another node because its own had no room (``spilled``: container → {node: replicas};
+  the roomiest node that fits them all is chosen). A resize then needs room on every
+  node that holds a replica; a scale-in removes spilled replicas first.
 
 Worked example (one node): capacity 8 GiB, reserve 2 GiB → grantable 6 GiB. Grants:
 a = 4 GiB, b = 1 GiB (free 1 GiB). Ask: b 1 GiB → 2.5 GiB (Δ +1.5 GiB) → denied,
@@ -33,6 +37,13 @@ Worked example (warm reserve): as above with a warm reserve of 1 GiB and grants
 a = 4 GiB, b = 0.5 GiB (free 1.5 GiB). A non-pre-emptive ask of +1 GiB for b is
 denied (only 0.5 GiB free outside the warm reserve); a pre-emptive one is granted
 (1.5 GiB free, 0.5 GiB left).
+
+Worked example (spill): nodes a and b, 4 GiB grantable each; ``web`` on a with 3
+replicas of 1 GiB (a: 1 GiB free) and ``db`` on b with 1 GiB (b: 3 GiB free). Ask: web
+3 → 5 replicas (+2 GiB) → a has 1 GiB → placed on b: granted "…on node b (spilled: node
+a has 1.0 GiB free)"; ``spilled = {"web": {"b": 2}}``, b has 1 GiB free. A resize of web
+to 1.5 GiB now needs +1.5 GiB on a and +1 GiB on b: denied on a. Web 5 → 4 replicas
+releases one of b's.
 
 Worked example (reservation): same pool without warm reserve, a = 4 GiB, b = 1 GiB
 (free 1 GiB). ``reserve("c", memory, 0.75 GiB, until_s=130)`` → free 0.25 GiB. An ask
@@ -106,6 +117,7 @@ class Fit:
     room: dict[Tier, float]
     short_tier: Tier | None = None  # the first tier that does not fit
     error: str = ""  # an invalid ask (nothing to do with room)
+    spill_from: str | None = None  # a scale-out placed off the container's own node (its name)
 
     @property
     def increase(self) -> bool:
@@ -167,6 +179,8 @@ class Pool:
         self.grants: dict[Tier, dict[str, float]] = {t: {} for t in Tier}
         self.placement: dict[str, str] = {}  # container → node (multi-node pools)
         self.replicas: dict[str, int] = {}  # container → replicas, when not 1
+        #: container → {node: its replicas there}, off its own node (module docstring)
+        self.spilled: dict[str, dict[str, int]] = {}
         self.reservations: dict[tuple[str, Tier], Reservation] = {}
         # granted totals per (tier, node) and (tier, _ALL): built on first use, then kept
         # up to date by every change of one container (_changing), so that a tick's asks
@@ -217,17 +231,30 @@ class Pool:
             self._totals = self._build_totals()
         return self._totals.get((tier, _ALL if node is None else node), 0.0)
 
+    def shares(self, container: str) -> list[tuple[str | None, int]]:
+        """Where the container's replicas are: ``[(its node, replicas there), (a node it
+        spilled to, replicas there), …]``. Example: 5 replicas, 2 spilled to b →
+        ``[("a", 3), ("b", 2)]``."""
+        total = self.replicas.get(container, 1)
+        away = self.spilled.get(container)
+        if not away:
+            return [(self.node_of(container), total)]
+        return [(self.node_of(container), total - sum(away.values())), *away.items()]
+
     def _contrib(self, container: str) -> list[tuple[Tier, str | None, float]]:
-        n = self.node_of(container)
-        return [(t, n, self.allocation(container, t)) for t in POOLED
-                if container in self.grants[t]]
+        out = []
+        for t in POOLED:
+            v = self.grants[t].get(container)
+            if v is None:
+                continue
+            per = v if math.isfinite(v) else 0.0
+            out += [(t, n, per * k) for n, k in self.shares(container)]
+        return out
 
     def _build_totals(self) -> dict[tuple[Tier, str | None], float]:
         tot: dict[tuple[Tier, str | None], float] = {}
-        for t in POOLED:
-            for c in self.grants[t]:
-                a = self.allocation(c, t)
-                n = self.node_of(c)
+        for c in {c for t in POOLED for c in self.grants[t]}:
+            for t, n, a in self._contrib(c):
                 tot[(t, n)] = tot.get((t, n), 0.0) + a
                 tot[(t, _ALL)] = tot.get((t, _ALL), 0.0) + a
         return tot
@@ -296,10 +323,33 @@ class Pool:
                 self._set_replicas(container, replicas)
 
     def _set_replicas(self, container: str, replicas: int) -> None:
+        """Set the replica count. Fewer than before: the spilled replicas go first (and
+        the container's own node always keeps one)."""
+        fewer = self.replicas.get(container, 1) - int(replicas)
+        if fewer > 0 and container in self.spilled:
+            self._drop_spilled(container, fewer)
         if replicas == 1:
             self.replicas.pop(container, None)
         else:
             self.replicas[container] = int(replicas)
+        away = self.spilled.get(container)
+        if away:
+            self._drop_spilled(container, sum(away.values()) - (int(replicas) - 1))
+
+    def _drop_spilled(self, container: str, count: int) -> None:
+        """Forget up to ``count`` of the container's spilled replicas, the smallest
+        groups first (changes no replica count)."""
+        away = self.spilled.get(container, {})
+        for node in sorted(away, key=lambda n: (away[n], n)):
+            if count <= 0:
+                break
+            take = min(count, away[node])
+            away[node] -= take
+            count -= take
+            if away[node] == 0:
+                del away[node]
+        if not away:
+            self.spilled.pop(container, None)
 
     def forget(self, container: str) -> None:
         """The container is gone: drop its grants, placement and reservations."""
@@ -309,6 +359,7 @@ class Pool:
                 self.reservations.pop((container, tier), None)
             self.placement.pop(container, None)
             self.replicas.pop(container, None)
+            self.spilled.pop(container, None)
 
     def release(self, container: str, tier: Tier) -> None:
         """Drop the container's grant and reservation of one tier."""
@@ -394,15 +445,38 @@ class Pool:
         else:
             cur = self.grants[ask.tier].get(c, 0.0)
             cur = cur if math.isfinite(cur) else 0.0
-            needs[ask.tier] = (new - cur) * self.replicas.get(c, 1)
+            (_, here), *away = self.shares(c)
+            for other, k in away:  # every replica grows, wherever it is
+                need = (new - cur) * k
+                r = self._room(other, ask.tier, ask.preemptive, exclude=(c, ask.tier))
+                if need > r + self._tol(ask.tier, other):
+                    return Fit(False, other, {ask.tier: need}, {ask.tier: r}, ask.tier)
+            needs[ask.tier] = (new - cur) * here
+        room, short = self._rooms(node, needs, c, ask.preemptive)
+        if short is None:
+            return Fit(True, node, needs, room)
+        if ask.kind is ActionKind.SCALE_OUT and len(self.nodes) > 1:
+            # the new replicas go to the roomiest other node that takes them all
+            others = sorted((n for n in self.nodes if n != node),
+                            key=lambda n: (-self._room(n, short, ask.preemptive), n))
+            for other in others:
+                there, missing = self._rooms(other, needs, c, ask.preemptive)
+                if missing is None:
+                    return Fit(True, other, needs, there, spill_from=node)
+        return Fit(False, node, needs, room, short)
+
+    def _rooms(self, node: str, needs: Mapping[Tier, float], c: str, preemptive: bool
+               ) -> tuple[dict[Tier, float], Tier | None]:
+        """The room of each tier ``needs`` grows on ``node``, and the first tier whose
+        need does not fit there (None: all fit)."""
         room: dict[Tier, float] = {}
         for tier, need in needs.items():
             if need <= 0:
                 continue
-            room[tier] = self._room(node, tier, ask.preemptive, exclude=(c, tier))
+            room[tier] = self._room(node, tier, preemptive, exclude=(c, tier))
             if need > room[tier] + self._tol(tier, node):
-                return Fit(False, node, needs, room, tier)
-        return Fit(True, node, needs, room)
+                return room, tier
+        return room, None
 
     def grant_one(self, ask: ScalingAction) -> PoolVerdict:
         """Check one ask and, if it fits, record it (a granted increase consumes the
@@ -417,17 +491,29 @@ class Pool:
             warm = self.warm[f.node].of(t)
             note = (f" ({_fmt(t, warm)} warm reserve held for pre-emptive asks)"
                     if warm > 0 and not ask.preemptive else "")
+            if ask.kind is ActionKind.SCALE_OUT and len(self.nodes) > 1:
+                note += "; no other node has room for the new replicas either"
             return PoolVerdict(
                 aid, Verdict.DENIED,
                 f"pool: needs {_fmt(t, f.needs[t])}, {_fmt(t, max(f.room[t], 0.0))} free "
                 f"of {_fmt(t, self.grantable(t, f.node))} grantable{self._on(f.node)}{note}")
         c = ask.container
+        away = self.spilled.get(c)
+        where = f.node  # where the allocation changes: a scale-in's first spilled replicas
+        if ask.kind is ActionKind.SCALE_OUT and away and f.needs and not f.increase:
+            where = min(away, key=lambda n: (away[n], n))
         with self._changing(c):
             if ask.kind is ActionKind.SCALE_OUT:
+                change = int(ask.new_limit) - self.replicas.get(c, 1)
+                if f.spill_from is not None:
+                    away = self.spilled.setdefault(c, {})
+                    away[f.node] = away.get(f.node, 0) + change
+                    self.placement[c] = f.spill_from
                 self._set_replicas(c, int(ask.new_limit))
             elif ask.tier in POOLED:
                 self.grants[ask.tier][c] = float(ask.new_limit)
-            if len(self.nodes) > 1:
+            if len(self.nodes) > 1 and f.spill_from is None and not (
+                    ask.kind is ActionKind.RESIZE and c in self.spilled):
                 self.placement[c] = f.node
         for tier, need in f.needs.items():
             mine = self.reservations.get((c, tier))
@@ -440,12 +526,18 @@ class Pool:
             t = ask.tier
             freed = -f.needs.get(t, 0.0)
             return PoolVerdict(aid, Verdict.GRANTED,
-                               f"pool: released {_fmt(t, freed)}{self._on(f.node)}"
+                               f"pool: released {_fmt(t, freed)}{self._on(where)}"
                                if freed > 0 else "pool: no change")
         parts = [f"{_fmt(t, n)}, {_fmt(t, f.room[t] - n)} left"
                  for t, n in f.needs.items() if n > 0]
+        spill = ""
+        if f.spill_from is not None:
+            home = f.spill_from
+            spill = " (spilled: node {} has {} free)".format(home, "; ".join(
+                _fmt(t, max(self._room(home, t, ask.preemptive), 0.0))
+                for t, n in f.needs.items() if n > 0))
         return PoolVerdict(aid, Verdict.GRANTED,
-                           f"pool: granted {'; '.join(parts)}{self._on(f.node)}")
+                           f"pool: granted {'; '.join(parts)}{self._on(f.node)}{spill}")
 
     @staticmethod
     def order(asks: list[ScalingAction]) -> list[ScalingAction]:
@@ -496,6 +588,15 @@ class Pool:
         gone = sorted(c for c, n in self.placement.items() if n == node)
         for c in gone:
             self.forget(c)
+        for c in [c for c, away in self.spilled.items() if node in away]:
+            lost = self.spilled[c].pop(node)  # the replicas it had there are gone
+            if not self.spilled[c]:
+                del self.spilled[c]
+            left = max(1, self.replicas.get(c, 1) - lost)
+            if left == 1:
+                self.replicas.pop(c, None)
+            else:
+                self.replicas[c] = left
         for key in [k for k, r in self.reservations.items() if r.node == node]:
             del self.reservations[key]
         del self.nodes[node], self.reserves[node], self.warm[node]
@@ -518,6 +619,7 @@ class Pool:
         self.grants = {t: dict(other.grants[t]) for t in Tier}
         self.placement = dict(other.placement)
         self.replicas = dict(other.replicas)
+        self.spilled = {c: dict(away) for c, away in other.spilled.items()}
         self.reservations = dict(other.reservations)
 
     def check_invariant(self) -> list[str]:
@@ -541,6 +643,7 @@ class Pool:
                        for t, g in self.grants.items()},
             "placement": dict(self.placement),
             "replicas": dict(self.replicas),
+            "spilled": {c: dict(away) for c, away in self.spilled.items()},
             "reservations": [r.to_dict() for r in self.reservations.values()],
         }
 
@@ -566,6 +669,11 @@ class Pool:
                 pool.placement[c] = n
             for c, r in data.get("replicas", {}).items():
                 pool._set_replicas(c, int(r))
+            for c, away in data.get("spilled", {}).items():
+                for n, k in away.items():
+                    pool._nodes(n)
+                    pool.spilled.setdefault(c, {})[n] = int(k)
+                pool._set_replicas(c, pool.replicas.get(c, 1))  # at most replicas - 1
             for r in data.get("reservations", []):
                 res = Reservation(r["container"], Tier(r["tier"]), r["node"], float(r["amount"]),
                                   float(r["until_s"]), bool(r.get("preemptive", False)))

@@ -90,3 +90,33 @@ def test_no_escalation_without_replicas_at_the_max_or_when_held_back():
              now=lambda: 0.0).run_once()
         assert not [r for r in ports.journal.records if r["kind"] == "action"
                     and r["action_kind"] == "scale_out"], (replicas, settings)
+
+
+class _TwoNodes(MemAllocator):
+    """The pool of two nodes: n1 (where w runs) as full as in the test above, n2 empty."""
+
+    def __init__(self):
+        super().__init__()
+        from prescale.app.core.pool import ZERO, Capacity, Pool
+
+        self.pool = Pool({"n1": Capacity(270 * MiB, 64.0), "n2": Capacity(4096 * MiB, 64.0)},
+                         reserve=ZERO)
+
+    def observe(self, limits, now_s, nodes, node_of, replicas) -> None:
+        for c, by_tier in limits.items():
+            for t, v in by_tier.items():
+                self.pool.observe(c, Tier(t), v, node=node_of.get(c), replicas=replicas.get(c))
+
+
+def test_on_a_full_node_the_escalated_replica_spills_to_another_node():
+    """The same denied vertical ask, but the pool has a second node with room: the
+    scale-out is granted there, and the pool says where the replica went and why."""
+    ports = _ports({"w": 2})
+    ports.allocator = _TwoNodes()
+    _tick(ports).run_once()
+    actions = {r["action_kind"]: r for r in ports.journal.records if r["kind"] == "action"}
+    assert actions["resize"]["result"] == "denied"
+    out = actions["scale_out"]
+    assert (out["old_limit"], out["new_limit"], out["result"]) == (2, 3, "applied")
+    assert "on node n2 (spilled: node n1 has" in out["reason"]
+    assert ports.allocator.pool.spilled == {"w": {"n2": 1}}

@@ -32,13 +32,14 @@ fraction = st.floats(0.01, 1.2, allow_nan=False)  # of a node's capacity: may no
 
 resize = st.tuples(st.just("ask"), container, tier, fraction, st.booleans(),
                    st.floats(0, 1, allow_nan=False))
-scale_out = st.tuples(st.just("scale_out"), container, tier, st.integers(0, 4), st.booleans())
+scale_out = st.tuples(st.just("scale_out"), container, st.sampled_from([Tier.MEMORY, Tier.CPU]),
+                      st.integers(0, 6), st.booleans())
 release = st.tuples(st.just("release"), container, tier)
 forget = st.tuples(st.just("forget"), container)
 reserve = st.tuples(st.just("reserve"), container, tier, fraction, st.integers(0, 100),
                     st.booleans(), st.sampled_from([None, "n1", "n2"]))
 expire = st.tuples(st.just("expire"), st.integers(0, 100))
-ops = st.lists(st.one_of(resize, resize, scale_out, release, forget, reserve, expire),
+ops = st.lists(st.one_of(resize, resize, scale_out, scale_out, release, forget, reserve, expire),
                max_size=40)
 
 
@@ -46,13 +47,23 @@ def scale(t: Tier) -> float:
     return 4 * GiB if t is Tier.MEMORY else 2.0
 
 
+def replicas_on(p: Pool, c: str, node: str) -> int:
+    """From the raw dicts: the replicas of ``c`` on ``node`` (its own node holds those
+    not spilled elsewhere; at least one)."""
+    away = p.spilled.get(c, {})
+    assert all(k > 0 for k in away.values()) and sum(away.values()) < p.replicas.get(c, 1) + (
+        0 if away else 1)
+    if p.node_of(c) == node:
+        return p.replicas.get(c, 1) - sum(away.values())
+    return away.get(node, 0)
+
+
 def pool_used(p: Pool, node: str, t: Tier) -> float:
     """Grants × replicas of the containers on ``node`` + live reservations there."""
     used = 0.0
     for c, limit in p.grants[t].items():
-        where = p.placement.get(c)
-        if where == node and math.isfinite(limit):
-            used += limit * p.replicas.get(c, 1)
+        if math.isfinite(limit) and (p.placement.get(c) is not None or c in p.spilled):
+            used += limit * replicas_on(p, c, node)
     used += sum(r.amount for r in p.reservations.values() if r.node == node and r.tier is t)
     return used
 
@@ -61,8 +72,8 @@ def assert_totals_match_the_raw_dicts(p: Pool) -> None:
     """The pool's incrementally kept granted totals equal a fresh sum (to float noise)."""
     for t in Tier:
         for node in p.nodes:
-            fresh = sum(limit * p.replicas.get(c, 1) for c, limit in p.grants[t].items()
-                        if p.node_of(c) == node and math.isfinite(limit))
+            fresh = sum(limit * replicas_on(p, c, node) for c, limit in p.grants[t].items()
+                        if math.isfinite(limit))
             assert p.granted(t, node) == pytest.approx(fresh, rel=1e-12, abs=1e-6)
         everything = sum(limit * p.replicas.get(c, 1) for c, limit in p.grants[t].items()
                          if math.isfinite(limit))
