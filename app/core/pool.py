@@ -522,12 +522,11 @@ class Pool:
         if ask.tier not in POOLED and ask.kind is ActionKind.RESIZE:
             return PoolVerdict(aid, Verdict.GRANTED, f"pool: {ask.tier.value} is not pooled "
                                "(the container's own volume; no node capacity is shared)")
-        if not f.increase:
-            t = ask.tier
-            freed = -f.needs.get(t, 0.0)
+        if not f.increase:  # a scale-in frees every tier, a resize its own
+            freed = [_fmt(t, -n) for t, n in f.needs.items() if n < 0]
             return PoolVerdict(aid, Verdict.GRANTED,
-                               f"pool: released {_fmt(t, freed)}{self._on(where)}"
-                               if freed > 0 else "pool: no change")
+                               f"pool: released {' and '.join(freed)}{self._on(where)}"
+                               if freed else "pool: no change")
         parts = [f"{_fmt(t, n)}, {_fmt(t, f.room[t] - n)} left"
                  for t, n in f.needs.items() if n > 0]
         spill = ""

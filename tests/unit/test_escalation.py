@@ -51,7 +51,7 @@ def test_escalate_denied_worked_example():
 
 def _tick(ports, **settings):
     s = Settings(mode="auto", predictor={"horizon_s": 60.0, "min_samples": 5},
-                 policy={"cooldown_s": 0.0}, **settings)
+                 **({"policy": {"cooldown_s": 0.0}} | settings))
     return Tick(EngineConfig.from_settings(s), ports, run_id="r", mode="auto",
                 window_steps=12, now=lambda: 0.0)
 
@@ -120,3 +120,34 @@ def test_on_a_full_node_the_escalated_replica_spills_to_another_node():
     assert (out["old_limit"], out["new_limit"], out["result"]) == (2, 3, "applied")
     assert "on node n2 (spilled: node n1 has" in out["reason"]
     assert ports.allocator.pool.spilled == {"w": {"n2": 1}}
+
+
+def _idle_window(steps: int = 12, t0: float = 1_700_000_000.0):
+    """One replica's window of ``w``: 60 MiB of a 256 MiB limit, 0.05 of 1 core."""
+    from prescale.app.core.sample import Sample
+
+    rows = [Sample("w", t0 + 5.0 * k, memory_usage_bytes=60 * MiB,
+                   memory_working_set_bytes=60 * MiB, memory_limit_bytes=256 * MiB,
+                   cpu_usage_s_total=0.25 * k, cpu_quota_cores=1.0).row()
+            for k in range(steps)]
+    return np.array(rows, dtype=float)[None]
+
+
+def test_idle_replicas_are_scaled_in_through_the_tick_and_the_pool():
+    """4 idle replicas (the run counted from the first tick: scale_in_after_s 0, this
+    test's setting): the tick scales in 4 → 3, the pool releases one replica's memory
+    and CPU, and the journal says why; min_replicas 4 holds them all."""
+    ports = mem_ports()
+    ports.allocator = _TwoNodes()
+    ports.telemetry.next = [shard(_idle_window(), replicas={"w": 4})]
+    _tick(ports, cost={"scale_in_after_s": 0.0}).run_once()
+    (out,) = [r for r in ports.journal.records if r["kind"] == "action"]
+    assert (out["action_kind"], out["old_limit"], out["new_limit"], out["result"]) == (
+        "scale_out", 4, 3, "applied")
+    assert "scale-in: replicas idle for 0 s: replicas 4 → 3" in out["reason"]
+    assert "pool: released 256.0 MiB and 1.00 cores on node n1" in out["reason"]
+    ports = mem_ports()
+    ports.telemetry.next = [shard(_idle_window(), replicas={"w": 4})]
+    _tick(ports, cost={"scale_in_after_s": 0.0}, policy={"cooldown_s": 0.0,
+                                                          "min_replicas": 4}).run_once()
+    assert not [r for r in ports.journal.records if r["kind"] == "action"]
