@@ -18,7 +18,9 @@ when a check fails:
 * a path that is not a tmpfs mount point (missing, unmounted, another file system), a
   tmpfs mounted without a limit, or a size below the bytes in use now is ``FAILED``
   with the reason (usage may drop and a volume may be mounted again, so a retry may
-  succeed).
+  succeed); so is a path that is a read-only view of a read-write tmpfs, where a
+  remount would make the tmpfs read-only for its writers
+  (:func:`~app.edges.tmpfs.read_only_problem`).
 
 Writing the size already in force runs nothing (``APPLIED``, old == new). A ``mount``
 that fails is ``FAILED`` with what it said and the size read back afterwards.

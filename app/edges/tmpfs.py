@@ -17,6 +17,14 @@ mounted into a container, or ``mount -t tmpfs -o size=64m tmpfs /srv/web``).
   going. The kernel refuses a size below what is in use (``mount`` then says only "bad
   option"), and cannot put a limit on a tmpfs mounted without one (``size=0``): both
   are refused here first, with the reason, before anything runs.
+* **Read-only views**: ``mount -o remount`` passes the mount's own ``ro`` on to the
+  file system. Through a read-only view of a read-write tmpfs (``mount --bind`` then
+  ``remount,bind,ro``) a resize makes the tmpfs itself read-only, for its writers too
+  (measured: ``mount`` succeeds and says nothing, their next write fails with EROFS;
+  with a file open for writing the kernel refuses instead, "mount point is busy").
+  That is refused here first (:func:`read_only_problem`). (A read-write mount of a
+  tmpfs already read-only is resized and turns read-only itself: nothing that could
+  write before cannot now.)
 
 Errors: :class:`VolumeError` when ``mount`` fails or mountinfo cannot be read;
 :class:`NotTmpfsMountError` (a :class:`ValueError`) when a path is not a tmpfs mount
@@ -30,7 +38,7 @@ import numbers
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prescale.app.edges.command import run_tool
@@ -58,7 +66,9 @@ class NotTmpfsMountError(ValueError):
 class Mount:
     """One line of ``/proc/self/mountinfo``: where (``mount_point``, unescaped), which
     device (``major:minor``, as ``st_dev`` of a file on it), which part of the file
-    system (``root``), its type and source."""
+    system (``root``), its type and source; whether this mount is read-only
+    (``read_only``: ``ro`` in its mount options) and whether the file system itself is
+    (``super_read_only``: ``ro`` in its super options)."""
 
     mount_point: str
     major: int
@@ -66,6 +76,8 @@ class Mount:
     root: str
     fstype: str
     source: str
+    read_only: bool = field(default=False, compare=False)
+    super_read_only: bool = field(default=False, compare=False)
 
 
 def _unescape(text: str) -> str:
@@ -83,7 +95,8 @@ def parse_mountinfo(text: str) -> list[Mount]:
 
         45 27 0:40 / /srv/a\\040b rw,relatime shared:7 - tmpfs tmpfs rw,size=8192k
 
-    → ``Mount("/srv/a b", 0, 40, "/", "tmpfs", "tmpfs")``. Lines that do not parse are
+    → ``Mount("/srv/a b", 0, 40, "/", "tmpfs", "tmpfs")``, ``read_only`` and
+    ``super_read_only`` False (``rw`` in both options). Lines that do not parse are
     skipped.
     """
     out: list[Mount] = []
@@ -98,7 +111,8 @@ def parse_mountinfo(text: str) -> list[Mount]:
         if not colon or not major.isdigit() or not minor.isdigit():
             continue
         out.append(Mount(_unescape(lf[4]), int(major), int(minor), _unescape(lf[3]),
-                         rf[0], _unescape(rf[1])))
+                         rf[0], _unescape(rf[1]), "ro" in lf[5].split(","),
+                         len(rf) > 2 and "ro" in rf[2].split(",")))
     return out
 
 
@@ -170,6 +184,19 @@ def _mount_containing(resolved: str, mounts: Sequence[Mount]) -> Mount | None:
                                                or len(m.mount_point) >= len(best.mount_point)):
             best = m
     return best
+
+
+def read_only_problem(mount: Mount) -> str | None:
+    """Why a remount through ``mount`` would make its file system read-only for its
+    writers, or None when it would not (``mount -o remount`` passes the mount's own
+    ``ro`` on to the file system). Example: a read-only bind mount of a read-write
+    tmpfs → ``"is a read-only view of a read-write tmpfs: a remount from here would
+    make the tmpfs read-only for its writers too"``; both read-write, or both
+    read-only → None."""
+    if mount.read_only and not mount.super_read_only:
+        return ("is a read-only view of a read-write tmpfs: a remount from here would make "
+                "the tmpfs read-only for its writers too")
+    return None
 
 
 def is_tmpfs_mount(path: str | os.PathLike[str], mounts: Sequence[Mount] | None = None
@@ -266,13 +293,21 @@ def remount_size(path: str | os.PathLike[str], size_bytes: float,
 
     Checked before anything runs (:class:`ValueError` naming the path, nothing
     changed): the size is finite and > 0; the path is a tmpfs mount point
-    (:class:`NotTmpfsMountError`); the tmpfs has a size limit now (one mounted with
-    ``size=0`` cannot be limited later); the new size is not below the bytes in use.
+    (:class:`NotTmpfsMountError`); the remount would not make the tmpfs read-only
+    (:func:`read_only_problem`: e.g. "the tmpfs at /srv/web is a read-only view of a
+    read-write tmpfs: …; not resized"); the tmpfs has a size limit now (one
+    mounted with ``size=0`` cannot be limited later); the new size is not below the
+    bytes in use.
     ``mount`` failing, not found or not finishing in time raises :class:`VolumeError`
     naming the path and what ``mount`` said.
     """
     check_size(path, size_bytes)
-    where = check_tmpfs_mount(path)
+    mounts = read_mounts()
+    where = check_tmpfs_mount(path, mounts)
+    mount = mount_at(where, mounts)
+    problem = None if mount is None else read_only_problem(mount)
+    if problem is not None:
+        raise ValueError(f"the tmpfs at {where} {problem}; not resized")
     try:
         used_bytes, current_bytes = volume_usage(where)
     except OSError as exc:
@@ -309,6 +344,7 @@ __all__ = [
     "page_size_bytes",
     "parse_mountinfo",
     "read_mounts",
+    "read_only_problem",
     "remount_size",
     "round_up_to_page",
     "tmpfs_problem",
