@@ -24,7 +24,10 @@ pytestmark = [
 ]
 PRESCALE = str(Path(sys.executable).with_name("prescale"))
 REPO = Path(__file__).resolve().parents[2]
-DURATION_S = "40"
+# Long enough for every mode's story: the leaker (4 MiB/s from its start, before Ray
+# starts) reaches its 128 MiB limit about 30 s after it starts, well inside the workloads'
+# start + Ray's start + this many seconds of the loop.
+DURATION_S = "30"
 
 
 def run_demo(mode: str, data_dir: Path) -> dict:
@@ -36,7 +39,7 @@ def run_demo(mode: str, data_dir: Path) -> dict:
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)  # stdout is exactly one JSON object
     assert summary["mode"] == mode
-    assert summary["ticks"] >= 30
+    assert summary["ticks"] >= 0.75 * float(DURATION_S)  # ~1 tick a second, no stall
     return {c["name"]: c for c in summary["containers"]} | {"_summary": summary}
 
 
