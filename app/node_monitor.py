@@ -67,7 +67,8 @@ class Monitor:
             self.docker.host, label=str(self.docker.selector), timeout_s=self.docker.timeout_s))
         # a container's disk tier: its volume, grown by remounting (app/actuators/volume.py)
         volumes = next((s for s in self.sources if isinstance(s, VolumeSource)), None)
-        self.volume_actuator = (None if volumes is None else VolumeActuator(volumes.volumes))
+        self.volume_actuator = (None if volumes is None else VolumeActuator(
+            volumes.volumes, docker_pids=volumes.docker_pids))
         # a container's network tier: the TBF on its veth (app/actuators/netlimit.py)
         links = next((s for s in self.sources if isinstance(s, LinkSource)), None)
         self.link_actuator = None if links is None else LinkActuator(links.links)

@@ -8,6 +8,7 @@ groups' defaults do (:mod:`prescale.app.settings_decisions`).
 
 from __future__ import annotations
 
+import posixpath
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Self
@@ -133,11 +134,16 @@ class SourceSettings(Group):
         "(registered with the workload actuators), one container per managed actor.",
     )
     volumes: dict[Annotated[str, Field(min_length=1)], Annotated[str, Field(
-        min_length=1, pattern=r"^/")]] = Field(
+        min_length=1, pattern=r"^(/|docker:)")]] = Field(
         default_factory=dict,
         description="Container → the mount point of its writable volume (a tmpfs with a "
         "size): its disk tier, grown live before it fills (app/telemetry/volumes.py).",
     )
+    # A value may also be docker:<absolute path inside the container> (docker:/data: the
+    # `--tmpfs /data` of the Docker container watched under this name; needs
+    # sources.docker; read through its process's /proc/<pid>/root, grown with nsenter:
+    # app/edges/container_tmpfs.py). Not in the description yet: the README's reference
+    # is generated from it (scripts/update_readme_reference).
     links: dict[Annotated[str, Field(min_length=1)], Annotated[str, Field(
         min_length=1, max_length=15, pattern=r"^[A-Za-z0-9_.:-]+$")]] = Field(
         default_factory=dict,
@@ -179,6 +185,26 @@ class SourceSettings(Group):
     block_timeouts_s: dict[str, Annotated[float, Field(gt=0)]] = Field(
         default_factory=dict, description="Per key-code-block timeout: a slower call is a timeout."
     )
+
+
+    @model_validator(mode="after")
+    def _docker_volumes(self) -> Self:
+        in_docker = [n for n, p in self.volumes.items() if p.startswith("docker:")]
+        for name in in_docker:
+            inside = self.volumes[name].removeprefix("docker:")
+            normal = posixpath.normpath(inside) if inside else ""
+            if not inside.startswith("/") or inside != normal or inside.startswith("//") \
+                    or inside == "/":
+                raise ValueError(
+                    f"sources.volumes[{name}]: {self.volumes[name]!r}: give docker:<absolute "
+                    "mount point inside the container>, written normalised and not / "
+                    "(e.g. docker:/data)")
+        if in_docker and not self.docker:
+            raise ValueError(
+                f"sources.volumes: {', '.join(in_docker)} live in a Docker container "
+                "(docker:<path>): set sources.docker = true (their processes are found "
+                "through the Docker source's daemon)")
+        return self
 
 
 class ModelSettings(Group):

@@ -34,7 +34,8 @@ from prescale.app.edges import cgroup_layout as lay
 
 IMAGE = "prescale-busybox:test"
 BUSYBOX = Path("/bin/busybox")
-APPLETS = ("sh", "sleep", "dd", "cat", "head", "yes", "true", "ls", "mkdir", "rm", "echo")
+APPLETS = ("sh", "sleep", "dd", "cat", "head", "yes", "true", "ls", "mkdir", "rm", "echo",
+           "mount", "df", "ln")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 

@@ -22,6 +22,15 @@ when a check fails:
   remount would make the tmpfs read-only for its writers
   (:func:`~app.edges.tmpfs.read_only_problem`).
 
+A volume inside a Docker container (``docker:/data``) is checked the same way through
+the container's first process, asked of the Engine now
+(:class:`~app.edges.docker_engine.DockerPids`), and resized with ``nsenter -t <pid> -m
+-p mount -o remount,…,size=<bytes> /data``
+(:func:`~app.edges.container_tmpfs.remount_container_size`).
+A container not running (stopped, removed, unreachable) or restarted since its volume
+was last read (another PID than the source saw: the action was decided on a tmpfs that
+no longer exists) is ``FAILED`` naming the container and the path, nothing run.
+
 Writing the size already in force runs nothing (``APPLIED``, old == new). A ``mount``
 that fails is ``FAILED`` with what it said and the size read back afterwards.
 Idempotent by ``action_id`` (:class:`~app.actuators.base.IdempotentActuator`).
@@ -40,10 +49,14 @@ from prescale.app.actuators.base import (
 )
 from prescale.app.core.actions import ActionResult, ResultStatus, ScalingAction
 from prescale.app.core.sample import Tier
+from prescale.app.edges.container_tmpfs import read_container_tmpfs, remount_container_size
+from prescale.app.edges.docker_engine import DockerEngineError, DockerPids
 from prescale.app.edges.tmpfs import (
     DEFAULT_TIMEOUT_S,
+    NotTmpfsMountError,
     VolumeError,
     check_volumes,
+    docker_volume_path,
     page_size_bytes,
     remount_size,
     round_up_to_page,
@@ -73,11 +86,18 @@ class VolumeActuator(IdempotentActuator):
 
     kind = "volume"
 
-    def __init__(self, volumes: Mapping[str, str], timeout_s: float = DEFAULT_TIMEOUT_S
-                 ) -> None:
+    def __init__(self, volumes: Mapping[str, str], timeout_s: float = DEFAULT_TIMEOUT_S,
+                 docker_pids: DockerPids | None = None) -> None:
         super().__init__()
         #: container name → mount path of its writable volume
         self.volumes: dict[str, str] = check_volumes(volumes)
+        in_docker = [n for n, p in self.volumes.items() if docker_volume_path(p) is not None]
+        if in_docker and docker_pids is None:
+            raise ValueError(f"volumes: {', '.join(map(repr, in_docker))} live in a Docker "
+                             "container (docker:<path>): that needs the Docker source "
+                             "(sources.docker = true)")
+        #: the Docker containers' first processes (shared with the volume source)
+        self.docker_pids = docker_pids
         self.timeout_s = float(timeout_s)
         #: how many remounts were tried (``mount -o remount`` run, or refused by
         #: :func:`~app.edges.tmpfs.remount_size`'s own checks after the volume changed)
@@ -95,6 +115,9 @@ class VolumeActuator(IdempotentActuator):
             return make_result(action, ResultStatus.DENIED, action.old_limit, action.old_limit,
                                f"no volume is configured for container {name!r}: prescale "
                                "does not act on it")
+        inside = docker_volume_path(path)
+        if inside is not None:
+            return self._apply_in_docker(action, inside)
         problem = tmpfs_problem(path)
         if problem is not None:
             return make_result(action, ResultStatus.FAILED, action.old_limit, math.nan,
@@ -126,6 +149,56 @@ class VolumeActuator(IdempotentActuator):
                                f"volume of {name!r}: {exc}")
         return make_result(action, ResultStatus.APPLIED, old_bytes, new_bytes,
                            f"tmpfs at {path} remounted with size={target_bytes} and read back")
+
+    def _apply_in_docker(self, action: ScalingAction, inside: str) -> ActionResult:
+        """The same steps for the tmpfs at ``inside`` in Docker container ``name``."""
+        name, where = action.container, f"docker:{inside}"
+        assert self.docker_pids is not None
+        try:
+            pid = self.docker_pids.pid_of(name)
+        except DockerEngineError as exc:
+            return make_result(action, ResultStatus.FAILED, action.old_limit, math.nan,
+                               f"volume of {name!r} at {where}: {exc}; not resized")
+        seen = self.docker_pids.seen.get(name)
+        if seen is not None and seen != pid:
+            return make_result(action, ResultStatus.FAILED, action.old_limit, math.nan,
+                               f"volume of {name!r} at {where}: docker container {name!r} "
+                               f"restarted since its volume was last read (pid {seen} → "
+                               f"{pid}): not resized; the next poll reads its new tmpfs")
+        try:
+            _mount, used_bytes, old_bytes = read_container_tmpfs(pid, inside)
+        except (NotTmpfsMountError, VolumeError) as exc:
+            return make_result(action, ResultStatus.FAILED, action.old_limit, math.nan,
+                               f"volume of {name!r} at {where} (docker container {name!r}, "
+                               f"pid {pid}): {exc}")
+        if math.isinf(old_bytes):
+            return make_result(action, ResultStatus.FAILED, old_bytes, old_bytes,
+                               f"volume of {name!r} at {where}: the tmpfs has no size limit "
+                               "(size=0); the kernel cannot limit it afterwards")
+        target_bytes = round_up_to_page(action.new_limit, page_size_bytes())
+        if target_bytes == old_bytes:
+            return make_result(action, ResultStatus.APPLIED, old_bytes, old_bytes,
+                               f"already the size of the tmpfs at {where}: nothing run")
+        if target_bytes < used_bytes:
+            return make_result(action, ResultStatus.FAILED, old_bytes, old_bytes,
+                               f"volume of {name!r} at {where}: cannot shrink it to "
+                               f"{fmt_limit(target_bytes)} bytes, {fmt_limit(used_bytes)} "
+                               "bytes are in use")
+        self.remounts += 1
+        label = f"{where} of docker container {name!r}"
+        try:
+            new_bytes = remount_container_size(pid, inside, target_bytes, label,
+                                               timeout_s=self.timeout_s)
+        except (VolumeError, ValueError) as exc:
+            try:
+                back = read_container_tmpfs(pid, inside)[2]
+            except (NotTmpfsMountError, VolumeError):
+                back = math.nan
+            return make_result(action, ResultStatus.FAILED, old_bytes, back,
+                               f"volume of {name!r}: {exc}")
+        return make_result(action, ResultStatus.APPLIED, old_bytes, new_bytes,
+                           f"tmpfs at {where} in docker container {name!r} (pid {pid}) "
+                           f"remounted with size={target_bytes} and read back")
 
     @staticmethod
     def _read_back(path: str) -> float:

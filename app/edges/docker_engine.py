@@ -292,3 +292,81 @@ def engine_error_text(exc: BaseException) -> str:
     if explanation:
         return str(explanation).strip()
     return f"{type(exc).__name__}: {exc}"
+
+
+# --------------------------------------------------------------------------- PIDs
+
+
+class DockerPids:
+    """The first process (``State.Pid``) of the Docker containers whose volumes live in
+    their own mount namespace (``sources.volumes = {"web": "docker:/data"}``), asked of
+    the Engine at every use, so a restarted container is seen at once.
+
+    Shared by the volume source and the volume actuator (the monitor gives both the
+    same one): :attr:`seen` is the PID each container's volume was last read through,
+    so a grow decided on a container that restarted since is refused, not applied to
+    its new, fresh tmpfs.
+
+    :meth:`pid_of` raises :class:`DockerEngineError` naming the container: not found,
+    not carrying the selector's label (prescale acts only on its own), not running
+    ("exited, exit code 0"), or a PID not of this host (a remote daemon, another PID
+    namespace: ``/proc/<pid>/cgroup`` does not name the container).
+
+    Example::
+
+        pids = DockerPids("unix:///var/run/docker.sock")
+        pids.pid_of("web")   # 4242
+    """
+
+    def __init__(self, host: str | None = None, label: str = DEFAULT_LABEL,
+                 timeout_s: float = 10.0, proc: Path = Path("/proc")) -> None:
+        self.host = docker_host(host)
+        self.selector = LabelSelector.parse(label)
+        self.timeout_s = float(timeout_s)
+        self.proc = proc
+        #: container name → the PID its volume was last read through
+        self.seen: dict[str, int] = {}
+        self._api: Any = None
+
+    def pid_of(self, name: str) -> int:
+        from docker.errors import DockerException, NotFound
+        from requests import RequestException
+
+        try:
+            if self._api is None:
+                self._api = connect(self.host, self.timeout_s)
+            info = self._api.inspect_container(name)
+        except NotFound:
+            raise DockerEngineError(f"docker container {name!r} does not exist") from None
+        except (DockerException, RequestException, DockerEngineError) as exc:
+            self.close()
+            raise DockerEngineError(f"Docker daemon at {self.host} is not reachable: "
+                                    f"{engine_error_text(exc)}") from None
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        if not self.selector.matches(labels):
+            raise DockerEngineError(f"docker container {name!r} does not carry the label "
+                                    f"{self.selector}: prescale does not act on it")
+        state = info.get("State") or {}
+        pid = int(state.get("Pid") or 0)
+        if not state.get("Running") or pid <= 0:
+            raise DockerEngineError(f"docker container {name!r} is not running "
+                                    f"({state.get('Status', '?')}, exit code "
+                                    f"{state.get('ExitCode')})")
+        cid = str(info.get("Id") or "")
+        try:
+            own = (self.proc / str(pid) / "cgroup").read_text()
+        except OSError:
+            own = ""
+        if not cid or cid not in own:
+            raise DockerEngineError(f"docker container {name!r}: its process {pid} is not "
+                                    "visible on this host (a remote daemon, or another PID "
+                                    "namespace), so its mounts cannot be reached")
+        return pid
+
+    def close(self) -> None:
+        if self._api is not None:
+            try:
+                self._api.close()
+            except Exception:  # noqa: BLE001 - closing a broken client
+                pass
+        self._api = None

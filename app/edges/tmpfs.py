@@ -78,6 +78,8 @@ class Mount:
     source: str
     read_only: bool = field(default=False, compare=False)
     super_read_only: bool = field(default=False, compare=False)
+    #: this mount's own options, as listed (``rw,nosuid,nodev,noexec,relatime``)
+    options: tuple[str, ...] = field(default=(), compare=False)
 
 
 def _unescape(text: str) -> str:
@@ -112,7 +114,8 @@ def parse_mountinfo(text: str) -> list[Mount]:
             continue
         out.append(Mount(_unescape(lf[4]), int(major), int(minor), _unescape(lf[3]),
                          rf[0], _unescape(rf[1]), "ro" in lf[5].split(","),
-                         len(rf) > 2 and "ro" in rf[2].split(",")))
+                         len(rf) > 2 and "ro" in rf[2].split(","),
+                         tuple(o for o in lf[5].split(",") if o)))
     return out
 
 
@@ -219,10 +222,39 @@ def check_tmpfs_mount(path: str | os.PathLike[str], mounts: Sequence[Mount] | No
 # --------------------------------------------------------------------------- sizes
 
 
+#: how a volume inside a Docker container's mount namespace is written in
+#: ``sources.volumes``: ``docker:/data`` is the tmpfs at ``/data`` in the container watched
+#: (by the Docker source) under the same name
+DOCKER_PREFIX = "docker:"
+
+
+def docker_volume_path(spec: str) -> str | None:
+    """The path inside the container of a ``docker:<path>`` volume, or None for a host
+    path. Example: ``"docker:/data"`` → ``"/data"``; ``"/srv/web"`` → None."""
+    return spec[len(DOCKER_PREFIX):] if spec.startswith(DOCKER_PREFIX) else None
+
+
+def container_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot name a mount point inside a container, or None: it must be
+    absolute and written normalised (no ``..``, ``.``, ``//`` or trailing ``/``), and
+    not ``/`` itself. Example: ``"data"`` → "must be absolute"; ``"/data/../etc"`` →
+    "must be written normalised (/etc)"."""
+    if not path.startswith("/"):
+        return "must be absolute"
+    normal = os.path.normpath(path)
+    if path != normal or path.startswith("//"):
+        return f"must be written normalised ({normal})"
+    if path == "/":
+        return "must not be the container's root"
+    return None
+
+
 def check_volumes(volumes: Mapping[str, str | os.PathLike[str]]) -> dict[str, str]:
-    """``sources.volumes`` checked: container name (non-empty) → an absolute path.
+    """``sources.volumes`` checked: container name (non-empty) → an absolute host path,
+    or ``docker:<absolute path inside the container>`` (:data:`DOCKER_PREFIX`).
     ``ValueError`` naming the container otherwise, e.g. "volumes: the path of 'x' must be
-    absolute, got 'relative/dir'"."""
+    absolute, got 'relative/dir'", "volumes: the path of 'web' inside its Docker
+    container, 'docker:data', must be absolute"."""
     checked: dict[str, str] = {}
     for name, path in dict(volumes).items():
         if not isinstance(name, str) or not name:
@@ -231,10 +263,18 @@ def check_volumes(volumes: Mapping[str, str | os.PathLike[str]]) -> dict[str, st
         if not isinstance(path, str | os.PathLike) or not os.fspath(path):
             raise ValueError(f"volumes: the path of {name!r} must be a non-empty path, "
                              f"got {path!r}")
-        if not os.path.isabs(os.fspath(path)):
-            raise ValueError(f"volumes: the path of {name!r} must be absolute, "
-                             f"got {os.fspath(path)!r}")
-        checked[name] = os.fspath(path)
+        text = os.fspath(path)
+        inside = docker_volume_path(text) if isinstance(text, str) else None
+        if inside is not None:
+            problem = container_path_problem(inside)
+            if problem is not None:
+                raise ValueError(f"volumes: the path of {name!r} inside its Docker "
+                                 f"container, {text!r}, {problem} (e.g. docker:/data)")
+        elif not os.path.isabs(text):
+            raise ValueError(f"volumes: the path of {name!r} must be absolute (a host path) "
+                             f"or docker:<absolute path inside its Docker container>, "
+                             f"got {text!r}")
+        checked[name] = text
     return checked
 
 
@@ -331,7 +371,10 @@ def remount_size(path: str | os.PathLike[str], size_bytes: float,
 
 
 __all__ = [
+    "DOCKER_PREFIX",
     "check_volumes",
+    "container_path_problem",
+    "docker_volume_path",
     "DEFAULT_TIMEOUT_S",
     "PROC_MOUNTINFO",
     "Mount",

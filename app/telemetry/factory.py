@@ -27,9 +27,17 @@ def build_sources(settings: Settings, node: str = "local",
     if settings.cgroup.roots or settings.cgroup.watch:
         sources.append(CgroupSource(settings.cgroup, clock=clock))
     if settings.sources.volumes:
+        from prescale.app.edges.docker_engine import DockerPids
+        from prescale.app.edges.tmpfs import docker_volume_path
         from prescale.app.telemetry.volumes import VolumeSource
 
-        sources.append(VolumeSource(dict(settings.sources.volumes), clock=clock))
+        volumes = dict(settings.sources.volumes)
+        # docker:<path> volumes: the containers' first processes, from the Docker source's
+        # daemon (shared with the volume actuator through the source)
+        pids = (DockerPids(settings.sources.docker_host, label=settings.sources.docker_label,
+                           timeout_s=settings.sources.docker_timeout_s)
+                if any(docker_volume_path(p) is not None for p in volumes.values()) else None)
+        sources.append(VolumeSource(volumes, clock=clock, docker_pids=pids))
     if settings.sources.links:
         from prescale.app.telemetry.links import LinkSource
 

@@ -34,6 +34,16 @@ also refuses writes, and is not reported here.
 Worked example: ``VolumeSource({"web": "/srv/web"})`` over an 8 MiB tmpfs with 3 MiB
 written → one sample ``web``, ``disk_used_bytes`` 3_145_728, ``disk_limit_bytes``
 8_388_608, no events, no errors.
+
+**Inside a Docker container** (``{"web": "docker:/data"}``: the ``--tmpfs /data`` of the
+container the Docker source watches as ``web``): the container's first process is asked
+of the Engine at every poll (:class:`~app.edges.docker_engine.DockerPids`), and the
+tmpfs is read through it (:func:`~app.edges.container_tmpfs.read_container_tmpfs`: its
+``/proc/<pid>/mountinfo``, ``statvfs`` of ``/proc/<pid>/root/data``). A container that
+is stopped, removed or unreachable is an error naming it and the path at every poll
+while it lasts, e.g. ``"volume of 'web' at docker:/data: docker container 'web' is not
+running (exited, exit code 0)"``; one that restarted (another PID) is read from its new
+process on, with one error saying so (its tmpfs is a new one, back at its first size).
 """
 
 from __future__ import annotations
@@ -43,8 +53,13 @@ import time
 from collections.abc import Callable, Mapping
 
 from prescale.app.core.sample import Event, EventKind, Sample, SourceBatch
+from prescale.app.edges.container_tmpfs import read_container_tmpfs
+from prescale.app.edges.docker_engine import DockerEngineError, DockerPids
 from prescale.app.edges.tmpfs import (
+    NotTmpfsMountError,
+    VolumeError,
     check_volumes,
+    docker_volume_path,
     page_size_bytes,
     read_mounts,
     tmpfs_problem,
@@ -64,10 +79,17 @@ class VolumeSource:
 
     kind = "volumes"
 
-    def __init__(self, volumes: Mapping[str, str], clock: Callable[[], float] = time.time
-                 ) -> None:
+    def __init__(self, volumes: Mapping[str, str], clock: Callable[[], float] = time.time,
+                 docker_pids: DockerPids | None = None) -> None:
         #: container name → mount path of its writable volume, as configured
         self.volumes: dict[str, str] = check_volumes(volumes)
+        in_docker = [n for n, p in self.volumes.items() if docker_volume_path(p) is not None]
+        if in_docker and docker_pids is None:
+            raise ValueError(f"volumes: {', '.join(map(repr, in_docker))} live in a Docker "
+                             "container (docker:<path>): that needs the Docker source "
+                             "(sources.docker = true)")
+        #: where the Docker containers' first processes are asked (docker: volumes)
+        self.docker_pids = docker_pids
         self.clock = clock
         self.page_bytes = page_size_bytes()
         #: containers whose volume was full at the last poll that read it
@@ -85,12 +107,16 @@ class VolumeSource:
         mounts = read_mounts()
         batch = SourceBatch()
         for name, path in self.volumes.items():
-            problem = tmpfs_problem(path, mounts)
-            if problem is None:
-                try:
-                    used_bytes, size_bytes = volume_usage(path)
-                except OSError as exc:
-                    problem = f"cannot read it: {exc.strerror or exc}"
+            inside = docker_volume_path(path)
+            if inside is None:
+                problem = tmpfs_problem(path, mounts)
+                if problem is None:
+                    try:
+                        used_bytes, size_bytes = volume_usage(path)
+                    except OSError as exc:
+                        problem = f"cannot read it: {exc.strerror or exc}"
+            else:
+                problem, used_bytes, size_bytes = self._read_in_docker(name, inside, batch)
             if problem is not None:
                 batch.errors[name] = f"volume of {name!r} at {path}: {problem}"
                 continue
@@ -115,9 +141,37 @@ class VolumeSource:
                 self._full.discard(name)
         return batch
 
+    def _read_in_docker(self, name: str, inside: str, batch: SourceBatch
+                        ) -> tuple[str | None, float, float]:
+        """``(problem, used, size)`` of the tmpfs at ``inside`` in Docker container
+        ``name``; a restart (another PID than at the last read) is said once in
+        ``batch.errors``, and the new one read."""
+        assert self.docker_pids is not None
+        try:
+            pid = self.docker_pids.pid_of(name)
+        except DockerEngineError as exc:
+            return str(exc), math.nan, math.nan
+        try:
+            _mount, used_bytes, size_bytes = read_container_tmpfs(pid, inside)
+        except NotTmpfsMountError as exc:
+            return f"{exc} (in docker container {name!r}, pid {pid})", math.nan, math.nan
+        except VolumeError as exc:
+            return (f"docker container {name!r} stopped or restarted while read: {exc}",
+                    math.nan, math.nan)
+        before = self.docker_pids.seen.get(name)
+        self.docker_pids.seen[name] = pid
+        if before is not None and before != pid:
+            self._full.discard(name)
+            batch.errors[name] = (f"volume of {name!r} at docker:{inside}: docker container "
+                                  f"{name!r} restarted (pid {before} → {pid}): its tmpfs is a "
+                                  "new one, read from now on")
+        return None, used_bytes, size_bytes
+
     def close(self) -> None:
-        """Nothing is held open; forgets which volumes were full."""
+        """Forgets which volumes were full; closes the Engine client (docker: volumes)."""
         self._full.clear()
+        if self.docker_pids is not None:
+            self.docker_pids.close()
 
 
 __all__ = ["VolumeSource"]
