@@ -137,7 +137,8 @@ class SourceSettings(Group):
         min_length=1, pattern=r"^(/|docker:)")]] = Field(
         default_factory=dict,
         description="Container → the mount point of its writable volume (a tmpfs with a "
-        "size): its disk tier, grown live before it fills (app/telemetry/volumes.py).",
+        "size), or docker:<path> for a Docker container's own --tmpfs: its disk tier, "
+        "grown live before it fills (app/telemetry/volumes.py).",
     )
     # A value may also be docker:<absolute path inside the container> (docker:/data: the
     # `--tmpfs /data` of the Docker container watched under this name; needs
