@@ -10,6 +10,9 @@ the host's static busybox (no registry is needed), and on exit removes every
 container, stops the daemon (by its pid), unmounts and deletes the directory, and
 removes the cgroup directories it created.
 
+:func:`engine_fixtures` gives a test module its ``engine`` (one private daemon for the
+module) and an autouse fixture removing every container after each test.
+
 :func:`skip_reason` says why this machine cannot (not root, dockerd/containerd/runc or
 a static busybox missing, no writable cgroup v1 memory controller).
 """
@@ -29,6 +32,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 from prescale.app.edges import cgroup_layout as lay
 
@@ -227,3 +232,22 @@ def private_docker(start_timeout_s: float = 60.0) -> Iterator[PrivateDocker]:
         _unmount_under(root)
         shutil.rmtree(root, ignore_errors=True)
         _remove_cgroups(created)
+
+
+def engine_fixtures():
+    """``engine, _clean = engine_fixtures()`` at a test module's top: ``engine``
+    (module scope) is one :func:`private_docker` for the module's tests; ``_clean``
+    (autouse) removes every container after each test, while the daemon runs."""
+
+    @pytest.fixture(scope="module")
+    def engine():
+        with private_docker() as d:
+            yield d
+
+    @pytest.fixture(autouse=True)
+    def _clean(engine):
+        yield
+        if engine.proc.poll() is None:
+            engine.remove_all()
+
+    return engine, _clean

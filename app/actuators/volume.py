@@ -55,12 +55,13 @@ from prescale.app.edges.tmpfs import (
     DEFAULT_TIMEOUT_S,
     NotTmpfsMountError,
     VolumeError,
+    check_docker_volumes_served,
     check_volumes,
     docker_volume_path,
     page_size_bytes,
+    read_volume,
     remount_size,
     round_up_to_page,
-    tmpfs_problem,
     volume_usage,
 )
 
@@ -71,6 +72,29 @@ def check_volume_action(action: ScalingAction) -> None:
     Example: a memory resize → "a volume actuator resizes only the disk tier, not
     memory"."""
     check_tier_resize(action, Tier.DISK, "a volume actuator", "a volume")
+
+
+def _target_bytes(action: ScalingAction, where: str, used_bytes: float, old_bytes: float
+                  ) -> int | ActionResult:
+    """The size (bytes, whole pages) the volume of ``action.container`` at ``where``, now
+    ``old_bytes`` with ``used_bytes`` in use, is remounted with; or the result that ends
+    the action before anything runs: FAILED for a tmpfs with no size limit or a size
+    below the bytes in use, APPLIED (nothing run) for the size already in force."""
+    name = action.container
+    if math.isinf(old_bytes):
+        return make_result(action, ResultStatus.FAILED, old_bytes, old_bytes,
+                           f"volume of {name!r} at {where}: the tmpfs has no size limit "
+                           "(size=0); the kernel cannot limit it afterwards")
+    target_bytes = round_up_to_page(action.new_limit, page_size_bytes())
+    if target_bytes == old_bytes:
+        return make_result(action, ResultStatus.APPLIED, old_bytes, old_bytes,
+                           f"already the size of the tmpfs at {where}: nothing run")
+    if target_bytes < used_bytes:
+        return make_result(action, ResultStatus.FAILED, old_bytes, old_bytes,
+                           f"volume of {name!r} at {where}: cannot shrink it to "
+                           f"{fmt_limit(target_bytes)} bytes, {fmt_limit(used_bytes)} "
+                           "bytes are in use")
+    return target_bytes
 
 
 class VolumeActuator(IdempotentActuator):
@@ -91,11 +115,7 @@ class VolumeActuator(IdempotentActuator):
         super().__init__()
         #: container name → mount path of its writable volume
         self.volumes: dict[str, str] = check_volumes(volumes)
-        in_docker = [n for n, p in self.volumes.items() if docker_volume_path(p) is not None]
-        if in_docker and docker_pids is None:
-            raise ValueError(f"volumes: {', '.join(map(repr, in_docker))} live in a Docker "
-                             "container (docker:<path>): that needs the Docker source "
-                             "(sources.docker = true)")
+        check_docker_volumes_served(self.volumes, docker_pids)
         #: the Docker containers' first processes (shared with the volume source)
         self.docker_pids = docker_pids
         self.timeout_s = float(timeout_s)
@@ -118,29 +138,13 @@ class VolumeActuator(IdempotentActuator):
         inside = docker_volume_path(path)
         if inside is not None:
             return self._apply_in_docker(action, inside)
-        problem = tmpfs_problem(path)
+        problem, used_bytes, old_bytes = read_volume(path)
         if problem is not None:
             return make_result(action, ResultStatus.FAILED, action.old_limit, math.nan,
                                f"volume of {name!r} at {path}: {problem}")
-        try:
-            used_bytes, old_bytes = volume_usage(path)
-        except OSError as exc:
-            return make_result(action, ResultStatus.FAILED, action.old_limit, math.nan,
-                               f"volume of {name!r} at {path}: cannot read it: "
-                               f"{exc.strerror or exc}")
-        if math.isinf(old_bytes):
-            return make_result(action, ResultStatus.FAILED, old_bytes, old_bytes,
-                               f"volume of {name!r} at {path}: the tmpfs has no size limit "
-                               "(size=0); the kernel cannot limit it afterwards")
-        target_bytes = round_up_to_page(action.new_limit, page_size_bytes())
-        if target_bytes == old_bytes:
-            return make_result(action, ResultStatus.APPLIED, old_bytes, old_bytes,
-                               f"already the size of the tmpfs at {path}: nothing run")
-        if target_bytes < used_bytes:
-            return make_result(action, ResultStatus.FAILED, old_bytes, old_bytes,
-                               f"volume of {name!r} at {path}: cannot shrink it to "
-                               f"{fmt_limit(target_bytes)} bytes, {fmt_limit(used_bytes)} "
-                               "bytes are in use")
+        target_bytes = _target_bytes(action, path, used_bytes, old_bytes)
+        if isinstance(target_bytes, ActionResult):
+            return target_bytes
         self.remounts += 1
         try:
             new_bytes = remount_size(path, target_bytes, timeout_s=self.timeout_s)
@@ -171,19 +175,9 @@ class VolumeActuator(IdempotentActuator):
             return make_result(action, ResultStatus.FAILED, action.old_limit, math.nan,
                                f"volume of {name!r} at {where} (docker container {name!r}, "
                                f"pid {pid}): {exc}")
-        if math.isinf(old_bytes):
-            return make_result(action, ResultStatus.FAILED, old_bytes, old_bytes,
-                               f"volume of {name!r} at {where}: the tmpfs has no size limit "
-                               "(size=0); the kernel cannot limit it afterwards")
-        target_bytes = round_up_to_page(action.new_limit, page_size_bytes())
-        if target_bytes == old_bytes:
-            return make_result(action, ResultStatus.APPLIED, old_bytes, old_bytes,
-                               f"already the size of the tmpfs at {where}: nothing run")
-        if target_bytes < used_bytes:
-            return make_result(action, ResultStatus.FAILED, old_bytes, old_bytes,
-                               f"volume of {name!r} at {where}: cannot shrink it to "
-                               f"{fmt_limit(target_bytes)} bytes, {fmt_limit(used_bytes)} "
-                               "bytes are in use")
+        target_bytes = _target_bytes(action, where, used_bytes, old_bytes)
+        if isinstance(target_bytes, ActionResult):
+            return target_bytes
         self.remounts += 1
         label = f"{where} of docker container {name!r}"
         try:

@@ -43,10 +43,10 @@ from prescale.app.edges.tmpfs import (
     NotTmpfsMountError,
     VolumeError,
     check_size,
-    page_size_bytes,
+    not_mount_point_problem,
     read_mounts,
     read_only_problem,
-    round_up_to_page,
+    resize_target_bytes,
 )
 
 PROC = Path("/proc")
@@ -106,9 +106,7 @@ def read_container_tmpfs(pid: int, path: str, proc: Path = PROC
         st = os.fstat(fd)
         here = [m for m in mounts if m.mount_point == path]
         if not here:
-            under = _containing(path, mounts)
-            where = f" (a directory on the {under.fstype} at {under.mount_point})" if under else ""
-            raise NotTmpfsMountError(f"is not a mount point{where}")
+            raise NotTmpfsMountError(not_mount_point_problem(path, mounts))
         dev = (os.major(st.st_dev), os.minor(st.st_dev))
         mount = next((m for m in reversed(here) if (m.major, m.minor) == dev), None)
         if mount is None:
@@ -127,16 +125,6 @@ def read_container_tmpfs(pid: int, path: str, proc: Path = PROC
         return mount, math.nan, math.inf
     frsize = sv.f_frsize or sv.f_bsize
     return mount, float((sv.f_blocks - sv.f_bfree) * frsize), float(sv.f_blocks * frsize)
-
-
-def _containing(path: str, mounts: list[Mount]) -> Mount | None:
-    best: Mount | None = None
-    for m in mounts:
-        mp = m.mount_point.rstrip("/") + "/"
-        if (path + "/").startswith(mp) and (best is None
-                                            or len(m.mount_point) >= len(best.mount_point)):
-            best = m
-    return best
 
 
 def remount_container_size(pid: int, path: str, size_bytes: float, where: str,
@@ -163,14 +151,7 @@ def remount_container_size(pid: int, path: str, size_bytes: float, where: str,
     problem = read_only_problem(mount)
     if problem is not None:
         raise ValueError(f"the tmpfs at {where} {problem}; not resized")
-    if math.isinf(current_bytes):
-        raise ValueError(f"the tmpfs at {where} has no size limit (mounted with size=0); "
-                         "the kernel cannot limit it afterwards")
-    target_bytes = round_up_to_page(size_bytes, page_size_bytes())
-    if target_bytes < used_bytes:
-        raise ValueError(f"cannot shrink the tmpfs at {where} to {target_bytes} bytes: "
-                         f"{used_bytes:.0f} bytes are in use (a tmpfs cannot be made smaller "
-                         "than its contents)")
+    target_bytes = resize_target_bytes(where, size_bytes, used_bytes, current_bytes)
     keep = [o for o in mount.options if not o.startswith("size=")]
     options = ",".join(["remount", *keep, f"size={target_bytes}"])
     try:

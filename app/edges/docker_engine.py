@@ -65,6 +65,16 @@ def connect(host: str, timeout_s: float = 10.0):
         raise DockerEngineError(f"Docker daemon at {host} is not reachable: {exc}") from None
 
 
+def close_quietly(api: Any) -> None:
+    """Close a client from :func:`connect` that may be broken (its daemon gone): whatever
+    closing it raises is ignored; ``None`` (no client yet) is nothing to close."""
+    if api is not None:
+        try:
+            api.close()
+        except Exception:  # noqa: BLE001 - closing a broken client
+            pass
+
+
 # --------------------------------------------------------------------------- labels
 
 
@@ -364,9 +374,5 @@ class DockerPids:
         return pid
 
     def close(self) -> None:
-        if self._api is not None:
-            try:
-                self._api.close()
-            except Exception:  # noqa: BLE001 - closing a broken client
-                pass
+        close_quietly(self._api)
         self._api = None

@@ -170,12 +170,19 @@ def tmpfs_problem(path: str | os.PathLike[str], mounts: Sequence[Mount] | None =
         mounts = read_mounts()
     m = mount_at(resolved, mounts)
     if m is None:
-        under = _mount_containing(resolved, mounts)
-        where = f" (a directory on the {under.fstype} at {under.mount_point})" if under else ""
-        return f"is not a mount point{where}"
+        return not_mount_point_problem(resolved, mounts)
     if m.fstype != "tmpfs":
         return f"is a mount point of type {m.fstype}, not tmpfs"
     return None
+
+
+def not_mount_point_problem(resolved: str, mounts: Sequence[Mount]) -> str:
+    """What ``resolved``, a directory that is no mount point in ``mounts``, is: the
+    mount it lies on, when one is listed. Example: ``/srv/web`` on the root's ext4 →
+    ``"is not a mount point (a directory on the ext4 at /)"``."""
+    under = _mount_containing(resolved, mounts)
+    where = f" (a directory on the {under.fstype} at {under.mount_point})" if under else ""
+    return f"is not a mount point{where}"
 
 
 def _mount_containing(resolved: str, mounts: Sequence[Mount]) -> Mount | None:
@@ -278,6 +285,20 @@ def check_volumes(volumes: Mapping[str, str | os.PathLike[str]]) -> dict[str, st
     return checked
 
 
+def check_docker_volumes_served(volumes: Mapping[str, str], docker_pids: object | None
+                                ) -> None:
+    """A ``docker:<path>`` volume is reached through its container's first process, so
+    it needs the Docker source's :class:`~app.edges.docker_engine.DockerPids`
+    (``docker_pids``). ``ValueError`` naming those volumes when it is None, e.g.
+    "volumes: 'web' live in a Docker container (docker:<path>): that needs the Docker
+    source (sources.docker = true)"."""
+    in_docker = [n for n, p in volumes.items() if docker_volume_path(p) is not None]
+    if in_docker and docker_pids is None:
+        raise ValueError(f"volumes: {', '.join(map(repr, in_docker))} live in a Docker "
+                         "container (docker:<path>): that needs the Docker source "
+                         "(sources.docker = true)")
+
+
 def page_size_bytes() -> int:
     """The kernel's page size (tmpfs sizes are whole pages): 4096 on x86-64."""
     return int(os.sysconf("SC_PAGE_SIZE"))
@@ -312,6 +333,25 @@ def volume_usage(path: str | os.PathLike[str]) -> tuple[float, float]:
     return float((st.f_blocks - st.f_bfree) * frsize), float(st.f_blocks * frsize)
 
 
+def read_volume(path: str | os.PathLike[str], mounts: Sequence[Mount] | None = None
+                ) -> tuple[str | None, float, float]:
+    """``(problem, used_bytes, size_bytes)`` of the volume at ``path``: ``problem`` None
+    and :func:`volume_usage`'s numbers when it is a tmpfs mount point that can be read;
+    else why not, without the path (:func:`tmpfs_problem`'s words, or ``"cannot read it:
+    <strerror>"``), and ``nan, nan``. ``mounts``: as for :func:`tmpfs_problem`. Example:
+    an 8 MiB tmpfs at ``/srv/web`` with 3 MiB written → ``(None, 3_145_728,
+    8_388_608)``; a plain directory → ``("is not a mount point (a directory on the ext4
+    at /)", nan, nan)``."""
+    problem = tmpfs_problem(path, mounts)
+    if problem is not None:
+        return problem, math.nan, math.nan
+    try:
+        used_bytes, size_bytes = volume_usage(path)
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror or exc}", math.nan, math.nan
+    return None, used_bytes, size_bytes
+
+
 def check_size(path: str | os.PathLike[str], size_bytes: float) -> None:
     """``size_bytes`` is a finite number > 0; else :class:`ValueError` naming the path
     and the value."""
@@ -319,6 +359,26 @@ def check_size(path: str | os.PathLike[str], size_bytes: float) -> None:
             or not math.isfinite(size_bytes) or size_bytes <= 0):
         raise ValueError(f"size of the tmpfs at {os.fspath(path)} must be a finite number "
                          f"of bytes > 0, got {size_bytes!r}")
+
+
+def resize_target_bytes(where: str, size_bytes: float, used_bytes: float,
+                        current_bytes: float) -> int:
+    """The size a tmpfs now ``current_bytes`` big with ``used_bytes`` in use is remounted
+    with for ``size_bytes``: rounded up to whole pages (:func:`round_up_to_page`).
+    ``ValueError`` naming ``where`` when the tmpfs has no size limit (``inf``: mounted
+    with ``size=0``, which cannot be limited later) or that size is below the bytes in
+    use. Worked example (4096-byte pages): 16_000_000 for an 8 MiB tmpfs with 3 MiB used
+    → 16_003_072; 1_000_000 for it → "cannot shrink the tmpfs at /srv/web to 1003520
+    bytes: 3145728 bytes are in use (…)"."""
+    if math.isinf(current_bytes):
+        raise ValueError(f"the tmpfs at {where} has no size limit (mounted with size=0); "
+                         "the kernel cannot limit it afterwards")
+    target_bytes = round_up_to_page(size_bytes, page_size_bytes())
+    if target_bytes < used_bytes:
+        raise ValueError(f"cannot shrink the tmpfs at {where} to {target_bytes} bytes: "
+                         f"{used_bytes:.0f} bytes are in use (a tmpfs cannot be made smaller "
+                         "than its contents)")
+    return target_bytes
 
 
 def remount_size(path: str | os.PathLike[str], size_bytes: float,
@@ -352,14 +412,7 @@ def remount_size(path: str | os.PathLike[str], size_bytes: float,
         used_bytes, current_bytes = volume_usage(where)
     except OSError as exc:
         raise VolumeError(f"cannot read the tmpfs at {where}: {exc.strerror or exc}") from None
-    if math.isinf(current_bytes):
-        raise ValueError(f"the tmpfs at {where} has no size limit (mounted with size=0); "
-                         "the kernel cannot limit it afterwards")
-    target_bytes = round_up_to_page(size_bytes, page_size_bytes())
-    if target_bytes < used_bytes:
-        raise ValueError(f"cannot shrink the tmpfs at {where} to {target_bytes} bytes: "
-                         f"{used_bytes:.0f} bytes are in use (a tmpfs cannot be made smaller "
-                         "than its contents)")
+    target_bytes = resize_target_bytes(where, size_bytes, used_bytes, current_bytes)
     run_tool(["mount", "-o", f"remount,size={target_bytes}", where], timeout_s=timeout_s,
              error=VolumeError, missing=f"cannot resize the tmpfs at {where}: the mount "
              "command is not installed (util-linux)")
@@ -372,6 +425,7 @@ def remount_size(path: str | os.PathLike[str], size_bytes: float,
 
 __all__ = [
     "DOCKER_PREFIX",
+    "check_docker_volumes_served",
     "check_volumes",
     "container_path_problem",
     "docker_volume_path",
@@ -384,11 +438,14 @@ __all__ = [
     "check_tmpfs_mount",
     "is_tmpfs_mount",
     "mount_at",
+    "not_mount_point_problem",
     "page_size_bytes",
     "parse_mountinfo",
     "read_mounts",
     "read_only_problem",
+    "read_volume",
     "remount_size",
+    "resize_target_bytes",
     "round_up_to_page",
     "tmpfs_problem",
     "volume_usage",

@@ -67,6 +67,7 @@ from prescale.app.edges.docker_engine import (
     LabelSelector,
     app_of,
     cgroup_dirs_of_pid,
+    close_quietly,
     connect,
     container_name,
     docker_host,
@@ -152,11 +153,7 @@ class DockerSource:
         return self._api
 
     def _lost(self, exc: BaseException) -> DockerEngineError:
-        if self._api is not None:
-            try:
-                self._api.close()
-            except Exception:  # noqa: BLE001 - closing a broken client
-                pass
+        close_quietly(self._api)
         self._api = None
         return DockerEngineError(f"Docker daemon at {self.host} is not reachable: "
                                  f"{engine_error_text(exc)}")

@@ -58,12 +58,12 @@ from prescale.app.edges.docker_engine import DockerEngineError, DockerPids
 from prescale.app.edges.tmpfs import (
     NotTmpfsMountError,
     VolumeError,
+    check_docker_volumes_served,
     check_volumes,
     docker_volume_path,
     page_size_bytes,
     read_mounts,
-    tmpfs_problem,
-    volume_usage,
+    read_volume,
 )
 
 
@@ -83,11 +83,7 @@ class VolumeSource:
                  docker_pids: DockerPids | None = None) -> None:
         #: container name → mount path of its writable volume, as configured
         self.volumes: dict[str, str] = check_volumes(volumes)
-        in_docker = [n for n, p in self.volumes.items() if docker_volume_path(p) is not None]
-        if in_docker and docker_pids is None:
-            raise ValueError(f"volumes: {', '.join(map(repr, in_docker))} live in a Docker "
-                             "container (docker:<path>): that needs the Docker source "
-                             "(sources.docker = true)")
+        check_docker_volumes_served(self.volumes, docker_pids)
         #: where the Docker containers' first processes are asked (docker: volumes)
         self.docker_pids = docker_pids
         self.clock = clock
@@ -109,12 +105,7 @@ class VolumeSource:
         for name, path in self.volumes.items():
             inside = docker_volume_path(path)
             if inside is None:
-                problem = tmpfs_problem(path, mounts)
-                if problem is None:
-                    try:
-                        used_bytes, size_bytes = volume_usage(path)
-                    except OSError as exc:
-                        problem = f"cannot read it: {exc.strerror or exc}"
+                problem, used_bytes, size_bytes = read_volume(path, mounts)
             else:
                 problem, used_bytes, size_bytes = self._read_in_docker(name, inside, batch)
             if problem is not None:

@@ -26,7 +26,7 @@ from prescale.app.loop.tick import Ports, Tick
 from prescale.app.node_monitor import Monitor
 from prescale.app.settings import Settings
 from prescale.app.telemetry.docker import DockerSource
-from tests.docker_support import private_docker, skip_reason
+from tests.docker_support import engine_fixtures, skip_reason
 from tests.loop_ports import MemAllocator, MemCheckpoint, MemJournal, MemThresholds
 
 MiB = 2**20
@@ -37,18 +37,7 @@ LEAK = "while :; do dd if=/dev/zero bs=1M count=2 >> /data/f 2>/dev/null; sleep 
 _why = skip_reason()
 pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.cgroup]
 
-
-@pytest.fixture(scope="module")
-def engine():
-    with private_docker() as d:
-        yield d
-
-
-@pytest.fixture(autouse=True)
-def _clean(engine):
-    yield
-    if engine.proc.poll() is None:
-        engine.remove_all()
+engine, _clean = engine_fixtures()
 
 
 def _oom_kills(engine, cid: str) -> int:

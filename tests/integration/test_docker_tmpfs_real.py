@@ -26,7 +26,7 @@ from prescale.app.core.sample import Tier
 from prescale.app.edges.docker_engine import DockerPids
 from prescale.app.settings import Settings
 from prescale.app.telemetry.volumes import VolumeSource
-from tests.docker_support import private_docker, skip_reason
+from tests.docker_support import engine_fixtures, skip_reason
 from tests.loop_ports import monitor_tick
 
 MiB = 2**20
@@ -40,18 +40,7 @@ _why = skip_reason() or (None if shutil.which("nsenter") else
                          "nsenter is not installed (util-linux)")
 pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.cgroup]
 
-
-@pytest.fixture(scope="module")
-def engine():
-    with private_docker() as d:
-        yield d
-
-
-@pytest.fixture(autouse=True)
-def _clean(engine):
-    yield
-    if engine.proc.poll() is None:
-        engine.remove_all()
+engine, _clean = engine_fixtures()
 
 
 def _df_kib(engine, cid: str) -> tuple[int, int]:

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -41,10 +39,11 @@ from pathlib import Path
 import pytest
 
 from prescale.app.core.actions import ResultStatus
-from prescale.app.edges.netlimit import interface_exists, read_rate_limit, set_rate_limit
+from prescale.app.edges.netlimit import interface_exists, read_rate_limit
 from prescale.app.edges.tmpfs import read_mounts, volume_usage
 from prescale.app.settings import Settings
 from tests.loop_ports import monitor_tick
+from tests.netns_support import Sender, ip, served_links
 
 MiB = 2**20
 NEEDS = ("mount", "umount", "ip", "tc")
@@ -347,95 +346,24 @@ def test_a_volume_seen_through_a_read_only_mount_is_not_made_read_only_by_a_grow
 # --------------------------------------------------------------------------- 4. link gone
 
 DEMAND_BYTES_PER_S = 3 * MiB
-SERVER = """
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], 5201)); s.listen(1); print("ready", flush=True)
-c, _ = s.accept()
-while c.recv(1 << 16):
-    pass
-"""
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
 
 
 @pytest.fixture
 def links():
     """Two containers: a network namespace each behind a veth pair, receiving through a
-    1 MiB/s TBF on the host side, a server inside. Yields ``{container: (host-side
-    interface, address, namespace, server)}``; every server, veth and namespace is
-    removed at teardown (what is already gone is skipped)."""
-    tag = secrets.token_hex(3)
-    made, servers, out = [], [], {}
-    try:
-        for k, name in enumerate(("gone", "kept")):
-            ns, host, inner = f"prescale-f{k}-{tag}", f"psf{k}-{tag}", f"psg{k}-{tag}"
-            _ip("netns", "add", ns)
-            made.append((ns, host))
-            _ip("link", "add", host, "type", "veth", "peer", "name", inner)
-            _ip("link", "set", inner, "netns", ns)
-            _ip("addr", "add", f"10.215.{k}.1/30", "dev", host)
-            _ip("link", "set", host, "up")
-            _ip("-n", ns, "addr", "add", f"10.215.{k}.2/30", "dev", inner)
-            _ip("-n", ns, "link", "set", inner, "up")
-            set_rate_limit(host, 1 * MiB)
-            srv = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SERVER,
-                                    f"10.215.{k}.2"], stdout=subprocess.PIPE, text=True)
-            servers.append(srv)
-            assert srv.stdout.readline().strip() == "ready"
-            out[f"net-{name}"] = (host, f"10.215.{k}.2", ns, srv)
-        yield out
-    finally:
-        for srv in servers:
-            srv.kill()
-            srv.wait()
-        for ns, host in made:
-            subprocess.run(["ip", "link", "del", host], capture_output=True, check=False)
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-        left = [h for _, h in made if interface_exists(h)]
-        names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        assert not left and tag not in names, f"left behind: {left} {names}"
-
-
-class _Sender(threading.Thread):
-    """Sends at most DEMAND_BYTES_PER_S (paced every 50 ms), records bytes sent per s;
-    a send that fails (its container is gone) ends it, the error kept."""
-
-    def __init__(self, addr: str) -> None:
-        super().__init__(daemon=True)
-        self.sock = socket.create_connection((addr, 5201), timeout=10)
-        self.sock.settimeout(2)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
-        self.stop = threading.Event()
-        self.sent: list[tuple[float, int]] = []
-        self.error: OSError | None = None
-
-    def run(self) -> None:
-        chunk = b"x" * int(DEMAND_BYTES_PER_S * 0.05)
-        nxt = time.monotonic()
-        try:
-            while not self.stop.is_set():
-                self.sock.sendall(chunk)
-                self.sent.append((time.monotonic(), len(chunk)))
-                nxt += 0.05
-                time.sleep(max(0.0, nxt - time.monotonic()))
-        except OSError as exc:
-            self.error = exc
-        finally:
-            self.sock.close()
-
-    def rate(self, last_s: float) -> float:
-        now = time.monotonic()
-        return sum(n for t, n in self.sent if t >= now - last_s) / last_s
+    1 MiB/s TBF on the host side, a server inside (:func:`tests.netns_support.served_links`).
+    Yields ``{container: (host-side interface, address, namespace, server)}``; every
+    server, veth and namespace is removed at teardown (what is already gone is skipped)."""
+    with served_links(("net-gone", "net-kept"), "10.215", ("prescale-f", "psf", "psg"),
+                      1 * MiB, check_removed=True) as made:
+        yield made
 
 
 def test_a_deleted_link_is_named_and_the_other_saturated_link_is_still_raised(links):
     settings = Settings(mode="auto", cgroup={"roots": []}, history={"enabled": False},
                         sources={"links": {c: v[0] for c, v in links.items()}})
     tick, actuation, journal = monitor_tick(settings, run_id="net-faults")
-    senders = {c: _Sender(v[1]) for c, v in links.items()}
+    senders = {c: Sender(v[1], DEMAND_BYTES_PER_S, timeout_s=2) for c, v in links.items()}
     for s in senders.values():
         s.start()
     gone_host, _, gone_ns, gone_server = links["net-gone"]
@@ -447,7 +375,7 @@ def test_a_deleted_link_is_named_and_the_other_saturated_link_is_still_raised(li
     def fault() -> None:  # the container ends: its namespace, and its veth with it
         gone_server.kill()
         gone_server.wait()
-        _ip("netns", "del", gone_ns)
+        ip("netns", "del", gone_ns)
         t0 = time.monotonic()
         while interface_exists(gone_host) and time.monotonic() - t0 < 5:
             time.sleep(0.05)

@@ -7,20 +7,16 @@ workload is ``off``, stays at 1 MiB/s."""
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
-import threading
 import time
 
 import pytest
 
 from prescale.app.core.actions import ResultStatus
-from prescale.app.edges.netlimit import read_rate_limit, set_rate_limit
+from prescale.app.edges.netlimit import read_rate_limit
 from prescale.app.settings import Settings
 from tests.loop_ports import monitor_tick
+from tests.netns_support import Sender, served_links
 
 MiB = 2**20
 DEMAND_BYTES_PER_S = 3 * MiB
@@ -29,77 +25,13 @@ pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("tc") is None,
     reason="needs root, ip(8) and tc(8) for network namespaces and a TBF")
 
-SERVER = """
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], 5201)); s.listen(1); print("ready", flush=True)
-c, _ = s.accept()
-while c.recv(1 << 16):
-    pass
-"""
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
-
-
 @pytest.fixture
 def links():
-    tag = secrets.token_hex(3)
-    made, servers, out = [], [], {}
-    try:
-        for k, name in enumerate(("managed", "control")):
-            ns, host, inner = f"psn{k}-{tag}", f"psh{k}-{tag}", f"psc{k}-{tag}"
-            _ip("netns", "add", ns)
-            made.append((ns, host))
-            _ip("link", "add", host, "type", "veth", "peer", "name", inner)
-            _ip("link", "set", inner, "netns", ns)
-            _ip("addr", "add", f"10.214.{k}.1/30", "dev", host)
-            _ip("link", "set", host, "up")
-            _ip("-n", ns, "addr", "add", f"10.214.{k}.2/30", "dev", inner)
-            _ip("-n", ns, "link", "set", inner, "up")
-            _ip("-n", ns, "link", "set", "lo", "up")
-            set_rate_limit(host, 1 * MiB)
-            srv = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SERVER,
-                                    f"10.214.{k}.2"], stdout=subprocess.PIPE, text=True)
-            servers.append(srv)
-            assert srv.stdout.readline().strip() == "ready"
-            out[f"net-{name}"] = (host, f"10.214.{k}.2")
-        yield out
-    finally:
-        for srv in servers:
-            srv.kill()
-            srv.wait()
-        for ns, host in made:
-            subprocess.run(["ip", "link", "del", host], capture_output=True, check=False)
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-
-
-class _Sender(threading.Thread):
-    """Sends at most DEMAND_BYTES_PER_S (paced every 50 ms); records bytes sent per s."""
-
-    def __init__(self, addr: str) -> None:
-        super().__init__(daemon=True)
-        self.sock = socket.create_connection((addr, 5201), timeout=10)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
-        self.stop = threading.Event()
-        self.sent: list[tuple[float, int]] = []
-
-    def run(self) -> None:
-        chunk = b"x" * int(DEMAND_BYTES_PER_S * 0.05)
-        nxt = time.monotonic()
-        try:
-            while not self.stop.is_set():
-                self.sock.sendall(chunk)
-                self.sent.append((time.monotonic(), len(chunk)))
-                nxt += 0.05
-                time.sleep(max(0.0, nxt - time.monotonic()))
-        finally:
-            self.sock.close()
-
-    def rate(self, last_s: float) -> float:
-        now = time.monotonic()
-        return sum(n for t, n in self.sent if t >= now - last_s) / last_s
+    """``{container: (host-side interface, address)}``: net-managed and net-control,
+    each a namespace behind a veth pair with a 1 MiB/s TBF, a server inside."""
+    with served_links(("net-managed", "net-control"), "10.214", ("psn", "psh", "psc"),
+                      1 * MiB, lo_up=True) as made:
+        yield {c: (host, addr) for c, (host, addr, _, _) in made.items()}
 
 
 def test_a_saturated_link_is_raised_until_the_transfer_meets_its_target(links):
@@ -108,7 +40,7 @@ def test_a_saturated_link_is_raised_until_the_transfer_meets_its_target(links):
                         workloads=[{"name": "control", "container": "net-control",
                                     "mode": "off"}])
     tick, actuation, journal = monitor_tick(settings, run_id="net")
-    senders = {c: _Sender(addr) for c, (_, addr) in links.items()}
+    senders = {c: Sender(addr, DEMAND_BYTES_PER_S) for c, (_, addr) in links.items()}
     for s in senders.values():
         s.start()
     start = time.monotonic()
