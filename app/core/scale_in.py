@@ -104,7 +104,7 @@ def propose_scale_ins(inp: PolicyInput, cfg: CostConfig, state: PolicyState,
         else:
             since = prev_low_since.get(key, now)
             state.low_since_s[key] = since
-            action, reason = _scale_in(inp, cfg, state, i, n, mine, now - since, p)
+            action, reason = _scale_in(inp, cfg, state, i, n, mine, tier, now - since, p)
         out.append(Decision(now, name, tier, p, inp.threshold_of(tier, i),
                             float(tp.time_to_limit_s[i]), float(tp.forecast[i]),
                             float(tp.limit[i]), action, reason))
@@ -112,8 +112,9 @@ def propose_scale_ins(inp: PolicyInput, cfg: CostConfig, state: PolicyState,
 
 
 def _scale_in(inp: PolicyInput, cfg: CostConfig, state: PolicyState, i: int, n: float,
-              tiers: list[Tier], idle_for_s: float, p: float
+              tiers: list[Tier], tier: Tier, idle_for_s: float, p: float
               ) -> tuple[ScalingAction | None, str]:
+    """``tier``: the one the decision is filed under (CPU when judged)."""
     name, now = inp.containers[i], inp.now_s
     if idle_for_s < cfg.scale_in_after_s:
         return None, (f"scale-in: replicas idle for {idle_for_s:.0f} s of "
@@ -135,7 +136,6 @@ def _scale_in(inp: PolicyInput, cfg: CostConfig, state: PolicyState, i: int, n: 
                             f"{fmt(t, u * n)} need {k} replicas of {fmt(t, limit)}")
     if need >= n:
         return None, f"scale-in: replicas idle, but {why}"
-    tier = Tier.CPU if Tier.CPU in tiers else tiers[0]
     tp = inp.prediction.tiers[tier]
     reason = (f"scale-in: replicas idle for {idle_for_s:.0f} s: replicas {n:g} → {n - 1:g} "
               f"(never below the long peak's need, {need})")
