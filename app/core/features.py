@@ -227,17 +227,34 @@ def compute_features(window: np.ndarray, *, recent_steps: int) -> np.ndarray:
         # at N = 100k than one pass); every chunk is still one vectorised pass.
         for start in range(0, n_containers, _CHUNK):
             stop = start + _CHUNK
-            _fill(out[start:stop], window[start:stop], recent_steps)
+            _fill(out[start:stop], _columns(window[start:stop]), recent_steps)
     return out
 
 
-def _fill(out: np.ndarray, window: np.ndarray, recent_steps: int) -> None:
-    ts = window[:, :, M["ts_s"]]
+def _columns(window: np.ndarray) -> np.ndarray:
+    """``[N, W, M]`` → ``[M, N, W]`` whose rows (one container's W readings of one
+    metric) are contiguous: a copy with the last two axes swapped, seen through a
+    transposed view. The ~200 passes over single metrics then read neighbouring 8-byte
+    values instead of one value per ``M × 8``-byte stride (a cache line each); the swap
+    is a small in-cache transpose per container. Measured at 10k containers × 60 steps
+    × 40 metrics (CPU, same process, loaded machine): 480 → 317 ms; a fully contiguous
+    ``[M, N, W]`` copy reads faster afterwards but costs 200 ms to make.
+
+    Every value is copied unchanged and every reduction runs over a temporary of the
+    same shape as before, so the features are the same to the bit
+    (``tests/unit/test_features.py`` checks them against the strided layout).
+    """
+    return np.ascontiguousarray(window.transpose(0, 2, 1)).transpose(1, 0, 2)
+
+
+def _fill(out: np.ndarray, cols: np.ndarray, recent_steps: int) -> None:
+    """Every feature of one chunk; ``cols`` is the chunk as ``[M, N, W]`` (:func:`_columns`)."""
+    ts = cols[M["ts_s"]]
     present = np.isfinite(ts)
-    recent = slice(max(window.shape[1] - recent_steps, 0), None)
+    recent = slice(max(cols.shape[2] - recent_steps, 0), None)
 
     def col(name: str) -> np.ndarray:
-        return window[:, :, M[name]]
+        return cols[M[name]]
 
     out[:, F["n_samples"]] = present.sum(axis=1)
 
@@ -262,7 +279,7 @@ def _fill(out: np.ndarray, window: np.ndarray, recent_steps: int) -> None:
     out[:, F["cpu_rate_std_cores"]] = rt.std
     quota = col("cpu_quota_cores")
     out[:, F["cpu_quota_cores"]] = _last(quota, present & ~np.isnan(quota))
-    _fill_extra(out, window, present, recent, rate, step)
+    _fill_extra(out, cols, present, recent, rate, step)
 
     # cpu throttling, over the recent rows
     periods = col("cpu_periods_total")[:, recent]
@@ -408,10 +425,10 @@ def _corr(x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where((n >= 3) & (den > 0), cov / np.where(den > 0, den, 1.0), np.nan)
 
 
-def _fill_extra(out: np.ndarray, window: np.ndarray, present: np.ndarray, recent: slice,
+def _fill_extra(out: np.ndarray, cols: np.ndarray, present: np.ndarray, recent: slice,
                 rate: np.ndarray, step: np.ndarray) -> None:
-    ts = window[:, :, M["ts_s"]]
-    usage = window[:, :, M["memory_usage_bytes"]]
+    ts = cols[M["ts_s"]]
+    usage = cols[M["memory_usage_bytes"]]
     ok = present & np.isfinite(usage)
     mean = _masked_mean(usage, ok)
     dev = np.where(ok, usage - mean[:, None], 0.0)
@@ -426,7 +443,7 @@ def _fill_extra(out: np.ndarray, window: np.ndarray, present: np.ndarray, recent
             any_ok, np.where(ok, usage, -np.inf).max(axis=1), np.nan)
     out[:, F["cpu_memory_correlation"]] = _corr(rate, usage, step & ok)
 
-    lat = window[:, :, M["block_latency_s"]]
+    lat = cols[M["block_latency_s"]]
     lat_ok = present & np.isfinite(lat)
     out[:, F["block_latency_last_s"]] = _last(lat, lat_ok)
     earlier = np.zeros_like(lat_ok)
@@ -436,7 +453,7 @@ def _fill_extra(out: np.ndarray, window: np.ndarray, present: np.ndarray, recent
     out[:, F["block_latency_change_s"]] = _masked_mean(lat, later) - _masked_mean(lat, earlier)
     out[:, F["memory_latency_correlation"]] = _corr(usage, lat, ok & lat_ok)
 
-    psi = window[:, :, M["memory_pressure_full_s_total"]]
+    psi = cols[M["memory_pressure_full_s_total"]]
     psi_ok = present & np.isfinite(psi)
     prev, pstep = _steps(psi_ok)
     dpsi = np.maximum(_delta(psi, prev), 0.0)
@@ -446,20 +463,20 @@ def _fill_extra(out: np.ndarray, window: np.ndarray, present: np.ndarray, recent
     out[:, F["memory_pressure_full_fraction"]] = np.where(
         total_dt > 0, np.where(pstep, dpsi, 0.0).sum(axis=1) / np.where(total_dt > 0, total_dt, 1),
         np.nan)
-    _fill_beyond(out, window, present)
+    _fill_beyond(out, cols, present)
 
 
-def _fill_beyond(out: np.ndarray, window: np.ndarray, present: np.ndarray) -> None:
+def _fill_beyond(out: np.ndarray, cols: np.ndarray, present: np.ndarray) -> None:
     """Usage beyond memory and CPU: usage ÷ limit, byte rates, last gauges (module doc)."""
     u_last = out[:, F["memory_usage_last_bytes"]]
     limit = out[:, F["memory_limit_bytes"]]
     out[:, F["memory_usage_limit_fraction"]] = np.where(
         np.isinf(limit), 0.0, np.where(limit > 0, u_last / np.where(limit > 0, limit, 1.0),
                                        np.nan))
-    ts = window[:, :, M["ts_s"]]
+    ts = cols[M["ts_s"]]
     dt = np.diff(ts, axis=1)  # nan where either row is absent
     for feature, metric in RATE_COUNTERS.items():
-        values = window[:, :, M[metric]]
+        values = cols[M[metric]]
         if not np.isfinite(values).any():  # no such counter from this source
             out[:, F[feature]] = np.nan
             continue
@@ -477,7 +494,7 @@ def _fill_beyond(out: np.ndarray, window: np.ndarray, present: np.ndarray) -> No
                 else np.zeros(present.shape[0], dtype=np.intp))
     rows = np.arange(present.shape[0])
     for g in GAUGE_METRICS:
-        values = window[:, :, M[g]]
+        values = cols[M[g]]
         last = values[rows, last_row] if width else np.full(rows.size, np.nan)
         missing = np.isnan(last) & any_present
         if missing.any() and not (missing.all() and not np.isfinite(values).any()):

@@ -440,3 +440,16 @@ def test_added_features_worked_example():
     assert np.isnan(g[F["block_latency_last_s"]])
     assert np.isnan(g[F["memory_pressure_full_fraction"]])
     assert np.isnan(g[F["cpu_memory_correlation"]]) and g[F["memory_usage_std_bytes"]] == 0.0
+
+
+def test_swapped_layout_gives_the_strided_layouts_bytes(monkeypatch):
+    """compute_features reads each chunk through :func:`features._columns` (a copy with
+    the last two axes swapped, for contiguous rows); reading the same chunk through the
+    plain strided view ``moveaxis(window, 2, 0)`` (what it did before) must give the same
+    bytes, holes, young containers and all."""
+    w = random_windows(700, 12, seed=3)
+    fast = compute_features(w, recent_steps=4)
+    monkeypatch.setattr(features_module, "_columns", lambda chunk: np.moveaxis(chunk, 2, 0))
+    strided = compute_features(w, recent_steps=4)
+    assert fast.tobytes() == strided.tobytes()
+    assert np.isnan(fast).any() and np.isfinite(fast).any()
