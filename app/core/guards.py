@@ -248,9 +248,11 @@ class GuardConfig:
                    labels: Mapping[str, str] | None = None) -> tuple[float, float]:
         """[lo, hi] of ``tier`` for a container: container > workload > app > global, per
         field."""
-        levels = self._levels(container, app, labels)
         lo = self.min_limit.get(tier, 0.0)
         hi = self.max_limit.get(tier, math.inf)
+        if not (labels or self.workloads or self.container_bounds or self.app_bounds):
+            return float(lo), float(hi)  # no level below the global one (the usual case)
+        levels = self._levels(container, app, labels)
         for b in reversed([x for x in levels if x is not None]):  # app, then container
             lo = b.min_limit.get(tier, lo)
             hi = b.max_limit.get(tier, hi)

@@ -30,6 +30,12 @@ from prescale.app.core.sample import Tier
 
 PAGE_BYTES = 4096
 CPU_UNIT_CORES = 0.01
+# The tiers as plain strings (``Tier`` is a ``StrEnum``: equal, same hash), for the
+# per-action helpers below: reading ``Tier.MEMORY`` goes through the enum's descriptor
+# (~0.5 µs), a module constant does not. Same results.
+_PAGED = frozenset({str(Tier.MEMORY), str(Tier.DISK)})
+_RATES = frozenset({str(Tier.NETWORK), str(Tier.IO)})
+_CPU = str(Tier.CPU)
 
 
 def round_up(tier: str, value: float) -> float:
@@ -40,9 +46,9 @@ def round_up(tier: str, value: float) -> float:
     """
     if not math.isfinite(value) or abs(value) > 1e300:  # beyond any grid: keep as is
         return float(value)
-    if tier in (Tier.MEMORY, Tier.DISK):
+    if tier in _PAGED:
         return float(math.ceil(value / PAGE_BYTES - 1e-9) * PAGE_BYTES)
-    if tier == Tier.CPU:
+    if tier == _CPU:
         return math.ceil(value * 100 - 1e-9) / 100
     return float(value)
 
@@ -50,11 +56,11 @@ def round_up(tier: str, value: float) -> float:
 def fmt(tier: str, value: float) -> str:
     """A limit for humans: ``"128.0 MiB"`` (memory, disk), ``"0.38 cores"``, ``"1.50
     MiB/s"`` (network, block I/O), ``"3"`` (other tiers)."""
-    if tier in (Tier.MEMORY, Tier.DISK):
+    if tier in _PAGED:
         return f"{value / 2**20:.1f} MiB"
-    if tier in (Tier.NETWORK, Tier.IO):
+    if tier in _RATES:
         return f"{value / 2**20:.2f} MiB/s"
-    if tier == Tier.CPU:
+    if tier == _CPU:
         return f"{value:.2f} cores"
     return f"{value:.4g}"
 
