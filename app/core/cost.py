@@ -135,6 +135,8 @@ class CostConfig:
 
 
 def _tier_get(m: Mapping[str, float], tier: str, default: float) -> float:
+    if not m:  # no per-tier override (the usual case): skip the key's conversion
+        return float(default)
     return float(m.get(str(getattr(tier, "value", tier)), default))
 
 

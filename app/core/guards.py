@@ -284,11 +284,14 @@ class GuardConfig:
     def floor_for(self, tier: str, usage: float) -> float:
         """Memory safety floor ⌈usage × (1 + safety_margin)⌉ (nan: usage unknown);
         0 for other tiers (no floor)."""
-        if tier != Tier.MEMORY:
+        if tier != _MEMORY:
             return 0.0
         if not math.isfinite(usage):
             return math.nan
         return round_up(tier, max(usage, 0.0) * (1 + self.safety_margin_fraction))
+
+
+_MEMORY = str(Tier.MEMORY)  # a plain-string constant: no enum descriptor per call
 
 
 def scale_out_action_id(container: str, now_s: float) -> str:
