@@ -3,8 +3,9 @@
 #
 #   sudo scripts/install_system_deps.sh      # or as root, e.g. from `make test`
 #
-# Today that is the Prometheus server (Debian/Ubuntu package `prometheus`), used by
-# tests/integration/test_prometheus_real.py; libfaketime (package `libfaketime`),
+# Today that is the Prometheus server and promtool (Debian/Ubuntu package `prometheus`),
+# used by tests/integration/test_prometheus_real.py, test_metrics_prometheus.py and
+# tests/unit/test_alerts.py (promtool check/test rules); libfaketime (package `libfaketime`),
 # with which tests/faults steps a process's wall clock for real; and the Docker Engine
 # (`docker.io`, with `runc`) plus a static busybox (`busybox-static`), with which
 # tests/integration/test_docker_real.py runs a private dockerd and a busybox image
@@ -19,7 +20,8 @@ log() { printf 'install_system_deps: %s\n' "$*" >&2; }
 
 FAKETIME_LIB=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
 missing=()
-command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+{ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } \
+    || missing+=(prometheus)
 [ -e "$FAKETIME_LIB" ] || missing+=(libfaketime)
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
@@ -27,7 +29,7 @@ command -v runc >/dev/null 2>&1 || missing+=(runc)
 # ip(8) and tc(8): the network tier's tests (network namespaces, veth pairs, a TBF)
 { command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1; } || missing+=(iproute2)
 if [ ${#missing[@]} -eq 0 ]; then
-    log "prometheus ($(command -v prometheus)), libfaketime, dockerd, runc, busybox and" \
+    log "prometheus ($(command -v prometheus)), promtool, libfaketime, dockerd, runc, busybox and" \
         "iproute2 already installed"
     exit 0
 fi
@@ -38,7 +40,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
     log "missing: ${missing[*]} and apt-get is not available; install them yourself" \
-        "(Prometheus >= 2.x with 'prometheus' on PATH; libfaketime; dockerd and runc;" \
+        "(Prometheus >= 2.x with 'prometheus' and 'promtool' on PATH; libfaketime; dockerd and runc;" \
         "a static /bin/busybox)"
     exit 1
 fi
@@ -77,6 +79,7 @@ if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
 fi
 
 command -v prometheus >/dev/null 2>&1 || { log "prometheus is still not on PATH"; exit 1; }
+command -v promtool >/dev/null 2>&1 || { log "promtool is still not on PATH"; exit 1; }
 [ -e "$FAKETIME_LIB" ] || { log "libfaketime is still missing ($FAKETIME_LIB)"; exit 1; }
 command -v dockerd >/dev/null 2>&1 || { log "dockerd is still not on PATH"; exit 1; }
 command -v runc >/dev/null 2>&1 || { log "runc is still not on PATH"; exit 1; }

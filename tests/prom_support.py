@@ -7,10 +7,13 @@ Usage::
         source = PrometheusSource(prom.url)
 
 The server listens on 127.0.0.1 on a free port, keeps its TSDB in a temporary
-directory, scrapes the given targets every second, and is stopped (SIGTERM, then
-SIGKILL after 5 s) and its directory removed when the block ends. Without a
-``prometheus`` binary on PATH the test is skipped, unless ``CI=true``, where a missing
-binary fails the test (install it with ``scripts/install_system_deps.sh``).
+directory, scrapes the given targets every second, evaluates the given rule files at the
+same interval (``rule_files=[...]``; :meth:`PromServer.alerts` reads
+``/api/v1/alerts``), and is stopped (SIGTERM, then SIGKILL after 5 s) and its directory
+removed when the block ends. Without a ``prometheus`` binary on PATH the test is
+skipped, unless ``CI=true``, where a missing binary fails the test (install it with
+``scripts/install_system_deps.sh``); the same for ``promtool`` (:func:`promtool_binary`,
+from the same Debian package).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -35,15 +39,25 @@ _T = TypeVar("_T")
 INSTALL_HINT = "install it with: sudo scripts/install_system_deps.sh (Debian package 'prometheus')"
 
 
-def prometheus_binary() -> str:
-    """The path of ``prometheus``; skips the test if missing (fails it when CI=true)."""
-    path = shutil.which("prometheus")
+def _binary(name: str) -> str:
+    path = shutil.which(name)
     if path is None:
-        reason = f"the 'prometheus' binary is not on PATH; {INSTALL_HINT}"
+        reason = f"the {name!r} binary is not on PATH; {INSTALL_HINT}"
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true: {reason}")
         pytest.skip(reason)
     return path
+
+
+def prometheus_binary() -> str:
+    """The path of ``prometheus``; skips the test if missing (fails it when CI=true)."""
+    return _binary("prometheus")
+
+
+def promtool_binary() -> str:
+    """The path of ``promtool`` (Debian's ``prometheus`` package ships it); skips the
+    test if missing (fails it when CI=true)."""
+    return _binary("promtool")
 
 
 def free_port() -> int:
@@ -53,17 +67,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def scrape_config(targets: Sequence[str], interval_s: float = 1.0, job: str = "fake") -> str:
-    """The YAML config: one job scraping ``targets`` every ``interval_s``.
+def scrape_config(targets: Sequence[str], interval_s: float = 1.0, job: str = "fake",
+                  rule_files: Sequence[Path | str] = ()) -> str:
+    """The YAML config: one job scraping ``targets`` every ``interval_s``, and the
+    ``rule_files`` evaluated at the same interval.
 
     ``honor_labels`` keeps the exporter's own labels, as for kube-state-metrics."""
     interval = f"{int(interval_s * 1000)}ms"
     target_list = ", ".join(f'"{t}"' for t in targets)
+    rules = "".join(f'  - "{f}"\n' for f in rule_files)
     return (
         "global:\n"
         f"  scrape_interval: {interval}\n"
         f"  evaluation_interval: {interval}\n"
-        "scrape_configs:\n"
+        + (f"rule_files:\n{rules}" if rules else "")
+        + "scrape_configs:\n"
         f"  - job_name: {job}\n"
         f"    scrape_interval: {interval}\n"
         f"    scrape_timeout: {interval}\n"
@@ -91,6 +109,18 @@ class PromServer:
         resp.raise_for_status()
         return resp.json()["data"]["result"]
 
+    def alerts(self) -> list[dict]:
+        """The alerts of ``/api/v1/alerts`` (pending and firing), each with its
+        ``labels``, ``annotations``, ``state`` and ``value``."""
+        resp = requests.get(f"{self.url}/api/v1/alerts", timeout=5)
+        resp.raise_for_status()
+        return resp.json()["data"]["alerts"]
+
+    def active(self, alertname: str, state: str = "firing") -> list[dict]:
+        """The alerts named ``alertname`` in ``state`` (``firing`` or ``pending``)."""
+        return [a for a in self.alerts()
+                if a["labels"].get("alertname") == alertname and a["state"] == state]
+
     def wait_for(
         self, check: Callable[[], _T], timeout_s: float = 15.0, what: str = "condition"
     ) -> _T:
@@ -117,13 +147,16 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @contextlib.contextmanager
 def running_prometheus(
-    targets: Sequence[str], interval_s: float = 1.0, ready_timeout_s: float = 30.0
+    targets: Sequence[str], interval_s: float = 1.0, ready_timeout_s: float = 30.0,
+    rule_files: Sequence[Path | str] = (),
 ) -> Iterator[PromServer]:
-    """A real Prometheus scraping ``targets``, ready (``/-/ready`` = 200) on entry."""
+    """A real Prometheus scraping ``targets`` and evaluating ``rule_files``, ready
+    (``/-/ready`` = 200) on entry. A rule file it cannot load stops it (the error
+    is raised with its log)."""
     binary = prometheus_binary()
     workdir = Path(tempfile.mkdtemp(prefix="prescale-prom-"))
     config = workdir / "prometheus.yml"
-    config.write_text(scrape_config(targets, interval_s))
+    config.write_text(scrape_config(targets, interval_s, rule_files=rule_files))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(workdir / "prometheus.log", "wb")  # noqa: SIM115 - closed below
@@ -162,6 +195,43 @@ def running_prometheus(
         _stop(proc)
         log.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- PromQL names
+
+_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and",
+             "or", "unless", "offset", "inf", "nan", "atan2"}
+_GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_IDENT = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+_DURATION = re.compile(r"\boffset\s+-?(?:[0-9]+(?:ms|[smhdwy]))+")
+
+
+def promql_names(expr: str) -> tuple[set[str], set[str]]:
+    """``(metric names, label names)`` used in a PromQL expression.
+
+    Example: ``sum by (tier) (rate(ray_x_total{tier="cpu"}[5m]))`` →
+    ``({"ray_x_total"}, {"tier"})``."""
+    labels: set[str] = set()
+    text = _STRING.sub('""', expr)
+    for matcher in re.findall(r"\{([^}]*)\}", text):
+        labels |= set(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)", matcher))
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = _DURATION.sub(" ", text)
+    for _, group in _GROUPING.findall(text):
+        labels |= {g.strip() for g in group.split(",") if g.strip()}
+    text = _GROUPING.sub(" ", text)
+    metrics = set()
+    for match in _IDENT.finditer(text):
+        word = match.group()
+        following = text[match.end():].lstrip()
+        if word.lower() in _KEYWORDS or following.startswith("("):
+            continue
+        if text[max(0, match.start() - 1)] == "$":  # a Grafana variable outside a string
+            continue
+        metrics.add(word)
+    return metrics, labels
 
 
 # --------------------------------------------------------------------------- a fake exporter

@@ -17,42 +17,11 @@ from prescale.app import metrics_book as mb
 from prescale.app.core.outcomes import Judgement, OutcomeKind
 from prescale.app.core.sample import Tier
 from prescale.app.loop import records as rec
+from tests.prom_support import promql_names
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "configs" / "grafana" / "prescale.json"
 PROM_CONFIG = ROOT / "configs" / "prometheus" / "prometheus.yml"
-
-_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and",
-             "or", "unless", "offset", "inf", "nan", "atan2"}
-_GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
-_IDENT = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
-
-
-def promql_names(expr: str) -> tuple[set[str], set[str]]:
-    """``(metric names, label names)`` used in a PromQL expression.
-
-    Example: ``sum by (tier) (rate(ray_x_total{tier="cpu"}[5m]))`` →
-    ``({"ray_x_total"}, {"tier"})``."""
-    labels: set[str] = set()
-    text = _STRING.sub('""', expr)
-    for matcher in re.findall(r"\{([^}]*)\}", text):
-        labels |= set(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)", matcher))
-    text = re.sub(r"\{[^}]*\}", " ", text)
-    text = re.sub(r"\[[^\]]*\]", " ", text)
-    for _, group in _GROUPING.findall(text):
-        labels |= {g.strip() for g in group.split(",") if g.strip()}
-    text = _GROUPING.sub(" ", text)
-    metrics = set()
-    for match in _IDENT.finditer(text):
-        word = match.group()
-        following = text[match.end():].lstrip()
-        if word.lower() in _KEYWORDS or following.startswith("("):
-            continue
-        if text[max(0, match.start() - 1)] == "$":  # a Grafana variable outside a string
-            continue
-        metrics.add(word)
-    return metrics, labels
 
 
 def test_promql_names_parses_what_the_dashboard_uses():
@@ -64,6 +33,8 @@ def test_promql_names_parses_what_the_dashboard_uses():
         {"ray_h_bucket"}, {"le"})
     assert promql_names("topk(10, max by (container, tier) (ray_p))") == (
         {"ray_p"}, {"container", "tier"})
+    assert promql_names("(ray_c unless ray_c offset 10m) or increase(ray_c[1h30m])") == (
+        {"ray_c"}, set())
 
 
 def _dashboard() -> dict:
@@ -159,6 +130,7 @@ def test_prometheus_config_is_valid(tmp_path):
         line.replace("  # ", "  ", 1) for line in text[text.index("  # - job_name"):]
         .splitlines())
     swapped = tmp_path / "prometheus.yml"
+    shutil.copy(PROM_CONFIG.parent / "alerts.yml", tmp_path)  # its rule_files
     swapped.write_text(text.replace(static_job, "").split("  # Alternative")[0] + alternative
                        + "\n")
     assert "file_sd_configs" in swapped.read_text()
