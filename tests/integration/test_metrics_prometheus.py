@@ -2,7 +2,10 @@
 actors/metrics.py (ray.util.metrics), Ray's metrics agent exports them on the metrics
 export port, a real Prometheus server scrapes that port every second, and PromQL
 returns exactly the values the ticks imply; every query of the Grafana dashboard
-returns data.
+returns data; and the same server evaluates configs/prometheus/alerts.yml (a copy whose
+``for:`` are 1 s and whose stale-loop window is 6 s): the scripted misses fire
+PrescaleMissedFailure at once, DEGRADED fires PrescaleDegraded, stopping the loop fires
+PrescaleLoopStale, each seen in ``/api/v1/alerts`` over HTTP.
 
 Skipped without a ``prometheus`` binary (a failure when CI=true); see tests/prom_support.py.
 Ray reports metrics to its agent every ``RAY_metrics_report_interval_ms`` (10 s by
@@ -20,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from prescale.app import metric_specs as m
 from prescale.app.core.outcomes import Judgement, OutcomeKind
@@ -31,7 +35,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 MiB = 2**20
 T0 = 1_700_000_000.0
-DASHBOARD = Path(__file__).resolve().parents[2] / "configs" / "grafana" / "prescale.json"
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARD = ROOT / "configs" / "grafana" / "prescale.json"
+ALERTS = ROOT / "configs" / "prometheus" / "alerts.yml"
 NAN, INF = math.nan, math.inf
 
 
@@ -262,10 +268,12 @@ def show(diff: dict) -> str:
 class Idler:
     """Keeps ticking in the background (no records: only the gauges and the tick
     histogram change), as the coordinator does between events; Ray drops gauges that
-    are not set again within two report intervals."""
+    are not set again within two report intervals. ``degraded``: the summary's
+    degraded state (``None``: writes succeed)."""
 
     def __init__(self, exporter, first_tick: int) -> None:
         self.exporter, self.tick, self.rows = exporter, first_tick, list(ROWS)
+        self.degraded: dict | None = None
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -276,8 +284,9 @@ class Idler:
         last = SCRIPT[-1][0]["dropped"]
         while not self.stop.is_set():
             try:
-                ray.get(self.exporter.tick.remote(summary(self.tick, IDLE_TICK_S, last),
-                                                  self.rows, [], []))
+                ray.get(self.exporter.tick.remote(
+                    {**summary(self.tick, IDLE_TICK_S, last), "degraded": self.degraded},
+                    self.rows, [], []))
             except BaseException as exc:  # noqa: BLE001 - reported by the test
                 self.errors.append(exc)
                 return
@@ -293,6 +302,31 @@ class Idler:
         self.thread.join(timeout=10)
 
 
+#: The loop-stale window of the copy: one tick every ~0.3 s here, a report every 0.5 s
+STALE_WINDOW = "6s"
+
+
+def fast_alerts(directory: Path) -> Path:
+    """A test-only copy of alerts.yml: the same expressions, labels and annotations,
+    every ``for:`` 1 s (0 stays 0) and PrescaleLoopStale's 2-minute window 6 s."""
+    doc = yaml.safe_load(ALERTS.read_text())
+    for rule in doc["groups"][0]["rules"]:
+        if rule["for"] not in ("0", "0s", "0m"):
+            rule["for"] = "1s"
+        if rule["alert"] == "PrescaleLoopStale":
+            assert rule["expr"].count("[2m]") == 1, rule["expr"]
+            rule["expr"] = rule["expr"].replace("[2m]", f"[{STALE_WINDOW}]")
+    path = directory / "alerts.yml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def active_alerts(prom: PromServer) -> dict[tuple[str, str], str]:
+    """``{(alertname, tier or ""): state}`` of every pending or firing alert."""
+    return {(a["labels"]["alertname"], a["labels"].get("tier", "")): a["state"]
+            for a in prom.alerts()}
+
+
 def dashboard_queries() -> list[tuple[str, str]]:
     dash = json.loads(DASHBOARD.read_text())
     panels = [p for top in dash["panels"] for p in [top, *top.get("panels", [])]]
@@ -306,7 +340,7 @@ def as_prometheus_sees_it(expr: str) -> str:
 
 
 def test_prometheus_scrapes_prescale_metrics_and_the_dashboard_queries_return_data(
-        metrics_port):
+        metrics_port, tmp_path):
     import ray
 
     exporter = _exporter_class().remote()
@@ -320,7 +354,8 @@ def test_prometheus_scrapes_prescale_metrics_and_the_dashboard_queries_return_da
     assert ray.get(exporter.asgi_request.remote("/v1/models", None)) == "boom"
 
     target = f"127.0.0.1:{metrics_port}"
-    with running_prometheus([target], interval_s=1.0) as prom, \
+    with running_prometheus([target], interval_s=1.0, rule_files=[fast_alerts(tmp_path)]
+                            ) as prom, \
             Idler(exporter, first_tick=len(SCRIPT) + 1) as idler:
         prom.wait_for(lambda: prom.query('up{job="fake"} == 1'), timeout_s=30,
                       what=f"Prometheus scraping Ray's metrics port {target}")
@@ -329,6 +364,16 @@ def test_prometheus_scrapes_prescale_metrics_and_the_dashboard_queries_return_da
                           what="every prescale metric with its expected value")
         except AssertionError:
             pytest.fail("PromQL results differ:\n" + show(mismatches(prom, EXPECTED)))
+        # alerts.yml on these metrics: the 2 memory misses (b-steady, d-extra; a counter
+        # series born at 2) fire PrescaleMissedFailure at once; nothing else is active:
+        # no failed action, 4 judged scale-ups (< 10), not DEGRADED, the loop ticking
+        missed = prom.wait_for(lambda: prom.active("PrescaleMissedFailure"), timeout_s=10,
+                               what="PrescaleMissedFailure firing")
+        assert [(a["labels"]["tier"], a["labels"]["severity"], float(a["value"]))
+                for a in missed] == [("memory", "warning", 2.0)]
+        assert missed[0]["annotations"]["summary"] == (
+            "prescale missed 2 memory failure(s) in the last 15 minutes (memory: OOM kills)")
+        assert active_alerts(prom) == {("PrescaleMissedFailure", "memory"): "firing"}
         # the names Prometheus knows are exactly the ones app/metric_specs.py declares
         names = requests.get(f"{prom.url}/api/v1/label/__name__/values", timeout=5).json()
         ours = {n for n in names["data"] if n.startswith("ray_prescale_")}
@@ -364,4 +409,28 @@ def test_prometheus_scrapes_prescale_metrics_and_the_dashboard_queries_return_da
                           what="c-hog's series gone and d-extra labelled")
         except AssertionError:
             pytest.fail("after c-hog left:\n" + show(mismatches(prom, after)))
+
+        # DEGRADED (a full disk under data_dir): ray_prescale_degraded 1, PrescaleDegraded
+        idler.degraded = {"reason": "status: [Errno 28] No space left on device",
+                          "since_s": T0, "buffered_records": 3, "dropped_records": 0}
+        degraded = prom.wait_for(lambda: prom.active("PrescaleDegraded"), timeout_s=15,
+                                 what="PrescaleDegraded firing")
+        assert degraded[0]["labels"]["severity"] == "warning"
+        assert "ray_prescale_degraded is 1" in degraded[0]["annotations"]["description"]
+        assert ("PrescaleLoopStale", "") not in active_alerts(prom)
+
+        # the loop stops: no tick for the window -> PrescaleLoopStale; the gauges vanish
+        # (Ray drops them), so PrescaleDegraded resolves
+        idler.stop.set()
+        idler.thread.join(timeout=10)
+        stale = prom.wait_for(lambda: prom.active("PrescaleLoopStale"), timeout_s=20,
+                              what="PrescaleLoopStale firing after the loop stopped")
+        assert stale[0]["labels"]["severity"] == "critical"
+        assert "ray_prescale_tick_duration_seconds_count" in stale[0]["annotations"][
+            "description"]
+        # Ray still exports the tick count (it stopped growing): the rule's
+        # increase() == 0 fired, not its absent()
+        assert prom.query("ray_prescale_tick_duration_seconds_count")
+        prom.wait_for(lambda: ("PrescaleDegraded", "") not in active_alerts(prom),
+                      timeout_s=10, what="PrescaleDegraded resolved once the gauge is gone")
         assert idler.errors == []
