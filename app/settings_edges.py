@@ -143,8 +143,8 @@ class SourceSettings(Group):
     # A value may also be docker:<absolute path inside the container> (docker:/data: the
     # `--tmpfs /data` of the Docker container watched under this name; needs
     # sources.docker; read through its process's /proc/<pid>/root, grown with nsenter:
-    # app/edges/container_tmpfs.py). Not in the description yet: the README's reference
-    # is generated from it (scripts/update_readme_reference).
+    # app/edges/container_tmpfs.py). Not in the description yet: the configuration reference
+    # is generated from it (scripts/update_config_reference; docs/CONFIGURATION.md).
     links: dict[Annotated[str, Field(min_length=1)], Annotated[str, Field(
         min_length=1, max_length=15, pattern=r"^[A-Za-z0-9_.:-]+$")]] = Field(
         default_factory=dict,

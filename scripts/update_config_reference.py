@@ -1,4 +1,4 @@
-"""Regenerate the configuration reference in README.md from app/settings.py."""
+"""Regenerate the configuration reference in docs/CONFIGURATION.md from app/settings.py."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ START, END = "<!-- config-reference:start -->\n", "<!-- config-reference:end -->
 
 
 def main() -> None:
-    readme = Path(__file__).resolve().parent.parent / "README.md"
-    text = readme.read_text()
+    doc = Path(__file__).resolve().parent.parent / "docs" / "CONFIGURATION.md"
+    text = doc.read_text()
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    readme.write_text(head + START + reference_markdown() + END + tail)
+    doc.write_text(head + START + reference_markdown() + END + tail)
 
 
 if __name__ == "__main__":
