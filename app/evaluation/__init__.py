@@ -10,5 +10,6 @@
 - :mod:`app.evaluation.metrics` — failures, failure-minutes, violations, slack,
   resource-hours, actions, lead time, false-positive rate (pure);
 - :mod:`app.evaluation.traces` — reads the real traces (I/O edge);
-- :mod:`app.evaluation.report` — Markdown report and PNG plots (I/O edge).
+- :mod:`app.evaluation.report` — the run of every pair and the Markdown report (I/O edge);
+- :mod:`app.evaluation.plots` — the report's PNG plots (I/O edge: matplotlib).
 """

@@ -2,10 +2,11 @@
 
 :func:`evaluate` runs every scenario once per policy (pure parts: scenarios, runner,
 metrics) and returns a JSON-able dict. :func:`write_report` writes ``report.md`` and
-PNG plots (matplotlib, Agg backend) into a directory: per scenario, usage against the
-limit over time for up to :data:`MAX_PLOTTED` containers, one panel per policy, with
-applied actions (triangles) and failures (red crosses) marked; and one summary chart
-of failures and memory slack per scenario and policy.
+the PNG plots of :mod:`app.evaluation.plots` into a directory: per scenario, memory
+demand against the limit over time, one row per container (pages of a few rows, each
+naming the containers it shows and where the others are) and one column per policy,
+with applied actions and failures marked; and one summary chart of failures and
+memory slack per scenario and policy.
 """
 
 from __future__ import annotations
@@ -17,12 +18,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from prescale.app.evaluation import metrics, runner, traces
 from prescale.app.evaluation.scenarios import ALL, SYNTHETIC, Scenario
 
-MAX_PLOTTED = 3
 COLUMNS = ("failures", "failure_minutes", "disruptions", "violations", "slack_memory", "slack_cpu",
            "memory_gib_hours", "cpu_core_hours", "actions", "median_lead_time_s",
            "false_positive_rate", "asks_denied")
@@ -310,80 +308,16 @@ def _warmup(e: dict[str, Any]) -> str:
 
 
 def write_report(result: dict[str, Any], out_dir: Path) -> list[Path]:
-    """``report.md`` + PNG plots into ``out_dir`` (needs ``evaluate(keep_records=True)``)."""
-    import matplotlib
+    """``report.md`` + the PNG plots (:mod:`app.evaluation.plots`) into ``out_dir``
+    (needs ``evaluate(keep_records=True)``)."""
+    from prescale.app.evaluation import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    records: dict[str, dict[str, runner.RunRecord]] = result.get("_records", {})
-    for name, by_policy in records.items():
-        pols = list(by_policy)
-        first = next(iter(by_policy.values()))
-        n_plot = min(MAX_PLOTTED, len(first.names))
-        fig, axes = plt.subplots(n_plot, len(pols), figsize=(3.2 * len(pols), 2.4 * n_plot),
-                                 squeeze=False, sharex=True)
-        for j, p in enumerate(pols):
-            rec = by_policy[p]
-            hours = np.arange(rec.memory_limit_bytes.shape[1]) * rec.step_s / 3600
-            for i in range(n_plot):
-                ax = axes[i][j]
-                reps = rec.replicas[i]
-                serving = reps if rec.replicas_ready is None else rec.replicas_ready[i]
-                ax.plot(hours, rec.memory_demand_bytes[i] * serving / 2**20, lw=0.8,
-                        label="memory demand")
-                ax.plot(hours, rec.memory_limit_bytes[i] * reps / 2**20, lw=0.8,
-                        label="memory limit")
-                for a in rec.actions:
-                    if a.container == i and a.tier in ("memory", "replicas"):
-                        ax.plot(a.ts_s / 3600 - rec.t0_s / 3600,
-                                rec.memory_limit_bytes[i, min(a.step + 1, len(hours) - 1)]
-                                * reps[min(a.step + 1, len(hours) - 1)] / 2**20,
-                                "^" if a.new > a.old else "v", ms=3, color="green")
-                fails = np.flatnonzero(rec.oom_kill[i] | rec.timeout[i] | rec.disk_full[i])
-                if len(fails):
-                    ax.plot(hours[fails], np.nan_to_num(rec.memory_limit_bytes[i, fails]
-                                                        * reps[fails] / 2**20),
-                            "x", color="red", ms=4)
-                if i == 0:
-                    ax.set_title(p, fontsize=8)
-                if j == 0:
-                    ax.set_ylabel(f"{rec.names[i]}\nMiB", fontsize=7)
-                ax.tick_params(labelsize=6)
-        axes[-1][0].set_xlabel("hours", fontsize=7)
-        axes[0][0].legend(fontsize=5, loc="upper left")
-        fig.suptitle(f"{name}: memory demand vs limit (▲ action, × failure)", fontsize=9)
-        fig.tight_layout()
-        path = out_dir / f"{name}.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        written.append(path)
-    ok = [e for e in result["scenarios"] if "skipped" not in e]
-    if ok:
-        pols = result["policies"]
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4))
-        x = np.arange(len(ok))
-        w = 0.8 / max(len(pols), 1)
-        for j, p in enumerate(pols):
-            a1.bar(x + j * w, [e["policies"][p]["failures"] for e in ok], w, label=p)
-            a2.bar(x + j * w, [e["policies"][p]["slack_memory"] for e in ok], w, label=p)
-        for ax, title in ((a1, "failures"), (a2, "memory slack (allocated − used)/allocated")):
-            ax.set_xticks(x + 0.4 - w / 2, [e["name"] for e in ok], rotation=45, fontsize=7)
-            ax.set_title(title, fontsize=9)
-        a1.set_yscale("symlog")
-        a1.legend(fontsize=6)
-        fig.tight_layout()
-        path = out_dir / "summary.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        written.append(path)
+    written = plots.write_plots(result, out_dir)
     md = ["# prescale evaluate", "",
-          f"Policies: {', '.join(result['policies'])}. Wall time {result['wall_s']} s.", "",
-          "![summary](summary.png)", "", markdown_tables(result)]
-    for name in records:
-        md += [f"![{name}]({name}.png)", ""]
+          f"Policies: {', '.join(result['policies'])}. Wall time {result['wall_s']} s.", ""]
+    md += [f"![{p.stem}]({p.name})" for p in written if p.name == "summary.png"]
+    md += ["", markdown_tables(result)]
+    md += [f"![{p.stem}]({p.name})\n" for p in written if p.name != "summary.png"]
     report = out_dir / "report.md"
     report.write_text("\n".join(md))
     written.append(report)
