@@ -3,16 +3,30 @@ in the same run) and `prescale evaluate` (the engine and the baselines over scen
 
 from __future__ import annotations
 
+import io
+import json
 import sys
+from contextlib import redirect_stdout
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
-from prescale.app.cli.common import ConfigOpt, err
+from prescale.app.cli.common import (
+    ConfigOpt,
+    bytes_option,
+    cores_option,
+    err,
+    fail,
+    new_app,
+    out,
+    settings_or_exit,
+)
+from prescale.app.cli.output import JsonOpt, Output, OutputOpt, emit, output_of
 
-bench_app = typer.Typer(help="Benchmarks (ratios against a floor measured in the same run).",
-                        no_args_is_help=True)
+bench_app = new_app("Benchmarks (ratios against a floor measured in the same run).",
+                    no_args_is_help=True)
 
 
 @bench_app.command("ingest")
@@ -20,33 +34,90 @@ def bench_ingest(
     samples: Annotated[int, typer.Option(min=1)] = 200_000,
     containers: Annotated[int, typer.Option(min=1)] = 100,
     flush_every: Annotated[int, typer.Option(min=1, help="Ticks per store flush.")] = 50,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Samples/s through validation into the monitor buffer and into the history store,
     each beside pyarrow's write_table of the same rows."""
     from prescale.scripts import bench_ingest as b
 
-    args = ["--samples", str(samples), "--containers", str(containers),
-            "--flush-every", str(flush_every)] + (["--json"] if as_json else [])
-    raise typer.Exit(b.main(args))
+    fmt = output_of(output, as_json)
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        code = b.main(["--samples", str(samples), "--containers", str(containers),
+                       "--flush-every", str(flush_every), "--json"])
+    if code:
+        raise typer.Exit(code)
+    res = json.loads(buf.getvalue())
+    if emit(fmt, res):
+        return
+    table = Table(title=f"ingest: {res['samples']:,} samples of {res['containers']:,} "
+                        f"containers, a flush every {res['flush_every_ticks']} ticks")
+    for col in ("path", "samples/s", "÷ pyarrow write_table"):
+        table.add_column(col, justify="right")
+    table.add_row("monitor buffer", f"{res['monitor_samples_per_s']:,}",
+                  f"{res['ratio_monitor_to_write_table']:.3f}")
+    table.add_row("history store", f"{res['store_samples_per_s']:,}",
+                  f"{res['ratio_store_to_write_table']:.3f}")
+    table.add_row("pyarrow write_table (floor)", f"{res['write_table_samples_per_s']:,}", "1")
+    out.print(table)
 
 
 @bench_app.command("tick")
 def bench_tick(
     containers: Annotated[str, typer.Option(
         help="Comma-separated fleet sizes.")] = "1000,10000,100000",
-    repeats: Annotated[str, typer.Option(help="Timed ticks per size (at most 3 from 50k).")] = "5",
-    seed: Annotated[str, typer.Option()] = "0",
+    repeats: Annotated[int, typer.Option(
+        min=1, help="Timed ticks per size (at most 3 from 50k).")] = 5,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
     config: ConfigOpt = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Milliseconds per engine tick (features, prediction, decision) beside the floor
-    (read the window once + one batched predict_proba), as a ratio. See docs/BENCHMARKS.md."""
+    (read the window once + one batched predict_proba), as a ratio. See docs/BENCHMARKS.md
+    (its Markdown tables: python -m prescale.scripts.bench_tick)."""
     from prescale.scripts import bench_tick as b
 
-    args = ["--containers", containers, "--repeats", repeats, "--seed", seed]
-    args += (["--config", str(config)] if config else []) + (["--json"] if as_json else [])
-    raise typer.Exit(b.main(args))
+    fmt = output_of(output, as_json)
+    try:
+        sizes = b.parse_containers(containers)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    s = settings_or_exit(config)
+    res = b.run(sizes, s, repeats=repeats, seed=seed,
+                progress=lambda m: err.print(m, markup=False, highlight=False))
+    if emit(fmt, res):
+        return
+    out.print(f"window steps {res['window_steps']}, {res['metrics']} metrics, "
+              f"{res['features']} features; model: {res['model']}; load average "
+              f"{', '.join(map(str, res['load_average']))}", markup=False)
+    out.print(tick_table(res))
+
+
+def tick_table(res: dict[str, Any]) -> Table:
+    """The medians of ``prescale bench tick`` in ms per tick (min–max of the total over
+    the repeats), a row per size and mode, and the ratio to the floor."""
+
+    def spread(sp: dict[str, float]) -> str:
+        return f"{sp['median']:,.1f} ({sp['min']:,.1f}–{sp['max']:,.1f})"
+
+    table = Table(title="ms per tick (median; min–max over the repeats)")
+    for col in ("containers", "mode", "features", "prediction", "of which model",
+                "decision", "total", "floor", "÷ floor", "asks (up / down / out)",
+                "peak RSS"):
+        table.add_column(col, justify="left" if col == "mode" else "right")
+    for r in res["results"]:
+        for mode, ratio in (("heuristic", r["ratio_heuristic"]), ("learned", r["ratio"])):
+            m = r[mode]
+            ms = m["ms"]
+            table.add_row(f"{r['containers']:,}", mode, f"{ms['features']:,.1f}",
+                          f"{ms['prediction']:,.1f}", f"{ms['model']:,.1f}",
+                          f"{ms['decision']:,.1f}", spread(m["spread_ms"]["total"]),
+                          spread(r["floor"]["floor_ms"]), f"{ratio}",
+                          f"{m['asks']} ({m['scale_up']} / {m['scale_down']} / "
+                          f"{m['scale_out']})", f"{r['peak_rss_mib']:,} MiB")
+    return table
 
 
 def evaluate(
@@ -55,7 +126,8 @@ def evaluate(
     policies: Annotated[str, typer.Option(help="Comma-separated policies.")] = (
         "static,reactive,vpa,vpa_evict,vpa_inplace,hpa,preemptive_buffer,proportional,"
         "multi_tier"),
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Report + PNG plots here.")
                        ] = None,
     trace: Annotated[Path | None, typer.Option(
@@ -68,19 +140,29 @@ def evaluate(
     max_steps: Annotated[int | None, typer.Option(
         help="Replay only the first N steps of --trace (stated in the output).")] = None,
     pool_memory: Annotated[str | None, typer.Option(
-        help="Pool memory, e.g. 512GiB (default: sized from the trace / the scenario's).")
-                           ] = None,
-    pool_cpu: Annotated[float | None, typer.Option(
-        help="Pool CPU in cores (default: sized from the trace / the scenario's).")] = None,
+        metavar="SIZE", help="Pool memory, e.g. 512Gi, 2T, 64GiB (default: sized from the "
+        "trace / the scenario's).")] = None,
+    pool_cpu: Annotated[str | None, typer.Option(
+        metavar="CPU", help="Pool CPU in cores or millicores, e.g. 64, 500m (default: sized "
+        "from the trace / the scenario's).")] = None,
     jobs: Annotated[int | None, typer.Option(
-        help="Runs in parallel worker processes (default: the CPUs, at most 4).")] = None,
+        min=1, help="Runs in parallel worker processes (default: the CPUs, at most 4).")] = None,
 ) -> None:
     """Run the real engine and the baselines over scenarios on a simulated clock, side by
     side. See docs/BENCHMARKS.md."""
     from prescale.app.evaluation.report import main as evaluate_main
 
-    raise typer.Exit(evaluate_main(
-        scenario, policies, as_json, out_dir, trace, echo=print,
-        fail=lambda m: err.print(f"error: {m}"), config=config,
-        max_containers=max_containers, max_steps=max_steps, pool_memory=pool_memory,
-        pool_cpu=pool_cpu, jobs=jobs, bar=sys.stderr.isatty()))
+    fmt = output_of(output, as_json)
+    mem = bytes_option(pool_memory, "--pool-memory")
+    cpu = cores_option(pool_cpu, "--pool-cpu")
+    printed: list[str] = []
+    code = evaluate_main(
+        scenario, policies, fmt is not Output.TABLE, out_dir, trace,
+        echo=print if fmt is Output.TABLE else printed.append,
+        fail=lambda m: err.print(f"error: {m}", markup=False, highlight=False),
+        config=config, max_containers=max_containers, max_steps=max_steps,
+        pool_memory=None if mem is None else str(int(mem)), pool_cpu=cpu, jobs=jobs,
+        bar=sys.stderr.isatty())
+    if code == 0 and printed:
+        emit(fmt, json.loads("".join(printed)))
+    raise typer.Exit(code)

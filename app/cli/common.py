@@ -1,32 +1,64 @@
 """What every `prescale` command shares: the consoles, the --config and --mode options,
 loading the settings (exit 2 naming the field), opening the history store and the model
-registry, time options and the byte / core formats of the tables."""
+registry, time and quantity options (exit 2 naming the flag) and the human formats of
+the tables (:mod:`prescale.app.status_view`).
+
+Nothing heavy is imported at module level (the settings pull in the whole core): ``-h``
+and shell completion, which runs the program on every Tab, stay fast."""
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 
-from prescale.app.settings import ConfigError, Mode, Settings, load_settings
+from prescale.app.status_view import (  # noqa: F401 - the CLI's human formats, re-exported
+    fmt_bytes,
+    fmt_cores,
+    fmt_limit,
+    fmt_probability,
+    fmt_rate,
+    fmt_time,
+)
+
+if TYPE_CHECKING:
+    from prescale.app.settings import Settings
 
 # Tables keep their shape when piped (rich assumes 80 columns without a terminal).
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
+#: settings.Mode's values (tests/unit/test_cli_output.py holds them equal)
+MODES = ("off", "recommend", "auto")
+ModeName = Literal["off", "recommend", "auto"]
+
 ConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="TOML settings file (default: configs/local.toml)."),
 ]
-ModeOpt = Annotated[Mode | None, typer.Option("--mode", help="off | recommend | auto.")]
+ModeOpt = Annotated[ModeName | None, typer.Option(
+    "--mode", help="off (observe) | recommend (decide, touch nothing) | auto (apply); "
+    "default: the settings' mode.")]
+
+#: typer's options: the CLI's help, completion and usage errors
+TYPER_SETTINGS: dict[str, Any] = {
+    "rich_markup_mode": None,  # plain help: no <bool> after flags, no boxes in a pipe
+    "context_settings": {"help_option_names": ["-h", "--help"]},
+}
+
+
+def new_app(help: str, **kw: Any) -> typer.Typer:
+    """A command group with the CLI's conventions (``-h``, plain help)."""
+    return typer.Typer(help=help, **TYPER_SETTINGS, **kw)
 
 
 def settings_or_exit(config: Path | None, **overrides: Any) -> Settings:
+    from prescale.app.settings import ConfigError, load_settings
+
     try:
         return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
     except ConfigError as exc:
@@ -34,16 +66,10 @@ def settings_or_exit(config: Path | None, **overrides: Any) -> Settings:
         raise typer.Exit(2) from None
 
 
-def fmt_bytes(v: float | None) -> str:
-    if v is None or not math.isfinite(v):
-        return "unlimited" if v is not None and v > 0 else "-"
-    return f"{v / 2**20:,.1f} MiB"
-
-
-def fmt_cores(v: float | None) -> str:
-    if v is None or not math.isfinite(v):
-        return "-"
-    return f"{v:.2f}"
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Say ``error: message`` on stderr; the exit to raise (2: bad input, 1: runtime)."""
+    err.print(f"error: {message}", markup=False, highlight=False)
+    return typer.Exit(code)
 
 
 def status_or_exit(s: Settings) -> dict[str, Any]:
@@ -55,8 +81,7 @@ def status_or_exit(s: Settings) -> dict[str, Any]:
     try:
         snap = jsonfile.read_newest(path)
     except ValueError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(1) from None
+        raise fail(str(exc), 1) from None
     if snap is None:
         err.print(f"no status yet at {path}: start `prescale up` (or `prescale demo`)")
         raise typer.Exit(1)
@@ -76,11 +101,12 @@ def open_store(s: Settings):
     try:
         return HistoryStore(s.history_uri(), flush_interval_s=s.history.flush_interval_s)
     except ValueError as exc:
-        err.print(f"error: history.uri: {exc}")
-        raise typer.Exit(2) from None
+        raise fail(f"history.uri: {exc}") from None
 
 
 def time_option(text: str | None, name: str) -> float | None:
+    """``--since``/``--until``: ``2h``, ``1h30m``, ``now``, epoch seconds or ISO 8601;
+    exit 2 naming the flag."""
     from prescale.app.timeparse import parse_time_s
 
     if text is None:
@@ -88,8 +114,43 @@ def time_option(text: str | None, name: str) -> float | None:
     try:
         return parse_time_s(text, time.time())
     except ValueError as exc:
-        err.print(f"error: {name}: {exc}")
-        raise typer.Exit(2) from None
+        raise fail(f"{name}: {exc}") from None
+
+
+def duration_option(text: str | None, name: str) -> float | None:
+    """A duration flag (``90s``, ``1h30m``, ``2d``, seconds); exit 2 naming the flag."""
+    from prescale.app.timeparse import parse_duration_s
+
+    if text is None:
+        return None
+    try:
+        return parse_duration_s(text, field=name)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
+
+def bytes_option(text: str | None, name: str) -> float | None:
+    """A size flag in Kubernetes form (``512Mi``, ``2Gi``, ``2G``); exit 2 naming it."""
+    from prescale.app.core.quantity import parse_bytes
+
+    if text is None:
+        return None
+    try:
+        return parse_bytes(text, field=name)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
+
+def cores_option(text: str | None, name: str) -> float | None:
+    """A CPU flag (``1.5``, ``500m``); exit 2 naming it."""
+    from prescale.app.core.quantity import parse_cores
+
+    if text is None:
+        return None
+    try:
+        return parse_cores(text, field=name)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
 
 
 def open_registry(s: Settings):
@@ -99,5 +160,4 @@ def open_registry(s: Settings):
     try:
         return ModelRegistry(s.registry_dir())
     except (CorruptModelError, ValueError, OSError) as exc:
-        err.print(f"error: model registry {s.registry_dir()}: {exc}")
-        raise typer.Exit(2) from None
+        raise fail(f"model registry {s.registry_dir()}: {exc}") from None

@@ -3,14 +3,30 @@ on another trace."""
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from prescale.app.cli.common import ConfigOpt, err, open_registry, out, settings_or_exit
+from prescale.app.cli.common import (
+    ConfigOpt,
+    err,
+    fail,
+    fmt_probability,
+    fmt_time,
+    new_app,
+    open_registry,
+    out,
+    settings_or_exit,
+)
+from prescale.app.cli.output import (
+    JsonOpt,
+    ListOutputOpt,
+    OutputOpt,
+    emit,
+    emit_records,
+    output_of,
+)
 from prescale.app.cli.traces import (
     ContainerColOpt,
     DeriveOpt,
@@ -22,50 +38,68 @@ from prescale.app.cli.traces import (
     trace_or_exit,
 )
 
-models_app = typer.Typer(help="The model registry: list (default), promote, rollback.")
+models_app = new_app("The model registry: list (also with no command), evaluate, promote, "
+                     "rollback.")
+
+AppOpt = Annotated[str | None, typer.Option("--app", help="Only this app.")]
 
 
 @models_app.callback(invoke_without_command=True)
-def models_list(
+def models_default(
     ctx: typer.Context,
-    app_name: Annotated[str | None, typer.Option("--app", help="Only this app.")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    app_name: AppOpt = None,
+    output: ListOutputOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """The model registry. With no command: the same as `prescale models list`."""
+    if ctx.invoked_subcommand is None:
+        models_list(app_name, output, as_json, config)
+    elif app_name is not None or output is not None or as_json or config is not None:
+        raise typer.BadParameter(f"give the options after the command (prescale models "
+                                 f"{ctx.invoked_subcommand} ...)")
+
+
+@models_app.command("list")
+def models_list(
+    app_name: AppOpt = None,
+    output: ListOutputOpt = None,
+    as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """List model versions (newest first) with their held-out test metrics at their
-    operating threshold, their validation AP and whether they passed the gate."""
-    if ctx.invoked_subcommand is not None:
-        return
+    operating threshold, their validation AP and whether they passed the gate (-o jsonl:
+    one version per line, created_s in epoch seconds)."""
     from dataclasses import asdict
 
+    fmt = output_of(output, as_json)
     s = settings_or_exit(config)
     versions = open_registry(s).list(app=app_name)
-    if as_json:
-        for v in versions:
-            print(json.dumps(asdict(v), default=str))
+    if emit_records(fmt, (asdict(v) for v in versions)):
         return
     table = Table(title=f"models in {s.registry_dir()}")
     for col in ("app", "tier", "version", "kind", "status", "created", "PR-AUC", "ROC-AUC",
                 "threshold", "precision", "recall", "base rate", "val PR-AUC", "gate",
                 "rows"):
         table.add_column(col)
-    def fmt(m: dict, key: str, digits: int = 3) -> str:
+
+    def f(m: dict, key: str, prob: bool = False) -> str:
         val = m.get(key)
-        return ("-" if val is None else f"{val:.{digits}f}" if isinstance(val, float)
-                else str(val))
+        if val is None:
+            return "-"
+        if prob:
+            return fmt_probability(val)
+        return f"{val:.3f}" if isinstance(val, float) else str(val)
 
     for v in versions:
-        def f(key: str, m: dict = v.metrics, digits: int = 3) -> str:
-            return fmt(m, key, digits)
-
+        m = v.metrics
         gate = (v.training or {}).get("gate") or {}
         verdict = ("-" if not gate else "passed" if gate.get("promote")
                    else "not passed")
-        table.add_row(v.app, v.tier, v.version_id, v.kind, v.status,
-                      datetime.fromtimestamp(v.created_s).strftime("%Y-%m-%d %H:%M"),
-                      f("pr_auc"), f("roc_auc"), f("threshold", digits=4), f("precision"),
-                      f("recall"), f("base_rate"), f("val_pr_auc"), verdict,
-                      str(v.training.get("rows", "-")))
+        table.add_row(v.app, v.tier, v.version_id, v.kind, v.status, fmt_time(v.created_s),
+                      f(m, "pr_auc"), f(m, "roc_auc"), f(m, "threshold", True),
+                      f(m, "precision"), f(m, "recall"), f(m, "base_rate", True),
+                      f(m, "val_pr_auc"), verdict, str(v.training.get("rows", "-")))
     out.print(table)
 
 
@@ -75,11 +109,14 @@ def models_promote(
     version_id: Annotated[str, typer.Argument(metavar="VERSION")],
     tier: Annotated[str, typer.Option()] = "memory",
     force: Annotated[bool, typer.Option(
-        "--force", help="Promote even a version trained on no positive window or without a "
-        "validation AP (it would serve in place of the heuristic).")] = False,
+        "--force/--no-force", help="Promote even a version trained on no positive window or "
+        "without a validation AP (it would serve in place of the heuristic).")] = False,
     config: ConfigOpt = None,
+    output: OutputOpt = None,
 ) -> None:
-    """Make VERSION the current model of APP (the running coordinator picks it up)."""
+    """Make VERSION the current model of APP (the running coordinator picks it up); -o
+    json prints the version promoted."""
+    fmt = output_of(output)
     s = settings_or_exit(config)
     reg = open_registry(s)
     try:
@@ -89,15 +126,21 @@ def models_promote(
                else "it has no validation AP" if metrics.get("val_pr_auc", 0.0) is None
                else None)
         if why and not force:
-            err.print(f"error: {app_name}/{tier} {version_id} is not promoted: {why}, so it "
-                      "learned nothing to serve in place of the heuristic (--force to "
-                      "promote it anyway)")
-            raise typer.Exit(2)
+            raise fail(f"{app_name}/{tier} {version_id} is not promoted: {why}, so it "
+                       "learned nothing to serve in place of the heuristic (--force to "
+                       "promote it anyway)")
         v = reg.promote(app_name, tier, version_id)
     except (KeyError, ValueError) as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(2) from None
-    err.print(f"{v.app}/{v.tier}: {v.version_id} is current")
+        raise fail(str(exc)) from None
+    _said(fmt, v, f"{v.app}/{v.tier}: {v.version_id} is current")
+
+
+def _said(fmt, v: Any, line: str) -> None:
+    """A registry change: the version as JSON when asked, the line on stderr always."""
+    from dataclasses import asdict
+
+    emit(fmt, asdict(v))
+    err.print(line, markup=False, highlight=False)
 
 
 @models_app.command("evaluate")
@@ -117,7 +160,8 @@ def models_evaluate(
     derive_failures: DeriveOpt = False,
     limit_multiple: LimitMultipleOpt = 1.3,
     first_fraction: FirstFractionOpt = 0.25,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Score a registered model on another trace (or the history store): AP, ROC-AUC,
@@ -125,28 +169,26 @@ def models_evaluate(
     feature and the heuristic, and its reliability curve."""
     from prescale.tuning.register import evaluate_version
 
+    fmt = output_of(output, as_json)
     s = settings_or_exit(config)
     source: Any = s.history_uri()
     if trace is not None:
         source = trace_or_exit(trace, mapping, container_col, ts_col, None, derive_failures,
                                limit_multiple, first_fraction)
-        if not as_json:
-            err.print(failure_summary(source))
+        err.print(failure_summary(source), markup=False)
     try:
         res = evaluate_version(open_registry(s), app_name, source, tier=tier or s.models.tier,
                                version_id=version_id)
     except (KeyError, ValueError) as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(2) from None
-    if as_json:
-        print(json.dumps(res, allow_nan=False))
+        raise fail(str(exc)) from None
+    if emit(fmt, res):
         return
     m, rule, heur = res["metrics"], res["best_single_feature"], res["heuristic"]
 
     def f(v: Any, digits: int = 3) -> str:
         return "-" if v is None else f"{v:.{digits}f}"
 
-    thr = "never alarms" if res["threshold"] is None else f"{res['threshold']:.4g}"
+    thr = "never alarms" if res["threshold"] is None else fmt_probability(res["threshold"])
     out.print(f"{res['app']}/{res['tier']} {res['version_id']} ({res['kind']}, "
               f"{res['status']}) on {m['n']:,} windows, {m['n_positive']:,} positive "
               f"(base rate {f(m['base_rate'], 4)}); stored threshold {thr}")
@@ -179,12 +221,14 @@ def models_rollback(
     app_name: Annotated[str, typer.Argument(metavar="APP")],
     tier: Annotated[str, typer.Option()] = "memory",
     config: ConfigOpt = None,
+    output: OutputOpt = None,
 ) -> None:
-    """Retire APP's current model and bring back the one before it."""
+    """Retire APP's current model and bring back the one before it; -o json prints the
+    version now current."""
+    fmt = output_of(output)
     s = settings_or_exit(config)
     try:
         v = open_registry(s).rollback(app_name, tier)
     except (KeyError, ValueError) as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(2) from None
-    err.print(f"{v.app}/{v.tier}: rolled back to {v.version_id}")
+        raise fail(str(exc)) from None
+    _said(fmt, v, f"{v.app}/{v.tier}: rolled back to {v.version_id}")

@@ -12,15 +12,17 @@ from typing import Annotated
 
 import typer
 
-from prescale.app.cli.common import ConfigOpt, err, open_store, settings_or_exit
+from prescale.app.cli.common import ConfigOpt, err, fail, open_store, settings_or_exit
+from prescale.app.cli.output import OutputOpt, emit, output_of
 
 TRACES = ("bitbrains", "google2011")
 
 
 DeriveOpt = Annotated[bool, typer.Option(
-    "--derive-failures", help="The trace records no failures: derive OOM kills from a memory "
-    "limit of --limit-multiple × the median of each container's first --first-fraction of "
-    "readings (usage at or above it is a kill; app/learning/limit_failures.py).")]
+    "--derive-failures/--no-derive-failures", help="The trace records no failures: derive "
+    "OOM kills from a memory limit of --limit-multiple × the median of each container's "
+    "first --first-fraction of readings (usage at or above it is a kill; "
+    "app/learning/limit_failures.py).")]
 LimitMultipleOpt = Annotated[float, typer.Option(
     min=0.01, help="--derive-failures: the limit as a multiple of the early median.")]
 FirstFractionOpt = Annotated[float, typer.Option(
@@ -45,22 +47,27 @@ def replay(
     limit_multiple: LimitMultipleOpt = 1.3,
     first_fraction: FirstFractionOpt = 0.25,
     config: ConfigOpt = None,
+    output: OutputOpt = None,
 ) -> None:
-    """Replay a trace into the history store, with a progress bar. A trace without failure
-    events has nothing to train on: --derive-failures derives OOM kills from a memory
-    limit per container (app/learning/limit_failures.py), and says so."""
+    """Replay a trace into the history store, with a progress bar (on stderr). A trace
+    without failure events has nothing to train on: --derive-failures derives OOM kills
+    from a memory limit per container (app/learning/limit_failures.py), and says so.
+    -o json: what was stored (source, samples, events, containers, failure_events,
+    seconds, history)."""
     from rich.progress import Progress
 
     from prescale.app.telemetry.replay import ReplaySource, replay_into
 
+    fmt = output_of(output)
     s = settings_or_exit(config)
     data = trace_or_exit(trace, mapping, container_col, ts_col, app_name, derive_failures,
                          limit_multiple, first_fraction)
     store = open_store(s)
     n_rows = len(data.samples) + len(data.events)
     err.print(f"{data.source}: {len(data.samples):,} samples, {len(data.events):,} events, "
-              f"{len(data.containers):,} containers; dropped {data.dropped or 'none'}")
-    err.print(failure_summary(data))
+              f"{len(data.containers):,} containers; dropped {data.dropped or 'none'}",
+              markup=False)
+    err.print(failure_summary(data), markup=False)
     t0 = time.monotonic()
     with Progress(console=err, transient=False) as bar:
         task = bar.add_task("replaying", total=n_rows)
@@ -79,8 +86,20 @@ def replay(
                 time.sleep(min(s.loop.interval_s, 1.0))
             store.flush()
     store.close()
+    took_s = time.monotonic() - t0
     err.print(f"stored {counts['samples']:,} samples and {counts['events']:,} events in "
-              f"{time.monotonic() - t0:.1f} s into {s.history_uri()}")
+              f"{took_s:.1f} s into {s.history_uri()}", markup=False)
+    emit(fmt, {"source": data.source, "samples": counts["samples"], "events": counts["events"],
+               "containers": len(data.containers), "failure_events": _failures(data),
+               "dropped": data.dropped, "seconds": round(took_s, 3),
+               "history": s.history_uri()})
+
+
+def _failures(data) -> int:
+    from prescale.app.learning.labels import TIER_EVENTS
+
+    ev = data.events
+    return int(ev["kind"].isin({k.value for k in TIER_EVENTS["any"]}).sum()) if len(ev) else 0
 
 
 def failure_summary(data) -> str:
@@ -89,7 +108,7 @@ def failure_summary(data) -> str:
 
     kinds = {k.value for k in TIER_EVENTS["any"]}
     ev = data.events
-    n = int(ev["kind"].isin(kinds).sum()) if len(ev) else 0
+    n = _failures(data)
     if n == 0:
         return ("0 failure events: nothing to train on (this trace records no failure; "
                 "--derive-failures derives OOM kills from a memory limit per container)")
@@ -106,8 +125,7 @@ def trace_or_exit(trace, mapping, container_col, ts_col, app_name, derive, limit
         if derive:
             data = _derived(data, limit_multiple, first_fraction)
     except (ValueError, FileNotFoundError, KeyError) as exc:
-        err.print(f"error: --trace {trace}: {exc}")
-        raise typer.Exit(2) from None
+        raise fail(f"--trace {trace}: {exc}") from None
     return data
 
 

@@ -4,7 +4,6 @@ the same gate, their result printed in words."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,10 +13,21 @@ import typer
 from prescale.app.cli.common import (
     ConfigOpt,
     err,
+    fail,
+    fmt_probability,
     open_registry,
     open_store,
     settings_or_exit,
     time_option,
+)
+from prescale.app.cli.output import (
+    JsonOpt,
+    ListOutputOpt,
+    Output,
+    OutputOpt,
+    emit,
+    emit_records,
+    output_of,
 )
 from prescale.app.cli.traces import (
     ContainerColOpt,
@@ -29,7 +39,6 @@ from prescale.app.cli.traces import (
     failure_summary,
     trace_or_exit,
 )
-from prescale.app.store.decision_log import read_log
 
 SplitOpt = Annotated[str, typer.Option(help="auto (default: by app when each container has "
                                             "one window, else by time) | time | group")]
@@ -51,8 +60,10 @@ def train(
     split_seed: SplitSeedOpt = 0,
     window_steps: WindowStepsOpt = None,
     horizon: HorizonOpt = None,
-    since: Annotated[str | None, typer.Option(help="Training data from (2h, 3d, ISO).")] = None,
-    until: Annotated[str | None, typer.Option(help="Training data until.")] = None,
+    since: Annotated[str | None, typer.Option(
+        metavar="TIME", help="Training data from (2h, 1h30m, 3d, ISO 8601).")] = None,
+    until: Annotated[str | None, typer.Option(
+        metavar="TIME", help="Training data until (same forms).")] = None,
     trace: Annotated[str | None, typer.Option(
         help="Train on this trace (bitbrains | google2011 | a Bitbrains-format file | a "
         "directory with Google 2011 task_usage* and task_events* files | PATH with --map) "
@@ -63,7 +74,8 @@ def train(
     derive_failures: DeriveOpt = False,
     limit_multiple: LimitMultipleOpt = 1.3,
     first_fraction: FirstFractionOpt = 0.25,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Train one model and register it. It becomes current only if, on the held-out
@@ -74,15 +86,15 @@ def train(
 
     from prescale.tuning.register import Promotion, train_and_register
 
+    fmt = output_of(output, as_json)
     s = settings_or_exit(config)
     source: Any = s.history_uri()
     if trace is not None:
         source = trace_or_exit(trace, mapping, container_col, ts_col, app_name,
                                derive_failures, limit_multiple, first_fraction)
-        if not as_json:
-            err.print(failure_summary(source))
+        err.print(failure_summary(source), markup=False)
     bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                   console=err, disable=as_json)
+                   console=err, disable=fmt is not Output.TABLE)
     try:
         with bar:
             bar.add_task(f"training {kind} for {app_name or 'all apps (_global)'}: "
@@ -95,9 +107,8 @@ def train(
                 stride=stride, since_s=time_option(since, "--since"),
                 until_s=time_option(until, "--until"), promotion=Promotion.from_settings(s))
     except ValueError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(2) from None
-    _print_training(result, as_json)
+        raise fail(str(exc)) from None
+    _print_training(result, fmt)
 
 
 def tune(
@@ -113,9 +124,12 @@ def tune(
     split_seed: SplitSeedOpt = 0,
     window_steps: WindowStepsOpt = None,
     horizon: HorizonOpt = None,
-    since: Annotated[str | None, typer.Option()] = None,
-    until: Annotated[str | None, typer.Option()] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    since: Annotated[str | None, typer.Option(
+        metavar="TIME", help="Training data from (2h, 1h30m, 3d, ISO 8601).")] = None,
+    until: Annotated[str | None, typer.Option(
+        metavar="TIME", help="Training data until (same forms).")] = None,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Ray Tune search over model kinds and hyperparameters (ASHA early stopping); the best
@@ -124,6 +138,7 @@ def tune(
     from prescale.tuning.register import Promotion
     from prescale.tuning.search import tune_and_register
 
+    fmt = output_of(output, as_json)
     s = settings_or_exit(config)
     try:
         result = tune_and_register(
@@ -134,31 +149,33 @@ def tune(
             window_steps=window_steps or s.loop.window_steps,
             recent_steps=s.predictor.recent_steps, stride=stride,
             since_s=time_option(since, "--since"), until_s=time_option(until, "--until"),
-            num_cpus=s.ray.num_cpus, progress=not as_json,
+            num_cpus=s.ray.num_cpus, progress=fmt is Output.TABLE,
             promotion=Promotion.from_settings(s))
     except ValueError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(2) from None
+        raise fail(str(exc)) from None
     except RuntimeError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(1) from None
-    _print_training(result, as_json)
+        raise fail(str(exc), 1) from None
+    _print_training(result, fmt)
 
 
 def retrain(
     app_name: Annotated[str | None, typer.Option("--app", help="Only this app (_global: the "
                                                                "global model).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Retrain even if not due.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force/--no-force", help="Retrain even if not due.")] = False,
     trials: Annotated[int | None, typer.Option(min=1, max=1000,
                                                help="Default: models.retrain_trials.")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    output: ListOutputOpt = None,
+    as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Retrain each app's model (and the global one) when due: weekly
     (models.retrain_interval_s) or when the live precision/recall of the judged outcomes
     drifts below the floors; through Ray Tune and the same gate as `prescale train`. The
     control loop schedules this itself (models.retrain_live); this command is for cron or
-    a Ray job. It does nothing when nothing is due."""
+    a Ray job. It does nothing when nothing is due. -o jsonl: one line per app (app, due,
+    why, and the result of a retraining)."""
+    from prescale.app.store.decision_log import read_log
     from prescale.tuning.register import GLOBAL_APP
     from prescale.tuning.retrain import (
         due,
@@ -169,6 +186,7 @@ def retrain(
     )
     from prescale.tuning.search import ray_session
 
+    fmt = output_of(output, as_json)
     s = settings_or_exit(config)
     m = s.models
     policy = policy_of(s)
@@ -187,21 +205,18 @@ def retrain(
             for entry in report:
                 if entry["due"]:
                     entry["result"] = retrain_app(s, entry["app"], trials=trials, nice=0)
-    if not as_json:
-        for entry in report:
-            res = entry.get("result")
-            err.print(f"{entry['app']}: {entry['why']}" + (
-                f" → {res.get('version_id') or 'nothing registered'} {res['status']}: "
-                f"{res.get('reason')}" if res else ""))
-    if as_json:
-        print(json.dumps(report, default=str))
+    if emit_records(fmt, report):
+        return
+    for entry in report:
+        res = entry.get("result")
+        err.print(f"{entry['app']}: {entry['why']}" + (
+            f" → {res.get('version_id') or 'nothing registered'} {res['status']}: "
+            f"{res.get('reason')}" if res else ""), markup=False)
 
 
-def _print_training(out_dict: dict, as_json: bool) -> None:
+def _print_training(out_dict: dict, fmt: Output) -> None:
     """The result in words (or JSON); exit 1 when nothing could be learned."""
-    if as_json:
-        print(json.dumps(out_dict, allow_nan=False))
-    else:
+    if not emit(fmt, out_dict):
         _describe_training(out_dict)
     if out_dict.get("status") == "nothing learned":
         raise typer.Exit(1)
@@ -228,7 +243,7 @@ def _describe_training(r: dict) -> None:
             err.print(f"  note on the {c['reference']}: {c['note']}")
     test = r.get("test") or {}
     thr = test.get("threshold")
-    err.print(f"operating threshold {('never alarms' if thr is None else f'{thr:.4g}')}"
+    err.print(f"operating threshold {('never alarms' if thr is None else fmt_probability(thr))}"
               + (f"; {r['threshold_seeded']}" if r.get("threshold_seeded") else ""))
     rule = r.get("test_best_single_feature") or {}
     err.print(f"held-out test split ({test.get('n', 0):,} windows, {test.get('n_positive', 0):,} "

@@ -4,7 +4,6 @@ recommendation (as ``kubectl describe vpa`` shows a VPA's)."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,25 +13,30 @@ from rich.table import Table
 
 from prescale.app.cli.common import (
     ConfigOpt,
-    err,
+    fail,
     fmt_bytes,
     fmt_cores,
+    fmt_probability,
     out,
     settings_or_exit,
     status_or_exit,
 )
-from prescale.app.store import jsonfile
+from prescale.app.cli.output import JsonOpt, OutputOpt, emit, output_of
 
 
 def policies(
     config: ConfigOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """The [[workloads]] policies, in order, then the policies containers carry in their
-    own prescale.* labels (Docker), and the containers of the last tick each governs."""
+    own prescale.* labels (Docker), and the containers of the last tick each governs
+    (-o json: {"workloads": [...], "global_mode": ...})."""
     from prescale.app.core.engine import EngineConfig
     from prescale.app.core.workloads import from_labels
+    from prescale.app.store import jsonfile
 
+    fmt = output_of(output, as_json)
     s = settings_or_exit(config)
     cfg = EngineConfig.from_settings(s)
     guards = cfg.policy.guards
@@ -53,8 +57,7 @@ def policies(
                "policy": w.kind or cfg.policy.kind, "tenant": w.tenant, "weight": w.weight,
                "problems": [*w.problems, *w.ignored], "governs": governs[w.name]}
               for w in entries]
-    if as_json:
-        print(json.dumps({"workloads": listed, "global_mode": s.mode.value}))
+    if emit(fmt, {"workloads": listed, "global_mode": s.mode.value}):
         return
     if not listed:
         out.print(f"no [[workloads]]: every container follows the global settings "
@@ -81,15 +84,19 @@ def policies(
 def describe(
     container: Annotated[str, typer.Argument(help="A container of the last tick.")],
     config: ConfigOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """One container: its effective policy (and where each part comes from), the live
-    prediction, and a standing recommendation (lower bound / target / upper bound)."""
+    prediction, and a standing recommendation (lower bound / target / upper bound);
+    -o json gives them in bytes and cores. Exit 1 when the last tick has no such
+    container."""
     from prescale.app.core.contention import ContentionConfig
     from prescale.app.core.engine import EngineConfig
     from prescale.app.core.tenants import tenant_of
     from prescale.app.core.workloads import bound_sources, recommendation
 
+    fmt = output_of(output, as_json)
     s = settings_or_exit(config)
     cfg = EngineConfig.from_settings(s)
     guards, policy = cfg.policy.guards, cfg.policy
@@ -97,8 +104,7 @@ def describe(
     row = next((r for r in snap.get("containers", []) if r.get("name") == container), None)
     if row is None or row.get("state") != "ok":
         known = ", ".join(r["name"] for r in snap.get("containers", [])) or "none"
-        err.print(f"error: no container {container!r} in the last tick (containers: {known})")
-        raise typer.Exit(1)
+        raise fail(f"no container {container!r} in the last tick (containers: {known})", 1)
     app, labels = row.get("app") or "", row.get("labels") or {}
     w = guards.workload_of(container, app, labels)
     mode = w.mode if w is not None and w.mode is not None else s.mode.value
@@ -116,8 +122,9 @@ def describe(
         lower, target, upper = recommendation(usage, fc, lo, hi, margin, safety)
         p, thr = _num(row.get(f"p_fail_{tier}")), _num(row.get(f"threshold_{tier}"))
         controlled = w is None or w.controlled is None or tier in w.controlled
-        why = (f"p_fail {p:.2f} ≥ threshold {thr:.2f}: a scale-up to the target is due"
-               if p >= thr else f"p_fail {p:.2f} < threshold {thr:.2f}: the limit holds")
+        pt, tt = fmt_probability(p), fmt_probability(thr)
+        why = (f"p_fail {pt} ≥ threshold {tt}: a scale-up to the target is due"
+               if p >= thr else f"p_fail {pt} < threshold {tt}: the limit holds")
         if not controlled:
             why += f"; workload {w.name} does not control {tier}"
         elif w is not None and w.problems:
@@ -139,8 +146,7 @@ def describe(
               "tenant": tenant or None, "weight": weight, "problems": problems,
               "time_to_limit_s": _num(row.get("memory_time_to_limit_s")),
               "last_action": row.get("last_action"), "tiers": tiers}
-    if as_json:
-        print(json.dumps(result, default=lambda x: None))
+    if emit(fmt, result):
         return
     governed = (f"workload {w.name} ({w.describe_match()})" if w
                 else "global settings (no [[workloads]] match)")
@@ -159,7 +165,7 @@ def describe(
     for tier, t in tiers.items():
         f = fmt_bytes if tier == "memory" else fmt_cores
         table.add_row(tier, f(t["usage"]), f(t["limit"]), f(t["forecast"]),
-                      f"{t['p_fail']:.2f} / {t['threshold']:.2f}",
+                      f"{fmt_probability(t['p_fail'])} / {fmt_probability(t['threshold'])}",
                       f"{f(t['bounds'][0])}..{f(t['bounds'][1])} ({t['bounds_from'][0]}, "
                       f"{t['bounds_from'][1]})", f(t["lower"]), f(t["target"]), f(t["upper"]),
                       t["reason"])

@@ -64,7 +64,9 @@ def test_status_and_events_on_an_empty_data_dir(tmp_path):
     env = {"PRESCALE_DATA_DIR": str(tmp_path)}
     p = run("status", env=env)
     assert p.returncode == 1 and "no status yet" in p.stderr
-    p = run("events", "--json", env=env)
+    p = run("events", "--json", env=env)  # --json is -o json: one document
+    assert p.returncode == 0 and json.loads(p.stdout) == []
+    p = run("events", "-o", "jsonl", env=env)
     assert p.returncode == 0 and p.stdout == ""
     p = run("events", "--kind", "bogus", env=env)
     assert p.returncode == 2 and "bogus" in p.stderr
@@ -79,8 +81,13 @@ def test_threshold_set_get_list_and_bad_value_changes_nothing(tmp_path):
     p = run("threshold", "set", "--tier", "memory", "--app", "web", "--value", "1.7", env=env)
     assert p.returncode == 2 and "1.7" in p.stderr
     assert (tmp_path / "thresholds.json").read_bytes() == before
-    got = json.loads(run("threshold", "get", "--app", "web", env=env).stdout)
+    got = json.loads(run("threshold", "get", "--app", "web", "-o", "json", env=env).stdout)
     assert got["thresholds"]["memory"]["value"] == 0.6
     assert got["thresholds"]["memory"]["min"] == 0.3
-    listed = json.loads(run("threshold", "list", env=env).stdout)
+    listed = json.loads(run("threshold", "list", "-o", "json", env=env).stdout)
     assert "web" in listed["apps"]
+    # the table, for people: one row per scope and tier, not the JSON document
+    p = run("threshold", "list", env=env)
+    assert p.returncode == 0 and not p.stdout.lstrip().startswith("{")
+    row = next(line for line in p.stdout.splitlines() if "app:web" in line and "memory" in line)
+    assert "0.60" in row and "0.30–0.95" in row

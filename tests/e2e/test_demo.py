@@ -65,10 +65,11 @@ def test_auto_mode_prevents_the_oom_kill(tmp_path):
     assert leaker["peak_usage_bytes"] > 128 * 2**20  # it really grew past the old limit
     assert c["steady"]["actions"] == []
     assert c["steady"]["final_limit_bytes"] == 128 * 2**20
-    # the decision log holds the same actions, readable by `prescale events --json`
+    # the decision log holds the same actions, readable by `prescale events -o jsonl`
     run_id = c["_summary"]["run_id"]
     proc = subprocess.run(
-        [PRESCALE, "events", "--json", "--run", run_id, "--kind", "action", "--last", "1000"],
+        [PRESCALE, "events", "-o", "jsonl", "--run", run_id, "--kind", "action", "--last",
+         "1000"],
         capture_output=True, text=True, cwd=REPO, timeout=60,
         env={**os.environ, "PRESCALE_DATA_DIR": str(tmp_path)},
     )

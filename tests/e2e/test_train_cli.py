@@ -71,7 +71,7 @@ def test_a_trace_without_failures_trains_nothing_and_the_heuristic_keeps_answeri
     assert "nothing learned for _global/memory: no positive window of tier memory among" in (
         p.stderr.replace("\n", " "))
     assert "nothing registered" in p.stderr
-    assert json.loads(run("models", "--json", cfg=cfg).stdout or "null") is None
+    assert json.loads(run("models", "list", "-o", "json", cfg=cfg).stdout) == []
     # the heuristic still answers for an obvious leak (the prediction service in-process)
     from prescale.app.api_models import PredictRequest
     from prescale.app.serve_app import PredictionService

@@ -43,12 +43,12 @@ def test_events_and_history_skip_a_corrupt_file_and_name_it(tmp_path):
     bad_rec = corrupt_one(tmp_path / "history", "records")
     bad_smp = corrupt_one(tmp_path / "history", "samples")
     env = {**os.environ, "PRESCALE_DATA_DIR": str(tmp_path)}
-    p = subprocess.run([PRESCALE, "events", "--json"], capture_output=True, text=True,
+    p = subprocess.run([PRESCALE, "events", "-o", "jsonl"], capture_output=True, text=True,
                        cwd=REPO, env=env, timeout=60)
     assert p.returncode == 0, p.stderr
     assert len(p.stdout.splitlines()) == 4  # the four readable records
     assert f"skipped unreadable history file {bad_rec}" in " ".join(p.stderr.split())
-    p = subprocess.run([PRESCALE, "history", "--app", "web", "--json"], capture_output=True,
+    p = subprocess.run([PRESCALE, "history", "--app", "web", "-o", "jsonl"], capture_output=True,
                        text=True, cwd=REPO, env=env, timeout=60)
     assert p.returncode == 0, p.stderr
     rows = [json.loads(line) for line in p.stdout.splitlines()]

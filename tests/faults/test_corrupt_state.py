@@ -116,7 +116,7 @@ def test_prescale_up_on_four_corrupt_files_runs_and_says_which(tmp_path):
         assert err.count(f"warning: state set aside: {tmp_path / name}:") == 1, (name, err)
         assert len(set_aside(tmp_path, name)) == 1, name
 
-    p = subprocess.run([PRESCALE, "events", "--kind", "event", "--json"], env=env,
+    p = subprocess.run([PRESCALE, "events", "--kind", "event", "-o", "jsonl"], env=env,
                        capture_output=True, text=True, cwd=REPO, timeout=60)
     logged = [json.loads(line) for line in p.stdout.splitlines()]
     assert sum(r["event"] == QUARANTINED for r in logged) == 4, p.stdout

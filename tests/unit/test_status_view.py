@@ -60,24 +60,33 @@ def cells(table) -> dict[str, list[str]]:
     return {c.header: [str(x) for x in c.cells] for c in table.columns}
 
 
-def test_build_table_cells_exactly():
+@pytest.fixture
+def utc(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_build_table_cells_exactly(utc):
     table = sv.build_table(snapshot(), now_s=1003.5)
     assert cells(table) == {
         "container": ["leaker", "cpuhog", "steady"],
         "memory": ["120.0 MiB", "3.0 MiB", "48.0 MiB"],
         "limit": ["128.0 MiB", "-", "128.0 MiB"],
-        "p_fail memory": ["0.93", "-", "0.00"],
-        "p_fail cpu": ["0.00", "0.61", "0.00"],
+        "p_fail memory": ["0.93", "-", "0.0012"],
+        "p_fail cpu": ["0", "0.61", "0"],
         "time to limit": ["2 s", "-", "1.5 h"],
-        "cpu": ["0.05 / 0.25", "0.25 / 0.25", "0.00 / -"],
+        "cpu": ["0.050 / 0.25 cores", "0.25 / 0.25 cores", "0.00 cores / -"],
         "last action": ["memory applied 128.0 MiB → 160.0 MiB, 16 s ago",
-                        "cpu dry_run 0.25 → 0.38, 5.1 min ago", "-"],
+                        "cpu dry_run 0.25 cores → 0.38 cores, 5.1 min ago", "-"],
         "model": ["web/v3 (hgb)", "trend-exhaustion/v1", "trend-exhaustion/v1"],
     }
     assert table.title == ("prescale status — run r1, mode auto, tick 42, "
                            "model trend-exhaustion/v1")
-    assert str(table.caption) == ("updated 4 s ago; tick took 37 ms; 1 source errors: ghost; "
-                                  "3 samples dropped")
+    assert str(table.caption) == ("tick at 1970-01-01T00:16:40+00:00, updated 4 s ago; tick "
+                                  "took 37 ms; 1 source errors: ghost; 3 samples dropped")
     styles = [x.style for x in table.columns[3].cells]
     assert styles == ["bold red", "", ""]  # p_fail ≥ 0.8 in red
     assert [x.style for x in table.columns[4].cells] == ["", "yellow", ""]
@@ -115,7 +124,44 @@ def test_bad_snapshot_names_the_field(bad, message):
 def test_formatters_worked_examples():
     assert sv.fmt_duration(12.4) == "12 s" and sv.fmt_duration(270) == "4.5 min"
     assert sv.fmt_duration(7200) == "2.0 h" and sv.fmt_duration(None) == "-"
-    assert sv.fmt_bytes(100 * MiB) == "100.0 MiB" and sv.fmt_bytes(float("inf")) == "-"
+    assert sv.fmt_bytes(100 * MiB) == "100.0 MiB" and sv.fmt_bytes(3 * 2**30) == "3.00 GiB"
+    assert sv.fmt_bytes(float("inf")) == "unlimited" and sv.fmt_bytes(None) == "-"
+    assert sv.fmt_cores(0.25) == "0.25 cores" and sv.fmt_cores(None) == "-"
+    assert sv.fmt_rate(2 * MiB) == "2.0 MiB/s"
+    assert sv.fmt_limit("memory", 128 * MiB) == "128.0 MiB"
+    assert sv.fmt_limit("disk", 2 * 2**30) == "2.00 GiB"
+    assert sv.fmt_limit("cpu", 0.5) == "0.50 cores"
+    assert sv.fmt_limit("network", MiB) == sv.fmt_limit("io", MiB) == "1.0 MiB/s"
+    assert sv.fmt_usage_of(0.05, 0.25) == "0.050 / 0.25 cores"
+
+
+@pytest.mark.parametrize("p, shown", [
+    (2.36e-213, "<0.001"), (0.0, "0"), (0.0009, "<0.001"), (0.001, "0.001"),
+    (0.0042, "0.0042"), (0.05, "0.05"), (0.1, "0.10"), (0.83, "0.83"), (0.99, "0.99"),
+    (0.996, "0.996"), (0.999, "0.999"),
+    (0.99987, ">0.999"), (1.0, "1"), (None, "-"), (float("nan"), "-"),
+])
+def test_probabilities_for_people(p, shown):
+    assert sv.fmt_probability(p) == shown
+
+
+def test_health_worked_examples():
+    snap = {"ts_s": 1000.0, "containers": []}
+    ok = sv.health(snap, 1004.0, stale_after_s=10.0)
+    assert (ok.state, ok.exit_code, ok.reason) == ("ok", 0, "")
+    stale = sv.health(snap, 1042.0, stale_after_s=10.0)
+    assert (stale.state, stale.exit_code) == ("stale", 3)
+    assert stale.reason.startswith("no tick for 42 s (expected every ≤ 10 s)")
+    degraded = sv.health({**snap, "degraded": {"reason": "disk full", "since_s": 990.0}},
+                         1004.0, stale_after_s=10.0)
+    assert (degraded.state, degraded.exit_code) == ("degraded", 4)
+    assert "disk full" in degraded.reason
+    # stale wins: a stopped loop's last word (degraded) does not count
+    assert sv.health({**snap, "degraded": {"reason": "x"}}, 1042.0, 10.0).state == "stale"
+    assert stale.to_dict() == {"state": "stale", "age_s": 42.0, "stale_after_s": 10.0,
+                               "reason": stale.reason, "exit_code": 3}
+    with pytest.raises(ValueError, match="the snapshot has no 'ts_s'"):
+        sv.health({"containers": []}, 1000.0)
 
 
 def _console() -> tuple[Console, io.StringIO]:
