@@ -58,6 +58,7 @@ from prescale.app.core.outcomes import (
 )
 from prescale.app.core.peaks import BUCKETS, PeakTracker
 from prescale.app.core.policy import PolicyConfig, PolicyInput, PolicyState, decide
+from prescale.app.core.policy_types import replicas_key
 from prescale.app.core.predictor import Prediction, TrendExhaustionPredictor
 from prescale.app.core.sample import Event, EventKind, M, Tier
 from prescale.app.core.tenants import Tenancy, tenant_of
@@ -539,6 +540,7 @@ class Engine:
                           if plan.oom_kills else None,
                           limit_peak=self._limit_peak(plan) if plan.oom_kills else None,
                           demand_peak=self._demand_peak(names) if reps else None)
+        before = self.state.policy
         plan.decisions, self.state.policy = decide(inp, self.config.policy, self.state.policy,
                                                    sparse=True)
         self._last_inp = inp  # for escalate(), after the pool's answer
@@ -552,9 +554,13 @@ class Engine:
         if guards.workloads or snap.labels:  # a workload in off/recommend mode, a tier it
             # does not control, or labels that do not parse
             lab = snap.labels
-            plan.decisions = [self._hold(d, guards.workload_of(d.container, app_of.get(
+            held = [self._hold(d, guards.workload_of(d.container, app_of.get(
                 d.container, ""), lab.get(d.container))) if d.action is not None else d
                 for d in plan.decisions]
+            for d, h in zip(plan.decisions, held, strict=True):
+                if d.action is not None and h.action is None:  # held: no cooldown started
+                    self._unrecord(d.action, before)
+            plan.decisions = held
         asks = []
         for d in plan.decisions:
             a = d.action
@@ -598,6 +604,20 @@ class Engine:
         268435456 → 402653184 not applied"."""
         why = held_back(w, d.action)
         return d if why is None else replace(d, action=None, reason=f"{d.reason}; {why}")
+
+    def _unrecord(self, a: ScalingAction, before: PolicyState) -> None:
+        """Undo what the guards recorded for an action a workload held back (its cooldown
+        and direction go back to ``before``): nothing was applied nor asked, so nothing
+        starts a cooldown or a hold."""
+        key = replicas_key(a.container) if a.kind is ActionKind.SCALE_OUT else (
+            f"{a.container}/{a.tier}")
+        st = self.state.policy
+        for now, then in ((st.last_action_s, before.last_action_s),
+                          (st.last_direction, before.last_direction)):
+            if key in then:
+                now[key] = then[key]
+            else:
+                now.pop(key, None)
 
     @staticmethod
     def _holds(w: Any, tier: Tier) -> bool:
