@@ -47,12 +47,12 @@ MAX_PAGES = 5
 PANEL_W_IN = 1.75
 MIN_PANEL_W_IN = 1.3
 PANEL_H_IN = 1.35
-MAX_PANEL_W_IN = 3.5  # with one or two policies the panels widen to MIN_WIDTH_IN
+MAX_PANEL_W_IN = 5.0  # with one or two policies the panels widen to MIN_WIDTH_IN
 LEFT_IN = 1.0  # the row labels and the y tick labels
 RIGHT_IN = 0.15
 MIN_WIDTH_IN = 8.0
 MAX_WIDTH_PX = 1800
-LEGEND_ENTRY_IN = 2.3  # room for one legend entry in a row (the longest is 3.6)
+PAD_IN = 0.1  # above the title, below the legend
 
 PRESCALE_COLOUR = "#08519c"
 PRESCALE_TINT = "#e8f0fa"
@@ -80,10 +80,13 @@ def policy_label(policy: str) -> str:
 
 # -- which containers go on which page (pure) ---------------------------------------------
 
-def pages(n: int, rows: int = ROWS_PER_PAGE, max_pages: int = MAX_PAGES) -> list[range]:
-    """The containers (indices) of each page: ``rows`` to a page, at most ``max_pages``.
+def pages(n: int, rows: int | None = None, max_pages: int | None = None) -> list[range]:
+    """The containers (indices) of each page: ``rows`` to a page (default
+    :data:`ROWS_PER_PAGE`), at most ``max_pages`` (default :data:`MAX_PAGES`).
     Worked example: 20 containers, 6 rows, 5 pages → 0–5, 6–11, 12–17, 18–19; 40
     containers → five pages of 6, and 10 containers drawn nowhere."""
+    rows = ROWS_PER_PAGE if rows is None else rows
+    max_pages = MAX_PAGES if max_pages is None else max_pages
     if rows < 1 or max_pages < 1:
         raise ValueError("rows and max_pages must be >= 1")
     return [range(s, min(s + rows, n)) for s in range(0, min(n, rows * max_pages), rows)]
@@ -108,7 +111,7 @@ def page_note(scenario: str, names: Sequence[str], ranges: Sequence[range], k: i
     others = [page_file(scenario, j) for j in range(len(ranges)) if j != k]
     text = f"{span} of {n}: {shown}"
     if others:
-        text += " — the others in " + ", ".join(others)
+        text += (" — the others in " if drawn == n else " — more in ") + ", ".join(others)
     if drawn < n:
         text += (f"; {n - drawn} not drawn (the first {drawn} are: "
                  f"{len(ranges)} pages × {len(ranges[0])} rows)")
@@ -180,15 +183,32 @@ def _panel(ax: Any, rec: RunRecord, i: int, x: np.ndarray, div: float) -> None:
 
 def _wrap(text: str, width_px: float, pt: float) -> str:
     """``text`` wrapped to lines that fit ``width_px`` at ``pt`` (an average glyph is
-    about 0.55 em wide in DejaVu Sans)."""
+    at most about 0.6 em wide in DejaVu Sans)."""
     import textwrap
 
-    per_line = max(20, int(width_px / (0.55 * pt * DPI / 72)))
+    per_line = max(8, int(width_px / (0.6 * pt * DPI / 72)))
     return "\n".join(textwrap.fill(line, per_line) for line in text.split("\n"))
+
+
+def _whole_px(inches: float) -> float:
+    """``inches`` rounded to whole pixels at :data:`DPI` (the PNG is exactly that)."""
+    return round(inches * DPI) / DPI
 
 
 def _inches(pt: float, lines: int = 1) -> float:
     return lines * pt * 1.25 / 72
+
+
+def _fitted_legend(fig: Figure, handles: list[Any], width_px: float, renderer: Any) -> Any:
+    """The figure's legend, below the grid, in as many columns as fit ``width_px``."""
+    for ncol in range(len(handles), 0, -1):
+        legend = fig.legend(handles=handles, loc="lower center", ncol=ncol,
+                            fontsize=LABEL_PT, frameon=False, borderaxespad=0,
+                            handletextpad=0.4, columnspacing=1.2)
+        if ncol == 1 or legend.get_window_extent(renderer).width <= width_px:
+            return legend
+        legend.remove()
+    raise AssertionError("unreachable")
 
 
 def scenario_page(scenario: str, by_policy: Mapping[str, RunRecord], rows: range,
@@ -198,7 +218,9 @@ def scenario_page(scenario: str, by_policy: Mapping[str, RunRecord], rows: range
 
     The layout is set in inches (no layout engine: a page of 54 panels draws in half
     the time): the title and the column titles above the grid, the x labels and one
-    legend below it, each as high as its lines of text."""
+    legend below it; the title and the legend are measured (the legend in as many
+    columns as fit the width)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
@@ -208,16 +230,22 @@ def scenario_page(scenario: str, by_policy: Mapping[str, RunRecord], rows: range
     room = MAX_WIDTH_PX / DPI - LEFT_IN - RIGHT_IN
     panel_w = max(MIN_PANEL_W_IN, min(PANEL_W_IN, room / n_cols))
     panel_w = max(panel_w, min(MAX_PANEL_W_IN, (MIN_WIDTH_IN - LEFT_IN - RIGHT_IN) / n_cols))
-    width = LEFT_IN + n_cols * panel_w + RIGHT_IN
-    title = _wrap(f"{scenario}: memory demand vs limit (totals over replicas), one row per "
-                  f"container, y shared along the row\n{note}", width * DPI - 40, SUPTITLE_PT)
-    handles = _legend_handles()
-    ncol = max(1, min(len(handles), int(width / LEGEND_ENTRY_IN)))
-    legend_rows = -(-len(handles) // ncol)
-    head = 0.1 + _inches(SUPTITLE_PT, title.count("\n") + 1) + 0.12 + _inches(TITLE_PT, 2)
-    foot = _inches(TICK_PT) + _inches(LABEL_PT) + 0.2 + _inches(LABEL_PT, legend_rows) + 0.15
-    height = head + n_rows * PANEL_H_IN + foot
-    fig = Figure(figsize=(width, height), dpi=DPI)
+    width = _whole_px(LEFT_IN + n_cols * panel_w + RIGHT_IN)
+    fig = Figure(figsize=(width, 1.0), dpi=DPI)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    title = fig.suptitle(
+        _wrap(f"{scenario}: memory demand vs limit (totals over replicas), one row per "
+              f"container, y shared along the row\n{note}", width * DPI - 40, SUPTITLE_PT),
+        fontsize=SUPTITLE_PT, va="top")
+    title_h = title.get_window_extent(renderer).height / DPI
+    legend = _fitted_legend(fig, _legend_handles(), width * DPI - 20, renderer)
+    legend_h = legend.get_window_extent(renderer).height / DPI
+    head = PAD_IN + title_h + 0.12 + _inches(TITLE_PT, 2) + 0.05
+    foot = _inches(TICK_PT) + _inches(LABEL_PT) + 0.2 + legend_h + PAD_IN
+    width, height = _whole_px(width), _whole_px(head + n_rows * PANEL_H_IN + foot)
+    fig.set_size_inches(width, height)
+    title.set_y(1 - PAD_IN / height)
+    legend.set_bbox_to_anchor((0.5, PAD_IN / height), transform=fig.transFigure)
     fig.subplots_adjust(left=LEFT_IN / width, right=1 - RIGHT_IN / width,
                         top=1 - head / height, bottom=foot / height, wspace=0.06,
                         hspace=0.12)
@@ -244,11 +272,8 @@ def scenario_page(scenario: str, by_policy: Mapping[str, RunRecord], rows: range
                 ax.set_title(f"{'prescale' if pre else 'baseline'}\n{p}", fontsize=TITLE_PT,
                              color=PRESCALE_COLOUR if pre else BASELINE_COLOUR,
                              fontweight="bold" if pre else "normal", pad=4)
-        axes[r][0].set_ylabel(f"{first.names[i]}\n{unit}", fontsize=LABEL_PT)
-    fig.suptitle(title, fontsize=SUPTITLE_PT, y=1 - 0.1 / height, va="top")
-    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.1 / height),
-               ncol=ncol, fontsize=LABEL_PT, frameon=False, borderaxespad=0,
-               handletextpad=0.4, columnspacing=1.2)
+        name = _wrap(first.names[i], PANEL_H_IN * DPI * 0.9, LABEL_PT)
+        axes[r][0].set_ylabel(f"{name}\n{unit}", fontsize=LABEL_PT)
     return fig
 
 
@@ -293,7 +318,8 @@ def summary_figure(result: Mapping[str, Any]) -> Figure | None:
     pols = list(result["policies"])
     x = np.arange(len(ok))
     w = 0.84 / max(len(pols), 1)
-    width_in = min(MAX_WIDTH_PX / DPI, max(8.0, 1.6 + len(ok) * (0.3 + 0.14 * len(pols))))
+    width_in = _whole_px(min(MAX_WIDTH_PX / DPI,
+                             max(8.0, 1.6 + len(ok) * (0.3 + 0.14 * len(pols)))))
     fig = Figure(figsize=(width_in, 7.0), dpi=DPI, layout="constrained")
     a1, a2 = fig.subplots(2, 1, sharex=True)
     style = bar_style(pols)
@@ -314,8 +340,7 @@ def summary_figure(result: Mapping[str, Any]) -> Figure | None:
     a1.set_title("failures: OOM kills + latency breaches + disk-full episodes",
                  fontsize=TITLE_PT)
     a2.set_ylabel("memory slack\n(% of allocated unused)", fontsize=LABEL_PT)
-    a2.set_title("memory slack: (allocated − used) / allocated, over every container-step",
-                 fontsize=TITLE_PT)
+    a2.set_title("memory slack: (allocated − used) / allocated", fontsize=TITLE_PT)
     a2.set_ylim(0, 100)
     for ax in (a1, a2):
         ax.tick_params(labelsize=TICK_PT)
