@@ -90,7 +90,11 @@ def up(config: ConfigOpt = None, mode: ModeOpt = None,
         # the loop: a crash dump and exit 15 instead of a clean stop)
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-        err.print(metrics_line(s), markup=False, highlight=False)
+        import ray
+
+        err.print(metrics_line(ray.nodes(), ray.get_runtime_context().get_node_id(),
+                               s.ray.metrics_export_port is not None),
+                  markup=False, highlight=False)
         handles = runtime.start_actors(s, run_id)
         n = runtime.run_loop(handles, s, stop=stop, on_tick=TickReporter(every_s or 0.0))
     finally:
@@ -102,18 +106,15 @@ def up(config: ConfigOpt = None, mode: ModeOpt = None,
     err.print(f"stopped after {n} ticks")
 
 
-def metrics_line(s: Any) -> str:
-    """Where Prometheus scrapes this node's metrics: the embedded (or joined) Ray node's
-    metrics export port, ``metrics: http://10.0.0.5:8080/metrics (...)``."""
-    import ray
-
-    try:
-        me = ray.get_runtime_context().get_node_id()
-        node = next(n for n in ray.nodes() if n.get("NodeID") == me)
-        host, port = node.get("NodeManagerAddress"), node.get("MetricsExportPort")
-    except (StopIteration, RuntimeError, ValueError):
-        host = port = None
-    how = ("ray.metrics_export_port" if s.ray.metrics_export_port is not None
+def metrics_line(nodes: list[dict[str, Any]], me: str, fixed: bool) -> str:
+    """Where Prometheus scrapes this node's metrics: node ``me``'s metrics export port in
+    ``nodes`` (``ray.nodes()``), and whether the port is fixed (``ray.metrics_export_port``)
+    or random. Worked example: ``[{"NodeID": "n1", "NodeManagerAddress": "10.0.0.5",
+    "MetricsExportPort": 8080}]``, ``"n1"``, fixed → ``"metrics: http://10.0.0.5:8080/metrics
+    (Prometheus; port from ray.metrics_export_port)"``."""
+    node = next((n for n in nodes if n.get("NodeID") == me), {})
+    host, port = node.get("NodeManagerAddress"), node.get("MetricsExportPort")
+    how = ("port from ray.metrics_export_port" if fixed
            else "a random port: set ray.metrics_export_port to fix it")
     if not host or not port:
         return f"metrics: this node's metrics port is not known ({how})"
@@ -123,9 +124,10 @@ def metrics_line(s: Any) -> str:
 class TickReporter:
     """The human lines `prescale up` prints on stderr: one for a tick that decided
     something or met an error (and when degraded mode starts or ends), else a progress
-    line once ``every_s`` passed since the last line (0: every tick). Worked example:
-    ``tick 19: 2 containers, 1 decision: 1 applied; 0.12 s`` and
-    ``tick 80: 2 containers; 60 ticks since the last line, none decided; slowest 0.03 s``.
+    line once ``every_s`` passed since the last line (0: every tick). Worked example
+    (``TZ=UTC``): ``2026-12-02T10:15:03+00:00 tick 19: 2 containers, 1 decision: 1
+    applied; 0.12 s`` and ``2026-12-02T10:16:03+00:00 tick 79: 2 containers; 60 ticks
+    since the last line, none decided; slowest 0.03 s``.
     """
 
     def __init__(self, every_s: float, clock=time.monotonic, say=None) -> None:
