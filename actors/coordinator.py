@@ -327,6 +327,11 @@ class Coordinator:
     def ping(self) -> int:
         return self.loop.tick
 
+    def close(self) -> int:
+        """The loop stops: the closing rows of the held decisions' episodes still open
+        are logged (:meth:`app.loop.tick.Tick.close`). Returns how many."""
+        return len(self.loop.close())
+
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class CoordinatorActor(Coordinator):

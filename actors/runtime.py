@@ -147,9 +147,19 @@ def named_monitors(settings: Settings) -> dict[str, Any]:
     return out
 
 
+def close_loop(handles: Handles) -> None:
+    """The loop stops: the coordinator logs the closing rows of the held decisions'
+    episodes still open (:meth:`app.loop.tick.Tick.close`; a second call logs nothing)."""
+    try:
+        ray.get(handles.coordinator.close.remote(), timeout=10)
+    except Exception as exc:  # noqa: BLE001 - a dead coordinator has nothing to close
+        log.warning("the coordinator did not close its open episodes: %s", exc)
+
+
 def stop_actors(handles: Handles, settings: Settings | None = None) -> None:
-    """Flush the monitors' history buffers, then stop the actors (every monitor of the
-    namespace when ``settings`` is given)."""
+    """Close the loop (:func:`close_loop`), flush the monitors' history buffers, then
+    stop the actors (every monitor of the namespace when ``settings`` is given)."""
+    close_loop(handles)
     monitors = dict(handles.monitors or {"local": handles.monitor})
     if settings is not None:
         monitors.update(named_monitors(settings))

@@ -6,9 +6,13 @@ Every record has ``kind``, ``ts_s``, ``container`` and ``app`` (the store adds
 every reader (``prescale events``, the demo, the metrics). The kinds:
 
 - :class:`DecisionRecord` — one container and tier in one tick: p_fail, threshold,
-  predicted time to limit, forecast, current limit, the proposed new limit and why;
+  predicted time to limit, forecast, current limit, the proposed new limit and why; a
+  decision held back tick after tick for the same reason is logged once per episode
+  (its first tick, and its last with the count: ``episode_s``, ``repeats``;
+  :mod:`app.loop.episodes`);
 - :class:`ActionRecord` — what became of a proposed action: the pool's verdict, the
-  result (applied / dry_run / denied / deferred / failed), the limits really set;
+  result (applied / dry_run / denied / deferred / failed), the limits really set (a
+  dry run: ``new_limit`` is what would have been set; nothing was);
 - :class:`EventRecord` — something that happened (an OOM kill, a model refused, a
   kill loop that needs the operator, …);
 - :class:`JudgementRecord` — a scale-up judged needed / false positive, or a miss;
@@ -25,14 +29,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, ClassVar
 
-from prescale.app.core.actions import ActionResult, Decision, ScalingAction, Verdict
+from prescale.app.core.actions import (
+    ActionResult,
+    Decision,
+    ResultStatus,
+    ScalingAction,
+    Verdict,
+)
 
 
 @dataclass(frozen=True)
 class DecisionRecord:
+    """``episode_s``: for a decision held back (no action), when its episode began
+    (None: a decision with an action, or a log older than episodes); ``repeats``: the
+    decisions of that episode between the previous row and this one that were not
+    logged (:mod:`app.loop.episodes`): ``1 + repeats`` summed over the rows is the
+    number of ticks."""
+
     KIND: ClassVar[str] = "decision"
     ts_s: float
     container: str
@@ -46,6 +62,8 @@ class DecisionRecord:
     new_limit: float | None
     action_id: str | None
     reason: str
+    episode_s: float | None = None
+    repeats: int = 0
 
     @classmethod
     def of(cls, d: Decision, app: str) -> DecisionRecord:
@@ -80,10 +98,12 @@ class ActionRecord:
         # a reclaim's verdict is its own reason: said once
         reason = "; ".join(x for x in (a.reason, "" if verdict_reason == a.reason
                                        else verdict_reason, r.reason) if x)
+        # a dry run set nothing: its row says what it would have set
+        new = a.new_limit if r.status is ResultStatus.DRY_RUN else r.new_limit
         return cls(a.now_s, a.action_id, a.kind.value,
                    verdict.value if verdict is not None else None, a.container, app,
                    a.tier.value, a.p_fail, a.threshold, a.time_to_limit_s, r.old_limit,
-                   a.new_limit, r.new_limit, r.status.value, reason)
+                   a.new_limit, new, r.status.value, reason)
 
 
 @dataclass(frozen=True)
@@ -211,6 +231,8 @@ def parse(d: Mapping[str, Any]) -> Record:
     values = {}
     for f in fields(cls):
         if f.name not in d:
+            if f.default is not MISSING:  # a field added later: older logs lack it
+                continue
             raise ValueError(f"{kind} record without {f.name!r}")
         v = d[f.name]
         if v is None and f.type in ("float",):

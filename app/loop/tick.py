@@ -10,7 +10,8 @@
     observe   features → predictor → models → thresholds → judgements (the engine)
     decide    policy + guards → asks (not in mode off)
     arbitrate the allocator: capacity per node, contention, reclaims from idle ones
-    log       events, judgements, thresholds, decisions — durable before acting
+    log       events, judgements, thresholds, decisions — durable before acting (a
+              decision held back tick after tick: once per episode, app/loop/episodes.py)
     intent    the actions about to be applied, with the engine state they start
     act       each granted action to its actuator (auto mode; recommend: dry run)
     settle    outcome tracking, savings; then the results are logged
@@ -32,6 +33,7 @@ not applied.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -51,6 +53,7 @@ from prescale.app.core.sample import METRICS, Tier
 from prescale.app.core.thresholds import Adjustment, ThresholdBook
 from prescale.app.loop import records as rec
 from prescale.app.loop.degraded import DegradedMode, hold_back_scale_downs
+from prescale.app.loop.episodes import Episodes
 from prescale.app.loop.ports import (
     Actuation,
     Allocator,
@@ -158,6 +161,8 @@ class Tick:
         self.seen: dict[str, dict[str, Any]] = {}
         self.last_action: dict[str, dict[str, Any]] = {}
         self.judgements: list[dict[str, Any]] = []  # this tick's, for the hooks
+        #: decisions held back tick after tick, logged once per episode
+        self.episodes = Episodes()
         #: lines about state that was set aside, logged with the next tick's records
         self.notices: list[str] = []
         #: writes that fail (a full or read-only disk): the loop goes on, degraded
@@ -172,6 +177,7 @@ class Tick:
         """The state of the last checkpoint (or a fresh one). A checkpoint that cannot be
         read or used is set aside by its port and the loop starts afresh (logged)."""
         self.engine = Engine(self.engine_config)
+        self.episodes = Episodes()
         try:
             saved = self.ports.checkpoint.load()
             if not saved or saved.get("run_id") != self.run_id:
@@ -180,17 +186,32 @@ class Tick:
             last_action = dict(saved.get("last_action", {}))
             tick = int(saved["tick"])
             seen = dict(saved.get("seen", {}))
+            episodes = Episodes()
+            episodes.load(saved.get("episodes", []))
             self.ports.hooks.restore(saved)
         except UNUSABLE as exc:
             self.notices.append(self.ports.checkpoint.discard(unusable(exc)))
             return
         self.engine.state = state
         self.last_action, self.tick, self.seen = last_action, tick, seen
+        self.episodes = episodes
 
     def state(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "tick": self.tick, **self.engine.state.to_dict(),
                 "last_action": self.last_action, "seen": self.seen,
-                **self.ports.hooks.state()}
+                "episodes": self.episodes.to_list(), **self.ports.hooks.state()}
+
+    def close(self) -> list[dict[str, Any]]:
+        """The loop stops: the closing rows of the episodes still open (held decisions,
+        :mod:`app.loop.episodes`) are logged, and the checkpoint says they are closed.
+        Returns the rows."""
+        rows = self.episodes.close()
+        if rows:
+            now_s = max(r["ts_s"] for r in rows)
+            if self._append(rows, now_s) and getattr(self.ports.checkpoint, "enabled", True):
+                self._write("checkpoint", self.ports.checkpoint.save, self.state(),
+                            now_s=now_s)
+        return rows
 
     # -- the tick --------------------------------------------------------------------
     def run_once(self) -> dict[str, Any]:
@@ -231,8 +252,7 @@ class Tick:
             if self._append(reconcile(intent, actions, limits_now), snap.now_s):  # durable,
                 self._write("in-flight intent", p.journal.clear_intent, now_s=snap.now_s)
             self.foreign_intent = None
-        records += [rec.to_dict(rec.DecisionRecord.of(d, apps.get(d.container, "")))
-                    for d in plan.decisions if d.action is not None or d.p_fail >= d.threshold]
+        records += self._decision_records(plan, apps)  # held ones: once per episode
         # a kill loop or a runaway (app/core/oom.py): the operator should look
         records += [rec.to_dict(rec.EventRecord(snap.now_s, c, apps.get(c, ""),
                                                 "operator_attention", why))
@@ -446,6 +466,19 @@ class Tick:
                 for o in plan.lead_outcomes]
         return out
 
+    def _decision_records(self, plan: Plan, apps: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The decisions to log: each one with an action, and those held back (p_fail ≥
+        threshold, no action) once per episode (:class:`~app.loop.episodes.Episodes`).
+        In recommend mode a cooldown follows a recommendation, not a change: the reason
+        says so (:func:`recommended_earlier`)."""
+        out = [rec.to_dict(rec.DecisionRecord.of(d, apps.get(d.container, "")))
+               for d in plan.decisions if d.action is not None or d.p_fail >= d.threshold]
+        if self.mode == "recommend":
+            for r in out:
+                if r["action_id"] is None and "in cooldown" in r["reason"]:
+                    r["reason"] = recommended_earlier(r["reason"])
+        return self.episodes.filter(out, plan.names)
+
     def judgements_app(self, apps: Mapping[str, str]) -> list[dict[str, Any]]:
         """This tick's judgements with their containers' apps."""
         return [{**j, "app": apps.get(j.get("container", ""), j.get("app") or "")}
@@ -568,11 +601,28 @@ class Tick:
                                                        v.verdict)))
             self.last_action[a.container] = {
                 "ts_s": a.now_s, "tier": a.tier.value, "old_limit": r.old_limit,
-                "new_limit": r.new_limit, "requested_limit": a.new_limit,
-                "result": r.status.value,
+                # a dry run: what it would have set (nothing was)
+                "new_limit": a.new_limit if r.status is ResultStatus.DRY_RUN else r.new_limit,
+                "requested_limit": a.new_limit, "result": r.status.value,
             }
         confirmed_ += confirmed(asks, applied)
         return results, out, reclaimed, confirmed_
+
+
+_COOLDOWN = re.compile(r"; blocked: (scale-out )?in cooldown \(([^)]*) left\)")
+
+
+def recommended_earlier(reason: str) -> str:
+    """In recommend mode the cooldown a guard names started with a recommendation (a dry
+    run: nothing was changed): it is kept, so that a standing recommendation is repeated
+    once per cooldown as an applied action would be, and the outcome tracker judges it
+    (and the thresholds learn from it) at the same pace as in auto mode. Only the words
+    change. Example: ``"…; blocked: in cooldown (6.0 s left)"`` → ``"…; recommended
+    earlier (not applied: recommend mode): recommended again after the cooldown (6.0 s
+    left)"``."""
+    return _COOLDOWN.sub(lambda m: f"; {m[1] or ''}recommended earlier (not applied: "
+                                   f"recommend mode): recommended again after the cooldown "
+                                   f"({m[2]} left)", reason)
 
 
 def _limits(containers: Sequence[str], pred: Prediction) -> dict[str, dict[str, float]]:

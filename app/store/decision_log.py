@@ -8,9 +8,13 @@ Records (field ``kind``; one typed schema, :mod:`app.loop.records`, read back wi
 :func:`read_records`):
 
 - ``decision``: one container and tier in one tick — p_fail, threshold, predicted
-  time to limit, forecast, current limit, the proposed new limit (or none) and why;
+  time to limit, forecast, current limit, the proposed new limit (or none) and why; one
+  held back tick after tick for the same reason (a cooldown, a bound, a workload in
+  recommend mode) is logged once per episode: its first tick, and its last with
+  ``repeats`` (the ticks in between) and ``episode_s`` (:mod:`app.loop.episodes`);
 - ``action``: what became of a proposed action — pool verdict, result
-  (applied / dry_run / denied / failed), old and new limit as really set, reason;
+  (applied / dry_run / denied / failed), old and new limit as really set (a dry run:
+  the new limit it would have set), reason;
 - ``outcome``: how a past action turned out (lead time until the old limit would
   have been crossed, or failed / not_crossed);
 - ``judgement``: a past scale-up judged *needed* or *false positive*, or a failure
