@@ -52,6 +52,7 @@ LEFT_IN = 1.0  # the row labels and the y tick labels
 RIGHT_IN = 0.15
 MIN_WIDTH_IN = 8.0
 MAX_WIDTH_PX = 1800
+LINEAR_FAILURES_MAX = 20  # the summary's failures axis: linear up to this, log above
 PAD_IN = 0.1  # above the title, below the legend
 
 PRESCALE_COLOUR = "#08519c"
@@ -309,8 +310,10 @@ def bar_style(policies: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 def summary_figure(result: Mapping[str, Any]) -> Figure | None:
     """Failures and memory slack per scenario (groups) and policy (bars); None when no
-    scenario ran."""
+    scenario ran. The failures' axis is linear up to :data:`LINEAR_FAILURES_MAX`, and
+    symmetric-log above (0, then 1, 2, 5, 10, 20, ... in plain numbers)."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, SymmetricalLogLocator
 
     ok = [e for e in result["scenarios"] if "skipped" not in e]
     if not ok:
@@ -334,9 +337,18 @@ def summary_figure(result: Mapping[str, Any]) -> Figure | None:
                 a1.annotate("0", (xi, 0), xytext=(0, 2), textcoords="offset points",
                             ha="center", va="bottom", fontsize=TICK_PT,
                             color=style[p]["color"])
-    a1.set_yscale("symlog", linthresh=1)
+    most = max((f for e in ok for f in (e["policies"].get(p, {}).get("failures")
+                                        for p in pols) if f is not None), default=0)
+    if most > LINEAR_FAILURES_MAX:  # a few failures and a hundred on one axis
+        a1.set_yscale("symlog", linthresh=1)
+        a1.yaxis.set_major_locator(SymmetricalLogLocator(base=10, linthresh=1,
+                                                         subs=(1.0, 2.0, 5.0)))
+        a1.set_ylabel("failures\n(count, log scale)", fontsize=LABEL_PT)
+    else:
+        a1.yaxis.set_major_locator(MaxNLocator(6, integer=True))
+        a1.set_ylabel("failures\n(count)", fontsize=LABEL_PT)
+    a1.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     a1.set_ylim(bottom=0)
-    a1.set_ylabel("failures\n(count, log scale)", fontsize=LABEL_PT)
     a1.set_title("failures: OOM kills + latency breaches + disk-full episodes",
                  fontsize=TITLE_PT)
     a2.set_ylabel("memory slack\n(% of allocated unused)", fontsize=LABEL_PT)

@@ -272,3 +272,21 @@ def test_write_report_writes_and_links_every_page(tmp_path) -> None:
     md = (tmp_path / "report.md").read_text()
     assert all(f"]({name})" in md for name in pngs)
     assert all(Image.open(tmp_path / name).size[0] <= plots.MAX_WIDTH_PX for name in pngs)
+
+
+@pytest.mark.parametrize("most", [4, plots.LINEAR_FAILURES_MAX + 93])
+def test_the_failures_axis_reads_in_plain_counts(most: int) -> None:
+    pols = [BASELINE, PRESCALE]
+    res = {"scenarios": [{"name": "s", "policies": {
+        BASELINE: {"failures": most, "slack_memory": 0.5},
+        PRESCALE: {"failures": 1, "slack_memory": 0.4}}}], "policies": pols}
+    fig = plots.summary_figure(res)
+    assert fig is not None
+    _drawn(fig)
+    a1 = fig.axes[0]
+    lo, hi = a1.get_ylim()
+    ticks = [(v, t.get_text()) for v, t in zip(a1.get_yticks(), a1.get_yticklabels(),
+                                                strict=True) if lo <= v <= hi]
+    assert len(ticks) >= 3
+    assert all(float(text) == v for v, text in ticks), ticks  # "20", not "$10^{1}$"
+    assert hi >= most and ("log" in a1.get_ylabel()) == (most > plots.LINEAR_FAILURES_MAX)
