@@ -122,9 +122,10 @@ def metrics_line(nodes: list[dict[str, Any]], me: str, fixed: bool) -> str:
 
 
 class TickReporter:
-    """The human lines `prescale up` prints on stderr: one for a tick that decided
-    something or met an error (and when degraded mode starts or ends), else a progress
-    line once ``every_s`` passed since the last line (0: every tick). Worked example
+    """The human lines `prescale up` prints on stderr: one for the first tick and for a
+    tick that decided something or met an error (and when degraded mode starts or ends),
+    else a progress line once ``every_s`` passed since the last line (0: every tick).
+    Worked example
     (``TZ=UTC``): ``2026-12-02T10:15:03+00:00 tick 19: 2 containers, 1 decision: 1
     applied; 0.12 s`` and ``2026-12-02T10:16:03+00:00 tick 79: 2 containers; 60 ticks
     since the last line, none decided; slowest 0.03 s``.
@@ -138,6 +139,7 @@ class TickReporter:
         self.last_said = clock()
         self.quiet_ticks = 0
         self.slowest_s = 0.0
+        self.first = True  # the first tick always says so: the loop is running
 
     def __call__(self, summary: dict[str, Any]) -> None:
         for line in summary.get("notices", ()):
@@ -156,13 +158,14 @@ class TickReporter:
         else:
             self.quiet_ticks += 1
             self.slowest_s = max(self.slowest_s, tick_s)
-            if self.clock() - self.last_said < self.every_s:
+            if self.clock() - self.last_said < self.every_s and not self.first:
                 return
             self.say(f"{head}; {_plural(self.quiet_ticks, 'tick')} since the last line, none "
                      f"decided; slowest {self.slowest_s:.2f} s")
         self.last_said = self.clock()
         self.quiet_ticks = 0
         self.slowest_s = 0.0
+        self.first = False
 
 
 def tick_line(summary: dict[str, Any]) -> str:

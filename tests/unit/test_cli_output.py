@@ -107,16 +107,20 @@ def test_up_says_a_line_per_deciding_tick_and_a_progress_line_otherwise(utc):
 
     for n in range(1, 60):
         tick(n)
-    assert said == []  # quiet for less than --report-every
+    # the first tick says the loop runs; then quiet for less than --report-every
+    assert said == ["2026-12-02T10:15:04+00:00 tick 1: 2 containers; 1 tick since the last "
+                    "line, none decided; slowest 0.01 s"]
     tick(60)
-    assert said == ["2026-12-02T10:16:03+00:00 tick 60: 2 containers; 60 ticks since the last "
-                    "line, none decided; slowest 0.03 s"]
-    tick(61, decisions=1, actions=["applied"], tick_s=0.12)
-    assert said[-1] == ("2026-12-02T10:16:04+00:00 tick 61: 2 containers, 1 decision: 1 "
+    assert len(said) == 1  # 59 s since tick 1's line
+    tick(61)
+    assert said[-1] == ("2026-12-02T10:16:04+00:00 tick 61: 2 containers; 60 ticks since the "
+                        "last line, none decided; slowest 0.03 s")
+    tick(62, decisions=1, actions=["applied"], tick_s=0.12)
+    assert said[-1] == ("2026-12-02T10:16:05+00:00 tick 62: 2 containers, 1 decision: 1 "
                         "applied; 0.12 s")
-    tick(62, degraded={"reason": "disk full"})
+    tick(63, degraded={"reason": "disk full"})
     assert said[-1].startswith("DEGRADED: disk full")
-    tick(63)
+    tick(64)
     assert said[-1] == "degraded mode over: all writes succeed again"
     every = TickReporter(0.0, clock=lambda: 0.0, say=said.append)
     every({"tick": 1, "now_s": t0, "containers": 1, "decisions": 0, "errors": {}})
