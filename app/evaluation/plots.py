@@ -234,10 +234,12 @@ def scenario_page(scenario: str, by_policy: Mapping[str, RunRecord], rows: range
     width = _whole_px(LEFT_IN + n_cols * panel_w + RIGHT_IN)
     fig = Figure(figsize=(width, 1.0), dpi=DPI)
     renderer = FigureCanvasAgg(fig).get_renderer()
-    title = fig.suptitle(
-        _wrap(f"{scenario}: memory demand vs limit (totals over replicas), one row per "
-              f"container, y shared along the row\n{note}", width * DPI - 40, SUPTITLE_PT),
-        fontsize=SUPTITLE_PT, va="top")
+    what = (f"{scenario}: memory demand vs limit (totals over replicas)",
+            "one row per container, y shared along the row")
+    one_line = _wrap(", ".join(what), width * DPI - 40, SUPTITLE_PT)
+    head_text = one_line if "\n" not in one_line else "\n".join(what)  # cut between phrases
+    title = fig.suptitle(_wrap(f"{head_text}\n{note}", width * DPI - 40, SUPTITLE_PT),
+                         fontsize=SUPTITLE_PT, va="top")
     title_h = title.get_window_extent(renderer).height / DPI
     legend = _fitted_legend(fig, _legend_handles(), width * DPI - 20, renderer)
     legend_h = legend.get_window_extent(renderer).height / DPI
