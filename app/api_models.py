@@ -153,6 +153,17 @@ _ROW_OF = operator.itemgetter(*METRICS)
 _DEFAULT_ROW = np.array([math.nan] + [_SAMPLE_DEFAULTS[m] for m in _VALUE_METRICS])
 #: Columns (METRICS order) where ``inf`` is a value: the limits (unlimited).
 _INF_OK = np.array([m in LIMIT_METRICS for m in METRICS])
+#: Public names of the three above for the array paths (:mod:`app.serve_bodies`):
+#: a metric's column in a window row, the row of a sample that gives no metric
+#: (``nan``, ``inf`` for the limits; ``ts_s`` has no default) and where ``inf`` is a value.
+METRIC_INDEX = _M_INDEX
+DEFAULT_ROW = _DEFAULT_ROW
+INF_OK = _INF_OK
+
+#: Content types of a prediction request or answer besides ``application/json``: an
+#: Apache Arrow IPC *stream* (:mod:`app.serve_bodies` has the table's columns).
+JSON_TYPE = "application/json"
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 
 def window_rows(

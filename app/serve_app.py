@@ -20,13 +20,23 @@ Layers, from pure to I/O:
 - :func:`build_app` (the ``import_path`` of ``configs/serve.yaml``),
   :func:`app_from_settings` and :func:`run_serve` (``prescale serve``).
 
-Batching: every ``/v1/predict`` and ``/v1/recommend`` request is one item of a
+Bodies: JSON or an Apache Arrow IPC stream, validated as a whole where it can be
+(:mod:`app.serve_bodies`, :mod:`app.serve_http`); :meth:`PredictionService.answer` is
+the replica's handling of one body without HTTP (benchmarks).
+
+Batching: a ``/v1/predict`` or ``/v1/recommend`` request that finds the replica idle (no
+prediction waiting or running) and has at most :data:`DIRECT_MAX_SAMPLES` samples is
+predicted at once, with no batching wait. Every other request is one item of a
 ``@serve.batch`` call (up to ``max_batch_size`` requests, waiting at most
-``batch_wait_timeout_s`` for the batch to fill). A batch is featurised with one
+``batch_wait_timeout_s`` for the batch to fill), computed in the replica's prediction
+thread so that the replica keeps reading requests meanwhile; those that arrive during
+one batch form the next. A batch is featurised with one
 :func:`~app.core.features.compute_features` call per window length and predicted with
 one predictor call; each app's model is called once per batch. Worked example: 3
-requests with 1, 100 and 1 containers whose windows all have 20 samples → one
-``compute_features`` over ``[102, 20, M]`` and one ``predict`` over ``[102, F]``.
+requests with 1, 100 and 1 containers whose windows all have 20 samples, arriving
+while another batch runs → one ``compute_features`` over ``[102, 20, M]`` and one
+``predict`` over ``[102, F]``; one request of 1 container × 30 samples to an idle
+replica → predicted at once, no wait.
 
 Hot reload: before a batch (and on ``/healthz`` and ``/v1/models``) the replica calls
 ``ModelCache.refresh`` if ``model_poll_interval_s`` has passed since the last call (one
@@ -54,6 +64,7 @@ computation.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import math
@@ -62,14 +73,19 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import orjson
 from fastapi import FastAPI, HTTPException
 from ray import serve
 
 from prescale.app.api_models import (
     API_VERSION,
+    ARROW_STREAM,
+    JSON_TYPE,
     PredictRequest,
     SamplesRequest,
     ServeUserConfig,
@@ -77,7 +93,21 @@ from prescale.app.api_models import (
 from prescale.app.core.predictor import TrendExhaustionPredictor
 from prescale.app.core.sample import Tier
 from prescale.app.core.thresholds import ThresholdBook, ThresholdConfig
-from prescale.app.serve_http import build_api, token_of
+from prescale.app.serve_bodies import (
+    BodyError,
+    arrow_bytes,
+    arrow_job,
+    json_job,
+    predictions_table,
+)
+from prescale.app.serve_http import (
+    build_api,
+    is_json,
+    media_type,
+    strict_json,
+    token_of,
+    wants_arrow,
+)
 from prescale.app.serve_ingest import plan_ingest
 from prescale.app.serve_jobs import (
     Job,
@@ -86,6 +116,7 @@ from prescale.app.serve_jobs import (
     predict_jobs,
     prediction_json,
     recommend_json,
+    size_reason,
     window_of,
 )
 from prescale.app.serve_proxy import PROXY_MAX_BODY_BYTES, http_options, proxy_env
@@ -106,6 +137,9 @@ AUTOSCALING = {
     "downscale_delay_s": 60.0,
 }
 _KEEP_ERRORS = 20
+#: A request of at most this many samples (containers × the longest window) that finds
+#: the replica idle is predicted at once on the event loop (≈ 1 ms), without batching.
+DIRECT_MAX_SAMPLES = 2_000
 
 
 # ============================================================================ the service
@@ -237,6 +271,62 @@ class PredictionService:
         job = window_of(req)
         return self.predict_response(job, self.predict_jobs([job])[0])
 
+    # -- bodies -----------------------------------------------------------------------
+    def job_of_body(self, body: bytes, content_type: str | None) -> Job | None:
+        """The job of a prediction body by the array paths (:mod:`app.serve_bodies`): an
+        Arrow stream, or a JSON ``containers`` body whose values orjson and the
+        vectorised checks prove valid; then the request limits (``BodyError`` 413).
+        ``BodyError`` 400/422 for a bad Arrow body. None: the pydantic models must read
+        it (a JSON body with an error or a form the array path does not take, a
+        ``features`` body, or a body that is neither JSON nor Arrow)."""
+        if media_type(content_type) == ARROW_STREAM:
+            return arrow_job(body, max_containers=self.config.max_containers,
+                             max_samples=self.config.max_samples)
+        if not is_json(content_type):
+            return None
+        job = json_job(body)
+        if job is not None:
+            total = int(np.isfinite(job.window[:, :, 0]).sum())
+            why = size_reason(len(job), total, job.window.shape[1],
+                              max_containers=self.config.max_containers,
+                              max_samples=self.config.max_samples)
+            if why is not None:
+                raise BodyError(413, why)
+        return job
+
+    def answer_bytes(self, path: str, job: Job, res: JobResult, *,
+                     arrow: bool = False) -> tuple[bytes, str]:
+        """The answer of ``path`` (``/v1/predict`` or ``/v1/recommend``) and its media
+        type: JSON (orjson), or for ``/v1/predict`` with ``arrow`` an Arrow stream of
+        :func:`~app.serve_bodies.predictions_table`."""
+        if path == "/v1/recommend":
+            return orjson.dumps(self.recommend_response(job, res)), JSON_TYPE
+        if arrow:
+            return arrow_bytes(predictions_table(job, res, self.predictor.min_samples,
+                                                 self.revision())), ARROW_STREAM
+        return orjson.dumps(self.predict_response(job, res)), JSON_TYPE
+
+    def answer(self, path: str, body: bytes, content_type: str | None = JSON_TYPE,
+               accept: str | None = None) -> tuple[int, bytes, str]:
+        """One body handled as the replica handles it, without HTTP, Serve or batching:
+        ``(status, answer, media type)`` (benchmarks, tests). Error answers are brief
+        here; the HTTP API words them fully."""
+        try:
+            job = self.job_of_body(body, content_type)
+            if job is None:
+                req = PredictRequest.model_validate(strict_json(body))
+                why = self.check(req)
+                if why is not None:
+                    return 413, orjson.dumps({"detail": why}), JSON_TYPE
+                job = window_of(req)
+            res = self.predict_jobs([job])[0]
+        except BodyError as exc:
+            return exc.status, orjson.dumps(exc.payload()), JSON_TYPE
+        except ValueError as exc:  # pydantic's ValidationError, bad JSON, cannot predict
+            return 422, orjson.dumps({"detail": str(exc)}), JSON_TYPE
+        out, media = self.answer_bytes(path, job, res, arrow=wants_arrow(accept))
+        return 200, out, media
+
     def revision(self) -> int | None:
         return None if self.models is None else self.models.revision
 
@@ -361,6 +451,10 @@ class PrescaleAPI:
         self._defaults = dict(user_config or {})
         self.service = PredictionService(
             settings, ServeUserConfig.model_validate(user_config) if user_config else None)
+        #: predictions waiting for or inside a batch (0: the replica is idle)
+        self._pending = 0
+        #: one thread computes the batches in turn, while the event loop reads requests
+        self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prescale-predict")
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply ``user_config`` (laid over the builder's defaults) without a restart;
@@ -373,8 +467,8 @@ class PrescaleAPI:
         log.info("reconfigured: revision %s, models at revision %s", config.revision,
                  self.service.revision())
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _predict_batch(self, jobs: list[Job]) -> list[Any]:
+    def _predict_all(self, jobs: list[Job]) -> list[Any]:
+        """Results of ``jobs``, or for a job that cannot be predicted its exception."""
         try:
             return self.service.predict_jobs(jobs)
         except Exception:  # noqa: BLE001 - one bad job must not fail the others
@@ -386,8 +480,25 @@ class PrescaleAPI:
                     out.append(exc)
             return out
 
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _predict_batch(self, jobs: list[Job]) -> list[Any]:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._compute, self._predict_all, jobs)
+
     async def _predict_one(self, job: Job) -> JobResult:
-        res = await self._predict_batch(job)
+        idle = self._pending == 0
+        if idle and len(job) * _width(job) <= DIRECT_MAX_SAMPLES:
+            res = self._predict_all([job])[0]  # idle and small: at once, on the loop
+        else:
+            self._pending += 1
+            try:
+                if idle:  # nothing to wait for: straight to the prediction thread
+                    res = (await asyncio.get_running_loop().run_in_executor(
+                        self._compute, self._predict_all, [job]))[0]
+                else:
+                    res = await self._predict_batch(job)
+            finally:
+                self._pending -= 1
         if isinstance(res, Exception):
             raise HTTPException(422, detail=f"cannot predict: {type(res).__name__}: {res}")
         return res
@@ -398,9 +509,15 @@ class PrescaleAPI:
 
     def __del__(self) -> None:
         try:
+            self._compute.shutdown(wait=False)
             self.service.close()
         except Exception:  # noqa: BLE001 - shutting down
             pass
+
+
+def _width(job: Job) -> int:
+    """Samples per container of a job's padded window (1 for feature rows)."""
+    return 1 if job.window is None else job.window.shape[1]
 
 
 def app_from_settings(settings: Settings, user_config: Mapping[str, Any] | None = None,

@@ -3,7 +3,19 @@
 read) and :func:`build_api`, the FastAPI app around a
 :class:`~app.serve_app.PredictionService`.
 
-Bodies are parsed as strict JSON (:class:`StrictJSONRoute`): Python's ``json`` accepts
+``/v1/predict`` and ``/v1/recommend`` take a body in two forms (:class:`PredictRoute`):
+JSON (``application/json``: :class:`~app.api_models.PredictRequest`) or an Apache Arrow
+IPC stream (``application/vnd.apache.arrow.stream``: one row per sample, columns in
+:mod:`app.serve_bodies`). An Arrow body, and a JSON ``containers`` body that orjson reads
+straight into arrays, are validated as a whole (:mod:`app.serve_bodies`); any other JSON
+body — and every JSON body with an error — goes through the pydantic models, so the
+answers and the error messages of JSON bodies are those of the models. ``/v1/predict``
+answers JSON, or an Arrow table (one row per container) when the ``Accept`` header
+names the Arrow stream type; ``/v1/recommend`` answers JSON only (406 when ``Accept``
+refuses it). Worked example: the same windows as JSON ``series`` and as an Arrow table
+give the same JSON answer, number for number.
+
+JSON bodies are parsed as strict JSON (:class:`StrictJSONRoute`): Python's ``json`` accepts
 ``NaN``, ``Infinity`` and ``-Infinity``, which are not JSON; here each becomes a value no
 field accepts, so the answer is 422 naming the field (``body.containers[0].samples[3].
 memory_usage_bytes: must be a finite number, got NaN …``), never a 500 or a ``nan`` in
@@ -19,13 +31,16 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
 from prescale.app.api_models import (
     API_VERSION,
+    ARROW_STREAM,
+    JSON_TYPE,
     ErrorResponse,
     HealthResponse,
     ModelsResponse,
@@ -36,6 +51,7 @@ from prescale.app.api_models import (
     SamplesResponse,
     ServeUserConfig,
 )
+from prescale.app.serve_bodies import BodyError
 from prescale.app.serve_jobs import Job, JobResult, window_of
 
 if TYPE_CHECKING:
@@ -116,10 +132,80 @@ class StrictJSONRoute(APIRoute):
         return strict
 
 
+#: The array path of a prediction route: ``(route path, request)`` → its answer, or
+#: None when the pydantic models must answer (set by :func:`build_api`).
+FastPath = Callable[[str, Request], Any]
+
+
+def _replayed(request: Request, body: bytes) -> Request:
+    """A request whose body (already read) is given again to whoever reads it next."""
+    sent = False
+
+    async def receive() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await request.receive()
+
+    return Request(request.scope, receive)
+
+
+def predict_route_class(fast: FastPath) -> type[APIRoute]:
+    """The route class of ``/v1/predict`` and ``/v1/recommend``: ``fast`` first (Arrow
+    bodies, JSON read into arrays); where it gives None, the route as FastAPI built it
+    (strict JSON, the pydantic models, their 4xx answers)."""
+
+    class PredictRoute(StrictJSONRoute):
+        def get_route_handler(self) -> Callable:
+            slow = super().get_route_handler()
+            path = self.path
+
+            async def handler(request: Request) -> Any:
+                answer = await fast(path, request)
+                if answer is not None:
+                    return answer
+                return await slow(_replayed(request, await request.body()))
+
+            return handler
+
+    return PredictRoute
+
+
+def media_type(content_type: str | None) -> str:
+    """``"Application/JSON; charset=utf-8"`` → ``"application/json"``; None → ``""``."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def is_json(content_type: str | None) -> bool:
+    """True when FastAPI parses such a body as JSON: no Content-Type, ``application/json``
+    or ``application/<anything>+json``."""
+    media = media_type(content_type)
+    return (not content_type or media == JSON_TYPE
+            or (media.startswith("application/") and media.endswith("+json")))
+
+
+def wants_arrow(accept: str | None) -> bool:
+    """True when the ``Accept`` header names the Arrow stream type (then ``/v1/predict``
+    answers Arrow): ``"application/vnd.apache.arrow.stream"`` → True; ``"*/*"``, none
+    or ``"application/json"`` → False."""
+    return ARROW_STREAM in (accept or "").lower()
+
+
+def refuses_json(accept: str | None) -> bool:
+    """True when ``Accept`` is given and names neither JSON nor a wildcard that covers
+    it: ``"application/vnd.apache.arrow.stream"`` → True; ``"*/*"`` → False."""
+    if not accept:
+        return False
+    media = [media_type(part) for part in accept.split(",")]
+    return not any(m in (JSON_TYPE, "application/*", "*/*", "*") for m in media)
+
+
 #: Error answers every operation may give (the 422 of each route is its own).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "The body is not valid JSON, or its "
-          "Content-Length is not an integer."},
+    400: {"model": ErrorResponse, "description": "The body is not valid JSON, or not a "
+          "readable uncompressed Arrow IPC stream, or its Content-Length is not an "
+          "integer."},
     401: {"model": ErrorResponse, "description": "Missing or wrong bearer token (when a "
           "token is configured; never on /healthz)."},
     408: {"model": ErrorResponse, "description": "The body did not arrive within "
@@ -128,11 +214,42 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "Body above max_body_bytes, or more "
           "containers / samples than max_containers / max_samples."},
     415: {"model": ErrorResponse, "description": "The body is not sent as JSON "
-          "(Content-Type: application/json)."},
+          "(Content-Type: application/json) or, on /v1/predict and /v1/recommend, as an "
+          f"Arrow IPC stream (Content-Type: {ARROW_STREAM})."},
     422: {"model": ErrorResponse, "description": "A field is missing or wrong (each named "
-          "in detail[].field and message), or the values cannot be predicted."},
+          "in detail[].field and message; for an Arrow body the column, its first bad row "
+          "and that row's container), or the values cannot be predicted."},
 }
 _GET_RESPONSES = {k: v for k, v in ERROR_RESPONSES.items() if k in (401, 408, 422)}
+_RECOMMEND_RESPONSES = {**ERROR_RESPONSES, 406: {
+    "model": ErrorResponse, "description": "The Accept header refuses JSON, the only "
+    "answer of /v1/recommend."}}
+
+_ARROW_BODY_DOC = (
+    "An Apache Arrow IPC stream (uncompressed), one row per sample: `container` (string, "
+    "required), `app` (string, optional, one per container), `ts_s` (number, required) "
+    "and any metric of the JSON samples (any integer or floating column; null or NaN = "
+    "not available, inf only in the limits; an absent column is the JSON default). "
+    "Schema metadata `now_s` is the JSON body's now_s. Validated column by column; a 422 "
+    "names each bad column with its first bad row and container.")
+#: The Arrow request body (and, for /v1/predict, answer) in the OpenAPI document.
+PREDICT_OPENAPI: dict[str, Any] = {
+    "requestBody": {"content": {ARROW_STREAM: {"schema": {
+        "type": "string", "format": "binary", "description": _ARROW_BODY_DOC}}}},
+    "responses": {"200": {"content": {ARROW_STREAM: {"schema": {
+        "type": "string", "format": "binary",
+        "description": "With `Accept: application/vnd.apache.arrow.stream`: one row per "
+        "container, columns name, app, n_samples and <tier>.p_fail, .time_to_limit_s, "
+        ".forecast, .limit (null = unknown, inf = never/unlimited), .model, "
+        ".model_version, .forecast_ready, .note; schema metadata api_version, horizon_s, "
+        "model_revision."}}}}},
+}
+RECOMMEND_OPENAPI: dict[str, Any] = {"requestBody": PREDICT_OPENAPI["requestBody"]}
+
+
+def json_answer(body: Any, status: int = 200) -> Response:
+    """A JSON answer serialised by orjson (the values of ``JSONResponse``'s, faster)."""
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON_TYPE)
 
 
 def _json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None
@@ -230,10 +347,13 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     ctype = request.headers.get("content-type", "")
     body_error = any((e.get("loc") or ("",))[0] == "body" for e in exc.errors())
     if body_error and "json" not in ctype.lower():
+        arrow = (f" (or, to /v1/predict and /v1/recommend, an Arrow IPC stream with "
+                 f"'Content-Type: {ARROW_STREAM}')")
         return JSONResponse(
             {"detail": f"unsupported Content-Type {ctype or '(none)'!r}: send the body as "
-                       "JSON with 'Content-Type: application/json'",
-             "message": "the request body must be JSON (Content-Type: application/json)"},
+                       f"JSON with 'Content-Type: application/json'{arrow}",
+             "message": "the request body must be JSON (Content-Type: application/json)"
+                        + arrow},
             status_code=415)
     errors = []
     for e in exc.errors():
@@ -279,6 +399,30 @@ def build_api(service: PredictionService, predict: Callable[[Job], Any] | None =
                        state=lambda: (service.token, service.config.max_body_bytes))
     api.add_exception_handler(RequestValidationError, _validation_error)
 
+    def _answer(path: str, request: Request, job: Job, res: JobResult) -> Response:
+        body, media = service.answer_bytes(path, job, res,
+                                           arrow=wants_arrow(request.headers.get("accept")))
+        return Response(body, media_type=media)
+
+    def _not_acceptable(path: str, request: Request) -> Response | None:
+        if path == "/v1/recommend" and refuses_json(request.headers.get("accept")):
+            return json_answer({"detail": "/v1/recommend answers application/json only "
+                                f"(Accept: {request.headers.get('accept')!r})"}, 406)
+        return None
+
+    async def fast(path: str, request: Request) -> Response | None:
+        refused = _not_acceptable(path, request)
+        if refused is not None:
+            return refused
+        body = await request.body()
+        try:
+            job = service.job_of_body(body, request.headers.get("content-type"))
+        except BodyError as exc:
+            return json_answer(exc.payload(), exc.status)
+        if job is None:
+            return None
+        return _answer(path, request, job, await run(job))
+
     async def _job(req: PredictRequest) -> tuple[Job, JobResult]:
         why = service.check(req)
         if why is not None:
@@ -286,17 +430,27 @@ def build_api(service: PredictionService, predict: Callable[[Job], Any] | None =
         job = window_of(req)
         return job, await run(job)
 
-    @api.post("/v1/predict", response_model=PredictResponse, responses=ERROR_RESPONSES,
-              summary="p_fail per tier, time to limit, forecast, model, per container")
-    async def predict_route(req: PredictRequest) -> JSONResponse:
-        job, res = await _job(req)
-        return JSONResponse(service.predict_response(job, res))
+    route_class = predict_route_class(fast)
 
-    @api.post("/v1/recommend", response_model=RecommendResponse, responses=ERROR_RESPONSES,
-              summary="the prediction plus what the configured policy would do (no effect)")
-    async def recommend_route(req: PredictRequest) -> JSONResponse:
+    async def predict_route(req: PredictRequest, request: Request) -> Response:
         job, res = await _job(req)
-        return JSONResponse(service.recommend_response(job, res))
+        return _answer("/v1/predict", request, job, res)
+
+    async def recommend_route(req: PredictRequest, request: Request) -> Response:
+        job, res = await _job(req)
+        return _answer("/v1/recommend", request, job, res)
+
+    api.router.add_api_route(
+        "/v1/predict", predict_route, methods=["POST"], response_model=PredictResponse,
+        responses=ERROR_RESPONSES, openapi_extra=PREDICT_OPENAPI,
+        route_class_override=route_class,
+        summary="p_fail per tier, time to limit, forecast, model, per container (JSON or "
+        "Arrow, either way)")
+    api.router.add_api_route(
+        "/v1/recommend", recommend_route, methods=["POST"], response_model=RecommendResponse,
+        responses=_RECOMMEND_RESPONSES, openapi_extra=RECOMMEND_OPENAPI,
+        route_class_override=route_class,
+        summary="the prediction plus what the configured policy would do (no effect)")
 
     @api.post("/v1/samples", response_model=SamplesResponse, responses=ERROR_RESPONSES,
               summary="store samples and key-code-block timings (validated)")

@@ -93,17 +93,25 @@ def oversize_reason(req: PredictRequest, *, max_containers: int, max_samples: in
     samples is above max_samples = 1000".
     """
     n = req.n_containers()
+    if req.containers is None:
+        return size_reason(n, 0, 0, max_containers=max_containers, max_samples=max_samples)
+    lengths = [c.rows().shape[0] for c in req.containers]
+    return size_reason(n, sum(lengths), max(lengths, default=0),
+                       max_containers=max_containers, max_samples=max_samples)
+
+
+def size_reason(n: int, total: int, width: int, *, max_containers: int,
+                max_samples: int) -> str | None:
+    """Why ``n`` containers with ``total`` samples, the longest window ``width`` long,
+    are too many for one request (413), or None; the words of :func:`oversize_reason`,
+    for every body format."""
     if n > max_containers:
         return f"{n} containers in one request is above max_containers = {max_containers}"
-    if req.containers is not None:
-        lengths = [c.rows().shape[0] for c in req.containers]
-        width = max(lengths, default=0)
-        total = sum(lengths)
-        if total > max_samples:
-            return f"{total} samples in one request is above max_samples = {max_samples}"
-        if n * width > max_samples:
-            return (f"containers × longest window = {n} × {width} = {n * width} samples "
-                    f"is above max_samples = {max_samples}")
+    if total > max_samples:
+        return f"{total} samples in one request is above max_samples = {max_samples}"
+    if n * width > max_samples:
+        return (f"containers × longest window = {n} × {width} = {n * width} samples "
+                f"is above max_samples = {max_samples}")
     return None
 
 
@@ -230,37 +238,58 @@ def _checked_proba(p: Any, n: int) -> np.ndarray:
     return arr
 
 
+def _out_list(values: np.ndarray) -> list[float | str | None]:
+    """:func:`out_number` of every value, as a list (vectorised: only the values that
+    are not finite are looked at one by one)."""
+    values = values.astype(np.float64, copy=False)
+    finite = np.isfinite(values)
+    if finite.all():
+        return values.tolist()
+    out = values.astype(object)
+    out[np.isnan(values)] = None
+    out[np.isposinf(values)] = "inf"
+    out[np.isneginf(values)] = "-inf"
+    return out.tolist()
+
+
 def prediction_json(job: Job, res: JobResult, min_samples: int | None = None
                     ) -> list[dict[str, Any]]:
     """The ``predictions`` of a response (numbers as :func:`out_number`). With
     ``min_samples`` (the heuristic's), a tier the heuristic serves for a container with
     fewer samples says so (``forecast_ready`` false and a ``note``): its p_fail 0 is not
-    a forecast."""
+    a forecast. Built column by column (one ``tolist`` per tier and quantity), then
+    zipped into one object per container and tier."""
     n_samples = res.features[:, F["n_samples"]]
+    counts = n_samples.astype(np.int64).tolist()
     heuristic = res.prediction.model
-    out = []
-    for i, name in enumerate(job.names):
-        tiers = {}
-        for tier, tp in res.prediction.tiers.items():
-            label, version = res.model_of[i] if tier == res.model_tier else (heuristic, None)
-            ready = (version is not None or min_samples is None
-                     or n_samples[i] >= min_samples)
-            tiers[tier.value] = {
-                "p_fail": float(tp.p_fail[i]),
-                "time_to_limit_s": out_number(tp.time_to_limit_s[i]),
-                "forecast": out_number(tp.forecast[i]),
-                "limit": out_number(tp.limit[i]),
-                "model": label,
-                "model_version": version,
-                "forecast_ready": bool(ready),
-                "note": None if ready else (
-                    f"{int(n_samples[i])} samples < predictor.min_samples {min_samples}: "
-                    "no trend yet, so the heuristic cannot forecast (p_fail 0 is not a "
-                    "forecast)"),
-            }
-        out.append({"name": name, "app": job.apps[i], "n_samples": int(n_samples[i]),
-                    "tiers": tiers})
-    return out
+    n = len(job.names)
+    short = (n_samples < min_samples).tolist() if min_samples is not None else [False] * n
+    per_tier = []
+    for tier, tp in res.prediction.tiers.items():
+        if tier == res.model_tier:
+            labels = [label for label, _ in res.model_of]
+            versions = [v for _, v in res.model_of]
+        else:
+            labels, versions = [heuristic] * n, [None] * n
+        if any(short):
+            ready = [v is not None or not s for v, s in zip(versions, short, strict=True)]
+            notes = [None if r else (
+                f"{counts[i]} samples < predictor.min_samples {min_samples}: no trend yet, "
+                "so the heuristic cannot forecast (p_fail 0 is not a forecast)")
+                for i, r in enumerate(ready)]
+        else:
+            ready, notes = [True] * n, [None] * n
+        columns = zip(tp.p_fail.astype(np.float64).tolist(), _out_list(tp.time_to_limit_s),
+                      _out_list(tp.forecast), _out_list(tp.limit), labels, versions, ready,
+                      notes, strict=True)
+        per_tier.append((tier.value, [
+            {"p_fail": p, "time_to_limit_s": ttl, "forecast": fc, "limit": lim, "model": lab,
+             "model_version": ver, "forecast_ready": r, "note": note}
+            for p, ttl, fc, lim, lab, ver, r, note in columns]))
+    return [{"name": name, "app": app, "n_samples": count,
+             "tiers": {t: rows[i] for t, rows in per_tier}}
+            for i, (name, app, count) in enumerate(zip(job.names, job.apps, counts,
+                                                       strict=True))]
 
 
 def recommend_json(

@@ -1,28 +1,42 @@
-"""Latency and throughput of ``/v1/predict`` over HTTP (Ray Serve) vs the same code in-process.
+"""Latency and throughput of ``/v1/predict`` over HTTP (Ray Serve), beside a trivial Serve
+echo deployment and the same code in-process, all in the same run.
 
-Usage: ``python -m prescale.scripts.bench_serve [--requests N] [--containers C] [--clients K]
-[--duration-s S] [--window W] [--replicas R] [--batch-wait-s B] [--url URL] [--json]``
+Usage: ``python -m prescale.scripts.bench_serve [--requests N] [--containers C]
+[--clients K] [--duration-s S] [--window W] [--replicas R] [--batch-wait-s B]
+[--forms samples,series,arrow,arrow-json] [--no-echo] [--url URL] [--json]``
 
-Starts Ray (2 CPUs, no dashboard) and Serve on a free 127.0.0.1 port with the prescale
-app (``R`` fixed replicas, default 1, so autoscaling does not move the numbers), or uses
-a running one with ``--url``. Then, in the same run and on the same payloads:
+Starts Ray (2 CPUs, no dashboard) and Serve on a free 127.0.0.1 port as ``prescale
+serve`` does (its proxy settings, :func:`app.serve_proxy.proxy_env`), with two
+applications of one fixed replica each (``R``, default 1, so autoscaling does not move
+the numbers; the same ``num_cpus`` and ``max_ongoing_requests``):
 
-1. **latency**, single container (one window of ``W`` samples): ``N`` sequential
-   ``POST /v1/predict`` → p50 / p99 / mean ms; next to it the same request handled
-   in-process by :class:`app.serve_app.PredictionService` (JSON parse, validation,
-   window, features, predictor, model lookup, JSON encoding: everything but HTTP and
-   Serve) and the bare core (``compute_features`` + ``TrendExhaustionPredictor``).
-2. **throughput**, ``C`` containers per request, ``K`` client threads for ``S``
-   seconds → container-predictions/s; next to it the same ``K`` threads calling the
-   in-process service on the same payload. Twice: windows as ``samples`` (one JSON
-   object per reading) and as ``series`` (one list per metric, ~3× smaller, ~5× cheaper
-   to validate).
+- the prescale app at ``/``;
+- **echo** at ``/echo``: a FastAPI route that returns the request body as it came —
+  Serve's proxy, the replica and FastAPI with no work at all: the floor any route of
+  this machine and Ray can reach (``--no-echo`` leaves it out).
 
-Ratio = HTTP / in-process (latency: how many times slower; throughput: the fraction
-kept). Worked example: HTTP p50 9.0 ms vs in-process 0.6 ms → ratio 15×; HTTP 4 000
-vs in-process 20 000 container-predictions/s → 0.20. Nothing is asserted; numbers
-depend on the machine (2 shared cores here: the proxy, the replica, the clients and the
-in-process runs compete for them).
+Then, on the same payloads (``W``-sample windows, memory leaking in every second
+container; each form carries the same numbers):
+
+1. **latency**, one container: ``N`` rounds, each one request to echo and one per form
+   to ``/v1/predict``, in turn (so a burst of load on the shared cores hits all alike)
+   → p50 / p99 / mean ms and the ratio to echo's p50; beside it the same request
+   handled in-process by :class:`app.serve_app.PredictionService` (everything but HTTP
+   and Serve) and the bare core (``compute_features`` + ``TrendExhaustionPredictor``).
+2. **throughput**, ``C`` containers per request, ``K`` client threads for ``S`` seconds
+   per form → container-predictions/s; beside it the same ``K`` threads calling the
+   in-process service on the same body, the bare core on one thread (the window
+   already built), and echo sent the Arrow body (what the transport alone carries).
+
+Forms: ``samples`` (JSON, one object per reading), ``series`` (JSON, one list per
+metric), ``arrow`` (an Arrow IPC stream, the answer asked as Arrow too), ``arrow-json``
+(Arrow body, JSON answer). Forms the API does not accept (an older build) are skipped.
+
+Ratios: latency = HTTP p50 / echo p50 (how many times the floor); throughput = HTTP /
+in-process (the fraction kept). Worked example: predict p50 9.0 ms, echo 8.0 ms → 1.12×;
+HTTP 40 000 vs in-process 50 000 container-predictions/s → 0.80. Nothing is asserted;
+numbers depend on the machine (2 shared cores here: the proxy, the replicas, the
+clients and the in-process runs compete for them).
 """
 
 from __future__ import annotations
@@ -30,18 +44,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import socket
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import requests
+from fastapi import Request
+from fastapi.responses import Response
 
 MiB = 2**20
+JSON_TYPE = "application/json"
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+FORMS = ("samples", "series", "arrow", "arrow-json")
 
 
 def window(name: str, n: int, t0: float, *, leaking: bool) -> dict[str, Any]:
@@ -56,15 +77,35 @@ def window(name: str, n: int, t0: float, *, leaking: bool) -> dict[str, Any]:
         for i in range(n)]}
 
 
+def windows(containers: int, n: int, t0: float) -> list[dict[str, Any]]:
+    return [window(f"c{i}", n, t0, leaking=i % 2 == 0) for i in range(containers)]
+
+
 def payload(containers: int, n: int, t0: float, *, series: bool = False) -> bytes:
-    """A /v1/predict body: windows as ``samples`` (one object per reading) or as
+    """A JSON /v1/predict body: windows as ``samples`` (one object per reading) or as
     ``series`` (one list per metric) — the same numbers either way."""
-    wins = [window(f"c{i}", n, t0, leaking=i % 2 == 0) for i in range(containers)]
+    wins = windows(containers, n, t0)
     if series:
         wins = [{"name": w["name"], "app": w["app"],
                  "series": {k: [s[k] for s in w["samples"]] for k in w["samples"][0]}}
                 for w in wins]
     return json.dumps({"containers": wins}).encode()
+
+
+def bodies(containers: int, n: int, t0: float, forms: list[str]) -> dict[str, tuple[bytes, str,
+                                                                                     str]]:
+    """form → (body, Content-Type, Accept)."""
+    out: dict[str, tuple[bytes, str, str]] = {}
+    for form in forms:
+        if form in ("samples", "series"):
+            out[form] = (payload(containers, n, t0, series=form == "series"), JSON_TYPE,
+                         JSON_TYPE)
+        else:
+            from prescale.app.serve_client import arrow_body
+
+            body = arrow_body(windows(containers, n, t0))
+            out[form] = (body, ARROW_STREAM, ARROW_STREAM if form == "arrow" else JSON_TYPE)
+    return out
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:
@@ -73,7 +114,7 @@ def percentiles(ms: list[float]) -> dict[str, float]:
             "mean_ms": float(a.mean()), "n": len(ms)}
 
 
-def time_calls(fn, n: int, warmup: int = 20) -> list[float]:
+def time_calls(fn: Callable[[], Any], n: int, warmup: int = 20) -> list[float]:
     for _ in range(warmup):
         fn()
     out = []
@@ -84,7 +125,22 @@ def time_calls(fn, n: int, warmup: int = 20) -> list[float]:
     return out
 
 
-def run_threads(fn, clients: int, duration_s: float) -> tuple[int, float, int]:
+def time_interleaved(fns: dict[str, Callable[[], Any]], n: int,
+                     warmup: int = 20) -> dict[str, list[float]]:
+    """``n`` rounds, each calling every function once in turn: ms per call, by name."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(n):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            out[k].append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def run_threads(fn: Callable[[], Any], clients: int, duration_s: float) -> tuple[int, float, int]:
     """Call ``fn`` from ``clients`` threads for ``duration_s``: (calls, seconds, errors)."""
     stop = time.perf_counter() + duration_s
     counts = [0] * clients
@@ -113,22 +169,53 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_serve(settings: Any, replicas: int, batch_wait_s: float) -> tuple[str, Any]:
+def echo_app(num_cpus: float, max_ongoing: int, replicas: int) -> Any:
+    """A trivial Serve deployment: FastAPI, ``POST /`` answers the body it was sent."""
+    from fastapi import FastAPI
+    from ray import serve
+
+    api = FastAPI()
+
+    @serve.deployment(name="Echo", ray_actor_options={"num_cpus": num_cpus},
+                      max_ongoing_requests=max_ongoing, num_replicas=replicas)
+    @serve.ingress(api)
+    class Echo:
+        async def echo(self, request):  # annotated below
+            return Response(await request.body(),
+                            media_type=request.headers.get("content-type", JSON_TYPE))
+
+        # real classes, not the strings of `from __future__ import annotations`: the
+        # replica rebuilds the route from a pickled copy, without this module's globals
+        echo.__annotations__ = {"request": Request, "return": Response}
+        echo = api.post("/")(echo)
+
+    return Echo.bind()
+
+
+def start_serve(settings: Any, replicas: int, batch_wait_s: float,
+                echo: bool) -> tuple[str, Callable[[], None]]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
     from ray import serve
 
-    from prescale.app.serve_app import app_from_settings
+    from prescale.app.serve_app import MAX_ONGOING_REQUESTS, REPLICA_NUM_CPUS, app_from_settings
+    from prescale.app.serve_proxy import PROXY_MAX_BODY_BYTES, http_options, proxy_env
 
+    for key, value in proxy_env(max_body_bytes=PROXY_MAX_BODY_BYTES).items():
+        os.environ.setdefault(key, value)  # as `prescale serve`: the proxy inherits them
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=150 * MiB,
              log_to_driver=False, namespace="bench-serve")
     port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options=http_options("127.0.0.1", port))
     serve.run(app_from_settings(settings, {"max_containers": 100_000, "max_samples": 10**7,
+                                           "max_body_bytes": 64 * MiB,
                                            "batch_wait_timeout_s": batch_wait_s},
                                 autoscaling_config={"min_replicas": replicas,
                                                     "max_replicas": replicas}),
               name="bench", route_prefix="/")
+    if echo:
+        serve.run(echo_app(REPLICA_NUM_CPUS, MAX_ONGOING_REQUESTS, replicas), name="echo",
+                  route_prefix="/echo")
 
     def stop() -> None:
         serve.shutdown()
@@ -137,138 +224,197 @@ def start_serve(settings: Any, replicas: int, batch_wait_s: float) -> tuple[str,
     return f"http://127.0.0.1:{port}", stop
 
 
+def in_process(service: Any, body: bytes, ctype: str, accept: str) -> Callable[[], bytes]:
+    """The replica's own handling of one body, without HTTP and Serve: what the route
+    runs (``PredictionService.answer``), or before it existed the JSON models' path."""
+    if hasattr(service, "answer"):
+        def run() -> bytes:
+            status, out, _ = service.answer("/v1/predict", body, ctype, accept)
+            if status != 200:
+                raise RuntimeError(f"in-process {status}: {out[:200]!r}")
+            return out
+        return run
+
+    from prescale.app.api_models import PredictRequest
+
+    def legacy() -> bytes:
+        req = PredictRequest.model_validate(json.loads(body))
+        return json.dumps(service.predict(req), allow_nan=False).encode()
+
+    return legacy
+
+
+def answer_json(content: bytes, accept: str) -> dict[str, Any]:
+    if accept == ARROW_STREAM:
+        from prescale.app.serve_client import predictions_from_table, read_table
+
+        return predictions_from_table(read_table(content))
+    return json.loads(content)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=300, help="sequential latency requests")
-    ap.add_argument("--containers", type=int, default=100, help="containers per batched call")
+    ap.add_argument("--requests", type=int, default=300, help="latency rounds")
+    ap.add_argument("--containers", type=int, default=1000, help="containers per batched call")
     ap.add_argument("--clients", type=int, default=8, help="concurrent client threads")
     ap.add_argument("--duration-s", type=float, default=10.0, help="throughput run length")
     ap.add_argument("--window", type=int, default=30, help="samples per container window")
     ap.add_argument("--replicas", type=int, default=1, help="Serve replicas (fixed)")
     ap.add_argument("--batch-wait-s", type=float, default=0.005,
                     help="batch_wait_timeout_s of the replica (user_config)")
-    ap.add_argument("--url", default=None, help="use a running API instead of starting one")
+    ap.add_argument("--forms", default=",".join(FORMS),
+                    help=f"body forms to measure, comma-separated ({', '.join(FORMS)})")
+    ap.add_argument("--no-echo", action="store_true", help="leave the echo deployment out")
+    ap.add_argument("--url", default=None, help="use a running API instead of starting one "
+                    "(no echo unless it serves /echo)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
+    forms = [f for f in args.forms.split(",") if f]
+    unknown = sorted(set(forms) - set(FORMS))
+    if unknown:
+        ap.error(f"unknown forms {unknown}; known: {', '.join(FORMS)}")
 
-    from prescale.app.api_models import PredictRequest
     from prescale.app.core.features import compute_features
     from prescale.app.serve_app import PredictionService
-    from prescale.app.serve_jobs import window_of
     from prescale.app.settings import load_settings
 
     data_dir = tempfile.mkdtemp(prefix="bench-serve-")
     settings = load_settings(None, data_dir=data_dir)
     t0 = time.time() - 3600
-    one = payload(1, args.window, t0)
-    many = payload(args.containers, args.window, t0)
-    many_series = payload(args.containers, args.window, t0, series=True)
-
     service = PredictionService(settings)  # the same code the replica runs
+    if not hasattr(service, "answer"):
+        forms = [f for f in forms if not f.startswith("arrow")]  # before the binary API
+    one = bodies(1, args.window, t0, forms)
+    many = bodies(args.containers, args.window, t0, forms)
 
-    def in_process(body: bytes) -> bytes:
-        req = PredictRequest.model_validate(json.loads(body))
-        return json.dumps(service.predict(req), allow_nan=False).encode()
+    from prescale.app.api_models import PredictRequest
+    from prescale.app.serve_jobs import window_of
 
-    job_one = window_of(PredictRequest.model_validate_json(one))
+    job_one = window_of(PredictRequest.model_validate_json(payload(1, args.window, t0)))
+    job_many = window_of(PredictRequest.model_validate_json(
+        payload(args.containers, args.window, t0, series=True)))
 
-    def core() -> None:
-        service.predictor.predict(compute_features(
-            job_one.window, recent_steps=settings.predictor.recent_steps))
+    def core(job: Any) -> Callable[[], Any]:
+        return lambda: service.predictor.predict(compute_features(
+            job.window, recent_steps=settings.predictor.recent_steps))
 
     stop = None
     url = args.url
+    echo = not args.no_echo
     if url is None:
         t = time.perf_counter()
-        url, stop = start_serve(settings, args.replicas, args.batch_wait_s)
+        url, stop = start_serve(settings, args.replicas, args.batch_wait_s, echo)
         start_s = time.perf_counter() - t
     else:
         start_s = float("nan")
-    session = requests.Session()
-    headers = {"Content-Type": "application/json"}
     token = os.environ.get("PRESCALE_API_TOKEN")
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    local = threading.local()
 
-    def http(body: bytes, sess: requests.Session = session) -> None:
-        r = sess.post(url + "/v1/predict", data=body, headers=headers, timeout=60)
+    def post(path: str, body: bytes, ctype: str, accept: str) -> bytes:
+        sess = getattr(local, "s", None)
+        if sess is None:
+            sess = local.s = requests.Session()
+        r = sess.post(url + path, data=body, timeout=120,
+                      headers={"Content-Type": ctype, "Accept": accept, **auth})
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
+        return r.content
 
     try:
-        # sanity: the API and the in-process service agree on the payload
-        got = session.post(url + "/v1/predict", data=one, headers=headers, timeout=60).json()
-        want = json.loads(in_process(one))
-        same = got["predictions"] == want["predictions"]
+        # sanity: every form's HTTP answer equals the in-process JSON answer
+        want = json.loads(in_process(service, *one["samples"])()) if "samples" in one else None
+        same: dict[str, bool] = {}
+        for form, (body, ctype, accept) in one.items():
+            got = answer_json(post("/v1/predict", body, ctype, accept), accept)
+            want = want or got
+            same[form] = got["predictions"] == want["predictions"]
 
-        lat_http = percentiles(time_calls(lambda: http(one), args.requests))
-        lat_local = percentiles(time_calls(lambda: in_process(one), args.requests))
-        lat_core = percentiles(time_calls(core, args.requests))
+        calls = {f"predict {form}": (lambda b=b: post("/v1/predict", *b))
+                 for form, b in one.items()}
+        if echo:
+            calls = {"echo": lambda: post("/echo/", one[forms[0]][0], JSON_TYPE, JSON_TYPE),
+                     **calls}
+        lat = {k: percentiles(v) for k, v in time_interleaved(calls, args.requests).items()}
+        lat["in-process service (samples)"] = percentiles(time_calls(
+            in_process(service, *bodies(1, args.window, t0, ["samples"])["samples"]),
+            args.requests))
+        if "arrow" in one:
+            lat["in-process service (arrow)"] = percentiles(time_calls(
+                in_process(service, *one["arrow"]), args.requests))
+        lat["in-process core"] = percentiles(time_calls(core(job_one), args.requests))
 
-        local_sessions = threading.local()
-
-        def http_many(body: bytes) -> None:
-            sess = getattr(local_sessions, "s", None)
-            if sess is None:
-                sess = local_sessions.s = requests.Session()
-            http(body, sess)
-
-        tput: dict[str, dict[str, dict[str, float]]] = {}
-        for form, body in (("samples", many), ("series", many_series)):
-            http_many(body)
-            calls_h, secs_h, err_h = run_threads(lambda b=body: http_many(b), args.clients,
-                                                 args.duration_s)
-            calls_l, secs_l, err_l = run_threads(lambda b=body: in_process(b), args.clients,
-                                                 args.duration_s)
-            tput[form] = {
-                "http": {"container_predictions_per_s": calls_h * args.containers / secs_h,
-                         "requests": calls_h, "seconds": secs_h, "errors": err_h},
-                "in_process_service": {
-                    "container_predictions_per_s": calls_l * args.containers / secs_l,
-                    "requests": calls_l, "seconds": secs_l, "errors": err_l},
-            }
+        tput: dict[str, dict[str, Any]] = {}
+        for form, (body, ctype, accept) in many.items():
+            post("/v1/predict", body, ctype, accept)
+            n_h, s_h, e_h = run_threads(lambda b=body, c=ctype, a=accept: post(
+                "/v1/predict", b, c, a), args.clients, args.duration_s)
+            n_l, s_l, e_l = run_threads(in_process(service, body, ctype, accept),
+                                        args.clients, args.duration_s)
+            tput[form] = {"bytes": len(body),
+                          "http": n_h * args.containers / s_h, "http_errors": e_h,
+                          "http_requests": n_h,
+                          "in_process": n_l * args.containers / s_l, "in_process_errors": e_l}
+        n_c, s_c, _ = run_threads(core(job_many), 1, min(args.duration_s, 5.0))
+        core_rate = n_c * args.containers / s_c
+        echo_rate = None
+        if echo:
+            big = many[forms[-1]][0]
+            n_e, s_e, _ = run_threads(lambda: post("/echo/", big, JSON_TYPE, JSON_TYPE),
+                                      args.clients, args.duration_s)
+            echo_rate = {"form": forms[-1], "requests_per_s": n_e / s_e, "bytes": len(big),
+                         "containers_per_s": n_e * args.containers / s_e}
     finally:
         if stop is not None:
             stop()
         service.close()
         shutil.rmtree(data_dir, ignore_errors=True)
     result = {
+        "command": "python -m prescale.scripts.bench_serve " + shlex.join(argv or sys.argv[1:]),
         "containers_per_request": args.containers, "clients": args.clients,
         "window_samples": args.window, "replicas": args.replicas,
         "batch_wait_s": args.batch_wait_s, "cpus": os.cpu_count(),
-        "serve_start_s": start_s, "http_equals_in_process": same,
-        "latency_single": {"http": lat_http, "in_process_service": lat_local,
-                           "in_process_core": lat_core},
-        "throughput": tput,
-        "payload_bytes": {"single": len(one), "samples": len(many), "series": len(many_series)},
+        "load_average": os.getloadavg(), "serve_start_s": start_s,
+        "http_equals_in_process": same, "latency_single": lat, "throughput": tput,
+        "in_process_core_container_predictions_per_s": core_rate, "echo_throughput": echo_rate,
     }
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    lh, ll, lc = lat_http, lat_local, lat_core
-    print(f"`/v1/predict`, window {args.window} samples/container, {args.replicas} replica(s) "
-          f"(num_cpus 0.25, batch ≤ 32 requests, wait {args.batch_wait_s * 1000:g} ms), "
-          f"{os.cpu_count()} CPUs; "
-          f"HTTP answer == in-process answer: {same}\n")
-    print("| measure | HTTP (Ray Serve) | in-process service | ratio HTTP / in-process |"
-          " in-process core (features + predictor) |")
-    print("|---|---|---|---|---|")
-    for key, label in (("p50_ms", "p50"), ("p99_ms", "p99"), ("mean_ms", "mean")):
-        print(f"| single container, {label} latency (ms, {lh['n']} sequential requests) | "
-              f"{lh[key]:.2f} | {ll[key]:.3f} | {lh[key] / ll[key]:.1f}× | {lc[key]:.3f} |")
-    for form in ("samples", "series"):
-        h = tput[form]["http"]
-        local = tput[form]["in_process_service"]
-        print(f"| {args.containers} containers/request as `{form}` "
-              f"({len(many if form == 'samples' else many_series) / 1024:.0f} KiB), "
-              f"{args.clients} clients, {args.duration_s:g} s: container-predictions/s | "
-              f"{h['container_predictions_per_s']:,.0f} | "
-              f"{local['container_predictions_per_s']:,.0f} | "
-              f"{h['container_predictions_per_s'] / local['container_predictions_per_s']:.2f}"
-              " | – |")
-    errors = sum(v["errors"] for f in tput.values() for v in f.values())
-    print(f"\nserve start {start_s:.1f} s; errors during the throughput runs: {errors}")
+    _print_tables(result, args)
     return 0
+
+
+def _print_tables(result: dict[str, Any], args: argparse.Namespace) -> None:
+    lat = result["latency_single"]
+    print(f"`{result['command']}`: window {args.window} samples/container, {args.replicas} "
+          f"replica(s) per app (num_cpus 0.25), batch wait {args.batch_wait_s * 1000:g} ms, "
+          f"{result['cpus']} CPUs, load average at the end "
+          f"{', '.join(f'{x:.1f}' for x in result['load_average'])}; HTTP answer == "
+          f"in-process answer: {result['http_equals_in_process']}\n")
+    floor = lat.get("echo", {}).get("p50_ms")
+    print(f"| one container ({args.requests} rounds, in turn) | p50 ms | p99 ms | mean ms | "
+          "p50 / echo p50 |")
+    print("|---|---|---|---|---|")
+    for k, v in lat.items():
+        ratio = f"{v['p50_ms'] / floor:.2f}×" if floor and not k.startswith("in-process") else "–"
+        print(f"| {k} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {v['mean_ms']:.2f} | {ratio} |")
+    print(f"\n| {args.containers} containers/request, {args.clients} clients, "
+          f"{args.duration_s:g} s | body KiB | HTTP container-predictions/s | in-process "
+          "service | HTTP / in-process |")
+    print("|---|---|---|---|---|")
+    for form, v in result["throughput"].items():
+        print(f"| `{form}` | {v['bytes'] / 1024:,.0f} | {v['http']:,.0f} | "
+              f"{v['in_process']:,.0f} | {v['http'] / v['in_process']:.2f} |")
+    print(f"| in-process core (features + predictor, 1 thread) | – | – | "
+          f"{result['in_process_core_container_predictions_per_s']:,.0f} | – |")
+    e = result["echo_throughput"]
+    if e:
+        print(f"| echo of the `{e['form']}` body | {e['bytes'] / 1024:,.0f} | "
+              f"{e['containers_per_s']:,.0f} ({e['requests_per_s']:.1f} requests/s) | – | – |")
+    errors = sum(v["http_errors"] + v["in_process_errors"] for v in result["throughput"].values())
+    print(f"\nserve start {result['serve_start_s']:.1f} s; errors during the throughput runs: "
+          f"{errors}")
 
 
 if __name__ == "__main__":

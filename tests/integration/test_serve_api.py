@@ -486,3 +486,93 @@ def test_reconfigure_picks_up_a_model_without_restart(api):
     assert (after["pid"], after["replica"]) == (before["pid"], before["replica"])
     mem = _memory_of(api, "/secure", ok)
     assert mem["model_version"] == "v0001" and mem["p_fail"] == 1.0
+
+
+# ------------------------------------------------------------------ bodies: Arrow and JSON
+
+
+ARROW = "application/vnd.apache.arrow.stream"
+
+
+def _mixed() -> list[dict]:
+    """Windows of three lengths, one sent in reverse order, nulls, an unlimited limit as
+    "inf", an omitted limit (unlimited), a container too young for a trend."""
+    young = {"name": "young", "app": "batch", "samples": [
+        {"ts_s": T0 + 5, "memory_usage_bytes": 10 * MiB, "cpu_usage_s_total": None}]}
+    cpu = {"name": "cpu-hog", "app": "web", "series": {
+        "ts_s": [T0 + i for i in reversed(range(12))],
+        "cpu_usage_s_total": [0.9 * i for i in reversed(range(12))],
+        "cpu_quota_cores": [1.0] * 12, "memory_limit_bytes": ["inf"] * 12,
+        "memory_usage_bytes": [None] + [20 * MiB] * 11}}
+    return [leaker(), steady(app="shop"), young, cpu]
+
+
+def test_arrow_and_json_bodies_give_identical_answers(api):
+    """The same windows as an Arrow stream, JSON series, JSON samples (the client's
+    encoders) and the hand-written JSON: the same /v1/predict and /v1/recommend
+    answers; the Arrow answer is the JSON answer, value for value."""
+    from prescale.app.serve_client import PredictClient, samples_table
+
+    client = PredictClient(api["base"])
+    containers = _mixed()
+    want = post(api, "/v1/predict", {"containers": containers})
+    assert want.status_code == 200, want.text
+    want = want.json()
+    table = samples_table(containers)
+    for body in ("arrow", "series", "samples"):
+        assert client.predict(table, body=body) == want, body
+    assert {p["name"]: p["tiers"]["memory"]["p_fail"] for p in want["predictions"]}[
+        "leaker"] == 1.0
+    from prescale.app.serve_client import predictions_from_table
+
+    as_arrow = client.predict(table, body="arrow", answer="arrow")
+    assert as_arrow.num_rows == 4 and as_arrow.column("name").to_pylist() == [
+        "leaker", "steady", "young", "cpu-hog"]
+    assert predictions_from_table(as_arrow) == want
+    assert client.predict(table, body="series", answer="arrow") == as_arrow  # JSON in, Arrow out
+    now = T0 + 30
+    rec = post(api, "/v1/recommend", {"containers": containers, "now_s": now}).json()
+    for body in ("arrow", "series"):
+        assert client.recommend(table, body=body, now_s=now) == rec, body
+
+
+def test_arrow_bad_input_is_4xx_naming_column_and_row(api):
+    import pyarrow as pa
+
+    from prescale.app.serve_client import PredictClient, arrow_body
+
+    client = PredictClient(api["base"])
+    table = pa.table({"container": ["a", "a", "b"], "ts_s": [T0, T0 + 1, T0],
+                      "memory_usage_bytes": [1.0, -5.0, 2.0], "colour": [1, 2, 3]})
+    r = client.post("/v1/predict", arrow_body(table), content_type=ARROW)
+    assert r.status_code == 422
+    assert r.json()["message"] == (
+        "colour: unknown column (expected container, app, ts_s or a metric of "
+        "app.core.sample.METRICS)")
+    r = client.post("/v1/recommend", arrow_body(table.drop_columns(["colour"])),
+                    content_type=ARROW)
+    assert r.status_code == 422
+    assert r.json()["message"] == ("memory_usage_bytes, row 1 (container 'a'): must be ≥ 0, "
+                                   "got -5")
+    assert r.json()["detail"][0]["row"] == 1
+    r = client.post("/v1/predict", b"\x00" * 64, content_type=ARROW)
+    assert r.status_code == 400 and "not a readable Arrow IPC stream" in r.json()["message"]
+    many = pa.table({"container": [f"c{i}" for i in range(51)], "ts_s": [T0] * 51})
+    r = client.post("/v1/predict", arrow_body(many), content_type=ARROW)
+    assert (r.status_code, r.json()) == (413, {
+        "detail": "51 containers in one request is above max_containers = 50"})
+    r = client.post("/v1/recommend", arrow_body(table.drop_columns(["colour"])),
+                    content_type=ARROW, accept=ARROW)
+    assert r.status_code == 406 and "answers application/json only" in r.json()["detail"]
+
+
+def test_openapi_describes_json_and_arrow(api):
+    doc = requests.get(api["base"] + "/openapi.json", timeout=10).json()
+    for path in ("/v1/predict", "/v1/recommend"):
+        body = doc["paths"][path]["post"]["requestBody"]["content"]
+        assert set(body) == {"application/json", ARROW}, path
+        assert body["application/json"]["schema"] == {"$ref": "#/components/schemas/PredictRequest"}
+        assert "one row per sample" in body[ARROW]["schema"]["description"]
+    answers = doc["paths"]["/v1/predict"]["post"]["responses"]["200"]["content"]
+    assert set(answers) == {"application/json", ARROW}
+    assert "406" in doc["paths"]["/v1/recommend"]["post"]["responses"]

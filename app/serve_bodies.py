@@ -1,0 +1,701 @@
+"""Prediction request bodies as arrays, validated as a whole (pure: numpy, pyarrow and
+orjson; no Ray, no HTTP, no file I/O): an Apache Arrow IPC stream (:func:`arrow_job`),
+JSON read by orjson straight into arrays (:func:`json_job`), and the answer as an Arrow
+table (:func:`predictions_table`).
+
+The Arrow request (``Content-Type: application/vnd.apache.arrow.stream``)
+    One row per sample, as a history store or a pandas frame holds them:
+
+    - ``container`` (string, required): the container's name, 1–256 characters;
+    - ``app`` (string, optional, one per container; null or absent = ``""``);
+    - ``ts_s`` (number, required): Unix time of the reading, finite, in ``[0, 1e11]``;
+    - any metric of :data:`app.core.sample.METRICS` (any integer or floating type):
+      null or NaN = not available, ``inf`` only in the limits (unlimited); every
+      other value finite, ``≥ 0`` and ``≤ 1e18``. An absent column is the sample's
+      default for every row (``inf`` for the limits, else not available), as an
+      absent key of a JSON ``series``.
+
+    Rows may come in any order: containers are answered in the order of their first
+    row, each window sorted by ``ts_s`` (stable), as JSON windows are. The schema
+    metadata key ``now_s`` (a number as text) is the JSON body's ``now_s``. Only the
+    stream format, uncompressed (a compressed buffer declares its own decompressed
+    size, so a small body could ask for gigabytes): anything else is refused with 400.
+
+    Worked example: rows ``(c="a", ts_s=2, mem=5)``, ``(c="b", ts_s=1)``,
+    ``(c="a", ts_s=1, mem=null)`` → containers ``["a", "b"]``, window ``[2, 2, M]``;
+    a's rows ``[ts 1, mem nan]``, ``[ts 2, mem 5]``; b's row 0 is padding (all nan),
+    row 1 its sample, with ``memory_limit_bytes = inf`` (the column is absent).
+
+Validation as a whole
+    Each column is checked with a few vectorised comparisons over all its rows; the
+    answer names every bad column with its first bad row and that row's container
+    (422): ``"memory_usage_bytes, row 17 (container 'c3'): must be ≥ 0, got -1"``. The
+    request limits (``max_containers``, ``max_samples``: containers × the longest
+    window) are checked from the IPC headers and the container column, before any
+    value is read (413, the same words as for JSON).
+
+JSON by orjson (:func:`json_job`)
+    A ``containers`` body is parsed by orjson and each metric of all containers becomes
+    one numpy column at once, checked by the same vectorised rules: no pydantic object
+    per sample. It takes only what it can prove is valid and answers ``None``
+    otherwise (any error, a ``features`` body, a string other than ``"inf"`` where a
+    number goes, a ``true``/``false`` anywhere in the body, NaN literals): the caller
+    then runs the pydantic models, whose answer (value or 4xx) is the reference; so
+    both paths give the same answer for every body (a hypothesis property in
+    tests/unit/test_serve_bodies.py; over HTTP in tests/integration/test_serve_api.py).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from prescale.app.api_models import (
+    API_VERSION,
+    DEFAULT_ROW,
+    INF_OK,
+    MAX_NAME_CHARS,
+    MAX_TS_S,
+    MAX_VALUE,
+    METRIC_INDEX,
+)
+from prescale.app.core.features import F
+from prescale.app.core.sample import METRICS
+from prescale.app.serve_jobs import Job, JobResult, size_reason
+
+CONTAINER_COLUMN = "container"
+APP_COLUMN = "app"
+#: Schema metadata key of the decision time (the JSON body's ``now_s``).
+NOW_KEY = b"now_s"
+_N_METRICS = len(METRICS)
+_METRIC_SET = frozenset(METRICS)
+_TS = METRIC_INDEX["ts_s"]
+#: Most problems listed in one 422 (the rest are counted).
+MAX_PROBLEMS = 10
+
+
+# ============================================================================ errors
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad thing in a body: where (``column``, ``row`` of the table; None = the
+    whole body or column) and what (``msg``, ``type``)."""
+
+    column: str | None
+    row: int | None
+    msg: str
+    type: str = "value_error"
+    container: str | None = None
+
+    def text(self) -> str:
+        where = self.column or "body"
+        if self.row is not None:
+            where += f", row {self.row}"
+            if self.container is not None:
+                where += f" (container {self.container!r})"
+        return f"{where}: {self.msg}"
+
+    def entry(self) -> dict[str, Any]:
+        loc: list[Any] = ["body"]
+        if self.column is not None:
+            loc.append(self.column)
+        if self.row is not None:
+            loc.append(self.row)
+        return {"loc": loc, "field": self.column or "body", "row": self.row,
+                "container": self.container, "msg": self.msg, "type": self.type}
+
+
+class BodyError(ValueError):
+    """A body that cannot be served: the HTTP ``status`` (400: not a readable Arrow
+    stream; 413: above a request limit; 422: bad columns or values) and its problems.
+    :meth:`payload` is the answer's JSON (the shape of the JSON path's errors:
+    ``detail`` with one entry per problem, ``message`` naming each)."""
+
+    def __init__(self, status: int, problems: Sequence[Problem] | str) -> None:
+        self.status = status
+        self.problems = [] if isinstance(problems, str) else list(problems)
+        self.sentence = problems if isinstance(problems, str) else None
+        super().__init__(self.message())
+
+    def message(self) -> str:
+        if self.sentence is not None:
+            return self.sentence
+        shown = "; ".join(p.text() for p in self.problems[:MAX_PROBLEMS])
+        more = len(self.problems) - MAX_PROBLEMS
+        return shown + (f"; … and {more} more" if more > 0 else "")
+
+    def payload(self) -> dict[str, Any]:
+        if self.sentence is not None:  # 413: a sentence, as the JSON path's 413
+            return {"detail": self.sentence}
+        return {"detail": [p.entry() for p in self.problems[:MAX_PROBLEMS]],
+                "message": self.message()}
+
+
+# ============================================================================ values
+
+
+def column_problem(name: str, values: np.ndarray) -> tuple[int, str] | None:
+    """The first bad row of one column of a window and why, or None; the rules of
+    :func:`app.api_models.window_rows` (null/NaN = not available):
+
+    - ``ts_s``: finite, ``≥ 0``, ``≤ 1e11``;
+    - a metric: ``≥ 0``; finite and ``≤ 1e18``, except ``inf`` in a limit.
+
+    Worked example: ``column_problem("memory_usage_bytes", [5, nan, -1])`` →
+    ``(2, "must be ≥ 0, got -1")``; ``column_problem("ts_s", [1, nan])`` →
+    ``(1, "must be a finite time, got null")``;
+    ``column_problem("memory_limit_bytes", [inf])`` → None.
+    """
+    with np.errstate(invalid="ignore"):
+        if name == "ts_s":
+            bad = ~np.isfinite(values) | (values < 0) | (values > MAX_TS_S)
+        else:
+            bad = values < 0
+            big = values > MAX_VALUE
+            if INF_OK[METRIC_INDEX[name]]:
+                big &= ~np.isposinf(values)
+            bad |= big
+    if not bad.any():
+        return None
+    i = int(np.argmax(bad))
+    x = float(values[i])
+    if name == "ts_s":
+        if not math.isfinite(x):
+            return i, f"must be a finite time, got {'null' if math.isnan(x) else x}"
+        if x < 0:
+            return i, f"must be ≥ 0, got {x:g}"
+        return i, f"must be ≤ {MAX_TS_S:g} (Unix seconds), got {x:g}"
+    if x < 0:
+        return i, f"must be ≥ 0, got {x:g}"
+    return i, (f"must be finite and ≤ {MAX_VALUE:g}, got {x:g}"
+               + (' (inf is for the limits only)' if math.isinf(x) else ""))
+
+
+def windows(rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``[N, W, M]`` windows from ``rows [S, M]`` grouped by container (container k's
+    rows follow k−1's, ``lengths[k]`` of them, each group sorted by ``ts_s``): right
+    aligned, ``W = max(lengths)``, shorter windows padded at the start with all-``nan``
+    rows (as :func:`app.serve_jobs.window_of`).
+
+    Worked example: lengths ``[2, 1]`` → ``[2, 2, M]``; container 1's row 0 is all
+    ``nan``, its row 1 is ``rows[2]``. Equal lengths: a reshape, no copy.
+    """
+    n = len(lengths)
+    width = int(lengths.max())
+    if bool((lengths == width).all()):
+        return rows.reshape(n, width, rows.shape[1])
+    out = np.full((n, width, rows.shape[1]), np.nan)
+    k = np.repeat(np.arange(n), lengths)
+    starts = np.cumsum(lengths) - lengths
+    slot = width - lengths[k] + (np.arange(len(rows)) - starts[k])
+    out[k, slot] = rows
+    return out
+
+
+def _sorted_in_groups(ts: np.ndarray, group: np.ndarray) -> bool:
+    """True when rows are grouped (``group`` non-decreasing) and ``ts`` non-decreasing
+    within each group."""
+    if len(ts) < 2:
+        return True
+    dg = np.diff(group)
+    return bool((dg >= 0).all() and ((np.diff(ts) >= 0) | (dg > 0)).all())
+
+
+def _job(names: list[str], apps: list[str], rows: np.ndarray, group: np.ndarray,
+         lengths: np.ndarray, now_s: float | None) -> Job:
+    """Sort each container's rows by ``ts_s`` (stable) and assemble the job."""
+    ts = rows[:, _TS]
+    if not _sorted_in_groups(ts, group):
+        rows = rows[np.lexsort((ts, group))]  # lexsort is stable: ties keep their order
+    window = windows(rows, lengths)
+    latest = float(np.nanmax(window[:, -1, 0]))
+    return Job(names, apps, window=window, latest_ts_s=latest, now_s=now_s)
+
+
+def _now_s(value: Any) -> float | None:
+    """``now_s`` if it is a finite number in ``[0, MAX_TS_S]`` (never a boolean), else
+    raises ValueError."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"must be a number, got {type(value).__name__}")
+    x = float(value)
+    if not (math.isfinite(x) and 0 <= x <= MAX_TS_S):
+        raise ValueError(f"must be a finite time in [0, {MAX_TS_S:g}], got {x:g}")
+    return x
+
+
+# ============================================================================ Arrow
+
+
+def _u32(b: memoryview, at: int) -> int:
+    return struct.unpack_from("<I", b, at)[0]
+
+
+def _field(b: memoryview, table: int, index: int) -> int | None:
+    """Position of field ``index`` of the flatbuffer table at ``table``, None if absent."""
+    vtable = table - struct.unpack_from("<i", b, table)[0]
+    vt_size = struct.unpack_from("<H", b, vtable)[0]
+    if 4 + 2 * index + 2 > vt_size:
+        return None
+    off = struct.unpack_from("<H", b, vtable + 4 + 2 * index)[0]
+    return table + off if off else None
+
+
+def _batch_header(meta: bytes) -> tuple[int, int, bool] | None:
+    """``(header type, rows, compressed)`` of an IPC message's flatbuffer metadata
+    (``Message { version, header_type, header, bodyLength }``; ``RecordBatch { length,
+    nodes, buffers, compression }``, ``DictionaryBatch { id, data: RecordBatch }``);
+    rows and compressed are for record and dictionary batches (0, False otherwise)."""
+    b = memoryview(meta)
+    root = _u32(b, 0)
+    kind_at = _field(b, root, 1)
+    kind = b[kind_at] if kind_at is not None else 0
+    header_at = _field(b, root, 2)
+    if kind not in (2, 3) or header_at is None:
+        return kind, 0, False
+    batch = header_at + _u32(b, header_at)
+    if kind == 2:  # a dictionary batch carries its values as a record batch
+        data_at = _field(b, batch, 1)
+        if data_at is None:
+            return kind, 0, False
+        batch = data_at + _u32(b, data_at)
+    length_at = _field(b, batch, 0)
+    rows = struct.unpack_from("<q", b, length_at)[0] if length_at is not None else 0
+    return kind, rows, _field(b, batch, 3) is not None
+
+
+def read_arrow(body: bytes, *, max_rows: int) -> pa.Table:
+    """The table of an Arrow IPC stream body, after reading only its message headers:
+    a compressed batch, or more than ``max_rows`` rows (the request's ``max_samples``),
+    is refused before any buffer is decoded; the table is validated in full (offsets,
+    UTF-8) before use. ``BodyError`` 400 / 413 otherwise."""
+    if body[:6] == b"ARROW1":
+        raise BodyError(400, [Problem(None, None, "this is the Arrow IPC file format: send "
+                                      "the stream format (pyarrow.ipc.new_stream)",
+                                      "arrow_file_format")])
+    buf = pa.py_buffer(body)
+    rows = 0
+    try:
+        reader = pa.ipc.MessageReader.open_stream(buf)
+        for message in reader:
+            kind, n, compressed = _batch_header(message.metadata.to_pybytes())
+            if compressed:
+                raise BodyError(400, [Problem(None, None, "compressed Arrow buffers (LZ4/ZSTD) "
+                                              "are not accepted: write the stream without "
+                                              "compression", "arrow_compressed")])
+            if kind == 3:
+                rows += n
+                if rows > max_rows:
+                    raise BodyError(413, f"{rows} samples in one request is above "
+                                         f"max_samples = {max_rows}")
+        table = pa.ipc.open_stream(buf).read_all()
+        table.validate(full=True)
+    except BodyError:
+        raise
+    except (pa.ArrowException, struct.error, IndexError, ValueError, OSError) as exc:
+        raise BodyError(400, [Problem(None, None, f"not a readable Arrow IPC stream: {exc}",
+                                      "arrow_invalid")]) from None
+    return table
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return (pa.types.is_string(t) or pa.types.is_large_string(t)
+            or pa.types.is_string_view(t)
+            or (pa.types.is_dictionary(t) and _is_text(t.value_type)))
+
+
+def _plain_text(col: pa.ChunkedArray) -> pa.Array:
+    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if not pa.types.is_string(arr.type):
+        arr = arr.cast(pa.string())
+    return arr
+
+
+def _first(mask: np.ndarray) -> int:
+    return int(np.argmax(mask))
+
+
+def arrow_job(body: bytes, *, max_containers: int, max_samples: int) -> Job:
+    """The :class:`~app.serve_jobs.Job` of an Arrow request (see the module doc), or
+    ``BodyError``: 400 (not a readable uncompressed stream), 413 (above a limit), 422
+    (one entry per bad column: the column, its first bad row and that row's container).
+    """
+    table = read_arrow(body, max_rows=max_samples)
+    names_in = table.column_names
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for name in names_in:
+        if name in seen:
+            problems.append(Problem(name, None, "the column appears twice", "duplicate"))
+        seen.add(name)
+    known = _METRIC_SET | {CONTAINER_COLUMN, APP_COLUMN}
+    for name in names_in:
+        if name not in known:
+            problems.append(Problem(name, None, "unknown column (expected container, app, "
+                                    "ts_s or a metric of app.core.sample.METRICS)",
+                                    "extra_forbidden"))
+    for name in (CONTAINER_COLUMN, "ts_s"):
+        if name not in seen:
+            problems.append(Problem(name, None, "the column is required", "missing"))
+    for field in table.schema:
+        name, t = field.name, field.type
+        if name in (CONTAINER_COLUMN, APP_COLUMN):
+            if not _is_text(t):
+                problems.append(Problem(name, None, f"must be a string column, got {t}",
+                                        "string_type"))
+        elif name in _METRIC_SET and not (pa.types.is_integer(t) or pa.types.is_floating(t)
+                                          or pa.types.is_null(t)):
+            problems.append(Problem(name, None, f"must be a number column (integer or "
+                                    f"floating), got {t}", "float_type"))
+    if problems:
+        raise BodyError(422, problems)
+    n_rows = table.num_rows
+    if n_rows == 0:
+        raise BodyError(422, [Problem(None, None, "the table has no rows (one row per "
+                                      "sample)", "too_short")])
+    now_s = None
+    meta = table.schema.metadata or {}
+    if NOW_KEY in meta:
+        raw = meta[NOW_KEY].decode("utf-8", "replace")
+        try:
+            now_s = _now_s(float(raw))
+        except ValueError as exc:
+            why = str(exc) if "must" in str(exc) else f"must be a number, got {raw!r}"
+            raise BodyError(422, [Problem("now_s", None, f"(schema metadata) {why}")]
+                            ) from None
+
+    # containers: first-appearance order (dictionary_encode numbers them so)
+    cont = _plain_text(table.column(CONTAINER_COLUMN))
+    if cont.null_count:
+        row = _first(cont.is_null().to_numpy(zero_copy_only=False))
+        raise BodyError(422, [Problem(CONTAINER_COLUMN, row, "must be a name, got null",
+                                      "string_type")])
+    enc = cont.dictionary_encode()
+    codes = enc.indices.to_numpy().astype(np.int64)
+    names = enc.dictionary.to_pylist()
+    n = len(names)
+    lengths = np.bincount(codes, minlength=n)
+    why = size_reason(n, n_rows, int(lengths.max()), max_containers=max_containers,
+                      max_samples=max_samples)
+    if why is not None:
+        raise BodyError(413, why)
+    name_chars = pc.utf8_length(enc.dictionary).to_numpy()
+    bad_name = (name_chars < 1) | (name_chars > MAX_NAME_CHARS)
+    if bad_name.any():
+        k = _first(bad_name)
+        row = _first(codes == k)
+        raise BodyError(422, [Problem(CONTAINER_COLUMN, row, f"must be 1 to {MAX_NAME_CHARS} "
+                                      f"characters, got {int(name_chars[k])}", "string_length")])
+    apps = [""] * n
+    if APP_COLUMN in seen:
+        apps = _apps(_plain_text(table.column(APP_COLUMN)), codes, names, problems)
+
+    rows = np.empty((n_rows, _N_METRICS))
+    rows[:] = DEFAULT_ROW
+    for name in names_in:
+        if name not in _METRIC_SET:
+            continue
+        col = table.column(name)
+        if pa.types.is_null(col.type):
+            values = np.full(n_rows, np.nan)
+        else:
+            values = col.to_numpy().astype(np.float64, copy=False)  # null → nan
+        bad = column_problem(name, values)
+        if bad is not None:
+            row, msg = bad
+            problems.append(Problem(name, row, msg, container=names[codes[row]]))
+        rows[:, METRIC_INDEX[name]] = values
+    if problems:
+        raise BodyError(422, problems)
+    if not _sorted_in_groups(rows[:, _TS], codes):
+        order = np.lexsort((rows[:, _TS], codes))
+        rows, codes = rows[order], codes[order]
+    return _job(names, apps, rows, codes, lengths, now_s)
+
+
+def _apps(col: pa.Array, codes: np.ndarray, names: list[str],
+          problems: list[Problem]) -> list[str]:
+    """One app per container (the app of its first row; null = ``""``); a container
+    whose rows name two apps, or an app above 256 characters, is a problem."""
+    col = col.fill_null("")
+    enc = col.dictionary_encode()
+    app_codes = enc.indices.to_numpy().astype(np.int64)
+    values = enc.dictionary.to_pylist()
+    chars = pc.utf8_length(enc.dictionary).to_numpy()
+    if (chars > MAX_NAME_CHARS).any():
+        k = _first(chars > MAX_NAME_CHARS)
+        row = _first(app_codes == k)
+        problems.append(Problem(APP_COLUMN, row, f"must be at most {MAX_NAME_CHARS} "
+                                f"characters, got {int(chars[k])}", "string_length",
+                                names[codes[row]]))
+        return [""] * len(names)
+    # codes number containers by first appearance: a container's first row is where
+    # the running maximum of the codes goes up
+    first_row = np.flatnonzero(np.diff(np.maximum.accumulate(codes), prepend=-1) > 0)
+    per_container = app_codes[first_row]
+    differ = app_codes != per_container[codes]
+    if differ.any():
+        row = _first(differ)
+        k = codes[row]
+        problems.append(Problem(
+            APP_COLUMN, row, f"{values[app_codes[row]]!r} here but "
+            f"{values[per_container[k]]!r} in row {int(first_row[k])} (one app per "
+            "container)", "value_error", names[k]))
+    return [values[c] for c in per_container.tolist()]
+
+
+# ============================================================================ JSON
+
+
+_INF_STRINGS = frozenset({"inf"})
+
+
+def _floats(values: list[Any], ndim: int) -> np.ndarray | None:
+    """``values`` (numbers, ``None`` = nan, the string ``"inf"``) as float64, or None
+    if any is something else (a string, a list, an object). Booleans are excluded by
+    the caller (no ``true``/``false`` in the body)."""
+    try:
+        arr = np.array(values)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if arr.ndim != ndim:
+        return None
+    kind = arr.dtype.kind
+    if kind == "f":
+        return arr.astype(np.float64, copy=False)
+    if kind in "iu":
+        return arr.astype(np.float64)
+    flat = chain.from_iterable(values) if ndim == 2 else values
+    if kind == "O":
+        types = set(map(type, flat))
+        if not types <= {int, float, type(None), str}:
+            return None
+        if str in types:
+            flat = chain.from_iterable(values) if ndim == 2 else values
+            if not {v for v in flat if type(v) is str} <= _INF_STRINGS:
+                return None
+        try:
+            return arr.astype(np.float64)  # None → nan, "inf" → inf
+        except (ValueError, TypeError, OverflowError):
+            return None
+    if kind == "U" and set(flat) <= _INF_STRINGS:
+        return np.full(arr.shape, np.inf)
+    return None
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Row indices of the given containers, concatenated: starts ``[0, 5]``, lengths
+    ``[2, 3]`` → ``[0, 1, 5, 6, 7]``."""
+    total = int(lengths.sum())
+    offsets = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+    return np.arange(total) + offsets
+
+
+_CONTAINER_KEYS = frozenset({"name", "app", "samples", "series"})
+
+
+def json_job(body: bytes) -> Job | None:
+    """The :class:`~app.serve_jobs.Job` of a JSON ``containers`` body when every value is
+    valid, else None (then the pydantic models answer; see the module doc).
+
+    Worked example: ``{"containers": [{"name": "a", "series": {"ts_s": [2, 1],
+    "memory_usage_bytes": [5, null]}}]}`` → one window ``[1, 2, M]``: row 0 ``ts 1``,
+    memory nan; row 1 ``ts 2``, memory 5; ``memory_limit_bytes`` inf (absent: the
+    default). ``"memory_usage_bytes": [-1, 5]`` → None (the models say "must be ≥ 0").
+    """
+    if b"true" in body or b"false" in body:
+        return None
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if type(doc) is not dict or not doc.keys() <= {"containers", "now_s"}:
+        return None
+    containers = doc.get("containers")
+    if type(containers) is not list or not containers:
+        return None
+    try:
+        now_s = _now_s(doc.get("now_s"))
+    except ValueError:
+        return None
+    n = len(containers)
+    names: list[str] = []
+    apps: list[str] = []
+    lengths = np.empty(n, dtype=np.int64)
+    series_of: list[tuple[int, dict[str, list]]] = []
+    samples_of: list[tuple[int, list]] = []
+    for i, c in enumerate(containers):
+        if type(c) is not dict or not c.keys() <= _CONTAINER_KEYS:
+            return None
+        name, app = c.get("name"), c.get("app", "")
+        if (type(name) is not str or not 1 <= len(name) <= MAX_NAME_CHARS
+                or type(app) is not str or len(app) > MAX_NAME_CHARS):
+            return None
+        names.append(name)
+        apps.append(app)
+        samples, series = c.get("samples"), c.get("series")
+        if series is not None:
+            if samples is not None or type(series) is not dict:
+                return None
+            ts = series.get("ts_s")
+            if type(ts) is not list or not ts:
+                return None
+            w = len(ts)
+            for v in series.values():
+                if type(v) is not list or len(v) != w:
+                    return None
+            lengths[i] = w
+            series_of.append((i, series))
+        else:
+            if type(samples) is not list or not samples:
+                return None
+            lengths[i] = len(samples)
+            samples_of.append((i, samples))
+    if len(set(names)) != n:
+        return None
+    starts = np.cumsum(lengths) - lengths
+    rows = np.empty((int(lengths.sum()), _N_METRICS))
+    rows[:] = DEFAULT_ROW
+    given: set[str] = set()
+    if series_of and not _fill_series(rows, series_of, starts, lengths, given):
+        return None
+    if samples_of and not _fill_samples(rows, samples_of, starts, lengths, given):
+        return None
+    for m in given:
+        if column_problem(m, rows[:, METRIC_INDEX[m]]) is not None:
+            return None
+    group = np.repeat(np.arange(n), lengths)
+    return _job(names, apps, rows, group, lengths, now_s)
+
+
+def _fill_series(rows: np.ndarray, series_of: list[tuple[int, dict[str, list]]],
+                 starts: np.ndarray, lengths: np.ndarray, given: set[str]) -> bool:
+    """Each metric of all ``series`` containers as one column (False: not provably
+    valid)."""
+    by_metric: dict[str, list[int]] = {}
+    for k, (_, series) in enumerate(series_of):
+        for m in series:
+            by_metric.setdefault(m, []).append(k)
+    if not by_metric.keys() <= _METRIC_SET:
+        return False
+    idx = np.array([i for i, _ in series_of])
+    every = len(series_of) == len(lengths)
+    for m, ks in by_metric.items():
+        values = _floats(list(chain.from_iterable(series_of[k][1][m] for k in ks)), 1)
+        if values is None:
+            return False
+        if every and len(ks) == len(series_of):
+            rows[:, METRIC_INDEX[m]] = values
+        else:
+            sel = idx[ks]
+            rows[_ranges(starts[sel], lengths[sel]), METRIC_INDEX[m]] = values
+        given.add(m)
+    return True
+
+
+def _fill_samples(rows: np.ndarray, samples_of: list[tuple[int, list]],
+                  starts: np.ndarray, lengths: np.ndarray, given: set[str]) -> bool:
+    """All ``samples`` objects at once, grouped by their keys (usually one group)."""
+    flat = list(chain.from_iterable(s for _, s in samples_of))
+    if set(map(type, flat)) != {dict}:
+        return False
+    idx = np.array([i for i, _ in samples_of])
+    dest = _ranges(starts[idx], lengths[idx])
+    keys = list(map(tuple, flat))
+    distinct = set(keys)
+    for kt in distinct:
+        if "ts_s" not in kt or not set(kt) <= _METRIC_SET or len(set(kt)) != len(kt):
+            return False
+        if len(distinct) == 1:
+            part, where = flat, dest
+        else:
+            pick = [j for j, k in enumerate(keys) if k == kt]
+            part, where = [flat[j] for j in pick], dest[pick]
+        getter = itemgetter(*kt)
+        got = list(map(getter, part))
+        values = _floats(got if len(kt) > 1 else [[v] for v in got], 2)
+        if values is None:
+            return False
+        rows[where[:, None], [METRIC_INDEX[m] for m in kt]] = values
+        given.update(kt)
+    return True
+
+
+# ============================================================================ answers
+
+
+def _nullable(values: np.ndarray) -> pa.Array:
+    """float64 with ``nan`` → null (unknown), ``inf`` kept: the JSON answer's ``null``
+    and ``"inf"``."""
+    return pa.array(values, type=pa.float64(), from_pandas=True)
+
+
+def predictions_table(job: Job, res: JobResult, min_samples: int | None,
+                      model_revision: int | None) -> pa.Table:
+    """The ``/v1/predict`` answer as an Arrow table: one row per container (``name``,
+    ``app``, ``n_samples``) and, per tier, ``<tier>.p_fail``, ``.time_to_limit_s``,
+    ``.forecast``, ``.limit`` (float64; null = unknown, ``inf`` = never / unlimited),
+    ``.model``, ``.model_version`` (null = the heuristic), ``.forecast_ready`` and
+    ``.note``; schema metadata ``api_version``, ``horizon_s``, ``model_revision``. The
+    same values as the JSON answer, column by column
+    (:func:`app.serve_client.predictions_from_table` turns it back into that JSON).
+    """
+    n_samples = res.features[:, F["n_samples"]]
+    heuristic = res.prediction.model
+    cols: dict[str, pa.Array] = {
+        "name": pa.array(job.names, pa.string()),
+        "app": pa.array(job.apps, pa.string()),
+        "n_samples": pa.array(n_samples.astype(np.int64)),
+    }
+    short = n_samples < min_samples if min_samples is not None else np.zeros(len(job), bool)
+    for tier, tp in res.prediction.tiers.items():
+        t = tier.value
+        if tier == res.model_tier:
+            labels = [label for label, _ in res.model_of]
+            versions = [v for _, v in res.model_of]
+            ready = ~short | np.array([v is not None for v in versions], dtype=bool)
+        else:
+            labels, versions, ready = [heuristic] * len(job), [None] * len(job), ~short
+        notes = [None] * len(job)
+        for i in np.flatnonzero(~ready).tolist():
+            notes[i] = (f"{int(n_samples[i])} samples < predictor.min_samples {min_samples}: "
+                        "no trend yet, so the heuristic cannot forecast (p_fail 0 is not a "
+                        "forecast)")
+        cols[f"{t}.p_fail"] = pa.array(tp.p_fail, pa.float64())
+        cols[f"{t}.time_to_limit_s"] = _nullable(tp.time_to_limit_s)
+        cols[f"{t}.forecast"] = _nullable(tp.forecast)
+        cols[f"{t}.limit"] = _nullable(tp.limit)
+        cols[f"{t}.model"] = pa.array(labels, pa.string())
+        cols[f"{t}.model_version"] = pa.array(versions, pa.string())
+        cols[f"{t}.forecast_ready"] = pa.array(ready, pa.bool_())
+        cols[f"{t}.note"] = pa.array(notes, pa.string())
+    meta = {"api_version": API_VERSION, "horizon_s": repr(float(res.prediction.horizon_s)),
+            "model_revision": "" if model_revision is None else str(model_revision)}
+    return pa.table(cols).replace_schema_metadata(meta)
+
+
+def arrow_bytes(table: pa.Table) -> bytes:
+    """``table`` as an uncompressed Arrow IPC stream."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+__all__ = ["APP_COLUMN", "CONTAINER_COLUMN", "NOW_KEY", "BodyError", "Problem",
+           "arrow_bytes", "arrow_job", "column_problem", "json_job", "predictions_table",
+           "read_arrow", "windows"]
