@@ -82,7 +82,8 @@ def policies(
 
 
 def describe(
-    container: Annotated[str, typer.Argument(help="A container of the last tick.")],
+    container: Annotated[str, typer.Argument(metavar="CONTAINER",
+                                             help="A container of the last tick.")],
     config: ConfigOpt = None,
     output: OutputOpt = None,
     as_json: JsonOpt = False,

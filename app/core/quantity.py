@@ -121,7 +121,8 @@ def to_quantity(v: float) -> str | int:
     """Bytes in the shortest Kubernetes form that reads back exactly (for files a user
     may copy back into a config), else the whole number. ``2**31`` → ``"2Gi"``;
     ``3 * 2**19`` → ``"1536Ki"``; ``2 * 10**9`` → ``"2G"``; ``1000001`` → ``1000001``;
-    ``0`` → ``0``. ``parse_bytes(to_quantity(v)) == v`` for every whole ``v ≥ 0``."""
+    ``0`` → ``0``. ``parse_bytes(to_quantity(v)) == v`` for every whole ``0 ≤ v ≤ 2**53``
+    (8 PiB: sizes are floats, exact that far)."""
     n = int(v)
     if n != v or n <= 0:
         return n

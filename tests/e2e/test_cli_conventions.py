@@ -145,6 +145,13 @@ def test_flags_have_their_no_form(path):
             assert p.secondary_opts == [f"--no-{p.opts[0].removeprefix('--')}"], (path, p.opts)
 
 
+def test_arguments_are_named_in_capitals():
+    for path, cmd in COMMANDS.items():
+        for p in cmd.params:
+            if p.param_type_name == "argument":
+                assert p.metavar and p.metavar.isupper(), (path, p.name)
+
+
 def test_the_root_help_states_the_conventions_and_every_exit_code():
     text = " ".join(cli(["-h"]).stdout.split())
     assert "-o/--output table|json|jsonl" in text
