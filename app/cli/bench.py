@@ -54,7 +54,7 @@ def bench_ingest(
     table = Table(title=f"ingest: {res['samples']:,} samples of {res['containers']:,} "
                         f"containers, a flush every {res['flush_every_ticks']} ticks")
     for col in ("path", "samples/s", "÷ pyarrow write_table"):
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="left" if col == "path" else "right")
     table.add_row("monitor buffer", f"{res['monitor_samples_per_s']:,}",
                   f"{res['ratio_monitor_to_write_table']:.3f}")
     table.add_row("history store", f"{res['store_samples_per_s']:,}",
