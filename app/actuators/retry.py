@@ -1,5 +1,8 @@
 """Retries with exponential backoff and jitter, then gives up loudly.
 
+The loop is tenacity's (``Retrying``); what to retry, the delay, the time bound and
+the give-up result are this module's, as below.
+
 :class:`RetryingActuator` wraps any :class:`~app.actuators.base.Actuator`. An attempt
 *fails* when the inner actuator raises (anything but bad input) or returns
 ``FAILED``; ``APPLIED``, ``DRY_RUN`` and ``DENIED`` end the loop at once, and bad
@@ -39,6 +42,14 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    retry_if_result,
+    stop_after_attempt,
+)
 
 from prescale.app.actuators.base import make_result
 from prescale.app.core.actions import ActionResult, ResultStatus, ScalingAction
@@ -107,44 +118,69 @@ class RetryingActuator:
     def apply(self, action: ScalingAction) -> ActionResult:
         p = self.policy
         start_s = self._clock()
-        attempts: list[str] = []
-        last: ActionResult | None = None
-        why = f"max_attempts={p.max_attempts}"
-        for attempt in range(1, p.max_attempts + 1):
-            try:
-                result = self.inner.apply(action)
-            except (ValueError, TypeError):
-                raise  # bad input: never retried
-            except Exception as exc:  # noqa: BLE001 - anything else may be transient
-                attempts.append(f"#{attempt} {type(exc).__name__}: {exc}")
+        attempts: list[str] = []  # one line per failed attempt, for the reason
+        failed: list[ActionResult] = []  # the FAILED results (read back by the inner actuator)
+        why = [f"max_attempts={p.max_attempts}"]
+
+        def record(rs: RetryCallState) -> None:  # after each attempt that failed
+            outcome = rs.outcome
+            assert outcome is not None
+            if outcome.failed:
+                exc = outcome.exception()
+                attempts.append(f"#{rs.attempt_number} {type(exc).__name__}: {exc}")
             else:
-                if result.status is not ResultStatus.FAILED:
-                    if attempt > 1:
-                        log.info("action %s: %s after %d attempts (%s)", action.action_id,
-                                 result.status.value, attempt, "; ".join(attempts))
-                    return result
-                last = result
-                attempts.append(f"#{attempt} FAILED: {result.reason}")
-            if attempt == p.max_attempts:
-                break
-            delay_s = backoff_delay_s(p, attempt, self._rng.random())
-            elapsed_s = self._clock() - start_s
-            if elapsed_s + delay_s > p.max_total_s:
-                why = (f"max_total_s={p.max_total_s:g}: the next attempt would start at "
-                       f"{elapsed_s + delay_s:.2f} s")
-                break
+                failed.append(outcome.result())
+                attempts.append(f"#{rs.attempt_number} FAILED: {failed[-1].reason}")
+
+        def delay_s(rs: RetryCallState) -> float:
+            if rs.attempt_number >= p.max_attempts:
+                return 0.0  # no sleep follows the last attempt: no draw
+            return backoff_delay_s(p, rs.attempt_number, self._rng.random())
+
+        def out_of_time(rs: RetryCallState) -> bool:
+            next_start_s = self._clock() - start_s + rs.upcoming_sleep
+            if next_start_s <= p.max_total_s:
+                return False
+            why[0] = (f"max_total_s={p.max_total_s:g}: the next attempt would start at "
+                      f"{next_start_s:.2f} s")
+            return True
+
+        def warn(rs: RetryCallState) -> None:
             log.warning("action %s: attempt %d failed (%s); retrying in %.2f s",
-                        action.action_id, attempt, attempts[-1], delay_s)
-            self._sleep(delay_s)
-        elapsed_s = self._clock() - start_s
-        last_error = attempts[-1].split(" ", 1)[1]
-        reason = (f"gave up after {len(attempts)} attempts in {elapsed_s:.2f} s ({why}): "
-                  f"{'; '.join(attempts)}; last error: {last_error}")
-        log.error("action %s (%s %s → %s) %s", action.action_id, action.container,
-                  action.tier.value, action.new_limit, reason)
-        if last is not None:
-            return make_result(action, ResultStatus.FAILED, last.old_limit, last.new_limit, reason)
-        return make_result(action, ResultStatus.FAILED, action.old_limit, math.nan, reason)
+                        action.action_id, rs.attempt_number, attempts[-1], rs.upcoming_sleep)
+
+        def give_up(rs: RetryCallState) -> ActionResult:
+            elapsed_s = self._clock() - start_s
+            last_error = attempts[-1].split(" ", 1)[1]
+            reason = (f"gave up after {len(attempts)} attempts in {elapsed_s:.2f} s "
+                      f"({why[0]}): {'; '.join(attempts)}; last error: {last_error}")
+            log.error("action %s (%s %s → %s) %s", action.action_id, action.container,
+                      action.tier.value, action.new_limit, reason)
+            if failed:
+                return make_result(action, ResultStatus.FAILED, failed[-1].old_limit,
+                                   failed[-1].new_limit, reason)
+            return make_result(action, ResultStatus.FAILED, action.old_limit, math.nan, reason)
+
+        result = Retrying(
+            retry=retry_if_exception(_transient) | retry_if_result(_failed),
+            stop=stop_after_attempt(p.max_attempts) | out_of_time,
+            wait=delay_s, sleep=self._sleep, after=record, before_sleep=warn,
+            retry_error_callback=give_up,
+        )(self.inner.apply, action)
+        if attempts and result.status is not ResultStatus.FAILED:
+            log.info("action %s: %s after %d attempts (%s)", action.action_id,
+                     result.status.value, len(attempts) + 1, "; ".join(attempts))
+        return result
+
+
+def _transient(exc: BaseException) -> bool:
+    """An exception worth another attempt: anything but bad input (and but a
+    ``KeyboardInterrupt``/``SystemExit``, which are no ``Exception``)."""
+    return isinstance(exc, Exception) and not isinstance(exc, ValueError | TypeError)
+
+
+def _failed(result: ActionResult) -> bool:
+    return result.status is ResultStatus.FAILED
 
 
 __all__ = ["RetryPolicy", "RetryingActuator", "backoff_delay_s"]

@@ -201,6 +201,76 @@ def test_total_time_bounds_the_attempts():
            "start at 11.00 s)" in result.reason
 
 
+def test_a_sleep_that_ends_exactly_at_the_bound_is_taken():
+    clock = FakeClock()
+    # attempt 1 ends at 4 s, the delay is 1 s: attempt 2 starts at 5 s = max_total_s (taken);
+    # it ends at 9 s, and 9 + 2 > 5: give up
+    policy = RetryPolicy(max_attempts=3, base_delay_s=1.0, multiplier=2, jitter=0.0,
+                         max_total_s=5.0)
+    inner = Flaky(10, clock=clock, attempt_s=4.0)
+    result = RetryingActuator(inner, policy, sleep=clock.sleep, clock=clock).apply(_action())
+    assert inner.acted == 2 and clock.sleeps == [1.0]
+    assert "(max_total_s=5: the next attempt would start at 11.00 s)" in result.reason
+
+
+def test_one_draw_per_sleep_and_none_after_the_last_attempt():
+    clock = FakeClock()
+    draws = Draws(0.0, 1.0)  # exactly two: a third draw would raise IndexError
+    policy = RetryPolicy(max_attempts=3, base_delay_s=1.0, jitter=0.5, max_total_s=60)
+    r = RetryingActuator(Flaky(10), policy, sleep=clock.sleep, clock=clock, rng=draws)
+    assert r.apply(_action()).status is ResultStatus.FAILED
+    assert clock.sleeps == pytest.approx([0.5, 3.0]) and draws.draws == []
+
+
+def test_success_after_retries_is_logged_with_the_failed_attempts(caplog):
+    clock = FakeClock()
+    r = RetryingActuator(Flaky(2), RetryPolicy(jitter=0.0), sleep=clock.sleep, clock=clock)
+    a = _action()
+    with caplog.at_level(logging.INFO, logger="prescale.app.actuators.retry"):
+        assert r.apply(a).status is ResultStatus.APPLIED
+    infos = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.INFO]
+    assert infos == [f"action {a.action_id}: applied after 3 attempts (#1 RuntimeError: "
+                     "gcs timeout 1; #2 RuntimeError: gcs timeout 2)"]
+    warnings = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
+    assert warnings == [
+        f"action {a.action_id}: attempt 1 failed (#1 RuntimeError: gcs timeout 1); "
+        "retrying in 0.50 s",
+        f"action {a.action_id}: attempt 2 failed (#2 RuntimeError: gcs timeout 2); "
+        "retrying in 1.00 s",
+    ]
+
+
+def test_the_last_failed_read_back_is_kept_when_a_later_attempt_raises():
+    class FailsThenRaises(IdempotentActuator):
+        kind = "mixed"
+
+        def _apply(self, action):
+            if self.acted == 1:
+                return make_result(action, ResultStatus.FAILED, 100.0, 100.0, "EBUSY")
+            raise RuntimeError("gone")
+
+    clock = FakeClock()
+    result = RetryingActuator(FailsThenRaises(), RetryPolicy(max_attempts=2, jitter=0.0),
+                              sleep=clock.sleep, clock=clock).apply(_action())
+    assert (result.old_limit, result.new_limit) == (100.0, 100.0)
+    assert result.reason.endswith("#1 FAILED: EBUSY; #2 RuntimeError: gone; "
+                                  "last error: RuntimeError: gone")
+
+
+def test_an_interrupt_is_not_retried():
+    class Interrupted(IdempotentActuator):
+        kind = "interrupted"
+
+        def _apply(self, action):
+            raise KeyboardInterrupt
+
+    clock = FakeClock()
+    inner = Interrupted()
+    with pytest.raises(KeyboardInterrupt):
+        RetryingActuator(inner, sleep=clock.sleep, clock=clock).apply(_action())
+    assert inner.acted == 1 and clock.sleeps == []
+
+
 def test_bad_input_is_not_retried():
     clock = FakeClock()
     inner = Flaky(0)
