@@ -1,4 +1,9 @@
-"""Evaluation metrics for failure predictions (pure numpy, vectorised).
+"""Evaluation metrics for failure predictions (numpy and scikit-learn, vectorised).
+
+PR-AUC, ROC-AUC and the Brier score are scikit-learn's (``average_precision_score``,
+``roc_auc_score``, ``brier_score_loss``); this module adds the input checks and the
+edge cases scikit-learn has no number for (no positive, one class, no rows: ``nan``
+here, where scikit-learn warns, raises or returns 0), and lets scores be ``±inf``.
 
 Conventions: ``y`` is 0/1 (1 = the container failed within the horizon);
 ``p``/``scores`` are the model's outputs; a row *alarms* at threshold t when
@@ -9,8 +14,8 @@ Worked example used below: ``y = [1, 0, 1, 0]``, ``p = [0.9, 0.8, 0.7, 0.1]``.
 
 - :func:`precision` / :func:`recall` at t = 0.75: alarms on rows 0, 1 → TP 1,
   FP 1, FN 1 → precision 1/2 = 0.5, recall 1/2 = 0.5.
-- :func:`pr_auc` (average precision, as scikit-learn's
-  ``average_precision_score``): ``AP = Σ_k (R_k − R_{k−1})·P_k`` over the distinct
+- :func:`pr_auc` (average precision: scikit-learn's ``average_precision_score``, the
+  step-wise sum, not a trapezoid): ``AP = Σ_k (R_k − R_{k−1})·P_k`` over the distinct
   thresholds, highest first (tied scores are one threshold). Thresholds 0.9, 0.8,
   0.7, 0.1 → (P, R) = (1, .5), (.5, .5), (2/3, 1), (.5, 1) →
   AP = .5·1 + 0·.5 + .5·(2/3) + 0·.5 = 0.8333.
@@ -35,6 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 
 def _labels(y: object) -> np.ndarray:
@@ -95,20 +101,22 @@ def _curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return s[last], tp[last], fp[last]
 
 
+def _ranked(s: np.ndarray) -> np.ndarray:
+    """``s`` as scikit-learn takes it: unchanged when finite, else its dense ranks
+    (scikit-learn refuses ``±inf``; the ranking metrics depend on the order only)."""
+    return s if np.isfinite(s).all() else np.unique(s, return_inverse=True)[1].reshape(-1)
+
+
 def pr_auc(y: object, scores: object) -> float:
     """Average precision (area under the precision–recall curve); ``nan`` without positives.
 
-    Scores may be any reals including ``±inf`` (only the order matters). Example in
-    the module doc (0.8333).
+    ``sklearn.metrics.average_precision_score``. Scores may be any reals including
+    ``±inf`` (only the order matters). Example in the module doc (0.8333).
     """
     labels, s = _pair(y, scores)
-    n_pos = int(labels.sum())
-    if n_pos == 0:
+    if not labels.any():  # scikit-learn: a warning and 0.0
         return float("nan")
-    _, tp, fp = _curve(labels, s)
-    prec = tp / (tp + fp)
-    rec = tp / n_pos
-    return float(np.sum(np.diff(np.r_[0.0, rec]) * prec))
+    return float(average_precision_score(labels, _ranked(s)))
 
 
 average_precision = pr_auc
@@ -177,11 +185,16 @@ def recall_at_fpr(
 
 
 def brier_score(y: object, p: object) -> float:
-    """mean((p − y)²), lower is better; ``nan`` for no rows. Example: module doc (0.1875)."""
+    """mean((p − y)²), lower is better; ``nan`` for no rows. Example: module doc (0.1875).
+
+    ``sklearn.metrics.brier_score_loss``, told both labels (so one class alone is fine).
+    """
     labels, probs = _pair(y, p)
     if probs.size and ((probs < 0).any() or (probs > 1).any()):
         raise ValueError("probabilities must be in [0, 1]")
-    return float(np.mean((probs - labels) ** 2)) if labels.size else float("nan")
+    if not labels.size:  # scikit-learn: an error
+        return float("nan")
+    return float(brier_score_loss(labels, probs, labels=[False, True]))
 
 
 def base_rate(y: object) -> float:
@@ -193,23 +206,13 @@ def base_rate(y: object) -> float:
 def roc_auc(y: object, scores: object) -> float:
     """Area under the ROC curve (module doc: 0.75); ``nan`` without both classes.
 
-    ``(Σ ranks of the positives − n₊(n₊+1)/2) / (n₊·n₋)`` with tied scores given their
-    average rank. Scores may be any reals including ``±inf`` (only the order matters).
+    ``sklearn.metrics.roc_auc_score`` (tied scores count ½, as in the Mann–Whitney
+    statistic). Scores may be any reals including ``±inf`` (only the order matters).
     """
     labels, s = _pair(y, scores)
-    n_pos = int(labels.sum())
-    n_neg = labels.size - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if labels.all() or not labels.any():  # scikit-learn: an error
         return float("nan")
-    order = np.argsort(s, kind="stable")
-    sorted_s = s[order]
-    ranks = np.empty(s.size)
-    # average rank of each run of equal scores (1-based)
-    starts = np.r_[0, np.flatnonzero(sorted_s[1:] != sorted_s[:-1]) + 1]
-    ends = np.r_[starts[1:], s.size]
-    avg = (starts + ends + 1) / 2.0
-    ranks[order] = np.repeat(avg, ends - starts)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(roc_auc_score(labels, _ranked(s)))
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 from prescale.app.models.metrics import (
     FeatureRule,
@@ -22,6 +22,7 @@ from prescale.app.models.metrics import (
     precision,
     recall,
     recall_at_fpr,
+    roc_auc,
 )
 
 pytestmark = pytest.mark.filterwarnings("error")
@@ -67,6 +68,43 @@ def test_pr_auc_matches_scikit_learn_and_accepts_infinities():
     assert pr_auc(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
     # only the order matters: ±inf are just the extremes
     assert pr_auc([1, 0, 0], [math.inf, 1.0, -math.inf]) == 1.0
+
+
+def test_edge_cases_are_nan_or_exact_and_never_warn():
+    # (the module turns warnings into errors: scikit-learn's own warnings would fail here)
+    # no positive: PR-AUC nan (scikit-learn: a warning and 0.0); ROC-AUC needs both classes
+    assert math.isnan(pr_auc([0, 0, 0], [0.9, 0.5, 0.1]))
+    assert math.isnan(roc_auc([0, 0, 0], [0.9, 0.5, 0.1]))
+    assert math.isnan(roc_auc([1, 1], [0.9, 0.1]))
+    # only positives: every threshold has precision 1 → AP 1
+    assert pr_auc([1, 1], [0.9, 0.1]) == 1.0
+    # no rows at all
+    assert math.isnan(pr_auc([], []))
+    assert math.isnan(roc_auc([], []))
+    assert math.isnan(brier_score([], []))
+    # Brier with one class only is still the mean squared error:
+    # (0.1² + 0.2²)/2 = 0.025 and (0.9² + 0.8²)/2 = 0.725
+    assert brier_score([0, 0], [0.1, 0.2]) == pytest.approx(0.025, abs=1e-15)
+    assert brier_score([1, 1], [0.1, 0.2]) == pytest.approx(0.725, abs=1e-15)
+
+
+def test_roc_auc_worked_example_ties_and_infinities():
+    # positives 0.9, 0.7 against negatives 0.8, 0.1 → 3 of 4 pairs ordered → 0.75
+    assert roc_auc(Y, P) == 0.75
+    # a positive tied with a negative counts ½: (½ + 1)/2
+    assert roc_auc([1, 0, 0], [0.5, 0.5, 0.1]) == 0.75
+    assert roc_auc([1, 0, 0], [math.inf, 1.0, -math.inf]) == 1.0
+    assert roc_auc([0, 1, 1], [math.inf, 1.0, -math.inf]) == 0.0
+
+
+def test_the_numbers_are_scikit_learns():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 300)
+    s = np.round(rng.normal(size=300) + y, 1)
+    p = rng.random(300)
+    assert pr_auc(y, s) == average_precision_score(y, s)
+    assert roc_auc(y, s) == roc_auc_score(y, s)
+    assert brier_score(y, p) == brier_score_loss(y, p)
 
 
 def test_recall_at_fpr_worked_example():
