@@ -29,7 +29,9 @@ before the new action's decision, the decision of t = 9 (``repeats`` 7, ``episod
 an action was proposed") — 3 rows instead of 10, and 1 + 0 + 1 + 7 + 1 = 10 decisions.
 
 The state (open episodes, each with the record of its last tick) is JSON-able and goes
-into the loop's checkpoint, so a restart neither loses a count nor logs a first row twice.
+into the loop's checkpoint, so a restart neither loses a count nor logs a first row twice
+(a crash inside a tick after its rows were written goes back to the last checkpoint, as
+the rest of the engine state does: that tick's first rows may then come twice).
 """
 
 from __future__ import annotations

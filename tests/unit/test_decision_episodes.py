@@ -130,15 +130,20 @@ def test_recommend_mode_dry_runs_carry_the_recommended_limit_and_the_cooldown_sa
     assert ports.actuation.calls == 0
 
 
-def test_an_open_episode_survives_a_restart():
-    """The episodes are checkpointed: a restarted loop neither logs the first row again
-    nor loses the count."""
+def test_an_open_episode_survives_a_restart(tmp_path):
+    """The episodes are checkpointed (the live loop's JSON file: inf/nan come back as
+    null): a restarted loop neither logs the first row again nor loses the count."""
+    from prescale.app.store.loop_files import FileCheckpoint
+
     ports = mem_ports()
-    _run(_tick(ports), ports, range(4))  # action at 0, held from 1
+    ports.checkpoint = FileCheckpoint(tmp_path / "coordinator.json")
+    _run(_tick(ports), ports, range(10))  # action at 0, held from 1 to 9
     t2 = _tick(ports)  # a new coordinator over the same (durable) ports
-    _run(t2, ports, range(4, 11))  # held until 9, action at 10
+    _run(t2, ports, [10])  # the action at 10 closes the episode read back from the file
     rows = [(r["ts_s"] - NOW0, r["repeats"]) for r in _decisions(ports)]
     assert rows == [(0, 0), (1, 0), (9, 7), (10, 0)]
+    for r in _decisions(ports):
+        rec.parse(r)
 
 
 def test_the_loop_stopping_closes_the_open_episodes_once():
