@@ -79,7 +79,6 @@ APP_COLUMN = "app"
 NOW_KEY = b"now_s"
 _N_METRICS = len(METRICS)
 _METRIC_SET = frozenset(METRICS)
-_TS = METRIC_INDEX["ts_s"]
 #: Most problems listed in one 422 (the rest are counted).
 MAX_PROBLEMS = 10
 
@@ -157,15 +156,20 @@ def column_problem(name: str, values: np.ndarray) -> tuple[int, str] | None:
     ``(1, "must be a finite time, got null")``;
     ``column_problem("memory_limit_bytes", [inf])`` → None.
     """
-    with np.errstate(invalid="ignore"):
-        if name == "ts_s":
-            bad = ~np.isfinite(values) | (values < 0) | (values > MAX_TS_S)
-        else:
-            bad = values < 0
-            big = values > MAX_VALUE
-            if INF_OK[METRIC_INDEX[name]]:
-                big &= ~np.isposinf(values)
-            bad |= big
+    # the usual case first, in two reductions (min/max: nan makes both tests fail;
+    # fmin/fmax skip nan, so an all-nan column falls through to the full check)
+    if name == "ts_s":
+        if values.min() >= 0 and values.max() <= MAX_TS_S:
+            return None
+        bad = ~np.isfinite(values) | (values < 0) | (values > MAX_TS_S)
+    else:
+        if np.fmin.reduce(values) >= 0 and np.fmax.reduce(values) <= MAX_VALUE:
+            return None
+        bad = values < 0  # nan compares False: not available is fine
+        big = values > MAX_VALUE
+        if INF_OK[METRIC_INDEX[name]]:
+            big &= ~np.isposinf(values)
+        bad |= big
     if not bad.any():
         return None
     i = int(np.argmax(bad))
@@ -182,25 +186,38 @@ def column_problem(name: str, values: np.ndarray) -> tuple[int, str] | None:
                + (' (inf is for the limits only)' if math.isinf(x) else ""))
 
 
-def windows(rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """``[N, W, M]`` windows from ``rows [S, M]`` grouped by container (container k's
-    rows follow k−1's, ``lengths[k]`` of them, each group sorted by ``ts_s``): right
-    aligned, ``W = max(lengths)``, shorter windows padded at the start with all-``nan``
-    rows (as :func:`app.serve_jobs.window_of`).
+def windows(columns: dict[str, np.ndarray], lengths: np.ndarray) -> np.ndarray:
+    """``[N, W, M]`` windows from one column per given metric (``columns[m]``: S values,
+    container k's ``lengths[k]`` values after container k−1's, each container's sorted
+    by ``ts_s``): right aligned, ``W = max(lengths)``, shorter windows padded at the
+    start with all-``nan`` rows (as :func:`app.serve_jobs.window_of`); a metric not in
+    ``columns`` holds its default (``inf`` for the limits, else ``nan``).
 
-    Worked example: lengths ``[2, 1]`` → ``[2, 2, M]``; container 1's row 0 is all
-    ``nan``, its row 1 is ``rows[2]``. Equal lengths: a reshape, no copy.
+    Laid out as ``[N, M, W]`` (each container's readings of one metric contiguous) and
+    returned as the transposed view ``[N, W, M]``: the same values as a row-major window,
+    written one metric at a time, and the layout :func:`app.core.features.compute_features`
+    copies a window into anyway (its ``_columns``), so it reads this one without a copy.
+
+    Worked example: lengths ``[2, 1]``, ``ts_s [10, 11, 20]`` → shape ``[2, 2, M]``;
+    ``window[0, :, 0] = [10, 11]``; container 1's row 0 is all ``nan``, its row 1 has
+    ``ts_s`` 20 and ``memory_limit_bytes`` inf (not given: unlimited).
     """
     n = len(lengths)
     width = int(lengths.max())
+    buf = np.empty((n, _N_METRICS, width))
+    buf[:] = np.repeat(DEFAULT_ROW[:, None], width, axis=1)  # every container: defaults
+    window = buf.transpose(0, 2, 1)
     if bool((lengths == width).all()):
-        return rows.reshape(n, width, rows.shape[1])
-    out = np.full((n, width, rows.shape[1]), np.nan)
+        for m, values in columns.items():
+            buf[:, METRIC_INDEX[m], :] = values.reshape(n, width)
+        return window
+    window[np.arange(width)[None, :] < (width - lengths)[:, None]] = np.nan  # padding
     k = np.repeat(np.arange(n), lengths)
     starts = np.cumsum(lengths) - lengths
-    slot = width - lengths[k] + (np.arange(len(rows)) - starts[k])
-    out[k, slot] = rows
-    return out
+    slot = width - lengths[k] + (np.arange(int(lengths.sum())) - starts[k])
+    for m, values in columns.items():
+        buf[k, METRIC_INDEX[m], slot] = values
+    return window
 
 
 def _sorted_in_groups(ts: np.ndarray, group: np.ndarray) -> bool:
@@ -212,13 +229,14 @@ def _sorted_in_groups(ts: np.ndarray, group: np.ndarray) -> bool:
     return bool((dg >= 0).all() and ((np.diff(ts) >= 0) | (dg > 0)).all())
 
 
-def _job(names: list[str], apps: list[str], rows: np.ndarray, group: np.ndarray,
-         lengths: np.ndarray, now_s: float | None) -> Job:
+def _job(names: list[str], apps: list[str], columns: dict[str, np.ndarray],
+         group: np.ndarray, lengths: np.ndarray, now_s: float | None) -> Job:
     """Sort each container's rows by ``ts_s`` (stable) and assemble the job."""
-    ts = rows[:, _TS]
+    ts = columns["ts_s"]
     if not _sorted_in_groups(ts, group):
-        rows = rows[np.lexsort((ts, group))]  # lexsort is stable: ties keep their order
-    window = windows(rows, lengths)
+        order = np.lexsort((ts, group))  # lexsort is stable: ties keep their order
+        columns = {m: v[order] for m, v in columns.items()}
+    window = windows(columns, lengths)
     latest = float(np.nanmax(window[:, -1, 0]))
     return Job(names, apps, window=window, latest_ts_s=latest, now_s=now_s)
 
@@ -404,8 +422,7 @@ def arrow_job(body: bytes, *, max_containers: int, max_samples: int) -> Job:
     if APP_COLUMN in seen:
         apps = _apps(_plain_text(table.column(APP_COLUMN)), codes, names, problems)
 
-    rows = np.empty((n_rows, _N_METRICS))
-    rows[:] = DEFAULT_ROW
+    columns: dict[str, np.ndarray] = {}
     for name in names_in:
         if name not in _METRIC_SET:
             continue
@@ -418,13 +435,10 @@ def arrow_job(body: bytes, *, max_containers: int, max_samples: int) -> Job:
         if bad is not None:
             row, msg = bad
             problems.append(Problem(name, row, msg, container=names[codes[row]]))
-        rows[:, METRIC_INDEX[name]] = values
+        columns[name] = values
     if problems:
         raise BodyError(422, problems)
-    if not _sorted_in_groups(rows[:, _TS], codes):
-        order = np.lexsort((rows[:, _TS], codes))
-        rows, codes = rows[order], codes[order]
-    return _job(names, apps, rows, codes, lengths, now_s)
+    return _job(names, apps, columns, codes, lengths, now_s)
 
 
 def _apps(col: pa.Array, codes: np.ndarray, names: list[str],
@@ -506,6 +520,7 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 _CONTAINER_KEYS = frozenset({"name", "app", "samples", "series"})
+_LIST_ONLY = {list}
 
 
 def json_job(body: bytes) -> Job | None:
@@ -516,6 +531,11 @@ def json_job(body: bytes) -> Job | None:
     "memory_usage_bytes": [5, null]}}]}`` → one window ``[1, 2, M]``: row 0 ``ts 1``,
     memory nan; row 1 ``ts 2``, memory 5; ``memory_limit_bytes`` inf (absent: the
     default). ``"memory_usage_bytes": [-1, 5]`` → None (the models say "must be ≥ 0").
+
+    Numbers only: without a backslash in the body every JSON string is exactly two
+    quotes, so when the quotes are as many as the keys and the names and apps need,
+    no value is a string, and each column converts straight from the parsed numbers
+    (``None`` → nan) without looking at each one's type.
     """
     if b"true" in body or b"false" in body:
         return None
@@ -538,6 +558,7 @@ def json_job(body: bytes) -> Job | None:
     lengths = np.empty(n, dtype=np.int64)
     series_of: list[tuple[int, dict[str, list]]] = []
     samples_of: list[tuple[int, list]] = []
+    strings = len(doc)  # keys and string values seen, to compare with the body's quotes
     for i, c in enumerate(containers):
         if type(c) is not dict or not c.keys() <= _CONTAINER_KEYS:
             return None
@@ -547,18 +568,22 @@ def json_job(body: bytes) -> Job | None:
             return None
         names.append(name)
         apps.append(app)
+        strings += len(c) + 1 + ("app" in c)  # its keys, the name, the app
         samples, series = c.get("samples"), c.get("series")
         if series is not None:
-            if samples is not None or type(series) is not dict:
+            if samples is not None or type(series) is not dict or "ts_s" not in series:
                 return None
-            ts = series.get("ts_s")
-            if type(ts) is not list or not ts:
+            values = series.values()
+            if set(map(type, values)) != _LIST_ONLY:
                 return None
-            w = len(ts)
-            for v in series.values():
-                if type(v) is not list or len(v) != w:
-                    return None
+            widths = set(map(len, values))
+            if len(widths) != 1:
+                return None
+            w = widths.pop()
+            if w < 1:
+                return None
             lengths[i] = w
+            strings += len(series)
             series_of.append((i, series))
         else:
             if type(samples) is not list or not samples:
@@ -567,54 +592,86 @@ def json_job(body: bytes) -> Job | None:
             samples_of.append((i, samples))
     if len(set(names)) != n:
         return None
+    if samples_of:
+        flat = list(chain.from_iterable(s for _, s in samples_of))
+        if set(map(type, flat)) != {dict}:
+            return None
+        strings += sum(map(len, flat))
+    numbers_only = b"\\" not in body and body.count(b'"') == 2 * strings
     starts = np.cumsum(lengths) - lengths
-    rows = np.empty((int(lengths.sum()), _N_METRICS))
-    rows[:] = DEFAULT_ROW
-    given: set[str] = set()
-    if series_of and not _fill_series(rows, series_of, starts, lengths, given):
+    columns = _Columns(int(lengths.sum()))
+    if series_of and not _fill_series(columns, series_of, starts, lengths, numbers_only):
         return None
-    if samples_of and not _fill_samples(rows, samples_of, starts, lengths, given):
+    if samples_of and not _fill_samples(columns, flat, samples_of, starts, lengths,
+                                        numbers_only):
         return None
-    for m in given:
-        if column_problem(m, rows[:, METRIC_INDEX[m]]) is not None:
+    for m, values in columns.items():
+        if column_problem(m, values) is not None:
             return None
     group = np.repeat(np.arange(n), lengths)
-    return _job(names, apps, rows, group, lengths, now_s)
+    return _job(names, apps, columns, group, lengths, now_s)
 
 
-def _fill_series(rows: np.ndarray, series_of: list[tuple[int, dict[str, list]]],
-                 starts: np.ndarray, lengths: np.ndarray, given: set[str]) -> bool:
+class _Columns(dict):
+    """Metric → its S values; a metric given for only some rows holds its default in
+    the others (``inf`` for a limit, else ``nan``: what an absent key means)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def put(self, m: str, where: np.ndarray | None, values: np.ndarray) -> None:
+        if where is None:
+            self[m] = values
+            return
+        col = self.get(m)
+        if col is None:
+            col = self[m] = np.full(self.size, DEFAULT_ROW[METRIC_INDEX[m]])
+        col[where] = values
+
+
+def _column(values: Any, count: int, numbers_only: bool) -> np.ndarray | None:
+    """``count`` parsed JSON values (an iterable) as float64, or None if one is not a
+    number, ``null`` or (unless ``numbers_only``) ``"inf"``."""
+    if numbers_only:  # no string anywhere: numbers, None (→ nan), or a nested value
+        try:
+            return np.fromiter(values, np.float64, count)
+        except (ValueError, TypeError, OverflowError):
+            return None
+    return _floats(list(values), 1)
+
+
+def _fill_series(columns: _Columns, series_of: list[tuple[int, dict[str, list]]],
+                 starts: np.ndarray, lengths: np.ndarray, numbers_only: bool) -> bool:
     """Each metric of all ``series`` containers as one column (False: not provably
     valid)."""
-    by_metric: dict[str, list[int]] = {}
+    by_keys: dict[tuple[str, ...], list[int]] = {}
     for k, (_, series) in enumerate(series_of):
-        for m in series:
-            by_metric.setdefault(m, []).append(k)
-    if not by_metric.keys() <= _METRIC_SET:
-        return False
+        by_keys.setdefault(tuple(series), []).append(k)
     idx = np.array([i for i, _ in series_of])
     every = len(series_of) == len(lengths)
-    for m, ks in by_metric.items():
-        values = _floats(list(chain.from_iterable(series_of[k][1][m] for k in ks)), 1)
-        if values is None:
+    for keys, ks in by_keys.items():
+        if not set(keys) <= _METRIC_SET:
             return False
-        if every and len(ks) == len(series_of):
-            rows[:, METRIC_INDEX[m]] = values
-        else:
-            sel = idx[ks]
-            rows[_ranges(starts[sel], lengths[sel]), METRIC_INDEX[m]] = values
-        given.add(m)
+        part = [series_of[k][1] for k in ks] if len(by_keys) > 1 else [s for _, s in series_of]
+        whole = every and len(by_keys) == 1
+        where = None if whole else _ranges(starts[idx[ks]], lengths[idx[ks]])
+        count = int(lengths[idx[ks]].sum())
+        for m in keys:
+            values = _column(chain.from_iterable(map(itemgetter(m), part)), count,
+                             numbers_only)
+            if values is None:
+                return False
+            columns.put(m, where, values)
     return True
 
 
-def _fill_samples(rows: np.ndarray, samples_of: list[tuple[int, list]],
-                  starts: np.ndarray, lengths: np.ndarray, given: set[str]) -> bool:
+def _fill_samples(columns: _Columns, flat: list[dict], samples_of: list[tuple[int, list]],
+                  starts: np.ndarray, lengths: np.ndarray, numbers_only: bool) -> bool:
     """All ``samples`` objects at once, grouped by their keys (usually one group)."""
-    flat = list(chain.from_iterable(s for _, s in samples_of))
-    if set(map(type, flat)) != {dict}:
-        return False
     idx = np.array([i for i, _ in samples_of])
-    dest = _ranges(starts[idx], lengths[idx])
+    whole = len(samples_of) == len(lengths)
+    dest = None if whole else _ranges(starts[idx], lengths[idx])
     keys = list(map(tuple, flat))
     distinct = set(keys)
     for kt in distinct:
@@ -623,15 +680,19 @@ def _fill_samples(rows: np.ndarray, samples_of: list[tuple[int, list]],
         if len(distinct) == 1:
             part, where = flat, dest
         else:
-            pick = [j for j, k in enumerate(keys) if k == kt]
-            part, where = [flat[j] for j in pick], dest[pick]
+            pick = np.array([j for j, k in enumerate(keys) if k == kt])
+            part = [flat[j] for j in pick.tolist()]
+            where = pick if dest is None else dest[pick]
         getter = itemgetter(*kt)
-        got = list(map(getter, part))
-        values = _floats(got if len(kt) > 1 else [[v] for v in got], 2)
+        got = map(getter, part)
+        if len(kt) > 1:
+            got = chain.from_iterable(got)
+        values = _column(got, len(part) * len(kt), numbers_only)
         if values is None:
             return False
-        rows[where[:, None], [METRIC_INDEX[m] for m in kt]] = values
-        given.update(kt)
+        values = values.reshape(len(part), len(kt))
+        for c, m in enumerate(kt):
+            columns.put(m, where, np.ascontiguousarray(values[:, c]))
     return True
 
 

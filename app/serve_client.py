@@ -139,8 +139,16 @@ def _json_values(values: np.ndarray) -> list[float | str | None]:
 
 def arrow_body(data: Any, *, now_s: float | None = None) -> bytes:
     """An Arrow IPC stream body (uncompressed) of ``data`` (see :func:`samples_table`);
-    ``now_s`` goes into the schema metadata."""
+    ``now_s`` goes into the schema metadata. The ``container`` and ``app`` columns are
+    sent dictionary-encoded (each name once, then a 4-byte index per row: 1,000
+    containers × 30 samples, 2.19 → 1.93 MB)."""
     table = samples_table(data)
+    for name in (CONTAINER, APP):
+        if name in table.column_names and not pa.types.is_dictionary(
+                table.schema.field(name).type):
+            i = table.column_names.index(name)
+            table = table.set_column(i, name, table.column(name).combine_chunks()
+                                     .dictionary_encode())
     if now_s is not None:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                b"now_s": repr(float(now_s)).encode()})

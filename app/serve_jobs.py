@@ -6,7 +6,9 @@ and of ``/v1/recommend`` (:func:`recommend_json`: the engine's own decide path).
 
 Worked example (batching): 3 requests with 1, 100 and 1 containers whose windows all
 have 20 samples → one ``compute_features`` over ``[102, 20, M]`` and one ``predict``
-over ``[102, F]``.
+over ``[102, F]``; with a fourth of 1,000 containers (≥ ``STACK_MAX_CONTAINERS``) →
+its own ``compute_features`` over ``[1000, 20, M]``, still one ``predict`` over
+``[1102, F]``.
 """
 
 from __future__ import annotations
@@ -116,6 +118,10 @@ def size_reason(n: int, total: int, width: int, *, max_containers: int,
 
 
 ModelLookup = Callable[[str], "tuple[Any, Any] | None"]
+#: A job with at least this many containers is featurised alone rather than stacked with
+#: the other jobs of its batch: it is a long vectorised pass by itself, and stacking
+#: would copy its window (and lose the layout of app.serve_bodies.windows).
+STACK_MAX_CONTAINERS = 256
 
 
 def predict_jobs(
@@ -142,11 +148,14 @@ def predict_jobs(
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
     total = int(starts[-1])
     feats = np.empty((total, len(FEATURES)))
-    # featurise: one vectorised pass per window length
-    by_width: dict[int, list[int]] = {}
+    # featurise: one vectorised pass per window length over the small jobs; a job of
+    # STACK_MAX_CONTAINERS or more is a pass of its own (no copy into a stack)
+    by_width: dict[Any, list[int]] = {}
     for k, j in enumerate(jobs):
         if j.features is not None:
             feats[starts[k]:starts[k + 1]] = j.features
+        elif len(j) >= STACK_MAX_CONTAINERS:
+            by_width[("alone", k)] = [k]
         else:
             by_width.setdefault(j.window.shape[1], []).append(k)
     for ks in by_width.values():

@@ -221,13 +221,15 @@ def test_column_problem_worked_examples():
 
 
 def test_windows_worked_example():
-    rows = np.arange(3 * M, dtype=float).reshape(3, M)
-    out = windows(rows, np.array([2, 1]))
-    assert out.shape == (2, 2, M) and np.isnan(out[1, 0]).all()
-    np.testing.assert_array_equal(out[1, 1], rows[2])
-    np.testing.assert_array_equal(out[0], rows[:2])
-    same = windows(rows[:2], np.array([1, 1]))
-    assert same.base is rows or np.shares_memory(same, rows)  # equal lengths: no copy
+    out = windows({"ts_s": np.array([10.0, 11.0, 20.0])}, np.array([2, 1]))
+    assert out.shape == (2, 2, M)
+    assert out[0, :, 0].tolist() == [10.0, 11.0]
+    assert np.isnan(out[1, 0]).all() and out[1, 1, 0] == 20.0
+    assert out[1, 1, LIMIT] == math.inf and np.isnan(out[1, 1, MEM])
+    # one metric's readings of a container are contiguous: [N, M, W] seen as [N, W, M]
+    assert out.transpose(0, 2, 1).flags.c_contiguous
+    same = windows({"ts_s": np.array([1.0, 2.0])}, np.array([1, 1]))
+    assert same[:, 0, 0].tolist() == [1.0, 2.0]
 
 
 # ------------------------------------------------------------------ JSON: array path
@@ -303,7 +305,8 @@ def request_body(draw):
     doc = {"containers": [draw(container(n)) for n in names]}
     if draw(st.booleans()):
         doc["now_s"] = draw(_TS)
-    return json.dumps(doc).encode()
+    # with ensure_ascii, "ü" is written \u00fc: a backslash, so not the numbers-only path
+    return json.dumps(doc, ensure_ascii=draw(st.booleans())).encode()
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
