@@ -527,4 +527,6 @@ class ServeUserConfig(BaseModel):
         description="Most samples per request (for windows: containers × the longest window).",
     )
     max_batch_size: int = Field(32, ge=1, le=1024, description="Requests per inference batch.")
-    batch_wait_timeout_s: float = Field(0.005, ge=0, le=1, description="Batch fill wait (s).")
+    batch_wait_timeout_s: float = Field(
+        0.005, ge=0, le=1, description="Batch fill wait (s) while other predictions wait or "
+        "run; a request that finds the replica idle is predicted at once, with no wait.")

@@ -1,5 +1,9 @@
 """Report the execution time of key code blocks to prescale (no dependencies).
 
+(To ask the prediction API for predictions — windows sent as Apache Arrow or JSON —
+use :class:`app.serve_client.PredictClient`; it needs requests, pyarrow and orjson,
+which this module does not.)
+
 An application imports this one module::
 
     from prescale.app.client import timed

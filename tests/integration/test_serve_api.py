@@ -576,3 +576,26 @@ def test_openapi_describes_json_and_arrow(api):
     answers = doc["paths"]["/v1/predict"]["post"]["responses"]["200"]["content"]
     assert set(answers) == {"application/json", ARROW}
     assert "406" in doc["paths"]["/v1/recommend"]["post"]["responses"]
+
+
+def test_concurrent_requests_batched_or_not_get_their_own_answers(api):
+    """Requests one at a time are predicted at once; concurrent ones wait for the
+    prediction thread and are batched. Either way each gets its own answer: 6 clients ×
+    4 requests, windows of different lengths in three forms, against the answers of
+    requests sent one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prescale.app.serve_client import PredictClient, samples_table
+
+    tables = [samples_table([leaker(f"l{k}", n=8 + k), steady(f"s{k}", n=3 + k)])
+              for k in range(6)]
+    forms = ("arrow", "series", "samples")
+    alone = [PredictClient(api["base"]).predict(t, body="series") for t in tables]
+
+    def client(k: int) -> list[bool]:
+        c = PredictClient(api["base"])
+        return [c.predict(tables[k], body=forms[(k + i) % 3]) == alone[k] for i in range(4)]
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(client, range(6)))
+    assert all(all(r) for r in results), results
