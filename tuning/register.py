@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,15 +39,17 @@ from prescale.app.models.gate import (
     judge,
 )
 from prescale.tuning.jsonsafe import json_number, jsonable
+from prescale.tuning.progress import OnProgress, Stages, stage_of
 from prescale.tuning.train import (
     DEFAULT_MAX_FPR,
     DEFAULT_THRESHOLD_TARGET,
     check_fpr,
     evaluate,
+    fit_model,
     model_params,
     refit_with_threshold,
     single_feature_baseline,
-    train_model,
+    validate,
 )
 from prescale.tuning.training_data import TrainingData, build_training_data
 
@@ -57,6 +60,10 @@ if TYPE_CHECKING:
 GLOBAL_APP = "_global"
 #: A version trained on a split by group keeps the groups it trained on, up to this many.
 MAX_TRAINED_GROUPS = 10_000
+#: The stages :func:`train_and_register` reports: reading, features, labels and split
+#: (:func:`build_training_data`), fitting, validating, then :func:`register_model`'s gate,
+#: refit, test and registration.
+TRAIN_STAGES = 8
 
 
 def flat_metrics(val: dict[str, Any], test: dict[str, Any]) -> dict[str, Any]:
@@ -292,6 +299,7 @@ def register_model(
     refit: tuple[str, dict[str, Any] | None, int] | None = None,
     max_fpr: float = DEFAULT_MAX_FPR,
     min_lead_s: float = 0.0,
+    on_stage: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Judge ``model`` (fitted on the training split) with the gate
     (:mod:`app.models.gate`) and register it, or what ``refit()`` returns.
@@ -315,14 +323,23 @@ def register_model(
     ``threshold``, chosen on validation), as ``promoted`` (current) or ``candidate``;
     a promoted model's threshold seeds the app's adaptive threshold
     (``promotion.thresholds_path``).
+
+    ``on_stage(label)`` (the progress hook, :mod:`tuning.progress`) is called as each
+    of its stages starts: the gate, the refit (when asked for and learned), the test
+    split and the registration.
     """
     from prescale.app.store.thresholds_store import seed_threshold
 
+    stage = stage_of(on_stage)
     promotion = promotion or Promotion()
     app = registry_app(data.params["app"])
     tier = data.params["tier"]
     current = registry.current(app, tier)
     idx = data.val_idx
+    against = ([current.version_id] if current is not None else []) + (
+        ["the heuristic"] if model.kind != "heuristic" else [])
+    stage(f"gate: {model.kind} against {' and '.join(against)}" if against
+          else f"gate: {model.kind}, the first model (nothing to compare against)")
     p = data.predict(model, idx) if val_scores is None else val_scores
     refs = []
     if current is not None:
@@ -351,8 +368,11 @@ def register_model(
     op = val.get("operating_threshold") or {}
     threshold = float(val["threshold"])
     if refit is not None:
+        stage(f"refitting {refit[0]} on {data.train_idx.size + idx.size:,} training and "
+              "validation windows")
         model, fit_idx, op, threshold = refit_with_threshold(
             data, refit[0], refit[1], refit[2], val, promotion.threshold_target)
+    stage(f"scoring {data.test_idx.size:,} test windows, registering")
     test = evaluate(model, data, data.test_idx, max_fpr=max_fpr, min_lead_s=min_lead_s,
                     threshold=threshold)
     base["test"] = jsonable(test)
@@ -429,6 +449,7 @@ def train_and_register(
     data: TrainingData | None = None,
     promotion: Promotion | None = None,
     refit: bool = True,
+    on_progress: OnProgress | None = None,
 ) -> dict[str, Any]:
     """Train one ``kind`` for ``app`` (``None``: all apps → ``"_global"``) and register it.
 
@@ -443,6 +464,11 @@ def train_and_register(
     learned, and ``reason`` says why in words. ``data`` reuses a :class:`TrainingData`
     (its parameters win over the data arguments).
 
+    ``on_progress(done, total, label)`` (:mod:`tuning.progress`) hears the stages as they
+    start: reading, features, labels and split, fitting, validating, the gate, the
+    refit, the test split and registration (:data:`TRAIN_STAGES` of them), then
+    ``(total, total, outcome)``.
+
     Returns ``{"app", "tier", "kind", "version_id", "promoted", "status", "reason",
     "learned", "gate", "current_version_id", "val", "test", "data", "elapsed_s"}``,
     JSON-safe (``nan`` → ``None``): ``json.dumps(out, allow_nan=False)`` works.
@@ -452,26 +478,35 @@ def train_and_register(
     model_class(kind)  # unknown kind: fail before reading anything
     check_fpr(max_fpr, min_lead_s)
     reg = open_registry(registry)
+    stage = Stages(on_progress, TRAIN_STAGES)
     if data is None:
         data = build_training_data(
             store, app=app, tier=tier, horizon_s=horizon_s, window_steps=window_steps,
             recent_steps=recent_steps, stride=stride, min_present=min_present,
             since_s=since_s, until_s=until_s, split=split, group_key=group_key,
             split_seed=split_seed, max_train_rows=max_train_rows, max_eval_rows=max_eval_rows,
-            include_windows=model_class(kind).input == "window",
+            include_windows=model_class(kind).input == "window", on_stage=stage,
         )
+    else:
+        stage.done = 3
     promotion = promotion or Promotion()
     nothing = nothing_to_learn(data)
     if nothing is not None:
+        stage.finish("nothing learned")
         return jsonable({**nothing, "kind": kind,
                          "elapsed_s": round(time.perf_counter() - t0, 3)})
-    model, val = train_model(data, kind, params, seed, max_fpr=max_fpr, min_lead_s=min_lead_s,
-                             threshold_target=promotion.threshold_target)
+    stage(f"fitting {kind} on {data.train_idx.size:,} training windows")
+    model = fit_model(data, kind, params, seed)
+    stage(f"validating on {data.val_idx.size:,} windows")
+    val = validate(model, data, max_fpr=max_fpr, min_lead_s=min_lead_s,
+                   threshold_target=promotion.threshold_target)
     out = register_model(
         reg, model, data, val=val,
         training={"method": "train", "seed": seed},
         promote_if_better=promote_if_better, promotion=promotion,
         refit=(kind, params, seed) if refit else None, max_fpr=max_fpr, min_lead_s=min_lead_s,
+        on_stage=stage,
     )
+    stage.finish(f"{out.get('version_id') or 'nothing registered'} {out['status']}")
     out["elapsed_s"] = round(time.perf_counter() - t0, 3)
     return jsonable(out)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from prescale.app.models import FailureModel, load_model
 from prescale.tuning.jsonsafe import json_number, jsonable
+from prescale.tuning.progress import OnProgress, Stages
 from prescale.tuning.register import (
     Promotion,
     nothing_to_learn,
@@ -30,6 +31,11 @@ if TYPE_CHECKING:
 #: The model kinds :func:`tune_and_register` searches by default (lstm: on request).
 DEFAULT_TUNE_KINDS = ("random_forest", "hist_gradient_boosting", "heuristic")
 DEFAULT_TUNE_MAX_TRAIN_ROWS = 20_000
+#: :func:`tune_and_register`'s progress phases before and after the trials: reading,
+#: features, labels and split, the heuristic baseline, starting Ray; validating the
+#: best, the gate, the refit, the test split and registration
+PREPARE_STAGES = 5
+REGISTER_STAGES = 4
 
 
 @contextlib.contextmanager
@@ -114,7 +120,7 @@ def tune_and_register(
     time_budget_s: float | None = None,
     reuse_actors: bool = True,
     object_store_memory: int | None = None,
-    progress: bool = False,
+    on_progress: OnProgress | None = None,
     verbose: int = 0,
     name: str | None = None,
     promote_if_better: bool = True,
@@ -146,12 +152,18 @@ def tune_and_register(
 
     Ray: uses the running Ray, else starts one with ``num_cpus`` (default: every
     core), no dashboard, and stops it at the end. ``storage_path`` (default
-    ``./.prescale/tune``) keeps Tune's results under ``name``. ``progress`` shows a
-    rich progress bar (trials done, best score); ``verbose`` is Tune's own output
-    (0 = silent); ``trial_nice`` (> 0) runs the trials at that CPU priority (``nice``),
-    below the control loop's. Data whose training or validation split has no positive returns the
-    "nothing learned" answer of :func:`nothing_to_learn` before Ray starts (nothing to
-    rank the trials by). ``data`` reuses a :class:`TrainingData` (its parameters win
+    ``./.prescale/tune``) keeps Tune's results under ``name``. ``on_progress(done,
+    total, label)`` (:mod:`tuning.progress`) hears three phases, each with its own
+    total: preparing (reading, features, labels and split, the heuristic baseline,
+    starting Ray: :data:`PREPARE_STAGES`), the trials (finished of ``trials``, the best
+    validation AP so far and how many run) and registering (validating the best, the
+    gate, the refit, the test split: :data:`REGISTER_STAGES`). ``verbose`` is Tune's own
+    output (0 = silent: the CLI shows its bar instead; 1–3 print Tune's tables, which
+    a bar would only interleave with); ``trial_nice`` (> 0) runs the trials at that
+    CPU priority (``nice``), below the control loop's. Data whose training or
+    validation split has no positive returns the "nothing learned" answer of
+    :func:`nothing_to_learn` before Ray starts (nothing to rank the trials by).
+    ``data`` reuses a :class:`TrainingData` (its parameters win
     over the data arguments).
 
     Measured on the 2-core dev machine while other sessions kept its load average at
@@ -186,22 +198,27 @@ def tune_and_register(
                          n_steps=n_steps)
     space["nice"] = int(trial_nice)
     reg = open_registry(registry)
+    prepare = Stages(on_progress, PREPARE_STAGES, "preparing: ")
     if data is None:
         data = build_training_data(
             store, app=app, tier=tier, horizon_s=horizon_s, window_steps=window_steps,
             recent_steps=recent_steps, stride=stride, min_present=min_present,
             since_s=since_s, until_s=until_s, split=split, group_key=group_key,
             split_seed=split_seed, max_train_rows=max_train_rows, max_eval_rows=max_eval_rows,
-            include_windows="lstm" in tuned_kinds(kinds),
+            include_windows="lstm" in tuned_kinds(kinds), on_stage=prepare,
         )
+    else:
+        prepare.done = 3
     promotion = promotion or Promotion()
     nothing = nothing_to_learn(data)
     if nothing is not None:  # before Ray starts: no trial could be ranked
+        prepare.finish("nothing learned")
         return jsonable({**nothing, "elapsed_s": round(time.perf_counter() - t0, 3)})
     t_data = time.perf_counter() - t0
 
     contenders: list[tuple[tuple[float, float], dict[str, Any], Any]] = []
     if has_baseline(kinds):
+        prepare(f"scoring the heuristic baseline on {data.val_idx.size:,} windows")
         t_b = time.perf_counter()
         baseline, b_val = train_model(data, "heuristic", None, seed, max_fpr=max_fpr,
                                       min_lead_s=min_lead_s,
@@ -217,12 +234,14 @@ def tune_and_register(
     run_name = name or f"tune-{registry_app(data.params['app'])}-{data.params['tier']}-{stamp}"
     run_name = run_name.replace("/", "_")
     errors: list[dict[str, Any]] = []
+    prepare.done = PREPARE_STAGES - 1
+    prepare("starting Ray and Tune")
     with _ray_session(num_cpus, object_store_memory, verbose > 0), _quiet_tune(verbose):
         concurrent, grid = _run_tuner(
             data, space, trials=trials, n_steps=n_steps, seed=seed,
             max_concurrent_trials=max_concurrent_trials, time_budget_s=time_budget_s,
             reuse_actors=reuse_actors, storage=storage, run_name=run_name,
-            progress=progress, verbose=verbose,
+            on_progress=on_progress, verbose=verbose,
         )
         t_tune = time.perf_counter() - t0 - t_data
         for res in grid:
@@ -238,6 +257,8 @@ def tune_and_register(
             )
         contenders.sort(key=lambda c: c[0], reverse=True)
         _, best_row, best = contenders[0]
+        register = Stages(on_progress, REGISTER_STAGES, "registering: ")
+        register(f"validating the best: {best_row['kind']} ({best_row['trial_id']})")
         model = best if isinstance(best, FailureModel) else _checkpoint_model(best)
 
     val = validate(model, data, max_fpr=max_fpr, min_lead_s=min_lead_s,
@@ -253,8 +274,9 @@ def tune_and_register(
         },
         promote_if_better=promote_if_better, promotion=promotion,
         refit=(best_kind, best_params, seed) if refit and model.trainable else None,
-        max_fpr=max_fpr, min_lead_s=min_lead_s,
+        max_fpr=max_fpr, min_lead_s=min_lead_s, on_stage=register,
     )
+    register.finish(f"{out.get('version_id') or 'nothing registered'} {out['status']}")
     out["tune"] = {
         "trials": trials,
         "completed": sum(1 for c in contenders if c[1]["trial_id"] != "baseline"),
@@ -283,7 +305,7 @@ def _run_tuner(
     reuse_actors: bool,
     storage: str,
     run_name: str,
-    progress: bool,
+    on_progress: OnProgress | None,
     verbose: int,
 ) -> tuple[int, Any]:
     """Run the Tuner (Ray is up); ``(max concurrent trials, ResultGrid)``."""
@@ -292,7 +314,7 @@ def _run_tuner(
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from prescale.tuning.trainable import METRIC, RichProgressCallback, trainable
+    from prescale.tuning.trainable import METRIC, ProgressCallback, trainable
 
     cpus = int(ray.available_resources().get("CPU", 1)) or 1
     concurrent = max_concurrent_trials or max(1, min(trials, cpus))
@@ -317,7 +339,7 @@ def _run_tuner(
             name=run_name,
             storage_path=storage,
             verbose=verbose,
-            callbacks=[RichProgressCallback(trials)] if progress else [],
+            callbacks=[ProgressCallback(trials, on_progress)] if on_progress else [],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )

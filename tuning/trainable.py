@@ -31,7 +31,7 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ray import tune
@@ -167,57 +167,48 @@ def trainable(config: dict[str, Any], data: TrainingData) -> None:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
-class RichProgressCallback(tune.Callback):
-    """A rich progress bar on stderr in the driver: trials finished (completed, stopped
-    early or failed) of ``total``, and the best validation PR-AUC so far."""
+class ProgressCallback(tune.Callback):
+    """Tune's side of the progress hook (:mod:`tuning.progress`), in the driver:
+    ``on_progress(finished, total, label)`` as trials start, report and finish (completed,
+    stopped early by ASHA, or failed); the label says how many run and the best
+    validation PR-AUC so far, e.g. ``"trials: 2 running; best val PR-AUC 0.794
+    (random_forest)"``."""
 
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.best = float("-inf")
-        self._progress: Any = None
-        self._task: Any = None
+    def __init__(self, total: int, on_progress: Callable[[float, float, str], None]) -> None:
+        self.total, self.on_progress = total, on_progress
+        self.best, self.best_kind = float("-inf"), ""
+        self.finished = 0
+        self.running: set[str] = set()
+
+    def label(self) -> str:
+        best = ("no score yet" if self.best == float("-inf")
+                else f"best val PR-AUC {self.best:.3f} ({self.best_kind})")
+        return f"trials: {len(self.running)} running; {best}"
+
+    def _say(self) -> None:
+        self.on_progress(self.finished, self.total, self.label())
 
     def setup(self, **info: Any) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
+        self._say()
 
-        self._progress = Progress(
-            TextColumn("[bold]tune[/bold] {task.description}"), BarColumn(),
-            MofNCompleteColumn(), TimeElapsedColumn(),
-            console=Console(stderr=True),  # stdout stays clean for --json
-        )
-        self._progress.start()
-        self._task = self._progress.add_task("trials", total=self.total)
-
-    def _describe(self) -> str:
-        best = "–" if self.best == float("-inf") else f"{self.best:.4f}"
-        return f"trials (best val PR-AUC {best})"
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running.add(str(trial.trial_id))
+        self._say()
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
         v = result.get(METRIC)
         if isinstance(v, float) and v == v and v > self.best:
-            self.best = v
-        if self._progress is not None:
-            self._progress.update(self._task, description=self._describe())
+            self.best, self.best_kind = v, str(result.get("kind", ""))
+        self._say()
 
-    def _advance(self) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task)
+    def _finish(self, trial: Any) -> None:
+        self.running.discard(str(trial.trial_id))
+        self.finished = min(self.finished + 1, self.total)
+        self._say()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._advance()
+        self._finish(trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._advance()
-
-    def on_experiment_end(self, trials: list, **info: Any) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
+        self._finish(trial)

@@ -28,7 +28,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +50,7 @@ from prescale.app.learning.labels import (
 from prescale.app.models import FailureModel
 from prescale.app.models import metrics as mx
 from prescale.tuning.jsonsafe import json_number
+from prescale.tuning.progress import stage_of
 
 if TYPE_CHECKING:
     from prescale.app.store.history import HistoryStore
@@ -261,6 +262,7 @@ def build_training_data(
     max_eval_rows: int | None = None,
     include_windows: bool = False,
     throttle_target_fraction: float | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> TrainingData:
     """Read the history of ``app`` (``None``: every app) and make a :class:`TrainingData`.
 
@@ -290,7 +292,9 @@ def build_training_data(
       the raw windows for window models (``n × W × len(METRICS) × 8`` bytes).
 
     Raises ``ValueError`` naming the problem: no samples, no window, an empty
-    training split, a bad parameter. Nothing is written.
+    training split, a bad parameter. Nothing is written. ``on_stage(label)`` (the
+    progress hook, :mod:`tuning.progress`) is called as each of its 3 stages starts:
+    reading, features, labels and split.
     """
     if tier not in LABEL_TIERS:
         raise ValueError(f"tier must be one of {list(LABEL_TIERS)}, got {tier!r}")
@@ -303,8 +307,12 @@ def build_training_data(
         raise ValueError(f"app must be a str or None, got {app!r}")
     max_train_rows = _check_optional_int("max_train_rows", max_train_rows)
     max_eval_rows = _check_optional_int("max_eval_rows", max_eval_rows)
+    stage = stage_of(on_stage)
+    stage("taking the trace's samples" if hasattr(store, "samples")
+          else "reading the history store")
     samples, events, _ = _read_source(store, app, since_s, until_s, horizon_s)
 
+    stage(f"features: {len(samples):,} samples, windows of {window_steps} steps")
     X, meta = feature_matrix(
         samples, window_steps, recent_steps, stride, min_present=min_present
     )
@@ -329,6 +337,7 @@ def build_training_data(
             X, meta = X[keep], meta[keep].reset_index(drop=True)
             if windows is not None:
                 windows = windows[keep]
+    stage(f"labels and split: {len(meta):,} windows")
     throttled = None
     if throttle_target_fraction is not None:
         throttled = X[:, F["cpu_throttled_fraction"]]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,6 +23,7 @@ from prescale.app.cli.common import (
     settings_or_exit,
 )
 from prescale.app.cli.output import JsonOpt, Output, OutputOpt, emit, output_of
+from prescale.app.cli.progress import Progress, ProgressOpt, wanted
 
 bench_app = new_app("Benchmarks (ratios against a floor measured in the same run).",
                     no_args_is_help=True)
@@ -147,22 +147,29 @@ def evaluate(
         "from the trace / the scenario's).")] = None,
     jobs: Annotated[int | None, typer.Option(
         min=1, help="Runs in parallel worker processes (default: the CPUs, at most 4).")] = None,
+    progress: ProgressOpt = None,
 ) -> None:
     """Run the real engine and the baselines over scenarios on a simulated clock, side by
-    side. See docs/BENCHMARKS.md."""
-    from prescale.app.evaluation.report import main as evaluate_main
-
+    side; the progress (scenario × policy runs done, the runs in flight) on stderr. See
+    docs/BENCHMARKS.md."""
     fmt = output_of(output, as_json)
     mem = bytes_option(pool_memory, "--pool-memory")
     cpu = cores_option(pool_cpu, "--pool-cpu")
     printed: list[str] = []
-    code = evaluate_main(
-        scenario, policies, fmt is not Output.TABLE, out_dir, trace,
-        echo=print if fmt is Output.TABLE else printed.append,
-        fail=lambda m: err.print(f"error: {m}", markup=False, highlight=False),
-        config=config, max_containers=max_containers, max_steps=max_steps,
-        pool_memory=None if mem is None else str(int(mem)), pool_cpu=cpu, jobs=jobs,
-        bar=sys.stderr.isatty())
+    with Progress("evaluate", wanted(progress), unit="runs") as on_progress:
+        on_progress(0, None, "loading the evaluation code")
+        from prescale.app.evaluation.report import main as evaluate_main
+
+        code = evaluate_main(
+            scenario, policies, fmt is not Output.TABLE, out_dir, trace,
+            echo=printed.append,
+            fail=lambda m: err.print(f"error: {m}", markup=False, highlight=False),
+            config=config, max_containers=max_containers, max_steps=max_steps,
+            pool_memory=None if mem is None else str(int(mem)), pool_cpu=cpu, jobs=jobs,
+            on_progress=on_progress)
+    if code == 0 and fmt is Output.TABLE:
+        print("".join(printed))
+        printed.clear()
     if code == 0 and printed:
         emit(fmt, json.loads("".join(printed)))
     raise typer.Exit(code)

@@ -14,6 +14,7 @@ import typer
 
 from prescale.app.cli.common import ConfigOpt, err, fail, open_store, settings_or_exit
 from prescale.app.cli.output import OutputOpt, emit, output_of
+from prescale.app.cli.progress import Progress, ProgressOpt, wanted
 
 TRACES = ("bitbrains", "google2011")
 
@@ -48,32 +49,37 @@ def replay(
     first_fraction: FirstFractionOpt = 0.25,
     config: ConfigOpt = None,
     output: OutputOpt = None,
+    progress: ProgressOpt = None,
 ) -> None:
-    """Replay a trace into the history store, with a progress bar (on stderr). A trace
-    without failure events has nothing to train on: --derive-failures derives OOM kills
-    from a memory limit per container (app/learning/limit_failures.py), and says so.
-    -o json: what was stored (source, samples, events, containers, failure_events,
-    seconds, history)."""
-    from rich.progress import Progress
-
+    """Replay a trace into the history store; the progress (rows stored of all) on
+    stderr. A trace without failure events has nothing to train on: --derive-failures
+    derives OOM kills from a memory limit per container (app/learning/limit_failures.py),
+    and says so. -o json: what was stored (source, samples, events, containers,
+    failure_events, seconds, history)."""
     from prescale.app.telemetry.replay import ReplaySource, replay_into
 
     fmt = output_of(output)
     s = settings_or_exit(config)
-    data = trace_or_exit(trace, mapping, container_col, ts_col, app_name, derive_failures,
-                         limit_multiple, first_fraction)
-    store = open_store(s)
-    n_rows = len(data.samples) + len(data.events)
-    err.print(f"{data.source}: {len(data.samples):,} samples, {len(data.events):,} events, "
-              f"{len(data.containers):,} containers; dropped {data.dropped or 'none'}",
-              markup=False)
-    err.print(failure_summary(data), markup=False)
-    t0 = time.monotonic()
-    with Progress(console=err, transient=False) as bar:
-        task = bar.add_task("replaying", total=n_rows)
+    with Progress("replay", wanted(progress), unit="rows") as on_progress:
+        on_progress(0, None, f"reading the trace {trace}")
+        data = trace_or_exit(trace, mapping, container_col, ts_col, app_name,
+                             derive_failures, limit_multiple, first_fraction)
+        store = open_store(s)
+        n_rows = len(data.samples) + len(data.events)
+        err.print(f"{data.source}: {len(data.samples):,} samples, {len(data.events):,} "
+                  f"events, {len(data.containers):,} containers; dropped "
+                  f"{data.dropped or 'none'}", markup=False)
+        err.print(failure_summary(data), markup=False)
+        t0 = time.monotonic()
+        label = f"into {s.history_uri()}"
+
+        def stored(done: int, total: int) -> None:  # the last batch in, the store flushes
+            on_progress(done, total, label if done < total else f"flushing {label}")
+
+        on_progress(0, n_rows, label)
         if math.isinf(speed):
-            counts = replay_into(data, store,
-                                 progress=lambda done, total: bar.update(task, completed=done))
+            counts = replay_into(data, store, progress=stored,
+                                 batch_rows=max(1_000, min(50_000, n_rows // 100)))
         else:
             src = ReplaySource(data, speed=speed)
             counts = {"samples": 0, "events": 0}
@@ -82,9 +88,11 @@ def replay(
                 counts["samples"] += store.append_samples(batch.samples)
                 counts["events"] += store.append_events(batch.events)
                 store.maybe_flush()
-                bar.update(task, completed=counts["samples"] + counts["events"])
+                on_progress(counts["samples"] + counts["events"], n_rows,
+                            f"{label} at {speed:g}× speed")
                 time.sleep(min(s.loop.interval_s, 1.0))
             store.flush()
+        on_progress(n_rows, n_rows, label)
     store.close()
     took_s = time.monotonic() - t0
     err.print(f"stored {counts['samples']:,} samples and {counts['events']:,} events in "

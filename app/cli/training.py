@@ -29,6 +29,7 @@ from prescale.app.cli.output import (
     emit_records,
     output_of,
 )
+from prescale.app.cli.progress import Progress, ProgressOpt, wanted
 from prescale.app.cli.traces import (
     ContainerColOpt,
     DeriveOpt,
@@ -77,35 +78,35 @@ def train(
     output: OutputOpt = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
+    progress: ProgressOpt = None,
 ) -> None:
     """Train one model and register it. It becomes current only if, on the held-out
     validation rows, it beats the model serving now and the trend heuristic (AP, by
     models.gate_margin_ap with the 95% bootstrap interval above 0); the reason is printed
-    in words. Exit 1 when nothing could be learned (no failure in the data)."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from prescale.tuning.register import Promotion, train_and_register
-
+    in words. Exit 1 when nothing could be learned (no failure in the data). The stages
+    (reading, features, labels and split, fitting, validating, the gate, the refit, the
+    test split and registration) show on stderr as they go."""
     fmt = output_of(output, as_json)
     s = settings_or_exit(config)
     source: Any = s.history_uri()
-    if trace is not None:
-        source = trace_or_exit(trace, mapping, container_col, ts_col, app_name,
-                               derive_failures, limit_multiple, first_fraction)
-        err.print(failure_summary(source), markup=False)
-    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                   console=err, disable=fmt is not Output.TABLE)
     try:
-        with bar:
-            bar.add_task(f"training {kind} for {app_name or 'all apps (_global)'}: "
-                         "dataset → fit → judge → refit → register", total=None)
+        with Progress("train", wanted(progress), unit="stages") as on_progress:
+            on_progress(0, None, "loading the training code")
+            from prescale.tuning.register import Promotion, train_and_register
+
+            if trace is not None:
+                on_progress(0, None, f"reading the trace {trace}")
+                source = trace_or_exit(trace, mapping, container_col, ts_col, app_name,
+                                       derive_failures, limit_multiple, first_fraction)
+                err.print(failure_summary(source), markup=False)
             result = train_and_register(
                 source, str(s.registry_dir()), app=app_name, kind=kind,
                 tier=tier or s.models.tier, horizon_s=horizon or s.predictor.horizon_s,
                 window_steps=window_steps or s.loop.window_steps,
                 recent_steps=s.predictor.recent_steps, split=split, split_seed=split_seed,
                 stride=stride, since_s=time_option(since, "--since"),
-                until_s=time_option(until, "--until"), promotion=Promotion.from_settings(s))
+                until_s=time_option(until, "--until"), promotion=Promotion.from_settings(s),
+                on_progress=on_progress)
     except ValueError as exc:
         raise fail(str(exc)) from None
     _print_training(result, fmt)
@@ -131,26 +132,33 @@ def tune(
     output: OutputOpt = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
+    progress: ProgressOpt = None,
 ) -> None:
     """Ray Tune search over model kinds and hyperparameters (ASHA early stopping); the best
     is judged by the same gate as `prescale train` (beat the current model and the
-    heuristic on validation) and registered. Exit 1 when nothing could be learned."""
-    from prescale.tuning.register import Promotion
-    from prescale.tuning.search import tune_and_register
-
+    heuristic on validation) and registered. Exit 1 when nothing could be learned. One
+    display on stderr: preparing the data, the trials finished (with the best score so
+    far), registering; Tune's own tables stay quiet."""
     fmt = output_of(output, as_json)
     s = settings_or_exit(config)
     try:
-        result = tune_and_register(
-            s.history_uri(), str(s.registry_dir()), app=app_name, tier=tier or s.models.tier,
-            trials=trials, storage_path=str(Path(s.data_dir).resolve() / "tune"),
-            kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
-            split=split, split_seed=split_seed, horizon_s=horizon or s.predictor.horizon_s,
-            window_steps=window_steps or s.loop.window_steps,
-            recent_steps=s.predictor.recent_steps, stride=stride,
-            since_s=time_option(since, "--since"), until_s=time_option(until, "--until"),
-            num_cpus=s.ray.num_cpus, progress=fmt is Output.TABLE,
-            promotion=Promotion.from_settings(s))
+        with Progress("tune", wanted(progress)) as on_progress:
+            on_progress(0, None, "loading the training code")
+            from prescale.tuning.register import Promotion
+            from prescale.tuning.search import tune_and_register
+
+            result = tune_and_register(
+                s.history_uri(), str(s.registry_dir()), app=app_name,
+                tier=tier or s.models.tier, trials=trials,
+                storage_path=str(Path(s.data_dir).resolve() / "tune"),
+                kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
+                split=split, split_seed=split_seed,
+                horizon_s=horizon or s.predictor.horizon_s,
+                window_steps=window_steps or s.loop.window_steps,
+                recent_steps=s.predictor.recent_steps, stride=stride,
+                since_s=time_option(since, "--since"), until_s=time_option(until, "--until"),
+                num_cpus=s.ray.num_cpus, on_progress=on_progress,
+                promotion=Promotion.from_settings(s))
     except ValueError as exc:
         raise fail(str(exc)) from None
     except RuntimeError as exc:

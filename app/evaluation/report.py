@@ -89,12 +89,13 @@ def settings_changed(base: Any) -> dict[str, Any]:
 
 # -- running: every (scenario, policy) pair, in worker processes -------------------------
 
-_PROGRESS: Any = None  # a shared array of steps done, one slot per run (worker processes)
+_PROGRESS: Any = None  # a shared array of steps done, one slot per run (-1: not started)
+_NOTIFY: Callable[[], None] | None = None  # runs in this process: the watcher's poll
 
 
-def _init_worker(shared: Any) -> None:
-    global _PROGRESS
-    _PROGRESS = shared
+def _init_worker(shared: Any, notify: Callable[[], None] | None = None) -> None:
+    global _PROGRESS, _NOTIFY
+    _PROGRESS, _NOTIFY = shared, notify
 
 
 def _run_one(s: Scenario, policy: str, base: Any, slot: int, keep: bool
@@ -104,6 +105,8 @@ def _run_one(s: Scenario, policy: str, base: Any, slot: int, keep: bool
     def tick(k: int) -> None:
         if _PROGRESS is not None:
             _PROGRESS[slot] = k
+        if _NOTIFY is not None:
+            _NOTIFY()
 
     rec = runner.run(s, policy, base_settings=base, progress=tick)
     fig = metrics.figures(rec, s.horizon_s)
@@ -127,16 +130,21 @@ def _entry(s: Scenario) -> dict[str, Any]:
 
 def evaluate(scenarios: Sequence[Scenario | Callable[[], Scenario]], policies: Sequence[str],
              *, keep_records: bool = False, progress: Callable[[str], None] | None = None,
-             base_settings: Any = None, jobs: int = 1, bar: bool = False) -> dict[str, Any]:
+             base_settings: Any = None, jobs: int = 1,
+             on_progress: Callable[[float, float | None, str], None] | None = None
+             ) -> dict[str, Any]:
     """Run every scenario under every policy; returns ``{"scenarios": [...], "wall_s"}``.
     A scenario given as a callable is built when its turn comes; one whose trace is
     missing is reported with ``"skipped"`` and the reason. ``jobs`` > 1 runs the pairs
-    in that many worker processes (the figures do not depend on it); ``bar`` shows a
-    progress bar on stderr; ``progress`` gets one line per finished run."""
+    in that many worker processes (the figures do not depend on it); ``progress`` gets
+    one line per finished run; ``on_progress(done, total, label)`` (the CLI's bar) the
+    runs done of all (:class:`_Watch`), a few times a second."""
     t0 = time.perf_counter()
     out: list[dict[str, Any]] = []
     built: list[Scenario] = []
     for item in scenarios:
+        if on_progress is not None and callable(item):
+            on_progress(0, None, f"building scenario {getattr(item, '__name__', 'trace')}")
         try:
             s = item() if callable(item) else item
         except traces.TraceMissing as exc:
@@ -148,35 +156,38 @@ def evaluate(scenarios: Sequence[Scenario | Callable[[], Scenario]], policies: S
     pairs = [(si, p) for si in range(len(built)) for p in policies]
     records: dict[str, dict[str, runner.RunRecord]] = {}
     results: dict[int, tuple[dict[str, Any], runner.RunRecord | None]] = {}
-    with _Bar(bar, [(built[si].name, p, built[si].steps) for si, p in pairs]) as shown:
-        if jobs <= 1 or len(pairs) <= 1:
-            shared = shown.array
-            _init_worker(shared)
-            try:
-                for j, (si, p) in enumerate(pairs):
-                    results[j] = _run_one(built[si], p, base_settings, j, keep_records)
-                    shown.refresh()
-                    _done(progress, built[si].name, p, results[j][0])
-            finally:
-                _init_worker(None)
-        else:
-            import multiprocessing as mp
-            from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    shown = _Watch(on_progress, [(built[si].name, p, built[si].steps) for si, p in pairs],
+                   idle="starting" if jobs <= 1 or len(pairs) <= 1
+                   else f"starting {min(jobs, len(pairs))} worker processes")
+    shown.poll(force=True)
+    if jobs <= 1 or len(pairs) <= 1:
+        _init_worker(shown.array, shown.poll)
+        try:
+            for j, (si, p) in enumerate(pairs):
+                results[j] = _run_one(built[si], p, base_settings, j, keep_records)
+                shown.finish(j)
+                _done(progress, built[si].name, p, results[j][0])
+        finally:
+            _init_worker(None)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-            ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                                     initargs=(shown.array,)) as ex:
-                futs = {ex.submit(_run_one, built[si], p, base_settings, j, keep_records): j
-                        for j, (si, p) in enumerate(pairs)}
-                pending = set(futs)
-                while pending:
-                    done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-                    shown.refresh()
-                    for f in done:
-                        j = futs[f]
-                        results[j] = f.result()
-                        si, p = pairs[j]
-                        _done(progress, built[si].name, p, results[j][0])
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(shown.array,)) as ex:
+            futs = {ex.submit(_run_one, built[si], p, base_settings, j, keep_records): j
+                    for j, (si, p) in enumerate(pairs)}
+            pending = set(futs)
+            while pending:
+                done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                for f in done:
+                    j = futs[f]
+                    results[j] = f.result()
+                    shown.finish(j)
+                    si, p = pairs[j]
+                    _done(progress, built[si].name, p, results[j][0])
+                shown.poll()
     for j, (si, p) in enumerate(pairs):
         fig, rec = results[j]
         entries[si]["policies"][p] = fig
@@ -195,43 +206,46 @@ def _done(progress: Callable[[str], None] | None, name: str, p: str, fig: dict[s
         progress(f"{name}/{p}: {fig['failures']} failures, {fig['run_s']} s")
 
 
-class _Bar:
-    """A rich progress bar on stderr over every run's simulated steps (read from a
-    shared array the runs write), or nothing."""
+class _Watch:
+    """Progress of every run for ``on_progress(done, total, label)``: ``done`` of
+    ``total`` scenario × policy runs finished, and the label names the runs in flight
+    with the share of its steps each has made (read from a shared array the runs write,
+    in this process or in the workers), e.g. ``"running leak/vpa 40%, leak/hpa 5%"``.
+    Calls at most every ``every_s`` (and whenever a run finishes); with ``on_progress``
+    None it only keeps the array."""
 
-    def __init__(self, show: bool, runs: list[tuple[str, str, int]]) -> None:
+    def __init__(self, on_progress: Callable[[float, float | None, str], None] | None,
+                 runs: list[tuple[str, str, int]], every_s: float = 0.25,
+                 idle: str = "starting") -> None:
         import multiprocessing as mp
 
         self.array = mp.get_context("spawn").Array("q", len(runs), lock=False)
-        self.runs, self.show, self.bar, self.task = runs, show, None, None
-        self.total = sum(t for _, _, t in runs)
+        for j in range(len(runs)):
+            self.array[j] = -1
+        self.on_progress, self.runs, self.every_s, self.idle = on_progress, runs, every_s, idle
+        self.finished: set[int] = set()
+        self._last = -math.inf
 
-    def __enter__(self) -> _Bar:
-        if self.show:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+    def finish(self, j: int) -> None:
+        self.finished.add(j)
+        self.poll(force=True)
 
-            self.bar = Progress(TextColumn("evaluate"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("steps"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                console=Console(stderr=True), transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("runs", total=self.total)
-        return self
-
-    def refresh(self) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=int(sum(self.array)))
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+    def poll(self, force: bool = False) -> None:
+        if self.on_progress is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < self.every_s:
+            return
+        self._last = now
+        n, done = len(self.runs), len(self.finished)
+        running = [f"{name}/{policy} {min(k, steps) / max(steps, 1):.0%}"
+                   for j, (name, policy, steps) in enumerate(self.runs)
+                   if j not in self.finished and (k := self.array[j]) >= 0]
+        queued = [f"{name}/{policy}" for j, (name, policy, _) in enumerate(self.runs)
+                  if j not in self.finished and self.array[j] < 0]
+        label = ("done" if done == n else f"running {', '.join(running)}" if running
+                 else self.idle if done == 0 else f"next {queued[0]}" if queued else "")
+        self.on_progress(done, n, label)
 
 
 def _jsonable(v: Any) -> Any:
@@ -368,8 +382,10 @@ def main(scenario: str, policies: str, as_json: bool, out_dir: Path | None,
          trace: Path | None, echo: Callable[[str], None], fail: Callable[[str], None], *,
          config: Path | None = None, max_containers: int | None = None,
          max_steps: int | None = None, pool_memory: str | None = None,
-         pool_cpu: float | None = None, jobs: int | None = None, bar: bool = False) -> int:
-    """The body of ``prescale evaluate``: 0 ok, 2 bad input (the message names it)."""
+         pool_cpu: float | None = None, jobs: int | None = None,
+         on_progress: Callable[[float, float | None, str], None] | None = None) -> int:
+    """The body of ``prescale evaluate``: 0 ok, 2 bad input (the message names it).
+    ``on_progress``: see :func:`evaluate`."""
     import json
     import os
 
@@ -392,6 +408,8 @@ def main(scenario: str, policies: str, as_json: bool, out_dir: Path | None,
         if trace is not None:
             if not Path(trace).is_file():
                 raise traces.TraceMissing(f"--trace: file not found: {trace}")
+            if on_progress is not None:
+                on_progress(0, None, f"reading the trace {Path(trace).name}")
             items: list[Any] = [with_pool(build_scenario(
                 "trace", str(trace), max_containers=max_containers, max_steps=max_steps),
                 pool_mem, pool_cpu)]
@@ -404,13 +422,16 @@ def main(scenario: str, policies: str, as_json: bool, out_dir: Path | None,
                 it.__name__ = n
         n_jobs = jobs if jobs is not None else max(1, min(os.cpu_count() or 1, 4))
         result = evaluate(items, pols, keep_records=out_dir is not None, base_settings=base,
-                          jobs=n_jobs, bar=bar)
+                          jobs=n_jobs, on_progress=on_progress)
         result["settings_changed"] = settings_changed(base)
         result["config"] = str(config) if config is not None else None
     except (ValueError, traces.TraceMissing, ConfigError) as exc:
         fail(str(exc))
         return 2
     if out_dir is not None:
+        if on_progress is not None:
+            n = sum(len(e.get("policies", ())) for e in result["scenarios"])
+            on_progress(n, n, f"writing the report and plots to {out_dir}")
         write_report(result, Path(out_dir))
     clean = strip_records(result)
     echo(json.dumps(clean, indent=1) if as_json else text_table(clean))

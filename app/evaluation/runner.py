@@ -98,7 +98,8 @@ def run(scenario: Scenario, policy_name: str, *, extra_settings: dict[str, Any] 
         progress: Callable[[int], None] | None = None) -> RunRecord:
     """Run ``scenario`` under one policy (see the module docstring). ``base_settings``:
     the user's :class:`~app.settings.Settings` (file + env) under the scenario's own
-    overrides (prescale policies only). ``progress(k)`` is called every 100 steps."""
+    overrides (prescale policies only). ``progress(k)`` (a plain callback: the CLI's bar
+    reads it) is called before each step ``k``, i.e. with the steps done so far."""
     s = scenario
     policy = make_policy(policy_name, s, extra_settings, base_settings)
     prescale = isinstance(policy, PrescalePolicy)
@@ -117,7 +118,7 @@ def run(scenario: Scenario, policy_name: str, *, extra_settings: dict[str, Any] 
         tick = Tick(EngineConfig.from_settings(st), world.ports(book), run_id=s.name,
                     mode="auto", window_steps=window_steps, now=lambda: world.now)
     for k in range(s.steps):
-        if progress is not None and k % 100 == 0:
+        if progress is not None:
             progress(k)
         obs = world.begin(k)
         if tick is not None:

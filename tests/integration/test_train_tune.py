@@ -371,7 +371,7 @@ def test_bench_tune_8_trials_under_10_minutes(tmp_path: Path, which: str):
     replay_into(trace, HistoryStore(tmp_path / "history"))
     t0 = time.perf_counter()
     out = tune_and_register(tmp_path / "history", tmp_path / "registry", trials=8,
-                            storage_path=tmp_path / "tune", progress=True, **kw)
+                            storage_path=tmp_path / "tune", **kw)
     wall_s = time.perf_counter() - t0
     print(f"\n{which}: tune_and_register(trials=8) {wall_s:.1f} s (data {out['tune']['data_s']}"
           f" s, tune {out['tune']['tune_s']} s); best {out['kind']} val PR-AUC "
