@@ -172,9 +172,12 @@ class ProgressCallback(tune.Callback):
     ``on_progress(finished, total, label)`` as trials start, report and finish (completed,
     stopped early by ASHA, or failed); the label says how many run and the best
     validation PR-AUC so far, e.g. ``"trials: 2 running; best val PR-AUC 0.794
-    (random_forest)"``."""
+    (random_forest)"``. Tune pickles its run config (callbacks included) into the
+    experiment state: the callback pickles without ``on_progress`` (the CLI's holds a
+    live display, locks and a thread), and a restored one reports nothing."""
 
-    def __init__(self, total: int, on_progress: Callable[[float, float, str], None]) -> None:
+    def __init__(self, total: int,
+                 on_progress: Callable[[float, float, str], None] | None) -> None:
         self.total, self.on_progress = total, on_progress
         self.best, self.best_kind = float("-inf"), ""
         self.finished = 0
@@ -185,8 +188,12 @@ class ProgressCallback(tune.Callback):
                 else f"best val PR-AUC {self.best:.3f} ({self.best_kind})")
         return f"trials: {len(self.running)} running; {best}"
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "on_progress": None}
+
     def _say(self) -> None:
-        self.on_progress(self.finished, self.total, self.label())
+        if self.on_progress is not None:
+            self.on_progress(self.finished, self.total, self.label())
 
     def setup(self, **info: Any) -> None:
         self._say()

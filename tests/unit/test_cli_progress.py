@@ -157,3 +157,24 @@ def test_tune_callback_counts_finished_trials_and_the_best_score(callback_class)
     assert [d for d, _, _ in got] == [0, 0, 0, 0, 0, 1, 2, 2, 2, 3]
     assert got[-1] == (3, 3, "trials: 0 running; best val PR-AUC 0.700 "
                              "(hist_gradient_boosting)")
+
+
+def test_tune_callback_pickles_without_the_display(callback_class):
+    """Tune pickles its run config, callbacks included; the CLI's display holds locks
+    and a thread (the first real `prescale tune` on a terminal died of it)."""
+    import pickle
+    import threading
+
+    lock = threading.RLock()
+    got = []
+
+    def on_progress(d, t, label):
+        with lock:
+            got.append(d)
+
+    cb = callback_class(2, on_progress)
+    copy = pickle.loads(pickle.dumps(cb))
+    assert copy.on_progress is None and copy.total == 2
+    copy.setup()  # a restored callback reports nothing, and does not fail
+    cb.setup()
+    assert got == [0]
