@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -406,9 +407,24 @@ def test_tune_registers_the_best_and_promotes_over_a_worse_current(
                               data=data)
     assert weak["status"] == "candidate"  # a stump does not beat the heuristic …
     registry.promote(GLOBAL_APP, "memory", weak["version_id"])  # … an operator forced it
+    lock, heard = threading.RLock(), []  # the CLI's display holds locks: Tune pickles
+
+    def on_progress(done, total, label):
+        with lock:
+            heard.append((done, total, label))
+
     out = tune_and_register(surges, registry, trials=3, storage_path=tmp_path / "tune",
-                            name="t", max_train_rows=2000, data=data)
+                            name="t", max_train_rows=2000, data=data, on_progress=on_progress)
     tune = out["tune"]
+    # the progress hook: preparing (the data was given: from the baseline on), the
+    # trials finished of 3, registering; each phase reaches its total
+    assert heard[:2] == [(3, 5, "preparing: scoring the heuristic baseline on "
+                                f"{data.val_idx.size:,} windows"),
+                         (4, 5, "preparing: starting Ray and Tune")]
+    trials = [(d, t) for d, t, label in heard if label.startswith("trials: ")]
+    assert trials[0] == (0, 3) and trials[-1] == (3, 3)
+    assert [d for d, _ in trials] == sorted(d for d, _ in trials)
+    assert heard[-1] == (4, 4, "registering: v0002 promoted")
     assert (tune["trials"], tune["completed"], tune["errored"]) == (3, 3, 0)
     board = tune["leaderboard"]
     assert len(board) == 4 and {r["trial_id"] for r in board} >= {"baseline"}
