@@ -1,7 +1,7 @@
 """The progress display of the long commands (app/cli/progress.py) and the plain hooks
 that feed it: tuning/progress.py's stage counter, Tune's ProgressCallback, evaluate's
 run watcher. No Ray, no subprocess: the commands themselves run in
-tests/e2e/test_cli_progress.py."""
+tests/e2e/test_progress_commands.py."""
 
 from __future__ import annotations
 
