@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import pytest
 import typer
@@ -83,15 +82,6 @@ def test_tick_line_worked_example():
     assert line == (", 3 decisions: 2 applied, 1 recommended; 1 source error (ghost: cgroup "
                     "gone); 2 samples dropped; 0.50 s")
     assert "[" not in line and "{" not in line  # no Python reprs
-
-
-@pytest.fixture
-def utc(monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def test_up_says_a_line_per_deciding_tick_and_a_progress_line_otherwise(utc):

@@ -60,15 +60,6 @@ def cells(table) -> dict[str, list[str]]:
     return {c.header: [str(x) for x in c.cells] for c in table.columns}
 
 
-@pytest.fixture
-def utc(monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
-
-
 def test_build_table_cells_exactly(utc):
     table = sv.build_table(snapshot(), now_s=1003.5)
     assert cells(table) == {
