@@ -4,12 +4,21 @@ Numbers in JSON
     JSON has no ``nan`` or ``inf``. In requests a metric may be a number, ``null``
     (not available: ``nan``) or the string ``"inf"`` (unlimited, for the two limits).
     An omitted ``memory_limit_bytes`` / ``cpu_quota_cores`` means *unlimited* (as in
-    :class:`app.core.sample.Sample`); every other omitted metric is ``nan``. In
-    responses a value that is not finite is written as the string ``"inf"``
-    (``time_to_limit_s``: never; ``limit``: unlimited) or ``null`` (unknown).
+    :class:`app.core.sample.Sample`); every other omitted metric is ``nan``.
     Worked example: a sample ``{"ts_s": 1.7e9, "memory_usage_bytes": 100}`` has
     ``memory_limit_bytes = inf`` and ``cpu_usage_s_total = nan``; ``{"ts_s": 1.7e9,
     "memory_limit_bytes": null}`` has an *unknown* limit (``nan``).
+
+    Responses hold no string where a number belongs: a number is a JSON number or
+    ``null``, and where ``null`` can mean two things a boolean beside it says which
+    (:func:`out_number`). ``limit`` null with ``unlimited: true`` = no limit (``inf``),
+    with ``unlimited: false`` = unknown; ``time_to_limit_s`` null with
+    ``never_reaches_limit: true`` = never on the current trend (``inf``), else unknown;
+    ``forecast`` null = unknown; an action's ``old_limit``/``new_limit`` null =
+    unlimited. Worked example: a window with no ``cpu_quota_cores`` and a flat memory
+    line → ``"cpu": {"limit": null, "unlimited": true, …}``, ``"memory":
+    {"time_to_limit_s": null, "never_reaches_limit": true, …}``. (Until issue 19 these
+    were the strings ``"inf"``/``"-inf"``; requests still take ``"inf"``.)
 
     Non-JSON numbers (``NaN``, ``Infinity``, ``-Infinity``, which Python's ``json`` would
     accept) are refused with 422 naming the field (see :mod:`app.serve_http`). In a
@@ -86,19 +95,17 @@ MAX_VALUE = 1e18
 MAX_TS_S = 1e11
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
 AppName = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
-#: A response number: finite, "inf" (never / unlimited) or null (unknown).
-OutNumber = float | Literal["inf", "-inf"] | None
+#: A response number: finite, or null (not finite: see the module doc for what a null
+#: means in each field; never a string).
+OutNumber = float | None
 
 
-def out_number(x: float) -> float | str | None:
-    """A float as the API writes it: ``1.5`` → ``1.5``; ``inf`` → ``"inf"``;
-    ``-inf`` → ``"-inf"``; ``nan`` → ``None``."""
+def out_number(x: float) -> float | None:
+    """A float as the API writes it: ``1.5`` → ``1.5``; ``inf``, ``-inf``, ``nan`` →
+    ``None`` (JSON has no such numbers; the field's flag — ``unlimited``,
+    ``never_reaches_limit`` — says when ``None`` is ``inf``)."""
     x = float(x)
-    if math.isfinite(x):
-        return x
-    if math.isnan(x):
-        return None
-    return "inf" if x > 0 else "-inf"
+    return x if math.isfinite(x) else None
 
 
 def _metric_fields() -> dict[str, Any]:
@@ -227,10 +234,8 @@ class ContainerWindow(BaseModel):
     samples: Annotated[list[WindowSample], Field(min_length=1)] | None = None  # type: ignore
     series: dict[SeriesName, Annotated[list[Number | None], Field(min_length=1)]] | None = Field(
         None,
-        description="Columns: metric name → values (ts_s required; same length each).",
-        json_schema_extra={"example": {"ts_s": [1767225600.0, 1767225601.0],
-                                       "memory_usage_bytes": [41943040, 46137344],
-                                       "memory_limit_bytes": [134217728, 134217728]}},
+        description="Columns: metric name → values (ts_s required; same length each). "
+        "The request examples of /v1/predict (app.api_examples) show both forms.",
     )
     _rows: np.ndarray = PrivateAttr()
 
@@ -283,19 +288,7 @@ def check_feature_rows(rows: list[list[float | None]]) -> np.ndarray:
 class PredictRequest(BaseModel):
     """Either ``containers`` (windows) or ``features`` (+ optional ``names``/``apps``)."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"containers": [{"name": "web-1", "app": "shop", "samples": [
-                    {"ts_s": 1767225600.0, "memory_usage_bytes": 41943040,
-                     "memory_limit_bytes": 134217728},
-                    {"ts_s": 1767225601.0, "memory_usage_bytes": 46137344,
-                     "memory_limit_bytes": 134217728}]}]},
-                {"features": [[0.0] * N_FEATURES], "names": ["web-1"], "apps": ["shop"]},
-            ]
-        },
-    )
+    model_config = ConfigDict(extra="forbid")
     containers: Annotated[list[ContainerWindow], Field(min_length=1)] | None = Field(
         None, description="Windows of samples, one per container (names unique)."
     )
@@ -405,18 +398,42 @@ class SamplesRequest(BaseModel):
 
 
 class TierOut(BaseModel):
+    """One tier of one container. Numbers are JSON numbers or null, never strings (see
+    the module doc). Worked example (a leak: 490 MiB, +2 MiB/s, limit 512 MiB, horizon
+    30 s): ``{"p_fail": 0.9999, "time_to_limit_s": 11.0, "never_reaches_limit": false,
+    "forecast": 576716800.0, "limit": 536870912.0, "unlimited": false, "reason":
+    null, …}``; a container with 2 samples: ``{"p_fail": 0.0, …, "forecast_ready":
+    false, "reason": "2 samples: a trend needs at least 5 (predictor.min_samples), so
+    p_fail 0 is no forecast"}``."""
+
     p_fail: float = Field(..., description="Probability of failure within the horizon.")
-    time_to_limit_s: OutNumber = Field(..., description="\"inf\" = never, null = unknown.")
-    forecast: OutNumber = Field(..., description="Usage expected at the horizon (bytes/cores).")
-    limit: OutNumber = Field(..., description="Current limit; \"inf\" = unlimited.")
+    time_to_limit_s: OutNumber = Field(
+        ..., description="Seconds until usage reaches the limit on the current trend; "
+        "null = never (never_reaches_limit true) or unknown (false).")
+    never_reaches_limit: bool = Field(
+        False, description="True: on the current trend usage never reaches the limit (no "
+        "upward trend, or no limit); time_to_limit_s is then null.")
+    forecast: OutNumber = Field(
+        ..., description="Usage expected at the horizon (bytes/cores); null = unknown.")
+    limit: OutNumber = Field(
+        ..., description="Current limit (bytes/cores); null = unlimited (unlimited true) "
+        "or unknown (false).")
+    unlimited: bool = Field(
+        False, description="True: the tier has no limit (limit is then null).")
     model: str = Field(..., description="What produced p_fail: a registered model or the "
                        "heuristic trend-exhaustion/v1.")
     model_version: str | None = Field(None, description="Registry version id, if a model.")
     forecast_ready: bool = Field(
-        True, description="False when the heuristic serves and the container has fewer "
-        "samples than predictor.min_samples: it has no trend yet, so its p_fail 0 is no "
-        "forecast (see note).")
-    note: str | None = Field(None, description="Why p_fail is not a forecast, when it is not.")
+        True, description="False when p_fail is no forecast because the heuristic cannot "
+        "judge the tier yet; reason then says why.")
+    reason: str | None = Field(
+        None, description="Why p_fail is no forecast, when the heuristic cannot judge: "
+        "fewer samples than predictor.min_samples, fewer usage readings than a trend "
+        "needs (memory 2, CPU 3: rates need two readings each), or an unknown limit. "
+        "null: p_fail is a forecast. Example: \"2 samples: a trend needs at least 5 "
+        "(predictor.min_samples), so p_fail 0 is no forecast\".")
+    note: str | None = Field(None, description="The same text as reason (kept for clients "
+                             "of the first v1 answers).", deprecated=True)
 
 
 class ContainerPrediction(BaseModel):
@@ -437,8 +454,10 @@ class ActionOut(BaseModel):
     action_id: str
     kind: str
     tier: str
-    old_limit: OutNumber
-    new_limit: OutNumber
+    old_limit: OutNumber = Field(..., description="Limit before (bytes/cores); null = "
+                                 "unlimited.")
+    new_limit: OutNumber = Field(..., description="Limit asked (bytes/cores); null = "
+                                 "unlimited.")
     preemptive: bool
 
 

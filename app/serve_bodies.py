@@ -71,7 +71,13 @@ from prescale.app.api_models import (
 )
 from prescale.app.core.features import F
 from prescale.app.core.sample import METRICS
-from prescale.app.serve_jobs import Job, JobResult, size_reason
+from prescale.app.serve_jobs import (
+    Job,
+    JobResult,
+    no_forecast_reasons,
+    size_reason,
+    tier_labels,
+)
 
 CONTAINER_COLUMN = "container"
 APP_COLUMN = "app"
@@ -700,50 +706,51 @@ def _fill_samples(columns: _Columns, flat: list[dict], samples_of: list[tuple[in
 
 
 def _nullable(values: np.ndarray) -> pa.Array:
-    """float64 with ``nan`` → null (unknown), ``inf`` kept: the JSON answer's ``null``
-    and ``"inf"``."""
-    return pa.array(values, type=pa.float64(), from_pandas=True)
+    """float64 with every value that is not finite as null: the JSON answer's numbers
+    (:func:`app.api_models.out_number`); the ``.unlimited`` / ``.never_reaches_limit``
+    columns say which null is ``inf``. Worked example: ``[1.5, inf, nan]`` → ``[1.5,
+    null, null]``."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    return pa.array(values, type=pa.float64(), mask=None if finite.all() else ~finite)
 
 
 def predictions_table(job: Job, res: JobResult, min_samples: int | None,
                       model_revision: int | None) -> pa.Table:
     """The ``/v1/predict`` answer as an Arrow table: one row per container (``name``,
-    ``app``, ``n_samples``) and, per tier, ``<tier>.p_fail``, ``.time_to_limit_s``,
-    ``.forecast``, ``.limit`` (float64; null = unknown, ``inf`` = never / unlimited),
-    ``.model``, ``.model_version`` (null = the heuristic), ``.forecast_ready`` and
-    ``.note``; schema metadata ``api_version``, ``horizon_s``, ``model_revision``. The
-    same values as the JSON answer, column by column
-    (:func:`app.serve_client.predictions_from_table` turns it back into that JSON).
+    ``app``, ``n_samples``) and, per tier, the fields of the JSON answer's tier, one
+    column each: ``<tier>.p_fail``, ``.time_to_limit_s``, ``.never_reaches_limit``,
+    ``.forecast``, ``.limit``, ``.unlimited`` (float64 or bool; a number that is not
+    finite is null, as in JSON), ``.model``, ``.model_version`` (null = the heuristic),
+    ``.forecast_ready``, ``.reason`` (why p_fail is no forecast, null when it is one:
+    :func:`app.serve_jobs.no_forecast_reasons`) and ``.note`` (the same text); schema
+    metadata ``api_version``, ``horizon_s``, ``model_revision``. The same values as the
+    JSON answer, column by column (:func:`app.serve_client.predictions_from_table` turns
+    it back into that JSON).
     """
     n_samples = res.features[:, F["n_samples"]]
-    heuristic = res.prediction.model
     cols: dict[str, pa.Array] = {
         "name": pa.array(job.names, pa.string()),
         "app": pa.array(job.apps, pa.string()),
         "n_samples": pa.array(n_samples.astype(np.int64)),
     }
-    short = n_samples < min_samples if min_samples is not None else np.zeros(len(job), bool)
+    reasons = no_forecast_reasons(res, min_samples)
     for tier, tp in res.prediction.tiers.items():
         t = tier.value
-        if tier == res.model_tier:
-            labels = [label for label, _ in res.model_of]
-            versions = [v for _, v in res.model_of]
-            ready = ~short | np.array([v is not None for v in versions], dtype=bool)
-        else:
-            labels, versions, ready = [heuristic] * len(job), [None] * len(job), ~short
-        notes = [None] * len(job)
-        for i in np.flatnonzero(~ready).tolist():
-            notes[i] = (f"{int(n_samples[i])} samples < predictor.min_samples {min_samples}: "
-                        "no trend yet, so the heuristic cannot forecast (p_fail 0 is not a "
-                        "forecast)")
+        labels, versions = tier_labels(res, tier)
+        why = pa.array(reasons[tier], pa.string())
         cols[f"{t}.p_fail"] = pa.array(tp.p_fail, pa.float64())
         cols[f"{t}.time_to_limit_s"] = _nullable(tp.time_to_limit_s)
+        cols[f"{t}.never_reaches_limit"] = pa.array(np.isposinf(tp.time_to_limit_s),
+                                                    pa.bool_())
         cols[f"{t}.forecast"] = _nullable(tp.forecast)
         cols[f"{t}.limit"] = _nullable(tp.limit)
+        cols[f"{t}.unlimited"] = pa.array(np.isposinf(tp.limit), pa.bool_())
         cols[f"{t}.model"] = pa.array(labels, pa.string())
         cols[f"{t}.model_version"] = pa.array(versions, pa.string())
-        cols[f"{t}.forecast_ready"] = pa.array(ready, pa.bool_())
-        cols[f"{t}.note"] = pa.array(notes, pa.string())
+        cols[f"{t}.forecast_ready"] = pc.is_null(why)
+        cols[f"{t}.reason"] = why
+        cols[f"{t}.note"] = why
     meta = {"api_version": API_VERSION, "horizon_s": repr(float(res.prediction.horizon_s)),
             "model_revision": "" if model_revision is None else str(model_revision)}
     return pa.table(cols).replace_schema_metadata(meta)

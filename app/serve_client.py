@@ -45,8 +45,8 @@ CONTAINER = "container"
 APP = "app"
 _METRIC_SET = frozenset(METRICS)
 _LIMITS = frozenset(LIMIT_METRICS)
-TIER_FIELDS = ("p_fail", "time_to_limit_s", "forecast", "limit", "model", "model_version",
-               "forecast_ready", "note")
+TIER_FIELDS = ("p_fail", "time_to_limit_s", "never_reaches_limit", "forecast", "limit",
+               "unlimited", "model", "model_version", "forecast_ready", "reason", "note")
 
 
 # ============================================================================ tables
@@ -191,19 +191,19 @@ def read_table(body: bytes) -> pa.Table:
     return pa.ipc.open_stream(pa.py_buffer(body)).read_all()
 
 
-def _json_number(x: float | None) -> float | str | None:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+def _json_number(x: float | None) -> float | None:
+    """An answer's number as JSON has it: finite, else None (as the API writes it)."""
+    if x is None or not math.isfinite(x):
         return None
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
     return x
 
 
 def predictions_from_table(table: pa.Table) -> dict[str, Any]:
     """An Arrow ``/v1/predict`` answer as the JSON answer (the same dict, key for key).
 
-    Worked example: a row ``name "a", memory.time_to_limit_s inf, memory.forecast
-    null`` → ``{"name": "a", …, "tiers": {"memory": {"time_to_limit_s": "inf",
+    Worked example: a row ``name "a", memory.time_to_limit_s null,
+    memory.never_reaches_limit true, memory.forecast null`` → ``{"name": "a", …,
+    "tiers": {"memory": {"time_to_limit_s": None, "never_reaches_limit": True,
     "forecast": None, …}}}``.
     """
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}

@@ -29,14 +29,17 @@ import hmac
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
 
+from prescale.app.api_examples import PREDICT_EXAMPLES, SAMPLES_EXAMPLES
 from prescale.app.api_models import (
     API_VERSION,
     ARROW_STREAM,
@@ -239,12 +242,59 @@ PREDICT_OPENAPI: dict[str, Any] = {
     "responses": {"200": {"content": {ARROW_STREAM: {"schema": {
         "type": "string", "format": "binary",
         "description": "With `Accept: application/vnd.apache.arrow.stream`: one row per "
-        "container, columns name, app, n_samples and <tier>.p_fail, .time_to_limit_s, "
-        ".forecast, .limit (null = unknown, inf = never/unlimited), .model, "
-        ".model_version, .forecast_ready, .note; schema metadata api_version, horizon_s, "
-        "model_revision."}}}}},
+        "container, columns name, app, n_samples and, per tier, the JSON answer's fields "
+        "<tier>.p_fail, .time_to_limit_s, .never_reaches_limit, .forecast, .limit, "
+        ".unlimited (numbers that are not finite are null, as in JSON), .model, "
+        ".model_version, .forecast_ready, .reason, .note; schema metadata api_version, "
+        "horizon_s, model_revision."}}}}},
 }
 RECOMMEND_OPENAPI: dict[str, Any] = {"requestBody": PREDICT_OPENAPI["requestBody"]}
+
+
+#: Where the app serves the Swagger UI and ReDoc assets: the copies the
+#: ``fastapi-offline`` package ships (its ``static`` folder: swagger-ui-bundle.js,
+#: swagger-ui.css, redoc.standalone.js, favicon.png), so /docs and /redoc work offline.
+DOCS_ASSETS_PATH = "/docs/assets"
+DOCS_ASSETS_PACKAGE = ("fastapi_offline", "static")
+#: Swagger UI settings besides FastAPI's defaults: no online validator badge (it would
+#: load an image from validator.swagger.io), the request body examples expanded.
+SWAGGER_UI_PARAMETERS: dict[str, Any] = {"validatorUrl": None, "tryItOutEnabled": True,
+                                         "displayRequestDuration": True}
+
+
+def add_local_docs(api: FastAPI, *, docs_url: str = "/docs", redoc_url: str = "/redoc"
+                   ) -> None:
+    """``docs_url`` (Swagger UI) and ``redoc_url`` (ReDoc) whose scripts, stylesheet and
+    icon the app serves itself under :data:`DOCS_ASSETS_PATH` — FastAPI's documented way
+    ("Custom Docs UI Static Assets": ``get_swagger_ui_html`` with local
+    ``swagger_js_url`` / ``swagger_css_url``) — so the pages load without any CDN.
+    ``api`` must be built with ``docs_url=None, redoc_url=None``. URLs carry the
+    request's ``root_path`` (an app behind a route prefix). Worked example: GET
+    ``/docs`` → HTML loading ``/docs/assets/swagger-ui-bundle.js`` and
+    ``/docs/assets/swagger-ui.css``, which answer 200 (JavaScript, CSS) from the app."""
+    api.mount(DOCS_ASSETS_PATH, StaticFiles(packages=[DOCS_ASSETS_PACKAGE]),
+              name="docs-assets")
+
+    def root(request: Request) -> str:
+        return str(request.scope.get("root_path", "")).rstrip("/")
+
+    @api.get(docs_url, include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        base = root(request) + DOCS_ASSETS_PATH
+        return get_swagger_ui_html(
+            openapi_url=root(request) + str(api.openapi_url), title=f"{api.title} - Swagger UI",
+            swagger_js_url=f"{base}/swagger-ui-bundle.js",
+            swagger_css_url=f"{base}/swagger-ui.css",
+            swagger_favicon_url=f"{base}/favicon.png",
+            swagger_ui_parameters=SWAGGER_UI_PARAMETERS)
+
+    @api.get(redoc_url, include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        base = root(request) + DOCS_ASSETS_PATH
+        return get_redoc_html(
+            openapi_url=root(request) + str(api.openapi_url), title=f"{api.title} - ReDoc",
+            redoc_js_url=f"{base}/redoc.standalone.js", redoc_favicon_url=f"{base}/favicon.png",
+            with_google_fonts=False)
 
 
 def json_answer(body: Any, status: int = 200) -> Response:
@@ -374,6 +424,9 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 
 Predictor = Callable[[Job], Any]  # an awaitable giving the Job's JobResult
+#: The JSON body of /v1/predict and /v1/recommend, with its request examples
+#: (:mod:`app.api_examples`) in the OpenAPI document.
+PredictBody = Annotated[PredictRequest, Body(openapi_examples=PREDICT_EXAMPLES)]
 
 
 def build_api(service: PredictionService, predict: Callable[[Job], Any] | None = None,
@@ -393,7 +446,9 @@ def build_api(service: PredictionService, predict: Callable[[Job], Any] | None =
         title="prescale prediction API",
         version=API_VERSION,
         description=__doc__.split("\n\n")[0] if __doc__ else None,
+        docs_url=None, redoc_url=None,  # add_local_docs: no CDN
     )
+    add_local_docs(api)
     api.router.route_class = StrictJSONRoute
     api.add_middleware(RequestGuard,
                        state=lambda: (service.token, service.config.max_body_bytes))
@@ -432,11 +487,11 @@ def build_api(service: PredictionService, predict: Callable[[Job], Any] | None =
 
     route_class = predict_route_class(fast)
 
-    async def predict_route(req: PredictRequest, request: Request) -> Response:
+    async def predict_route(req: PredictBody, request: Request) -> Response:
         job, res = await _job(req)
         return _answer("/v1/predict", request, job, res)
 
-    async def recommend_route(req: PredictRequest, request: Request) -> Response:
+    async def recommend_route(req: PredictBody, request: Request) -> Response:
         job, res = await _job(req)
         return _answer("/v1/recommend", request, job, res)
 
@@ -454,7 +509,8 @@ def build_api(service: PredictionService, predict: Callable[[Job], Any] | None =
 
     @api.post("/v1/samples", response_model=SamplesResponse, responses=ERROR_RESPONSES,
               summary="store samples and key-code-block timings (validated)")
-    def samples_route(req: SamplesRequest) -> JSONResponse:
+    def samples_route(req: Annotated[SamplesRequest, Body(openapi_examples=SAMPLES_EXAMPLES)]
+                      ) -> JSONResponse:
         n = len(req.samples) + len(req.timings)
         if n > service.config.max_samples:
             raise HTTPException(413, detail=f"{n} samples and timings in one request is "
@@ -487,5 +543,5 @@ def build_api(service: PredictionService, predict: Callable[[Job], Any] | None =
 
     api.add_middleware(MetricsMiddleware, metrics=ServeMetrics(
         ["/v1/predict", "/v1/recommend", "/v1/samples", "/v1/models", "/healthz",
-         "/openapi.json", "/docs"]))
+         "/openapi.json", "/docs", "/redoc"]))
     return api

@@ -247,54 +247,121 @@ def _checked_proba(p: Any, n: int) -> np.ndarray:
     return arr
 
 
-def _out_list(values: np.ndarray) -> list[float | str | None]:
-    """:func:`out_number` of every value, as a list (vectorised: only the values that
-    are not finite are looked at one by one)."""
+def _out_list(values: np.ndarray) -> list[float | None]:
+    """:func:`out_number` of every value, as a list: finite values as they are, every
+    other one ``None`` (vectorised: only the values that are not finite are looked at
+    one by one). Worked example: ``[1.5, inf, nan]`` → ``[1.5, None, None]``."""
     values = values.astype(np.float64, copy=False)
     finite = np.isfinite(values)
     if finite.all():
         return values.tolist()
     out = values.astype(object)
-    out[np.isnan(values)] = None
-    out[np.isposinf(values)] = "inf"
-    out[np.isneginf(values)] = "-inf"
+    out[~finite] = None
     return out.tolist()
+
+
+#: Usage metric and limit metric of the heuristic's tiers (for the words of a reason).
+_REASON_METRICS = {Tier.MEMORY: ("memory_usage_bytes", "memory_limit_bytes"),
+                   Tier.CPU: ("cpu_usage_s_total", "cpu_quota_cores")}
+
+
+def no_forecast_reasons(res: JobResult, min_samples: int | None
+                        ) -> dict[Tier, list[str | None]]:
+    """Per tier, for each container, why its p_fail is no forecast — the heuristic
+    (:class:`~app.core.predictor.TrendExhaustionPredictor`) serves that tier and cannot
+    judge it — or None (p_fail is a forecast). A tier served by a registered model is
+    never given a reason (the model judged). The heuristic cannot judge, first match:
+
+    1. fewer present samples than ``min_samples`` (it gives p_fail 0 then);
+    2. the limit is unknown (``nan``: ``null`` in every sample of the window, or a
+       ``null`` feature);
+    3. a finite limit but no forecast (``nan``): memory needs 2 ``memory_usage_bytes`` readings
+       at distinct times for a slope; CPU needs 3 ``cpu_usage_s_total`` readings (2
+       rates) for the slope of its rate.
+
+    An unlimited tier (limit ``inf``) with enough samples is judged: nothing to run out
+    of, p_fail 0. Vectorised: text is built only for the containers that get one.
+
+    Worked examples (``min_samples`` 5): a container with 2 samples → memory and CPU
+    ``"2 samples: a trend needs at least 5 (predictor.min_samples), so p_fail 0 is no
+    forecast"``; 12 samples with memory usage in one of them under a 512 MiB limit →
+    memory ``"fewer than 2 memory_usage_bytes readings at distinct times: a trend
+    needs 2, so p_fail 0 is no forecast"``; 12 samples, CPU quota 1 core, two
+    ``cpu_usage_s_total`` readings → CPU ``"fewer than 3 cpu_usage_s_total readings: a
+    CPU trend needs 3 (2 rates), so p_fail is only the measured throttled fraction"``.
+    """
+    feats = res.features
+    n = feats.shape[0]
+    n_samples = feats[:, F["n_samples"]]
+    short = (n_samples < min_samples if min_samples is not None
+             else np.zeros(n, dtype=bool))
+    served = np.array([v is not None for _, v in res.model_of], dtype=bool)
+    out: dict[Tier, list[str | None]] = {}
+    for tier, tp in res.prediction.tiers.items():
+        reasons: list[str | None] = [None] * n
+        own = served if tier == res.model_tier else np.zeros(n, dtype=bool)
+        usage, limit_name = _REASON_METRICS.get(tier, (f"{tier.value} usage",
+                                                       f"{tier.value} limit"))
+        unknown_limit = np.isnan(tp.limit)
+        no_forecast = np.isfinite(tp.limit) & np.isnan(tp.forecast)
+        flagged = ~own & (short | unknown_limit | no_forecast)
+        if not flagged.any():
+            out[tier] = reasons
+            continue
+        tail = ("so p_fail is only the measured throttled fraction" if tier == Tier.CPU
+                else "so p_fail 0 is no forecast")
+        for i in np.flatnonzero(flagged).tolist():
+            if short[i]:
+                k = int(n_samples[i])
+                reasons[i] = (f"{k} sample{'' if k == 1 else 's'}: a trend needs at least "
+                              f"{min_samples} (predictor.min_samples), so p_fail 0 is no "
+                              "forecast")
+            elif unknown_limit[i]:
+                reasons[i] = f"{limit_name} unknown (null): p_fail needs the limit, {tail}"
+            elif tier == Tier.CPU:
+                few = 2 if np.isnan(feats[i, F["cpu_usage_cores_last"]]) else 3
+                reasons[i] = (f"fewer than {few} {usage} readings: a CPU trend needs 3 "
+                              f"(2 rates), {tail}")
+            else:
+                reasons[i] = (f"fewer than 2 {usage} readings at distinct times: a trend "
+                              f"needs 2, {tail}")
+        out[tier] = reasons
+    return out
+
+
+def tier_labels(res: JobResult, tier: Tier) -> tuple[list[str], list[str | None]]:
+    """What produced each container's p_fail of ``tier``: labels (a registered model's,
+    else the heuristic's name) and registry version ids (None: the heuristic)."""
+    if tier == res.model_tier:
+        return [label for label, _ in res.model_of], [v for _, v in res.model_of]
+    n = res.features.shape[0]
+    return [res.prediction.model] * n, [None] * n
 
 
 def prediction_json(job: Job, res: JobResult, min_samples: int | None = None
                     ) -> list[dict[str, Any]]:
-    """The ``predictions`` of a response (numbers as :func:`out_number`). With
-    ``min_samples`` (the heuristic's), a tier the heuristic serves for a container with
-    fewer samples says so (``forecast_ready`` false and a ``note``): its p_fail 0 is not
-    a forecast. Built column by column (one ``tolist`` per tier and quantity), then
+    """The ``predictions`` of a response (numbers as :func:`out_number`: a number or
+    null, with ``unlimited`` / ``never_reaches_limit`` saying which null is ``inf``).
+    With ``min_samples`` (the heuristic's), a tier the heuristic cannot judge carries
+    its ``reason`` (:func:`no_forecast_reasons`; ``forecast_ready`` false, ``note`` the
+    same text). Built column by column (one ``tolist`` per tier and quantity), then
     zipped into one object per container and tier."""
     n_samples = res.features[:, F["n_samples"]]
     counts = n_samples.astype(np.int64).tolist()
-    heuristic = res.prediction.model
-    n = len(job.names)
-    short = (n_samples < min_samples).tolist() if min_samples is not None else [False] * n
+    reasons = no_forecast_reasons(res, min_samples)
     per_tier = []
     for tier, tp in res.prediction.tiers.items():
-        if tier == res.model_tier:
-            labels = [label for label, _ in res.model_of]
-            versions = [v for _, v in res.model_of]
-        else:
-            labels, versions = [heuristic] * n, [None] * n
-        if any(short):
-            ready = [v is not None or not s for v, s in zip(versions, short, strict=True)]
-            notes = [None if r else (
-                f"{counts[i]} samples < predictor.min_samples {min_samples}: no trend yet, "
-                "so the heuristic cannot forecast (p_fail 0 is not a forecast)")
-                for i, r in enumerate(ready)]
-        else:
-            ready, notes = [True] * n, [None] * n
+        labels, versions = tier_labels(res, tier)
+        why = reasons[tier]
         columns = zip(tp.p_fail.astype(np.float64).tolist(), _out_list(tp.time_to_limit_s),
-                      _out_list(tp.forecast), _out_list(tp.limit), labels, versions, ready,
-                      notes, strict=True)
+                      np.isposinf(tp.time_to_limit_s).tolist(), _out_list(tp.forecast),
+                      _out_list(tp.limit), np.isposinf(tp.limit).tolist(), labels, versions,
+                      why, strict=True)
         per_tier.append((tier.value, [
-            {"p_fail": p, "time_to_limit_s": ttl, "forecast": fc, "limit": lim, "model": lab,
-             "model_version": ver, "forecast_ready": r, "note": note}
-            for p, ttl, fc, lim, lab, ver, r, note in columns]))
+            {"p_fail": p, "time_to_limit_s": ttl, "never_reaches_limit": never,
+             "forecast": fc, "limit": lim, "unlimited": unlimited, "model": lab,
+             "model_version": ver, "forecast_ready": r is None, "reason": r, "note": r}
+            for p, ttl, never, fc, lim, unlimited, lab, ver, r in columns]))
     return [{"name": name, "app": app, "n_samples": count,
              "tiers": {t: rows[i] for t, rows in per_tier}}
             for i, (name, app, count) in enumerate(zip(job.names, job.apps, counts,
@@ -310,7 +377,10 @@ def recommend_json(
     the loop's learned ones when readable), the same policy (``policy.kind``), guards,
     cost pass and OOM answer, through :meth:`Engine.propose`. Nothing is applied or
     remembered. One entry per container and tier: the decision, or p_fail below the
-    threshold with nothing to do."""
+    threshold with nothing to do; a tier with no action whose p_fail is no forecast
+    (:func:`no_forecast_reasons`) says so after its reason: ``"p_fail 0.00 < threshold
+    0.50: nothing to do (no forecast: 2 samples: a trend needs at least 5
+    (predictor.min_samples), so p_fail 0 is no forecast)"``."""
     engine = Engine(EngineConfig.from_settings(settings))
     book = book if book is not None else ThresholdBook(
         ThresholdConfig.from_settings(settings.thresholds))
@@ -320,6 +390,7 @@ def recommend_json(
     engine.propose(plan, Snapshot(now_s, names, apps,
                                   np.empty((len(names), 0, len(METRICS)))))
     decided = {(d.container, d.tier): d for d in plan.decisions}
+    no_forecast = no_forecast_reasons(res, settings.predictor.min_samples)
     by_container: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     for tier, tp in res.prediction.tiers.items():
         for i, n in enumerate(names):
@@ -334,9 +405,11 @@ def recommend_json(
                     "old_limit": out_number(a.old_limit),
                     "new_limit": out_number(a.new_limit), "preemptive": a.preemptive,
                 },
-                "reason": d.reason if d is not None else (
+                "reason": (d.reason if d is not None else (
                     f"p_fail {float(tp.p_fail[i]):.2f} < threshold {float(thr[tier][i]):.2f}"
-                    ": nothing to do"),
+                    ": nothing to do")) + (
+                    "" if a is not None or no_forecast[tier][i] is None
+                    else f" (no forecast: {no_forecast[tier][i]})"),
             })
     preds = prediction_json(job, res, settings.predictor.min_samples)
     for p in preds:

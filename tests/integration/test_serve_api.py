@@ -21,6 +21,7 @@ forecast 116 + 4 × 30 = 236 MiB, p_fail Φ(42) = 1; the buffer rule asks 236 ×
 from __future__ import annotations
 
 import copy
+import re
 import socket
 import time
 import uuid
@@ -149,6 +150,153 @@ def test_openapi_document_lists_every_endpoint(api):
     assert "PredictRequest" in schemas and "RecommendResponse" in schemas
 
 
+# ------------------------------------------------------------------ OpenAPI examples, docs
+
+#: What each request example of the OpenAPI document must answer (app/api_examples.py's
+#: worked examples), besides what every answer keeps (test below). A new example needs
+#: an entry here.
+EXAMPLE_ANSWERS = {
+    # name: (tier that must be at risk, its p_fail, the limit /v1/recommend asks) | None
+    "leaking": ("memory", 0.99990, 687.5 * MiB),
+    "features": ("memory", 0.99990, 687.5 * MiB),
+    "cpu_bound": ("cpu", 0.98657, 0.75),
+    "idle": None,
+    "too_few_samples": None,
+    "samples": {"samples": 3, "timings": 0, "events": 0},
+    "timings": {"samples": 0, "timings": 2, "events": 1},
+}
+
+
+def _request_examples(doc: dict) -> list[tuple[str, str, dict]]:
+    """``(path, name, body)`` of every request example of every POST operation."""
+    out = []
+    for path, ops in doc["paths"].items():
+        if "post" not in ops:
+            continue
+        examples = ops["post"]["requestBody"]["content"]["application/json"].get("examples")
+        assert examples, f"POST {path} has no request example"
+        out += [(path, name, ex["value"]) for name, ex in examples.items()]
+    return out
+
+
+def _check_tier(where: str, tier: dict) -> None:
+    """What every tier of every answer keeps: p_fail a probability; numbers are numbers
+    or null, a null limit / time to limit says whether it is unlimited / never; a reason
+    exactly when p_fail is no forecast, and never a forecast above the limit with
+    p_fail 0 and no reason."""
+    assert 0.0 <= tier["p_fail"] <= 1.0, where
+    for key in ("time_to_limit_s", "forecast", "limit"):
+        assert tier[key] is None or isinstance(tier[key], int | float), (where, key)
+    assert not tier["unlimited"] or tier["limit"] is None, where
+    assert not tier["never_reaches_limit"] or tier["time_to_limit_s"] is None, where
+    assert (tier["reason"] is None) == tier["forecast_ready"], where
+    assert tier["note"] == tier["reason"], where
+    above = (tier["forecast"] is not None and tier["limit"] is not None
+             and tier["forecast"] > tier["limit"])
+    assert not (above and tier["p_fail"] == 0.0 and tier["reason"] is None), (
+        f"{where}: forecast {tier['forecast']} above the limit {tier['limit']} with p_fail 0 "
+        "and no reason")
+
+
+def test_every_openapi_request_example_gets_a_meaningful_answer(api):
+    """Every example of every POST route of /openapi.json, posted as it is: 200 and the
+    answer its description promises (the leaking container at risk with a scale-up, the
+    idle one at rest, the too-young one with its reason, the samples stored)."""
+    doc = requests.get(api["base"] + "/openapi.json", timeout=10).json()
+    examples = _request_examples(doc)
+    assert {path for path, _, _ in examples} == {"/v1/predict", "/v1/recommend", "/v1/samples"}
+    assert {name for _, name, _ in examples} == set(EXAMPLE_ANSWERS)
+    for path, name, body in examples:
+        r = post(api, path, body)
+        assert r.status_code == 200, (path, name, r.text)
+        assert '"inf"' not in r.text and "NaN" not in r.text, (path, name)
+        answer, want = r.json(), EXAMPLE_ANSWERS[name]
+        if path == "/v1/samples":
+            assert answer["accepted"] == want and answer["dropped"] == {}, (name, answer)
+            continue
+        rows = answer["predictions" if path == "/v1/predict" else "recommendations"]
+        assert len(rows) == 1, (path, name)
+        row = rows[0]
+        for tier_name, tier in row["tiers"].items():
+            _check_tier(f"{path} {name} {tier_name}", tier)
+        tiers = row["tiers"]
+        decisions = {d["tier"]: d for d in row.get("decisions", [])}
+        if name == "too_few_samples":
+            assert all(t["p_fail"] == 0.0 and t["reason"].startswith("2 samples: a trend "
+                       "needs at least 5") for t in tiers.values()), tiers
+            assert tiers["memory"]["forecast"] > tiers["memory"]["limit"]  # said, not silent
+        elif want is None:  # idle
+            assert all(t["p_fail"] < 1e-6 and t["reason"] is None for t in tiers.values())
+            assert tiers["memory"]["never_reaches_limit"] is True
+        else:
+            tier, p_fail, new_limit = want
+            assert tiers[tier]["p_fail"] == pytest.approx(p_fail, abs=1e-5), (path, name)
+            assert tiers[tier]["p_fail"] >= 0.5 and tiers[tier]["reason"] is None
+        if decisions:  # /v1/recommend
+            acting = {t: d["action"] for t, d in decisions.items() if d["action"] is not None}
+            if want is None or isinstance(want, dict):
+                assert acting == {}, (name, acting)
+            else:
+                tier, _, new_limit = want
+                assert set(acting) == {tier}, (name, acting)
+                action = acting[tier]
+                assert action["kind"] == "resize" and action["preemptive"] is True
+                assert action["new_limit"] == pytest.approx(new_limit)
+                assert action["new_limit"] > action["old_limit"]
+    # the worked example of app/api_examples.py, to the byte and the second
+    leak = post(api, "/v1/predict", dict(doc["paths"]["/v1/predict"]["post"]["requestBody"]
+                                         ["content"]["application/json"]["examples"]
+                                         ["leaking"]["value"])).json()
+    mem = leak["predictions"][0]["tiers"]["memory"]
+    assert (mem["time_to_limit_s"], mem["forecast"], mem["limit"]) == (
+        11.0, 550 * MiB, 512 * MiB)
+
+
+def _local_assets(api, page: str, prefix: str, headers=None) -> dict[str, str]:
+    """The script, stylesheet and icon URLs of a docs page: each one on this host under
+    ``prefix`` (no scheme, no other host), fetched: URL → content type."""
+    urls = (re.findall(r'(?:src|href|spec-url)="([^"]*)"', page)
+            + re.findall(r"url: '([^']*)'", page))
+    assert urls, page
+    assert not re.search(r"(?i)https?:|//[a-z0-9]", page), page  # nothing off-host
+    types = {}
+    for url in urls:
+        assert url.startswith(prefix + "/"), url
+        r = requests.get(api["base"] + url, timeout=10, headers=headers)
+        assert r.status_code == 200, (url, r.status_code)
+        assert len(r.content) > 1000, url
+        types[url] = r.headers["content-type"].split(";")[0]
+    return types
+
+
+def test_docs_and_redoc_load_every_asset_from_the_api_itself(api):
+    """/docs (Swagger UI) and /redoc over real HTTP: HTML whose scripts, stylesheet, icon
+    and OpenAPI URL are all on this host and answer 200 with the right types — the pages
+    work offline (no CDN)."""
+    r = requests.get(api["base"] + "/docs", timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    types = _local_assets(api, r.text, "")
+    js = [u for u in types if u.endswith("swagger-ui-bundle.js")]
+    css = [u for u in types if u.endswith("swagger-ui.css")]
+    assert len(js) == len(css) == 1, types
+    assert types[js[0]] in ("text/javascript", "application/javascript")
+    assert types[css[0]] == "text/css"
+    assert types["/openapi.json"] == "application/json"
+    assert "SwaggerUIBundle" in requests.get(api["base"] + js[0], timeout=10).text
+    assert '"validatorUrl": null' in r.text  # no online validator badge either
+    r = requests.get(api["base"] + "/redoc", timeout=10)
+    assert r.status_code == 200 and "fonts.googleapis" not in r.text
+    types = _local_assets(api, r.text, "")
+    assert any(u.endswith("redoc.standalone.js") and t in ("text/javascript",
+               "application/javascript") for u, t in types.items()), types
+    # behind a route prefix (the YAML app at /secure, token on): the same, under /secure
+    ok = {"Authorization": f"Bearer {TOKEN}"}
+    r = requests.get(api["base"] + "/secure/docs", timeout=10, headers=ok)
+    assert r.status_code == 200, r.text
+    assert "/secure/openapi.json" in _local_assets(api, r.text, "/secure", ok)
+    assert requests.get(api["base"] + "/secure/docs", timeout=10).status_code == 401
+
+
 def test_healthz(api):
     r = requests.get(api["base"] + "/healthz", timeout=10)
     assert r.status_code == 200
@@ -170,15 +318,19 @@ def test_predict_leaking_high_steady_low_and_equal_to_in_process(api):
     assert mem["limit"] == 128 * MiB
     assert mem["model"] == "trend-exhaustion/v1" and mem["model_version"] is None
     low = by_name["steady"]["tiers"]["memory"]
-    assert low["p_fail"] < 1e-12 and low["time_to_limit_s"] == "inf"
-    assert by_name["steady"]["tiers"]["cpu"]["limit"] == "inf"  # no quota given: unlimited
+    assert low["p_fail"] < 1e-12
+    assert low["time_to_limit_s"] is None and low["never_reaches_limit"] is True  # never
+    cpu = by_name["steady"]["tiers"]["cpu"]
+    assert cpu["limit"] is None and cpu["unlimited"] is True  # no quota given: unlimited
+    assert mem["unlimited"] is False and mem["never_reaches_limit"] is False
     assert by_name["leaker"]["n_samples"] == 20
     # the same service in-process gives the same JSON, number for number
     from prescale.app.api_models import PredictRequest
 
     local = PredictionService(api["settings"]).predict(PredictRequest.model_validate(req))
     assert body == local
-    assert mem["forecast_ready"] is True and mem["note"] is None
+    assert mem["forecast_ready"] is True and mem["reason"] is None and mem["note"] is None
+    assert '"inf"' not in r.text and "NaN" not in r.text  # numbers are numbers or null
 
 
 def test_too_few_samples_for_a_trend_is_said_not_forecast_as_zero(api):
@@ -186,8 +338,15 @@ def test_too_few_samples_for_a_trend_is_said_not_forecast_as_zero(api):
     assert r.status_code == 200, r.text
     mem = r.json()["predictions"][0]["tiers"]["memory"]
     assert mem["p_fail"] == 0.0 and mem["forecast_ready"] is False
-    assert mem["note"] == ("2 samples < predictor.min_samples 5: no trend yet, so the "
-                           "heuristic cannot forecast (p_fail 0 is not a forecast)")
+    assert mem["forecast"] > mem["limit"]  # the 2 points head above it: said, not silent
+    assert mem["reason"] == ("2 samples: a trend needs at least 5 (predictor.min_samples), "
+                             "so p_fail 0 is no forecast")
+    assert mem["note"] == mem["reason"]  # the first v1 answers' field, kept
+    rec = post(api, "/v1/recommend", {"containers": [leaker(n=2)]}).json()
+    mem = {d["tier"]: d for d in rec["recommendations"][0]["decisions"]}["memory"]
+    assert mem["action"] is None and mem["reason"].endswith(
+        "(no forecast: 2 samples: a trend needs at least 5 (predictor.min_samples), so "
+        "p_fail 0 is no forecast)")
 
 
 def test_predict_features_equals_windows(api):
@@ -439,7 +598,9 @@ def test_new_model_versions_are_served_without_restart_and_corrupt_ones_refused(
     mem = _wait_for(lambda: (m := _memory_of(api))["model_version"] == "v0001" and m,
                     10, "v0001 in service")
     assert mem["p_fail"] == 1.0 and mem["model"] == "shop/v0001 (random_forest)"
-    assert mem["time_to_limit_s"] == "inf"  # the heuristic's, as in the coordinator
+    assert mem["time_to_limit_s"] is None and mem["never_reaches_limit"] is True  # the
+    # heuristic's, as in the coordinator; a model judged, so no reason
+    assert mem["reason"] is None and mem["forecast_ready"] is True
 
     _register(registry, 0)
     mem = _wait_for(lambda: (m := _memory_of(api))["model_version"] == "v0002" and m,

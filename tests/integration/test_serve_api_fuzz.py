@@ -277,7 +277,8 @@ def test_unlimited_limits_and_unknown_values_still_work(svc):
     r = send(svc, "/v1/predict", dumps(body))
     assert r.status_code == 200, r.text
     tiers = r.json()["predictions"][0]["tiers"]
-    assert tiers["cpu"]["limit"] == "inf"  # no quota given at the end: unlimited
+    assert tiers["cpu"]["limit"] is None and tiers["cpu"]["unlimited"] is True  # no quota
+    # given at the end: unlimited
     assert tiers["memory"]["limit"] == 128 * MiB
 
 

@@ -371,7 +371,13 @@ def test_arrow_answer_is_the_json_answer():
             "model_revision": 3,
             "predictions": prediction_json(job, res, predictor.min_samples)}
     table = predictions_table(job, res, predictor.min_samples, 3)
-    assert table.column("memory.limit").to_pylist() == [128e6, math.inf]
+    # a number that is not finite is null, as in JSON; the flag says when null is inf
+    assert table.column("memory.limit").to_pylist() == [128e6, None]
+    assert table.column("memory.unlimited").to_pylist() == [False, True]
     assert table.column("cpu.forecast").null_count == 2  # unknown → null, as in JSON
     assert predictions_from_table(read_table(arrow_bytes(table))) == want
-    assert want["predictions"][1]["tiers"]["memory"]["note"].startswith("1 samples <")
+    young = want["predictions"][1]["tiers"]["memory"]
+    assert young["reason"] == ("1 sample: a trend needs at least 5 (predictor.min_samples), "
+                               "so p_fail 0 is no forecast")
+    assert table.column("memory.reason").to_pylist() == [None, young["reason"]]
+    assert table.column("memory.forecast_ready").to_pylist() == [True, False]
