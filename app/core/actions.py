@@ -54,7 +54,7 @@ class ScalingAction:
 
 def action_id_for(container: str, tier: Tier, now_s: float) -> str:
     """``"leaker/memory@1700000000123"``: container, tier and the tick time in ms."""
-    return f"{container}/{tier.value}@{round(now_s * 1000)}"
+    return f"{container}/{tier}@{round(now_s * 1000)}"  # a StrEnum formats as its value
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,8 +135,10 @@ class CostConfig:
 
 
 def _tier_get(m: Mapping[str, float], tier: str, default: float) -> float:
-    if not m:  # no per-tier override (the usual case): skip the key's conversion
+    if not m:  # no per-tier override: skip the lookup
         return float(default)
+    if isinstance(tier, str):  # a Tier (a StrEnum: same hash and equality as its value)
+        return float(m.get(tier, default))
     return float(m.get(str(getattr(tier, "value", tier)), default))
 
 

@@ -277,18 +277,19 @@ class OutcomeTracker:
         seen_of = self.seen
         t = float(now_s)
         cut = now_s - self.config.horizon_s
-        tiers = [tier for tier, _, _ in by_tier]
-        columns = [(np.asarray(p, dtype=np.float64).tolist(),
-                    np.asarray(thr, dtype=np.float64).tolist()) for _, p, thr in by_tier]
+        columns = [(tier, np.asarray(p, dtype=np.float64).tolist(),
+                    np.asarray(thr, dtype=np.float64).tolist()) for tier, p, thr in by_tier]
+        make = tuple.__new__  # _Seen(t, p, thr) without the NamedTuple's Python __new__
         for i, container in enumerate(containers):
-            for tier, (ps, thrs) in zip(tiers, columns, strict=True):
+            for tier, ps, thrs in columns:
                 key = (container, tier)
                 seen = seen_of.get(key)
                 if seen is None:
                     seen = seen_of[key] = []
-                seen.append(_Seen(t, ps[i], thrs[i]))
-                while seen and seen[0].t_s < cut:
-                    seen.pop(0)
+                seen.append(make(_Seen, (t, ps[i], thrs[i])))
+                if seen[0].t_s < cut:
+                    while seen and seen[0].t_s < cut:
+                        seen.pop(0)
 
     def failure(self, container: str, tier: Tier, t_s: float, *, app: str = "",
                 owner: str = "", detail: str = "") -> list[Judgement]:
