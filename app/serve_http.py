@@ -21,6 +21,10 @@ field accepts, so the answer is 422 naming the field (``body.containers[0].sampl
 memory_usage_bytes: must be a finite number, got NaN …``), never a 500 or a ``nan`` in
 the response. Every status an operation can answer is in the OpenAPI document
 (:data:`ERROR_RESPONSES`).
+
+Documentation: every JSON request body has named examples that get a useful answer
+(:mod:`app.api_examples`); ``/docs`` (Swagger UI) and ``/redoc`` load their scripts and
+styles from the app itself (:func:`add_local_docs`), so they work offline.
 """
 
 from __future__ import annotations
@@ -423,6 +427,28 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return JSONResponse({"detail": errors, "message": message}, status_code=422)
 
 
+#: The description at the top of /docs and /redoc (Markdown), for the API's users.
+API_DESCRIPTION = """\
+Predicts, per container and resource tier (memory, CPU), the probability of failing
+within the horizon (`p_fail`), the time until usage reaches the limit and the usage
+forecast. `/v1/recommend` adds what the configured policy would do (nothing is applied);
+`/v1/samples` stores samples and timings in the history store.
+
+- **Bodies**: JSON windows (`containers`, each as `samples`, one object per reading, or
+  `series`, one list per metric), precomputed `features` rows, or on `/v1/predict` and
+  `/v1/recommend` an Apache Arrow IPC stream (`application/vnd.apache.arrow.stream`, one
+  row per sample). Every JSON body has runnable examples: pick one and *Execute*.
+- **Numbers**: units are in the field names (`_bytes`, `_s`, `_cores`). Answers hold
+  numbers or `null`, never strings: `limit: null` with `unlimited: true` is no limit,
+  `time_to_limit_s: null` with `never_reaches_limit: true` is never; another `null` is
+  unknown. In requests `null` is *not available*, an omitted limit is unlimited, and
+  `"inf"` is still taken for a limit.
+- **No forecast**: where the trend heuristic cannot judge a tier (fewer samples than
+  `predictor.min_samples`, too few usage readings for a trend, an unknown limit), that
+  tier's `reason` says so and `forecast_ready` is false: its `p_fail` is no forecast.
+- **Errors**: a bad field → 422 naming it (`message`), a body too large → 413; with a
+  token configured, `Authorization: Bearer <token>` on every route but `/healthz`.
+"""
 Predictor = Callable[[Job], Any]  # an awaitable giving the Job's JobResult
 #: The JSON body of /v1/predict and /v1/recommend, with its request examples
 #: (:mod:`app.api_examples`) in the OpenAPI document.
@@ -445,7 +471,7 @@ def build_api(service: PredictionService, predict: Callable[[Job], Any] | None =
     api = FastAPI(
         title="prescale prediction API",
         version=API_VERSION,
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        description=API_DESCRIPTION,
         docs_url=None, redoc_url=None,  # add_local_docs: no CDN
     )
     add_local_docs(api)
