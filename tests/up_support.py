@@ -25,7 +25,16 @@ def run_up(data_dir: Path, env: dict[str, str], *, ticks: int = 1, mode: str = "
            timeout_s: float = 120.0) -> tuple[int, str]:
     """Start `prescale up`, wait until ``status.json`` says ``ticks`` ticks, SIGTERM it;
     ``(exit code, stderr)``. Fails the test if it exits early or never gets there."""
-    proc = subprocess.Popen([PRESCALE, "up", "--mode", mode], cwd=REPO, env=env,
+    code, _, err = run_up_output(data_dir, env, "--mode", mode, ticks=ticks,
+                                 timeout_s=timeout_s)
+    return code, err
+
+
+def run_up_output(data_dir: Path, env: dict[str, str], *args: str, ticks: int = 1,
+                  timeout_s: float = 120.0) -> tuple[int, str, str]:
+    """:func:`run_up` with the command line's own ``args`` after ``up`` (no ``--mode``
+    unless given); ``(exit code, stdout, stderr)``."""
+    proc = subprocess.Popen([PRESCALE, "up", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     status = data_dir / "status.json"
     try:
@@ -36,9 +45,9 @@ def run_up(data_dir: Path, env: dict[str, str], *, ticks: int = 1, mode: str = "
             assert time.monotonic() < deadline, f"fewer than {ticks} ticks in {timeout_s} s"
             time.sleep(0.25)
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return proc.returncode, err
+    return proc.returncode, out, err

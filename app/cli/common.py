@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -117,40 +118,37 @@ def time_option(text: str | None, name: str) -> float | None:
         raise fail(f"{name}: {exc}") from None
 
 
+def _parsed_option(text: str | None, parse: Callable[..., float], name: str
+                   ) -> float | None:
+    """``parse(text, field=name)``, or ``None`` without a text; exit 2 with the parser's
+    message (which names the flag)."""
+    if text is None:
+        return None
+    try:
+        return parse(text, field=name)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
+
 def duration_option(text: str | None, name: str) -> float | None:
     """A duration flag (``90s``, ``1h30m``, ``2d``, seconds); exit 2 naming the flag."""
     from prescale.app.timeparse import parse_duration_s
 
-    if text is None:
-        return None
-    try:
-        return parse_duration_s(text, field=name)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
+    return _parsed_option(text, parse_duration_s, name)
 
 
 def bytes_option(text: str | None, name: str) -> float | None:
     """A size flag in Kubernetes form (``512Mi``, ``2Gi``, ``2G``); exit 2 naming it."""
     from prescale.app.core.quantity import parse_bytes
 
-    if text is None:
-        return None
-    try:
-        return parse_bytes(text, field=name)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
+    return _parsed_option(text, parse_bytes, name)
 
 
 def cores_option(text: str | None, name: str) -> float | None:
     """A CPU flag (``1.5``, ``500m``); exit 2 naming it."""
     from prescale.app.core.quantity import parse_cores
 
-    if text is None:
-        return None
-    try:
-        return parse_cores(text, field=name)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
+    return _parsed_option(text, parse_cores, name)
 
 
 def open_registry(s: Settings):

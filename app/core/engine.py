@@ -58,7 +58,7 @@ from prescale.app.core.outcomes import (
 )
 from prescale.app.core.peaks import BUCKETS, PeakTracker
 from prescale.app.core.policy import PolicyConfig, PolicyInput, PolicyState, decide
-from prescale.app.core.policy_types import replicas_key
+from prescale.app.core.policy_types import key_of, replicas_key
 from prescale.app.core.predictor import Prediction, TrendExhaustionPredictor
 from prescale.app.core.sample import Event, EventKind, M, Tier
 from prescale.app.core.tenants import Tenancy, tenant_of
@@ -609,8 +609,8 @@ class Engine:
         """Undo what the guards recorded for an action a workload held back (its cooldown
         and direction go back to ``before``): nothing was applied nor asked, so nothing
         starts a cooldown or a hold."""
-        key = replicas_key(a.container) if a.kind is ActionKind.SCALE_OUT else (
-            f"{a.container}/{a.tier}")
+        key = (replicas_key(a.container) if a.kind is ActionKind.SCALE_OUT
+               else key_of(a.container, a.tier))
         st = self.state.policy
         for now, then in ((st.last_action_s, before.last_action_s),
                           (st.last_direction, before.last_direction)):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from prescale.app.loop import records as rec
 from prescale.app.store import jsonfile
 from prescale.app.store.decision_log import DecisionLog
 from prescale.app.store.history import HistoryStore
+from tests.up_support import run_up_output
 
 PRESCALE = str(Path(sys.executable).with_name("prescale"))
 REPO = Path(__file__).resolve().parents[2]
@@ -345,23 +345,8 @@ def test_up_says_its_metrics_url_and_a_human_line_per_tick(tmp_path):
     env = {**os.environ, "PRESCALE_DATA_DIR": str(tmp_path), "PRESCALE_CGROUP__ROOTS": "[]",
            "PRESCALE_RAY__METRICS_EXPORT_PORT": str(port), "PRESCALE_RAY__NUM_CPUS": "1",
            "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "TZ": "UTC"}
-    proc = subprocess.Popen([PRESCALE, "up", "--report-every", "0"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    status = tmp_path / "status.json"
-    try:
-        deadline = time.monotonic() + 120
-        while not (status.exists() and json.loads(status.read_text() or "{}")
-                   .get("tick", 0) >= 3):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "fewer than 3 ticks in 120 s"
-            time.sleep(0.25)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err
+    code, out, err = run_up_output(tmp_path, env, "--report-every", "0", ticks=3)
+    assert code == 0, err
     assert out == ""  # stdout stays clean: what `up` says goes to stderr
     assert re.search(rf"^metrics: http://[\d.]+:{port}/metrics \(Prometheus; port from "
                      r"ray\.metrics_export_port\)$", err, re.M), err
