@@ -15,6 +15,7 @@ and delete the image, whatever happened.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -155,8 +156,11 @@ def test_a_throttled_writer_gets_its_write_limit_raised_and_the_off_control_does
     assert limits["io-control"] == {devno: MiB}
     assert 0.7 * MiB < control <= 1.3 * MiB, control / MiB
     held = [r for r in decisions if r["container"] == "io-control"]
-    assert held and ("workload control is in off mode: io 1.00 MiB/s → 1.50 MiB/s not applied"
-                     in held[0]["reason"])
+    # the target it would have set: above 1 MiB/s, at most the +100 % step (1.5 MiB/s when
+    # the rate is read steady, up to 2.0 when a loaded machine makes the forecast jump)
+    would = re.search(r"workload control is in off mode: io 1\.00 MiB/s → ([0-9.]+) MiB/s "
+                      r"not applied", held[0]["reason"]) if held else None
+    assert would and 1.0 < float(would.group(1)) <= 2.0, held[:1]
     assert all("off mode" in r["reason"] or "blocked: in cooldown" in r["reason"] for r in held)
     assert all("MiB/s" in r["reason"] for r in decisions)
 
