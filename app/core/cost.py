@@ -53,8 +53,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from functools import partial
 from itertools import repeat
 from typing import Any, TypeVar
 
@@ -245,8 +246,9 @@ def _tier_scale_downs(
     reasons: list[str] = [_NO_LIMIT] * n  # branch 1
     actions: list[ScalingAction | None] = [None] * n
     _put(reasons, np.flatnonzero(has_limit & ~known).tolist(), repeat(_UNKNOWN))
-    rows = np.flatnonzero(known & ~calm).tolist()
-    _put(reasons, rows, [f"cost: not idle: p_fail {ps[i]:.2f} > {p_max}" for i in rows])
+    hot = np.flatnonzero(known & ~calm)
+    _put(reasons, hot.tolist(), [f"cost: not idle: p_fail {q} > {p_max}"
+                                 for q in _texts(p[hot], _TWO_PLACES)])
     rows = np.flatnonzero(calm & ~low).tolist()
     _put(reasons, rows, [f"cost: not idle: usage {fmt(tier_text, usages[i])} is "
                          f"{usages[i] / limits[i]:.0%} of the limit (>= {frac})" for i in rows])
@@ -319,30 +321,35 @@ def _low_rows(
         at_peak = due & (target >= limit)  # branch 8
     down = due & ~at_peak  # branch 9 (also a nan target, as one row at a time)
 
+    # the reasons: each number formatted as one row at a time formats it (fmt, :.2f, …);
+    # usage and peaks seldom repeat, the others often (_texts formats each value once)
     p = np.asarray(tp.p_fail, dtype=np.float64)[idx]
     p_max, frac = f"{cfg.idle_p_fail_max:.2f}", f"{cfg.idle_usage_fraction:.0%}"
-    low = [f"usage {u} < {frac} of limit {lim}, p_fail {q:.2f} <= {p_max}"
-           for u, lim, q in zip(_texts(tier_text, usage), _texts(tier_text, limit),
-                                p.tolist(), strict=True)]
+    as_limit = partial(_fmt_all, tier_text)
+    low = [f"usage {u} < {frac} of limit {lim}, p_fail {q} <= {p_max}"
+           for u, lim, q in zip(as_limit(usage), _texts(limit, as_limit),
+                                _texts(p, _TWO_PLACES), strict=True)]
     reasons: list[str] = [""] * len(rows)
     pos = np.flatnonzero(young).tolist()
-    _put(reasons, pos, [f"cost: low for {t:.0f} s of {idle_after:g} s ({low[j]})"
-                        for j, t in zip(pos, idle_for[pos].tolist(), strict=True)])
+    after = f"{idle_after:g}"
+    _put(reasons, pos, [f"cost: low for {t} s of {after} s ({low[j]})"
+                        for j, t in zip(pos, _texts(idle_for[pos], _NO_PLACES), strict=True)])
     pos = np.flatnonzero(waiting).tolist()
     wait = cfg.step_interval_s - since_last[pos]
-    _put(reasons, pos, [f"cost: idle ({low[j]}); next step down in {w:.0f} s"
-                        for j, w in zip(pos, wait.tolist(), strict=True)])
+    _put(reasons, pos, [f"cost: idle ({low[j]}); next step down in {w} s"
+                        for j, w in zip(pos, _texts(wait, _NO_PLACES), strict=True)])
     times = f"{1 + margin:.2f}"
     pos = np.flatnonzero(at_peak).tolist()
     _put(reasons, pos, [f"cost: idle ({low[j]}) but the limit is at peak {pk} × {times}"
-                        for j, pk in zip(pos, _texts(tier_text, peak[pos]), strict=True)])
+                        for j, pk in zip(pos, as_limit(peak[pos]), strict=True)])
     pos = np.flatnonzero(down).tolist()
     at_most = f"{cfg.step_down_fraction:.0%}"
     down_reasons = [
-        f"cost: idle for {t:.0f} s ({low[j]}): step down to {to} (at most {at_most}; never "
+        f"cost: idle for {t} s ({low[j]}): step down to {to} (at most {at_most}; never "
         f"below peak {pk} × {times})"
-        for j, t, to, pk in zip(pos, idle_for[pos].tolist(), _texts(tier_text, target[pos]),
-                                _texts(tier_text, peak[pos]), strict=True)]
+        for j, t, to, pk in zip(pos, _texts(idle_for[pos], _NO_PLACES),
+                                _texts(target[pos], as_limit), as_limit(peak[pos]),
+                                strict=True)]
     _put(reasons, pos, down_reasons)
     acting = idx[pos]
     return acting.tolist(), reasons, _down_actions(
@@ -380,14 +387,39 @@ def _put(out: list[Any], rows: Iterable[int], values: Iterable[Any]) -> None:
         out[i] = v
 
 
-def _texts(tier: str, values: np.ndarray) -> list[str]:
-    """``[fmt(tier, v) for v in values]``, each distinct value formatted once (limits,
-    targets and run starts repeat across a fleet). Distinct by their bits: -0.0 and
-    0.0 are formatted apart."""
+def _texts(values: np.ndarray, texts_of: Callable[[np.ndarray], list[str]]) -> list[str]:
+    """``texts_of(values)`` (one text per value), each distinct value formatted once
+    (limits, targets, run starts, p_fail 0 or 1 repeat across a fleet). Distinct by
+    their bits: -0.0 and 0.0 are formatted apart. Example:
+    ``_texts(np.array([1.0, 0.5, 1.0]), _TWO_PLACES)`` → ``["1.00", "0.50", "1.00"]``,
+    formatting 0.5 and 1.0."""
     bits = np.ascontiguousarray(values, dtype=np.float64).view(np.int64)
     distinct, inverse = np.unique(bits, return_inverse=True)
-    texts = [fmt(tier, v) for v in distinct.view(np.float64).tolist()]
+    texts = texts_of(distinct.view(np.float64))
     return list(map(texts.__getitem__, inverse.tolist()))
+
+
+def _format_all(spec: str, values: np.ndarray) -> list[str]:
+    """``[spec % v for v in values]`` in one ``%`` operation. For a float, ``"%.2f" % v``
+    is ``f"{v:.2f}"`` (the same C routine, also for nan, inf and -0.0)."""
+    if not len(values):
+        return []
+    return ("\0".join(repeat(spec, len(values))) % tuple(values.tolist())).split("\0")
+
+
+def _fmt_all(tier: str, values: np.ndarray) -> list[str]:
+    """``[fmt(tier, v) for v in values]``, the same texts (test_cost checks them), the
+    memory, disk and CPU ones formatted in one ``%`` operation (:func:`_format_all`):
+    ``"%.1f MiB"`` of v / 2**20 (exact, as ``value / 2**20`` in fmt), ``"%.2f cores"``."""
+    if tier in _PAGED:
+        return _format_all("%.1f MiB", values / 2**20)
+    if tier == _CPU:
+        return _format_all("%.2f cores", values)
+    return [fmt(tier, v) for v in values.tolist()]
+
+
+_TWO_PLACES = partial(_format_all, "%.2f")  # f"{v:.2f}" of each
+_NO_PLACES = partial(_format_all, "%.0f")
 
 
 def _round_up_all(tier: str, values: np.ndarray) -> np.ndarray:
@@ -539,10 +571,11 @@ def reclaim_candidates(
         if peaks is not None:
             longest = np.asarray(peaks, dtype=np.float64)[idx]
             peak = np.where(np.isfinite(longest) & (longest > peak), longest, peak)
-        apps = [inp.app_of(i) for i in rows]
         who = [names[i] for i in rows]
-        lo = np.array([guards.bounds_for(c, a, tier_text, inp.labels_of(i))[0]
-                       for c, a, i in zip(who, apps, rows, strict=True)], dtype=np.float64)
+        apps = [""] * len(rows) if inp.apps is None else [inp.apps[i] for i in rows]
+        labels = repeat(None) if inp.labels is None else [inp.labels[i] for i in rows]
+        bounds = list(map(guards.bounds_for, who, apps, repeat(tier_text), labels))
+        lo = np.array([b[0] for b in bounds], dtype=np.float64)  # of (lo, hi)
         safety = np.array(list(map(guards.floor_for, repeat(tier_text), usage.tolist())),
                           dtype=np.float64)
         held = inp.floor.get(tier_text) if inp.floor else None
