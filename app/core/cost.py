@@ -291,10 +291,11 @@ def _low_rows(
     suffix = key_of("", tier_text)
     keys = [f"{names[i]}{suffix}" for i in rows]
     usage = np.asarray(_tier_usage(inp, tier), dtype=np.float64)[idx]
-    since_of, peak_of = state.low_since_s.get, state.low_peak.get
-    since = [since_of(k, now) for k in keys]
+    # (map over the dicts' own get: no Python frame per row)
+    since = list(map(state.low_since_s.get, keys, repeat(now)))  # get(key, now)
     # the run's peak, kept as the state had it (an int stays an int): max(peak, usage)
-    run_peak = [max(peak_of(k, u), u) for k, u in zip(keys, usage.tolist(), strict=True)]
+    usages = usage.tolist()
+    run_peak = list(map(max, map(state.low_peak.get, keys, usages), usages))
     low_since.update(zip(keys, since, strict=True))
     low_peak.update(zip(keys, run_peak, strict=True))
 
@@ -302,8 +303,8 @@ def _low_rows(
     idle_for = now - np.array(since, dtype=np.float64)
     idle_after = cfg.idle_after_for(tier)
     young = idle_for < idle_after  # branch 6
-    last_of = state.last_action_s.get
-    since_last = now - np.array([last_of(k, math.nan) for k in keys], dtype=np.float64)
+    last = list(map(state.last_action_s.get, keys, repeat(math.nan)))
+    since_last = now - np.array(last, dtype=np.float64)
     with np.errstate(invalid="ignore"):  # nan: never acted on, not waiting
         waiting = ~young & (since_last < cfg.step_interval_s)  # branch 7
     peak_in = inp.peak_usage.get(tier) if inp.peak_usage else None
@@ -362,7 +363,8 @@ def _down_actions(inp: PolicyInput, tier: Tier, rows: np.ndarray, limits: list[f
     tp = inp.prediction.tiers[tier]
     names, now = inp.containers, inp.now_s
     id_suffix = action_id_for("", tier, now)  # "/memory@1700000000123"
-    who = [names[i] for i in rows.tolist()]
+    picked = rows.tolist()
+    who = list(map(names.__getitem__, picked))
     return _build(
         ScalingAction, len(who), action_id=[f"{c}{id_suffix}" for c in who],
         now_s=repeat(now), container=who, tier=repeat(tier), old_limit=limits,
@@ -371,7 +373,7 @@ def _down_actions(inp: PolicyInput, tier: Tier, rows: np.ndarray, limits: list[f
         time_to_limit_s=np.asarray(tp.time_to_limit_s, dtype=np.float64)[rows].tolist(),
         forecast=np.asarray(tp.forecast, dtype=np.float64)[rows].tolist(), reason=reasons,
         kind=repeat(ActionKind.RESIZE),
-        app=repeat("") if inp.apps is None else [inp.apps[i] for i in rows.tolist()],
+        app=repeat("") if inp.apps is None else list(map(inp.apps.__getitem__, picked)),
         preemptive=repeat(False), cause=repeat("idle"))
 
 
@@ -543,6 +545,7 @@ def reclaim_candidates(
         return []
     out: list[ReclaimCandidate] = []
     now, names, runs = inp.now_s, inp.containers, state.low_since_s
+    keys: list[str] | None = None  # the runs' keys, listed once
     for tier, tp in inp.prediction.tiers.items():
         if tier not in SCALED_DOWN or not runs:
             continue
@@ -552,28 +555,27 @@ def reclaim_candidates(
         row_of = {f"{names[i]}{suffix}": i for i in
                   np.flatnonzero(is_low(tp.limit, usage, tp.p_fail, cfg)).tolist()}
         # the runs of the rows low now (the run is kept only while it is), in state order
-        hits = [(key, row_of[key], since) for key, since in runs.items() if key in row_of]
-        if not hits:
-            continue
-        keys, rows, since = zip(*hits, strict=True)
+        row = np.fromiter(map(row_of.get, runs, repeat(-1)), dtype=np.intp, count=len(runs))
+        since = np.fromiter(runs.values(), dtype=np.float64, count=len(runs))
         with np.errstate(invalid="ignore"):  # a nan start is not "too recent"
-            long_enough = ~(now - np.array(since, dtype=np.float64) < cfg.reclaim_after_s)
-        pick = np.flatnonzero(long_enough).tolist()
-        keys, idx = [keys[j] for j in pick], np.array(rows, dtype=np.intp)[pick]
-        rows = idx.tolist()
+            pick = np.flatnonzero((row >= 0) & ~(now - since < cfg.reclaim_after_s))
+        if not len(pick):
+            continue
+        keys = list(runs) if keys is None else keys
+        idx = row[pick]
+        rows, keys_now = idx.tolist(), [keys[j] for j in pick.tolist()]
         limit, usage = np.asarray(tp.limit, dtype=np.float64)[idx], usage[idx]
         # P = max(run peak, u, long peak when known)
-        peak_of = state.low_peak.get
-        peak = np.array([peak_of(k, u) for k, u in zip(keys, usage.tolist(), strict=True)],
-                        dtype=np.float64)
+        peak = np.array(list(map(state.low_peak.get, keys_now, usage.tolist())),
+                        dtype=np.float64)  # get(key, usage)
         peak = np.where(usage > peak, usage, peak)
         peaks = (long_peak or {}).get(tier)
         if peaks is not None:
             longest = np.asarray(peaks, dtype=np.float64)[idx]
             peak = np.where(np.isfinite(longest) & (longest > peak), longest, peak)
-        who = [names[i] for i in rows]
-        apps = [""] * len(rows) if inp.apps is None else [inp.apps[i] for i in rows]
-        labels = repeat(None) if inp.labels is None else [inp.labels[i] for i in rows]
+        who = list(map(names.__getitem__, rows))
+        apps = [""] * len(rows) if inp.apps is None else list(map(inp.apps.__getitem__, rows))
+        labels = repeat(None) if inp.labels is None else list(map(inp.labels.__getitem__, rows))
         bounds = list(map(guards.bounds_for, who, apps, repeat(tier_text), labels))
         lo = np.array([b[0] for b in bounds], dtype=np.float64)  # of (lo, hi)
         safety = np.array(list(map(guards.floor_for, repeat(tier_text), usage.tolist())),
