@@ -23,6 +23,17 @@ P = 300 MiB, T = max(360 MiB, 921.6 MiB) = 921.6 MiB (page-rounded) → one step
 10 %; repeated every ``step_interval_s`` while the tier stays idle, the limit
 converges to 360 MiB — or stops earlier when u reaches ``idle_usage_fraction`` of it.
 
+**Revert.** A pre-emptive raise that usage never reached (``raised_from``, kept in
+:class:`PolicyState`: the limit B before it) is undone, before any step down, once the
+tier's limit and usage are known, p_fail ≤ ``idle_p_fail_max``, B < L and the last
+action was at least ``revert_after_s`` ago — low or not::
+
+    T = ⌈max(B, max(u, input peak_usage (when known)) × (1 + reclaim_margin_fraction))⌉
+
+and a scale-down to T is proposed if T < L. Worked example: L = 1 GiB raised from
+B = 256 MiB 1000 s ago (≥ 900 s), u = 100 MiB, input peak 300 MiB, margin 0.2 →
+T = max(256 MiB, 360 MiB) = 360 MiB.
+
 **Reclaim under contention.** When a tick's scale-ups need more than the pool has
 free, :func:`app.core.contention.arbitrate` shrinks idle containers first. The
 candidates come from :func:`reclaim_candidates`: every container and tier that is low
@@ -72,6 +83,7 @@ from prescale.app.core.policy_types import (
     key_of,
     round_up,
 )
+from prescale.app.core.predictor import TierPrediction
 from prescale.app.core.sample import Tier
 
 #: the tiers an idle container is scaled down in: what it holds of a node (memory, CPU).
@@ -207,7 +219,7 @@ _UNKNOWN = "cost: usage unknown"
 
 
 def _tier_scale_downs(
-    inp: PolicyInput, cfg: CostConfig, state: PolicyState, tier: Tier, tp: Any,
+    inp: PolicyInput, cfg: CostConfig, state: PolicyState, tier: Tier, tp: TierPrediction,
     low_since: dict[str, float], low_peak: dict[str, float],
 ) -> list[Decision]:
     """The decisions of one tier, in container order; the tier's low runs are added to
@@ -279,7 +291,7 @@ def _tier_scale_downs(
 
 
 def _low_rows(
-    inp: PolicyInput, cfg: CostConfig, state: PolicyState, tier: Tier, tp: Any,
+    inp: PolicyInput, cfg: CostConfig, state: PolicyState, tier: Tier, tp: TierPrediction,
     idx: np.ndarray, low_since: dict[str, float], low_peak: dict[str, float],
 ) -> tuple[list[int], list[str], list[ScalingAction]]:
     """Branches 6 to 9 of :func:`_tier_scale_downs` for the low rows ``idx`` (ascending):
@@ -479,7 +491,8 @@ def _revert(
     inp: PolicyInput, cfg: CostConfig, state: PolicyState, i: int, tier: Tier,
     limit: float, usage: float, p: float, key: str,
 ) -> tuple[ScalingAction | None, str]:
-    """Undo a pre-emptive raise that was not needed (module docstring, "Revert")."""
+    """Undo a pre-emptive raise that was not needed (module docstring, "Revert"). Without
+    an action its reason is not used: the row's later branches give the reason."""
     base = state.raised_from.get(key)
     if base is None or not base < limit:
         return None, ""
