@@ -23,6 +23,17 @@ P = 300 MiB, T = max(360 MiB, 921.6 MiB) = 921.6 MiB (page-rounded) → one step
 10 %; repeated every ``step_interval_s`` while the tier stays idle, the limit
 converges to 360 MiB — or stops earlier when u reaches ``idle_usage_fraction`` of it.
 
+**Revert.** A pre-emptive raise that usage never reached (``raised_from``, kept in
+:class:`PolicyState`: the limit B before it) is undone, before any step down, once the
+tier's limit and usage are known, p_fail ≤ ``idle_p_fail_max``, B < L and the last
+action was at least ``revert_after_s`` ago — low or not::
+
+    T = ⌈max(B, max(u, input peak_usage (when known)) × (1 + reclaim_margin_fraction))⌉
+
+and a scale-down to T is proposed if T < L. Worked example: L = 1 GiB raised from
+B = 256 MiB 1000 s ago (≥ 900 s), u = 100 MiB, input peak 300 MiB, margin 0.2 →
+T = max(256 MiB, 360 MiB) = 360 MiB.
+
 **Reclaim under contention.** When a tick's scale-ups need more than the pool has
 free, :func:`app.core.contention.arbitrate` shrinks idle containers first. The
 candidates come from :func:`reclaim_candidates`: every container and tier that is low
@@ -52,22 +63,35 @@ to 0), and per tier the integral Σ R × Δt, reported in bytes·h and core·h
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from functools import partial
+from itertools import repeat
+from typing import Any, TypeVar
 
 import numpy as np
 
 from prescale.app.core.actions import ActionKind, Decision, ScalingAction, action_id_for
 from prescale.app.core.contention import ReclaimCandidate
 from prescale.app.core.guards import GuardConfig
-from prescale.app.core.policy_types import PolicyInput, PolicyState, fmt, key_of, round_up
+from prescale.app.core.policy_types import (
+    PAGE_BYTES,
+    PolicyInput,
+    PolicyState,
+    fmt,
+    key_of,
+    round_up,
+)
+from prescale.app.core.predictor import TierPrediction
 from prescale.app.core.sample import Tier
 
 #: the tiers an idle container is scaled down in: what it holds of a node (memory, CPU).
 #: A volume's size or a link's rate limit reserves nothing of the node here, and
 #: shrinking them only brings ENOSPC or queueing nearer: they only grow.
 SCALED_DOWN = (Tier.MEMORY, Tier.CPU)
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -172,46 +196,14 @@ def propose_scale_downs(
     """One decision per container and tier of ``inp.prediction``: a scale-down of the
     idle ones (unguarded: pass the result through :func:`app.core.guards.guard`), and
     the state with the low-usage runs updated. Runs of containers not in the snapshot
-    are dropped.
+    are dropped. Each tier is decided column-wise (:func:`_tier_scale_downs`).
     """
-    now = inp.now_s
     low_since: dict[str, float] = {}
     low_peak: dict[str, float] = {}
     decisions: list[Decision] = []
     for tier, tp in inp.prediction.tiers.items():
-        if tier not in SCALED_DOWN:
-            continue
-        tier_text = f"{tier}"  # key_of(name, tier), with the tier formatted once
-        lows = is_low(tp.limit, _tier_usage(inp, tier), tp.p_fail, cfg).tolist()
-        for i, name in enumerate(inp.containers):
-            key = f"{name}/{tier_text}"
-            p = float(tp.p_fail[i])
-            limit = float(tp.limit[i])
-            usage = inp.usage_of(tier, i)
-            action = None
-            if not (math.isfinite(limit) and limit > 0):
-                reason = "cost: no limit set: nothing to scale down"
-            elif not math.isfinite(usage):
-                reason = "cost: usage unknown"
-            elif not p <= cfg.idle_p_fail_max:
-                reason = f"cost: not idle: p_fail {p:.2f} > {cfg.idle_p_fail_max:.2f}"
-            else:
-                low = lows[i]
-                if low:
-                    since = state.low_since_s.get(key, now)
-                    run_peak = max(state.low_peak.get(key, usage), usage)
-                    low_since[key], low_peak[key] = since, run_peak
-                action, reason = _revert(inp, cfg, state, i, tier, limit, usage, p, key)
-                if action is None and low:
-                    action, reason = _step_down(inp, cfg, state, i, tier, limit, usage, p,
-                                                now - since, run_peak, key)
-                elif action is None:
-                    reason = (f"cost: not idle: usage {fmt(tier, usage)} is {usage / limit:.0%} "
-                              f"of the limit (>= {cfg.idle_usage_fraction:.0%})")
-            decisions.append(Decision(
-                now, name, tier, p, inp.threshold_of(tier, i), float(tp.time_to_limit_s[i]),
-                float(tp.forecast[i]), limit, action, reason,
-            ))
+        if tier in SCALED_DOWN:
+            decisions += _tier_scale_downs(inp, cfg, state, tier, tp, low_since, low_peak)
     new_state = PolicyState(
         last_action_s=dict(state.last_action_s),
         last_direction=dict(state.last_direction),
@@ -222,11 +214,285 @@ def propose_scale_downs(
     return decisions, new_state
 
 
+_NO_LIMIT = "cost: no limit set: nothing to scale down"
+_UNKNOWN = "cost: usage unknown"
+
+
+def _tier_scale_downs(
+    inp: PolicyInput, cfg: CostConfig, state: PolicyState, tier: Tier, tp: TierPrediction,
+    low_since: dict[str, float], low_peak: dict[str, float],
+) -> list[Decision]:
+    """The decisions of one tier, in container order; the tier's low runs are added to
+    ``low_since`` / ``low_peak``. Each row takes the first branch that applies:
+
+    1. no limit (not finite, or ≤ 0): "no limit set";
+    2. usage unknown;
+    3. ``p_fail > idle_p_fail_max`` (or nan): "not idle: p_fail …";
+    4. a pre-emptive raise to revert, due now (:func:`_revert`; row by row: rare);
+    5. not low (usage ≥ ``idle_usage_fraction`` × limit): "not idle: usage …";
+    6. low for less than ``idle_after``: "low for …";
+    7. idle, stepped down less than ``step_interval_s`` ago: "next step down in …";
+    8. idle, but the target T (module docstring) is not below the limit: "at peak …";
+    9. idle: a scale-down to T.
+
+    Each branch is a mask over all rows and its numbers (run peak, P, T) are computed
+    for all its rows at once, with the float operations of one row at a time: Python's
+    ``max(a, b)`` is ``np.where(b > a, b, a)`` (``a`` kept on ties and nan, as Python
+    does), :func:`round_up` is :func:`_round_up_all`. Python runs per row only to read
+    the state, to format a reason and to fill the objects (column by column:
+    :func:`_build`)."""
+    names, now = inp.containers, inp.now_s
+    n = len(names)
+    tier_text = f"{tier}"  # a StrEnum formats as its value: formatted once
+    limit = np.asarray(tp.limit, dtype=np.float64)
+    usage = np.asarray(_tier_usage(inp, tier), dtype=np.float64)
+    p = np.asarray(tp.p_fail, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        has_limit = np.isfinite(limit) & (limit > 0)
+        known = has_limit & np.isfinite(usage)
+        calm = known & (p <= cfg.idle_p_fail_max)
+    low = is_low(limit, usage, p, cfg)  # the calm rows with usage < fraction × limit
+    limits, usages, ps = limit.tolist(), usage.tolist(), p.tolist()
+    p_max, frac = f"{cfg.idle_p_fail_max:.2f}", f"{cfg.idle_usage_fraction:.0%}"
+
+    reasons: list[str] = [_NO_LIMIT] * n  # branch 1
+    actions: list[ScalingAction | None] = [None] * n
+    _put(reasons, np.flatnonzero(has_limit & ~known).tolist(), repeat(_UNKNOWN))
+    hot = np.flatnonzero(known & ~calm)
+    _put(reasons, hot.tolist(), [f"cost: not idle: p_fail {q} > {p_max}"
+                                 for q in _texts(p[hot], _TWO_PLACES)])
+    rows = np.flatnonzero(calm & ~low).tolist()
+    _put(reasons, rows, [f"cost: not idle: usage {fmt(tier_text, usages[i])} is "
+                         f"{usages[i] / limits[i]:.0%} of the limit (>= {frac})" for i in rows])
+
+    idx = np.flatnonzero(low)  # branches 6 to 9
+    if len(idx):
+        acting, low_reasons, low_actions = _low_rows(inp, cfg, state, tier, tp, idx,
+                                                     low_since, low_peak)
+        _put(reasons, idx.tolist(), low_reasons)
+        _put(actions, acting, low_actions)
+
+    if state.raised_from:  # branch 4, before 5 to 9: a revert due wins
+        suffix, raised = key_of("", tier_text), state.raised_from
+        for i in np.flatnonzero(calm).tolist():
+            key = f"{names[i]}{suffix}"
+            if key in raised:
+                action, reason = _revert(inp, cfg, state, i, tier, limits[i], usages[i],
+                                         ps[i], key)
+                if action is not None:  # (without one, branches 5 to 9 give the reason)
+                    actions[i], reasons[i] = action, reason
+
+    return _build(
+        Decision, n, now_s=repeat(now), container=names, tier=repeat(tier), p_fail=ps,
+        threshold=_tier_threshold(inp, tier).tolist(),
+        time_to_limit_s=np.asarray(tp.time_to_limit_s, dtype=np.float64).tolist(),
+        forecast=np.asarray(tp.forecast, dtype=np.float64).tolist(), limit=limits,
+        action=actions, reason=reasons)
+
+
+def _low_rows(
+    inp: PolicyInput, cfg: CostConfig, state: PolicyState, tier: Tier, tp: TierPrediction,
+    idx: np.ndarray, low_since: dict[str, float], low_peak: dict[str, float],
+) -> tuple[list[int], list[str], list[ScalingAction]]:
+    """Branches 6 to 9 of :func:`_tier_scale_downs` for the low rows ``idx`` (ascending):
+    their runs go into ``low_since`` / ``low_peak``. Returns the rows that get a
+    scale-down, every row's reason (in the order of ``idx``) and the scale-downs."""
+    names, now = inp.containers, inp.now_s
+    tier_text = f"{tier}"
+    rows = idx.tolist()
+    suffix = key_of("", tier_text)
+    keys = [f"{names[i]}{suffix}" for i in rows]
+    usage = np.asarray(_tier_usage(inp, tier), dtype=np.float64)[idx]
+    # (map over the dicts' own get: no Python frame per row)
+    since = list(map(state.low_since_s.get, keys, repeat(now)))  # get(key, now)
+    # the run's peak, kept as the state had it (an int stays an int): max(peak, usage)
+    usages = usage.tolist()
+    run_peak = list(map(max, map(state.low_peak.get, keys, usages), usages))
+    low_since.update(zip(keys, since, strict=True))
+    low_peak.update(zip(keys, run_peak, strict=True))
+
+    limit = np.asarray(tp.limit, dtype=np.float64)[idx]
+    idle_for = now - np.array(since, dtype=np.float64)
+    idle_after = cfg.idle_after_for(tier)
+    young = idle_for < idle_after  # branch 6
+    last = list(map(state.last_action_s.get, keys, repeat(math.nan)))
+    since_last = now - np.array(last, dtype=np.float64)
+    with np.errstate(invalid="ignore"):  # nan: never acted on, not waiting
+        waiting = ~young & (since_last < cfg.step_interval_s)  # branch 7
+    peak_in = inp.peak_usage.get(tier) if inp.peak_usage else None
+    peak_in = np.zeros(len(rows)) if peak_in is None else np.asarray(peak_in, np.float64)[idx]
+    peak_in = np.where(np.isfinite(peak_in), peak_in, 0.0)
+    peak = np.array(run_peak, dtype=np.float64)  # P = max(run peak, u, input peak)
+    peak = np.where(usage > peak, usage, peak)
+    peak = np.where(peak_in > peak, peak_in, peak)
+    margin = cfg.peak_margin_for(tier)
+    keep = peak * (1 + margin)
+    stepped = limit * (1 - cfg.step_down_fraction)
+    target = _round_up_all(tier_text, np.where(stepped > keep, stepped, keep))
+    due = ~young & ~waiting
+    with np.errstate(invalid="ignore"):
+        at_peak = due & (target >= limit)  # branch 8
+    down = due & ~at_peak  # branch 9 (also a nan target, as one row at a time)
+
+    # the reasons: each number formatted as one row at a time formats it (fmt, :.2f, …);
+    # usage and peaks seldom repeat, the others often (_texts formats each value once)
+    p = np.asarray(tp.p_fail, dtype=np.float64)[idx]
+    p_max, frac = f"{cfg.idle_p_fail_max:.2f}", f"{cfg.idle_usage_fraction:.0%}"
+    as_limit = partial(_fmt_all, tier_text)
+    low = [f"usage {u} < {frac} of limit {lim}, p_fail {q} <= {p_max}"
+           for u, lim, q in zip(as_limit(usage), _texts(limit, as_limit),
+                                _texts(p, _TWO_PLACES), strict=True)]
+    reasons: list[str] = [""] * len(rows)
+    pos = np.flatnonzero(young).tolist()
+    after = f"{idle_after:g}"
+    _put(reasons, pos, [f"cost: low for {t} s of {after} s ({low[j]})"
+                        for j, t in zip(pos, _texts(idle_for[pos], _NO_PLACES), strict=True)])
+    pos = np.flatnonzero(waiting).tolist()
+    wait = cfg.step_interval_s - since_last[pos]
+    _put(reasons, pos, [f"cost: idle ({low[j]}); next step down in {w} s"
+                        for j, w in zip(pos, _texts(wait, _NO_PLACES), strict=True)])
+    times = f"{1 + margin:.2f}"
+    pos = np.flatnonzero(at_peak).tolist()
+    _put(reasons, pos, [f"cost: idle ({low[j]}) but the limit is at peak {pk} × {times}"
+                        for j, pk in zip(pos, as_limit(peak[pos]), strict=True)])
+    pos = np.flatnonzero(down).tolist()
+    at_most = f"{cfg.step_down_fraction:.0%}"
+    down_reasons = [
+        f"cost: idle for {t} s ({low[j]}): step down to {to} (at most {at_most}; never "
+        f"below peak {pk} × {times})"
+        for j, t, to, pk in zip(pos, _texts(idle_for[pos], _NO_PLACES),
+                                _texts(target[pos], as_limit), as_limit(peak[pos]),
+                                strict=True)]
+    _put(reasons, pos, down_reasons)
+    acting = idx[pos]
+    return acting.tolist(), reasons, _down_actions(
+        inp, tier, acting, limit[pos].tolist(), target[pos].tolist(), down_reasons)
+
+
+def _down_actions(inp: PolicyInput, tier: Tier, rows: np.ndarray, limits: list[float],
+                  targets: list[float], reasons: list[str]) -> list[ScalingAction]:
+    """:func:`_down_action` for each of ``rows`` (the same actions), built column-wise."""
+    tp = inp.prediction.tiers[tier]
+    names, now = inp.containers, inp.now_s
+    id_suffix = action_id_for("", tier, now)  # "/memory@1700000000123"
+    picked = rows.tolist()
+    who = list(map(names.__getitem__, picked))
+    return _build(
+        ScalingAction, len(who), action_id=[f"{c}{id_suffix}" for c in who],
+        now_s=repeat(now), container=who, tier=repeat(tier), old_limit=limits,
+        new_limit=targets, p_fail=np.asarray(tp.p_fail, dtype=np.float64)[rows].tolist(),
+        threshold=_tier_threshold(inp, tier)[rows].tolist(),
+        time_to_limit_s=np.asarray(tp.time_to_limit_s, dtype=np.float64)[rows].tolist(),
+        forecast=np.asarray(tp.forecast, dtype=np.float64)[rows].tolist(), reason=reasons,
+        kind=repeat(ActionKind.RESIZE),
+        app=repeat("") if inp.apps is None else list(map(inp.apps.__getitem__, picked)),
+        preemptive=repeat(False), cause=repeat("idle"))
+
+
+def _tier_threshold(inp: PolicyInput, tier: Tier) -> np.ndarray:
+    """``[N]`` :meth:`PolicyInput.threshold_of` of ``tier`` for every container."""
+    arr = inp.tier_thresholds.get(tier) if inp.tier_thresholds else None
+    return np.asarray(inp.thresholds if arr is None else arr, dtype=np.float64)
+
+
+def _put(out: list[Any], rows: Iterable[int], values: Iterable[Any]) -> None:
+    """``out[i] = v`` for each row i and its value v (``values`` may be a repeat)."""
+    for i, v in zip(rows, values, strict=False):
+        out[i] = v
+
+
+def _texts(values: np.ndarray, texts_of: Callable[[np.ndarray], list[str]]) -> list[str]:
+    """``texts_of(values)`` (one text per value), each distinct value formatted once
+    (limits, targets, run starts, p_fail 0 or 1 repeat across a fleet). Distinct by
+    their bits: -0.0 and 0.0 are formatted apart. Example:
+    ``_texts(np.array([1.0, 0.5, 1.0]), _TWO_PLACES)`` → ``["1.00", "0.50", "1.00"]``,
+    formatting 0.5 and 1.0."""
+    bits = np.ascontiguousarray(values, dtype=np.float64).view(np.int64)
+    distinct, inverse = np.unique(bits, return_inverse=True)
+    texts = texts_of(distinct.view(np.float64))
+    return list(map(texts.__getitem__, inverse.tolist()))
+
+
+def _format_all(spec: str, values: np.ndarray) -> list[str]:
+    """``[spec % v for v in values]`` in one ``%`` operation. For a float, ``"%.2f" % v``
+    is ``f"{v:.2f}"`` (the same C routine, also for nan, inf and -0.0)."""
+    if not len(values):
+        return []
+    return ("\0".join(repeat(spec, len(values))) % tuple(values.tolist())).split("\0")
+
+
+def _fmt_all(tier: str, values: np.ndarray) -> list[str]:
+    """``[fmt(tier, v) for v in values]``, the same texts (test_cost checks them), the
+    memory, disk and CPU ones formatted in one ``%`` operation (:func:`_format_all`):
+    ``"%.1f MiB"`` of v / 2**20 (exact, as ``value / 2**20`` in fmt), ``"%.2f cores"``."""
+    if tier in _PAGED:
+        return _format_all("%.1f MiB", values / 2**20)
+    if tier == _CPU:
+        return _format_all("%.2f cores", values)
+    return [fmt(tier, v) for v in values.tolist()]
+
+
+_TWO_PLACES = partial(_format_all, "%.2f")  # f"{v:.2f}" of each
+_NO_PLACES = partial(_format_all, "%.0f")
+
+
+def _round_up_all(tier: str, values: np.ndarray) -> np.ndarray:
+    """:func:`round_up` of each value, the same floats. Memory and disk:
+    ``ceil(v / 4096 − 1e-9) × 4096``; CPU: ``ceil(v × 100 − 1e-9) / 100``. ``np.ceil``
+    gives the integer ``math.ceil`` gives, as a float (exact: the ceiling of a float is
+    one); × 4096 is exact and / 100 is correctly rounded either way; ``+ 0.0`` makes
+    numpy's −0.0 (the ceiling of a small negative) round_up's 0.0. Values not finite
+    or beyond ±1e300 are kept, as round_up keeps them; other tiers go through
+    round_up itself. Worked example: memory [1001, 4096, inf] → [4096, 4096, inf];
+    CPU [0.375, 0.38, -0.001] → [0.38, 0.38, 0.0]."""
+    v = np.asarray(values, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if tier in _PAGED:
+            grid = np.ceil(v / PAGE_BYTES - 1e-9) * PAGE_BYTES + 0.0
+        elif tier == _CPU:
+            grid = np.ceil(v * 100 - 1e-9) / 100 + 0.0
+        else:
+            return np.array([round_up(tier, x) for x in v.tolist()], dtype=np.float64)
+        return np.where(np.isfinite(v) & (np.abs(v) <= 1e300), grid, v)
+
+
+_PAGED = (str(Tier.MEMORY), str(Tier.DISK))  # round_up's 4 KiB tiers
+_CPU = str(Tier.CPU)
+
+
+def _build(cls: type[_T], n: int, **columns: Iterable[Any]) -> list[_T]:
+    """``[cls(**{f: columns[f][i] for each field f}) for i in range(n)]`` — the same
+    objects — for a dataclass without ``__post_init__`` (ScalingAction, Decision,
+    ReclaimCandidate), built column by column: ``n`` × ``object.__new__``, then each field
+    set over the whole column in C (its slot's ``__set__``, else
+    ``object.__setattr__``), as the generated ``__init__`` sets them, without its Python
+    frame per object (half the time for a ScalingAction). Every field is given: a
+    missing one raises KeyError (test_cost checks the three classes). A constant column
+    is ``itertools.repeat(value)``."""
+    if hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__} has a __post_init__: build it with its __init__")
+    objs = list(map(object.__new__, repeat(cls, n)))
+    slots = getattr(cls, "__slots__", ())
+    for f in fields(cls):  # type: ignore[arg-type]
+        column = columns.pop(f.name)
+        if isinstance(column, list) and len(column) != n:
+            raise ValueError(f"{cls.__name__}.{f.name}: {len(column)} values for {n} objects")
+        if f.name in slots:
+            setting = map(getattr(cls, f.name).__set__, objs, column)
+        else:
+            setting = map(object.__setattr__, objs, repeat(f.name), column)
+        deque(setting, maxlen=0)  # runs the map to its end, keeping nothing
+    if columns:
+        raise TypeError(f"{cls.__name__} has no field {sorted(columns)}")
+    return objs
+
+
 def _revert(
     inp: PolicyInput, cfg: CostConfig, state: PolicyState, i: int, tier: Tier,
     limit: float, usage: float, p: float, key: str,
 ) -> tuple[ScalingAction | None, str]:
-    """Undo a pre-emptive raise that was not needed (module docstring, "Revert")."""
+    """Undo a pre-emptive raise that was not needed (module docstring, "Revert"). Without
+    an action its reason is not used: the row's later branches give the reason."""
     base = state.raised_from.get(key)
     if base is None or not base < limit:
         return None, ""
@@ -246,36 +512,6 @@ def _revert(
         f"{fmt(tier, usage)} never reached it, p_fail {p:.2f}): back to {fmt(tier, target)} "
         f"(never below the long peak {fmt(tier, peak)} × "
         f"{1 + cfg.reclaim_margin_fraction:.2f})")
-
-
-def _step_down(
-    inp: PolicyInput, cfg: CostConfig, state: PolicyState, i: int, tier: Tier,
-    limit: float, usage: float, p: float, idle_for_s: float, run_peak: float,
-    key: str | None = None,
-) -> tuple[ScalingAction | None, str]:
-    name, now = inp.containers[i], inp.now_s
-    key = key_of(name, tier) if key is None else key
-    low = (f"usage {fmt(tier, usage)} < {cfg.idle_usage_fraction:.0%} of limit "
-           f"{fmt(tier, limit)}, p_fail {p:.2f} <= {cfg.idle_p_fail_max:.2f}")
-    idle_after = cfg.idle_after_for(tier)
-    if idle_for_s < idle_after:
-        return None, f"cost: low for {idle_for_s:.0f} s of {idle_after:g} s ({low})"
-    last = state.last_action_s.get(key)
-    if last is not None and now - last < cfg.step_interval_s:
-        wait = cfg.step_interval_s - (now - last)
-        return None, f"cost: idle ({low}); next step down in {wait:.0f} s"
-    peak_in = inp.peak_of(tier, i)
-    peak = max(run_peak, usage, peak_in if math.isfinite(peak_in) else 0.0)
-    margin = cfg.peak_margin_for(tier)
-    keep = peak * (1 + margin)
-    target = round_up(tier, max(keep, limit * (1 - cfg.step_down_fraction)))
-    if target >= limit:
-        return None, (f"cost: idle ({low}) but the limit is at peak {fmt(tier, peak)} × "
-                      f"{1 + margin:.2f}")
-    reason = (f"cost: idle for {idle_for_s:.0f} s ({low}): step down to {fmt(tier, target)} "
-              f"(at most {cfg.step_down_fraction:.0%}; never below peak {fmt(tier, peak)} × "
-              f"{1 + margin:.2f})")
-    return _down_action(inp, i, tier, limit, target, p, reason)
 
 
 def _down_action(inp: PolicyInput, i: int, tier: Tier, limit: float, target: float, p: float,
@@ -311,41 +547,64 @@ def reclaim_candidates(
     according to ``state`` (the state :func:`propose_scale_downs` returned this tick),
     and a floor below the limit. ``long_peak``: tier → ``[N]`` highest usage in the
     last ``cfg.long_peak_s`` (nan = unknown). Empty when ``cfg.enabled`` is false
-    (the low runs are only kept by the cost pass)."""
+    (the low runs are only kept by the cost pass). Per tier, in the order of
+    ``state.low_since_s``.
+
+    Column-wise, as the cost pass: the runs are matched to the rows low now by their
+    key (built per row; no key of the state is parsed), and the floors of a tier are
+    computed for all its candidates at once (``max`` as ``np.where``, :func:`round_up`
+    as :func:`_round_up_all`); the guards' bounds and safety floor are asked per row."""
     if not cfg.enabled:
         return []
     out: list[ReclaimCandidate] = []
-    now = inp.now_s
-    pos = {name: i for i, name in enumerate(inp.containers)}
+    now, names, runs = inp.now_s, inp.containers, state.low_since_s
+    keys: list[str] | None = None  # the runs' keys, listed once
     for tier, tp in inp.prediction.tiers.items():
-        if tier not in SCALED_DOWN:
+        if tier not in SCALED_DOWN or not runs:
             continue
         tier_text = f"{tier}"
+        usage = np.asarray(_tier_usage(inp, tier), dtype=np.float64)
+        suffix = key_of("", tier_text)
+        row_of = {f"{names[i]}{suffix}": i for i in
+                  np.flatnonzero(is_low(tp.limit, usage, tp.p_fail, cfg)).tolist()}
+        # the runs of the rows low now (the run is kept only while it is), in state order
+        row = np.fromiter(map(row_of.get, runs, repeat(-1)), dtype=np.intp, count=len(runs))
+        since = np.fromiter(runs.values(), dtype=np.float64, count=len(runs))
+        with np.errstate(invalid="ignore"):  # a nan start is not "too recent"
+            pick = np.flatnonzero((row >= 0) & ~(now - since < cfg.reclaim_after_s))
+        if not len(pick):
+            continue
+        keys = list(runs) if keys is None else keys
+        idx = row[pick]
+        rows, keys_now = idx.tolist(), [keys[j] for j in pick.tolist()]
+        limit, usage = np.asarray(tp.limit, dtype=np.float64)[idx], usage[idx]
+        # P = max(run peak, u, long peak when known)
+        peak = np.array(list(map(state.low_peak.get, keys_now, usage.tolist())),
+                        dtype=np.float64)  # get(key, usage)
+        peak = np.where(usage > peak, usage, peak)
         peaks = (long_peak or {}).get(tier)
-        lows: list[bool] | None = None
-        for key, since in state.low_since_s.items():
-            name, _, t = key.rpartition("/")
-            if t != tier_text or now - since < cfg.reclaim_after_s:
-                continue
-            i = pos.get(name)
-            if i is None:
-                continue
-            if lows is None:
-                lows = is_low(tp.limit, _tier_usage(inp, tier), tp.p_fail, cfg).tolist()
-            if not lows[i]:
-                continue  # not low this tick (the run is kept only while it is)
-            limit, usage = float(tp.limit[i]), inp.usage_of(tier, i)
-            peak = max(state.low_peak.get(key, usage), usage)
-            if peaks is not None and math.isfinite(float(peaks[i])):
-                peak = max(peak, float(peaks[i]))
-            app = inp.app_of(i)
-            lo, _ = guards.bounds_for(name, app, tier_text, inp.labels_of(i))
-            safety = guards.floor_for(tier_text, usage)
-            floor = round_up(tier, max(peak * (1 + cfg.reclaim_margin_fraction),
-                                       safety if math.isfinite(safety) else math.inf, lo,
-                                       inp.floor_of(tier_text, i)))
-            if floor < limit:
-                out.append(ReclaimCandidate(name, tier, limit, floor, app))
+        if peaks is not None:
+            longest = np.asarray(peaks, dtype=np.float64)[idx]
+            peak = np.where(np.isfinite(longest) & (longest > peak), longest, peak)
+        who = list(map(names.__getitem__, rows))
+        apps = [""] * len(rows) if inp.apps is None else list(map(inp.apps.__getitem__, rows))
+        labels = repeat(None) if inp.labels is None else list(map(inp.labels.__getitem__, rows))
+        bounds = list(map(guards.bounds_for, who, apps, repeat(tier_text), labels))
+        lo = np.array([b[0] for b in bounds], dtype=np.float64)  # of (lo, hi)
+        safety = np.array(list(map(guards.floor_for, repeat(tier_text), usage.tolist())),
+                          dtype=np.float64)
+        held = inp.floor.get(tier_text) if inp.floor else None
+        held = np.zeros(len(rows)) if held is None else np.asarray(held, np.float64)[idx]
+        # floor = ⌈max(P × (1 + margin), safety (inf when not finite), lo, H)⌉
+        floor = peak * (1 + cfg.reclaim_margin_fraction)
+        for bound in (np.where(np.isfinite(safety), safety, np.inf), lo, held):
+            floor = np.where(bound > floor, bound, floor)
+        floor = _round_up_all(tier_text, floor)
+        with np.errstate(invalid="ignore"):
+            room = np.flatnonzero(floor < limit).tolist()
+        out += _build(ReclaimCandidate, len(room), container=[who[j] for j in room],
+                      tier=repeat(tier), limit=limit[room].tolist(),
+                      floor=floor[room].tolist(), app=[apps[j] for j in room])
     return out
 
 
