@@ -85,6 +85,19 @@ def fmt(tier: str, value: float) -> str:
     return f"{value:.4g}"
 
 
+def fmt_all(tier: str, values: Any) -> list[str]:
+    """:func:`fmt` of every value, the same text: ``fmt_all("memory", [2**27])`` →
+    ``["128.0 MiB"]`` (the division by 2**20 done on the whole array: the same float)."""
+    v = np.asarray(values, dtype=np.float64)
+    if tier in _PAGED:
+        return [f"{x:.1f} MiB" for x in (v / 2**20).tolist()]
+    if tier in _RATES:
+        return [f"{x:.2f} MiB/s" for x in (v / 2**20).tolist()]
+    if tier == _CPU:
+        return [f"{x:.2f} cores" for x in v.tolist()]
+    return [f"{x:.4g}" for x in v.tolist()]
+
+
 def key_of(container: str, tier: str) -> str:
     """State key of one container and tier: ``"web-1/memory"``."""
     return f"{container}/{tier}"
