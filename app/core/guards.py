@@ -295,6 +295,7 @@ class GuardConfig:
 
 
 _MEMORY = str(Tier.MEMORY)  # a plain-string constant: no enum descriptor per call
+_SCALE_OUT = ActionKind.SCALE_OUT  # (the member itself: compared with ``is``)
 
 
 def scale_out_action_id(container: str, now_s: float) -> str:
@@ -344,9 +345,9 @@ def guard(
             raise ValueError(
                 f"decision for {d.container!r}, which is not in PolicyInput.containers")
         try:
-            if a.kind is ActionKind.SCALE_OUT and a.new_limit < a.old_limit:
+            if a.kind is _SCALE_OUT and a.new_limit < a.old_limit:
                 action = _scale_in(t, i, a)
-            elif a.kind is ActionKind.SCALE_OUT:
+            elif a.kind is _SCALE_OUT:
                 action = _scale_out(t, i, a, a.reason, "scale-out proposed")
             else:
                 k += 1
@@ -409,13 +410,15 @@ _CLAMPED, _STEP, _FLOOR, _MIN, _HELD, _ROOM = 1, 2, 4, 8, 16, 32
 @dataclass
 class _Sized:
     """Steps 3–6 for every resize of a :func:`guard` call, column-wise (row k: its k-th
-    resize): ``code`` (list of ints, above), ``new`` (list of floats, N) and ``notes``
-    (list of ints, bits), plus, as arrays, every value the reasons quote."""
+    resize): ``code`` (list of ints, above), ``new`` (list of floats, N), ``notes``
+    (list of ints, bits), ``d`` (direction) and ``key`` (state key), plus, as arrays,
+    every value the reasons quote."""
 
     code: list[int]
     new: list[float]
     notes: list[int]
     d: list[int]
+    key: list[str]  # the state key, "c/t"
     cols: dict[str, np.ndarray]
 
 
@@ -438,40 +441,36 @@ def _size(inp: PolicyInput, decisions: Sequence[Decision], cfg: GuardConfig,
     state or on another decision (the cooldown, the hold and the escalation's scale-out
     do, and are :func:`_resize`'s). The resizes after a decision for an unknown
     container are left out (:func:`guard` raises there)."""
-    rows: list[int] = []
-    names: list[str] = []
-    tiers: list[str] = []
-    old: list[float] = []
-    target: list[float] = []
-    for d in decisions:
-        a = d.action
-        if a is None or a.kind is ActionKind.SCALE_OUT:
-            continue
-        i = index.get(d.container)
-        if i is None:
-            break
-        rows.append(i)
-        names.append(a.container)
-        tiers.append(a.tier)
-        old.append(a.old_limit)
-        target.append(a.new_limit)
+    resizes = [(index.get(d.container), d.action) for d in decisions
+               if d.action is not None and d.action.kind is not _SCALE_OUT]
+    rows = [i for i, _ in resizes]
+    if None in rows:
+        del resizes[rows.index(None):]
+        del rows[len(resizes):]
+    acts = [a for _, a in resizes]
+    names = [a.container for a in acts]
     n = len(rows)
-    cols = {"old": np.array(old, dtype=np.float64), "target": np.array(target, dtype=np.float64)}
+    cols = {"old": np.array([a.old_limit for a in acts], dtype=np.float64),
+            "target": np.array([a.new_limit for a in acts], dtype=np.float64)}
     for name in ("lo", "hi", "step", "usage", "floor", "held", "stepped", "band", "room"):
         cols[name] = np.zeros(n)
     cols["pool"] = np.zeros(n, dtype=bool)  # the room quoted is the pool's, not the node's
     code, new, notes = np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros(n, dtype=np.int64)
     d = np.zeros(n, dtype=np.int64)
+    keys: list[str] = [""] * n
     groups: dict[str, list[int]] = {}
-    for k, tier in enumerate(tiers):
-        groups.setdefault(tier, []).append(k)
+    for k, a in enumerate(acts):
+        groups.setdefault(a.tier, []).append(k)
     with np.errstate(all="ignore"):
         for tier, ks in groups.items():
             at = np.array(ks, dtype=np.int64)
             code[at], new[at], notes[at], d[at] = _size_tier(
                 inp, cfg, tier, at, np.array([rows[k] for k in ks], dtype=np.int64),
                 [names[k] for k in ks], cols)
-    return _Sized(code.tolist(), new.tolist(), notes.tolist(), d.tolist(), cols)
+            text = f"{tier}"  # key_of(container, tier) of each: "web-1/memory"
+            for k in ks:
+                keys[k] = f"{names[k]}/{text}"
+    return _Sized(code.tolist(), new.tolist(), notes.tolist(), d.tolist(), keys, cols)
 
 
 def _size_tier(inp: PolicyInput, cfg: GuardConfig, tier: str, at: np.ndarray, rows: np.ndarray,
@@ -575,9 +574,7 @@ def _resize(t: _Tick, i: int, a: ScalingAction, sized: _Sized, k: int) -> Scalin
     code = sized.code[k]
     if code == _NOT_FINITE or code == _SAME:
         raise _Blocked(_blocked_text(cfg, a.tier, sized, k))
-    tier = a.tier
-    key = _key(a.container, tier)
-    d = sized.d[k]
+    tier, key, d = a.tier, sized.key[k], sized.d[k]
     notes: list[str] = []
 
     last = t.last.get(key)
@@ -690,18 +687,6 @@ def _decision_with(d: Decision, action: ScalingAction | None, reason: str) -> De
     (about 3 µs of 4 per call, once per proposed action)."""
     return Decision(d.now_s, d.container, d.tier, d.p_fail, d.threshold, d.time_to_limit_s,
                     d.forecast, d.limit, action, reason)
-
-
-_TIER_TEXT: dict[str, str] = {}
-
-
-def _key(container: str, tier: str) -> str:
-    """``key_of(container, tier)`` with the tier's text cached (formatting a StrEnum in
-    an f-string is several times slower than a str)."""
-    text = _TIER_TEXT.get(tier)
-    if text is None:
-        text = _TIER_TEXT[tier] = f"{tier}"
-    return f"{container}/{text}"
 
 
 def _step_desc(cfg: GuardConfig, tier: str) -> str:
