@@ -270,6 +270,10 @@ Sizer = Callable[[PolicyInput, Tier, np.ndarray, np.ndarray, np.ndarray],
 
 
 Rows = Mapping[Tier, Any] | None
+_RESIZE = ActionKind.RESIZE  # read once (an enum member's lookup is not free)
+#: (container, tier) → the decision that takes the place of the policy's own where that
+#: one has no action (:func:`decide`: the cost pass's scale-downs)
+Instead = Mapping[tuple[str, Tier], Decision] | None
 
 
 def _column(values: Any, idx: np.ndarray) -> np.ndarray:
@@ -277,11 +281,12 @@ def _column(values: Any, idx: np.ndarray) -> np.ndarray:
 
 
 def _propose(inp: PolicyInput, size: Sizer, *, per_tier_threshold: bool,
-             rows: Rows = None) -> list[Decision]:
+             rows: Rows = None, instead: Instead = None) -> list[Decision]:
     """One unguarded decision per tier and container; ``size`` gives the targets and how
     they were sized, column-wise for the rows that act (a finite limit and ``p_fail >=
     threshold``). ``rows`` (tier → ascending container indices) limits the decisions to
-    those rows, in the same order."""
+    those rows, in the same order. A decision without an action is ``instead[(container,
+    tier)]`` where there is one (and is not built)."""
     decisions: list[Decision] = []
     names, now = inp.containers, inp.now_s
     horizon = f"{inp.prediction.horizon_s:g}"
@@ -294,7 +299,7 @@ def _propose(inp: PolicyInput, size: Sizer, *, per_tier_threshold: bool,
             acts = np.isfinite(limit) & (p >= thr)
         at = np.flatnonzero(acts)
         new, how = size(inp, tier, idx[at], limit[at], forecast[at])
-        grows = (new > limit[at]).tolist()
+        grows, new = (new > limit[at]).tolist(), new.tolist()
         forecast_text, limit_text = fmt_all(tier, forecast[at]), fmt_all(tier, limit[at])
         id_tail = action_id_for("", tier, now)  # "/memory@1700000000123"
         k = 0  # the row of ``at`` of the next acting row
@@ -302,29 +307,35 @@ def _propose(inp: PolicyInput, size: Sizer, *, per_tier_threshold: bool,
                 idx.tolist(), p.tolist(), thr.tolist(), limit.tolist(), forecast.tolist(),
                 ttl.tolist(), acts.tolist(), strict=True):
             name = names[i]
-            action = None
+            if act:
+                j, k = k, k + 1  # its row of ``at``
+                reason = (f"p_fail {pi:.2f} >= {ti:.2f}: forecast {forecast_text[j]} at "
+                          f"horizon {horizon} s vs limit {limit_text[j]}; {how[j]}")
+                if grows[j]:
+                    action = ScalingAction(
+                        f"{name}{id_tail}", now, name, tier, li, new[j], pi, ti, tti,
+                        fi, reason, _RESIZE, inp.app_of(i), True)
+                    decisions.append(
+                        Decision(now, name, tier, pi, ti, tti, fi, li, action, reason))
+                    continue
+                reason += ": no growth asked"
+            other = instead.get((name, tier)) if instead else None
+            if other is not None:
+                decisions.append(other)
+                continue
             if not act:
                 reason = ("no limit set: nothing to protect" if not math.isfinite(li) else
                           f"p_fail {pi:.2f} < threshold {ti:.2f}")
-            else:
-                reason = (f"p_fail {pi:.2f} >= {ti:.2f}: forecast {forecast_text[k]} at "
-                          f"horizon {horizon} s vs limit {limit_text[k]}; {how[k]}")
-                if grows[k]:
-                    action = ScalingAction(
-                        f"{name}{id_tail}", now, name, tier, li, float(new[k]), pi, ti, tti,
-                        fi, reason, ActionKind.RESIZE, inp.app_of(i), True)
-                else:
-                    reason += ": no growth asked"
-                k += 1
-            decisions.append(Decision(now, name, tier, pi, ti, tti, fi, li, action, reason))
+            decisions.append(Decision(now, name, tier, pi, ti, tti, fi, li, None, reason))
     return decisions
 
 
-def _raw_buffer(inp: PolicyInput, cfg: PolicyConfig, rows: Rows = None) -> list[Decision]:
+def _raw_buffer(inp: PolicyInput, cfg: PolicyConfig, rows: Rows = None,
+                instead: Instead = None) -> list[Decision]:
     return _propose(
         inp, lambda _i, tier, idx, lim, f: _buffer_targets(tier, lim, f, cfg.margin_fraction,
                                                            cfg),
-        per_tier_threshold=False, rows=rows)
+        per_tier_threshold=False, rows=rows, instead=instead)
 
 
 def _usage(inp: PolicyInput, tier: Tier, idx: np.ndarray) -> np.ndarray:
@@ -333,19 +344,21 @@ def _usage(inp: PolicyInput, tier: Tier, idx: np.ndarray) -> np.ndarray:
     return np.full(len(idx), math.nan) if arr is None else _column(arr, idx)
 
 
-def _raw_proportional(inp: PolicyInput, cfg: PolicyConfig, rows: Rows = None
-                      ) -> list[Decision]:
+def _raw_proportional(inp: PolicyInput, cfg: PolicyConfig, rows: Rows = None,
+                      instead: Instead = None) -> list[Decision]:
     if not inp.usage:
         raise ValueError("the proportional policy needs PolicyInput.usage "
                          "(current usage per tier, bytes / cores)")
     return _propose(
         inp, lambda _i, tier, idx, lim, f: _proportional_targets(
             tier, lim, f, _usage(inp, tier, idx), cfg.margin_fraction, cfg),
-        per_tier_threshold=False, rows=rows)
+        per_tier_threshold=False, rows=rows, instead=instead)
 
 
-def _raw_multi_tier(inp: PolicyInput, cfg: PolicyConfig, rows: Rows = None
-                    ) -> list[Decision]:
+def _raw_multi_tier(inp: PolicyInput, cfg: PolicyConfig, rows: Rows = None,
+                    instead: Instead = None) -> list[Decision]:
+    """``instead`` is not used here: the ranking by time to limit reads every decision
+    of the policy's own (:func:`decide` puts the others in afterwards)."""
     def size(_inp: PolicyInput, tier: Tier, idx: np.ndarray, lim: np.ndarray, f: np.ndarray
              ) -> tuple[np.ndarray, list[str]]:
         method = cfg.multi_tier_methods.get(tier, "preemptive_buffer")
@@ -592,15 +605,17 @@ def _kinds(inp: PolicyInput, cfg: PolicyConfig) -> list[str] | None:
 
 
 def _raw_by_kind(inp: PolicyInput, c: PolicyConfig, low_tiers: Mapping[Tier, np.ndarray],
-                 sparse: bool) -> list[Decision]:
+                 sparse: bool, instead: Instead = None) -> list[Decision]:
     """The unguarded scale-up decisions, each container by its own kind (:func:`_kinds`):
     one group per kind, the global kind's first, then in the order of :data:`KINDS`;
     within a group, that kind's order. Worked example: global ``preemptive_buffer``,
     workload ``db`` with ``policy = "proportional"`` → the containers of ``db`` are sized
-    by load × ratio × (1 + margin), after the others' buffer decisions."""
+    by load × ratio × (1 + margin), after the others' buffer decisions. ``instead``: as
+    in :func:`_propose`."""
     kinds = _kinds(inp, c)
     if kinds is None:
-        return _RAW[c.kind](inp, c, _read_rows(inp, c, low_tiers) if sparse else None)
+        return _RAW[c.kind](inp, c, _read_rows(inp, c, low_tiers) if sparse else None,
+                            instead)
     raw: list[Decision] = []
     arr = np.array(kinds)
     for kind in (c.kind, *[k for k in KINDS if k != c.kind]):
@@ -610,7 +625,7 @@ def _raw_by_kind(inp: PolicyInput, c: PolicyConfig, low_tiers: Mapping[Tier, np.
         sub, ck = _rows(inp, idx), replace(c, kind=kind)
         rows = (_read_rows(sub, ck, {t: m[idx] for t, m in low_tiers.items()})
                 if sparse else None)
-        raw += _RAW[kind](sub, ck, rows)
+        raw += _RAW[kind](sub, ck, rows, instead)
     return raw
 
 
@@ -663,11 +678,13 @@ def decide(
             i = pos.get(name)
             if i is not None and tier in low_tiers:
                 low_tiers[Tier(tier)][i] = True
-    raw = _raw_by_kind(inp, c, low_tiers, sparse)
+    by_key: dict[tuple[str, Tier], Decision] = {}
     if c.cost.enabled:
         # Only the scale-down *actions* are used here, and only a container that is low
         # in some tier can get one or start a low run: the others are left out of the
-        # cost pass (whose one-decision-per-container output is dropped below).
+        # cost pass (whose one-decision-per-container output is dropped below). The cost
+        # pass reads nothing of the scale-up's: it runs first, so that the scale-up
+        # builds no decision that a scale-down replaces (``instead``).
         low = np.zeros(len(inp.containers), dtype=bool)
         for tier_low in low_tiers.values():
             low |= tier_low
@@ -675,6 +692,8 @@ def decide(
         downs, state = propose_scale_downs(
             inp if low.all() else _rows(inp, np.flatnonzero(low)), c.cost, state)
         by_key = {(d.container, d.tier): d for d in downs if d.action is not None}
+    raw = _raw_by_kind(inp, c, low_tiers, sparse, by_key)
+    if c.cost.enabled:
         raw = [by_key.get((d.container, d.tier), d) if d.action is None else d for d in raw]
         if inp.replicated is not None:
             raw = _with_scale_ins(raw, propose_scale_ins(inp, c.cost, state, prev_low))
