@@ -494,11 +494,11 @@ def _size_tier(inp: PolicyInput, cfg: GuardConfig, tier: str, at: np.ndarray, ro
 
     # 3. bounds: one global pair unless some level below it is configured
     if not (inp.labels or cfg.workloads or cfg.container_bounds or cfg.app_bounds):
-        lo_hi = np.array([cfg.bounds_for("", "", tier)] * len(at)).reshape(len(at), 2)
+        lo, hi = (np.full(len(at), v) for v in cfg.bounds_for("", "", tier))
     else:
-        lo_hi = np.array([cfg.bounds_for(c, inp.app_of(i), tier, inp.labels_of(i))
-                          for c, i in zip(names, rows.tolist(), strict=True)]).reshape(len(at), 2)
-    lo, hi = lo_hi[:, 0], lo_hi[:, 1]
+        lo, hi = np.array([cfg.bounds_for(c, inp.app_of(i), tier, inp.labels_of(i))
+                           for c, i in zip(names, rows.tolist(), strict=True)]
+                          ).reshape(len(at), 2).T
     fail(lo > hi, _CONFLICT)
     step = _pymin(cfg.max_step_fraction * old, cfg.max_step_abs.get(tier, math.inf))
     usage_arr = inp.usage.get(tier) if inp.usage else None
