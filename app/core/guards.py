@@ -441,42 +441,35 @@ def _size(inp: PolicyInput, decisions: Sequence[Decision], cfg: GuardConfig,
     state or on another decision (the cooldown, the hold and the escalation's scale-out
     do, and are :func:`_resize`'s). The resizes after a decision for an unknown
     container are left out (:func:`guard` raises there)."""
-    resizes = [(index.get(d.container), d.action) for d in decisions
-               if d.action is not None and d.action.kind is not _SCALE_OUT]
-    rows = [i for i, _ in resizes]
-    if None in rows:
-        del resizes[rows.index(None):]
-        del rows[len(resizes):]
-    acts = [a for _, a in resizes]
-    names = [a.container for a in acts]
-    n = len(rows)
-    cols = {"old": np.array([a.old_limit for a in acts], dtype=np.float64),
-            "target": np.array([a.new_limit for a in acts], dtype=np.float64)}
+    resizes = [(index.get(d.container), a.container, a.tier, a.old_limit, a.new_limit)
+               for d in decisions if (a := d.action) is not None and a.kind is not _SCALE_OUT]
+    columns = [list(c) for c in zip(*resizes, strict=True)] or [[] for _ in range(5)]
+    n = columns[0].index(None) if None in columns[0] else len(resizes)
+    rows, names, tiers, old, target = (c[:n] for c in columns)
+    cols = {"old": np.array(old, dtype=np.float64), "target": np.array(target, dtype=np.float64)}
     for name in ("lo", "hi", "step", "usage", "floor", "held", "stepped", "band", "room"):
         cols[name] = np.zeros(n)
     cols["pool"] = np.zeros(n, dtype=bool)  # the room quoted is the pool's, not the node's
     code, new, notes = np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros(n, dtype=np.int64)
     d = np.zeros(n, dtype=np.int64)
-    keys: list[str] = [""] * n
-    groups: dict[str, list[int]] = {}
-    for k, a in enumerate(acts):
-        groups.setdefault(a.tier, []).append(k)
+    group_of: dict[str, int] = {}  # tier → its group: the tiers in the order first seen
+    group = np.array([group_of.setdefault(t, len(group_of)) for t in tiers], dtype=np.int64)
+    at_rows = np.array(rows, dtype=np.int64)
     with np.errstate(all="ignore"):
-        for tier, ks in groups.items():
-            at = np.array(ks, dtype=np.int64)
+        for tier, g in group_of.items():
+            at = np.flatnonzero(group == g)
             code[at], new[at], notes[at], d[at] = _size_tier(
-                inp, cfg, tier, at, np.array([rows[k] for k in ks], dtype=np.int64),
-                [names[k] for k in ks], cols)
-            text = f"{tier}"  # key_of(container, tier) of each: "web-1/memory"
-            for k in ks:
-                keys[k] = f"{names[k]}/{text}"
+                inp, cfg, tier, at, at_rows[at], names, cols)
+    text = {t: f"{t}" for t in group_of}  # key_of(container, tier): "web-1/memory"
+    keys = [f"{c}/{text[t]}" for c, t in zip(names, tiers, strict=True)]
     return _Sized(code.tolist(), new.tolist(), notes.tolist(), d.tolist(), keys, cols)
 
 
 def _size_tier(inp: PolicyInput, cfg: GuardConfig, tier: str, at: np.ndarray, rows: np.ndarray,
                names: list[str], cols: dict[str, np.ndarray]
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_size` for the resizes ``at`` (rows ``rows`` of ``inp``) of one tier: their
+    """:func:`_size` for the resizes ``at`` (rows ``rows`` of ``inp``; ``names``: the
+    containers of every resize) of one tier: their
     codes, N, notes and directions; the values the reasons quote go into ``cols[…][at]``.
     Each line is the scalar rule of the module docstring on whole columns, in its order;
     ``code`` keeps the first check that fails. Worked example (memory, bounds [32 MiB,
@@ -496,8 +489,8 @@ def _size_tier(inp: PolicyInput, cfg: GuardConfig, tier: str, at: np.ndarray, ro
     if not (inp.labels or cfg.workloads or cfg.container_bounds or cfg.app_bounds):
         lo, hi = (np.full(len(at), v) for v in cfg.bounds_for("", "", tier))
     else:
-        lo, hi = np.array([cfg.bounds_for(c, inp.app_of(i), tier, inp.labels_of(i))
-                           for c, i in zip(names, rows.tolist(), strict=True)]
+        lo, hi = np.array([cfg.bounds_for(names[k], inp.app_of(i), tier, inp.labels_of(i))
+                           for k, i in zip(at.tolist(), rows.tolist(), strict=True)]
                           ).reshape(len(at), 2).T
     fail(lo > hi, _CONFLICT)
     step = _pymin(cfg.max_step_fraction * old, cfg.max_step_abs.get(tier, math.inf))
