@@ -563,44 +563,27 @@ def _resize(t: _Tick, i: int, a: ScalingAction, sized: _Sized, k: int) -> Scalin
     """The k-th resize of the tick: its checks that depend on the state (1. cooldown,
     2. hold) and on the actions before it (6. the escalation's scale-out), and its
     reason; steps 3–6 come from :func:`_size`. Raises :class:`_Blocked`."""
-    cfg, now = t.cfg, t.inp.now_s
     code = sized.code[k]
-    if code == _NOT_FINITE or code == _SAME:
-        raise _Blocked(_blocked_text(cfg, a.tier, sized, k))
-    tier, key, d = a.tier, sized.key[k], sized.d[k]
-    notes: list[str] = []
-
+    if code and code <= _SAME:  # (_NOT_FINITE, _SAME: checked before the cooldown)
+        raise _Blocked(_blocked_text(t.cfg, a.tier, sized, k))
+    key, d = sized.key[k], sized.d[k]
     last = t.last.get(key)
-    if last is not None:
-        oom = a.cause == "oom"  # the answer to a kill: never held back by time
-        # 1. cooldown
-        if not oom and now - last < cfg.cooldown_for(tier):
-            left = cfg.cooldown_for(tier) - (now - last)
-            raise _Blocked(f"in cooldown ({left:.1f} s left)")
-        # 2. hysteresis hold
-        if t.direction.get(key) == -d and now - last < cfg.hold_s:
-            age = now - last
-            prev = "down" if d > 0 else "up"
-            urgent = oom or (cfg.urgent_p_fail is not None and d > 0
-                             and a.p_fail >= cfg.urgent_p_fail)
-            if not urgent:
-                raise _Blocked(f"would reverse the last action ({prev} {age:.0f} s ago) within "
-                               f"the hold of {cfg.hold_s:g} s")
-            notes.append(f"hold overridden: p_fail {a.p_fail:.2f} >= urgent "
-                         f"{cfg.urgent_p_fail:.2f} (last action {prev} {age:.0f} s ago)")
-    if code == _AT_MAX:
-        return _escalate(t, i, a, f"at the maximum limit {fmt(tier, _col(sized, 'hi', k))}",
-                         notes)
-    if code == _NO_ROOM:
-        return _escalate(t, i, a, _room_text(tier, sized, k), notes + _notes(cfg, tier, sized, k))
-    if code != _PASS:
-        raise _Blocked(_blocked_text(cfg, tier, sized, k))
+    notes = [] if last is None else _held_back(t, a, key, d, last)
+    if code:
+        tier = a.tier
+        if code == _AT_MAX:
+            why = f"at the maximum limit {fmt(tier, _col(sized, 'hi', k))}"
+            return _escalate(t, i, a, why, notes)
+        if code == _NO_ROOM:
+            notes += _notes(t.cfg, tier, sized, k)
+            return _escalate(t, i, a, _room_text(tier, sized, k), notes)
+        raise _Blocked(_blocked_text(t.cfg, tier, sized, k))
 
-    t.last[key] = now
+    t.last[key] = t.inp.now_s
     t.direction[key] = d
     new = sized.new[k]
     if sized.notes[k]:
-        notes += _notes(cfg, tier, sized, k)
+        notes += _notes(t.cfg, a.tier, sized, k)
     if not notes:
         if new == a.new_limit and new != 0 and type(a.new_limit) is float:
             return a  # nothing changed (a zero is rebuilt: -0.0 == 0.0)
@@ -610,6 +593,30 @@ def _resize(t: _Tick, i: int, a: ScalingAction, sized: _Sized, k: int) -> Scalin
     return ScalingAction(a.action_id, a.now_s, a.container, a.tier, a.old_limit, new,
                          a.p_fail, a.threshold, a.time_to_limit_s, a.forecast, reason, a.kind,
                          a.app, a.preemptive, a.cause)  # = replace(a, new_limit=…, reason=…)
+
+
+def _held_back(t: _Tick, a: ScalingAction, key: str, d: int, last: float) -> list[str]:
+    """Steps 1 (cooldown) and 2 (hold) for a resize in direction ``d`` whose key was last
+    acted on at ``last``: raises :class:`_Blocked`, or returns the note of a hold
+    overridden (``[]`` if none)."""
+    cfg, now = t.cfg, t.inp.now_s
+    oom = a.cause == "oom"  # the answer to a kill: never held back by time
+    # 1. cooldown
+    if not oom and now - last < cfg.cooldown_for(a.tier):
+        left = cfg.cooldown_for(a.tier) - (now - last)
+        raise _Blocked(f"in cooldown ({left:.1f} s left)")
+    # 2. hysteresis hold
+    if t.direction.get(key) == -d and now - last < cfg.hold_s:
+        age = now - last
+        prev = "down" if d > 0 else "up"
+        urgent = oom or (cfg.urgent_p_fail is not None and d > 0
+                         and a.p_fail >= cfg.urgent_p_fail)
+        if not urgent:
+            raise _Blocked(f"would reverse the last action ({prev} {age:.0f} s ago) within "
+                           f"the hold of {cfg.hold_s:g} s")
+        return [f"hold overridden: p_fail {a.p_fail:.2f} >= urgent {cfg.urgent_p_fail:.2f} "
+                f"(last action {prev} {age:.0f} s ago)"]
+    return []
 
 
 def _col(sized: _Sized, name: str, k: int) -> float:
