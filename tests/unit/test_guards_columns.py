@@ -306,3 +306,20 @@ def test_a_resize_passed_unchanged_is_the_proposal_itself():
     (out,), _ = guard(replace(inp, usage=None, headroom_on_node=None, pool_free=None),
                       [d], GuardConfig(), PolicyState())
     assert out is d
+
+
+def test_size_tier_worked_example():
+    """_size_tier's docstring: memory, bounds [32 MiB, 2 GiB], step fraction 1: old
+    512 MiB, target 3 GiB → clamped to 2 GiB, then the step (512 MiB) → N = 1 GiB."""
+    inp, _, _, _ = _case(0)
+    inp = replace(inp, usage=None, headroom_on_node=None, pool_free=None)
+    c = inp.containers[0]
+    a = ScalingAction(f"{c}/memory@1", NOW, c, Tier.MEMORY, 512.0 * MiB, 3.0 * GiB, 0.9, 0.5,
+                      10.0, 0.0, "r")
+    d = Decision(NOW, c, Tier.MEMORY, 0.9, 0.5, 10.0, 0.0, 512.0 * MiB, a, "r")
+    sized = g._size(inp, [d], GuardConfig(), {c: 0})
+    assert (sized.code, sized.new, sized.notes) == ([g._PASS], [1.0 * GiB],
+                                                    [g._CLAMPED | g._STEP])
+    (out,), _ = guard(inp, [d], GuardConfig(), PolicyState())
+    assert out.action.new_limit == 1.0 * GiB
+    assert out.reason == "r; clamped to max 2048.0 MiB; max step: +512.0 MiB (100% of the limit)"
