@@ -2,11 +2,41 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from prescale.app.core.sample import Tier
+
+_T = TypeVar("_T")
+
+
+def _slot_init(cls: type[_T]) -> type[_T]:
+    """Give the frozen slotted dataclass ``cls`` an ``__init__`` that sets each slot
+    through its own descriptor (``cls.<field>.__set__(self, value)``) instead of
+    ``object.__setattr__(self, "<field>", value)``, which looks the name up each time:
+    the same signature and defaults, the same object, built in about half the time
+    (tens of thousands are built per tick at 10,000 containers). Made like the
+    dataclass's own ``__init__``, from source. For dataclasses whose fields have no
+    ``default_factory`` and which have no ``__post_init__``."""
+    assert not hasattr(cls, "__post_init__"), cls
+    ns: dict[str, Any] = {}
+    params, body = [], []
+    for f in fields(cls):
+        assert f.default_factory is MISSING, f
+        if f.default is MISSING:
+            params.append(f.name)
+        else:
+            ns[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        ns[f"_set_{f.name}"] = getattr(cls, f.name).__set__
+        body.append(f"    _set_{f.name}(self, {f.name})")
+    exec(f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body), ns)  # noqa: S102
+    init = ns["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__doc__ = f"Set every field of {cls.__name__} (:func:`_slot_init`)."
+    cls.__init__ = init  # type: ignore[misc]
+    return cls
 
 
 class ActionKind(StrEnum):
@@ -14,6 +44,7 @@ class ActionKind(StrEnum):
     SCALE_OUT = "scale_out"  # horizontal: change the replica count (old/new_limit = replicas)
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class ScalingAction:
     """Change one container's limit of one tier from ``old_limit`` to ``new_limit``.
@@ -57,6 +88,7 @@ def action_id_for(container: str, tier: Tier, now_s: float) -> str:
     return f"{container}/{tier}@{round(now_s * 1000)}"  # a StrEnum formats as its value
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The engine's view of one container and tier in one tick, with or without action."""

@@ -73,6 +73,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from prescale.app.core.actions import ActionKind, Decision, ScalingAction
 from prescale.app.core.policy_types import (
     PolicyInput,
@@ -80,6 +82,7 @@ from prescale.app.core.policy_types import (
     fmt,
     replicas_key,
     round_up,
+    round_up_array,
 )
 from prescale.app.core.sample import Tier
 
@@ -292,6 +295,7 @@ class GuardConfig:
 
 
 _MEMORY = str(Tier.MEMORY)  # a plain-string constant: no enum descriptor per call
+_SCALE_OUT = ActionKind.SCALE_OUT  # (the member itself: compared with ``is``)
 
 
 def scale_out_action_id(container: str, now_s: float) -> str:
@@ -319,29 +323,42 @@ def guard(
 
     Decisions without an action pass unchanged. A decision for a container that is
     not in ``inp.containers`` raises :class:`ValueError`.
+
+    Two passes: steps 3–6 of every resize depend only on its row (limits, target,
+    bounds, usage, room), so they are computed column-wise first (:func:`_size`);
+    then, in order, each decision gets what depends on the state and on the actions
+    before it (cooldown, hold, scale-outs) and its reason. A resize that passes with
+    nothing changed is returned as it came (the same object: equal field for field).
     """
     index = {name: i for i, name in enumerate(inp.containers)}
     t = _Tick(inp, cfg, dict(state.last_action_s), dict(state.last_direction), set())
+    sized = _size(inp, decisions, cfg, index)
+    k = 0  # the row of ``sized`` of the next resize
     out: list[Decision] = []
     for d in decisions:
-        if d.action is None:
+        a = d.action
+        if a is None:
             out.append(d)
             continue
-        if d.container not in index:
+        i = index.get(d.container)
+        if i is None:
             raise ValueError(
                 f"decision for {d.container!r}, which is not in PolicyInput.containers")
-        i = index[d.container]
         try:
-            if d.action.kind is ActionKind.SCALE_OUT and d.action.new_limit < d.action.old_limit:
-                action = _scale_in(t, i, d.action)
-            elif d.action.kind is ActionKind.SCALE_OUT:
-                action = _scale_out(t, i, d.action, d.action.reason, "scale-out proposed")
+            if a.kind is _SCALE_OUT and a.new_limit < a.old_limit:
+                action = _scale_in(t, i, a)
+            elif a.kind is _SCALE_OUT:
+                action = _scale_out(t, i, a, a.reason, "scale-out proposed")
             else:
-                action = _resize(t, i, d.action)
+                k += 1
+                action = _resize(t, i, a, sized, k - 1)
         except _Blocked as why:
             out.append(_decision_with(d, None, f"{d.reason}; blocked: {why}"))
             continue
-        out.append(_decision_with(d, action, action.reason))
+        if action is a and d.reason == a.reason:
+            out.append(d)  # = _decision_with(d, a, a.reason): nothing to change
+        else:
+            out.append(_decision_with(d, action, action.reason))
     new_state = replace(state, last_action_s=t.last, last_direction=t.direction)
     return out, new_state
 
@@ -378,109 +395,291 @@ def escalate_denied(
     return out, notes, replace(state, last_action_s=t.last, last_direction=t.direction)
 
 
-def _resize(t: _Tick, i: int, a: ScalingAction) -> ScalingAction:
-    cfg, inp, now = t.cfg, t.inp, t.inp.now_s
-    tier, c = a.tier, a.container
-    key = _key(c, tier)
-    old, target = float(a.old_limit), float(a.new_limit)
-    if not (math.isfinite(old) and math.isfinite(target)):
-        raise _Blocked(f"limit {old!r} or target {target!r} is not finite")
-    d = 1 if target > old else -1 if target < old else 0
-    if d == 0:
-        raise _Blocked("target equals the current limit")
-    notes: list[str] = []
+# What :func:`_size` found for a resize (``_Sized.code``): 0 = it passes (notes aside);
+# the others block it or escalate it, each the first check that fails, in the order of
+# the module docstring. The first two are checked before the cooldown and the hold.
+_PASS, _NOT_FINITE, _SAME = 0, 1, 2
+_CONFLICT, _AT_MAX, _BELOW_UNIT = 3, 4, 5  # bounds; up
+_BLIND, _ABOVE_MAX, _NOT_POSITIVE, _CANNOT_LOWER = 6, 7, 8, 9  # down
+_DEAD_BAND, _NO_ROOM = 10, 11  # both; up, replicated (escalates)
+# The notes of a resize that passes (``_Sized.notes``, bits), in the order they are
+# written: up: clamped, step, floor, min; down: step, min, floor, held; last, room.
+_CLAMPED, _STEP, _FLOOR, _MIN, _HELD, _ROOM = 1, 2, 4, 8, 16, 32
 
+
+@dataclass
+class _Sized:
+    """Steps 3–6 for every resize of a :func:`guard` call, column-wise (row k: its k-th
+    resize): ``code`` (list of ints, above), ``new`` (list of floats, N), ``notes``
+    (list of ints, bits), ``d`` (direction) and ``key`` (state key), plus, as arrays,
+    every value the reasons quote."""
+
+    code: list[int]
+    new: list[float]
+    notes: list[int]
+    d: list[int]
+    key: list[str]  # the state key, "c/t"
+    cols: dict[str, np.ndarray]
+
+
+def _pymin(x: np.ndarray, y: Any) -> np.ndarray:
+    """``min(x, y)`` of Python, element-wise: ``y if y < x else x`` (the first on a tie
+    or a nan, as ``min`` does; ``np.minimum`` would give nan and pick a signed zero
+    its own way)."""
+    return np.where(y < x, y, x)
+
+
+def _pymax(x: np.ndarray, y: Any) -> np.ndarray:
+    """``max(x, y)`` of Python, element-wise: ``y if y > x else x``."""
+    return np.where(y > x, y, x)
+
+
+def _size(inp: PolicyInput, decisions: Sequence[Decision], cfg: GuardConfig,
+          index: Mapping[str, int]) -> _Sized:
+    """Steps 3–6 of the module docstring (bounds, sizing, dead band, room) for every
+    resize among ``decisions``, column-wise per tier. Pure: nothing here depends on the
+    state or on another decision (the cooldown, the hold and the escalation's scale-out
+    do, and are :func:`_resize`'s). The resizes after a decision for an unknown
+    container are left out (:func:`guard` raises there)."""
+    resizes = [(index.get(d.container), a.container, a.tier, a.old_limit, a.new_limit)
+               for d in decisions if (a := d.action) is not None and a.kind is not _SCALE_OUT]
+    columns = [list(c) for c in zip(*resizes, strict=True)] or [[] for _ in range(5)]
+    n = columns[0].index(None) if None in columns[0] else len(resizes)
+    rows, names, tiers, old, target = (c[:n] for c in columns)
+    cols = {"old": np.array(old, dtype=np.float64), "target": np.array(target, dtype=np.float64)}
+    for name in ("lo", "hi", "step", "usage", "floor", "held", "stepped", "band", "room"):
+        cols[name] = np.zeros(n)
+    cols["pool"] = np.zeros(n, dtype=bool)  # the room quoted is the pool's, not the node's
+    code, new, notes = np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros(n, dtype=np.int64)
+    d = np.zeros(n, dtype=np.int64)
+    group_of: dict[str, int] = {}  # tier → its group: the tiers in the order first seen
+    group = np.array([group_of.setdefault(t, len(group_of)) for t in tiers], dtype=np.int64)
+    at_rows = np.array(rows, dtype=np.int64)
+    with np.errstate(all="ignore"):
+        for tier, g in group_of.items():
+            at = np.flatnonzero(group == g)
+            code[at], new[at], notes[at], d[at] = _size_tier(
+                inp, cfg, tier, at, at_rows[at], names, cols)
+    text = {t: f"{t}" for t in group_of}  # key_of(container, tier): "web-1/memory"
+    keys = [f"{c}/{text[t]}" for c, t in zip(names, tiers, strict=True)]
+    return _Sized(code.tolist(), new.tolist(), notes.tolist(), d.tolist(), keys, cols)
+
+
+def _size_tier(inp: PolicyInput, cfg: GuardConfig, tier: str, at: np.ndarray, rows: np.ndarray,
+               names: list[str], cols: dict[str, np.ndarray]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_size` for the resizes ``at`` (rows ``rows`` of ``inp``; ``names``: the
+    containers of every resize) of one tier: their
+    codes, N, notes and directions; the values the reasons quote go into ``cols[…][at]``.
+    Each line is the scalar rule of the module docstring on whole columns, in its order;
+    ``code`` keeps the first check that fails. Worked example (memory, bounds [32 MiB,
+    2 GiB], step fraction 1): old 512 MiB, target 3 GiB → clamped to 2 GiB, then the step
+    (512 MiB) → N = 1 GiB, notes ``_CLAMPED | _STEP``."""
+    old, target = cols["old"][at], cols["target"][at]
+    code = np.where(~(np.isfinite(old) & np.isfinite(target)), _NOT_FINITE, _PASS)
+    d = np.where(target > old, 1, np.where(target < old, -1, 0))
+    code = np.where((code == _PASS) & (d == 0), _SAME, code)
+    up = d > 0
+
+    def fail(cond: np.ndarray, why: int) -> None:  # the first failed check wins
+        nonlocal code
+        code = np.where((code == _PASS) & cond, why, code)
+
+    # 3. bounds: one global pair unless some level below it is configured
+    if not (inp.labels or cfg.workloads or cfg.container_bounds or cfg.app_bounds):
+        lo, hi = (np.full(len(at), v) for v in cfg.bounds_for("", "", tier))
+    else:
+        lo, hi = np.array([cfg.bounds_for(names[k], inp.app_of(i), tier, inp.labels_of(i))
+                           for k, i in zip(at.tolist(), rows.tolist(), strict=True)]
+                          ).reshape(len(at), 2).T
+    fail(lo > hi, _CONFLICT)
+    step = _pymin(cfg.max_step_fraction * old, cfg.max_step_abs.get(tier, math.inf))
+    usage_arr = inp.usage.get(tier) if inp.usage else None
+    usage = np.full(len(at), math.nan) if usage_arr is None else usage_arr[rows].astype(float)
+    if tier == _MEMORY:  # cfg.floor_for, column-wise
+        margin = 1 + cfg.safety_margin_fraction
+        floor = np.where(np.isfinite(usage),
+                         round_up_array(tier, _pymax(usage, 0.0) * margin), math.nan)
+    else:
+        floor = np.zeros(len(at))
+    floor_arr = inp.floor.get(tier) if inp.floor else None
+    held = np.zeros(len(at)) if floor_arr is None else floor_arr[rows].astype(float)
+
+    # 4. sizing, up: every row computed, only the rows going up kept
+    fail(up & (old >= hi), _AT_MAX)
+    new_up = _pymin(round_up_array(tier, _pymin(target, hi)), hi)
+    clamped = target > hi
+    step_up = new_up - old > step
+    new_up = np.where(step_up, old + step, new_up)
+    floor_hi = _pymin(floor, hi)
+    floor_up = ~np.isnan(floor) & (new_up < floor_hi)
+    new_up = np.where(floor_up, floor_hi, new_up)
+    min_up = new_up < lo
+    new_up = np.where(min_up, lo, new_up)
+    fail(up & (new_up <= old), _BELOW_UNIT)
+    # 4. sizing, down
+    fail(~up & np.isnan(floor), _BLIND)
+    new_dn = round_up_array(tier, target)
+    step_dn = old - new_dn > step
+    new_dn = np.where(step_dn, round_up_array(tier, old - step), new_dn)
+    stepped = np.where(up, step, old - new_dn)  # the step the note quotes
+    min_dn = new_dn < lo
+    new_dn = np.where(min_dn, lo, new_dn)
+    floor_dn = new_dn < floor
+    new_dn = np.where(floor_dn, floor, new_dn)
+    held_dn = new_dn < held
+    new_dn = np.where(held_dn, round_up_array(tier, held), new_dn)
+    fail(~up & (new_dn > hi), _ABOVE_MAX)
+    fail(~up & (new_dn <= 0), _NOT_POSITIVE)
+    fail(~up & (new_dn >= old), _CANNOT_LOWER)
+    new = np.where(up, new_up, new_dn)
+    # 5. dead band
+    band = cfg.dead_band_fraction * old
+    fail(np.abs(new - old) < band, _DEAD_BAND)
+    # 6. room on the node / in the pool (inp.room_of, column-wise)
+    node_arr = inp.headroom_on_node.get(tier) if inp.headroom_on_node else None
+    node = np.full(len(at), math.nan) if node_arr is None else node_arr[rows].astype(float)
+    room = np.where(np.isnan(node), math.inf, node)
+    free = inp.pool_free.get(tier, math.nan) if inp.pool_free else math.nan
+    pool = free < room  # (False where free is nan: unknown)
+    room = np.where(pool, free, room)
+    no_room = up & (new - old > room)
+    replicated = (np.zeros(len(at), dtype=bool) if inp.replicated is None
+                  else inp.replicated[rows])
+    fail(no_room & replicated, _NO_ROOM)
+
+    notes = (np.where(up, clamped * _CLAMPED | step_up * _STEP | floor_up * _FLOOR
+                      | min_up * _MIN,
+                      step_dn * _STEP | min_dn * _MIN | floor_dn * _FLOOR | held_dn * _HELD)
+             | no_room * _ROOM)
+    for name, v in (("lo", lo), ("hi", hi), ("step", step), ("usage", usage), ("floor", floor),
+                    ("held", held), ("stepped", stepped), ("band", band), ("room", room),
+                    ("pool", pool)):
+        cols[name][at] = v
+    return code, new, notes, d
+
+
+def _resize(t: _Tick, i: int, a: ScalingAction, sized: _Sized, k: int) -> ScalingAction:
+    """The k-th resize of the tick: its checks that depend on the state (1. cooldown,
+    2. hold) and on the actions before it (6. the escalation's scale-out), and its
+    reason; steps 3–6 come from :func:`_size`. Raises :class:`_Blocked`."""
+    code = sized.code[k]
+    if code and code <= _SAME:  # (_NOT_FINITE, _SAME: checked before the cooldown)
+        raise _Blocked(_blocked_text(t.cfg, a.tier, sized, k))
+    key, d = sized.key[k], sized.d[k]
+    last = t.last.get(key)
+    notes = [] if last is None else _held_back(t, a, key, d, last)
+    if code:
+        tier = a.tier
+        if code == _AT_MAX:
+            why = f"at the maximum limit {fmt(tier, _col(sized, 'hi', k))}"
+            return _escalate(t, i, a, why, notes)
+        if code == _NO_ROOM:
+            notes += _notes(t.cfg, tier, sized, k)
+            return _escalate(t, i, a, _room_text(tier, sized, k), notes)
+        raise _Blocked(_blocked_text(t.cfg, tier, sized, k))
+
+    t.last[key] = t.inp.now_s
+    t.direction[key] = d
+    new = sized.new[k]
+    if sized.notes[k]:
+        notes += _notes(t.cfg, a.tier, sized, k)
+    if not notes:
+        if new == a.new_limit and new != 0 and type(a.new_limit) is float:
+            return a  # nothing changed (a zero is rebuilt: -0.0 == 0.0)
+        reason = a.reason
+    else:
+        reason = "; ".join([a.reason, *notes])
+    return ScalingAction(a.action_id, a.now_s, a.container, a.tier, a.old_limit, new,
+                         a.p_fail, a.threshold, a.time_to_limit_s, a.forecast, reason, a.kind,
+                         a.app, a.preemptive, a.cause)  # = replace(a, new_limit=…, reason=…)
+
+
+def _held_back(t: _Tick, a: ScalingAction, key: str, d: int, last: float) -> list[str]:
+    """Steps 1 (cooldown) and 2 (hold) for a resize in direction ``d`` whose key was last
+    acted on at ``last``: raises :class:`_Blocked`, or returns the note of a hold
+    overridden (``[]`` if none)."""
+    cfg, now = t.cfg, t.inp.now_s
     oom = a.cause == "oom"  # the answer to a kill: never held back by time
     # 1. cooldown
-    if not oom and key in t.last and now - t.last[key] < cfg.cooldown_for(tier):
-        left = cfg.cooldown_for(tier) - (now - t.last[key])
+    if not oom and now - last < cfg.cooldown_for(a.tier):
+        left = cfg.cooldown_for(a.tier) - (now - last)
         raise _Blocked(f"in cooldown ({left:.1f} s left)")
     # 2. hysteresis hold
-    if t.direction.get(key) == -d and key in t.last and now - t.last[key] < cfg.hold_s:
-        age = now - t.last[key]
+    if t.direction.get(key) == -d and now - last < cfg.hold_s:
+        age = now - last
         prev = "down" if d > 0 else "up"
         urgent = oom or (cfg.urgent_p_fail is not None and d > 0
                          and a.p_fail >= cfg.urgent_p_fail)
         if not urgent:
-            raise _Blocked(f"would reverse the last action ({prev} {age:.0f} s ago) within the "
-                           f"hold of {cfg.hold_s:g} s")
-        notes.append(f"hold overridden: p_fail {a.p_fail:.2f} >= urgent {cfg.urgent_p_fail:.2f} "
-                     f"(last action {prev} {age:.0f} s ago)")
-    # 3. bounds
-    lo, hi = cfg.bounds_for(c, inp.app_of(i), tier, inp.labels_of(i))
-    if lo > hi:
-        raise _Blocked(f"conflicting bounds: min {fmt(tier, lo)} > max {fmt(tier, hi)}")
-    step = cfg.step_for(tier, old)
-    usage = inp.usage_of(tier, i)
-    floor = cfg.floor_for(tier, usage)
+            raise _Blocked(f"would reverse the last action ({prev} {age:.0f} s ago) within "
+                           f"the hold of {cfg.hold_s:g} s")
+        return [f"hold overridden: p_fail {a.p_fail:.2f} >= urgent {cfg.urgent_p_fail:.2f} "
+                f"(last action {prev} {age:.0f} s ago)"]
+    return []
+
+
+def _col(sized: _Sized, name: str, k: int) -> float:
+    return float(sized.cols[name][k])
+
+
+def _notes(cfg: GuardConfig, tier: str, sized: _Sized, k: int) -> list[str]:
+    """What steps 3–6 changed in the k-th resize (:data:`_CLAMPED` …), in their order."""
+    bits, up = sized.notes[k], sized.d[k] > 0
+    v = {name: _col(sized, name, k) for name in ("lo", "hi", "usage", "held", "stepped")}
     margin = 1 + cfg.safety_margin_fraction
-
-    # 4. sizing
-    if d > 0:
-        if old >= hi:
-            return _escalate(t, i, a, f"at the maximum limit {fmt(tier, hi)}", notes)
-        new = min(round_up(tier, min(target, hi)), hi)
-        if target > hi:
-            notes.append(f"clamped to max {fmt(tier, hi)}")
-        if new - old > step:
-            new = old + step
-            notes.append(f"max step: +{fmt(tier, step)} ({_step_desc(cfg, tier)})")
-        if not math.isnan(floor) and new < min(floor, hi):
-            new = min(floor, hi)
-            notes.append(f"safety floor: usage {fmt(tier, usage)} × {margin:.2f}")
-        if new < lo:
-            new = lo
-            notes.append(f"raised to min {fmt(tier, lo)}")
-        if new <= old:  # e.g. 0.05 → 0.0500000001 cores rounds back to 0.05
-            raise _Blocked(f"increase to {fmt(tier, target)} is below one rounding unit")
+    step = (f"max step: {'+' if up else '-'}{fmt(tier, v['stepped'])} "
+            f"({_step_desc(cfg, tier)})")
+    floor = f"safety floor: usage {fmt(tier, v['usage'])} × {margin:.2f}"
+    raised = f"raised to min {fmt(tier, v['lo'])}"
+    if up:
+        ordered = [(_CLAMPED, f"clamped to max {fmt(tier, v['hi'])}"), (_STEP, step),
+                   (_FLOOR, floor), (_MIN, raised)]
     else:
-        if math.isnan(floor):
-            raise _Blocked("memory usage unknown: memory is never lowered blind")
-        new = round_up(tier, target)
-        if old - new > step:
-            new = round_up(tier, old - step)
-            notes.append(f"max step: -{fmt(tier, old - new)} ({_step_desc(cfg, tier)})")
-        if new < lo:
-            new = lo
-            notes.append(f"raised to min {fmt(tier, lo)}")
-        if new < floor:
-            new = floor
-            notes.append(f"safety floor: usage {fmt(tier, usage)} × {margin:.2f}")
-        held = inp.floor_of(tier, i)
-        if new < held:
-            new = round_up(tier, held)
-            notes.append(f"held at {fmt(tier, held)}: raised for an OOM kill, within its "
-                         "stabilisation window")
-        if new > hi:
-            what = "safety floor" if new == floor else "target"
-            raise _Blocked(f"{what} {fmt(tier, new)} is above the max {fmt(tier, hi)}: "
-                           f"a limit outside its bounds is left to the operator")
-        if new <= 0:
-            raise _Blocked("a limit of 0 or less is never set")
-        if new >= old:
-            why = ("an OOM kill's stabilisation floor" if new == round_up(tier, held) and held
-                   else "floor/min/usage + margin")
-            raise _Blocked(f"cannot lower: {fmt(tier, new)} ({why}) >= limit {fmt(tier, old)}")
-    # 5. dead band
-    band = cfg.dead_band_fraction * old
-    if abs(new - old) < band:
-        raise _Blocked(f"change {fmt(tier, abs(new - old))} below the dead band "
-                       f"{fmt(tier, band)} ({cfg.dead_band_fraction:.0%})")
-    # 6. room on node / in pool
-    if d > 0:
-        room, where = inp.room_of(tier, i)
-        if new - old > room:
-            why = f"needs +{fmt(tier, new - old)}, {where} has {fmt(tier, max(room, 0))} free"
-            if inp.is_replicated(i):
-                return _escalate(t, i, a, why, notes)
-            notes.append(f"{why}; not replicated: left to the pool")
+        ordered = [(_STEP, step), (_MIN, raised), (_FLOOR, floor),
+                   (_HELD, f"held at {fmt(tier, v['held'])}: raised for an OOM kill, within "
+                           "its stabilisation window")]
+    notes = [text for bit, text in ordered if bits & bit]
+    if bits & _ROOM and sized.code[k] == _PASS:
+        notes.append(f"{_room_text(tier, sized, k)}; not replicated: left to the pool")
+    return notes
 
-    t.last[key] = now
-    t.direction[key] = d
-    reason = "; ".join([a.reason, *notes])
-    return ScalingAction(a.action_id, a.now_s, a.container, a.tier, a.old_limit, float(new),
-                         a.p_fail, a.threshold, a.time_to_limit_s, a.forecast, reason, a.kind,
-                         a.app, a.preemptive, a.cause)  # = replace(a, new_limit=…, reason=…)
+
+def _room_text(tier: str, sized: _Sized, k: int) -> str:
+    where = "pool" if sized.cols["pool"][k] else "node"
+    grow = sized.new[k] - _col(sized, "old", k)
+    return f"needs +{fmt(tier, grow)}, {where} has {fmt(tier, max(_col(sized, 'room', k), 0))} free"
+
+
+def _blocked_text(cfg: GuardConfig, tier: str, sized: _Sized, k: int) -> str:
+    """Why the k-th resize is blocked (its code)."""
+    code, new = sized.code[k], sized.new[k]
+    old, target = _col(sized, "old", k), _col(sized, "target", k)
+    lo, hi = _col(sized, "lo", k), _col(sized, "hi", k)
+    if code == _NOT_FINITE:
+        return f"limit {old!r} or target {target!r} is not finite"
+    if code == _SAME:
+        return "target equals the current limit"
+    if code == _CONFLICT:
+        return f"conflicting bounds: min {fmt(tier, lo)} > max {fmt(tier, hi)}"
+    if code == _BELOW_UNIT:
+        return f"increase to {fmt(tier, target)} is below one rounding unit"
+    if code == _BLIND:
+        return "memory usage unknown: memory is never lowered blind"
+    if code == _ABOVE_MAX:
+        what = "safety floor" if new == _col(sized, "floor", k) else "target"
+        return (f"{what} {fmt(tier, new)} is above the max {fmt(tier, hi)}: "
+                f"a limit outside its bounds is left to the operator")
+    if code == _NOT_POSITIVE:
+        return "a limit of 0 or less is never set"
+    if code == _CANNOT_LOWER:
+        held = _col(sized, "held", k)
+        why = ("an OOM kill's stabilisation floor" if new == round_up(tier, held) and held
+               else "floor/min/usage + margin")
+        return f"cannot lower: {fmt(tier, new)} ({why}) >= limit {fmt(tier, old)}"
+    assert code == _DEAD_BAND, code
+    return (f"change {fmt(tier, abs(new - old))} below the dead band "
+            f"{fmt(tier, _col(sized, 'band', k))} ({cfg.dead_band_fraction:.0%})")
 
 
 def _decision_with(d: Decision, action: ScalingAction | None, reason: str) -> Decision:
@@ -488,18 +687,6 @@ def _decision_with(d: Decision, action: ScalingAction | None, reason: str) -> De
     (about 3 µs of 4 per call, once per proposed action)."""
     return Decision(d.now_s, d.container, d.tier, d.p_fail, d.threshold, d.time_to_limit_s,
                     d.forecast, d.limit, action, reason)
-
-
-_TIER_TEXT: dict[str, str] = {}
-
-
-def _key(container: str, tier: str) -> str:
-    """``key_of(container, tier)`` with the tier's text cached (formatting a StrEnum in
-    an f-string is several times slower than a str)."""
-    text = _TIER_TEXT.get(tier)
-    if text is None:
-        text = _TIER_TEXT[tier] = f"{tier}"
-    return f"{container}/{text}"
 
 
 def _step_desc(cfg: GuardConfig, tier: str) -> str:

@@ -78,6 +78,7 @@ from prescale.app.core.policy_types import (
     PolicyInput,
     PolicyState,
     fmt,
+    fmt_all,
     round_up,
 )
 from prescale.app.core.sample import Tier
@@ -184,33 +185,70 @@ def _config(cfg: PolicyLike) -> PolicyConfig:
 _STEPPED = (Tier.CPU, Tier.NETWORK, Tier.IO)
 
 
+def _pymax(x: np.ndarray, y: Any) -> np.ndarray:
+    """``max(x, y)`` of Python, element-wise: ``y if y > x else x`` (``x`` on a tie or
+    a nan, as ``max`` does)."""
+    return np.where(y > x, y, x)
+
+
+def _step_text(tier: str, cfg: PolicyConfig, *, full: bool) -> str:
+    """The note of a stepped tier (:data:`_STEPPED`): ``"CPU step 50% (demand above the
+    quota is not visible)"`` (``full``), or ``"CPU step 50%"``."""
+    name = "CPU" if tier == Tier.CPU else tier
+    if not full:
+        return f"{name} step {cfg.cpu_step_fraction:.0%}"
+    what = "quota" if tier == Tier.CPU else "limit"
+    return f"{name} step {cfg.cpu_step_fraction:.0%} (demand above the {what} is not visible)"
+
+
+def _buffer_targets(tier: str, limit: np.ndarray, forecast: np.ndarray, margin: float,
+                    cfg: PolicyConfig) -> tuple[np.ndarray, list[str]]:
+    """The buffer rule (module docstring) for every row: the targets, and how each was
+    sized (``"buffer 40.0 MiB above 160.0 MiB"`` or the step's note)."""
+    with np.errstate(all="ignore"):
+        base = _pymax(np.where(np.isfinite(forecast), forecast, limit), limit)
+        buffer = _pymax(margin * base, cfg.buffer_abs.get(tier, 0.0))
+        new = base + buffer
+        stepped = (np.zeros(len(limit), dtype=bool) if tier not in _STEPPED
+                   else limit * (1 + cfg.cpu_step_fraction) > new)
+        new = np.where(stepped, limit * (1 + cfg.cpu_step_fraction), new)
+    step = _step_text(tier, cfg, full=True)
+    how = [step if s else f"buffer {b} above {a}" for s, b, a in
+           zip(stepped.tolist(), fmt_all(tier, buffer), fmt_all(tier, base), strict=True)]
+    return new, how
+
+
+def _proportional_targets(tier: str, limit: np.ndarray, forecast: np.ndarray,
+                          usage: np.ndarray, margin: float, cfg: PolicyConfig
+                          ) -> tuple[np.ndarray, list[str]]:
+    """The proportional rule (module docstring) for every row, the buffer rule where
+    usage (≤ 0 or unknown) or the forecast is unknown: the targets and how each was
+    sized."""
+    known = np.isfinite(usage) & (usage > 0) & np.isfinite(forecast)
+    unknown = np.flatnonzero(~known)
+    new, buffer_how = _buffer_targets(tier, limit[unknown], forecast[unknown], margin, cfg)
+    how = iter(buffer_how)  # in the order of ``unknown``
+    with np.errstate(all="ignore"):
+        ratio = _pymax(forecast / usage, 1.0)
+        prop = limit * ratio * (1 + margin)
+        stepped = (np.zeros(len(limit), dtype=bool) if tier not in _STEPPED
+                   else limit * (1 + cfg.cpu_step_fraction) > prop)
+        prop = np.where(stepped, limit * (1 + cfg.cpu_step_fraction), prop)
+    step = f"; {_step_text(tier, cfg, full=False)}"
+    whys = [f"load × {r:.2f} (usage {u} → {f}), margin {margin:.0%}{step if s else ''}"
+            if k else f"usage or forecast unknown: fell back to the buffer rule, {next(how)}"
+            for k, r, u, f, s in zip(known.tolist(), ratio.tolist(), fmt_all(tier, usage),
+                                     fmt_all(tier, forecast), stepped.tolist(), strict=True)]
+    prop[unknown] = new
+    return prop, whys
+
+
 def _buffer_target(tier: str, limit: float, forecast: float, margin: float,
                    cfg: PolicyConfig) -> tuple[float, str]:
-    base = max(forecast if math.isfinite(forecast) else limit, limit)
-    buffer = max(margin * base, cfg.buffer_abs.get(tier, 0.0))
-    new = base + buffer
-    why = f"buffer {fmt(tier, buffer)} above {fmt(tier, base)}"
-    if tier in _STEPPED and limit * (1 + cfg.cpu_step_fraction) > new:
-        new = limit * (1 + cfg.cpu_step_fraction)
-        why = (f"{'CPU' if tier == Tier.CPU else tier} step {cfg.cpu_step_fraction:.0%} "
-               "(demand above the limit is not visible)" if tier != Tier.CPU else
-               f"CPU step {cfg.cpu_step_fraction:.0%} (demand above the quota is not visible)")
-    return new, why
-
-
-def _proportional_target(tier: str, limit: float, forecast: float, usage: float, margin: float,
-                         cfg: PolicyConfig) -> tuple[float, str]:
-    if not (math.isfinite(usage) and usage > 0 and math.isfinite(forecast)):
-        new, why = _buffer_target(tier, limit, forecast, margin, cfg)
-        return new, f"usage or forecast unknown: fell back to the buffer rule, {why}"
-    ratio = max(forecast / usage, 1.0)
-    new = limit * ratio * (1 + margin)
-    why = (f"load × {ratio:.2f} (usage {fmt(tier, usage)} → {fmt(tier, forecast)}), "
-           f"margin {margin:.0%}")
-    if tier in _STEPPED and limit * (1 + cfg.cpu_step_fraction) > new:
-        new = limit * (1 + cfg.cpu_step_fraction)
-        why += f"; {'CPU' if tier == Tier.CPU else tier} step {cfg.cpu_step_fraction:.0%}"
-    return new, why
+    """:func:`_buffer_targets` of one value."""
+    new, how = _buffer_targets(tier, np.array([float(limit)]), np.array([float(forecast)]),
+                               margin, cfg)
+    return float(new[0]), how[0]
 
 
 def target_limit(tier: Tier, limit: float, forecast: float,
@@ -225,79 +263,111 @@ def target_limit(tier: Tier, limit: float, forecast: float,
     return min(max(round_up(tier, new), lo), hi)
 
 
-Sizer = Callable[[PolicyInput, int, Tier, float, float], tuple[float, str]]
+#: ``size(inp, tier, idx, limit, forecast)``: the targets of the rows ``idx`` of one tier
+#: (their limits and forecasts given), and how each was sized
+Sizer = Callable[[PolicyInput, Tier, np.ndarray, np.ndarray, np.ndarray],
+                 tuple[np.ndarray, list[str]]]
 
 
 Rows = Mapping[Tier, Any] | None
+_RESIZE = ActionKind.RESIZE  # read once (an enum member's lookup is not free)
+#: (container, tier) → the decision that takes the place of the policy's own where that
+#: one has no action (:func:`decide`: the cost pass's scale-downs)
+Instead = Mapping[tuple[str, Tier], Decision] | None
+
+
+def _column(values: Any, idx: np.ndarray) -> np.ndarray:
+    return np.asarray(values)[idx].astype(np.float64)
 
 
 def _propose(inp: PolicyInput, size: Sizer, *, per_tier_threshold: bool,
-             rows: Rows = None) -> list[Decision]:
-    """One unguarded decision per tier and container; ``size(inp, i, tier, limit,
-    forecast)`` gives the target and how it was sized. ``rows`` (tier → ascending
-    container indices) limits the decisions to those rows, in the same order."""
+             rows: Rows = None, instead: Instead = None) -> list[Decision]:
+    """One unguarded decision per tier and container; ``size`` gives the targets and how
+    they were sized, column-wise for the rows that act (a finite limit and ``p_fail >=
+    threshold``). ``rows`` (tier → ascending container indices) limits the decisions to
+    those rows, in the same order. A decision without an action is ``instead[(container,
+    tier)]`` where there is one (and is not built)."""
     decisions: list[Decision] = []
-    names = inp.containers
+    names, now = inp.containers, inp.now_s
+    horizon = f"{inp.prediction.horizon_s:g}"
     for tier, tp in inp.prediction.tiers.items():
-        for i in (range(len(names)) if rows is None else rows[tier]):
+        idx = np.arange(len(names)) if rows is None else np.asarray(rows[tier], dtype=np.intp)
+        p, limit = _column(tp.p_fail, idx), _column(tp.limit, idx)
+        forecast, ttl = _column(tp.forecast, idx), _column(tp.time_to_limit_s, idx)
+        thr = (_tier_threshold(inp, tier) if per_tier_threshold else inp.thresholds)[idx]
+        with np.errstate(invalid="ignore"):
+            acts = np.isfinite(limit) & (p >= thr)
+        at = np.flatnonzero(acts)
+        new, how = size(inp, tier, idx[at], limit[at], forecast[at])
+        grows, new = (new > limit[at]).tolist(), new.tolist()
+        forecast_text, limit_text = fmt_all(tier, forecast[at]), fmt_all(tier, limit[at])
+        id_tail = action_id_for("", tier, now)  # "/memory@1700000000123"
+        k = 0  # the row of ``at`` of the next acting row
+        for i, pi, ti, li, fi, tti, act in zip(
+                idx.tolist(), p.tolist(), thr.tolist(), limit.tolist(), forecast.tolist(),
+                ttl.tolist(), acts.tolist(), strict=True):
             name = names[i]
-            p = float(tp.p_fail[i])
-            thr = inp.threshold_of(tier, i) if per_tier_threshold else float(inp.thresholds[i])
-            limit = float(tp.limit[i])
-            forecast = float(tp.forecast[i])
-            ttl = float(tp.time_to_limit_s[i])
-            action = None
-            if not math.isfinite(limit):
-                reason = "no limit set: nothing to protect"
-            elif not p >= thr:
-                reason = f"p_fail {p:.2f} < threshold {thr:.2f}"
-            else:
-                new, how = size(inp, i, tier, limit, forecast)
-                reason = (f"p_fail {p:.2f} >= {thr:.2f}: forecast {fmt(tier, forecast)} at "
-                          f"horizon {inp.prediction.horizon_s:g} s vs limit {fmt(tier, limit)}; "
-                          f"{how}")
-                if new > limit:
+            if act:
+                j, k = k, k + 1  # its row of ``at``
+                reason = (f"p_fail {pi:.2f} >= {ti:.2f}: forecast {forecast_text[j]} at "
+                          f"horizon {horizon} s vs limit {limit_text[j]}; {how[j]}")
+                if grows[j]:
                     action = ScalingAction(
-                        action_id=action_id_for(name, tier, inp.now_s),
-                        now_s=inp.now_s, container=name, tier=tier, old_limit=limit,
-                        new_limit=new, p_fail=p, threshold=thr, time_to_limit_s=ttl,
-                        forecast=forecast, reason=reason, kind=ActionKind.RESIZE,
-                        app=inp.app_of(i), preemptive=True,
-                    )
-                else:
-                    reason += ": no growth asked"
-            decisions.append(
-                Decision(inp.now_s, name, tier, p, thr, ttl, forecast, limit, action, reason))
+                        f"{name}{id_tail}", now, name, tier, li, new[j], pi, ti, tti,
+                        fi, reason, _RESIZE, inp.app_of(i), True)
+                    decisions.append(
+                        Decision(now, name, tier, pi, ti, tti, fi, li, action, reason))
+                    continue
+                reason += ": no growth asked"
+            other = instead.get((name, tier)) if instead else None
+            if other is not None:
+                decisions.append(other)
+                continue
+            if not act:
+                reason = ("no limit set: nothing to protect" if not math.isfinite(li) else
+                          f"p_fail {pi:.2f} < threshold {ti:.2f}")
+            decisions.append(Decision(now, name, tier, pi, ti, tti, fi, li, None, reason))
     return decisions
 
 
-def _raw_buffer(inp: PolicyInput, cfg: PolicyConfig, rows: Rows = None) -> list[Decision]:
+def _raw_buffer(inp: PolicyInput, cfg: PolicyConfig, rows: Rows = None,
+                instead: Instead = None) -> list[Decision]:
     return _propose(
-        inp, lambda _i, i, tier, lim, f: _buffer_target(tier, lim, f, cfg.margin_fraction, cfg),
-        per_tier_threshold=False, rows=rows)
+        inp, lambda _i, tier, idx, lim, f: _buffer_targets(tier, lim, f, cfg.margin_fraction,
+                                                           cfg),
+        per_tier_threshold=False, rows=rows, instead=instead)
 
 
-def _raw_proportional(inp: PolicyInput, cfg: PolicyConfig, rows: Rows = None
-                      ) -> list[Decision]:
+def _usage(inp: PolicyInput, tier: Tier, idx: np.ndarray) -> np.ndarray:
+    """``inp.usage_of(tier, i)`` for the rows ``idx``."""
+    arr = inp.usage.get(tier) if inp.usage else None
+    return np.full(len(idx), math.nan) if arr is None else _column(arr, idx)
+
+
+def _raw_proportional(inp: PolicyInput, cfg: PolicyConfig, rows: Rows = None,
+                      instead: Instead = None) -> list[Decision]:
     if not inp.usage:
         raise ValueError("the proportional policy needs PolicyInput.usage "
                          "(current usage per tier, bytes / cores)")
     return _propose(
-        inp, lambda _i, i, tier, lim, f: _proportional_target(
-            tier, lim, f, inp.usage_of(tier, i), cfg.margin_fraction, cfg),
-        per_tier_threshold=False, rows=rows)
+        inp, lambda _i, tier, idx, lim, f: _proportional_targets(
+            tier, lim, f, _usage(inp, tier, idx), cfg.margin_fraction, cfg),
+        per_tier_threshold=False, rows=rows, instead=instead)
 
 
-def _raw_multi_tier(inp: PolicyInput, cfg: PolicyConfig, rows: Rows = None
-                    ) -> list[Decision]:
-    def size(_inp: PolicyInput, i: int, tier: Tier, lim: float, f: float) -> tuple[float, str]:
+def _raw_multi_tier(inp: PolicyInput, cfg: PolicyConfig, rows: Rows = None,
+                    instead: Instead = None) -> list[Decision]:
+    """``instead`` is not used here: the ranking by time to limit reads every decision
+    of the policy's own (:func:`decide` puts the others in afterwards)."""
+    def size(_inp: PolicyInput, tier: Tier, idx: np.ndarray, lim: np.ndarray, f: np.ndarray
+             ) -> tuple[np.ndarray, list[str]]:
         method = cfg.multi_tier_methods.get(tier, "preemptive_buffer")
         margin = cfg.multi_tier_margins.get(tier, cfg.margin_fraction)
         if method == "proportional":
-            new, how = _proportional_target(tier, lim, f, inp.usage_of(tier, i), margin, cfg)
+            new, how = _proportional_targets(tier, lim, f, _usage(inp, tier, idx), margin, cfg)
         else:
-            new, how = _buffer_target(tier, lim, f, margin, cfg)
-        return new, f"{tier} tier ({method}): {how}"
+            new, how = _buffer_targets(tier, lim, f, margin, cfg)
+        return new, [f"{tier} tier ({method}): {h}" for h in how]
 
     decisions = _propose(inp, size, per_tier_threshold=True, rows=rows)
     order = sorted(range(len(decisions)), key=lambda k: _urgency(decisions[k]))
@@ -535,15 +605,17 @@ def _kinds(inp: PolicyInput, cfg: PolicyConfig) -> list[str] | None:
 
 
 def _raw_by_kind(inp: PolicyInput, c: PolicyConfig, low_tiers: Mapping[Tier, np.ndarray],
-                 sparse: bool) -> list[Decision]:
+                 sparse: bool, instead: Instead = None) -> list[Decision]:
     """The unguarded scale-up decisions, each container by its own kind (:func:`_kinds`):
     one group per kind, the global kind's first, then in the order of :data:`KINDS`;
     within a group, that kind's order. Worked example: global ``preemptive_buffer``,
     workload ``db`` with ``policy = "proportional"`` → the containers of ``db`` are sized
-    by load × ratio × (1 + margin), after the others' buffer decisions."""
+    by load × ratio × (1 + margin), after the others' buffer decisions. ``instead``: as
+    in :func:`_propose`."""
     kinds = _kinds(inp, c)
     if kinds is None:
-        return _RAW[c.kind](inp, c, _read_rows(inp, c, low_tiers) if sparse else None)
+        return _RAW[c.kind](inp, c, _read_rows(inp, c, low_tiers) if sparse else None,
+                            instead)
     raw: list[Decision] = []
     arr = np.array(kinds)
     for kind in (c.kind, *[k for k in KINDS if k != c.kind]):
@@ -553,7 +625,7 @@ def _raw_by_kind(inp: PolicyInput, c: PolicyConfig, low_tiers: Mapping[Tier, np.
         sub, ck = _rows(inp, idx), replace(c, kind=kind)
         rows = (_read_rows(sub, ck, {t: m[idx] for t, m in low_tiers.items()})
                 if sparse else None)
-        raw += _RAW[kind](sub, ck, rows)
+        raw += _RAW[kind](sub, ck, rows, instead)
     return raw
 
 
@@ -606,11 +678,13 @@ def decide(
             i = pos.get(name)
             if i is not None and tier in low_tiers:
                 low_tiers[Tier(tier)][i] = True
-    raw = _raw_by_kind(inp, c, low_tiers, sparse)
+    by_key: dict[tuple[str, Tier], Decision] = {}
     if c.cost.enabled:
         # Only the scale-down *actions* are used here, and only a container that is low
         # in some tier can get one or start a low run: the others are left out of the
-        # cost pass (whose one-decision-per-container output is dropped below).
+        # cost pass (whose one-decision-per-container output is dropped below). The cost
+        # pass reads nothing of the scale-up's: it runs first, so that the scale-up
+        # builds no decision that a scale-down replaces (``instead``).
         low = np.zeros(len(inp.containers), dtype=bool)
         for tier_low in low_tiers.values():
             low |= tier_low
@@ -618,6 +692,8 @@ def decide(
         downs, state = propose_scale_downs(
             inp if low.all() else _rows(inp, np.flatnonzero(low)), c.cost, state)
         by_key = {(d.container, d.tier): d for d in downs if d.action is not None}
+    raw = _raw_by_kind(inp, c, low_tiers, sparse, by_key)
+    if c.cost.enabled:
         raw = [by_key.get((d.container, d.tier), d) if d.action is None else d for d in raw]
         if inp.replicated is not None:
             raw = _with_scale_ins(raw, propose_scale_ins(inp, c.cost, state, prev_low))

@@ -53,6 +53,26 @@ def round_up(tier: str, value: float) -> float:
     return float(value)
 
 
+def round_up_array(tier: str, values: Any) -> np.ndarray:
+    """:func:`round_up` of every value (a new float64 array), with the same float bits.
+
+    Worked example: memory [1001, 4096, -5, nan] → [4096, 4096, 0, nan] (``math.ceil``
+    gives an int, whose 0 has no sign: ``+ 0.0`` turns the −0.0 of ``np.ceil`` into
+    0.0); CPU [0.375, 0.38] → [0.38, 0.38].
+    """
+    v = np.array(values, dtype=np.float64)
+    if tier in _PAGED:
+        with np.errstate(all="ignore"):
+            grid = (np.ceil(v / PAGE_BYTES - 1e-9) + 0.0) * PAGE_BYTES
+    elif tier == _CPU:
+        with np.errstate(all="ignore"):
+            grid = (np.ceil(v * 100 - 1e-9) + 0.0) / 100
+    else:
+        return v
+    off_grid = ~np.isfinite(v) | (np.abs(v) > 1e300)  # beyond any grid: kept as is
+    return np.where(off_grid, v, grid)
+
+
 def fmt(tier: str, value: float) -> str:
     """A limit for humans: ``"128.0 MiB"`` (memory, disk), ``"0.38 cores"``, ``"1.50
     MiB/s"`` (network, block I/O), ``"3"`` (other tiers)."""
@@ -63,6 +83,19 @@ def fmt(tier: str, value: float) -> str:
     if tier == _CPU:
         return f"{value:.2f} cores"
     return f"{value:.4g}"
+
+
+def fmt_all(tier: str, values: Any) -> list[str]:
+    """:func:`fmt` of every value, the same text: ``fmt_all("memory", [2**27])`` →
+    ``["128.0 MiB"]`` (the division by 2**20 done on the whole array: the same float)."""
+    v = np.asarray(values, dtype=np.float64)
+    if tier in _PAGED:
+        return [f"{x:.1f} MiB" for x in (v / 2**20).tolist()]
+    if tier in _RATES:
+        return [f"{x:.2f} MiB/s" for x in (v / 2**20).tolist()]
+    if tier == _CPU:
+        return [f"{x:.2f} cores" for x in v.tolist()]
+    return [f"{x:.4g}" for x in v.tolist()]
 
 
 def key_of(container: str, tier: str) -> str:
