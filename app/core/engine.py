@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -269,6 +268,61 @@ class Plan:
         return self.features[:, F[col]]
 
 
+class _ByName(Mapping[str, float]):
+    """A column of this tick's readings as container → value, looked up on demand: the
+    outcome tracker reads a few (its open scale-ups'), so no dict of every container is
+    built (at 10,000 containers that was ~30,000 entries a tick). Rows where ``where`` is
+    False have no value; a name that repeats reads its last row with one (as a dict
+    built row by row would). Values are Python floats, as ``tolist`` gives them.
+
+    >>> u = _ByName(["a", "b", "a"], np.array([1.0, 2.0, 3.0]), where=np.array([1, 1, 0]))
+    >>> u.get("a"), u["b"], u.get("c"), list(u)
+    (1.0, 2.0, None, ['a', 'b'])
+    """
+
+    def __init__(self, names: Sequence[str], values: np.ndarray,
+                 where: np.ndarray | None = None) -> None:
+        self._names, self._values, self._where = names, values, where
+        self._row: dict[str, int] | None = None
+
+    @property
+    def row(self) -> dict[str, int]:
+        if self._row is None:
+            names = self._names
+            self._row = ({n: i for i, n in enumerate(names)} if self._where is None else
+                         {names[i]: i for i in np.flatnonzero(self._where).tolist()})
+        return self._row
+
+    def __getitem__(self, name: str) -> float:
+        return float(self._values[self.row[name]])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.row)
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+
+class _ByTier(Mapping[tuple[str, Tier], float]):
+    """``(container, tier)`` → reading, over one :class:`_ByName` per tier."""
+
+    def __init__(self, by_tier: Mapping[Tier, _ByName]) -> None:
+        self._by_tier = by_tier
+
+    def __getitem__(self, key: tuple[str, Tier]) -> float:
+        name, tier = key
+        column = self._by_tier.get(tier)
+        if column is None:
+            raise KeyError(key)
+        return column[name]
+
+    def __iter__(self) -> Iterator[tuple[str, Tier]]:
+        return ((n, tier) for tier, column in self._by_tier.items() for n in column)
+
+    def __len__(self) -> int:
+        return sum(len(column) for column in self._by_tier.values())
+
+
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
     """The cyclic garbage collector off for the block, then back as it was.
@@ -334,25 +388,30 @@ class Engine:
         threshold, else the book's value for its app and owner (app → owner → default)."""
         fixed = self.config.fixed_thresholds
         tenants = self.config.tenants
-        # One book lookup per distinct (app, owner) and tier, broadcast to its rows.
-        keys: dict[tuple[str, str | None], int] = {}
-        codes = np.empty(len(names), dtype=np.intp)
-        pinned: list[tuple[int, float]] = []
         guards = self.config.policy.guards
         own = self.tenancy.tenants
-        for i, (n, a) in enumerate(zip(names, apps, strict=True)):
-            if n in fixed:
-                pinned.append((i, fixed[n]))
-            elif guards.workloads or labels:
-                w = guards.workload_of(n, a, (labels or {}).get(n))
-                if w is not None and w.threshold is not None:
-                    pinned.append((i, w.threshold))
-            key = (a or n, (tenant_of(tenants, n, a, own.get(n, "")) or None)
-                   if tenants or own else None)
-            code = keys.get(key)
-            if code is None:
-                code = keys[key] = len(keys)
-            codes[i] = code
+        pinned: list[tuple[int, float]] = []
+        if fixed or guards.workloads or labels:
+            for i, (n, a) in enumerate(zip(names, apps, strict=True)):
+                if n in fixed:
+                    pinned.append((i, fixed[n]))
+                elif guards.workloads or labels:
+                    w = guards.workload_of(n, a, (labels or {}).get(n))
+                    if w is not None and w.threshold is not None:
+                        pinned.append((i, w.threshold))
+        # One book lookup per distinct (app, owner) and tier, broadcast to its rows: each
+        # row's code is its key's number, in the order the keys are first met.
+        keys: dict[tuple[str, str | None], int] = {}
+        number = keys.setdefault  # (len(keys) is read before a new key goes in)
+        if tenants or own:
+            rows = [number((a or n, tenant_of(tenants, n, a, own.get(n, "")) or None),
+                           len(keys)) for n, a in zip(names, apps, strict=True)]
+        else:
+            by_app: dict[str, int] = {}
+            rows = [by_app.setdefault(a or n, len(by_app))
+                    for n, a in zip(names, apps, strict=True)]
+            keys = {(app, None): code for app, code in by_app.items()}
+        codes = np.array(rows, dtype=np.intp)
         out: dict[Tier, np.ndarray] = {}
         for tier in TIERS:
             values = np.array([book.value(tier, app=app, owner=owner) for app, owner in keys],
@@ -689,24 +748,16 @@ class Engine:
                 judgements += st.outcomes.failure(
                     e.container, tier, e.ts_s, app=e.app or e.container,
                     owner=self.owner(e.container, e.app), detail=e.detail)
-        mem = feats[:, F["memory_usage_last_bytes"]].tolist()
-        cpu = feats[:, F["cpu_usage_cores_last"]].tolist()
-        reach = {}
-        usage_bytes = {}
-        memory, cpu_tier = Tier.MEMORY, Tier.CPU
-        for n, m, c in zip(snap.names, mem, cpu, strict=True):
-            reach[(n, memory)] = usage_bytes[n] = m
-            reach[(n, cpu_tier)] = c
+        usage_bytes = _ByName(snap.names, feats[:, F["memory_usage_last_bytes"]])
+        reach = {Tier.MEMORY: usage_bytes,
+                 Tier.CPU: _ByName(snap.names, feats[:, F["cpu_usage_cores_last"]])}
         if Tier.DISK in pred.tiers:  # a disk scale-up was needed if usage reached its old size
-            used = snap.window[:, -1, M["disk_used_bytes"]].tolist()
-            for n, d, u in zip(snap.names, pred.tiers[Tier.DISK].limit.tolist(), used,
-                               strict=True):
-                if math.isfinite(d):
-                    reach[(n, Tier.DISK)] = u
+            reach[Tier.DISK] = _ByName(snap.names, snap.window[:, -1, M["disk_used_bytes"]],
+                                       where=np.isfinite(pred.tiers[Tier.DISK].limit))
         st.outcomes.decisions(snap.names, snap.now_s,
                               [(tier, pred.tiers[tier].p_fail, thr[tier]) for tier in TIERS
                                if tier in pred.tiers])
-        judgements += st.outcomes.observe(snap.now_s, reach)
+        judgements += st.outcomes.observe(snap.now_s, _ByTier(reach))
         lead = st.outcomes.observe_lead_times(snap.now_s, usage_bytes, ooms)
         return judgements, lead
 
