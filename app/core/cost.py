@@ -76,12 +76,14 @@ from prescale.app.core.actions import ActionKind, Decision, ScalingAction, actio
 from prescale.app.core.contention import ReclaimCandidate
 from prescale.app.core.guards import GuardConfig
 from prescale.app.core.policy_types import (
-    PAGE_BYTES,
     PolicyInput,
     PolicyState,
     fmt,
+    fmt_all,
+    format_each,
     key_of,
     round_up,
+    round_up_array,
 )
 from prescale.app.core.predictor import TierPrediction
 from prescale.app.core.sample import Tier
@@ -238,7 +240,7 @@ def _tier_scale_downs(
     Each branch is a mask over all rows and its numbers (run peak, P, T) are computed
     for all its rows at once, with the float operations of one row at a time: Python's
     ``max(a, b)`` is ``np.where(b > a, b, a)`` (``a`` kept on ties and nan, as Python
-    does), :func:`round_up` is :func:`_round_up_all`. Python runs per row only to read
+    does), :func:`round_up` is :func:`round_up_array`. Python runs per row only to read
     the state, to format a reason and to fill the objects (column by column:
     :func:`_build`)."""
     names, now = inp.containers, inp.now_s
@@ -328,7 +330,7 @@ def _low_rows(
     margin = cfg.peak_margin_for(tier)
     keep = peak * (1 + margin)
     stepped = limit * (1 - cfg.step_down_fraction)
-    target = _round_up_all(tier_text, np.where(stepped > keep, stepped, keep))
+    target = round_up_array(tier_text, np.where(stepped > keep, stepped, keep))
     due = ~young & ~waiting
     with np.errstate(invalid="ignore"):
         at_peak = due & (target >= limit)  # branch 8
@@ -338,7 +340,7 @@ def _low_rows(
     # usage and peaks seldom repeat, the others often (_texts formats each value once)
     p = np.asarray(tp.p_fail, dtype=np.float64)[idx]
     p_max, frac = f"{cfg.idle_p_fail_max:.2f}", f"{cfg.idle_usage_fraction:.0%}"
-    as_limit = partial(_fmt_all, tier_text)
+    as_limit = partial(fmt_all, tier_text)
     low = [f"usage {u} < {frac} of limit {lim}, p_fail {q} <= {p_max}"
            for u, lim, q in zip(as_limit(usage), _texts(limit, as_limit),
                                 _texts(p, _TWO_PLACES), strict=True)]
@@ -413,51 +415,8 @@ def _texts(values: np.ndarray, texts_of: Callable[[np.ndarray], list[str]]) -> l
     return list(map(texts.__getitem__, inverse.tolist()))
 
 
-def _format_all(spec: str, values: np.ndarray) -> list[str]:
-    """``[spec % v for v in values]`` in one ``%`` operation. For a float, ``"%.2f" % v``
-    is ``f"{v:.2f}"`` (the same C routine, also for nan, inf and -0.0)."""
-    if not len(values):
-        return []
-    return ("\0".join(repeat(spec, len(values))) % tuple(values.tolist())).split("\0")
-
-
-def _fmt_all(tier: str, values: np.ndarray) -> list[str]:
-    """``[fmt(tier, v) for v in values]``, the same texts (test_cost checks them), the
-    memory, disk and CPU ones formatted in one ``%`` operation (:func:`_format_all`):
-    ``"%.1f MiB"`` of v / 2**20 (exact, as ``value / 2**20`` in fmt), ``"%.2f cores"``."""
-    if tier in _PAGED:
-        return _format_all("%.1f MiB", values / 2**20)
-    if tier == _CPU:
-        return _format_all("%.2f cores", values)
-    return [fmt(tier, v) for v in values.tolist()]
-
-
-_TWO_PLACES = partial(_format_all, "%.2f")  # f"{v:.2f}" of each
-_NO_PLACES = partial(_format_all, "%.0f")
-
-
-def _round_up_all(tier: str, values: np.ndarray) -> np.ndarray:
-    """:func:`round_up` of each value, the same floats. Memory and disk:
-    ``ceil(v / 4096 − 1e-9) × 4096``; CPU: ``ceil(v × 100 − 1e-9) / 100``. ``np.ceil``
-    gives the integer ``math.ceil`` gives, as a float (exact: the ceiling of a float is
-    one); × 4096 is exact and / 100 is correctly rounded either way; ``+ 0.0`` makes
-    numpy's −0.0 (the ceiling of a small negative) round_up's 0.0. Values not finite
-    or beyond ±1e300 are kept, as round_up keeps them; other tiers go through
-    round_up itself. Worked example: memory [1001, 4096, inf] → [4096, 4096, inf];
-    CPU [0.375, 0.38, -0.001] → [0.38, 0.38, 0.0]."""
-    v = np.asarray(values, dtype=np.float64)
-    with np.errstate(invalid="ignore", over="ignore"):
-        if tier in _PAGED:
-            grid = np.ceil(v / PAGE_BYTES - 1e-9) * PAGE_BYTES + 0.0
-        elif tier == _CPU:
-            grid = np.ceil(v * 100 - 1e-9) / 100 + 0.0
-        else:
-            return np.array([round_up(tier, x) for x in v.tolist()], dtype=np.float64)
-        return np.where(np.isfinite(v) & (np.abs(v) <= 1e300), grid, v)
-
-
-_PAGED = (str(Tier.MEMORY), str(Tier.DISK))  # round_up's 4 KiB tiers
-_CPU = str(Tier.CPU)
+_TWO_PLACES = partial(format_each, "%.2f")  # f"{v:.2f}" of each
+_NO_PLACES = partial(format_each, "%.0f")
 
 
 def _build(cls: type[_T], n: int, **columns: Iterable[Any]) -> list[_T]:
@@ -553,7 +512,7 @@ def reclaim_candidates(
     Column-wise, as the cost pass: the runs are matched to the rows low now by their
     key (built per row; no key of the state is parsed), and the floors of a tier are
     computed for all its candidates at once (``max`` as ``np.where``, :func:`round_up`
-    as :func:`_round_up_all`); the guards' bounds and safety floor are asked per row."""
+    as :func:`round_up_array`); the guards' bounds and safety floor are asked per row."""
     if not cfg.enabled:
         return []
     out: list[ReclaimCandidate] = []
@@ -599,7 +558,7 @@ def reclaim_candidates(
         floor = peak * (1 + cfg.reclaim_margin_fraction)
         for bound in (np.where(np.isfinite(safety), safety, np.inf), lo, held):
             floor = np.where(bound > floor, bound, floor)
-        floor = _round_up_all(tier_text, floor)
+        floor = round_up_array(tier_text, floor)
         with np.errstate(invalid="ignore"):
             room = np.flatnonzero(floor < limit).tolist()
         out += _build(ReclaimCandidate, len(room), container=[who[j] for j in room],

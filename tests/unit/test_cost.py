@@ -425,7 +425,8 @@ def test_the_random_cases_reach_every_branch():
 
 
 def test_round_up_and_fmt_column_wise_are_round_up_and_fmt():
-    from prescale.app.core.cost import _TWO_PLACES, _fmt_all, _round_up_all, _texts
+    from prescale.app.core.cost import _TWO_PLACES, _texts
+    from prescale.app.core.policy_types import fmt_all, format_each, round_up_array
 
     rng = np.random.default_rng(0)
     v = np.concatenate([
@@ -435,15 +436,16 @@ def test_round_up_and_fmt_column_wise_are_round_up_and_fmt():
         np.round(rng.uniform(0, 2**20, 200)) * 4096, -rng.uniform(0, 10, 50)])
     for tier in ("memory", "cpu", "disk", "network", "io", "gpu"):
         want = [round_up(tier, x) for x in v.tolist()]
-        got = _round_up_all(tier, v).tolist()
+        got = round_up_array(tier, v).tolist()
         assert repr(got) == repr(want), tier  # every bit, -0.0 and nan included
-        assert _fmt_all(tier, v) == [fmt(tier, x) for x in v.tolist()], tier
-    assert _round_up_all("memory", np.array([1001.0, 4096.0, np.inf])).tolist() == [
+        assert fmt_all(tier, v) == [fmt(tier, x) for x in v.tolist()], tier
+    assert round_up_array("memory", np.array([1001.0, 4096.0, np.inf])).tolist() == [
         4096.0, 4096.0, np.inf]  # the docstring's worked examples
-    assert _round_up_all("cpu", np.array([0.375, 0.38, -0.001])).tolist() == [0.38, 0.38, 0.0]
+    assert round_up_array("cpu", np.array([0.375, 0.38, -0.001])).tolist() == [0.38, 0.38, 0.0]
     assert _texts(np.array([1.0, 0.5, 1.0]), _TWO_PLACES) == ["1.00", "0.50", "1.00"]
     assert _texts(np.array([0.0, -0.0]), _TWO_PLACES) == ["0.00", "-0.00"]
-    assert _fmt_all("memory", np.array([])) == []
+    assert fmt_all("memory", np.array([])) == []
+    assert format_each("%.1f", [1.25, 2.0]) == ["1.2", "2.0"]  # its worked example
 
 
 def test_build_fills_every_field_as_the_constructor():
