@@ -281,33 +281,30 @@ def compute_features(window: np.ndarray, *, recent_steps: int) -> np.ndarray:
     size = min(_CHUNK, n_containers)
     block = np.empty((len(_ROWS) + len(RATE_COUNTERS), size, width))
     recent = np.empty((4, size, width - rs))
-    tail = np.empty((size, len(METRICS)))  # each container's last row
     with np.errstate(all="ignore"):
         # Chunks of containers keep the [chunk, W] planes in cache; every chunk is still
         # one vectorised pass.
         for start in range(0, n_containers, _CHUNK):
             chunk = window[start : start + _CHUNK]
             n = chunk.shape[0]
-            finite = _block(chunk, block[:, :n], recent[:, :n], tail[:n], rs)
-            _fill(out[start : start + _CHUNK], chunk, block[:, :n], recent[:, :n], tail[:n], rs,
-                  finite)
+            finite = _block(chunk, block[:, :n], recent[:, :n], rs)
+            _fill(out[start : start + _CHUNK], chunk, block[:, :n], recent[:, :n], rs, finite)
     return out
 
 
-def _block(chunk: np.ndarray, block: np.ndarray, recent: np.ndarray, tail: np.ndarray,
-           rs: int) -> np.ndarray:
+def _block(chunk: np.ndarray, block: np.ndarray, recent: np.ndarray, rs: int) -> np.ndarray:
     """Copy the metrics of :data:`_ROWS` of ``chunk`` (``[n, W, len(METRICS)]``) into
     ``block`` (``[len(_ROWS) + 4, n, W]``: one contiguous ``[n, W]`` plane per metric,
-    then the steps of the byte counters between adjacent rows, 0.0 in column 0), the
-    recent rows (from ``rs``) of ts, usage and the two period counters into ``recent``
-    (``[4, n, W − rs]``) and each container's last row into ``tail``. Then one numpy
-    call covers a whole plane (or several) and every sum runs over a contiguous row, as
-    before. ``_COPY`` containers at a time: a contiguous pass over their window rows
-    notes which metrics have a finite reading anywhere in the chunk (the result,
-    ``bool[len(METRICS)]``, for the gauges) and brings the rows into cache for the
-    strided copies of the runs of :data:`_RUNS`. Every value is copied unchanged.
-    Measured at 10k containers × 60 steps × 40 metrics: about as long as one
-    ``window.sum()`` for the copies, plus ~half that for the finite readings."""
+    then the steps of the byte counters between adjacent rows, 0.0 in column 0), and
+    the recent rows (from ``rs``) of ts, usage and the two period counters into
+    ``recent`` (``[4, n, W − rs]``). Then one numpy call covers a whole plane (or
+    several) and every sum runs over a contiguous row, as before. ``_COPY`` containers
+    at a time: a contiguous pass over their window rows notes which metrics have a
+    finite reading anywhere in the chunk (the result, ``bool[len(METRICS)]``, for the
+    gauges) and brings the rows into cache for the strided copies of the runs of
+    :data:`_RUNS`. Every value is copied unchanged. Measured at 10k containers × 60
+    steps × 40 metrics: about as long as one ``window.sum()`` for the copies, plus
+    about half that for the finite readings."""
     n, width, n_cols = chunk.shape
     flags = np.empty((min(_COPY, n), width, n_cols), dtype=bool)
     seen = np.zeros_like(flags)  # the flags of all parts ORed
@@ -319,7 +316,6 @@ def _block(chunk: np.ndarray, block: np.ndarray, recent: np.ndarray, tail: np.nd
         for p0, p1, c0 in _RUNS:
             block[p0:p1, s : s + p] = part[:, :, c0 : c0 + p1 - p0].transpose(2, 0, 1)
         recent[2:4, s : s + p] = part[:, rs:, _PERIODS : _PERIODS + 2].transpose(2, 0, 1)
-        tail[s : s + p] = part[:, -1]
         rows = part.reshape(-1, n_cols)  # the byte counters' steps, over flat rows
         np.subtract(rows[1:, _BYTE_COLUMNS].T, rows[:-1, _BYTE_COLUMNS].T,
                     out=steps[:, s * width + 1 : (s + p) * width])
@@ -341,7 +337,7 @@ def _any_columns(flags: np.ndarray) -> np.ndarray:
 
 
 def _fill(out: np.ndarray, chunk: np.ndarray, block: np.ndarray, recent: np.ndarray,
-          tail: np.ndarray, rs: int, finite: np.ndarray) -> None:
+          rs: int, finite: np.ndarray) -> None:
     """Every feature of one chunk (``[n, W, M]``, W ≥ 1) from its planes (:func:`_block`).
 
     The same bytes as the formulas of the module doc computed one metric at a time:
@@ -369,7 +365,7 @@ def _fill(out: np.ndarray, chunk: np.ndarray, block: np.ndarray, recent: np.ndar
     n_valid = _count(valid)
     any_valid = n_valid > 0
     valid_last = valid[0:2, rows, last_row]
-    last = _fill_last(chunk, tail, present, has, last_row, patchy, finite)  # limits, gauges
+    last = _fill_last(chunk, present, has, last_row, patchy, finite)  # limits, gauges
 
     # memory
     usage = block[1]
@@ -675,16 +671,16 @@ def _corr(x: np.ndarray, y: np.ndarray, mask: np.ndarray, count: np.ndarray | No
     return res
 
 
-def _fill_last(chunk: np.ndarray, tail: np.ndarray, present: np.ndarray, has: np.ndarray,
-               last_row: np.ndarray, patchy: np.ndarray, finite: np.ndarray) -> np.ndarray:
+def _fill_last(chunk: np.ndarray, present: np.ndarray, has: np.ndarray, last_row: np.ndarray,
+               patchy: np.ndarray, finite: np.ndarray) -> np.ndarray:
     """The last readings of :data:`_LAST_COLUMNS`, ``[n, 2 + len(GAUGE_METRICS)]``, read
-    at each container's last present row (``last_row``; it is the window's last row,
-    ``tail``, but for the ``patchy`` containers; ``has``: there is one), else (a reading
+    at each container's last present row (``last_row``; it is the window's last row but
+    for the ``patchy`` containers; ``has``: there is one), else (a reading
     missing there) searched for along the row: the two limits' last reading that is not
     nan (``_last``), each gauge's last valid one. A gauge missing there in every
     container of the chunk and finite nowhere in it (``finite``, by metric; most sources
     have no such gauge) is left as read, as it always was."""
-    last = tail[:, _LAST_COLUMNS]
+    last = chunk[:, -1, _LAST_COLUMNS]
     if len(patchy):
         last[patchy] = chunk[patchy, last_row[patchy]][:, _LAST_COLUMNS]
     missing = np.isnan(last)
