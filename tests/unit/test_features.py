@@ -543,6 +543,22 @@ def test_same_bytes_with_other_chunks(monkeypatch):
     assert got.tobytes() == reference_features(w, 4, chunk=97).tobytes()
 
 
+def test_threads_and_shapes_share_the_spare_arrays_safely():
+    """compute_features lends one set of work arrays to whichever call finds it free
+    (the others allocate theirs): concurrent calls, and calls of other shapes in
+    between, give the same bytes as calls one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    windows = [fleet_windows(n, width, seed=30 + i) for i, (n, width) in enumerate(
+        ((1500, 60), (1500, 60), (1500, 60), (1500, 60), (300, 60), (40, 7), (1, 60)))]
+    alone = [compute_features(w, recent_steps=5).tobytes() for w in windows]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(4):
+            together = list(pool.map(lambda w: compute_features(w, recent_steps=5).tobytes(),
+                                     windows))
+            assert together == alone
+
+
 def test_reference_fleet_exercises_every_path():
     """The fleet windows reach the paths the implementation tells apart."""
     w = fleet_windows(2100, 60, seed=11)
