@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import prescale.app.core.features as features_module
-from prescale.app.core.features import FEATURES, F, compute_features
+from prescale.app.core.features import FEATURES, GAUGE_METRICS, RATE_COUNTERS, F, compute_features
 from prescale.app.core.sample import METRICS, M, Sample
 
 pytestmark = pytest.mark.filterwarnings("error")  # no numpy RuntimeWarning may escape
@@ -442,14 +442,410 @@ def test_added_features_worked_example():
     assert np.isnan(g[F["cpu_memory_correlation"]]) and g[F["memory_usage_std_bytes"]] == 0.0
 
 
-def test_swapped_layout_gives_the_strided_layouts_bytes(monkeypatch):
-    """compute_features reads each chunk through :func:`features._columns` (a copy with
-    the last two axes swapped, for contiguous rows); reading the same chunk through the
-    plain strided view ``moveaxis(window, 2, 0)`` (what it did before) must give the same
-    bytes, holes, young containers and all."""
-    w = random_windows(700, 12, seed=3)
-    fast = compute_features(w, recent_steps=4)
-    monkeypatch.setattr(features_module, "_columns", lambda chunk: np.moveaxis(chunk, 2, 0))
-    strided = compute_features(w, recent_steps=4)
-    assert fast.tobytes() == strided.tobytes()
-    assert np.isnan(fast).any() and np.isfinite(fast).any()
+# -- the same bytes as the reference --------------------------------------------------
+#
+# compute_features copies each chunk into contiguous planes, groups metrics in one numpy
+# call, skips the masks of full rows and reuses sums across features. Every feature must
+# keep its bits (NaN payloads included): it is checked against the implementation it
+# replaced, kept below as it was (one metric at a time, a ``where`` for every mask).
+
+
+def fleet_windows(n: int, width: int, seed: int) -> np.ndarray:
+    """Windows of every kind the fast paths tell apart: full rows (strictly increasing
+    timestamps, every reading finite), young containers padded at the start, holes and
+    absent rows (gaps between valid readings), counter resets, repeated timestamps,
+    counters and gauges a source lacks, readings inf, -inf, -nan or huge enough that
+    their sums overflow, constant series, gauges valid only early or only in absent rows."""
+    rng = np.random.default_rng(seed)
+    w = np.full((n, width, len(METRICS)), NAN)
+    jitter = rng.uniform(0, 0.01, (n, width)) * (rng.random((n, 1)) < 0.5)
+    w[:, :, M["ts_s"]] = 1.7e9 + np.arange(width) * 10.0 + jitter
+    uneven = rng.random(n) < 0.3  # steps using every bit: sums depend on their order
+    w[uneven, :, M["ts_s"]] = np.cumsum(rng.uniform(0.5, 10, (uneven.sum(), width)), axis=1)
+    for name in METRICS[1:]:
+        steps = rng.exponential(rng.uniform(0.1, 1e6), (n, width))
+        w[:, :, M[name]] = np.cumsum(steps, axis=1)
+    w[:, :, M["memory_usage_bytes"]] = rng.uniform(1e8, 2e9, (n, width))
+    w[:, :, M["block_latency_s"]] = rng.gamma(4, 0.01, (n, width))
+    w[:, :, M["memory_limit_bytes"]] = np.where(rng.random((n, 1)) < 0.2, INF, 2.5e9)
+    kind = rng.integers(0, 12, n)
+    for k, name in ((1, "memory_pressure_full_s_total"), (2, "block_latency_s"),
+                    (3, "cpu_usage_s_total"), (4, "io_read_bytes_total")):
+        w[kind == k, :, M[name]] = NAN  # a source without it
+    young = kind == 5
+    pad = rng.integers(0, width + 1, n)
+    w[young[:, None] & (np.arange(width)[None, :] < pad[:, None])] = NAN
+    holes = kind == 6
+    w[holes[:, None, None] & (rng.random(w.shape) < 0.1)] = NAN
+    w[holes[:, None] & (rng.random((n, width)) < 0.1), M["ts_s"]] = NAN
+    resets = kind == 7
+    at = rng.integers(0, width, n)
+    after = (np.arange(width)[None, :] >= at[:, None]) & resets[:, None]
+    for name in ("cpu_usage_s_total", "oom_kills_total", "net_tx_bytes_total",
+                 "memory_pressure_full_s_total", "cpu_throttled_periods_total"):
+        w[:, :, M[name]] -= np.where(after, 1e7, 0.0)
+    dups = (kind == 8) & (width > 1)
+    w[dups, width // 2, M["ts_s"]] = w[dups, width // 2 - 1, M["ts_s"]]
+    odd = kind == 9
+    w[odd, rng.integers(0, width), M["io_write_bytes_total"]] = -INF
+    w[odd, rng.integers(0, width), M["memory_usage_bytes"]] = INF
+    w[odd, rng.integers(0, width), M["cpu_quota_cores"]] = -NAN
+    w[odd, :, M["net_rx_bytes_total"]] = rng.choice([1.7e308, -1.7e308], (odd.sum(), width))
+    flat = kind == 10
+    w[flat] = w[flat][:, :1]
+    w[kind == 11, -1, M["memory_limit_bytes"]] = NAN
+    w[kind == 11, :, M["cpu_quota_cores"]] = NAN
+    gauges = [M[g] for g in GAUGE_METRICS]
+    w[:, :, gauges] = NAN
+    w[:, : max(width // 3, 1), M["cpu_peak_cores"]] = rng.uniform(0, 4, (n, max(width // 3, 1)))
+    w[:, :, M["memory_assigned_bytes"]] = -NAN
+    absent = ~np.isfinite(w[:, :, M["ts_s"]])
+    w[:, :, M["scheduling_class"]] = np.where(absent, 3.0, NAN)
+    w[rng.random(n) < 0.5, -1, M["cpu_request_cores"]] = 2.0
+    w[kind == 4, :, M["disk_io_time_fraction"]] = INF
+    return w
+
+
+CASES = [  # (windows, recent_steps)
+    (lambda: fleet_windows(2100, 60, seed=11), 10),
+    (lambda: fleet_windows(600, 60, seed=12), 2),
+    (lambda: fleet_windows(500, 60, seed=13), 61),
+    (lambda: fleet_windows(1030, 7, seed=14), 3),
+    (lambda: fleet_windows(300, 3, seed=15), 2),
+    (lambda: fleet_windows(300, 2, seed=16), 2),
+    (lambda: fleet_windows(100, 1, seed=17), 2),
+    (lambda: random_windows(1000, 12, seed=1), 4),
+    (lambda: random_windows(700, 60, seed=5), 10),
+    (lambda: fleet_windows(1500, 60, seed=18)[::2], 10),  # a strided view
+    (lambda: np.asfortranarray(fleet_windows(800, 30, seed=19)), 5),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_same_bytes_as_the_reference(case):
+    make, recent_steps = CASES[case]
+    w = make()
+    got = compute_features(w, recent_steps=recent_steps)
+    expected = reference_features(np.asarray(w, dtype=np.float64), recent_steps)
+    differ = [name for j, name in enumerate(FEATURES)
+              if got[:, j].tobytes() != expected[:, j].tobytes()]
+    assert not differ
+    assert got.tobytes() == expected.tobytes()
+
+
+def test_same_bytes_with_other_chunks(monkeypatch):
+    """Chunk and copy boundaries anywhere: still the reference's bytes for its chunks (a
+    gauge missing from every container of a chunk is left as read in that chunk)."""
+    w = fleet_windows(700, 20, seed=21)
+    monkeypatch.setattr(features_module, "_CHUNK", 97)
+    monkeypatch.setattr(features_module, "_COPY", 5)
+    got = compute_features(w, recent_steps=4)
+    assert got.tobytes() == reference_features(w, 4, chunk=97).tobytes()
+
+
+def test_threads_and_shapes_share_the_spare_arrays_safely():
+    """compute_features lends one set of work arrays to whichever call finds it free
+    (the others allocate theirs): concurrent calls, and calls of other shapes in
+    between, give the same bytes as calls one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    windows = [fleet_windows(n, width, seed=30 + i) for i, (n, width) in enumerate(
+        ((1500, 60), (1500, 60), (1500, 60), (1500, 60), (300, 60), (40, 7), (1, 60)))]
+    alone = [compute_features(w, recent_steps=5).tobytes() for w in windows]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(4):
+            together = list(pool.map(lambda w: compute_features(w, recent_steps=5).tobytes(),
+                                     windows))
+            assert together == alone
+
+
+def test_reference_fleet_exercises_every_path():
+    """The fleet windows reach the paths the implementation tells apart."""
+    w = fleet_windows(2100, 60, seed=11)
+    f = compute_features(w, recent_steps=10)
+    n = f[:, F["n_samples"]]
+    assert (n == 60).mean() > 0.5 and (n == 0).any() and ((n > 0) & (n < 60)).any()
+    for name in ("memory_pressure_full_fraction", "block_latency_change_s",
+                 "cpu_memory_correlation", "memory_latency_correlation", "io_read_bytes_per_s"):
+        col = f[:, F[name]]
+        assert np.isnan(col).any() and np.isfinite(col).any(), name
+    peak = np.isfinite(f[:, F["cpu_peak_cores_last"]])
+    assert 0.5 < peak.mean() < 1  # found in the early rows, where there are any
+    # -nan in every row: left as read in a chunk where each container has rows, searched
+    # (and nan) in one where some container has none
+    signs = np.signbit(f[:, F["memory_assigned_bytes_last"]][n > 0])
+    assert signs.any() and not signs.all()
+    assert np.isinf(f[:, F["memory_limit_bytes"]]).any()
+    assert (f[:, F["oom_kills_delta"]] > 0).any()
+
+
+# -- the reference: the features one metric at a time (as before the planes) ----------
+
+
+def reference_features(window: np.ndarray, recent_steps: int, chunk: int = 1024) -> np.ndarray:
+    """The features as computed one metric at a time, before the planes (kept frozen)."""
+    n_containers = window.shape[0]
+    out = np.full((n_containers, len(FEATURES)), np.nan)
+    with np.errstate(all="ignore"):
+        for start in range(0, n_containers, chunk):
+            stop = start + chunk
+            # [N, W, M] → [M, N, W] with each row (a container's W readings of a metric)
+            # contiguous, as the reference always read it
+            cols = np.ascontiguousarray(window[start:stop].transpose(0, 2, 1)).transpose(1, 0, 2)
+            _ref_fill(out[start:stop], cols, recent_steps)
+    return out
+
+
+def _ref_fill(out: np.ndarray, cols: np.ndarray, recent_steps: int) -> None:
+    ts = cols[M["ts_s"]]
+    present = np.isfinite(ts)
+    recent = slice(max(cols.shape[2] - recent_steps, 0), None)
+
+    def col(name: str) -> np.ndarray:
+        return cols[M[name]]
+
+    out[:, F["n_samples"]] = present.sum(axis=1)
+
+    # memory
+    usage = col("memory_usage_bytes")
+    mem_ok = present & np.isfinite(usage)
+    names = ("memory_usage_last_bytes", "memory_limit_bytes", "memory_headroom_bytes",
+             "memory_slope_bytes_per_s", "memory_recent_slope_bytes_per_s",
+             "memory_resid_std_bytes", "memory_slope_std_bytes_per_s", "memory_time_to_limit_s")
+    trend = _ref_trend(ts, usage, col("memory_limit_bytes"), present, mem_ok, recent)
+    for name, value in zip(names, trend, strict=True):
+        out[:, F[name]] = value
+
+    # cpu usage rates
+    (last, mean, slope, std), rate, step = _ref_rates(ts, col("cpu_usage_s_total"), present)
+    out[:, F["cpu_usage_cores_last"]] = last
+    out[:, F["cpu_usage_cores_mean"]] = mean
+    out[:, F["cpu_slope_cores_per_s"]] = slope
+    out[:, F["cpu_rate_std_cores"]] = std
+    quota = col("cpu_quota_cores")
+    out[:, F["cpu_quota_cores"]] = _ref_last(quota, present & ~np.isnan(quota))
+    _ref_fill_extra(out, cols, present, recent, rate, step)
+
+    # cpu throttling, over the recent rows
+    periods = col("cpu_periods_total")[:, recent]
+    throttled = col("cpu_throttled_periods_total")[:, recent]
+    thr_ok = present[:, recent] & np.isfinite(periods) & np.isfinite(throttled)
+    prev, step = _ref_steps(thr_ok)
+    dper = _ref_delta(periods, prev)
+    dthr = _ref_delta(throttled, prev)
+    step &= (dper > 0) & (dthr >= 0)
+    sum_per = np.where(step, dper, 0.0).sum(axis=1)
+    sum_thr = np.where(step, dthr, 0.0).sum(axis=1)
+    fraction = np.where(sum_per > 0, np.clip(sum_thr / sum_per, 0.0, 1.0), 0.0)
+    out[:, F["cpu_throttled_fraction"]] = fraction
+
+    # failure counters
+    for feature, metric in (
+        ("oom_kills_delta", "oom_kills_total"),
+        ("memory_failcnt_delta", "memory_failcnt_total"),
+    ):
+        values = col(metric)
+        prev, step = _ref_steps(present & np.isfinite(values))
+        d = np.maximum(_ref_delta(values, prev), 0.0)
+        out[:, F[feature]] = np.where(step, d, 0.0).sum(axis=1)
+
+
+def _ref_trend(ts: np.ndarray, used: np.ndarray, limit: np.ndarray, present: np.ndarray,
+           ok: np.ndarray, recent: slice) -> tuple[np.ndarray, ...]:
+    u_last = _ref_last(used, ok)
+    l_last = _ref_last(limit, present & ~np.isnan(limit))
+    headroom = l_last - u_last
+    slope, resid_std, slope_se = _ref_ols(ts, used, ok)
+    recent_slope, _, _ = _ref_ols(ts[:, recent], used[:, recent], ok[:, recent])
+    ttl = np.where(headroom <= 0, 0.0, np.where(slope > 0, headroom / slope, np.inf))
+    unknown = np.isnan(headroom) | (np.isnan(slope) & np.isfinite(headroom) & (headroom > 0))
+    ttl[unknown] = np.nan
+    return u_last, l_last, headroom, slope, recent_slope, resid_std, slope_se, ttl
+
+
+def _ref_rates(ts: np.ndarray, counter: np.ndarray, present: np.ndarray
+           ) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray]:
+    ok = present & np.isfinite(counter)
+    prev, step = _ref_steps(ok)
+    d = np.maximum(_ref_delta(counter, prev), 0.0)
+    dt = _ref_delta(ts, prev)
+    step &= dt > 0
+    rate = np.where(step, d / dt, np.nan)
+    n_steps = step.sum(axis=1)
+    sum_dt = np.where(step, dt, 0.0).sum(axis=1)
+    mean_rate = np.where(step, d, 0.0).sum(axis=1) / sum_dt
+    rate_slope, _, _ = _ref_ols(ts, rate, step)
+    rate_mean = np.where(step, rate, 0.0).sum(axis=1) / n_steps
+    rate_dev = np.where(step, rate - rate_mean[:, None], 0.0)
+    rate_std = np.sqrt((rate_dev * rate_dev).sum(axis=1) / n_steps)
+    return ((_ref_last(rate, step), np.where(n_steps > 0, mean_rate, np.nan), rate_slope,
+             np.where(n_steps > 0, rate_std, np.nan)), rate, step)
+
+
+def _ref_masked_mean(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    n = mask.sum(axis=1)
+    return np.where(mask, x, 0.0).sum(axis=1) / np.where(n > 0, n, np.nan)
+
+
+def _ref_corr(x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Row-wise Pearson correlation of x and y over ``mask`` (nan: < 3 points or flat)."""
+    mask = mask & np.isfinite(x) & np.isfinite(y)
+    n = mask.sum(axis=1)
+    mx, my = _ref_masked_mean(x, mask), _ref_masked_mean(y, mask)
+    dx = np.where(mask, x - mx[:, None], 0.0)
+    dy = np.where(mask, y - my[:, None], 0.0)
+    cov = (dx * dy).sum(axis=1)
+    den = np.sqrt((dx * dx).sum(axis=1) * (dy * dy).sum(axis=1))
+    return np.where((n >= 3) & (den > 0), cov / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _ref_fill_extra(out: np.ndarray, cols: np.ndarray, present: np.ndarray, recent: slice,
+                rate: np.ndarray, step: np.ndarray) -> None:
+    ts = cols[M["ts_s"]]
+    usage = cols[M["memory_usage_bytes"]]
+    ok = present & np.isfinite(usage)
+    mean = _ref_masked_mean(usage, ok)
+    dev = np.where(ok, usage - mean[:, None], 0.0)
+    any_ok = ok.any(axis=1)
+    out[:, F["memory_usage_mean_bytes"]] = mean
+    out[:, F["memory_usage_std_bytes"]] = np.sqrt(
+        (dev * dev).sum(axis=1) / np.where(any_ok, ok.sum(axis=1), np.nan))
+    if usage.shape[1]:
+        out[:, F["memory_usage_min_bytes"]] = np.where(
+            any_ok, np.where(ok, usage, np.inf).min(axis=1), np.nan)
+        out[:, F["memory_usage_max_bytes"]] = np.where(
+            any_ok, np.where(ok, usage, -np.inf).max(axis=1), np.nan)
+    out[:, F["cpu_memory_correlation"]] = _ref_corr(rate, usage, step & ok)
+
+    lat = cols[M["block_latency_s"]]
+    lat_ok = present & np.isfinite(lat)
+    out[:, F["block_latency_last_s"]] = _ref_last(lat, lat_ok)
+    earlier = np.zeros_like(lat_ok)
+    earlier[:, : recent.start] = lat_ok[:, : recent.start]
+    later = np.zeros_like(lat_ok)
+    later[:, recent] = lat_ok[:, recent]
+    out[:, F["block_latency_change_s"]] = (_ref_masked_mean(lat, later)
+                                           - _ref_masked_mean(lat, earlier))
+    out[:, F["memory_latency_correlation"]] = _ref_corr(usage, lat, ok & lat_ok)
+
+    psi = cols[M["memory_pressure_full_s_total"]]
+    psi_ok = present & np.isfinite(psi)
+    prev, pstep = _ref_steps(psi_ok)
+    dpsi = np.maximum(_ref_delta(psi, prev), 0.0)
+    dt = _ref_delta(ts, prev)
+    pstep &= dt > 0
+    total_dt = np.where(pstep, dt, 0.0).sum(axis=1)
+    out[:, F["memory_pressure_full_fraction"]] = np.where(
+        total_dt > 0, np.where(pstep, dpsi, 0.0).sum(axis=1) / np.where(total_dt > 0, total_dt, 1),
+        np.nan)
+    _ref_fill_beyond(out, cols, present)
+
+
+def _ref_fill_beyond(out: np.ndarray, cols: np.ndarray, present: np.ndarray) -> None:
+    """Usage beyond memory and CPU: usage ÷ limit, byte rates, last gauges (module doc)."""
+    u_last = out[:, F["memory_usage_last_bytes"]]
+    limit = out[:, F["memory_limit_bytes"]]
+    out[:, F["memory_usage_limit_fraction"]] = np.where(
+        np.isinf(limit), 0.0, np.where(limit > 0, u_last / np.where(limit > 0, limit, 1.0),
+                                       np.nan))
+    ts = cols[M["ts_s"]]
+    dt = np.diff(ts, axis=1)  # nan where either row is absent
+    for feature, metric in RATE_COUNTERS.items():
+        values = cols[M[metric]]
+        if not np.isfinite(values).any():  # no such counter from this source
+            out[:, F[feature]] = np.nan
+            continue
+        dv = np.diff(values, axis=1)
+        ok = np.isfinite(dv) & (dt > 0)
+        total_dt = np.where(ok, dt, 0.0).sum(axis=1)
+        out[:, F[feature]] = np.where(
+            total_dt > 0, np.where(ok, np.maximum(dv, 0.0), 0.0).sum(axis=1)
+            / np.where(total_dt > 0, total_dt, 1.0), np.nan)
+    # gauges: the reading of the last present row, else (a missing reading there) the
+    # last valid one; a gauge no row has (most sources) is nan after one cheap check
+    width = present.shape[1]
+    any_present = present.any(axis=1)
+    last_row = (width - 1 - np.argmax(present[:, ::-1], axis=1) if width
+                else np.zeros(present.shape[0], dtype=np.intp))
+    rows = np.arange(present.shape[0])
+    for g in GAUGE_METRICS:
+        values = cols[M[g]]
+        last = values[rows, last_row] if width else np.full(rows.size, np.nan)
+        missing = np.isnan(last) & any_present
+        if missing.any() and not (missing.all() and not np.isfinite(values).any()):
+            sub = values[missing]
+            last[missing] = _ref_last(sub, present[missing] & np.isfinite(sub))
+        out[:, F[f"{g}_last"]] = np.where(any_present, last, np.nan)
+    request = out[:, F["cpu_request_cores_last"]]
+    mean_cores = out[:, F["cpu_usage_cores_mean"]]
+    out[:, F["cpu_usage_request_fraction"]] = np.where(
+        request > 0, mean_cores / np.where(request > 0, request, 1.0), np.nan)
+
+
+def _ref_last(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``values`` at the last True of ``mask`` in each row ([N, W] → [N]); nan if none."""
+    width = mask.shape[1]
+    if width == 0:
+        return np.full(mask.shape[0], np.nan)
+    idx = width - 1 - np.argmax(mask[:, ::-1], axis=1)
+    picked = np.take_along_axis(values, idx[:, None], axis=1)[:, 0]
+    return np.where(mask.any(axis=1), picked, np.nan)
+
+
+def _ref_steps(mask: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """Pair each valid position with the previous valid one.
+
+    Returns ``(prev, step)``: ``prev[n, j]`` is the index of the last True of
+    ``mask[n, :j]`` (clamped to 0 when there is none) and ``step[n, j]`` is True
+    where ``mask[n, j]`` and such a previous position exists. ``prev`` is ``None``
+    when every step is from the row just before (no gaps: the usual case), which
+    :func:`_ref_delta` then computes as a plain shifted difference.
+    """
+    width = mask.shape[1]
+    idx = np.where(mask, np.arange(width), -1)
+    upto = np.maximum.accumulate(idx, axis=1) if width else idx
+    prev = np.full_like(upto, -1)
+    prev[:, 1:] = upto[:, :-1]
+    step = mask & (prev >= 0)
+    if width > 1 and not (step[:, 1:] & (prev[:, 1:] != np.arange(width - 1))).any():
+        return None, step
+    return np.maximum(prev, 0), step
+
+
+def _ref_delta(values: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
+    """``values[n, j] − values[n, prev[n, j]]``; with ``prev`` None (no gaps,
+    :func:`_ref_steps`), ``values[n, j] − values[n, j − 1]``. Only the entries at steps
+    are meaningful (every caller masks the others): the first column is 0 (or nan)."""
+    if prev is None:
+        out = np.empty_like(values)
+        out[:, 0] = values[:, 0] - values[:, 0]
+        np.subtract(values[:, 1:], values[:, :-1], out=out[:, 1:])
+        return out
+    return values - np.take_along_axis(values, prev, axis=1)
+
+
+def _ref_ols(
+    t: np.ndarray, y: np.ndarray, mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row least-squares fit of ``y`` on ``t`` over ``mask``.
+
+    Returns ``(slope, resid_std, slope_se)`` ([N] each): the slope, the population
+    std of the residuals and the slope's standard error (0 when n = 2); all ``nan``
+    where fewer than 2 points or no spread in ``t``. Centred two-pass sums keep
+    precision with epoch-second timestamps.
+    """
+    n = mask.sum(axis=1)
+    t_mean = np.where(mask, t, 0.0).sum(axis=1) / n
+    y_mean = np.where(mask, y, 0.0).sum(axis=1) / n
+    dt = np.where(mask, t - t_mean[:, None], 0.0)
+    dy = np.where(mask, y - y_mean[:, None], 0.0)
+    stt = (dt * dt).sum(axis=1)
+    sty = (dt * dy).sum(axis=1)
+    ok = (n >= 2) & (stt > 0)
+    slope = np.where(ok, sty / stt, np.nan)
+    resid = dy - np.where(ok, slope, 0.0)[:, None] * dt
+    ssr = (resid * resid).sum(axis=1)
+    resid_std = np.where(ok, np.sqrt(ssr / n), np.nan)
+    slope_se = np.where(n > 2, np.sqrt(ssr / (n - 2) / stt), 0.0)
+    slope_se = np.where(ok, slope_se, np.nan)
+    return slope, resid_std, slope_se
