@@ -51,8 +51,10 @@ medians), which other processes' load on a shared machine disturbs less than wal
 Each figure is the median over ``--repeats`` (default 5; at most 3 from 50,000
 containers up), with the min and max beside it; the stage figures of a mode are those
 of its median repeat (by total), so they add up to its total. Memory: the window's
-bytes and the process's peak RSS after each N. Nothing is asserted; numbers depend on
-the machine and its load.
+bytes, the process's peak RSS after each N, and the tick's own peak (``tick_peak_mib``:
+what one extra, untimed ``plan`` allocates at most at once, traced by ``tracemalloc``)
+against the window (``tick_peak_per_window``, the larger of the two modes). Nothing is
+asserted; numbers depend on the machine and its load.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ import resource
 import statistics
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -349,11 +352,32 @@ def bench_mode(fleet: Fleet, settings: Any, model: FailureModel | None, repeats:
         counts = _count_asks(plan.asks)
         del plan
     median_run = sorted(runs, key=lambda r: r["total"])[(len(runs) - 1) // 2]
+    engine.state = copy.deepcopy(warmed)
     return {
         "ms": {k: _ms(v) for k, v in median_run.items()},
         "spread_ms": {k: _spread([r[k] for r in runs]) for k in median_run},
+        "tick_peak_mib": round(tick_peak_bytes(engine, snap, book, models) / MIB, 1),
         **counts,
     }
+
+
+def tick_peak_bytes(engine: Engine, snap: Snapshot, book: ThresholdBook, models: Any) -> int:
+    """The most memory one ``engine.plan`` holds at once beyond what existed before it
+    (the window, the model, the engine's state): ``tracemalloc``'s peak over the call,
+    which numpy's buffers report to as well as Python objects. Run apart from the timed
+    ticks (tracing slows every allocation). E.g. a tick that builds a 10 MiB feature
+    matrix, frees it and then builds 4 MiB of decisions peaks at 10 MiB (plus what is
+    alive beside it at that moment)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        plan = engine.plan(snap, book, models=models)
+        peak = tracemalloc.get_traced_memory()[1]
+        del plan
+    finally:
+        tracemalloc.stop()
+    return peak
 
 
 def bench_floor(fleet: Fleet, model: FailureModel, features: np.ndarray, repeats: int
@@ -405,6 +429,9 @@ def bench_n(n: int, settings: Any, model: FailureModel, repeats: int, seed: int
     del fleet, features
     gc.collect()
     out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    # the tick's own memory against the window it reads (issue 18: ≤ 2×)
+    out["tick_peak_per_window"] = round(
+        max(heuristic["tick_peak_mib"], learned["tick_peak_mib"]) / out["window_mib"], 2)
     return out
 
 
@@ -471,15 +498,18 @@ def format_table(res: dict[str, Any]) -> str:
                 f"{ms['thresholds']:,.1f} / {ms['policy']:,.1f} / {ms['judge_other']:,.1f} | "
                 f"{spread(r[mode]['spread_ms']['total'])} | {f['read_ms']['median']:,.1f} | "
                 f"{f['predict_ms']['median']:,.1f} | {spread(f['floor_ms'])} | {ratio} |")
-    lines += ["", "| containers | repeats | window | peak RSS | GC inside the tick (heuristic / "
+    lines += ["", "| containers | repeats | window | peak RSS | tick's own peak MiB (heuristic "
+              "/ learned) ÷ window | GC inside the tick (heuristic / "
               "learned, ms) | CPU ms: learned tick / floor = ratio "
               "| asks heuristic (up / down / out) | asks learned (up / down / out) |",
-              "|---:|---:|---|---:|---:|---:|---:|---:|"]
+              "|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in res["results"]:
         h, lr = r["heuristic"], r["learned"]
         lines.append(
             f"| {r['containers']:,} | {r['repeats']} | {r['window_shape']} float64 = "
             f"{r['window_mib']:,} MiB | {r['peak_rss_mib']:,} MiB | "
+            f"{h['tick_peak_mib']:,} / {lr['tick_peak_mib']:,} ÷ {r['window_mib']:,} = "
+            f"{r['tick_peak_per_window']} | "
             f"{h['ms']['gc']:,.1f} / {lr['ms']['gc']:,.1f} | "
             f"{lr['spread_ms']['total_cpu']['median']:,.1f} / "
             f"{r['floor']['floor_cpu_ms']['median']:,.1f} = {r['ratio_cpu']} | "

@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from prescale.app.core.features import FEATURES
 from prescale.app.core.sample import METRICS, M
 from prescale.scripts.bench_tick import main, make_fleet, parse_containers
 
 PRESCALE = str(Path(sys.executable).with_name("prescale"))
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ("features", "prediction", "decision")
+MIB = 1 << 20
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -54,6 +56,12 @@ def test_small_fleet_gives_well_formed_figures():
             # the fleet gives the policy real work: pre-emptive scale-ups and idle scale-downs
             assert r[mode]["scale_up"] > 0 and r[mode]["scale_down"] > 0
         assert r["heuristic"]["ms"]["model"] == 0 < r["learned"]["ms"]["model"]
+        # the tick's own memory: it builds at least the feature matrix (N × features
+        # float64), and the ratio is the larger mode's peak over the window's MiB
+        peaks = [r[mode]["tick_peak_mib"] for mode in ("heuristic", "learned")]
+        assert min(peaks) * MIB >= n * len(FEATURES) * 8 * 0.99
+        assert r["tick_peak_per_window"] == pytest.approx(
+            max(peaks) / r["window_mib"], abs=0.01)
 
 
 def test_bad_input_exits_2_with_a_message():
