@@ -3,7 +3,8 @@ echo deployment and the same code in-process, all in the same run.
 
 Usage: ``python -m prescale.scripts.bench_serve [--requests N] [--containers C]
 [--clients K] [--duration-s S] [--window W] [--replicas R] [--batch-wait-s B]
-[--forms samples,series,arrow,arrow-json] [--no-echo] [--url URL] [--json]``
+[--forms samples,series,arrow,arrow-json] [--no-echo] [--direct-ingress] [--url URL]
+[--json]``
 
 Starts Ray (2 CPUs, no dashboard) and Serve on a free 127.0.0.1 port as ``prescale
 serve`` does (its proxy settings, :func:`app.serve_proxy.proxy_env`), with two
@@ -169,6 +170,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _free_port_range(n: int = 101) -> int:
+    """A first port of ``n`` for direct ingress whose first three ports are free now."""
+    for first in range(30_000, 60_000, n):
+        try:
+            for p in (first, first + 1, first + 2):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+            return first
+        except OSError:
+            continue
+    raise RuntimeError("no free port range for direct ingress")
+
+
 def echo_app(num_cpus: float, max_ongoing: int, replicas: int) -> Any:
     """A trivial Serve deployment: FastAPI, ``POST /`` answers the body it was sent."""
     from fastapi import FastAPI
@@ -193,7 +207,9 @@ def echo_app(num_cpus: float, max_ongoing: int, replicas: int) -> Any:
 
 
 def start_serve(settings: Any, replicas: int, batch_wait_s: float,
-                echo: bool) -> tuple[str, Callable[[], None]]:
+                echo: bool, direct: bool = False) -> tuple[dict[str, str], Callable[[], None]]:
+    """Start Ray and Serve with the apps: ``({"/": url, "/echo": url}, stop)``. With
+    ``direct`` (Serve's direct ingress) each app's URL is its replica's own port."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
     from ray import serve
@@ -203,6 +219,10 @@ def start_serve(settings: Any, replicas: int, batch_wait_s: float,
 
     for key, value in proxy_env(max_body_bytes=PROXY_MAX_BODY_BYTES).items():
         os.environ.setdefault(key, value)  # as `prescale serve`: the proxy inherits them
+    if direct:  # as `prescale serve` with api.direct_ingress_port
+        from prescale.app.serve_proxy import direct_ingress_env
+
+        os.environ.update(direct_ingress_env(_free_port_range()))
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=150 * MiB,
              log_to_driver=False, namespace="bench-serve")
     port = _free_port()
@@ -221,7 +241,13 @@ def start_serve(settings: Any, replicas: int, batch_wait_s: float,
         serve.shutdown()
         ray.shutdown()
 
-    return f"http://127.0.0.1:{port}", stop
+    urls = {"/": f"http://127.0.0.1:{port}", "/echo": f"http://127.0.0.1:{port}"}
+    if direct:
+        from prescale.app.serve_app import replica_urls
+
+        urls = {"/": replica_urls(app="bench")[0]}
+        urls["/echo"] = replica_urls(app="echo")[0] if echo else urls["/"]
+    return urls, stop
 
 
 def in_process(service: Any, body: bytes, ctype: str, accept: str) -> Callable[[], bytes]:
@@ -267,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-echo", action="store_true", help="leave the echo deployment out")
     ap.add_argument("--url", default=None, help="use a running API instead of starting one "
                     "(no echo unless it serves /echo)")
+    ap.add_argument("--direct-ingress", action="store_true",
+                    help="Serve's direct ingress: each app's replica serves HTTP on its own "
+                    "port (RAY_SERVE_ENABLE_DIRECT_INGRESS=1), no proxy in the path")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
     forms = [f for f in args.forms.split(",") if f]
@@ -299,11 +328,12 @@ def main(argv: list[str] | None = None) -> int:
             job.window, recent_steps=settings.predictor.recent_steps))
 
     stop = None
-    url = args.url
+    urls = {"/": args.url, "/echo": args.url}
     echo = not args.no_echo
-    if url is None:
+    if args.url is None:
         t = time.perf_counter()
-        url, stop = start_serve(settings, args.replicas, args.batch_wait_s, echo)
+        urls, stop = start_serve(settings, args.replicas, args.batch_wait_s, echo,
+                                 args.direct_ingress)
         start_s = time.perf_counter() - t
     else:
         start_s = float("nan")
@@ -315,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         sess = getattr(local, "s", None)
         if sess is None:
             sess = local.s = requests.Session()
-        r = sess.post(url + path, data=body, timeout=120,
+        base = urls["/echo" if path.startswith("/echo") else "/"]
+        r = sess.post(base + path, data=body, timeout=120,
                       headers={"Content-Type": ctype, "Accept": accept, **auth})
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
@@ -374,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         "containers_per_request": args.containers, "clients": args.clients,
         "window_samples": args.window, "replicas": args.replicas,
         "batch_wait_s": args.batch_wait_s, "cpus": os.cpu_count(),
-        "load_average": os.getloadavg(), "serve_start_s": start_s,
+        "load_average": os.getloadavg(), "serve_start_s": start_s, "urls": urls,
+        "direct_ingress": args.direct_ingress,
         "http_equals_in_process": same, "latency_single": lat, "throughput": tput,
         "in_process_core_container_predictions_per_s": core_rate, "echo_throughput": echo_rate,
     }
@@ -413,7 +445,8 @@ def _print_tables(result: dict[str, Any], args: argparse.Namespace) -> None:
         print(f"| echo of the `{e['form']}` body | {e['bytes'] / 1024:,.0f} | "
               f"{e['containers_per_s']:,.0f} ({e['requests_per_s']:.1f} requests/s) | – | – |")
     errors = sum(v["http_errors"] + v["in_process_errors"] for v in result["throughput"].values())
-    print(f"\nserve start {result['serve_start_s']:.1f} s; errors during the throughput runs: "
+    print(f"\nURLs {result['urls']} (direct ingress: {result['direct_ingress']}); "
+          f"serve start {result['serve_start_s']:.1f} s; errors during the throughput runs: "
           f"{errors}")
 
 
