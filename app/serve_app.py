@@ -286,7 +286,8 @@ class PredictionService:
         ``features`` body, or a body that is neither JSON nor Arrow)."""
         if media_type(content_type) == ARROW_STREAM:
             return arrow_job(body, max_containers=self.config.max_containers,
-                             max_samples=self.config.max_samples)
+                             max_samples=self.config.max_samples,
+                             max_bytes=self.config.max_body_bytes)
         if not is_json(content_type):
             return None
         job = json_job(body)

@@ -63,23 +63,38 @@ from fastapi.responses import Response
 MiB = 2**20
 JSON_TYPE = "application/json"
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
-FORMS = ("samples", "series", "arrow", "arrow-json")
+FORMS = ("samples", "series", "arrow", "arrow-json", "arrow-lz4", "arrow-zstd")
+#: Arrow forms: form → (compression, answer as Arrow)
+_ARROW_FORMS = {"arrow": (None, True), "arrow-json": (None, False),
+                "arrow-lz4": ("lz4", True), "arrow-zstd": ("zstd", True)}
 
 
-def window(name: str, n: int, t0: float, *, leaking: bool) -> dict[str, Any]:
+def window(name: str, n: int, t0: float, *, leaking: bool,
+           rng: np.random.Generator | None = None) -> dict[str, Any]:
     """One container's window: ``n`` samples 1 s apart, memory growing 4 MiB/s (leaking)
-    or flat at 48 MiB, under 128 MiB, with CPU counters."""
+    or flat at 48 MiB, under 128 MiB, with CPU counters. With ``rng`` (``--jitter``) the
+    readings vary as real ones do: memory ± up to 10 % in 4 KiB pages, CPU seconds by
+    0.1–0.5 per second, so that compression meets realistic entropy."""
+    mem = [(40 * MiB + 4 * MiB * i) if leaking else 48 * MiB for i in range(n)]
+    cpu = [0.3 * i for i in range(n)]
+    if rng is not None:
+        mem = [float(4096 * round(m * (1 + rng.uniform(-0.1, 0.1)) / 4096)) for m in mem]
+        cpu = np.cumsum(rng.uniform(0.1, 0.5, n)).tolist()
     return {"name": name, "app": "bench", "samples": [
-        {"ts_s": t0 + i,
-         "memory_usage_bytes": (40 * MiB + 4 * MiB * i) if leaking else 48 * MiB,
-         "memory_limit_bytes": 128 * MiB, "cpu_usage_s_total": 0.3 * i,
+        {"ts_s": t0 + i, "memory_usage_bytes": mem[i],
+         "memory_limit_bytes": 128 * MiB, "cpu_usage_s_total": cpu[i],
          "cpu_quota_cores": 1.0, "cpu_periods_total": 10.0 * i,
          "cpu_throttled_periods_total": 0.0}
         for i in range(n)]}
 
 
+#: ``--jitter``: real-looking readings (see :func:`window`); off: regular ones
+JITTER = {"on": False}
+
+
 def windows(containers: int, n: int, t0: float) -> list[dict[str, Any]]:
-    return [window(f"c{i}", n, t0, leaking=i % 2 == 0) for i in range(containers)]
+    rng = np.random.default_rng(7) if JITTER["on"] else None
+    return [window(f"c{i}", n, t0, leaking=i % 2 == 0, rng=rng) for i in range(containers)]
 
 
 def payload(containers: int, n: int, t0: float, *, series: bool = False) -> bytes:
@@ -104,8 +119,10 @@ def bodies(containers: int, n: int, t0: float, forms: list[str]) -> dict[str, tu
         else:
             from prescale.app.serve_client import arrow_body
 
-            body = arrow_body(windows(containers, n, t0))
-            out[form] = (body, ARROW_STREAM, ARROW_STREAM if form == "arrow" else JSON_TYPE)
+            compression, arrow_answer = _ARROW_FORMS[form]
+            opts = {"compression": compression} if compression else {}
+            body = arrow_body(windows(containers, n, t0), **opts)
+            out[form] = (body, ARROW_STREAM, ARROW_STREAM if arrow_answer else JSON_TYPE)
     return out
 
 
@@ -296,9 +313,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--direct-ingress", action="store_true",
                     help="Serve's direct ingress: each app's replica serves HTTP on its own "
                     "port (RAY_SERVE_ENABLE_DIRECT_INGRESS=1), no proxy in the path")
+    ap.add_argument("--jitter", action="store_true",
+                    help="readings that vary as real ones do (memory ±10 %% in pages, CPU "
+                    "0.1-0.5 s/s), not regular lines: what compression meets in practice")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
     forms = [f for f in args.forms.split(",") if f]
+    JITTER["on"] = args.jitter
     unknown = sorted(set(forms) - set(FORMS))
     if unknown:
         ap.error(f"unknown forms {unknown}; known: {', '.join(FORMS)}")
@@ -406,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         "window_samples": args.window, "replicas": args.replicas,
         "batch_wait_s": args.batch_wait_s, "cpus": os.cpu_count(),
         "load_average": os.getloadavg(), "serve_start_s": start_s, "urls": urls,
+        "jitter": args.jitter,
         "direct_ingress": args.direct_ingress,
         "http_equals_in_process": same, "latency_single": lat, "throughput": tput,
         "in_process_core_container_predictions_per_s": core_rate, "echo_throughput": echo_rate,
@@ -445,7 +467,8 @@ def _print_tables(result: dict[str, Any], args: argparse.Namespace) -> None:
         print(f"| echo of the `{e['form']}` body | {e['bytes'] / 1024:,.0f} | "
               f"{e['containers_per_s']:,.0f} ({e['requests_per_s']:.1f} requests/s) | – | – |")
     errors = sum(v["http_errors"] + v["in_process_errors"] for v in result["throughput"].values())
-    print(f"\nURLs {result['urls']} (direct ingress: {result['direct_ingress']}); "
+    print(f"\nURLs {result['urls']} (direct ingress: {result['direct_ingress']}; jitter: "
+          f"{result['jitter']}); "
           f"serve start {result['serve_start_s']:.1f} s; errors during the throughput runs: "
           f"{errors}")
 
