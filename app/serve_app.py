@@ -582,7 +582,8 @@ def run_serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
             for key, value in proxy_env(max_body_bytes=limit).items():
                 os.environ.setdefault(key, value)
             if settings.api.direct_ingress_port is not None:
-                _check_port(host, settings.api.direct_ingress_port)
+                # not checked here: a replica that cannot bind a port of the range takes
+                # the next one (Ray retries), and the URLs are printed once it serves
                 os.environ.update(direct_ingress_env(settings.api.direct_ingress_port))
         elif settings.api.direct_ingress_port is not None:
             log.warning("api.direct_ingress_port: on a Ray cluster it is the environment "
