@@ -73,7 +73,9 @@ def served(tmp_path_factory):
 
 
 def test_the_replica_serves_on_the_configured_port_and_answers_as_the_proxy(served):
-    assert served["replica"] == f"http://127.0.0.1:{served['first']}"
+    port = int(served["replica"].rsplit(":", 1)[1])  # the first free port of the range
+    assert served["replica"].startswith("http://127.0.0.1:")
+    assert served["first"] <= port <= served["first"] + 100
     auth = {"Authorization": f"Bearer {TOKEN}"}
     got = {}
     for where in ("proxy", "replica"):
