@@ -30,8 +30,15 @@ container; each form carries the same numbers):
    already built), and echo sent the Arrow body (what the transport alone carries).
 
 Forms: ``samples`` (JSON, one object per reading), ``series`` (JSON, one list per
-metric), ``arrow`` (an Arrow IPC stream, the answer asked as Arrow too), ``arrow-json``
-(Arrow body, JSON answer). Forms the API does not accept (an older build) are skipped.
+metric), ``arrow`` (an Arrow IPC stream, float32 where it holds the numbers exactly,
+the answer asked as Arrow too), ``arrow-json`` (Arrow body, JSON answer), ``arrow-lz4``
+and ``arrow-zstd`` (the Arrow body with compressed buffers). Forms the API does not
+accept (an older build) are skipped. ``--jitter`` makes the readings vary as real ones
+do (what compression meets in practice; the default windows are straight lines).
+
+``--direct-ingress``: Serve's direct ingress (``api.direct_ingress_port`` of ``prescale
+serve``): each app's replica serves HTTP on its own port and the requests go there,
+past the proxy; echo too, so the ratios stay fair.
 
 Ratios: latency = HTTP p50 / echo p50 (how many times the floor); throughput = HTTP /
 in-process (the fraction kept). Worked example: predict p50 9.0 ms, echo 8.0 ms → 1.12×;
