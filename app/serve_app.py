@@ -119,7 +119,12 @@ from prescale.app.serve_jobs import (
     size_reason,
     window_of,
 )
-from prescale.app.serve_proxy import PROXY_MAX_BODY_BYTES, http_options, proxy_env
+from prescale.app.serve_proxy import (
+    PROXY_MAX_BODY_BYTES,
+    direct_ingress_env,
+    http_options,
+    proxy_env,
+)
 from prescale.app.settings import Settings, load_settings
 
 log = logging.getLogger("prescale.serve")
@@ -281,7 +286,8 @@ class PredictionService:
         ``features`` body, or a body that is neither JSON nor Arrow)."""
         if media_type(content_type) == ARROW_STREAM:
             return arrow_job(body, max_containers=self.config.max_containers,
-                             max_samples=self.config.max_samples)
+                             max_samples=self.config.max_samples,
+                             max_bytes=self.config.max_body_bytes)
         if not is_json(content_type):
             return None
         job = json_job(body)
@@ -575,6 +581,14 @@ def run_serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
             limit = max(PROXY_MAX_BODY_BYTES, settings.api.max_body_bytes)
             for key, value in proxy_env(max_body_bytes=limit).items():
                 os.environ.setdefault(key, value)
+            if settings.api.direct_ingress_port is not None:
+                # not checked here: a replica that cannot bind a port of the range takes
+                # the next one (Ray retries), and the URLs are printed once it serves
+                os.environ.update(direct_ingress_env(settings.api.direct_ingress_port))
+        elif settings.api.direct_ingress_port is not None:
+            log.warning("api.direct_ingress_port: on a Ray cluster it is the environment "
+                        "of `ray start` that turns direct ingress on (app.serve_proxy."
+                        "direct_ingress_env); this setting only applies to an embedded Ray")
         if settings.ray.address:
             ray.init(address=settings.ray.address, namespace=settings.ray.namespace,
                      logging_level=logging.WARNING)
@@ -593,6 +607,9 @@ def run_serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
         if not blocking:
             return url
         print(f"prescale API at {url} (OpenAPI: {url}/docs); Ctrl-C to stop", flush=True)
+        if settings.api.direct_ingress_port is not None:
+            print("replicas serving HTTP themselves (direct ingress): "
+                  + ", ".join(replica_urls(host)), flush=True)
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
@@ -605,6 +622,27 @@ def run_serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
             signal.signal(signal.SIGTERM, previous)
     _shutdown(started)
     return url
+
+
+def replica_urls(host: str = "127.0.0.1", app: str = APP_NAME,
+                 timeout_s: float = 60.0) -> list[str]:
+    """The URLs of ``app``'s replicas that serve HTTP themselves (Serve's direct ingress,
+    ``api.direct_ingress_port``), as the controller lists them, on the ``host`` Serve
+    listens on; waits up to ``timeout_s`` for the first. Empty when direct ingress is off
+    (the controller then lists the proxies, and so it does for an app with no running
+    replica: its targets are proxy actors, not ``SERVE_REPLICA::`` ones)."""
+    import ray
+
+    controller = serve.context._get_global_client()._controller
+    deadline = time.monotonic() + timeout_s
+    while True:
+        groups = ray.get(controller.get_target_groups.remote(app))
+        urls = sorted(f"http://{host}:{t.port}" for g in groups
+                      if g.app_name == app and str(g.protocol).upper().endswith("HTTP")
+                      for t in g.targets if "REPLICA" in t.name)  # not the proxies
+        if urls or time.monotonic() > deadline:
+            return urls
+        time.sleep(0.2)
 
 
 def _check_port(host: str, port: int) -> None:
@@ -630,4 +668,4 @@ def _shutdown(started_ray: bool) -> None:
 
 
 __all__ = ["APP_NAME", "DEPLOYMENT_NAME", "PredictionService", "PrescaleAPI",
-           "app_from_settings", "build_app", "default_user_config", "run_serve"]
+           "app_from_settings", "build_app", "default_user_config", "replica_urls", "run_serve"]

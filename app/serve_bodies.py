@@ -18,8 +18,13 @@ The Arrow request (``Content-Type: application/vnd.apache.arrow.stream``)
     Rows may come in any order: containers are answered in the order of their first
     row, each window sorted by ``ts_s`` (stable), as JSON windows are. The schema
     metadata key ``now_s`` (a number as text) is the JSON body's ``now_s``. Only the
-    stream format, uncompressed (a compressed buffer declares its own decompressed
-    size, so a small body could ask for gigabytes): anything else is refused with 400.
+    stream format (the file format is refused with 400). Its buffers may be compressed
+    (LZ4 frame or ZSTD, ``IpcWriteOptions(compression=...)``): each compressed buffer
+    declares its decompressed size, and a stream that declares more than
+    ``max_body_bytes`` in all is refused (413) before anything is decompressed.
+    float32 columns are read as float64: the same numbers, so the same answers, when
+    float32 holds them exactly (:func:`app.serve_client.arrow_body` narrows only such
+    columns).
 
     Worked example: rows ``(c="a", ts_s=2, mem=5)``, ``(c="b", ts_s=1)``,
     ``(c="a", ts_s=1, mem=null)`` → containers ``["a", "b"]``, window ``[2, 2, M]``;
@@ -300,25 +305,75 @@ def _batch_header(meta: bytes) -> tuple[int, int, bool] | None:
     return kind, rows, _field(b, batch, 3) is not None
 
 
-def read_arrow(body: bytes, *, max_rows: int) -> pa.Table:
+def _batch_table(b: memoryview) -> int | None:
+    """Position of the RecordBatch table of a record or dictionary batch message."""
+    root = _u32(b, 0)
+    kind_at = _field(b, root, 1)
+    header_at = _field(b, root, 2)
+    if kind_at is None or b[kind_at] not in (2, 3) or header_at is None:
+        return None
+    batch = header_at + _u32(b, header_at)
+    if b[kind_at] == 2:
+        data_at = _field(b, batch, 1)
+        if data_at is None:
+            return None
+        batch = data_at + _u32(b, data_at)
+    return batch
+
+
+def declared_bytes(meta: bytes, body: memoryview) -> int:
+    """What the compressed buffers of one batch message declare they decompress to, in
+    bytes: each buffer (``RecordBatch.buffers``: ``{offset, length}`` into the message
+    body) of a compressed batch starts with its uncompressed length as a little-endian
+    int64, ``-1`` when that buffer was left uncompressed (then its own length counts).
+    Read before anything is decompressed, so that a small body cannot make the reader
+    allocate gigabytes. Worked example: two buffers of 20 and 0 bytes whose first
+    starts with ``8000`` → 8000."""
+    b = memoryview(meta)
+    batch = _batch_table(b)
+    vec_at = None if batch is None else _field(b, batch, 2)
+    if vec_at is None:
+        return 0
+    vec = vec_at + _u32(b, vec_at)
+    total = 0
+    for i in range(_u32(b, vec)):
+        offset, length = struct.unpack_from("<qq", b, vec + 4 + 16 * i)
+        if length <= 0:
+            continue
+        if length < 8 or offset < 0 or offset + length > len(body):
+            raise ValueError(f"buffer {i} ({offset}, {length}) is outside the message body")
+        declared = struct.unpack_from("<q", body, offset)[0]
+        total += length - 8 if declared == -1 else declared
+    return total
+
+
+def read_arrow(body: bytes, *, max_rows: int, max_bytes: int | None = None) -> pa.Table:
     """The table of an Arrow IPC stream body, after reading only its message headers:
-    a compressed batch, or more than ``max_rows`` rows (the request's ``max_samples``),
-    is refused before any buffer is decoded; the table is validated in full (offsets,
-    UTF-8) before use. ``BodyError`` 400 / 413 otherwise."""
+    more than ``max_rows`` rows (the request's ``max_samples``) → 413, and a compressed
+    stream (LZ4 frame or ZSTD buffers) whose buffers declare more than ``max_bytes``
+    decompressed in all (the request's ``max_body_bytes``: what the same stream may
+    weigh uncompressed) → 413, both before any buffer is decoded; the table is
+    validated in full (offsets, UTF-8) before use. ``BodyError`` 400 / 413 otherwise.
+    Worked example: a 23 KB LZ4 stream of 1,000 containers × 30 samples declares
+    1.9 MB, under the default 8 MiB: read; one that declares 10 GB: 413."""
     if body[:6] == b"ARROW1":
         raise BodyError(400, [Problem(None, None, "this is the Arrow IPC file format: send "
                                       "the stream format (pyarrow.ipc.new_stream)",
                                       "arrow_file_format")])
     buf = pa.py_buffer(body)
     rows = 0
+    inflated = 0
     try:
         reader = pa.ipc.MessageReader.open_stream(buf)
         for message in reader:
-            kind, n, compressed = _batch_header(message.metadata.to_pybytes())
+            meta = message.metadata.to_pybytes()
+            kind, n, compressed = _batch_header(meta)
             if compressed:
-                raise BodyError(400, [Problem(None, None, "compressed Arrow buffers (LZ4/ZSTD) "
-                                              "are not accepted: write the stream without "
-                                              "compression", "arrow_compressed")])
+                inflated += declared_bytes(meta, memoryview(message.body))
+                if max_bytes is not None and inflated > max_bytes:
+                    raise BodyError(413, f"the compressed Arrow stream declares at least "
+                                         f"{inflated} bytes uncompressed, above "
+                                         f"max_body_bytes = {max_bytes}")
             if kind == 3:
                 rows += n
                 if rows > max_rows:
@@ -353,12 +408,14 @@ def _first(mask: np.ndarray) -> int:
     return int(np.argmax(mask))
 
 
-def arrow_job(body: bytes, *, max_containers: int, max_samples: int) -> Job:
+def arrow_job(body: bytes, *, max_containers: int, max_samples: int,
+              max_bytes: int | None = None) -> Job:
     """The :class:`~app.serve_jobs.Job` of an Arrow request (see the module doc), or
-    ``BodyError``: 400 (not a readable uncompressed stream), 413 (above a limit), 422
-    (one entry per bad column: the column, its first bad row and that row's container).
+    ``BodyError``: 400 (not a readable stream), 413 (above a limit; ``max_bytes``: what a
+    compressed stream may inflate to, :func:`read_arrow`), 422 (one entry per bad
+    column: the column, its first bad row and that row's container).
     """
-    table = read_arrow(body, max_rows=max_samples)
+    table = read_arrow(body, max_rows=max_samples, max_bytes=max_bytes)
     names_in = table.column_names
     problems: list[Problem] = []
     seen: set[str] = set()
@@ -766,4 +823,4 @@ def arrow_bytes(table: pa.Table) -> bytes:
 
 __all__ = ["APP_COLUMN", "CONTAINER_COLUMN", "NOW_KEY", "BodyError", "Problem",
            "arrow_bytes", "arrow_job", "column_problem", "json_job", "predictions_table",
-           "read_arrow", "windows"]
+           "declared_bytes", "read_arrow", "windows"]

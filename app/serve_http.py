@@ -211,14 +211,15 @@ def refuses_json(accept: str | None) -> bool:
 #: Error answers every operation may give (the 422 of each route is its own).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "The body is not valid JSON, or not a "
-          "readable uncompressed Arrow IPC stream, or its Content-Length is not an "
+          "readable Arrow IPC stream, or its Content-Length is not an "
           "integer."},
     401: {"model": ErrorResponse, "description": "Missing or wrong bearer token (when a "
           "token is configured; never on /healthz)."},
     408: {"model": ErrorResponse, "description": "The body did not arrive within "
           "body_timeout_s (Serve's proxy, app.serve_proxy), or the request took longer "
           "than request_timeout_s."},
-    413: {"model": ErrorResponse, "description": "Body above max_body_bytes, or more "
+    413: {"model": ErrorResponse, "description": "Body above max_body_bytes (for a "
+          "compressed Arrow stream: what its buffers declare uncompressed), or more "
           "containers / samples than max_containers / max_samples."},
     415: {"model": ErrorResponse, "description": "The body is not sent as JSON "
           "(Content-Type: application/json) or, on /v1/predict and /v1/recommend, as an "
@@ -233,7 +234,8 @@ _RECOMMEND_RESPONSES = {**ERROR_RESPONSES, 406: {
     "answer of /v1/recommend."}}
 
 _ARROW_BODY_DOC = (
-    "An Apache Arrow IPC stream (uncompressed), one row per sample: `container` (string, "
+    "An Apache Arrow IPC stream (its buffers uncompressed, or LZ4 frame / ZSTD "
+    "compressed up to max_body_bytes uncompressed), one row per sample: `container` (string, "
     "required), `app` (string, optional, one per container), `ts_s` (number, required) "
     "and any metric of the JSON samples (any integer or floating column; null or NaN = "
     "not available, inf only in the limits; an absent column is the JSON default). "

@@ -190,6 +190,36 @@ def proxy_env(
     }
 
 
+#: Replica ports of direct ingress: from the first port to this many above it.
+DIRECT_INGRESS_PORTS = 100
+#: Seconds a stopping direct-ingress replica keeps serving (Ray's default, 30 s, is for an
+#: outside load balancer to notice; prescale serve has none, and it delays every stop).
+DIRECT_INGRESS_DRAIN_S = 2.0
+
+
+def direct_ingress_env(first_port: int) -> dict[str, str]:
+    """The environment of Ray Serve's direct ingress: each ingress replica serves HTTP
+    itself on a port of ``[first_port, first_port + DIRECT_INGRESS_PORTS]`` (the
+    controller hands them out in order), through the same middlewares as the proxy
+    (:func:`proxy_middlewares` is applied there too), while the proxy keeps its own port.
+    Worked example: ``direct_ingress_env(30000)`` → the first replica on 30000, a second
+    on 30001; ``RAY_SERVE_ENABLE_DIRECT_INGRESS=1``. A replica that replaces a dead one
+    takes the next free port, not the dead one's (measured: a killed replica on 31200,
+    its replacement on 31201 after 14 s): clients must follow the URLs Serve lists
+    (:func:`app.serve_app.replica_urls`), or a load balancer that does. Like
+    :func:`proxy_env`, it must be in the environment of the processes that start Ray
+    (``ray start`` on a cluster)."""
+    if not 1024 <= first_port <= 65535 - DIRECT_INGRESS_PORTS:
+        raise ValueError(f"direct ingress port {first_port}: must be in 1024..."
+                         f"{65535 - DIRECT_INGRESS_PORTS}")
+    return {
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(first_port),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(first_port + DIRECT_INGRESS_PORTS),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": f"{DIRECT_INGRESS_DRAIN_S:g}",
+    }
+
+
 def http_options(
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -211,4 +241,5 @@ def http_options(
     }
 
 
-__all__ = ["BODY_TIMEOUT_S", "BodyDeadline", "http_options", "proxy_env", "proxy_middlewares"]
+__all__ = ["BODY_TIMEOUT_S", "BodyDeadline", "direct_ingress_env", "http_options", "proxy_env",
+           "proxy_middlewares"]

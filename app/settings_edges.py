@@ -276,6 +276,16 @@ class ApiSettings(Group):
     model_poll_interval_s: Annotated[float, Field(ge=0, le=3600)] = Field(
         5.0, description="Serve replicas re-read the model registry at most this often."
     )
+    direct_ingress_port: Annotated[int, Field(ge=1024, le=65000)] | None = Field(
+        None,
+        description="`prescale serve` with an embedded Ray: each replica also serves HTTP "
+        "itself (Ray Serve's direct ingress, no proxy actor in the path), on the first free "
+        "port from this one up (at most 100 above; `prescale serve` prints them); the proxy "
+        "still answers on --port. Measured here: a 2 MB echo 3-4x, 1,000-container Arrow requests "
+        "1.5-2x the throughput through the proxy (docs/BENCHMARKS.md). Empty: off (Ray marks "
+        "the feature as limited; a replica's port is its own, so more than one replica needs a "
+        "load balancer in front).",
+    )
 
 
 class RaySettings(Group):

@@ -3,7 +3,8 @@ echo deployment and the same code in-process, all in the same run.
 
 Usage: ``python -m prescale.scripts.bench_serve [--requests N] [--containers C]
 [--clients K] [--duration-s S] [--window W] [--replicas R] [--batch-wait-s B]
-[--forms samples,series,arrow,arrow-json] [--no-echo] [--url URL] [--json]``
+[--forms samples,series,arrow,arrow-json] [--no-echo] [--direct-ingress] [--url URL]
+[--json]``
 
 Starts Ray (2 CPUs, no dashboard) and Serve on a free 127.0.0.1 port as ``prescale
 serve`` does (its proxy settings, :func:`app.serve_proxy.proxy_env`), with two
@@ -29,8 +30,15 @@ container; each form carries the same numbers):
    already built), and echo sent the Arrow body (what the transport alone carries).
 
 Forms: ``samples`` (JSON, one object per reading), ``series`` (JSON, one list per
-metric), ``arrow`` (an Arrow IPC stream, the answer asked as Arrow too), ``arrow-json``
-(Arrow body, JSON answer). Forms the API does not accept (an older build) are skipped.
+metric), ``arrow`` (an Arrow IPC stream, float32 where it holds the numbers exactly,
+the answer asked as Arrow too), ``arrow-json`` (Arrow body, JSON answer), ``arrow-lz4``
+and ``arrow-zstd`` (the Arrow body with compressed buffers). Forms the API does not
+accept (an older build) are skipped. ``--jitter`` makes the readings vary as real ones
+do (what compression meets in practice; the default windows are straight lines).
+
+``--direct-ingress``: Serve's direct ingress (``api.direct_ingress_port`` of ``prescale
+serve``): each app's replica serves HTTP on its own port and the requests go there,
+past the proxy; echo too, so the ratios stay fair.
 
 Ratios: latency = HTTP p50 / echo p50 (how many times the floor); throughput = HTTP /
 in-process (the fraction kept). Worked example: predict p50 9.0 ms, echo 8.0 ms → 1.12×;
@@ -62,23 +70,38 @@ from fastapi.responses import Response
 MiB = 2**20
 JSON_TYPE = "application/json"
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
-FORMS = ("samples", "series", "arrow", "arrow-json")
+FORMS = ("samples", "series", "arrow", "arrow-json", "arrow-lz4", "arrow-zstd")
+#: Arrow forms: form → (compression, answer as Arrow)
+_ARROW_FORMS = {"arrow": (None, True), "arrow-json": (None, False),
+                "arrow-lz4": ("lz4", True), "arrow-zstd": ("zstd", True)}
 
 
-def window(name: str, n: int, t0: float, *, leaking: bool) -> dict[str, Any]:
+def window(name: str, n: int, t0: float, *, leaking: bool,
+           rng: np.random.Generator | None = None) -> dict[str, Any]:
     """One container's window: ``n`` samples 1 s apart, memory growing 4 MiB/s (leaking)
-    or flat at 48 MiB, under 128 MiB, with CPU counters."""
+    or flat at 48 MiB, under 128 MiB, with CPU counters. With ``rng`` (``--jitter``) the
+    readings vary as real ones do: memory ± up to 10 % in 4 KiB pages, CPU seconds by
+    0.1–0.5 per second, so that compression meets realistic entropy."""
+    mem = [(40 * MiB + 4 * MiB * i) if leaking else 48 * MiB for i in range(n)]
+    cpu = [0.3 * i for i in range(n)]
+    if rng is not None:
+        mem = [float(4096 * round(m * (1 + rng.uniform(-0.1, 0.1)) / 4096)) for m in mem]
+        cpu = np.cumsum(rng.uniform(0.1, 0.5, n)).tolist()
     return {"name": name, "app": "bench", "samples": [
-        {"ts_s": t0 + i,
-         "memory_usage_bytes": (40 * MiB + 4 * MiB * i) if leaking else 48 * MiB,
-         "memory_limit_bytes": 128 * MiB, "cpu_usage_s_total": 0.3 * i,
+        {"ts_s": t0 + i, "memory_usage_bytes": mem[i],
+         "memory_limit_bytes": 128 * MiB, "cpu_usage_s_total": cpu[i],
          "cpu_quota_cores": 1.0, "cpu_periods_total": 10.0 * i,
          "cpu_throttled_periods_total": 0.0}
         for i in range(n)]}
 
 
+#: ``--jitter``: real-looking readings (see :func:`window`); off: regular ones
+JITTER = {"on": False}
+
+
 def windows(containers: int, n: int, t0: float) -> list[dict[str, Any]]:
-    return [window(f"c{i}", n, t0, leaking=i % 2 == 0) for i in range(containers)]
+    rng = np.random.default_rng(7) if JITTER["on"] else None
+    return [window(f"c{i}", n, t0, leaking=i % 2 == 0, rng=rng) for i in range(containers)]
 
 
 def payload(containers: int, n: int, t0: float, *, series: bool = False) -> bytes:
@@ -103,8 +126,10 @@ def bodies(containers: int, n: int, t0: float, forms: list[str]) -> dict[str, tu
         else:
             from prescale.app.serve_client import arrow_body
 
-            body = arrow_body(windows(containers, n, t0))
-            out[form] = (body, ARROW_STREAM, ARROW_STREAM if form == "arrow" else JSON_TYPE)
+            compression, arrow_answer = _ARROW_FORMS[form]
+            opts = {"compression": compression} if compression else {}
+            body = arrow_body(windows(containers, n, t0), **opts)
+            out[form] = (body, ARROW_STREAM, ARROW_STREAM if arrow_answer else JSON_TYPE)
     return out
 
 
@@ -169,6 +194,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _free_port_range(n: int = 101) -> int:
+    """A first port of ``n`` for direct ingress whose first three ports are free now."""
+    for first in range(30_000, 60_000, n):
+        try:
+            for p in (first, first + 1, first + 2):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+            return first
+        except OSError:
+            continue
+    raise RuntimeError("no free port range for direct ingress")
+
+
 def echo_app(num_cpus: float, max_ongoing: int, replicas: int) -> Any:
     """A trivial Serve deployment: FastAPI, ``POST /`` answers the body it was sent."""
     from fastapi import FastAPI
@@ -193,7 +231,9 @@ def echo_app(num_cpus: float, max_ongoing: int, replicas: int) -> Any:
 
 
 def start_serve(settings: Any, replicas: int, batch_wait_s: float,
-                echo: bool) -> tuple[str, Callable[[], None]]:
+                echo: bool, direct: bool = False) -> tuple[dict[str, str], Callable[[], None]]:
+    """Start Ray and Serve with the apps: ``({"/": url, "/echo": url}, stop)``. With
+    ``direct`` (Serve's direct ingress) each app's URL is its replica's own port."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
     from ray import serve
@@ -203,6 +243,10 @@ def start_serve(settings: Any, replicas: int, batch_wait_s: float,
 
     for key, value in proxy_env(max_body_bytes=PROXY_MAX_BODY_BYTES).items():
         os.environ.setdefault(key, value)  # as `prescale serve`: the proxy inherits them
+    if direct:  # as `prescale serve` with api.direct_ingress_port
+        from prescale.app.serve_proxy import direct_ingress_env
+
+        os.environ.update(direct_ingress_env(_free_port_range()))
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=150 * MiB,
              log_to_driver=False, namespace="bench-serve")
     port = _free_port()
@@ -221,7 +265,13 @@ def start_serve(settings: Any, replicas: int, batch_wait_s: float,
         serve.shutdown()
         ray.shutdown()
 
-    return f"http://127.0.0.1:{port}", stop
+    urls = {"/": f"http://127.0.0.1:{port}", "/echo": f"http://127.0.0.1:{port}"}
+    if direct:
+        from prescale.app.serve_app import replica_urls
+
+        urls = {"/": replica_urls(app="bench")[0]}
+        urls["/echo"] = replica_urls(app="echo")[0] if echo else urls["/"]
+    return urls, stop
 
 
 def in_process(service: Any, body: bytes, ctype: str, accept: str) -> Callable[[], bytes]:
@@ -267,9 +317,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-echo", action="store_true", help="leave the echo deployment out")
     ap.add_argument("--url", default=None, help="use a running API instead of starting one "
                     "(no echo unless it serves /echo)")
+    ap.add_argument("--direct-ingress", action="store_true",
+                    help="Serve's direct ingress: each app's replica serves HTTP on its own "
+                    "port (RAY_SERVE_ENABLE_DIRECT_INGRESS=1), no proxy in the path")
+    ap.add_argument("--jitter", action="store_true",
+                    help="readings that vary as real ones do (memory ±10 %% in pages, CPU "
+                    "0.1-0.5 s/s), not regular lines: what compression meets in practice")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
     forms = [f for f in args.forms.split(",") if f]
+    JITTER["on"] = args.jitter
     unknown = sorted(set(forms) - set(FORMS))
     if unknown:
         ap.error(f"unknown forms {unknown}; known: {', '.join(FORMS)}")
@@ -299,11 +356,12 @@ def main(argv: list[str] | None = None) -> int:
             job.window, recent_steps=settings.predictor.recent_steps))
 
     stop = None
-    url = args.url
+    urls = {"/": args.url, "/echo": args.url}
     echo = not args.no_echo
-    if url is None:
+    if args.url is None:
         t = time.perf_counter()
-        url, stop = start_serve(settings, args.replicas, args.batch_wait_s, echo)
+        urls, stop = start_serve(settings, args.replicas, args.batch_wait_s, echo,
+                                 args.direct_ingress)
         start_s = time.perf_counter() - t
     else:
         start_s = float("nan")
@@ -315,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         sess = getattr(local, "s", None)
         if sess is None:
             sess = local.s = requests.Session()
-        r = sess.post(url + path, data=body, timeout=120,
+        base = urls["/echo" if path.startswith("/echo") else "/"]
+        r = sess.post(base + path, data=body, timeout=120,
                       headers={"Content-Type": ctype, "Accept": accept, **auth})
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
@@ -374,7 +433,9 @@ def main(argv: list[str] | None = None) -> int:
         "containers_per_request": args.containers, "clients": args.clients,
         "window_samples": args.window, "replicas": args.replicas,
         "batch_wait_s": args.batch_wait_s, "cpus": os.cpu_count(),
-        "load_average": os.getloadavg(), "serve_start_s": start_s,
+        "load_average": os.getloadavg(), "serve_start_s": start_s, "urls": urls,
+        "jitter": args.jitter,
+        "direct_ingress": args.direct_ingress,
         "http_equals_in_process": same, "latency_single": lat, "throughput": tput,
         "in_process_core_container_predictions_per_s": core_rate, "echo_throughput": echo_rate,
     }
@@ -413,7 +474,9 @@ def _print_tables(result: dict[str, Any], args: argparse.Namespace) -> None:
         print(f"| echo of the `{e['form']}` body | {e['bytes'] / 1024:,.0f} | "
               f"{e['containers_per_s']:,.0f} ({e['requests_per_s']:.1f} requests/s) | – | – |")
     errors = sum(v["http_errors"] + v["in_process_errors"] for v in result["throughput"].values())
-    print(f"\nserve start {result['serve_start_s']:.1f} s; errors during the throughput runs: "
+    print(f"\nURLs {result['urls']} (direct ingress: {result['direct_ingress']}; jitter: "
+          f"{result['jitter']}); "
+          f"serve start {result['serve_start_s']:.1f} s; errors during the throughput runs: "
           f"{errors}")
 
 

@@ -682,6 +682,9 @@ def test_arrow_and_json_bodies_give_identical_answers(api):
     table = samples_table(containers)
     for body in ("arrow", "series", "samples"):
         assert client.predict(table, body=body) == want, body
+    for compression in (None, "zstd"):  # lz4 is the client's default
+        other = PredictClient(api["base"], compression=compression)
+        assert other.predict(table, body="arrow") == want, compression
     assert {p["name"]: p["tiers"]["memory"]["p_fail"] for p in want["predictions"]}[
         "leaker"] == 1.0
     from prescale.app.serve_client import predictions_from_table

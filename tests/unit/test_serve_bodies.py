@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 import tempfile
 
 import numpy as np
@@ -60,7 +61,8 @@ def refusal(table_or_body, **limits) -> BodyError:
     body = table_or_body if isinstance(table_or_body, bytes) else stream(table_or_body)
     with pytest.raises(BodyError) as info:
         arrow_job(body, max_containers=limits.get("max_containers", 100),
-                  max_samples=limits.get("max_samples", 10_000))
+                  max_samples=limits.get("max_samples", 10_000),
+                  max_bytes=limits.get("max_bytes"))
     return info.value
 
 
@@ -81,9 +83,11 @@ def test_module_worked_example():
     assert job.latest_ts_s == 2.0 and job.now_s is None
 
 
-def test_the_same_windows_as_the_json_models():
+@pytest.mark.parametrize("compression", [None, "lz4", "zstd"])
+def test_the_same_windows_as_the_json_models(compression):
     """Rows shuffled, ints, float32, a dictionary-encoded container column, apps, an
-    all-null column and now_s in the metadata: the window of the pydantic path."""
+    all-null column and now_s in the metadata, compressed or not: the window of the
+    pydantic path."""
     containers = [
         {"name": "web-1", "app": "shop", "samples": [
             {"ts_s": T0 + i, "memory_usage_bytes": 40.0 + i, "memory_limit_bytes": 128.0,
@@ -100,7 +104,10 @@ def test_the_same_windows_as_the_json_models():
     table = table.set_column(table.column_names.index("cpu_usage_s_total"), "cpu_usage_s_total",
                              table.column("cpu_usage_s_total").cast(pa.float32()))
     table = table.append_column("oom_kills_total", pa.nulls(table.num_rows))
-    body = arrow_body(table, now_s=T0 + 9)
+    body = arrow_body(table, now_s=T0 + 9, compression=compression)
+    schema = read_table(body).schema
+    assert schema.field("memory_usage_bytes").type == pa.float32()  # exact in float32
+    assert schema.field("ts_s").type == pa.float64()  # never narrowed
     job = arrow_job(body, max_containers=10, max_samples=100)
     assert job.names == want.names and job.apps == want.apps
     np.testing.assert_array_equal(job.window, want.window)  # nan == nan here
@@ -181,8 +188,6 @@ def test_unreadable_bodies_are_400():
         writer.write_table(table)
     err = refusal(sink.getvalue().to_pybytes())
     assert err.status == 400 and "the Arrow IPC file format: send the stream" in err.message()
-    err = refusal(stream(table, compression="zstd"))
-    assert err.status == 400 and "compressed Arrow buffers" in err.message()
     err = refusal(stream(table)[:-20])
     assert err.status == 400
 
@@ -198,6 +203,45 @@ def test_limits_are_413_with_the_json_words_before_values_are_read():
     wide = pa.table({"container": ["a"] * 5 + ["b"], "ts_s": [T0 + i for i in range(6)]})
     assert refusal(wide, max_samples=8).payload()["detail"] == (
         "containers × longest window = 2 × 5 = 10 samples is above max_samples = 8")
+
+
+def test_compressed_streams_are_read_up_to_max_bytes_declared():
+    """Each compressed buffer declares its size; their sum is checked before anything
+    is decompressed: an honest stream above max_bytes, and a forged declaration of a
+    terabyte in a small body, are 413."""
+    i = np.arange(10_000)
+    table = pa.table({"container": [f"c{k}" for k in i // 100], "ts_s": T0 + i % 100,
+                      "memory_usage_bytes": np.full(10_000, 5.0)})
+    for compression in ("lz4", "zstd"):
+        body = stream(table, compression=compression)
+        assert len(body) < 60_000  # ≈ 230 KB uncompressed
+        job = arrow_job(body, max_containers=100, max_samples=10_000, max_bytes=400_000)
+        assert job.window.shape[:2] == (100, 100)
+        np.testing.assert_array_equal(job.window[7, :, 0], T0 + np.arange(100.0))
+        err = refusal(body, max_containers=100, max_bytes=100_000)
+        assert err.status == 413 and "declares at least" in err.message(), err.message()
+        assert "above max_body_bytes = 100000" in err.message()
+        at = body.index(struct.pack("<q", 80_000))  # a float column: 10,000 × 8 bytes
+        forged = body[:at] + struct.pack("<q", 10**12) + body[at + 8:]
+        err = refusal(forged, max_containers=100, max_bytes=8 * 2**20)
+        assert err.status == 413 and "at least 1000000" in err.message(), err.message()
+
+
+def test_narrowed_keeps_only_what_float32_holds_exactly():
+    """The serve_client._narrowed worked example."""
+    from prescale.app.serve_client import _narrowed
+
+    MiB = 2**20
+    table = _narrowed(pa.table({
+        "container": ["a"] * 3, "ts_s": [T0, T0 + 1, T0 + 2],
+        "memory_usage_bytes": [40.0 * MiB, 44.0 * MiB, None],
+        "cpu_usage_s_total": [0.3, 0.6, 0.9], "memory_limit_bytes": [math.inf] * 3}))
+    types = {f.name: f.type for f in table.schema}
+    assert types == {"container": pa.string(), "ts_s": pa.float64(),
+                     "memory_usage_bytes": pa.float32(), "cpu_usage_s_total": pa.float64(),
+                     "memory_limit_bytes": pa.float32()}
+    assert table.column("memory_usage_bytes").to_numpy()[:2].tolist() == [40.0 * MiB,
+                                                                           44.0 * MiB]
 
 
 def test_ipc_header_peek():

@@ -13,7 +13,7 @@ import pytest
 
 from prescale.app.api_models import N_FEATURES, check_feature_rows, window_rows
 from prescale.app.serve_http import NonJSONNumber, strict_json
-from prescale.app.serve_proxy import BodyDeadline, proxy_env
+from prescale.app.serve_proxy import BodyDeadline, direct_ingress_env, proxy_env
 
 
 def test_window_values_bounded_and_inf_only_for_limits():
@@ -123,3 +123,14 @@ def test_proxy_env_names_the_callback():
         "prescale.app.serve_proxy:proxy_middlewares"
     )
     assert env["PRESCALE_BODY_TIMEOUT_S"] == "2"
+
+
+def test_direct_ingress_env_gives_the_port_range_and_refuses_a_bad_port():
+    env = direct_ingress_env(30000)
+    assert env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+    assert (env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"],
+            env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"]) == ("30000", "30100")
+    assert env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "2"
+    for bad in (80, 65500):
+        with pytest.raises(ValueError, match=f"direct ingress port {bad}"):
+            direct_ingress_env(bad)
