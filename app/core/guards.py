@@ -293,6 +293,25 @@ class GuardConfig:
             return math.nan
         return round_up(tier, max(usage, 0.0) * (1 + self.safety_margin_fraction))
 
+    def floors_for(self, tier: str, usage: np.ndarray) -> np.ndarray:
+        """:meth:`floor_for` of every usage (float64 ``[n]``), the same float bits:
+        ``max`` as ``np.where``, :func:`round_up` as :func:`round_up_array`. Example
+        (memory, safety margin 0.1): usage [100 MiB, nan, -5] → [110 MiB rounded up to
+        a page, nan, 0.0]; any other tier → zeros."""
+        usage = np.asarray(usage, dtype=np.float64)
+        if tier != _MEMORY:
+            return np.zeros(len(usage))
+        margin = 1 + self.safety_margin_fraction
+        with np.errstate(invalid="ignore"):
+            return np.where(np.isfinite(usage),
+                            round_up_array(tier, _pymax(usage, 0.0) * margin), math.nan)
+
+    def has_levels(self, labels: Any = None) -> bool:
+        """Whether a level below the global bounds may apply (labels, workloads, container
+        or app bounds): without one, :meth:`bounds_for` is the global pair for every
+        container."""
+        return bool(labels or self.workloads or self.container_bounds or self.app_bounds)
+
 
 _MEMORY = str(Tier.MEMORY)  # a plain-string constant: no enum descriptor per call
 _SCALE_OUT = ActionKind.SCALE_OUT  # (the member itself: compared with ``is``)
@@ -515,12 +534,7 @@ def _size_tier(inp: PolicyInput, cfg: GuardConfig, tier: str, at: np.ndarray, ro
     step = _pymin(cfg.max_step_fraction * old, cfg.max_step_abs.get(tier, math.inf))
     usage_arr = inp.usage.get(tier) if inp.usage else None
     usage = np.full(len(at), math.nan) if usage_arr is None else usage_arr[rows].astype(float)
-    if tier == _MEMORY:  # cfg.floor_for, column-wise
-        margin = 1 + cfg.safety_margin_fraction
-        floor = np.where(np.isfinite(usage),
-                         round_up_array(tier, _pymax(usage, 0.0) * margin), math.nan)
-    else:
-        floor = np.zeros(len(at))
+    floor = cfg.floors_for(tier, usage)  # cfg.floor_for, column-wise
     floor_arr = inp.floor.get(tier) if inp.floor else None
     held = np.zeros(len(at)) if floor_arr is None else floor_arr[rows].astype(float)
 

@@ -690,8 +690,9 @@ def decide(
             low |= tier_low
         prev_low = state.low_since_s
         downs, state = propose_scale_downs(
-            inp if low.all() else _rows(inp, np.flatnonzero(low)), c.cost, state)
-        by_key = {(d.container, d.tier): d for d in downs if d.action is not None}
+            inp if low.all() else _rows(inp, np.flatnonzero(low)), c.cost, state,
+            acting_only=True)
+        by_key = {(d.container, d.tier): d for d in downs}  # (each has an action)
     raw = _raw_by_kind(inp, c, low_tiers, sparse, by_key)
     if c.cost.enabled:
         raw = [by_key.get((d.container, d.tier), d) if d.action is None else d for d in raw]
