@@ -193,19 +193,24 @@ def _tier_usage(inp: PolicyInput, tier: Tier) -> np.ndarray:
 
 
 def propose_scale_downs(
-    inp: PolicyInput, cfg: CostConfig, state: PolicyState
+    inp: PolicyInput, cfg: CostConfig, state: PolicyState, *, acting_only: bool = False,
 ) -> tuple[list[Decision], PolicyState]:
     """One decision per container and tier of ``inp.prediction``: a scale-down of the
     idle ones (unguarded: pass the result through :func:`app.core.guards.guard`), and
     the state with the low-usage runs updated. Runs of containers not in the snapshot
     are dropped. Each tier is decided column-wise (:func:`_tier_scale_downs`).
+
+    ``acting_only=True`` (what :func:`app.core.policy.decide` reads): only the decisions
+    with a scale-down, the same objects in the same order as the full list filtered; the
+    others (and their reasons) are not built. The state is the same either way.
     """
     low_since: dict[str, float] = {}
     low_peak: dict[str, float] = {}
     decisions: list[Decision] = []
     for tier, tp in inp.prediction.tiers.items():
         if tier in SCALED_DOWN:
-            decisions += _tier_scale_downs(inp, cfg, state, tier, tp, low_since, low_peak)
+            decisions += _tier_scale_downs(inp, cfg, state, tier, tp, low_since, low_peak,
+                                           acting_only)
     new_state = PolicyState(
         last_action_s=dict(state.last_action_s),
         last_direction=dict(state.last_direction),
@@ -222,10 +227,11 @@ _UNKNOWN = "cost: usage unknown"
 
 def _tier_scale_downs(
     inp: PolicyInput, cfg: CostConfig, state: PolicyState, tier: Tier, tp: TierPrediction,
-    low_since: dict[str, float], low_peak: dict[str, float],
+    low_since: dict[str, float], low_peak: dict[str, float], acting_only: bool = False,
 ) -> list[Decision]:
-    """The decisions of one tier, in container order; the tier's low runs are added to
-    ``low_since`` / ``low_peak``. Each row takes the first branch that applies:
+    """The decisions of one tier, in container order (``acting_only``: those with an
+    action); the tier's low runs are added to ``low_since`` / ``low_peak``. Each row
+    takes the first branch that applies:
 
     1. no limit (not finite, or ≤ 0): "no limit set";
     2. usage unknown;
@@ -259,19 +265,21 @@ def _tier_scale_downs(
 
     reasons: list[str] = [_NO_LIMIT] * n  # branch 1
     actions: list[ScalingAction | None] = [None] * n
-    _put(reasons, np.flatnonzero(has_limit & ~known).tolist(), repeat(_UNKNOWN))
-    hot = np.flatnonzero(known & ~calm)
-    _put(reasons, hot.tolist(), [f"cost: not idle: p_fail {q} > {p_max}"
-                                 for q in _texts(p[hot], _TWO_PLACES)])
-    rows = np.flatnonzero(calm & ~low).tolist()
-    _put(reasons, rows, [f"cost: not idle: usage {fmt(tier_text, usages[i])} is "
-                         f"{usages[i] / limits[i]:.0%} of the limit (>= {frac})" for i in rows])
+    if not acting_only:  # (branches 1 to 3 and 5 have no action)
+        _put(reasons, np.flatnonzero(has_limit & ~known).tolist(), repeat(_UNKNOWN))
+        hot = np.flatnonzero(known & ~calm)
+        _put(reasons, hot.tolist(), [f"cost: not idle: p_fail {q} > {p_max}"
+                                     for q in _texts(p[hot], _TWO_PLACES)])
+        rows = np.flatnonzero(calm & ~low).tolist()
+        _put(reasons, rows, [f"cost: not idle: usage {fmt(tier_text, usages[i])} is "
+                             f"{usages[i] / limits[i]:.0%} of the limit (>= {frac})"
+                             for i in rows])
 
     idx = np.flatnonzero(low)  # branches 6 to 9
     if len(idx):
         acting, low_reasons, low_actions = _low_rows(inp, cfg, state, tier, tp, idx,
-                                                     low_since, low_peak)
-        _put(reasons, idx.tolist(), low_reasons)
+                                                     low_since, low_peak, acting_only)
+        _put(reasons, acting if acting_only else idx.tolist(), low_reasons)
         _put(actions, acting, low_actions)
 
     if state.raised_from:  # branch 4, before 5 to 9: a revert due wins
@@ -284,21 +292,33 @@ def _tier_scale_downs(
                 if action is not None:  # (without one, branches 5 to 9 give the reason)
                     actions[i], reasons[i] = action, reason
 
+    thr = _tier_threshold(inp, tier)
+    ttl = np.asarray(tp.time_to_limit_s, dtype=np.float64)
+    forecast = np.asarray(tp.forecast, dtype=np.float64)
+    if acting_only:  # the rows with an action, in row order
+        at = [i for i, a in enumerate(actions) if a is not None]
+        pick = np.array(at, dtype=np.intp)
+        return _build(
+            Decision, len(at), now_s=repeat(now), container=[names[i] for i in at],
+            tier=repeat(tier), p_fail=[ps[i] for i in at], threshold=thr[pick].tolist(),
+            time_to_limit_s=ttl[pick].tolist(), forecast=forecast[pick].tolist(),
+            limit=[limits[i] for i in at], action=[actions[i] for i in at],
+            reason=[reasons[i] for i in at])
     return _build(
         Decision, n, now_s=repeat(now), container=names, tier=repeat(tier), p_fail=ps,
-        threshold=_tier_threshold(inp, tier).tolist(),
-        time_to_limit_s=np.asarray(tp.time_to_limit_s, dtype=np.float64).tolist(),
-        forecast=np.asarray(tp.forecast, dtype=np.float64).tolist(), limit=limits,
-        action=actions, reason=reasons)
+        threshold=thr.tolist(), time_to_limit_s=ttl.tolist(), forecast=forecast.tolist(),
+        limit=limits, action=actions, reason=reasons)
 
 
 def _low_rows(
     inp: PolicyInput, cfg: CostConfig, state: PolicyState, tier: Tier, tp: TierPrediction,
     idx: np.ndarray, low_since: dict[str, float], low_peak: dict[str, float],
+    acting_only: bool = False,
 ) -> tuple[list[int], list[str], list[ScalingAction]]:
     """Branches 6 to 9 of :func:`_tier_scale_downs` for the low rows ``idx`` (ascending):
     their runs go into ``low_since`` / ``low_peak``. Returns the rows that get a
-    scale-down, every row's reason (in the order of ``idx``) and the scale-downs."""
+    scale-down, every row's reason (in the order of ``idx``; ``acting_only``: those of
+    the rows that get one, in their order) and the scale-downs."""
     names, now = inp.containers, inp.now_s
     tier_text = f"{tier}"
     rows = idx.tolist()
@@ -341,22 +361,30 @@ def _low_rows(
     p = np.asarray(tp.p_fail, dtype=np.float64)[idx]
     p_max, frac = f"{cfg.idle_p_fail_max:.2f}", f"{cfg.idle_usage_fraction:.0%}"
     as_limit = partial(fmt_all, tier_text)
-    low = [f"usage {u} < {frac} of limit {lim}, p_fail {q} <= {p_max}"
-           for u, lim, q in zip(as_limit(usage), _texts(limit, as_limit),
-                                _texts(p, _TWO_PLACES), strict=True)]
-    reasons: list[str] = [""] * len(rows)
-    pos = np.flatnonzero(young).tolist()
-    after = f"{idle_after:g}"
-    _put(reasons, pos, [f"cost: low for {t} s of {after} s ({low[j]})"
-                        for j, t in zip(pos, _texts(idle_for[pos], _NO_PLACES), strict=True)])
-    pos = np.flatnonzero(waiting).tolist()
-    wait = cfg.step_interval_s - since_last[pos]
-    _put(reasons, pos, [f"cost: idle ({low[j]}); next step down in {w} s"
-                        for j, w in zip(pos, _texts(wait, _NO_PLACES), strict=True)])
     times = f"{1 + margin:.2f}"
-    pos = np.flatnonzero(at_peak).tolist()
-    _put(reasons, pos, [f"cost: idle ({low[j]}) but the limit is at peak {pk} × {times}"
-                        for j, pk in zip(pos, as_limit(peak[pos]), strict=True)])
+    # acting_only: only the rows stepped down get a reason (the others' are not read)
+    shown = np.flatnonzero(down) if acting_only else slice(None)
+    low_shown = [f"usage {u} < {frac} of limit {lim}, p_fail {q} <= {p_max}"
+                 for u, lim, q in zip(as_limit(usage[shown]), _texts(limit[shown], as_limit),
+                                      _texts(p[shown], _TWO_PLACES), strict=True)]
+    reasons: list[str] = [""] * len(rows)
+    if acting_only:
+        low = [""] * len(rows)
+        _put(low, shown.tolist(), low_shown)
+    else:
+        low = low_shown
+        pos = np.flatnonzero(young).tolist()
+        after = f"{idle_after:g}"
+        _put(reasons, pos, [f"cost: low for {t} s of {after} s ({low[j]})"
+                            for j, t in zip(pos, _texts(idle_for[pos], _NO_PLACES),
+                                            strict=True)])
+        pos = np.flatnonzero(waiting).tolist()
+        wait = cfg.step_interval_s - since_last[pos]
+        _put(reasons, pos, [f"cost: idle ({low[j]}); next step down in {w} s"
+                            for j, w in zip(pos, _texts(wait, _NO_PLACES), strict=True)])
+        pos = np.flatnonzero(at_peak).tolist()
+        _put(reasons, pos, [f"cost: idle ({low[j]}) but the limit is at peak {pk} × {times}"
+                            for j, pk in zip(pos, as_limit(peak[pos]), strict=True)])
     pos = np.flatnonzero(down).tolist()
     at_most = f"{cfg.step_down_fraction:.0%}"
     down_reasons = [
@@ -365,8 +393,11 @@ def _low_rows(
         for j, t, to, pk in zip(pos, _texts(idle_for[pos], _NO_PLACES),
                                 _texts(target[pos], as_limit), as_limit(peak[pos]),
                                 strict=True)]
-    _put(reasons, pos, down_reasons)
     acting = idx[pos]
+    if acting_only:
+        reasons = down_reasons
+    else:
+        _put(reasons, pos, down_reasons)
     return acting.tolist(), reasons, _down_actions(
         inp, tier, acting, limit[pos].tolist(), target[pos].tolist(), down_reasons)
 
@@ -548,10 +579,12 @@ def reclaim_candidates(
         who = list(map(names.__getitem__, rows))
         apps = [""] * len(rows) if inp.apps is None else list(map(inp.apps.__getitem__, rows))
         labels = repeat(None) if inp.labels is None else list(map(inp.labels.__getitem__, rows))
-        bounds = list(map(guards.bounds_for, who, apps, repeat(tier_text), labels))
-        lo = np.array([b[0] for b in bounds], dtype=np.float64)  # of (lo, hi)
-        safety = np.array(list(map(guards.floor_for, repeat(tier_text), usage.tolist())),
-                          dtype=np.float64)
+        if guards.has_levels(inp.labels):
+            bounds = list(map(guards.bounds_for, who, apps, repeat(tier_text), labels))
+            lo = np.array([b[0] for b in bounds], dtype=np.float64)  # of (lo, hi)
+        else:  # the global pair for every row
+            lo = np.full(len(rows), guards.bounds_for("", "", tier_text)[0])
+        safety = guards.floors_for(tier_text, usage)  # floor_for of each row
         held = inp.floor.get(tier_text) if inp.floor else None
         held = np.zeros(len(rows)) if held is None else np.asarray(held, np.float64)[idx]
         # floor = ⌈max(P × (1 + margin), safety (inf when not finite), lo, H)⌉

@@ -620,13 +620,11 @@ class Engine:
                 if d.action is not None and h.action is None:  # held: no cooldown started
                     self._unrecord(d.action, before)
             plan.decisions = held
-        asks = []
-        for d in plan.decisions:
-            a = d.action
-            if a is not None:
-                app = app_of.get(d.container, "")
-                # the policy already names the app (PolicyInput.apps): no copy needed
-                asks.append(a if a.app == app else replace(a, app=app))
+        # the policy already names the app (PolicyInput.apps): no copy needed
+        app_get = app_of.get
+        asks = [a if a.app == app_get(d.container, "") else replace(
+                    a, app=app_get(d.container, ""))
+                for d in plan.decisions if (a := d.action) is not None]
         plan.asks = asks
         if any(a.new_limit > a.old_limit or a.kind is ActionKind.SCALE_OUT for a in asks):
             plan.reclaim = reclaim_candidates(

@@ -293,6 +293,25 @@ class GuardConfig:
             return math.nan
         return round_up(tier, max(usage, 0.0) * (1 + self.safety_margin_fraction))
 
+    def floors_for(self, tier: str, usage: np.ndarray) -> np.ndarray:
+        """:meth:`floor_for` of every usage (float64 ``[n]``), the same float bits:
+        ``max`` as ``np.where``, :func:`round_up` as :func:`round_up_array`. Example
+        (memory, safety margin 0.1): usage [100 MiB, nan, -5] → [110 MiB rounded up to
+        a page, nan, 0.0]; any other tier → zeros."""
+        usage = np.asarray(usage, dtype=np.float64)
+        if tier != _MEMORY:
+            return np.zeros(len(usage))
+        margin = 1 + self.safety_margin_fraction
+        with np.errstate(invalid="ignore"):
+            return np.where(np.isfinite(usage),
+                            round_up_array(tier, _pymax(usage, 0.0) * margin), math.nan)
+
+    def has_levels(self, labels: Any = None) -> bool:
+        """Whether a level below the global bounds may apply (labels, workloads, container
+        or app bounds): without one, :meth:`bounds_for` is the global pair for every
+        container."""
+        return bool(labels or self.workloads or self.container_bounds or self.app_bounds)
+
 
 _MEMORY = str(Tier.MEMORY)  # a plain-string constant: no enum descriptor per call
 _SCALE_OUT = ActionKind.SCALE_OUT  # (the member itself: compared with ``is``)
@@ -335,6 +354,10 @@ def guard(
     sized = _size(inp, decisions, cfg, index)
     k = 0  # the row of ``sized`` of the next resize
     out: list[Decision] = []
+    # The common resize (it passes steps 3-6 with no note, and its key has no earlier
+    # action: no cooldown nor hold to check) is done here inline, as _resize does it.
+    codes, bits, keys, dirs, news = sized.code, sized.notes, sized.key, sized.d, sized.new
+    last, direction, now = t.last, t.direction, inp.now_s
     for d in decisions:
         a = d.action
         if a is None:
@@ -344,6 +367,21 @@ def guard(
         if i is None:
             raise ValueError(
                 f"decision for {d.container!r}, which is not in PolicyInput.containers")
+        if a.kind is not _SCALE_OUT and not codes[k] and not bits[k] and keys[k] not in last:
+            key = keys[k]
+            last[key] = now
+            direction[key] = dirs[k]
+            new = news[k]
+            k += 1
+            if new == a.new_limit and new != 0 and type(a.new_limit) is float:
+                action = a  # nothing changed (a zero is rebuilt: -0.0 == 0.0)
+            else:
+                action = _with_limit(a, new, a.reason)
+            if action is a and d.reason == a.reason:
+                out.append(d)
+            else:
+                out.append(_decision_with(d, action, action.reason))
+            continue
         try:
             if a.kind is _SCALE_OUT and a.new_limit < a.old_limit:
                 action = _scale_in(t, i, a)
@@ -496,12 +534,7 @@ def _size_tier(inp: PolicyInput, cfg: GuardConfig, tier: str, at: np.ndarray, ro
     step = _pymin(cfg.max_step_fraction * old, cfg.max_step_abs.get(tier, math.inf))
     usage_arr = inp.usage.get(tier) if inp.usage else None
     usage = np.full(len(at), math.nan) if usage_arr is None else usage_arr[rows].astype(float)
-    if tier == _MEMORY:  # cfg.floor_for, column-wise
-        margin = 1 + cfg.safety_margin_fraction
-        floor = np.where(np.isfinite(usage),
-                         round_up_array(tier, _pymax(usage, 0.0) * margin), math.nan)
-    else:
-        floor = np.zeros(len(at))
+    floor = cfg.floors_for(tier, usage)  # cfg.floor_for, column-wise
     floor_arr = inp.floor.get(tier) if inp.floor else None
     held = np.zeros(len(at)) if floor_arr is None else floor_arr[rows].astype(float)
 
@@ -590,9 +623,14 @@ def _resize(t: _Tick, i: int, a: ScalingAction, sized: _Sized, k: int) -> Scalin
         reason = a.reason
     else:
         reason = "; ".join([a.reason, *notes])
+    return _with_limit(a, new, reason)
+
+
+def _with_limit(a: ScalingAction, new: float, reason: str) -> ScalingAction:
+    """``replace(a, new_limit=new, reason=reason)``, without ``replace``'s overhead."""
     return ScalingAction(a.action_id, a.now_s, a.container, a.tier, a.old_limit, new,
                          a.p_fail, a.threshold, a.time_to_limit_s, a.forecast, reason, a.kind,
-                         a.app, a.preemptive, a.cause)  # = replace(a, new_limit=…, reason=…)
+                         a.app, a.preemptive, a.cause)
 
 
 def _held_back(t: _Tick, a: ScalingAction, key: str, d: int, last: float) -> list[str]:
@@ -626,23 +664,31 @@ def _col(sized: _Sized, name: str, k: int) -> float:
 def _notes(cfg: GuardConfig, tier: str, sized: _Sized, k: int) -> list[str]:
     """What steps 3–6 changed in the k-th resize (:data:`_CLAMPED` …), in their order."""
     bits, up = sized.notes[k], sized.d[k] > 0
-    v = {name: _col(sized, name, k) for name in ("lo", "hi", "usage", "held", "stepped")}
-    margin = 1 + cfg.safety_margin_fraction
-    step = (f"max step: {'+' if up else '-'}{fmt(tier, v['stepped'])} "
-            f"({_step_desc(cfg, tier)})")
-    floor = f"safety floor: usage {fmt(tier, v['usage'])} × {margin:.2f}"
-    raised = f"raised to min {fmt(tier, v['lo'])}"
-    if up:
-        ordered = [(_CLAMPED, f"clamped to max {fmt(tier, v['hi'])}"), (_STEP, step),
-                   (_FLOOR, floor), (_MIN, raised)]
-    else:
-        ordered = [(_STEP, step), (_MIN, raised), (_FLOOR, floor),
-                   (_HELD, f"held at {fmt(tier, v['held'])}: raised for an OOM kill, within "
-                           "its stabilisation window")]
-    notes = [text for bit, text in ordered if bits & bit]
+    # each note formatted only when its bit is set (the same texts, in the same order)
+    order = (_CLAMPED, _STEP, _FLOOR, _MIN) if up else (_STEP, _MIN, _FLOOR, _HELD)
+    notes = [_note(cfg, tier, sized, k, bit, up) for bit in order if bits & bit]
     if bits & _ROOM and sized.code[k] == _PASS:
         notes.append(f"{_room_text(tier, sized, k)}; not replicated: left to the pool")
     return notes
+
+
+def _note(cfg: GuardConfig, tier: str, sized: _Sized, k: int, bit: int, up: bool) -> str:
+    """The text of one note bit of the k-th resize (:func:`_notes`). Example (memory,
+    bit ``_STEP``, up, stepped 512 MiB, max step fraction 1): "max step: +512.0 MiB (100%
+    of the limit)"."""
+    if bit == _CLAMPED:
+        return f"clamped to max {fmt(tier, _col(sized, 'hi', k))}"
+    if bit == _STEP:
+        return (f"max step: {'+' if up else '-'}{fmt(tier, _col(sized, 'stepped', k))} "
+                f"({_step_desc(cfg, tier)})")
+    if bit == _FLOOR:
+        margin = 1 + cfg.safety_margin_fraction
+        return f"safety floor: usage {fmt(tier, _col(sized, 'usage', k))} × {margin:.2f}"
+    if bit == _MIN:
+        return f"raised to min {fmt(tier, _col(sized, 'lo', k))}"
+    assert bit == _HELD, bit
+    return (f"held at {fmt(tier, _col(sized, 'held', k))}: raised for an OOM kill, within "
+            "its stabilisation window")
 
 
 def _room_text(tier: str, sized: _Sized, k: int) -> str:

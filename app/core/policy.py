@@ -65,12 +65,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from itertools import repeat
 from typing import Any
 
 import numpy as np
 
 from prescale.app.core.actions import ActionKind, Decision, ScalingAction, action_id_for
-from prescale.app.core.cost import SCALED_DOWN, CostConfig, is_low, propose_scale_downs
+from prescale.app.core.cost import (
+    SCALED_DOWN,
+    CostConfig,
+    _build,
+    is_low,
+    propose_scale_downs,
+)
 from prescale.app.core.guards import GuardConfig, guard, tier_map
 from prescale.app.core.oom import OomConfig, bump_target
 from prescale.app.core.policy_types import (
@@ -302,31 +309,56 @@ def _propose(inp: PolicyInput, size: Sizer, *, per_tier_threshold: bool,
         grows, new = (new > limit[at]).tolist(), new.tolist()
         forecast_text, limit_text = fmt_all(tier, forecast[at]), fmt_all(tier, limit[at])
         id_tail = action_id_for("", tier, now)  # "/memory@1700000000123"
-        k = 0  # the row of ``at`` of the next acting row
-        for i, pi, ti, li, fi, tti, act in zip(
-                idx.tolist(), p.tolist(), thr.tolist(), limit.tolist(), forecast.tolist(),
-                ttl.tolist(), acts.tolist(), strict=True):
+        rows_l, p_l, thr_l, limit_l = idx.tolist(), p.tolist(), thr.tolist(), limit.tolist()
+        forecast_l, ttl_l = forecast.tolist(), ttl.tolist()
+        out: list[Decision | None] = [None] * len(rows_l)
+        # the acting rows (positions ``at`` of ``idx``): their reasons, and, for those that
+        # grow, the action and its decision, built column-wise (:func:`_build`)
+        at_l = at.tolist()
+        said = [f"p_fail {p_l[q]:.2f} >= {thr_l[q]:.2f}: forecast {forecast_text[j]} at "
+                f"horizon {horizon} s vs limit {limit_text[j]}; {how[j]}"
+                for j, q in enumerate(at_l)]
+        up = [j for j, g in enumerate(grows) if g]
+        if up:
+            pos = [at_l[j] for j in up]
+            who = [names[rows_l[q]] for q in pos]
+            ps, ts = [p_l[q] for q in pos], [thr_l[q] for q in pos]
+            ls, fs, tts = [limit_l[q] for q in pos], [forecast_l[q] for q in pos], \
+                [ttl_l[q] for q in pos]
+            why = [said[j] for j in up]
+            actions = _build(
+                ScalingAction, len(pos), action_id=[f"{c}{id_tail}" for c in who],
+                now_s=repeat(now), container=who, tier=repeat(tier), old_limit=ls,
+                new_limit=[new[j] for j in up], p_fail=ps, threshold=ts, time_to_limit_s=tts,
+                forecast=fs, reason=why, kind=repeat(_RESIZE),
+                app=[inp.app_of(rows_l[q]) for q in pos], preemptive=repeat(True),
+                cause=repeat("forecast"))
+            built = _build(Decision, len(pos), now_s=repeat(now), container=who,
+                           tier=repeat(tier), p_fail=ps, threshold=ts, time_to_limit_s=tts,
+                           forecast=fs, limit=ls, action=actions, reason=why)
+            for q, d in zip(pos, built, strict=True):
+                out[q] = d
+        # an acting row that does not grow says so (then, as any other row, it takes the
+        # decision ``instead`` when there is one)
+        reason_of = {at_l[j]: f"{said[j]}: no growth asked" for j, g in enumerate(grows)
+                     if not g}
+        for q, d in enumerate(out):
+            if d is not None:
+                continue
+            i = rows_l[q]
             name = names[i]
-            if act:
-                j, k = k, k + 1  # its row of ``at``
-                reason = (f"p_fail {pi:.2f} >= {ti:.2f}: forecast {forecast_text[j]} at "
-                          f"horizon {horizon} s vs limit {limit_text[j]}; {how[j]}")
-                if grows[j]:
-                    action = ScalingAction(
-                        f"{name}{id_tail}", now, name, tier, li, new[j], pi, ti, tti,
-                        fi, reason, _RESIZE, inp.app_of(i), True)
-                    decisions.append(
-                        Decision(now, name, tier, pi, ti, tti, fi, li, action, reason))
-                    continue
-                reason += ": no growth asked"
             other = instead.get((name, tier)) if instead else None
             if other is not None:
-                decisions.append(other)
+                out[q] = other
                 continue
-            if not act:
+            li, pi, ti = limit_l[q], p_l[q], thr_l[q]
+            reason = reason_of.get(q)
+            if reason is None:
                 reason = ("no limit set: nothing to protect" if not math.isfinite(li) else
                           f"p_fail {pi:.2f} < threshold {ti:.2f}")
-            decisions.append(Decision(now, name, tier, pi, ti, tti, fi, li, None, reason))
+            out[q] = Decision(now, name, tier, pi, ti, ttl_l[q], forecast_l[q], li, None,
+                              reason)
+        decisions += out  # type: ignore[arg-type]  (every row filled)
     return decisions
 
 
@@ -690,8 +722,9 @@ def decide(
             low |= tier_low
         prev_low = state.low_since_s
         downs, state = propose_scale_downs(
-            inp if low.all() else _rows(inp, np.flatnonzero(low)), c.cost, state)
-        by_key = {(d.container, d.tier): d for d in downs if d.action is not None}
+            inp if low.all() else _rows(inp, np.flatnonzero(low)), c.cost, state,
+            acting_only=True)
+        by_key = {(d.container, d.tier): d for d in downs}  # (each has an action)
     raw = _raw_by_kind(inp, c, low_tiers, sparse, by_key)
     if c.cost.enabled:
         raw = [by_key.get((d.container, d.tier), d) if d.action is None else d for d in raw]

@@ -396,6 +396,10 @@ def test_column_wise_cost_pass_and_reclaim_are_the_per_row_ones(seed):
     got, got_state = propose_scale_downs(inp, cost, state)
     assert repr(got) == repr(want)  # (== would fail on nan: not equal to itself)
     assert repr(got_state) == repr(want_state)
+    # acting_only (what decide reads): the decisions with an action, the same state
+    acting, acting_state = propose_scale_downs(inp, cost, state, acting_only=True)
+    assert repr(acting) == repr([d for d in want if d.action is not None])
+    assert repr(acting_state) == repr(want_state)
     for st in (state, got_state):  # any order of the runs, and this tick's
         want_r = _ref_reclaim_candidates(inp, cost, guards, st, long_peak=long_peak)
         got_r = reclaim_candidates(inp, cost, guards, st, long_peak=long_peak)

@@ -75,3 +75,30 @@ def test_rows_picks_every_per_container_field():
     assert sub.prediction.tiers[Tier.MEMORY].limit.tolist() == [3.0, 1.0]
     assert sub.usage[Tier.MEMORY].tolist() == [0.3, 0.1]
     assert sub.thresholds.tolist() == [0.5, 0.5] and sub.now_s == inp.now_s
+
+
+@FAST
+@given(data=st.data())
+def test_acting_only_is_the_full_cost_pass_filtered(data):
+    """``propose_scale_downs(..., acting_only=True)`` (what ``decide`` reads): the
+    decisions with an action of the full pass, in its order, and the same state."""
+    inp = data.draw(snapshots(n=data.draw(st.integers(1, 8))))
+    cfg = data.draw(policy_configs())
+    state = data.draw(states(inp))
+    full, full_state = propose_scale_downs(inp, cfg.cost, state)
+    got, got_state = propose_scale_downs(inp, cfg.cost, state, acting_only=True)
+    assert repr(got) == repr([d for d in full if d.action is not None])
+    assert repr(got_state) == repr(full_state)
+
+
+def test_acting_only_worked_example():
+    """Three containers, one low for long enough: only its scale-down is returned."""
+    from prescale.app.core.policy_types import PolicyState
+    cost = CostConfig(idle_after_s=60.0)
+    inp = _inp([1024 * MiB] * 3, [100 * MiB, 900 * MiB, 100 * MiB], [0.0, 0.0, 0.0])
+    state = PolicyState(low_since_s={"c0/memory": 0.0, "c2/memory": 990.0})
+    full, _ = propose_scale_downs(inp, cost, state)
+    got, _ = propose_scale_downs(inp, cost, state, acting_only=True)
+    assert [d.container for d in full] == ["c0", "c1", "c2"]
+    assert [d.container for d in got] == ["c0"] and got[0] == full[0]
+    assert got[0].action.new_limit < 1024 * MiB

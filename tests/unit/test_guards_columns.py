@@ -323,3 +323,27 @@ def test_size_tier_worked_example():
     (out,), _ = guard(inp, [d], GuardConfig(), PolicyState())
     assert out.action.new_limit == 1.0 * GiB
     assert out.reason == "r; clamped to max 2048.0 MiB; max step: +512.0 MiB (100% of the limit)"
+
+
+def test_floors_for_is_floor_for_bit_for_bit():
+    """Worked example (memory, safety margin 0.1): 100 MiB → ⌈110 MiB⌉ to a page; nan →
+    nan; a negative usage → 0.0; the CPU tier has no floor (zeros)."""
+    rng = np.random.default_rng(5)
+    usage = np.concatenate([rng.uniform(-1, 4, 500) * GiB, rng.uniform(0, 4, 200),
+                            [0.0, -0.0, math.nan, math.inf, -math.inf, 1e301, 100 * MiB]])
+    for margin in (0.0, 0.1, 0.25):
+        cfg = GuardConfig(safety_margin_fraction=margin)
+        for tier in ("memory", "cpu", "disk"):
+            got = cfg.floors_for(tier, usage)
+            want = np.array([cfg.floor_for(tier, u) for u in usage.tolist()])
+            assert got.view(np.int64).tolist() == want.view(np.int64).tolist(), (tier, margin)
+    assert GuardConfig(safety_margin_fraction=0.1).floors_for("memory", [100 * MiB])[0] \
+        == round_up("memory", 100 * MiB * 1.1)
+
+
+def test_has_levels_says_when_bounds_for_is_the_global_pair():
+    cfg = GuardConfig(min_limit={"memory": 64 * MiB})
+    assert not cfg.has_levels(None) and not cfg.has_levels([])
+    assert cfg.has_levels([{"prescale.memory.max": "1Gi"}])
+    assert GuardConfig(app_bounds={"a": Bounds(min_limit={"memory": MiB})}).has_levels()
+    assert cfg.bounds_for("x", "a", "memory") == (64 * MiB, cfg.max_limit["memory"])
