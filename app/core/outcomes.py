@@ -60,6 +60,7 @@ their own timestamps, in time order. Its state is JSON-serialisable
 
 from __future__ import annotations
 
+import base64
 import gc
 import math
 from collections.abc import Mapping, Sequence
@@ -565,8 +566,10 @@ class OutcomeTracker:
 
     # -- state -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """The state as JSON-ready data: ``pending``, ``ups``, ``seen``, ``owners`` (the
-        judgements) and ``lead_pending`` (the open lead-time checks)."""
+        """The state as JSON-ready data: ``pending``, ``ups``, ``seen_blocks`` (the
+        decisions within H, :meth:`_seen_blocks`), ``owners`` (the judgements) and
+        ``lead_pending`` (the open lead-time checks). A checkpoint of the per-key form
+        (``seen``) still loads (:meth:`from_dict`)."""
         return {
             # by hand, not dataclasses.asdict (a deep copy: ~15 µs per item per checkpoint)
             "pending": [{"action_id": u.action_id, "container": u.container, "app": u.app,
@@ -575,11 +578,69 @@ class OutcomeTracker:
                          "threshold": u.threshold, "applied": u.applied,
                          "by_usage": u.by_usage} for u in self.pending],
             "ups": [[c, t.value, v] for (c, t), v in self.ups.items()],
-            # each entry a [t_s, p_fail, threshold] list (a JSON array)
-            "seen": [[c, t.value, v] for (c, t), v in self._seen_lists().items()],
+            "seen_blocks": self._seen_blocks(),
             "owners": dict(self.owners),
             "lead_pending": self.lead_list(),
         }
+
+    def _seen_blocks(self) -> dict[str, Any]:
+        """The decisions within H as the tracker holds them, for a checkpoint: ``keys``
+        (every ``[container, tier]``, in the order first seen), ``restored`` (what a
+        per-key checkpoint gave, ``[container, tier, [[t_s, p_fail, threshold], …]]``),
+        ``fleets`` (each distinct container list once) and ``ticks`` (``t_s``, its
+        ``fleet``, ``tiers``, and ``p_fail``/``threshold`` as the base64 of their
+        little-endian float64 bytes, ``[tiers, containers]`` row-major: exact, nan
+        included). The per-key form (``seen``, one JSON triple per decision) was
+        600,000 triples at 10,000 containers (H = 30 ticks): 25 MiB, ~0.56 s of CPU to
+        write and ~1.5 s to read back; this form writes the same state in ~13 MiB of
+        base64 with no per-decision Python object.
+
+        E.g. one tick at t = 5 s of containers a, b with memory p_fail [0.25, nan] and
+        threshold [0.5, 0.5] gives ``fleets = [["a", "b"]]`` and a tick ``{"t_s": 5.0,
+        "fleet": 0, "tiers": ["memory"], "p_fail": "AAAAAAAA0D8AAAAAAAD4fw==", …}``
+        (0.25 = ``00 00 00 00 00 00 d0 3f``, then numpy's nan)."""
+        fleets: dict[int, int] = {}
+        names: list[list[str]] = []
+        ticks = []
+        for tick in self._ticks:
+            f = fleets.get(id(tick.names))
+            if f is None:
+                f = fleets[id(tick.names)] = len(names)
+                names.append(list(tick.names))
+            ticks.append({"t_s": tick.t_s, "fleet": f, "tiers": [t.value for t in tick.tiers],
+                          "p_fail": _b64(tick.p_fail), "threshold": _b64(tick.threshold)})
+        return {"keys": [[c, t.value] for c, t in self._keys],
+                "restored": [[c, t.value, [list(s) for s in v]]
+                             for (c, t), v in self._restored.items()],
+                "fleets": names, "ticks": ticks}
+
+    def _load_seen_blocks(self, blocks: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`_seen_blocks` (into a fresh tracker). Raises ``KeyError``,
+        ``TypeError`` or ``ValueError`` on a malformed form (:meth:`from_dict` names it)."""
+        def num(x: Any) -> float:
+            return math.nan if x is None else float(x)
+        fleets = []
+        for names in blocks["fleets"]:
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ValueError("seen_blocks: a fleet must be a list of container names")
+            fleet = tuple(names)
+            row = {n: i for i, n in enumerate(fleet)}
+            fleets.append((fleet, row, len(row) < len(fleet)))
+        for d in blocks["ticks"]:
+            f = int(d["fleet"])
+            if not 0 <= f < len(fleets):
+                raise ValueError(f"seen_blocks: a tick's fleet {f} is not one of the "
+                                 f"{len(fleets)} fleets")
+            fleet, row, repeats = fleets[f]
+            tiers = tuple(Tier(t) for t in d["tiers"])
+            shape = (len(tiers), len(fleet))
+            p, thr = (_unb64(d[k], shape, k) for k in ("p_fail", "threshold"))
+            self._ticks.append(_Tick(float(d["t_s"]), fleet, row, repeats, tiers, p, thr))
+        for c, t, v in blocks["restored"]:
+            self._restored[(str(c), Tier(t))] = [_Seen(float(a), num(b), num(e))
+                                                 for a, b, e in v]
+        for c, t in blocks["keys"]:
+            self._keys[(str(c), Tier(t))] = None
 
     def lead_list(self) -> list[dict[str, Any]]:
         """The open lead-time checks, in the checkpoint's form (``action_id``,
@@ -620,15 +681,32 @@ class OutcomeTracker:
                                           threshold=num(up.threshold)))
             for c, t, v in data.get("ups", []):
                 tr.ups[(c, Tier(t))] = [float(x) for x in v]
-            for c, t, v in data.get("seen", []):
+            for c, t, v in data.get("seen", []):  # the per-key form of older checkpoints
                 key = (c, Tier(t))
                 tr._restored[key] = [_Seen(float(a), num(b), num(d)) for a, b, d in v]
                 tr._keys[key] = None
+            if data.get("seen_blocks"):
+                tr._load_seen_blocks(data["seen_blocks"])
             tr.owners = dict(data.get("owners", {}))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise ValueError(f"outcome tracker: malformed state ({exc})") from exc
         tr.load_lead_list(data.get("lead_pending", []))
         return tr
+
+
+def _b64(a: np.ndarray) -> str:
+    """``a``'s float64 values as base64 of their little-endian bytes (row-major)."""
+    return base64.b64encode(np.ascontiguousarray(a, dtype="<f8").tobytes()).decode("ascii")
+
+
+def _unb64(text: str, shape: tuple[int, int], what: str) -> np.ndarray:
+    """Inverse of :func:`_b64`: a writable ``float64[shape]``; a ``ValueError`` naming
+    ``what`` if ``text`` is not base64 of exactly that many values."""
+    raw = base64.b64decode(text, validate=True)
+    if len(raw) != 8 * shape[0] * shape[1]:
+        raise ValueError(f"seen_blocks: {what} holds {len(raw)} bytes, "
+                         f"not 8 × {shape[0]} tiers × {shape[1]} containers")
+    return np.frombuffer(raw, dtype="<f8").astype(np.float64).reshape(shape)
 
 
 __all__ = ["LEAD_TIME_HORIZONS", "LEAD_TIME_JUDGEMENT", "Judgement", "Outcome", "OutcomeConfig",

@@ -19,6 +19,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from test_policies_property import FAST
@@ -77,8 +78,17 @@ class PerKey(OutcomeTracker):
             del self.per_key[k]
 
 
+def view(tr: OutcomeTracker) -> dict:
+    """The checkpoint with the decisions within H in their per-key form (``seen``), the
+    form both storages can be compared in (the tracker writes ``seen_blocks``)."""
+    d = tr.to_dict()
+    d.pop("seen_blocks", None)
+    d["seen"] = [[c, t.value, [list(s) for s in v]] for (c, t), v in tr.seen.items()]
+    return d
+
+
 def as_json(tr: OutcomeTracker) -> str:
-    return json.dumps(tr.to_dict())
+    return json.dumps(view(tr))
 
 
 def restart(tr: OutcomeTracker) -> OutcomeTracker:
@@ -184,7 +194,7 @@ def test_an_old_checkpoint_loads_expires_and_round_trips():
     old.decisions(["a", "b"], 0.0, [(Tier.MEMORY, [0.1, math.nan], [0.5, 0.5]),
                                     (Tier.CPU, [0.6, 0.2], [0.5, 0.5])])
     old.decision("b", Tier.MEMORY, 4.0, 0.9, 0.5)
-    saved = json.loads(json.dumps(old.to_dict()))
+    saved = json.loads(json.dumps(view(old)))  # the per-key checkpoint form
     saved["seen"].append(["z", "memory", []])
     assert saved["seen"][0] == ["a", "memory", [[0.0, 0.1, 0.5]]]
     tr = OutcomeTracker.from_dict(saved, old.config)
@@ -309,3 +319,54 @@ def test_by_name_reads_what_a_dict_built_row_by_row_holds():
     assert dict(by_tier) == {**{(n, Tier.MEMORY): v for n, v in whole.items()},
                              **{(n, Tier.DISK): v for n, v in finite.items()}}
     assert by_tier.get(("a", Tier.CPU)) is None and len(by_tier) == 5
+
+
+def test_checkpoint_holds_the_blocks_exactly():
+    """The checkpoint writes each tick's arrays once (base64 of float64: nan and every
+    bit kept), each fleet once, and no per-decision triple; the module's worked example."""
+    tr = OutcomeTracker(OutcomeConfig(horizon_s=30.0))
+    tr.decisions(["a", "b"], 5.0, [(Tier.MEMORY, [0.25, math.nan], [0.5, 0.5])])
+    blocks = json.loads(json.dumps(tr.to_dict()))["seen_blocks"]
+    assert blocks["fleets"] == [["a", "b"]]
+    assert blocks["ticks"] == [{"t_s": 5.0, "fleet": 0, "tiers": ["memory"],
+                                "p_fail": "AAAAAAAA0D8AAAAAAAD4fw==",
+                                "threshold": "AAAAAAAA4D8AAAAAAADgPw=="}]
+    assert blocks["keys"] == [["a", "memory"], ["b", "memory"]]
+    rng = np.random.default_rng(0)
+    for t in (6.0, 7.0):  # the same fleet: written once
+        tr.decisions(["a", "b"], t, [(Tier.MEMORY, rng.random(2), rng.random(2)),
+                                     (Tier.CPU, rng.random(2), [0.5, 0.5])])
+    tr.decisions(["b", "c"], 8.0, [(Tier.CPU, [0.1 + 0.2, 1e-300], [0.5, 0.5])])
+    saved = tr.to_dict()
+    assert "seen" not in saved and len(saved["seen_blocks"]["fleets"]) == 2
+    back = OutcomeTracker.from_dict(json.loads(json.dumps(saved)), tr.config)
+    assert repr(back.seen) == repr(tr.seen)  # bit for bit (repr: nan == nan)
+    assert back.seen[("c", Tier.CPU)] == [_Seen(8.0, 1e-300, 0.5)]
+    assert back.seen[("b", Tier.CPU)][-1].p_fail == 0.1 + 0.2  # 0.30000000000000004
+    assert [n for n, t in back.seen] == ["a", "b", "a", "b", "c"]  # order first seen
+    assert json.dumps(back.to_dict()) == json.dumps(saved)
+    # a restored tracker goes on as the one it was saved from
+    for x in (tr, back):
+        x.decisions(["b", "c"], 38.5, [(Tier.CPU, [0.9, 0.2], [0.5, 0.5])])
+        x.observe(38.5, {})  # H = 30 s: every earlier tick goes
+    assert as_json(back) == as_json(tr)
+    assert [k for k in back.seen] == [("b", Tier.CPU), ("c", Tier.CPU)]
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda b: b["ticks"][0].update(p_fail="AAAA"), "p_fail holds 3 bytes, not 8 × 1 tiers"),
+    (lambda b: b["ticks"][0].update(fleet=1), "fleet 1 is not one of the 1 fleets"),
+    (lambda b: b["ticks"][0].update(fleet=-1), "fleet -1 is not one of the 1 fleets"),
+    (lambda b: b["ticks"][0].update(threshold="not base64!"), "malformed state"),
+    (lambda b: b["ticks"][0].update(tiers=["ram"]), "'ram' is not a valid Tier"),
+    (lambda b: b["fleets"].__setitem__(0, ["a", 3]), "a fleet must be a list of container"),
+    (lambda b: b.pop("ticks"), "malformed state ('ticks')"),
+])
+def test_a_malformed_block_checkpoint_is_refused_by_name(change, says):
+    tr = OutcomeTracker(OutcomeConfig(horizon_s=30.0))
+    tr.decisions(["a", "b"], 5.0, [(Tier.MEMORY, [0.25, math.nan], [0.5, 0.5])])
+    saved = json.loads(json.dumps(tr.to_dict()))
+    change(saved["seen_blocks"])
+    with pytest.raises(ValueError, match="outcome tracker: malformed state") as info:
+        OutcomeTracker.from_dict(saved, tr.config)
+    assert says in str(info.value)
