@@ -117,8 +117,7 @@ class PeakTracker:
         return {
             "bucket_s": self.bucket_s, "buckets": self.buckets, "bucket": self.bucket,
             "names": list(self.names),
-            "maxima": {t.value: [[None if math.isnan(x) else float(x) for x in row]
-                                 for row in self.maxima[t]] for t in TIERS},
+            "maxima": {t.value: _rows(self.maxima[t]) for t in TIERS},
         }
 
     @classmethod
@@ -128,13 +127,21 @@ class PeakTracker:
         p.names = [str(n) for n in data["names"]]
         for t in TIERS:
             rows = data["maxima"].get(t.value, [])
-            arr = np.array([[np.nan if x is None else x for x in row] for row in rows],
-                           dtype=np.float64).reshape(len(rows), p.buckets)
+            arr = np.array(rows, dtype=np.float64).reshape(len(rows), p.buckets)  # None: nan
             if arr.shape[0] != len(p.names):
                 raise ValueError(f"PeakTracker: {t.value} has {arr.shape[0]} rows for "
                                  f"{len(p.names)} names")
             p.maxima[t] = arr
         return p
+
+
+def _rows(maxima: np.ndarray) -> list[list[float | None]]:
+    """``maxima`` as JSON-ready lists, nan as ``None``, in one numpy pass (a Python
+    test per value took ~0.1 s per checkpoint at 10,000 containers). E.g.
+    ``[[nan, 1.5, inf]]`` → ``[[None, 1.5, inf]]``."""
+    out = maxima.astype(object)
+    out[np.isnan(maxima)] = None
+    return out.tolist()
 
 
 __all__ = ["PeakTracker"]

@@ -65,3 +65,26 @@ def test_bad_input_is_refused_and_changes_nothing():
     with pytest.raises(ValueError, match=r"usage\[memory\] has shape"):
         p.observe(500, ["c", "d"], {Tier.MEMORY: np.array([1.0])})  # later bucket, new name
     assert (p.names, p.bucket, p.peak(Tier.MEMORY).tolist()) == (["c"], 0, [5.0])
+
+
+def test_checkpoint_form_is_the_per_value_one():
+    """``to_dict`` writes what the per-value loop wrote (nan → None, inf kept, Python
+    floats), and ``from_dict`` reads it back bit for bit."""
+    p = PeakTracker(10.0, 4)
+    rng = np.random.default_rng(1)
+    names = [f"c{i}" for i in range(50)]
+    for k in range(6):
+        usage = rng.random(50) * 1e9
+        usage[rng.random(50) < 0.2] = np.nan
+        usage[3] = np.inf
+        p.observe(10.0 * k, names, {Tier.MEMORY: usage, Tier.CPU: usage / 1e9})
+    d = p.to_dict()
+    for t in (Tier.MEMORY, Tier.CPU):
+        want = [[None if math.isnan(x) else float(x) for x in row] for row in p.maxima[t]]
+        assert d["maxima"][t.value] == want
+        assert any(None in row for row in want) and any(math.inf in row for row in want)
+        assert all(type(x) is float for row in d["maxima"][t.value] for x in row
+                   if x is not None)
+    q = PeakTracker.from_dict(json.loads(json.dumps(d)))
+    for t in (Tier.MEMORY, Tier.CPU):
+        np.testing.assert_array_equal(q.maxima[t], p.maxima[t])
