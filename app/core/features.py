@@ -5,12 +5,14 @@ N containers, W steps, columns in :data:`~app.core.sample.METRICS` order. A row
 whose ``ts_s`` is not finite is *absent* (the ring buffer pads the start of a
 young container's window with all-``nan`` rows); a reading that is ``nan`` in an
 otherwise present row is *missing* and is skipped by every feature that needs it.
-Everything is computed for all N containers at once with masked numpy sums; the
-same code runs online (monitor) and offline (training). Each chunk of containers is
-copied into contiguous ``[containers, W]`` planes, one per metric (:func:`_block`), so
-one numpy call covers a plane or several; rows whose mask is full (the usual case) are
-summed without forming the mask. Every feature keeps the bits of the formulas below
-computed one metric at a time (``tests/unit/test_features.py`` holds that reference).
+The same code runs online (monitor) and offline (training): one compiled pass per
+container (numba; :func:`_kernel`) over its W rows, contiguous in the window, so the
+window is read once. Every sum runs over the window's row (or its recent part) with 0.0
+where a mask is False, in numpy's pairwise order: every feature keeps the bits of the
+formulas below computed with numpy one metric at a time (``tests/unit/test_features.py``
+holds that reference; only the sign of a nan may differ). The first call in a process
+compiles the kernel, or loads it from numba's cache (``__pycache__`` next to this file,
+else numba's per-user cache directory).
 
 Notation, per container: ``t_i`` = ``ts_s`` of present row i; a metric's *valid
 rows* are the present rows where that metric is not ``nan``; a *step* of a metric
@@ -131,11 +133,9 @@ at t = 110, 120, 130 → last 1.5, mean ``30/30 = 1.0``, slope 0.05 cores/s, rat
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
 from prescale.app.core.sample import METRICS, M
@@ -201,52 +201,40 @@ FEATURES: tuple[str, ...] = (
 #: Column index of each feature.
 F: dict[str, int] = {name: i for i, name in enumerate(FEATURES)}
 
-_CHUNK = 1024  # containers per vectorised pass
-_COPY = 64  # containers per copy step of _block: their window rows stay in L2 across its copies
+_CHUNK = 1024  # containers copied at a time when the window is not C-contiguous
 
-#: Metrics each chunk copies into its block (:func:`_block`), one plane each, in this
-#: order (metrics handled together are neighbours); the block's last planes hold the
-#: steps of the byte counters (:data:`_BYTES`).
-_ROWS: tuple[str, ...] = (
-    "ts_s",
-    "memory_usage_bytes",
-    "block_latency_s",
-    # counters paired with their previous valid reading (the module doc's steps)
-    "memory_failcnt_total",
-    "oom_kills_total",
-    "cpu_usage_s_total",
-    "memory_pressure_full_s_total",
-)
-_FINITE = slice(1, 7)  # planes whose valid readings are the finite ones
-_STEPPED = slice(3, 7)  # failcnt, oom, cpu, psi
-assert _ROWS[_FINITE][0] == "memory_usage_bytes" and _ROWS[_STEPPED][2] == "cpu_usage_s_total"
-#: Planes of the byte counters' steps between adjacent rows (column 0 is no step), and
-#: the counters' (neighbouring) columns of the window.
-_BYTES = slice(len(_ROWS), len(_ROWS) + len(RATE_COUNTERS))
-_BYTE_COLUMNS = slice(M["io_read_bytes_total"], M["io_read_bytes_total"] + len(RATE_COUNTERS))
-assert METRICS[_BYTE_COLUMNS] == tuple(RATE_COUNTERS.values())
-#: The two period counters, whose recent rows are copied too (:func:`_block`).
-_PERIODS = M["cpu_periods_total"]
-assert M["cpu_throttled_periods_total"] == _PERIODS + 1
-
-
-def _copy_runs(rows: tuple[str, ...]) -> tuple[tuple[int, int, int], ...]:
-    """``(first plane, end plane, first column)`` of each run of planes whose metrics
-    are neighbouring columns of the window (one copy each)."""
-    runs: list[tuple[int, int, int]] = []
-    for i, name in enumerate(rows):
-        if runs and runs[-1][1] == i and runs[-1][2] + i - runs[-1][0] == M[name]:
-            runs[-1] = (runs[-1][0], i + 1, runs[-1][2])
-        else:
-            runs.append((i, i + 1, M[name]))
-    return tuple(runs)
-
-
-_RUNS = _copy_runs(_ROWS)
-#: Metrics only whose last reading is needed, read straight from the window
-#: (:func:`_fill_last`): the two limits (last reading that is not nan), the gauges.
-_LAST_COLUMNS = np.array([M["memory_limit_bytes"], M["cpu_quota_cores"],
-                          *(M[g] for g in GAUGE_METRICS)])
+# Columns of the window the kernel reads, and columns of its result (module constants:
+# the compiled kernel sees them as literals).
+_TS, _USAGE, _LIMIT = M["ts_s"], M["memory_usage_bytes"], M["memory_limit_bytes"]
+_CPU, _QUOTA = M["cpu_usage_s_total"], M["cpu_quota_cores"]
+_PERIODS, _THROTTLED = M["cpu_periods_total"], M["cpu_throttled_periods_total"]
+_OOM, _FAILCNT = M["oom_kills_total"], M["memory_failcnt_total"]
+_LATENCY, _PSI = M["block_latency_s"], M["memory_pressure_full_s_total"]
+_BYTE_COLUMNS = np.array([M[c] for c in RATE_COUNTERS.values()], dtype=np.int64)
+_GAUGE_COLUMNS = np.array([M[g] for g in GAUGE_METRICS], dtype=np.int64)
+_FIRST_RATE = F[next(iter(RATE_COUNTERS))]
+_FIRST_GAUGE = F[f"{GAUGE_METRICS[0]}_last"]
+assert FEATURES[_FIRST_RATE : _FIRST_RATE + len(RATE_COUNTERS)] == tuple(RATE_COUNTERS)
+assert FEATURES[_FIRST_GAUGE : _FIRST_GAUGE + len(GAUGE_METRICS)] == tuple(
+    f"{g}_last" for g in GAUGE_METRICS)
+#: The features the kernel writes one by one, in this order (the rest are the two
+#: blocks above).
+_SCALARS = ("n_samples", "memory_usage_last_bytes", "memory_limit_bytes",
+            "memory_headroom_bytes", "memory_slope_bytes_per_s",
+            "memory_recent_slope_bytes_per_s", "memory_resid_std_bytes",
+            "memory_slope_std_bytes_per_s", "memory_time_to_limit_s", "cpu_usage_cores_last",
+            "cpu_usage_cores_mean", "cpu_slope_cores_per_s", "cpu_rate_std_cores",
+            "cpu_quota_cores", "cpu_throttled_fraction", "oom_kills_delta",
+            "memory_failcnt_delta", "memory_usage_mean_bytes", "memory_usage_std_bytes",
+            "memory_usage_min_bytes", "memory_usage_max_bytes", "cpu_memory_correlation",
+            "block_latency_last_s", "block_latency_change_s", "memory_latency_correlation",
+            "memory_pressure_full_fraction", "memory_usage_limit_fraction",
+            "cpu_usage_request_fraction")
+assert set(_SCALARS) | set(RATE_COUNTERS) | {f"{g}_last" for g in GAUGE_METRICS} == set(
+    FEATURES)
+_OUT = np.array([F[name] for name in _SCALARS], dtype=np.int64)
+_REQUEST = F["cpu_request_cores_last"]
+_PAIRWISE_BLOCK = 128  # numpy's PW_BLOCKSIZE
 
 
 def compute_features(window: np.ndarray, *, recent_steps: int) -> np.ndarray:
@@ -256,6 +244,10 @@ def compute_features(window: np.ndarray, *, recent_steps: int) -> np.ndarray:
     the last rows the recent slope and the throttled fraction look at. Formulas and
     a worked example are in the module docstring. Never emits numpy warnings;
     quantities that cannot be computed are ``nan`` (see each feature).
+
+    One compiled pass per container (:func:`_kernel`) over its W rows, which are
+    contiguous in a C-ordered window: the window is read once. Any other layout is
+    copied :data:`_CHUNK` containers at a time first.
     """
     window = np.asarray(window, dtype=np.float64)
     if window.ndim != 3:
@@ -280,531 +272,420 @@ def compute_features(window: np.ndarray, *, recent_steps: int) -> np.ndarray:
             out[:, F[name]] = 0.0
         return out
     rs = max(width - int(recent_steps), 0)  # the first recent row
-    out = np.empty((n_containers, len(FEATURES)))  # _fill writes every column
-    size = min(_CHUNK, n_containers)
-    shapes = ((len(_ROWS) + len(RATE_COUNTERS), size, width), (4, size, width - rs))
-    with _work_arrays(shapes) as (block, recent), np.errstate(all="ignore"):
-        # Chunks of containers keep the [chunk, W] planes in cache; every chunk is still
-        # one vectorised pass.
+    out = np.empty((n_containers, len(FEATURES)))  # the kernel writes every column
+    if window.flags.c_contiguous:
+        _kernel(window, rs, out)
+    else:
         for start in range(0, n_containers, _CHUNK):
-            chunk = window[start : start + _CHUNK]
-            n = chunk.shape[0]
-            finite = _block(chunk, block[:, :n], recent[:, :n], rs)
-            _fill(out[start : start + _CHUNK], chunk, block[:, :n], recent[:, :n], rs, finite)
+            _kernel(np.ascontiguousarray(window[start : start + _CHUNK]), rs,
+                    out[start : start + _CHUNK])
     return out
 
 
-@contextlib.contextmanager
-def _work_arrays(shapes: tuple[tuple[int, ...], ...]) -> Iterator[list[np.ndarray]]:
-    """``with _work_arrays(shapes) as arrays``: float64 work arrays of ``shapes``
-    (contents undefined). The process keeps one set of at most :data:`_SPARE_BYTES`
-    between calls and lends it to a call that finds it free: allocating ~5 MB anew on
-    every call made glibc hand the pages back and fault them in again (~2,000 page
-    faults per 10k-container call in a fresh process, 5-10 % of its time). A call that
-    finds the set lent (another thread), or needs more, allocates its own."""
-    size = sum(int(np.prod(shape)) for shape in shapes) * 8
-    if size > _SPARE_BYTES or not _SPARE_LOCK.acquire(blocking=False):
-        yield [np.empty(shape) for shape in shapes]
-        return
-    try:
-        if not _SPARE or _SPARE[0][0] != shapes:
-            _SPARE[:] = [(shapes, [np.empty(shape) for shape in shapes])]
-        yield _SPARE[0][1]
-    finally:
-        _SPARE_LOCK.release()
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
 
-_SPARE_LOCK = threading.Lock()
-_SPARE: list[tuple[tuple[tuple[int, ...], ...], list[np.ndarray]]] = []  # the kept set
-_SPARE_BYTES = 16 << 20
-
-
-def _block(chunk: np.ndarray, block: np.ndarray, recent: np.ndarray, rs: int) -> np.ndarray:
-    """Copy the metrics of :data:`_ROWS` of ``chunk`` (``[n, W, len(METRICS)]``) into
-    ``block`` (``[len(_ROWS) + 4, n, W]``: one contiguous ``[n, W]`` plane per metric,
-    then the steps of the byte counters between adjacent rows, 0.0 in column 0), and
-    the recent rows (from ``rs``) of ts, usage and the two period counters into
-    ``recent`` (``[4, n, W − rs]``). Then one numpy call covers a whole plane (or
-    several) and every sum runs over a contiguous row, as before. ``_COPY`` containers
-    at a time: a contiguous pass over their window rows notes which metrics have a
-    finite reading anywhere in the chunk (the result, ``bool[len(METRICS)]``, for the
-    gauges) and brings the rows into cache for the strided copies of the runs of
-    :data:`_RUNS`. Every value is copied unchanged. Measured at 10k containers × 60
-    steps × 40 metrics: about as long as one ``window.sum()`` for the copies, plus
-    about half that for the finite readings."""
-    n, width, n_cols = chunk.shape
-    flags = np.empty((min(_COPY, n), width, n_cols), dtype=bool)
-    seen = np.zeros_like(flags)  # the flags of all parts ORed
-    steps = block[_BYTES].reshape(len(RATE_COUNTERS), n * width)  # a view: planes contiguous
-    for s in range(0, n, _COPY):
-        part = chunk[s : s + _COPY]
-        p = len(part)
-        np.bitwise_or(seen[:p], np.isfinite(part, out=flags[:p]), out=seen[:p])
-        for p0, p1, c0 in _RUNS:
-            block[p0:p1, s : s + p] = part[:, :, c0 : c0 + p1 - p0].transpose(2, 0, 1)
-        recent[2:4, s : s + p] = part[:, rs:, _PERIODS : _PERIODS + 2].transpose(2, 0, 1)
-        rows = part.reshape(-1, n_cols)  # the byte counters' steps, over flat rows
-        np.subtract(rows[1:, _BYTE_COLUMNS].T, rows[:-1, _BYTE_COLUMNS].T,
-                    out=steps[:, s * width + 1 : (s + p) * width])
-    recent[0:2] = block[0:2, :, rs:]
-    block[_BYTES, :, 0] = 0.0  # not a step (nor written above)
-    return _any_columns(seen)
-
-
-def _any_columns(flags: np.ndarray) -> np.ndarray:
-    """``flags.any(axis=(0, 1))`` for a contiguous ``bool[p, W, C]``, in a few calls:
-    ORed 8 at a time as uint64 words, over blocks of rows."""
-    n_cols = flags.shape[2]
-    if n_cols % 8 or not flags.flags.c_contiguous:
-        return flags.any(axis=(0, 1))
-    words = flags.reshape(-1).view(np.uint64).reshape(-1, n_cols // 8)
-    group = next(g for g in (64, 8, 1) if len(words) % g == 0)  # rows per reduced line
-    words = np.bitwise_or.reduce(words.reshape(-1, group * (n_cols // 8)), axis=0)
-    return np.bitwise_or.reduce(words.reshape(group, -1), axis=0).view(bool)
-
-
-def _fill(out: np.ndarray, chunk: np.ndarray, block: np.ndarray, recent: np.ndarray,
-          rs: int, finite: np.ndarray) -> None:
-    """Every feature of one chunk (``[n, W, M]``, W ≥ 1) from its planes (:func:`_block`).
-
-    The same bytes as the formulas of the module doc computed one metric at a time:
-    every sum runs over the same row (same length, same order) of the same numbers,
-    everything else is elementwise. ``where(mask, x, 0)`` is not formed for a row
-    whose mask is full (the usual case; a row without any entry sums to 0.0), and for
-    the others it is ``x``'s bits AND the mask's (:func:`_masked`), which is the same
-    value or the same +0.0. ``tests/unit/test_features.py`` checks the bytes against
-    that reference."""
-    n, width = chunk.shape[:2]
-    rows = np.arange(n)
-    ts = block[0]
-    present = np.isfinite(ts)
-    count = _count(present)
-    out[:, F["n_samples"]] = count
-    has = count > 0
-    last_row = np.full(n, width - 1)  # the last present row
-    patchy = np.flatnonzero(count != width)
-    if len(patchy):
-        last_row[patchy] -= np.argmax(present[patchy, ::-1], axis=1)
-    at_last = block[1:3, rows, last_row]  # usage and latency at that row
-
-    valid = np.isfinite(block[_FINITE])  # usage, latency, failcnt, oom, cpu, psi
-    valid &= present
-    n_valid = _count(valid)
-    any_valid = n_valid > 0
-    valid_last = valid[0:2, rows, last_row]
-    last = _fill_last(chunk, present, has, last_row, patchy, finite)  # limits, gauges
-
-    # memory
-    usage = block[1]
-    ok = valid[0]
-    n_ok = n_valid[0]
-    any_ok = any_valid[0]
-    u_last = _last_at(usage, ok, at_last[0], valid_last[0], any_ok)
-    l_last = last[:, 0]
-    headroom = l_last - u_last
-    sum_u, ss_u, slope, resid_std, slope_se, _ = _fit(ts, usage, ok, n_ok, resid=True)
-    recent_present = np.isfinite(recent[0])
-    recent_ok = recent_present & np.isfinite(recent[1])
-    recent_slope = _fit(recent[0], recent[1], recent_ok, _count(recent_ok), spread=False)[2]
-    ttl = np.where(headroom <= 0, 0.0, np.where(slope > 0, headroom / slope, np.inf))
-    unknown = np.isnan(headroom) | (np.isnan(slope) & np.isfinite(headroom) & (headroom > 0))
-    ttl[unknown] = np.nan
-    out[:, F["memory_usage_last_bytes"]] = u_last
-    out[:, F["memory_limit_bytes"]] = l_last
-    out[:, F["memory_headroom_bytes"]] = headroom
-    out[:, F["memory_slope_bytes_per_s"]] = slope
-    out[:, F["memory_recent_slope_bytes_per_s"]] = recent_slope
-    out[:, F["memory_resid_std_bytes"]] = resid_std
-    out[:, F["memory_slope_std_bytes_per_s"]] = slope_se
-    out[:, F["memory_time_to_limit_s"]] = ttl
-    out[:, F["memory_usage_mean_bytes"]] = sum_u / np.where(n_ok > 0, n_ok, np.nan)
-    out[:, F["memory_usage_std_bytes"]] = np.sqrt(ss_u / np.where(any_ok, n_ok, np.nan))
-    low, high = usage.min(axis=1), usage.max(axis=1)  # right where every row is valid
-    partial = np.flatnonzero(n_ok != width)
-    if len(partial):
-        bits = _bits(ok[partial])
-        low[partial] = _fill_masked(usage[partial], bits, np.inf).min(axis=1)
-        high[partial] = _fill_masked(usage[partial], bits, -np.inf).max(axis=1)
-    out[:, F["memory_usage_min_bytes"]] = np.where(any_ok, low, np.nan)
-    out[:, F["memory_usage_max_bytes"]] = np.where(any_ok, high, np.nan)
-
-    lat = block[2]
-    lat_ok = valid[1]
-    out[:, F["memory_latency_correlation"]] = _corr(usage, lat, ok & lat_ok)
-
-    # Δts between adjacent rows, over the flat plane: [:, 0] is not a step, and 0.0
-    dts = np.empty((n, width))
-    np.subtract(ts.reshape(-1)[1:], ts.reshape(-1)[:-1], out=dts.reshape(-1)[1:])
-    dts[:, 0] = 0.0
-
-    # counters paired with their previous valid reading: failcnt, oom, cpu, psi
-    step, delta, dt = _stepped(block[_STEPPED], valid[2:6], ts, dts, n_valid[2:6])
-    spaced = dt > 0  # rates need time to pass (cpu, psi)
-    if dt is dts and not np.any(step[2:4] > spaced):
-        n_step = np.maximum(n_valid[2:6] - 1, 0)  # no gaps: all valid readings but the first
-    else:
-        step[2:4] &= spaced
-        n_step = _count(step)
-    np.maximum(delta, 0.0, out=delta)  # a reset counts 0
-    sums = _sums(delta, step, n_step, width - 1)
-    if dt is dts:  # Δts of the cpu and psi steps are the plane's: one sum for full rows
-        dt = np.broadcast_to(dts, (2, n, width))
-        sum_dt = _sums(dt, step[2:4], n_step[2:4], width - 1, _row_sum(dts))
-    else:
-        sum_dt = _sums(dt, step[2:4], n_step[2:4], width - 1)
-    out[:, F["memory_failcnt_delta"]] = sums[0]
-    out[:, F["oom_kills_delta"]] = sums[1]
-    total_dt = sum_dt[1]
-    out[:, F["memory_pressure_full_fraction"]] = np.where(
-        total_dt > 0, sums[3] / np.where(total_dt > 0, total_dt, 1), np.nan)
-
-    # cpu rates ρ at the step's end time
-    cpu_step = step[2]
-    n_steps = n_step[2]
-    rate = np.divide(delta[2], dt[0])  # only read at steps
-    # column 0 is never a step: +0.0 there, as where(step, x, 0); ts and usage are not
-    # read there any more (the memory-latency correlation comes first)
-    rate[:, 0] = 0.0
-    ts[:, 0] = 0.0
-    sum_rate, ss_rate, rate_slope, _, _, rate_dev = _fit(ts, rate, cpu_step, n_steps, lead=1)
-    has_step = n_steps > 0
-    out[:, F["cpu_usage_cores_last"]] = _last_at(
-        rate, cpu_step, rate[rows, last_row], cpu_step[rows, last_row], has_step)
-    out[:, F["cpu_usage_cores_mean"]] = np.where(has_step, sums[2] / sum_dt[0], np.nan)
-    out[:, F["cpu_slope_cores_per_s"]] = rate_slope
-    out[:, F["cpu_rate_std_cores"]] = np.where(has_step, np.sqrt(ss_rate / n_steps), np.nan)
-    out[:, F["cpu_quota_cores"]] = last[:, 1]
-    # correlation of ρ with the usage of the same row: where every step's row has a
-    # usage and every ρ is finite (the usual case: a full usage row, a finite Σρ) the
-    # mean and deviations of ρ are the fit's; the other containers are summed anew
-    usage[:, 0] = 0.0
-    corr = _corr(usage, rate, cpu_step, n_steps, lead=1, dev_y=rate_dev, ss_y=ss_rate)
-    maybe = np.flatnonzero((n_ok != width) | ~np.isfinite(sum_rate))
-    both = cpu_step[maybe] & ok[maybe]
-    both &= np.isfinite(rate[maybe])
-    differ = _count(both) != n_steps[maybe]  # both ⊆ cpu_step
-    if differ.any():
-        rows_ = maybe[differ]
-        corr[rows_] = _corr(rate[rows_], usage[rows_], both[differ])
-    out[:, F["cpu_memory_correlation"]] = corr
-
-    # block latency
-    out[:, F["block_latency_last_s"]] = _last_at(lat, lat_ok, at_last[1], valid_last[1],
-                                                 any_valid[1])
-    out[:, F["block_latency_change_s"]] = _change(lat, lat_ok, any_valid[1], rs)
-
-    # cpu throttling, over the recent rows
-    thr_ok = recent_present & np.isfinite(recent[2])
-    thr_ok &= np.isfinite(recent[3])
-    tstep, tdelta = _stepped(recent[2:4], thr_ok)[:2]
-    tstep &= tdelta[0] > 0
-    tstep &= tdelta[1] >= 0
-    tsum = _row_sum(_masked(tdelta, _bits(tstep)))
-    out[:, F["cpu_throttled_fraction"]] = np.where(
-        tsum[0] > 0, np.clip(tsum[1] / tsum[0], 0.0, 1.0), 0.0)
-
-    # usage beyond memory and CPU: usage ÷ limit, byte rates, last gauges
-    limit = l_last
-    out[:, F["memory_usage_limit_fraction"]] = np.where(
-        np.isinf(limit), 0.0, np.where(limit > 0, u_last / np.where(limit > 0, limit, 1.0),
-                                       np.nan))
-    # byte rates: steps between adjacent rows; the sums run over rows 1.., W − 1 long
-    k = len(RATE_COUNTERS)
-    dv = block[_BYTES]
-    adj_dt = dts[:, 1:]  # nan where either row is absent
-    # every step counts in a row whose Δts are all > 0 and whose Δ are all finite: when
-    # no Δ is non-finite next to a known Δts (the usual case) that is every row with
-    # its Δts all > 0, else every such row whose Δ's plain sum is finite too
-    full = np.repeat((adj_dt.min(axis=1, initial=np.inf) > 0)[None], k, axis=0)
-    known = np.isfinite(dv)
-    known |= np.isnan(dts)  # (column 0: 0.0 and 0.0)
-    if np.count_nonzero(known) != known.size:
-        full &= np.isfinite(_row_sum(dv[:, :, 1:]))
-    which, rows_ = np.nonzero(~full)
-    d = dv[which, rows_, 1:]  # their Δ as they are, masked below
-    np.maximum(dv, 0.0, out=dv)
-    total_dv = _row_sum(dv[:, :, 1:])
-    total_dt = np.repeat(_row_sum(adj_dt)[None], k, axis=0)
-    if len(rows_):
-        bits = np.isfinite(d)
-        bits &= adj_dt[rows_] > 0
-        bits = _bits(bits)
-        total_dt[which, rows_] = _row_sum(_masked(adj_dt[rows_], bits))
-        np.maximum(d, 0.0, out=d)
-        total_dv[which, rows_] = _row_sum(_masked(d, bits, out=d))
-    out[:, [F[f] for f in RATE_COUNTERS]] = np.where(
-        total_dt > 0, total_dv / np.where(total_dt > 0, total_dt, 1.0), np.nan).T
-    out[:, [F[f"{g}_last"] for g in GAUGE_METRICS]] = last[:, 2:]
-    request = out[:, F["cpu_request_cores_last"]]
-    mean_cores = out[:, F["cpu_usage_cores_mean"]]
-    out[:, F["cpu_usage_request_fraction"]] = np.where(
-        request > 0, mean_cores / np.where(request > 0, request, 1.0), np.nan)
-
-
-def _bits(mask: np.ndarray) -> np.ndarray:
-    """``mask`` as int64 all ones (True) or zero (False), for :func:`_masked`."""
-    return np.negative(mask.view(np.int8)).astype(np.int64)  # 1 → −1: all ones
-
-
-def _row_sum(x: np.ndarray) -> np.ndarray:
-    """``x.sum(axis=-1)``: numpy's pairwise sum of each row (the same call, without the
-    method's Python layer)."""
-    return np.add.reduce(x, axis=-1)
-
-
-def _count(mask: np.ndarray) -> np.ndarray:
-    """``mask.sum(axis=-1)`` (int64), summed as bytes when the rows are short enough
-    (about twice as fast as numpy's bool sum, which casts every row)."""
-    if mask.shape[-1] < 256:
-        return np.add.reduce(mask.view(np.uint8), axis=-1, dtype=np.uint8).astype(np.int64)
-    return mask.sum(axis=-1)
-
-
-def _masked(x: np.ndarray, bits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``where(mask, x, 0.0)`` to the bit: ``x``'s bits AND ``bits`` (:func:`_bits`) are
-    ``x`` where the mask is True and +0.0 elsewhere; branch-free, unlike ``where``."""
-    res = np.bitwise_and(x.view(np.int64), bits, out=None if out is None else out.view(np.int64))
-    return res.view(np.float64)
-
-
-def _fill_masked(x: np.ndarray, bits: np.ndarray, fill: float) -> np.ndarray:
-    """``where(mask, x, fill)`` to the bit (``bits`` from :func:`_bits`)."""
-    res = np.bitwise_and(x.view(np.int64), bits)
-    res |= np.bitwise_and(~bits, np.float64(fill).view(np.int64))
-    return res.view(np.float64)
-
-
-def _sums(x: np.ndarray, mask: np.ndarray, count: np.ndarray, full: int,
-          full_sum: np.ndarray | None = None) -> np.ndarray:
-    """``where(mask, x, 0.0).sum(axis=-1)`` to the bit, for ``x`` and ``mask``
-    ``[..., L]`` and ``count`` the mask's row counts. A row whose mask holds ``full``
-    entries (all but leading columns where ``x`` is +0.0 already) is ``x``'s sum as it
-    is (``full_sum``, if given, is that sum for every row: ``x`` repeats one plane), a
-    row without any entry is 0.0, and only the others are masked."""
-    res = (_row_sum(x) if full_sum is None
-           else np.array(np.broadcast_to(full_sum, count.shape)))
-    partial = count != full
-    if partial.any():
-        res[count == 0] = 0.0
-        partial &= count != 0
-        if partial.any():
-            res[partial] = _row_sum(_masked(x[partial], _bits(mask[partial])))
-    return res
-
-
-def _rows(v: np.ndarray, width: int) -> np.ndarray:
-    """``v[:, None]`` as a contiguous ``[len(v), width]`` array: an elementwise op with
-    it runs over whole planes, where the broadcast one would loop row by row."""
-    return np.repeat(v, width).reshape(len(v), width)
-
-
-def _centred(planes: tuple[np.ndarray, ...], mask: np.ndarray, count: np.ndarray, lead: int,
-             denominator: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``(where(mask, x − m, 0.0), s)`` to the bit for each ``x`` of ``planes`` (``[n,
-    L]``), row by row, with ``s = Σ where(mask, x, 0.0)`` and ``m = s / denominator``.
-    A row whose mask is full after ``lead`` leading columns (``count`` = L − lead; those
-    columns are never in it and ``x`` must hold +0.0 there) needs no mask; only the
-    others are masked, or every row when most are partial."""
-    width = planes[0].shape[1]
-    partial = np.flatnonzero(count != width - lead)
-    out = []
-    if len(partial) > len(count) // 2:
-        bits = _bits(mask)
-        for x in planes:
-            dev = _masked(x, bits)
-            s = _row_sum(dev)
-            np.subtract(x, _rows(s / denominator, width), out=dev)
-            out.append((_masked(dev, bits, out=dev), s))
-        return out
-    if len(partial):
-        bits = _bits(mask[partial])
-        part_denominator = denominator[partial]
-    for x in planes:
-        s = _row_sum(x)
-        dev = np.subtract(x, _rows(s / denominator, width))
-        dev[:, :lead] = 0.0
-        if len(partial):
-            sub = x[partial]
-            part = _masked(sub, bits)
-            s[partial] = _row_sum(part)
-            np.subtract(sub, (s[partial] / part_denominator)[:, None], out=part)
-            dev[partial] = _masked(part, bits, out=part)
-        out.append((dev, s))
-    return out
-
-
-def _fit(t: np.ndarray, y: np.ndarray, mask: np.ndarray, count: np.ndarray, *, lead: int = 0,
-         resid: bool = False, spread: bool = True) -> tuple[np.ndarray | None, ...]:
-    """:func:`_ols` of ``y`` on ``t`` (``[n, L]``) over ``mask`` (``count`` its row
-    counts; ``lead`` leading columns never in it, where ``t`` and ``y`` hold +0.0):
-    ``(Σy, Σ(y−ȳ)², slope, resid_std, slope_se, y−ȳ where mask else 0)``; the residual
-    ones only with ``resid``, ``Σ(y−ȳ)²`` only with ``spread``."""
-    (dt, _), (dy, sum_y) = _centred((t, y), mask, count, lead, count)
-    prod = np.multiply(dt, dt)
-    stt = _row_sum(prod)
-    np.multiply(dt, dy, out=prod)
-    sty = _row_sum(prod)
-    syy = None
-    if spread:
-        np.multiply(dy, dy, out=prod)
-        syy = _row_sum(prod)
-    ok = (count >= 2) & (stt > 0)
-    slope = np.where(ok, sty / stt, np.nan)
-    if not resid:
-        return sum_y, syy, slope, None, None, dy
-    np.multiply(_rows(np.where(ok, slope, 0.0), t.shape[1]), dt, out=prod)
-    np.subtract(dy, prod, out=prod)
-    np.multiply(prod, prod, out=prod)
-    ssr = _row_sum(prod)
-    resid_std = np.where(ok, np.sqrt(ssr / count), np.nan)
-    slope_se = np.where(count > 2, np.sqrt(ssr / (count - 2) / stt), 0.0)
-    slope_se = np.where(ok, slope_se, np.nan)
-    return sum_y, syy, slope, resid_std, slope_se, dy
-
-
-def _corr(x: np.ndarray, y: np.ndarray, mask: np.ndarray, count: np.ndarray | None = None, *,
-          lead: int = 0, dev_y: np.ndarray | None = None, ss_y: np.ndarray | None = None
-          ) -> np.ndarray:
-    """Row-wise Pearson correlation of x and y over ``mask``, which holds only rows
-    where both are finite (nan: < 3 points or flat). ``count``: the mask's row counts;
-    ``dev_y``, ``ss_y``: y's deviations from its mean (0 outside the mask) and their
-    sum of squares, when known (:func:`_fit`'s; ``lead`` as there, x +0.0 there too).
-    Else containers with fewer than 3 rows in the mask are nan without a sum: when they
-    are many, only the others are summed."""
-    if count is None:
-        count = _count(mask)
-    enough = count >= 3
-    res = np.full(len(count), np.nan)
-    if not enough.any():
+@_jit
+def _block_sum(a: np.ndarray, start: int, n: int) -> float:
+    """numpy's pairwise sum of ``a[start : start + n]`` for n ≤ 128: a plain loop below
+    8 entries, else 8 accumulators combined as ``((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7))``
+    and then the rest one by one."""
+    if n < 8:
+        res = 0.0
+        for i in range(start, start + n):
+            res += a[i]
         return res
-    subset = dev_y is None and np.count_nonzero(enough) < 0.75 * len(count)
-    if subset:
-        x, y, mask, count = x[enough], y[enough], mask[enough], count[enough]
-    denominator = np.where(count > 0, count, np.nan)
-    if dev_y is None:
-        (dx, _), (dev_y, _) = _centred((x, y), mask, count, lead, denominator)
-        ss_y = _row_sum(np.multiply(dev_y, dev_y))
-    else:
-        ((dx, _),) = _centred((x,), mask, count, lead, denominator)
-    prod = np.multiply(dx, dx)
-    sxx = _row_sum(prod)
-    np.multiply(dx, dev_y, out=prod)
-    cov = _row_sum(prod)
-    den = np.sqrt(sxx * ss_y)
-    r = np.where((count >= 3) & (den > 0), cov / np.where(den > 0, den, 1.0), np.nan)
-    if not subset:
-        return r
-    res[enough] = r
+    r0, r1, r2, r3 = a[start], a[start + 1], a[start + 2], a[start + 3]
+    r4, r5, r6, r7 = a[start + 4], a[start + 5], a[start + 6], a[start + 7]
+    i = start + 8
+    end8 = start + n - n % 8
+    while i < end8:
+        r0 += a[i]
+        r1 += a[i + 1]
+        r2 += a[i + 2]
+        r3 += a[i + 3]
+        r4 += a[i + 4]
+        r5 += a[i + 5]
+        r6 += a[i + 6]
+        r7 += a[i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < start + n:
+        res += a[i]
+        i += 1
     return res
 
 
-def _fill_last(chunk: np.ndarray, present: np.ndarray, has: np.ndarray, last_row: np.ndarray,
-               patchy: np.ndarray, finite: np.ndarray) -> np.ndarray:
-    """The last readings of :data:`_LAST_COLUMNS`, ``[n, 2 + len(GAUGE_METRICS)]``, read
-    at each container's last present row (``last_row``; it is the window's last row but
-    for the ``patchy`` containers; ``has``: there is one), else (a reading
-    missing there) searched for along the row: the two limits' last reading that is not
-    nan (``_last``), each gauge's last valid one. A gauge missing there in every
-    container of the chunk and finite nowhere in it (``finite``, by metric; most sources
-    have no such gauge) is left as read, as it always was."""
-    last = chunk[:, -1, _LAST_COLUMNS]
-    if len(patchy):
-        last[patchy] = chunk[patchy, last_row[patchy]][:, _LAST_COLUMNS]
-    missing = np.isnan(last)
-    missing &= has[:, None]
-    skip = missing.all(axis=0) & ~finite[_LAST_COLUMNS]
-    skip[:2] = False  # (the limits are always searched)
-    for j in np.flatnonzero(missing.any(axis=0) & ~skip):
-        redo = missing[:, j]
-        column = _LAST_COLUMNS[j]
-        sub = chunk[redo, :, column]
-        valid = present[redo] & (np.isfinite(sub) if j >= 2 else ~np.isnan(sub))
-        last[redo, j] = _last(sub, valid)
-    return np.where(has[:, None], last, np.nan)
+@_jit
+def _rsum(a: np.ndarray, n: int, aux: np.ndarray) -> float:
+    """``np.add.reduce(a[:n])`` to the bit, as numpy sums a contiguous row: 0.0 (the
+    identity) plus the pairwise sum, which above 128 entries is the sum of its halves'
+    (the first half a multiple of 8 long). That recursion runs here on ``aux``
+    (``float64[4, ≥ 64]``: a stack of (start, length, combine) and the sums done), as
+    numba cannot load a cached recursive function."""
+    if n <= _PAIRWISE_BLOCK:
+        return 0.0 + _block_sum(a, 0, n)
+    top = 1
+    aux[0, 0], aux[1, 0], aux[2, 0] = 0.0, n, 0.0
+    done = 0
+    while top > 0:
+        top -= 1
+        start, m, combine = int(aux[0, top]), int(aux[1, top]), aux[2, top]
+        if combine:  # both halves are summed: the last two sums
+            done -= 1
+            aux[3, done - 1] = aux[3, done - 1] + aux[3, done]
+        elif m <= _PAIRWISE_BLOCK:
+            aux[3, done] = _block_sum(a, start, m)
+            done += 1
+        else:
+            half = m // 2
+            half -= half % 8
+            aux[0, top], aux[1, top], aux[2, top] = start, m, 1.0
+            aux[0, top + 1], aux[1, top + 1], aux[2, top + 1] = start + half, m - half, 0.0
+            aux[0, top + 2], aux[1, top + 2], aux[2, top + 2] = start, half, 0.0
+            top += 3
+    return 0.0 + aux[3, 0]
 
 
-def _last_at(values: np.ndarray, mask: np.ndarray, at_last: np.ndarray, valid_last: np.ndarray,
-             any_valid: np.ndarray) -> np.ndarray:
-    """:func:`_last` given the reading at each container's last present row
-    (``at_last``) and whether it is valid there: only the containers whose last valid
-    reading is earlier are searched."""
-    last = np.where(valid_last, at_last, np.nan)
-    redo = any_valid & ~valid_last
-    if redo.any():
-        last[redo] = _last(values[redo], mask[redo])
-    return last
+@_jit
+def _fit(t: np.ndarray, y: np.ndarray, mask: np.ndarray, lo: int, n: int, length: int,
+         buf: np.ndarray, aux: np.ndarray, resid: bool
+         ) -> tuple[float, float, float, float, float, float]:
+    """Least-squares fit of ``y`` on ``t`` over ``mask`` (the ``length`` entries from
+    ``lo``, ``n`` of them True): ``(Σy, Σ(y−ȳ)², slope, resid_std, slope_se, ȳ)``, the
+    two residual ones only with ``resid`` (else nan). The module doc's formulas, centred two-pass
+    sums over ``where(mask, ·, 0.0)`` rows as numpy sums them."""
+    for k in range(length):
+        j = lo + k
+        buf[0, k] = t[j] if mask[j] else 0.0
+        buf[1, k] = y[j] if mask[j] else 0.0
+    sum_t = _rsum(buf[0], length, aux)
+    sum_y = _rsum(buf[1], length, aux)
+    t_mean = sum_t / n
+    y_mean = sum_y / n
+    for k in range(length):
+        j = lo + k
+        dt = t[j] - t_mean if mask[j] else 0.0
+        dy = y[j] - y_mean if mask[j] else 0.0
+        buf[0, k] = dt * dt
+        buf[1, k] = dt * dy
+        buf[2, k] = dy * dy
+        buf[3, k] = dt
+        buf[4, k] = dy
+    stt = _rsum(buf[0], length, aux)
+    sty = _rsum(buf[1], length, aux)
+    syy = _rsum(buf[2], length, aux)
+    ok = n >= 2 and stt > 0
+    slope = sty / stt if ok else np.nan
+    resid_std = np.nan
+    slope_se = np.nan
+    if resid:
+        s = slope if ok else 0.0
+        for k in range(length):
+            r = buf[4, k] - s * buf[3, k]
+            buf[0, k] = r * r
+        ssr = _rsum(buf[0], length, aux)
+        if ok:
+            resid_std = np.sqrt(ssr / n)
+            slope_se = np.sqrt(ssr / (n - 2) / stt) if n > 2 else 0.0
+    return sum_y, syy, slope, resid_std, slope_se, y_mean
 
 
-def _stepped(values: np.ndarray, mask: np.ndarray, ts: np.ndarray | None = None,
-             dts: np.ndarray | None = None, count: np.ndarray | None = None
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """:func:`_steps` and :func:`_delta` for ``k`` counters at once: ``values`` is
-    ``[k, n, L]`` (each ``[n, L]`` plane contiguous), ``mask`` ``[k, n, L]`` or one
-    ``[n, L]`` for all (``count``: its row counts, if known). Returns ``(step, Δvalue,
-    Δts)``, ``step`` and ``Δvalue`` ``[k, n, L]``, ``Δvalue`` 0.0 in column 0 (never a
-    step); ``Δts`` (with ``ts`` and ``dts``, its differences between adjacent rows,
-    0.0 in column 0) is ``dts`` itself without gaps, else ``[2, n, L]`` for the
-    counters 2 and 3. Only the entries at steps are meaningful. Without gaps (every
-    step from the row just before, the usual case) the Δ are shifted differences over
-    each flat plane, else each step's previous valid row is looked up."""
-    k, n, width = values.shape
-    step = np.zeros(mask.shape, dtype=bool)
-    flat = step.reshape(-1)
-    flat_mask = np.ascontiguousarray(mask).reshape(-1)
-    np.logical_and(flat_mask[1:], flat_mask[:-1], out=flat[1:])
-    step[..., 0] = False
-    if count is None:
-        count = _count(mask)
-    # adjacent steps are all the steps iff each valid reading but a row's first has one
-    if np.count_nonzero(step) == count.sum() - np.count_nonzero(count):
-        if step.ndim == 2:
-            step = np.broadcast_to(step, values.shape).copy()
-        delta = np.empty((k, n, width))
-        planes = values.reshape(k, n * width)
-        np.subtract(planes[:, 1:], planes[:, :-1], out=delta.reshape(k, -1)[:, 1:])
-        delta[:, :, 0] = 0.0
-        return step, delta, dts
-    prev = np.where(mask, np.arange(width), -1)
-    np.maximum.accumulate(prev, axis=-1, out=prev)
-    prev[..., 1:] = prev[..., :-1].copy()
-    prev[..., 0] = -1
-    step = np.broadcast_to(mask & (prev >= 0), values.shape).copy()
-    np.maximum(prev, 0, out=prev)
-    if prev.ndim == 2:
-        prev = np.broadcast_to(prev, values.shape)
-    delta = values - np.take_along_axis(values, prev, axis=2)
-    delta[:, :, 0] = 0.0
-    dt = None
-    if ts is not None:
-        dt = ts - np.take_along_axis(np.broadcast_to(ts, (2, n, width)), prev[2:4], axis=2)
-        dt[:, :, 0] = 0.0
-    return step, delta, dt
+@_jit
+def _corr(x: np.ndarray, y: np.ndarray, mask: np.ndarray, length: int, buf: np.ndarray,
+          aux: np.ndarray) -> float:
+    """Pearson correlation of ``x`` and ``y`` over ``mask`` and where both are finite
+    (nan: fewer than 3 such rows, or a flat series)."""
+    n = 0
+    for k in range(length):
+        both = mask[k] and np.isfinite(x[k]) and np.isfinite(y[k])
+        buf[5, k] = 1.0 if both else 0.0
+        n += both
+    for k in range(length):
+        both = buf[5, k] != 0.0
+        buf[0, k] = x[k] if both else 0.0
+        buf[1, k] = y[k] if both else 0.0
+    count = n if n > 0 else np.nan
+    mx = _rsum(buf[0], length, aux) / count
+    my = _rsum(buf[1], length, aux) / count
+    for k in range(length):
+        both = buf[5, k] != 0.0
+        dx = x[k] - mx if both else 0.0
+        dy = y[k] - my if both else 0.0
+        buf[0, k] = dx * dy
+        buf[1, k] = dx * dx
+        buf[2, k] = dy * dy
+    cov = _rsum(buf[0], length, aux)
+    den = np.sqrt(_rsum(buf[1], length, aux) * _rsum(buf[2], length, aux))
+    return cov / den if n >= 3 and den > 0 else np.nan
 
 
-def _change(lat: np.ndarray, ok: np.ndarray, any_ok: np.ndarray, rs: int) -> np.ndarray:
-    """Mean of ``lat`` over its valid recent rows (from ``rs``) minus its mean over the
-    earlier ones, per container (``nan`` if either has none: always so without any
-    valid row, so when those are many only the others are summed)."""
-    k = np.count_nonzero(any_ok)
-    res = np.full(len(lat), np.nan)
-    if k == 0:
-        return res
-    if k < 0.75 * len(lat):
-        lat, ok = lat[any_ok], ok[any_ok]
-    z = np.empty((2,) + lat.shape)
-    _masked(lat, _bits(ok), out=z[0])
-    z[1] = z[0]
-    z[0][:, :rs] = 0.0  # the recent rows
-    z[1][:, rs:] = 0.0  # the earlier ones
-    n_recent = _count(ok[:, rs:])
-    n_earlier = _count(ok[:, :rs])
-    sums = _row_sum(z)
-    change = (sums[0] / np.where(n_recent > 0, n_recent, np.nan)
-              - sums[1] / np.where(n_earlier > 0, n_earlier, np.nan))
-    if len(change) == len(res):
-        return change
-    res[any_ok] = change
-    return res
+@_jit
+def _last_valid(x: np.ndarray, column: int, present: np.ndarray, start: int,
+                finite: bool) -> float:
+    """The reading of ``column`` at the last present row from ``start`` down whose
+    reading is finite (``finite``) or not nan; nan if none."""
+    for j in range(start, -1, -1):
+        v = x[j, column]
+        if present[j] and (np.isfinite(v) if finite else not np.isnan(v)):
+            return v
+    return np.nan
+
+
+@_jit
+def _stepped_sum(x: np.ndarray, column: int, present: np.ndarray, width: int,
+                 buf: np.ndarray, aux: np.ndarray) -> float:
+    """``Σ max(Δ, 0)`` over the steps of a counter (each valid reading paired with the
+    previous one), summed over the window's row as numpy does."""
+    prev = -1
+    for j in range(width):
+        v = x[j, column]
+        buf[0, j] = 0.0
+        if present[j] and np.isfinite(v):
+            if prev >= 0:
+                d = v - x[prev, column]
+                buf[0, j] = 0.0 if d < 0.0 else d
+            prev = j
+    return _rsum(buf[0], width, aux)
+
+
+@_jit
+def _kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
+    """Every feature of every container of ``window`` (C-contiguous ``[N, W, M]``, W ≥
+    1; ``rs`` the first recent row) into ``out`` (``[N, len(FEATURES)]``): per
+    container, its W rows once (they stay in cache for the few short passes below).
+    The module doc's formulas; every sum is over the window's row (or its recent part)
+    with 0.0 where the mask is False, pairwise as numpy sums it (:func:`_psum`)."""
+    n_containers, width, _ = window.shape
+    n_recent = width - rs
+    buf = np.empty((6, width))
+    aux = np.empty((4, 64))  # _rsum's stack
+    ts = np.empty(width)
+    present = np.empty(width, dtype=np.bool_)
+    usage = np.empty(width)
+    ok = np.empty(width, dtype=np.bool_)  # memory usage valid
+    rate = np.empty(width)  # cpu rate at its step's end row
+    step = np.empty(width, dtype=np.bool_)
+    lat = np.empty(width)
+    lat_ok = np.empty(width, dtype=np.bool_)
+    both = np.empty(width, dtype=np.bool_)
+    values = np.zeros(_OUT.shape[0])
+    for i in range(n_containers):
+        x = window[i]
+        o = out[i]
+        n_present = 0
+        last_row = -1
+        n_ok = 0
+        for j in range(width):
+            t = x[j, _TS]
+            ts[j] = t
+            p = np.isfinite(t)
+            present[j] = p
+            if p:
+                n_present += 1
+                last_row = j
+            u = x[j, _USAGE]
+            usage[j] = u
+            ok[j] = p and np.isfinite(u)
+            n_ok += ok[j]
+            v = x[j, _LATENCY]
+            lat[j] = v
+            lat_ok[j] = p and np.isfinite(v)
+
+        # memory
+        u_last = np.nan
+        for j in range(width - 1, -1, -1):
+            if ok[j]:
+                u_last = usage[j]
+                break
+        l_last = _last_valid(x, _LIMIT, present, width - 1, False)
+        headroom = l_last - u_last
+        sum_u, ss_u, slope, resid_std, slope_se, _ = _fit(ts, usage, ok, 0, n_ok, width, buf,
+                                                           aux, True)
+        n_recent_ok = 0
+        for j in range(rs, width):
+            n_recent_ok += ok[j]
+        recent_slope = _fit(ts, usage, ok, rs, n_recent_ok, n_recent, buf,
+                            aux, False)[2]
+        if np.isnan(headroom) or (np.isnan(slope) and np.isfinite(headroom)
+                                  and headroom > 0):
+            ttl = np.nan
+        elif headroom <= 0:
+            ttl = 0.0
+        elif slope > 0:
+            ttl = headroom / slope
+        else:
+            ttl = np.inf
+        low = np.inf
+        high = -np.inf
+        for j in range(width):
+            if ok[j]:
+                low = min(low, usage[j])
+                high = max(high, usage[j])
+        mean_u = sum_u / n_ok if n_ok > 0 else np.nan
+        std_u = np.sqrt(ss_u / n_ok) if n_ok > 0 else np.nan
+        if n_ok == 0:
+            low = high = np.nan
+
+        # cpu rates ρ at the step's end row (steps with Δt > 0)
+        prev = -1
+        n_steps = 0
+        last_rate = np.nan
+        for j in range(width):
+            v = x[j, _CPU]
+            step[j] = False
+            rate[j] = np.nan
+            buf[0, j] = 0.0
+            buf[1, j] = 0.0
+            if present[j] and np.isfinite(v):
+                if prev >= 0:
+                    dt = ts[j] - ts[prev]
+                    if dt > 0:
+                        d = v - x[prev, _CPU]
+                        if d < 0.0:
+                            d = 0.0
+                        step[j] = True
+                        rate[j] = d / dt
+                        buf[0, j] = d
+                        buf[1, j] = dt
+                        n_steps += 1
+                        last_rate = rate[j]
+                prev = j
+        sum_d = _rsum(buf[0], width, aux)
+        sum_dt = _rsum(buf[1], width, aux)
+        _, ss_rate, rate_slope, _, _, _ = _fit(ts, rate, step, 0, n_steps, width, buf, aux,
+                                               False)
+        for j in range(width):
+            both[j] = step[j] and ok[j]
+        cpu_mem = _corr(rate, usage, both, width, buf, aux)
+        mean_cores = sum_d / sum_dt if n_steps > 0 else np.nan
+        quota = _last_valid(x, _QUOTA, present, width - 1, False)
+
+        # block latency
+        lat_last = np.nan
+        for j in range(width - 1, -1, -1):
+            if lat_ok[j]:
+                lat_last = lat[j]
+                break
+        n_late = 0
+        n_early = 0
+        for j in range(width):
+            late = lat_ok[j] and j >= rs
+            early = lat_ok[j] and j < rs
+            n_late += late
+            n_early += early
+            buf[0, j] = lat[j] if late else 0.0
+            buf[1, j] = lat[j] if early else 0.0
+        change = (_rsum(buf[0], width, aux) / (n_late if n_late > 0 else np.nan)
+                  - _rsum(buf[1], width, aux) / (n_early if n_early > 0 else np.nan))
+        for j in range(width):
+            both[j] = ok[j] and lat_ok[j]
+        mem_lat = _corr(usage, lat, both, width, buf, aux)
+
+        # memory pressure (PSI): Σ max(Δ, 0) / Σ Δt over the steps with Δt > 0
+        prev = -1
+        for j in range(width):
+            v = x[j, _PSI]
+            buf[0, j] = 0.0
+            buf[1, j] = 0.0
+            if present[j] and np.isfinite(v):
+                if prev >= 0:
+                    dt = ts[j] - ts[prev]
+                    if dt > 0:
+                        d = v - x[prev, _PSI]
+                        buf[0, j] = 0.0 if d < 0.0 else d
+                        buf[1, j] = dt
+                prev = j
+        psi_dt = _rsum(buf[1], width, aux)
+        psi = _rsum(buf[0], width, aux) / psi_dt if psi_dt > 0 else np.nan
+
+        # cpu throttling over the recent rows: steps within them, Δperiods > 0, Δthr ≥ 0
+        prev = -1
+        for k in range(n_recent):
+            j = rs + k
+            per = x[j, _PERIODS]
+            thr = x[j, _THROTTLED]
+            buf[0, k] = 0.0
+            buf[1, k] = 0.0
+            if present[j] and np.isfinite(per) and np.isfinite(thr):
+                if prev >= 0:
+                    d_per = per - x[prev, _PERIODS]
+                    d_thr = thr - x[prev, _THROTTLED]
+                    if d_per > 0 and d_thr >= 0:
+                        buf[0, k] = d_per
+                        buf[1, k] = d_thr
+                prev = j
+        sum_per = _rsum(buf[0], n_recent, aux)
+        throttled = 0.0
+        if sum_per > 0:
+            throttled = _rsum(buf[1], n_recent, aux) / sum_per
+            if throttled < 0.0:
+                throttled = 0.0
+            elif throttled > 1.0:
+                throttled = 1.0
+
+        oom = _stepped_sum(x, _OOM, present, width, buf, aux)
+        failcnt = _stepped_sum(x, _FAILCNT, present, width, buf, aux)
+        if np.isinf(l_last):
+            fraction = 0.0
+        elif l_last > 0:
+            fraction = u_last / l_last
+        else:
+            fraction = np.nan
+
+        # byte rates: steps between adjacent rows with both readings and Δt > 0
+        for c in range(_BYTE_COLUMNS.shape[0]):
+            column = _BYTE_COLUMNS[c]
+            for j in range(1, width):
+                dt = ts[j] - ts[j - 1]
+                dv = x[j, column] - x[j - 1, column]
+                use = np.isfinite(dv) and dt > 0
+                buf[0, j - 1] = dt if use else 0.0
+                buf[1, j - 1] = (0.0 if dv < 0.0 else dv) if use else 0.0
+            total_dt = _rsum(buf[0], width - 1, aux)
+            o[_FIRST_RATE + c] = (_rsum(buf[1], width - 1, aux) / total_dt if total_dt > 0
+                                  else np.nan)
+        # gauges: the reading at the last present row, else the last finite one
+        for g in range(_GAUGE_COLUMNS.shape[0]):
+            column = _GAUGE_COLUMNS[g]
+            value = np.nan
+            if last_row >= 0:
+                value = x[last_row, column]
+                if np.isnan(value):
+                    value = _last_valid(x, column, present, last_row, True)
+            o[_FIRST_GAUGE + g] = value
+        request = o[_REQUEST]
+
+        values[0] = n_present
+        values[1] = u_last
+        values[2] = l_last
+        values[3] = headroom
+        values[4] = slope
+        values[5] = recent_slope
+        values[6] = resid_std
+        values[7] = slope_se
+        values[8] = ttl
+        values[9] = last_rate
+        values[10] = mean_cores
+        values[11] = rate_slope
+        values[12] = np.sqrt(ss_rate / n_steps) if n_steps > 0 else np.nan
+        values[13] = quota
+        values[14] = throttled
+        values[15] = oom
+        values[16] = failcnt
+        values[17] = mean_u
+        values[18] = std_u
+        values[19] = low
+        values[20] = high
+        values[21] = cpu_mem
+        values[22] = lat_last
+        values[23] = change
+        values[24] = mem_lat
+        values[25] = psi
+        values[26] = fraction
+        values[27] = mean_cores / request if request > 0 else np.nan
+        for k in range(_OUT.shape[0]):
+            o[_OUT[k]] = values[k]
 
 
 class UsageTrend(NamedTuple):
