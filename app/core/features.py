@@ -133,10 +133,13 @@ at t = 110, 120, 130 → last 1.5, mean ``30/30 = 1.0``, slope 0.05 cores/s, rat
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
 
 from prescale.app.core.sample import METRICS, M
 
@@ -210,7 +213,8 @@ _CPU, _QUOTA = M["cpu_usage_s_total"], M["cpu_quota_cores"]
 _PERIODS, _THROTTLED = M["cpu_periods_total"], M["cpu_throttled_periods_total"]
 _OOM, _FAILCNT = M["oom_kills_total"], M["memory_failcnt_total"]
 _LATENCY, _PSI = M["block_latency_s"], M["memory_pressure_full_s_total"]
-_BYTE_COLUMNS = np.array([M[c] for c in RATE_COUNTERS.values()], dtype=np.int64)
+_BYTE0, _N_BYTES = M["io_read_bytes_total"], len(RATE_COUNTERS)  # neighbouring columns
+assert METRICS[_BYTE0 : _BYTE0 + _N_BYTES] == tuple(RATE_COUNTERS.values())
 _GAUGE_COLUMNS = np.array([M[g] for g in GAUGE_METRICS], dtype=np.int64)
 _FIRST_RATE = F[next(iter(RATE_COUNTERS))]
 _FIRST_GAUGE = F[f"{GAUGE_METRICS[0]}_last"]
@@ -283,6 +287,26 @@ def compute_features(window: np.ndarray, *, recent_steps: int) -> np.ndarray:
 
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+
+@numba.extending.intrinsic
+def _prefetch(typingctx, array, index):  # noqa: ARG001 (numba's signature)
+    """``_prefetch(array, i)``: ask the CPU to bring the cache line of element ``i`` of
+    the C-contiguous ``array`` (flat index) into cache, without waiting for it (LLVM's
+    ``llvm.prefetch``; a hint: an address past the end is never read)."""
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        byte_ptr = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32]),
+            "llvm.prefetch.p0i8")
+        # read access, keep in all cache levels, data cache
+        builder.call(fn, [builder.bitcast(builder.gep(data, [args[1]]), byte_ptr),
+                          i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(array, types.intp), codegen
 
 
 @_jit
@@ -370,8 +394,6 @@ def _fit(t: np.ndarray, y: np.ndarray, mask: np.ndarray, lo: int, n: int, length
         buf[0, k] = dt * dt
         buf[1, k] = dt * dy
         buf[2, k] = dy * dy
-        buf[3, k] = dt
-        buf[4, k] = dy
     stt = _rsum(buf[0], length, aux)
     sty = _rsum(buf[1], length, aux)
     syy = _rsum(buf[2], length, aux)
@@ -382,12 +404,15 @@ def _fit(t: np.ndarray, y: np.ndarray, mask: np.ndarray, lo: int, n: int, length
     if resid:
         s = slope if ok else 0.0
         for k in range(length):
-            r = buf[4, k] - s * buf[3, k]
+            j = lo + k
+            dt = t[j] - t_mean if mask[j] else 0.0
+            dy = y[j] - y_mean if mask[j] else 0.0
+            r = dy - s * dt
             buf[0, k] = r * r
         ssr = _rsum(buf[0], length, aux)
         if ok:
-            resid_std = np.sqrt(ssr / n)
-            slope_se = np.sqrt(ssr / (n - 2) / stt) if n > 2 else 0.0
+            resid_std = math.sqrt(ssr / n)
+            slope_se = math.sqrt(ssr / (n - 2) / stt) if n > 2 else 0.0
     return sum_y, syy, slope, resid_std, slope_se, y_mean
 
 
@@ -398,13 +423,11 @@ def _corr(x: np.ndarray, y: np.ndarray, mask: np.ndarray, length: int, buf: np.n
     (nan: fewer than 3 such rows, or a flat series)."""
     n = 0
     for k in range(length):
-        both = mask[k] and np.isfinite(x[k]) and np.isfinite(y[k])
+        both = mask[k] and math.isfinite(x[k]) and math.isfinite(y[k])
         buf[5, k] = 1.0 if both else 0.0
-        n += both
-    for k in range(length):
-        both = buf[5, k] != 0.0
         buf[0, k] = x[k] if both else 0.0
         buf[1, k] = y[k] if both else 0.0
+        n += both
     count = n if n > 0 else np.nan
     mx = _rsum(buf[0], length, aux) / count
     my = _rsum(buf[1], length, aux) / count
@@ -416,7 +439,7 @@ def _corr(x: np.ndarray, y: np.ndarray, mask: np.ndarray, length: int, buf: np.n
         buf[1, k] = dx * dx
         buf[2, k] = dy * dy
     cov = _rsum(buf[0], length, aux)
-    den = np.sqrt(_rsum(buf[1], length, aux) * _rsum(buf[2], length, aux))
+    den = math.sqrt(_rsum(buf[1], length, aux) * _rsum(buf[2], length, aux))
     return cov / den if n >= 3 and den > 0 else np.nan
 
 
@@ -427,7 +450,7 @@ def _last_valid(x: np.ndarray, column: int, present: np.ndarray, start: int,
     reading is finite (``finite``) or not nan; nan if none."""
     for j in range(start, -1, -1):
         v = x[j, column]
-        if present[j] and (np.isfinite(v) if finite else not np.isnan(v)):
+        if present[j] and (math.isfinite(v) if finite else not math.isnan(v)):
             return v
     return np.nan
 
@@ -441,7 +464,7 @@ def _stepped_sum(x: np.ndarray, column: int, present: np.ndarray, width: int,
     for j in range(width):
         v = x[j, column]
         buf[0, j] = 0.0
-        if present[j] and np.isfinite(v):
+        if present[j] and math.isfinite(v):
             if prev >= 0:
                 d = v - x[prev, column]
                 buf[0, j] = 0.0 if d < 0.0 else d
@@ -458,7 +481,7 @@ def _kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
     with 0.0 where the mask is False, pairwise as numpy sums it (:func:`_psum`)."""
     n_containers, width, _ = window.shape
     n_recent = width - rs
-    buf = np.empty((6, width))
+    buf = np.empty((max(6, 2 * _N_BYTES), width))
     aux = np.empty((4, 64))  # _rsum's stack
     ts = np.empty(width)
     present = np.empty(width, dtype=np.bool_)
@@ -470,27 +493,34 @@ def _kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
     lat_ok = np.empty(width, dtype=np.bool_)
     both = np.empty(width, dtype=np.bool_)
     values = np.zeros(_OUT.shape[0])
+    n_cols = window.shape[2]
     for i in range(n_containers):
         x = window[i]
         o = out[i]
         n_present = 0
         last_row = -1
         n_ok = 0
+        ahead = (i + 1) * width * n_cols if i + 1 < n_containers else 0  # the next one
         for j in range(width):
+            # the next container's row j (its 5-6 cache lines) while this one is computed
+            row = ahead + j * n_cols
+            for offset in range(0, n_cols, 8):
+                _prefetch(window, row + offset)
+            _prefetch(window, row + n_cols - 1)
             t = x[j, _TS]
             ts[j] = t
-            p = np.isfinite(t)
+            p = math.isfinite(t)
             present[j] = p
             if p:
                 n_present += 1
                 last_row = j
             u = x[j, _USAGE]
             usage[j] = u
-            ok[j] = p and np.isfinite(u)
+            ok[j] = p and math.isfinite(u)
             n_ok += ok[j]
             v = x[j, _LATENCY]
             lat[j] = v
-            lat_ok[j] = p and np.isfinite(v)
+            lat_ok[j] = p and math.isfinite(v)
 
         # memory
         u_last = np.nan
@@ -507,7 +537,7 @@ def _kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
             n_recent_ok += ok[j]
         recent_slope = _fit(ts, usage, ok, rs, n_recent_ok, n_recent, buf,
                             aux, False)[2]
-        if np.isnan(headroom) or (np.isnan(slope) and np.isfinite(headroom)
+        if math.isnan(headroom) or (math.isnan(slope) and math.isfinite(headroom)
                                   and headroom > 0):
             ttl = np.nan
         elif headroom <= 0:
@@ -523,7 +553,7 @@ def _kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
                 low = min(low, usage[j])
                 high = max(high, usage[j])
         mean_u = sum_u / n_ok if n_ok > 0 else np.nan
-        std_u = np.sqrt(ss_u / n_ok) if n_ok > 0 else np.nan
+        std_u = math.sqrt(ss_u / n_ok) if n_ok > 0 else np.nan
         if n_ok == 0:
             low = high = np.nan
 
@@ -537,7 +567,7 @@ def _kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
             rate[j] = np.nan
             buf[0, j] = 0.0
             buf[1, j] = 0.0
-            if present[j] and np.isfinite(v):
+            if present[j] and math.isfinite(v):
                 if prev >= 0:
                     dt = ts[j] - ts[prev]
                     if dt > 0:
@@ -588,7 +618,7 @@ def _kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
             v = x[j, _PSI]
             buf[0, j] = 0.0
             buf[1, j] = 0.0
-            if present[j] and np.isfinite(v):
+            if present[j] and math.isfinite(v):
                 if prev >= 0:
                     dt = ts[j] - ts[prev]
                     if dt > 0:
@@ -607,7 +637,7 @@ def _kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
             thr = x[j, _THROTTLED]
             buf[0, k] = 0.0
             buf[1, k] = 0.0
-            if present[j] and np.isfinite(per) and np.isfinite(thr):
+            if present[j] and math.isfinite(per) and math.isfinite(thr):
                 if prev >= 0:
                     d_per = per - x[prev, _PERIODS]
                     d_thr = thr - x[prev, _THROTTLED]
@@ -626,7 +656,7 @@ def _kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
 
         oom = _stepped_sum(x, _OOM, present, width, buf, aux)
         failcnt = _stepped_sum(x, _FAILCNT, present, width, buf, aux)
-        if np.isinf(l_last):
+        if math.isinf(l_last):
             fraction = 0.0
         elif l_last > 0:
             fraction = u_last / l_last
@@ -634,24 +664,24 @@ def _kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
             fraction = np.nan
 
         # byte rates: steps between adjacent rows with both readings and Δt > 0
-        for c in range(_BYTE_COLUMNS.shape[0]):
-            column = _BYTE_COLUMNS[c]
-            for j in range(1, width):
-                dt = ts[j] - ts[j - 1]
-                dv = x[j, column] - x[j - 1, column]
-                use = np.isfinite(dv) and dt > 0
-                buf[0, j - 1] = dt if use else 0.0
-                buf[1, j - 1] = (0.0 if dv < 0.0 else dv) if use else 0.0
-            total_dt = _rsum(buf[0], width - 1, aux)
-            o[_FIRST_RATE + c] = (_rsum(buf[1], width - 1, aux) / total_dt if total_dt > 0
-                                  else np.nan)
+        for j in range(1, width):
+            dt = ts[j] - ts[j - 1]
+            for c in range(_N_BYTES):
+                dv = x[j, _BYTE0 + c] - x[j - 1, _BYTE0 + c]
+                use = math.isfinite(dv) and dt > 0
+                buf[2 * c, j - 1] = dt if use else 0.0
+                buf[2 * c + 1, j - 1] = (0.0 if dv < 0.0 else dv) if use else 0.0
+        for c in range(_N_BYTES):
+            total_dt = _rsum(buf[2 * c], width - 1, aux)
+            o[_FIRST_RATE + c] = (_rsum(buf[2 * c + 1], width - 1, aux) / total_dt
+                                  if total_dt > 0 else np.nan)
         # gauges: the reading at the last present row, else the last finite one
         for g in range(_GAUGE_COLUMNS.shape[0]):
             column = _GAUGE_COLUMNS[g]
             value = np.nan
             if last_row >= 0:
                 value = x[last_row, column]
-                if np.isnan(value):
+                if math.isnan(value):
                     value = _last_valid(x, column, present, last_row, True)
             o[_FIRST_GAUGE + g] = value
         request = o[_REQUEST]
@@ -668,7 +698,7 @@ def _kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
         values[9] = last_rate
         values[10] = mean_cores
         values[11] = rate_slope
-        values[12] = np.sqrt(ss_rate / n_steps) if n_steps > 0 else np.nan
+        values[12] = math.sqrt(ss_rate / n_steps) if n_steps > 0 else np.nan
         values[13] = quota
         values[14] = throttled
         values[15] = oom
