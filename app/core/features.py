@@ -216,6 +216,9 @@ _LATENCY, _PSI = M["block_latency_s"], M["memory_pressure_full_s_total"]
 _BYTE0, _N_BYTES = M["io_read_bytes_total"], len(RATE_COUNTERS)  # neighbouring columns
 assert METRICS[_BYTE0 : _BYTE0 + _N_BYTES] == tuple(RATE_COUNTERS.values())
 _GAUGE_COLUMNS = np.array([M[g] for g in GAUGE_METRICS], dtype=np.int64)
+#: Columns passed to the kernel's helpers (read from an array, not literals, so each
+#: helper compiles once): the two limits, the two failure counters.
+_COLUMNS = np.array([_LIMIT, _QUOTA, _OOM, _FAILCNT], dtype=np.intp)
 _FIRST_RATE = F[next(iter(RATE_COUNTERS))]
 _FIRST_GAUGE = F[f"{GAUGE_METRICS[0]}_last"]
 assert FEATURES[_FIRST_RATE : _FIRST_RATE + len(RATE_COUNTERS)] == tuple(RATE_COUNTERS)
@@ -348,7 +351,7 @@ def _rsum(a: np.ndarray, n: int, aux: np.ndarray) -> float:
     (``float64[4, ≥ 64]``: a stack of (start, length, combine) and the sums done), as
     numba cannot load a cached recursive function."""
     if n <= _PAIRWISE_BLOCK:
-        return 0.0 + _block_sum(a, 0, n)
+        return 0.0 + _block_sum(a, np.intp(0), n)
     top = 1
     aux[0, 0], aux[1, 0], aux[2, 0] = 0.0, n, 0.0
     done = 0
@@ -373,12 +376,11 @@ def _rsum(a: np.ndarray, n: int, aux: np.ndarray) -> float:
 
 @_jit
 def _fit(t: np.ndarray, y: np.ndarray, mask: np.ndarray, lo: int, n: int, length: int,
-         buf: np.ndarray, aux: np.ndarray, resid: bool
-         ) -> tuple[float, float, float, float, float, float]:
+         buf: np.ndarray, aux: np.ndarray) -> tuple[float, float, float, float, float, float]:
     """Least-squares fit of ``y`` on ``t`` over ``mask`` (the ``length`` entries from
-    ``lo``, ``n`` of them True): ``(Σy, Σ(y−ȳ)², slope, resid_std, slope_se, ȳ)``, the
-    two residual ones only with ``resid`` (else nan). The module doc's formulas, centred two-pass
-    sums over ``where(mask, ·, 0.0)`` rows as numpy sums them."""
+    ``lo``, ``n`` of them True): ``(Σy, Σ(y−ȳ)², slope, Σ(t−t̄)², t̄, ȳ)``, slope nan
+    with fewer than 2 points or no spread in t. The module doc's formulas: centred
+    two-pass sums over ``where(mask, ·, 0.0)`` rows as numpy sums them."""
     for k in range(length):
         j = lo + k
         buf[0, k] = t[j] if mask[j] else 0.0
@@ -397,23 +399,29 @@ def _fit(t: np.ndarray, y: np.ndarray, mask: np.ndarray, lo: int, n: int, length
     stt = _rsum(buf[0], length, aux)
     sty = _rsum(buf[1], length, aux)
     syy = _rsum(buf[2], length, aux)
-    ok = n >= 2 and stt > 0
-    slope = sty / stt if ok else np.nan
-    resid_std = np.nan
-    slope_se = np.nan
-    if resid:
-        s = slope if ok else 0.0
-        for k in range(length):
-            j = lo + k
-            dt = t[j] - t_mean if mask[j] else 0.0
-            dy = y[j] - y_mean if mask[j] else 0.0
-            r = dy - s * dt
-            buf[0, k] = r * r
-        ssr = _rsum(buf[0], length, aux)
-        if ok:
-            resid_std = math.sqrt(ssr / n)
-            slope_se = math.sqrt(ssr / (n - 2) / stt) if n > 2 else 0.0
-    return sum_y, syy, slope, resid_std, slope_se, y_mean
+    slope = sty / stt if n >= 2 and stt > 0 else np.nan
+    return sum_y, syy, slope, stt, t_mean, y_mean
+
+
+@_jit
+def _residuals(t: np.ndarray, y: np.ndarray, mask: np.ndarray, n: int, length: int,
+               fit: tuple[float, float, float, float, float, float], buf: np.ndarray,
+               aux: np.ndarray) -> tuple[float, float]:
+    """``(resid_std, slope_se)`` of a :func:`_fit` over the first ``length`` entries:
+    ``sqrt(Σr²/n)`` and ``sqrt(Σr²/(n−2)/Σ(t−t̄)²)`` (0 when n = 2), both nan when the
+    slope is, with ``r = (y−ȳ) − b(t−t̄)``."""
+    _, _, slope, stt, t_mean, y_mean = fit
+    ok = not math.isnan(slope)  # = n ≥ 2 and Σ(t−t̄)² > 0
+    s = slope if ok else 0.0
+    for k in range(length):
+        dt = t[k] - t_mean if mask[k] else 0.0
+        dy = y[k] - y_mean if mask[k] else 0.0
+        r = dy - s * dt
+        buf[0, k] = r * r
+    ssr = _rsum(buf[0], length, aux)
+    if not ok:
+        return np.nan, np.nan
+    return math.sqrt(ssr / n), (math.sqrt(ssr / (n - 2) / stt) if n > 2 else 0.0)
 
 
 @_jit
@@ -444,14 +452,22 @@ def _corr(x: np.ndarray, y: np.ndarray, mask: np.ndarray, length: int, buf: np.n
 
 
 @_jit
-def _last_valid(x: np.ndarray, column: int, present: np.ndarray, start: int,
-                finite: bool) -> float:
-    """The reading of ``column`` at the last present row from ``start`` down whose
-    reading is finite (``finite``) or not nan; nan if none."""
+def _last_known(x: np.ndarray, column: int, present: np.ndarray, start: int) -> float:
+    """The reading of ``column`` at the last present row from ``start`` down where it
+    is not nan (a limit: ``inf`` = unlimited); nan if none."""
     for j in range(start, -1, -1):
-        v = x[j, column]
-        if present[j] and (math.isfinite(v) if finite else not math.isnan(v)):
-            return v
+        if present[j] and not math.isnan(x[j, column]):
+            return x[j, column]
+    return np.nan
+
+
+@_jit
+def _last_finite(x: np.ndarray, column: int, present: np.ndarray, start: int) -> float:
+    """The last finite reading of ``column`` in a present row from ``start`` down; nan
+    if none."""
+    for j in range(start, -1, -1):
+        if present[j] and math.isfinite(x[j, column]):
+            return x[j, column]
     return np.nan
 
 
@@ -494,12 +510,15 @@ def _kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
     both = np.empty(width, dtype=np.bool_)
     values = np.zeros(_OUT.shape[0])
     n_cols = window.shape[2]
+    zero = np.intp(0)  # a plain int: a literal 0 argument would compile a helper again
     for i in range(n_containers):
         x = window[i]
         o = out[i]
+        # (counts and rows passed to a helper start from ``zero``, not a literal: the
+        # helper would be compiled for the literal too)
         n_present = 0
-        last_row = -1
-        n_ok = 0
+        last_row = zero - 1
+        n_ok = zero
         ahead = (i + 1) * width * n_cols if i + 1 < n_containers else 0  # the next one
         for j in range(width):
             # the next container's row j (its 5-6 cache lines) while this one is computed
@@ -528,15 +547,15 @@ def _kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
             if ok[j]:
                 u_last = usage[j]
                 break
-        l_last = _last_valid(x, _LIMIT, present, width - 1, False)
+        l_last = _last_known(x, _COLUMNS[0], present, width - 1)
         headroom = l_last - u_last
-        sum_u, ss_u, slope, resid_std, slope_se, _ = _fit(ts, usage, ok, 0, n_ok, width, buf,
-                                                           aux, True)
-        n_recent_ok = 0
+        fit = _fit(ts, usage, ok, zero, n_ok, width, buf, aux)
+        sum_u, ss_u, slope = fit[0], fit[1], fit[2]
+        resid_std, slope_se = _residuals(ts, usage, ok, n_ok, width, fit, buf, aux)
+        n_recent_ok = zero
         for j in range(rs, width):
             n_recent_ok += ok[j]
-        recent_slope = _fit(ts, usage, ok, rs, n_recent_ok, n_recent, buf,
-                            aux, False)[2]
+        recent_slope = _fit(ts, usage, ok, rs, n_recent_ok, n_recent, buf, aux)[2]
         if math.isnan(headroom) or (math.isnan(slope) and math.isfinite(headroom)
                                   and headroom > 0):
             ttl = np.nan
@@ -559,7 +578,7 @@ def _kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
 
         # cpu rates ρ at the step's end row (steps with Δt > 0)
         prev = -1
-        n_steps = 0
+        n_steps = zero
         last_rate = np.nan
         for j in range(width):
             v = x[j, _CPU]
@@ -583,13 +602,12 @@ def _kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
                 prev = j
         sum_d = _rsum(buf[0], width, aux)
         sum_dt = _rsum(buf[1], width, aux)
-        _, ss_rate, rate_slope, _, _, _ = _fit(ts, rate, step, 0, n_steps, width, buf, aux,
-                                               False)
+        _, ss_rate, rate_slope, _, _, _ = _fit(ts, rate, step, zero, n_steps, width, buf, aux)
         for j in range(width):
             both[j] = step[j] and ok[j]
         cpu_mem = _corr(rate, usage, both, width, buf, aux)
         mean_cores = sum_d / sum_dt if n_steps > 0 else np.nan
-        quota = _last_valid(x, _QUOTA, present, width - 1, False)
+        quota = _last_known(x, _COLUMNS[1], present, width - 1)
 
         # block latency
         lat_last = np.nan
@@ -654,8 +672,8 @@ def _kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
             elif throttled > 1.0:
                 throttled = 1.0
 
-        oom = _stepped_sum(x, _OOM, present, width, buf, aux)
-        failcnt = _stepped_sum(x, _FAILCNT, present, width, buf, aux)
+        oom = _stepped_sum(x, _COLUMNS[2], present, width, buf, aux)
+        failcnt = _stepped_sum(x, _COLUMNS[3], present, width, buf, aux)
         if math.isinf(l_last):
             fraction = 0.0
         elif l_last > 0:
@@ -682,7 +700,7 @@ def _kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
             if last_row >= 0:
                 value = x[last_row, column]
                 if math.isnan(value):
-                    value = _last_valid(x, column, present, last_row, True)
+                    value = _last_finite(x, column, present, last_row)
             o[_FIRST_GAUGE + g] = value
         request = o[_REQUEST]
 
