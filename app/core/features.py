@@ -134,7 +134,8 @@ at t = 110, 120, 130 → last 1.5, mean ``30/30 = 1.0``, slope 0.05 cores/s, rat
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numba
 import numpy as np
@@ -289,7 +290,18 @@ def compute_features(window: np.ndarray, *, recent_steps: int) -> np.ndarray:
     return out
 
 
-_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+def _jit(fn: Callable[..., Any]) -> Any:
+    """``numba.njit`` for the kernel and its helpers: no GIL held, numpy's float errors
+    (nan/inf, never an exception), and the machine code cached on disk when numba finds
+    a writable place (``NUMBA_CACHE_DIR``, the ``__pycache__`` next to this file, else
+    the user's cache directory, e.g. ``~/.cache/numba``). Where none is writable (a
+    read-only install run by a user without a home) numba refuses ``cache=True`` at
+    import: then every process compiles on its first call instead."""
+    options = {"nogil": True, "error_model": "numpy"}
+    try:
+        return numba.njit(cache=True, **options)(fn)
+    except RuntimeError:  # "cannot cache function …: no locator available"
+        return numba.njit(**options)(fn)
 
 
 @numba.extending.intrinsic

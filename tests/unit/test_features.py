@@ -887,3 +887,24 @@ def _ref_ols(
     slope_se = np.where(n > 2, np.sqrt(ssr / (n - 2) / stt), 0.0)
     slope_se = np.where(ok, slope_se, np.nan)
     return slope, resid_std, slope_se
+
+
+def test_without_a_writable_cache_the_kernel_still_compiles(tmp_path):
+    """Where numba finds no writable cache directory (a read-only install, a user
+    without a home) it refuses ``cache=True`` at import; features then compile without a
+    cache. Run in a fresh process whose only cache locator never applies to a file
+    (IPython's): the same features as here."""
+    import os
+    import subprocess
+    import sys
+
+    w = fleet_windows(30, 12, seed=4)
+    np.save(tmp_path / "w.npy", w)
+    code = ("import sys, numpy as np; from prescale.app.core.features import compute_features;"
+            "w = np.load(sys.argv[1]); np.save(sys.argv[2], compute_features(w, recent_steps=3))")
+    env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "IPythonCacheLocator"}
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "w.npy"),
+                           str(tmp_path / "f.npy")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert_same_features(np.load(tmp_path / "f.npy"), compute_features(w, recent_steps=3))
