@@ -504,9 +504,10 @@ def _stepped_sum(x: np.ndarray, column: int, present: np.ndarray, width: int,
 def _kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
     """Every feature of every container of ``window`` (C-contiguous ``[N, W, M]``, W ≥
     1; ``rs`` the first recent row) into ``out`` (``[N, len(FEATURES)]``): per
-    container, its W rows once (they stay in cache for the few short passes below).
-    The module doc's formulas; every sum is over the window's row (or its recent part)
-    with 0.0 where the mask is False, pairwise as numpy sums it (:func:`_psum`)."""
+    container, its W rows from memory once (prefetched while the container before is
+    computed; they stay in cache for the short passes below). The module doc's
+    formulas; every sum is over the window's row (or its recent part) with 0.0 where
+    the mask is False, pairwise as numpy sums it (:func:`_rsum`)."""
     n_containers, width, _ = window.shape
     n_recent = width - rs
     buf = np.empty((max(6, 2 * _N_BYTES), width))

@@ -582,10 +582,10 @@ def test_same_values_with_other_chunks(monkeypatch):
                                              recent_steps=4).tobytes()
 
 
-def test_threads_and_shapes_share_the_spare_arrays_safely():
-    """compute_features lends one set of work arrays to whichever call finds it free
-    (the others allocate theirs): concurrent calls, and calls of other shapes in
-    between, give the same bytes as calls one at a time."""
+def test_concurrent_calls_give_the_same_bytes():
+    """The kernel holds no GIL and each call has its own work arrays: concurrent calls
+    from threads, with windows of other shapes in between, give the same bytes as calls
+    one at a time."""
     from concurrent.futures import ThreadPoolExecutor
 
     windows = [fleet_windows(n, width, seed=30 + i) for i, (n, width) in enumerate(
