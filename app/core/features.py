@@ -522,6 +522,7 @@ def _kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
     lat_ok = np.empty(width, dtype=np.bool_)
     both = np.empty(width, dtype=np.bool_)
     values = np.zeros(_OUT.shape[0])
+    seen = np.empty(window.shape[2], dtype=np.bool_)  # a finite reading in a present row
     n_cols = window.shape[2]
     zero = np.intp(0)  # a plain int: a literal 0 argument would compile a helper again
     for i in range(n_containers):
@@ -533,6 +534,7 @@ def _kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
         last_row = zero - 1
         n_ok = zero
         ahead = (i + 1) * width * n_cols if i + 1 < n_containers else 0  # the next one
+        seen[:] = False
         for j in range(width):
             # the next container's row j (its 5-6 cache lines) while this one is computed
             row = ahead + j * n_cols
@@ -546,6 +548,8 @@ def _kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
             if p:
                 n_present += 1
                 last_row = j
+                for c in range(n_cols):  # (a contiguous row: a few vector ops)
+                    seen[c] |= math.isfinite(x[j, c])
             u = x[j, _USAGE]
             usage[j] = u
             ok[j] = p and math.isfinite(u)
@@ -712,7 +716,7 @@ def _kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
             value = np.nan
             if last_row >= 0:
                 value = x[last_row, column]
-                if math.isnan(value):
+                if math.isnan(value) and seen[column]:  # (most sources lack most gauges)
                     value = _last_finite(x, column, present, last_row)
             o[_FIRST_GAUGE + g] = value
         request = o[_REQUEST]
