@@ -448,9 +448,10 @@ def _corr(x: np.ndarray, y: np.ndarray, mask: np.ndarray, length: int, buf: np.n
         buf[0, k] = x[k] if both else 0.0
         buf[1, k] = y[k] if both else 0.0
         n += both
-    count = n if n > 0 else np.nan
-    mx = _rsum(buf[0], length, aux) / count
-    my = _rsum(buf[1], length, aux) / count
+    if n < 3:  # (e.g. no latency readings: most sources)
+        return np.nan
+    mx = _rsum(buf[0], length, aux) / n
+    my = _rsum(buf[1], length, aux) / n
     for k in range(length):
         both = buf[5, k] != 0.0
         dx = x[k] - mx if both else 0.0
