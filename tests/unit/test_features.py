@@ -444,7 +444,7 @@ def test_added_features_worked_example():
 
 # -- the same values as the reference -------------------------------------------------
 #
-# compute_features runs one compiled pass per container (features._kernel). Every feature
+# compute_features runs one compiled pass per container (app.core._features_kernel). Every feature
 # must keep its value: it is checked against the implementation it replaced, kept below
 # as it was (numpy, one metric at a time, a ``where`` for every mask).
 
@@ -452,7 +452,7 @@ def test_added_features_worked_example():
 def assert_same_features(got: np.ndarray, expected: np.ndarray) -> None:
     """``got`` equals ``expected``: nan at the same places, and every other value
     (±inf, ±0.0 included) the same bits. The tolerance is zero on purpose: the kernel
-    sums every row in numpy's pairwise order (``features._block_sum``: 8 accumulators,
+    sums every row in numpy's pairwise order (``_features_kernel._block_sum``: 8 accumulators,
     blocks of 128) over the same ``where(mask, x, 0.0)`` entries and does every other
     operation as the reference does, in IEEE double without fast-math or contraction, so
     it rounds exactly as the reference; a sequential sum would be off by a few ulps
@@ -908,3 +908,19 @@ def test_without_a_writable_cache_the_kernel_still_compiles(tmp_path):
                           timeout=600)
     assert done.returncode == 0, done.stderr
     assert_same_features(np.load(tmp_path / "f.npy"), compute_features(w, recent_steps=3))
+
+
+def test_importing_the_names_does_not_load_numba():
+    """FEATURES and F are imported by processes that never compute a feature (the API,
+    the CLI): numba and LLVM (~100 MiB) load only with the first compute_features."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from prescale.app.core.features import FEATURES, F;"
+            "assert 'numba' not in sys.modules, 'numba loaded';"
+            "import numpy as np; from prescale.app.core.features import compute_features;"
+            "compute_features(np.zeros((1, 3, 40)), recent_steps=2);"
+            "assert 'numba' in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
