@@ -442,12 +442,31 @@ def test_added_features_worked_example():
     assert np.isnan(g[F["cpu_memory_correlation"]]) and g[F["memory_usage_std_bytes"]] == 0.0
 
 
-# -- the same bytes as the reference --------------------------------------------------
+# -- the same values as the reference -------------------------------------------------
 #
-# compute_features copies each chunk into contiguous planes, groups metrics in one numpy
-# call, skips the masks of full rows and reuses sums across features. Every feature must
-# keep its bits (NaN payloads included): it is checked against the implementation it
-# replaced, kept below as it was (one metric at a time, a ``where`` for every mask).
+# compute_features runs one compiled pass per container (app.core._features_kernel). Every feature
+# must keep its value: it is checked against the implementation it replaced, kept below
+# as it was (numpy, one metric at a time, a ``where`` for every mask).
+
+
+def assert_same_features(got: np.ndarray, expected: np.ndarray) -> None:
+    """``got`` equals ``expected``: nan at the same places, and every other value
+    (±inf, ±0.0 included) the same bits. The tolerance is zero on purpose: the kernel
+    sums every row in numpy's pairwise order (``_features_kernel._block_sum``: 8 accumulators,
+    blocks of 128) over the same ``where(mask, x, 0.0)`` entries and does every other
+    operation as the reference does, in IEEE double without fast-math or contraction, so
+    it rounds exactly as the reference; a sequential sum would be off by a few ulps
+    (~1e-15 relative) and fail here. Only the sign and payload of nan are not compared
+    (the numpy version left a gauge's ``-nan`` as read in some chunks)."""
+    assert got.shape == expected.shape and got.dtype == expected.dtype == np.float64
+    nan = np.isnan(got)
+    differ = [name for j, name in enumerate(FEATURES)
+              if not np.array_equal(nan[:, j], np.isnan(expected[:, j]))]
+    assert not differ, f"nan at other places in {differ}"
+    got, expected = np.where(nan, 0.0, got), np.where(nan, 0.0, expected)
+    differ = [name for j, name in enumerate(FEATURES)
+              if got[:, j].tobytes() != expected[:, j].tobytes()]
+    assert not differ, f"other values in {differ}"
 
 
 def fleet_windows(n: int, width: int, seed: int) -> np.ndarray:
@@ -522,31 +541,51 @@ CASES = [  # (windows, recent_steps)
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
-def test_same_bytes_as_the_reference(case):
+def test_same_values_as_the_reference(case):
     make, recent_steps = CASES[case]
     w = make()
     got = compute_features(w, recent_steps=recent_steps)
-    expected = reference_features(np.asarray(w, dtype=np.float64), recent_steps)
-    differ = [name for j, name in enumerate(FEATURES)
-              if got[:, j].tobytes() != expected[:, j].tobytes()]
-    assert not differ
-    assert got.tobytes() == expected.tobytes()
+    assert_same_features(got, reference_features(np.asarray(w, dtype=np.float64),
+                                                 recent_steps))
 
 
-def test_same_bytes_with_other_chunks(monkeypatch):
-    """Chunk and copy boundaries anywhere: still the reference's bytes for its chunks (a
-    gauge missing from every container of a chunk is left as read in that chunk)."""
-    w = fleet_windows(700, 20, seed=21)
+def test_the_check_can_fail():
+    """assert_same_features sees one ulp, a nan moved, an inf for a huge value."""
+    w = fleet_windows(50, 20, seed=3)
+    good = compute_features(w, recent_steps=4)
+    j = F["memory_slope_bytes_per_s"]
+    i = int(np.flatnonzero(np.isfinite(good[:, j]))[0])
+    for change in (lambda f: np.nextafter(f, np.inf), lambda f: np.nan,
+                   lambda f: np.copysign(np.inf, f)):
+        bad = good.copy()
+        bad[i, j] = change(bad[i, j])
+        with pytest.raises(AssertionError, match="memory_slope_bytes_per_s"):
+            assert_same_features(bad, good)
+
+
+@pytest.mark.parametrize("width", [129, 136, 300, 1100])
+def test_same_values_beyond_one_pairwise_block(width):
+    """Rows longer than numpy's pairwise block (128) are summed as halves, as numpy
+    does: still the reference's values."""
+    w = fleet_windows(60, width, seed=width)
+    assert_same_features(compute_features(w, recent_steps=50), reference_features(w, 50))
+
+
+def test_same_values_with_other_chunks(monkeypatch):
+    """A window that is not C-contiguous is copied a chunk at a time: chunk boundaries
+    anywhere give the reference's values, and the same bytes as the contiguous window."""
+    w = fleet_windows(1400, 20, seed=21)
     monkeypatch.setattr(features_module, "_CHUNK", 97)
-    monkeypatch.setattr(features_module, "_COPY", 5)
-    got = compute_features(w, recent_steps=4)
-    assert got.tobytes() == reference_features(w, 4, chunk=97).tobytes()
+    got = compute_features(w[::2], recent_steps=4)
+    assert_same_features(got, reference_features(w[::2], 4, chunk=97))
+    assert got.tobytes() == compute_features(np.ascontiguousarray(w[::2]),
+                                             recent_steps=4).tobytes()
 
 
-def test_threads_and_shapes_share_the_spare_arrays_safely():
-    """compute_features lends one set of work arrays to whichever call finds it free
-    (the others allocate theirs): concurrent calls, and calls of other shapes in
-    between, give the same bytes as calls one at a time."""
+def test_concurrent_calls_give_the_same_bytes():
+    """The kernel holds no GIL and each call has its own work arrays: concurrent calls
+    from threads, with windows of other shapes in between, give the same bytes as calls
+    one at a time."""
     from concurrent.futures import ThreadPoolExecutor
 
     windows = [fleet_windows(n, width, seed=30 + i) for i, (n, width) in enumerate(
@@ -571,10 +610,9 @@ def test_reference_fleet_exercises_every_path():
         assert np.isnan(col).any() and np.isfinite(col).any(), name
     peak = np.isfinite(f[:, F["cpu_peak_cores_last"]])
     assert 0.5 < peak.mean() < 1  # found in the early rows, where there are any
-    # -nan in every row: left as read in a chunk where each container has rows, searched
-    # (and nan) in one where some container has none
-    signs = np.signbit(f[:, F["memory_assigned_bytes_last"]][n > 0])
-    assert signs.any() and not signs.all()
+    # -nan in every row: no valid reading; finite only in absent rows: none either
+    assert np.isnan(f[:, F["memory_assigned_bytes_last"]]).all()
+    assert np.isnan(f[:, F["scheduling_class_last"]]).all()
     assert np.isinf(f[:, F["memory_limit_bytes"]]).any()
     assert (f[:, F["oom_kills_delta"]] > 0).any()
 
@@ -849,3 +887,40 @@ def _ref_ols(
     slope_se = np.where(n > 2, np.sqrt(ssr / (n - 2) / stt), 0.0)
     slope_se = np.where(ok, slope_se, np.nan)
     return slope, resid_std, slope_se
+
+
+def test_without_a_writable_cache_the_kernel_still_compiles(tmp_path):
+    """Where numba finds no writable cache directory (a read-only install, a user
+    without a home) it refuses ``cache=True`` at import; features then compile without a
+    cache. Run in a fresh process whose only cache locator never applies to a file
+    (IPython's): the same features as here."""
+    import os
+    import subprocess
+    import sys
+
+    w = fleet_windows(30, 12, seed=4)
+    np.save(tmp_path / "w.npy", w)
+    code = ("import sys, numpy as np; from prescale.app.core.features import compute_features;"
+            "w = np.load(sys.argv[1]); np.save(sys.argv[2], compute_features(w, recent_steps=3))")
+    env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "IPythonCacheLocator"}
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "w.npy"),
+                           str(tmp_path / "f.npy")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert_same_features(np.load(tmp_path / "f.npy"), compute_features(w, recent_steps=3))
+
+
+def test_importing_the_names_does_not_load_numba():
+    """FEATURES and F are imported by processes that never compute a feature (the API,
+    the CLI): numba and LLVM (~100 MiB) load only with the first compute_features."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from prescale.app.core.features import FEATURES, F;"
+            "assert 'numba' not in sys.modules, 'numba loaded';"
+            "import numpy as np; from prescale.app.core.features import compute_features;"
+            "compute_features(np.zeros((1, 3, 40)), recent_steps=2);"
+            "assert 'numba' in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
