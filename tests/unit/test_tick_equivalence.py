@@ -11,7 +11,7 @@ work): each test keeps the previous implementation as a reference and compares.
 - ``OutcomeTracker.decisions`` leaves the state per-container ``decision`` calls left;
 - the guards' positional copies carry every field of ``Decision`` and ``ScalingAction``;
 - the engine pauses the garbage collector only inside the tick;
-- the features' shifted difference (no gaps) equals the ``take_along_axis`` gather.
+- ``rate_trend``'s shifted difference (no gaps) equals the ``take_along_axis`` gather.
 """
 
 from __future__ import annotations
@@ -304,11 +304,13 @@ def _old_delta(values, prev):
 
 @FAST
 @given(data=st.data())
-def test_features_equal_the_gather_everywhere_version(data):
+def test_rate_trend_equals_the_gather_everywhere_version(data):
+    """``rate_trend`` (the byte-rate tiers' trend; ``compute_features`` is the compiled
+    kernel now, checked bit for bit in test_features.py) reads the shifted difference
+    where a metric has no gaps: the same bits as the gather everywhere."""
     import prescale.app.core.features as fm
 
     n, w = data.draw(st.integers(1, 6)), data.draw(st.integers(1, 14))
-    recent = data.draw(st.integers(2, 6))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     win = np.abs(rng.normal(size=(n, w, len(METRICS)))) * 100
     win[:, :, M["ts_s"]] = 1000.0 + 5 * np.arange(w)
@@ -319,11 +321,16 @@ def test_features_equal_the_gather_everywhere_version(data):
     win[rng.random(win.shape) < holes] = np.nan  # missing readings and absent rows (gaps)
     for i, k in enumerate(rng.integers(0, w + 1, n) * (rng.random(n) < 0.3)):
         win[i, :k] = np.nan  # a young container: absent rows at the start
-    got = fm.compute_features(win, recent_steps=recent)
+    pairs = [("cpu_usage_s_total", "cpu_quota_cores"),
+             ("memory_pressure_full_s_total", "memory_limit_bytes")]
+    got = [fm.rate_trend(win, c, lim) for c, lim in pairs]
     saved = fm._steps, fm._delta
     fm._steps, fm._delta = _old_steps, _old_delta
     try:
-        want = fm.compute_features(win, recent_steps=recent)
+        want = [fm.rate_trend(win, c, lim) for c, lim in pairs]
     finally:
         fm._steps, fm._delta = saved
-    assert got.tobytes() == want.tobytes()
+    for g, x in zip(got, want, strict=True):
+        for a, b in zip(g, x, strict=True):
+            assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+    assert fm._steps is saved[0]
