@@ -33,6 +33,7 @@ from prescale.actors import names
 from prescale.actors.metrics import CoordinatorMetrics
 from prescale.actors.ready import wait_ready
 from prescale.actors.retrainer import Retrainer
+from prescale.app.core import features
 from prescale.app.core.actions import ActionResult, ResultStatus, ScalingAction
 from prescale.app.core.contention import ArbitrationResult, ReclaimCandidate
 from prescale.app.core.engine import AppModel, EngineConfig, ModelLookup, Plan
@@ -313,6 +314,7 @@ class Coordinator:
             hooks=self.hooks)
         self.loop = Tick(engine_config, ports, run_id=run_id, mode=settings.mode.value,
                          window_steps=settings.loop.window_steps)
+        features.prepare()  # compiled while the actor starts, not on the first tick
 
     @property
     def engine(self):

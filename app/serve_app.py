@@ -90,6 +90,7 @@ from prescale.app.api_models import (
     SamplesRequest,
     ServeUserConfig,
 )
+from prescale.app.core import features
 from prescale.app.core.predictor import TrendExhaustionPredictor
 from prescale.app.core.sample import Tier
 from prescale.app.core.thresholds import ThresholdBook, ThresholdConfig
@@ -461,6 +462,7 @@ class PrescaleAPI:
         self._pending = 0
         #: one thread computes the batches in turn, while the event loop reads requests
         self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prescale-predict")
+        features.prepare()  # compiled while the replica starts, not on the first request
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply ``user_config`` (laid over the builder's defaults) without a restart;

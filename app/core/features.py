@@ -420,3 +420,12 @@ def _ols(
     slope_se = np.where(n > 2, np.sqrt(ssr / (n - 2) / stt), 0.0)
     slope_se = np.where(ok, slope_se, np.nan)
     return slope, resid_std, slope_se
+
+
+def prepare() -> None:
+    """Compile the features' pass now, or load it from numba's cache (see
+    :func:`compute_features`): the first call after an install compiles for ~6 s, later
+    processes load it in ~0.5 s. A process that serves ticks or requests calls this while
+    it starts, so that neither its first tick nor its first request pays it. The same as
+    any first call: one container of two absent rows (its features: 0 samples)."""
+    compute_features(np.full((1, 2, len(METRICS)), np.nan), recent_steps=2)
