@@ -32,8 +32,8 @@ _BYTE0, _N_BYTES = M["io_read_bytes_total"], len(RATE_COUNTERS)  # neighbouring 
 assert METRICS[_BYTE0 : _BYTE0 + _N_BYTES] == tuple(RATE_COUNTERS.values())
 _GAUGE_COLUMNS = np.array([M[g] for g in GAUGE_METRICS], dtype=np.int64)
 #: Columns passed to the kernel's helpers (read from an array, not literals, so each
-#: helper compiles once): the two limits, the two failure counters.
-_COLUMNS = np.array([_LIMIT, _QUOTA, _OOM, _FAILCNT], dtype=np.intp)
+#: helper compiles once): the two limits.
+_COLUMNS = np.array([_LIMIT, _QUOTA], dtype=np.intp)
 _FIRST_RATE = F[next(iter(RATE_COUNTERS))]
 _FIRST_GAUGE = F[f"{GAUGE_METRICS[0]}_last"]
 assert FEATURES[_FIRST_RATE : _FIRST_RATE + len(RATE_COUNTERS)] == tuple(RATE_COUNTERS)
@@ -156,81 +156,39 @@ def _rsum(a: np.ndarray, n: int, aux: np.ndarray) -> float:
 
 
 @_jit
-def _fit(t: np.ndarray, y: np.ndarray, mask: np.ndarray, lo: int, n: int, length: int,
-         buf: np.ndarray, aux: np.ndarray) -> tuple[float, float, float, float, float, float]:
-    """Least-squares fit of ``y`` on ``t`` over ``mask`` (the ``length`` entries from
-    ``lo``, ``n`` of them True): ``(Σy, Σ(y−ȳ)², slope, Σ(t−t̄)², t̄, ȳ)``, slope nan
-    with fewer than 2 points or no spread in t. The module doc's formulas: centred
-    two-pass sums over ``where(mask, ·, 0.0)`` rows as numpy sums them."""
-    for k in range(length):
-        j = lo + k
-        buf[0, k] = t[j] if mask[j] else 0.0
-        buf[1, k] = y[j] if mask[j] else 0.0
-    sum_t = _rsum(buf[0], length, aux)
-    sum_y = _rsum(buf[1], length, aux)
-    t_mean = sum_t / n
-    y_mean = sum_y / n
-    for k in range(length):
-        j = lo + k
-        dt = t[j] - t_mean if mask[j] else 0.0
-        dy = y[j] - y_mean if mask[j] else 0.0
-        buf[0, k] = dt * dt
-        buf[1, k] = dt * dy
-        buf[2, k] = dy * dy
-    stt = _rsum(buf[0], length, aux)
-    sty = _rsum(buf[1], length, aux)
-    syy = _rsum(buf[2], length, aux)
-    slope = sty / stt if n >= 2 and stt > 0 else np.nan
-    return sum_y, syy, slope, stt, t_mean, y_mean
-
-
-@_jit
-def _residuals(t: np.ndarray, y: np.ndarray, mask: np.ndarray, n: int, length: int,
-               fit: tuple[float, float, float, float, float, float], buf: np.ndarray,
-               aux: np.ndarray) -> tuple[float, float]:
-    """``(resid_std, slope_se)`` of a :func:`_fit` over the first ``length`` entries:
-    ``sqrt(Σr²/n)`` and ``sqrt(Σr²/(n−2)/Σ(t−t̄)²)`` (0 when n = 2), both nan when the
-    slope is, with ``r = (y−ȳ) − b(t−t̄)``."""
-    _, _, slope, stt, t_mean, y_mean = fit
-    ok = not math.isnan(slope)  # = n ≥ 2 and Σ(t−t̄)² > 0
-    s = slope if ok else 0.0
-    for k in range(length):
-        dt = t[k] - t_mean if mask[k] else 0.0
-        dy = y[k] - y_mean if mask[k] else 0.0
-        r = dy - s * dt
-        buf[0, k] = r * r
-    ssr = _rsum(buf[0], length, aux)
-    if not ok:
-        return np.nan, np.nan
-    return math.sqrt(ssr / n), (math.sqrt(ssr / (n - 2) / stt) if n > 2 else 0.0)
-
-
-@_jit
-def _corr(x: np.ndarray, y: np.ndarray, mask: np.ndarray, length: int, buf: np.ndarray,
-          aux: np.ndarray) -> float:
-    """Pearson correlation of ``x`` and ``y`` over ``mask`` and where both are finite
-    (nan: fewer than 3 such rows, or a flat series)."""
-    n = 0
-    for k in range(length):
-        both = mask[k] and math.isfinite(x[k]) and math.isfinite(y[k])
-        buf[5, k] = 1.0 if both else 0.0
-        buf[0, k] = x[k] if both else 0.0
-        buf[1, k] = y[k] if both else 0.0
-        n += both
-    if n < 3:  # (e.g. no latency readings: most sources)
-        return np.nan
-    mx = _rsum(buf[0], length, aux) / n
-    my = _rsum(buf[1], length, aux) / n
-    for k in range(length):
-        both = buf[5, k] != 0.0
-        dx = x[k] - mx if both else 0.0
-        dy = y[k] - my if both else 0.0
-        buf[0, k] = dx * dy
-        buf[1, k] = dx * dx
-        buf[2, k] = dy * dy
-    cov = _rsum(buf[0], length, aux)
-    den = math.sqrt(_rsum(buf[1], length, aux) * _rsum(buf[2], length, aux))
-    return cov / den if n >= 3 and den > 0 else np.nan
+def _rsums(buf: np.ndarray, first: int, count: int, n: int, sums: np.ndarray,
+           aux: np.ndarray) -> None:
+    """``sums[r] = _rsum(buf[r], n, aux)`` for the ``count`` rows ``r`` from ``first``:
+    the same bits (for n ≤ 128 :func:`_block_sum`'s loop, written out here: alone,
+    ~11 ns per 60-entry row against ~50 ns for a call of :func:`_rsum` per row)."""
+    if n > _PAIRWISE_BLOCK:
+        for r in range(first, first + count):
+            sums[r] = _rsum(buf[r], n, aux)
+        return
+    if n < 8:
+        for r in range(first, first + count):
+            res = 0.0
+            for i in range(n):
+                res += buf[r, i]
+            sums[r] = 0.0 + res
+        return
+    end8 = n - n % 8
+    for r in range(first, first + count):
+        r0, r1, r2, r3 = buf[r, 0], buf[r, 1], buf[r, 2], buf[r, 3]
+        r4, r5, r6, r7 = buf[r, 4], buf[r, 5], buf[r, 6], buf[r, 7]
+        for i in range(8, end8, 8):
+            r0 += buf[r, i]
+            r1 += buf[r, i + 1]
+            r2 += buf[r, i + 2]
+            r3 += buf[r, i + 3]
+            r4 += buf[r, i + 4]
+            r5 += buf[r, i + 5]
+            r6 += buf[r, i + 6]
+            r7 += buf[r, i + 7]
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        for i in range(end8, n):
+            res += buf[r, i]
+        sums[r] = 0.0 + res
 
 
 @_jit
@@ -253,21 +211,29 @@ def _last_finite(x: np.ndarray, column: int, present: np.ndarray, start: int) ->
     return np.nan
 
 
-@_jit
-def _stepped_sum(x: np.ndarray, column: int, present: np.ndarray, width: int,
-                 buf: np.ndarray, aux: np.ndarray) -> float:
-    """``Σ max(Δ, 0)`` over the steps of a counter (each valid reading paired with the
-    previous one), summed over the window's row as numpy does."""
-    prev = -1
-    for j in range(width):
-        v = x[j, column]
-        buf[0, j] = 0.0
-        if present[j] and math.isfinite(v):
-            if prev >= 0:
-                d = v - x[prev, column]
-                buf[0, j] = 0.0 if d < 0.0 else d
-            prev = j
-    return _rsum(buf[0], width, aux)
+
+
+# Rows of the kernel's scratch ``buf``: what one pass over a container's rows writes
+# (each row the values one sum adds, 0.0 where its mask is False), summed after it.
+# Over the W rows of the window:
+_R_T, _R_U = 0, 1  # t, usage where usage is valid (the memory fit's means)
+_R_D, _R_DT = 2, 3  # cpu: max(Δusage, 0) and Δt of the steps with Δt > 0
+_R_RT, _R_RR = 4, 5  # t, cpu rate at the steps (the rate fit's means)
+_R_CX, _R_CY = 6, 7  # cpu rate, usage where both are (cpu–memory correlation)
+_R_LATE, _R_EARLY = 8, 9  # latency in the recent rows, in the earlier ones
+_R_MX, _R_MY = 10, 11  # usage, latency where both are (memory–latency correlation)
+_R_PD, _R_PDT = 12, 13  # PSI: max(Δ, 0) and Δt of the steps with Δt > 0
+_R_OOM, _R_FAIL = 14, 15  # max(Δ, 0) of the two failure counters
+# Over the recent rows (index from the first recent row):
+_R_QT, _R_QU = 16, 17  # t, usage where usage is valid (the recent fit's means)
+_R_PER, _R_THR = 18, 19  # Δperiods, Δthrottled of the counted steps
+# Over the W − 1 steps between adjacent rows: Δt, max(Δ, 0) of each byte counter.
+_R_BYTES = 20
+_N_ROWS = _R_BYTES + 2 * _N_BYTES
+# The centred pass (after the sums above) reuses rows 0 … 13: Σ(t−t̄)², Σ(t−t̄)(y−ȳ),
+# Σ(y−ȳ)² of the memory fit (0-2) and of the rate fit (3-5); Σ(x−x̄)(y−ȳ), Σ(x−x̄)²,
+# Σ(y−ȳ)² of the two correlations (6-8, 9-11); Σ(t−t̄)², Σ(t−t̄)(y−ȳ) of the recent fit
+# (12, 13); then row 0 the memory fit's residuals².
 
 
 @_jit
@@ -275,36 +241,52 @@ def kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
     """Every feature of every container of ``window`` (C-contiguous ``[N, W, M]``, W ≥
     1; ``rs`` the first recent row) into ``out`` (``[N, len(FEATURES)]``): per
     container, its W rows from memory once (prefetched while the container before is
-    computed; they stay in cache for the short passes below). The module doc's
-    formulas; every sum is over the window's row (or its recent part) with 0.0 where
-    the mask is False, pairwise as numpy sums it (:func:`_rsum`)."""
-    n_containers, width, _ = window.shape
+    computed) in one pass that finds every mask and writes every value to sum; then the
+    sums, one centred pass for the second moments (they need the means), one for the
+    memory fit's residuals (they need its slope). The module doc's formulas; every sum
+    is over the window's row (or its recent part) with 0.0 where the mask is False,
+    pairwise as numpy sums it (:func:`_rsum`)."""
+    n_containers, width, n_cols = window.shape
     n_recent = width - rs
-    buf = np.empty((max(6, 2 * _N_BYTES), width))
+    buf = np.empty((_N_ROWS, width))
     aux = np.empty((4, 64))  # _rsum's stack
+    sm = np.empty(_N_ROWS)  # the sums of buf's rows
     ts = np.empty(width)
-    present = np.empty(width, dtype=np.bool_)
     usage = np.empty(width)
-    ok = np.empty(width, dtype=np.bool_)  # memory usage valid
     rate = np.empty(width)  # cpu rate at its step's end row
-    step = np.empty(width, dtype=np.bool_)
     lat = np.empty(width)
-    lat_ok = np.empty(width, dtype=np.bool_)
-    both = np.empty(width, dtype=np.bool_)
+    present = np.empty(width, dtype=np.bool_)
+    ok = np.empty(width, dtype=np.bool_)  # memory usage valid
+    step = np.empty(width, dtype=np.bool_)  # a cpu step with Δt > 0 ends here
+    cm = np.empty(width, dtype=np.bool_)  # in the cpu–memory correlation
+    ml = np.empty(width, dtype=np.bool_)  # in the memory–latency correlation
     values = np.zeros(_OUT.shape[0])
-    seen = np.empty(window.shape[2], dtype=np.bool_)  # a finite reading in a present row
-    n_cols = window.shape[2]
+    seen = np.empty(n_cols, dtype=np.bool_)  # a finite reading in a present row
     zero = np.intp(0)  # a plain int: a literal 0 argument would compile a helper again
     for i in range(n_containers):
         x = window[i]
         o = out[i]
-        # (counts and rows passed to a helper start from ``zero``, not a literal: the
-        # helper would be compiled for the literal too)
-        n_present = 0
-        last_row = zero - 1
-        n_ok = zero
         ahead = (i + 1) * width * n_cols if i + 1 < n_containers else 0  # the next one
         seen[:] = False
+        n_present = 0
+        last_row = zero - 1
+        n_ok = 0
+        n_recent_ok = 0
+        n_steps = 0
+        n_cm = 0
+        n_ml = 0
+        n_late = 0
+        n_early = 0
+        u_last = np.nan
+        low = np.inf
+        high = -np.inf
+        last_rate = np.nan
+        lat_last = np.nan
+        p_cpu = -1  # the previous row with a valid reading of each counter
+        p_psi = -1
+        p_oom = -1
+        p_fail = -1
+        p_thr = -1
         for j in range(width):
             # the next container's row j (its 5-6 cache lines) while this one is computed
             row = ahead + j * n_cols
@@ -318,31 +300,236 @@ def kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
             if p:
                 n_present += 1
                 last_row = j
-                for c in range(n_cols):  # (a contiguous row: a few vector ops)
-                    seen[c] |= math.isfinite(x[j, c])
+                for col in range(n_cols):  # (a contiguous row: a few vector ops)
+                    seen[col] |= math.isfinite(x[j, col])
+            # memory usage
             u = x[j, _USAGE]
             usage[j] = u
-            ok[j] = p and math.isfinite(u)
-            n_ok += ok[j]
+            valid = p and math.isfinite(u)
+            ok[j] = valid
+            buf[_R_T, j] = t if valid else 0.0
+            buf[_R_U, j] = u if valid else 0.0
+            if valid:
+                n_ok += 1
+                u_last = u
+                low = min(low, u)
+                high = max(high, u)
+            # block latency
             v = x[j, _LATENCY]
             lat[j] = v
-            lat_ok[j] = p and math.isfinite(v)
+            lat_ok = p and math.isfinite(v)
+            if lat_ok:
+                lat_last = v
+            late = lat_ok and j >= rs
+            early = lat_ok and j < rs
+            n_late += late
+            n_early += early
+            buf[_R_LATE, j] = v if late else 0.0
+            buf[_R_EARLY, j] = v if early else 0.0
+            both = valid and lat_ok
+            ml[j] = both
+            n_ml += both
+            buf[_R_MX, j] = u if both else 0.0
+            buf[_R_MY, j] = v if both else 0.0
+            # cpu rate ρ at the step's end row (steps with Δt > 0)
+            c = x[j, _CPU]
+            is_step = False
+            r = np.nan
+            d = 0.0
+            dt = 0.0
+            if p and math.isfinite(c):
+                if p_cpu >= 0:
+                    gap = t - ts[p_cpu]
+                    if gap > 0:
+                        d = c - x[p_cpu, _CPU]
+                        if d < 0.0:
+                            d = 0.0
+                        dt = gap
+                        is_step = True
+                        r = d / dt
+                        n_steps += 1
+                        last_rate = r
+                p_cpu = j
+            step[j] = is_step
+            rate[j] = r
+            buf[_R_D, j] = d
+            buf[_R_DT, j] = dt
+            buf[_R_RT, j] = t if is_step else 0.0
+            buf[_R_RR, j] = r if is_step else 0.0
+            both = is_step and valid and math.isfinite(r)
+            cm[j] = both
+            n_cm += both
+            buf[_R_CX, j] = r if both else 0.0
+            buf[_R_CY, j] = u if both else 0.0
+            # memory pressure (PSI)
+            c = x[j, _PSI]
+            d = 0.0
+            dt = 0.0
+            if p and math.isfinite(c):
+                if p_psi >= 0:
+                    gap = t - ts[p_psi]
+                    if gap > 0:
+                        d = c - x[p_psi, _PSI]
+                        if d < 0.0:
+                            d = 0.0
+                        dt = gap
+                p_psi = j
+            buf[_R_PD, j] = d
+            buf[_R_PDT, j] = dt
+            # failure counters: Σ max(Δ, 0) over the steps between valid readings
+            c = x[j, _OOM]
+            d = 0.0
+            if p and math.isfinite(c):
+                if p_oom >= 0:
+                    d = c - x[p_oom, _OOM]
+                    if d < 0.0:
+                        d = 0.0
+                p_oom = j
+            buf[_R_OOM, j] = d
+            c = x[j, _FAILCNT]
+            d = 0.0
+            if p and math.isfinite(c):
+                if p_fail >= 0:
+                    d = c - x[p_fail, _FAILCNT]
+                    if d < 0.0:
+                        d = 0.0
+                p_fail = j
+            buf[_R_FAIL, j] = d
+            # recent rows: the recent fit, and cpu throttling (steps within them,
+            # Δperiods > 0, Δthrottled ≥ 0)
+            if j >= rs:
+                k = j - rs
+                n_recent_ok += valid
+                buf[_R_QT, k] = t if valid else 0.0
+                buf[_R_QU, k] = u if valid else 0.0
+                per = x[j, _PERIODS]
+                thr = x[j, _THROTTLED]
+                d_per = 0.0
+                d_thr = 0.0
+                if p and math.isfinite(per) and math.isfinite(thr):
+                    if p_thr >= 0:
+                        step_per = per - x[p_thr, _PERIODS]
+                        step_thr = thr - x[p_thr, _THROTTLED]
+                        if step_per > 0 and step_thr >= 0:
+                            d_per = step_per
+                            d_thr = step_thr
+                    p_thr = j
+                buf[_R_PER, k] = d_per
+                buf[_R_THR, k] = d_thr
+            # byte rates: steps between adjacent rows with both readings and Δt > 0
+            if j >= 1:
+                gap = t - ts[j - 1]
+                for b in range(_N_BYTES):
+                    dv = x[j, _BYTE0 + b] - x[j - 1, _BYTE0 + b]
+                    use = math.isfinite(dv) and gap > 0
+                    buf[_R_BYTES + 2 * b, j - 1] = gap if use else 0.0
+                    buf[_R_BYTES + 2 * b + 1, j - 1] = (0.0 if dv < 0.0 else dv) if use else 0.0
 
+        # the sums of the values
+        _rsums(buf, zero, zero + _R_QT, width, sm, aux)
+        _rsums(buf, zero + _R_QT, zero + (_R_BYTES - _R_QT), n_recent, sm, aux)
+        _rsums(buf, zero + _R_BYTES, zero + 2 * _N_BYTES, width - 1, sm, aux)
+        t_mean = sm[_R_T] / n_ok
+        sum_u = sm[_R_U]
+        u_mean = sum_u / n_ok
+        sum_d = sm[_R_D]
+        sum_dt = sm[_R_DT]
+        rt_mean = sm[_R_RT] / n_steps
+        rr_mean = sm[_R_RR] / n_steps
+        cx_mean = cy_mean = 0.0
+        if n_cm >= 3:
+            cx_mean = sm[_R_CX] / n_cm
+            cy_mean = sm[_R_CY] / n_cm
+        change = (sm[_R_LATE] / (n_late if n_late > 0 else np.nan)
+                  - sm[_R_EARLY] / (n_early if n_early > 0 else np.nan))
+        mx_mean = my_mean = 0.0
+        if n_ml >= 3:
+            mx_mean = sm[_R_MX] / n_ml
+            my_mean = sm[_R_MY] / n_ml
+        psi_dt = sm[_R_PDT]
+        psi = sm[_R_PD] / psi_dt if psi_dt > 0 else np.nan
+        oom = sm[_R_OOM]
+        failcnt = sm[_R_FAIL]
+        qt_mean = sm[_R_QT] / n_recent_ok
+        qu_mean = sm[_R_QU] / n_recent_ok
+        sum_per = sm[_R_PER]
+        throttled = 0.0
+        if sum_per > 0:
+            throttled = sm[_R_THR] / sum_per
+            if throttled < 0.0:
+                throttled = 0.0
+            elif throttled > 1.0:
+                throttled = 1.0
+        for b in range(_N_BYTES):
+            total_dt = sm[_R_BYTES + 2 * b]
+            o[_FIRST_RATE + b] = (sm[_R_BYTES + 2 * b + 1]
+                                  / total_dt if total_dt > 0 else np.nan)
+
+        # the centred pass: second moments about the means
+        for j in range(width):
+            t = ts[j]
+            u = usage[j]
+            r = rate[j]
+            v = lat[j]
+            valid = ok[j]
+            dt = t - t_mean if valid else 0.0
+            du = u - u_mean if valid else 0.0
+            buf[0, j] = dt * dt
+            buf[1, j] = dt * du
+            buf[2, j] = du * du
+            is_step = step[j]
+            dt = t - rt_mean if is_step else 0.0
+            dr = r - rr_mean if is_step else 0.0
+            buf[3, j] = dt * dt
+            buf[4, j] = dt * dr
+            buf[5, j] = dr * dr
+            both = cm[j]
+            dx = r - cx_mean if both else 0.0
+            dy = u - cy_mean if both else 0.0
+            buf[6, j] = dx * dy
+            buf[7, j] = dx * dx
+            buf[8, j] = dy * dy
+            both = ml[j]
+            dx = u - mx_mean if both else 0.0
+            dy = v - my_mean if both else 0.0
+            buf[9, j] = dx * dy
+            buf[10, j] = dx * dx
+            buf[11, j] = dy * dy
+        for k in range(n_recent):
+            j = rs + k
+            valid = ok[j]
+            dt = ts[j] - qt_mean if valid else 0.0
+            du = usage[j] - qu_mean if valid else 0.0
+            buf[12, k] = dt * dt
+            buf[13, k] = dt * du
+        _rsums(buf, zero, zero + 12, width, sm, aux)
+        _rsums(buf, zero + 12, zero + 2, n_recent, sm, aux)
         # memory
-        u_last = np.nan
-        for j in range(width - 1, -1, -1):
-            if ok[j]:
-                u_last = usage[j]
-                break
+        stt = sm[0]
+        sty = sm[1]
+        ss_u = sm[2]
+        slope = sty / stt if n_ok >= 2 and stt > 0 else np.nan
         l_last = _last_known(x, _COLUMNS[0], present, width - 1)
         headroom = l_last - u_last
-        fit = _fit(ts, usage, ok, zero, n_ok, width, buf, aux)
-        sum_u, ss_u, slope = fit[0], fit[1], fit[2]
-        resid_std, slope_se = _residuals(ts, usage, ok, n_ok, width, fit, buf, aux)
-        n_recent_ok = zero
-        for j in range(rs, width):
-            n_recent_ok += ok[j]
-        recent_slope = _fit(ts, usage, ok, rs, n_recent_ok, n_recent, buf, aux)[2]
+        stt_q = sm[12]
+        sty_q = sm[13]
+        recent_slope = sty_q / stt_q if n_recent_ok >= 2 and stt_q > 0 else np.nan
+        # the memory fit's residuals r = (y−ȳ) − b(t−t̄): √(Σr²/n), √(Σr²/(n−2)/Σ(t−t̄)²)
+        # (0 when n = 2), both nan when the slope is
+        fitted = not math.isnan(slope)  # = n ≥ 2 and Σ(t−t̄)² > 0
+        s = slope if fitted else 0.0
+        for j in range(width):
+            valid = ok[j]
+            dt = ts[j] - t_mean if valid else 0.0
+            du = usage[j] - u_mean if valid else 0.0
+            r = du - s * dt
+            buf[0, j] = r * r
+        _rsums(buf, zero, zero + 1, width, sm, aux)
+        ssr = sm[0]
+        resid_std = slope_se = np.nan
+        if fitted:
+            resid_std = math.sqrt(ssr / n_ok)
+            slope_se = math.sqrt(ssr / (n_ok - 2) / stt) if n_ok > 2 else 0.0
         if math.isnan(headroom) or (math.isnan(slope) and math.isfinite(headroom)
                                   and headroom > 0):
             ttl = np.nan
@@ -352,115 +539,27 @@ def kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
             ttl = headroom / slope
         else:
             ttl = np.inf
-        low = np.inf
-        high = -np.inf
-        for j in range(width):
-            if ok[j]:
-                low = min(low, usage[j])
-                high = max(high, usage[j])
         mean_u = sum_u / n_ok if n_ok > 0 else np.nan
         std_u = math.sqrt(ss_u / n_ok) if n_ok > 0 else np.nan
         if n_ok == 0:
             low = high = np.nan
-
-        # cpu rates ρ at the step's end row (steps with Δt > 0)
-        prev = -1
-        n_steps = zero
-        last_rate = np.nan
-        for j in range(width):
-            v = x[j, _CPU]
-            step[j] = False
-            rate[j] = np.nan
-            buf[0, j] = 0.0
-            buf[1, j] = 0.0
-            if present[j] and math.isfinite(v):
-                if prev >= 0:
-                    dt = ts[j] - ts[prev]
-                    if dt > 0:
-                        d = v - x[prev, _CPU]
-                        if d < 0.0:
-                            d = 0.0
-                        step[j] = True
-                        rate[j] = d / dt
-                        buf[0, j] = d
-                        buf[1, j] = dt
-                        n_steps += 1
-                        last_rate = rate[j]
-                prev = j
-        sum_d = _rsum(buf[0], width, aux)
-        sum_dt = _rsum(buf[1], width, aux)
-        _, ss_rate, rate_slope, _, _, _ = _fit(ts, rate, step, zero, n_steps, width, buf, aux)
-        for j in range(width):
-            both[j] = step[j] and ok[j]
-        cpu_mem = _corr(rate, usage, both, width, buf, aux)
+        # cpu
+        stt_r = sm[3]
+        sty_r = sm[4]
+        ss_rate = sm[5]
+        rate_slope = sty_r / stt_r if n_steps >= 2 and stt_r > 0 else np.nan
+        cpu_mem = np.nan
+        if n_cm >= 3:
+            cov = sm[6]
+            den = math.sqrt(sm[7] * sm[8])
+            cpu_mem = cov / den if den > 0 else np.nan
+        mem_lat = np.nan
+        if n_ml >= 3:
+            cov = sm[9]
+            den = math.sqrt(sm[10] * sm[11])
+            mem_lat = cov / den if den > 0 else np.nan
         mean_cores = sum_d / sum_dt if n_steps > 0 else np.nan
         quota = _last_known(x, _COLUMNS[1], present, width - 1)
-
-        # block latency
-        lat_last = np.nan
-        for j in range(width - 1, -1, -1):
-            if lat_ok[j]:
-                lat_last = lat[j]
-                break
-        n_late = 0
-        n_early = 0
-        for j in range(width):
-            late = lat_ok[j] and j >= rs
-            early = lat_ok[j] and j < rs
-            n_late += late
-            n_early += early
-            buf[0, j] = lat[j] if late else 0.0
-            buf[1, j] = lat[j] if early else 0.0
-        change = (_rsum(buf[0], width, aux) / (n_late if n_late > 0 else np.nan)
-                  - _rsum(buf[1], width, aux) / (n_early if n_early > 0 else np.nan))
-        for j in range(width):
-            both[j] = ok[j] and lat_ok[j]
-        mem_lat = _corr(usage, lat, both, width, buf, aux)
-
-        # memory pressure (PSI): Σ max(Δ, 0) / Σ Δt over the steps with Δt > 0
-        prev = -1
-        for j in range(width):
-            v = x[j, _PSI]
-            buf[0, j] = 0.0
-            buf[1, j] = 0.0
-            if present[j] and math.isfinite(v):
-                if prev >= 0:
-                    dt = ts[j] - ts[prev]
-                    if dt > 0:
-                        d = v - x[prev, _PSI]
-                        buf[0, j] = 0.0 if d < 0.0 else d
-                        buf[1, j] = dt
-                prev = j
-        psi_dt = _rsum(buf[1], width, aux)
-        psi = _rsum(buf[0], width, aux) / psi_dt if psi_dt > 0 else np.nan
-
-        # cpu throttling over the recent rows: steps within them, Δperiods > 0, Δthr ≥ 0
-        prev = -1
-        for k in range(n_recent):
-            j = rs + k
-            per = x[j, _PERIODS]
-            thr = x[j, _THROTTLED]
-            buf[0, k] = 0.0
-            buf[1, k] = 0.0
-            if present[j] and math.isfinite(per) and math.isfinite(thr):
-                if prev >= 0:
-                    d_per = per - x[prev, _PERIODS]
-                    d_thr = thr - x[prev, _THROTTLED]
-                    if d_per > 0 and d_thr >= 0:
-                        buf[0, k] = d_per
-                        buf[1, k] = d_thr
-                prev = j
-        sum_per = _rsum(buf[0], n_recent, aux)
-        throttled = 0.0
-        if sum_per > 0:
-            throttled = _rsum(buf[1], n_recent, aux) / sum_per
-            if throttled < 0.0:
-                throttled = 0.0
-            elif throttled > 1.0:
-                throttled = 1.0
-
-        oom = _stepped_sum(x, _COLUMNS[2], present, width, buf, aux)
-        failcnt = _stepped_sum(x, _COLUMNS[3], present, width, buf, aux)
         if math.isinf(l_last):
             fraction = 0.0
         elif l_last > 0:
@@ -468,18 +567,6 @@ def kernel(window: np.ndarray, rs: int, out: np.ndarray) -> None:
         else:
             fraction = np.nan
 
-        # byte rates: steps between adjacent rows with both readings and Δt > 0
-        for j in range(1, width):
-            dt = ts[j] - ts[j - 1]
-            for c in range(_N_BYTES):
-                dv = x[j, _BYTE0 + c] - x[j - 1, _BYTE0 + c]
-                use = math.isfinite(dv) and dt > 0
-                buf[2 * c, j - 1] = dt if use else 0.0
-                buf[2 * c + 1, j - 1] = (0.0 if dv < 0.0 else dv) if use else 0.0
-        for c in range(_N_BYTES):
-            total_dt = _rsum(buf[2 * c], width - 1, aux)
-            o[_FIRST_RATE + c] = (_rsum(buf[2 * c + 1], width - 1, aux) / total_dt
-                                  if total_dt > 0 else np.nan)
         # gauges: the reading at the last present row, else the last finite one
         for g in range(_GAUGE_COLUMNS.shape[0]):
             column = _GAUGE_COLUMNS[g]
