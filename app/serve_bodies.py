@@ -721,7 +721,6 @@ def _json_job(body: bytes, fast: bool) -> Job | None:
 
 _DICT_ONLY = {dict}
 _STR_ONLY = {str}
-_NONE_ONLY = {None}
 
 
 def _series_job(body: bytes, containers: list, doc_keys: int,
@@ -743,9 +742,9 @@ def _series_job(body: bytes, containers: list, doc_keys: int,
     for keys in orders:
         if "name" not in keys or "series" not in keys or not _CONTAINER_KEYS.issuperset(keys):
             return None
-    if any("samples" in keys for keys in orders) and set(
-            map(dict.get, containers, repeat("samples", n))) != _NONE_ONLY:
-        return None
+    if any("samples" in keys for keys in orders) and list(
+            map(dict.get, containers, repeat("samples", n))).count(None) != n:
+        return None  # a samples key beside series: only null (as the container loop)
     names = list(map(itemgetter("name"), containers))
     if set(map(type, names)) != _STR_ONLY:
         return None
@@ -803,10 +802,11 @@ def _series_job(body: bytes, containers: list, doc_keys: int,
 
 
 def _packed(lists: list[list], count: int) -> np.ndarray | None:
-    """The ``count`` numbers of ``lists`` as float64 by :mod:`struct` (about twice as
+    """The ``count`` numbers of ``lists`` as float64 by :mod:`struct` (1.3–1.5× as
     fast as ``np.fromiter`` for Python floats), or None if one is not an int or float
     (``None``, a string, a list: the caller converts those another way). The same
-    doubles as ``np.fromiter``: both convert with ``float(x)``. Worked example:
+    doubles as ``np.fromiter``: both convert with ``float(x)``. A boolean would pack
+    as 0 or 1: :func:`json_job` takes no body with ``true``/``false``. Worked example:
     ``[[1, 2.5], [3]]``, 3 → ``[1.0, 2.5, 3.0]``; ``[[1, None]]`` → None."""
     flat = list(chain.from_iterable(lists))
     if len(flat) != count:

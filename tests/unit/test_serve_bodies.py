@@ -309,6 +309,8 @@ def test_json_worked_example():
     b'{"features": [[1, 2]]}',
     b'{"containers": [{"name": "a", "samples": [{"ts_s": 1}]}], "now_s": -1}',
     b'{"containers": [',
+    b'{"containers": [{"name": "a", "series": {"ts_s": [1]}, "samples": [{"ts_s": 1}]}]}',
+    b'{"containers": [{"name": "a", "series": {"ts_s": [1]}, "app": ["x"]}]}',
 ])
 def test_json_bodies_the_array_path_leaves_to_the_models(body):
     assert json_job(body) is None
