@@ -52,11 +52,13 @@ JSON by orjson (:func:`json_job`)
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any
 
@@ -538,6 +540,29 @@ def _apps(col: pa.Array, codes: np.ndarray, names: list[str],
 # ============================================================================ JSON
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for the block, then back as it was (as the
+    engine's tick does, :mod:`app.core.engine`). Parsing a JSON body or building a JSON
+    answer allocates thousands of lists and dicts that make no cycle and die by
+    reference counting; with the collector on they trigger young collections, and the
+    ones that survive one are promoted and count towards a full collection of the
+    replica's whole heap (Ray, Serve, FastAPI: ~280,000 objects). Measured in-process,
+    4 threads on 1,000-container ``series`` bodies: ~40 ms of collections per request
+    with it on (944 young, 86 middle, 8 full collections in 110 requests). It changes
+    no result; it only moves when cycles are collected. Nested or concurrent blocks
+    are safe: a block re-enables only what it disabled itself."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+
 _INF_STRINGS = frozenset({"inf"})
 
 
@@ -586,7 +611,7 @@ _CONTAINER_KEYS = frozenset({"name", "app", "samples", "series"})
 _LIST_ONLY = {list}
 
 
-def json_job(body: bytes) -> Job | None:
+def json_job(body: bytes, *, fast: bool = True) -> Job | None:
     """The :class:`~app.serve_jobs.Job` of a JSON ``containers`` body when every value is
     valid, else None (then the pydantic models answer; see the module doc).
 
@@ -599,7 +624,22 @@ def json_job(body: bytes) -> Job | None:
     quotes, so when the quotes are as many as the keys and the names and apps need,
     no value is a string, and each column converts straight from the parsed numbers
     (``None`` → nan) without looking at each one's type.
+
+    The usual body (every container a ``series`` with the same keys in the same order)
+    is checked a whole body at a time (:func:`_series_job`: one C-level pass per check
+    over all containers, not one Python step per container); any other body, or one that
+    pass cannot prove valid, takes the container-by-container path, which decides alone
+    (``fast=False`` forces it: the tests compare the two).
+
+    The cyclic garbage collector is paused meanwhile (:func:`gc_paused`): the parsed
+    body is ~9,000 lists and dicts per 1,000 containers, freed by reference counting
+    when this returns.
     """
+    with gc_paused():
+        return _json_job(body, fast)
+
+
+def _json_job(body: bytes, fast: bool) -> Job | None:
     if b"true" in body or b"false" in body:
         return None
     try:
@@ -615,6 +655,10 @@ def json_job(body: bytes) -> Job | None:
         now_s = _now_s(doc.get("now_s"))
     except ValueError:
         return None
+    if fast:
+        job = _series_job(body, containers, len(doc), now_s)
+        if job is not None:
+            return job
     n = len(containers)
     names: list[str] = []
     apps: list[str] = []
@@ -673,6 +717,106 @@ def json_job(body: bytes) -> Job | None:
             return None
     group = np.repeat(np.arange(n), lengths)
     return _job(names, apps, columns, group, lengths, now_s)
+
+
+_DICT_ONLY = {dict}
+_STR_ONLY = {str}
+
+
+def _series_job(body: bytes, containers: list, doc_keys: int,
+                now_s: float | None) -> Job | None:
+    """:func:`json_job` of a body whose containers are all ``series`` with the same keys
+    in the same order, checked a whole body at a time; None when the body is not of
+    that form or a check fails (then the container-by-container path decides, so this
+    one never has to name a problem). The same rules as that path: names 1–256
+    characters and distinct, apps strings of at most 256, ``series`` a dict with
+    ``ts_s`` and metrics only, every value a list, a container's lists all as long, and
+    at least 1. Worked example: 1,000 containers × 7 metrics × 30 samples → about 15
+    passes over 1,000 containers (type and length sets, ``==`` of two length lists) and
+    one conversion per metric of its 30,000 numbers.
+    """
+    n = len(containers)
+    if set(map(type, containers)) != _DICT_ONLY:
+        return None
+    orders = set(map(tuple, containers))
+    for keys in orders:
+        if "name" not in keys or "series" not in keys or not _CONTAINER_KEYS.issuperset(keys):
+            return None
+    if any("samples" in keys for keys in orders) and list(
+            map(dict.get, containers, repeat("samples", n))).count(None) != n:
+        return None  # a samples key beside series: only null (as the container loop)
+    names = list(map(itemgetter("name"), containers))
+    if set(map(type, names)) != _STR_ONLY:
+        return None
+    chars = list(map(len, names))
+    if min(chars) < 1 or max(chars) > MAX_NAME_CHARS or len(set(names)) != n:
+        return None
+    with_app = [keys for keys in orders if "app" in keys]
+    if with_app:
+        apps = list(map(dict.get, containers, repeat("app", n), repeat("", n)))
+        if (set(map(type, apps)) != _STR_ONLY
+                or max(map(len, apps)) > MAX_NAME_CHARS):
+            return None
+        n_apps = n if len(with_app) == len(orders) else sum(
+            map(dict.__contains__, containers, repeat("app", n)))
+    else:
+        apps, n_apps = [""] * n, 0
+    series = list(map(itemgetter("series"), containers))
+    if set(map(type, series)) != _DICT_ONLY:
+        return None
+    metrics = set(map(tuple, series))
+    if len(metrics) != 1:
+        return None
+    metrics_keys = metrics.pop()
+    if "ts_s" not in metrics_keys or not _METRIC_SET.issuperset(metrics_keys):
+        return None
+    per_metric = [list(map(itemgetter(m), series)) for m in metrics_keys]
+    widths = None
+    for lists in per_metric:
+        if set(map(type, lists)) != _LIST_ONLY:
+            return None
+        w = list(map(len, lists))
+        if widths is None:
+            widths = w
+        elif w != widths:
+            return None
+    if min(widths) < 1:
+        return None
+    lengths = np.array(widths, dtype=np.int64)
+    count = int(lengths.sum())
+    numbers_only = None  # the quote count of json_job, only when a column needs it
+    columns: dict[str, np.ndarray] = {}
+    for m, lists in zip(metrics_keys, per_metric, strict=True):
+        values = _packed(lists, count)  # ints and floats only: no need to count quotes
+        if values is None:
+            if numbers_only is None:
+                strings = (doc_keys + sum(map(len, containers)) + n + n_apps
+                           + len(metrics_keys) * n)
+                numbers_only = b"\\" not in body and body.count(b'"') == 2 * strings
+            values = _column(chain.from_iterable(lists), count, numbers_only)
+        if values is None or column_problem(m, values) is not None:
+            return None
+        columns[m] = values
+    group = np.repeat(np.arange(n), lengths)
+    return _job(names, apps, columns, group, lengths, now_s)
+
+
+def _packed(lists: list[list], count: int) -> np.ndarray | None:
+    """The ``count`` numbers of ``lists`` as float64 by :mod:`struct` (1.3–1.5× as
+    fast as ``np.fromiter`` for Python floats), or None if one is not an int or float
+    (``None``, a string, a list: the caller converts those another way). The same
+    doubles as ``np.fromiter``: both convert with ``float(x)``. A boolean would pack
+    as 0 or 1: :func:`json_job` takes no body with ``true``/``false``. Worked example:
+    ``[[1, 2.5], [3]]``, 3 → ``[1.0, 2.5, 3.0]``; ``[[1, None]]`` → None."""
+    flat = list(chain.from_iterable(lists))
+    if len(flat) != count:
+        return None
+    out = np.empty(count, dtype=np.float64)
+    try:
+        struct.pack_into(f"={count}d", out, 0, *flat)  # native doubles, as numpy's
+    except (struct.error, TypeError, OverflowError, ValueError):
+        return None
+    return out
 
 
 class _Columns(dict):
@@ -823,4 +967,4 @@ def arrow_bytes(table: pa.Table) -> bytes:
 
 __all__ = ["APP_COLUMN", "CONTAINER_COLUMN", "NOW_KEY", "BodyError", "Problem",
            "arrow_bytes", "arrow_job", "column_problem", "json_job", "predictions_table",
-           "declared_bytes", "read_arrow", "windows"]
+           "declared_bytes", "gc_paused", "read_arrow", "windows"]

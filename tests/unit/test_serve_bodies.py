@@ -24,8 +24,10 @@ from prescale.app.core.sample import METRICS
 from prescale.app.serve_bodies import (
     BodyError,
     _batch_header,
+    _series_job,
     arrow_job,
     column_problem,
+    gc_paused,
     json_job,
     predictions_table,
     windows,
@@ -307,6 +309,8 @@ def test_json_worked_example():
     b'{"features": [[1, 2]]}',
     b'{"containers": [{"name": "a", "samples": [{"ts_s": 1}]}], "now_s": -1}',
     b'{"containers": [',
+    b'{"containers": [{"name": "a", "series": {"ts_s": [1]}, "samples": [{"ts_s": 1}]}]}',
+    b'{"containers": [{"name": "a", "series": {"ts_s": [1]}, "app": ["x"]}]}',
 ])
 def test_json_bodies_the_array_path_leaves_to_the_models(body):
     assert json_job(body) is None
@@ -372,6 +376,110 @@ def test_json_array_path_agrees_with_the_models(body):
     elif b'"inf"' not in body and b'"Inf"' not in body and b"true" not in body \
             and b"false" not in body:
         assert want is None, body
+
+
+@st.composite
+def series_body(draw):
+    """Every container a ``series`` with the same keys in the same order (the form the
+    whole-body checks of ``_series_job`` take), with now and then one thing wrong: a
+    list of another length, a value that is not a number, a bad name or app, a key of
+    another order or an extra key."""
+    n = draw(st.integers(1, 4))
+    metrics = ["ts_s", *draw(st.lists(_METRIC, max_size=3, unique=True))]
+    metrics = draw(st.permutations(metrics))
+    apps = draw(st.sampled_from(["none", "all", "some"]))
+    containers = []
+    for i in range(n):
+        w = draw(st.integers(1, 3))
+        series = {m: [draw(_TS) if m == "ts_s" else draw(_number()) for _ in range(w)]
+                  for m in metrics}
+        c = {"name": f"c{i}", "series": series}
+        if apps == "all" or (apps == "some" and draw(st.booleans())):
+            c["app"] = draw(st.sampled_from(["", "web", "x" * 257]))
+        containers.append(c)
+    fault = draw(st.sampled_from([None] * 6 + ["length", "value", "name", "order", "key",
+                                                "samples", "app", "empty"]))
+    c = containers[draw(st.integers(0, n - 1))]
+    m = draw(st.sampled_from(metrics))
+    if fault == "length":
+        c["series"][m] = c["series"][m] + [1.0]
+    elif fault == "value":
+        c["series"][m][0] = draw(st.sampled_from(["5", "inf", [1], {"a": 1}, -1, 1e19]))
+    elif fault == "name":
+        c["name"] = draw(st.sampled_from(["", 5, None, "c0" if c["name"] != "c0" else "c1",
+                                          "y" * 257]))
+    elif fault == "order":
+        c["series"] = dict(reversed(list(c["series"].items())))
+    elif fault == "key":
+        c["series"]["memry"] = [1.0] * len(c["series"]["ts_s"])
+    elif fault == "samples":
+        c["samples"] = draw(st.sampled_from([None, [{"ts_s": 1}]]))
+    elif fault == "app":
+        c["app"] = draw(st.sampled_from([None, 5]))
+    elif fault == "empty":
+        c["series"] = {k: [] for k in c["series"]}
+    doc = {"containers": containers}
+    if draw(st.booleans()):
+        doc["now_s"] = draw(_TS)
+    return json.dumps(doc).encode()
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=series_body())
+def test_whole_body_series_checks_agree_with_the_container_loop_and_the_models(body):
+    """The whole-body pass over ``series`` containers answers exactly as the
+    container-by-container path (``fast=False``), and, where it answers, as the models;
+    for bodies without strings or booleans it answers exactly when the models accept."""
+    job, slow = json_job(body), json_job(body, fast=False)
+    assert (job is None) == (slow is None), body
+    try:
+        want = window_of(PredictRequest.model_validate(json.loads(body)))
+    except ValidationError:
+        want = None
+    if job is not None:
+        for other in (slow, want):
+            assert other is not None, body
+            assert (job.names, job.apps, job.now_s) == (other.names, other.apps, other.now_s)
+            np.testing.assert_array_equal(job.window, other.window)
+            assert job.latest_ts_s == other.latest_ts_s
+    elif not any(w in body for w in (b'"inf"', b'"Inf"', b'"5"', b"true", b"false")):
+        assert want is None, body
+
+
+def test_series_numbers_convert_as_floats_do():
+    """The struct conversion of the whole-body pass gives the doubles ``float()`` gives,
+    ints beyond 2**53 rounded the same way; nulls and huge ints take the other paths."""
+    body = orjson.dumps({"containers": [{"name": "a", "series": {
+        "ts_s": [1, 2, 3], "memory_usage_bytes": [2**53 + 1, 0.1, 7],
+        "memory_limit_bytes": [None, 1e18, 2**59 - 1]}}]})
+    job, slow = json_job(body), json_job(body, fast=False)
+    np.testing.assert_array_equal(job.window, slow.window)
+    fast = _series_job(body, orjson.loads(body)["containers"], 1, None)  # it took this
+    np.testing.assert_array_equal(fast.window, job.window)
+    assert job.window[0, :, MEM].tolist() == [float(2**53 + 1), 0.1, 7.0]
+    assert math.isnan(job.window[0, 0, LIMIT]) and job.window[0, 2, LIMIT] == float(2**59 - 1)
+    assert json_job(body.replace(b"7]", b"70000000000000000000000]")) is None  # > 1e18
+
+
+def test_gc_paused_restores_the_collector():
+    import gc
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # it was off before: left off
+    finally:
+        gc.enable()
+    json_job(b'{"containers": [')
+    assert gc.isenabled()
 
 
 # ------------------------------------------------------------------ client and answers
