@@ -91,6 +91,7 @@ from prescale.app.api_models import (
     ServeUserConfig,
 )
 from prescale.app.core import features
+from prescale.app.core.gc_pause import gc_paused
 from prescale.app.core.predictor import TrendExhaustionPredictor
 from prescale.app.core.sample import Tier
 from prescale.app.core.thresholds import ThresholdBook, ThresholdConfig
@@ -98,7 +99,6 @@ from prescale.app.serve_bodies import (
     BodyError,
     arrow_bytes,
     arrow_job,
-    gc_paused,
     json_job,
     predictions_table,
 )

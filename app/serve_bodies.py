@@ -52,11 +52,9 @@ JSON by orjson (:func:`json_job`)
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import math
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import itemgetter
@@ -77,6 +75,7 @@ from prescale.app.api_models import (
     METRIC_INDEX,
 )
 from prescale.app.core.features import F
+from prescale.app.core.gc_pause import gc_paused
 from prescale.app.core.sample import METRICS
 from prescale.app.serve_jobs import (
     Job,
@@ -540,29 +539,6 @@ def _apps(col: pa.Array, codes: np.ndarray, names: list[str],
 # ============================================================================ JSON
 
 
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """The cyclic garbage collector off for the block, then back as it was (as the
-    engine's tick does, :mod:`app.core.engine`). Parsing a JSON body or building a JSON
-    answer allocates thousands of lists and dicts that make no cycle and die by
-    reference counting; with the collector on they trigger young collections, and the
-    ones that survive one are promoted and count towards a full collection of the
-    replica's whole heap (Ray, Serve, FastAPI: ~280,000 objects). Measured in-process,
-    4 threads on 1,000-container ``series`` bodies: ~40 ms of collections per request
-    with it on (944 young, 86 middle, 8 full collections in 110 requests). It changes
-    no result; it only moves when cycles are collected. Nested or concurrent blocks
-    are safe: a block re-enables only what it disabled itself."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
-
 _INF_STRINGS = frozenset({"inf"})
 
 
@@ -631,9 +607,9 @@ def json_job(body: bytes, *, fast: bool = True) -> Job | None:
     pass cannot prove valid, takes the container-by-container path, which decides alone
     (``fast=False`` forces it: the tests compare the two).
 
-    The cyclic garbage collector is paused meanwhile (:func:`gc_paused`): the parsed
-    body is ~9,000 lists and dicts per 1,000 containers, freed by reference counting
-    when this returns.
+    The cyclic garbage collector is paused meanwhile
+    (:func:`app.core.gc_pause.gc_paused`): the parsed body is ~9,000 lists and dicts per
+    1,000 containers, freed by reference counting when this returns.
     """
     with gc_paused():
         return _json_job(body, fast)
@@ -967,4 +943,4 @@ def arrow_bytes(table: pa.Table) -> bytes:
 
 __all__ = ["APP_COLUMN", "CONTAINER_COLUMN", "NOW_KEY", "BodyError", "Problem",
            "arrow_bytes", "arrow_job", "column_problem", "json_job", "predictions_table",
-           "declared_bytes", "gc_paused", "read_arrow", "windows"]
+           "declared_bytes", "read_arrow", "windows"]

@@ -28,8 +28,6 @@ outcome tracker judge it *needed* once usage passes the old 256 MiB.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -46,6 +44,7 @@ from prescale.app.core.actions import (
 from prescale.app.core.contention import ReclaimCandidate
 from prescale.app.core.cost import SavingsLedger, accumulate_savings, reclaim_candidates
 from prescale.app.core.features import F, compute_features, rate_trend, usage_trend
+from prescale.app.core.gc_pause import gc_paused
 from prescale.app.core.guards import escalate_denied
 from prescale.app.core.oom import OomState, grew_steadily
 from prescale.app.core.outcomes import (
@@ -323,27 +322,6 @@ class _ByTier(Mapping[tuple[str, Tier], float]):
         return sum(len(column) for column in self._by_tier.values())
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """The cyclic garbage collector off for the block, then back as it was.
-
-    A tick allocates a few objects per container and tier (decisions, actions, the
-    outcome tracker's records) and frees them by reference counting; with the
-    collector on, the allocations trigger hundreds of young collections per tick that
-    re-walk the large dicts and lists being built. Measured at 100k containers (CPU of
-    ``plan``): 5.4–7.1 s with it on, 3.9–4.5 s with it off plus one young collection of
-    0.23–0.41 s when it is back on. It changes no result; it only moves when cycles
-    (the tick makes none) are collected."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
 class Engine:
     """Pure decision path; ``state`` is replaced (not mutated in place) by ``decide``."""
 
@@ -481,7 +459,7 @@ class Engine:
                 models: ModelLookup | None = None) -> Plan:
         """Features, prediction, thresholds and the outcome judgements (which advance the
         outcome tracker: a host that learns from them should checkpoint before acting)."""
-        with _gc_paused():
+        with gc_paused():
             return self._observe(snap, book, models)
 
     def _observe(self, snap: Snapshot, book: ThresholdBook,
@@ -558,7 +536,7 @@ class Engine:
     def propose(self, plan: Plan, snap: Snapshot) -> Plan:
         """Policy and guards over an observed plan: fills ``decisions`` and ``asks`` (and
         advances the policy state: cooldowns, hysteresis)."""
-        with _gc_paused():
+        with gc_paused():
             return self._propose(plan, snap)
 
     def _propose(self, plan: Plan, snap: Snapshot) -> Plan:

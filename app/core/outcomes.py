@@ -61,7 +61,6 @@ their own timestamps, in time order. Its state is JSON-serialisable
 from __future__ import annotations
 
 import base64
-import gc
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -72,6 +71,7 @@ import numpy as np
 
 from prescale.app.core.actions import ActionKind, ScalingAction
 from prescale.app.core.config import default_of
+from prescale.app.core.gc_pause import gc_paused
 from prescale.app.core.predictor import TrendExhaustionPredictor
 from prescale.app.core.sample import EventKind, Tier
 
@@ -525,13 +525,8 @@ class OutcomeTracker:
         3]`` array. The cyclic garbage collector is off meanwhile (these lists make no
         cycle): at 10,000 containers they are 600,000, and its collections while they
         were made cost more than making them (measured: to_dict 694 ms with it on)."""
-        paused = gc.isenabled()
-        gc.disable()
-        try:
+        with gc_paused():
             return self._build_seen_lists()
-        finally:
-            if paused:
-                gc.enable()
 
     def _build_seen_lists(self) -> dict[Key, list[list[float]]]:
         restored = self._restored

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from prescale.app.api_models import PredictRequest
+from prescale.app.core.gc_pause import gc_paused
 from prescale.app.core.sample import METRICS
 from prescale.app.serve_bodies import (
     BodyError,
@@ -27,7 +28,6 @@ from prescale.app.serve_bodies import (
     _series_job,
     arrow_job,
     column_problem,
-    gc_paused,
     json_job,
     predictions_table,
     windows,
