@@ -10,6 +10,7 @@ value against a frozen numpy reference.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -65,12 +66,22 @@ def _jit(fn: Callable[..., Any]) -> Any:
     a writable place (``NUMBA_CACHE_DIR``, the ``__pycache__`` next to this file, else
     the user's cache directory, e.g. ``~/.cache/numba``). Where none is writable (a
     read-only install run by a user without a home) numba refuses ``cache=True`` at
-    import: then every process compiles on its first call instead."""
+    import: then every process compiles on its first call instead, and says so once
+    (a ``RuntimeWarning`` naming ``NUMBA_CACHE_DIR``)."""
     options = {"nogil": True, "error_model": "numpy"}
     try:
         return numba.njit(cache=True, **options)(fn)
-    except RuntimeError:  # "cannot cache function …: no locator available"
+    except RuntimeError as exc:  # "cannot cache function …: no locator available"
+        if not _UNCACHED:
+            warnings.warn(f"features: numba has no writable cache directory ({exc}); the "
+                          "features' pass compiles in every process (~6 s on its first "
+                          "call). Set NUMBA_CACHE_DIR to a writable directory to keep it.",
+                          RuntimeWarning, stacklevel=2)
+        _UNCACHED.append(fn.__name__)
         return numba.njit(**options)(fn)
+
+
+_UNCACHED: list[str] = []  # the functions compiled without a cache (warned once)
 
 
 @numba.extending.intrinsic

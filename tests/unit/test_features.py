@@ -892,8 +892,8 @@ def _ref_ols(
 def test_without_a_writable_cache_the_kernel_still_compiles(tmp_path):
     """Where numba finds no writable cache directory (a read-only install, a user
     without a home) it refuses ``cache=True`` at import; features then compile without a
-    cache. Run in a fresh process whose only cache locator never applies to a file
-    (IPython's): the same features as here."""
+    cache, and say so once. Run in a fresh process whose only cache locator never applies
+    to a file (IPython's): the same features as here."""
     import os
     import subprocess
     import sys
@@ -908,6 +908,9 @@ def test_without_a_writable_cache_the_kernel_still_compiles(tmp_path):
                           timeout=600)
     assert done.returncode == 0, done.stderr
     assert_same_features(np.load(tmp_path / "f.npy"), compute_features(w, recent_steps=3))
+    # not silent: one warning, naming the way out
+    assert done.stderr.count("RuntimeWarning: features: numba has no writable cache") == 1
+    assert "NUMBA_CACHE_DIR" in done.stderr
 
 
 def test_importing_the_names_does_not_load_numba():
