@@ -68,6 +68,21 @@ from prescale.app.core.workloads import Workload, held_back
 #: network when one has a receive bandwidth limit (``net_rx_limit_bytes_per_s``), block
 #: I/O when one has a write bandwidth limit (``io_write_limit_bytes_per_s``)
 TIERS = (Tier.MEMORY, Tier.CPU, Tier.DISK, Tier.NETWORK, Tier.IO)
+_ALL_COLUMNS = list(range(len(F)))  # every feature, in the order compute_features gives
+
+
+def _predict_read_only(model: FailureModelLike, x: np.ndarray) -> np.ndarray:
+    """``model.predict_proba(x)`` with ``x`` read-only during the call: the engine hands a
+    model its own feature matrix (or the window) without a copy, and a model that wrote
+    into it would change what the policy reads next; such a model fails with numpy's
+    "assignment destination is read-only" instead. ``x``'s flag is restored after."""
+    was = x.flags.writeable
+    x.flags.writeable = False
+    try:
+        return model.predict_proba(x)
+    finally:
+        if was:
+            x.flags.writeable = True
 
 
 class FailureModelLike(Protocol):
@@ -438,11 +453,18 @@ class Engine:
             by_model.setdefault(key, (m, []))[1].extend(idx)
             label, names = m.label, snap.names
             model_of.update({names[i]: label for i in idx})
+        n = len(snap.names)
         for m, idx in by_model.values():
-            rows = np.sort(np.asarray(idx, dtype=np.intp))
-            x = (snap.window[rows] if m.model.input == "window"
-                 else feats[rows][:, [F[name] for name in m.features]])
-            p_fail[rows] = m.model.predict_proba(x)
+            # one model over every row (the common case): no copy of the window or of
+            # the features; else its rows, in row order, and its columns
+            every = len(idx) == n
+            rows = slice(None) if every else np.sort(np.asarray(idx, dtype=np.intp))
+            if m.model.input == "window":
+                x = snap.window if every else snap.window[rows]
+            else:
+                cols = [F[name] for name in m.features]
+                x = feats if every and cols == _ALL_COLUMNS else feats[rows][:, cols]
+            p_fail[rows] = _predict_read_only(m.model, x)
         return feats, pred, model_of
 
     def plan(self, snap: Snapshot, book: ThresholdBook, *, models: ModelLookup | None = None,

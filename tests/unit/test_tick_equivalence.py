@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from test_policies_property import FAST, policy_configs, snapshots, states
@@ -171,6 +172,59 @@ def test_predict_calls_each_model_once_with_the_per_app_probabilities():
                         if a != "app0"}
     assert list(model_of) == [n_ for a in dict.fromkeys(apps) if a != "app0"
                               for n_, b in zip(names, apps, strict=True) if b == a]
+
+
+class _Writer:
+    """A model that writes into what it is given (a defect in a user's model)."""
+
+    input = "features"
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        x[:, 0] = 0.0
+        return np.zeros(len(x))
+
+
+class _Seen:
+    """A features model that keeps what it was given."""
+
+    input = "features"
+
+    def __init__(self) -> None:
+        self.x: np.ndarray | None = None
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        self.x = x
+        return x[:, F["memory_usage_last_bytes"]] / 2**30
+
+
+def test_one_model_over_every_row_reads_the_features_without_a_copy_and_read_only():
+    rng = np.random.default_rng(1)
+    n = 30
+    names, apps = [f"c{i}" for i in range(n)], [f"app{i % 3}" for i in range(n)]
+    snap = Snapshot(1055.0, names, apps, _window(n, rng))
+    engine = Engine(EngineConfig.from_settings(Settings()))
+    seen = _Seen()
+    feats, pred, _ = engine.predict(snap, lambda app: AppModel("all", seen, FEATURES))
+    assert seen.x is feats  # every row, every column in order: the matrix itself
+    assert feats.flags.writeable  # read-only only during the call
+    want = feats[:, F["memory_usage_last_bytes"]] / 2**30
+    assert pred.tiers[engine.config.model_tier].p_fail.tobytes() == want.tobytes()
+    # one app without a model: that model gets a copy of its rows (not the matrix)
+    seen2 = _Seen()
+    feats2, pred2, _ = engine.predict(
+        snap, lambda app: None if app == "app0" else AppModel("all", seen2, FEATURES))
+    assert seen2.x is not feats2 and len(seen2.x) == n - n // 3
+    # a model that writes into its input fails by name; a window model cannot change the
+    # caller's window, and the window is writable again after
+    with pytest.raises(ValueError, match="read-only"):
+        engine.predict(snap, lambda app: AppModel("writer", _Writer(), FEATURES))
+    window_writer = _Writer()
+    window_writer.input = "window"
+    before = snap.window.copy()
+    with pytest.raises(ValueError, match="read-only"):
+        engine.predict(snap, lambda app: AppModel("writer", window_writer, ()))
+    assert snap.window.flags.writeable
+    assert np.array_equal(snap.window, before, equal_nan=True)
 
 
 def test_one_boosting_call_equals_per_app_calls_to_the_last_bit():
