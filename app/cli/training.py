@@ -17,6 +17,7 @@ from prescale.app.cli.common import (
     fmt_probability,
     open_registry,
     open_store,
+    out,
     settings_or_exit,
     time_option,
 )
@@ -217,13 +218,14 @@ def retrain(
         return
     for entry in report:
         res = entry.get("result")
-        err.print(f"{entry['app']}: {entry['why']}" + (
+        out.print(f"{entry['app']}: {entry['why']}" + (
             f" → {res.get('version_id') or 'nothing registered'} {res['status']}: "
             f"{res.get('reason')}" if res else ""), markup=False)
 
 
 def _print_training(out_dict: dict, fmt: Output) -> None:
-    """The result in words (or JSON); exit 1 when nothing could be learned."""
+    """The result in words (or JSON) on stdout, like every command's result (app/cli/output.py);
+    exit 1 when nothing could be learned, said on stderr."""
     if not emit(fmt, out_dict):
         _describe_training(out_dict)
     if out_dict.get("status") == "nothing learned":
@@ -242,20 +244,23 @@ def _describe_training(r: dict) -> None:
         return
     kind = r.get("kind")
     if r.get("promoted"):
-        err.print(f"{who}: {r.get('version_id')} ({kind}) is current — {r.get('reason')}")
+        out.print(f"{who}: {r.get('version_id')} ({kind}) is current — {r.get('reason')}",
+                  markup=False)
     else:
-        err.print(f"{who}: {r.get('version_id')} ({kind}) registered as a candidate — "
-                  f"{r.get('reason')}")
+        out.print(f"{who}: {r.get('version_id')} ({kind}) registered as a candidate — "
+                  f"{r.get('reason')}", markup=False)
     for c in (r.get("gate") or {}).get("comparisons", []):
         if c.get("note"):
-            err.print(f"  note on the {c['reference']}: {c['note']}")
+            out.print(f"  note on the {c['reference']}: {c['note']}", markup=False)
     test = r.get("test") or {}
     thr = test.get("threshold")
-    err.print(f"operating threshold {('never alarms' if thr is None else fmt_probability(thr))}"
-              + (f"; {r['threshold_seeded']}" if r.get("threshold_seeded") else ""))
+    out.print(f"operating threshold {('never alarms' if thr is None else fmt_probability(thr))}"
+              + (f"; {r['threshold_seeded']}" if r.get("threshold_seeded") else ""),
+              markup=False)
     rule = r.get("test_best_single_feature") or {}
-    err.print(f"held-out test split ({test.get('n', 0):,} windows, {test.get('n_positive', 0):,} "
+    out.print(f"held-out test split ({test.get('n', 0):,} windows, {test.get('n_positive', 0):,} "
               f"positive, base rate {f(test.get('base_rate'), 4)}): AP {f(test.get('pr_auc'))}, "
               f"ROC-AUC {f(test.get('roc_auc'))}, precision {f(test.get('precision'))} and "
               f"recall {f(test.get('recall'))} at the threshold; best single feature "
-              f"{rule.get('feature')} ({rule.get('direction')}) AP {f(rule.get('pr_auc'))}")
+              f"{rule.get('feature')} ({rule.get('direction')}) AP {f(rule.get('pr_auc'))}",
+              markup=False)

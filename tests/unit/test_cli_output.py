@@ -116,3 +116,30 @@ def test_up_says_a_line_per_deciding_tick_and_a_progress_line_otherwise(utc):
     every({"tick": 1, "now_s": t0, "containers": 1, "decisions": 0, "errors": {}})
     assert said[-1].endswith("tick 1: 1 container; 1 tick since the last line, none decided; "
                              "slowest 0.00 s")
+
+
+def test_train_result_in_words_is_on_stdout_and_nothing_learned_on_stderr(capsys):
+    """`prescale train`/`tune` print their result on stdout like every command; only the
+    failure (nothing learned, exit 1) goes to stderr. A reason with brackets is printed
+    as it is, not read as rich markup."""
+    from prescale.app.cli.training import _print_training
+
+    result = {"app": "web", "tier": "memory", "status": "promoted", "promoted": True,
+              "version_id": "v3", "kind": "hist_gradient_boosting",
+              "reason": "beats the heuristic [AP +0.12]",
+              "test": {"n": 1200, "n_positive": 30, "base_rate": 0.025, "pr_auc": 0.61,
+                       "roc_auc": 0.9, "precision": 0.5, "recall": 0.7, "threshold": 0.4},
+              "test_best_single_feature": {"feature": "memory_headroom_bytes",
+                                           "direction": "low", "pr_auc": 0.3}}
+    _print_training(result, Output.TABLE)
+    got = capsys.readouterr()
+    assert got.err == ""
+    assert "web/memory: v3 (hist_gradient_boosting) is current — beats the heuristic " \
+           "[AP +0.12]" in got.out
+    assert "held-out test split (1,200 windows, 30 positive" in got.out
+    with pytest.raises(typer.Exit) as ex:
+        _print_training({"app": "web", "tier": "memory", "status": "nothing learned",
+                         "reason": "no positive window"}, Output.TABLE)
+    assert ex.value.exit_code == 1
+    got = capsys.readouterr()
+    assert got.out == "" and "nothing learned for web/memory: no positive window" in got.err
