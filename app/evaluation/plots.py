@@ -3,12 +3,17 @@
 Figures are built as matplotlib :class:`~matplotlib.figure.Figure` objects (no pyplot,
 no global backend), so that tests read what is drawn, and saved at :data:`DPI`.
 
-- **Per scenario** (:func:`scenario_figures`): memory demand against the limit over
-  time (totals over replicas), one row per container and one column per policy. The y
+- **Per scenario** (:func:`scenario_figures`): the demand against the limit over time
+  in each tier where the scenario's containers can fail (``RunRecord.failure_tiers``,
+  :data:`TIER_VIEWS`): memory (totals over replicas) for most, CPU against the quota
+  for ``cpu_saturation``, the disk against the volume's capacity for ``disk_fill``, the
+  receive rate against its limit for ``net_saturation``; with the applied actions of
+  that tier and its failures marked, and the failures of the tiers not drawn as ticks
+  along the bottom. One row per container (and tier) and one column per policy. The y
   axis is shared along each row: one container, one scale, every policy. prescale's
   columns are titled ``prescale`` in :data:`PRESCALE_COLOUR` on a tinted background,
-  the baselines' ``baseline``. One legend for the whole figure, above the grid.
-  Containers go :data:`ROWS_PER_PAGE` to a page: ``leak.png``, ``leak-p2.png``, ... at
+  the baselines' ``baseline``. One legend for the whole figure, below the grid.
+  Rows go :data:`ROWS_PER_PAGE` to a page: ``leak.png``, ``leak-p2.png``, ... at
   most :data:`MAX_PAGES` pages; every page's title says which containers it shows, of
   how many, in which files the others are and how many are drawn nowhere.
 - **Summary** (:func:`summary_figure`): failures (count) and memory slack (%) per
@@ -24,6 +29,7 @@ would pass :data:`MAX_WIDTH_PX`, never below :data:`MIN_PANEL_W_IN`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,8 +125,105 @@ def page_note(scenario: str, names: Sequence[str], ranges: Sequence[range], k: i
     return text
 
 
+# -- the per-scenario figures -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TierView:
+    """How one tier is drawn: its title phrase, legend labels, the applied actions marked
+    on it, the failure marked on its limit and the unit line of its rows' y label."""
+
+    tier: str
+    what: str  # the title: what is drawn against what
+    demand: str
+    limit: str
+    action_tiers: tuple[str, ...]  # AppliedAction.tier values marked on it
+    raised: str
+    lowered: str
+    failure: str  # the legend's label of the failures marked on the limit line
+    failure_kind: str  # the same, short, when the tier is not drawn
+    y_unit: str  # "{unit}" is replaced by the row's unit
+
+
+#: every tier a figure can draw, in the order of its rows
+TIER_VIEWS: dict[str, TierView] = {v.tier: v for v in (
+    TierView("memory", "memory demand vs limit (totals over replicas)", "memory demand",
+             "memory limit", ("memory", "replicas"), "limit or replicas raised",
+             "limit or replicas lowered", "OOM kill", "OOM kill", "{unit}"),
+    TierView("cpu", "CPU demand vs quota (totals over replicas)", "CPU demand", "CPU quota",
+             ("cpu", "replicas"), "quota or replicas raised", "quota or replicas lowered",
+             "timeout (latency above target)", "CPU timeout", "CPU {unit}"),
+    TierView("disk", "disk demand vs volume capacity", "disk demand (written)",
+             "disk capacity", ("disk",), "volume grown", "volume shrunk", "disk full",
+             "disk full", "disk {unit}"),
+    TierView("network", "receive rate vs receive limit", "receive rate (traffic sent)",
+             "receive limit", ("network",), "receive limit raised", "receive limit lowered",
+             "timeout (traffic above the limit)", "network timeout", "receive {unit}"),
+)}
+
+
+def figure_tiers(rec: RunRecord) -> tuple[str, ...]:
+    """The tiers a record's figures draw (its ``failure_tiers``, in the order of
+    :data:`TIER_VIEWS`); a tier that is unknown, or whose series the record does not
+    carry, is an error naming it."""
+    bad = [t for t in rec.failure_tiers if t not in TIER_VIEWS]
+    if bad or not rec.failure_tiers:
+        raise ValueError(f"{rec.scenario}/{rec.policy}: failure_tiers {rec.failure_tiers!r}: "
+                         f"need one or more of {', '.join(TIER_VIEWS)}")
+    need = {"disk": ("disk_demand_bytes", "disk_capacity_bytes"),
+            "network": ("net_demand_bytes_per_s", "net_limit_bytes_per_s")}
+    for t in rec.failure_tiers:
+        missing = [f for f in need.get(t, ()) if getattr(rec, f) is None]
+        if missing:
+            raise ValueError(f"{rec.scenario}/{rec.policy}: the {t} tier is to be drawn "
+                             f"but the record has no {', '.join(missing)}")
+    return tuple(t for t in TIER_VIEWS if t in rec.failure_tiers)
+
+
+def _series(rec: RunRecord, i: int, tier: str) -> tuple[np.ndarray, np.ndarray]:
+    """Container i's demand and limit in ``tier``: memory and CPU as totals over the
+    replicas (per-replica demand × the replicas serving, per-replica limit × the
+    replicas in the spec; worked example: 0.6 cores per replica on 2 ready of 3
+    replicas under a 1-core quota → demand 1.2, quota 3.0); the disk (bytes) and the
+    receive rate (bytes/s) per container, as the simulated world applies them."""
+    if tier in ("memory", "cpu"):
+        reps = rec.replicas[i]
+        serving = reps if rec.replicas_ready is None else rec.replicas_ready[i]
+        if tier == "memory":
+            return rec.memory_demand_bytes[i] * serving, rec.memory_limit_bytes[i] * reps
+        return rec.cpu_demand_cores[i] * serving, rec.cpu_quota_cores[i] * reps
+    if tier == "disk":
+        assert rec.disk_demand_bytes is not None and rec.disk_capacity_bytes is not None
+        return rec.disk_demand_bytes[i], rec.disk_capacity_bytes[i]
+    assert rec.net_demand_bytes_per_s is not None and rec.net_limit_bytes_per_s is not None
+    return rec.net_demand_bytes_per_s[i], rec.net_limit_bytes_per_s[i]
+
+
+def _tier_failures(rec: RunRecord, i: int, tier: str) -> np.ndarray:
+    """Container i's failure steps in ``tier``: OOM kills (memory), the disk full
+    (disk), timeouts with the traffic above the receive limit (network), the other
+    timeouts (cpu: latency above its target)."""
+    if tier == "memory":
+        return rec.oom_kill[i]
+    if tier == "disk":
+        return rec.disk_full[i]
+    over = np.zeros_like(rec.timeout[i])
+    if rec.net_demand_bytes_per_s is not None and rec.net_limit_bytes_per_s is not None:
+        with np.errstate(invalid="ignore"):
+            over = rec.net_demand_bytes_per_s[i] > rec.net_limit_bytes_per_s[i]
+    return rec.timeout[i] & (over if tier == "network" else ~over)
+
+
 def _unit(peak_bytes: float) -> tuple[float, str]:
     return (GIB, "GiB") if peak_bytes >= 4 * GIB else (MIB, "MiB")
+
+
+def _row_unit(tier: str, peak: float) -> tuple[float, str]:
+    """The divisor and the unit line of a row of ``tier`` whose highest value is
+    ``peak``: bytes in MiB or GiB (/s for the receive rate), CPU in cores."""
+    if tier == "cpu":
+        return 1.0, TIER_VIEWS[tier].y_unit.format(unit="cores")
+    div, unit = _unit(peak)
+    return div, TIER_VIEWS[tier].y_unit.format(unit=f"{unit}/s" if tier == "network" else unit)
 
 
 def _time_axis(rec: RunRecord) -> tuple[np.ndarray, str]:
@@ -130,53 +233,74 @@ def _time_axis(rec: RunRecord) -> tuple[np.ndarray, str]:
     return t / 3600, "hours"
 
 
-# -- the per-scenario figures -------------------------------------------------------------
+def _other_kinds(tiers: Sequence[str]) -> list[str]:
+    """The failures of the tiers not drawn, named once each (in :data:`TIER_VIEWS`
+    order); CPU and network timeouts both undrawn are one "timeout". Worked examples:
+    memory drawn → ["timeout", "disk full"]; cpu drawn → ["OOM kill", "disk full",
+    "network timeout"]."""
+    out = [v.failure_kind for t, v in TIER_VIEWS.items() if t not in tiers]
+    both = ("CPU timeout", "network timeout")
+    if all(k in out for k in both):
+        out = ["timeout" if k == both[0] else k for k in out if k != both[1]]
+    return out
 
-def _totals(rec: RunRecord, i: int) -> tuple[np.ndarray, np.ndarray]:
-    """Memory demand served and the limit, totals over the replicas (bytes)."""
-    reps = rec.replicas[i]
-    serving = reps if rec.replicas_ready is None else rec.replicas_ready[i]
-    return rec.memory_demand_bytes[i] * serving, rec.memory_limit_bytes[i] * reps
 
-
-def _legend_handles() -> list[Any]:
+def _legend_handles(tiers: Sequence[str] = ("memory",)) -> list[Any]:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    return [Line2D([], [], color=DEMAND_COLOUR, lw=1.2, label="memory demand"),
-            Line2D([], [], color=LIMIT_COLOUR, lw=1.2, label="memory limit"),
-            Line2D([], [], ls="", marker="^", color=ACTION_COLOUR, ms=6,
-                   label="limit or replicas raised"),
-            Line2D([], [], ls="", marker="v", color=ACTION_COLOUR, ms=6,
-                   label="limit or replicas lowered"),
-            Line2D([], [], ls="", marker="x", color=FAILURE_COLOUR, ms=7, mew=1.5,
-                   label="OOM kill"),
-            Line2D([], [], ls="", marker="|", color=OTHER_FAILURE_COLOUR, ms=8, mew=1.5,
-                   label="timeout or disk full (that tier is not drawn)"),
-            Patch(facecolor=PRESCALE_TINT, edgecolor=PRESCALE_COLOUR,
-                  label="prescale's policies (tinted)")]
+    views = [TIER_VIEWS[t] for t in tiers]
+
+    def label(field: str) -> str:
+        return " / ".join(dict.fromkeys(getattr(v, field) for v in views))
+
+    handles = [Line2D([], [], color=DEMAND_COLOUR, lw=1.2, label=label("demand")),
+               Line2D([], [], color=LIMIT_COLOUR, lw=1.2, label=label("limit")),
+               Line2D([], [], ls="", marker="^", color=ACTION_COLOUR, ms=6,
+                      label=label("raised")),
+               Line2D([], [], ls="", marker="v", color=ACTION_COLOUR, ms=6,
+                      label=label("lowered")),
+               Line2D([], [], ls="", marker="x", color=FAILURE_COLOUR, ms=7, mew=1.5,
+                      label=label("failure"))]
+    other = _other_kinds(tiers)
+    if other:
+        kinds = other[0] if len(other) == 1 else f"{', '.join(other[:-1])} or {other[-1]}"
+        handles.append(Line2D([], [], ls="", marker="|", color=OTHER_FAILURE_COLOUR, ms=8,
+                              mew=1.5, label=f"{kinds} (that tier is not drawn)"))
+    handles.append(Patch(facecolor=PRESCALE_TINT, edgecolor=PRESCALE_COLOUR,
+                         label="prescale's policies (tinted)"))
+    return handles
 
 
-def _panel(ax: Any, rec: RunRecord, i: int, x: np.ndarray, div: float) -> None:
-    """One container under one policy: demand and limit, the applied memory/replica
-    actions (at the limit they set), OOM kills (at the limit they hit), the other
-    failures as ticks along the bottom."""
-    demand, limit = _totals(rec, i)
+def _panel(ax: Any, rec: RunRecord, i: int, x: np.ndarray, div: float,
+           tier: str = "memory", tiers: Sequence[str] = ("memory",)) -> None:
+    """One container in one tier under one policy: demand and limit, the applied
+    actions of that tier (at the limit they set), its failures (at the limit they hit),
+    and, on the first tier's row, the failures of the tiers not drawn (``tiers``: the
+    figure's) as ticks along the bottom."""
+    view = TIER_VIEWS[tier]
+    demand, limit = _series(rec, i, tier)
     ax.plot(x, demand / div, lw=1.0, color=DEMAND_COLOUR)
     ax.plot(x, limit / div, lw=1.0, color=LIMIT_COLOUR)
     last = len(x) - 1
     for up, marker in ((True, "^"), (False, "v")):
         steps = np.array([a.step for a in rec.actions
-                          if a.container == i and a.tier in ("memory", "replicas")
+                          if a.container == i and a.tier in view.action_tiers
                           and (a.new > a.old) == up], dtype=int)
         if len(steps):
             ax.plot(x[np.minimum(steps, last)], limit[np.minimum(steps + 1, last)] / div,
-                    ls="", marker=marker, ms=5, color=ACTION_COLOUR)
-    kills = np.flatnonzero(rec.oom_kill[i])
-    if len(kills):
-        ax.plot(x[kills], np.nan_to_num(limit[kills]) / div, ls="", marker="x",
+                    ls="", marker=marker, ms=5, color=ACTION_COLOUR, zorder=2.5)
+    hits = np.flatnonzero(_tier_failures(rec, i, tier))
+    if len(hits):
+        ax.plot(x[hits], np.nan_to_num(limit[hits]) / div, ls="", marker="x",
                 color=FAILURE_COLOUR, ms=6, mew=1.5)
-    other = np.flatnonzero(rec.timeout[i] | rec.disk_full[i])
+    if tier != tiers[0]:
+        return
+    other = np.zeros(len(x), dtype=bool)
+    for t in TIER_VIEWS:
+        if t not in tiers:
+            other |= _tier_failures(rec, i, t)
+    other = np.flatnonzero(other)
     if len(other):
         ax.plot(x[other], np.full(len(other), 0.04), ls="", marker="|", ms=8, mew=1.5,
                 color=OTHER_FAILURE_COLOUR, transform=ax.get_xaxis_transform())
@@ -214,8 +338,9 @@ def _fitted_legend(fig: Figure, handles: list[Any], width_px: float, renderer: A
 
 def scenario_page(scenario: str, by_policy: Mapping[str, RunRecord], rows: range,
                   note: str) -> Figure:
-    """One page: the containers ``rows`` (rows) × the policies of ``by_policy`` (columns),
-    y shared along each row; ``note`` (:func:`page_note`) under the title.
+    """One page: the containers ``rows`` (one row each per drawn tier,
+    :func:`figure_tiers`) × the policies of ``by_policy`` (columns), y shared along each
+    row; ``note`` (:func:`page_note`) under the title.
 
     The layout is set in inches (no layout engine: a page of 54 panels draws in half
     the time): the title and the column titles above the grid, the x labels and one
@@ -227,21 +352,28 @@ def scenario_page(scenario: str, by_policy: Mapping[str, RunRecord], rows: range
 
     pols = list(by_policy)
     first = by_policy[pols[0]]
-    n_rows, n_cols = len(rows), len(pols)
+    tiers = figure_tiers(first)
+    for p in pols[1:]:
+        if figure_tiers(by_policy[p]) != tiers:
+            raise ValueError(f"{scenario}: policy {p} draws {by_policy[p].failure_tiers}, "
+                             f"{pols[0]} draws {first.failure_tiers}: one scenario, one set")
+    grid_rows = [(i, t) for i in rows for t in tiers]
+    n_rows, n_cols = len(grid_rows), len(pols)
     room = MAX_WIDTH_PX / DPI - LEFT_IN - RIGHT_IN
     panel_w = max(MIN_PANEL_W_IN, min(PANEL_W_IN, room / n_cols))
     panel_w = max(panel_w, min(MAX_PANEL_W_IN, (MIN_WIDTH_IN - LEFT_IN - RIGHT_IN) / n_cols))
     width = _whole_px(LEFT_IN + n_cols * panel_w + RIGHT_IN)
     fig = Figure(figsize=(width, 1.0), dpi=DPI)
     renderer = FigureCanvasAgg(fig).get_renderer()
-    what = (f"{scenario}: memory demand vs limit (totals over replicas)",
-            "one row per container, y shared along the row")
+    what = (f"{scenario}: " + "; ".join(TIER_VIEWS[t].what for t in tiers),
+            "one row per container" + (" and tier" if len(tiers) > 1 else "")
+            + ", y shared along the row")
     one_line = _wrap(", ".join(what), width * DPI - 40, SUPTITLE_PT)
     head_text = one_line if "\n" not in one_line else "\n".join(what)  # cut between phrases
     title = fig.suptitle(_wrap(f"{head_text}\n{note}", width * DPI - 40, SUPTITLE_PT),
                          fontsize=SUPTITLE_PT, va="top")
     title_h = title.get_window_extent(renderer).height / DPI
-    legend = _fitted_legend(fig, _legend_handles(), width * DPI - 20, renderer)
+    legend = _fitted_legend(fig, _legend_handles(tiers), width * DPI - 20, renderer)
     legend_h = legend.get_window_extent(renderer).height / DPI
     head = PAD_IN + title_h + 0.12 + _inches(TITLE_PT, 2) + 0.05
     foot = _inches(TICK_PT) + _inches(LABEL_PT) + 0.2 + legend_h + PAD_IN
@@ -254,13 +386,13 @@ def scenario_page(scenario: str, by_policy: Mapping[str, RunRecord], rows: range
                         hspace=0.12)
     axes = fig.subplots(n_rows, n_cols, squeeze=False, sharex=True, sharey="row")
     x, x_label = _time_axis(first)
-    for r, i in enumerate(rows):
-        peak = max((float(np.nanmax(np.concatenate(_totals(rec, i)), initial=0.0))
+    for r, (i, tier) in enumerate(grid_rows):
+        peak = max((float(np.nanmax(np.concatenate(_series(rec, i, tier)), initial=0.0))
                     for rec in by_policy.values()), default=0.0)
-        div, unit = _unit(peak)
+        div, unit = _row_unit(tier, peak)
         for j, p in enumerate(pols):
             ax = axes[r][j]
-            _panel(ax, by_policy[p], i, x, div)
+            _panel(ax, by_policy[p], i, x, div, tier, tiers)
             if is_prescale(p):
                 ax.set_facecolor(PRESCALE_TINT)
                 for s in ax.spines.values():
@@ -282,11 +414,13 @@ def scenario_page(scenario: str, by_policy: Mapping[str, RunRecord], rows: range
 
 def scenario_figures(scenario: str, by_policy: Mapping[str, RunRecord]
                      ) -> list[tuple[str, Figure]]:
-    """Every page of one scenario: ``[(file name, figure), ...]``."""
+    """Every page of one scenario: ``[(file name, figure), ...]``; with k tiers drawn
+    (:func:`figure_tiers`), max(1, :data:`ROWS_PER_PAGE` // k) containers to a page."""
     if not by_policy:
         return []
-    names = next(iter(by_policy.values())).names
-    ranges = pages(len(names))
+    first = next(iter(by_policy.values()))
+    names = first.names
+    ranges = pages(len(names), max(1, ROWS_PER_PAGE // len(figure_tiers(first))))
     return [(page_file(scenario, k),
              scenario_page(scenario, by_policy, r, page_note(scenario, names, ranges, k)))
             for k, r in enumerate(ranges)]
@@ -390,6 +524,6 @@ def write_plots(result: Mapping[str, Any], out_dir: Path) -> list[Path]:
     return written
 
 
-__all__ = ["DPI", "MAX_PAGES", "ROWS_PER_PAGE", "bar_style", "page_file", "page_note",
-           "pages", "policy_label", "scenario_figures", "scenario_page", "summary_figure",
-           "write_plots"]
+__all__ = ["DPI", "MAX_PAGES", "ROWS_PER_PAGE", "TIER_VIEWS", "TierView", "bar_style",
+           "figure_tiers", "page_file", "page_note", "pages", "policy_label",
+           "scenario_figures", "scenario_page", "summary_figure", "write_plots"]

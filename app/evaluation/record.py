@@ -43,6 +43,17 @@ class RunRecord:
     #: its life): what the Autopilot/VPA-style violation compares with the limit
     memory_want_bytes: np.ndarray | None = None
     alive: np.ndarray | None = None  # [N, T] bool: the container exists (None: always)
+    #: the tiers in which the scenario's containers can fail
+    #: (:attr:`~app.evaluation.scenarios.Scenario.failure_tiers`): what its figures draw
+    failure_tiers: tuple[str, ...] = ("memory",)
+    #: [N, T] what each container has written to its volume (nan outside its life; at or
+    #: above the capacity: disk full), and the volume's size in force (None: no disk tier)
+    disk_demand_bytes: np.ndarray | None = None
+    disk_capacity_bytes: np.ndarray | None = None
+    #: [N, T] the traffic sent to each container and its receive limit in force (above
+    #: it the excess queues: a timeout; None: no network tier)
+    net_demand_bytes_per_s: np.ndarray | None = None
+    net_limit_bytes_per_s: np.ndarray | None = None
     actions: list[AppliedAction] = field(default_factory=list)
     asks: int = 0
     reclaims: int = 0  # idle containers shrunk under contention (also in ``actions``)

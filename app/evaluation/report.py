@@ -2,8 +2,10 @@
 
 :func:`evaluate` runs every scenario once per policy (pure parts: scenarios, runner,
 metrics) and returns a JSON-able dict. :func:`write_report` writes ``report.md`` and
-the PNG plots of :mod:`app.evaluation.plots` into a directory: per scenario, memory
-demand against the limit over time, one row per container (pages of a few rows, each
+the PNG plots of :mod:`app.evaluation.plots` into a directory: per scenario, the demand
+against the limit over time in the tier where it fails (memory; CPU against the quota,
+the disk against the volume, the receive rate against its limit where those are what
+fails), one row per container (pages of a few rows, each
 naming the containers it shows and where the others are) and one column per policy,
 with applied actions and failures marked; and one summary chart of failures and
 memory slack per scenario and policy.

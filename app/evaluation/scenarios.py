@@ -153,6 +153,33 @@ class Scenario:
     def duration_s(self) -> float:
         return self.steps * self.step_s
 
+    @property
+    def failure_tiers(self) -> tuple[str, ...]:
+        """The tiers in which this scenario's containers can fail (what its figures draw),
+        read from the scenario's own data, in the order memory, cpu, disk, network:
+
+        - ``"cpu"`` where a latency target is set (a CPU timeout is possible);
+        - ``"disk"`` where there is a disk series (a full volume), ``"network"`` where
+          there is traffic (a saturated receive limit);
+        - ``"memory"`` where some container's memory demand reaches its first limit
+          (an OOM kill under a static limit), and whenever no other tier can fail.
+
+        Worked examples: ``leak`` → ("memory",) (its growth passes the 512 MiB limit);
+        ``cpu_saturation`` → ("cpu",) (200 MiB under a 512 MiB limit, latency target
+        set); ``disk_fill`` → ("disk",); ``net_saturation`` → ("network",); ``idle``
+        → ("memory",) (nothing reaches a limit; memory by default)."""
+        others = []
+        if self.latency_base_s is not None and np.isfinite(self.latency_base_s).any():
+            others.append("cpu")
+        if self.disk_bytes is not None:
+            others.append("disk")
+        if self.net_demand_bytes_per_s is not None:
+            others.append("network")
+        m = np.nan_to_num(self.fixed_bytes + self.load_bytes)  # a trace: nan outside life
+        peak = m.max(axis=1) + np.nan_to_num(self.growth_bytes).max(axis=1)
+        memory = bool((peak >= self.memory_limit_bytes).any()) or not others
+        return ("memory",) * memory + tuple(others)
+
 
 def first_kill_step(limit_bytes: float, base_bytes: float, growth_per_step_bytes: float) -> int:
     """Age (steps) of the first OOM kill of a linear leak under a fixed limit: the first

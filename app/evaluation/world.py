@@ -119,7 +119,12 @@ class SimWorld:
             disk_full=np.zeros((n, t), dtype=bool), replicas_ready=np.ones((n, t), dtype=int),
             evicted=np.zeros((n, t), dtype=bool), down_evicted=np.zeros((n, t), dtype=bool),
             memory_want_bytes=np.full((n, t), np.nan),
-            alive=np.ones((n, t), dtype=bool) if self.every else s.alive.copy())
+            alive=np.ones((n, t), dtype=bool) if self.every else s.alive.copy(),
+            failure_tiers=s.failure_tiers,
+            disk_demand_bytes=None if self.disk_cap is None else np.full((n, t), np.nan),
+            disk_capacity_bytes=None if self.disk_cap is None else np.full((n, t), np.nan),
+            net_demand_bytes_per_s=None if self.net_lim is None else np.full((n, t), np.nan),
+            net_limit_bytes_per_s=None if self.net_lim is None else np.full((n, t), np.nan))
         self.ring = FleetRing(n, window_steps)
         self.row = np.tile(_sample_row_template(), (n, 1))
         self.col = [M[c] for c in _COLS]
@@ -189,8 +194,12 @@ class SimWorld:
             rec.timeout[:, k] = up & (lat > s.latency_target_s)
         if self.disk_cap is not None:
             rec.disk_full[:, k] = alive & (s.disk_bytes[:, k] >= self.disk_cap)
+            rec.disk_demand_bytes[live, k] = s.disk_bytes[live, k]
+            rec.disk_capacity_bytes[live, k] = self.disk_cap[live]
         if self.net_lim is not None:  # traffic above the receive limit queues: a timeout
             net = s.net_demand_bytes_per_s[:, k]
+            rec.net_demand_bytes_per_s[up, k] = net[up]
+            rec.net_limit_bytes_per_s[live, k] = self.net_lim[live]
             rec.timeout[:, k] |= up & (net > self.net_lim)
             self.net_total += np.where(up, np.minimum(net, self.net_lim), 0.0) * dt
         for i in np.flatnonzero(killed):

@@ -2,7 +2,8 @@
 matplotlib figures and the saved files: every container drawn or the subset named, the
 y axis shared along each row, one legend, prescale's columns and bars marked, text
 readable at 100 % (size in px at the saved DPI, inside the image, not overlapping),
-y labels with units. Records are built here (no simulation): quick."""
+y labels with units, each scenario drawn in the tier where it fails (memory, CPU, disk,
+network). Records are built here, or by a short run of the static baseline: quick."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 from PIL import Image
 
-from prescale.app.evaluation import plots, report
+from prescale.app.evaluation import plots, report, runner, scenarios
 from prescale.app.evaluation.record import AppliedAction, RunRecord
 from prescale.app.evaluation.runner import POLICIES, PRESCALE_POLICIES
 
@@ -290,3 +291,178 @@ def test_the_failures_axis_reads_in_plain_counts(most: int) -> None:
     assert len(ticks) >= 3
     assert all(float(text) == v for v, text in ticks), ticks  # "20", not "$10^{1}$"
     assert hi >= most and ("log" in a1.get_ylabel()) == (most > plots.LINEAR_FAILURES_MAX)
+
+
+# -- each scenario drawn in the tier where it fails -------------------------------------------
+
+def _lines(ax) -> list[np.ndarray]:
+    """The y data of the panel's solid lines (demand, limit), markers left out."""
+    return [np.asarray(ln.get_ydata(), dtype=float) for ln in ax.get_lines()
+            if ln.get_linestyle() == "-"]
+
+
+def _markers(ax, marker: str) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for ln in ax.get_lines():
+        if ln.get_marker() == marker and ln.get_linestyle() == "None":
+            xs += list(ln.get_xdata())
+            ys += list(ln.get_ydata())
+    return np.array(xs, dtype=float), np.array(ys, dtype=float)
+
+
+def _legend_labels(fig: Figure) -> list[str]:
+    return [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+@pytest.mark.parametrize(("name", "tiers"), [
+    ("leak", ("memory",)), ("plateau", ("memory",)), ("diurnal", ("memory",)),
+    ("burst", ("memory",)), ("creep", ("memory",)), ("tenants", ("memory",)),
+    ("idle", ("memory",)), ("cpu_saturation", ("cpu",)), ("disk_fill", ("disk",)),
+    ("net_saturation", ("network",))])
+def test_each_scenario_names_the_tier_it_fails_in(name: str, tiers: tuple[str, ...]) -> None:
+    assert scenarios.SYNTHETIC[name]().failure_tiers == tiers
+
+
+def _short_run(name: str, fraction: float, policy: str = "static") -> RunRecord:
+    return runner.run(scenarios.scaled(scenarios.SYNTHETIC[name](), fraction), policy)
+
+
+def test_a_cpu_saturation_run_is_drawn_as_cpu_demand_against_the_quota() -> None:
+    rec = _short_run("cpu_saturation", 0.25)
+    assert rec.timeout.any()
+    (_, fig), = plots.scenario_figures("cpu_saturation", {"static": rec})
+    grid = _grid(fig, 1)
+    assert len(grid) == len(rec.names)
+    head = fig.get_suptitle().split("\n")[0]
+    assert "CPU demand vs quota" in head and "memory" not in head
+    labels = _legend_labels(fig)
+    assert {"CPU demand", "CPU quota", "timeout (latency above target)"} <= set(labels)
+    assert not any(lbl.startswith("memory") for lbl in labels)
+    for i, (ax,) in enumerate(grid):
+        assert ax.get_ylabel() == f"{rec.names[i]}\nCPU cores"
+        demand, quota = _lines(ax)
+        assert np.allclose(demand, rec.cpu_demand_cores[i] * rec.replicas_ready[i],
+                           equal_nan=True)
+        assert np.allclose(quota, rec.cpu_quota_cores[i] * rec.replicas[i])
+        assert np.nanmax(demand) > 1.0  # the ramp, not a flat memory line in MiB
+        _, at = _markers(ax, "x")  # the timeouts, on the quota they broke
+        assert len(at) == rec.timeout[i].sum()
+        assert np.allclose(at, quota[rec.timeout[i]])
+        assert not _markers(ax, "|")[0].size  # no failure of another tier here
+
+
+def test_a_memory_scenario_run_still_draws_memory() -> None:
+    rec = _short_run("leak", 0.25)
+    assert rec.oom_kill.any()
+    (_, fig), = plots.scenario_figures("leak", {"static": rec})
+    assert fig.get_suptitle().startswith("leak: memory demand vs limit (totals over replicas)")
+    assert {"memory demand", "memory limit", "OOM kill",
+            "timeout or disk full (that tier is not drawn)"} <= set(_legend_labels(fig))
+    for i, (ax,) in enumerate(_grid(fig, 1)):
+        assert ax.get_ylabel() == f"{rec.names[i]}\nMiB"
+        demand, limit = _lines(ax)
+        assert np.allclose(demand * MIB, rec.memory_demand_bytes[i], equal_nan=True)
+        assert np.allclose(limit * MIB, rec.memory_limit_bytes[i])
+        assert len(_markers(ax, "x")[0]) == rec.oom_kill[i].sum()
+
+
+def test_a_disk_fill_run_is_drawn_as_the_disk_against_the_volume() -> None:
+    s = scenarios.scaled(scenarios.disk_fill(), 0.5)
+    rec = runner.run(s, "static")
+    assert rec.disk_demand_bytes is not None and rec.disk_capacity_bytes is not None
+    assert np.allclose(rec.disk_demand_bytes, s.disk_bytes)  # the world records the series
+    assert np.allclose(rec.disk_capacity_bytes, s.disk_capacity_bytes[:, None])
+    assert rec.disk_full.any()
+    (_, fig), = plots.scenario_figures("disk_fill", {"static": rec})
+    assert "disk demand vs volume capacity" in fig.get_suptitle()
+    assert {"disk capacity", "disk full", "volume grown"} <= set(_legend_labels(fig))
+    for i, (ax,) in enumerate(_grid(fig, 1)):
+        assert ax.get_ylabel() == f"{rec.names[i]}\ndisk GiB"
+        demand, cap = _lines(ax)
+        assert np.allclose(demand * plots.GIB, rec.disk_demand_bytes[i])
+        assert np.allclose(cap * plots.GIB, rec.disk_capacity_bytes[i])
+        _, at = _markers(ax, "x")
+        assert len(at) == rec.disk_full[i].sum() and np.allclose(at, 10.0)
+
+
+def test_a_net_saturation_run_is_drawn_as_the_receive_rate_against_its_limit() -> None:
+    s = scenarios.scaled(scenarios.net_saturation(), 0.25)
+    rec = runner.run(s, "static")
+    assert rec.net_demand_bytes_per_s is not None and rec.net_limit_bytes_per_s is not None
+    assert np.allclose(rec.net_demand_bytes_per_s, s.net_demand_bytes_per_s)
+    assert rec.timeout.any()
+    (_, fig), = plots.scenario_figures("net_saturation", {"static": rec})
+    assert "receive rate vs receive limit" in fig.get_suptitle()
+    assert {"receive limit", "timeout (traffic above the limit)",
+            "OOM kill, CPU timeout or disk full (that tier is not drawn)"
+            } <= set(_legend_labels(fig))
+    for i, (ax,) in enumerate(_grid(fig, 1)):
+        assert ax.get_ylabel() == f"{rec.names[i]}\nreceive MiB/s"
+        demand, limit = _lines(ax)
+        assert np.allclose(demand * MIB, rec.net_demand_bytes_per_s[i])
+        assert np.allclose(limit, 10.0)
+        assert len(_markers(ax, "x")[0]) == rec.timeout[i].sum()
+
+
+def _cpu_rec(policy: str, n: int, tiers: tuple[str, ...] = ("cpu",)) -> RunRecord:
+    """``_rec`` whose CPU ramps 0.3 → 2.5 cores over a 1-core quota on 2 replicas (one
+    ready) with a timeout, a CPU action, an OOM kill and a disk-full step."""
+    rec = _rec(policy, n)
+    t = rec.memory_limit_bytes.shape[1]
+    rec.failure_tiers = tiers
+    rec.cpu_demand_cores = np.tile(np.linspace(0.3, 2.5, t), (n, 1))
+    rec.replicas = np.full((n, t), 2)
+    rec.replicas_ready = np.ones((n, t), dtype=int)
+    rec.disk_full[0, 7] = True
+    rec.actions.append(AppliedAction(step=9, ts_s=540.0, container=0, tier="cpu", old=1.0,
+                                     new=1.5, preemptive=True))
+    rec.cpu_quota_cores[0, 10:] = 1.5
+    return rec
+
+
+def test_only_the_drawn_tiers_actions_and_failures_are_marked_on_it() -> None:
+    rec = _cpu_rec(BASELINE, 1)
+    (_, fig), = plots.scenario_figures("s", {BASELINE: rec})
+    ax, = fig.axes
+    x = np.arange(rec.memory_limit_bytes.shape[1]) * rec.step_s / 3600
+    ups_x, ups_y = _markers(ax, "^")  # the CPU action, not the memory one at step 5
+    assert np.allclose(ups_x, x[[9]]) and np.allclose(ups_y, [1.5 * 2])  # 2 replicas
+    other, _ = _markers(ax, "|")  # the disk full and the OOM kill: tiers not drawn
+    assert np.allclose(sorted(other), x[[7, 20]]), other
+    kills, at = _markers(ax, "x")  # the timeout (step 13), not the OOM kill
+    assert np.allclose(kills, x[[13]]) and np.allclose(at, [1.5 * 2])
+
+
+def test_two_tiers_are_two_rows_per_container_and_stay_readable() -> None:
+    n = 4
+    pols = [BASELINE, PRESCALE]
+    figs = plots.scenario_figures("s", {p: _cpu_rec(p, n, ("cpu", "memory")) for p in pols})
+    assert len(figs) == 2  # 3 containers to a page: 6 rows
+    first = _grid(figs[0][1], 2)
+    assert [row[0].get_ylabel().split("\n")[1] for row in first] == ["MiB", "CPU cores"] * 3
+    head = figs[0][1].get_suptitle()
+    assert "memory demand vs limit" in head and "CPU demand vs quota" in head
+    for _, fig in figs:
+        _check_readable(fig)
+
+
+def test_the_tier_pages_are_readable_at_100_percent() -> None:
+    pols = list(POLICIES)
+    recs = {p: _cpu_rec(p, 6) for p in pols}
+    for r in recs.values():
+        r.names = [f"a-rather-long-container-name-{i}" for i in range(6)]
+    (_, fig), = plots.scenario_figures("scenario", recs)
+    _check_readable(fig)
+
+
+@pytest.mark.parametrize(("change", "error"), [
+    ({"failure_tiers": ("memory", "gpu")}, "failure_tiers"),
+    ({"failure_tiers": ()}, "failure_tiers"),
+    ({"failure_tiers": ("disk",)}, "no disk_demand_bytes, disk_capacity_bytes"),
+    ({"failure_tiers": ("network",)}, "no net_demand_bytes_per_s")])
+def test_a_tier_that_cannot_be_drawn_is_an_error_naming_it(change: dict, error: str) -> None:
+    rec = _rec(BASELINE, 1)
+    for k, v in change.items():
+        setattr(rec, k, v)
+    with pytest.raises(ValueError, match=error):
+        plots.scenario_figures("s", {BASELINE: rec})
