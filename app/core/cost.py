@@ -28,11 +28,29 @@ converges to 360 MiB — or stops earlier when u reaches ``idle_usage_fraction``
 tier's limit and usage are known, p_fail ≤ ``idle_p_fail_max``, B < L and the last
 action was at least ``revert_after_s`` ago — low or not::
 
-    T = ⌈max(B, max(u, input peak_usage (when known)) × (1 + reclaim_margin_fraction))⌉
+    m = reclaim_margin_fraction
+    T = ⌈max(B, max(u, input peak_usage (when known)) × (1 + m))⌉
 
-and a scale-down to T is proposed if T < L. Worked example: L = 1 GiB raised from
-B = 256 MiB 1000 s ago (≥ 900 s), u = 100 MiB, input peak 300 MiB, margin 0.2 →
-T = max(256 MiB, 360 MiB) = 360 MiB.
+and a scale-down to T is proposed if T < L — unless the predictor's own forecast F
+(``TierPrediction.forecast``: the usage expected at now + horizon) says T would be
+needed again within the horizon::
+
+    held  if  F is known and ⌈F × (1 + m)⌉ > T
+
+A held revert is not made smaller instead (a partial revert on a ramp is raised again
+a few ticks later: more actions, not fewer); it is tried again every tick, and goes
+ahead as above once the forecast no longer exceeds T (the ramp has levelled off) —
+unless usage has reached B meanwhile: then the raise was needed, and the engine drops
+it from ``raised_from`` (only the idle step-down may lower the limit after that).
+The decision's reason then says it was held (:func:`_revert`). A flat usage (F = u)
+never holds a revert: ⌈u × (1 + m)⌉ ≤ T. Worked example: L = 1 GiB raised from
+B = 256 MiB 1000 s ago (≥ 900 s), u = 100 MiB, input peak 300 MiB, margin 0.2,
+F = 100 MiB → T = max(256 MiB, 360 MiB) = 360 MiB; ⌈120 MiB⌉ ≤ 360 MiB → reverted to
+360 MiB. Held (a CPU ramp): L = 1.5 cores raised from B = 1.0 900 s ago,
+u = 0.965 = input peak, F = 1.086 cores at +900 s → T = ⌈max(1.0, 1.158)⌉ = 1.16;
+⌈1.086 × 1.2⌉ = 1.31 > 1.16 → held (reverting to 1.16 would be raised again
+within the horizon: the predictor's busy line for 1.16 cores is 0.9 × 1.16 = 1.04 < F,
+with the default ``cpu_busy_fraction`` 0.9).
 
 **Reclaim under contention.** When a tick's scale-ups need more than the pool has
 free, :func:`app.core.contention.arbitrate` shrinks idle containers first. The
@@ -236,7 +254,8 @@ def _tier_scale_downs(
     1. no limit (not finite, or ≤ 0): "no limit set";
     2. usage unknown;
     3. ``p_fail > idle_p_fail_max`` (or nan): "not idle: p_fail …";
-    4. a pre-emptive raise to revert, due now (:func:`_revert`; row by row: rare);
+    4. a pre-emptive raise to revert, due now (:func:`_revert`; row by row: rare); a
+       revert held by the forecast gives its reason when 5 to 9 give no action;
     5. not low (usage ≥ ``idle_usage_fraction`` × limit): "not idle: usage …";
     6. low for less than ``idle_after``: "low for …";
     7. idle, stepped down less than ``step_interval_s`` ago: "next step down in …";
@@ -287,10 +306,12 @@ def _tier_scale_downs(
         for i in np.flatnonzero(calm).tolist():
             key = f"{names[i]}{suffix}"
             if key in raised:
-                action, reason = _revert(inp, cfg, state, i, tier, limits[i], usages[i],
-                                         ps[i], key)
-                if action is not None:  # (without one, branches 5 to 9 give the reason)
+                action, reason, held = _revert(inp, cfg, state, i, tier, limits[i],
+                                               usages[i], ps[i], key)
+                if action is not None:  # (without one, branches 5 to 9 give the reason,
                     actions[i], reasons[i] = action, reason
+                elif held and actions[i] is None:  # but not why the raise was kept)
+                    reasons[i] = reason
 
     thr = _tier_threshold(inp, tier)
     ttl = np.asarray(tp.time_to_limit_s, dtype=np.float64)
@@ -480,28 +501,45 @@ def _build(cls: type[_T], n: int, **columns: Iterable[Any]) -> list[_T]:
 def _revert(
     inp: PolicyInput, cfg: CostConfig, state: PolicyState, i: int, tier: Tier,
     limit: float, usage: float, p: float, key: str,
-) -> tuple[ScalingAction | None, str]:
-    """Undo a pre-emptive raise that was not needed (module docstring, "Revert"). Without
-    an action its reason is not used: the row's later branches give the reason."""
+) -> tuple[ScalingAction | None, str, bool]:
+    """Undo a pre-emptive raise that was not needed (module docstring, "Revert"): the
+    action (or None), its reason, and whether the forecast held it. Without an action
+    the reason is only used when held: otherwise the row's later branches give it.
+
+    Held example (CPU): raised 1.00 → 1.50 cores, u = 0.965, forecast 1.086 at +900 s →
+    "cost: revert held: usage 0.96 cores is forecast to reach 1.09 cores within 900 s;
+    × 1.20 that needs 1.31 cores, above the revert target 1.16 cores: the pre-emptive
+    raise from 1.00 cores is kept"."""
     base = state.raised_from.get(key)
     if base is None or not base < limit:
-        return None, ""
+        return None, "", False
     last = state.last_action_s.get(key)
     if last is not None and inp.now_s - last < cfg.revert_after_s:
         return None, (f"cost: raised from {fmt(tier, base)} {inp.now_s - last:.0f} s ago; "
-                      f"reverted if still not needed after {cfg.revert_after_s:g} s")
+                      f"reverted if still not needed after {cfg.revert_after_s:g} s"), False
     peak_in = inp.peak_of(tier, i)
     peak = max(usage, peak_in if math.isfinite(peak_in) else 0.0)
     target = round_up(tier, max(base, peak * (1 + cfg.reclaim_margin_fraction)))
     if not target < limit:
         return None, (f"cost: raised from {fmt(tier, base)}, but the long peak "
-                      f"{fmt(tier, peak)} × {1 + cfg.reclaim_margin_fraction:.2f} needs it")
-    return _down_action(
+                      f"{fmt(tier, peak)} × {1 + cfg.reclaim_margin_fraction:.2f} needs it"
+                      ), False
+    forecast = float(inp.prediction.tiers[tier].forecast[i])
+    need = round_up(tier, forecast * (1 + cfg.reclaim_margin_fraction))
+    if math.isfinite(forecast) and need > target:
+        return None, (
+            f"cost: revert held: usage {fmt(tier, usage)} is forecast to reach "
+            f"{fmt(tier, forecast)} within {inp.prediction.horizon_s:g} s; × "
+            f"{1 + cfg.reclaim_margin_fraction:.2f} that needs {fmt(tier, need)}, above the "
+            f"revert target {fmt(tier, target)}: the pre-emptive raise from "
+            f"{fmt(tier, base)} is kept"), True
+    action, reason = _down_action(
         inp, i, tier, limit, target, p,
         f"cost: revert: the pre-emptive raise from {fmt(tier, base)} was not needed (usage "
         f"{fmt(tier, usage)} never reached it, p_fail {p:.2f}): back to {fmt(tier, target)} "
         f"(never below the long peak {fmt(tier, peak)} × "
         f"{1 + cfg.reclaim_margin_fraction:.2f})")
+    return action, reason, False
 
 
 def _down_action(inp: PolicyInput, i: int, tier: Tier, limit: float, target: float, p: float,

@@ -36,13 +36,16 @@ COST = CostConfig(idle_usage_fraction=0.5, idle_after_s=3600, idle_p_fail_max=0.
 CFG = PolicyConfig(guards=GuardConfig(), cost=COST)
 
 
-def snap(now, limits, usage, p=None, peak=None, tier=Tier.MEMORY, names=None):
+def snap(now, limits, usage, p=None, peak=None, tier=Tier.MEMORY, names=None, forecast=None,
+         horizon_s=30.0):
+    """One tier's snapshot; the forecast is the usage (flat) unless given."""
     n = len(limits)
     p = [0.01] * n if p is None else p
-    tp = TierPrediction(np.array(p, float), np.full(n, np.inf), np.array(usage, float),
+    tp = TierPrediction(np.array(p, float), np.full(n, np.inf),
+                        np.array(usage if forecast is None else forecast, float),
                         np.array(limits, float))
     return PolicyInput(
-        now, names or [f"c{i}" for i in range(n)], Prediction(30.0, "t", {tier: tp}),
+        now, names or [f"c{i}" for i in range(n)], Prediction(horizon_s, "t", {tier: tp}),
         np.full(n, 0.5), usage={tier: usage},
         peak_usage=None if peak is None else {tier: peak},
     )
@@ -313,6 +316,52 @@ def test_usage_unknown_and_revert_reasons():
     assert d[0].action is None and d[0].reason.startswith("cost: not idle: usage 600.0 MiB")
 
 
+def test_revert_held_while_the_forecast_needs_the_raise():
+    """A ramping container keeps its pre-emptive raise: the revert is held while
+    ⌈forecast × (1 + reclaim margin)⌉ is above the revert target (module docstring,
+    "Revert", the held example: cpu_saturation's ramp), and the reason says so; the same
+    container with a flat forecast is reverted as before, and so is the ramp once it
+    levels off. (The code before the hold reverted the ramp to 1.16 cores.)"""
+    cfg = CostConfig(idle_after_s=3600, revert_after_s=900, reclaim_margin_fraction=0.2)
+    state = PolicyState(last_action_s={"c0/cpu": 0.0}, raised_from={"c0/cpu": 1.0})
+
+    def at(forecast, usage=0.965):
+        inp = snap(900.0, [1.5], [usage], peak=[usage], tier=Tier.CPU, forecast=[forecast],
+                   horizon_s=900.0)
+        full, _ = propose_scale_downs(inp, cfg, state)
+        acting, _ = propose_scale_downs(inp, cfg, state, acting_only=True)
+        assert repr(acting) == repr([d for d in full if d.action is not None])
+        return full[0]
+
+    d = at(1.086)  # T = ⌈max(1.0, 0.965 × 1.2 = 1.158)⌉ = 1.16; ⌈1.086 × 1.2⌉ = 1.31 > 1.16
+    assert d.action is None
+    assert d.reason == (
+        "cost: revert held: usage 0.96 cores is forecast to reach 1.09 cores within 900 s; "
+        "× 1.20 that needs 1.31 cores, above the revert target 1.16 cores: the pre-emptive "
+        "raise from 1.00 cores is kept")
+    # through the policy too: no scale-down, the raise stays
+    pol = PolicyConfig(guards=GuardConfig(), cost=cfg)
+    inp = snap(900.0, [1.5], [0.965], peak=[0.965], tier=Tier.CPU, forecast=[1.086],
+               horizon_s=900.0)
+    assert all(x.action is None for x in decide(inp, pol, state, sparse=True)[0])
+    assert scale_down_idle(inp, pol, state)[0][0].reason.startswith("cost: revert held: ")
+    # flat (the forecast is the usage) and levelled off (⌈0.96 × 1.2⌉ = 1.16 = T): reverted
+    for flat in (0.965, 0.96):
+        d = at(flat)
+        assert d.action.new_limit == 1.16 and d.reason.startswith("cost: revert: ")
+    # the forecast unknown (a model without one): reverted as before
+    assert at(math.nan).action.new_limit == 1.16
+    # memory during a slow leak: held while the leak is forecast past the target
+    mem = PolicyState(last_action_s={"c0/memory": 0.0}, raised_from={"c0/memory": 256 * MiB})
+    d, _ = propose_scale_downs(snap(1000.0, [GiB], [250 * MiB], forecast=[330 * MiB],
+                                    horizon_s=900.0), cfg, mem)
+    assert d[0].action is None  # T = 300 MiB; 330 × 1.2 = 396 MiB > 300 MiB
+    assert d[0].reason.startswith("cost: revert held: usage 250.0 MiB is forecast to reach "
+                                  "330.0 MiB within 900 s; × 1.20 that needs 396.0 MiB")
+    d, _ = propose_scale_downs(snap(1000.0, [GiB], [250 * MiB], horizon_s=900.0), cfg, mem)
+    assert d[0].action.new_limit == 300 * MiB  # flat: 250 × 1.2
+
+
 def _random_case(seed: int):
     """A snapshot, state and configs that reach every branch of the cost pass and of
     the reclaim (limits inf, 0, nan; usage nan, missing, -0.0; p_fail nan or high; runs
@@ -415,7 +464,7 @@ def test_the_random_cases_reach_every_branch():
                 "cost: not idle: p_fail": False, "cost: not idle: usage": False,
                 "cost: low for": False, "; next step down in": False,
                 "but the limit is at peak": False, "): step down to": True,
-                "cost: revert: ": True}  # text → with an action
+                "cost: revert: ": True, "cost: revert held: ": False}  # text → with an action
     seen, kept, dropped = set(), 0, 0
     for seed in range(16):
         inp, cost, guards, state, long_peak = _random_case(seed)
@@ -482,7 +531,9 @@ def test_build_fills_every_field_as_the_constructor():
 
 
 # The per-row cost pass and reclaim as they were before they went column-wise
-# (commit 12fa8b3), verbatim: the specification the tests above hold them to.
+# (commit 12fa8b3), verbatim but for the revert held by the forecast (added later, in
+# _ref_revert and where its reason is used): the specification the tests above hold
+# them to.
 
 
 def _ref_tier_usage(inp, tier):
@@ -525,11 +576,13 @@ def _ref_propose_scale_downs(
                     since = state.low_since_s.get(key, now)
                     run_peak = max(state.low_peak.get(key, usage), usage)
                     low_since[key], low_peak[key] = since, run_peak
-                action, reason = _ref_revert(inp, cfg, state, i, tier, limit, usage, p, key)
+                action, reason, held = _ref_revert(inp, cfg, state, i, tier, limit, usage, p,
+                                                   key)
                 if action is None and low:
-                    action, reason = _ref_step_down(inp, cfg, state, i, tier, limit, usage, p,
-                                                now - since, run_peak, key)
-                elif action is None:
+                    action, idle_reason = _ref_step_down(inp, cfg, state, i, tier, limit,
+                                                         usage, p, now - since, run_peak, key)
+                    reason = reason if held and action is None else idle_reason
+                elif action is None and not held:
                     reason = (f"cost: not idle: usage {fmt(tier, usage)} is {usage / limit:.0%} "
                               f"of the limit (>= {cfg.idle_usage_fraction:.0%})")
             decisions.append(Decision(
@@ -549,27 +602,38 @@ def _ref_propose_scale_downs(
 def _ref_revert(
     inp: PolicyInput, cfg: CostConfig, state: PolicyState, i: int, tier: Tier,
     limit: float, usage: float, p: float, key: str,
-) -> tuple[ScalingAction | None, str]:
-    """Undo a pre-emptive raise that was not needed (module docstring, "Revert")."""
+) -> tuple[ScalingAction | None, str, bool]:
+    """Undo a pre-emptive raise that was not needed (module docstring, "Revert"), unless
+    the forecast holds it (added with the hold: the third value)."""
     base = state.raised_from.get(key)
     if base is None or not base < limit:
-        return None, ""
+        return None, "", False
     last = state.last_action_s.get(key)
     if last is not None and inp.now_s - last < cfg.revert_after_s:
         return None, (f"cost: raised from {fmt(tier, base)} {inp.now_s - last:.0f} s ago; "
-                      f"reverted if still not needed after {cfg.revert_after_s:g} s")
+                      f"reverted if still not needed after {cfg.revert_after_s:g} s"), False
     peak_in = inp.peak_of(tier, i)
     peak = max(usage, peak_in if math.isfinite(peak_in) else 0.0)
     target = round_up(tier, max(base, peak * (1 + cfg.reclaim_margin_fraction)))
     if not target < limit:
         return None, (f"cost: raised from {fmt(tier, base)}, but the long peak "
-                      f"{fmt(tier, peak)} × {1 + cfg.reclaim_margin_fraction:.2f} needs it")
-    return _ref_down_action(
+                      f"{fmt(tier, peak)} × {1 + cfg.reclaim_margin_fraction:.2f} needs it"
+                      ), False
+    forecast = float(inp.prediction.tiers[tier].forecast[i])
+    need = round_up(tier, forecast * (1 + cfg.reclaim_margin_fraction))
+    if math.isfinite(forecast) and need > target:
+        return None, (
+            f"cost: revert held: usage {fmt(tier, usage)} is forecast to reach "
+            f"{fmt(tier, forecast)} within {inp.prediction.horizon_s:g} s; × "
+            f"{1 + cfg.reclaim_margin_fraction:.2f} that needs {fmt(tier, need)}, above the "
+            f"revert target {fmt(tier, target)}: the pre-emptive raise from "
+            f"{fmt(tier, base)} is kept"), True
+    return (*_ref_down_action(
         inp, i, tier, limit, target, p,
         f"cost: revert: the pre-emptive raise from {fmt(tier, base)} was not needed (usage "
         f"{fmt(tier, usage)} never reached it, p_fail {p:.2f}): back to {fmt(tier, target)} "
         f"(never below the long peak {fmt(tier, peak)} × "
-        f"{1 + cfg.reclaim_margin_fraction:.2f})")
+        f"{1 + cfg.reclaim_margin_fraction:.2f})"), False)
 
 
 def _ref_step_down(

@@ -362,7 +362,8 @@ def idle_cases(draw):
 def test_idle_scale_down_never_below_the_long_peak_times_margin(case):
     """Issue 12: an idle step-down never sets a limit below the long peak × (1 + peak
     margin); a revert of an unneeded raise never below max(the limit before the raise,
-    the long peak × (1 + reclaim margin)); neither below usage × (1 + safety margin)."""
+    the long peak × (1 + reclaim margin)), nor below the forecast × (1 + reclaim margin)
+    (a revert the forecast needs is held); neither below usage × (1 + safety margin)."""
     inp, cfg, state = case
     decisions, _ = decide(inp, cfg, state, sparse=True)
     index = {c: i for i, c in enumerate(inp.containers)}
@@ -374,6 +375,9 @@ def test_idle_scale_down_never_below_the_long_peak_times_margin(case):
         peak = max(inp.peak_of(a.tier, i), inp.usage_of(a.tier, i))
         if d.reason.startswith("cost: revert"):
             floor = max(state.raised_from[key], peak * (1 + cfg.cost.reclaim_margin_fraction))
+            forecast = float(inp.prediction.tiers[a.tier].forecast[i])
+            if math.isfinite(forecast):
+                floor = max(floor, forecast * (1 + cfg.cost.reclaim_margin_fraction))
         else:
             assert d.reason.startswith("cost: idle"), d.reason
             floor = peak * (1 + cfg.cost.peak_margin_for(a.tier))
