@@ -315,7 +315,8 @@ class CostSettings(Group):
         default_of(CostConfig, "revert_after_s"),
         description="A pre-emptive scale-up that usage never reached is reverted "
         "(to the limit before it, or the long peak × (1 + reclaim margin) if higher) once it "
-        "is this old and p_fail is at most idle_p_fail_max.",
+        "is this old and p_fail is at most idle_p_fail_max; held while the predictor's "
+        "forecast × (1 + reclaim margin) is above that target.",
     )
     scale_in_after_s: Annotated[float, Field(ge=0, le=2_592_000)] = Field(
         default_of(CostConfig, "scale_in_after_s"),
