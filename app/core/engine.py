@@ -613,12 +613,16 @@ class Engine:
         if guards.workloads or snap.labels:  # a workload in off/recommend mode, a tier it
             # does not control, or labels that do not parse
             lab = snap.labels
-            held = [self._hold(d, guards.workload_of(d.container, app_of.get(
-                d.container, ""), lab.get(d.container))) if d.action is not None else d
-                for d in plan.decisions]
-            for d, h in zip(plan.decisions, held, strict=True):
+            of = [guards.workload_of(d.container, app_of.get(d.container, ""),
+                                     lab.get(d.container)) if d.action is not None else None
+                  for d in plan.decisions]
+            held = [self._hold(d, w) if d.action is not None else d
+                    for d, w in zip(plan.decisions, of, strict=True)]
+            for d, h, w in zip(plan.decisions, held, of, strict=True):
                 if d.action is not None and h.action is None:  # held: no cooldown started
                     self._unrecord(d.action, before)
+                    if w is not None and w.mode == "recommend" and not w.problems:
+                        self._recommended(d.action, app_of.get(d.container, ""))
             plan.decisions = held
         # the policy already names the app (PolicyInput.apps): no copy needed
         app_get = app_of.get
@@ -661,6 +665,27 @@ class Engine:
         268435456 → 402653184 not applied"."""
         why = held_back(w, d.action)
         return d if why is None else replace(d, action=None, reason=f"{d.reason}; {why}")
+
+    def _recommended(self, a: ScalingAction, app: str) -> None:
+        """A scale-up a workload in recommend mode held back is judged as a recommendation
+        of the global recommend mode is (:meth:`settle` of a dry run): the outcome tracker
+        learns whether it was needed (a false positive makes the app's threshold less
+        eager, as a miss makes it more), and a memory one gets its lead time. Held, it
+        starts no cooldown, so it is proposed again every tick: one is tracked at a time
+        per container and tier (while the last one's judgement is open). Without this, a
+        recommend-mode workload's thresholds saw its misses and never its false
+        positives, and only ever grew more eager. Example: ``shop`` in recommend mode,
+        memory 256 → 384 MiB proposed at t = 100 and again at 101…: one recommendation,
+        t = 100, judged at 100 + H."""
+        if a.kind is not ActionKind.RESIZE or not a.new_limit > a.old_limit:
+            return
+        outcomes = self.state.outcomes
+        if any(u.container == a.container and u.tier is a.tier and not u.applied
+               for u in outcomes.pending):
+            return
+        if a.app != app:
+            a = replace(a, app=app)
+        outcomes.scale_up(a, owner=self.owner(a.container, app), applied=False)
 
     def _unrecord(self, a: ScalingAction, before: PolicyState) -> None:
         """Undo what the guards recorded for an action a workload held back (its cooldown

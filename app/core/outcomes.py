@@ -21,8 +21,9 @@ with the horizon ``H`` (``horizon_s``):
   (a decision with ``p_fail ≥ threshold`` in ``[t − H, t]``): then the threshold was
   right and the pool, a cooldown or a bound stopped the scale-up.
 
-Scale-ups that were only recommended (recommend mode) are judged the same way: the
-judgement is about the prediction. SCALE_OUT actions (limits are replica counts) are
+Scale-ups that were only recommended (recommend mode: the loop's, or a workload's that
+held its scale-up back, :meth:`app.core.engine.Engine._recommended`) are judged the same
+way: the judgement is about the prediction. SCALE_OUT actions (limits are replica counts) are
 judged by failures only.
 
 Worked example (H = 60 s, memory): scale-up of ``web-1`` 128 → 192 MiB at t = 100.

@@ -104,6 +104,28 @@ def test_the_tick_obeys_the_containers_workload(workload, applied, reason):
         assert reason in decisions[0]["reason"] and decisions[0]["new_limit"] is None
 
 
+@pytest.mark.parametrize("workload, tracked", [
+    ({"name": "w", "container": "w", "mode": "recommend"}, 1),
+    ({"name": "w", "app": "app", "mode": "off"}, 0),
+    ({"name": "w", "container": "w", "controlled": ["cpu"]}, 0),
+])
+def test_a_recommend_mode_workloads_scale_up_is_judged_as_a_recommendation(workload, tracked):
+    """Held back by its workload's recommend mode, a scale-up is still judged (as the
+    global recommend mode's dry runs are): one open recommendation per container and
+    tier, not one per tick; off mode and an uncontrolled tier recommend nothing."""
+    ports = mem_ports()
+    tick = _tick(ports, [workload])
+    for k in range(3):  # the same leak, three ticks: proposed (and held) each time
+        ports.telemetry.next = [shard(leak_window(t0=1_700_000_000.0 + k))]
+        tick.run_once()
+    ups = [(u.container, u.tier.value, u.applied, u.old_limit)
+           for u in tick.engine.state.outcomes.pending]
+    assert ups == [("w", "memory", False, 256 * MiB)] * tracked
+    lead = tick.engine.state.outcomes.lead_pending
+    assert [(u.container, u.applied) for u in lead] == [("w", False)] * tracked
+    assert not [r for r in ports.journal.records if r["kind"] == "action"]
+
+
 def test_a_workloads_max_caps_the_scale_up():
     ports = mem_ports()
     ports.telemetry.next = [shard(leak_window())]
