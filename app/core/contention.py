@@ -248,8 +248,13 @@ def arbitrate(
         else:
             ups.append(ask)
 
-    # 2. shortfall per (node, tier), then reclaim
-    asking = {(a.container, t) for a in ups for t in POOLED}
+    # 2. shortfall per (node, tier), then reclaim. "Containers asking in this tick are
+    # never reclaimed": an increase holds every pooled tier of its container, a decrease
+    # its own tier (its own step down was granted above; a reclaim of the same limit
+    # would be applied before it and then undone by it, the pool counting the reclaim).
+    asking = ({(a.container, t) for a in ups for t in POOLED}
+              | {(a.container, a.tier) for a in asks
+                 if a.action_id in out and out[a.action_id].verdict is Verdict.GRANTED})
     slack: dict[tuple[str, Tier], list[tuple[float, ReclaimCandidate, float, int]]] = {}
     for cand in idle:
         if (cand.container, cand.tier) in asking:

@@ -195,6 +195,31 @@ def test_reclaim_only_as_far_as_needed_and_decreases_first():
     assert p.free(Tier.MEMORY) == 0.0 and p.check_invariant() == []
 
 
+def test_a_container_stepping_down_this_tick_is_not_also_reclaimed():
+    """"Containers asking in this tick are never reclaimed", decreases included: idle
+    ``i`` steps itself down 2048 → 1792 MiB and is a reclaim candidate too. Reclaiming
+    it as well (1792 → 1280 MiB) gave two actions on one limit: the loop applies
+    reclaims first, so its own step down then set 1792 MiB again while the pool counted
+    1280 MiB: 512 MiB handed to ``x`` that ``i`` still held."""
+    mib = GiB // 1024
+    p = worked_example_pool()  # 512 MiB free
+    asks = [ask("x", GiB, 2 * GiB, 0.9), ask("i", 2 * GiB, 1792 * mib, 0.0)]
+    r = arbitrate(asks, p, idle=[ReclaimCandidate("i", Tier.MEMORY, 2 * GiB, 512 * mib)],
+                  tenants={}, weights={}, now_s=100.0)
+    assert r.reclaims == []
+    assert [(a.container, a.new_limit) for a in r.granted(asks)] == [("i", 1792 * mib)]
+    assert r.verdicts[0].verdict is not Verdict.GRANTED  # 768 MiB free < 1024 MiB needed
+    assert p.grants[Tier.MEMORY]["i"] == 1792 * mib and p.check_invariant() == []
+    # with another idle container that is not asking, that one gives the 256 MiB short
+    p = worked_example_pool()
+    r = arbitrate(asks, p, idle=[ReclaimCandidate("i", Tier.MEMORY, 2 * GiB, 512 * mib),
+                                 ReclaimCandidate("y", Tier.MEMORY, GiB, 256 * mib)],
+                  tenants={}, weights={}, now_s=100.0)
+    assert [(a.container, a.new_limit) for a in r.reclaims] == [("y", 768 * mib)]
+    assert r.verdicts[0].verdict is Verdict.GRANTED
+    assert p.grants[Tier.MEMORY]["i"] == 1792 * mib and p.check_invariant() == []
+
+
 def test_preemptive_before_reactive_and_warm_reserve():
     p = Pool(Capacity(8 * GiB, 4), Capacity(2 * GiB, 0.5), warm=Capacity(1 * GiB, 0))
     p.observe("a", Tier.MEMORY, 3 * GiB)
