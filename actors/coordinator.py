@@ -20,6 +20,7 @@ The tick itself is Ray-free; this module builds its ports:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import RayError
+from ray.exceptions import ActorUnavailableError, RayError
 
 from prescale.actors import names
 from prescale.actors.metrics import CoordinatorMetrics
@@ -52,6 +53,7 @@ from prescale.app.store.registry import ModelRegistry
 from prescale.app.store.thresholds_store import FILE as THRESHOLDS_FILE
 from prescale.app.store.thresholds_store import ThresholdStore
 
+log = logging.getLogger(__name__)
 MAINTENANCE_S = 600.0
 WORKLOADS_ROUTE = "_workloads"
 
@@ -112,21 +114,41 @@ class RayAllocator:
     def __init__(self, settings: Settings) -> None:
         self.s = settings
         self.pool: Any = None
+        self._observed: tuple[Any, ...] | None = None  # this tick's observe(), to replay
 
     def prepare(self) -> None:
         """Once per tick: the actor's handle, waiting while Ray restarts it."""
         self.pool = ray.get_actor(names.POOL, namespace=self.s.ray.namespace)
+        self._observed = None
         wait_ready(self.pool)
 
     def observe(self, limits, now_s, nodes, node_of, replicas) -> None:
-        self.pool.observe.remote(dict(limits), now_s, dict(nodes), dict(node_of),
-                                 dict(replicas))
+        self._observed = (dict(limits), now_s, dict(nodes), dict(node_of), dict(replicas))
+        self.pool.observe.remote(*self._observed)
 
     def arbitrate(self, asks: Sequence[ScalingAction], idle: Sequence[ReclaimCandidate],
                   now_s: float, commit: bool, tenancy: Tenancy | None = None
                   ) -> ArbitrationResult:
-        return ray.get(self.pool.arbitrate.remote(list(asks), list(idle), now_s, commit,
-                                                  tenancy))
+        """The pool's verdicts. If the pool actor is lost during the tick (its node went
+        away: Ray restarts it elsewhere from its checkpoint, without this tick's
+        ``observe``), wait for it, replay this tick's ``observe`` (an actor runs one
+        caller's calls in order) and ask once more; the tick goes on, and a log line and
+        the arbitration's summary say so. A pool that does not come back fails the tick
+        (the runtime retries the next one)."""
+        args = (list(asks), list(idle), now_s, commit, tenancy)
+        try:
+            return ray.get(self.pool.arbitrate.remote(*args))
+        except ActorUnavailableError as exc:
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        if not wait_ready(self.pool, timeout_s=max(30.0, self.s.loop.interval_s)):
+            raise RuntimeError(f"the pool manager did not come back after {why}")
+        if self._observed is not None:
+            self.pool.observe.remote(*self._observed)
+        result = ray.get(self.pool.arbitrate.remote(*args))
+        note = (f"pool manager restarted during the tick ({why}): this tick's observe "
+                "replayed, asks arbitrated again")
+        log.warning(note)
+        return replace(result, summary=[note, *result.summary])
 
     def confirm(self, applied: Sequence[tuple[str, str, float]]) -> None:
         self.pool.confirm_many.remote(list(applied))

@@ -120,6 +120,46 @@ def test_coordinator_restarts_from_its_checkpoint(env):
     assert after == ticks[-1] + 1  # resumed the tick count, not 1
 
 
+def test_a_pool_lost_mid_tick_is_waited_for_and_its_observe_replayed(env, tmp_path):
+    """The pool manager's process dies in the middle of the tick's arbitrate (as when
+    its node goes away: the caller gets ``ActorUnavailableError``, "connection reset";
+    Ray restarts it from its checkpoint, which lacks this tick's observe). The
+    coordinator's allocator waits for it, replays the observe and asks again: the tick
+    gets its verdicts and its summary says what happened."""
+    import ray
+
+    from prescale.actors.coordinator import RayAllocator
+    from prescale.actors.pool import PoolManager
+
+    s, _, _ = env
+    marker = tmp_path / "died-once"
+
+    @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+    class PoolDyingOnce(PoolManager):  # the real pool manager, whose first arbitrate dies
+        def arbitrate(self, *args, **kwargs):
+            if not marker.exists():
+                marker.touch()
+                os._exit(1)
+            return super().arbitrate(*args, **kwargs)
+
+    own = s.model_copy(update={"data_dir": tmp_path / "data"})  # its own checkpoint
+    alloc = RayAllocator(own)
+    alloc.pool = PoolDyingOnce.remote(own)
+    ray.get(alloc.pool.__ray_ready__.remote())
+    name = "replayed"  # a container only this tick's observe names
+    alloc.observe({name: {"memory": 64 * MiB}}, time.time(), {}, {}, {})
+    ask = ScalingAction(f"{name}/memory@7", 7.0, name, Tier.MEMORY, 64 * MiB, 80 * MiB,
+                        0.9, 0.5, 5.0, 70 * MiB, "test")
+    result = alloc.arbitrate([ask], [], 7.0, False)
+    assert marker.exists()  # it did die once
+    [v] = result.verdicts
+    assert v.verdict is Verdict.GRANTED, v.reason
+    assert result.summary[0].startswith(
+        "pool manager restarted during the tick (ActorUnavailableError: "), result.summary
+    assert ray.get(alloc.pool.snapshot.remote())["grants"]["memory"][name] == 64 * MiB
+    ray.kill(alloc.pool)
+
+
 def test_coordinator_hot_reloads_models_and_refuses_a_corrupt_one(env):
     """A registered model for an app replaces the heuristic without a restart; a corrupt
     newer version is refused, logged, and the previous version keeps serving."""
