@@ -193,8 +193,8 @@ def test_a_lost_node_marks_its_containers_unknown_and_the_loop_goes_on(cluster):
             # only if the coordinator itself was on the lost node: Ray restarts it
             # elsewhere from its checkpoint within two ticks
             failed_in_a_row += 1
-            assert where == node_id and failed_in_a_row <= 2, (
-                f"the loop stopped after the node loss: {r!r}")
+            assert where == node_id and failed_in_a_row <= 2, (  # str: with the
+                f"the loop stopped after the node loss: {r}")  # coordinator's traceback
             continue
         failed_in_a_row = 0
         summaries.append(r)
