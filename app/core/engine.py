@@ -680,8 +680,7 @@ class Engine:
         if a.kind is not ActionKind.RESIZE or not a.new_limit > a.old_limit:
             return
         outcomes = self.state.outcomes
-        if any(u.container == a.container and u.tier is a.tier and not u.applied
-               for u in outcomes.pending):
+        if outcomes.recommending(a.container, a.tier):
             return
         if a.app != app:
             a = replace(a, app=app)

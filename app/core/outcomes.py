@@ -300,6 +300,12 @@ class OutcomeTracker:
             self.lead_pending.append(up)
         return True
 
+    def recommending(self, container: str, tier: Tier) -> bool:
+        """Whether a recommendation (a scale-up not applied) of ``container``'s ``tier``
+        is still being judged."""
+        return any(u.container == container and u.tier is tier and not u.applied
+                   for u in self.pending)
+
     def decision(self, container: str, tier: Tier, now_s: float, p_fail: float,
                  threshold: float) -> None:
         """Remember what the predictor said (lets a miss know whether it was flagged):
